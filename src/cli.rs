@@ -1,0 +1,200 @@
+//! The `failoverd` subcommands behind the thin binary: argument types (clap) and one function
+//! per subcommand, each returning the process exit status.
+//!
+//! Exit statuses: 0 done, 1 a check found a violation, 2 usage or config error. Errors are
+//! printed to stderr as one line per problem; nothing here panics on input.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ListenAddress, duration_text};
+use crate::domain::{KeyId, MemberId};
+use crate::sim::node::{SimNode, SimNodeConfig};
+use crate::sim::{checker, ledger};
+
+/// Exit status for usage and config errors.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status when a check found a violation.
+pub const EXIT_VIOLATION: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "failoverd",
+    version,
+    about = "Keeps exactly one block producer active across regions, without double signing."
+)]
+pub struct Args {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a config file and print the effective config (defaults filled in).
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+    /// Check a simulated-chain signature ledger for double signs (S2) and gaps.
+    CheckLedger {
+        /// The ledger file (JSON lines).
+        file: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one simulated node: CometBFT-style `/status` plus `/sim/*` controls.
+    SimNode {
+        /// Where to serve HTTP (loopback), e.g. 127.0.0.1:26657.
+        #[arg(long)]
+        listen: String,
+        /// The shared signature ledger to append to.
+        #[arg(long)]
+        ledger: PathBuf,
+        /// The member whose node this is.
+        #[arg(long)]
+        member: String,
+        /// The signing key's name.
+        #[arg(long, default_value = "validator")]
+        key: String,
+        #[arg(long, default_value = "sim")]
+        chain_id: String,
+        /// Block interval, such as 1s or 500ms.
+        #[arg(long, default_value = "1s")]
+        block_interval: String,
+    },
+}
+
+/// Sets up tracing on stderr in the chosen format; `RUST_LOG` filters (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs a parsed command line.
+pub fn run(args: Args) -> ExitCode {
+    init_logging(args.log_format);
+    match args.command {
+        Command::CheckConfig { file } => check_config(&file),
+        Command::CheckLedger { file, json } => check_ledger(&file, json),
+        Command::SimNode { listen, ledger, member, key, chain_id, block_interval } => {
+            sim_node(&listen, ledger, &member, &key, chain_id, &block_interval)
+        }
+    }
+}
+
+fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// `failoverd check-config FILE`.
+pub fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(config) => {
+            print!("{}", config.to_toml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// `failoverd check-ledger FILE`: exit 1 when S2 is violated.
+pub fn check_ledger(file: &std::path::Path, json: bool) -> ExitCode {
+    let records = match ledger::read(file) {
+        Ok(r) => r,
+        Err(e) => return usage_error(e),
+    };
+    let report = checker::check(&records);
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => return usage_error(format!("cannot render the report as JSON: {e}")),
+        }
+    } else {
+        print!("{report}");
+    }
+    if report.is_safe() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_VIOLATION) }
+}
+
+fn sim_node(
+    listen: &str,
+    ledger: PathBuf,
+    member: &str,
+    key: &str,
+    chain_id: String,
+    block_interval: &str,
+) -> ExitCode {
+    let listen: ListenAddress = match listen.parse() {
+        Ok(a) => a,
+        Err(e) => return usage_error(format!("--listen: {e}")),
+    };
+    let member = match MemberId::new(member) {
+        Ok(m) => m,
+        Err(e) => return usage_error(format!("--member: {e}")),
+    };
+    let key = match KeyId::new(key) {
+        Ok(k) => k,
+        Err(e) => return usage_error(format!("--key: {e}")),
+    };
+    let block_interval = match duration_text::parse(block_interval) {
+        Ok(d) if d >= Duration::from_millis(10) => d,
+        Ok(_) => return usage_error("--block-interval: expected at least 10ms"),
+        Err(e) => return usage_error(format!("--block-interval: {e}")),
+    };
+    let node = match SimNode::new(SimNodeConfig { chain_id, member, key, block_interval, ledger }) {
+        Ok(n) => n,
+        Err(e) => return usage_error(e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::bind(listen.0).await {
+            Ok(l) => l,
+            Err(e) => return usage_error(format!("cannot listen on {listen}: {e}")),
+        };
+        let shutdown = CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            crate::signal::terminated().await;
+            on_signal.cancel();
+        });
+        tracing::info!(%listen, "simulated node serving");
+        match node.serve(listener, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: simulated node stopped: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

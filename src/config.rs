@@ -1,0 +1,540 @@
+//! The TOML configuration: its schema, its defaults (DESIGN.md §7) and its loading.
+//!
+//! Loading parses with `deny_unknown_fields`, then [`validate`] checks the rules that span
+//! fields and [`validate::check_secret_files`] the permissions of key files, and every problem
+//! is reported at once with the file, line, key and what is expected — before the daemon binds a
+//! port or touches a node. This module never starts anything and never reads key material: it
+//! only looks at file metadata.
+
+pub mod address;
+pub mod duration_text;
+mod source_map;
+pub mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use address::{HttpUrl, ListenAddress, PeerAddress};
+pub use source_map::{Position, SourceMap};
+
+use crate::domain::{KeyId, MemberId, MemberKind};
+
+/// One member's configuration file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This member's id; must be one of `members`.
+    pub member: MemberId,
+    /// Where raft's log and snapshots live. Must survive restarts: losing it is a member
+    /// replacement (see the README).
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    /// Every member of the cluster, this one included, identical on all members.
+    pub members: Vec<MemberConfig>,
+    #[serde(default)]
+    pub coordinator: CoordinatorConfig,
+    /// The local node's RPC and how it is probed. Required on producer members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainConfig>,
+    /// How the local node is turned on and off. Required on producer members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer: Option<ProducerConfig>,
+    #[serde(default)]
+    pub failover: FailoverConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Mutual TLS for the peer service and the TCP control API. Absent: plaintext peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    pub id: MemberId,
+    /// Where this member's peer service listens (raft transport and status).
+    pub peer_address: PeerAddress,
+    #[serde(default = "defaults::member_kind")]
+    pub kind: MemberKind,
+    /// Higher is preferred: when the lease is free, a candidate waits `failover.priority_delay`
+    /// if an eligible standby with a higher priority exists.
+    #[serde(default = "defaults::priority")]
+    pub priority: u32,
+    /// Free text shown in status (for example a cloud region or a data centre).
+    #[serde(default)]
+    pub region: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Raft,
+    Consul,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    #[serde(default = "defaults::backend")]
+    pub backend: Backend,
+    /// How long a lease lasts without a renew.
+    #[serde(default = "defaults::lease_ttl", with = "duration_text")]
+    pub lease_ttl: Duration,
+    /// How often the holder renews; must leave time for at least one retry inside the TTL.
+    #[serde(default = "defaults::renew_interval", with = "duration_text")]
+    pub renew_interval: Duration,
+    /// Subtracted from the TTL on the holder's side: covers clock-rate drift and scheduling
+    /// slack, so the holder stops before anyone else can start.
+    #[serde(default = "defaults::safety_margin", with = "duration_text")]
+    pub safety_margin: Duration,
+    /// Deadline for each call to the store.
+    #[serde(default = "defaults::call_timeout", with = "duration_text")]
+    pub call_timeout: Duration,
+    #[serde(default)]
+    pub raft: RaftConfig,
+    #[serde(default)]
+    pub consul: ConsulConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftConfig {
+    /// Interval of raft's logical clock.
+    #[serde(default = "defaults::raft_tick", with = "duration_text")]
+    pub tick: Duration,
+    /// Ticks without a leader's heartbeat before a follower campaigns.
+    #[serde(default = "defaults::election_ticks")]
+    pub election_ticks: u32,
+    #[serde(default = "defaults::heartbeat_ticks")]
+    pub heartbeat_ticks: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsulConfig {
+    /// The local Consul agent's HTTP API.
+    #[serde(default = "defaults::consul_address")]
+    pub address: HttpUrl,
+    /// KV prefix under which the lock, watermarks and member status live.
+    #[serde(default = "defaults::consul_prefix")]
+    pub prefix: String,
+    /// File holding the ACL token (mode 0600). Absent: no token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// TTL of the agent check that the daemon keeps passing and the session is bound to.
+    #[serde(default = "defaults::consul_check_ttl", with = "duration_text")]
+    pub check_ttl: Duration,
+    /// Consul's lock-delay after a session is invalidated: small but nonzero.
+    #[serde(default = "defaults::consul_lock_delay", with = "duration_text")]
+    pub lock_delay: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainKind {
+    Cometbft,
+    Ethereum,
+    Antelope,
+    Solana,
+    Command,
+    /// The simulated chain of `src/sim/` (CometBFT-style RPC), for the demo and tests.
+    Sim,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    pub kind: ChainKind,
+    /// The local node's RPC endpoint. Required for every kind but `command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpc: Option<HttpUrl>,
+    /// For `kind = "command"`: argv of a command that prints a height or JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Extra RPCs (public or other sentries) whose heights count toward the best height.
+    #[serde(default)]
+    pub reference_rpcs: Vec<HttpUrl>,
+    #[serde(default = "defaults::probe_interval", with = "duration_text")]
+    pub probe_interval: Duration,
+    /// Deadline of one probe.
+    #[serde(default = "defaults::probe_timeout", with = "duration_text")]
+    pub probe_timeout: Duration,
+    /// Consecutive bad probes before the node is unhealthy.
+    #[serde(default = "defaults::unhealthy_after")]
+    pub unhealthy_after: u32,
+    /// Blocks behind the best height before a probe counts as bad.
+    #[serde(default = "defaults::max_lag")]
+    pub max_lag: u64,
+    /// A height that has not moved for this long counts as a stall.
+    #[serde(default = "defaults::stall_after", with = "duration_text")]
+    pub stall_after: Duration,
+    /// CometBFT: our validator's address (hex), to detect missed signatures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validator_address: Option<String>,
+    /// CometBFT: how many recent commits to search for our signature.
+    #[serde(default = "defaults::signing_window")]
+    pub signing_window: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProducerKind {
+    /// The daemon supervises the node as its child process.
+    Process,
+    /// The simulated chain's producer.
+    Sim,
+    CometbftFilepv,
+    CometbftSigner,
+    Antelope,
+    Ethereum,
+    Solana,
+    /// Operator-supplied activate/deactivate/fence commands.
+    Command,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerConfig {
+    pub kind: ProducerKind,
+    /// Name of the signing key whose watermark the cluster keeps.
+    #[serde(default = "defaults::key_id")]
+    pub key_id: KeyId,
+    /// For `process`: argv of the node command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// For `command`: argv run to activate, deactivate and fence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activate_command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivate_command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence_command: Option<Vec<String>>,
+    /// Protected source of the validator key (CometBFT); must be mode 0600 or stricter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// How long a deactivation may take before the producer is killed.
+    #[serde(default = "defaults::fence_timeout", with = "duration_text")]
+    pub fence_timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// How long a lower-priority candidate waits for a higher-priority one.
+    #[serde(default = "defaults::priority_delay", with = "duration_text")]
+    pub priority_delay: Duration,
+    /// Minimum time between automatic failovers (L2).
+    #[serde(default = "defaults::cooldown", with = "duration_text")]
+    pub cooldown: Duration,
+    /// A candidate more than this many blocks behind the best height is not promoted.
+    #[serde(default = "defaults::max_lag_on_failover")]
+    pub max_lag_on_failover: u64,
+    /// Heights added above max(watermark, chain height) when computing the activation floor.
+    #[serde(default = "defaults::floor_margin")]
+    pub floor_margin: u64,
+    /// STONITH: argv run against the previous holder before promotion; `{member}` is replaced
+    /// by its id. Absent: skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence_command: Option<Vec<String>>,
+    #[serde(default = "defaults::fence_command_timeout", with = "duration_text")]
+    pub fence_command_timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Unix socket of the control API (mode 0660).
+    #[serde(default = "defaults::api_socket")]
+    pub socket: PathBuf,
+    /// Optional TCP listener for the control API; requires `[tls]` (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<ListenAddress>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    #[serde(default = "defaults::metrics_enabled")]
+    pub enabled: bool,
+    /// Prometheus `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default = "defaults::metrics_listen")]
+    pub listen: ListenAddress,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA that signs every member's and operator's certificate.
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    /// Private key; must be mode 0600 or stricter.
+    pub key_file: PathBuf,
+}
+
+mod defaults {
+    use super::*;
+
+    pub fn data_dir() -> PathBuf {
+        PathBuf::from("/var/lib/failoverd")
+    }
+    pub fn member_kind() -> MemberKind {
+        MemberKind::Producer
+    }
+    pub fn priority() -> u32 {
+        100
+    }
+    pub fn backend() -> Backend {
+        Backend::Raft
+    }
+    pub fn lease_ttl() -> Duration {
+        Duration::from_secs(3)
+    }
+    pub fn renew_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn safety_margin() -> Duration {
+        Duration::from_millis(500)
+    }
+    pub fn call_timeout() -> Duration {
+        Duration::from_millis(800)
+    }
+    pub fn raft_tick() -> Duration {
+        Duration::from_millis(100)
+    }
+    pub fn election_ticks() -> u32 {
+        10
+    }
+    pub fn heartbeat_ticks() -> u32 {
+        1
+    }
+    pub fn consul_address() -> HttpUrl {
+        HttpUrl(reqwest::Url::parse("http://127.0.0.1:8500").expect("constant URL parses"))
+    }
+    pub fn consul_prefix() -> String {
+        "failoverd".to_string()
+    }
+    pub fn consul_check_ttl() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn consul_lock_delay() -> Duration {
+        Duration::from_millis(500)
+    }
+    pub fn probe_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn probe_timeout() -> Duration {
+        Duration::from_millis(800)
+    }
+    pub fn unhealthy_after() -> u32 {
+        3
+    }
+    pub fn max_lag() -> u64 {
+        5
+    }
+    pub fn stall_after() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn signing_window() -> u32 {
+        10
+    }
+    pub fn key_id() -> KeyId {
+        KeyId::new("validator").expect("constant id is valid")
+    }
+    pub fn fence_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn priority_delay() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn cooldown() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn max_lag_on_failover() -> u64 {
+        2
+    }
+    pub fn floor_margin() -> u64 {
+        1
+    }
+    pub fn fence_command_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn api_socket() -> PathBuf {
+        PathBuf::from("/run/failoverd/control.sock")
+    }
+    pub fn metrics_enabled() -> bool {
+        true
+    }
+    pub fn metrics_listen() -> ListenAddress {
+        ListenAddress("127.0.0.1:9464".parse().expect("constant address parses"))
+    }
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            backend: defaults::backend(),
+            lease_ttl: defaults::lease_ttl(),
+            renew_interval: defaults::renew_interval(),
+            safety_margin: defaults::safety_margin(),
+            call_timeout: defaults::call_timeout(),
+            raft: RaftConfig::default(),
+            consul: ConsulConfig::default(),
+        }
+    }
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            tick: defaults::raft_tick(),
+            election_ticks: defaults::election_ticks(),
+            heartbeat_ticks: defaults::heartbeat_ticks(),
+        }
+    }
+}
+
+impl Default for ConsulConfig {
+    fn default() -> Self {
+        ConsulConfig {
+            address: defaults::consul_address(),
+            prefix: defaults::consul_prefix(),
+            token_file: None,
+            check_ttl: defaults::consul_check_ttl(),
+            lock_delay: defaults::consul_lock_delay(),
+        }
+    }
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        FailoverConfig {
+            priority_delay: defaults::priority_delay(),
+            cooldown: defaults::cooldown(),
+            max_lag_on_failover: defaults::max_lag_on_failover(),
+            floor_margin: defaults::floor_margin(),
+            fence_command: None,
+            fence_command_timeout: defaults::fence_command_timeout(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { socket: defaults::api_socket(), listen: None }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: defaults::metrics_enabled(), listen: defaults::metrics_listen() }
+    }
+}
+
+/// One thing wrong with a config file, located as precisely as the file allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The key path, such as `coordinator.lease_ttl` or `members[1].id`, when known.
+    pub key: Option<String>,
+    pub position: Option<Position>,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+/// Why a config could not be loaded. Its `Display` lists every problem, one per line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}", render_problems(file, problems))]
+    Invalid { file: PathBuf, problems: Vec<ConfigProblem> },
+}
+
+fn render_problems(file: &Path, problems: &[ConfigProblem]) -> String {
+    let mut out = String::new();
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&file.display().to_string());
+        if let Some(pos) = p.position {
+            out.push_str(&format!(":{}:{}", pos.line, pos.column));
+        }
+        out.push_str(": ");
+        if let Some(key) = &p.key {
+            out.push_str(key);
+            out.push_str(": ");
+        }
+        out.push_str(&p.message);
+    }
+    out
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> &[ConfigProblem] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid { problems, .. } => problems,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file, including the permissions of the key files
+    /// it names. This is what the binaries call.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let config =
+            Config::parse(&text).map_err(|problems| ConfigError::Invalid { file: path.to_path_buf(), problems })?;
+        let map = SourceMap::new(&text);
+        let problems = validate::check_secret_files(&config, &map);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { file: path.to_path_buf(), problems });
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates config text without touching the file system.
+    pub fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
+        let map = SourceMap::new(text);
+        let config: Config = toml::from_str(text).map_err(|e| vec![problem_from_toml(&e, &map)])?;
+        let problems = validate::validate(&config, &map);
+        if problems.is_empty() { Ok(config) } else { Err(problems) }
+    }
+
+    /// The effective config as TOML, defaults filled in: what `check-config` prints.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render the config as TOML: {e}\n"))
+    }
+
+    /// This member's own entry. `validate` guarantees it exists.
+    pub fn me(&self) -> Option<&MemberConfig> {
+        self.members.iter().find(|m| m.id == self.member)
+    }
+}
+
+fn problem_from_toml(e: &toml::de::Error, map: &SourceMap<'_>) -> ConfigProblem {
+    let span = e.span();
+    ConfigProblem {
+        key: span.as_ref().and_then(|s| map.path_at(s)).map(str::to_string),
+        position: span.map(|s| map.position(s.start)),
+        message: e.message().trim().to_string(),
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(pos) = self.position {
+            write!(f, "{}:{}: ", pos.line, pos.column)?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}

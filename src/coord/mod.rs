@@ -1,0 +1,140 @@
+//! The coordination store's contract (DESIGN.md §4): the [`Coordinator`] trait that the raft
+//! and Consul backends implement and that one contract test suite checks.
+//!
+//! This module owns the contract, not a backend. It never decides roles (that is `role`) and
+//! never touches a producer; a backend only stores the lease, the watermarks and the operator
+//! intents, and refuses writes that carry a stale epoch.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberStatus, Watermark, WatermarkRefusal};
+
+/// Operator intents, replicated through the store so that every member sees the same ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Intents {
+    /// Maintenance mode: nothing happens automatically (DESIGN.md §6).
+    pub paused: bool,
+    /// A planned switchover in progress.
+    pub transfer: Option<Transfer>,
+}
+
+/// A planned switchover: the holder at `epoch` hands over to `to`. Bound to the epoch so that a
+/// stale request can never move a later holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub to: MemberId,
+    pub epoch: Epoch,
+}
+
+/// What [`Coordinator::watch`] delivers: the latest lease and intents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreView {
+    pub lease: LeaseView,
+    pub intents: Intents,
+}
+
+/// One member's published status as seen by the reader, with its age measured on the reader's
+/// monotonic clock (clocks of different machines are never compared).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusReport {
+    pub status: crate::domain::MemberStatus,
+    pub age: Duration,
+}
+
+/// Why a store operation failed. `Timeout` and `Unavailable` mean "outcome unknown": the write
+/// may still take effect, and callers must act as if it might have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoordError {
+    #[error("the lease is held by {holder} at epoch {epoch}; wait for it to be released or to expire")]
+    LeaseHeld { holder: MemberId, epoch: Epoch },
+    #[error("this member does not hold the lease at epoch {epoch} (the store has {current}); stop producing")]
+    NotHolder { epoch: Epoch, current: LeaseView },
+    #[error(transparent)]
+    Refused(#[from] WatermarkRefusal),
+    #[error("no watermark is stored for key {0}; import one with `failoverctl watermark import` before producing")]
+    NoWatermark(KeyId),
+    #[error("the store did not answer before the deadline ({operation}); the outcome is unknown")]
+    Timeout { operation: &'static str },
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the request was refused: {0}")]
+    Invalid(String),
+}
+
+/// The coordination store. All methods are bounded by `deadline`.
+///
+/// Contract, for every implementation (checked by the contract suite in `tests/`):
+/// - A method MUST return by its deadline; if the outcome is unknown then, it returns
+///   [`CoordError::Timeout`]. Callers treat an unknown outcome as "may have happened".
+/// - Epochs strictly increase across grants; a write carrying an epoch other than the
+///   current one is refused with [`CoordError::NotHolder`] or [`WatermarkRefusal::StaleEpoch`].
+/// - A watermark never decreases (S3), whatever the sequence of calls, restarts and leader
+///   changes.
+/// - Expiry is decided only by the store's own monotonic timers, never by a member's clock.
+#[async_trait]
+pub trait Coordinator: Send + Sync {
+    /// Takes the lease for `member`. MUST succeed only when nobody holds it (never granted,
+    /// released or expired) or a transfer names `member`; the returned epoch MUST be greater
+    /// than every epoch granted before. Clears any pending transfer.
+    async fn acquire(&self, member: &MemberId, deadline: Instant) -> Result<Lease, CoordError>;
+
+    /// Extends `lease`. MUST be refused unless `lease` is the current holder at the current
+    /// epoch. The returned lease's `valid_until` is computed from the send time of this call.
+    async fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Lease, CoordError>;
+
+    /// Gives the lease up, first raising the key's watermark to `final_watermark` (the last
+    /// HRS the producer signed) under the lease's epoch. Same holder rule as `renew`.
+    async fn release(
+        &self,
+        lease: &Lease,
+        final_watermark: Option<(KeyId, Hrs)>,
+        deadline: Instant,
+    ) -> Result<(), CoordError>;
+
+    /// Signer mode, before every signature: advance `key`'s watermark to `hrs`. MUST be refused
+    /// unless `epoch` is current and `hrs` is strictly above the watermark. On `Ok` the
+    /// reservation is durable on a quorum.
+    async fn reserve(&self, epoch: Epoch, key: &KeyId, hrs: Hrs, deadline: Instant) -> Result<Watermark, CoordError>;
+
+    /// Key-holding mode: raise `key`'s watermark to the end of `height`. Same epoch rule; a
+    /// height at or below the watermark leaves it unchanged.
+    async fn checkpoint(
+        &self,
+        epoch: Epoch,
+        key: &KeyId,
+        height: u64,
+        deadline: Instant,
+    ) -> Result<Watermark, CoordError>;
+
+    /// `key`'s watermark, or `None` when none was ever stored. Reads MUST be linearizable:
+    /// a watermark read under epoch E reflects every write acknowledged before.
+    async fn watermark(&self, key: &KeyId, deadline: Instant) -> Result<Option<Watermark>, CoordError>;
+
+    /// Raises `key`'s watermark from an operator's import; refused if it would lower it.
+    async fn import_watermark(&self, key: &KeyId, hrs: Hrs, deadline: Instant) -> Result<Watermark, CoordError>;
+
+    /// The lease as the store sees it now (linearizable).
+    async fn lease(&self, deadline: Instant) -> Result<LeaseView, CoordError>;
+
+    /// The operator intents as the store sees them now.
+    async fn intents(&self, deadline: Instant) -> Result<Intents, CoordError>;
+
+    /// A change stream of the lease and intents. Delivers the latest view, not every step.
+    fn watch(&self) -> watch::Receiver<StoreView>;
+
+    /// Publishes this member's status. Advisory: not part of the replicated log.
+    async fn publish_status(&self, status: &MemberStatus, deadline: Instant) -> Result<(), CoordError>;
+
+    /// The latest status each member published, with its age.
+    async fn cluster_status(&self, deadline: Instant) -> Result<Vec<StatusReport>, CoordError>;
+
+    /// Maintenance mode on or off.
+    async fn set_paused(&self, paused: bool, deadline: Instant) -> Result<(), CoordError>;
+
+    /// Asks the current holder (at the current epoch) to hand over to `to`.
+    async fn request_transfer(&self, to: &MemberId, deadline: Instant) -> Result<Transfer, CoordError>;
+}

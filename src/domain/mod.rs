@@ -1,0 +1,20 @@
+//! The words of DESIGN.md §2 as plain data: member ids, epochs, HRS, watermarks, lease views,
+//! member status and monotonic time.
+//!
+//! Everything here is a value type with no I/O beyond reading the monotonic clock in
+//! [`MonoTime::now`]. The ordering rules that safety depends on (HRS order, watermark advance)
+//! live here so that every backend and adapter shares one definition of them.
+
+mod hrs;
+mod lease;
+mod member;
+mod status;
+mod time;
+mod watermark;
+
+pub use hrs::{Hrs, Step, StepParseError};
+pub use lease::{Epoch, Lease, LeaseView};
+pub use member::{KeyId, MemberId, MemberIdError, MemberKind};
+pub use status::{MemberStatus, RoleName};
+pub use time::MonoTime;
+pub use watermark::{Watermark, WatermarkRefusal};

@@ -1,0 +1,31 @@
+//! failoverd keeps exactly one block producer active across regions, fails over when the active
+//! one breaks, and makes double-signing impossible (DESIGN.md §1).
+//!
+//! Crate map:
+//! - [`domain`]: the words of the design as plain data (member, epoch, HRS, watermark, lease).
+//! - [`config`]: the TOML schema, defaults and validation.
+//! - [`health`] and [`role`]: pure decisions — probe history to a verdict, observation to
+//!   actions. No I/O, no clock reads.
+//! - [`coord`]: the coordination store's contract ([`coord::Coordinator`]).
+//! - [`chain`]: probing nodes ([`chain::ChainProbe`]).
+//! - [`producer`]: turning production on and off ([`producer::Producer`]).
+//! - [`sim`]: the simulated chain, its signature ledger and the S2 checker.
+//! - [`http`]: the one way to build an HTTP client (rustls + ring, deadlines).
+//! - [`proto`]: generated protobuf types and their conversions.
+//! - [`signal`]: the one place that waits for SIGTERM/SIGINT.
+//! - [`cli`]: the `failoverd` subcommands behind the thin binaries.
+
+#![forbid(unsafe_code)]
+
+pub mod chain;
+pub mod cli;
+pub mod config;
+pub mod coord;
+pub mod domain;
+pub mod health;
+pub mod http;
+pub mod producer;
+pub mod proto;
+pub mod role;
+pub mod signal;
+pub mod sim;

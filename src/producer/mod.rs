@@ -1,0 +1,54 @@
+//! Turning block production on and off: the [`Producer`] trait (DESIGN.md §5).
+//!
+//! Nothing outside `producer/` touches a node process or a key. A producer never decides
+//! whether it should be active: it is told so by the daemon, only after the promotion guard
+//! passed, and it reports what it did. `fence` is synchronous on purpose: the self-fence thread
+//! calls it when the tokio runtime may be stalled.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::domain::Hrs;
+
+/// The lowest position the producer may sign at after activation: `max(watermark, chain
+/// height) + margin` as computed by the guard. A producer MUST NOT sign at or below it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignFloor(pub Hrs);
+
+/// What a producer reports about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProducerStatus {
+    pub active: bool,
+    /// The highest height the producer is known to have signed, for checkpoints.
+    pub last_signed_height: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProducerError {
+    #[error("the producer did not confirm {operation} before the deadline")]
+    Timeout { operation: &'static str },
+    #[error("{operation} failed: {detail}")]
+    Failed { operation: &'static str, detail: String },
+}
+
+/// One way of running a block producer.
+#[async_trait]
+pub trait Producer: Send + Sync {
+    /// Starts production, never signing at or below `floor`. Returns `Ok` only once production
+    /// is confirmed; on any error the caller deactivates and treats the producer as possibly
+    /// active until `fence` confirms.
+    async fn activate(&self, floor: SignFloor, deadline: Instant) -> Result<(), ProducerError>;
+
+    /// Stops production gracefully and returns the last status (for the final checkpoint).
+    /// MUST be idempotent: deactivating an inactive producer succeeds.
+    async fn deactivate(&self, deadline: Instant) -> Result<ProducerStatus, ProducerError>;
+
+    /// Makes sure the producer can no longer sign, by force if needed, within `timeout`.
+    /// Blocking and runtime-free: it is called from the self-fence OS thread. MUST be idempotent.
+    fn fence(&self, timeout: Duration) -> Result<(), ProducerError>;
+
+    /// Whether it is producing and what it last signed.
+    async fn status(&self, deadline: Instant) -> Result<ProducerStatus, ProducerError>;
+}

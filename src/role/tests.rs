@@ -1,0 +1,805 @@
+//! Transition tables and property tests for `decide` (DESIGN.md §5–6).
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::coord::{Intents, StatusReport, StoreView, Transfer};
+use crate::domain::MemberStatus;
+use crate::health::{BadProbe, NodeHealth, Verdict};
+
+fn policy() -> RolePolicy {
+    RolePolicy {
+        lease_ttl: Duration::from_secs(3),
+        renew_interval: Duration::from_secs(1),
+        safety_margin: Duration::from_millis(500),
+        priority_delay: Duration::from_secs(2),
+        cooldown: Duration::from_secs(30),
+        max_lag_on_failover: 2,
+        status_stale_after: Duration::from_secs(4),
+    }
+}
+
+fn id(s: &str) -> MemberId {
+    MemberId::new(s).expect("test ids are valid")
+}
+
+fn ms(n: u64) -> MonoTime {
+    MonoTime::from_nanos(n * 1_000_000)
+}
+
+fn e(n: u64) -> Epoch {
+    Epoch::new(n)
+}
+
+fn healthy(height: u64, lag: u64) -> NodeHealth {
+    NodeHealth {
+        verdict: Verdict::Healthy,
+        height: Some(height),
+        lag: Some(lag),
+        latest_good: true,
+        consecutive_bad: 0,
+        last_bad: None,
+    }
+}
+
+fn unhealthy() -> NodeHealth {
+    NodeHealth {
+        verdict: Verdict::Unhealthy,
+        height: Some(100),
+        lag: Some(0),
+        latest_good: false,
+        consecutive_bad: 3,
+        last_bad: Some(BadProbe::Failed { error: "connection refused".into() }),
+    }
+}
+
+fn free(epoch: u64) -> LeaseView {
+    LeaseView::Free { epoch: e(epoch) }
+}
+
+fn held(holder: &str, epoch: u64) -> LeaseView {
+    LeaseView::Held { holder: id(holder), epoch: e(epoch) }
+}
+
+fn peer(member: &str, role: RoleName, height: u64, priority: u32, age_ms: u64) -> StatusReport {
+    StatusReport {
+        status: MemberStatus {
+            member: id(member),
+            kind: MemberKind::Producer,
+            role,
+            priority,
+            height: Some(height),
+            healthy: true,
+            epoch: None,
+        },
+        age: Duration::from_millis(age_ms),
+    }
+}
+
+/// Member "a" at `now`, healthy at height 100, lease free at epoch 0, nobody else.
+fn obs(now_ms: u64) -> Observation {
+    Observation {
+        now: ms(now_ms),
+        me: id("a"),
+        kind: MemberKind::Producer,
+        priority: 100,
+        store: Some(StoreView { lease: free(0), intents: Intents::default() }),
+        health: healthy(100, 0),
+        cluster: vec![],
+        outcomes: vec![],
+    }
+}
+
+impl Observation {
+    fn lease(mut self, lease: LeaseView) -> Self {
+        self.store.as_mut().expect("store view set").lease = lease;
+        self
+    }
+    fn paused(mut self) -> Self {
+        self.store.as_mut().expect("store view set").intents.paused = true;
+        self
+    }
+    fn transfer(mut self, to: &str, epoch: u64) -> Self {
+        self.store.as_mut().expect("store view set").intents.transfer = Some(Transfer { to: id(to), epoch: e(epoch) });
+        self
+    }
+    fn no_store(mut self) -> Self {
+        self.store = None;
+        self
+    }
+    fn health(mut self, h: NodeHealth) -> Self {
+        self.health = h;
+        self
+    }
+    fn peer(mut self, r: StatusReport) -> Self {
+        self.cluster.push(r);
+        self
+    }
+    fn outcome(mut self, o: Outcome) -> Self {
+        self.outcomes.push(o);
+        self
+    }
+    fn witness(mut self) -> Self {
+        self.kind = MemberKind::Witness;
+        self
+    }
+}
+
+fn standby() -> RoleState {
+    RoleState { role: RoleName::Standby, ..RoleState::new(MemberKind::Producer, ms(0)) }
+}
+
+fn holding(role: RoleName, epoch: u64, deadline_ms: u64) -> RoleState {
+    RoleState {
+        role,
+        epoch: Some(e(epoch)),
+        deadline: Some(ms(deadline_ms)),
+        seen_epoch: e(epoch - 1),
+        activated_at: (role == RoleName::Active).then_some(ms(0)),
+        ..RoleState::new(MemberKind::Producer, ms(0))
+    }
+}
+
+fn active(epoch: u64, deadline_ms: u64) -> RoleState {
+    holding(RoleName::Active, epoch, deadline_ms)
+}
+
+struct Case {
+    name: &'static str,
+    state: RoleState,
+    obs: Observation,
+    role: RoleName,
+    actions: Vec<Action>,
+}
+
+fn run(cases: Vec<Case>) {
+    for c in cases {
+        let (next, actions) = decide(&c.state, &c.obs, &policy());
+        assert_eq!(next.role, c.role, "{}: role", c.name);
+        assert_eq!(actions, c.actions, "{}: actions", c.name);
+    }
+}
+
+// Roles of members that hold no lease (DESIGN.md §6).
+#[test]
+fn idle_member_transitions() {
+    use RoleName::*;
+    let b_higher = |age| peer("b", Standby, 100, 200, age);
+    run(vec![
+        Case {
+            name: "healthy producer takes a free lease",
+            state: standby(),
+            obs: obs(1000),
+            role: Standby,
+            actions: vec![Action::Acquire],
+        },
+        Case {
+            name: "fresh member becomes standby and acquires",
+            state: RoleState::new(MemberKind::Producer, ms(0)),
+            obs: obs(1000),
+            role: Standby,
+            actions: vec![Action::Acquire],
+        },
+        Case {
+            name: "unhealthy node is ineligible",
+            state: standby(),
+            obs: obs(1000).health(unhealthy()),
+            role: Ineligible,
+            actions: vec![],
+        },
+        Case {
+            name: "unknown health is ineligible",
+            state: standby(),
+            obs: obs(1000).health(NodeHealth::UNKNOWN),
+            role: Ineligible,
+            actions: vec![],
+        },
+        Case {
+            name: "lag above max_lag_on_failover is ineligible",
+            state: standby(),
+            obs: obs(1000).health(healthy(97, 3)),
+            role: Ineligible,
+            actions: vec![],
+        },
+        Case {
+            name: "lag at max_lag_on_failover is eligible",
+            state: standby(),
+            obs: obs(1000).health(healthy(98, 2)),
+            role: Standby,
+            actions: vec![Action::Acquire],
+        },
+        Case {
+            name: "witness never acquires",
+            state: RoleState::new(MemberKind::Witness, ms(0)),
+            obs: obs(1000).witness(),
+            role: Witness,
+            actions: vec![],
+        },
+        Case {
+            name: "paused cluster does not promote",
+            state: standby(),
+            obs: obs(1000).paused(),
+            role: Standby,
+            actions: vec![],
+        },
+        Case {
+            name: "lease held by another: wait",
+            state: standby(),
+            obs: obs(1000).lease(held("b", 3)),
+            role: Standby,
+            actions: vec![],
+        },
+        Case {
+            name: "store unreachable: unknown is never free",
+            state: standby(),
+            obs: obs(1000).no_store(),
+            role: Standby,
+            actions: vec![],
+        },
+        Case {
+            name: "higher-priority eligible standby: wait priority_delay",
+            state: RoleState { free_since: Some(ms(0)), ..standby() },
+            obs: obs(1999).peer(b_higher(100)),
+            role: Standby,
+            actions: vec![],
+        },
+        Case {
+            name: "higher-priority standby did not take it within priority_delay: acquire",
+            state: RoleState { free_since: Some(ms(0)), ..standby() },
+            obs: obs(2000).peer(b_higher(100)),
+            role: Standby,
+            actions: vec![Action::Acquire],
+        },
+        Case {
+            name: "stale higher-priority status is ignored",
+            state: standby(),
+            obs: obs(1000).peer(b_higher(4001)),
+            role: Standby,
+            actions: vec![Action::Acquire],
+        },
+        Case {
+            name: "lower-priority standby does not delay us",
+            state: standby(),
+            obs: obs(1000).peer(peer("b", Standby, 100, 50, 100)),
+            role: Standby,
+            actions: vec![Action::Acquire],
+        },
+        Case {
+            name: "cooldown after our own step-down",
+            state: RoleState { stood_down_at: Some(ms(1000)), ..standby() },
+            obs: obs(30_999),
+            role: Standby,
+            actions: vec![],
+        },
+        Case {
+            name: "cooldown over",
+            state: RoleState { stood_down_at: Some(ms(1000)), ..standby() },
+            obs: obs(31_000),
+            role: Standby,
+            actions: vec![Action::Acquire],
+        },
+        Case {
+            name: "transfer target acquires at once, even paused and in cooldown",
+            state: RoleState { stood_down_at: Some(ms(1000)), ..standby() },
+            obs: obs(2000).lease(free(4)).paused().transfer("a", 4).peer(b_higher(100)),
+            role: Standby,
+            actions: vec![Action::Acquire],
+        },
+        Case {
+            name: "transfer to another member: give it priority_delay",
+            state: RoleState { free_since: Some(ms(1000)), ..standby() },
+            obs: obs(2000).lease(free(4)).transfer("b", 4),
+            role: Standby,
+            actions: vec![],
+        },
+        Case {
+            name: "store says we hold a lease this process never acquired: release it",
+            state: RoleState::new(MemberKind::Producer, ms(0)),
+            obs: obs(1000).lease(held("a", 7)),
+            role: Standby,
+            actions: vec![Action::Release { epoch: e(7) }],
+        },
+        Case {
+            name: "our own pending grant shown early is not released",
+            state: RoleState { acquire_pending: true, ..standby() },
+            obs: obs(1000).lease(held("a", 1)),
+            role: Standby,
+            actions: vec![],
+        },
+    ]);
+}
+
+// Acquire outcomes, the guard and activation (DESIGN.md §5).
+#[test]
+fn promotion_transitions() {
+    use RoleName::*;
+    let acquired = |epoch, until| Outcome::Acquired { epoch: e(epoch), valid_until: ms(until) };
+    run(vec![
+        Case {
+            name: "acquired at a newer epoch: run the guard",
+            state: RoleState { acquire_pending: true, seen_epoch: e(4), ..standby() },
+            obs: obs(1000).lease(held("a", 5)).outcome(acquired(5, 3500)),
+            role: Promoting,
+            actions: vec![Action::RunGuard { epoch: e(5) }],
+        },
+        Case {
+            name: "acquired at an epoch not above one seen before: never activate, release",
+            state: RoleState { acquire_pending: true, seen_epoch: e(5), ..standby() },
+            obs: obs(1000).lease(held("a", 5)).outcome(acquired(5, 3500)),
+            role: Standby,
+            actions: vec![Action::Release { epoch: e(5) }],
+        },
+        Case {
+            name: "acquired after the cluster was paused: release instead of promoting",
+            state: RoleState { acquire_pending: true, seen_epoch: e(4), ..standby() },
+            obs: obs(1000).lease(held("a", 5)).paused().outcome(acquired(5, 3500)),
+            role: Standby,
+            actions: vec![Action::Release { epoch: e(5) }],
+        },
+        Case {
+            name: "acquired but the node became unhealthy meanwhile: release",
+            state: RoleState { acquire_pending: true, seen_epoch: e(4), ..standby() },
+            obs: obs(1000).lease(held("a", 5)).health(unhealthy()).outcome(acquired(5, 3500)),
+            role: Ineligible,
+            actions: vec![Action::Release { epoch: e(5) }],
+        },
+        Case {
+            name: "acquired with a validity already over: fence, never run the guard",
+            state: RoleState { acquire_pending: true, seen_epoch: e(4), ..standby() },
+            obs: obs(4000).lease(held("a", 5)).outcome(acquired(5, 3500)),
+            role: Fenced,
+            actions: vec![Action::Fence { why: FenceReason::LeaseDeadline }],
+        },
+        Case {
+            name: "guard passed: active",
+            state: holding(Promoting, 5, 3500),
+            obs: obs(1000).lease(held("a", 5)).outcome(Outcome::GuardPassed { epoch: e(5) }),
+            role: Active,
+            actions: vec![],
+        },
+        Case {
+            name: "guard passed for another epoch is ignored",
+            state: holding(Promoting, 5, 3500),
+            obs: obs(1000).lease(held("a", 5)).outcome(Outcome::GuardPassed { epoch: e(4) }),
+            role: Promoting,
+            actions: vec![],
+        },
+        Case {
+            name: "guard failed: deactivate",
+            state: holding(Promoting, 5, 3500),
+            obs: obs(1000).lease(held("a", 5)).outcome(Outcome::GuardFailed {
+                epoch: e(5),
+                step: "node_healthy".into(),
+                error: "lag 9".into(),
+            }),
+            role: Demoting,
+            actions: vec![Action::Deactivate {
+                epoch: e(5),
+                why: StepDown::GuardFailed { step: "node_healthy".into() },
+            }],
+        },
+        Case {
+            name: "promoting with the store view still older than the grant keeps going",
+            state: holding(Promoting, 5, 3500),
+            obs: obs(1000).lease(free(4)),
+            role: Promoting,
+            actions: vec![],
+        },
+    ]);
+}
+
+// The holder's lease: renew, fence on deadline or loss (DESIGN.md §4–5).
+#[test]
+fn holder_transitions() {
+    use RoleName::*;
+    let fence = |why| vec![Action::Fence { why }];
+    run(vec![
+        Case {
+            name: "renew not yet due",
+            state: active(5, 3500),
+            obs: obs(1999).lease(held("a", 5)),
+            role: Active,
+            actions: vec![],
+        },
+        Case {
+            name: "renew due one interval after the last one was sent",
+            state: active(5, 3500),
+            obs: obs(2000).lease(held("a", 5)),
+            role: Active,
+            actions: vec![Action::Renew { epoch: e(5) }, Action::Checkpoint { epoch: e(5) }],
+        },
+        Case {
+            name: "deadline reached: fence",
+            state: active(5, 3500),
+            obs: obs(3500).lease(held("a", 5)),
+            role: Fenced,
+            actions: fence(FenceReason::LeaseDeadline),
+        },
+        Case {
+            name: "deadline reached while the store is unreachable: fence",
+            state: active(5, 3500),
+            obs: obs(3600).no_store(),
+            role: Fenced,
+            actions: fence(FenceReason::LeaseDeadline),
+        },
+        Case {
+            name: "a renew arriving after the deadline does not save the lease",
+            state: active(5, 3500),
+            obs: obs(3600).lease(held("a", 5)).outcome(Outcome::Renewed { epoch: e(5), valid_until: ms(6000) }),
+            role: Fenced,
+            actions: fence(FenceReason::LeaseDeadline),
+        },
+        Case {
+            name: "a renew before the deadline extends it",
+            state: active(5, 3500),
+            obs: obs(3400).lease(held("a", 5)).outcome(Outcome::Renewed { epoch: e(5), valid_until: ms(5900) }),
+            role: Active,
+            actions: vec![],
+        },
+        Case {
+            name: "store shows another holder: fence",
+            state: active(5, 9000),
+            obs: obs(1000).lease(held("b", 6)),
+            role: Fenced,
+            actions: fence(FenceReason::LeaseLost),
+        },
+        Case {
+            name: "store shows our lease expired: fence",
+            state: active(5, 9000),
+            obs: obs(1000).lease(free(5)),
+            role: Fenced,
+            actions: fence(FenceReason::LeaseLost),
+        },
+        Case {
+            name: "store view older than our grant: keep producing",
+            state: active(5, 2600),
+            obs: obs(1000).lease(held("b", 4)),
+            role: Active,
+            actions: vec![],
+        },
+        Case {
+            name: "a second grant while holding one: fence",
+            state: active(5, 2500),
+            obs: obs(1000).lease(held("a", 5)).outcome(Outcome::Acquired { epoch: e(6), valid_until: ms(3000) }),
+            role: Fenced,
+            actions: fence(FenceReason::Inconsistent),
+        },
+        Case {
+            name: "fence not confirmed: ask again",
+            state: RoleState { last_reason: Some(Reason::Fence(FenceReason::LeaseLost)), ..holding(Fenced, 5, 3500) },
+            obs: obs(5000).lease(free(5)),
+            role: Fenced,
+            actions: fence(FenceReason::LeaseLost),
+        },
+        Case {
+            name: "fence confirmed: back to standby, release what the store still gives us",
+            state: holding(Fenced, 5, 3500),
+            obs: obs(5000).lease(held("a", 5)).outcome(Outcome::Fenced),
+            role: Standby,
+            actions: vec![Action::Release { epoch: e(5) }],
+        },
+        Case {
+            name: "deactivate failed: fence",
+            state: holding(Demoting, 5, 3500),
+            obs: obs(1000)
+                .lease(held("a", 5))
+                .outcome(Outcome::DeactivateFailed { epoch: e(5), error: "timeout".into() }),
+            role: Fenced,
+            actions: fence(FenceReason::DeactivateFailed),
+        },
+        Case {
+            name: "deactivated: release and stand by",
+            state: holding(Demoting, 5, 3500),
+            obs: obs(1000).lease(held("a", 5)).outcome(Outcome::Deactivated { epoch: e(5) }),
+            role: Standby,
+            actions: vec![Action::Release { epoch: e(5) }],
+        },
+        Case {
+            name: "demoting keeps renewing so a slow deactivate does not hit the deadline",
+            state: holding(Demoting, 5, 3500),
+            obs: obs(2100).lease(held("a", 5)),
+            role: Demoting,
+            actions: vec![Action::Renew { epoch: e(5) }],
+        },
+    ]);
+}
+
+// Step-down: health, transfer, cooldown and pause (DESIGN.md §6, L2).
+#[test]
+fn step_down_transitions() {
+    use RoleName::*;
+    let b = |height| peer("b", Standby, height, 100, 100);
+    let active_long = || RoleState { activated_at: Some(ms(0)), ..active(5, 42_000) };
+    let at = |now| obs(now).lease(held("a", 5));
+    run(vec![
+        Case {
+            name: "unhealthy active with an eligible standby steps down",
+            state: active_long(),
+            obs: at(40_000).health(unhealthy()).peer(b(100)),
+            role: Demoting,
+            actions: vec![Action::Deactivate { epoch: e(5), why: StepDown::Unhealthy }],
+        },
+        Case {
+            name: "unhealthy active with no standby stays",
+            state: active_long(),
+            obs: at(40_000).health(unhealthy()),
+            role: Active,
+            actions: vec![],
+        },
+        Case {
+            name: "a lagging standby is not eligible",
+            state: active_long(),
+            obs: at(40_000).health(unhealthy()).peer(b(90)),
+            role: Active,
+            actions: vec![],
+        },
+        Case {
+            name: "a stale standby status is not eligible",
+            state: active_long(),
+            obs: at(40_000).health(unhealthy()).peer(peer("b", Standby, 100, 100, 5000)),
+            role: Active,
+            actions: vec![],
+        },
+        Case {
+            name: "an ineligible peer is not a standby",
+            state: active_long(),
+            obs: at(40_000).health(unhealthy()).peer(peer("b", Ineligible, 100, 100, 100)),
+            role: Active,
+            actions: vec![],
+        },
+        Case {
+            name: "within cooldown of activation the active stays",
+            state: RoleState { activated_at: Some(ms(20_000)), ..active(5, 42_000) },
+            obs: at(40_000).health(unhealthy()).peer(b(100)),
+            role: Active,
+            actions: vec![],
+        },
+        Case {
+            name: "paused: no automatic step-down",
+            state: active_long(),
+            obs: at(40_000).paused().health(unhealthy()).peer(b(100)),
+            role: Active,
+            actions: vec![],
+        },
+        Case {
+            name: "transfer to an eligible standby at our epoch",
+            state: active_long(),
+            obs: at(40_000).transfer("b", 5).peer(b(100)),
+            role: Demoting,
+            actions: vec![Action::Deactivate { epoch: e(5), why: StepDown::Transfer { to: id("b") } }],
+        },
+        Case {
+            name: "transfer works while paused",
+            state: active_long(),
+            obs: at(40_000).paused().transfer("b", 5).peer(b(100)),
+            role: Demoting,
+            actions: vec![Action::Deactivate { epoch: e(5), why: StepDown::Transfer { to: id("b") } }],
+        },
+        Case {
+            name: "transfer bound to an older epoch is ignored",
+            state: active_long(),
+            obs: at(40_000).transfer("b", 4).peer(b(100)),
+            role: Active,
+            actions: vec![],
+        },
+        Case {
+            name: "transfer to a lagging member is ignored",
+            state: active_long(),
+            obs: at(40_000).transfer("b", 5).peer(b(50)),
+            role: Active,
+            actions: vec![],
+        },
+        Case {
+            name: "transfer to ourselves is ignored",
+            state: active_long(),
+            obs: at(40_000).transfer("a", 5).peer(b(100)),
+            role: Active,
+            actions: vec![],
+        },
+    ]);
+}
+
+#[test]
+fn released_epoch_is_never_reused() {
+    // After stepping down at epoch 5, a later grant at 5 (a confused store) is not activated.
+    let p = policy();
+    let (s, _) = decide(
+        &holding(RoleName::Demoting, 5, 3500),
+        &obs(1000).lease(held("a", 5)).outcome(Outcome::Deactivated { epoch: e(5) }),
+        &p,
+    );
+    let s = RoleState { stood_down_at: None, acquire_pending: true, ..s };
+    let (s, actions) = decide(
+        &s,
+        &obs(2000).lease(held("a", 5)).outcome(Outcome::Acquired { epoch: e(5), valid_until: ms(4500) }),
+        &p,
+    );
+    assert!(!actions.iter().any(|a| matches!(a, Action::RunGuard { .. })), "{actions:?}");
+    assert_ne!(s.role, RoleName::Promoting);
+}
+
+// ---- property tests --------------------------------------------------------------------------
+
+fn arb_lease() -> impl Strategy<Value = LeaseView> {
+    prop_oneof![(0u64..6).prop_map(free), (0u64..6).prop_map(|n| held("a", n)), (0u64..6).prop_map(|n| held("b", n)),]
+}
+
+fn arb_health() -> impl Strategy<Value = NodeHealth> {
+    prop_oneof![(0u64..4).prop_map(|lag| healthy(100 - lag, lag)), Just(unhealthy()), Just(NodeHealth::UNKNOWN),]
+}
+
+fn arb_outcome() -> impl Strategy<Value = (u8, u64, i64)> {
+    (0u8..9, 0u64..6, -1000i64..4000)
+}
+
+fn make_outcome(kind: u8, epoch: u64, now: MonoTime, offset_ms: i64) -> Outcome {
+    let until = if offset_ms >= 0 {
+        now.saturating_add(Duration::from_millis(offset_ms as u64))
+    } else {
+        now.saturating_sub(Duration::from_millis(offset_ms.unsigned_abs()))
+    };
+    let epoch = e(epoch);
+    match kind {
+        0 => Outcome::Acquired { epoch, valid_until: until },
+        1 => Outcome::AcquireFailed { error: "timeout".into() },
+        2 => Outcome::Renewed { epoch, valid_until: until },
+        3 => Outcome::GuardPassed { epoch },
+        4 => Outcome::GuardFailed { epoch, step: "watermark".into(), error: "unreachable".into() },
+        5 => Outcome::Deactivated { epoch },
+        6 => Outcome::DeactivateFailed { epoch, error: "timeout".into() },
+        7 => Outcome::Fenced,
+        _ => Outcome::FenceFailed { error: "kill failed".into() },
+    }
+}
+
+type StoreStep = (LeaseView, bool, Option<(bool, u64)>);
+
+#[derive(Debug, Clone)]
+struct Step {
+    advance_ms: u64,
+    /// Lease, paused, and a transfer (to me?, epoch).
+    store: Option<StoreStep>,
+    health: NodeHealth,
+    peer: Option<(u8, u64, u64)>,
+    outcomes: Vec<(u8, u64, i64)>,
+}
+
+fn arb_step(force_paused: bool) -> impl Strategy<Value = Step> {
+    (
+        0u64..2500,
+        prop::option::weighted(0.9, (arb_lease(), any::<bool>(), prop::option::of((any::<bool>(), 0u64..6)))),
+        arb_health(),
+        prop::option::of((0u8..3, 95u64..101, 0u64..6000)),
+        prop::collection::vec(arb_outcome(), 0..3),
+    )
+        .prop_map(move |(advance_ms, store, health, peer, outcomes)| Step {
+            advance_ms,
+            store: store.map(|(l, p, t)| (l, p || force_paused, if force_paused { None } else { t })),
+            health,
+            peer,
+            outcomes,
+        })
+}
+
+fn build(step: &Step, now: MonoTime) -> Observation {
+    let store = step.store.as_ref().map(|(lease, paused, transfer)| StoreView {
+        lease: lease.clone(),
+        intents: Intents {
+            paused: *paused,
+            transfer: transfer
+                .map(|(to_me, epoch)| Transfer { to: id(if to_me { "a" } else { "b" }), epoch: e(epoch) }),
+        },
+    });
+    let cluster = step
+        .peer
+        .map(|(role, height, age)| {
+            let role = [RoleName::Standby, RoleName::Active, RoleName::Ineligible][role as usize];
+            vec![peer("b", role, height, 150, age)]
+        })
+        .unwrap_or_default();
+    Observation {
+        now,
+        me: id("a"),
+        kind: MemberKind::Producer,
+        priority: 100,
+        store,
+        health: step.health.clone(),
+        cluster,
+        outcomes: step.outcomes.iter().map(|(k, ep, off)| make_outcome(*k, *ep, now, *off)).collect(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    // (a) For any sequence of observations, a holder (Active in particular) whose lease deadline
+    // has passed emits Fence, whatever else the observation says.
+    #[test]
+    fn expired_holder_always_fences(steps in prop::collection::vec(arb_step(false), 1..40)) {
+        let p = policy();
+        let mut now = ms(0);
+        let mut s = RoleState::new(MemberKind::Producer, now);
+        for step in &steps {
+            now = now.saturating_add(Duration::from_millis(step.advance_ms));
+            let o = build(step, now);
+            let expired = s.holding() && s.deadline.is_none_or(|d| now >= d);
+            let (next, actions) = decide(&s, &o, &p);
+            if expired {
+                prop_assert!(actions.iter().any(|a| matches!(a, Action::Fence { .. })), "{:?} at {} -> {:?}", s, now, actions);
+                prop_assert_ne!(next.role, RoleName::Active);
+            }
+            if next.role == RoleName::Active {
+                prop_assert!(next.deadline.is_some_and(|d| now < d), "active past its deadline: {:?}", next);
+            }
+            s = next;
+        }
+    }
+
+    // (b) No member decides to activate without holding the lease at a strictly newer epoch:
+    // RunGuard{E} needs an Acquired{E} outcome in the same observation, and E above every epoch
+    // seen in earlier observations (other holders, free leases) and every earlier activation.
+    #[test]
+    fn activation_needs_a_strictly_newer_grant(steps in prop::collection::vec(arb_step(false), 1..40)) {
+        let p = policy();
+        let mut now = ms(0);
+        let mut s = RoleState::new(MemberKind::Producer, now);
+        let mut seen = Epoch::ZERO;
+        for step in &steps {
+            now = now.saturating_add(Duration::from_millis(step.advance_ms));
+            let o = build(step, now);
+            let (next, actions) = decide(&s, &o, &p);
+            for a in &actions {
+                if let Action::RunGuard { epoch } = a {
+                    prop_assert!(*epoch > seen, "RunGuard at {} but epoch {} was seen before", epoch, seen);
+                    let granted = o.outcomes.iter().any(|x| matches!(x, Outcome::Acquired { epoch: g, .. } if g == epoch));
+                    prop_assert!(granted, "RunGuard without an Acquired outcome: {:?}", o.outcomes);
+                    seen = seen.max(*epoch);
+                }
+            }
+            if let Some(v) = &o.store
+                && !matches!(&v.lease, LeaseView::Held { holder, .. } if holder.as_str() == "a")
+            {
+                seen = seen.max(v.lease.epoch());
+            }
+            s = next;
+        }
+    }
+
+    // (c) A paused cluster never promotes on its own: with no transfer intent, no Acquire and
+    // no RunGuard, whatever happens.
+    #[test]
+    fn paused_cluster_never_promotes(steps in prop::collection::vec(arb_step(true), 1..40)) {
+        let p = policy();
+        let mut now = ms(0);
+        let mut s = RoleState::new(MemberKind::Producer, now);
+        for step in &steps {
+            now = now.saturating_add(Duration::from_millis(step.advance_ms));
+            let mut o = build(step, now);
+            if o.store.is_none() {
+                o.store = Some(StoreView { lease: free(0), intents: Intents { paused: true, transfer: None } });
+            }
+            let (next, actions) = decide(&s, &o, &p);
+            prop_assert!(!actions.iter().any(|a| matches!(a, Action::Acquire | Action::RunGuard { .. })), "{:?}", actions);
+            s = next;
+        }
+    }
+
+    // A witness never asks for the lease and never activates.
+    #[test]
+    fn witness_never_acquires(steps in prop::collection::vec(arb_step(false), 1..30)) {
+        let p = policy();
+        let mut now = ms(0);
+        let mut s = RoleState::new(MemberKind::Witness, now);
+        for step in &steps {
+            now = now.saturating_add(Duration::from_millis(step.advance_ms));
+            let mut o = build(step, now);
+            o.kind = MemberKind::Witness;
+            let (next, actions) = decide(&s, &o, &p);
+            let promotes = actions.iter().any(|a| matches!(a, Action::Acquire | Action::RunGuard { .. }));
+            prop_assert!(!promotes, "witness promoted: {:?}", actions);
+            s = next;
+        }
+    }
+}

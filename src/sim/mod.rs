@@ -1,0 +1,19 @@
+//! The simulated chain used by `failoverd demo`, the tests and the chaos suite.
+//!
+//! - [`chain`]: one chain height for every simulated node on the machine, derived from the
+//!   monotonic clock, so nodes in different processes agree without talking.
+//! - [`node`]: a simulated node serving CometBFT-style JSON-RPC `/status` on loopback, which can
+//!   be told to stall, fall behind or catch up, and which appends a record to the ledger for
+//!   every height it signs while its producer is active.
+//! - [`ledger`]: the shared, append-only signature ledger (one JSON line per signature, fsync per
+//!   record).
+//! - [`checker`]: reads a ledger and reports every S2 violation and every gap in signed heights.
+//!
+//! Nothing here is used by a real deployment; it exists so that tests can prove S1 and S2 with
+//! real processes, sockets and files.
+
+pub mod chain;
+pub mod checker;
+pub mod ledger;
+pub mod node;
+pub mod rfc3339;
