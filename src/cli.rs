@@ -188,6 +188,11 @@ fn sim_node(
             crate::signal::terminated().await;
             on_signal.cancel();
         });
+        // Tests and scripts bind port 0 and read the real address from this line.
+        match listener.local_addr() {
+            Ok(addr) => println!("listening {addr}"),
+            Err(e) => return usage_error(format!("cannot read the bound address: {e}")),
+        }
         tracing::info!(%listen, "simulated node serving");
         match node.serve(listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -538,3 +538,72 @@ impl fmt::Display for ConfigProblem {
         f.write_str(&self.message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const VALID: &str = "member = \"a\"\n[[members]]\nid = \"a\"\npeer_address = \"127.0.0.1:1\"\npriority = 5\n[[members]]\nid = \"b\"\npeer_address = \"127.0.0.1:2\"\n[[members]]\nid = \"c\"\npeer_address = \"127.0.0.1:3\"\nkind = \"witness\"\n[coordinator]\nlease_ttl = \"3s\"\n[chain]\nkind = \"sim\"\nrpc = \"http://127.0.0.1:4\"\n[producer]\nkind = \"sim\"\n";
+
+    #[test]
+    fn valid_text_parses_with_defaults() {
+        let c = Config::parse(VALID).expect("valid");
+        assert_eq!(c.coordinator.renew_interval, Duration::from_secs(1));
+        assert_eq!(c.me().map(|m| m.priority), Some(5));
+        assert_eq!(c.members[1].priority, 100);
+        assert_eq!(c.members[2].kind, MemberKind::Witness);
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::parse(VALID).expect("valid");
+        assert_eq!(Config::parse(&c.to_toml()), Ok(c));
+    }
+
+    #[test]
+    fn a_witness_member_needs_no_chain_or_producer() {
+        let text = VALID.replace("member = \"a\"", "member = \"c\"").replace("[producer]\nkind = \"sim\"\n", "");
+        assert!(Config::parse(&text).is_ok());
+        let with_producer = VALID.replace("member = \"a\"", "member = \"c\"");
+        let problems = Config::parse(&with_producer).expect_err("a witness with [producer] is refused");
+        assert_eq!(problems[0].key.as_deref(), Some("producer"));
+    }
+
+    #[test]
+    fn consul_backend_allows_two_members() {
+        let text = VALID
+            .replace("[[members]]\nid = \"c\"\npeer_address = \"127.0.0.1:3\"\nkind = \"witness\"\n", "")
+            .replace("[coordinator]\n", "[coordinator]\nbackend = \"consul\"\n");
+        assert!(Config::parse(&text).is_ok(), "{:?}", Config::parse(&text));
+    }
+
+    #[test]
+    fn renew_that_outlasts_the_holders_validity_is_refused() {
+        let text = VALID.replace("lease_ttl = \"3s\"", "lease_ttl = \"3s\"\nrenew_interval = \"2600ms\"");
+        let problems = Config::parse(&text).expect_err("renew after the holder's own deadline");
+        assert!(problems[0].message.contains("lease_ttl − safety_margin"), "{problems:?}");
+    }
+
+    proptest! {
+        // Bad input gets an error, never a panic: arbitrary text, and the valid text with a
+        // random slice cut out or a random character put in.
+        #[test]
+        fn parse_never_panics(text in ".{0,400}") {
+            let _ = Config::parse(&text);
+        }
+
+        #[test]
+        fn parse_never_panics_on_damaged_config(at in 0usize..400, len in 0usize..30, c in any::<char>()) {
+            let at = at.min(VALID.len());
+            let mut text: String = VALID.chars().take(at).collect();
+            text.push(c);
+            text.extend(VALID.chars().skip(at + len));
+            if let Err(problems) = Config::parse(&text) {
+                prop_assert!(!problems.is_empty());
+                prop_assert!(problems.iter().all(|p| !p.message.is_empty()));
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! `failoverd check-config` against real files: the effective config for a good file, and for
+//! each kind of bad input a message naming the field (with its line) and exit status 2.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{BASE_CONFIG, replace_once, run_failoverd, write};
+
+fn check(dir: &std::path::Path, text: &str) -> (Option<i32>, String, String) {
+    let path = write(dir, "failoverd.toml", text);
+    let out = run_failoverd(&["check-config", path.to_str().expect("utf-8 temp path")]);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn good_config_prints_the_effective_config_with_defaults() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (code, stdout, stderr) = check(dir.path(), BASE_CONFIG);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    for expected in [
+        "member = \"a\"",
+        "call_timeout = \"800ms\"",
+        "election_ticks = 10",
+        "cooldown = \"30s\"",
+        "kind = \"witness\"",
+    ] {
+        assert!(stdout.contains(expected), "effective config lacks {expected}:\n{stdout}");
+    }
+    // What it prints is itself a valid config.
+    let (code, _, stderr) = check(dir.path(), &stdout);
+    assert_eq!(code, Some(0), "the printed effective config does not load: {stderr}");
+}
+
+/// (what is wrong, the config text, what stderr must contain: the field and the line)
+fn bad_inputs() -> Vec<(&'static str, String, Vec<&'static str>)> {
+    let b = BASE_CONFIG;
+    vec![
+        (
+            "unknown key",
+            replace_once(b, "renew_interval = \"1s\"", "renew_intervall = \"1s\""),
+            vec![":19:1: coordinator.renew_intervall: unknown field `renew_intervall`"],
+        ),
+        (
+            "missing field",
+            replace_once(b, "peer_address = \"127.0.0.1:7102\"\n", ""),
+            vec!["members[1]", "missing field `peer_address`"],
+        ),
+        (
+            "a duration that is a word",
+            replace_once(b, "lease_ttl = \"3s\"", "lease_ttl = \"tenseconds\""),
+            vec![":18:13: coordinator.lease_ttl: expected a duration", "\"tenseconds\""],
+        ),
+        (
+            "lease_ttl not above renew_interval",
+            replace_once(b, "lease_ttl = \"3s\"", "lease_ttl = \"1s\""),
+            vec![":19:1: coordinator.renew_interval: renew_interval (1s) must be shorter than lease_ttl (1s)"],
+        ),
+        (
+            "safety_margin not below lease_ttl",
+            replace_once(b, "safety_margin = \"500ms\"", "safety_margin = \"3s\""),
+            vec![":20:1: coordinator.safety_margin: safety_margin (3s) must be shorter than lease_ttl (3s)"],
+        ),
+        (
+            "duplicate member ids",
+            replace_once(b, "id = \"b\"", "id = \"a\""),
+            vec![":9:1: members[1].id: duplicate member id \"a\""],
+        ),
+        (
+            "member not among members",
+            replace_once(b, "member = \"a\"", "member = \"z\""),
+            vec![":1:1: member: \"z\" is not among the [[members]] ids (a, b, c)"],
+        ),
+        (
+            "fewer than 3 voters for raft",
+            replace_once(b, "[[members]]\nid = \"c\"\npeer_address = \"127.0.0.1:7103\"\nkind = \"witness\"\n", ""),
+            vec!["members: the raft backend needs at least 3 voting members", "found 2"],
+        ),
+        (
+            "an address that does not parse",
+            replace_once(b, "127.0.0.1:7102", "127.0.0.1:notaport"),
+            vec![":10:16: members[1].peer_address: expected host:port", "\"127.0.0.1:notaport\""],
+        ),
+        (
+            "a listen address that is not an ip:port",
+            format!("{b}\n[metrics]\nlisten = \"localhost:9464\"\n"),
+            vec!["metrics.listen: expected ip:port to listen on"],
+        ),
+        (
+            "an rpc that is not a URL",
+            replace_once(b, "rpc = \"http://127.0.0.1:26661\"", "rpc = \"127.0.0.1:26661\""),
+            vec!["chain.rpc: expected an http:// or https:// URL"],
+        ),
+        (
+            "a wrong enum value",
+            replace_once(b, "kind = \"witness\"", "kind = \"wittness\""),
+            vec!["members[2].kind: unknown variant `wittness`, expected `producer` or `witness`"],
+        ),
+        (
+            "a value of the wrong type",
+            replace_once(b, "lease_ttl = \"3s\"", "lease_ttl = 3"),
+            vec!["coordinator.lease_ttl"],
+        ),
+        ("not TOML at all", "member = \"a\"\nmembers = [ [\n".to_string(), vec![":2:"]),
+        (
+            "a producer member without [producer]",
+            replace_once(b, "[producer]\nkind = \"sim\"\n", ""),
+            vec!["producer: a producer member needs a [producer] section"],
+        ),
+    ]
+}
+
+#[test]
+fn every_bad_input_names_the_field_and_exits_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (what, text, expected) in bad_inputs() {
+        let (code, stdout, stderr) = check(dir.path(), &text);
+        assert_eq!(code, Some(2), "{what}: exit status; stderr: {stderr}");
+        assert!(stdout.is_empty(), "{what}: printed a config despite the error");
+        assert!(!stderr.contains("panicked"), "{what}: panicked: {stderr}");
+        for e in expected {
+            assert!(stderr.contains(e), "{what}: stderr lacks {e:?}:\n{stderr}");
+        }
+    }
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = replace_once(&replace_once(BASE_CONFIG, "member = \"a\"", "member = \"z\""), "id = \"b\"", "id = \"c\"");
+    let (code, _, stderr) = check(dir.path(), &text);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("member: \"z\" is not among"), "{stderr}");
+    assert!(stderr.contains("duplicate member id \"c\""), "{stderr}");
+}
+
+fn with_tls(dir: &std::path::Path, key_mode: u32) -> String {
+    for (name, mode) in [("ca.pem", 0o644), ("cert.pem", 0o644), ("key.pem", key_mode)] {
+        let path = write(dir, name, "not read by check-config\n");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    format!(
+        "{BASE_CONFIG}\n[tls]\nca_file = \"{d}/ca.pem\"\ncert_file = \"{d}/cert.pem\"\nkey_file = \"{d}/key.pem\"\n",
+        d = dir.display()
+    )
+}
+
+#[test]
+fn tls_key_readable_by_group_or_others_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for mode in [0o640, 0o604, 0o644] {
+        let (code, _, stderr) = check(dir.path(), &with_tls(dir.path(), mode));
+        assert_eq!(code, Some(2), "mode {mode:o}: {stderr}");
+        assert!(stderr.contains("tls.key_file"), "{stderr}");
+        assert!(stderr.contains(&format!("mode {mode:04o}")), "{stderr}");
+        assert!(stderr.contains("chmod 600"), "{stderr}");
+    }
+    let (code, _, stderr) = check(dir.path(), &with_tls(dir.path(), 0o600));
+    assert_eq!(code, Some(0), "a 0600 key is fine: {stderr}");
+}
+
+#[test]
+fn validator_key_source_readable_by_others_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = write(dir.path(), "priv_validator_key.json", "{}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let text = replace_once(
+        BASE_CONFIG,
+        "[producer]\nkind = \"sim\"\n",
+        &format!("[producer]\nkind = \"cometbft-filepv\"\nkey_file = \"{}\"\n", key.display()),
+    );
+    let (code, _, stderr) = check(dir.path(), &text);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("producer.key_file") && stderr.contains("mode 0644"), "{stderr}");
+}
+
+#[test]
+fn a_missing_key_file_is_an_error_with_a_way_forward() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = format!(
+        "{BASE_CONFIG}\n[tls]\nca_file = \"/nonexistent/ca\"\ncert_file = \"/nonexistent/c\"\nkey_file = \"/nonexistent/k\"\n"
+    );
+    let (code, _, stderr) = check(dir.path(), &text);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("tls.key_file: cannot read /nonexistent/k"), "{stderr}");
+    assert!(stderr.contains("tls.ca_file"), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = run_failoverd(&["check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run_failoverd(&["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run_failoverd(&["check-config", "/nonexistent/failoverd.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file /nonexistent/failoverd.toml"));
+}
