@@ -242,6 +242,12 @@ impl RoleState {
         self.enter(RoleName::Ineligible, now);
     }
 
+    fn fence_if_expired(&mut self, now: MonoTime, actions: &mut Vec<Action>) {
+        if self.holding() && self.deadline.is_none_or(|d| now >= d) {
+            self.fence(FenceReason::LeaseDeadline, now, actions);
+        }
+    }
+
     fn fence(&mut self, why: FenceReason, now: MonoTime, actions: &mut Vec<Action>) {
         self.last_reason = Some(Reason::Fence(why.clone()));
         self.enter(RoleName::Fenced, now);
@@ -256,16 +262,11 @@ pub fn decide(state: &RoleState, obs: &Observation, policy: &RolePolicy) -> (Rol
     let mut actions = Vec::new();
     let now = obs.now;
 
-    // Safety first: a holding whose deadline has passed is fenced before any outcome is looked at.
-    if s.holding() && s.deadline.is_none_or(|d| now >= d) {
-        s.fence(FenceReason::LeaseDeadline, now, &mut actions);
-    }
-
+    // Safety first: a holding whose deadline has passed is fenced before any outcome is looked
+    // at (a late renew cannot revive it), and again after them (a grant may arrive expired).
+    s.fence_if_expired(now, &mut actions);
     let granted = apply_outcomes(&mut s, obs, policy, &mut actions);
-
-    if s.holding() && s.deadline.is_none_or(|d| now >= d) {
-        s.fence(FenceReason::LeaseDeadline, now, &mut actions);
-    }
+    s.fence_if_expired(now, &mut actions);
     if s.holding() && lease_lost(&s, obs) {
         s.fence(FenceReason::LeaseLost, now, &mut actions);
     }

@@ -1,3 +1,6 @@
+//! Height, round and step, and their total order: the coordinates in which S2 is stated.
+//! Pure values; never reads or writes anything.
+
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;

@@ -1,3 +1,6 @@
+//! The lease as a member holds it ([`Lease`]) and as the store shows it ([`LeaseView`]), and
+//! its fencing token ([`Epoch`]). Values only: granting and expiring leases is the store's job.
+
 use std::fmt;
 use std::time::Duration;
 

@@ -1,3 +1,6 @@
+//! Identifiers (members, signing keys) and member kinds, validated when parsed so that an id
+//! is always safe to use in a store key, a metric label or a file name.
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};

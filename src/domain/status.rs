@@ -1,3 +1,6 @@
+//! What members publish about themselves for the cluster's view. Advisory data: it never
+//! grants or revokes anything.
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};

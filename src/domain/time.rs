@@ -1,3 +1,6 @@
+//! Monotonic time as a plain value. The only clock read in the domain is [`MonoTime::now`];
+//! pure code receives time as input instead.
+
 use std::fmt;
 use std::time::Duration;
 

@@ -1,3 +1,6 @@
+//! The replicated sign watermark and the only two ways it may move (DESIGN.md §4, S3).
+//! Pure rules shared by every backend; no I/O.
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
