@@ -5,14 +5,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A member's stable identifier, as written in the config's `[[members]]` table.
-///
-/// Ids appear in metrics labels, store keys and log lines, so they are restricted to
-/// `[A-Za-z0-9_.-]`, 1 to 63 characters: safe in a Consul key, a DNS label and a file name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct MemberId(String);
-
 /// Why a string is not a valid [`MemberId`] or [`KeyId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MemberIdError {
@@ -38,74 +30,60 @@ fn check_id(s: &str) -> Result<(), MemberIdError> {
     }
 }
 
-impl MemberId {
-    pub fn new(s: impl Into<String>) -> Result<Self, MemberIdError> {
-        let s = s.into();
-        check_id(&s)?;
-        Ok(Self(s))
-    }
+/// A string newtype that is checked by `check_id` whenever it is built or deserialised.
+macro_rules! checked_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+        impl $name {
+            pub fn new(s: impl Into<String>) -> Result<Self, MemberIdError> {
+                let s = s.into();
+                check_id(&s)?;
+                Ok(Self(s))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = MemberIdError;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                Self::new(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
-impl TryFrom<String> for MemberId {
-    type Error = MemberIdError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::new(s)
-    }
-}
+checked_id!(
+    /// A member's stable identifier, as written in the config's `[[members]]` table.
+    ///
+    /// Ids appear in metrics labels, store keys and log lines, so they are restricted to
+    /// `[A-Za-z0-9_.-]`, 1 to 63 characters: safe in a Consul key, a DNS label and a file name.
+    MemberId
+);
 
-impl From<MemberId> for String {
-    fn from(id: MemberId) -> String {
-        id.0
-    }
-}
-
-impl fmt::Display for MemberId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// The name of a signing key whose watermark the store keeps (one chain identity).
-///
-/// Same character rules as [`MemberId`]: it becomes part of store keys.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct KeyId(String);
-
-impl KeyId {
-    pub fn new(s: impl Into<String>) -> Result<Self, MemberIdError> {
-        let s = s.into();
-        check_id(&s)?;
-        Ok(Self(s))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for KeyId {
-    type Error = MemberIdError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::new(s)
-    }
-}
-
-impl From<KeyId> for String {
-    fn from(id: KeyId) -> String {
-        id.0
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+checked_id!(
+    /// The name of a signing key whose watermark the store keeps (one chain identity).
+    /// Same character rules as [`MemberId`]: it becomes part of store keys.
+    KeyId
+);
 
 /// What a member can do: `producer` members have a node they can activate; `witness` members
 /// only vote in the raft quorum and never hold the lease.

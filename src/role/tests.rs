@@ -602,6 +602,29 @@ fn step_down_transitions() {
 }
 
 #[test]
+fn renew_for_another_epoch_does_not_extend_the_deadline() {
+    let (s, _) = decide(
+        &active(5, 3500),
+        &obs(3400).lease(held("a", 5)).outcome(Outcome::Renewed { epoch: e(4), valid_until: ms(5900) }),
+        &policy(),
+    );
+    assert_eq!(s.deadline, Some(ms(3500)));
+    let (s, actions) = decide(&s, &obs(3500).lease(held("a", 5)), &policy());
+    assert_eq!(s.role, RoleName::Fenced);
+    assert_eq!(actions, vec![Action::Fence { why: FenceReason::LeaseDeadline }]);
+}
+
+#[test]
+fn renew_never_shortens_the_deadline() {
+    let (s, _) = decide(
+        &active(5, 3500),
+        &obs(1000).lease(held("a", 5)).outcome(Outcome::Renewed { epoch: e(5), valid_until: ms(3000) }),
+        &policy(),
+    );
+    assert_eq!(s.deadline, Some(ms(3500)));
+}
+
+#[test]
 fn released_epoch_is_never_reused() {
     // After stepping down at epoch 5, a later grant at 5 (a confused store) is not activated.
     let p = policy();
@@ -654,13 +677,20 @@ fn make_outcome(kind: u8, epoch: u64, now: MonoTime, offset_ms: i64) -> Outcome 
     }
 }
 
+/// Lease, paused, and a transfer (to me?, epoch).
 type StoreStep = (LeaseView, bool, Option<(bool, u64)>);
 
+/// One step of a generated history: the environment mixes faithful behaviour (the store
+/// reflects the member's own view, actions get their natural outcomes) with arbitrary chaos
+/// (random views, random and contradictory outcomes, unreachable store).
 #[derive(Debug, Clone)]
 struct Step {
     advance_ms: u64,
-    /// Lease, paused, and a transfer (to me?, epoch).
     store: Option<StoreStep>,
+    /// Show the lease as the member itself believes it is, instead of `store`'s lease.
+    consistent_lease: bool,
+    /// Report the natural outcome of every action of the previous step.
+    reply: bool,
     health: NodeHealth,
     peer: Option<(u8, u64, u64)>,
     outcomes: Vec<(u8, u64, i64)>,
@@ -668,24 +698,54 @@ struct Step {
 
 fn arb_step(force_paused: bool) -> impl Strategy<Value = Step> {
     (
-        0u64..2500,
-        prop::option::weighted(0.9, (arb_lease(), any::<bool>(), prop::option::of((any::<bool>(), 0u64..6)))),
+        prop_oneof![4 => 0u64..1200, 1 => 0u64..4000],
+        prop::option::weighted(
+            0.9,
+            (arb_lease(), prop::bool::weighted(0.2), prop::option::weighted(0.2, (any::<bool>(), 0u64..6))),
+        ),
+        prop::bool::weighted(0.6),
+        prop::bool::weighted(0.7),
         arb_health(),
         prop::option::of((0u8..3, 95u64..101, 0u64..6000)),
-        prop::collection::vec(arb_outcome(), 0..3),
+        prop::collection::vec(arb_outcome(), 0..2),
     )
-        .prop_map(move |(advance_ms, store, health, peer, outcomes)| Step {
+        .prop_map(move |(advance_ms, store, consistent_lease, reply, health, peer, outcomes)| Step {
             advance_ms,
             store: store.map(|(l, p, t)| (l, p || force_paused, if force_paused { None } else { t })),
+            consistent_lease,
+            reply,
             health,
             peer,
             outcomes,
         })
 }
 
-fn build(step: &Step, now: MonoTime) -> Observation {
+/// The natural outcome of `action` for a member in state `s` whose node is in `health`.
+fn reply_to(action: &Action, s: &RoleState, now: MonoTime, health: &NodeHealth) -> Option<Outcome> {
+    let valid_until = now.saturating_add(Duration::from_millis(2500));
+    match action {
+        Action::Acquire => Some(Outcome::Acquired { epoch: s.seen_epoch.next(), valid_until }),
+        Action::Renew { epoch } => Some(Outcome::Renewed { epoch: *epoch, valid_until }),
+        // Guard step 2 re-checks the node: an unhealthy one fails the guard.
+        Action::RunGuard { epoch } if health.verdict == Verdict::Healthy => {
+            Some(Outcome::GuardPassed { epoch: *epoch })
+        }
+        Action::RunGuard { epoch } => {
+            Some(Outcome::GuardFailed { epoch: *epoch, step: "node_healthy".into(), error: "node unhealthy".into() })
+        }
+        Action::Deactivate { epoch, .. } => Some(Outcome::Deactivated { epoch: *epoch }),
+        Action::Fence { .. } => Some(Outcome::Fenced),
+        Action::Checkpoint { .. } | Action::Release { .. } => None,
+    }
+}
+
+fn build(step: &Step, now: MonoTime, before: &RoleState, previous: &[Action]) -> Observation {
     let store = step.store.as_ref().map(|(lease, paused, transfer)| StoreView {
-        lease: lease.clone(),
+        lease: match (step.consistent_lease, before.epoch) {
+            (false, _) => lease.clone(),
+            (true, Some(held)) => LeaseView::Held { holder: id("a"), epoch: held },
+            (true, None) => LeaseView::Free { epoch: before.seen_epoch },
+        },
         intents: Intents {
             paused: *paused,
             transfer: transfer
@@ -699,6 +759,12 @@ fn build(step: &Step, now: MonoTime) -> Observation {
             vec![peer("b", role, height, 150, age)]
         })
         .unwrap_or_default();
+    let mut outcomes: Vec<Outcome> = if step.reply {
+        previous.iter().filter_map(|a| reply_to(a, before, now, &step.health)).collect()
+    } else {
+        vec![]
+    };
+    outcomes.extend(step.outcomes.iter().map(|(k, ep, off)| make_outcome(*k, *ep, now, *off)));
     Observation {
         now,
         me: id("a"),
@@ -707,7 +773,55 @@ fn build(step: &Step, now: MonoTime) -> Observation {
         store,
         health: step.health.clone(),
         cluster,
-        outcomes: step.outcomes.iter().map(|(k, ep, off)| make_outcome(*k, *ep, now, *off)).collect(),
+        outcomes,
+    }
+}
+
+/// Feeds `steps` to `decide` from a fresh state of `kind`, calling `check(before, observation,
+/// after, actions)` at every step.
+fn drive(
+    kind: MemberKind,
+    steps: &[Step],
+    mut check: impl FnMut(&RoleState, &Observation, &RoleState, &[Action]) -> Result<(), TestCaseError>,
+) -> Result<(), TestCaseError> {
+    let p = policy();
+    let mut now = ms(0);
+    let mut s = RoleState::new(kind, now);
+    let mut previous = Vec::new();
+    for step in steps {
+        now = now.saturating_add(Duration::from_millis(step.advance_ms));
+        let mut o = build(step, now, &s, &previous);
+        o.kind = kind;
+        let (next, actions) = decide(&s, &o, &p);
+        check(&s, &o, &next, &actions)?;
+        s = next;
+        previous = actions;
+    }
+    Ok(())
+}
+
+fn promotes(actions: &[Action]) -> bool {
+    actions.iter().any(|a| matches!(a, Action::Acquire | Action::RunGuard { .. }))
+}
+
+#[test]
+fn generated_sequences_reach_every_role() {
+    // The property tests below only mean something if their inputs drive members through
+    // promotion, activity, step-down and fencing.
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let mut reached = std::collections::BTreeSet::new();
+    for _ in 0..500 {
+        let steps = prop::collection::vec(arb_step(false), 1..40).new_tree(&mut runner).expect("generate").current();
+        drive(MemberKind::Producer, &steps, |_, _, after, _| {
+            reached.insert(format!("{}", after.role));
+            Ok(())
+        })
+        .expect("recording never fails");
+    }
+    for role in ["standby", "ineligible", "promoting", "active", "demoting", "fenced"] {
+        assert!(reached.contains(role), "no generated sequence reached {role}: {reached:?}");
     }
 }
 
@@ -718,23 +832,16 @@ proptest! {
     // has passed emits Fence, whatever else the observation says.
     #[test]
     fn expired_holder_always_fences(steps in prop::collection::vec(arb_step(false), 1..40)) {
-        let p = policy();
-        let mut now = ms(0);
-        let mut s = RoleState::new(MemberKind::Producer, now);
-        for step in &steps {
-            now = now.saturating_add(Duration::from_millis(step.advance_ms));
-            let o = build(step, now);
-            let expired = s.holding() && s.deadline.is_none_or(|d| now >= d);
-            let (next, actions) = decide(&s, &o, &p);
-            if expired {
-                prop_assert!(actions.iter().any(|a| matches!(a, Action::Fence { .. })), "{:?} at {} -> {:?}", s, now, actions);
-                prop_assert_ne!(next.role, RoleName::Active);
+        drive(MemberKind::Producer, &steps, |before, o, after, actions| {
+            if before.holding() && before.deadline.is_none_or(|d| o.now >= d) {
+                prop_assert!(actions.iter().any(|a| matches!(a, Action::Fence { .. })), "{:?} at {} -> {:?}", before, o.now, actions);
+                prop_assert_ne!(after.role, RoleName::Active);
             }
-            if next.role == RoleName::Active {
-                prop_assert!(next.deadline.is_some_and(|d| now < d), "active past its deadline: {:?}", next);
+            if after.role == RoleName::Active {
+                prop_assert!(after.deadline.is_some_and(|d| o.now < d), "active past its deadline: {:?}", after);
             }
-            s = next;
-        }
+            Ok(())
+        })?;
     }
 
     // (b) No member decides to activate without holding the lease at a strictly newer epoch:
@@ -742,15 +849,9 @@ proptest! {
     // seen in earlier observations (other holders, free leases) and every earlier activation.
     #[test]
     fn activation_needs_a_strictly_newer_grant(steps in prop::collection::vec(arb_step(false), 1..40)) {
-        let p = policy();
-        let mut now = ms(0);
-        let mut s = RoleState::new(MemberKind::Producer, now);
         let mut seen = Epoch::ZERO;
-        for step in &steps {
-            now = now.saturating_add(Duration::from_millis(step.advance_ms));
-            let o = build(step, now);
-            let (next, actions) = decide(&s, &o, &p);
-            for a in &actions {
+        drive(MemberKind::Producer, &steps, |_, o, _, actions| {
+            for a in actions {
                 if let Action::RunGuard { epoch } = a {
                     prop_assert!(*epoch > seen, "RunGuard at {} but epoch {} was seen before", epoch, seen);
                     let granted = o.outcomes.iter().any(|x| matches!(x, Outcome::Acquired { epoch: g, .. } if g == epoch));
@@ -763,43 +864,26 @@ proptest! {
             {
                 seen = seen.max(v.lease.epoch());
             }
-            s = next;
-        }
+            Ok(())
+        })?;
     }
 
     // (c) A paused cluster never promotes on its own: with no transfer intent, no Acquire and
     // no RunGuard, whatever happens.
     #[test]
     fn paused_cluster_never_promotes(steps in prop::collection::vec(arb_step(true), 1..40)) {
-        let p = policy();
-        let mut now = ms(0);
-        let mut s = RoleState::new(MemberKind::Producer, now);
-        for step in &steps {
-            now = now.saturating_add(Duration::from_millis(step.advance_ms));
-            let mut o = build(step, now);
-            if o.store.is_none() {
-                o.store = Some(StoreView { lease: free(0), intents: Intents { paused: true, transfer: None } });
-            }
-            let (next, actions) = decide(&s, &o, &p);
-            prop_assert!(!actions.iter().any(|a| matches!(a, Action::Acquire | Action::RunGuard { .. })), "{:?}", actions);
-            s = next;
-        }
+        drive(MemberKind::Producer, &steps, |_, _, _, actions| {
+            prop_assert!(!promotes(actions), "paused cluster promoted: {:?}", actions);
+            Ok(())
+        })?;
     }
 
     // A witness never asks for the lease and never activates.
     #[test]
     fn witness_never_acquires(steps in prop::collection::vec(arb_step(false), 1..30)) {
-        let p = policy();
-        let mut now = ms(0);
-        let mut s = RoleState::new(MemberKind::Witness, now);
-        for step in &steps {
-            now = now.saturating_add(Duration::from_millis(step.advance_ms));
-            let mut o = build(step, now);
-            o.kind = MemberKind::Witness;
-            let (next, actions) = decide(&s, &o, &p);
-            let promotes = actions.iter().any(|a| matches!(a, Action::Acquire | Action::RunGuard { .. }));
-            prop_assert!(!promotes, "witness promoted: {:?}", actions);
-            s = next;
-        }
+        drive(MemberKind::Witness, &steps, |_, _, _, actions| {
+            prop_assert!(!promotes(actions), "witness promoted: {:?}", actions);
+            Ok(())
+        })?;
     }
 }
