@@ -13,6 +13,8 @@ use tokio::time::Instant;
 
 use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberStatus, Watermark, WatermarkRefusal};
 
+pub mod raft;
+
 /// Operator intents, replicated through the store so that every member sees the same ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Intents {
@@ -24,7 +26,7 @@ pub struct Intents {
 
 /// A planned switchover: the holder at `epoch` hands over to `to`. Bound to the epoch so that a
 /// stale request can never move a later holder.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Transfer {
     pub to: MemberId,
     pub epoch: Epoch,
@@ -78,8 +80,9 @@ pub enum CoordError {
 #[async_trait]
 pub trait Coordinator: Send + Sync {
     /// Takes the lease for `member`. MUST succeed only when nobody holds it (never granted,
-    /// released or expired) or a transfer names `member`; the returned epoch MUST be greater
-    /// than every epoch granted before. Clears any pending transfer.
+    /// released or expired) — a pending transfer does not lift this: the old holder releases
+    /// first. The returned epoch MUST be greater than every epoch granted before. Clears any
+    /// pending transfer.
     async fn acquire(&self, member: &MemberId, deadline: Instant) -> Result<Lease, CoordError>;
 
     /// Extends `lease`. MUST be refused unless `lease` is the current holder at the current

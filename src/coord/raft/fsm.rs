@@ -1,0 +1,347 @@
+//! The replicated state machine of the raft backend (DESIGN.md §4): the lease, its epoch, the
+//! watermark per key and the operator intents, changed only by applying [`Command`]s from the
+//! raft log.
+//!
+//! `apply` is deterministic: no clock, no randomness, no I/O, so every member that applies the
+//! same log reaches the same state. Expiry is a command (`Expire`) that the raft leader proposes
+//! from its own monotonic timer; the state machine never decides that time has passed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::coord::{CoordError, Intents, Transfer};
+use crate::domain::{Epoch, Hrs, KeyId, LeaseView, MemberId, Watermark};
+
+/// A change to the replicated state, as it travels through the raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    Acquire {
+        member: MemberId,
+    },
+    Renew {
+        member: MemberId,
+        epoch: Epoch,
+    },
+    Release {
+        member: MemberId,
+        epoch: Epoch,
+        final_watermark: Option<(KeyId, Hrs)>,
+    },
+    /// Proposed by the raft leader once TTL + margin passed on its clock without a renew.
+    Expire {
+        epoch: Epoch,
+    },
+    Reserve {
+        epoch: Epoch,
+        key: KeyId,
+        hrs: Hrs,
+    },
+    Checkpoint {
+        epoch: Epoch,
+        key: KeyId,
+        height: u64,
+    },
+    Import {
+        key: KeyId,
+        hrs: Hrs,
+    },
+    Pause {
+        paused: bool,
+    },
+    Transfer {
+        to: MemberId,
+    },
+    /// Changes nothing; its answer is the state at its place in the log (a linearizable read).
+    Read,
+}
+
+impl Command {
+    /// Whether applying it renews the lease timer of `epoch` on the leader.
+    pub fn refreshes(&self, epoch: Epoch) -> bool {
+        matches!(self, Command::Acquire { .. }) || matches!(self, Command::Renew { epoch: e, .. } if *e == epoch)
+    }
+}
+
+/// What an applied command answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Granted { epoch: Epoch },
+    Done,
+    Watermark(Watermark),
+    TransferSet(Transfer),
+    State(Box<FsmState>),
+}
+
+/// The whole replicated state. Small: it is also the snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsmState {
+    pub holder: Option<MemberId>,
+    /// The last epoch granted (the current one while `holder` is set).
+    pub epoch: Epoch,
+    pub watermarks: BTreeMap<KeyId, Watermark>,
+    pub paused: bool,
+    pub transfer: Option<Transfer>,
+}
+
+impl FsmState {
+    pub fn lease(&self) -> LeaseView {
+        match &self.holder {
+            Some(holder) => LeaseView::Held { holder: holder.clone(), epoch: self.epoch },
+            None => LeaseView::Free { epoch: self.epoch },
+        }
+    }
+
+    pub fn intents(&self) -> Intents {
+        Intents { paused: self.paused, transfer: self.transfer.clone() }
+    }
+
+    /// Applies one command. Refusals leave the state unchanged.
+    pub fn apply(&mut self, cmd: &Command) -> Result<Reply, CoordError> {
+        match cmd {
+            Command::Acquire { member } => {
+                if let Some(holder) = &self.holder {
+                    return Err(CoordError::LeaseHeld { holder: holder.clone(), epoch: self.epoch });
+                }
+                self.epoch = self.epoch.next();
+                self.holder = Some(member.clone());
+                self.transfer = None;
+                Ok(Reply::Granted { epoch: self.epoch })
+            }
+            Command::Renew { member, epoch } => {
+                self.check_holder(member, *epoch)?;
+                Ok(Reply::Done)
+            }
+            Command::Release { member, epoch, final_watermark } => {
+                self.check_holder(member, *epoch)?;
+                if let Some((key, hrs)) = final_watermark {
+                    let current = self.watermark_or_zero(key);
+                    let raised = current.raise(self.epoch, *epoch, *hrs)?;
+                    self.watermarks.insert(key.clone(), raised);
+                }
+                self.holder = None;
+                Ok(Reply::Done)
+            }
+            Command::Expire { epoch } => {
+                if self.holder.is_some() && self.epoch == *epoch {
+                    self.holder = None;
+                }
+                Ok(Reply::Done)
+            }
+            Command::Reserve { epoch, key, hrs } => {
+                let current = self.holding_epoch(*epoch)?;
+                let next = self.watermark_or_zero(key).reserve(current, *epoch, *hrs)?;
+                self.watermarks.insert(key.clone(), next);
+                Ok(Reply::Watermark(next))
+            }
+            Command::Checkpoint { epoch, key, height } => {
+                let current = self.holding_epoch(*epoch)?;
+                let next = self.watermark_or_zero(key).raise(current, *epoch, Hrs::end_of_height(*height))?;
+                self.watermarks.insert(key.clone(), next);
+                Ok(Reply::Watermark(next))
+            }
+            Command::Import { key, hrs } => {
+                let next = self.watermark_or_zero(key).import(*hrs)?;
+                self.watermarks.insert(key.clone(), next);
+                Ok(Reply::Watermark(next))
+            }
+            Command::Pause { paused } => {
+                self.paused = *paused;
+                Ok(Reply::Done)
+            }
+            Command::Transfer { to } => {
+                let Some(holder) = &self.holder else {
+                    return Err(CoordError::Invalid(
+                        "no member holds the lease, so there is nothing to hand over".into(),
+                    ));
+                };
+                if holder == to {
+                    return Err(CoordError::Invalid(format!("{to} already holds the lease")));
+                }
+                let t = Transfer { to: to.clone(), epoch: self.epoch };
+                self.transfer = Some(t.clone());
+                Ok(Reply::TransferSet(t))
+            }
+            Command::Read => Ok(Reply::State(Box::new(self.clone()))),
+        }
+    }
+
+    fn watermark_or_zero(&self, key: &KeyId) -> Watermark {
+        self.watermarks.get(key).copied().unwrap_or(Watermark::ZERO)
+    }
+
+    fn check_holder(&self, member: &MemberId, epoch: Epoch) -> Result<(), CoordError> {
+        if self.holder.as_ref() == Some(member) && self.epoch == epoch {
+            Ok(())
+        } else {
+            Err(CoordError::NotHolder { epoch, current: self.lease() })
+        }
+    }
+
+    /// The current epoch, when the lease is held at `epoch`; a write from anyone else is refused.
+    fn holding_epoch(&self, epoch: Epoch) -> Result<Epoch, CoordError> {
+        if self.holder.is_some() && self.epoch == epoch {
+            Ok(self.epoch)
+        } else {
+            Err(CoordError::NotHolder { epoch, current: self.lease() })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::Step;
+
+    fn m(s: &str) -> MemberId {
+        MemberId::new(s).expect("valid")
+    }
+    fn k() -> KeyId {
+        KeyId::new("validator").expect("valid")
+    }
+    fn e(n: u64) -> Epoch {
+        Epoch::new(n)
+    }
+
+    #[test]
+    fn acquire_only_when_free_and_epochs_increase() {
+        let mut s = FsmState::default();
+        assert_eq!(s.apply(&Command::Acquire { member: m("a") }), Ok(Reply::Granted { epoch: e(1) }));
+        assert!(matches!(s.apply(&Command::Acquire { member: m("b") }), Err(CoordError::LeaseHeld { .. })));
+        assert!(matches!(s.apply(&Command::Acquire { member: m("a") }), Err(CoordError::LeaseHeld { .. })));
+        s.apply(&Command::Expire { epoch: e(1) }).expect("expire");
+        assert_eq!(s.apply(&Command::Acquire { member: m("b") }), Ok(Reply::Granted { epoch: e(2) }));
+    }
+
+    #[test]
+    fn expire_of_an_older_epoch_does_not_touch_the_new_holder() {
+        let mut s = FsmState::default();
+        s.apply(&Command::Acquire { member: m("a") }).expect("grant");
+        s.apply(&Command::Release { member: m("a"), epoch: e(1), final_watermark: None }).expect("release");
+        s.apply(&Command::Acquire { member: m("b") }).expect("grant");
+        s.apply(&Command::Expire { epoch: e(1) }).expect("expire is a no-op");
+        assert_eq!(s.lease(), LeaseView::Held { holder: m("b"), epoch: e(2) });
+    }
+
+    #[test]
+    fn stale_holder_cannot_renew_reserve_checkpoint_or_release() {
+        let mut s = FsmState::default();
+        s.apply(&Command::Acquire { member: m("a") }).expect("grant");
+        s.apply(&Command::Expire { epoch: e(1) }).expect("expire");
+        s.apply(&Command::Acquire { member: m("b") }).expect("grant");
+        let stale = [
+            Command::Renew { member: m("a"), epoch: e(1) },
+            Command::Reserve { epoch: e(1), key: k(), hrs: Hrs::new(10, 0, Step::Propose) },
+            Command::Checkpoint { epoch: e(1), key: k(), height: 10 },
+            Command::Release { member: m("a"), epoch: e(1), final_watermark: Some((k(), Hrs::end_of_height(10))) },
+        ];
+        for c in &stale {
+            assert!(matches!(s.apply(c), Err(CoordError::NotHolder { .. })), "{c:?}");
+        }
+        assert!(s.watermarks.is_empty());
+    }
+
+    #[test]
+    fn reserve_after_expiry_is_refused_even_at_the_same_epoch() {
+        let mut s = FsmState::default();
+        s.apply(&Command::Acquire { member: m("a") }).expect("grant");
+        s.apply(&Command::Expire { epoch: e(1) }).expect("expire");
+        let r = s.apply(&Command::Reserve { epoch: e(1), key: k(), hrs: Hrs::new(1, 0, Step::Propose) });
+        assert!(matches!(r, Err(CoordError::NotHolder { .. })));
+    }
+
+    #[test]
+    fn release_raises_the_watermark_then_frees() {
+        let mut s = FsmState::default();
+        s.apply(&Command::Acquire { member: m("a") }).expect("grant");
+        s.apply(&Command::Release {
+            member: m("a"),
+            epoch: e(1),
+            final_watermark: Some((k(), Hrs::end_of_height(42))),
+        })
+        .expect("release");
+        assert_eq!(s.watermarks[&k()].hrs, Hrs::end_of_height(42));
+        assert_eq!(s.lease(), LeaseView::Free { epoch: e(1) });
+    }
+
+    #[test]
+    fn transfer_needs_a_holder_and_another_target_and_is_cleared_by_acquire() {
+        let mut s = FsmState::default();
+        assert!(s.apply(&Command::Transfer { to: m("b") }).is_err());
+        s.apply(&Command::Acquire { member: m("a") }).expect("grant");
+        assert!(s.apply(&Command::Transfer { to: m("a") }).is_err());
+        assert_eq!(
+            s.apply(&Command::Transfer { to: m("b") }),
+            Ok(Reply::TransferSet(Transfer { to: m("b"), epoch: e(1) }))
+        );
+        s.apply(&Command::Release { member: m("a"), epoch: e(1), final_watermark: None }).expect("release");
+        assert!(s.transfer.is_some(), "the target still needs to see it");
+        s.apply(&Command::Acquire { member: m("b") }).expect("grant");
+        assert_eq!(s.transfer, None);
+    }
+
+    #[test]
+    fn commands_round_trip_through_json() {
+        let c = Command::Reserve { epoch: e(3), key: k(), hrs: Hrs::new(9, 1, Step::Prevote) };
+        let bytes = serde_json::to_vec(&c).expect("encode");
+        assert_eq!(serde_json::from_slice::<Command>(&bytes).expect("decode"), c);
+    }
+
+    fn arb_cmd() -> impl Strategy<Value = Command> {
+        let member = prop::sample::select(vec!["a", "b", "c"]).prop_map(m);
+        let epoch = (0u64..6).prop_map(e);
+        let hrs = (0u64..20, 0u32..3, prop::sample::select(Step::ALL.to_vec())).prop_map(|(h, r, s)| Hrs::new(h, r, s));
+        prop_oneof![
+            member.clone().prop_map(|member| Command::Acquire { member }),
+            (member.clone(), epoch.clone()).prop_map(|(member, epoch)| Command::Renew { member, epoch }),
+            (member.clone(), epoch.clone(), prop::option::of(hrs.clone())).prop_map(|(member, epoch, h)| {
+                Command::Release { member, epoch, final_watermark: h.map(|h| (k(), h)) }
+            }),
+            epoch.clone().prop_map(|epoch| Command::Expire { epoch }),
+            (epoch.clone(), hrs.clone()).prop_map(|(epoch, hrs)| Command::Reserve { epoch, key: k(), hrs }),
+            (epoch, 0u64..20).prop_map(|(epoch, height)| Command::Checkpoint { epoch, key: k(), height }),
+            hrs.prop_map(|hrs| Command::Import { key: k(), hrs }),
+            any::<bool>().prop_map(|paused| Command::Pause { paused }),
+            member.prop_map(|to| Command::Transfer { to }),
+        ]
+    }
+
+    proptest! {
+        // S3 and the epoch rules hold for any log: the watermark never decreases, grants get
+        // strictly increasing epochs, and a successful reserve is strictly above what was there.
+        #[test]
+        fn any_log_keeps_watermarks_monotonic_and_epochs_increasing(cmds in prop::collection::vec(arb_cmd(), 1..80)) {
+            let mut s = FsmState::default();
+            let mut last_grant = Epoch::ZERO;
+            for c in &cmds {
+                let before = s.clone();
+                let r = s.apply(c);
+                let wm_before = before.watermarks.get(&k()).map(|w| w.hrs).unwrap_or(Hrs::ZERO);
+                let wm_after = s.watermarks.get(&k()).map(|w| w.hrs).unwrap_or(Hrs::ZERO);
+                prop_assert!(wm_after >= wm_before, "{:?} lowered the watermark", c);
+                match (&r, c) {
+                    (Ok(Reply::Granted { epoch }), _) => {
+                        prop_assert!(*epoch > last_grant);
+                        last_grant = *epoch;
+                    }
+                    (Ok(_), Command::Reserve { .. }) => prop_assert!(wm_after > wm_before),
+                    (Err(_), _) => prop_assert_eq!(&s, &before, "a refusal changed the state"),
+                    _ => {}
+                }
+            }
+        }
+
+        // Deterministic apply: the same log gives the same state and the same answers.
+        #[test]
+        fn apply_is_deterministic(cmds in prop::collection::vec(arb_cmd(), 1..60)) {
+            let (mut a, mut b) = (FsmState::default(), FsmState::default());
+            for c in &cmds {
+                prop_assert_eq!(a.apply(c), b.apply(c));
+            }
+            prop_assert_eq!(a, b);
+        }
+    }
+}

@@ -1,0 +1,468 @@
+//! Durable raft state on raft-engine: the log, the hard state, the conf state and the latest
+//! snapshot of the state machine, under `data_dir/raft`, every write fsynced.
+//!
+//! This module owns `data_dir`. It refuses to start from a directory that was initialised but
+//! whose log is missing, corrupt or truncated: an empty state there would silently forget
+//! committed watermarks (S3). A fresh directory is initialised with the static membership and a
+//! marker naming the member, so the two cases can never be confused.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use raft_engine::{Command as EngineCommand, Engine, LogBatch, MessageExt, ReadableSize, RecoveryMode};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::MemberId;
+
+/// The raft group id inside raft-engine: there is one group.
+const GROUP: u64 = 1;
+const KEY_HARD_STATE: &[u8] = b"hard_state";
+const KEY_CONF_STATE: &[u8] = b"conf_state";
+const KEY_SNAPSHOT: &[u8] = b"snapshot";
+const MARKER: &str = "member.json";
+
+/// Why the durable state could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use data_dir {path}: {detail}")]
+    DataDir { path: PathBuf, detail: String },
+    #[error(
+        "the raft log under {path} is unreadable ({detail}); it may be corrupt or truncated. Restore it from a backup, \
+         or replace this member (README: replacing a member whose disk was lost). Starting empty would forget committed \
+         watermarks, so failoverd will not"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "{path} was initialised for member {member} but its raft log is empty or missing; restore it, or replace this \
+         member (README: replacing a member whose disk was lost)"
+    )]
+    LostLog { path: PathBuf, member: String },
+    #[error("data_dir {path} belongs to member {found}, not {expected}; check `member` and `data_dir` in the config")]
+    WrongMember { path: PathBuf, expected: String, found: String },
+    #[error("cannot write the raft log under {path}: {detail}")]
+    Write { path: PathBuf, detail: String },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Marker {
+    member: MemberId,
+}
+
+/// raft-engine's view of raft entries.
+#[derive(Clone)]
+pub struct EntryCodec;
+
+impl MessageExt for EntryCodec {
+    type Entry = Entry;
+    fn index(e: &Entry) -> u64 {
+        e.index
+    }
+}
+
+/// How the directory was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// Empty or absent: initialised now with the configured membership.
+    Fresh,
+    /// Existing state was recovered.
+    Recovered,
+}
+
+/// The raft log and state of one member. Implements [`raft::Storage`].
+pub struct RaftLog {
+    engine: Arc<Engine>,
+    path: PathBuf,
+    hard_state: HardState,
+    conf_state: ConfState,
+    snapshot: Snapshot,
+}
+
+fn engine_config(dir: &Path) -> raft_engine::Config {
+    raft_engine::Config {
+        dir: dir.display().to_string(),
+        // Refuse a torn or corrupt log instead of quietly dropping its tail: every write is
+        // fsynced before it is acknowledged, so damage means the disk lost data we promised.
+        recovery_mode: RecoveryMode::AbsoluteConsistency,
+        recovery_threads: 1,
+        // Small files so that compaction can give disk space back quickly: the state machine is
+        // tiny and the log is compacted after every snapshot.
+        target_file_size: ReadableSize::mb(1),
+        purge_threshold: ReadableSize::mb(4),
+        enable_log_recycle: false,
+        ..raft_engine::Config::default()
+    }
+}
+
+impl RaftLog {
+    /// Opens `data_dir` for `member`, initialising it with `voters` when it is empty.
+    pub fn open(data_dir: &Path, member: &MemberId, voters: &[u64]) -> Result<(RaftLog, Opened), StoreError> {
+        let dir_err = |detail: String| StoreError::DataDir { path: data_dir.to_path_buf(), detail };
+        std::fs::create_dir_all(data_dir).map_err(|e| dir_err(e.to_string()))?;
+        let marker_path = data_dir.join(MARKER);
+        let raft_dir = data_dir.join("raft");
+        let has_marker = marker_path.exists();
+        let is_empty = std::fs::read_dir(data_dir).map_err(|e| dir_err(e.to_string()))?.next().is_none();
+        if !has_marker && !is_empty {
+            return Err(dir_err(format!(
+                "it is not empty and has no {MARKER}; point data_dir at an empty directory or at this member's own"
+            )));
+        }
+        if has_marker {
+            let text = std::fs::read_to_string(&marker_path).map_err(|e| dir_err(format!("{MARKER}: {e}")))?;
+            let marker: Marker = serde_json::from_str(&text).map_err(|e| dir_err(format!("{MARKER}: {e}")))?;
+            if &marker.member != member {
+                return Err(StoreError::WrongMember {
+                    path: data_dir.to_path_buf(),
+                    expected: member.to_string(),
+                    found: marker.member.to_string(),
+                });
+            }
+        }
+        let engine = Engine::open(engine_config(&raft_dir))
+            .map_err(|e| StoreError::Corrupt { path: raft_dir.clone(), detail: e.to_string() })?;
+        let corrupt = |detail: String| StoreError::Corrupt { path: raft_dir.clone(), detail };
+        let mut log = RaftLog {
+            engine: Arc::new(engine),
+            path: raft_dir.clone(),
+            hard_state: HardState::default(),
+            conf_state: ConfState::default(),
+            snapshot: Snapshot::default(),
+        };
+        if has_marker {
+            let conf =
+                log.engine.get_message::<ConfState>(GROUP, KEY_CONF_STATE).map_err(|e| corrupt(e.to_string()))?;
+            let Some(conf) = conf else {
+                return Err(StoreError::LostLog { path: raft_dir, member: member.to_string() });
+            };
+            log.conf_state = conf;
+            log.hard_state = log
+                .engine
+                .get_message::<HardState>(GROUP, KEY_HARD_STATE)
+                .map_err(|e| corrupt(e.to_string()))?
+                .unwrap_or_default();
+            log.snapshot = log
+                .engine
+                .get_message::<Snapshot>(GROUP, KEY_SNAPSHOT)
+                .map_err(|e| corrupt(e.to_string()))?
+                .unwrap_or_default();
+            return Ok((log, Opened::Recovered));
+        }
+        let conf = ConfState { voters: voters.to_vec(), ..ConfState::default() };
+        let mut batch = LogBatch::default();
+        batch.put_message(GROUP, KEY_CONF_STATE.to_vec(), &conf).map_err(|e| log.write_err(e))?;
+        log.engine.write(&mut batch, true).map_err(|e| log.write_err(e))?;
+        log.conf_state = conf;
+        let marker = serde_json::to_vec(&Marker { member: member.clone() }).map_err(|e| dir_err(e.to_string()))?;
+        write_synced(&marker_path, &marker).map_err(|e| dir_err(format!("{MARKER}: {e}")))?;
+        Ok((log, Opened::Fresh))
+    }
+
+    fn write_err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Write { path: self.path.clone(), detail: e.to_string() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The state-machine bytes of the latest snapshot, if one was taken.
+    pub fn snapshot_data(&self) -> Option<&[u8]> {
+        let data = &self.snapshot.data;
+        (!data.is_empty()).then_some(data.as_ref())
+    }
+
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot.get_metadata().index
+    }
+
+    /// Appends `entries` (overwriting any conflicting suffix) and stores `hard_state`, in one
+    /// fsynced write.
+    pub fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), StoreError> {
+        if entries.is_empty() && hard_state.is_none() {
+            return Ok(());
+        }
+        let mut batch = LogBatch::default();
+        batch.add_entries::<EntryCodec>(GROUP, entries).map_err(|e| self.write_err(e))?;
+        if let Some(hs) = hard_state {
+            batch.put_message(GROUP, KEY_HARD_STATE.to_vec(), hs).map_err(|e| self.write_err(e))?;
+        }
+        self.engine.write(&mut batch, true).map_err(|e| self.write_err(e))?;
+        if let Some(hs) = hard_state {
+            self.hard_state = hs.clone();
+        }
+        Ok(())
+    }
+
+    /// Records a new commit index (from a light ready).
+    pub fn set_commit(&mut self, commit: u64) -> Result<(), StoreError> {
+        let mut hs = self.hard_state.clone();
+        hs.commit = commit;
+        self.persist(&[], Some(&hs))
+    }
+
+    /// Replaces the whole log with a snapshot received from the leader.
+    pub fn apply_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let meta = snapshot.get_metadata();
+        let mut hs = self.hard_state.clone();
+        hs.term = hs.term.max(meta.term);
+        hs.commit = meta.index;
+        let mut batch = LogBatch::default();
+        batch.add_command(GROUP, EngineCommand::Clean);
+        batch.put_message(GROUP, KEY_CONF_STATE.to_vec(), meta.get_conf_state()).map_err(|e| self.write_err(e))?;
+        batch.put_message(GROUP, KEY_HARD_STATE.to_vec(), &hs).map_err(|e| self.write_err(e))?;
+        batch.put_message(GROUP, KEY_SNAPSHOT.to_vec(), snapshot).map_err(|e| self.write_err(e))?;
+        self.engine.write(&mut batch, true).map_err(|e| self.write_err(e))?;
+        self.hard_state = hs;
+        self.conf_state = meta.get_conf_state().clone();
+        self.snapshot = snapshot.clone();
+        Ok(())
+    }
+
+    /// Stores a snapshot of the state machine at `index` (already applied) and drops the log up
+    /// to it, then lets raft-engine give back the disk space.
+    pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<(), StoreError> {
+        if index <= self.snapshot_index() {
+            return Ok(());
+        }
+        let term = raft::Storage::term(self, index).map_err(|e| self.write_err(e))?;
+        let mut snapshot = Snapshot { data: data.into(), ..Snapshot::default() };
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.conf_state.clone());
+        let mut batch = LogBatch::default();
+        batch.put_message(GROUP, KEY_SNAPSHOT.to_vec(), &snapshot).map_err(|e| self.write_err(e))?;
+        batch.add_command(GROUP, EngineCommand::Compact { index: index + 1 });
+        self.engine.write(&mut batch, true).map_err(|e| self.write_err(e))?;
+        self.snapshot = snapshot;
+        self.engine.purge_expired_files().map_err(|e| self.write_err(e))?;
+        Ok(())
+    }
+
+    fn first(&self) -> u64 {
+        self.engine.first_index(GROUP).unwrap_or(self.snapshot_index() + 1)
+    }
+
+    fn last(&self) -> u64 {
+        self.engine.last_index(GROUP).unwrap_or(self.snapshot_index())
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn other(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(StorageError::Other(e.to_string().into()))
+}
+
+impl raft::Storage for RaftLog {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState { hard_state: self.hard_state.clone(), conf_state: self.conf_state.clone() })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < self.first() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let max = max_size.into().map(|m| usize::try_from(m).unwrap_or(usize::MAX));
+        self.engine.fetch_entries_to::<EntryCodec>(GROUP, low, high, max, &mut out).map_err(other)?;
+        if out.is_empty() && high > low {
+            // raft expects at least one entry when the range is non-empty.
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let snap = self.snapshot.get_metadata();
+        if idx == snap.index {
+            return Ok(snap.term);
+        }
+        if idx < self.first() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        match self.engine.get_entry::<EntryCodec>(GROUP, idx).map_err(other)? {
+            Some(e) => Ok(e.term),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.first())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last())
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if self.snapshot_index() < request_index || self.snapshot.data.is_empty() {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        Ok(self.snapshot.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raft::Storage;
+
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry { index, term, data: format!("e{index}").into_bytes().into(), ..Entry::default() }
+    }
+
+    fn member() -> MemberId {
+        MemberId::new("a").expect("valid")
+    }
+
+    #[test]
+    fn fresh_directory_gets_the_membership_and_survives_reopen() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut log, opened) = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).expect("open");
+        assert_eq!(opened, Opened::Fresh);
+        let hs = HardState { term: 2, vote: 1, commit: 3, ..HardState::default() };
+        log.persist(&[entry(1, 1), entry(2, 1), entry(3, 2)], Some(&hs)).expect("persist");
+        drop(log);
+        let (log, opened) = RaftLog::open(dir.path(), &member(), &[9]).expect("reopen");
+        assert_eq!(opened, Opened::Recovered);
+        let st = log.initial_state().expect("state");
+        assert_eq!(st.conf_state.voters, vec![1, 2, 3], "membership from the first start is kept");
+        assert_eq!((st.hard_state.term, st.hard_state.vote, st.hard_state.commit), (2, 1, 3));
+        assert_eq!((log.first_index().expect("first"), log.last_index().expect("last")), (1, 3));
+        assert_eq!(log.term(3).expect("term"), 2);
+        let ents = log.entries(1, 4, None, GetEntriesContext::empty(false)).expect("entries");
+        assert_eq!(ents.len(), 3);
+    }
+
+    #[test]
+    fn conflicting_suffix_is_overwritten() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut log, _) = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).expect("open");
+        log.persist(&[entry(1, 1), entry(2, 1), entry(3, 1)], None).expect("persist");
+        log.persist(&[entry(2, 2)], None).expect("overwrite");
+        assert_eq!(log.last_index().expect("last"), 2);
+        assert_eq!(log.term(2).expect("term"), 2);
+    }
+
+    #[test]
+    fn compaction_keeps_the_snapshot_and_drops_the_log() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut log, _) = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).expect("open");
+        let ents: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
+        log.persist(&ents, None).expect("persist");
+        log.compact(8, b"state".to_vec()).expect("compact");
+        assert_eq!(log.first_index().expect("first"), 9);
+        assert_eq!(log.term(8).expect("term of the snapshot index"), 1);
+        assert!(matches!(log.term(7), Err(raft::Error::Store(StorageError::Compacted))));
+        assert_eq!(log.snapshot(8, 2).expect("snapshot").get_metadata().index, 8);
+        drop(log);
+        let (log, _) = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).expect("reopen");
+        assert_eq!(log.snapshot_data(), Some(&b"state"[..]));
+        assert_eq!(log.first_index().expect("first"), 9);
+    }
+
+    #[test]
+    fn a_received_snapshot_replaces_the_log() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut log, _) = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).expect("open");
+        log.persist(&[entry(1, 1), entry(2, 1)], None).expect("persist");
+        let mut snap = Snapshot { data: b"s".to_vec().into(), ..Snapshot::default() };
+        snap.mut_metadata().index = 50;
+        snap.mut_metadata().term = 4;
+        snap.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+        log.apply_snapshot(&snap).expect("apply");
+        assert_eq!((log.first_index().expect("first"), log.last_index().expect("last")), (51, 50));
+        log.persist(&[entry(51, 4)], None).expect("append after the snapshot");
+        assert_eq!(log.last_index().expect("last"), 51);
+    }
+
+    #[test]
+    fn a_directory_whose_log_vanished_is_refused_not_started_empty() {
+        let dir = tempfile::tempdir().expect("dir");
+        drop(RaftLog::open(dir.path(), &member(), &[1, 2, 3]).expect("open"));
+        std::fs::remove_dir_all(dir.path().join("raft")).expect("delete the log");
+        let err = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).err().expect("refused");
+        assert!(matches!(err, StoreError::LostLog { .. }), "{err}");
+        assert!(err.to_string().contains(&dir.path().join("raft").display().to_string()));
+    }
+
+    #[test]
+    fn another_members_directory_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        drop(RaftLog::open(dir.path(), &member(), &[1, 2, 3]).expect("open"));
+        let err = RaftLog::open(dir.path(), &MemberId::new("b").expect("valid"), &[1, 2, 3]).err().expect("refused");
+        assert!(matches!(err, StoreError::WrongMember { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_foreign_non_empty_directory_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("something"), "x").expect("write");
+        let err = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).err().expect("refused");
+        assert!(err.to_string().contains("no member.json"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_or_truncated_log_files_are_refused_with_the_path() {
+        for damage in ["garbage", "truncate"] {
+            let dir = tempfile::tempdir().expect("dir");
+            let (mut log, _) = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).expect("open");
+            let ents: Vec<Entry> = (1..=50).map(|i| entry(i, 1)).collect();
+            log.persist(&ents, None).expect("persist");
+            drop(log);
+            let raft_dir = dir.path().join("raft");
+            let file = std::fs::read_dir(&raft_dir)
+                .expect("raft dir")
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "raftlog"))
+                .expect("a raftlog file");
+            let len = std::fs::metadata(&file).expect("meta").len();
+            match damage {
+                "garbage" => {
+                    let mut bytes = std::fs::read(&file).expect("read");
+                    let mid = bytes.len() / 2;
+                    for b in &mut bytes[mid..mid + 64] {
+                        *b ^= 0xA5;
+                    }
+                    std::fs::write(&file, bytes).expect("write");
+                }
+                _ => {
+                    let f = std::fs::OpenOptions::new().write(true).open(&file).expect("open");
+                    f.set_len(len / 2).expect("truncate");
+                }
+            }
+            let err = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).err();
+            let err = err.unwrap_or_else(|| panic!("{damage}: a damaged log was accepted"));
+            assert!(matches!(err, StoreError::Corrupt { .. }), "{damage}: {err}");
+            assert!(err.to_string().contains(&raft_dir.display().to_string()), "{damage}: {err}");
+        }
+    }
+}
