@@ -7,7 +7,7 @@ pub mod v1 {
     tonic::include_proto!("failover.v1");
 }
 
-use crate::domain::{Epoch, Hrs, Step, Watermark};
+use crate::domain::{Epoch, Hrs, MemberId, MemberKind, MemberStatus, RoleName, Step, Watermark};
 
 /// A message field that does not hold a valid value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +48,45 @@ impl TryFrom<v1::Watermark> for Watermark {
     }
 }
 
+impl From<&MemberStatus> for v1::MemberStatusMsg {
+    fn from(s: &MemberStatus) -> Self {
+        v1::MemberStatusMsg {
+            member: s.member.to_string(),
+            kind: s.kind.to_string(),
+            role: s.role.to_string(),
+            priority: s.priority,
+            height: s.height,
+            healthy: s.healthy,
+            epoch: s.epoch.map(Epoch::get),
+        }
+    }
+}
+
+/// Parses a lowercase enum name the way the domain types serialise it.
+fn parse_name<T: serde::de::DeserializeOwned>(field: &'static str, text: &str, expected: &str) -> Result<T, WireError> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(|_| WireError { field, problem: format!("expected {expected}, found {text:?}") })
+}
+
+impl TryFrom<v1::MemberStatusMsg> for MemberStatus {
+    type Error = WireError;
+    fn try_from(m: v1::MemberStatusMsg) -> Result<Self, WireError> {
+        Ok(MemberStatus {
+            member: MemberId::new(m.member).map_err(|e| WireError { field: "member", problem: e.to_string() })?,
+            kind: parse_name::<MemberKind>("kind", &m.kind, "producer or witness")?,
+            role: parse_name::<RoleName>(
+                "role",
+                &m.role,
+                "witness, ineligible, standby, promoting, active, demoting or fenced",
+            )?,
+            priority: m.priority,
+            height: m.height,
+            healthy: m.healthy,
+            epoch: m.epoch.map(Epoch::new),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
@@ -60,6 +99,25 @@ mod tests {
         let bytes = v1::Watermark::from(w).encode_to_vec();
         let back = v1::Watermark::decode(bytes.as_slice()).expect("decodes what it encoded");
         assert_eq!(Watermark::try_from(back), Ok(w));
+    }
+
+    #[test]
+    fn member_status_round_trips_and_bad_fields_are_named() {
+        let s = MemberStatus {
+            member: MemberId::new("b").expect("valid"),
+            kind: MemberKind::Producer,
+            role: RoleName::Standby,
+            priority: 7,
+            height: Some(99),
+            healthy: true,
+            epoch: None,
+        };
+        let msg = v1::MemberStatusMsg::from(&s);
+        assert_eq!(MemberStatus::try_from(msg.clone()), Ok(s));
+        let bad = v1::MemberStatusMsg { role: "boss".into(), ..msg.clone() };
+        assert_eq!(MemberStatus::try_from(bad).map_err(|e| e.field), Err("role"));
+        let bad = v1::MemberStatusMsg { member: "a b".into(), ..msg };
+        assert_eq!(MemberStatus::try_from(bad).map_err(|e| e.field), Err("member"));
     }
 
     #[test]

@@ -63,3 +63,6 @@ pub fn replace_once(text: &str, from: &str, to: &str) -> String {
     assert_eq!(text.matches(from).count(), 1, "fixture must contain {from:?} exactly once");
     text.replacen(from, to, 1)
 }
+
+pub mod contract;
+pub mod raft_cluster;

@@ -1,7 +1,16 @@
 //! The embedded raft backend of the [`Coordinator`](super::Coordinator) (DESIGN.md §4): the
 //! daemons form the quorum themselves.
 //!
+//! - [`RaftCoordinator`]: the Coordinator contract over the node.
 //! - [`fsm`]: the deterministic state machine (lease, epochs, watermarks, intents).
+//! - [`node`]: the task that drives raft-rs and runs the leader's expiry timer.
 //! - [`storage`]: the durable log on raft-engine, snapshots and compaction.
+//! - [`transport`]: the tonic peer service, per-peer batching senders, mutual TLS.
+mod coordinator;
 pub mod fsm;
+pub mod node;
 pub mod storage;
+pub mod transport;
+
+pub use coordinator::{RaftCoordinator, RaftOptions, StartError, raft_ids};
+pub use node::NodeInfo;

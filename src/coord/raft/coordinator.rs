@@ -1,0 +1,356 @@
+//! [`RaftCoordinator`]: the [`Coordinator`] contract on top of the raft node. It turns each
+//! call into a command, proposes it (followers' proposals travel to the leader), and answers
+//! only once the entry is applied here — or with `Timeout` at the caller's deadline.
+//!
+//! Status (`publish_status` / `cluster_status`) travels over the peer service directly, never
+//! through the log. This module never decides anything about roles; it only stores.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::fsm::{Command, FsmState, Reply};
+use super::node::{self, NodeConfig, NodeInfo, Request};
+use super::storage::{Opened, RaftLog, StoreError};
+use super::transport::{LinkFilter, PeerSenders, PeerService, PeerTarget, PeerTls, StatusBoard, TransportError};
+use crate::config::{Config, MemberConfig};
+use crate::coord::{CoordError, Coordinator, Intents, StatusReport, StoreView, Transfer};
+use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, Watermark};
+use crate::proto::v1::peer_server::PeerServer;
+
+/// Start-up choices that are not part of the config file.
+#[derive(Clone, Debug)]
+pub struct RaftOptions {
+    /// This member's disk was lost and it rejoins with the same id (README: replacing a
+    /// member): it neither votes nor campaigns until it caught up with the leader.
+    pub rejoin: bool,
+    /// Applied entries between snapshots and log compactions.
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftOptions {
+    fn default() -> Self {
+        RaftOptions { rejoin: false, snapshot_every: 1000 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("cannot serve the peer service: {0}")]
+    Serve(String),
+    #[error("{0}")]
+    Config(String),
+    #[error(
+        "{0} is empty but this member was asked to rejoin; that is right only after a lost disk. Without --rejoin an empty \
+         data_dir bootstraps a new cluster"
+    )]
+    RejoinWithData(String),
+}
+
+/// Raft ids: members sorted by id, numbered from 1, so every member derives the same ids
+/// whatever order `[[members]]` lists them in.
+pub fn raft_ids(members: &[MemberConfig]) -> BTreeMap<MemberId, u64> {
+    let mut ids: Vec<&MemberId> = members.iter().map(|m| &m.id).collect();
+    ids.sort();
+    ids.into_iter().enumerate().map(|(i, id)| (id.clone(), i as u64 + 1)).collect()
+}
+
+/// A member of the embedded raft quorum, serving the Coordinator contract.
+pub struct RaftCoordinator {
+    me: MemberId,
+    members: Vec<MemberConfig>,
+    requests: mpsc::Sender<Request>,
+    view: watch::Receiver<StoreView>,
+    info: watch::Receiver<NodeInfo>,
+    board: StatusBoard,
+    senders: Arc<PeerSenders>,
+    filter: LinkFilter,
+    ids: BTreeMap<MemberId, u64>,
+    lease_ttl: Duration,
+    safety_margin: Duration,
+    shutdown: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl RaftCoordinator {
+    /// Opens `config.data_dir`, starts the raft node and serves the peer service on `listener`
+    /// (bound by the caller to this member's peer address, or to port 0 in tests).
+    pub async fn start(
+        config: &Config,
+        listener: TcpListener,
+        options: RaftOptions,
+    ) -> Result<RaftCoordinator, StartError> {
+        let ids = raft_ids(&config.members);
+        let me = config.member.clone();
+        let my_id = *ids.get(&me).ok_or_else(|| StartError::Config(format!("member {me} is not among [[members]]")))?;
+        let voters: Vec<u64> = ids.values().copied().collect();
+        let existed = dir_has_entries(&config.data_dir);
+        if options.rejoin && existed {
+            return Err(StartError::RejoinWithData(format!(
+                "data_dir {} is not empty, so this member did not lose its disk; start it without rejoin",
+                config.data_dir.display()
+            )));
+        }
+        let (log, opened) = RaftLog::open(&config.data_dir, &me, &voters)?;
+        tracing::info!(member = %me, raft_id = my_id, fresh = opened == Opened::Fresh, rejoin = options.rejoin, "raft storage open");
+
+        let tls = config.tls.as_ref().map(PeerTls::load).transpose()?;
+        let filter = LinkFilter::default();
+        let shutdown = CancellationToken::new();
+        let targets: Vec<PeerTarget> = config
+            .members
+            .iter()
+            .filter(|m| m.id != me)
+            .map(|m| PeerTarget { raft_id: ids[&m.id], member: m.id.clone(), address: m.peer_address.clone() })
+            .collect();
+        let senders = Arc::new(PeerSenders::start(my_id, &targets, tls.as_ref(), filter.clone(), &shutdown)?);
+        let (inbox_tx, inbox_rx) = mpsc::channel(1024);
+        let (req_tx, req_rx) = mpsc::channel(1024);
+        let c = &config.coordinator;
+        let node_cfg = NodeConfig {
+            id: my_id,
+            tick: c.raft.tick,
+            election_ticks: c.raft.election_ticks as usize,
+            heartbeat_ticks: c.raft.heartbeat_ticks as usize,
+            expire_after: c.lease_ttl + c.safety_margin,
+            snapshot_every: options.snapshot_every.max(1),
+            rejoin: options.rejoin,
+        };
+        let (task, view, info) = node::build(node_cfg, log, Arc::clone(&senders), inbox_rx, req_rx)?;
+        let board = StatusBoard::default();
+        let service = PeerService {
+            inbox: inbox_tx,
+            board: board.clone(),
+            filter: filter.clone(),
+            known: ids.values().copied().filter(|id| *id != my_id).collect::<HashSet<u64>>(),
+        };
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &tls {
+            server = server.tls_config(tls.server()).map_err(|e| StartError::Serve(e.to_string()))?;
+        }
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let stop = shutdown.clone();
+        let server_task = tokio::spawn(async move {
+            let served = server
+                .add_service(PeerServer::new(service))
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "peer service stopped");
+            }
+        });
+        let node_task = tokio::spawn(task.run(shutdown.clone()));
+        Ok(RaftCoordinator {
+            me,
+            members: config.members.clone(),
+            requests: req_tx,
+            view,
+            info,
+            board,
+            senders,
+            filter,
+            ids,
+            lease_ttl: c.lease_ttl,
+            safety_margin: c.safety_margin,
+            shutdown,
+            tasks: Mutex::new(vec![server_task, node_task]),
+        })
+    }
+
+    /// The node's own view of raft (leader, term, indexes).
+    pub fn info(&self) -> NodeInfo {
+        self.info.borrow().clone()
+    }
+
+    /// Waits until the node's info satisfies `pred` or `deadline` passes.
+    pub async fn wait_info(&self, deadline: Instant, pred: impl Fn(&NodeInfo) -> bool) -> Option<NodeInfo> {
+        let mut rx = self.info.clone();
+        tokio::time::timeout_at(deadline, rx.wait_for(|i| pred(i))).await.ok()?.ok().map(|i| i.clone())
+    }
+
+    pub fn raft_id(&self, member: &MemberId) -> Option<u64> {
+        self.ids.get(member).copied()
+    }
+
+    /// The fault-injection hook: drop traffic to and from chosen peers.
+    pub fn link_filter(&self) -> &LinkFilter {
+        &self.filter
+    }
+
+    /// Stops the node abruptly, as a crash would: tasks aborted, sockets closed, nothing
+    /// flushed beyond what was already fsynced.
+    pub fn crash(&self) {
+        self.shutdown.cancel();
+        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Stops the node and waits for its tasks to end.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    async fn call(&self, cmd: Command, deadline: Instant, operation: &'static str) -> Result<Reply, CoordError> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || CoordError::Unavailable("the raft node has stopped".into());
+        match tokio::time::timeout_at(deadline, self.requests.send(Request::Propose { cmd, reply: tx })).await {
+            Err(_) => return Err(CoordError::Timeout { operation }),
+            Ok(Err(_)) => return Err(stopped()),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Err(_) => Err(CoordError::Timeout { operation }),
+            Ok(Err(_)) => Err(self.info().failed.map(CoordError::Unavailable).unwrap_or_else(stopped)),
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    async fn read(&self, deadline: Instant, operation: &'static str) -> Result<FsmState, CoordError> {
+        match self.call(Command::Read, deadline, operation).await? {
+            Reply::State(s) => Ok(*s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn lease_from(&self, member: &MemberId, epoch: Epoch, sent: MonoTime) -> Lease {
+        Lease {
+            holder: member.clone(),
+            epoch,
+            ttl: self.lease_ttl,
+            valid_until: sent.saturating_add(self.lease_ttl).saturating_sub(self.safety_margin),
+        }
+    }
+}
+
+impl Drop for RaftCoordinator {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
+fn unexpected(reply: Reply) -> CoordError {
+    CoordError::Invalid(format!("the state machine gave an unexpected answer: {reply:?}"))
+}
+
+fn dir_has_entries(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false)
+}
+
+fn watermark_of(reply: Reply) -> Result<Watermark, CoordError> {
+    match reply {
+        Reply::Watermark(w) => Ok(w),
+        other => Err(unexpected(other)),
+    }
+}
+
+#[async_trait]
+impl Coordinator for RaftCoordinator {
+    async fn acquire(&self, member: &MemberId, deadline: Instant) -> Result<Lease, CoordError> {
+        let sent = MonoTime::now();
+        match self.call(Command::Acquire { member: member.clone() }, deadline, "acquire").await? {
+            Reply::Granted { epoch } => Ok(self.lease_from(member, epoch, sent)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Lease, CoordError> {
+        let sent = MonoTime::now();
+        self.call(Command::Renew { member: lease.holder.clone(), epoch: lease.epoch }, deadline, "renew").await?;
+        Ok(self.lease_from(&lease.holder, lease.epoch, sent))
+    }
+
+    async fn release(
+        &self,
+        lease: &Lease,
+        final_watermark: Option<(KeyId, Hrs)>,
+        deadline: Instant,
+    ) -> Result<(), CoordError> {
+        let cmd = Command::Release { member: lease.holder.clone(), epoch: lease.epoch, final_watermark };
+        self.call(cmd, deadline, "release").await.map(|_| ())
+    }
+
+    async fn reserve(&self, epoch: Epoch, key: &KeyId, hrs: Hrs, deadline: Instant) -> Result<Watermark, CoordError> {
+        watermark_of(self.call(Command::Reserve { epoch, key: key.clone(), hrs }, deadline, "reserve").await?)
+    }
+
+    async fn checkpoint(
+        &self,
+        epoch: Epoch,
+        key: &KeyId,
+        height: u64,
+        deadline: Instant,
+    ) -> Result<Watermark, CoordError> {
+        watermark_of(self.call(Command::Checkpoint { epoch, key: key.clone(), height }, deadline, "checkpoint").await?)
+    }
+
+    async fn watermark(&self, key: &KeyId, deadline: Instant) -> Result<Option<Watermark>, CoordError> {
+        Ok(self.read(deadline, "watermark").await?.watermarks.get(key).copied())
+    }
+
+    async fn import_watermark(&self, key: &KeyId, hrs: Hrs, deadline: Instant) -> Result<Watermark, CoordError> {
+        watermark_of(self.call(Command::Import { key: key.clone(), hrs }, deadline, "import_watermark").await?)
+    }
+
+    async fn lease(&self, deadline: Instant) -> Result<LeaseView, CoordError> {
+        Ok(self.read(deadline, "lease").await?.lease())
+    }
+
+    async fn intents(&self, deadline: Instant) -> Result<Intents, CoordError> {
+        Ok(self.read(deadline, "intents").await?.intents())
+    }
+
+    fn watch(&self) -> watch::Receiver<StoreView> {
+        self.view.clone()
+    }
+
+    async fn publish_status(&self, status: &MemberStatus, deadline: Instant) -> Result<(), CoordError> {
+        if status.member != self.me {
+            return Err(CoordError::Invalid(format!(
+                "member {} cannot publish the status of {}",
+                self.me, status.member
+            )));
+        }
+        self.board.put(status.clone());
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        self.senders.publish_status(status, timeout).await;
+        Ok(())
+    }
+
+    async fn cluster_status(&self, _deadline: Instant) -> Result<Vec<StatusReport>, CoordError> {
+        Ok(self.board.snapshot().into_iter().map(|(status, age)| StatusReport { status, age }).collect())
+    }
+
+    async fn set_paused(&self, paused: bool, deadline: Instant) -> Result<(), CoordError> {
+        self.call(Command::Pause { paused }, deadline, "set_paused").await.map(|_| ())
+    }
+
+    async fn request_transfer(&self, to: &MemberId, deadline: Instant) -> Result<Transfer, CoordError> {
+        match self.members.iter().find(|m| &m.id == to) {
+            None => return Err(CoordError::Invalid(format!("{to} is not a member of this cluster"))),
+            Some(m) if m.kind == MemberKind::Witness => {
+                return Err(CoordError::Invalid(format!("{to} is a witness and never produces")));
+            }
+            Some(_) => {}
+        }
+        match self.call(Command::Transfer { to: to.clone() }, deadline, "request_transfer").await? {
+            Reply::TransferSet(t) => Ok(t),
+            other => Err(unexpected(other)),
+        }
+    }
+}

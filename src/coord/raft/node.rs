@@ -1,0 +1,381 @@
+//! The raft node: one tokio task that owns the `RawNode`, ticks it, steps incoming messages,
+//! proposes commands, and handles each `Ready` in the documented order — apply a received
+//! snapshot, persist entries and hard state (fsynced), then send messages, apply committed
+//! entries to the state machine, advance.
+//!
+//! It also runs the leader's expiry timer (DESIGN.md §4): only the raft leader proposes
+//! `Expire`, and only once its own monotonic clock shows TTL + margin since the later of its
+//! becoming leader and its last applied renew. Raft leadership is never the lease.
+//! Storage is written inline from this task: an fsync that stalls delays the raft loop, which
+//! is the safe direction (a slow store delays grants; it never extends a lease).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raft::eraftpb::{EntryType, Message, MessageType};
+use raft::{RawNode, StateRole};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::fsm::{Command, FsmState, Reply};
+use super::storage::{RaftLog, StoreError};
+use super::transport::PeerSenders;
+use crate::coord::{CoordError, StoreView};
+use crate::domain::Epoch;
+
+/// How the node runs.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: u64,
+    pub tick: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// TTL + safety margin: how long the leader waits without a renew before expiring.
+    pub expire_after: Duration,
+    /// Applied entries between snapshots (and log compactions).
+    pub snapshot_every: u64,
+    /// This member lost its disk and rejoins with the same id: it neither campaigns nor votes
+    /// until it has caught up with a leader, so it cannot vote twice in a term it forgot.
+    pub rejoin: bool,
+}
+
+/// A request from the coordinator handle.
+pub enum Request {
+    Propose { cmd: Command, reply: oneshot::Sender<Result<Reply, CoordError>> },
+}
+
+/// What the node reports about itself (for status, metrics and tests).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: u64,
+    pub leader: Option<u64>,
+    pub is_leader: bool,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub rejoining: bool,
+    /// Set when storage failed; the node stopped and every call fails.
+    pub failed: Option<String>,
+}
+
+/// One raft log entry's payload.
+#[derive(Serialize, Deserialize)]
+struct LogEntry {
+    /// Raft id of the proposing member and a number unique to its process lifetime, so that
+    /// only the proposer answers its caller.
+    origin: u64,
+    incarnation: u64,
+    request: u64,
+    cmd: Command,
+}
+
+pub struct NodeTask {
+    cfg: NodeConfig,
+    raw: RawNode<RaftLog>,
+    fsm: FsmState,
+    senders: Arc<PeerSenders>,
+    inbox: mpsc::Receiver<Vec<Message>>,
+    requests: mpsc::Receiver<Request>,
+    view: watch::Sender<StoreView>,
+    info: watch::Sender<NodeInfo>,
+    pending: HashMap<u64, oneshot::Sender<Result<Reply, CoordError>>>,
+    incarnation: u64,
+    next_request: u64,
+    leader_since: Option<Instant>,
+    last_refresh: Instant,
+    expire_sent: Option<(Epoch, Instant)>,
+    rejoining: bool,
+}
+
+/// Builds the raft core over `log`, restoring the state machine from its snapshot.
+pub fn build(
+    cfg: NodeConfig,
+    log: RaftLog,
+    senders: Arc<PeerSenders>,
+    inbox: mpsc::Receiver<Vec<Message>>,
+    requests: mpsc::Receiver<Request>,
+) -> Result<(NodeTask, watch::Receiver<StoreView>, watch::Receiver<NodeInfo>), StoreError> {
+    let path = log.path().to_path_buf();
+    let corrupt = |detail: String| StoreError::Corrupt { path: path.clone(), detail };
+    let fsm: FsmState = match log.snapshot_data() {
+        Some(bytes) => serde_json::from_slice(bytes).map_err(|e| corrupt(format!("snapshot does not decode: {e}")))?,
+        None => FsmState::default(),
+    };
+    let raft_cfg = raft::Config {
+        id: cfg.id,
+        election_tick: cfg.election_ticks,
+        heartbeat_tick: cfg.heartbeat_ticks,
+        applied: log.snapshot_index(),
+        check_quorum: true,
+        pre_vote: true,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        ..raft::Config::default()
+    };
+    raft_cfg.validate().map_err(|e| corrupt(format!("raft configuration: {e}")))?;
+    let logger = slog::Logger::root(TracingDrain, slog::o!());
+    let raw =
+        RawNode::new(&raft_cfg, log, &logger).map_err(|e| corrupt(format!("raft refused the stored state: {e}")))?;
+    let view0 = StoreView { lease: fsm.lease(), intents: fsm.intents() };
+    let (view, view_rx) = watch::channel(view0);
+    let (info, info_rx) = watch::channel(NodeInfo { id: cfg.id, rejoining: cfg.rejoin, ..NodeInfo::default() });
+    let incarnation =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+            ^ u64::from(std::process::id()).rotate_left(40);
+    let rejoining = cfg.rejoin;
+    let task = NodeTask {
+        cfg,
+        raw,
+        fsm,
+        senders,
+        inbox,
+        requests,
+        view,
+        info,
+        pending: HashMap::new(),
+        incarnation,
+        next_request: 0,
+        leader_since: None,
+        last_refresh: Instant::now(),
+        expire_sent: None,
+        rejoining,
+    };
+    Ok((task, view_rx, info_rx))
+}
+
+impl NodeTask {
+    /// Runs until `shutdown` is cancelled or storage fails.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.cfg.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticker.tick() => self.on_tick(),
+                Some(messages) = self.inbox.recv() => {
+                    for m in messages {
+                        self.on_message(m);
+                    }
+                }
+                Some(req) = self.requests.recv() => self.on_request(req),
+            }
+            if let Err(e) = self.handle_ready() {
+                tracing::error!(error = %e, "raft storage failed; this member stops taking part in the quorum");
+                self.fail(e.to_string());
+                return;
+            }
+            self.publish_info();
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(CoordError::Unavailable(format!("raft storage failed: {why}"))));
+        }
+        self.info.send_modify(|i| i.failed = Some(why));
+        // Refuse every later request too.
+        self.requests.close();
+    }
+
+    fn on_tick(&mut self) {
+        if !self.rejoining {
+            self.raw.tick();
+        }
+        self.pending.retain(|_, reply| !reply.is_closed());
+        self.check_expiry();
+    }
+
+    fn on_message(&mut self, m: Message) {
+        if self.rejoining && matches!(m.get_msg_type(), MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) {
+            return;
+        }
+        if let Err(e) = self.raw.step(m) {
+            tracing::debug!(error = %e, "raft ignored a message");
+        }
+    }
+
+    fn on_request(&mut self, req: Request) {
+        let Request::Propose { cmd, reply } = req;
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            let _ = reply.send(Err(CoordError::Unavailable(
+                "no raft leader is known: the cluster is electing or has no quorum; retry".into(),
+            )));
+            return;
+        }
+        match self.propose(cmd) {
+            Ok(id) => {
+                self.pending.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    fn propose(&mut self, cmd: Command) -> Result<u64, CoordError> {
+        let id = self.next_request;
+        self.next_request += 1;
+        let entry = LogEntry { origin: self.cfg.id, incarnation: self.incarnation, request: id, cmd };
+        let data = serde_json::to_vec(&entry).map_err(|e| CoordError::Invalid(e.to_string()))?;
+        self.raw
+            .propose(vec![], data)
+            .map_err(|e| CoordError::Unavailable(format!("raft dropped the proposal ({e}); retry")))?;
+        Ok(id)
+    }
+
+    /// The leader's expiry timer (DESIGN.md §4).
+    fn check_expiry(&mut self) {
+        let now = Instant::now();
+        if self.raw.raft.state != StateRole::Leader {
+            self.leader_since = None;
+            self.expire_sent = None;
+            return;
+        }
+        let since = *self.leader_since.get_or_insert(now);
+        if self.fsm.holder.is_none() {
+            return;
+        }
+        let epoch = self.fsm.epoch;
+        let base = since.max(self.last_refresh);
+        if now.saturating_duration_since(base) < self.cfg.expire_after {
+            return;
+        }
+        let recently_sent = self
+            .expire_sent
+            .is_some_and(|(e, at)| e == epoch && now.saturating_duration_since(at) < self.cfg.tick * 10);
+        if recently_sent {
+            return;
+        }
+        match self.propose(Command::Expire { epoch }) {
+            Ok(_) => self.expire_sent = Some((epoch, now)),
+            Err(e) => tracing::warn!(error = %e, %epoch, "could not propose lease expiry"),
+        }
+    }
+
+    fn handle_ready(&mut self) -> Result<(), StoreError> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.raw.ready();
+        let early = rd.take_messages();
+        if !rd.snapshot().is_empty() {
+            let snap = rd.snapshot().clone();
+            self.raw.mut_store().apply_snapshot(&snap)?;
+            self.fsm = serde_json::from_slice(&snap.data).map_err(|e| StoreError::Corrupt {
+                path: self.raw.store().path().to_path_buf(),
+                detail: format!("snapshot from the leader does not decode: {e}"),
+            })?;
+            self.publish_view();
+        }
+        let committed = rd.take_committed_entries();
+        self.raw.mut_store().persist(rd.entries(), rd.hs())?;
+        self.senders.send(early);
+        self.apply(committed);
+        self.senders.send(rd.take_persisted_messages());
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit)?;
+        }
+        self.senders.send(light.take_messages());
+        self.apply(light.take_committed_entries());
+        self.raw.advance_apply();
+        self.maybe_compact()?;
+        if self.rejoining {
+            let log = &self.raw.raft.raft_log;
+            if self.raw.raft.leader_id != raft::INVALID_ID && log.committed > 0 && log.applied >= log.committed {
+                tracing::info!(term = self.raw.raft.term, "caught up with the leader; taking part in elections again");
+                self.rejoining = false;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<raft::eraftpb::Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let before = (self.fsm.lease(), self.fsm.intents());
+        for e in entries {
+            if e.data.is_empty() || e.get_entry_type() != EntryType::EntryNormal {
+                continue;
+            }
+            let entry: LogEntry = match serde_json::from_slice(&e.data) {
+                Ok(entry) => entry,
+                Err(err) => {
+                    // Every member skips the same bytes, so the state stays identical.
+                    tracing::error!(index = e.index, error = %err, "skipping a log entry that does not decode");
+                    continue;
+                }
+            };
+            let result = self.fsm.apply(&entry.cmd);
+            if result.is_ok() && entry.cmd.refreshes(self.fsm.epoch) {
+                self.last_refresh = Instant::now();
+            }
+            if entry.origin == self.cfg.id
+                && entry.incarnation == self.incarnation
+                && let Some(reply) = self.pending.remove(&entry.request)
+            {
+                let _ = reply.send(result);
+            }
+        }
+        if before != (self.fsm.lease(), self.fsm.intents()) {
+            self.publish_view();
+        }
+    }
+
+    fn maybe_compact(&mut self) -> Result<(), StoreError> {
+        let applied = self.raw.raft.raft_log.applied;
+        let persisted = self.raw.raft.raft_log.persisted;
+        let index = applied.min(persisted);
+        if index < self.raw.store().snapshot_index() + self.cfg.snapshot_every {
+            return Ok(());
+        }
+        let data = serde_json::to_vec(&self.fsm).map_err(|e| StoreError::Write {
+            path: self.raw.store().path().to_path_buf(),
+            detail: format!("cannot encode the state machine: {e}"),
+        })?;
+        self.raw.mut_store().compact(index, data)
+    }
+
+    fn publish_view(&self) {
+        let view = StoreView { lease: self.fsm.lease(), intents: self.fsm.intents() };
+        self.view.send_if_modified(|v| {
+            let changed = *v != view;
+            *v = view;
+            changed
+        });
+    }
+
+    fn publish_info(&self) {
+        let r = &self.raw.raft;
+        let info = NodeInfo {
+            id: self.cfg.id,
+            leader: (r.leader_id != raft::INVALID_ID).then_some(r.leader_id),
+            is_leader: r.state == StateRole::Leader,
+            term: r.term,
+            commit: r.raft_log.committed,
+            applied: r.raft_log.applied,
+            rejoining: self.rejoining,
+            failed: None,
+        };
+        self.info.send_if_modified(|i| {
+            let changed = *i != info;
+            *i = info;
+            changed
+        });
+    }
+}
+
+/// Forwards raft-rs's slog records to tracing at debug level.
+struct TracingDrain;
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(&self, record: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        tracing::debug!(target: "raft", "{}", record.msg());
+        Ok(())
+    }
+}

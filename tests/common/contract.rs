@@ -1,0 +1,240 @@
+//! The Coordinator contract suite (DESIGN.md §4): behaviour every backend must show, run
+//! against handles to every member of one live cluster. Each check starts from whatever state
+//! the previous one left, and leaves the lease free.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use failover::coord::{CoordError, Coordinator};
+use failover::domain::{
+    Epoch, Hrs, KeyId, LeaseView, MemberId, MemberKind, MemberStatus, RoleName, Step, WatermarkRefusal,
+};
+use tokio::time::Instant;
+
+/// One member's handle and id. `producers` are the first two; the third is a witness.
+pub struct Member<'a> {
+    pub id: MemberId,
+    pub kind: MemberKind,
+    pub coord: &'a dyn Coordinator,
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(5)
+}
+
+fn key(name: &str) -> KeyId {
+    KeyId::new(name).expect("valid key")
+}
+
+/// Waits until the lease is free as seen through `m` (after a release in a previous check).
+async fn free_lease(m: &Member<'_>) -> Epoch {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match m.coord.lease(soon()).await {
+            Ok(LeaseView::Free { epoch }) => return epoch,
+            Ok(LeaseView::Held { .. }) | Err(_) => {
+                assert!(Instant::now() < deadline, "the lease did not become free");
+                let mut w = m.coord.watch();
+                let _ = tokio::time::timeout(Duration::from_millis(200), w.changed()).await;
+            }
+        }
+    }
+}
+
+pub async fn run_all(members: &[Member<'_>]) {
+    acquire_grants_increasing_epochs_and_only_one_holder(members).await;
+    renew_and_release_only_by_the_current_holder(members).await;
+    reserve_needs_the_current_epoch_and_a_higher_hrs(members).await;
+    checkpoint_and_release_raise_but_never_lower(members).await;
+    stale_holder_is_refused_after_a_new_grant(members).await;
+    import_only_raises(members).await;
+    intents_are_replicated_and_watched(members).await;
+    status_is_shared_between_members(members).await;
+    calls_return_by_their_deadline(members).await;
+}
+
+pub async fn acquire_grants_increasing_epochs_and_only_one_holder(ms: &[Member<'_>]) {
+    let (a, b) = (&ms[0], &ms[1]);
+    let before = free_lease(a).await;
+    let lease = a.coord.acquire(&a.id, soon()).await.expect("a free lease is granted");
+    assert!(lease.epoch > before, "epoch {} not above {before}", lease.epoch);
+    assert_eq!(lease.holder, a.id);
+    match b.coord.acquire(&b.id, soon()).await {
+        Err(CoordError::LeaseHeld { holder, epoch }) => assert_eq!((holder, epoch), (a.id.clone(), lease.epoch)),
+        other => panic!("second acquire while held: {other:?}"),
+    }
+    assert!(a.coord.acquire(&a.id, soon()).await.is_err(), "the holder cannot acquire again");
+    for m in ms {
+        assert_eq!(
+            m.coord.lease(soon()).await.expect("lease read"),
+            LeaseView::Held { holder: a.id.clone(), epoch: lease.epoch }
+        );
+    }
+    a.coord.release(&lease, None, soon()).await.expect("release");
+    let next = b.coord.acquire(&b.id, soon()).await.expect("granted after release");
+    assert!(next.epoch > lease.epoch);
+    b.coord.release(&next, None, soon()).await.expect("release");
+}
+
+pub async fn renew_and_release_only_by_the_current_holder(ms: &[Member<'_>]) {
+    let (a, b) = (&ms[0], &ms[1]);
+    free_lease(a).await;
+    let lease = a.coord.acquire(&a.id, soon()).await.expect("grant");
+    let renewed = a.coord.renew(&lease, soon()).await.expect("holder renews");
+    assert_eq!(renewed.epoch, lease.epoch);
+    assert!(renewed.valid_until >= lease.valid_until, "a renew never shortens validity");
+    let mut impostor = lease.clone();
+    impostor.holder = b.id.clone();
+    assert!(matches!(b.coord.renew(&impostor, soon()).await, Err(CoordError::NotHolder { .. })));
+    assert!(matches!(b.coord.release(&impostor, None, soon()).await, Err(CoordError::NotHolder { .. })));
+    let mut wrong_epoch = lease.clone();
+    wrong_epoch.epoch = lease.epoch.next();
+    assert!(matches!(a.coord.renew(&wrong_epoch, soon()).await, Err(CoordError::NotHolder { .. })));
+    a.coord.release(&lease, None, soon()).await.expect("release");
+    assert!(matches!(a.coord.renew(&lease, soon()).await, Err(CoordError::NotHolder { .. })), "released means gone");
+}
+
+pub async fn reserve_needs_the_current_epoch_and_a_higher_hrs(ms: &[Member<'_>]) {
+    let a = &ms[0];
+    let k = key("contract-reserve");
+    free_lease(a).await;
+    let lease = a.coord.acquire(&a.id, soon()).await.expect("grant");
+    let base = a.coord.watermark(&k, soon()).await.expect("read").map(|w| w.hrs.height).unwrap_or(0);
+    let h = |d: u64, step| Hrs::new(base + d, 0, step);
+    let w = a.coord.reserve(lease.epoch, &k, h(1, Step::Prevote), soon()).await.expect("above the watermark");
+    assert_eq!((w.hrs, w.epoch), (h(1, Step::Prevote), lease.epoch));
+    for (req, why) in
+        [(h(1, Step::Prevote), "equal"), (h(1, Step::Propose), "below"), (h(0, Step::Precommit), "lower height")]
+    {
+        match a.coord.reserve(lease.epoch, &k, req, soon()).await {
+            Err(CoordError::Refused(WatermarkRefusal::NotAbove { .. })) => {}
+            other => panic!("reserve {why}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        a.coord.reserve(lease.epoch.next(), &k, h(5, Step::Propose), soon()).await,
+        Err(CoordError::NotHolder { .. })
+    ));
+    a.coord.reserve(lease.epoch, &k, h(1, Step::Precommit), soon()).await.expect("next step");
+    for m in ms {
+        assert_eq!(m.coord.watermark(&k, soon()).await.expect("read").map(|w| w.hrs), Some(h(1, Step::Precommit)));
+    }
+    a.coord.release(&lease, None, soon()).await.expect("release");
+}
+
+pub async fn checkpoint_and_release_raise_but_never_lower(ms: &[Member<'_>]) {
+    let a = &ms[0];
+    let k = key("contract-checkpoint");
+    free_lease(a).await;
+    let lease = a.coord.acquire(&a.id, soon()).await.expect("grant");
+    let base = a.coord.watermark(&k, soon()).await.expect("read").map(|w| w.hrs.height).unwrap_or(0);
+    let w = a.coord.checkpoint(lease.epoch, &k, base + 100, soon()).await.expect("checkpoint");
+    assert_eq!(w.hrs, Hrs::end_of_height(base + 100));
+    let w = a.coord.checkpoint(lease.epoch, &k, base + 50, soon()).await.expect("a lower checkpoint is not an error");
+    assert_eq!(w.hrs, Hrs::end_of_height(base + 100), "and does not lower the watermark");
+    a.coord.release(&lease, Some((k.clone(), Hrs::end_of_height(base + 120))), soon()).await.expect("release");
+    assert_eq!(a.coord.watermark(&k, soon()).await.expect("read").map(|w| w.hrs), Some(Hrs::end_of_height(base + 120)));
+}
+
+pub async fn stale_holder_is_refused_after_a_new_grant(ms: &[Member<'_>]) {
+    let (a, b) = (&ms[0], &ms[1]);
+    let k = key("contract-stale");
+    free_lease(a).await;
+    let old = a.coord.acquire(&a.id, soon()).await.expect("grant");
+    a.coord.release(&old, None, soon()).await.expect("release");
+    let new = b.coord.acquire(&b.id, soon()).await.expect("grant");
+    assert!(matches!(a.coord.renew(&old, soon()).await, Err(CoordError::NotHolder { .. })));
+    assert!(matches!(
+        a.coord.reserve(old.epoch, &k, Hrs::new(1, 0, Step::Propose), soon()).await,
+        Err(CoordError::NotHolder { .. })
+    ));
+    assert!(matches!(a.coord.checkpoint(old.epoch, &k, 1, soon()).await, Err(CoordError::NotHolder { .. })));
+    assert!(matches!(a.coord.release(&old, None, soon()).await, Err(CoordError::NotHolder { .. })));
+    assert_eq!(b.coord.lease(soon()).await.expect("read"), LeaseView::Held { holder: b.id.clone(), epoch: new.epoch });
+    b.coord.release(&new, None, soon()).await.expect("release");
+}
+
+pub async fn import_only_raises(ms: &[Member<'_>]) {
+    let a = &ms[0];
+    let k = key("contract-import");
+    assert_eq!(a.coord.watermark(&k, soon()).await.expect("read"), None, "never written reads as none, not zero");
+    let w = a.coord.import_watermark(&k, Hrs::new(500, 0, Step::Precommit), soon()).await.expect("import");
+    assert_eq!(w.hrs.height, 500);
+    assert!(matches!(
+        a.coord.import_watermark(&k, Hrs::new(499, 0, Step::Precommit), soon()).await,
+        Err(CoordError::Refused(WatermarkRefusal::NotAbove { .. }))
+    ));
+    assert_eq!(ms[1].coord.watermark(&k, soon()).await.expect("read").map(|w| w.hrs.height), Some(500));
+}
+
+pub async fn intents_are_replicated_and_watched(ms: &[Member<'_>]) {
+    let (a, b, witness) = (&ms[0], &ms[1], &ms[2]);
+    let mut watch_b = b.coord.watch();
+    a.coord.set_paused(true, soon()).await.expect("pause");
+    for m in ms {
+        assert!(m.coord.intents(soon()).await.expect("read").paused);
+    }
+    tokio::time::timeout(Duration::from_secs(5), watch_b.wait_for(|v| v.intents.paused))
+        .await
+        .expect("watch sees pause")
+        .expect("open");
+    a.coord.set_paused(false, soon()).await.expect("resume");
+
+    free_lease(a).await;
+    assert!(a.coord.request_transfer(&b.id, soon()).await.is_err(), "nothing to hand over while free");
+    let lease = a.coord.acquire(&a.id, soon()).await.expect("grant");
+    assert!(a.coord.request_transfer(&a.id, soon()).await.is_err(), "a transfer to the holder is refused");
+    assert!(a.coord.request_transfer(&witness.id, soon()).await.is_err(), "a witness never produces");
+    let unknown = MemberId::new("nobody").expect("valid");
+    assert!(a.coord.request_transfer(&unknown, soon()).await.is_err(), "unknown member refused");
+    let t = b.coord.request_transfer(&b.id, soon()).await.expect("transfer");
+    assert_eq!((t.to.clone(), t.epoch), (b.id.clone(), lease.epoch));
+    for m in ms {
+        assert_eq!(m.coord.intents(soon()).await.expect("read").transfer, Some(t.clone()));
+    }
+    a.coord.release(&lease, None, soon()).await.expect("release");
+    let taken = b.coord.acquire(&b.id, soon()).await.expect("target acquires");
+    assert_eq!(b.coord.intents(soon()).await.expect("read").transfer, None, "acquire clears the transfer");
+    b.coord.release(&taken, None, soon()).await.expect("release");
+}
+
+pub async fn status_is_shared_between_members(ms: &[Member<'_>]) {
+    let status = MemberStatus {
+        member: ms[0].id.clone(),
+        kind: ms[0].kind,
+        role: RoleName::Standby,
+        priority: 100,
+        height: Some(1234),
+        healthy: true,
+        epoch: None,
+    };
+    ms[0].coord.publish_status(&status, soon()).await.expect("publish");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for m in &ms[1..] {
+        loop {
+            let seen = m.coord.cluster_status(soon()).await.expect("read");
+            if let Some(r) = seen.iter().find(|r| r.status.member == ms[0].id) {
+                assert_eq!(r.status, status);
+                assert!(r.age < Duration::from_secs(5));
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} never saw {}'s status", m.id, ms[0].id);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut forged = status.clone();
+    forged.member = ms[1].id.clone();
+    assert!(ms[0].coord.publish_status(&forged, soon()).await.is_err(), "a member publishes only its own status");
+}
+
+pub async fn calls_return_by_their_deadline(ms: &[Member<'_>]) {
+    let a = &ms[0];
+    let started = Instant::now();
+    let r = a.coord.lease(Instant::now()).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "a call with an expired deadline took {:?}",
+        started.elapsed()
+    );
+    assert!(matches!(r, Err(CoordError::Timeout { .. }) | Ok(_)), "{r:?}");
+}
