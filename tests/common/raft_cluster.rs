@@ -137,9 +137,9 @@ impl Cluster {
     }
 
     /// Kills member `i` as a crash would.
-    pub fn crash(&mut self, i: usize) {
+    pub async fn crash(&mut self, i: usize) {
         if let Some(n) = self.nodes[i].take() {
-            n.crash();
+            n.kill().await;
         }
     }
 

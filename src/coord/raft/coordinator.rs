@@ -189,11 +189,16 @@ impl RaftCoordinator {
     }
 
     /// Stops the node abruptly, as a crash would: tasks aborted, sockets closed, nothing
-    /// flushed beyond what was already fsynced.
-    pub fn crash(&self) {
+    /// flushed beyond what was already fsynced. Returns once the tasks are gone and the data
+    /// directory is released.
+    pub async fn kill(&self) {
         self.shutdown.cancel();
-        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+        for t in &tasks {
             t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
         }
     }
 
@@ -240,7 +245,10 @@ impl RaftCoordinator {
 
 impl Drop for RaftCoordinator {
     fn drop(&mut self) {
-        self.crash();
+        self.shutdown.cancel();
+        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            t.abort();
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::fsm::{Command, FsmState, Reply};
 use super::storage::{RaftLog, StoreError};
-use super::transport::PeerSenders;
+use super::transport::{Inbound, PeerSenders};
 use crate::coord::{CoordError, StoreView};
 use crate::domain::Epoch;
 
@@ -76,7 +76,7 @@ pub struct NodeTask {
     raw: RawNode<RaftLog>,
     fsm: FsmState,
     senders: Arc<PeerSenders>,
-    inbox: mpsc::Receiver<Vec<Message>>,
+    inbox: mpsc::Receiver<Inbound>,
     requests: mpsc::Receiver<Request>,
     view: watch::Sender<StoreView>,
     info: watch::Sender<NodeInfo>,
@@ -87,6 +87,7 @@ pub struct NodeTask {
     last_refresh: Instant,
     expire_sent: Option<(Epoch, Instant)>,
     rejoining: bool,
+    ticks_rejoining: u64,
 }
 
 /// Builds the raft core over `log`, restoring the state machine from its snapshot.
@@ -94,7 +95,7 @@ pub fn build(
     cfg: NodeConfig,
     log: RaftLog,
     senders: Arc<PeerSenders>,
-    inbox: mpsc::Receiver<Vec<Message>>,
+    inbox: mpsc::Receiver<Inbound>,
     requests: mpsc::Receiver<Request>,
 ) -> Result<(NodeTask, watch::Receiver<StoreView>, watch::Receiver<NodeInfo>), StoreError> {
     let path = log.path().to_path_buf();
@@ -141,6 +142,7 @@ pub fn build(
         last_refresh: Instant::now(),
         expire_sent: None,
         rejoining,
+        ticks_rejoining: 0,
     };
     Ok((task, view_rx, info_rx))
 }
@@ -154,11 +156,14 @@ impl NodeTask {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => self.on_tick(),
-                Some(messages) = self.inbox.recv() => {
-                    for m in messages {
-                        self.on_message(m);
+                Some(inbound) = self.inbox.recv() => match inbound {
+                    Inbound::Raft(messages) => {
+                        for m in messages {
+                            self.on_message(m);
+                        }
                     }
-                }
+                    Inbound::Rejoined(id) => self.on_rejoined(id),
+                },
                 Some(req) = self.requests.recv() => self.on_request(req),
             }
             if let Err(e) = self.handle_ready() {
@@ -180,19 +185,63 @@ impl NodeTask {
     }
 
     fn on_tick(&mut self) {
-        if !self.rejoining {
+        if self.rejoining {
+            self.ticks_rejoining += 1;
+            // Announce about once a second until a leader has replicated everything to us.
+            if self.ticks_rejoining % 10 == 1 {
+                let senders = Arc::clone(&self.senders);
+                let me = self.cfg.id;
+                tokio::spawn(async move { senders.announce_rejoin(me, Duration::from_millis(500)).await });
+            }
+        } else {
             self.raw.tick();
         }
         self.pending.retain(|_, reply| !reply.is_closed());
         self.check_expiry();
     }
 
-    fn on_message(&mut self, m: Message) {
+    fn on_message(&mut self, mut m: Message) {
+        if m.get_msg_type() == MessageType::MsgHeartbeat {
+            let last = self.raw.raft.raft_log.last_index();
+            if m.commit > last {
+                // The leader only sends a commit up to what we acknowledged as persisted, so
+                // this member lost its disk. Stop voting until it has everything again, and
+                // never let raft commit past the entries it actually has.
+                if !self.rejoining {
+                    tracing::error!(
+                        leader_commit = m.commit,
+                        last_index = last,
+                        "this member acknowledged entries it no longer has (lost or replaced disk); \
+                         rejoining: no votes until it has caught up"
+                    );
+                    self.rejoining = true;
+                    self.ticks_rejoining = 0;
+                }
+                m.commit = last;
+            }
+        }
         if self.rejoining && matches!(m.get_msg_type(), MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) {
             return;
         }
         if let Err(e) = self.raw.step(m) {
             tracing::debug!(error = %e, "raft ignored a message");
+        }
+    }
+
+    /// A member lost its disk: as leader, forget what it had matched and replicate from scratch
+    /// (entries, or the snapshot if they were compacted). Lowering `matched` only makes commit
+    /// decisions more conservative.
+    fn on_rejoined(&mut self, id: u64) {
+        if self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        if let Some(pr) = self.raw.raft.mut_prs().get_mut(id)
+            && pr.matched > 0
+        {
+            tracing::info!(raft_id = id, matched = pr.matched, "member rejoined with an empty log; replicating again");
+            pr.matched = 0;
+            pr.next_idx = 1;
+            pr.become_probe();
         }
     }
 

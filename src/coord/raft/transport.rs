@@ -23,7 +23,14 @@ use crate::config::{PeerAddress, TlsConfig};
 use crate::domain::{MemberId, MemberStatus};
 use crate::proto::v1::peer_client::PeerClient;
 use crate::proto::v1::peer_server::Peer;
-use crate::proto::v1::{MemberStatusMsg, RaftAck, RaftBatch, StatusAck};
+use crate::proto::v1::{MemberStatusMsg, RaftAck, RaftBatch, RejoinAck, RejoinNotice, StatusAck};
+
+/// What the peer service hands to the raft node.
+pub enum Inbound {
+    Raft(Vec<Message>),
+    /// The member with this raft id rejoined with an empty log.
+    Rejoined(u64),
+}
 
 /// Messages one peer's queue holds before new ones are dropped.
 const QUEUE: usize = 4096;
@@ -114,7 +121,7 @@ impl StatusBoard {
 /// The server side of the `Peer` service.
 pub struct PeerService {
     /// Where decoded raft messages go: the node task's inbox.
-    pub inbox: mpsc::Sender<Vec<Message>>,
+    pub inbox: mpsc::Sender<Inbound>,
     pub board: StatusBoard,
     pub filter: LinkFilter,
     /// Raft ids of the configured members: batches from anyone else are refused.
@@ -144,8 +151,20 @@ impl Peer for PeerService {
             messages.push(m);
         }
         // A full inbox means the node is behind; dropping is what the network would do.
-        let _ = self.inbox.try_send(messages);
+        let _ = self.inbox.try_send(Inbound::Raft(messages));
         Ok(Response::new(RaftAck {}))
+    }
+
+    async fn rejoin(&self, request: Request<RejoinNotice>) -> Result<Response<RejoinAck>, Status> {
+        let id = request.into_inner().raft_id;
+        if !self.known.contains(&id) {
+            return Err(Status::permission_denied(format!("raft id {id} is not a member of this cluster")));
+        }
+        if self.filter.is_blocked(id) {
+            return Err(Status::unavailable("link blocked by fault injection"));
+        }
+        let _ = self.inbox.try_send(Inbound::Rejoined(id));
+        Ok(Response::new(RejoinAck {}))
     }
 
     async fn publish_status(&self, request: Request<MemberStatusMsg>) -> Result<Response<StatusAck>, Status> {
@@ -230,6 +249,21 @@ impl PeerSenders {
             let msg = msg.clone();
             calls.spawn(async move {
                 let _ = tokio::time::timeout(timeout, client.publish_status(msg)).await;
+            });
+        }
+        while calls.join_next().await.is_some() {}
+    }
+
+    /// Tells every reachable peer that this member rejoined with an empty log.
+    pub async fn announce_rejoin(&self, me: u64, timeout: Duration) {
+        let mut calls = tokio::task::JoinSet::new();
+        for (id, client) in &self.channels {
+            if self.filter.is_blocked(*id) {
+                continue;
+            }
+            let mut client = client.clone();
+            calls.spawn(async move {
+                let _ = tokio::time::timeout(timeout, client.rejoin(RejoinNotice { raft_id: me })).await;
             });
         }
         while calls.join_next().await.is_some() {}
