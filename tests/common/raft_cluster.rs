@@ -136,6 +136,22 @@ impl Cluster {
         }
     }
 
+    /// Waits until members `among` agree on a leader that is one of them; returns its index.
+    pub async fn leader_among(&self, among: &[usize], within_: Duration) -> usize {
+        let deadline = within(within_);
+        loop {
+            let leaders: Vec<Option<u64>> = among.iter().map(|i| self.node(*i).info().leader).collect();
+            if let Some(Some(l)) = leaders.first()
+                && leaders.iter().all(|x| *x == Some(*l))
+                && let Some(i) = among.iter().find(|i| self.node(**i).info().is_leader)
+            {
+                return *i;
+            }
+            assert!(Instant::now() < deadline, "no agreed leader among {among:?} within {within_:?}: {leaders:?}");
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
     /// Kills member `i` as a crash would.
     pub async fn crash(&mut self, i: usize) {
         if let Some(n) = self.nodes[i].take() {
