@@ -57,6 +57,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run only this member's coordination service (the embedded raft quorum member), as a
+    /// witness does; stops on SIGTERM.
+    Coordinator {
+        /// The TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// This member lost its disk and rejoins with the same id and an empty data_dir: it
+        /// neither votes nor campaigns until it has caught up with the leader.
+        #[arg(long)]
+        rejoin: bool,
+    },
     /// Run one simulated node: CometBFT-style `/status` plus `/sim/*` controls.
     SimNode {
         /// Where to serve HTTP (loopback), e.g. 127.0.0.1:26657.
@@ -96,6 +107,7 @@ pub fn run(args: Args) -> ExitCode {
     match args.command {
         Command::CheckConfig { file } => check_config(&file),
         Command::CheckLedger { file, json } => check_ledger(&file, json),
+        Command::Coordinator { config, rejoin } => coordinator(&config, rejoin),
         Command::SimNode { listen, ledger, member, key, chain_id, block_interval } => {
             sim_node(&listen, ledger, &member, &key, chain_id, &block_interval)
         }
@@ -141,6 +153,57 @@ pub fn check_ledger(file: &std::path::Path, json: bool) -> ExitCode {
     if report.is_safe() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_VIOLATION) }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// `failoverd coordinator --config FILE`: one raft member, no producer.
+fn coordinator(path: &std::path::Path, rejoin: bool) -> ExitCode {
+    use crate::config::Backend;
+    use crate::coord::raft::{RaftCoordinator, RaftOptions};
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if config.coordinator.backend != Backend::Raft {
+        return usage_error(format!("{}: coordinator.backend is not \"raft\"; nothing to run", path.display()));
+    }
+    let Some(me) = config.me().cloned() else {
+        return usage_error(format!("{}: member {} is not among [[members]]", path.display(), config.member));
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    runtime.block_on(async move {
+        let bind = format!("{}:{}", me.peer_address.host, me.peer_address.port);
+        let listener = match TcpListener::bind(&bind).await {
+            Ok(l) => l,
+            Err(e) => return usage_error(format!("cannot listen on {bind} (members[{}].peer_address): {e}", me.id)),
+        };
+        let node =
+            match RaftCoordinator::start(&config, listener, RaftOptions { rejoin, ..RaftOptions::default() }).await {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+        tracing::info!(member = %config.member, peer_address = %me.peer_address, "raft member running");
+        crate::signal::terminated().await;
+        node.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
 fn sim_node(
     listen: &str,
     ledger: PathBuf,
@@ -170,12 +233,9 @@ fn sim_node(
         Ok(n) => n,
         Err(e) => return usage_error(e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let listener = match TcpListener::bind(listen.0).await {
