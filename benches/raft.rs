@@ -161,7 +161,7 @@ fn main() {
     );
     report("reserve commit latency, holder = leader", rt.block_on(reserve_latency(true)));
     report("reserve commit latency, holder = follower", rt.block_on(reserve_latency(false)));
-    report("leader kill -> next successful acquire", rt.block_on(leader_kill_to_acquire(10)));
+    report("leader kill -> next acquire (tick 50ms, 10 ticks)", rt.block_on(leader_kill_to_acquire(10)));
     drop(rt);
     idle_members();
 }
