@@ -32,8 +32,11 @@ pub struct Args {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
     pub log_format: LogFormat,
+    /// Run this member (the same as `failoverd run --config FILE`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -44,6 +47,16 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run this member: coordination, probes, decisions, the producer. Stops on SIGTERM,
+    /// releasing the lease if it holds it.
+    Run {
+        /// The TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// This member lost its disk and rejoins with the same id and an empty data_dir.
+        #[arg(long)]
+        rejoin: bool,
+    },
     /// Validate a config file and print the effective config (defaults filled in).
     CheckConfig {
         /// The TOML config file.
@@ -104,7 +117,16 @@ pub fn init_logging(format: LogFormat) {
 /// Runs a parsed command line.
 pub fn run(args: Args) -> ExitCode {
     init_logging(args.log_format);
-    match args.command {
+    let command = match (args.command, args.config) {
+        (Some(c), None) => c,
+        (None, Some(config)) => Command::Run { config, rejoin: false },
+        (Some(_), Some(_)) => return usage_error("--config goes with `run` or alone, not with another subcommand"),
+        (None, None) => {
+            return usage_error("nothing to do: give --config FILE to run a member, or a subcommand (see --help)");
+        }
+    };
+    match command {
+        Command::Run { config, rejoin } => run_member(&config, rejoin),
         Command::CheckConfig { file } => check_config(&file),
         Command::CheckLedger { file, json } => check_ledger(&file, json),
         Command::Coordinator { config, rejoin } => coordinator(&config, rejoin),
@@ -157,6 +179,51 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
         eprintln!("error: cannot start the async runtime: {e}");
         ExitCode::FAILURE
+    })
+}
+
+fn load_or_exit(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        for line in e.to_string().lines() {
+            eprintln!("error: {line}");
+        }
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+/// `failoverd run --config FILE`: the whole member.
+fn run_member(path: &std::path::Path, rejoin: bool) -> ExitCode {
+    let config = match load_or_exit(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(me) = config.me().cloned() else {
+        return usage_error(format!("{}: member {} is not among [[members]]", path.display(), config.member));
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    runtime.block_on(async move {
+        let bind = format!("{}:{}", me.peer_address.host, me.peer_address.port);
+        let listener = match TcpListener::bind(&bind).await {
+            Ok(l) => l,
+            Err(e) => return usage_error(format!("cannot listen on {bind} (members[{}].peer_address): {e}", me.id)),
+        };
+        let shutdown = CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            crate::signal::terminated().await;
+            on_signal.cancel();
+        });
+        tracing::info!(member = %config.member, peer_address = %me.peer_address, "failoverd member starting");
+        match crate::daemon::run(config, crate::daemon::RunOptions { rejoin }, listener, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
     })
 }
 

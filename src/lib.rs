@@ -15,13 +15,15 @@
 //! - [`signal`]: the one place that waits for SIGTERM/SIGINT.
 //! - [`cli`]: the `failoverd` subcommands behind the thin binaries.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod coord;
+pub mod daemon;
 pub mod domain;
+pub mod guard;
 pub mod health;
 pub mod http;
 pub mod producer;

@@ -4,6 +4,8 @@
 //! cap, and any malformed answer becomes a [`ProbeError`], never a panic — a node under attack
 //! or half-upgraded must not be able to crash the daemon.
 
+pub mod cometbft;
+
 use async_trait::async_trait;
 use tokio::time::Instant;
 

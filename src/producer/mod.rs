@@ -10,10 +10,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use crate::domain::Hrs;
+use crate::domain::{Hrs, MonoTime};
 
-/// The lowest position the producer may sign at after activation: `max(watermark, chain
-/// height) + margin` as computed by the guard. A producer MUST NOT sign at or below it.
+pub mod process;
+pub mod sim;
+
+/// The highest position that may already have been signed, as computed by the guard
+/// (`max(watermark, chain height) + margin`). A producer MUST sign only strictly above it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SignFloor(pub Hrs);
 
@@ -36,10 +39,17 @@ pub enum ProducerError {
 /// One way of running a block producer.
 #[async_trait]
 pub trait Producer: Send + Sync {
-    /// Starts production, never signing at or below `floor`. Returns `Ok` only once production
-    /// is confirmed; on any error the caller deactivates and treats the producer as possibly
-    /// active until `fence` confirms.
-    async fn activate(&self, floor: SignFloor, deadline: Instant) -> Result<(), ProducerError>;
+    /// Starts production, never signing at or below `floor`, with the right to produce ending
+    /// at `until` (the holder's lease validity, on this machine's monotonic clock). Returns `Ok`
+    /// only once production is confirmed; on any error the caller deactivates and treats the
+    /// producer as possibly active until `fence` confirms.
+    async fn activate(&self, floor: SignFloor, until: MonoTime, deadline: Instant) -> Result<(), ProducerError>;
+
+    /// Moves the end of the right to produce to `until` after a renew. Producers that can
+    /// enforce it locally (a dead man's switch in the node) stop by themselves at `until`, so a
+    /// frozen daemon cannot keep them signing; the others ignore it and rely on the self-fence
+    /// thread.
+    async fn extend(&self, until: MonoTime, deadline: Instant) -> Result<(), ProducerError>;
 
     /// Stops production gracefully and returns the last status (for the final checkpoint).
     /// MUST be idempotent: deactivating an inactive producer succeeds.

@@ -50,6 +50,9 @@ pub struct NodeState {
     pub producing: bool,
     /// Never sign at or below this height.
     pub floor: u64,
+    /// Dead man's switch: stop signing once `CLOCK_MONOTONIC` reaches this (nanoseconds), unless
+    /// extended. `None`: no limit (manual use).
+    pub produce_until: Option<u64>,
     pub last_signed: Option<u64>,
 }
 
@@ -62,13 +65,16 @@ pub struct Control {
     pub catching_up: Option<bool>,
 }
 
-/// `POST /sim/produce`: turn production on (above `floor`) or off.
+/// `POST /sim/produce`: turn production on (above `floor`, until `until_mono_ns`) or off.
+/// Sending it again while active raises the floor and moves the limit.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Produce {
     pub active: bool,
     #[serde(default)]
     pub floor: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_mono_ns: Option<u64>,
 }
 
 /// `GET /sim/state`: the node's state and its current height.
@@ -151,11 +157,17 @@ impl SimNode {
         }
     }
 
-    /// Starts signing new heights above `floor`.
+    /// Starts signing new heights above `floor`, with no time limit.
     pub fn start_producing(&self, floor: u64) {
+        self.produce(floor, None);
+    }
+
+    /// Starts (or keeps) signing above `floor` until monotonic time `until` (if given).
+    pub fn produce(&self, floor: u64, until: Option<MonoTime>) {
         let mut s = self.state_lock();
         s.producing = true;
         s.floor = s.floor.max(floor);
+        s.produce_until = until.map(MonoTime::as_nanos);
     }
 
     /// Stops signing; returns the last height signed, if any.
@@ -176,6 +188,7 @@ impl SimNode {
             || s.catching_up
             || height <= s.floor
             || s.last_signed.is_some_and(|l| height <= l)
+            || s.produce_until.is_some_and(|until| now.as_nanos() >= until)
         {
             return None;
         }
@@ -305,7 +318,7 @@ async fn produce(
     match body {
         Ok(Json(p)) => {
             if p.active {
-                node.start_producing(p.floor);
+                node.produce(p.floor, p.until_mono_ns.map(MonoTime::from_nanos));
             } else {
                 node.stop_producing();
             }
@@ -365,6 +378,17 @@ mod tests {
         assert_eq!(n.sign_due(MonoTime::now()), None);
         n.control(&Control { stall: Some(false), catching_up: Some(true), ..Control::default() });
         assert_eq!(n.sign_due(MonoTime::now()), None);
+    }
+
+    #[test]
+    fn the_dead_mans_switch_stops_signing_at_its_deadline() {
+        let dir = tempfile::tempdir().expect("dir");
+        let n = node(&dir, "a");
+        n.produce(0, Some(at(12)));
+        assert_eq!(n.sign_due(at(11)).map(|r| r.height), Some(11));
+        assert_eq!(n.sign_due(at(12)), None, "the permission ended");
+        n.produce(0, Some(at(20)));
+        assert_eq!(n.sign_due(at(13)).map(|r| r.height), Some(13), "extended");
     }
 
     #[test]

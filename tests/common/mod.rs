@@ -65,4 +65,5 @@ pub fn replace_once(text: &str, from: &str, to: &str) -> String {
 }
 
 pub mod contract;
+pub mod lab;
 pub mod raft_cluster;

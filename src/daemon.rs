@@ -1,0 +1,633 @@
+//! The member's main loop (DESIGN.md §5–6): observe, decide, act.
+//!
+//! Every 50 ms it gathers an [`Observation`] — monotonic now, the probe history, the store's
+//! lease and intents, the cluster's statuses and the outcomes of earlier actions — calls the
+//! pure [`role::decide`], and starts the actions it returns as tasks. Each action runs at most
+//! once at a time, every call inside it has a deadline, and its result comes back as an
+//! [`Outcome`] in a later observation, so a slow node or store never blocks the loop.
+//! Order of effects: the self-fence thread is armed before the producer is activated, and
+//! disarmed only after deactivation or fencing is confirmed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::chain::ChainProbe;
+use crate::chain::cometbft::CometbftProbe;
+use crate::config::{Backend, ChainKind, Config, ProducerKind};
+use crate::coord::raft::{RaftCoordinator, RaftOptions};
+use crate::coord::{Coordinator, StatusReport};
+use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, RoleName};
+use crate::guard::{GuardInput, GuardPolicy, PromotionGuard, SelfFence};
+use crate::health::{HealthPolicy, ProbeHistory, Verdict, best_height};
+use crate::producer::Producer;
+use crate::producer::process::ProcessProducer;
+use crate::producer::sim::SimProducer;
+use crate::role::{self, Action, Observation, Outcome, RolePolicy, RoleState, StepDown};
+
+/// How often the loop decides.
+const LOOP_INTERVAL: Duration = Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Options that are not part of the config file.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub rejoin: bool,
+}
+
+type SharedProducer = Arc<dyn Producer>;
+
+/// Results that come back from action tasks.
+enum Event {
+    Outcome(Outcome),
+    Lease(Lease),
+    LastSigned(Option<u64>),
+    Done(&'static str),
+}
+
+struct Parts {
+    me: MemberId,
+    kind: MemberKind,
+    priority: u32,
+    coord: Arc<dyn Coordinator>,
+    raft: Option<Arc<RaftCoordinator>>,
+    producer: Option<Arc<dyn Producer>>,
+    probe: Option<Arc<dyn ChainProbe>>,
+    self_fence: Option<SelfFence>,
+    key: KeyId,
+    call_timeout: Duration,
+    fence_timeout: Duration,
+    guard: GuardPolicy,
+    role_policy: RolePolicy,
+    health_policy: HealthPolicy,
+    probe_interval: Duration,
+    /// Reference RPCs (other sentries, public nodes) whose heights count toward the best height.
+    references: Vec<Arc<dyn ChainProbe>>,
+    /// Their latest heights and when they were read.
+    reference_heights: std::sync::Mutex<Vec<Option<(MonoTime, u64)>>>,
+}
+
+/// Runs one member until `shutdown`, then deactivates and releases within a grace period.
+pub async fn run(
+    config: Config,
+    options: RunOptions,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let parts = setup(&config, options, listener).await?;
+    let parts = Arc::new(parts);
+    let result = main_loop(Arc::clone(&parts), shutdown).await;
+    if let Some(f) = &parts.self_fence {
+        f.stop();
+    }
+    if let Some(raft) = &parts.raft {
+        raft.shutdown().await;
+    }
+    result
+}
+
+async fn setup(config: &Config, options: RunOptions, listener: tokio::net::TcpListener) -> Result<Parts, DaemonError> {
+    let me = config
+        .me()
+        .cloned()
+        .ok_or_else(|| DaemonError::Setup(format!("member {} is not among [[members]]", config.member)))?;
+    if config.coordinator.backend != Backend::Raft {
+        return Err(DaemonError::Setup("coordinator.backend = \"consul\" is not available yet; use \"raft\"".into()));
+    }
+    let raft =
+        RaftCoordinator::start(config, listener, RaftOptions { rejoin: options.rejoin, ..RaftOptions::default() })
+            .await
+            .map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let raft = Arc::new(raft);
+    let coord: Arc<dyn Coordinator> = raft.clone();
+    let call_timeout = config.coordinator.call_timeout;
+    let (producer, probe): (Option<SharedProducer>, Option<Arc<dyn ChainProbe>>) =
+        match (&config.producer, &config.chain) {
+            (Some(p), Some(chain)) if me.kind == MemberKind::Producer => {
+                let rpc = chain.rpc.as_ref().ok_or_else(|| DaemonError::Setup("chain.rpc is required".into()))?;
+                let probe: Arc<dyn ChainProbe> = match chain.kind {
+                    ChainKind::Cometbft | ChainKind::Sim => Arc::new(
+                        CometbftProbe::new("local", rpc, chain.probe_timeout)
+                            .map_err(|e| DaemonError::Setup(e.to_string()))?,
+                    ),
+                    other => {
+                        return Err(DaemonError::Setup(format!(
+                            "chain kind {other:?} is not available yet; use cometbft or sim"
+                        )));
+                    }
+                };
+                let producer: Arc<dyn Producer> = match p.kind {
+                    ProducerKind::Sim => {
+                        Arc::new(SimProducer::new(rpc, call_timeout).map_err(|e| DaemonError::Setup(e.to_string()))?)
+                    }
+                    ProducerKind::Process => {
+                        Arc::new(ProcessProducer::new(p.command.clone().unwrap_or_default(), p.fence_timeout))
+                    }
+                    other => {
+                        return Err(DaemonError::Setup(format!(
+                            "producer kind {other:?} is not available yet; use process or sim"
+                        )));
+                    }
+                };
+                (Some(producer), Some(probe))
+            }
+            _ => (None, None),
+        };
+    let mut references: Vec<Arc<dyn ChainProbe>> = Vec::new();
+    if me.kind == MemberKind::Producer
+        && let Some(chain) = &config.chain
+    {
+        for (i, url) in chain.reference_rpcs.iter().enumerate() {
+            let probe = CometbftProbe::new(format!("ref{i}:{url}"), url, chain.probe_timeout)
+                .map_err(|e| DaemonError::Setup(e.to_string()))?;
+            references.push(Arc::new(probe));
+        }
+    }
+    let fence_timeout = config.producer.as_ref().map_or(Duration::from_secs(5), |p| p.fence_timeout);
+    let self_fence = match &producer {
+        Some(p) => Some(
+            SelfFence::start(Arc::clone(p), fence_timeout)
+                .map_err(|e| DaemonError::Setup(format!("cannot start the self-fence thread: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(Parts {
+        me: me.id.clone(),
+        kind: me.kind,
+        priority: me.priority,
+        coord,
+        raft: Some(raft),
+        producer,
+        probe,
+        self_fence,
+        key: config
+            .producer
+            .as_ref()
+            .map_or_else(|| KeyId::new("validator").expect("constant id"), |p| p.key_id.clone()),
+        call_timeout,
+        fence_timeout,
+        guard: GuardPolicy {
+            max_lag_on_failover: config.failover.max_lag_on_failover,
+            floor_margin: config.failover.floor_margin,
+            fence_command: config.failover.fence_command.clone(),
+            fence_command_timeout: config.failover.fence_command_timeout,
+            call_timeout,
+        },
+        role_policy: RolePolicy::from_config(config),
+        health_policy: HealthPolicy::from_config(config),
+        probe_interval: config.chain.as_ref().map_or(Duration::from_secs(1), |c| c.probe_interval),
+        reference_heights: std::sync::Mutex::new(vec![None; references.len()]),
+        references,
+    })
+}
+
+/// The loop's own memory between decisions.
+struct LoopState {
+    role: RoleState,
+    history: ProbeHistory,
+    leases: BTreeMap<Epoch, Lease>,
+    last_signed: Option<u64>,
+    in_flight: HashSet<&'static str>,
+    outcomes: Vec<Outcome>,
+    /// Who held the lease before it became free: the guard's fence_command target.
+    previous_holder: Option<MemberId>,
+    /// Whether the acquire in flight answers a transfer naming this member.
+    planned: bool,
+}
+
+async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
+    let (probe_tx, mut probes) = mpsc::channel::<(MonoTime, Result<crate::chain::ChainSample, String>)>(16);
+    if let Some(probe) = &p.probe {
+        tokio::spawn(probe_loop(Arc::clone(probe), p.probe_interval, probe_tx, shutdown.clone()));
+    }
+    for i in 0..p.references.len() {
+        tokio::spawn(reference_loop(Arc::clone(&p), i, shutdown.clone()));
+    }
+    install_test_hooks(&shutdown);
+    let mut st = LoopState {
+        role: RoleState::new(p.kind, MonoTime::now()),
+        history: ProbeHistory::default(),
+        leases: BTreeMap::new(),
+        last_signed: None,
+        in_flight: HashSet::new(),
+        outcomes: Vec::new(),
+        previous_holder: None,
+        planned: false,
+    };
+    let mut ticker = tokio::time::interval(LOOP_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_publish = Instant::now() - p.probe_interval;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+            Some((at, result)) = probes.recv() => {
+                let cluster = p.coord.cluster_status(Instant::now() + p.call_timeout).await.unwrap_or_default();
+                let best = best_height(fresh_heights(&cluster, &p).chain(std::iter::once(result.as_ref().ok().map(|s| s.height))));
+                st.history.record(at, result.as_ref().map_err(String::as_str), best, &p.health_policy);
+                continue;
+            }
+            Some(ev) = events.recv() => {
+                apply_event(&mut st, ev, &p);
+                while let Ok(ev) = events.try_recv() {
+                    apply_event(&mut st, ev, &p);
+                }
+            }
+        }
+        let now = MonoTime::now();
+        let view = p.coord.watch().borrow().clone();
+        if let LeaseView::Held { holder, .. } = &view.lease
+            && holder != &p.me
+        {
+            st.previous_holder = Some(holder.clone());
+        }
+        let cluster: Vec<StatusReport> = p
+            .coord
+            .cluster_status(Instant::now() + p.call_timeout)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.status.member != p.me)
+            .collect();
+        let health = st.history.assess(now, &p.health_policy);
+        let obs = Observation {
+            now,
+            me: p.me.clone(),
+            kind: p.kind,
+            priority: p.priority,
+            store: Some(view.clone()),
+            health: health.clone(),
+            cluster: cluster.clone(),
+            outcomes: std::mem::take(&mut st.outcomes),
+        };
+        let (next, actions) = role::decide(&st.role, &obs, &p.role_policy);
+        if next.role != st.role.role || next.epoch != st.role.epoch {
+            tracing::info!(
+                role = %next.role,
+                from = %st.role.role,
+                epoch = next.epoch.map(|e| e.get()),
+                reason = ?next.last_reason,
+                height = health.height,
+                "role change"
+            );
+        }
+        st.role = next;
+        if matches!(st.role.role, RoleName::Standby | RoleName::Ineligible) {
+            st.planned = view.intents.transfer.as_ref().is_some_and(|t| t.to == p.me);
+        }
+        for action in actions {
+            start_action(&mut st, action, &p, &events_tx, &cluster);
+        }
+        if last_publish.elapsed() >= p.probe_interval / 2 {
+            last_publish = Instant::now();
+            let status = MemberStatus {
+                member: p.me.clone(),
+                kind: p.kind,
+                role: st.role.role,
+                priority: p.priority,
+                height: health.height,
+                healthy: health.verdict == Verdict::Healthy && health.latest_good,
+                epoch: st.role.epoch,
+            };
+            let coord = Arc::clone(&p.coord);
+            let deadline = Instant::now() + p.call_timeout;
+            tokio::spawn(async move {
+                let _ = coord.publish_status(&status, deadline).await;
+            });
+        }
+    }
+    graceful_stop(&mut st, &p).await;
+    Ok(())
+}
+
+/// Heights from other members' fresh statuses and from fresh reference RPCs.
+fn fresh_heights<'a>(cluster: &'a [StatusReport], p: &'a Parts) -> impl Iterator<Item = Option<u64>> + 'a {
+    let now = MonoTime::now();
+    let refs: Vec<Option<u64>> = p
+        .reference_heights
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|r| r.filter(|(at, _)| now.saturating_since(*at) <= p.role_policy.status_stale_after).map(|(_, h)| h))
+        .collect();
+    cluster
+        .iter()
+        .filter(move |r| r.status.member != p.me && r.age <= p.role_policy.status_stale_after)
+        .map(|r| r.status.height)
+        .chain(refs)
+}
+
+async fn reference_loop(p: Arc<Parts>, i: usize, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(p.probe_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if let Ok(sample) = p.references[i].probe(Instant::now() + p.probe_interval).await {
+            p.reference_heights.lock().unwrap_or_else(|e| e.into_inner())[i] = Some((MonoTime::now(), sample.height));
+        }
+    }
+}
+
+fn apply_event(st: &mut LoopState, ev: Event, p: &Parts) {
+    match ev {
+        Event::Outcome(o) => st.outcomes.push(o),
+        Event::Lease(l) => {
+            if let Some(f) = &p.self_fence {
+                f.extend(l.valid_until);
+            }
+            st.leases.insert(l.epoch, l);
+            // Keep only the newest few: older epochs are never used again.
+            while st.leases.len() > 4 {
+                st.leases.pop_first();
+            }
+        }
+        Event::LastSigned(h) => {
+            if h.is_some() {
+                st.last_signed = h;
+            }
+        }
+        Event::Done(kind) => {
+            st.in_flight.remove(kind);
+        }
+    }
+}
+
+fn action_kind(a: &Action) -> &'static str {
+    match a {
+        Action::Acquire => "acquire",
+        Action::Renew { .. } => "renew",
+        Action::Checkpoint { .. } => "checkpoint",
+        Action::RunGuard { .. } => "guard",
+        Action::Deactivate { .. } => "deactivate",
+        Action::Release { .. } => "release",
+        Action::Fence { .. } => "fence",
+    }
+}
+
+fn start_action(
+    st: &mut LoopState,
+    action: Action,
+    p: &Arc<Parts>,
+    events: &mpsc::UnboundedSender<Event>,
+    cluster: &[StatusReport],
+) {
+    let kind = action_kind(&action);
+    if !st.in_flight.insert(kind) {
+        return;
+    }
+    let p = Arc::clone(p);
+    let tx = events.clone();
+    let deadline = Instant::now() + p.call_timeout;
+    let lease_of = |epoch: Epoch| {
+        st.leases.get(&epoch).cloned().unwrap_or(Lease {
+            holder: p.me.clone(),
+            epoch,
+            ttl: p.role_policy.lease_ttl,
+            valid_until: MonoTime::ZERO,
+        })
+    };
+    let send = move |ev: Event| {
+        let _ = tx.send(ev);
+    };
+    match action {
+        Action::Acquire => {
+            tokio::spawn(async move {
+                match p.coord.acquire(&p.me, deadline).await {
+                    Ok(l) => {
+                        let (epoch, valid_until) = (l.epoch, l.valid_until);
+                        send(Event::Lease(l));
+                        send(Event::Outcome(Outcome::Acquired { epoch, valid_until }));
+                    }
+                    Err(e) => send(Event::Outcome(Outcome::AcquireFailed { error: e.to_string() })),
+                }
+                send(Event::Done(kind));
+            });
+        }
+        Action::Renew { epoch } => {
+            let lease = lease_of(epoch);
+            tokio::spawn(async move {
+                if let Ok(l) = p.coord.renew(&lease, deadline).await {
+                    if let Some(prod) = &p.producer {
+                        let _ = prod.extend(l.valid_until, deadline).await;
+                    }
+                    let valid_until = l.valid_until;
+                    send(Event::Lease(l));
+                    send(Event::Outcome(Outcome::Renewed { epoch, valid_until }));
+                }
+                send(Event::Done(kind));
+            });
+        }
+        Action::Checkpoint { epoch } => {
+            tokio::spawn(async move {
+                if let Some(prod) = &p.producer
+                    && let Ok(status) = prod.status(deadline).await
+                    && let Some(h) = status.last_signed_height
+                {
+                    send(Event::LastSigned(Some(h)));
+                    let _ = p.coord.checkpoint(epoch, &p.key, h, deadline).await;
+                }
+                send(Event::Done(kind));
+            });
+        }
+        Action::RunGuard { epoch } => {
+            let lease = lease_of(epoch);
+            let input = GuardInput {
+                lease,
+                cluster_best: best_height(fresh_heights(cluster, &p).collect::<Vec<_>>()),
+                previous_holder: st.previous_holder.clone(),
+                planned: st.planned,
+            };
+            tokio::spawn(async move {
+                let outcome = match (&p.producer, &p.probe, &p.self_fence) {
+                    (Some(producer), Some(probe), Some(self_fence)) => {
+                        let guard = PromotionGuard {
+                            coord: p.coord.as_ref(),
+                            producer: producer.as_ref(),
+                            probe: probe.as_ref(),
+                            key: &p.key,
+                            policy: &p.guard,
+                            self_fence,
+                        };
+                        match guard.run(&input).await {
+                            Ok(_) => Outcome::GuardPassed { epoch },
+                            Err(report) => {
+                                let failed = report.failed_step();
+                                Outcome::GuardFailed {
+                                    epoch,
+                                    step: failed.map_or("unknown".into(), |s| s.step.to_string()),
+                                    error: failed.map_or(String::new(), |s| s.detail.clone()),
+                                }
+                            }
+                        }
+                    }
+                    _ => Outcome::GuardFailed {
+                        epoch,
+                        step: "activate".into(),
+                        error: "this member has no producer".into(),
+                    },
+                };
+                send(Event::Outcome(outcome));
+                send(Event::Done(kind));
+            });
+        }
+        Action::Deactivate { epoch, why } => {
+            tokio::spawn(async move {
+                let outcome = match &p.producer {
+                    None => Outcome::Deactivated { epoch },
+                    Some(prod) => {
+                        if matches!(why, StepDown::Transfer { .. }) {
+                            wait_for_fresh_signature(prod.as_ref(), p.role_policy.lease_ttl).await;
+                        }
+                        match prod.deactivate(Instant::now() + p.fence_timeout + p.call_timeout).await {
+                            Ok(status) => {
+                                send(Event::LastSigned(status.last_signed_height));
+                                if let Some(f) = &p.self_fence {
+                                    f.disarm();
+                                }
+                                Outcome::Deactivated { epoch }
+                            }
+                            Err(e) => Outcome::DeactivateFailed { epoch, error: e.to_string() },
+                        }
+                    }
+                };
+                send(Event::Outcome(outcome));
+                send(Event::Done(kind));
+            });
+        }
+        Action::Release { epoch } => {
+            let lease = lease_of(epoch);
+            let final_watermark = st.last_signed.map(|h| (p.key.clone(), Hrs::end_of_height(h)));
+            tokio::spawn(async move {
+                if let Err(e) = p.coord.release(&lease, final_watermark, deadline).await {
+                    tracing::debug!(%epoch, error = %e, "release not applied");
+                }
+                send(Event::Done(kind));
+            });
+        }
+        Action::Fence { why } => {
+            tokio::spawn(async move {
+                tracing::warn!(?why, "fencing the producer");
+                let outcome = match &p.producer {
+                    None => Outcome::Fenced,
+                    Some(prod) => {
+                        let prod = Arc::clone(prod);
+                        let timeout = p.fence_timeout;
+                        match tokio::task::spawn_blocking(move || prod.fence(timeout)).await {
+                            Ok(Ok(())) => {
+                                if let Some(f) = &p.self_fence {
+                                    f.disarm();
+                                }
+                                Outcome::Fenced
+                            }
+                            Ok(Err(e)) => Outcome::FenceFailed { error: e.to_string() },
+                            Err(e) => Outcome::FenceFailed { error: e.to_string() },
+                        }
+                    }
+                };
+                send(Event::Outcome(outcome));
+                send(Event::Done(kind));
+            });
+        }
+    }
+}
+
+/// Before a planned handover: wait until the producer has just signed a new height, so the
+/// successor has a whole block interval to take over and no height is missed.
+async fn wait_for_fresh_signature(producer: &dyn Producer, limit: Duration) {
+    let end = Instant::now() + limit;
+    let first = producer.status(end).await.ok().and_then(|s| s.last_signed_height);
+    if first.is_none() {
+        return;
+    }
+    while Instant::now() < end {
+        match producer.status(end).await {
+            Ok(s) if s.last_signed_height != first => return,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(_) => return,
+        }
+    }
+}
+
+async fn probe_loop(
+    probe: Arc<dyn ChainProbe>,
+    interval: Duration,
+    tx: mpsc::Sender<(MonoTime, Result<crate::chain::ChainSample, String>)>,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let result = probe.probe(Instant::now() + interval).await.map_err(|e| e.to_string());
+        if tx.send((MonoTime::now(), result)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// On SIGTERM: a holder stops producing and releases, so a standby can take over at once.
+async fn graceful_stop(st: &mut LoopState, p: &Parts) {
+    let Some(epoch) = st.role.epoch else { return };
+    tracing::info!(%epoch, "shutting down: deactivating the producer and releasing the lease");
+    let deadline = Instant::now() + p.fence_timeout + p.call_timeout;
+    if let Some(prod) = &p.producer {
+        match prod.deactivate(deadline).await {
+            Ok(s) => {
+                if s.last_signed_height.is_some() {
+                    st.last_signed = s.last_signed_height;
+                }
+                if let Some(f) = &p.self_fence {
+                    f.disarm();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "deactivation failed at shutdown; fencing");
+                let _ = prod.fence(p.fence_timeout);
+            }
+        }
+    }
+    if let Some(lease) = st.leases.get(&epoch).cloned() {
+        let final_watermark = st.last_signed.map(|h| (p.key.clone(), Hrs::end_of_height(h)));
+        let _ = p.coord.release(&lease, final_watermark, Instant::now() + p.call_timeout).await;
+    }
+}
+
+/// With `FAILOVERD_TEST_HOOKS=1`, SIGUSR2 blocks every runtime worker: what a stalled runtime
+/// looks like, so tests can show the self-fence thread acts anyway. Never set in production.
+fn install_test_hooks(shutdown: &CancellationToken) {
+    if std::env::var("FAILOVERD_TEST_HOOKS").as_deref() != Ok("1") {
+        return;
+    }
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let Ok(mut usr2) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2()) else {
+            return;
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = usr2.recv() => {
+                tracing::warn!("test hook: blocking every runtime worker");
+                for _ in 0..16 {
+                    tokio::spawn(async { std::thread::sleep(Duration::from_secs(3600)) });
+                }
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+    });
+}

@@ -1,0 +1,409 @@
+//! The promotion guard (DESIGN.md §5), the watermark floor, and the self-fence deadline thread.
+//!
+//! A standby activates only after every step holds, in order: (1) it holds the lease at epoch
+//! E; (2) its node is healthy and within `max_lag_on_failover` of the best height; (3) the
+//! optional `fence_command` against the previous holder succeeded; (4) it read the watermark
+//! under E and computed the floor; (5) the producer confirmed activation. Each step's outcome is
+//! recorded in a [`GuardReport`] and logged. Any failure stops the guard: the caller deactivates
+//! and releases. This module never decides *whether* to promote; `role` does.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::chain::ChainProbe;
+use crate::coord::Coordinator;
+use crate::domain::{Hrs, KeyId, Lease, MemberId, MonoTime, Watermark};
+use crate::producer::{Producer, SignFloor};
+
+/// The guard's steps, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardStep {
+    LeaseHeld,
+    NodeHealthy,
+    FencePrevious,
+    WatermarkFloor,
+    Activate,
+}
+
+impl std::fmt::Display for GuardStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GuardStep::LeaseHeld => "lease_held",
+            GuardStep::NodeHealthy => "node_healthy",
+            GuardStep::FencePrevious => "fence_previous",
+            GuardStep::WatermarkFloor => "watermark_floor",
+            GuardStep::Activate => "activate",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StepRecord {
+    pub step: GuardStep,
+    pub ok: bool,
+    pub detail: String,
+    pub elapsed_ms: u64,
+}
+
+/// What the guard did, step by step.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GuardReport {
+    pub epoch: u64,
+    pub steps: Vec<StepRecord>,
+    pub floor: Option<Hrs>,
+}
+
+impl GuardReport {
+    pub fn failed_step(&self) -> Option<&StepRecord> {
+        self.steps.iter().find(|s| !s.ok)
+    }
+}
+
+/// Thresholds from the config.
+#[derive(Clone, Debug)]
+pub struct GuardPolicy {
+    pub max_lag_on_failover: u64,
+    pub floor_margin: u64,
+    pub fence_command: Option<Vec<String>>,
+    pub fence_command_timeout: Duration,
+    pub call_timeout: Duration,
+}
+
+/// What the guard needs to know about this promotion.
+pub struct GuardInput {
+    pub lease: Lease,
+    /// The best height known from other members' fresh statuses.
+    pub cluster_best: Option<u64>,
+    pub previous_holder: Option<MemberId>,
+    /// A planned handover: the previous holder deactivated and released with its exact last
+    /// signed height, so no margin is needed above the watermark.
+    pub planned: bool,
+}
+
+/// The highest position that may already have been signed: the higher of the watermark and
+/// the best chain height, plus `margin` whole heights for what an unplanned predecessor may
+/// have signed after its last checkpoint.
+pub fn sign_floor(watermark: Option<Watermark>, best_height: u64, margin: u64) -> Hrs {
+    let base = watermark.map_or(Hrs::ZERO, |w| w.hrs).max(Hrs::end_of_height(best_height));
+    if margin == 0 { base } else { Hrs::end_of_height(base.height.saturating_add(margin)) }
+}
+
+pub struct PromotionGuard<'a> {
+    pub coord: &'a dyn Coordinator,
+    pub producer: &'a dyn Producer,
+    pub probe: &'a dyn ChainProbe,
+    pub key: &'a KeyId,
+    pub policy: &'a GuardPolicy,
+    pub self_fence: &'a SelfFence,
+}
+
+impl PromotionGuard<'_> {
+    /// Runs steps 1–5. `Ok` means the producer is active above the floor.
+    pub async fn run(&self, input: &GuardInput) -> Result<GuardReport, GuardReport> {
+        let mut report = GuardReport { epoch: input.lease.epoch.get(), ..GuardReport::default() };
+        let epoch = input.lease.epoch;
+        let record = |report: &mut GuardReport, step, started: Instant, result: Result<String, String>| {
+            let (ok, detail) = match result {
+                Ok(d) => (true, d),
+                Err(d) => (false, d),
+            };
+            tracing::info!(%epoch, %step, ok, %detail, "promotion guard step");
+            report.steps.push(StepRecord { step, ok, detail, elapsed_ms: started.elapsed().as_millis() as u64 });
+            ok
+        };
+        let deadline = || Instant::now() + self.policy.call_timeout;
+
+        // 1. The lease is ours at epoch E and still valid on our clock.
+        let t = Instant::now();
+        let valid = MonoTime::now() < input.lease.valid_until;
+        let r = if valid {
+            Ok(format!("holding epoch {epoch}"))
+        } else {
+            Err(format!("the lease at epoch {epoch} is already past its validity"))
+        };
+        if !record(&mut report, GuardStep::LeaseHeld, t, r) {
+            return Err(report);
+        }
+
+        // 2. Our node, probed now, is healthy and caught up.
+        let t = Instant::now();
+        let local = self.probe.probe(deadline()).await;
+        let r = match &local {
+            Err(e) => Err(format!("cannot probe the node: {e}")),
+            Ok(s) if s.catching_up => Err(format!("the node is catching up at height {}", s.height)),
+            Ok(s) => {
+                let best = input.cluster_best.unwrap_or(0).max(s.height);
+                let lag = best - s.height;
+                if lag > self.policy.max_lag_on_failover {
+                    Err(format!(
+                        "the node is {lag} blocks behind the best height {best} (max_lag_on_failover {})",
+                        self.policy.max_lag_on_failover
+                    ))
+                } else {
+                    Ok(format!("height {}, lag {lag}", s.height))
+                }
+            }
+        };
+        if !record(&mut report, GuardStep::NodeHealthy, t, r) {
+            return Err(report);
+        }
+        let local_height = local.as_ref().map(|s| s.height).unwrap_or(0);
+
+        // 3. STONITH against the previous holder, when configured.
+        let t = Instant::now();
+        let r = match (&self.policy.fence_command, &input.previous_holder) {
+            (Some(argv), Some(previous)) if !input.planned => {
+                run_fence_command(argv, previous, self.policy.fence_command_timeout).await
+            }
+            (Some(_), _) => Ok("skipped: planned handover or no previous holder".to_string()),
+            (None, _) => Ok("skipped: no fence_command configured".to_string()),
+        };
+        if !record(&mut report, GuardStep::FencePrevious, t, r) {
+            return Err(report);
+        }
+
+        // 4. The watermark under epoch E, and the floor above everything that may be signed.
+        let t = Instant::now();
+        let margin = if input.planned { 0 } else { self.policy.floor_margin };
+        let r = match self.coord.watermark(self.key, deadline()).await {
+            Err(e) => Err(format!("cannot read the watermark of {}: {e}", self.key)),
+            Ok(w) => {
+                let best = input.cluster_best.unwrap_or(0).max(local_height);
+                let floor = sign_floor(w, best, margin);
+                report.floor = Some(floor);
+                Ok(format!(
+                    "watermark {}, best height {best}, margin {margin}: floor {floor}",
+                    w.map_or("none".to_string(), |w| w.to_string())
+                ))
+            }
+        };
+        if !record(&mut report, GuardStep::WatermarkFloor, t, r) {
+            return Err(report);
+        }
+
+        // 5. Activate, with the self-fence armed first so a hung activation is still fenced.
+        let t = Instant::now();
+        let floor = report.floor.unwrap_or(Hrs::ZERO);
+        self.self_fence.arm(input.lease.valid_until);
+        let r = match self.producer.activate(SignFloor(floor), input.lease.valid_until, deadline()).await {
+            Ok(()) => Ok(format!("producing above {floor}")),
+            Err(e) => Err(e.to_string()),
+        };
+        if !record(&mut report, GuardStep::Activate, t, r) {
+            return Err(report);
+        }
+        Ok(report)
+    }
+}
+
+async fn run_fence_command(argv: &[String], previous: &MemberId, timeout: Duration) -> Result<String, String> {
+    let args: Vec<String> = argv.iter().map(|a| a.replace("{member}", previous.as_str())).collect();
+    let (program, rest) = args.split_first().ok_or("fence_command is empty")?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(rest).kill_on_drop(true).stdin(std::process::Stdio::null());
+    match tokio::time::timeout(timeout, cmd.output()).await {
+        Err(_) => Err(format!("fence_command did not finish within {timeout:?}")),
+        Ok(Err(e)) => Err(format!("cannot run fence_command {program}: {e}")),
+        Ok(Ok(out)) if out.status.success() => Ok(format!("fence_command fenced {previous}")),
+        Ok(Ok(out)) => Err(format!(
+            "fence_command exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim().chars().take(200).collect::<String>()
+        )),
+    }
+}
+
+/// The self-fence deadline, watched by a dedicated OS thread: when the armed deadline passes,
+/// the thread calls `producer.fence()` itself, so a stalled tokio runtime cannot keep a
+/// producer alive (DESIGN.md §5).
+#[derive(Clone)]
+pub struct SelfFence {
+    shared: Arc<(Mutex<FenceState>, Condvar)>,
+}
+
+#[derive(Default)]
+struct FenceState {
+    deadline: Option<MonoTime>,
+    fired: u64,
+    stop: bool,
+}
+
+impl SelfFence {
+    /// Starts the watcher thread for `producer`.
+    pub fn start(producer: Arc<dyn Producer>, fence_timeout: Duration) -> std::io::Result<SelfFence> {
+        let shared = Arc::new((Mutex::new(FenceState::default()), Condvar::new()));
+        let theirs = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("self-fence".into())
+            .spawn(move || watch(&theirs, producer.as_ref(), fence_timeout))?;
+        Ok(SelfFence { shared })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, FenceState> {
+        self.shared.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Arms (or moves) the deadline: the producer may be active until `until`.
+    pub fn arm(&self, until: MonoTime) {
+        self.state().deadline = Some(until);
+        self.shared.1.notify_all();
+    }
+
+    /// Moves an armed deadline after a renew; does nothing when disarmed.
+    pub fn extend(&self, until: MonoTime) {
+        let mut s = self.state();
+        if let Some(d) = s.deadline.as_mut() {
+            *d = (*d).max(until);
+        }
+        drop(s);
+        self.shared.1.notify_all();
+    }
+
+    /// The producer is confirmed inactive: nothing to watch.
+    pub fn disarm(&self) {
+        self.state().deadline = None;
+        self.shared.1.notify_all();
+    }
+
+    pub fn armed_until(&self) -> Option<MonoTime> {
+        self.state().deadline
+    }
+
+    /// How many times the thread fenced the producer.
+    pub fn fired(&self) -> u64 {
+        self.state().fired
+    }
+
+    pub fn stop(&self) {
+        self.state().stop = true;
+        self.shared.1.notify_all();
+    }
+}
+
+fn watch(shared: &(Mutex<FenceState>, Condvar), producer: &dyn Producer, fence_timeout: Duration) {
+    let (lock, cv) = shared;
+    let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        if s.stop {
+            return;
+        }
+        match s.deadline {
+            None => s = cv.wait(s).unwrap_or_else(|p| p.into_inner()),
+            Some(d) => {
+                let now = MonoTime::now();
+                if now < d {
+                    s = cv.wait_timeout(s, d.saturating_since(now)).unwrap_or_else(|p| p.into_inner()).0;
+                    continue;
+                }
+                drop(s);
+                tracing::error!(
+                    "lease deadline passed with the producer possibly active: self-fencing from the deadline thread"
+                );
+                let result = producer.fence(fence_timeout);
+                s = lock.lock().unwrap_or_else(|p| p.into_inner());
+                match result {
+                    Ok(()) => {
+                        s.fired += 1;
+                        // Only disarm if nobody re-armed meanwhile with a later deadline.
+                        if s.deadline.is_some_and(|cur| cur <= MonoTime::now()) {
+                            s.deadline = None;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "self-fence failed; retrying");
+                        drop(s);
+                        std::thread::sleep(Duration::from_millis(50));
+                        s = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::domain::{Epoch, Step};
+    use crate::producer::{ProducerError, ProducerStatus};
+
+    #[test]
+    fn floor_is_the_higher_of_watermark_and_chain_plus_margin() {
+        let w = |h, r, s| Some(Watermark { hrs: Hrs::new(h, r, s), epoch: Epoch::new(1) });
+        assert_eq!(sign_floor(None, 100, 0), Hrs::end_of_height(100));
+        assert_eq!(sign_floor(None, 100, 2), Hrs::end_of_height(102));
+        assert_eq!(sign_floor(w(150, 0, Step::Prevote), 100, 0), Hrs::new(150, 0, Step::Prevote));
+        assert_eq!(sign_floor(w(150, 0, Step::Prevote), 100, 1), Hrs::end_of_height(151));
+        assert_eq!(sign_floor(w(90, 0, Step::Prevote), 100, 1), Hrs::end_of_height(101));
+    }
+
+    /// Counts fences; the test only checks that the thread calls it, so no node is involved.
+    struct CountingProducer(AtomicU32);
+
+    #[async_trait]
+    impl Producer for CountingProducer {
+        async fn activate(&self, _: SignFloor, _: MonoTime, _: Instant) -> Result<(), ProducerError> {
+            Ok(())
+        }
+        async fn extend(&self, _: MonoTime, _: Instant) -> Result<(), ProducerError> {
+            Ok(())
+        }
+        async fn deactivate(&self, _: Instant) -> Result<ProducerStatus, ProducerError> {
+            Ok(ProducerStatus::default())
+        }
+        fn fence(&self, _: Duration) -> Result<(), ProducerError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn status(&self, _: Instant) -> Result<ProducerStatus, ProducerError> {
+            Ok(ProducerStatus::default())
+        }
+    }
+
+    fn wait_until(pred: impl Fn() -> bool, limit: Duration) -> bool {
+        let end = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < end {
+            if pred() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        pred()
+    }
+
+    #[test]
+    fn deadline_thread_fences_even_when_no_runtime_runs() {
+        let p = Arc::new(CountingProducer(AtomicU32::new(0)));
+        let f = SelfFence::start(p.clone(), Duration::from_secs(1)).expect("thread");
+        f.arm(MonoTime::now().saturating_add(Duration::from_millis(100)));
+        assert_eq!(p.0.load(Ordering::SeqCst), 0, "not before the deadline");
+        assert!(wait_until(|| f.fired() == 1, Duration::from_secs(2)), "the thread fenced at the deadline");
+        assert_eq!(p.0.load(Ordering::SeqCst), 1);
+        assert_eq!(f.armed_until(), None);
+        f.stop();
+    }
+
+    #[test]
+    fn extending_or_disarming_prevents_the_fence() {
+        let p = Arc::new(CountingProducer(AtomicU32::new(0)));
+        let f = SelfFence::start(p.clone(), Duration::from_secs(1)).expect("thread");
+        f.arm(MonoTime::now().saturating_add(Duration::from_millis(150)));
+        f.extend(MonoTime::now().saturating_add(Duration::from_millis(400)));
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(p.0.load(Ordering::SeqCst), 0, "extended past the first deadline");
+        f.disarm();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(p.0.load(Ordering::SeqCst), 0, "disarmed");
+        f.extend(MonoTime::now());
+        assert_eq!(f.armed_until(), None, "extend does not arm");
+        f.stop();
+    }
+}

@@ -1,0 +1,231 @@
+//! A lab of real processes: `failoverd sim-node` for each producer and `failoverd run` for each
+//! member (a, b producers; c witness), on loopback ports, sharing one signature ledger.
+//! Judged from the ledger and the simulated nodes' state, never from the daemons' own words.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use failover::domain::MonoTime;
+use failover::sim::checker::{self, LedgerReport};
+use failover::sim::ledger::{self, SignatureRecord};
+use failover::sim::node::StateReport;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::time::Instant;
+
+pub const MEMBERS: [&str; 3] = ["a", "b", "c"];
+pub const BLOCK: Duration = Duration::from_millis(200);
+pub const LEASE_TTL: Duration = Duration::from_millis(1000);
+pub const SAFETY_MARGIN: Duration = Duration::from_millis(200);
+
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub ledger: PathBuf,
+    pub sim_urls: Vec<String>,
+    sims: Vec<Child>,
+    pub configs: Vec<PathBuf>,
+    daemons: Vec<Option<Child>>,
+    client: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn spawn_sim(member: &str, ledger: &std::path::Path) -> (Child, String) {
+    let mut child = super::failoverd()
+        .args(["sim-node", "--listen", "127.0.0.1:0", "--member", member, "--block-interval"])
+        .arg(format!("{}ms", BLOCK.as_millis()))
+        .arg("--ledger")
+        .arg(ledger)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sim-node starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+    let addr = line.trim().strip_prefix("listening ").expect("address line").to_string();
+    (child, format!("http://{addr}"))
+}
+
+impl Lab {
+    /// Starts two simulated nodes and three members; `extra` is appended to every config.
+    pub async fn start(extra: &str, env: &[(&str, &str)]) -> Lab {
+        let dir = tempfile::tempdir().expect("dir");
+        let ledger = dir.path().join("ledger.jsonl");
+        let mut sims = Vec::new();
+        let mut sim_urls = Vec::new();
+        for m in &MEMBERS[..2] {
+            let (child, url) = spawn_sim(m, &ledger);
+            sims.push(child);
+            sim_urls.push(url);
+        }
+        // A reference node that never produces: the best height when both producers lag.
+        let (reference, reference_url) = spawn_sim("ref", &dir.path().join("reference-ledger.jsonl"));
+        sims.push(reference);
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut configs = Vec::new();
+        for (i, m) in MEMBERS.iter().enumerate() {
+            let mut text =
+                format!("member = \"{m}\"\ndata_dir = \"{}\"\n", dir.path().join(format!("data-{m}")).display());
+            for (j, port) in ports.iter().enumerate() {
+                let (kind, prio) = match j {
+                    0 => ("producer", 200),
+                    1 => ("producer", 100),
+                    _ => ("witness", 100),
+                };
+                text.push_str(&format!(
+                    "[[members]]\nid = \"{}\"\npeer_address = \"127.0.0.1:{port}\"\nkind = \"{kind}\"\npriority = {prio}\n",
+                    MEMBERS[j]
+                ));
+            }
+            text.push_str(&format!(
+                "[coordinator]\nlease_ttl = \"{}ms\"\nrenew_interval = \"250ms\"\nsafety_margin = \"{}ms\"\ncall_timeout = \"400ms\"\n\
+                 [coordinator.raft]\ntick = \"50ms\"\nelection_ticks = 10\n\
+                 [failover]\ncooldown = \"1s\"\npriority_delay = \"300ms\"\nmax_lag_on_failover = 2\n\
+                 [api]\nsocket = \"{}\"\n",
+                LEASE_TTL.as_millis(),
+                SAFETY_MARGIN.as_millis(),
+                dir.path().join(format!("{m}.sock")).display()
+            ));
+            if i < 2 {
+                text.push_str(&format!(
+                    "[chain]\nkind = \"sim\"\nrpc = \"{}\"\nreference_rpcs = [\"{reference_url}\"]\nprobe_interval = \"200ms\"\nprobe_timeout = \"150ms\"\nunhealthy_after = 3\nmax_lag = 5\nstall_after = \"700ms\"\n\
+                     [producer]\nkind = \"sim\"\nfence_timeout = \"500ms\"\n",
+                    sim_urls[i]
+                ));
+            }
+            text.push_str(extra);
+            let path = dir.path().join(format!("{m}.toml"));
+            std::fs::write(&path, text).expect("config");
+            configs.push(path);
+        }
+        let mut lab = Lab {
+            dir,
+            ledger,
+            sim_urls,
+            sims,
+            configs,
+            daemons: vec![None, None, None],
+            client: failover::http::client(Duration::from_secs(2)).expect("client"),
+        };
+        for i in 0..3 {
+            lab.start_daemon(i, env);
+        }
+        lab
+    }
+
+    pub fn start_daemon(&mut self, i: usize, env: &[(&str, &str)]) {
+        let log = std::fs::File::create(self.dir.path().join(format!("daemon-{}.log", MEMBERS[i]))).expect("log file");
+        let mut cmd = super::failoverd();
+        cmd.arg("--config").arg(&self.configs[i]).stdout(Stdio::null()).stderr(log).env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.daemons[i] = Some(cmd.spawn().expect("failoverd starts"));
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("daemon-{}.log", MEMBERS[i]))).unwrap_or_default()
+    }
+
+    fn pid(&self, i: usize) -> Pid {
+        Pid::from_raw(i32::try_from(self.daemons[i].as_ref().expect("running").id()).expect("pid"))
+    }
+
+    pub fn signal(&self, i: usize, s: Signal) {
+        kill(self.pid(i), s).expect("signal the daemon");
+    }
+
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.daemons[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn sim(&self, i: usize) -> StateReport {
+        self.client
+            .get(format!("{}/sim/state", self.sim_urls[i]))
+            .send()
+            .await
+            .expect("sim answers")
+            .json()
+            .await
+            .expect("state JSON")
+    }
+
+    pub async fn control(&self, i: usize, body: serde_json::Value) {
+        let r = self
+            .client
+            .post(format!("{}/sim/control", self.sim_urls[i]))
+            .json(&body)
+            .send()
+            .await
+            .expect("sim answers");
+        assert!(r.status().is_success());
+    }
+
+    /// Whether node `i` is signing now: producing, with a live permission.
+    pub async fn signing(&self, i: usize) -> bool {
+        let s = self.sim(i).await.state;
+        s.producing && s.produce_until.is_none_or(|u| MonoTime::now().as_nanos() < u)
+    }
+
+    /// Waits until exactly one node signs; returns it.
+    pub async fn wait_active(&self, limit: Duration) -> usize {
+        let end = Instant::now() + limit;
+        loop {
+            let mut active = Vec::new();
+            for i in 0..2 {
+                if self.signing(i).await {
+                    active.push(i);
+                }
+            }
+            if active.len() == 1 {
+                return active[0];
+            }
+            assert!(Instant::now() < end, "no single active producer within {limit:?}: {active:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until node `i` has signed a height above `height`.
+    pub async fn wait_signed_above(&self, i: usize, height: u64, limit: Duration) -> u64 {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(h) = self.sim(i).await.state.last_signed
+                && h > height
+            {
+                return h;
+            }
+            assert!(Instant::now() < end, "node {i} signed nothing above {height} within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn records(&self) -> Vec<SignatureRecord> {
+        ledger::read(&self.ledger).expect("ledger parses")
+    }
+
+    pub fn report(&self) -> LedgerReport {
+        checker::check(&self.records())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in self.daemons.iter_mut().flatten() {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGCONT);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for c in &mut self.sims {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

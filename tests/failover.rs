@@ -1,0 +1,128 @@
+//! Guarded failover end to end: three real `failoverd` processes (a and b producers, c witness)
+//! with simulated nodes, judged from the signature ledger.
+
+mod common;
+
+use std::time::Duration;
+
+use common::lab::{BLOCK, LEASE_TTL, Lab, SAFETY_MARGIN};
+use failover::domain::MonoTime;
+use nix::sys::signal::Signal;
+use tokio::time::Instant;
+
+/// These tests start many processes and measure time: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_active_daemon_fails_over_within_ttl_plus_one_second() {
+    let _serial = SERIAL.lock().await;
+    let mut lab = Lab::start("", &[]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    let standby = 1 - active;
+    let before = lab.wait_signed_above(active, 0, Duration::from_secs(5)).await;
+    let killed = Instant::now();
+    lab.kill9(active);
+    lab.wait_signed_above(standby, before, LEASE_TTL + Duration::from_secs(5)).await;
+    let took = killed.elapsed();
+    assert!(took <= LEASE_TTL + Duration::from_secs(1), "failover took {took:?}");
+    // The orphaned node stopped by itself at its permission's end: never two signers.
+    tokio::time::sleep(BLOCK * 3).await;
+    assert!(!lab.signing(active).await, "the dead daemon's node still signs");
+    let report = lab.report();
+    assert!(report.is_safe(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_active_daemon_never_signs_after_its_deadline() {
+    let _serial = SERIAL.lock().await;
+    let lab = Lab::start("", &[]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    let standby = 1 - active;
+    let before = lab.wait_signed_above(active, 0, Duration::from_secs(5)).await;
+    let stopped_at = MonoTime::now();
+    lab.signal(active, Signal::SIGSTOP);
+    lab.wait_signed_above(standby, before, LEASE_TTL * 2 + Duration::from_secs(3)).await;
+    tokio::time::sleep((LEASE_TTL * 2).saturating_sub(Duration::from_millis(500))).await;
+    lab.signal(active, Signal::SIGCONT);
+    // Resumed, the zombie finds its deadline passed and fences; the new active keeps going.
+    let resumed_height = lab.sim(standby).await.height;
+    lab.wait_signed_above(standby, resumed_height + 3, Duration::from_secs(5)).await;
+    assert!(!lab.signing(active).await, "the zombie signs again");
+    let zombie = failover::domain::MemberId::new(common::lab::MEMBERS[active]).expect("id");
+    let last = lab.records().iter().filter(|r| r.member == zombie).map(|r| r.mono_ns).max().unwrap_or(0);
+    let deadline_bound = stopped_at.saturating_add(LEASE_TTL - SAFETY_MARGIN);
+    assert!(
+        last <= deadline_bound.as_nanos(),
+        "the zombie signed after its deadline: {last} > {}",
+        deadline_bound.as_nanos()
+    );
+    let report = lab.report();
+    assert!(report.is_safe(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_runtime_is_fenced_by_the_deadline_thread() {
+    let _serial = SERIAL.lock().await;
+    let lab = Lab::start("", &[("FAILOVERD_TEST_HOOKS", "1")]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    lab.wait_signed_above(active, 0, Duration::from_secs(5)).await;
+    lab.signal(active, Signal::SIGUSR2);
+    // With every runtime worker blocked only the OS thread can act: it must turn production
+    // off outright (the node's own permission would only pause it).
+    let end = Instant::now() + LEASE_TTL + Duration::from_secs(3);
+    loop {
+        if !lab.sim(active).await.state.producing {
+            break;
+        }
+        assert!(Instant::now() < end, "the deadline thread did not fence the producer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let standby = 1 - active;
+    lab.wait_signed_above(standby, 0, Duration::from_secs(5)).await;
+    let report = lab.report();
+    assert!(report.is_safe(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_node_fails_over_only_to_a_caught_up_standby() {
+    let _serial = SERIAL.lock().await;
+    let lab = Lab::start("", &[]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    let standby = 1 - active;
+    lab.wait_signed_above(active, 0, Duration::from_secs(5)).await;
+    // The standby lags far behind: stalling the active must not promote it.
+    lab.control(standby, serde_json::json!({"behind": 10})).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    lab.control(active, serde_json::json!({"stall": true})).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(lab.sim(standby).await.state.last_signed.is_none(), "a lagging standby was promoted");
+    // Caught up, the standby takes over from the stalled active.
+    lab.control(standby, serde_json::json!({"behind": 0})).await;
+    lab.wait_signed_above(standby, 0, Duration::from_secs(8)).await;
+    let report = lab.report();
+    assert!(report.is_safe(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_both_producers_unhealthy_nobody_is_promoted() {
+    let _serial = SERIAL.lock().await;
+    let mut lab = Lab::start("", &[]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    let standby = 1 - active;
+    lab.wait_signed_above(active, 0, Duration::from_secs(5)).await;
+    for i in 0..2 {
+        lab.control(i, serde_json::json!({"catching_up": true})).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The active's daemon dies while no standby is fit: nobody may take over.
+    lab.kill9(active);
+    tokio::time::sleep(LEASE_TTL * 3).await;
+    assert!(lab.sim(standby).await.state.last_signed.is_none(), "an unhealthy standby was promoted");
+    assert!(!lab.sim(standby).await.state.producing);
+    let report = lab.report();
+    assert!(report.is_safe(), "{report}");
+    // Healthy again, the standby is promoted.
+    lab.control(standby, serde_json::json!({"catching_up": false})).await;
+    lab.wait_signed_above(standby, 0, Duration::from_secs(5)).await;
+    assert!(lab.report().is_safe());
+}
