@@ -6,7 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=proto");
-    tonic_prost_build::configure()
-        .compile_protos(&["proto/failover/v1/types.proto", "proto/failover/v1/peer.proto"], &["proto"])?;
+    tonic_prost_build::configure().compile_protos(
+        &["proto/failover/v1/types.proto", "proto/failover/v1/peer.proto", "proto/failover/v1/control.proto"],
+        &["proto"],
+    )?;
     Ok(())
 }

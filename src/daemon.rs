@@ -21,7 +21,7 @@ use crate::chain::cometbft::CometbftProbe;
 use crate::config::{Backend, ChainKind, Config, ProducerKind};
 use crate::coord::raft::{RaftCoordinator, RaftOptions};
 use crate::coord::{Coordinator, StatusReport};
-use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, RoleName};
+use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime};
 use crate::guard::{GuardInput, GuardPolicy, PromotionGuard, SelfFence};
 use crate::health::{HealthPolicy, ProbeHistory, Verdict, best_height};
 use crate::producer::Producer;
@@ -72,6 +72,9 @@ struct Parts {
     probe_interval: Duration,
     /// Reference RPCs (other sentries, public nodes) whose heights count toward the best height.
     references: Vec<Arc<dyn ChainProbe>>,
+    /// Held by every task that changes the producer (guard, deactivate, fence), so a fence can
+    /// never be overtaken by an activation still in flight.
+    producer_ops: tokio::sync::Mutex<()>,
     /// Their latest heights and when they were read.
     reference_heights: std::sync::Mutex<Vec<Option<(MonoTime, u64)>>>,
 }
@@ -85,7 +88,22 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let parts = setup(&config, options, listener).await?;
     let parts = Arc::new(parts);
+    let control = crate::api::ControlService {
+        coord: Arc::clone(&parts.coord),
+        members: config.members.iter().map(|m| (m.id.clone(), m.kind)).collect(),
+        max_lag_on_failover: config.failover.max_lag_on_failover,
+        status_stale_after: parts.role_policy.status_stale_after,
+        call_timeout: parts.call_timeout,
+    };
+    let socket = config.api.socket.clone();
+    let api_shutdown = shutdown.clone();
+    let api = tokio::spawn(async move {
+        if let Err(e) = crate::api::serve(&socket, control, api_shutdown).await {
+            tracing::error!(socket = %socket.display(), error = %e, "the control API is not available");
+        }
+    });
     let result = main_loop(Arc::clone(&parts), shutdown).await;
+    let _ = api.await;
     if let Some(f) = &parts.self_fence {
         f.stop();
     }
@@ -186,6 +204,7 @@ async fn setup(config: &Config, options: RunOptions, listener: tokio::net::TcpLi
         health_policy: HealthPolicy::from_config(config),
         probe_interval: config.chain.as_ref().map_or(Duration::from_secs(1), |c| c.probe_interval),
         reference_heights: std::sync::Mutex::new(vec![None; references.len()]),
+        producer_ops: tokio::sync::Mutex::new(()),
         references,
     })
 }
@@ -227,10 +246,14 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
     let mut ticker = tokio::time::interval(LOOP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_publish = Instant::now() - p.probe_interval;
+    let mut store_changes = p.coord.watch();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = ticker.tick() => {}
+            // Decide at once when the lease or the intents change: a handover is a chain of
+            // such wake-ups, not of loop ticks.
+            Ok(()) = store_changes.changed() => {}
             Some((at, result)) = probes.recv() => {
                 let cluster = p.coord.cluster_status(Instant::now() + p.call_timeout).await.unwrap_or_default();
                 let best = best_height(fresh_heights(&cluster, &p).chain(std::iter::once(result.as_ref().ok().map(|s| s.height))));
@@ -282,10 +305,12 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
             );
         }
         st.role = next;
-        if matches!(st.role.role, RoleName::Standby | RoleName::Ineligible) {
-            st.planned = view.intents.transfer.as_ref().is_some_and(|t| t.to == p.me);
-        }
+        let transfer_to_me = view.intents.transfer.as_ref().is_some_and(|t| t.to == p.me);
         for action in actions {
+            if action == Action::Acquire && !st.in_flight.contains("acquire") {
+                // Remember why we acquire: the transfer is cleared by the grant itself.
+                st.planned = transfer_to_me;
+            }
             start_action(&mut st, action, &p, &events_tx, &cluster);
         }
         if last_publish.elapsed() >= p.probe_interval / 2 {
@@ -420,7 +445,10 @@ fn start_action(
             let lease = lease_of(epoch);
             tokio::spawn(async move {
                 if let Ok(l) = p.coord.renew(&lease, deadline).await {
-                    if let Some(prod) = &p.producer {
+                    // Only a producer that may be active gets its permission moved; the producer
+                    // itself ignores an extension that arrives after it was deactivated.
+                    let armed = p.self_fence.as_ref().is_some_and(|f| f.armed_until().is_some());
+                    if armed && let Some(prod) = &p.producer {
                         let _ = prod.extend(l.valid_until, deadline).await;
                     }
                     let valid_until = l.valid_until;
@@ -451,6 +479,7 @@ fn start_action(
                 planned: st.planned,
             };
             tokio::spawn(async move {
+                let _ops = p.producer_ops.lock().await;
                 let outcome = match (&p.producer, &p.probe, &p.self_fence) {
                     (Some(producer), Some(probe), Some(self_fence)) => {
                         let guard = PromotionGuard {
@@ -485,6 +514,7 @@ fn start_action(
         }
         Action::Deactivate { epoch, why } => {
             tokio::spawn(async move {
+                let _ops = p.producer_ops.lock().await;
                 let outcome = match &p.producer {
                     None => Outcome::Deactivated { epoch },
                     Some(prod) => {
@@ -520,6 +550,7 @@ fn start_action(
         Action::Fence { why } => {
             tokio::spawn(async move {
                 tracing::warn!(?why, "fencing the producer");
+                let _ops = p.producer_ops.lock().await;
                 let outcome = match &p.producer {
                     None => Outcome::Fenced,
                     Some(prod) => {

@@ -168,11 +168,16 @@ impl PromotionGuard<'_> {
 
         // 4. The watermark under epoch E, and the floor above everything that may be signed.
         let t = Instant::now();
-        let margin = if input.planned { 0 } else { self.policy.floor_margin };
         let r = match self.coord.watermark(self.key, deadline()).await {
             Err(e) => Err(format!("cannot read the watermark of {}: {e}", self.key)),
             Ok(w) => {
                 let best = input.cluster_best.unwrap_or(0).max(local_height);
+                // The margin covers what an unplanned predecessor may have signed after its last
+                // checkpoint. A planned predecessor stopped first and released with its last
+                // signature; only when that record reaches the chain height is it exact enough
+                // to hand over without a gap.
+                let exact = input.planned && w.is_some_and(|w| w.hrs >= Hrs::end_of_height(best));
+                let margin = if exact { 0 } else { self.policy.floor_margin };
                 let floor = sign_floor(w, best, margin);
                 report.floor = Some(floor);
                 Ok(format!(

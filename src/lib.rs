@@ -17,6 +17,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod chain;
 pub mod cli;
 pub mod config;

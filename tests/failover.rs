@@ -126,3 +126,48 @@ async fn with_both_producers_unhealthy_nobody_is_promoted() {
     lab.wait_signed_above(standby, 0, Duration::from_secs(5)).await;
     assert!(lab.report().is_safe());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_handover_misses_no_height() {
+    use failover::proto::v1::PromoteRequest;
+    let _serial = SERIAL.lock().await;
+    let lab = Lab::start("", &[]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    let standby = 1 - active;
+    let before = lab.wait_signed_above(active, 0, Duration::from_secs(5)).await;
+    lab.wait_signed_above(active, before + 3, Duration::from_secs(5)).await;
+    let mut control =
+        failover::api::client::connect(&lab.socket(active), Duration::from_secs(2)).await.expect("control socket");
+
+    // Refusals first: a witness, and a standby that lags.
+    let witness =
+        control.promote(PromoteRequest { target: "c".into(), force: false }).await.expect_err("witness refused");
+    assert_eq!(witness.code(), tonic::Code::FailedPrecondition);
+    assert!(witness.message().contains("witness"), "{}", witness.message());
+    lab.control(standby, serde_json::json!({"behind": 10})).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lagging = control
+        .promote(PromoteRequest { target: common::lab::MEMBERS[standby].into(), force: false })
+        .await
+        .expect_err("a lagging standby is refused");
+    assert!(lagging.message().contains("behind") || lagging.message().contains("unhealthy"), "{}", lagging.message());
+    lab.control(standby, serde_json::json!({"behind": 0})).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let handed_at = lab.sim(active).await.state.last_signed.expect("active signed");
+    control
+        .promote(PromoteRequest { target: common::lab::MEMBERS[standby].into(), force: false })
+        .await
+        .expect("promote accepted");
+    let first = lab.wait_signed_above(standby, 0, Duration::from_secs(5)).await;
+    lab.wait_signed_above(standby, first + 5, Duration::from_secs(5)).await;
+    assert!(!lab.signing(active).await, "the old active still signs");
+    let report = lab.report();
+    assert!(report.is_safe(), "{report}\n--- a ---\n{}\n--- b ---\n{}", lab.log(0), lab.log(1));
+    assert!(
+        report.gaps.is_empty(),
+        "the handover after height {handed_at} missed heights: {report}\n--- a ---\n{}\n--- b ---\n{}",
+        lab.log(0),
+        lab.log(1)
+    );
+}

@@ -370,3 +370,25 @@ async fn five_member_cluster_survives_two_crashes() {
     let l = eventually(Duration::from_secs(10), || async { c.node(0).acquire(&c.member(0), soon()).await }).await;
     c.node(0).reserve(l.epoch, &key(), Hrs::new(3, 0, Step::Propose), soon()).await.expect("reserve with 3 of 5");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_holder_hands_raft_leadership_to_the_witness() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader(Duration::from_secs(10)).await;
+    // Make the raft leader hold the lease (the witness, c, cannot: pick a producer that leads).
+    let holder = if leader == 2 { 0 } else { leader };
+    let lease =
+        eventually(Duration::from_secs(5), || async { c.node(holder).acquire(&c.member(holder), soon()).await }).await;
+    let deadline = within(Duration::from_secs(5));
+    loop {
+        let now_leader = c.leader(Duration::from_secs(5)).await;
+        if now_leader != holder {
+            assert_eq!(now_leader, 2, "the witness is the preferred raft leader");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the holder kept raft leadership");
+        c.node(holder).renew(&lease, soon()).await.expect("renew");
+        tokio::time::sleep(TICK).await;
+    }
+    c.node(holder).renew(&lease, soon()).await.expect("the lease survives the leadership change");
+}

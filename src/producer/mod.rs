@@ -48,7 +48,8 @@ pub trait Producer: Send + Sync {
     /// Moves the end of the right to produce to `until` after a renew. Producers that can
     /// enforce it locally (a dead man's switch in the node) stop by themselves at `until`, so a
     /// frozen daemon cannot keep them signing; the others ignore it and rely on the self-fence
-    /// thread.
+    /// thread. MUST NOT start production: an extension that arrives after a deactivation (it
+    /// may have been in flight) is a no-op.
     async fn extend(&self, until: MonoTime, deadline: Instant) -> Result<(), ProducerError>;
 
     /// Stops production gracefully and returns the last status (for the final checkpoint).

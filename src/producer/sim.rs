@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::{Producer, ProducerError, ProducerStatus, SignFloor};
 use crate::config::HttpUrl;
 use crate::domain::MonoTime;
-use crate::sim::node::{Produce, StateReport};
+use crate::sim::node::{Extend, Produce, StateReport};
 
 pub struct SimProducer {
     base: reqwest::Url,
@@ -71,9 +71,24 @@ impl Producer for SimProducer {
     }
 
     async fn extend(&self, until: MonoTime, deadline: Instant) -> Result<(), ProducerError> {
-        // Raising the floor to 0 changes nothing: the node keeps the highest floor it was given.
-        let body = Produce { active: true, floor: 0, until_mono_ns: Some(until.as_nanos()) };
-        self.post(&body, deadline, "extend").await.map(|_| ())
+        let operation = "extend";
+        let url =
+            self.base.join("sim/extend").map_err(|e| ProducerError::Failed { operation, detail: e.to_string() })?;
+        let work = async {
+            let r = self
+                .client
+                .post(url)
+                .json(&Extend { until_mono_ns: until.as_nanos() })
+                .send()
+                .await
+                .map_err(|e| ProducerError::Failed { operation, detail: e.to_string() })?;
+            if r.status().is_success() {
+                Ok(())
+            } else {
+                Err(ProducerError::Failed { operation, detail: format!("HTTP {}", r.status()) })
+            }
+        };
+        tokio::time::timeout_at(deadline, work).await.unwrap_or(Err(ProducerError::Timeout { operation }))
     }
 
     async fn deactivate(&self, deadline: Instant) -> Result<ProducerStatus, ProducerError> {

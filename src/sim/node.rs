@@ -77,6 +77,14 @@ pub struct Produce {
     pub until_mono_ns: Option<u64>,
 }
 
+/// `POST /sim/extend`: move the end of an active node's permission. Never turns production on:
+/// an extension that arrives after a deactivation is a no-op.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Extend {
+    pub until_mono_ns: u64,
+}
+
 /// `GET /sim/state`: the node's state and its current height.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct StateReport {
@@ -170,6 +178,14 @@ impl SimNode {
         s.produce_until = until.map(MonoTime::as_nanos);
     }
 
+    /// Moves the permission's end if the node is producing; otherwise does nothing.
+    pub fn extend(&self, until: MonoTime) {
+        let mut s = self.state_lock();
+        if s.producing {
+            s.produce_until = Some(until.as_nanos());
+        }
+    }
+
     /// Stops signing; returns the last height signed, if any.
     pub fn stop_producing(&self) -> Option<u64> {
         let mut s = self.state_lock();
@@ -214,6 +230,7 @@ impl SimNode {
             .route("/sim/state", get(state))
             .route("/sim/control", post(control))
             .route("/sim/produce", post(produce))
+            .route("/sim/extend", post(extend))
             .with_state(self);
         let result = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
         shutdown.cancel();
@@ -311,6 +328,19 @@ async fn control(
     }
 }
 
+async fn extend(
+    State(node): State<SimNode>,
+    body: Result<Json<Extend>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(e)) => {
+            node.extend(MonoTime::from_nanos(e.until_mono_ns));
+            Json(node.report()).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+    }
+}
+
 async fn produce(
     State(node): State<SimNode>,
     body: Result<Json<Produce>, axum::extract::rejection::JsonRejection>,
@@ -387,8 +417,19 @@ mod tests {
         n.produce(0, Some(at(12)));
         assert_eq!(n.sign_due(at(11)).map(|r| r.height), Some(11));
         assert_eq!(n.sign_due(at(12)), None, "the permission ended");
-        n.produce(0, Some(at(20)));
+        n.extend(at(20));
         assert_eq!(n.sign_due(at(13)).map(|r| r.height), Some(13), "extended");
+    }
+
+    #[test]
+    fn a_late_extension_never_restarts_production() {
+        let dir = tempfile::tempdir().expect("dir");
+        let n = node(&dir, "a");
+        n.produce(0, Some(at(12)));
+        n.stop_producing();
+        n.extend(at(100));
+        assert!(!n.state().producing);
+        assert_eq!(n.sign_due(at(13)), None);
     }
 
     #[test]

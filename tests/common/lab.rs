@@ -128,6 +128,11 @@ impl Lab {
         self.daemons[i] = Some(cmd.spawn().expect("failoverd starts"));
     }
 
+    /// Member `i`'s control socket.
+    pub fn socket(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("{}.sock", MEMBERS[i]))
+    }
+
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("daemon-{}.log", MEMBERS[i]))).unwrap_or_default()
     }

@@ -127,6 +127,8 @@ impl RaftCoordinator {
             expire_after: c.lease_ttl + c.safety_margin,
             snapshot_every: options.snapshot_every.max(1),
             rejoin: options.rejoin,
+            ids: ids.clone(),
+            witnesses: config.members.iter().filter(|m| m.kind == MemberKind::Witness).map(|m| ids[&m.id]).collect(),
         };
         let (task, view, info) = node::build(node_cfg, log, Arc::clone(&senders), inbox_rx, req_rx)?;
         let board = StatusBoard::default();

@@ -39,6 +39,9 @@ pub struct NodeConfig {
     /// This member lost its disk and rejoins with the same id: it neither campaigns nor votes
     /// until it has caught up with a leader, so it cannot vote twice in a term it forgot.
     pub rejoin: bool,
+    /// Raft ids of every member, and of the witnesses (preferred raft leaders).
+    pub ids: std::collections::BTreeMap<crate::domain::MemberId, u64>,
+    pub witnesses: Vec<u64>,
 }
 
 /// A request from the coordinator handle.
@@ -58,6 +61,16 @@ pub struct NodeInfo {
     pub rejoining: bool,
     /// Set when storage failed; the node stopped and every call fails.
     pub failed: Option<String>,
+}
+
+/// A proposal waiting for its entry to be applied.
+struct Pending {
+    reply: oneshot::Sender<Result<Reply, CoordError>>,
+    cmd: Command,
+    /// The leader it went to and when: a proposal forwarded to a leader that then lost
+    /// leadership is silently dropped by raft, so it is proposed again (same request id).
+    leader: u64,
+    at: Instant,
 }
 
 /// One raft log entry's payload.
@@ -80,7 +93,8 @@ pub struct NodeTask {
     requests: mpsc::Receiver<Request>,
     view: watch::Sender<StoreView>,
     info: watch::Sender<NodeInfo>,
-    pending: HashMap<u64, oneshot::Sender<Result<Reply, CoordError>>>,
+    /// Proposed and not yet applied, by request id.
+    pending: HashMap<u64, Pending>,
     incarnation: u64,
     next_request: u64,
     leader_since: Option<Instant>,
@@ -88,6 +102,9 @@ pub struct NodeTask {
     expire_sent: Option<(Epoch, Instant)>,
     rejoining: bool,
     ticks_rejoining: u64,
+    last_leadership_transfer: Option<Instant>,
+    /// Requests waiting for a leader to propose to.
+    parked: Vec<(Command, oneshot::Sender<Result<Reply, CoordError>>)>,
 }
 
 /// Builds the raft core over `log`, restoring the state machine from its snapshot.
@@ -143,6 +160,8 @@ pub fn build(
         expire_sent: None,
         rejoining,
         ticks_rejoining: 0,
+        last_leadership_transfer: None,
+        parked: Vec::new(),
     };
     Ok((task, view_rx, info_rx))
 }
@@ -171,12 +190,21 @@ impl NodeTask {
                 self.fail(e.to_string());
                 return;
             }
+            self.flush_parked();
+            if let Err(e) = self.handle_ready() {
+                tracing::error!(error = %e, "raft storage failed; this member stops taking part in the quorum");
+                self.fail(e.to_string());
+                return;
+            }
             self.publish_info();
         }
     }
 
     fn fail(&mut self, why: String) {
-        for (_, reply) in self.pending.drain() {
+        for (_, reply) in self.parked.drain(..) {
+            let _ = reply.send(Err(CoordError::Unavailable(format!("raft storage failed: {why}"))));
+        }
+        for (_, Pending { reply, .. }) in self.pending.drain() {
             let _ = reply.send(Err(CoordError::Unavailable(format!("raft storage failed: {why}"))));
         }
         self.info.send_modify(|i| i.failed = Some(why));
@@ -196,8 +224,45 @@ impl NodeTask {
         } else {
             self.raw.tick();
         }
-        self.pending.retain(|_, reply| !reply.is_closed());
+        self.pending.retain(|_, p| !p.reply.is_closed());
+        self.repropose_stranded();
+        self.parked.retain(|(_, reply)| !reply.is_closed());
+        self.flush_parked();
         self.check_expiry();
+        self.shed_leadership();
+    }
+
+    /// The raft leader should not be the lease holder: if one process held both, losing it
+    /// would cost an election *and* a full TTL + margin before anyone could take over. So a
+    /// leader that holds the lease hands raft leadership to a caught-up peer, a witness first.
+    fn shed_leadership(&mut self) {
+        if self.raw.raft.state != StateRole::Leader || self.raw.raft.lead_transferee.is_some() {
+            return;
+        }
+        let holder_id = self.fsm.holder.as_ref().and_then(|h| self.cfg.ids.get(h).copied());
+        if holder_id != Some(self.cfg.id) {
+            return;
+        }
+        let election = self.cfg.tick * self.cfg.election_ticks as u32;
+        if self.last_leadership_transfer.is_some_and(|at| at.elapsed() < election) {
+            return;
+        }
+        let last = self.raw.raft.raft_log.last_index();
+        let prs = self.raw.raft.prs();
+        let caught_up =
+            |id: &u64| *id != self.cfg.id && prs.get(*id).is_some_and(|p| p.recent_active && p.matched == last);
+        let target = self
+            .cfg
+            .witnesses
+            .iter()
+            .copied()
+            .find(|id| caught_up(id))
+            .or_else(|| self.cfg.ids.values().copied().find(|id| caught_up(id)));
+        if let Some(to) = target {
+            tracing::info!(to, "this member holds the lease: handing raft leadership to a peer");
+            self.last_leadership_transfer = Some(Instant::now());
+            self.raw.transfer_leader(to);
+        }
     }
 
     fn on_message(&mut self, mut m: Message) {
@@ -247,18 +312,30 @@ impl NodeTask {
 
     fn on_request(&mut self, req: Request) {
         let Request::Propose { cmd, reply } = req;
-        if self.raw.raft.leader_id == raft::INVALID_ID {
-            let _ = reply.send(Err(CoordError::Unavailable(
-                "no raft leader is known: the cluster is electing or has no quorum; retry".into(),
-            )));
+        self.parked.push((cmd, reply));
+        self.flush_parked();
+    }
+
+    /// Proposes the requests that wait for a leader. While no leader is known, or raft drops a
+    /// proposal because leadership is moving, they stay parked; their callers' deadlines bound
+    /// the wait (a caller that gave up closes its channel and the request is dropped).
+    fn flush_parked(&mut self) {
+        if self.parked.is_empty() || self.raw.raft.leader_id == raft::INVALID_ID {
             return;
         }
-        match self.propose(cmd) {
-            Ok(id) => {
-                self.pending.insert(id, reply);
+        let parked = std::mem::take(&mut self.parked);
+        for (cmd, reply) in parked {
+            if reply.is_closed() {
+                continue;
             }
-            Err(e) => {
-                let _ = reply.send(Err(e));
+            let id = self.next_request;
+            self.next_request += 1;
+            match self.propose_as(id, cmd.clone()) {
+                Ok(()) => {
+                    let leader = self.raw.raft.leader_id;
+                    self.pending.insert(id, Pending { reply, cmd, leader, at: Instant::now() });
+                }
+                Err(_) => self.parked.push((cmd, reply)),
             }
         }
     }
@@ -266,12 +343,43 @@ impl NodeTask {
     fn propose(&mut self, cmd: Command) -> Result<u64, CoordError> {
         let id = self.next_request;
         self.next_request += 1;
+        self.propose_as(id, cmd)?;
+        Ok(id)
+    }
+
+    fn propose_as(&mut self, id: u64, cmd: Command) -> Result<(), CoordError> {
         let entry = LogEntry { origin: self.cfg.id, incarnation: self.incarnation, request: id, cmd };
         let data = serde_json::to_vec(&entry).map_err(|e| CoordError::Invalid(e.to_string()))?;
         self.raw
             .propose(vec![], data)
-            .map_err(|e| CoordError::Unavailable(format!("raft dropped the proposal ({e}); retry")))?;
-        Ok(id)
+            .map_err(|e| CoordError::Unavailable(format!("raft dropped the proposal ({e}); retry")))
+    }
+
+    /// Proposes again what was sent to a former leader, or has waited longer than an election
+    /// timeout. A duplicate that does get applied is harmless: only the first application
+    /// answers the caller, and every command is refused or a no-op when repeated (a repeated
+    /// acquire finds the lease held; a lease this member did not ask for is released by it).
+    fn repropose_stranded(&mut self) {
+        let leader = self.raw.raft.leader_id;
+        if leader == raft::INVALID_ID {
+            return;
+        }
+        let patience = self.cfg.tick * self.cfg.election_ticks as u32;
+        let stranded: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.leader != leader || p.at.elapsed() >= patience)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stranded {
+            let Some(cmd) = self.pending.get(&id).map(|p| p.cmd.clone()) else { continue };
+            if self.propose_as(id, cmd).is_ok()
+                && let Some(p) = self.pending.get_mut(&id)
+            {
+                p.leader = leader;
+                p.at = Instant::now();
+            }
+        }
     }
 
     /// The leader's expiry timer (DESIGN.md §4).
@@ -364,9 +472,9 @@ impl NodeTask {
             }
             if entry.origin == self.cfg.id
                 && entry.incarnation == self.incarnation
-                && let Some(reply) = self.pending.remove(&entry.request)
+                && let Some(p) = self.pending.remove(&entry.request)
             {
-                let _ = reply.send(result);
+                let _ = p.reply.send(result);
             }
         }
         if before != (self.fsm.lease(), self.fsm.intents()) {
