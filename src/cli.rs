@@ -57,6 +57,22 @@ pub enum Command {
         #[arg(long)]
         rejoin: bool,
     },
+    /// A whole cluster on this machine: members on loopback, simulated nodes, a fault schedule,
+    /// a live timeline and a summary judged from the signature ledger. Exit 1 on a double sign.
+    Demo {
+        /// Members: all but one are producers, the last is a witness.
+        #[arg(long, default_value_t = 3)]
+        members: usize,
+        /// How long to run, such as 60s or 2m.
+        #[arg(long, default_value = "60s")]
+        duration: String,
+        /// Faults in order, spread over the run: kill, stall, handover.
+        #[arg(long, default_value = "kill,stall,handover", value_delimiter = ',')]
+        faults: Vec<String>,
+        /// Print the summary as JSON (the timeline goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a config file and print the effective config (defaults filled in).
     CheckConfig {
         /// The TOML config file.
@@ -130,6 +146,7 @@ pub fn run(args: Args) -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::CheckLedger { file, json } => check_ledger(&file, json),
         Command::Coordinator { config, rejoin } => coordinator(&config, rejoin),
+        Command::Demo { members, duration, faults, json } => demo(members, &duration, &faults, json),
         Command::SimNode { listen, ledger, member, key, chain_id, block_interval } => {
             sim_node(&listen, ledger, &member, &key, chain_id, &block_interval)
         }
@@ -180,6 +197,25 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         eprintln!("error: cannot start the async runtime: {e}");
         ExitCode::FAILURE
     })
+}
+
+fn demo(members: usize, duration: &str, faults: &[String], json: bool) -> ExitCode {
+    let duration = match duration_text::parse(duration) {
+        Ok(d) if d >= Duration::from_secs(10) => d,
+        Ok(_) => return usage_error("--duration: expected at least 10s"),
+        Err(e) => return usage_error(format!("--duration: {e}")),
+    };
+    let faults = match faults.iter().filter(|f| !f.is_empty()).map(|f| f.parse()).collect::<Result<Vec<_>, _>>() {
+        Ok(f) => f,
+        Err(e) => return usage_error(format!("--faults: {e}")),
+    };
+    if !(3..=7).contains(&members) {
+        return usage_error("--members: expected 3 to 7 (all producers but the last, a witness)");
+    }
+    if !(3..=7).contains(&members) {
+        return usage_error("--members: expected 3 to 7 (all producers but the last, a witness)");
+    }
+    ExitCode::from(crate::demo::run(&crate::demo::DemoOptions { members, duration, faults, json }))
 }
 
 fn load_or_exit(path: &std::path::Path) -> Result<Config, ExitCode> {

@@ -179,6 +179,22 @@ pub struct ChainConfig {
     /// CometBFT: how many recent commits to search for our signature.
     #[serde(default = "defaults::signing_window")]
     pub signing_window: u32,
+    /// For `kind = "sim"`: run the simulated node inside this daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sim: Option<SimConfig>,
+}
+
+/// The simulated node a daemon runs itself (demo and local trials): it serves on `chain.rpc`'s
+/// address and dies with the daemon, as a supervised node would.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    /// The signature ledger shared by every member's simulated node.
+    pub ledger: PathBuf,
+    #[serde(default = "defaults::sim_block_interval", with = "duration_text")]
+    pub block_interval: Duration,
+    #[serde(default = "defaults::sim_chain_id")]
+    pub chain_id: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,6 +357,12 @@ mod defaults {
     }
     pub fn signing_window() -> u32 {
         10
+    }
+    pub fn sim_block_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn sim_chain_id() -> String {
+        "sim".to_string()
     }
     pub fn key_id() -> KeyId {
         KeyId::new("validator").expect("constant id is valid")

@@ -86,7 +86,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let parts = setup(&config, options, listener).await?;
+    let parts = setup(&config, options, listener, &shutdown).await?;
     let parts = Arc::new(parts);
     let control = crate::api::ControlService {
         coord: Arc::clone(&parts.coord),
@@ -113,13 +113,23 @@ pub async fn run(
     result
 }
 
-async fn setup(config: &Config, options: RunOptions, listener: tokio::net::TcpListener) -> Result<Parts, DaemonError> {
+async fn setup(
+    config: &Config,
+    options: RunOptions,
+    listener: tokio::net::TcpListener,
+    shutdown: &CancellationToken,
+) -> Result<Parts, DaemonError> {
     let me = config
         .me()
         .cloned()
         .ok_or_else(|| DaemonError::Setup(format!("member {} is not among [[members]]", config.member)))?;
     if config.coordinator.backend != Backend::Raft {
         return Err(DaemonError::Setup("coordinator.backend = \"consul\" is not available yet; use \"raft\"".into()));
+    }
+    if let Some(chain) = &config.chain
+        && let (Some(sim), Some(rpc)) = (&chain.sim, &chain.rpc)
+    {
+        start_embedded_sim(config, sim, rpc, shutdown).await?;
     }
     let raft =
         RaftCoordinator::start(config, listener, RaftOptions { rejoin: options.rejoin, ..RaftOptions::default() })
@@ -207,6 +217,35 @@ async fn setup(config: &Config, options: RunOptions, listener: tokio::net::TcpLi
         producer_ops: tokio::sync::Mutex::new(()),
         references,
     })
+}
+
+/// Runs the simulated node inside this process, on `chain.rpc`'s address: it dies with the
+/// daemon, as a supervised node would.
+async fn start_embedded_sim(
+    config: &Config,
+    sim: &crate::config::SimConfig,
+    rpc: &crate::config::HttpUrl,
+    shutdown: &CancellationToken,
+) -> Result<(), DaemonError> {
+    use crate::sim::node::{SimNode, SimNodeConfig};
+    let key =
+        config.producer.as_ref().map_or_else(|| KeyId::new("validator").expect("constant id"), |p| p.key_id.clone());
+    let node = SimNode::new(SimNodeConfig {
+        chain_id: sim.chain_id.clone(),
+        member: config.member.clone(),
+        key,
+        block_interval: sim.block_interval,
+        ledger: sim.ledger.clone(),
+    })
+    .map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let host = rpc.0.host_str().unwrap_or("127.0.0.1");
+    let port = rpc.0.port_or_known_default().unwrap_or(80);
+    let listener = tokio::net::TcpListener::bind((host, port))
+        .await
+        .map_err(|e| DaemonError::Setup(format!("chain.sim: cannot serve the simulated node on {host}:{port}: {e}")))?;
+    tokio::spawn(node.serve(listener, shutdown.clone()));
+    tracing::info!(%rpc, "simulated node running inside this daemon");
+    Ok(())
 }
 
 /// The loop's own memory between decisions.

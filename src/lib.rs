@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod coord;
 pub mod daemon;
+pub mod demo;
 pub mod domain;
 pub mod guard;
 pub mod health;

@@ -202,6 +202,12 @@ fn check_chain_and_producer(config: &Config, out: &mut Problems<'_, '_>) {
                     "probe_timeout must be above zero and at most probe_interval, so probes never pile up",
                 );
             }
+            if chain.sim.is_some() && chain.kind != ChainKind::Sim {
+                out.at("chain.sim", "[chain.sim] runs a simulated node and needs kind = \"sim\"");
+            }
+            if chain.sim.as_ref().is_some_and(|s| s.block_interval < std::time::Duration::from_millis(10)) {
+                out.at("chain.sim.block_interval", "block_interval must be at least 10ms");
+            }
             if chain.stall_after <= chain.probe_interval {
                 out.at("chain.stall_after", "stall_after must be longer than probe_interval");
             }

@@ -56,6 +56,9 @@ pub struct LedgerWriter {
 impl LedgerWriter {
     /// Opens (creating if needed) the ledger at `path` for appending.
     pub fn open(path: &Path) -> Result<LedgerWriter, LedgerError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| LedgerError::Open { path: path.to_path_buf(), source })?;
+        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)

@@ -22,6 +22,8 @@ const KEY_HARD_STATE: &[u8] = b"hard_state";
 const KEY_CONF_STATE: &[u8] = b"conf_state";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
 const MARKER: &str = "member.json";
+/// Written at every compaction: how far this member's log is known to have reached.
+const PROGRESS: &str = "progress.json";
 
 /// Why the durable state could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,17 @@ struct Marker {
     member: MemberId,
 }
 
+/// A lower bound on the recovered log, fsynced outside raft-engine: committed entries are never
+/// removed by raft, so a log found to end before `commit` lost acknowledged data.
+#[derive(Serialize, Deserialize, Default)]
+struct Progress {
+    commit: u64,
+    term: u64,
+}
+
+/// How often, at most, the progress marker is rewritten (an fsync of its own).
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// raft-engine's view of raft entries.
 #[derive(Clone)]
 pub struct EntryCodec;
@@ -74,6 +87,10 @@ pub enum Opened {
 pub struct RaftLog {
     engine: Arc<Engine>,
     path: PathBuf,
+    data_dir: PathBuf,
+    progress: Progress,
+    progress_written: Option<std::time::Instant>,
+    progress_every: std::time::Duration,
     hard_state: HardState,
     conf_state: ConfState,
     snapshot: Snapshot,
@@ -82,9 +99,9 @@ pub struct RaftLog {
 fn engine_config(dir: &Path) -> raft_engine::Config {
     raft_engine::Config {
         dir: dir.display().to_string(),
-        // Refuse a torn or corrupt log instead of quietly dropping its tail: every write is
-        // fsynced before it is acknowledged, so damage means the disk lost data we promised.
-        recovery_mode: RecoveryMode::AbsoluteConsistency,
+        // A crash can tear the last, unacknowledged batch: that tail is dropped. Damage anywhere
+        // else is refused, and so is a log that ends before the progress marker.
+        recovery_mode: RecoveryMode::TolerateTailCorruption,
         recovery_threads: 1,
         // Small files so that compaction can give disk space back quickly: the state machine is
         // tiny and the log is compacted after every snapshot.
@@ -126,6 +143,10 @@ impl RaftLog {
         let mut log = RaftLog {
             engine: Arc::new(engine),
             path: raft_dir.clone(),
+            data_dir: data_dir.to_path_buf(),
+            progress: Progress::default(),
+            progress_written: None,
+            progress_every: PROGRESS_EVERY,
             hard_state: HardState::default(),
             conf_state: ConfState::default(),
             snapshot: Snapshot::default(),
@@ -147,6 +168,21 @@ impl RaftLog {
                 .get_message::<Snapshot>(GROUP, KEY_SNAPSHOT)
                 .map_err(|e| corrupt(e.to_string()))?
                 .unwrap_or_default();
+            let progress: Progress = match std::fs::read_to_string(data_dir.join(PROGRESS)) {
+                Ok(text) => serde_json::from_str(&text).map_err(|e| corrupt(format!("{PROGRESS}: {e}")))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Progress::default(),
+                Err(e) => return Err(corrupt(format!("{PROGRESS}: {e}"))),
+            };
+            if log.last() < progress.commit || log.hard_state.term < progress.term {
+                return Err(corrupt(format!(
+                    "the log ends at index {} (term {}) but this member had committed index {} (term {}): it was truncated",
+                    log.last(),
+                    log.hard_state.term,
+                    progress.commit,
+                    progress.term
+                )));
+            }
+            log.progress = progress;
             return Ok((log, Opened::Recovered));
         }
         let conf = ConfState { voters: voters.to_vec(), ..ConfState::default() };
@@ -192,6 +228,24 @@ impl RaftLog {
         if let Some(hs) = hard_state {
             self.hard_state = hs.clone();
         }
+        self.maybe_write_progress(false)
+    }
+
+    /// Records how far the log is committed, at most every `progress_every` unless `now`.
+    fn maybe_write_progress(&mut self, now: bool) -> Result<(), StoreError> {
+        let commit = self.hard_state.commit.min(self.last()).max(self.snapshot_index());
+        let term = self.hard_state.term;
+        if commit <= self.progress.commit && term <= self.progress.term {
+            return Ok(());
+        }
+        if !now && self.progress_written.is_some_and(|at| at.elapsed() < self.progress_every) {
+            return Ok(());
+        }
+        let progress = Progress { commit: commit.max(self.progress.commit), term: term.max(self.progress.term) };
+        let bytes = serde_json::to_vec(&progress).map_err(|e| self.write_err(e))?;
+        write_synced(&self.data_dir.join(PROGRESS), &bytes).map_err(|e| self.write_err(e))?;
+        self.progress = progress;
+        self.progress_written = Some(std::time::Instant::now());
         Ok(())
     }
 
@@ -217,7 +271,7 @@ impl RaftLog {
         self.hard_state = hs;
         self.conf_state = meta.get_conf_state().clone();
         self.snapshot = snapshot.clone();
-        Ok(())
+        self.maybe_write_progress(true)
     }
 
     /// Stores a snapshot of the state machine at `index` (already applied) and drops the log up
@@ -238,7 +292,7 @@ impl RaftLog {
         self.engine.write(&mut batch, true).map_err(|e| self.write_err(e))?;
         self.snapshot = snapshot;
         self.engine.purge_expired_files().map_err(|e| self.write_err(e))?;
-        Ok(())
+        self.maybe_write_progress(true)
     }
 
     fn first(&self) -> u64 {
@@ -429,40 +483,77 @@ mod tests {
         assert!(err.to_string().contains("no member.json"), "{err}");
     }
 
+    /// Log files are preallocated with zeros: the data is the prefix up to the last non-zero byte.
+    fn data_len(bytes: &[u8]) -> usize {
+        bytes.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1)
+    }
+
+    fn raftlog_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("raft"))
+            .expect("raft dir")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "raftlog"))
+            .collect();
+        files.sort();
+        files
+    }
+
     #[test]
-    fn corrupt_or_truncated_log_files_are_refused_with_the_path() {
-        for damage in ["garbage", "truncate"] {
-            let dir = tempfile::tempdir().expect("dir");
-            let (mut log, _) = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).expect("open");
-            let ents: Vec<Entry> = (1..=50).map(|i| entry(i, 1)).collect();
-            log.persist(&ents, None).expect("persist");
-            drop(log);
-            let raft_dir = dir.path().join("raft");
-            let file = std::fs::read_dir(&raft_dir)
-                .expect("raft dir")
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .find(|p| p.extension().is_some_and(|x| x == "raftlog"))
-                .expect("a raftlog file");
-            let len = std::fs::metadata(&file).expect("meta").len();
-            match damage {
-                "garbage" => {
-                    let mut bytes = std::fs::read(&file).expect("read");
-                    let mid = bytes.len() / 2;
-                    for b in &mut bytes[mid..mid + 64] {
-                        *b ^= 0xA5;
-                    }
-                    std::fs::write(&file, bytes).expect("write");
-                }
-                _ => {
-                    let f = std::fs::OpenOptions::new().write(true).open(&file).expect("open");
-                    f.set_len(len / 2).expect("truncate");
-                }
-            }
-            let err = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).err();
-            let err = err.unwrap_or_else(|| panic!("{damage}: a damaged log was accepted"));
-            assert!(matches!(err, StoreError::Corrupt { .. }), "{damage}: {err}");
-            assert!(err.to_string().contains(&raft_dir.display().to_string()), "{damage}: {err}");
+    fn damage_before_the_last_file_is_refused_with_the_path() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut log, _) = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).expect("open");
+        log.progress_every = std::time::Duration::ZERO;
+        let mut index = 0;
+        while raftlog_files(dir.path()).len() < 2 {
+            let batch: Vec<Entry> = (0..100)
+                .map(|_| {
+                    index += 1;
+                    Entry { index, term: 1, data: vec![7u8; 1024].into(), ..Entry::default() }
+                })
+                .collect();
+            let hs = HardState { term: 1, commit: index, ..HardState::default() };
+            log.persist(&batch, Some(&hs)).expect("persist");
         }
+        drop(log);
+        let first = raftlog_files(dir.path())[0].clone();
+        let mut bytes = std::fs::read(&first).expect("read");
+        let mid = data_len(&bytes) / 2;
+        for b in &mut bytes[mid..mid + 64] {
+            *b ^= 0xA5;
+        }
+        std::fs::write(&first, bytes).expect("write");
+        let err = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).err().expect("damage inside the log is refused");
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains(&dir.path().join("raft").display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_log_truncated_below_its_progress_marker_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut log, _) = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).expect("open");
+        log.persist(&(1..=100).map(|i| entry(i, 1)).collect::<Vec<_>>(), None).expect("persist");
+        log.compact(90, b"state".to_vec()).expect("compact writes the marker");
+        drop(log);
+        for f in raftlog_files(dir.path()) {
+            std::fs::OpenOptions::new().write(true).open(&f).expect("open").set_len(0).expect("truncate");
+        }
+        let err = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).err().expect("a truncated log is refused");
+        assert!(matches!(err, StoreError::Corrupt { .. } | StoreError::LostLog { .. }), "{err}");
+        assert!(err.to_string().contains(&dir.path().join("raft").display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_torn_last_batch_from_a_crash_is_dropped_and_the_rest_kept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut log, _) = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).expect("open");
+        log.persist(&(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>(), None).expect("acknowledged");
+        log.persist(&(11..=20).map(|i| entry(i, 1)).collect::<Vec<_>>(), None).expect("the batch a crash tears");
+        drop(log);
+        let file = raftlog_files(dir.path()).pop().expect("a log file");
+        let len = data_len(&std::fs::read(&file).expect("read")) as u64;
+        std::fs::OpenOptions::new().write(true).open(&file).expect("open").set_len(len - 3).expect("tear");
+        let (log, _) = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).expect("a torn tail is normal after a crash");
+        assert_eq!(log.last_index().expect("last"), 10);
     }
 }

@@ -1,0 +1,456 @@
+//! `failoverd demo`: a whole cluster on one machine, with no root and nothing to install.
+//!
+//! It starts N members as real `failoverd` processes on loopback (N−1 producers with simulated
+//! nodes inside them, one witness), runs a fault schedule — kill the active's daemon, stall the
+//! active's node, a planned handover — prints a live timeline, and ends with a summary judged
+//! from the shared signature ledger. Exit status 1 on any double sign. It is a showcase and a
+//! smoke test; the chaos suite is where invariants are proven at length.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::domain::MonoTime;
+use crate::sim::checker;
+use crate::sim::ledger;
+const NAMES: [&str; 7] = ["a", "b", "c", "d", "e", "f", "g"];
+const BLOCK: Duration = Duration::from_millis(500);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// kill -9 the active member's daemon (its simulated node dies with it).
+    Kill,
+    /// Freeze the active member's node: its height stops moving.
+    Stall,
+    /// A planned switchover to a healthy standby through the control API.
+    Handover,
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Fault, String> {
+        match s {
+            "kill" => Ok(Fault::Kill),
+            "stall" => Ok(Fault::Stall),
+            "handover" => Ok(Fault::Handover),
+            other => Err(format!("unknown fault {other:?}: expected kill, stall or handover")),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    pub members: usize,
+    pub duration: Duration,
+    pub faults: Vec<Fault>,
+    pub json: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultResult {
+    pub fault: Fault,
+    pub at_s: f64,
+    pub active_before: Option<String>,
+    pub active_after: Option<String>,
+    /// From the fault to the first height signed by another member.
+    pub failover_s: Option<f64>,
+    pub missed_heights: Option<u64>,
+    pub note: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub members: usize,
+    pub duration_s: f64,
+    pub signatures: usize,
+    pub failovers: usize,
+    pub faults: Vec<FaultResult>,
+    pub missed_heights_total: u64,
+    pub double_signs: usize,
+}
+
+struct Member {
+    name: String,
+    config: PathBuf,
+    socket: PathBuf,
+    rpc: Option<String>,
+    child: Option<Child>,
+}
+
+/// Runs the demo; returns the process exit status.
+pub fn run(options: &DemoOptions) -> u8 {
+    match run_inner(options) {
+        Ok(summary) => {
+            if options.json {
+                println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+            } else {
+                print_summary(&summary);
+            }
+            u8::from(summary.double_signs > 0)
+        }
+        Err(e) => {
+            eprintln!("error: demo failed: {e}");
+            2
+        }
+    }
+}
+
+fn say(json: bool, line: String) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn write_configs(dir: &Path, n: usize) -> std::io::Result<Vec<Member>> {
+    let peer_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let rpc_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let ledger = dir.join("ledger.jsonl");
+    let mut members = Vec::new();
+    for i in 0..n {
+        let name = NAMES[i];
+        let witness = i == n - 1;
+        let mut text = format!("member = \"{name}\"\ndata_dir = \"{}\"\n", dir.join(name).display());
+        for (j, port) in peer_ports.iter().enumerate() {
+            let kind = if j == n - 1 { "witness" } else { "producer" };
+            let priority = if j == 0 { 200 } else { 100 };
+            text.push_str(&format!(
+                "[[members]]\nid = \"{}\"\npeer_address = \"127.0.0.1:{port}\"\nkind = \"{kind}\"\npriority = {priority}\n",
+                NAMES[j]
+            ));
+        }
+        text.push_str(
+            "[coordinator]\nlease_ttl = \"2s\"\nrenew_interval = \"500ms\"\nsafety_margin = \"300ms\"\ncall_timeout = \"800ms\"\n\
+             [failover]\ncooldown = \"5s\"\npriority_delay = \"1s\"\n",
+        );
+        let socket = dir.join(format!("{name}.sock"));
+        text.push_str(&format!("[api]\nsocket = \"{}\"\n[metrics]\nenabled = false\n", socket.display()));
+        let rpc = (!witness).then(|| format!("http://127.0.0.1:{}", rpc_ports[i]));
+        if let Some(rpc) = &rpc {
+            text.push_str(&format!(
+                "[chain]\nkind = \"sim\"\nrpc = \"{rpc}\"\nprobe_interval = \"500ms\"\nprobe_timeout = \"400ms\"\nstall_after = \"2s\"\n\
+                 [chain.sim]\nledger = \"{}\"\nblock_interval = \"{}ms\"\n[producer]\nkind = \"sim\"\nfence_timeout = \"1s\"\n",
+                ledger.display(),
+                BLOCK.as_millis()
+            ));
+        }
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, text)?;
+        members.push(Member { name: name.to_string(), config, socket, rpc, child: None });
+    }
+    Ok(members)
+}
+
+fn spawn(member: &mut Member, events: &mpsc::Sender<(String, serde_json::Value)>) -> std::io::Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .args(["--log-format", "json", "--config"])
+        .arg(&member.config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(stderr) = child.stderr.take() {
+        let tx = events.clone();
+        let name = member.name.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    let _ = tx.send((name.clone(), v));
+                }
+            }
+        });
+    }
+    member.child = Some(child);
+    Ok(())
+}
+
+/// A tiny blocking HTTP client for polling and steering the simulated nodes: the demo's main
+/// thread is not async.
+mod sim_http {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use crate::sim::node::StateReport;
+
+    pub struct SimHttp;
+
+    impl SimHttp {
+        fn request(&self, rpc: &str, method: &str, path: &str, body: &str) -> Option<String> {
+            let addr = rpc.strip_prefix("http://")?;
+            let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(300)).ok()?;
+            s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+            let req = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).ok()?;
+            let mut out = String::new();
+            s.take(64 * 1024).read_to_string(&mut out).ok()?;
+            let (_, body) = out.split_once("\r\n\r\n")?;
+            Some(body.to_string())
+        }
+
+        pub fn state(&self, rpc: &str) -> Option<StateReport> {
+            serde_json::from_str(&self.request(rpc, "GET", "/sim/state", "")?).ok()
+        }
+
+        pub fn control(&self, rpc: &str, body: &str) -> bool {
+            self.request(rpc, "POST", "/sim/control", body).is_some()
+        }
+    }
+}
+
+fn active_member(members: &[Member], client: &sim_http::SimHttp) -> Option<usize> {
+    let now = MonoTime::now().as_nanos();
+    members.iter().position(|m| {
+        m.child.is_some()
+            && m.rpc
+                .as_deref()
+                .and_then(|r| client.state(r))
+                .is_some_and(|s| s.state.producing && s.state.produce_until.is_none_or(|u| now < u))
+    })
+}
+
+fn run_inner(options: &DemoOptions) -> Result<Summary, String> {
+    let n = options.members;
+    if !(3..=NAMES.len()).contains(&n) {
+        return Err(format!("--members must be between 3 and {}", NAMES.len()));
+    }
+    let dir = std::env::temp_dir().join(format!("failoverd-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut members = write_configs(&dir, n).map_err(|e| format!("cannot write configs: {e}"))?;
+    let (tx, rx) = mpsc::channel();
+    let json = options.json;
+    say(
+        json,
+        format!(
+            "failoverd demo: {} producers + 1 witness on 127.0.0.1, embedded raft, simulated nodes ({} ms blocks), {} s",
+            n - 1,
+            BLOCK.as_millis(),
+            options.duration.as_secs()
+        ),
+    );
+    say(json, format!("  work dir {} (ledger.jsonl, configs)", dir.display()));
+    for m in &mut members {
+        spawn(m, &tx).map_err(|e| format!("cannot start member {}: {e}", m.name))?;
+    }
+    let client = sim_http::SimHttp;
+    let start = MonoTime::now();
+    let secs = |t: MonoTime| t.saturating_since(start).as_secs_f64();
+    let nf = options.faults.len().max(1) as u32;
+    let schedule: Vec<(Duration, Fault)> =
+        options.faults.iter().enumerate().map(|(i, f)| (options.duration * (i as u32 + 1) / (nf + 1), *f)).collect();
+    let mut next_fault = 0;
+    let mut pending: Vec<(MonoTime, usize, Fault)> = Vec::new();
+    let mut restarts: Vec<(MonoTime, usize)> = Vec::new();
+    let mut unstall: Vec<(MonoTime, usize)> = Vec::new();
+    let mut last_active: Option<usize> = None;
+    let mut results: Vec<FaultResult> = Vec::new();
+    while MonoTime::now().saturating_since(start) < options.duration {
+        while let Ok((name, v)) = rx.try_recv() {
+            if v.get("level").and_then(|l| l.as_str()) == Some("ERROR") {
+                let msg = v.pointer("/fields/message").and_then(|m| m.as_str()).unwrap_or("?");
+                let err = v.pointer("/fields/error").and_then(|m| m.as_str()).unwrap_or("");
+                say(json, format!("{:>7.1}s  {name}  error: {msg} {err}", secs(MonoTime::now())));
+            }
+            if v.pointer("/fields/message").and_then(|m| m.as_str()) == Some("promotion guard step") {
+                let f = &v["fields"];
+                let ok = f["ok"].as_bool().unwrap_or(false);
+                if !ok || f["step"].as_str() == Some("watermark_floor") {
+                    say(
+                        json,
+                        format!(
+                            "{:>7.1}s  {name}  guard {} {}: {}",
+                            secs(MonoTime::now()),
+                            f["step"].as_str().unwrap_or("?"),
+                            if ok { "ok" } else { "FAILED" },
+                            f["detail"].as_str().unwrap_or("")
+                        ),
+                    );
+                }
+            }
+            if v.pointer("/fields/message").and_then(|m| m.as_str()) == Some("role change") {
+                let f = &v["fields"];
+                say(
+                    json,
+                    format!(
+                        "{:>7.1}s  {name}  {} -> {}{}{}",
+                        secs(MonoTime::now()),
+                        f["from"].as_str().unwrap_or("?"),
+                        f["role"].as_str().unwrap_or("?"),
+                        f.get("epoch").and_then(|e| e.as_u64()).map_or(String::new(), |e| format!("  epoch {e}")),
+                        f.get("height").and_then(|h| h.as_u64()).map_or(String::new(), |h| format!("  height {h}")),
+                    ),
+                );
+            }
+        }
+        let active = active_member(&members, &client);
+        if active != last_active {
+            if let Some(a) = active {
+                say(json, format!("{:>7.1}s  {}  is signing", secs(MonoTime::now()), members[a].name));
+            }
+            last_active = active;
+        }
+        let now = MonoTime::now();
+        if next_fault < schedule.len() && now.saturating_since(start) >= schedule[next_fault].0 {
+            let fault = schedule[next_fault].1;
+            next_fault += 1;
+            match active {
+                None => results.push(FaultResult {
+                    fault,
+                    at_s: secs(now),
+                    active_before: None,
+                    active_after: None,
+                    failover_s: None,
+                    missed_heights: None,
+                    note: "skipped: no active member at that moment".into(),
+                }),
+                Some(a) => {
+                    let rpc = members[a].rpc.clone().unwrap_or_default();
+                    let what = match fault {
+                        Fault::Kill => {
+                            if let Some(mut c) = members[a].child.take() {
+                                let _ = c.kill();
+                                let _ = c.wait();
+                            }
+                            restarts.push((now.saturating_add(Duration::from_secs(6)), a));
+                            format!("kill -9 the daemon of {} (the active)", members[a].name)
+                        }
+                        Fault::Stall => {
+                            client.control(&rpc, r#"{"stall": true}"#);
+                            unstall.push((now.saturating_add(Duration::from_secs(8)), a));
+                            format!("stall the node of {} (the active)", members[a].name)
+                        }
+                        Fault::Handover => {
+                            let target =
+                                (0..n - 1).find(|i| *i != a).map(|i| members[i].name.clone()).unwrap_or_default();
+                            let ok = promote(&members[a].socket, &target);
+                            format!("planned handover from {} to {target}: {ok}", members[a].name)
+                        }
+                    };
+                    say(json, format!("{:>7.1}s  FAULT {what}", secs(now)));
+                    pending.push((now, a, fault));
+                }
+            }
+        }
+        for (at, i) in std::mem::take(&mut restarts) {
+            if MonoTime::now() >= at {
+                say(json, format!("{:>7.1}s  restart the daemon of {}", secs(MonoTime::now()), members[i].name));
+                spawn(&mut members[i], &tx).map_err(|e| format!("cannot restart {}: {e}", members[i].name))?;
+            } else {
+                restarts.push((at, i));
+            }
+        }
+        for (at, i) in std::mem::take(&mut unstall) {
+            if MonoTime::now() >= at {
+                client.control(members[i].rpc.as_deref().unwrap_or_default(), r#"{"stall": false}"#);
+                say(json, format!("{:>7.1}s  the node of {} runs again", secs(MonoTime::now()), members[i].name));
+            } else {
+                unstall.push((at, i));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for m in &mut members {
+        if let Some(mut c) = m.child.take() {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+    let records = ledger::read(&dir.join("ledger.jsonl")).map_err(|e| e.to_string())?;
+    let report = checker::check(&records);
+    for (at, before, fault) in pending {
+        let old = &members[before].name;
+        let first_new =
+            records.iter().filter(|r| r.member.as_str() != old && r.mono_ns > at.as_nanos()).min_by_key(|r| r.mono_ns);
+        // The old active may sign on after the fault (a planned handover waits for a fresh block).
+        let until = first_new.map_or(u64::MAX, |r| r.mono_ns);
+        let last_old = records.iter().filter(|r| r.member.as_str() == old && r.mono_ns < until).map(|r| r.height).max();
+        results.push(FaultResult {
+            fault,
+            at_s: secs(at),
+            active_before: Some(old.clone()),
+            active_after: first_new.map(|r| r.member.to_string()),
+            failover_s: first_new.map(|r| MonoTime::from_nanos(r.mono_ns).saturating_since(at).as_secs_f64()),
+            missed_heights: match (last_old, first_new) {
+                (Some(o), Some(f)) => Some(f.height.saturating_sub(o + 1)),
+                _ => None,
+            },
+            note: if first_new.is_some() { String::new() } else { "no other member signed afterwards".into() },
+        });
+    }
+    results.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    let mut by_member: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &records {
+        *by_member.entry(r.member.as_str()).or_default() += 1;
+    }
+    let summary = Summary {
+        members: n,
+        duration_s: options.duration.as_secs_f64(),
+        signatures: records.len(),
+        failovers: results.iter().filter(|r| r.active_after.is_some()).count(),
+        faults: results,
+        missed_heights_total: report.missed_heights(),
+        double_signs: report.double_signs.len(),
+    };
+    if summary.double_signs == 0 && std::env::var_os("FAILOVERD_DEMO_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        say(json, format!("keeping {} for inspection", dir.display()));
+    }
+    Ok(summary)
+}
+
+fn promote(socket: &Path, target: &str) -> String {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return format!("cannot start a runtime: {e}"),
+    };
+    runtime.block_on(async {
+        match crate::api::client::connect(socket, Duration::from_secs(2)).await {
+            Err(e) => format!("cannot reach the control socket: {e}"),
+            Ok(mut c) => {
+                match c.promote(crate::proto::v1::PromoteRequest { target: target.to_string(), force: false }).await {
+                    Ok(r) => r.into_inner().message,
+                    Err(status) => format!("refused: {}", status.message()),
+                }
+            }
+        }
+    })
+}
+
+fn print_summary(s: &Summary) {
+    println!();
+    println!("summary ({} members, {:.0} s, {} signatures)", s.members, s.duration_s, s.signatures);
+    println!("  {:<9} {:>7}  {:<6} {:<6} {:>10} {:>7}  note", "fault", "at", "from", "to", "failover", "missed");
+    for f in &s.faults {
+        println!(
+            "  {:<9} {:>6.1}s  {:<6} {:<6} {:>10} {:>7}  {}",
+            format!("{:?}", f.fault).to_lowercase(),
+            f.at_s,
+            f.active_before.as_deref().unwrap_or("-"),
+            f.active_after.as_deref().unwrap_or("-"),
+            f.failover_s.map_or("-".into(), |s| format!("{s:.2}s")),
+            f.missed_heights.map_or("-".into(), |m| m.to_string()),
+            f.note
+        );
+    }
+    println!("  failovers: {}", s.failovers);
+    println!("  missed heights (all gaps): {}", s.missed_heights_total);
+    println!("  double_signs: {}", s.double_signs);
+}
