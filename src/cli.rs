@@ -227,24 +227,37 @@ fn load_or_exit(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// Loads the config and this member's own entry, for the subcommands that run a member.
+fn load_member(path: &std::path::Path) -> Result<(Config, crate::config::MemberConfig), ExitCode> {
+    let config = load_or_exit(path)?;
+    match config.me().cloned() {
+        Some(me) => Ok((config, me)),
+        None => Err(usage_error(format!("{}: member {} is not among [[members]]", path.display(), config.member))),
+    }
+}
+
+/// Binds this member's peer address.
+async fn bind_peer(me: &crate::config::MemberConfig) -> Result<TcpListener, ExitCode> {
+    let bind = format!("{}:{}", me.peer_address.host, me.peer_address.port);
+    TcpListener::bind(&bind)
+        .await
+        .map_err(|e| usage_error(format!("cannot listen on {bind} (members[{}].peer_address): {e}", me.id)))
+}
+
 /// `failoverd run --config FILE`: the whole member.
 fn run_member(path: &std::path::Path, rejoin: bool) -> ExitCode {
-    let config = match load_or_exit(path) {
-        Ok(c) => c,
+    let (config, me) = match load_member(path) {
+        Ok(x) => x,
         Err(code) => return code,
-    };
-    let Some(me) = config.me().cloned() else {
-        return usage_error(format!("{}: member {} is not among [[members]]", path.display(), config.member));
     };
     let runtime = match runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
     runtime.block_on(async move {
-        let bind = format!("{}:{}", me.peer_address.host, me.peer_address.port);
-        let listener = match TcpListener::bind(&bind).await {
+        let listener = match bind_peer(&me).await {
             Ok(l) => l,
-            Err(e) => return usage_error(format!("cannot listen on {bind} (members[{}].peer_address): {e}", me.id)),
+            Err(code) => return code,
         };
         let shutdown = CancellationToken::new();
         let on_signal = shutdown.clone();
@@ -267,30 +280,21 @@ fn run_member(path: &std::path::Path, rejoin: bool) -> ExitCode {
 fn coordinator(path: &std::path::Path, rejoin: bool) -> ExitCode {
     use crate::config::Backend;
     use crate::coord::raft::{RaftCoordinator, RaftOptions};
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            for line in e.to_string().lines() {
-                eprintln!("error: {line}");
-            }
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let (config, me) = match load_member(path) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     if config.coordinator.backend != Backend::Raft {
         return usage_error(format!("{}: coordinator.backend is not \"raft\"; nothing to run", path.display()));
     }
-    let Some(me) = config.me().cloned() else {
-        return usage_error(format!("{}: member {} is not among [[members]]", path.display(), config.member));
-    };
     let runtime = match runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
     runtime.block_on(async move {
-        let bind = format!("{}:{}", me.peer_address.host, me.peer_address.port);
-        let listener = match TcpListener::bind(&bind).await {
+        let listener = match bind_peer(&me).await {
             Ok(l) => l,
-            Err(e) => return usage_error(format!("cannot listen on {bind} (members[{}].peer_address): {e}", me.id)),
+            Err(code) => return code,
         };
         let node =
             match RaftCoordinator::start(&config, listener, RaftOptions { rejoin, ..RaftOptions::default() }).await {
