@@ -534,6 +534,11 @@ impl Config {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render the config as TOML: {e}\n"))
     }
 
+    /// The signing key whose watermark this member's producer uses (`validator` without one).
+    pub fn key_id(&self) -> KeyId {
+        self.producer.as_ref().map_or_else(defaults::key_id, |p| p.key_id.clone())
+    }
+
     /// This member's own entry. `validate` guarantees it exists.
     pub fn me(&self) -> Option<&MemberConfig> {
         self.members.iter().find(|m| m.id == self.member)

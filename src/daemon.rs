@@ -197,10 +197,7 @@ async fn setup(
         producer,
         probe,
         self_fence,
-        key: config
-            .producer
-            .as_ref()
-            .map_or_else(|| KeyId::new("validator").expect("constant id"), |p| p.key_id.clone()),
+        key: config.key_id(),
         call_timeout,
         fence_timeout,
         guard: GuardPolicy {
@@ -228,8 +225,7 @@ async fn start_embedded_sim(
     shutdown: &CancellationToken,
 ) -> Result<(), DaemonError> {
     use crate::sim::node::{SimNode, SimNodeConfig};
-    let key =
-        config.producer.as_ref().map_or_else(|| KeyId::new("validator").expect("constant id"), |p| p.key_id.clone());
+    let key = config.key_id();
     let node = SimNode::new(SimNodeConfig {
         chain_id: sim.chain_id.clone(),
         member: config.member.clone(),
