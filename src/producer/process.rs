@@ -48,14 +48,17 @@ impl ProcessProducer {
     }
 }
 
-/// Whether `pid` can no longer run: gone, or a zombie waiting to be reaped.
+/// Whether `pid` can no longer run: gone, or a zombie waiting to be reaped. Anything that
+/// cannot be checked counts as alive: "could not check" never means fenced.
 fn is_dead(pid: Pid) -> bool {
-    if kill(pid, None).is_err() {
-        return true;
+    match kill(pid, None) {
+        Err(nix::errno::Errno::ESRCH) => return true,
+        Err(_) => return false,
+        Ok(()) => {}
     }
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
-        .unwrap_or(true)
+        .unwrap_or(false)
 }
 
 #[async_trait]
