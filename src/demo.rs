@@ -109,8 +109,24 @@ fn say(json: bool, line: String) {
     }
 }
 
+/// A free port on 127.0.0.1 below Linux's ephemeral range (32768+): a port picked by binding
+/// port 0 could be taken by some process's outgoing connection before the member binds it.
+pub fn unused_port() -> std::io::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = (MonoTime::now().as_nanos() as u32) ^ std::process::id().rotate_left(16);
+    for _ in 0..2000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(7919).wrapping_add(seed);
+        let port = 20_000 + (n % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free port between 20000 and 32000"))
+}
+
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    unused_port()
 }
 
 fn write_configs(dir: &Path, n: usize) -> std::io::Result<Vec<Member>> {

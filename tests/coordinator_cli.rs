@@ -22,14 +22,11 @@ impl Drop for Killed {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_processes_form_a_quorum_and_stop_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let listeners = [
-        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
-        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
-        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
-    ];
-    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect();
-    let [own, l1, l2] = listeners;
-    drop((l1, l2)); // the member processes bind these ports themselves
+    let own = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    // The member processes bind theirs: ports outside the ephemeral range, so no outgoing
+    // connection can take them first.
+    let ports: Vec<u16> =
+        vec![own.local_addr().expect("addr").port(), common::lab::free_port(), common::lab::free_port()];
     let mut children = Vec::new();
     for i in 1..3 {
         let config = member_config(i, &ports, &dir.path().join(format!("data{i}")), None);

@@ -31,8 +31,10 @@ pub struct Lab {
     client: reqwest::Client,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+/// A free port below Linux's ephemeral range (32768+), so that no outgoing connection of any
+/// process can take it between this check and the daemon's bind.
+pub fn free_port() -> u16 {
+    failover::demo::unused_port().expect("a free port on 127.0.0.1")
 }
 
 fn spawn_sim(member: &str, ledger: &std::path::Path) -> (Child, String) {
@@ -193,7 +195,19 @@ impl Lab {
             if active.len() == 1 {
                 return active[0];
             }
-            assert!(Instant::now() < end, "no single active producer within {limit:?}: {active:?}");
+            if Instant::now() >= end {
+                let tail = |i: usize| {
+                    let log = self.log(i);
+                    let lines: Vec<&str> = log.lines().collect();
+                    lines[lines.len().saturating_sub(15)..].join("\n")
+                };
+                panic!(
+                    "no single active producer within {limit:?}: {active:?}\n--- a ---\n{}\n--- b ---\n{}\n--- c ---\n{}",
+                    tail(0),
+                    tail(1),
+                    tail(2)
+                );
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
