@@ -244,21 +244,31 @@ async fn bind_peer(me: &crate::config::MemberConfig) -> Result<TcpListener, Exit
         .map_err(|e| usage_error(format!("cannot listen on {bind} (members[{}].peer_address): {e}", me.id)))
 }
 
+/// Starts a runtime, binds this member's peer address, and runs `body` with the listener.
+fn with_peer_listener(
+    config: Config,
+    me: crate::config::MemberConfig,
+    body: impl AsyncFnOnce(Config, crate::config::MemberConfig, TcpListener) -> ExitCode,
+) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    runtime.block_on(async move {
+        match bind_peer(&me).await {
+            Ok(listener) => body(config, me, listener).await,
+            Err(code) => code,
+        }
+    })
+}
+
 /// `failoverd run --config FILE`: the whole member.
 fn run_member(path: &std::path::Path, rejoin: bool) -> ExitCode {
     let (config, me) = match load_member(path) {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let runtime = match runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    runtime.block_on(async move {
-        let listener = match bind_peer(&me).await {
-            Ok(l) => l,
-            Err(code) => return code,
-        };
+    with_peer_listener(config, me, async move |config, me, listener| {
         let shutdown = CancellationToken::new();
         let on_signal = shutdown.clone();
         tokio::spawn(async move {
@@ -287,15 +297,7 @@ fn coordinator(path: &std::path::Path, rejoin: bool) -> ExitCode {
     if config.coordinator.backend != Backend::Raft {
         return usage_error(format!("{}: coordinator.backend is not \"raft\"; nothing to run", path.display()));
     }
-    let runtime = match runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    runtime.block_on(async move {
-        let listener = match bind_peer(&me).await {
-            Ok(l) => l,
-            Err(code) => return code,
-        };
+    with_peer_listener(config, me, async move |config, me, listener| {
         let node =
             match RaftCoordinator::start(&config, listener, RaftOptions { rejoin, ..RaftOptions::default() }).await {
                 Ok(n) => n,

@@ -59,7 +59,7 @@ struct Parts {
     kind: MemberKind,
     priority: u32,
     coord: Arc<dyn Coordinator>,
-    raft: Option<Arc<RaftCoordinator>>,
+    raft: Arc<RaftCoordinator>,
     producer: Option<Arc<dyn Producer>>,
     probe: Option<Arc<dyn ChainProbe>>,
     self_fence: Option<SelfFence>,
@@ -107,9 +107,7 @@ pub async fn run(
     if let Some(f) = &parts.self_fence {
         f.stop();
     }
-    if let Some(raft) = &parts.raft {
-        raft.shutdown().await;
-    }
+    parts.raft.shutdown().await;
     result
 }
 
@@ -193,7 +191,7 @@ async fn setup(
         kind: me.kind,
         priority: me.priority,
         coord,
-        raft: Some(raft),
+        raft,
         producer,
         probe,
         self_fence,
@@ -296,9 +294,9 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
                 continue;
             }
             Some(ev) = events.recv() => {
-                apply_event(&mut st, ev, &p);
+                apply_event(&mut st, ev);
                 while let Ok(ev) = events.try_recv() {
-                    apply_event(&mut st, ev, &p);
+                    apply_event(&mut st, ev);
                 }
             }
         }
@@ -401,13 +399,10 @@ async fn reference_loop(p: Arc<Parts>, i: usize, shutdown: CancellationToken) {
     }
 }
 
-fn apply_event(st: &mut LoopState, ev: Event, p: &Parts) {
+fn apply_event(st: &mut LoopState, ev: Event) {
     match ev {
         Event::Outcome(o) => st.outcomes.push(o),
         Event::Lease(l) => {
-            if let Some(f) = &p.self_fence {
-                f.extend(l.valid_until);
-            }
             st.leases.insert(l.epoch, l);
             // Keep only the newest few: older epochs are never used again.
             while st.leases.len() > 4 {
@@ -482,9 +477,14 @@ fn start_action(
                 if let Ok(l) = p.coord.renew(&lease, deadline).await {
                     // Only a producer that may be active gets its permission moved; the producer
                     // itself ignores an extension that arrives after it was deactivated.
+                    // Only a renew moves the self-fence deadline (an acquire never does), and it
+                    // does nothing while disarmed.
                     let armed = p.self_fence.as_ref().is_some_and(|f| f.armed_until().is_some());
                     if armed && let Some(prod) = &p.producer {
                         let _ = prod.extend(l.valid_until, deadline).await;
+                    }
+                    if let Some(f) = &p.self_fence {
+                        f.extend(l.valid_until);
                     }
                     let valid_until = l.valid_until;
                     send(Event::Lease(l));

@@ -350,11 +350,12 @@ mod tests {
         assert_eq!(sign_floor(w(90, 0, Step::Prevote), 100, 1), Hrs::end_of_height(101));
     }
 
-    /// Counts fences; the test only checks that the thread calls it, so no node is involved.
-    struct CountingProducer(AtomicU32);
+    /// A fake producer that only counts fences: these tests check that the deadline thread calls
+    /// `fence`, not what a real producer does (the process and sim producers have their own tests).
+    struct FenceCountingFake(AtomicU32);
 
     #[async_trait]
-    impl Producer for CountingProducer {
+    impl Producer for FenceCountingFake {
         async fn activate(&self, _: SignFloor, _: MonoTime, _: Instant) -> Result<(), ProducerError> {
             Ok(())
         }
@@ -386,7 +387,7 @@ mod tests {
 
     #[test]
     fn deadline_thread_fences_even_when_no_runtime_runs() {
-        let p = Arc::new(CountingProducer(AtomicU32::new(0)));
+        let p = Arc::new(FenceCountingFake(AtomicU32::new(0)));
         let f = SelfFence::start(p.clone(), Duration::from_secs(1)).expect("thread");
         f.arm(MonoTime::now().saturating_add(Duration::from_millis(100)));
         assert_eq!(p.0.load(Ordering::SeqCst), 0, "not before the deadline");
@@ -398,7 +399,7 @@ mod tests {
 
     #[test]
     fn extending_or_disarming_prevents_the_fence() {
-        let p = Arc::new(CountingProducer(AtomicU32::new(0)));
+        let p = Arc::new(FenceCountingFake(AtomicU32::new(0)));
         let f = SelfFence::start(p.clone(), Duration::from_secs(1)).expect("thread");
         f.arm(MonoTime::now().saturating_add(Duration::from_millis(150)));
         f.extend(MonoTime::now().saturating_add(Duration::from_millis(400)));
