@@ -116,6 +116,9 @@ pub enum Command {
         /// Block interval, such as 1s or 500ms.
         #[arg(long, default_value = "1s")]
         block_interval: String,
+        /// Record every change of the permission to sign here (the chaos suite's S1 evidence).
+        #[arg(long)]
+        activations: Option<PathBuf>,
     },
 }
 
@@ -147,8 +150,8 @@ pub fn run(args: Args) -> ExitCode {
         Command::CheckLedger { file, json } => check_ledger(&file, json),
         Command::Coordinator { config, rejoin } => coordinator(&config, rejoin),
         Command::Demo { members, duration, faults, json } => demo(members, &duration, &faults, json),
-        Command::SimNode { listen, ledger, member, key, chain_id, block_interval } => {
-            sim_node(&listen, ledger, &member, &key, chain_id, &block_interval)
+        Command::SimNode { listen, ledger, member, key, chain_id, block_interval, activations } => {
+            sim_node(&listen, ledger, &member, &key, chain_id, &block_interval, activations)
         }
     }
 }
@@ -320,6 +323,7 @@ fn sim_node(
     key: &str,
     chain_id: String,
     block_interval: &str,
+    activations: Option<PathBuf>,
 ) -> ExitCode {
     let listen: ListenAddress = match listen.parse() {
         Ok(a) => a,
@@ -338,7 +342,7 @@ fn sim_node(
         Ok(_) => return usage_error("--block-interval: expected at least 10ms"),
         Err(e) => return usage_error(format!("--block-interval: {e}")),
     };
-    let node = match SimNode::new(SimNodeConfig { chain_id, member, key, block_interval, ledger }) {
+    let node = match SimNode::new(SimNodeConfig { chain_id, member, key, block_interval, ledger, activations }) {
         Ok(n) => n,
         Err(e) => return usage_error(e),
     };

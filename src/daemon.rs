@@ -77,6 +77,8 @@ struct Parts {
     producer_ops: tokio::sync::Mutex<()>,
     /// Their latest heights and when they were read.
     reference_heights: std::sync::Mutex<Vec<Option<(MonoTime, u64)>>>,
+    /// The status this member published last, for the control API's `Status`.
+    own_status: tokio::sync::watch::Sender<Option<MemberStatus>>,
 }
 
 /// Runs one member until `shutdown`, then deactivates and releases within a grace period.
@@ -89,7 +91,12 @@ pub async fn run(
     let parts = setup(&config, options, listener, &shutdown).await?;
     let parts = Arc::new(parts);
     let control = crate::api::ControlService {
+        me: parts.me.clone(),
+        kind: parts.kind,
+        key: parts.key.clone(),
         coord: Arc::clone(&parts.coord),
+        raft: Arc::clone(&parts.raft),
+        own_status: parts.own_status.subscribe(),
         members: config.members.iter().map(|m| (m.id.clone(), m.kind)).collect(),
         max_lag_on_failover: config.failover.max_lag_on_failover,
         status_stale_after: parts.role_policy.status_stale_after,
@@ -209,6 +216,7 @@ async fn setup(
         health_policy: HealthPolicy::from_config(config),
         probe_interval: config.chain.as_ref().map_or(Duration::from_secs(1), |c| c.probe_interval),
         reference_heights: std::sync::Mutex::new(vec![None; references.len()]),
+        own_status: tokio::sync::watch::Sender::new(None),
         producer_ops: tokio::sync::Mutex::new(()),
         references,
     })
@@ -230,6 +238,7 @@ async fn start_embedded_sim(
         key,
         block_interval: sim.block_interval,
         ledger: sim.ledger.clone(),
+        activations: None,
     })
     .map_err(|e| DaemonError::Setup(e.to_string()))?;
     let host = rpc.0.host_str().unwrap_or("127.0.0.1");
@@ -357,6 +366,7 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
                 healthy: health.verdict == Verdict::Healthy && health.latest_good,
                 epoch: st.role.epoch,
             };
+            p.own_status.send_replace(Some(status.clone()));
             let coord = Arc::clone(&p.coord);
             let deadline = Instant::now() + p.call_timeout;
             tokio::spawn(async move {

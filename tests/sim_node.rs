@@ -39,6 +39,7 @@ async fn start(ledger: &Path, member: &str) -> Running {
         key: KeyId::new("validator").expect("valid key"),
         block_interval: BLOCK,
         ledger: ledger.to_path_buf(),
+        activations: None,
     })
     .expect("node opens its ledger");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");

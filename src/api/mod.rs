@@ -1,8 +1,8 @@
 //! The operator's control API (proto/failover/v1/control.proto) on the member's unix socket.
 //!
-//! It only records operator intents through the coordinator, after checking them against the
-//! cluster's published status; it never touches a producer. Every mutating call is logged with
-//! the caller's peer credentials (uid/pid on the socket).
+//! It reads the member's view and records operator intents through the coordinator, after
+//! checking them against the cluster's published status; it never touches a producer. Every
+//! mutating call is logged with the caller's peer credentials (uid/pid on the socket).
 
 pub mod client;
 
@@ -11,17 +11,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UnixListener;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::coord::raft::RaftCoordinator;
 use crate::coord::{CoordError, Coordinator};
-use crate::domain::{MemberId, MemberKind, RoleName};
+use crate::domain::{KeyId, LeaseView, MemberId, MemberKind, MemberStatus, RoleName};
 use crate::proto::v1::control_server::{Control, ControlServer};
-use crate::proto::v1::{PromoteReply, PromoteRequest};
+use crate::proto::v1::{LeaseState, PromoteReply, PromoteRequest, RaftState, StatusReply, StatusRequest};
 
 pub struct ControlService {
+    pub me: MemberId,
+    pub kind: MemberKind,
+    pub key: KeyId,
     pub coord: Arc<dyn Coordinator>,
+    pub raft: Arc<RaftCoordinator>,
+    /// What the member's loop published last.
+    pub own_status: watch::Receiver<Option<MemberStatus>>,
     pub members: Vec<(MemberId, MemberKind)>,
     pub max_lag_on_failover: u64,
     pub status_stale_after: Duration,
@@ -90,6 +98,62 @@ impl Control for ControlService {
             target: transfer.to.to_string(),
             epoch: transfer.epoch.get(),
             message: format!("handing over from epoch {} to {}", transfer.epoch, transfer.to),
+        }))
+    }
+
+    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        let own = self.own_status.borrow().clone();
+        let deadline = Instant::now() + self.call_timeout;
+        let (lease, watermark, intents) = tokio::join!(
+            self.coord.lease(deadline),
+            self.coord.watermark(&self.key, deadline),
+            self.coord.intents(deadline)
+        );
+        let mut store_errors = Vec::new();
+        let lease = match (lease, intents) {
+            (Ok(lease), Ok(intents)) => {
+                let (holder, epoch) = match lease {
+                    LeaseView::Free { epoch } => (String::new(), epoch.get()),
+                    LeaseView::Held { holder, epoch } => (holder.to_string(), epoch.get()),
+                };
+                Some(LeaseState {
+                    holder,
+                    epoch,
+                    paused: intents.paused,
+                    transfer_to: intents.transfer.map(|t| t.to.to_string()).unwrap_or_default(),
+                })
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                store_errors.push(format!("lease: {e}"));
+                None
+            }
+        };
+        let watermark = match watermark {
+            Ok(w) => w.map(Into::into),
+            Err(e) => {
+                store_errors.push(format!("watermark: {e}"));
+                None
+            }
+        };
+        let info = self.raft.info();
+        let leader = info.leader.and_then(|id| self.raft.member_of(id)).map(ToString::to_string).unwrap_or_default();
+        Ok(Response::new(StatusReply {
+            member: self.me.to_string(),
+            kind: self.kind.to_string(),
+            role: own.as_ref().map(|s| s.role.to_string()).unwrap_or_default(),
+            height: own.as_ref().and_then(|s| s.height),
+            healthy: own.as_ref().is_some_and(|s| s.healthy),
+            lease,
+            key: self.key.to_string(),
+            watermark,
+            store_error: store_errors.join("; "),
+            raft: Some(RaftState {
+                leader,
+                term: info.term,
+                commit: info.commit,
+                applied: info.applied,
+                failed: info.failed.unwrap_or_default(),
+            }),
         }))
     }
 }

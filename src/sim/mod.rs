@@ -7,11 +7,14 @@
 //!   every height it signs while its producer is active.
 //! - [`ledger`]: the shared, append-only signature ledger (one JSON line per signature, fsync per
 //!   record).
+//! - [`activation`]: the producers' activation log (when each node was allowed to sign) and the
+//!   S1 checker over it.
 //! - [`checker`]: reads a ledger and reports every S2 violation and every gap in signed heights.
 //!
 //! Nothing here is used by a real deployment; it exists so that tests can prove S1 and S2 with
 //! real processes, sockets and files.
 
+pub mod activation;
 pub mod chain;
 pub mod checker;
 pub mod ledger;

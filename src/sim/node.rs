@@ -3,6 +3,9 @@
 //! and — while its producer is active — signs each new height once, above its floor, appending
 //! a record to the shared ledger.
 //!
+//! With an activation log configured, every change of the permission to sign is recorded there
+//! (the S1 evidence of the chaos suite, see [`super::activation`]).
+//!
 //! Control is in-process ([`SimNode`] methods) or over HTTP (`POST /sim/control`,
 //! `POST /sim/produce`, `GET /sim/state`) so tests and the chaos suite can drive a node in
 //! another process. The node never decides whether it should produce: it is told.
@@ -21,6 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::activation::{ActivationEvent, ActivationLog, ActivationLogError, ActivationRecord};
 use super::chain::SimChain;
 use super::ledger::{LedgerError, LedgerWriter, SignatureRecord};
 use super::rfc3339;
@@ -37,6 +41,8 @@ pub struct SimNodeConfig {
     pub key: KeyId,
     pub block_interval: Duration,
     pub ledger: PathBuf,
+    /// Where to record changes of the permission to sign, if anywhere.
+    pub activations: Option<PathBuf>,
 }
 
 /// The node's controllable state.
@@ -103,20 +109,49 @@ struct Inner {
     chain: SimChain,
     state: Mutex<NodeState>,
     ledger: Mutex<LedgerWriter>,
+    activations: Option<Mutex<ActivationLog>>,
+}
+
+/// Why a simulated node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimNodeError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Activations(#[from] ActivationLogError),
 }
 
 impl SimNode {
-    /// Opens the ledger and makes a node that is synced, not stalled and not producing.
-    pub fn new(config: SimNodeConfig) -> Result<SimNode, LedgerError> {
+    /// Opens the ledger (and activation log) and makes a node that is synced, not stalled and
+    /// not producing.
+    pub fn new(config: SimNodeConfig) -> Result<SimNode, SimNodeError> {
         let ledger = LedgerWriter::open(&config.ledger)?;
+        let activations = config.activations.as_deref().map(ActivationLog::open).transpose()?.map(Mutex::new);
         Ok(SimNode {
             inner: Arc::new(Inner {
                 chain: SimChain::new(config.block_interval),
                 config,
                 state: Mutex::new(NodeState::default()),
                 ledger: Mutex::new(ledger),
+                activations,
             }),
         })
+    }
+
+    /// Records a change of the permission to sign. A failed write is logged, not returned: the
+    /// log is evidence for the chaos suite, and the node's behaviour must not depend on it.
+    fn record(&self, event: ActivationEvent, at: MonoTime, until: Option<u64>) {
+        let Some(log) = &self.inner.activations else { return };
+        let record = ActivationRecord {
+            member: self.inner.config.member.clone(),
+            event,
+            mono_ns: at.as_nanos(),
+            until_mono_ns: until,
+        };
+        let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = log.append(&record) {
+            tracing::error!(error = %e, "simulated node could not record an activation change");
+        }
     }
 
     pub fn config(&self) -> &SimNodeConfig {
@@ -176,6 +211,8 @@ impl SimNode {
         s.producing = true;
         s.floor = s.floor.max(floor);
         s.produce_until = until.map(MonoTime::as_nanos);
+        // Recorded under the state lock, so that the log's order is the order of the changes.
+        self.record(ActivationEvent::Activate, MonoTime::now(), s.produce_until);
     }
 
     /// Moves the permission's end if the node is producing; otherwise does nothing.
@@ -183,12 +220,16 @@ impl SimNode {
         let mut s = self.state_lock();
         if s.producing {
             s.produce_until = Some(until.as_nanos());
+            self.record(ActivationEvent::Extend, MonoTime::now(), s.produce_until);
         }
     }
 
     /// Stops signing; returns the last height signed, if any.
     pub fn stop_producing(&self) -> Option<u64> {
         let mut s = self.state_lock();
+        if s.producing {
+            self.record(ActivationEvent::Deactivate, MonoTime::now(), None);
+        }
         s.producing = false;
         s.last_signed
     }
@@ -369,6 +410,7 @@ mod tests {
             key: KeyId::new("validator").expect("valid"),
             block_interval: Duration::from_secs(1),
             ledger: dir.path().join("ledger.jsonl"),
+            activations: Some(dir.path().join("activations.jsonl")),
         })
         .expect("node")
     }
@@ -430,6 +472,28 @@ mod tests {
         n.extend(at(100));
         assert!(!n.state().producing);
         assert_eq!(n.sign_due(at(13)), None);
+    }
+
+    #[test]
+    fn every_change_of_the_permission_is_in_the_activation_log() {
+        let dir = tempfile::tempdir().expect("dir");
+        let n = node(&dir, "a");
+        n.extend(at(5));
+        n.produce(0, Some(at(12)));
+        n.extend(at(20));
+        n.stop_producing();
+        n.stop_producing();
+        let log = crate::sim::activation::read(&dir.path().join("activations.jsonl")).expect("log");
+        let events: Vec<_> = log.iter().map(|r| (r.event, r.until_mono_ns)).collect();
+        assert_eq!(
+            events,
+            vec![
+                (ActivationEvent::Activate, Some(at(12).as_nanos())),
+                (ActivationEvent::Extend, Some(at(20).as_nanos())),
+                (ActivationEvent::Deactivate, None)
+            ],
+            "an extension while idle and a second stop change nothing and record nothing"
+        );
     }
 
     #[test]

@@ -185,6 +185,11 @@ impl RaftCoordinator {
         self.ids.get(member).copied()
     }
 
+    /// The member behind raft id `id`.
+    pub fn member_of(&self, id: u64) -> Option<&MemberId> {
+        self.ids.iter().find(|(_, i)| **i == id).map(|(m, _)| m)
+    }
+
     /// The fault-injection hook: drop traffic to and from chosen peers.
     pub fn link_filter(&self) -> &LinkFilter {
         &self.filter

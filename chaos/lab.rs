@@ -1,0 +1,597 @@
+//! One lab: three members (producers a and b, witness c) as real `failoverd run` processes, and a
+//! real `failoverd sim-node` process beside each producer, all sharing one signature ledger and
+//! one activation log. The lab starts, stops, signals and restarts those processes, fills disks
+//! and moves wall clocks; it judges nothing (that is `verdict`).
+//!
+//! Every process is started from the runner's main thread with `PR_SET_PDEATHSIG`, so that none
+//! outlives a runner that is killed outright; `Drop` kills them, unmounts and removes the
+//! namespaces on every other way out.
+
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use failover::domain::MonoTime;
+use failover::proto::v1::StatusReply;
+use failover::sim::activation::{ActivationEvent, ActivationLog, ActivationRecord};
+use failover::sim::node::StateReport;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::net::{Namespaces, Net, sh};
+
+pub const MEMBERS: [&str; 3] = ["a", "b", "c"];
+pub const PRODUCERS: usize = 2;
+
+/// The timings a lab runs with.
+#[derive(Clone, Debug)]
+pub struct Timings {
+    pub block: Duration,
+    pub lease_ttl: Duration,
+    pub renew_interval: Duration,
+    pub safety_margin: Duration,
+    pub call_timeout: Duration,
+    pub tick: Duration,
+    pub election_ticks: u32,
+    pub probe_interval: Duration,
+    pub probe_timeout: Duration,
+    pub unhealthy_after: u32,
+    pub stall_after: Duration,
+    pub cooldown: Duration,
+    pub priority_delay: Duration,
+    pub fence_timeout: Duration,
+    pub floor_margin: u64,
+}
+
+impl Timings {
+    /// Fast timings for the scenarios: a run takes seconds, not minutes.
+    pub fn chaos() -> Timings {
+        Timings {
+            block: Duration::from_millis(200),
+            lease_ttl: Duration::from_secs(2),
+            renew_interval: Duration::from_millis(500),
+            safety_margin: Duration::from_millis(300),
+            call_timeout: Duration::from_millis(800),
+            tick: Duration::from_millis(50),
+            election_ticks: 10,
+            probe_interval: Duration::from_millis(250),
+            probe_timeout: Duration::from_millis(200),
+            unhealthy_after: 3,
+            stall_after: Duration::from_secs(1),
+            cooldown: Duration::from_secs(3),
+            priority_delay: Duration::from_millis(300),
+            fence_timeout: Duration::from_millis(500),
+            floor_margin: 1,
+        }
+    }
+
+    /// DESIGN.md §7's defaults, for the failover benchmark (500 ms blocks, as in the demo).
+    pub fn design() -> Timings {
+        Timings {
+            block: Duration::from_millis(500),
+            lease_ttl: Duration::from_secs(3),
+            renew_interval: Duration::from_secs(1),
+            safety_margin: Duration::from_millis(500),
+            call_timeout: Duration::from_secs(1),
+            tick: Duration::from_millis(100),
+            election_ticks: 10,
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(800),
+            unhealthy_after: 3,
+            stall_after: Duration::from_secs(3),
+            cooldown: Duration::from_secs(30),
+            priority_delay: Duration::from_secs(2),
+            fence_timeout: Duration::from_secs(1),
+            floor_margin: 1,
+        }
+    }
+
+    /// The longest a raft election may take: two randomized election timeouts.
+    pub fn election(&self) -> Duration {
+        self.tick * self.election_ticks * 2
+    }
+
+    /// The per-run L1 limit for a fault that ends the active member's ability to renew (its
+    /// daemon killed, stopped or cut off): the lease runs out on the raft leader TTL + margin
+    /// after the last renew, an election may come first, then the guard, the floor margin and the
+    /// next block; one second of slack for a loaded 2-core machine.
+    pub fn l1_lease_limit(&self) -> Duration {
+        self.lease_ttl
+            + self.safety_margin
+            + self.election()
+            + self.block * (self.floor_margin as u32 + 2)
+            + Duration::from_secs(1)
+    }
+
+    /// The per-run L1 limit for a fault of the active's node: detection (unhealthy_after probes,
+    /// each up to its timeout) plus a release and a takeover, or the lease limit if the release
+    /// does not get through.
+    pub fn l1_node_limit(&self) -> Duration {
+        (self.probe_interval + self.probe_timeout) * self.unhealthy_after + self.stall_after + self.l1_lease_limit()
+    }
+}
+
+/// How the lab is built.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    pub timings: Timings,
+    /// Run every member under libfaketime with its own offset file, so that one member's wall
+    /// clock can be moved.
+    pub faketime: Option<PathBuf>,
+    /// Put each producer's data_dir on its own small tmpfs, so that it can be filled.
+    pub small_disks: bool,
+    /// Build network namespaces (root) or use loopback.
+    pub namespaces: bool,
+    pub keep: bool,
+}
+
+struct Member {
+    name: &'static str,
+    producer: bool,
+    config: PathBuf,
+    socket: PathBuf,
+    data_dir: PathBuf,
+    clock_file: PathBuf,
+    daemon: Option<Child>,
+    node: Option<Child>,
+}
+
+/// An unexpected exit of a lab process, seen by [`Lab::supervise`].
+#[derive(Clone, Debug)]
+pub struct Exit {
+    pub member: &'static str,
+    pub what: &'static str,
+    pub status: String,
+    /// A panic or a fatal signal: a bug, not a clean refusal.
+    pub crash: bool,
+}
+
+pub struct Lab {
+    pub dir: PathBuf,
+    keep: bool,
+    net: Net,
+    exe: PathBuf,
+    options: LabOptions,
+    members: Vec<Member>,
+    pub ledger: PathBuf,
+    pub activations: PathBuf,
+    mounts: Vec<PathBuf>,
+    runtime: tokio::runtime::Handle,
+    pub exits: Vec<Exit>,
+}
+
+/// The libfaketime library, where Debian's package puts it.
+pub fn find_libfaketime() -> Option<PathBuf> {
+    ["/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Removes lab directories (and their mounts) of runners that are no longer alive.
+pub fn remove_stale_labs() {
+    let tmp = std::env::temp_dir();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir(&tmp) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(rest) = name.strip_prefix("failoverd-chaos-") else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        for line in mounts.lines() {
+            if let Some(target) = line.split(' ').nth(1)
+                && target.starts_with(path.to_string_lossy().as_ref())
+            {
+                let _ = sh("umount", &["-l", target]);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&path);
+    }
+}
+
+impl Lab {
+    /// Builds the lab and starts every process; returns once each daemon's control socket
+    /// answers.
+    pub fn start(tag: &str, exe: &Path, options: LabOptions, runtime: tokio::runtime::Handle) -> Result<Lab, String> {
+        let dir = std::env::temp_dir().join(format!("failoverd-chaos-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let net = if options.namespaces {
+            Net::Namespaces(Namespaces::create(tag, &MEMBERS).map_err(|e| format!("cannot build namespaces: {e}"))?)
+        } else {
+            let ports = |n| -> Result<Vec<u16>, String> {
+                (0..n).map(|_| failover::demo::unused_port().map_err(|e| e.to_string())).collect()
+            };
+            Net::Loopback { peer_ports: ports(MEMBERS.len())?, node_ports: ports(MEMBERS.len())? }
+        };
+        let mut lab = Lab {
+            ledger: dir.join("ledger.jsonl"),
+            activations: dir.join("activations.jsonl"),
+            keep: options.keep,
+            net,
+            exe: exe.to_path_buf(),
+            members: Vec::new(),
+            mounts: Vec::new(),
+            runtime,
+            exits: Vec::new(),
+            options,
+            dir,
+        };
+        for (i, name) in MEMBERS.iter().enumerate() {
+            let producer = i < PRODUCERS;
+            let data_dir = lab.dir.join(format!("data-{name}"));
+            std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+            if producer && lab.options.small_disks {
+                let target = data_dir.to_string_lossy().to_string();
+                sh("mount", &["-t", "tmpfs", "-o", "size=48m,mode=0700", "tmpfs", &target])
+                    .map_err(|e| format!("cannot mount a small disk: {e}"))?;
+                lab.mounts.push(data_dir.clone());
+            }
+            let clock_file = lab.dir.join(format!("clock-{name}"));
+            std::fs::write(&clock_file, "+0\n").map_err(|e| format!("cannot write {}: {e}", clock_file.display()))?;
+            let member = Member {
+                name,
+                producer,
+                config: lab.dir.join(format!("{name}.toml")),
+                socket: lab.dir.join(format!("{name}.sock")),
+                data_dir,
+                clock_file,
+                daemon: None,
+                node: None,
+            };
+            lab.members.push(member);
+        }
+        for i in 0..MEMBERS.len() {
+            let text = lab.config_text(i);
+            std::fs::write(&lab.members[i].config, text).map_err(|e| format!("cannot write a config: {e}"))?;
+        }
+        for i in 0..PRODUCERS {
+            lab.start_node(i)?;
+        }
+        for i in 0..MEMBERS.len() {
+            lab.start_daemon(i)?;
+        }
+        for i in 0..MEMBERS.len() {
+            if !lab.wait_answers(i, Duration::from_secs(15)) {
+                return Err(format!("member {} did not answer on its control socket within 15 s", MEMBERS[i]));
+            }
+        }
+        Ok(lab)
+    }
+
+    fn config_text(&self, i: usize) -> String {
+        let t = &self.options.timings;
+        let m = &self.members[i];
+        let ms = |d: Duration| format!("\"{}ms\"", d.as_millis());
+        let mut text = format!("member = \"{}\"\ndata_dir = \"{}\"\n", m.name, m.data_dir.display());
+        for (j, name) in MEMBERS.iter().enumerate() {
+            let (kind, priority) = match j {
+                0 => ("producer", 200),
+                1 => ("producer", 100),
+                _ => ("witness", 100),
+            };
+            text.push_str(&format!(
+                "[[members]]\nid = \"{name}\"\npeer_address = \"{}\"\nkind = \"{kind}\"\npriority = {priority}\n",
+                self.net.peer_addr(j)
+            ));
+        }
+        text.push_str(&format!(
+            "[coordinator]\nlease_ttl = {}\nrenew_interval = {}\nsafety_margin = {}\ncall_timeout = {}\n\
+             [coordinator.raft]\ntick = {}\nelection_ticks = {}\n\
+             [failover]\ncooldown = {}\npriority_delay = {}\nmax_lag_on_failover = 3\nfloor_margin = {}\n\
+             [api]\nsocket = \"{}\"\n[metrics]\nenabled = false\n",
+            ms(t.lease_ttl),
+            ms(t.renew_interval),
+            ms(t.safety_margin),
+            ms(t.call_timeout),
+            ms(t.tick),
+            t.election_ticks,
+            ms(t.cooldown),
+            ms(t.priority_delay),
+            t.floor_margin,
+            m.socket.display(),
+        ));
+        if m.producer {
+            text.push_str(&format!(
+                "[chain]\nkind = \"sim\"\nrpc = \"http://{}\"\nprobe_interval = {}\nprobe_timeout = {}\n\
+                 unhealthy_after = {}\nmax_lag = 5\nstall_after = {}\n\
+                 [producer]\nkind = \"sim\"\nfence_timeout = {}\n",
+                self.net.node_addr(i),
+                ms(t.probe_interval),
+                ms(t.probe_timeout),
+                t.unhealthy_after,
+                ms(t.stall_after),
+                ms(t.fence_timeout),
+            ));
+        }
+        text
+    }
+
+    fn log_file(&self, name: &str) -> Result<std::fs::File, String> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(name))
+            .map_err(|e| format!("cannot open log {name}: {e}"))
+    }
+
+    fn spawn(&self, i: usize, args: &[&str], log: &str) -> Result<Child, String> {
+        let mut cmd = self.net.command(i, &self.exe);
+        cmd.args(args).stdin(Stdio::null()).stdout(self.log_file(log)?).stderr(self.log_file(log)?);
+        cmd.env("RUST_LOG", "info");
+        if let Some(lib) = &self.options.faketime {
+            // Only the wall clock moves: the design relies on CLOCK_MONOTONIC alone.
+            cmd.env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", &self.members[i].clock_file)
+                .env("FAKETIME_NO_CACHE", "1")
+                .env("DONT_FAKE_MONOTONIC", "1");
+        }
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the parent.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
+        }
+        cmd.spawn().map_err(|e| format!("cannot start {log} for member {}: {e}", MEMBERS[i]))
+    }
+
+    pub fn start_node(&mut self, i: usize) -> Result<(), String> {
+        let addr = self.net.node_addr(i).to_string();
+        let block = format!("{}ms", self.options.timings.block.as_millis());
+        let ledger = self.ledger.to_string_lossy().to_string();
+        let activations = self.activations.to_string_lossy().to_string();
+        let args = [
+            "sim-node",
+            "--listen",
+            &addr,
+            "--member",
+            MEMBERS[i],
+            "--block-interval",
+            &block,
+            "--ledger",
+            &ledger,
+            "--activations",
+            &activations,
+        ];
+        let child = self.spawn(i, &args, &format!("node-{}.log", MEMBERS[i]))?;
+        self.members[i].node = Some(child);
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if self.sim_state(i).is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("the node of member {} did not answer within 10 s", MEMBERS[i]))
+    }
+
+    pub fn start_daemon(&mut self, i: usize) -> Result<(), String> {
+        let config = self.members[i].config.to_string_lossy().to_string();
+        let child = self.spawn(i, &["--config", &config], &format!("daemon-{}.log", MEMBERS[i]))?;
+        self.members[i].daemon = Some(child);
+        Ok(())
+    }
+
+    fn pid(child: &Child) -> Pid {
+        Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX))
+    }
+
+    pub fn signal_daemon(&self, i: usize, signal: Signal) {
+        if let Some(c) = &self.members[i].daemon {
+            let _ = kill(Self::pid(c), signal);
+        }
+    }
+
+    pub fn kill_daemon(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].node.take() {
+            let _ = c.kill();
+            if c.wait().is_ok() {
+                self.record_node_exit(i);
+            }
+        }
+    }
+
+    /// Tells the S1 checker that member `i`'s node is dead from now on: its permission to sign
+    /// ends here, whatever it said.
+    fn record_node_exit(&self, i: usize) {
+        let record = ActivationRecord {
+            member: failover::domain::MemberId::new(MEMBERS[i]).expect("lab member names are valid ids"),
+            event: ActivationEvent::Exited,
+            mono_ns: MonoTime::now().as_nanos(),
+            until_mono_ns: None,
+        };
+        if let Err(e) = ActivationLog::open(&self.activations).and_then(|mut log| log.append(&record)) {
+            eprintln!("chaos: {e}");
+        }
+    }
+
+    /// SIGTERM and wait for the daemon to release and exit (SIGKILL after `grace`).
+    pub fn stop_daemon(&mut self, i: usize, grace: Duration) {
+        let Some(mut c) = self.members[i].daemon.take() else { return };
+        let _ = kill(Self::pid(&c), Signal::SIGTERM);
+        let end = Instant::now() + grace;
+        while Instant::now() < end {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// Notices daemons and nodes that exited without being told to, records why, and restarts
+    /// them, as systemd's `Restart=on-failure` would.
+    pub fn supervise(&mut self) {
+        for i in 0..self.members.len() {
+            let name = self.members[i].name;
+            for what in ["daemon", "node"] {
+                let slot = if what == "daemon" { &mut self.members[i].daemon } else { &mut self.members[i].node };
+                let Some(child) = slot else { continue };
+                let Ok(Some(status)) = child.try_wait() else { continue };
+                *slot = None;
+                use std::os::unix::process::ExitStatusExt;
+                let crash = status.code() == Some(101)
+                    || status.signal().is_some_and(|s| s != Signal::SIGKILL as i32 && s != Signal::SIGTERM as i32);
+                self.exits.push(Exit { member: name, what, status: status.to_string(), crash });
+                if what == "node" {
+                    self.record_node_exit(i);
+                }
+                let restarted = if what == "daemon" { self.start_daemon(i) } else { self.start_node(i) };
+                if let Err(e) = restarted {
+                    eprintln!("chaos: {e}");
+                }
+            }
+        }
+    }
+
+    /// Member `i`'s node state, asked from inside its namespace.
+    pub fn sim_state(&self, i: usize) -> Option<StateReport> {
+        let body = self.http(i, "GET", "/sim/state", "")?;
+        serde_json::from_str(&body).ok()
+    }
+
+    pub fn http(&self, i: usize, method: &str, path: &str, body: &str) -> Option<String> {
+        let addr = self.net.node_addr(i);
+        let mut s = self.net.connect(i, addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+        s.set_write_timeout(Some(Duration::from_millis(500))).ok()?;
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).ok()?;
+        let mut out = String::new();
+        s.take(256 * 1024).read_to_string(&mut out).ok()?;
+        let (head, body) = out.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    }
+
+    /// The producer whose node may sign now (producing, permission not run out), if exactly one.
+    pub fn signing(&self) -> Vec<usize> {
+        let now = MonoTime::now().as_nanos();
+        (0..PRODUCERS)
+            .filter(|&i| {
+                self.sim_state(i).is_some_and(|s| s.state.producing && s.state.produce_until.is_none_or(|u| now < u))
+            })
+            .collect()
+    }
+
+    /// Waits for exactly one signing producer.
+    pub fn wait_active(&self, limit: Duration, interrupted: &dyn Fn() -> bool) -> Option<usize> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end && !interrupted() {
+            if let [one] = self.signing()[..] {
+                return Some(one);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        None
+    }
+
+    /// Member `i`'s control API `Status`, or `None` when it does not answer in time.
+    pub async fn status_of(socket: PathBuf, timeout: Duration) -> Option<StatusReply> {
+        let call = async {
+            let mut client = failover::api::client::connect(&socket, timeout).await.ok()?;
+            client.status(failover::proto::v1::StatusRequest {}).await.ok().map(tonic::Response::into_inner)
+        };
+        tokio::time::timeout(timeout, call).await.ok().flatten()
+    }
+
+    pub fn sockets(&self) -> Vec<PathBuf> {
+        self.members.iter().map(|m| m.socket.clone()).collect()
+    }
+
+    pub fn status(&self, i: usize) -> Option<StatusReply> {
+        self.runtime.block_on(Self::status_of(self.members[i].socket.clone(), Duration::from_secs(1)))
+    }
+
+    fn wait_answers(&self, i: usize, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if self.status(i).is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Waits until member `i`'s control socket answers again after a restart.
+    pub fn wait_back(&self, i: usize, limit: Duration) -> bool {
+        self.wait_answers(i, limit)
+    }
+
+    /// Keeps the lab's directory when it is dropped (evidence of a failing run).
+    pub fn keep_dir(&mut self) {
+        self.keep = true;
+    }
+
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+
+    /// Fills member `i`'s small disk to the last byte.
+    pub fn fill_disk(&self, i: usize) -> Result<u64, String> {
+        let path = self.members[i].data_dir.join("chaos-filler");
+        let mut f = std::fs::File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let chunk = vec![0u8; 1 << 20];
+        let mut written = 0u64;
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+                Err(e) => return Err(format!("cannot fill {}: {e}", path.display())),
+            }
+        }
+        let _ = f.sync_all();
+        Ok(written)
+    }
+
+    pub fn free_disk(&self, i: usize) {
+        let _ = std::fs::remove_file(self.members[i].data_dir.join("chaos-filler"));
+    }
+
+    /// Moves member `i`'s wall clock (daemon and node) by `offset`, in libfaketime's syntax
+    /// ("+3600", "-86400"); the monotonic clock is left alone.
+    pub fn set_clock(&self, i: usize, offset: &str) -> Result<(), String> {
+        std::fs::write(&self.members[i].clock_file, format!("{offset}\n"))
+            .map_err(|e| format!("cannot move the clock of member {}: {e}", MEMBERS[i]))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            for child in [m.daemon.take(), m.node.take()].into_iter().flatten() {
+                let mut child = child;
+                let _ = kill(Self::pid(&child), Signal::SIGCONT);
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        for mount in self.mounts.drain(..) {
+            if let Err(e) = sh("umount", &["-l", &mount.to_string_lossy()]) {
+                eprintln!("chaos: {e}");
+            }
+        }
+        if let Net::Namespaces(ns) = &mut self.net {
+            ns.remove();
+        }
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

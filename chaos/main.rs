@@ -1,0 +1,429 @@
+//! The chaos runner behind `chaos/run`: builds labs of real members, injects the faults of
+//! `scenario`, and judges every run against DESIGN.md §3 (S1, S2, S3, L1, L2) with `verdict`.
+//! `chaos/run bench` measures unplanned failover instead. See chaos/README.md.
+//!
+//! It must never leave anything behind: processes die with it (PDEATHSIG), and namespaces,
+//! mounts and directories are removed on every way out, including SIGINT and SIGTERM; what a
+//! runner killed outright leaves is removed by the next one.
+
+mod lab;
+mod net;
+mod observe;
+mod report;
+mod scenario;
+mod verdict;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use failover::domain::MonoTime;
+use failover::sim::{activation, ledger};
+
+use lab::{Lab, LabOptions, MEMBERS, Timings};
+use observe::Observer;
+use report::{RunResult, ScenarioReport};
+use scenario::{Context, Interrupted, Rng, Scenario};
+use verdict::Evidence;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+#[derive(Parser)]
+#[command(
+    name = "chaos/run",
+    about = "failoverd's chaos suite: faults against a lab of real members, judged against S1-S3, L1, L2"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Runs per scenario.
+    #[arg(long, default_value_t = 1, global = true)]
+    runs: u32,
+    /// Seed of every random choice; the same seed replays the same choices.
+    #[arg(long, global = true)]
+    seed: Option<u64>,
+    /// Only these scenarios (comma-separated); see --list.
+    #[arg(long = "scenario", value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// Soak: repeat every scenario until --for has passed.
+    #[arg(long)]
+    long: bool,
+    /// How long --long runs, such as 2h or 30m.
+    #[arg(long = "for", default_value = "1h")]
+    soak_for: String,
+    /// Print the results as JSON on stdout (progress goes to stderr).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Keep every lab's directory (logs, ledger, activation log), not only failing ones.
+    #[arg(long, global = true)]
+    keep: bool,
+    /// Use loopback and process-level faults only, even as root.
+    #[arg(long, global = true)]
+    loopback: bool,
+    /// The failoverd binary to test (default: beside this runner's target directory).
+    #[arg(long, global = true)]
+    failoverd: Option<PathBuf>,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Unplanned failover: kill -9 the active's daemon and node, time to the first height
+    /// signed by the new active; p50/p99 against DESIGN.md §7 (default 20 runs).
+    Bench,
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    if args.list {
+        for s in scenario::ALL {
+            let needs = match (s.needs_root, s.needs_faketime) {
+                (true, _) => " (root)",
+                (_, true) => " (libfaketime)",
+                _ => "",
+            };
+            println!("{:<18} {}{needs}", s.name, s.about);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("chaos: cannot start a runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term), Ok(mut hup)) =
+            (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+        eprintln!("chaos: interrupted; cleaning up");
+        INTERRUPTED.store(true, Ordering::Relaxed);
+    });
+    match run(&args, runtime.handle().clone()) {
+        Ok(code) => code,
+        Err(Interrupted) => ExitCode::from(130),
+    }
+}
+
+fn failoverd_path(args: &Args) -> Result<PathBuf, String> {
+    if let Some(p) = &args.failoverd {
+        return Ok(p.clone());
+    }
+    // target/<profile>/examples/chaos → target/<profile>/failoverd
+    let me = std::env::current_exe().map_err(|e| format!("cannot find this runner's path: {e}"))?;
+    let p = me.parent().and_then(|d| d.parent()).map(|d| d.join("failoverd"));
+    p.filter(|p| p.exists()).ok_or_else(|| "cannot find the failoverd binary; build it or pass --failoverd".into())
+}
+
+fn run(args: &Args, rt: tokio::runtime::Handle) -> Result<ExitCode, Interrupted> {
+    let exe = match failoverd_path(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("chaos: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let namespaces = if args.loopback {
+        eprintln!("chaos: --loopback: process-level faults only");
+        false
+    } else {
+        match net::namespaces_available() {
+            Ok(()) => {
+                net::remove_stale_namespaces();
+                true
+            }
+            Err(why) => {
+                eprintln!("chaos: {why}: running the process-level faults only; network and disk faults need root");
+                false
+            }
+        }
+    };
+    lab::remove_stale_labs();
+    let faketime = lab::find_libfaketime();
+    let seed = args.seed.unwrap_or_else(|| MonoTime::now().as_nanos() ^ u64::from(std::process::id()).rotate_left(32));
+    eprintln!("chaos: seed {seed} (replay with --seed {seed})");
+    if let Some(Cmd::Bench) = args.command {
+        let runs = if args.runs <= 1 { 20 } else { args.runs };
+        return bench(args, &exe, namespaces, seed, runs, rt);
+    }
+    let mut chosen: Vec<&'static Scenario> = Vec::new();
+    if args.scenarios.is_empty() {
+        chosen.extend(scenario::ALL.iter());
+    } else {
+        for name in &args.scenarios {
+            match scenario::find(name) {
+                Some(s) => chosen.push(s),
+                None => {
+                    eprintln!("chaos: --scenario: unknown scenario {name:?}; see --list");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+    }
+    let soak_end = if args.long {
+        match failover::config::duration_text::parse(&args.soak_for) {
+            Ok(d) => Some(Instant::now() + d),
+            Err(e) => {
+                eprintln!("chaos: --for: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    } else {
+        None
+    };
+    let mut reports: Vec<ScenarioReport> = chosen.iter().map(|s| ScenarioReport::new(s.name)).collect();
+    let mut round = 0u32;
+    loop {
+        for (si, s) in chosen.iter().enumerate() {
+            let skip = if s.needs_root && !namespaces {
+                Some("needs root (network namespaces, nftables, tmpfs)")
+            } else if s.needs_faketime && faketime.is_none() {
+                Some("needs libfaketime (Debian package libfaketime)")
+            } else {
+                None
+            };
+            if let Some(why) = skip {
+                if round == 0 {
+                    eprintln!("chaos: {}: skipped: {why}", s.name);
+                    reports[si].skipped = Some(why.to_string());
+                }
+                continue;
+            }
+            for r in 0..args.runs {
+                let run_no = round * args.runs + r + 1;
+                let run_seed = mix(seed, si as u64, u64::from(run_no));
+                let options = LabOptions {
+                    timings: Timings::chaos(),
+                    faketime: if s.needs_faketime { faketime.clone() } else { None },
+                    small_disks: s.name == "full-disk",
+                    namespaces,
+                    keep: args.keep,
+                };
+                let result = run_once(s, run_no, run_seed, &exe, options, rt.clone())?;
+                eprintln!("{}", result.line());
+                reports[si].runs.push(result);
+            }
+        }
+        round += 1;
+        if soak_end.is_none_or(|end| Instant::now() >= end) {
+            break;
+        }
+    }
+    report::print(&reports, seed, namespaces, args.json);
+    let violations: usize = reports.iter().map(ScenarioReport::violations).sum();
+    Ok(if violations > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut r = Rng::new(seed ^ a.wrapping_mul(0x1000_0000_01B3) ^ b.rotate_left(40));
+    r.next_u64()
+}
+
+/// One run of one scenario in a fresh lab.
+fn run_once(
+    s: &Scenario,
+    run_no: u32,
+    run_seed: u64,
+    exe: &std::path::Path,
+    options: LabOptions,
+    rt: tokio::runtime::Handle,
+) -> Result<RunResult, Interrupted> {
+    let timings = options.timings.clone();
+    let mut result = RunResult::new(s.name, run_no, run_seed);
+    let tag = format!("{}-{run_no}", s.name);
+    let mut lab = match Lab::start(&tag, exe, options, rt.clone()) {
+        Ok(l) => l,
+        Err(e) => {
+            result.error = Some(format!("the lab did not start: {e}"));
+            return Ok(result);
+        }
+    };
+    let observer = Observer::start(&lab, rt);
+    let mut rng = Rng::new(run_seed);
+    let Some(_) = lab.wait_active(Duration::from_secs(20), &interrupted) else {
+        if interrupted() {
+            return Err(Interrupted);
+        }
+        result.judgement.violations.push("L1: no producer became active within 20 s of the start".into());
+        result.kept = keep_evidence(&mut lab);
+        return Ok(result);
+    };
+    let mut cx =
+        Context { lab: &mut lab, observer: &observer, rng: &mut rng, timings: &timings, interrupted: &interrupted };
+    let warmup = cx.rng.between(Duration::from_secs(1), Duration::from_secs(3));
+    cx.pause(warmup)?;
+    let Some(active) = cx.lab.wait_active(Duration::from_secs(5), &interrupted) else {
+        result.judgement.violations.push("L1: no single active producer before the fault".into());
+        drop(cx);
+        result.kept = keep_evidence(&mut lab);
+        return Ok(result);
+    };
+    result.active_before = Some(MEMBERS[active].to_string());
+    let injected = match scenario::inject(s, &mut cx, active)? {
+        Ok(i) => i,
+        Err(e) => {
+            result.error = Some(e);
+            return Ok(result);
+        }
+    };
+    // Let the cluster settle after the fault healed: one producer, signing, for a while.
+    let settle_limit = timings.l1_node_limit() + Duration::from_secs(3);
+    let settled = cx.lab.wait_active(settle_limit, &interrupted).is_some();
+    cx.pause(Duration::from_millis(1500))?;
+    let active_at_end = settled && cx.lab.signing().len() == 1;
+    drop(cx);
+    let end = MonoTime::now();
+    let reads = observer.finish();
+    let records = ledger::read(&lab.ledger).unwrap_or_else(|e| {
+        result.error = Some(e.to_string());
+        Vec::new()
+    });
+    let activations = activation::read(&lab.activations).unwrap_or_else(|e| {
+        result.error = Some(e.to_string());
+        Vec::new()
+    });
+    let crashes =
+        lab.exits.iter().filter(|e| e.crash).map(|e| format!("{} {} {}", e.member, e.what, e.status)).collect();
+    for e in lab.exits.iter().filter(|e| !e.crash) {
+        result.notes.push(format!("{} {} exited ({}) and was restarted", e.member, e.what, e.status));
+    }
+    result.notes.extend(injected.notes.iter().cloned());
+    result.expect = Some(injected.expect);
+    result.reads = reads.len();
+    result.judgement = verdict::judge(&Evidence {
+        records: &records,
+        activations: &activations,
+        reads: &reads,
+        fault_at_ns: injected.fault_at.as_nanos(),
+        end_ns: end.as_nanos(),
+        active_before: MEMBERS[active].to_string(),
+        expect: injected.expect,
+        max_failovers: injected.max_failovers,
+        l1_limit: injected.l1_limit,
+        active_at_end,
+        crashes,
+    });
+    if !result.judgement.violations.is_empty() {
+        result.kept = keep_evidence(&mut lab);
+    }
+    Ok(result)
+}
+
+/// Keeps a failing lab's directory and says where it is.
+fn keep_evidence(lab: &mut Lab) -> Option<String> {
+    lab.keep_dir();
+    Some(lab.dir.display().to_string())
+}
+
+/// The failover benchmark: one lab with DESIGN.md §7's timings; each run kills the active's
+/// daemon and node with SIGKILL and times the first height the other producer signs.
+fn bench(
+    args: &Args,
+    exe: &std::path::Path,
+    namespaces: bool,
+    seed: u64,
+    runs: u32,
+    rt: tokio::runtime::Handle,
+) -> Result<ExitCode, Interrupted> {
+    let timings = Timings::design();
+    let options =
+        LabOptions { timings: timings.clone(), faketime: None, small_disks: false, namespaces, keep: args.keep };
+    let mut lab = match Lab::start("bench", exe, options, rt) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("chaos: the lab did not start: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut rng = Rng::new(seed);
+    let mut times = Vec::new();
+    let mut missed = Vec::new();
+    for run in 1..=runs {
+        let Some(active) = lab.wait_active(Duration::from_secs(30), &interrupted) else {
+            if interrupted() {
+                return Err(Interrupted);
+            }
+            eprintln!("chaos: bench run {run}: no active producer within 30 s");
+            lab.keep_dir();
+            return Ok(ExitCode::from(1));
+        };
+        // A random phase against the renew cadence, then both of the active's processes die.
+        let wait = rng.between(Duration::from_secs(2), Duration::from_secs(4));
+        let end = Instant::now() + wait;
+        while Instant::now() < end {
+            if interrupted() {
+                return Err(Interrupted);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let before = ledger::read(&lab.ledger).map(|r| r.len()).unwrap_or(0);
+        let at = MonoTime::now();
+        lab.kill_daemon(active);
+        lab.kill_node(active);
+        let new = lab.wait_active(timings.l1_lease_limit() + Duration::from_secs(10), &interrupted);
+        if interrupted() {
+            return Err(Interrupted);
+        }
+        let records = ledger::read(&lab.ledger).unwrap_or_default();
+        let first = records[before.min(records.len())..]
+            .iter()
+            .filter(|r| r.mono_ns > at.as_nanos() && r.member.as_str() != MEMBERS[active])
+            .map(|r| (r.mono_ns, r.height))
+            .min();
+        let last_old = records.iter().filter(|r| r.member.as_str() == MEMBERS[active]).map(|r| r.height).max();
+        match (new, first) {
+            (Some(_), Some((t, h))) => {
+                let s = (t - at.as_nanos()) as f64 / 1e9;
+                let m = last_old.map_or(0, |o| h.saturating_sub(o + 1));
+                eprintln!(
+                    "bench {run}/{runs}: {} killed, {} signed after {s:.3} s ({m} missed)",
+                    MEMBERS[active],
+                    MEMBERS[1 - active]
+                );
+                times.push(s);
+                missed.push(m);
+            }
+            _ => {
+                eprintln!("bench {run}/{runs}: no failover within the limit");
+                times.push(f64::INFINITY);
+            }
+        }
+        if let Err(e) = lab.start_node(active).and_then(|()| lab.start_daemon(active)) {
+            eprintln!("chaos: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        if !lab.wait_back(active, Duration::from_secs(15)) {
+            eprintln!("chaos: member {} did not come back", MEMBERS[active]);
+            return Ok(ExitCode::from(1));
+        }
+    }
+    let records = ledger::read(&lab.ledger).unwrap_or_default();
+    let activations = activation::read(&lab.activations).unwrap_or_default();
+    let safety = failover::sim::checker::check(&records);
+    let overlaps = activation::overlaps(&activation::windows(&activations, MonoTime::now().as_nanos()), 0);
+    let code = report::print_bench(&times, &missed, &timings, safety.double_signs.len(), overlaps.len(), args.json);
+    Ok(code)
+}

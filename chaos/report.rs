@@ -1,0 +1,258 @@
+//! What the runner prints: a line per run as it finishes, one table per scenario at the end
+//! (runs, failover time p50/p90/max, missed heights p50/max, violations), the same as JSON with
+//! `--json`, and the benchmark's figures beside DESIGN.md §7's target.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use crate::lab::Timings;
+use crate::verdict::{Expect, Judgement};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    pub scenario: &'static str,
+    pub run: u32,
+    /// Replays this run's random choices (with the same --runs and scenario list).
+    pub seed: u64,
+    pub active_before: Option<String>,
+    pub expect: Option<Expect>,
+    pub judgement: Judgement,
+    /// Watermark reads the observer made (the S3 evidence).
+    pub reads: usize,
+    pub notes: Vec<String>,
+    /// The run could not be carried out (the lab did not start, a tool failed): not a verdict
+    /// on failoverd, but counted as a failure all the same.
+    pub error: Option<String>,
+    /// Where the evidence of a failing run was kept.
+    pub kept: Option<String>,
+}
+
+impl RunResult {
+    pub fn new(scenario: &'static str, run: u32, seed: u64) -> RunResult {
+        RunResult {
+            scenario,
+            run,
+            seed,
+            active_before: None,
+            expect: None,
+            judgement: Judgement::default(),
+            reads: 0,
+            notes: Vec::new(),
+            error: None,
+            kept: None,
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        self.error.is_some() || !self.judgement.violations.is_empty()
+    }
+
+    /// One line for the progress output.
+    pub fn line(&self) -> String {
+        let j = &self.judgement;
+        let mut s = format!(
+            "{:<17} run {:<3} {}  active {}  failover {}  missed {}  signer changes {}  closest handover {}",
+            self.scenario,
+            self.run,
+            if self.failed() { "FAIL" } else { "ok  " },
+            self.active_before.as_deref().unwrap_or("-"),
+            j.failover_s.map_or("-".into(), |s| format!("{s:.2} s")),
+            j.missed_heights,
+            j.failovers,
+            j.closest_handover_ms.map_or("-".into(), |ms| format!("{ms:.0} ms")),
+        );
+        if !self.notes.is_empty() {
+            s.push_str(&format!("  [{}]", self.notes.join("; ")));
+        }
+        if let Some(e) = &self.error {
+            s.push_str(&format!("\n    error: {e}"));
+        }
+        for v in &j.violations {
+            s.push_str(&format!("\n    VIOLATION {v}"));
+        }
+        if let Some(k) = &self.kept {
+            s.push_str(&format!("\n    evidence kept in {k}"));
+        }
+        s
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScenarioReport {
+    pub scenario: &'static str,
+    pub skipped: Option<String>,
+    pub runs: Vec<RunResult>,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    runs: usize,
+    failed_runs: usize,
+    violations: usize,
+    failover_s_p50: Option<f64>,
+    failover_s_p90: Option<f64>,
+    failover_s_max: Option<f64>,
+    missed_p50: Option<u64>,
+    missed_max: Option<u64>,
+}
+
+impl ScenarioReport {
+    pub fn new(scenario: &'static str) -> ScenarioReport {
+        ScenarioReport { scenario, skipped: None, runs: Vec::new() }
+    }
+
+    /// Violations plus runs that could not be carried out.
+    pub fn violations(&self) -> usize {
+        self.runs.iter().map(|r| r.judgement.violations.len() + usize::from(r.error.is_some())).sum()
+    }
+
+    fn summary(&self) -> Summary {
+        let mut times: Vec<f64> = self.runs.iter().filter_map(|r| r.judgement.failover_s).collect();
+        times.sort_by(f64::total_cmp);
+        let mut missed: Vec<u64> = self.runs.iter().map(|r| r.judgement.missed_heights).collect();
+        missed.sort_unstable();
+        Summary {
+            runs: self.runs.len(),
+            failed_runs: self.runs.iter().filter(|r| r.failed()).count(),
+            violations: self.violations(),
+            failover_s_p50: percentile(&times, 50),
+            failover_s_p90: percentile(&times, 90),
+            failover_s_max: times.last().copied(),
+            missed_p50: percentile(&missed, 50),
+            missed_max: missed.last().copied(),
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile<T: Copy>(sorted: &[T], p: usize) -> Option<T> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    Some(sorted[rank.min(sorted.len()) - 1])
+}
+
+fn secs(v: Option<f64>) -> String {
+    v.map_or("-".into(), |s| format!("{s:.2}"))
+}
+
+fn count(v: Option<u64>) -> String {
+    v.map_or("-".into(), |n| n.to_string())
+}
+
+pub fn print(reports: &[ScenarioReport], seed: u64, namespaces: bool, json: bool) {
+    if json {
+        #[derive(Serialize)]
+        struct Scenario<'a> {
+            #[serde(flatten)]
+            report: &'a ScenarioReport,
+            summary: Summary,
+        }
+        let out = serde_json::json!({
+            "seed": seed,
+            "lab": if namespaces { "namespaces" } else { "loopback" },
+            "scenarios": reports.iter().map(|r| Scenario { report: r, summary: r.summary() }).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return;
+    }
+    println!();
+    println!("seed {seed}, {} lab", if namespaces { "network-namespace" } else { "loopback" });
+    println!(
+        "{:<17} {:>4} {:>6}  {:>21}  {:>13}  {:>10}",
+        "scenario", "runs", "failed", "failover s p50/p90/max", "missed p50/max", "violations"
+    );
+    for r in reports {
+        if let Some(why) = &r.skipped {
+            println!("{:<17} skipped: {why}", r.scenario);
+            continue;
+        }
+        let s = r.summary();
+        println!(
+            "{:<17} {:>4} {:>6}  {:>21}  {:>13}  {:>10}",
+            r.scenario,
+            s.runs,
+            s.failed_runs,
+            format!("{}/{}/{}", secs(s.failover_s_p50), secs(s.failover_s_p90), secs(s.failover_s_max)),
+            format!("{}/{}", count(s.missed_p50), count(s.missed_max)),
+            s.violations
+        );
+    }
+    let total: usize = reports.iter().map(ScenarioReport::violations).sum();
+    println!("{}", if total == 0 { "no violations".to_string() } else { format!("{total} VIOLATIONS") });
+}
+
+/// Prints the benchmark; exit 1 on a safety violation or a run that never failed over.
+pub fn print_bench(
+    times: &[f64],
+    missed: &[u64],
+    t: &Timings,
+    double_signs: usize,
+    overlaps: usize,
+    json: bool,
+) -> ExitCode {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mut m = missed.to_vec();
+    m.sort_unstable();
+    let target = (t.lease_ttl + std::time::Duration::from_secs(1)).as_secs_f64();
+    let (p50, p99, max) = (percentile(&sorted, 50), percentile(&sorted, 99), sorted.last().copied());
+    let failed = sorted.iter().filter(|s| !s.is_finite()).count();
+    if json {
+        let out = serde_json::json!({
+            "runs": times.len(),
+            "failover_s": { "p50": p50, "p99": p99, "max": max, "all": times },
+            "missed_heights": { "p50": percentile(&m, 50), "max": m.last() },
+            "target_p99_s": target,
+            "settings": {
+                "lease_ttl_ms": t.lease_ttl.as_millis() as u64,
+                "renew_interval_ms": t.renew_interval.as_millis() as u64,
+                "safety_margin_ms": t.safety_margin.as_millis() as u64,
+                "raft_tick_ms": t.tick.as_millis() as u64,
+                "block_ms": t.block.as_millis() as u64,
+            },
+            "runs_without_failover": failed,
+            "double_signs": double_signs,
+            "s1_overlaps": overlaps,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        println!();
+        println!(
+            "unplanned failover (kill -9 of the active's daemon and node -> first height signed by the new active)"
+        );
+        println!(
+            "settings: lease_ttl {} ms, renew {} ms, safety_margin {} ms, raft tick {} ms, blocks {} ms (DESIGN.md §7 defaults)",
+            t.lease_ttl.as_millis(),
+            t.renew_interval.as_millis(),
+            t.safety_margin.as_millis(),
+            t.tick.as_millis(),
+            t.block.as_millis()
+        );
+        println!("runs {}   p50 {} s   p99 {} s   max {} s", times.len(), secs(p50), secs(p99), secs(max));
+        println!(
+            "target (DESIGN.md §7): p99 <= lease_ttl + 1 s = {target:.2} s: {}",
+            if p99.is_some_and(|p| p <= target) { "met" } else { "NOT met" }
+        );
+        println!("missed heights p50 {} max {}", count(percentile(&m, 50)), count(m.last().copied()));
+        println!("double signs {double_signs}, S1 overlaps {overlaps}, runs without failover {failed}");
+    }
+    if double_signs > 0 || overlaps > 0 || failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<u64> = (1..=20).collect();
+        assert_eq!(percentile(&v, 50), Some(10));
+        assert_eq!(percentile(&v, 90), Some(18));
+        assert_eq!(percentile(&v, 99), Some(20));
+        assert_eq!(percentile::<u64>(&[], 50), None);
+        assert_eq!(percentile(&[7u64], 99), Some(7));
+    }
+}

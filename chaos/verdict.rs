@@ -1,0 +1,291 @@
+//! Judges one run from the evidence, never from what the daemons say about themselves:
+//! S1 from the nodes' activation log, S2 from the signature ledger, S3 from every watermark
+//! read the observer made, L1 and L2 from who signed which height when.
+//!
+//! Pure functions over plain data: the runner gathers the evidence, this module only reads it.
+
+use std::time::Duration;
+
+use failover::sim::activation::{self, ActivationRecord};
+use failover::sim::checker;
+use failover::sim::ledger::SignatureRecord;
+use serde::Serialize;
+
+/// One successful read of the key's watermark through a member's control API, with the
+/// instants (`CLOCK_MONOTONIC`) the call started and returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WatermarkRead {
+    pub member: String,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// (height, round, step), compared in that order as HRS are.
+    pub hrs: (u64, u32, u32),
+}
+
+/// What a scenario's fault should do to the active producer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expect {
+    /// Another member must take over within the L1 limit.
+    Failover,
+    /// The fault touches only the store or a standby: the active must stay (L2).
+    NoFailover,
+    /// Either is correct; only safety and a producer at the end are required.
+    Either,
+}
+
+/// What the runner gathered for one run.
+pub struct Evidence<'a> {
+    pub records: &'a [SignatureRecord],
+    pub activations: &'a [ActivationRecord],
+    pub reads: &'a [WatermarkRead],
+    /// When the fault began.
+    pub fault_at_ns: u64,
+    /// When observation ended.
+    pub end_ns: u64,
+    /// The member that was signing when the fault began.
+    pub active_before: String,
+    pub expect: Expect,
+    /// More changes of signer than this in one run is flapping (L2).
+    pub max_failovers: usize,
+    pub l1_limit: Duration,
+    /// Whether exactly one producer was signing when the run ended.
+    pub active_at_end: bool,
+    /// Daemon or node processes that died of a panic or a fatal signal.
+    pub crashes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Judgement {
+    /// From the fault to the first height signed by another member.
+    pub failover_s: Option<f64>,
+    pub missed_heights: u64,
+    /// Changes of signer over the whole run.
+    pub failovers: usize,
+    /// The closest one member's permission to sign came to another's (negative: overlap).
+    pub closest_handover_ms: Option<f64>,
+    pub violations: Vec<String>,
+}
+
+pub fn judge(e: &Evidence) -> Judgement {
+    let mut j = Judgement::default();
+    let mut records: Vec<&SignatureRecord> = e.records.iter().collect();
+    records.sort_by_key(|r| r.mono_ns);
+
+    // S2: no two signatures by one key at one HRS over different payloads.
+    let report = checker::check(e.records);
+    for d in &report.double_signs {
+        j.violations.push(format!(
+            "S2: key {} double-signed at {} by {} and {}",
+            d.key, d.hrs, d.first.member, d.second.member
+        ));
+    }
+    j.missed_heights = report.missed_heights();
+
+    // S1: no two members allowed to sign at once.
+    let windows = activation::windows(e.activations, e.end_ns);
+    for o in activation::overlaps(&windows, 0) {
+        j.violations.push(format!(
+            "S1: {} and {} were both allowed to sign for {:.1} ms",
+            o.first.member,
+            o.second.member,
+            o.overlap_ns as f64 / 1e6
+        ));
+    }
+    j.closest_handover_ms = activation::closest_handover_ns(&windows).map(|ns| ns as f64 / 1e6);
+
+    // S3: no read returns less than a read that had completed before it started.
+    j.violations.extend(watermark_regressions(e.reads));
+
+    j.failovers = records.windows(2).filter(|w| w[0].member != w[1].member).count();
+    let first_other = records.iter().find(|r| r.mono_ns > e.fault_at_ns && r.member.as_str() != e.active_before);
+    j.failover_s = first_other.map(|r| (r.mono_ns - e.fault_at_ns) as f64 / 1e9);
+    match e.expect {
+        Expect::Failover => match j.failover_s {
+            None => j.violations.push(format!("L1: no other member signed after the fault on {}", e.active_before)),
+            Some(s) if s > e.l1_limit.as_secs_f64() => j.violations.push(format!(
+                "L1: the first height by another member came {s:.2} s after the fault (limit {:.2} s)",
+                e.l1_limit.as_secs_f64()
+            )),
+            Some(_) => {}
+        },
+        Expect::NoFailover => {
+            if first_other.is_some() {
+                j.violations.push(format!(
+                    "L2: {} lost production to another member during a fault that only touched the store or a standby",
+                    e.active_before
+                ));
+            }
+        }
+        Expect::Either => {}
+    }
+    if j.failovers > e.max_failovers {
+        j.violations.push(format!(
+            "L2: the signer changed {} times in one run (at most {} expected): flapping",
+            j.failovers, e.max_failovers
+        ));
+    }
+    if !e.active_at_end {
+        j.violations.push("L1: no single producer was signing when the run ended, after the fault had healed".into());
+    }
+    for c in &e.crashes {
+        j.violations.push(format!("crash: {c}"));
+    }
+    j
+}
+
+/// Every read that returned a lower watermark than a read that had already returned before it
+/// began (reads are linearizable, so that is a decrease of the replicated watermark).
+pub fn watermark_regressions(reads: &[WatermarkRead]) -> Vec<String> {
+    let mut by_start: Vec<&WatermarkRead> = reads.iter().collect();
+    by_start.sort_by_key(|r| r.start_ns);
+    let mut by_end: Vec<&WatermarkRead> = reads.iter().collect();
+    by_end.sort_by_key(|r| r.end_ns);
+    let mut found = Vec::new();
+    let mut highest: Option<&WatermarkRead> = None;
+    let mut next_done = 0;
+    for r in by_start {
+        while next_done < by_end.len() && by_end[next_done].end_ns < r.start_ns {
+            let done = by_end[next_done];
+            if highest.is_none_or(|h| done.hrs > h.hrs) {
+                highest = Some(done);
+            }
+            next_done += 1;
+        }
+        if let Some(h) = highest
+            && r.hrs < h.hrs
+        {
+            found.push(format!(
+                "S3: {} read watermark {:?} after {} had read {:?} ({:.1} ms earlier)",
+                r.member,
+                r.hrs,
+                h.member,
+                h.hrs,
+                (r.start_ns - h.end_ns) as f64 / 1e6
+            ));
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use failover::domain::{KeyId, MemberId, Step};
+    use failover::sim::activation::ActivationEvent;
+
+    use super::*;
+
+    fn read(member: &str, start: u64, end: u64, height: u64) -> WatermarkRead {
+        WatermarkRead { member: member.into(), start_ns: start, end_ns: end, hrs: (height, 0, 3) }
+    }
+
+    fn sig(member: &str, height: u64, at: u64) -> SignatureRecord {
+        SignatureRecord {
+            key: KeyId::new("validator").expect("valid"),
+            height,
+            round: 0,
+            step: Step::Precommit,
+            payload: format!("{member}{height}"),
+            member: MemberId::new(member).expect("valid"),
+            mono_ns: at,
+            wall_ms: 0,
+        }
+    }
+
+    fn activation(member: &str, event: ActivationEvent, at: u64, until: Option<u64>) -> ActivationRecord {
+        ActivationRecord { member: MemberId::new(member).expect("valid"), event, mono_ns: at, until_mono_ns: until }
+    }
+
+    fn evidence<'a>(
+        records: &'a [SignatureRecord],
+        activations: &'a [ActivationRecord],
+        expect: Expect,
+    ) -> Evidence<'a> {
+        Evidence {
+            records,
+            activations,
+            reads: &[],
+            fault_at_ns: 1_000_000_000,
+            end_ns: 10_000_000_000,
+            active_before: "a".into(),
+            expect,
+            max_failovers: 1,
+            l1_limit: Duration::from_secs(3),
+            active_at_end: true,
+            crashes: Vec::new(),
+        }
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_read_lower_than_a_completed_read_is_a_regression() {
+        let reads = [read("a", 0, 10, 5), read("b", 20, 30, 4)];
+        let found = watermark_regressions(&reads);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("S3: b read"));
+    }
+
+    #[test]
+    fn overlapping_reads_may_return_in_any_order() {
+        // b started before a's read returned: linearizability allows either value.
+        let reads = [read("a", 0, 10, 5), read("b", 5, 30, 4), read("c", 40, 50, 5)];
+        assert!(watermark_regressions(&reads).is_empty());
+    }
+
+    #[test]
+    fn rising_reads_are_clean() {
+        let reads: Vec<_> = (0..10).map(|i| read(if i % 2 == 0 { "a" } else { "b" }, i * 10, i * 10 + 5, i)).collect();
+        assert!(watermark_regressions(&reads).is_empty());
+    }
+
+    #[test]
+    fn a_clean_failover_is_measured_and_has_no_violation() {
+        let records = [sig("a", 1, S / 2), sig("a", 2, S - 1), sig("b", 5, 3 * S)];
+        let acts = [
+            activation("a", ActivationEvent::Activate, 0, Some(S + S / 2)),
+            activation("b", ActivationEvent::Activate, 2 * S, Some(5 * S)),
+        ];
+        let j = judge(&evidence(&records, &acts, Expect::Failover));
+        assert!(j.violations.is_empty(), "{:?}", j.violations);
+        assert_eq!(j.failover_s, Some(2.0));
+        assert_eq!(j.failovers, 1);
+        assert_eq!(j.missed_heights, 2);
+        assert_eq!(j.closest_handover_ms, Some(500.0));
+    }
+
+    #[test]
+    fn each_invariant_is_reported_when_broken() {
+        let records = [sig("a", 1, S / 2), sig("a", 2, 2 * S), sig("b", 2, 2 * S)];
+        let acts = [
+            activation("a", ActivationEvent::Activate, 0, Some(5 * S)),
+            activation("b", ActivationEvent::Activate, S, Some(5 * S)),
+        ];
+        let mut e = evidence(&records, &acts, Expect::NoFailover);
+        let reads = [read("a", 0, 10, 5), read("b", 20, 30, 4)];
+        e.reads = &reads;
+        e.active_at_end = false;
+        e.crashes = vec!["daemon of b".into()];
+        let j = judge(&e);
+        let kinds: Vec<&str> = j.violations.iter().map(|v| v.split(':').next().unwrap_or("")).collect();
+        assert_eq!(kinds, vec!["S2", "S1", "S3", "L2", "L1", "crash"], "{:?}", j.violations);
+    }
+
+    #[test]
+    fn a_late_or_missing_failover_breaks_l1() {
+        let records = [sig("a", 1, S / 2), sig("b", 30, 9 * S)];
+        let j = judge(&evidence(&records, &[], Expect::Failover));
+        assert!(j.violations.iter().any(|v| v.starts_with("L1: the first height")), "{:?}", j.violations);
+        let records = [sig("a", 1, S / 2), sig("a", 2, 2 * S)];
+        let j = judge(&evidence(&records, &[], Expect::Failover));
+        assert!(j.violations.iter().any(|v| v.starts_with("L1: no other member")), "{:?}", j.violations);
+    }
+
+    #[test]
+    fn flapping_is_an_l2_violation() {
+        let records = [sig("a", 1, S / 2), sig("b", 2, 2 * S), sig("a", 3, 3 * S), sig("b", 4, 4 * S)];
+        let j = judge(&evidence(&records, &[], Expect::Either));
+        assert_eq!(j.failovers, 3);
+        assert!(j.violations.iter().any(|v| v.contains("flapping")), "{:?}", j.violations);
+    }
+}
