@@ -256,9 +256,9 @@ impl Lab {
         for i in 0..MEMBERS.len() {
             lab.start_daemon(i)?;
         }
-        for i in 0..MEMBERS.len() {
+        for (i, name) in MEMBERS.iter().enumerate() {
             if !lab.wait_answers(i, Duration::from_secs(15)) {
-                return Err(format!("member {} did not answer on its control socket within 15 s", MEMBERS[i]));
+                return Err(format!("member {name} did not answer on its control socket within 15 s"));
             }
         }
         Ok(lab)

@@ -277,7 +277,6 @@ fn run_once(
     cx.pause(warmup)?;
     let Some(active) = cx.lab.wait_active(Duration::from_secs(5), &interrupted) else {
         result.judgement.violations.push("L1: no single active producer before the fault".into());
-        drop(cx);
         result.kept = keep_evidence(&mut lab);
         return Ok(result);
     };
@@ -294,7 +293,6 @@ fn run_once(
     let settled = cx.lab.wait_active(settle_limit, &interrupted).is_some();
     cx.pause(Duration::from_millis(1500))?;
     let active_at_end = settled && cx.lab.signing().len() == 1;
-    drop(cx);
     let end = MonoTime::now();
     let reads = observer.finish();
     let records = ledger::read(&lab.ledger).unwrap_or_else(|e| {

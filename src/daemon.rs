@@ -36,6 +36,10 @@ const LOOP_INTERVAL: Duration = Duration::from_millis(50);
 pub enum DaemonError {
     #[error("{0}")]
     Setup(String),
+    #[error(
+        "this member's raft store failed ({0}); it deactivated its producer and stopped. Fix the cause (a full or failing disk under data_dir) and start it again"
+    )]
+    StoreFailed(String),
 }
 
 /// Options that are not part of the config file.
@@ -45,6 +49,9 @@ pub struct RunOptions {
 }
 
 type SharedProducer = Arc<dyn Producer>;
+
+/// Renewals that may be in flight at once (each sent `renew_interval` after the previous).
+const MAX_RENEWS_IN_FLIGHT: usize = 3;
 
 /// Results that come back from action tasks.
 enum Event {
@@ -258,6 +265,9 @@ struct LoopState {
     leases: BTreeMap<Epoch, Lease>,
     last_signed: Option<u64>,
     in_flight: HashSet<&'static str>,
+    /// Renewals overlap (see `start_action`): how many are in flight and when the last left.
+    renews_in_flight: usize,
+    last_renew_sent: Option<Instant>,
     outcomes: Vec<Outcome>,
     /// Who held the lease before it became free: the guard's fence_command target.
     previous_holder: Option<MemberId>,
@@ -281,6 +291,8 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
         leases: BTreeMap::new(),
         last_signed: None,
         in_flight: HashSet::new(),
+        renews_in_flight: 0,
+        last_renew_sent: None,
         outcomes: Vec::new(),
         previous_holder: None,
         planned: false,
@@ -289,9 +301,19 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_publish = Instant::now() - p.probe_interval;
     let mut store_changes = p.coord.watch();
+    // A member whose raft storage failed can never renew or vote again: it stops, so that its
+    // supervisor restarts it once the disk is fixed, instead of lingering as a member in name.
+    let store_failed = p.raft.storage_failed();
+    tokio::pin!(store_failed);
+    let mut failure = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            why = &mut store_failed => {
+                tracing::error!(error = %why, "raft storage failed; deactivating and stopping this member");
+                failure = Some(why);
+                break;
+            }
             _ = ticker.tick() => {}
             // Decide at once when the lease or the intents change: a handover is a chain of
             // such wake-ups, not of loop ticks.
@@ -375,7 +397,10 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
         }
     }
     graceful_stop(&mut st, &p).await;
-    Ok(())
+    match failure {
+        Some(why) => Err(DaemonError::StoreFailed(why)),
+        None => Ok(()),
+    }
 }
 
 /// Heights from other members' fresh statuses and from fresh reference RPCs.
@@ -424,6 +449,7 @@ fn apply_event(st: &mut LoopState, ev: Event) {
                 st.last_signed = h;
             }
         }
+        Event::Done("renew") => st.renews_in_flight = st.renews_in_flight.saturating_sub(1),
         Event::Done(kind) => {
             st.in_flight.remove(kind);
         }
@@ -450,7 +476,17 @@ fn start_action(
     cluster: &[StatusReport],
 ) {
     let kind = action_kind(&action);
-    if !st.in_flight.insert(kind) {
+    if let Action::Renew { .. } = action {
+        // The lease is valid from the send time of the latest committed renew, so on a lossy or
+        // slow link a renew still in flight must not hold back the next one: a fresh renew
+        // leaves every renew_interval, up to MAX_RENEWS_IN_FLIGHT at once.
+        let due = st.last_renew_sent.is_none_or(|at| at.elapsed() >= p.role_policy.renew_interval);
+        if !due || st.renews_in_flight >= MAX_RENEWS_IN_FLIGHT {
+            return;
+        }
+        st.renews_in_flight += 1;
+        st.last_renew_sent = Some(Instant::now());
+    } else if !st.in_flight.insert(kind) {
         return;
     }
     let p = Arc::clone(p);
@@ -584,9 +620,30 @@ fn start_action(
         }
         Action::Release { epoch } => {
             let lease = lease_of(epoch);
-            let final_watermark = st.last_signed.map(|h| (p.key.clone(), Hrs::end_of_height(h)));
+            let known_last_signed = st.last_signed;
             tokio::spawn(async move {
-                if let Err(e) = p.coord.release(&lease, final_watermark, deadline).await {
+                // The lease may be one an earlier run of this daemon held, whose producer can
+                // still be signing (a node outlives a killed daemon). Giving the lease back lets
+                // another member activate at once, so the producer is stopped first; if that
+                // cannot be confirmed, the lease is kept to expire, which the permission the
+                // producer was given cannot outlast.
+                let _ops = p.producer_ops.lock().await;
+                let mut last_signed = known_last_signed;
+                if let Some(prod) = &p.producer {
+                    match stop_producer(&p, prod).await {
+                        Ok(signed) => {
+                            last_signed = last_signed.max(signed);
+                            send(Event::LastSigned(last_signed));
+                        }
+                        Err(e) => {
+                            tracing::error!(%epoch, error = %e, "cannot confirm the producer stopped; keeping the lease until it expires");
+                            send(Event::Done(kind));
+                            return;
+                        }
+                    }
+                }
+                let final_watermark = last_signed.map(|h| (p.key.clone(), Hrs::end_of_height(h)));
+                if let Err(e) = p.coord.release(&lease, final_watermark, Instant::now() + p.call_timeout).await {
                     tracing::debug!(%epoch, error = %e, "release not applied");
                 }
                 send(Event::Done(kind));
@@ -653,6 +710,34 @@ async fn probe_loop(
         let result = probe.probe(Instant::now() + interval).await.map_err(|e| e.to_string());
         if tx.send((MonoTime::now(), result)).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Deactivates the producer, or fences it when deactivation is not confirmed; returns the last
+/// height it signed, as far as it knows.
+async fn stop_producer(p: &Parts, prod: &SharedProducer) -> Result<Option<u64>, String> {
+    match prod.deactivate(Instant::now() + p.fence_timeout + p.call_timeout).await {
+        Ok(status) => {
+            if let Some(f) = &p.self_fence {
+                f.disarm();
+            }
+            Ok(status.last_signed_height)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "deactivation not confirmed; fencing the producer");
+            let fenced = Arc::clone(prod);
+            let timeout = p.fence_timeout;
+            match tokio::task::spawn_blocking(move || fenced.fence(timeout)).await {
+                Ok(Ok(())) => {
+                    if let Some(f) = &p.self_fence {
+                        f.disarm();
+                    }
+                    Ok(None)
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
         }
     }
 }

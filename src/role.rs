@@ -171,6 +171,9 @@ pub enum Action {
         epoch: Epoch,
         why: StepDown,
     },
+    /// Give back a lease the store says this member holds while it is not holding it. The
+    /// daemon first confirms the producer stopped (deactivate, else fence) and keeps the lease
+    /// to expire when it cannot.
     Release {
         epoch: Epoch,
     },
@@ -440,7 +443,8 @@ fn decide_idle(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, action
     match &view.lease {
         LeaseView::Held { holder, epoch } if holder == &obs.me => {
             // The store says we hold a lease this process never acquired (or already gave up):
-            // never produce on it; give it back so others need not wait for expiry.
+            // never produce on it; give it back so others need not wait for expiry. An earlier
+            // run's producer may still sign on it, so the release stops the producer first.
             if !s.acquire_pending {
                 actions.push(Action::Release { epoch: *epoch });
             }

@@ -171,3 +171,62 @@ async fn planned_handover_misses_no_height() {
         lab.log(1)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_the_holder_the_raft_leader_and_a_rising_watermark() {
+    let _serial = SERIAL.lock().await;
+    let lab = Lab::start("", &[]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    let signed = lab.wait_signed_above(active, 2, Duration::from_secs(5)).await;
+    // The active checkpoints what its node signed; every member reads the same store.
+    let end = Instant::now() + Duration::from_secs(5);
+    let replies = loop {
+        let mut replies = Vec::new();
+        for i in 0..3 {
+            let mut client =
+                failover::api::client::connect(&lab.socket(i), Duration::from_secs(2)).await.expect("socket");
+            replies.push(client.status(failover::proto::v1::StatusRequest {}).await.expect("status").into_inner());
+        }
+        let caught_up = replies.iter().all(|r| r.watermark.and_then(|w| w.hrs).is_some_and(|h| h.height >= signed));
+        if caught_up || Instant::now() >= end {
+            break replies;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let active_name = common::lab::MEMBERS[active];
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(r.member, common::lab::MEMBERS[i]);
+        assert_eq!(r.store_error, "", "{}", r.member);
+        let lease = r.lease.as_ref().expect("lease state");
+        assert_eq!(lease.holder, active_name, "{} sees another holder", r.member);
+        assert!(lease.epoch > 0);
+        let hrs = r.watermark.and_then(|w| w.hrs).expect("a watermark");
+        assert!(hrs.height >= signed, "{}: watermark {} below signed height {signed}", r.member, hrs.height);
+        let raft = r.raft.as_ref().expect("raft state");
+        assert_eq!(raft.leader, replies[0].raft.as_ref().expect("raft").leader, "members disagree on the leader");
+        assert!(!raft.leader.is_empty());
+    }
+    assert_eq!(replies[active].role, "active");
+    assert_eq!(replies[1 - active].role, "standby");
+    assert_eq!(replies[2].role, "witness");
+}
+
+/// The chaos suite's restart storm found this: a daemon restarted while its node still held a
+/// permission gave the lease back at once, and the standby activated beside the old node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_holder_stops_its_node_before_giving_the_lease_back() {
+    let _serial = SERIAL.lock().await;
+    let mut lab = Lab::start("", &[]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    let standby = 1 - active;
+    let before = lab.wait_signed_above(active, 0, Duration::from_secs(5)).await;
+    lab.kill9(active);
+    assert!(lab.signing(active).await, "the orphaned node still has its permission");
+    lab.start_daemon(active, &[]);
+    lab.wait_signed_above(standby, before, LEASE_TTL * 3).await;
+    assert!(!lab.signing(active).await, "the old node still signs beside the new active");
+    let overlaps = lab.s1_overlaps();
+    assert!(overlaps.is_empty(), "two producers were allowed to sign at once: {overlaps:?}");
+    let report = lab.report();
+    assert!(report.is_safe(), "{report}");
+}

@@ -215,10 +215,11 @@ impl SimNode {
         self.record(ActivationEvent::Activate, MonoTime::now(), s.produce_until);
     }
 
-    /// Moves the permission's end if the node is producing; otherwise does nothing.
+    /// Moves the permission's end later if the node is producing; otherwise does nothing.
+    /// Never earlier: renewals overlap, and an older one may answer after a newer one.
     pub fn extend(&self, until: MonoTime) {
         let mut s = self.state_lock();
-        if s.producing {
+        if s.producing && s.produce_until.is_some_and(|u| until.as_nanos() > u) {
             s.produce_until = Some(until.as_nanos());
             self.record(ActivationEvent::Extend, MonoTime::now(), s.produce_until);
         }

@@ -9,6 +9,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use failover::domain::MonoTime;
+use failover::sim::activation;
 use failover::sim::checker::{self, LedgerReport};
 use failover::sim::ledger::{self, SignatureRecord};
 use failover::sim::node::StateReport;
@@ -38,11 +39,14 @@ pub fn free_port() -> u16 {
 }
 
 fn spawn_sim(member: &str, ledger: &std::path::Path) -> (Child, String) {
+    let activations = ledger.with_file_name(format!("activations-{member}.jsonl"));
     let mut child = super::failoverd()
         .args(["sim-node", "--listen", "127.0.0.1:0", "--member", member, "--block-interval"])
         .arg(format!("{}ms", BLOCK.as_millis()))
         .arg("--ledger")
         .arg(ledger)
+        .arg("--activations")
+        .arg(activations)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -232,6 +236,16 @@ impl Lab {
 
     pub fn report(&self) -> LedgerReport {
         checker::check(&self.records())
+    }
+
+    /// Every pair of producers allowed to sign at once (S1), from the nodes' activation logs.
+    pub fn s1_overlaps(&self) -> Vec<activation::Overlap> {
+        let mut records = Vec::new();
+        for m in &MEMBERS[..2] {
+            records
+                .extend(activation::read(&self.dir.path().join(format!("activations-{m}.jsonl"))).expect("log parses"));
+        }
+        activation::overlaps(&activation::windows(&records, MonoTime::now().as_nanos()), 0)
     }
 }
 

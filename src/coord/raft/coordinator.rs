@@ -175,6 +175,16 @@ impl RaftCoordinator {
         self.info.borrow().clone()
     }
 
+    /// Resolves, with the reason, once this member's raft storage has failed and its node has
+    /// stopped; never resolves otherwise.
+    pub async fn storage_failed(&self) -> String {
+        let mut rx = self.info.clone();
+        match rx.wait_for(|i| i.failed.is_some()).await {
+            Ok(i) => i.failed.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// Waits until the node's info satisfies `pred` or `deadline` passes.
     pub async fn wait_info(&self, deadline: Instant, pred: impl Fn(&NodeInfo) -> bool) -> Option<NodeInfo> {
         let mut rx = self.info.clone();

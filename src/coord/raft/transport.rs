@@ -36,7 +36,7 @@ pub enum Inbound {
 const QUEUE: usize = 4096;
 /// Messages sent in one RPC at most.
 const BATCH: usize = 512;
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
