@@ -323,7 +323,8 @@ impl Lab {
     fn spawn(&self, i: usize, args: &[&str], log: &str) -> Result<Child, String> {
         let mut cmd = self.net.command(i, &self.exe);
         cmd.args(args).stdin(Stdio::null()).stdout(self.log_file(log)?).stderr(self.log_file(log)?);
-        cmd.env("RUST_LOG", "info");
+        // CHAOS_RUST_LOG=debug (or any filter) makes the lab's processes log more.
+        cmd.env("RUST_LOG", std::env::var("CHAOS_RUST_LOG").unwrap_or_else(|_| "info".into()));
         if let Some(lib) = &self.options.faketime {
             // Only the wall clock moves: the design relies on CLOCK_MONOTONIC alone.
             cmd.env("LD_PRELOAD", lib)

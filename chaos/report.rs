@@ -52,7 +52,7 @@ impl RunResult {
     pub fn line(&self) -> String {
         let j = &self.judgement;
         let mut s = format!(
-            "{:<17} run {:<3} {}  active {}  failover {}  missed {}  signer changes {}  closest handover {}",
+            "{:<17} run {:<3} {}  active {}  failover {}  missed {}  signer changes {}  closest handover {}  watermark reads {}",
             self.scenario,
             self.run,
             if self.failed() { "FAIL" } else { "ok  " },
@@ -61,6 +61,7 @@ impl RunResult {
             j.missed_heights,
             j.failovers,
             j.closest_handover_ms.map_or("-".into(), |ms| format!("{ms:.0} ms")),
+            self.reads,
         );
         if !self.notes.is_empty() {
             s.push_str(&format!("  [{}]", self.notes.join("; ")));

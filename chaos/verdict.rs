@@ -115,6 +115,13 @@ pub fn judge(e: &Evidence) -> Judgement {
                     "L2: {} lost production to another member during a fault that only touched the store or a standby",
                     e.active_before
                 ));
+            } else if j.missed_heights > 0 {
+                // Demoted and promoted again (a self-fence, then a new lease): no change of
+                // signer, but the active was demoted all the same.
+                j.violations.push(format!(
+                    "L2: {} stopped producing for {} heights during a fault that only touched the store or a standby",
+                    e.active_before, j.missed_heights
+                ));
             }
         }
         Expect::Either => {}
@@ -279,6 +286,16 @@ mod tests {
         let records = [sig("a", 1, S / 2), sig("a", 2, 2 * S)];
         let j = judge(&evidence(&records, &[], Expect::Failover));
         assert!(j.violations.iter().any(|v| v.starts_with("L1: no other member")), "{:?}", j.violations);
+    }
+
+    #[test]
+    fn an_active_that_stops_producing_without_a_failover_breaks_l2() {
+        // A self-fence on a slow store, then the same member takes the lease again.
+        let records = [sig("a", 1, S / 2), sig("a", 2, 2 * S), sig("a", 9, 4 * S)];
+        let j = judge(&evidence(&records, &[], Expect::NoFailover));
+        assert!(j.violations.iter().any(|v| v.contains("stopped producing for 6 heights")), "{:?}", j.violations);
+        let records = [sig("a", 1, S / 2), sig("a", 2, 2 * S), sig("a", 3, 4 * S)];
+        assert!(judge(&evidence(&records, &[], Expect::NoFailover)).violations.is_empty());
     }
 
     #[test]

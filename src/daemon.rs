@@ -520,7 +520,13 @@ fn start_action(
         Action::Renew { epoch } => {
             let lease = lease_of(epoch);
             tokio::spawn(async move {
-                if let Ok(l) = p.coord.renew(&lease, deadline).await {
+                let sent = Instant::now();
+                let renewed = p.coord.renew(&lease, deadline).await;
+                match &renewed {
+                    Ok(_) => tracing::debug!(%epoch, took_ms = sent.elapsed().as_millis() as u64, "lease renewed"),
+                    Err(e) => tracing::warn!(%epoch, error = %e, "lease renewal failed"),
+                }
+                if let Ok(l) = renewed {
                     // Only a producer that may be active gets its permission moved; the producer
                     // itself ignores an extension that arrives after it was deactivated.
                     // Only a renew moves the self-fence deadline (an acquire never does), and it

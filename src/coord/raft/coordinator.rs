@@ -142,7 +142,13 @@ impl RaftCoordinator {
         if let Some(tls) = &tls {
             server = server.tls_config(tls.server()).map_err(|e| StartError::Serve(e.to_string()))?;
         }
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Raft traffic is small messages: without TCP_NODELAY on the accepted side, replies
+        // wait behind an unacknowledged segment, which on a lossy link means a retransmit.
+        let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
+            s.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        });
         let stop = shutdown.clone();
         let server_task = tokio::spawn(async move {
             let served = server
