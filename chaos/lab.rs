@@ -7,7 +7,7 @@
 //! outlives a runner that is killed outright; `Drop` kills them, unmounts and removes the
 //! namespaces on every other way out.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -465,18 +465,14 @@ impl Lab {
 
     pub fn http(&self, i: usize, method: &str, path: &str, body: &str) -> Option<String> {
         let addr = self.net.node_addr(i);
-        let mut s = self.net.connect(i, addr).ok()?;
-        s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
-        s.set_write_timeout(Some(Duration::from_millis(500))).ok()?;
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).ok()?;
-        let mut out = String::new();
-        s.take(256 * 1024).read_to_string(&mut out).ok()?;
-        let (head, body) = out.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+        let s = self.net.connect(i, addr).ok()?;
+        failover::http::blocking_exchange(
+            s,
+            &addr.to_string(),
+            (method, path, body),
+            Duration::from_millis(500),
+            256 * 1024,
+        )
     }
 
     /// The producer whose node may sign now (producing, permission not run out), if exactly one.

@@ -45,33 +45,30 @@ pub struct Namespaces {
 
 /// Runs `ip`/`nft` style commands, failing with what the command printed.
 pub fn sh(program: &str, args: &[&str]) -> io::Result<()> {
-    let out = Command::new(program).args(args).stdin(Stdio::null()).output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    sh_input(program, args, None)
 }
 
-fn sh_input(program: &str, args: &[&str], input: &str) -> io::Result<()> {
+fn sh_input(program: &str, args: &[&str], input: Option<&str>) -> io::Result<()> {
     use std::io::Write;
-    let mut child =
-        Command::new(program).args(args).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
-    child.stdin.take().ok_or_else(|| io::Error::other("no stdin"))?.write_all(input.as_bytes())?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes())?;
+    }
     let out = child.wait_with_output()?;
     if out.status.success() {
         Ok(())
     } else {
         Err(io::Error::other(format!(
-            "`{program} {}` failed ({}): {}\n{input}",
+            "`{program} {}` failed ({}): {}{}",
             args.join(" "),
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            String::from_utf8_lossy(&out.stderr).trim(),
+            input.map(|t| format!("\n{t}")).unwrap_or_default()
         )))
     }
 }
@@ -152,7 +149,7 @@ impl Namespaces {
              chain input {{\n type filter hook input priority 0; policy accept;\n {input}\n }}\n\
              chain output {{\n type filter hook output priority 0; policy accept;\n {output}\n }}\n}}\n"
         );
-        sh_input("ip", &["netns", "exec", &self.members[i], "nft", "-f", "-"], &script)
+        sh_input("ip", &["netns", "exec", &self.members[i], "nft", "-f", "-"], Some(&script))
     }
 
     /// A TCP connection made from inside member `i`'s namespace.

@@ -172,6 +172,17 @@ impl Context<'_> {
     fn link(&self, i: usize, fault: Option<LinkFault>) -> Result<(), String> {
         self.lab.net().set_link(i, fault).map_err(|e| e.to_string())
     }
+
+    /// Puts `fault` on member `i`'s link for `hold`, then heals it (also when interrupted).
+    fn hold_link(&mut self, i: usize, fault: LinkFault, hold: Duration) -> Result<Result<(), String>, Interrupted> {
+        if let Err(e) = self.link(i, Some(fault)) {
+            return Ok(Err(e));
+        }
+        let paused = self.pause(hold);
+        let healed = self.link(i, None);
+        paused?;
+        Ok(healed)
+    }
 }
 
 /// Injects `scenario`'s fault into a lab whose producer `active` signs, and heals it.
@@ -214,11 +225,7 @@ pub fn inject(scenario: &Scenario, cx: &mut Context, active: usize) -> Result<Re
             let hold = cx.rng.between(lease_limit, lease_limit + Duration::from_secs(3));
             notes.push(format!("cut for {:.1} s", hold.as_secs_f64()));
             let at = MonoTime::now();
-            if let Err(e) = cx.link(active, Some(LinkFault::Cut)) {
-                return Ok(Err(e));
-            }
-            cx.pause(hold)?;
-            if let Err(e) = cx.link(active, None) {
+            if let Err(e) = cx.hold_link(active, LinkFault::Cut, hold)? {
                 return Ok(Err(e));
             }
             injected(at, Expect::Failover, 1, lease_limit, notes)
@@ -243,11 +250,7 @@ pub fn inject(scenario: &Scenario, cx: &mut Context, active: usize) -> Result<Re
             };
             let hold = cx.rng.between(Duration::from_secs(2), Duration::from_secs(5));
             let at = MonoTime::now();
-            if let Err(e) = cx.link(l, Some(LinkFault::Cut)) {
-                return Ok(Err(e));
-            }
-            cx.pause(hold)?;
-            if let Err(e) = cx.link(l, None) {
+            if let Err(e) = cx.hold_link(l, LinkFault::Cut, hold)? {
                 return Ok(Err(e));
             }
             injected(at, expect, 1, lease_limit, notes)
@@ -257,11 +260,7 @@ pub fn inject(scenario: &Scenario, cx: &mut Context, active: usize) -> Result<Re
             let hold = cx.rng.between(Duration::from_secs(2), Duration::from_secs(5));
             notes.push(format!("cut for {:.1} s", hold.as_secs_f64()));
             let at = MonoTime::now();
-            if let Err(e) = cx.link(witness, Some(LinkFault::Cut)) {
-                return Ok(Err(e));
-            }
-            cx.pause(hold)?;
-            if let Err(e) = cx.link(witness, None) {
+            if let Err(e) = cx.hold_link(witness, LinkFault::Cut, hold)? {
                 return Ok(Err(e));
             }
             injected(at, Expect::NoFailover, 0, lease_limit, notes)
@@ -271,11 +270,7 @@ pub fn inject(scenario: &Scenario, cx: &mut Context, active: usize) -> Result<Re
             let hold = cx.rng.between(lease_limit, lease_limit + Duration::from_secs(3));
             notes.push(format!("{fault:?} for {:.1} s", hold.as_secs_f64()));
             let at = MonoTime::now();
-            if let Err(e) = cx.link(active, Some(fault)) {
-                return Ok(Err(e));
-            }
-            cx.pause(hold)?;
-            if let Err(e) = cx.link(active, None) {
+            if let Err(e) = cx.hold_link(active, fault, hold)? {
                 return Ok(Err(e));
             }
             injected(at, Expect::Either, 1, lease_limit, notes)
@@ -290,11 +285,7 @@ pub fn inject(scenario: &Scenario, cx: &mut Context, active: usize) -> Result<Re
             notes.push(format!("{percent} % loss on {} for {:.1} s", MEMBERS[link], hold.as_secs_f64()));
             let expect = if link == active { Expect::Either } else { Expect::NoFailover };
             let at = MonoTime::now();
-            if let Err(e) = cx.link(link, Some(LinkFault::Loss(percent))) {
-                return Ok(Err(e));
-            }
-            cx.pause(hold)?;
-            if let Err(e) = cx.link(link, None) {
+            if let Err(e) = cx.hold_link(link, LinkFault::Loss(percent), hold)? {
                 return Ok(Err(e));
             }
             injected(at, expect, 1, lease_limit, notes)

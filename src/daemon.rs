@@ -661,20 +661,10 @@ fn start_action(
                 let _ops = p.producer_ops.lock().await;
                 let outcome = match &p.producer {
                     None => Outcome::Fenced,
-                    Some(prod) => {
-                        let prod = Arc::clone(prod);
-                        let timeout = p.fence_timeout;
-                        match tokio::task::spawn_blocking(move || prod.fence(timeout)).await {
-                            Ok(Ok(())) => {
-                                if let Some(f) = &p.self_fence {
-                                    f.disarm();
-                                }
-                                Outcome::Fenced
-                            }
-                            Ok(Err(e)) => Outcome::FenceFailed { error: e.to_string() },
-                            Err(e) => Outcome::FenceFailed { error: e.to_string() },
-                        }
-                    }
+                    Some(prod) => match fence_producer(&p, prod).await {
+                        Ok(()) => Outcome::Fenced,
+                        Err(error) => Outcome::FenceFailed { error },
+                    },
                 };
                 send(Event::Outcome(outcome));
                 send(Event::Done(kind));
@@ -732,19 +722,25 @@ async fn stop_producer(p: &Parts, prod: &SharedProducer) -> Result<Option<u64>, 
         }
         Err(e) => {
             tracing::warn!(error = %e, "deactivation not confirmed; fencing the producer");
-            let fenced = Arc::clone(prod);
-            let timeout = p.fence_timeout;
-            match tokio::task::spawn_blocking(move || fenced.fence(timeout)).await {
-                Ok(Ok(())) => {
-                    if let Some(f) = &p.self_fence {
-                        f.disarm();
-                    }
-                    Ok(None)
-                }
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
-            }
+            fence_producer(p, prod).await.map(|()| None)
         }
+    }
+}
+
+/// Fences the producer from a blocking thread (a fence must work while the runtime is busy);
+/// disarms the self-fence once it is confirmed.
+async fn fence_producer(p: &Parts, prod: &SharedProducer) -> Result<(), String> {
+    let fenced = Arc::clone(prod);
+    let timeout = p.fence_timeout;
+    match tokio::task::spawn_blocking(move || fenced.fence(timeout)).await {
+        Ok(Ok(())) => {
+            if let Some(f) = &p.self_fence {
+                f.disarm();
+            }
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -752,21 +748,10 @@ async fn stop_producer(p: &Parts, prod: &SharedProducer) -> Result<Option<u64>, 
 async fn graceful_stop(st: &mut LoopState, p: &Parts) {
     let Some(epoch) = st.role.epoch else { return };
     tracing::info!(%epoch, "shutting down: deactivating the producer and releasing the lease");
-    let deadline = Instant::now() + p.fence_timeout + p.call_timeout;
     if let Some(prod) = &p.producer {
-        match prod.deactivate(deadline).await {
-            Ok(s) => {
-                if s.last_signed_height.is_some() {
-                    st.last_signed = s.last_signed_height;
-                }
-                if let Some(f) = &p.self_fence {
-                    f.disarm();
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "deactivation failed at shutdown; fencing");
-                let _ = prod.fence(p.fence_timeout);
-            }
+        match stop_producer(p, prod).await {
+            Ok(signed) => st.last_signed = st.last_signed.max(signed),
+            Err(e) => tracing::error!(error = %e, "the producer could not be stopped at shutdown"),
         }
     }
     if let Some(lease) = st.leases.get(&epoch).cloned() {

@@ -195,7 +195,6 @@ fn spawn(member: &mut Member, events: &mpsc::Sender<(String, serde_json::Value)>
 /// A tiny blocking HTTP client for polling and steering the simulated nodes: the demo's main
 /// thread is not async.
 mod sim_http {
-    use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::time::Duration;
 
@@ -206,17 +205,8 @@ mod sim_http {
     impl SimHttp {
         fn request(&self, rpc: &str, method: &str, path: &str, body: &str) -> Option<String> {
             let addr = rpc.strip_prefix("http://")?;
-            let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(300)).ok()?;
-            s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
-            let req = format!(
-                "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            s.write_all(req.as_bytes()).ok()?;
-            let mut out = String::new();
-            s.take(64 * 1024).read_to_string(&mut out).ok()?;
-            let (_, body) = out.split_once("\r\n\r\n")?;
-            Some(body.to_string())
+            let s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(300)).ok()?;
+            crate::http::blocking_exchange(s, addr, (method, path, body), Duration::from_millis(500), 64 * 1024)
         }
 
         pub fn state(&self, rpc: &str) -> Option<StateReport> {

@@ -2,6 +2,8 @@
 //! deadline on every request. Probes, adapters and tests build their clients here so that TLS
 //! and timeouts are configured in one place.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 /// Installs ring as rustls' process-wide crypto provider, once. Safe to call repeatedly.
@@ -14,4 +16,28 @@ pub fn install_crypto_provider() {
 pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     install_crypto_provider();
     reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).no_proxy().build()
+}
+
+/// One blocking HTTP/1.1 request on an open connection, for callers that are not async (the
+/// demo's main thread, the chaos runner): sends it with `Connection: close`, reads at most
+/// `limit` bytes of the answer, each step bounded by `timeout`, and returns the body of a 200.
+pub fn blocking_exchange(
+    mut stream: TcpStream,
+    host: &str,
+    request: (&str, &str, &str),
+    timeout: Duration,
+    limit: u64,
+) -> Option<String> {
+    let (method, path, body) = request;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    stream.take(limit).read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }

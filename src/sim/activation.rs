@@ -10,12 +10,11 @@
 //! one machine; nothing here reads a wall clock.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::jsonl::{self, JsonLines, JsonLinesError, Kind};
 use crate::domain::MemberId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,75 +44,30 @@ pub struct ActivationRecord {
     pub until_mono_ns: Option<u64>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ActivationLogError {
-    #[error("cannot open activation log {path}: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
-    #[error("cannot append to activation log {path}: {source}")]
-    Append { path: PathBuf, source: std::io::Error },
-    #[error("cannot read activation log {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}:{line}: not an activation record: {problem}")]
-    Malformed { path: PathBuf, line: usize, problem: String },
-}
+/// Why the activation log could not be opened, written or read.
+pub type ActivationLogError = JsonLinesError;
 
-/// Appends records to an activation log that other nodes may share. Each record is one `write`
-/// on an `O_APPEND` descriptor, so writers never split each other's lines. Not fsynced: the log
-/// must survive a killed process (the page cache does), not a machine crash.
+const WHAT: Kind = Kind { file: "activation log", record: "activation record" };
+
+/// Appends records to an activation log that other nodes may share. Not fsynced: the log must
+/// survive a killed process (the page cache does), not a machine crash.
 pub struct ActivationLog {
-    path: PathBuf,
-    file: File,
+    file: JsonLines,
 }
 
 impl ActivationLog {
     pub fn open(path: &Path) -> Result<ActivationLog, ActivationLogError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| ActivationLogError::Open { path: path.to_path_buf(), source })?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|source| ActivationLogError::Open { path: path.to_path_buf(), source })?;
-        Ok(ActivationLog { path: path.to_path_buf(), file })
+        Ok(ActivationLog { file: JsonLines::open(WHAT, path)? })
     }
 
     pub fn append(&mut self, record: &ActivationRecord) -> Result<(), ActivationLogError> {
-        let err = |source| ActivationLogError::Append { path: self.path.clone(), source };
-        let mut line = serde_json::to_vec(record).map_err(|e| err(std::io::Error::other(e)))?;
-        line.push(b'\n');
-        let n = self.file.write(&line).map_err(err)?;
-        if n != line.len() {
-            return Err(err(std::io::Error::new(
-                std::io::ErrorKind::WriteZero,
-                format!("short write: {n} of {} bytes", line.len()),
-            )));
-        }
-        Ok(())
+        self.file.append(record)
     }
 }
 
 /// Every record of the log at `path`; a missing file is an empty log.
 pub fn read(path: &Path) -> Result<Vec<ActivationRecord>, ActivationLogError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(ActivationLogError::Open { path: path.to_path_buf(), source }),
-    };
-    let mut records = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| ActivationLogError::Read { path: path.to_path_buf(), source })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        records.push(serde_json::from_str(&line).map_err(|e| ActivationLogError::Malformed {
-            path: path.to_path_buf(),
-            line: i + 1,
-            problem: e.to_string(),
-        })?);
-    }
-    Ok(records)
+    jsonl::read(WHAT, path)
 }
 
 /// A span of monotonic time during which `member`'s producer was allowed to sign.

@@ -2,12 +2,11 @@
 //! `write` on an `O_APPEND` descriptor and fsynced before the call returns, so that records from
 //! several processes never interleave and a record that was reported written survives a crash.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::jsonl::{self, JsonLines, JsonLinesError, Kind};
 use crate::domain::{Hrs, KeyId, MemberId, Step};
 
 /// One signature as the simulated node made it.
@@ -35,79 +34,33 @@ impl SignatureRecord {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
-    #[error("cannot open ledger {path}: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
-    #[error("cannot append to ledger {path}: {source}")]
-    Append { path: PathBuf, source: std::io::Error },
-    #[error("cannot read ledger {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}:{line}: not a signature record: {problem}")]
-    Malformed { path: PathBuf, line: usize, problem: String },
-}
+/// Why the ledger could not be opened, written or read.
+pub type LedgerError = JsonLinesError;
+
+const WHAT: Kind = Kind { file: "ledger", record: "signature record" };
 
 /// Appends records to a ledger file shared with other writers.
 pub struct LedgerWriter {
-    path: PathBuf,
-    file: File,
+    file: JsonLines,
 }
 
 impl LedgerWriter {
     /// Opens (creating if needed) the ledger at `path` for appending.
     pub fn open(path: &Path) -> Result<LedgerWriter, LedgerError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| LedgerError::Open { path: path.to_path_buf(), source })?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|source| LedgerError::Open { path: path.to_path_buf(), source })?;
-        Ok(LedgerWriter { path: path.to_path_buf(), file })
+        Ok(LedgerWriter { file: JsonLines::open(WHAT, path)? })
     }
 
     /// Writes one record as one line and fsyncs. Blocking: call from a blocking context.
     pub fn append(&mut self, record: &SignatureRecord) -> Result<(), LedgerError> {
-        let mut line = serde_json::to_vec(record)
-            .map_err(|e| LedgerError::Append { path: self.path.clone(), source: std::io::Error::other(e) })?;
-        line.push(b'\n');
-        let err = |source| LedgerError::Append { path: self.path.clone(), source };
-        // One write call: with O_APPEND the kernel places the whole buffer at the end, so
-        // concurrent writers in other processes cannot split a record.
-        let n = self.file.write(&line).map_err(err)?;
-        if n != line.len() {
-            return Err(err(std::io::Error::new(
-                std::io::ErrorKind::WriteZero,
-                format!("short write: {n} of {} bytes", line.len()),
-            )));
-        }
-        self.file.sync_data().map_err(err)
+        self.file.append(record)?;
+        self.file.sync()
     }
 }
 
 /// Reads every record of a ledger, failing on the first line that is not a record, with its
 /// line number. A missing file is an empty ledger: nothing was signed.
 pub fn read(path: &Path) -> Result<Vec<SignatureRecord>, LedgerError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(LedgerError::Open { path: path.to_path_buf(), source }),
-    };
-    let mut records = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| LedgerError::Read { path: path.to_path_buf(), source })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record = serde_json::from_str(&line).map_err(|e| LedgerError::Malformed {
-            path: path.to_path_buf(),
-            line: i + 1,
-            problem: e.to_string(),
-        })?;
-        records.push(record);
-    }
-    Ok(records)
+    jsonl::read(WHAT, path)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! - [`node`]: a simulated node serving CometBFT-style JSON-RPC `/status` on loopback, which can
 //!   be told to stall, fall behind or catch up, and which appends a record to the ledger for
 //!   every height it signs while its producer is active.
+//! - [`jsonl`]: append-only JSON-lines files that several processes write at once.
 //! - [`ledger`]: the shared, append-only signature ledger (one JSON line per signature, fsync per
 //!   record).
 //! - [`activation`]: the producers' activation log (when each node was allowed to sign) and the
@@ -17,6 +18,7 @@
 pub mod activation;
 pub mod chain;
 pub mod checker;
+pub mod jsonl;
 pub mod ledger;
 pub mod node;
 pub mod rfc3339;

@@ -24,9 +24,10 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::activation::{ActivationEvent, ActivationLog, ActivationLogError, ActivationRecord};
+use super::activation::{ActivationEvent, ActivationLog, ActivationRecord};
 use super::chain::SimChain;
-use super::ledger::{LedgerError, LedgerWriter, SignatureRecord};
+use super::jsonl::JsonLinesError;
+use super::ledger::{LedgerWriter, SignatureRecord};
 use super::rfc3339;
 use crate::domain::{KeyId, MemberId, MonoTime, Step};
 
@@ -112,19 +113,10 @@ struct Inner {
     activations: Option<Mutex<ActivationLog>>,
 }
 
-/// Why a simulated node could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum SimNodeError {
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
-    #[error(transparent)]
-    Activations(#[from] ActivationLogError),
-}
-
 impl SimNode {
     /// Opens the ledger (and activation log) and makes a node that is synced, not stalled and
     /// not producing.
-    pub fn new(config: SimNodeConfig) -> Result<SimNode, SimNodeError> {
+    pub fn new(config: SimNodeConfig) -> Result<SimNode, JsonLinesError> {
         let ledger = LedgerWriter::open(&config.ledger)?;
         let activations = config.activations.as_deref().map(ActivationLog::open).transpose()?.map(Mutex::new);
         Ok(SimNode {
