@@ -24,6 +24,8 @@ use crate::net::{Namespaces, Net, sh};
 
 pub const MEMBERS: [&str; 3] = ["a", "b", "c"];
 pub const PRODUCERS: usize = 2;
+/// How long the lab waits before restarting a process that exited on its own.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
 
 /// The timings a lab runs with.
 #[derive(Clone, Debug)]
@@ -136,6 +138,9 @@ struct Member {
     clock_file: PathBuf,
     daemon: Option<Child>,
     node: Option<Child>,
+    /// When to restart a process that exited on its own.
+    daemon_restart: Option<Instant>,
+    node_restart: Option<Instant>,
 }
 
 /// An unexpected exit of a lab process, seen by [`Lab::supervise`].
@@ -243,6 +248,8 @@ impl Lab {
                 clock_file,
                 daemon: None,
                 node: None,
+                daemon_restart: None,
+                node_restart: None,
             };
             lab.members.push(member);
         }
@@ -360,6 +367,7 @@ impl Lab {
         ];
         let child = self.spawn(i, &args, &format!("node-{}.log", MEMBERS[i]))?;
         self.members[i].node = Some(child);
+        self.members[i].node_restart = None;
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end {
             if self.sim_state(i).is_some() {
@@ -374,6 +382,7 @@ impl Lab {
         let config = self.members[i].config.to_string_lossy().to_string();
         let child = self.spawn(i, &["--config", &config], &format!("daemon-{}.log", MEMBERS[i]))?;
         self.members[i].daemon = Some(child);
+        self.members[i].daemon_restart = None;
         Ok(())
     }
 
@@ -433,22 +442,35 @@ impl Lab {
     }
 
     /// Notices daemons and nodes that exited without being told to, records why, and restarts
-    /// them, as systemd's `Restart=on-failure` would.
+    /// them a second later, as systemd's `Restart=on-failure` with `RestartSec=1` would.
     pub fn supervise(&mut self) {
+        let now = Instant::now();
         for i in 0..self.members.len() {
             let name = self.members[i].name;
             for what in ["daemon", "node"] {
-                let slot = if what == "daemon" { &mut self.members[i].daemon } else { &mut self.members[i].node };
-                let Some(child) = slot else { continue };
-                let Ok(Some(status)) = child.try_wait() else { continue };
-                *slot = None;
-                use std::os::unix::process::ExitStatusExt;
-                let crash = status.code() == Some(101)
-                    || status.signal().is_some_and(|s| s != Signal::SIGKILL as i32 && s != Signal::SIGTERM as i32);
-                self.exits.push(Exit { member: name, what, status: status.to_string(), crash });
-                if what == "node" {
-                    self.record_node_exit(i);
+                let m = &mut self.members[i];
+                let (slot, restart_at) = if what == "daemon" {
+                    (&mut m.daemon, &mut m.daemon_restart)
+                } else {
+                    (&mut m.node, &mut m.node_restart)
+                };
+                if let Some(child) = slot {
+                    let Ok(Some(status)) = child.try_wait() else { continue };
+                    *slot = None;
+                    *restart_at = Some(now + RESTART_DELAY);
+                    use std::os::unix::process::ExitStatusExt;
+                    let crash = status.code() == Some(101)
+                        || status.signal().is_some_and(|s| s != Signal::SIGKILL as i32 && s != Signal::SIGTERM as i32);
+                    self.exits.push(Exit { member: name, what, status: status.to_string(), crash });
+                    if what == "node" {
+                        self.record_node_exit(i);
+                    }
+                    continue;
                 }
+                if restart_at.is_none_or(|at| now < at) {
+                    continue;
+                }
+                *restart_at = None;
                 let restarted = if what == "daemon" { self.start_daemon(i) } else { self.start_node(i) };
                 if let Err(e) = restarted {
                     eprintln!("chaos: {e}");

@@ -307,8 +307,16 @@ fn run_once(
     });
     let crashes =
         lab.exits.iter().filter(|e| e.crash).map(|e| format!("{} {} {}", e.member, e.what, e.status)).collect();
+    let mut exits: Vec<(String, usize)> = Vec::new();
     for e in lab.exits.iter().filter(|e| !e.crash) {
-        result.notes.push(format!("{} {} exited ({}) and was restarted", e.member, e.what, e.status));
+        let what = format!("{} {} exited ({})", e.member, e.what, e.status);
+        match exits.iter_mut().find(|(w, _)| *w == what) {
+            Some((_, n)) => *n += 1,
+            None => exits.push((what, 1)),
+        }
+    }
+    for (what, n) in exits {
+        result.notes.push(if n == 1 { format!("{what}, restarted") } else { format!("{what} {n} times, restarted") });
     }
     result.notes.extend(injected.notes.iter().cloned());
     result.expect = Some(injected.expect);

@@ -116,7 +116,9 @@ pub async fn run(
             tracing::error!(socket = %socket.display(), error = %e, "the control API is not available");
         }
     });
-    let result = main_loop(Arc::clone(&parts), shutdown).await;
+    let result = main_loop(Arc::clone(&parts), shutdown.clone()).await;
+    // The loop also ends on its own (a failed store): everything else stops with it.
+    shutdown.cancel();
     let _ = api.await;
     if let Some(f) = &parts.self_fence {
         f.stop();
