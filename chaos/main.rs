@@ -391,19 +391,27 @@ fn bench(
         let at = MonoTime::now();
         lab.kill_daemon(active);
         lab.kill_node(active);
-        let new = lab.wait_active(timings.l1_lease_limit() + Duration::from_secs(10), &interrupted);
-        if interrupted() {
-            return Err(Interrupted);
-        }
-        let records = ledger::read(&lab.ledger).unwrap_or_default();
-        let first = records[before.min(records.len())..]
-            .iter()
-            .filter(|r| r.mono_ns > at.as_nanos() && r.member.as_str() != MEMBERS[active])
-            .map(|r| (r.mono_ns, r.height))
-            .min();
+        // The new active signs its first height a block or two after it activates: wait for
+        // that record in the ledger, not for the activation.
+        let limit = Instant::now() + timings.l1_lease_limit() + Duration::from_secs(10);
+        let (records, first) = loop {
+            if interrupted() {
+                return Err(Interrupted);
+            }
+            let records = ledger::read(&lab.ledger).unwrap_or_default();
+            let first = records[before.min(records.len())..]
+                .iter()
+                .filter(|r| r.mono_ns > at.as_nanos() && r.member.as_str() != MEMBERS[active])
+                .map(|r| (r.mono_ns, r.height))
+                .min();
+            if first.is_some() || Instant::now() >= limit {
+                break (records, first);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         let last_old = records.iter().filter(|r| r.member.as_str() == MEMBERS[active]).map(|r| r.height).max();
-        match (new, first) {
-            (Some(_), Some((t, h))) => {
+        match first {
+            Some((t, h)) => {
                 let s = (t - at.as_nanos()) as f64 / 1e9;
                 let m = last_old.map_or(0, |o| h.saturating_sub(o + 1));
                 eprintln!(
