@@ -222,6 +222,9 @@ async fn a_restarted_holder_stops_its_node_before_giving_the_lease_back() {
     let before = lab.wait_signed_above(active, 0, Duration::from_secs(5)).await;
     lab.kill9(active);
     assert!(lab.signing(active).await, "the orphaned node still has its permission");
+    // A node that reports catching up keeps its permission but makes its member ineligible, so
+    // the standby — not the restarted member — takes the lease it gives back.
+    lab.control(active, serde_json::json!({"catching_up": true})).await;
     lab.start_daemon(active, &[]);
     lab.wait_signed_above(standby, before, LEASE_TTL * 3).await;
     assert!(!lab.signing(active).await, "the old node still signs beside the new active");
