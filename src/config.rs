@@ -292,7 +292,7 @@ pub struct TlsConfig {
     pub key_file: PathBuf,
 }
 
-mod defaults {
+pub(crate) mod defaults {
     use super::*;
 
     pub fn data_dir() -> PathBuf {

@@ -104,7 +104,7 @@ pub async fn run(
         coord: Arc::clone(&parts.coord),
         raft: Arc::clone(&parts.raft),
         own_status: parts.own_status.subscribe(),
-        members: config.members.iter().map(|m| (m.id.clone(), m.kind)).collect(),
+        members: config.members.clone(),
         max_lag_on_failover: config.failover.max_lag_on_failover,
         status_stale_after: parts.role_policy.status_stale_after,
         call_timeout: parts.call_timeout,

@@ -22,6 +22,7 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod coord;
+pub mod ctl;
 pub mod daemon;
 pub mod demo;
 pub mod domain;

@@ -1,14 +1,13 @@
-//! `failoverctl`: the operator's client for a running failoverd. Its subcommands arrive with the
-//! control API; for now it only identifies itself.
+//! `failoverctl`: the operator's client for a running failoverd (see `failover::ctl`).
 
 use clap::Parser;
 
-/// Drive a running failoverd: status, planned switchover, maintenance pause.
-#[derive(Debug, Parser)]
-#[command(name = "failoverctl", version)]
-struct Args {}
-
-fn main() {
-    let _ = Args::parse();
-    println!("failoverctl {}: no subcommands yet; see `failoverctl --help`", env!("CARGO_PKG_VERSION"));
+fn main() -> std::process::ExitCode {
+    match failover::ctl::Args::try_parse() {
+        Ok(args) => failover::ctl::run(args),
+        Err(e) => {
+            let _ = e.print();
+            std::process::ExitCode::from(if e.use_stderr() { failover::ctl::EXIT_USAGE } else { 0 })
+        }
+    }
 }

@@ -1,0 +1,67 @@
+//! Operator intents: a planned switchover (`Promote`) and maintenance mode (`Pause`, `Resume`).
+//! Each is checked against the cluster's published status and then recorded in the store,
+//! where every member's loop acts on it; nothing here touches a producer.
+
+use tokio::time::Instant;
+use tonic::Status;
+
+use super::{ControlService, refuse};
+use crate::domain::{MemberId, MemberKind, RoleName};
+use crate::proto::v1::{PauseReply, PromoteReply, PromoteRequest};
+
+impl ControlService {
+    pub(super) async fn promote_to(&self, req: PromoteRequest) -> Result<PromoteReply, Status> {
+        if req.force {
+            return Err(Status::unimplemented("promote --force is not available yet"));
+        }
+        let target = MemberId::new(req.target.clone()).map_err(|e| Status::invalid_argument(format!("target: {e}")))?;
+        match self.members.iter().find(|m| m.id == target).map(|m| m.kind) {
+            None => return Err(Status::failed_precondition(format!("{target} is not a member of this cluster"))),
+            Some(MemberKind::Witness) => {
+                return Err(Status::failed_precondition(format!("{target} is a witness and never produces")));
+            }
+            Some(_) => {}
+        }
+        let deadline = Instant::now() + self.call_timeout;
+        let cluster = self.coord.cluster_status(deadline).await.map_err(refuse)?;
+        let best = cluster.iter().filter(|r| r.age <= self.status_stale_after).filter_map(|r| r.status.height).max();
+        let Some(report) = cluster.iter().find(|r| r.status.member == target) else {
+            return Err(Status::failed_precondition(format!("{target} has published no status; is it running?")));
+        };
+        if report.age > self.status_stale_after {
+            return Err(Status::failed_precondition(format!(
+                "{target}'s status is {:?} old; is it running?",
+                report.age
+            )));
+        }
+        if report.status.role != RoleName::Standby || !report.status.healthy {
+            return Err(Status::failed_precondition(format!(
+                "{target} is {} and {}; only a healthy standby can take over",
+                report.status.role,
+                if report.status.healthy { "healthy" } else { "unhealthy" }
+            )));
+        }
+        let lag = match (best, report.status.height) {
+            (Some(b), Some(h)) => b.saturating_sub(h),
+            _ => u64::MAX,
+        };
+        if lag > self.max_lag_on_failover {
+            return Err(Status::failed_precondition(format!(
+                "{target} is {lag} blocks behind (max_lag_on_failover {})",
+                self.max_lag_on_failover
+            )));
+        }
+        let transfer = self.coord.request_transfer(&target, deadline).await.map_err(refuse)?;
+        Ok(PromoteReply {
+            target: transfer.to.to_string(),
+            epoch: transfer.epoch.get(),
+            message: format!("handing over from epoch {} to {}", transfer.epoch, transfer.to),
+        })
+    }
+
+    pub(super) async fn set_paused(&self, paused: bool) -> Result<PauseReply, Status> {
+        let deadline = Instant::now() + self.call_timeout;
+        self.coord.set_paused(paused, deadline).await.map_err(refuse)?;
+        Ok(PauseReply { paused })
+    }
+}

@@ -1,0 +1,468 @@
+//! `failoverctl`: the operator's client for a running member's control API. It parses the
+//! command line, makes one call (or a few), and prints what happened or why it was refused —
+//! a table for people, JSON with `--json`.
+//!
+//! Exit codes: 0 done, 1 refused (a guard, the store, or the daemon said no), 2 usage or config
+//! error, 3 the daemon could not be reached. It never decides anything itself: every check is
+//! the daemon's, so a refusal reads the same from every client.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+use tonic::Code;
+
+use crate::proto::v1::{
+    Hrs as WireHrs, MembersReply, MembersRequest, PauseRequest, PromoteRequest, StatusReply, StatusRequest,
+    WatermarkExportRequest, WatermarkImportRequest,
+};
+
+pub const EXIT_REFUSED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_UNREACHABLE: u8 = 3;
+
+/// Drive a running failoverd member: status, planned switchover, maintenance pause, watermarks.
+#[derive(Debug, Parser)]
+#[command(
+    name = "failoverctl",
+    version,
+    after_help = "Exit status: 0 done, 1 refused (by a guard or the store), 2 usage or config error, 3 daemon unreachable."
+)]
+pub struct Args {
+    /// The member's control socket (default: api.socket of --config, else /run/failoverd/control.sock).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// Read the socket path from this member config.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Give up on the daemon after this long, such as 5s.
+    #[arg(long, global = true, default_value = "5s")]
+    timeout: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// This member's role, node, the lease and the watermark, and every member's status.
+    Status,
+    /// Every member: kind, region, role, height, lag, health, when it was last heard of.
+    Members,
+    /// Planned switchover to MEMBER: the active hands over through the Transfer intent and
+    /// MEMBER runs every guard step; no height is missed. Refused unless MEMBER is a healthy,
+    /// caught-up standby.
+    Promote { member: String },
+    /// Maintenance mode: nothing happens automatically until `resume` (promote still works).
+    Pause,
+    /// Leave maintenance mode.
+    Resume,
+    /// The signing key's watermark, in and out.
+    #[command(subcommand)]
+    Watermark(WatermarkCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WatermarkCommand {
+    /// Print the key's replicated watermark as interchange JSON.
+    Export,
+    /// Raise the key's watermark from interchange JSON (a file, or - for stdin). Refused when
+    /// it would lower the watermark.
+    Import { file: PathBuf },
+}
+
+/// The watermark interchange format, in the spirit of EIP-3076: versioned metadata and one
+/// entry per key; big numbers as decimal strings so that no JSON parser rounds them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interchange {
+    pub metadata: Metadata,
+    pub data: Vec<KeyWatermark>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub interchange_format_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exported_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyWatermark {
+    pub key: String,
+    pub height: String,
+    pub round: u32,
+    /// propose, prevote or precommit.
+    pub step: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+}
+
+const FORMAT_VERSION: &str = "1";
+
+/// A failed command: what to print and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure { code: EXIT_USAGE, message: message.into() }
+    }
+}
+
+fn from_status(socket: &Path, s: tonic::Status) -> Failure {
+    let message = s.message().to_string();
+    match s.code() {
+        Code::FailedPrecondition | Code::AlreadyExists | Code::PermissionDenied | Code::Unimplemented => {
+            Failure { code: EXIT_REFUSED, message: format!("refused: {message}") }
+        }
+        Code::InvalidArgument => Failure::usage(message),
+        Code::Unavailable if message.contains("store") => {
+            Failure { code: EXIT_REFUSED, message: format!("not done: {message}") }
+        }
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded => Failure {
+            code: EXIT_UNREACHABLE,
+            message: format!("the daemon at {} did not answer: {message}; is failoverd running?", socket.display()),
+        },
+        _ => Failure { code: EXIT_REFUSED, message: format!("not done: {message}") },
+    }
+}
+
+/// Runs failoverctl with `args`; prints results and errors itself.
+pub fn run(args: Args) -> ExitCode {
+    match run_inner(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("failoverctl: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn socket_of(args: &Args) -> Result<PathBuf, Failure> {
+    if let Some(s) = &args.socket {
+        return Ok(s.clone());
+    }
+    if let Some(path) = &args.config {
+        let config = crate::config::Config::load(path).map_err(|e| Failure::usage(format!("--config: {e}")))?;
+        return Ok(config.api.socket);
+    }
+    Ok(crate::config::defaults::api_socket())
+}
+
+fn run_inner(args: &Args) -> Result<(), Failure> {
+    let timeout = crate::config::duration_text::parse(&args.timeout)
+        .map_err(|e| Failure::usage(format!("--timeout: {e}")))?
+        .max(Duration::from_millis(100));
+    let socket = socket_of(args)?;
+    // Read an import file before connecting: bad input is reported as such, whatever the daemon.
+    let import = match &args.command {
+        Command::Watermark(WatermarkCommand::Import { file }) => Some(read_import(file)?),
+        _ => None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure { code: EXIT_REFUSED, message: format!("cannot start a runtime: {e}") })?;
+    runtime.block_on(async {
+        let mut client = crate::api::client::connect(&socket, timeout).await.map_err(|e| Failure {
+            code: EXIT_UNREACHABLE,
+            message: format!("cannot reach the daemon at {}: {e}; is failoverd running?", socket.display()),
+        })?;
+        let fail = |s| from_status(&socket, s);
+        match &args.command {
+            Command::Status => {
+                let own = client.status(StatusRequest {}).await.map_err(fail)?.into_inner();
+                let members = client.members(MembersRequest {}).await.map_err(fail)?.into_inner();
+                print_status(&own, &members, args.json);
+            }
+            Command::Members => {
+                let members = client.members(MembersRequest {}).await.map_err(fail)?.into_inner();
+                print_members(&members, args.json);
+            }
+            Command::Promote { member } => {
+                let r = client
+                    .promote(PromoteRequest { target: member.clone(), force: false })
+                    .await
+                    .map_err(fail)?
+                    .into_inner();
+                if args.json {
+                    print_json(&serde_json::json!({"target": r.target, "epoch": r.epoch, "message": r.message}));
+                } else {
+                    println!("{}: the active hands over to {} (epoch {})", r.message, r.target, r.epoch);
+                }
+            }
+            Command::Pause | Command::Resume => {
+                let paused = matches!(args.command, Command::Pause);
+                let r = if paused { client.pause(PauseRequest {}).await } else { client.resume(PauseRequest {}).await }
+                    .map_err(fail)?
+                    .into_inner();
+                if args.json {
+                    print_json(&serde_json::json!({"paused": r.paused}));
+                } else if r.paused {
+                    println!("paused: nothing happens automatically until `failoverctl resume`");
+                } else {
+                    println!("resumed: automatic failover is on");
+                }
+            }
+            Command::Watermark(WatermarkCommand::Export) => {
+                let r = client.watermark_export(WatermarkExportRequest {}).await.map_err(fail)?.into_inner();
+                let data = r
+                    .watermark
+                    .and_then(|w| Some((w.hrs?, w.epoch)))
+                    .map(|(h, epoch)| vec![entry(&r.key, h, Some(epoch))])
+                    .unwrap_or_default();
+                print_json(&Interchange {
+                    metadata: Metadata {
+                        interchange_format_version: FORMAT_VERSION.into(),
+                        exported_by: Some(format!("failoverd {}", env!("CARGO_PKG_VERSION"))),
+                    },
+                    data,
+                });
+            }
+            Command::Watermark(WatermarkCommand::Import { .. }) => {
+                for (key, hrs) in import.unwrap_or_default() {
+                    let r = client
+                        .watermark_import(WatermarkImportRequest { key: key.clone(), hrs: Some(hrs) })
+                        .await
+                        .map_err(fail)?
+                        .into_inner();
+                    let now = r.watermark.and_then(|w| w.hrs).map(|h| describe(&h)).unwrap_or_default();
+                    if args.json {
+                        print_json(&serde_json::json!({"key": r.key, "watermark": now}));
+                    } else {
+                        println!("watermark of {key} is now {now}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn entry(key: &str, h: WireHrs, epoch: Option<u64>) -> KeyWatermark {
+    KeyWatermark {
+        key: key.to_string(),
+        height: h.height.to_string(),
+        round: h.round,
+        step: step_name(h.step).to_string(),
+        epoch: epoch.map(|e| e.to_string()),
+    }
+}
+
+fn step_name(step: u32) -> &'static str {
+    match step {
+        1 => "propose",
+        2 => "prevote",
+        3 => "precommit",
+        _ => "unknown",
+    }
+}
+
+fn describe(h: &WireHrs) -> String {
+    format!("{}/{}/{}", h.height, h.round, step_name(h.step))
+}
+
+/// Parses an interchange document into (key, HRS) pairs, naming the field that is wrong.
+pub fn parse_interchange(text: &str) -> Result<Vec<(String, WireHrs)>, String> {
+    let doc: Interchange =
+        serde_json::from_str(text).map_err(|e| format!("not a watermark interchange document: {e}"))?;
+    if doc.metadata.interchange_format_version != FORMAT_VERSION {
+        return Err(format!(
+            "metadata.interchange_format_version: expected \"{FORMAT_VERSION}\", found {:?}",
+            doc.metadata.interchange_format_version
+        ));
+    }
+    if doc.data.is_empty() {
+        return Err("data: no watermark to import".into());
+    }
+    doc.data
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let height = e.height.parse::<u64>().map_err(|_| {
+                format!("data[{i}].height: expected a decimal height as a string, found {:?}", e.height)
+            })?;
+            let step = match e.step.as_str() {
+                "propose" => 1,
+                "prevote" => 2,
+                "precommit" => 3,
+                other => {
+                    return Err(format!("data[{i}].step: expected propose, prevote or precommit, found {other:?}"));
+                }
+            };
+            Ok((e.key.clone(), WireHrs { height, round: e.round, step }))
+        })
+        .collect()
+}
+
+fn read_import(file: &Path) -> Result<Vec<(String, WireHrs)>, Failure> {
+    let text = if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| Failure::usage(format!("stdin: {e}")))?;
+        s
+    } else {
+        std::fs::read_to_string(file).map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?
+    };
+    parse_interchange(&text).map_err(|e| Failure::usage(format!("{}: {e}", file.display())))
+}
+
+fn print_json<T: Serialize>(value: &T) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+fn status_json(s: &StatusReply) -> serde_json::Value {
+    serde_json::json!({
+        "member": s.member,
+        "kind": s.kind,
+        "role": s.role,
+        "height": s.height,
+        "healthy": s.healthy,
+        "lease": s.lease.as_ref().map(|l| serde_json::json!({
+            "holder": (!l.holder.is_empty()).then_some(&l.holder),
+            "epoch": l.epoch,
+            "paused": l.paused,
+            "transfer_to": (!l.transfer_to.is_empty()).then_some(&l.transfer_to),
+        })),
+        "key": s.key,
+        "watermark": s.watermark.and_then(|w| w.hrs).map(|h| serde_json::json!({
+            "height": h.height, "round": h.round, "step": step_name(h.step), "epoch": s.watermark.map(|w| w.epoch),
+        })),
+        "raft": s.raft.as_ref().map(|r| serde_json::json!({
+            "leader": (!r.leader.is_empty()).then_some(&r.leader), "term": r.term, "commit": r.commit,
+        })),
+        "store_error": (!s.store_error.is_empty()).then_some(&s.store_error),
+    })
+}
+
+fn members_json(m: &MembersReply) -> serde_json::Value {
+    serde_json::json!({
+        "members": m.members.iter().map(|r| serde_json::json!({
+            "id": r.id, "kind": r.kind, "priority": r.priority, "region": r.region,
+            "peer_address": r.peer_address, "role": (!r.role.is_empty()).then_some(&r.role),
+            "height": r.height, "lag": r.lag, "healthy": r.healthy, "status_age_ms": r.status_age_ms,
+        })).collect::<Vec<_>>(),
+        "store_error": (!m.store_error.is_empty()).then_some(&m.store_error),
+    })
+}
+
+fn print_status(s: &StatusReply, m: &MembersReply, json: bool) {
+    if json {
+        print_json(&serde_json::json!({"self": status_json(s), "cluster": members_json(m)}));
+        return;
+    }
+    let role = if s.role.is_empty() { "starting" } else { &s.role };
+    let height = s.height.map_or("unknown".to_string(), |h| h.to_string());
+    println!(
+        "member     {} ({}), {role}, height {height}, {}",
+        s.member,
+        s.kind,
+        if s.healthy { "healthy" } else { "not healthy" }
+    );
+    match &s.lease {
+        Some(l) if l.holder.is_empty() => println!("lease      free (last epoch {})", l.epoch),
+        Some(l) => println!("lease      held by {} at epoch {}", l.holder, l.epoch),
+        None => println!("lease      unknown"),
+    }
+    if let Some(l) = &s.lease {
+        println!("paused     {}", if l.paused { "yes (maintenance: nothing happens automatically)" } else { "no" });
+        if !l.transfer_to.is_empty() {
+            println!("transfer   handing over to {}", l.transfer_to);
+        }
+    }
+    match s.watermark.and_then(|w| w.hrs.map(|h| (h, w.epoch))) {
+        Some((h, epoch)) => println!("watermark  {} at {} (epoch {epoch})", s.key, describe(&h)),
+        None => println!("watermark  {}: none stored", s.key),
+    }
+    if let Some(r) = &s.raft {
+        let leader = if r.leader.is_empty() { "none known" } else { &r.leader };
+        println!("raft       leader {leader}, term {}, commit {}", r.term, r.commit);
+    }
+    if !s.store_error.is_empty() {
+        println!("store      {}", s.store_error);
+    }
+    println!();
+    print_members(m, false);
+}
+
+fn print_members(m: &MembersReply, json: bool) {
+    if json {
+        print_json(&members_json(m));
+        return;
+    }
+    let rows: Vec<[String; 8]> = m
+        .members
+        .iter()
+        .map(|r| {
+            [
+                r.id.clone(),
+                r.kind.clone(),
+                if r.region.is_empty() { "-".into() } else { r.region.clone() },
+                if r.role.is_empty() { "-".into() } else { r.role.clone() },
+                r.height.map_or("-".into(), |h| h.to_string()),
+                r.lag.map_or("-".into(), |l| l.to_string()),
+                if r.kind == "witness" {
+                    "-".into()
+                } else if r.healthy {
+                    "healthy".into()
+                } else {
+                    "unhealthy".into()
+                },
+                r.status_age_ms.map_or("never".into(), |ms| format!("{:.1}s ago", ms as f64 / 1000.0)),
+            ]
+        })
+        .collect();
+    let header = ["MEMBER", "KIND", "REGION", "ROLE", "HEIGHT", "LAG", "HEALTH", "LAST STATUS"].map(String::from);
+    let mut widths = header.each_ref().map(String::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    if !m.store_error.is_empty() {
+        println!("store: {}", m.store_error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interchange_round_trips_and_names_bad_fields() {
+        let doc = Interchange {
+            metadata: Metadata { interchange_format_version: "1".into(), exported_by: None },
+            data: vec![entry("validator", WireHrs { height: u64::MAX, round: 2, step: 2 }, Some(9))],
+        };
+        let text = serde_json::to_string(&doc).expect("serialise");
+        let parsed = parse_interchange(&text).expect("parses");
+        assert_eq!(parsed, vec![("validator".to_string(), WireHrs { height: u64::MAX, round: 2, step: 2 })]);
+
+        let bad = text.replace("\"prevote\"", "\"vote\"");
+        assert!(parse_interchange(&bad).expect_err("bad step").starts_with("data[0].step"));
+        let bad = text.replace(&u64::MAX.to_string(), "-1");
+        assert!(parse_interchange(&bad).expect_err("bad height").starts_with("data[0].height"));
+        let bad = text.replace("\"interchange_format_version\":\"1\"", "\"interchange_format_version\":\"5\"");
+        assert!(parse_interchange(&bad).expect_err("version").starts_with("metadata.interchange_format_version"));
+        assert!(parse_interchange("{}").is_err());
+        assert!(
+            parse_interchange("{\"metadata\":{\"interchange_format_version\":\"1\"},\"data\":[]}")
+                .expect_err("empty")
+                .starts_with("data")
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! failoverctl end to end against three running members (tests/common/lab.rs): every command,
+//! its refusals and exit codes, judged from the daemons' answers and the signature ledger.
+
+mod common;
+
+use std::process::Output;
+use std::time::Duration;
+
+use common::lab::{Lab, MEMBERS};
+use tokio::time::Instant;
+
+fn ctl(lab: &Lab, i: usize, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_failoverctl"))
+        .arg("--socket")
+        .arg(lab.socket(i))
+        .args(args)
+        .output()
+        .expect("failoverctl runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
+}
+
+/// Waits until every member has published a status the others can see.
+async fn wait_for_statuses(lab: &Lab) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = json(&ctl(lab, 2, &["--json", "members"]));
+        let all = m["members"].as_array().is_some_and(|a| a.iter().all(|r| r["role"].is_string()));
+        if all {
+            return;
+        }
+        assert!(Instant::now() < end, "not every member published a status: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failoverctl_reports_refuses_and_hands_over() {
+    let lab = Lab::start("", &[]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    let standby = 1 - active;
+    lab.wait_signed_above(active, 2, Duration::from_secs(5)).await;
+    wait_for_statuses(&lab).await;
+
+    // status and members, for people and as JSON.
+    let o = ctl(&lab, standby, &["status"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&format!("held by {}", MEMBERS[active])), "{out}");
+    assert!(out.contains("MEMBER") && out.contains("witness"), "{out}");
+    let s = json(&ctl(&lab, standby, &["--json", "status"]));
+    assert_eq!(s["self"]["role"], "standby");
+    assert_eq!(s["self"]["lease"]["holder"], MEMBERS[active]);
+    let m = json(&ctl(&lab, active, &["--json", "members"]));
+    let rows = m["members"].as_array().expect("rows");
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[active]["role"], "active");
+    assert_eq!(rows[2]["kind"], "witness");
+
+    // Refusals: a witness, an unknown member, exit 1 with the reason.
+    let o = ctl(&lab, active, &["promote", "c"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("witness"), "{}", text(&o));
+    let o = ctl(&lab, active, &["promote", "zz"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+
+    // A lagging standby is refused too, once the cluster sees it lag.
+    lab.control(standby, serde_json::json!({"behind": 20})).await;
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = json(&ctl(&lab, active, &["--json", "members"]));
+        if m["members"][standby]["lag"].as_u64().is_some_and(|l| l >= 20) {
+            break;
+        }
+        assert!(Instant::now() < end, "the standby's lag never showed: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let o = ctl(&lab, active, &["promote", MEMBERS[standby]]);
+    assert_eq!(o.status.code(), Some(1), "promoted a lagging standby: {}", text(&o));
+    let why = String::from_utf8_lossy(&o.stderr);
+    assert!(why.contains("behind") || why.contains("unhealthy"), "{}", text(&o));
+    lab.control(standby, serde_json::json!({"behind": 0})).await;
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = json(&ctl(&lab, active, &["--json", "members"]));
+        let row = &m["members"][standby];
+        if row["lag"].as_u64().is_some_and(|l| l <= 1) && row["healthy"] == true {
+            break;
+        }
+        assert!(Instant::now() < end, "the standby never caught up: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Pause and resume are replicated: every member reports them.
+    let o = ctl(&lab, 2, &["pause"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(json(&ctl(&lab, standby, &["--json", "status"]))["self"]["lease"]["paused"], true);
+    let o = ctl(&lab, 2, &["--json", "resume"]);
+    assert_eq!(json(&o)["paused"], false);
+
+    // A planned switchover through failoverctl misses no height. (Before the watermark import
+    // below: a watermark raised above the chain makes the next active skip to it, by design.)
+    let before = lab.wait_signed_above(active, 0, Duration::from_secs(5)).await;
+    let o = ctl(&lab, 2, &["promote", MEMBERS[standby]]);
+    assert!(o.status.success(), "{}", text(&o));
+    lab.wait_signed_above(standby, before, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let report = lab.report();
+    assert!(report.is_safe(), "{report}");
+    let first_by_standby = lab
+        .records()
+        .iter()
+        .filter(|r| r.member.as_str() == MEMBERS[standby])
+        .map(|r| r.height)
+        .min()
+        .expect("the standby signed");
+    let gaps: Vec<_> = report.gaps.iter().filter(|g| g.from >= before && g.to < first_by_standby + 1).collect();
+    assert!(gaps.is_empty(), "the planned switchover missed heights: {gaps:?}\n{report}");
+
+    // Watermark export, then an import that would lower it is refused; one that raises it lands.
+    let exported = json(&ctl(&lab, active, &["watermark", "export"]));
+    let height: u64 = exported["data"][0]["height"].as_str().expect("height").parse().expect("decimal");
+    let dir = tempfile::tempdir().expect("dir");
+    let lower = dir.path().join("lower.json");
+    let mut doc = exported.clone();
+    doc["data"][0]["height"] = serde_json::json!("1");
+    std::fs::write(&lower, doc.to_string()).expect("write");
+    let o = ctl(&lab, active, &["watermark", "import", lower.to_str().expect("path")]);
+    assert_eq!(o.status.code(), Some(1), "an import that lowers the watermark: {}", text(&o));
+    let higher = dir.path().join("higher.json");
+    doc["data"][0]["height"] = serde_json::json!((height + 5).to_string());
+    std::fs::write(&higher, doc.to_string()).expect("write");
+    let o = ctl(&lab, active, &["watermark", "import", higher.to_str().expect("path")]);
+    assert!(o.status.success(), "{}", text(&o));
+    let after = json(&ctl(&lab, standby, &["watermark", "export"]));
+    let now: u64 = after["data"][0]["height"].as_str().expect("height").parse().expect("decimal");
+    assert!(now >= height + 5, "the watermark was not raised: {after}");
+    // Bad input names the field and exits 2 without calling the daemon.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, doc.to_string().replace("precommit", "commit")).expect("write");
+    let o = ctl(&lab, active, &["watermark", "import", bad.to_str().expect("path")]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("data[0].step"), "{}", text(&o));
+}
+
+#[test]
+fn an_unreachable_daemon_exits_3_and_bad_usage_exits_2() {
+    let dir = tempfile::tempdir().expect("dir");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_failoverctl"))
+        .arg("--socket")
+        .arg(dir.path().join("none.sock"))
+        .arg("status")
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is failoverd running?"), "{}", text(&o));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_failoverctl")).arg("launch").output().expect("runs");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_failoverctl"))
+        .args(["--timeout", "soon", "status"])
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--timeout"), "{}", text(&o));
+}
