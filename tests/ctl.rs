@@ -110,16 +110,18 @@ async fn failoverctl_reports_refuses_and_hands_over() {
     let o = ctl(&lab, 2, &["promote", MEMBERS[standby]]);
     assert!(o.status.success(), "{}", text(&o));
     lab.wait_signed_above(standby, before, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The node marks a height signed before its ledger write returns: wait for the record.
+    let end = Instant::now() + Duration::from_secs(5);
+    let first_by_standby = loop {
+        let first = lab.records().iter().filter(|r| r.member.as_str() == MEMBERS[standby]).map(|r| r.height).min();
+        if let Some(h) = first {
+            break h;
+        }
+        assert!(Instant::now() < end, "the standby's signature never reached the ledger");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let report = lab.report();
     assert!(report.is_safe(), "{report}");
-    let first_by_standby = lab
-        .records()
-        .iter()
-        .filter(|r| r.member.as_str() == MEMBERS[standby])
-        .map(|r| r.height)
-        .min()
-        .expect("the standby signed");
     let gaps: Vec<_> = report.gaps.iter().filter(|g| g.from >= before && g.to < first_by_standby + 1).collect();
     assert!(gaps.is_empty(), "the planned switchover missed heights: {gaps:?}\n{report}");
 
