@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tonic::Code;
 
 use crate::proto::v1::{
-    Hrs as WireHrs, MembersReply, MembersRequest, PauseRequest, PromoteRequest, StatusReply, StatusRequest,
-    WatermarkExportRequest, WatermarkImportRequest,
+    DemoteRequest, Hrs as WireHrs, MembersReply, MembersRequest, PauseRequest, PromoteRequest, StatusReply,
+    StatusRequest, WatermarkExportRequest, WatermarkImportRequest,
 };
 
 pub const EXIT_REFUSED: u8 = 1;
@@ -50,13 +50,20 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// This member's role, node, the lease and the watermark, and every member's status.
-    Status,
+    Status {
+        /// Print it again every second until Ctrl-C (JSON: one object per line).
+        #[arg(long)]
+        watch: bool,
+    },
     /// Every member: kind, region, role, height, lag, health, when it was last heard of.
     Members,
     /// Planned switchover to MEMBER: the active hands over through the Transfer intent and
     /// MEMBER runs every guard step; no height is missed. Refused unless MEMBER is a healthy,
     /// caught-up standby.
     Promote { member: String },
+    /// The active hands over to the best standby that can take over now, as `promote` would;
+    /// refused when there is none.
+    Demote,
     /// Maintenance mode: nothing happens automatically until `resume` (promote still works).
     Pause,
     /// Leave maintenance mode.
@@ -64,6 +71,8 @@ enum Command {
     /// The signing key's watermark, in and out.
     #[command(subcommand)]
     Watermark(WatermarkCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +169,11 @@ fn socket_of(args: &Args) -> Result<PathBuf, Failure> {
 }
 
 fn run_inner(args: &Args) -> Result<(), Failure> {
+    if let Command::Completions { shell } = &args.command {
+        use clap::CommandFactory;
+        clap_complete::generate(*shell, &mut Args::command(), "failoverctl", &mut std::io::stdout());
+        return Ok(());
+    }
     let timeout = crate::config::duration_text::parse(&args.timeout)
         .map_err(|e| Failure::usage(format!("--timeout: {e}")))?
         .max(Duration::from_millis(100));
@@ -180,21 +194,37 @@ fn run_inner(args: &Args) -> Result<(), Failure> {
         })?;
         let fail = |s| from_status(&socket, s);
         match &args.command {
-            Command::Status => {
+            Command::Status { watch } => loop {
                 let own = client.status(StatusRequest {}).await.map_err(fail)?.into_inner();
                 let members = client.members(MembersRequest {}).await.map_err(fail)?.into_inner();
-                print_status(&own, &members, args.json);
-            }
+                if !watch {
+                    print_status(&own, &members, args.json);
+                    break;
+                }
+                if args.json {
+                    println!("{}", serde_json::json!({"self": status_json(&own), "cluster": members_json(&members)}));
+                } else {
+                    println!("--- {}", crate::sim::rfc3339::format_unix_nanos(crate::sim::rfc3339::now_unix_nanos()));
+                    print_status(&own, &members, false);
+                }
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            },
             Command::Members => {
                 let members = client.members(MembersRequest {}).await.map_err(fail)?.into_inner();
                 print_members(&members, args.json);
             }
-            Command::Promote { member } => {
-                let r = client
-                    .promote(PromoteRequest { target: member.clone(), force: false })
-                    .await
-                    .map_err(fail)?
-                    .into_inner();
+            Command::Promote { .. } | Command::Demote => {
+                let r = match &args.command {
+                    Command::Promote { member } => {
+                        client.promote(PromoteRequest { target: member.clone(), force: false }).await
+                    }
+                    _ => client.demote(DemoteRequest {}).await,
+                }
+                .map_err(fail)?
+                .into_inner();
                 if args.json {
                     print_json(&serde_json::json!({"target": r.target, "epoch": r.epoch, "message": r.message}));
                 } else {
@@ -229,6 +259,7 @@ fn run_inner(args: &Args) -> Result<(), Failure> {
                     data,
                 });
             }
+            Command::Completions { .. } => {}
             Command::Watermark(WatermarkCommand::Import { .. }) => {
                 for (key, hrs) in import.unwrap_or_default() {
                     let r = client

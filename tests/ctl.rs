@@ -85,6 +85,9 @@ async fn failoverctl_reports_refuses_and_hands_over() {
     assert_eq!(o.status.code(), Some(1), "promoted a lagging standby: {}", text(&o));
     let why = String::from_utf8_lossy(&o.stderr);
     assert!(why.contains("behind") || why.contains("unhealthy"), "{}", text(&o));
+    let o = ctl(&lab, 2, &["demote"]);
+    assert_eq!(o.status.code(), Some(1), "demoted with no standby fit to take over: {}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no standby can take over"), "{}", text(&o));
     lab.control(standby, serde_json::json!({"behind": 0})).await;
     let end = Instant::now() + Duration::from_secs(10);
     loop {
@@ -124,6 +127,14 @@ async fn failoverctl_reports_refuses_and_hands_over() {
     assert!(report.is_safe(), "{report}");
     let gaps: Vec<_> = report.gaps.iter().filter(|g| g.from >= before && g.to < first_by_standby + 1).collect();
     assert!(gaps.is_empty(), "the planned switchover missed heights: {gaps:?}\n{report}");
+
+    // Demote hands production back to the only other producer, the same guarded way.
+    let before = lab.wait_signed_above(standby, 0, Duration::from_secs(5)).await;
+    let o = ctl(&lab, 2, &["--json", "demote"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(json(&o)["target"], MEMBERS[active]);
+    lab.wait_signed_above(active, before, Duration::from_secs(10)).await;
+    assert!(lab.report().is_safe());
 
     // Watermark export, then an import that would lower it is refused; one that raises it lands.
     let exported = json(&ctl(&lab, active, &["watermark", "export"]));
@@ -170,4 +181,40 @@ fn an_unreachable_daemon_exits_3_and_bad_usage_exits_2() {
         .expect("runs");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--timeout"), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_prints_until_interrupted_and_completions_print() {
+    let lab = Lab::start("", &[]).await;
+    lab.wait_active(Duration::from_secs(15)).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_failoverctl"))
+        .arg("--socket")
+        .arg(lab.socket(2))
+        .args(["--json", "status", "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("failoverctl runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout).lines().take(2).collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .expect("reader")
+    .expect("two lines");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
+        assert_eq!(v["self"]["member"], "c");
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .expect("signal");
+    let status = child.wait().expect("exits");
+    assert!(status.success(), "Ctrl-C ends --watch cleanly: {status}");
+
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_failoverctl"))
+        .args(["completions", "bash"])
+        .output()
+        .expect("runs");
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("failoverctl"));
 }

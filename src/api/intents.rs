@@ -1,4 +1,5 @@
-//! Operator intents: a planned switchover (`Promote`) and maintenance mode (`Pause`, `Resume`).
+//! Operator intents: a planned switchover (`Promote`, `Demote`) and maintenance mode (`Pause`,
+//! `Resume`).
 //! Each is checked against the cluster's published status and then recorded in the store,
 //! where every member's loop acts on it; nothing here touches a producer.
 
@@ -6,6 +7,7 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use super::{ControlService, refuse};
+use crate::coord::StatusReport;
 use crate::domain::{MemberId, MemberKind, RoleName};
 use crate::proto::v1::{PauseReply, PromoteReply, PromoteRequest};
 
@@ -15,48 +17,72 @@ impl ControlService {
             return Err(Status::unimplemented("promote --force is not available yet"));
         }
         let target = MemberId::new(req.target.clone()).map_err(|e| Status::invalid_argument(format!("target: {e}")))?;
-        match self.members.iter().find(|m| m.id == target).map(|m| m.kind) {
-            None => return Err(Status::failed_precondition(format!("{target} is not a member of this cluster"))),
-            Some(MemberKind::Witness) => {
-                return Err(Status::failed_precondition(format!("{target} is a witness and never produces")));
-            }
-            Some(_) => {}
-        }
         let deadline = Instant::now() + self.call_timeout;
         let cluster = self.coord.cluster_status(deadline).await.map_err(refuse)?;
-        let best = cluster.iter().filter(|r| r.age <= self.status_stale_after).filter_map(|r| r.status.height).max();
-        let Some(report) = cluster.iter().find(|r| r.status.member == target) else {
-            return Err(Status::failed_precondition(format!("{target} has published no status; is it running?")));
-        };
-        if report.age > self.status_stale_after {
-            return Err(Status::failed_precondition(format!(
-                "{target}'s status is {:?} old; is it running?",
-                report.age
-            )));
-        }
-        if report.status.role != RoleName::Standby || !report.status.healthy {
-            return Err(Status::failed_precondition(format!(
-                "{target} is {} and {}; only a healthy standby can take over",
-                report.status.role,
-                if report.status.healthy { "healthy" } else { "unhealthy" }
-            )));
-        }
-        let lag = match (best, report.status.height) {
-            (Some(b), Some(h)) => b.saturating_sub(h),
-            _ => u64::MAX,
-        };
-        if lag > self.max_lag_on_failover {
-            return Err(Status::failed_precondition(format!(
-                "{target} is {lag} blocks behind (max_lag_on_failover {})",
-                self.max_lag_on_failover
-            )));
-        }
+        self.fit_to_take_over(&target, &cluster).map_err(Status::failed_precondition)?;
         let transfer = self.coord.request_transfer(&target, deadline).await.map_err(refuse)?;
         Ok(PromoteReply {
             target: transfer.to.to_string(),
             epoch: transfer.epoch.get(),
             message: format!("handing over from epoch {} to {}", transfer.epoch, transfer.to),
         })
+    }
+
+    /// The active hands over to the best standby that could take over now (highest priority,
+    /// then least lag); refused when there is none, since stepping down would stop production.
+    pub(super) async fn demote_active(&self) -> Result<PromoteReply, Status> {
+        let deadline = Instant::now() + self.call_timeout;
+        let cluster = self.coord.cluster_status(deadline).await.map_err(refuse)?;
+        let best = self.members.iter().filter(|m| self.fit_to_take_over(&m.id, &cluster).is_ok()).max_by_key(|m| {
+            let height = cluster.iter().find(|r| r.status.member == m.id).and_then(|r| r.status.height);
+            (m.priority, height)
+        });
+        let Some(to) = best else {
+            let reasons: Vec<String> =
+                self.members.iter().filter_map(|m| self.fit_to_take_over(&m.id, &cluster).err()).collect();
+            return Err(Status::failed_precondition(format!(
+                "no standby can take over, so the active keeps producing: {}",
+                reasons.join("; ")
+            )));
+        };
+        let transfer = self.coord.request_transfer(&to.id, deadline).await.map_err(refuse)?;
+        Ok(PromoteReply {
+            target: transfer.to.to_string(),
+            epoch: transfer.epoch.get(),
+            message: format!("handing over from epoch {} to {}", transfer.epoch, transfer.to),
+        })
+    }
+
+    /// Why `target` could not take over now, by the cluster's published status: it must be a
+    /// producer, a fresh and healthy standby, and within max_lag_on_failover of the best height.
+    fn fit_to_take_over(&self, target: &MemberId, cluster: &[StatusReport]) -> Result<(), String> {
+        match self.members.iter().find(|m| &m.id == target).map(|m| m.kind) {
+            None => return Err(format!("{target} is not a member of this cluster")),
+            Some(MemberKind::Witness) => return Err(format!("{target} is a witness and never produces")),
+            Some(MemberKind::Producer) => {}
+        }
+        let best = cluster.iter().filter(|r| r.age <= self.status_stale_after).filter_map(|r| r.status.height).max();
+        let Some(report) = cluster.iter().find(|r| &r.status.member == target) else {
+            return Err(format!("{target} has published no status; is it running?"));
+        };
+        if report.age > self.status_stale_after {
+            return Err(format!("{target}'s status is {:?} old; is it running?", report.age));
+        }
+        if report.status.role != RoleName::Standby || !report.status.healthy {
+            return Err(format!(
+                "{target} is {} and {}; only a healthy standby can take over",
+                report.status.role,
+                if report.status.healthy { "healthy" } else { "unhealthy" }
+            ));
+        }
+        let lag = match (best, report.status.height) {
+            (Some(b), Some(h)) => b.saturating_sub(h),
+            _ => u64::MAX,
+        };
+        if lag > self.max_lag_on_failover {
+            return Err(format!("{target} is {lag} blocks behind (max_lag_on_failover {})", self.max_lag_on_failover));
+        }
+        Ok(())
     }
 
     pub(super) async fn set_paused(&self, paused: bool) -> Result<PauseReply, Status> {

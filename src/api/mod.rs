@@ -24,8 +24,8 @@ use crate::coord::{CoordError, Coordinator};
 use crate::domain::{KeyId, MemberId, MemberKind, MemberStatus};
 use crate::proto::v1::control_server::{Control, ControlServer};
 use crate::proto::v1::{
-    MembersReply, MembersRequest, PauseReply, PauseRequest, PromoteReply, PromoteRequest, StatusReply, StatusRequest,
-    WatermarkExportReply, WatermarkExportRequest, WatermarkImportReply, WatermarkImportRequest,
+    DemoteRequest, MembersReply, MembersRequest, PauseReply, PauseRequest, PromoteReply, PromoteRequest, StatusReply,
+    StatusRequest, WatermarkExportReply, WatermarkExportRequest, WatermarkImportReply, WatermarkImportRequest,
 };
 
 pub struct ControlService {
@@ -65,6 +65,11 @@ impl Control for ControlService {
         let req = request.into_inner();
         tracing::info!(%caller, target = %req.target, force = req.force, "control: promote requested");
         self.promote_to(req).await.map(Response::new)
+    }
+
+    async fn demote(&self, request: Request<DemoteRequest>) -> Result<Response<PromoteReply>, Status> {
+        tracing::info!(caller = %caller(&request), "control: demote requested");
+        self.demote_active().await.map(Response::new)
     }
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
