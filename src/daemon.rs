@@ -750,10 +750,17 @@ async fn fence_producer(p: &Parts, prod: &SharedProducer) -> Result<(), String> 
 async fn graceful_stop(st: &mut LoopState, p: &Parts) {
     let Some(epoch) = st.role.epoch else { return };
     tracing::info!(%epoch, "shutting down: deactivating the producer and releasing the lease");
+    // An activation still in flight finishes first, so the stop below is the last word.
+    let _ops = p.producer_ops.lock().await;
     if let Some(prod) = &p.producer {
         match stop_producer(p, prod).await {
             Ok(signed) => st.last_signed = st.last_signed.max(signed),
-            Err(e) => tracing::error!(error = %e, "the producer could not be stopped at shutdown"),
+            Err(e) => {
+                // Releasing would let another member activate beside a producer that may still
+                // sign; the lease expires instead, which its permission cannot outlast.
+                tracing::error!(error = %e, "the producer could not be stopped at shutdown; keeping the lease until it expires");
+                return;
+            }
         }
     }
     if let Some(lease) = st.leases.get(&epoch).cloned() {
