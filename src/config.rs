@@ -213,6 +213,16 @@ pub enum ProducerKind {
     Command,
 }
 
+/// How the `ethereum` producer turns block production on and off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EthereumMining {
+    /// `miner_start` / `miner_stop`, confirmed with `eth_mining` (Clique/PoA clients).
+    Miner,
+    /// `evm_setIntervalMining(seconds)` / `evm_setIntervalMining(0)` (anvil, Hardhat).
+    Interval,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProducerConfig {
@@ -236,6 +246,27 @@ pub struct ProducerConfig {
     /// How long a deactivation may take before the producer is killed.
     #[serde(default = "defaults::fence_timeout", with = "duration_text")]
     pub fence_timeout: Duration,
+    /// Deadline of each activate/deactivate command (`command`, `solana`, systemctl).
+    #[serde(default = "defaults::command_timeout", with = "duration_text")]
+    pub command_timeout: Duration,
+    /// The API that turns production on and off, when it is not `chain.rpc` (Antelope's producer
+    /// API is often bound to localhost on another port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpc: Option<HttpUrl>,
+    /// CometBFT FilePV: the node's home (`config/priv_validator_key.json`,
+    /// `data/priv_validator_state.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<PathBuf>,
+    /// CometBFT FilePV: start and stop the node as this systemd unit instead of supervising
+    /// `command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
+    /// Ethereum: `miner` (miner_start/miner_stop) or `interval` (evm_setIntervalMining).
+    #[serde(default = "defaults::ethereum_mining")]
+    pub mining: EthereumMining,
+    /// Ethereum `interval` mining: seconds between blocks while active (whole seconds, at least 1).
+    #[serde(default = "defaults::block_interval", with = "duration_text")]
+    pub block_interval: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -361,6 +392,18 @@ pub(crate) mod defaults {
     pub fn sim_block_interval() -> Duration {
         Duration::from_secs(1)
     }
+    pub fn command_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+
+    pub fn ethereum_mining() -> EthereumMining {
+        EthereumMining::Miner
+    }
+
+    pub fn block_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+
     pub fn sim_chain_id() -> String {
         "sim".to_string()
     }

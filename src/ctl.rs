@@ -204,7 +204,10 @@ fn run_inner(args: &Args) -> Result<(), Failure> {
                 if args.json {
                     println!("{}", serde_json::json!({"self": status_json(&own), "cluster": members_json(&members)}));
                 } else {
-                    println!("--- {}", crate::sim::rfc3339::format_unix_nanos(crate::sim::rfc3339::now_unix_nanos()));
+                    println!(
+                        "--- {}",
+                        crate::domain::rfc3339::format_unix_nanos(crate::domain::rfc3339::now_unix_nanos())
+                    );
                     print_status(&own, &members, false);
                 }
                 tokio::select! {

@@ -17,16 +17,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::chain::ChainProbe;
-use crate::chain::cometbft::CometbftProbe;
-use crate::config::{Backend, ChainKind, Config, ProducerKind};
+use crate::config::{Backend, Config};
 use crate::coord::raft::{RaftCoordinator, RaftOptions};
 use crate::coord::{Coordinator, StatusReport};
-use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime};
+use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, RoleName};
 use crate::guard::{GuardInput, GuardPolicy, PromotionGuard, SelfFence};
-use crate::health::{HealthPolicy, ProbeHistory, Verdict, best_height};
+use crate::health::{HealthPolicy, ProbeHistory, Verdict, best_height, gate_signing};
 use crate::producer::Producer;
-use crate::producer::process::ProcessProducer;
-use crate::producer::sim::SimProducer;
 use crate::role::{self, Action, Observation, Outcome, RolePolicy, RoleState, StepDown};
 
 /// How often the loop decides.
@@ -155,31 +152,10 @@ async fn setup(
     let (producer, probe): (Option<SharedProducer>, Option<Arc<dyn ChainProbe>>) =
         match (&config.producer, &config.chain) {
             (Some(p), Some(chain)) if me.kind == MemberKind::Producer => {
-                let rpc = chain.rpc.as_ref().ok_or_else(|| DaemonError::Setup("chain.rpc is required".into()))?;
-                let probe: Arc<dyn ChainProbe> = match chain.kind {
-                    ChainKind::Cometbft | ChainKind::Sim => Arc::new(
-                        CometbftProbe::new("local", rpc, chain.probe_timeout)
-                            .map_err(|e| DaemonError::Setup(e.to_string()))?,
-                    ),
-                    other => {
-                        return Err(DaemonError::Setup(format!(
-                            "chain kind {other:?} is not available yet; use cometbft or sim"
-                        )));
-                    }
-                };
-                let producer: Arc<dyn Producer> = match p.kind {
-                    ProducerKind::Sim => {
-                        Arc::new(SimProducer::new(rpc, call_timeout).map_err(|e| DaemonError::Setup(e.to_string()))?)
-                    }
-                    ProducerKind::Process => {
-                        Arc::new(ProcessProducer::new(p.command.clone().unwrap_or_default(), p.fence_timeout))
-                    }
-                    other => {
-                        return Err(DaemonError::Setup(format!(
-                            "producer kind {other:?} is not available yet; use process or sim"
-                        )));
-                    }
-                };
+                let probe =
+                    crate::chain::local_probe(chain, Some(p.kind)).map_err(|e| DaemonError::Setup(e.to_string()))?;
+                let producer = crate::producer::from_config(p, chain, call_timeout)
+                    .map_err(|e| DaemonError::Setup(e.to_string()))?;
                 (Some(producer), Some(probe))
             }
             _ => (None, None),
@@ -189,9 +165,8 @@ async fn setup(
         && let Some(chain) = &config.chain
     {
         for (i, url) in chain.reference_rpcs.iter().enumerate() {
-            let probe = CometbftProbe::new(format!("ref{i}:{url}"), url, chain.probe_timeout)
-                .map_err(|e| DaemonError::Setup(e.to_string()))?;
-            references.push(Arc::new(probe));
+            references
+                .push(crate::chain::reference_probe(chain, i, url).map_err(|e| DaemonError::Setup(e.to_string()))?);
         }
     }
     let fence_timeout = config.producer.as_ref().map_or(Duration::from_secs(5), |p| p.fence_timeout);
@@ -275,6 +250,8 @@ struct LoopState {
     previous_holder: Option<MemberId>,
     /// Whether the acquire in flight answers a transfer naming this member.
     planned: bool,
+    /// The local height when this member was first probed as active (see `gate_signing`).
+    active_from_height: Option<u64>,
 }
 
 async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), DaemonError> {
@@ -298,6 +275,7 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
         outcomes: Vec::new(),
         previous_holder: None,
         planned: false,
+        active_from_height: None,
     };
     let mut ticker = tokio::time::interval(LOOP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -323,6 +301,9 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
             Some((at, result)) = probes.recv() => {
                 let cluster = p.coord.cluster_status(Instant::now() + p.call_timeout).await.unwrap_or_default();
                 let best = best_height(fresh_heights(&cluster, &p).chain(std::iter::once(result.as_ref().ok().map(|s| s.height))));
+                let active = st.role.role == RoleName::Active;
+                let window = p.health_policy.signing_window;
+                let result = result.map(|s| gate_signing(s, active, &mut st.active_from_height, window));
                 st.history.record(at, result.as_ref().map_err(String::as_str), best, &p.health_policy);
                 continue;
             }

@@ -207,19 +207,14 @@ impl PromotionGuard<'_> {
 
 async fn run_fence_command(argv: &[String], previous: &MemberId, timeout: Duration) -> Result<String, String> {
     let args: Vec<String> = argv.iter().map(|a| a.replace("{member}", previous.as_str())).collect();
-    let (program, rest) = args.split_first().ok_or("fence_command is empty")?;
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(rest).kill_on_drop(true).stdin(std::process::Stdio::null());
-    match tokio::time::timeout(timeout, cmd.output()).await {
-        Err(_) => Err(format!("fence_command did not finish within {timeout:?}")),
-        Ok(Err(e)) => Err(format!("cannot run fence_command {program}: {e}")),
-        Ok(Ok(out)) if out.status.success() => Ok(format!("fence_command fenced {previous}")),
-        Ok(Ok(out)) => Err(format!(
-            "fence_command exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim().chars().take(200).collect::<String>()
-        )),
-    }
+    crate::operator_command::run(
+        &args,
+        &[("FAILOVERD_PREVIOUS_HOLDER", previous.to_string())],
+        Instant::now() + timeout,
+    )
+    .await
+    .map(|_| format!("fence_command fenced {previous}"))
+    .map_err(|e| format!("fence_command: {e}"))
 }
 
 /// The self-fence deadline, watched by a dedicated OS thread: when the armed deadline passes,

@@ -23,6 +23,9 @@ pub struct HealthPolicy {
     pub stall_after: Duration,
     /// A verdict older than this is unknown: the probe loop itself may be stuck.
     pub stale_after: Duration,
+    /// Commits searched for our signature (CometBFT): a "not signing" reading counts only once
+    /// this many blocks passed since the member became active.
+    pub signing_window: u64,
 }
 
 impl HealthPolicy {
@@ -35,8 +38,26 @@ impl HealthPolicy {
             max_lag: chain.map_or(5, |c| c.max_lag),
             stall_after: chain.map_or(Duration::from_secs(30), |c| c.stall_after),
             stale_after: probe_interval.saturating_mul(unhealthy_after.saturating_add(1)),
+            signing_window: chain.map_or(10, |c| u64::from(c.signing_window)),
         }
     }
+}
+
+/// Keeps a sample's "signing" reading only where it means something: on the active member, once
+/// a whole signing window of blocks has passed since it became active (the commits before that
+/// were signed, or not, by the previous active). `active_from` remembers the height at which
+/// this member was first seen active, and is cleared when it is not.
+pub fn gate_signing(mut sample: ChainSample, active: bool, active_from: &mut Option<u64>, window: u64) -> ChainSample {
+    if !active {
+        *active_from = None;
+        sample.signing = None;
+        return sample;
+    }
+    let from = *active_from.get_or_insert(sample.height);
+    if sample.height <= from.saturating_add(window) {
+        sample.signing = None;
+    }
+    sample
 }
 
 /// Why one probe counted as bad.
@@ -195,15 +216,34 @@ mod tests {
             max_lag: 5,
             stall_after: Duration::from_secs(10),
             stale_after: Duration::from_secs(4),
+            signing_window: 10,
         }
     }
 
     fn sample(height: u64) -> ChainSample {
-        ChainSample { height, latest_block_time_ms: None, catching_up: false, peers: Some(3), signing: None }
+        ChainSample { peers: Some(3), ..ChainSample::at(height) }
     }
 
     fn t(secs: u64) -> MonoTime {
         MonoTime::from_nanos(secs * 1_000_000_000)
+    }
+
+    #[test]
+    fn not_signing_counts_only_on_the_active_after_a_whole_window() {
+        let not_signing = |h| ChainSample { signing: Some(false), ..sample(h) };
+        let mut from = None;
+        assert_eq!(gate_signing(not_signing(100), false, &mut from, 10).signing, None, "a standby never signs");
+        assert_eq!(from, None);
+        assert_eq!(gate_signing(not_signing(100), true, &mut from, 10).signing, None, "just promoted");
+        assert_eq!(from, Some(100));
+        assert_eq!(
+            gate_signing(not_signing(110), true, &mut from, 10).signing,
+            None,
+            "the window still holds old commits"
+        );
+        assert_eq!(gate_signing(not_signing(111), true, &mut from, 10).signing, Some(false));
+        gate_signing(sample(112), false, &mut from, 10);
+        assert_eq!(from, None, "stepping down forgets the activation height");
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod domain;
 pub mod guard;
 pub mod health;
 pub mod http;
+pub mod operator_command;
 pub mod producer;
 pub mod proto;
 pub mod role;

@@ -171,7 +171,10 @@ fn validator_key_source_readable_by_others_is_refused() {
     let text = replace_once(
         BASE_CONFIG,
         "[producer]\nkind = \"sim\"\n",
-        &format!("[producer]\nkind = \"cometbft-filepv\"\nkey_file = \"{}\"\n", key.display()),
+        &format!(
+            "[producer]\nkind = \"cometbft-filepv\"\nkey_file = \"{}\"\nhome = \"/var/lib/cometbft\"\ncommand = [\"cometbft\", \"start\"]\n",
+            key.display()
+        ),
     );
     let (code, _, stderr) = check(dir.path(), &text);
     assert_eq!(code, Some(2), "{stderr}");

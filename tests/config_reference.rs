@@ -98,6 +98,12 @@ fn every_field_set() -> Config {
             fence_command: argv.clone(),
             key_file: path.clone(),
             fence_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(10),
+            rpc: Some(url("http://127.0.0.1:3")),
+            home: path.clone(),
+            systemd_unit: Some("cometbft.service".into()),
+            mining: EthereumMining::Miner,
+            block_interval: Duration::from_secs(1),
         }),
         failover: FailoverConfig {
             priority_delay: Duration::from_secs(2),

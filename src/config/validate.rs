@@ -211,6 +211,28 @@ fn check_chain_and_producer(config: &Config, out: &mut Problems<'_, '_>) {
             if chain.stall_after <= chain.probe_interval {
                 out.at("chain.stall_after", "stall_after must be longer than probe_interval");
             }
+            if let Some(address) = &chain.validator_address {
+                if chain.kind != ChainKind::Cometbft {
+                    out.at(
+                        "chain.validator_address",
+                        "validator_address is read from CometBFT commits; it needs kind = \"cometbft\"",
+                    );
+                } else if address.len() != 40 || !address.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    out.at(
+                        "chain.validator_address",
+                        "validator_address must be 40 hex digits (the 20-byte address in priv_validator_key.json)",
+                    );
+                }
+            }
+            if !(1..=1000).contains(&chain.signing_window) {
+                out.at("chain.signing_window", "signing_window must be between 1 and 1000 commits");
+            }
+            if chain.kind == ChainKind::Command && !chain.reference_rpcs.is_empty() {
+                out.at(
+                    "chain.reference_rpcs",
+                    "a command chain has no RPC dialect to query references with; print their heights from the command instead",
+                );
+            }
         }
     }
     match &config.producer {
@@ -220,14 +242,17 @@ fn check_chain_and_producer(config: &Config, out: &mut Problems<'_, '_>) {
             if p.kind == ProducerKind::Process && missing(&p.command) {
                 out.at("producer.command", "producer kind \"process\" needs command = [\"/usr/bin/node\", \"arg\", …]");
             }
-            if p.kind == ProducerKind::Command {
+            if matches!(p.kind, ProducerKind::Command | ProducerKind::Solana) {
                 for (key, v) in
                     [("activate_command", &p.activate_command), ("deactivate_command", &p.deactivate_command)]
                 {
                     if missing(v) {
                         out.at(
                             &format!("producer.{key}"),
-                            format!("producer kind \"command\" needs {key} = [\"program\", \"arg\", …]"),
+                            format!(
+                                "producer kind {:?} needs {key} = [\"program\", \"arg\", …]",
+                                producer_kind_name(p.kind)
+                            ),
                         );
                     }
                 }
@@ -240,6 +265,39 @@ fn check_chain_and_producer(config: &Config, out: &mut Problems<'_, '_>) {
             }
             if p.fence_timeout.is_zero() {
                 out.at("producer.fence_timeout", "fence_timeout must be above zero");
+            }
+            if p.command_timeout.is_zero() {
+                out.at("producer.command_timeout", "command_timeout must be above zero");
+            }
+            if p.kind == ProducerKind::CometbftFilepv {
+                if p.home.is_none() {
+                    out.at("producer.home", "producer kind \"cometbft-filepv\" needs home = \"/path/to/node/home\"");
+                }
+                match (missing(&p.command), &p.systemd_unit) {
+                    (true, None) => out.at(
+                        "producer.command",
+                        "producer kind \"cometbft-filepv\" starts the node either as a child (command = [\"cometbft\", \"start\", …]) or as a unit (systemd_unit = \"cometbft.service\")",
+                    ),
+                    (false, Some(_)) => out.at(
+                        "producer.systemd_unit",
+                        "set either command or systemd_unit, not both: the node must have one supervisor",
+                    ),
+                    _ => {}
+                }
+            }
+            if matches!(p.kind, ProducerKind::Ethereum | ProducerKind::Antelope)
+                && p.rpc.is_none()
+                && config.chain.as_ref().is_none_or(|c| c.rpc.is_none())
+            {
+                out.at("producer.rpc", "this producer drives the node over HTTP: set producer.rpc or chain.rpc");
+            }
+            if p.kind == ProducerKind::Ethereum
+                && (p.block_interval.subsec_nanos() != 0 || p.block_interval < std::time::Duration::from_secs(1))
+            {
+                out.at(
+                    "producer.block_interval",
+                    "block_interval must be whole seconds, at least 1s (evm_setIntervalMining takes seconds)",
+                );
             }
         }
     }
@@ -261,6 +319,10 @@ fn check_api(config: &Config, out: &mut Problems<'_, '_>) {
             "expected a non-empty argv such as [\"/usr/local/bin/stonith\", \"{member}\"], or remove the key",
         );
     }
+}
+
+fn producer_kind_name(kind: ProducerKind) -> String {
+    serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 fn kind_name(kind: &ChainKind) -> String {

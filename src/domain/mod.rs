@@ -8,6 +8,7 @@
 mod hrs;
 mod lease;
 mod member;
+pub mod rfc3339;
 mod status;
 mod time;
 mod watermark;

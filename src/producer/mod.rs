@@ -12,6 +12,10 @@ use tokio::time::Instant;
 
 use crate::domain::{Hrs, MonoTime};
 
+pub mod antelope;
+pub mod cometbft_filepv;
+pub mod command;
+pub mod ethereum;
 pub mod process;
 pub mod sim;
 
@@ -62,4 +66,56 @@ pub trait Producer: Send + Sync {
 
     /// Whether it is producing and what it last signed.
     async fn status(&self, deadline: Instant) -> Result<ProducerStatus, ProducerError>;
+}
+
+/// The producer `[producer]` describes, driving the node `[chain]` probes.
+pub fn from_config(
+    p: &crate::config::ProducerConfig,
+    chain: &crate::config::ChainConfig,
+    call_timeout: Duration,
+) -> Result<std::sync::Arc<dyn Producer>, ProducerError> {
+    use crate::config::ProducerKind;
+    use std::sync::Arc;
+    let setup = |detail: String| ProducerError::Failed { operation: "setup", detail };
+    let api =
+        || p.rpc.as_ref().or(chain.rpc.as_ref()).ok_or_else(|| setup("producer.rpc or chain.rpc is required".into()));
+    let argv = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
+    Ok(match p.kind {
+        ProducerKind::Sim => Arc::new(sim::SimProducer::new(api()?, call_timeout)?),
+        ProducerKind::Process => Arc::new(process::ProcessProducer::new(argv(&p.command), p.fence_timeout)),
+        ProducerKind::Command | ProducerKind::Solana => Arc::new(command::CommandProducer::new(
+            argv(&p.activate_command),
+            argv(&p.deactivate_command),
+            p.fence_command.clone(),
+            p.key_id.clone(),
+            p.command_timeout,
+        )),
+        ProducerKind::Ethereum => Arc::new(ethereum::EthereumProducer::new(
+            api()?,
+            call_timeout,
+            p.mining,
+            p.block_interval,
+            p.fence_command.clone(),
+        )?),
+        ProducerKind::Antelope => {
+            Arc::new(antelope::AntelopeProducer::new(api()?, call_timeout, p.fence_command.clone())?)
+        }
+        ProducerKind::CometbftFilepv => {
+            let key = p.key_file.clone().ok_or_else(|| setup("producer.key_file is required".into()))?;
+            let home = p.home.clone().ok_or_else(|| setup("producer.home is required".into()))?;
+            let runner = match &p.systemd_unit {
+                Some(unit) => {
+                    cometbft_filepv::NodeRunner::Systemd { systemctl: vec!["systemctl".into()], unit: unit.clone() }
+                }
+                None => cometbft_filepv::NodeRunner::Process(process::ProcessProducer::new(
+                    argv(&p.command),
+                    p.fence_timeout,
+                )),
+            };
+            Arc::new(cometbft_filepv::FilePvProducer::new(key, home, runner, p.command_timeout))
+        }
+        ProducerKind::CometbftSigner => {
+            return Err(setup("producer kind \"cometbft-signer\" is not available yet; use cometbft-filepv".into()));
+        }
+    })
 }

@@ -129,7 +129,9 @@ impl Producer for ProcessProducer {
     }
 
     async fn status(&self, _deadline: Instant) -> Result<ProducerStatus, ProducerError> {
-        let active = self.running.lock().await.as_ref().is_some_and(|rx| *rx.borrow());
+        let running = self.running.lock().await.as_ref().is_some_and(|rx| *rx.borrow());
+        // A child killed by the fence thread is dead before the waiting task has reaped it.
+        let active = running && self.child_pid().is_some_and(|pid| !is_dead(pid));
         Ok(ProducerStatus { active, last_signed_height: None })
     }
 }

@@ -21,4 +21,3 @@ pub mod checker;
 pub mod jsonl;
 pub mod ledger;
 pub mod node;
-pub mod rfc3339;

@@ -28,7 +28,7 @@ use super::activation::{ActivationEvent, ActivationLog, ActivationRecord};
 use super::chain::SimChain;
 use super::jsonl::JsonLinesError;
 use super::ledger::{LedgerWriter, SignatureRecord};
-use super::rfc3339;
+use crate::domain::rfc3339;
 use crate::domain::{KeyId, MemberId, MonoTime, Step};
 
 /// What a simulated node is.
