@@ -64,6 +64,7 @@ pub fn replace_once(text: &str, from: &str, to: &str) -> String {
     text.replacen(from, to, 1)
 }
 
+pub mod anvil;
 pub mod contract;
 pub mod lab;
 pub mod raft_cluster;
