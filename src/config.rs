@@ -632,6 +632,52 @@ mod tests {
         assert_eq!(Config::parse(&c.to_toml()), Ok(c));
     }
 
+    /// The keys of the problems `VALID` with `[chain]` and `[producer]` replaced has.
+    fn problems_with(chain_and_producer: &str) -> Vec<String> {
+        let base = VALID.split("[chain]").next().expect("prefix");
+        match Config::parse(&format!("{base}{chain_and_producer}")) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems.iter().map(|p| p.key.clone().unwrap_or_default()).collect(),
+        }
+    }
+
+    #[test]
+    fn each_adapter_needs_what_it_uses() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "[chain]\nkind = \"ethereum\"\nrpc = \"http://127.0.0.1:8545\"\n[producer]\nkind = \"ethereum\"\nmining = \"interval\"\n",
+                &[],
+            ),
+            (
+                "[chain]\nkind = \"ethereum\"\nrpc = \"http://127.0.0.1:8545\"\n[producer]\nkind = \"ethereum\"\nblock_interval = \"1500ms\"\n",
+                &["producer.block_interval"],
+            ),
+            (
+                "[chain]\nkind = \"command\"\ncommand = [\"height\"]\n[producer]\nkind = \"antelope\"\n",
+                &["producer.rpc"],
+            ),
+            (
+                "[chain]\nkind = \"command\"\ncommand = [\"height\"]\nreference_rpcs = [\"http://127.0.0.1:9\"]\n[producer]\nkind = \"solana\"\n",
+                &["chain.reference_rpcs", "producer.activate_command", "producer.deactivate_command"],
+            ),
+            (
+                "[chain]\nkind = \"cometbft\"\nrpc = \"http://127.0.0.1:26657\"\nvalidator_address = \"ABCD\"\nsigning_window = 0\n[producer]\nkind = \"cometbft-filepv\"\nkey_file = \"/k\"\n",
+                &["chain.validator_address", "chain.signing_window", "producer.home", "producer.command"],
+            ),
+            (
+                "[chain]\nkind = \"cometbft\"\nrpc = \"http://127.0.0.1:26657\"\n[producer]\nkind = \"cometbft-filepv\"\nkey_file = \"/k\"\nhome = \"/h\"\ncommand = [\"cometbft\"]\nsystemd_unit = \"cometbft.service\"\n",
+                &["producer.systemd_unit"],
+            ),
+            (
+                "[chain]\nkind = \"solana\"\nrpc = \"http://127.0.0.1:8899\"\nvalidator_address = \"8C1E2C1A0B5E4D3F2A1B0C9D8E7F6A5B4C3D2E1F\"\n[producer]\nkind = \"solana\"\nactivate_command = [\"on\"]\ndeactivate_command = [\"off\"]\ncommand_timeout = \"0s\"\n",
+                &["chain.validator_address", "producer.command_timeout"],
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(problems_with(text), *want, "{text}");
+        }
+    }
+
     #[test]
     fn a_witness_member_needs_no_chain_or_producer() {
         let text = VALID.replace("member = \"a\"", "member = \"c\"").replace("[producer]\nkind = \"sim\"\n", "");

@@ -97,7 +97,12 @@ pub fn local_probe(
     let rpc = chain.rpc.as_ref().ok_or_else(|| ProbeError::malformed(source, "chain.rpc is required"))?;
     let checks = cometbft::CometbftChecks {
         peers: chain.kind == ChainKind::Cometbft,
-        signing: chain.validator_address.clone().map(|a| (a, chain.signing_window)),
+        // The simulated chain serves no commits.
+        signing: chain
+            .validator_address
+            .clone()
+            .filter(|_| chain.kind == ChainKind::Cometbft)
+            .map(|a| (a, chain.signing_window)),
     };
     let ask_paused = producer == Some(ProducerKind::Antelope);
     rpc_probe(chain.kind, source.to_string(), rpc, chain.probe_timeout, checks, ask_paused)

@@ -212,7 +212,7 @@ fn check_chain_and_producer(config: &Config, out: &mut Problems<'_, '_>) {
                 out.at("chain.stall_after", "stall_after must be longer than probe_interval");
             }
             if let Some(address) = &chain.validator_address {
-                if chain.kind != ChainKind::Cometbft {
+                if !matches!(chain.kind, ChainKind::Cometbft | ChainKind::Sim) {
                     out.at(
                         "chain.validator_address",
                         "validator_address is read from CometBFT commits; it needs kind = \"cometbft\"",
