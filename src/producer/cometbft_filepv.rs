@@ -305,6 +305,50 @@ mod tests {
         assert!(!producer.status(soon()).await.expect("status").active);
     }
 
+    /// systemd cannot run here: a fake `systemctl` that records its arguments and keeps the
+    /// unit's state in a file, answering `is-active` from it as systemctl does (exit 0 or 3).
+    fn fake_systemctl(dir: &Path) -> Vec<String> {
+        let script = dir.join("fake-systemctl");
+        let body = format!(
+            "#!/bin/sh\necho \"$*\" >> {log}\ncase \"$1\" in\n start) echo active > {state};;\n stop|kill) echo inactive > {state};;\n is-active) grep -q '^active' {state} 2>/dev/null || exit 3;;\nesac\n",
+            log = dir.join("calls").display(),
+            state = dir.join("unit-state").display()
+        );
+        fs::write(&script, body).expect("script");
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod");
+        vec![script.display().to_string()]
+    }
+
+    #[tokio::test]
+    async fn a_systemd_unit_is_started_stopped_and_killed_through_systemctl() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = dir.path().join("secret.json");
+        write_private(&source, KEY.as_bytes()).expect("key source");
+        let runner = NodeRunner::Systemd { systemctl: fake_systemctl(dir.path()), unit: "cometbft.service".into() };
+        let p = FilePvProducer::new(source, dir.path().join("home"), runner, Duration::from_secs(5));
+        p.activate(SignFloor(Hrs::new(7, 0, Step::Precommit)), MonoTime::now(), soon()).await.expect("activates");
+        assert!(p.key_path().exists());
+        assert!(p.status(soon()).await.expect("status").active);
+        p.deactivate(soon()).await.expect("deactivates");
+        assert!(!p.key_path().exists());
+        assert!(!p.status(soon()).await.expect("status").active);
+        p.activate(SignFloor(Hrs::new(9, 0, Step::Precommit)), MonoTime::now(), soon()).await.expect("activates");
+        p.fence(Duration::from_secs(5)).expect("fenced");
+        assert!(!p.key_path().exists());
+        let calls = fs::read_to_string(dir.path().join("calls")).expect("calls");
+        let calls: Vec<&str> = calls.lines().filter(|l| !l.starts_with("is-active")).collect();
+        assert_eq!(
+            calls,
+            [
+                "start cometbft.service",
+                "stop cometbft.service",
+                "start cometbft.service",
+                "kill --signal=SIGKILL cometbft.service",
+                "stop cometbft.service"
+            ]
+        );
+    }
+
     #[test]
     fn reads_state_files_as_cometbft_writes_them() {
         assert_eq!(parse_state(br#"{"height":"0","round":0,"step":0}"#), Ok(Hrs::ZERO));
