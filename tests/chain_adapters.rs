@@ -184,10 +184,13 @@ fn http(body: &[u8], extra_headers: &str) -> Vec<u8> {
     r
 }
 
+/// Which probe errors a hostile answer may produce.
+type ErrorKind = fn(&ProbeError) -> bool;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_answers_become_probe_errors_within_the_deadline() {
     let huge = http(&vec![b' '; 2 * 1024 * 1024], "");
-    let cases: Vec<(&str, Vec<u8>, Duration, fn(&ProbeError) -> bool)> = vec![
+    let cases: Vec<(&str, Vec<u8>, Duration, ErrorKind)> = vec![
         ("a 2 MiB body", huge, Duration::ZERO, |e| matches!(e, ProbeError::TooLarge { .. })),
         ("no answer", Vec::new(), Duration::from_secs(30), |e| matches!(e, ProbeError::Timeout { .. })),
         ("a truncated body", http(b"{\"result\":{\"sync_in", "Content-Length: 400\r\n"), Duration::ZERO, |e| {
