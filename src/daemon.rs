@@ -252,6 +252,8 @@ struct LoopState {
     planned: bool,
     /// The local height when this member was first probed as active (see `gate_signing`).
     active_from_height: Option<u64>,
+    /// The node said it produces while this member is not active (reported once per episode).
+    rogue_production: bool,
 }
 
 async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), DaemonError> {
@@ -276,7 +278,20 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
         previous_holder: None,
         planned: false,
         active_from_height: None,
+        rogue_production: false,
     };
+    // A node left producing by an earlier run, or one that started producing by itself, is
+    // stopped before this member takes part: nothing may produce outside a lease this run holds.
+    if let Some(prod) = &p.producer {
+        let _ops = p.producer_ops.lock().await;
+        match stop_producer(&p, prod).await {
+            Ok(signed) => st.last_signed = signed,
+            Err(e) => tracing::error!(
+                error = %e,
+                "cannot confirm the producer is stopped at start; check the node, and set producer.fence_command so a fence can kill it"
+            ),
+        }
+    }
     let mut ticker = tokio::time::interval(LOOP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_publish = Instant::now() - p.probe_interval;
@@ -304,6 +319,11 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
                 let active = st.role.role == RoleName::Active;
                 let window = p.health_policy.signing_window;
                 let result = result.map(|s| gate_signing(s, active, &mut st.active_from_height, window));
+                let rogue = !active && result.as_ref().is_ok_and(|s| s.producing == Some(true));
+                if rogue && !st.rogue_production {
+                    tracing::error!(role = %st.role.role, "the local node says it is producing while this member is not active: stop it (no lease covers it)");
+                }
+                st.rogue_production = rogue;
                 st.history.record(at, result.as_ref().map_err(String::as_str), best, &p.health_policy);
                 continue;
             }

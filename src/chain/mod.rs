@@ -26,8 +26,8 @@ pub struct ChainSample {
     pub peers: Option<u32>,
     /// Whether our validator signed recently, where the chain can tell (CometBFT commits).
     pub signing: Option<bool>,
-    /// Whether the node says it is producing (Antelope's `/v1/producer/paused`): lets status
-    /// show a standby whose node produces on its own, which no lease can stop.
+    /// Whether the node says it is producing (Antelope's `/v1/producer/paused`): a member that is
+    /// not active logs an error when its node produces on its own, which no lease covers.
     pub producing: Option<bool>,
 }
 
