@@ -17,7 +17,6 @@ use crate::chain::antelope::parse_paused;
 use crate::chain::rpc::{self, ExchangeError, JsonEndpoint};
 use crate::config::HttpUrl;
 use crate::domain::MonoTime;
-use crate::operator_command;
 
 pub struct AntelopeProducer {
     api: HttpUrl,
@@ -50,10 +49,7 @@ impl AntelopeProducer {
     }
 
     async fn turn(&self, resume: bool, operation: &'static str, deadline: Instant) -> Result<(), ProducerError> {
-        let fail = |e: ExchangeError| match e {
-            ExchangeError::Timeout => ProducerError::Timeout { operation },
-            other => ProducerError::Failed { operation, detail: other.to_string() },
-        };
+        let fail = |e| ProducerError::from_exchange(operation, e);
         let path = if resume { "v1/producer/resume" } else { "v1/producer/pause" };
         let answer = self.endpoint.post(path, None, deadline).await.map_err(fail)?;
         parse_ok(path, &answer).map_err(|detail| ProducerError::Failed { operation, detail })?;
@@ -97,17 +93,7 @@ impl Producer for AntelopeProducer {
     }
 
     fn fence(&self, timeout: Duration) -> Result<(), ProducerError> {
-        let Err(pause_error) = self.pause_blocking(timeout) else { return Ok(()) };
-        let Some(argv) = &self.fence_command else {
-            return Err(ProducerError::Failed {
-                operation: "fence",
-                detail: format!("pause: {pause_error}; no producer.fence_command to kill nodeos"),
-            });
-        };
-        operator_command::run_blocking(argv, &[], timeout).map(|_| ()).map_err(|e| ProducerError::Failed {
-            operation: "fence",
-            detail: format!("pause: {pause_error}; producer.fence_command: {e}"),
-        })
+        super::fence_by_command("pause", self.pause_blocking(timeout), self.fence_command.as_deref(), timeout)
     }
 
     async fn status(&self, deadline: Instant) -> Result<ProducerStatus, ProducerError> {

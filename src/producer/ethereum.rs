@@ -19,7 +19,6 @@ use crate::chain::rpc::{self, ExchangeError, JsonEndpoint, METHOD_NOT_FOUND};
 pub use crate::config::EthereumMining as Mining;
 use crate::config::HttpUrl;
 use crate::domain::MonoTime;
-use crate::operator_command;
 
 pub struct EthereumProducer {
     rpc: HttpUrl,
@@ -66,10 +65,7 @@ impl EthereumProducer {
     }
 
     async fn turn(&self, on: bool, operation: &'static str, deadline: Instant) -> Result<(), ProducerError> {
-        let fail = |e: ExchangeError| match e {
-            ExchangeError::Timeout => ProducerError::Timeout { operation },
-            other => ProducerError::Failed { operation, detail: other.to_string() },
-        };
+        let fail = |e| ProducerError::from_exchange(operation, e);
         let (method, params) = self.switch(on);
         self.endpoint.call(method, params, deadline).await.map_err(fail)?;
         match self.mining(deadline).await.map_err(fail)? {
@@ -115,18 +111,8 @@ impl Producer for EthereumProducer {
 
     fn fence(&self, timeout: Duration) -> Result<(), ProducerError> {
         let (method, params) = self.switch(false);
-        let stopped = rpc::blocking_call(&self.rpc, method, params, timeout);
-        let Err(stop_error) = stopped else { return Ok(()) };
-        let Some(argv) = &self.fence_command else {
-            return Err(ProducerError::Failed {
-                operation: "fence",
-                detail: format!("{method}: {stop_error}; no producer.fence_command to kill the node"),
-            });
-        };
-        operator_command::run_blocking(argv, &[], timeout).map(|_| ()).map_err(|e| ProducerError::Failed {
-            operation: "fence",
-            detail: format!("{method}: {stop_error}; producer.fence_command: {e}"),
-        })
+        let stopped = rpc::blocking_call(&self.rpc, method, params, timeout).map(|_| ());
+        super::fence_by_command(method, stopped, self.fence_command.as_deref(), timeout)
     }
 
     async fn status(&self, deadline: Instant) -> Result<ProducerStatus, ProducerError> {

@@ -40,6 +40,37 @@ pub enum ProducerError {
     Failed { operation: &'static str, detail: String },
 }
 
+impl ProducerError {
+    /// The error of `operation` when an exchange with the node's API failed.
+    pub fn from_exchange(operation: &'static str, e: crate::chain::rpc::ExchangeError) -> ProducerError {
+        match e {
+            crate::chain::rpc::ExchangeError::Timeout => ProducerError::Timeout { operation },
+            other => ProducerError::Failed { operation, detail: other.to_string() },
+        }
+    }
+}
+
+/// The last resort of a fence whose API call (`attempt`, named by `what`) did not confirm: the
+/// operator's `fence_command`, which should kill the node. Without one the fence is unconfirmed.
+pub(crate) fn fence_by_command(
+    what: &str,
+    attempt: Result<(), crate::chain::rpc::ExchangeError>,
+    fence_command: Option<&[String]>,
+    timeout: Duration,
+) -> Result<(), ProducerError> {
+    let Err(api_error) = attempt else { return Ok(()) };
+    let Some(argv) = fence_command else {
+        return Err(ProducerError::Failed {
+            operation: "fence",
+            detail: format!("{what}: {api_error}; no producer.fence_command to kill the node"),
+        });
+    };
+    crate::operator_command::run_blocking(argv, &[], timeout).map(|_| ()).map_err(|e| ProducerError::Failed {
+        operation: "fence",
+        detail: format!("{what}: {api_error}; producer.fence_command: {e}"),
+    })
+}
+
 /// One way of running a block producer.
 #[async_trait]
 pub trait Producer: Send + Sync {
