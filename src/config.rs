@@ -126,6 +126,9 @@ pub struct ConsulConfig {
     /// File holding the ACL token (mode 0600). Absent: no token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// CA that signs the agent's certificate, for an `https://` address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// TTL of the agent check that the daemon keeps passing and the session is bound to.
     #[serde(default = "defaults::consul_check_ttl", with = "duration_text")]
     pub check_ttl: Duration,
@@ -469,6 +472,7 @@ impl Default for ConsulConfig {
             address: defaults::consul_address(),
             prefix: defaults::consul_prefix(),
             token_file: None,
+            ca_file: None,
             check_ttl: defaults::consul_check_ttl(),
             lock_delay: defaults::consul_lock_delay(),
         }

@@ -67,6 +67,7 @@ fn every_field_set() -> Config {
                 address: url("http://127.0.0.1:8500"),
                 prefix: "p".into(),
                 token_file: path.clone(),
+                ca_file: path.clone(),
                 check_ttl: Duration::from_secs(2),
                 lock_delay: Duration::from_millis(500),
             },

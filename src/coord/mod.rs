@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberStatus, Watermark, WatermarkRefusal};
 
+pub mod consul;
 pub mod raft;
 
 /// Operator intents, replicated through the store so that every member sees the same ones.

@@ -65,6 +65,7 @@ pub fn replace_once(text: &str, from: &str, to: &str) -> String {
 }
 
 pub mod anvil;
+pub mod consul;
 pub mod contract;
 pub mod lab;
 pub mod raft_cluster;

@@ -1,0 +1,575 @@
+//! The Consul coordinator (DESIGN.md §4, "Consul mapping"): the lease is a session lock on
+//! `<prefix>/leader`, its epoch the key's `LockIndex`.
+//!
+//! The session is bound to a short-TTL check on the local agent (plus the agent's `serfHealth`),
+//! not to a session TTL: Consul's session TTLs are at least 10 s and may be reaped at twice that.
+//! The holder passes the check only in [`Coordinator::renew`], so a holder whose loop stops
+//! renewing loses its session one check TTL after its last renew, and the lock with it; its own
+//! lease view ends earlier, at the renew's send time + check TTL − safety margin. Members that do
+//! not hold the lease pass the check when they publish their status. `lock-delay` is small but
+//! nonzero.
+//!
+//! Watermarks live under `<prefix>/watermarks/<key>` and every write is a transaction that checks
+//! the writer's session still holds the leader lock and sets the value with check-and-set on its
+//! ModifyIndex; a new holder first rewrites every watermark with its own epoch, so an old
+//! holder's write in flight fails its CAS. Operator intents are `<prefix>/intents` (CAS), member
+//! status `<prefix>/members/<id>`, locked by each member's session so it goes with it.
+//!
+//! Never decides anything by a member's clock: expiry is Consul's check timer and lock-delay.
+
+pub mod agent;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use self::agent::{Agent, AgentError, KvEntry, TxnOp};
+use super::{CoordError, Coordinator, Intents, StatusReport, StoreView, Transfer};
+use crate::config::{Config, MemberConfig};
+use crate::domain::{
+    Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, Watermark, WatermarkRefusal,
+};
+
+/// How long one blocking query of the watch waits at most.
+const WATCH_WAIT: Duration = Duration::from_secs(5);
+
+/// Attempts of a check-and-set that lost a race to another writer.
+const CAS_ATTEMPTS: usize = 8;
+
+/// The value of `<prefix>/leader`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct LeaderValue {
+    holder: MemberId,
+}
+
+/// The value of `<prefix>/intents`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct IntentsValue {
+    paused: bool,
+    transfer: Option<Transfer>,
+}
+
+pub struct ConsulCoordinator {
+    me: MemberId,
+    members: Vec<MemberConfig>,
+    agent: std::sync::Arc<Agent>,
+    prefix: String,
+    check_id: String,
+    check_ttl: Duration,
+    lock_delay: Duration,
+    safety_margin: Duration,
+    /// This member's session, created on first need and again after Consul invalidated it.
+    session: tokio::sync::Mutex<Option<String>>,
+    /// The epoch this member holds, if any: while holding, only `renew` passes the check.
+    holding: Mutex<Option<Epoch>>,
+    /// Per member: the ModifyIndex of its status and when this reader first saw it.
+    seen: Mutex<HashMap<MemberId, (u64, MonoTime)>>,
+    view: watch::Sender<StoreView>,
+    stop: CancellationToken,
+}
+
+fn unavailable(e: AgentError) -> CoordError {
+    CoordError::Unavailable(e.to_string())
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(entry: &KvEntry) -> Result<T, CoordError> {
+    serde_json::from_slice(&entry.value)
+        .map_err(|e| CoordError::Unavailable(format!("{} holds a value failoverd cannot read: {e}", entry.key)))
+}
+
+fn leader_view(entry: Option<&KvEntry>) -> Result<LeaseView, CoordError> {
+    Ok(match entry {
+        None => LeaseView::Free { epoch: Epoch::ZERO },
+        Some(e) if e.session.is_none() => LeaseView::Free { epoch: Epoch::new(e.lock_index) },
+        Some(e) => LeaseView::Held { holder: decode::<LeaderValue>(e)?.holder, epoch: Epoch::new(e.lock_index) },
+    })
+}
+
+async fn bounded<T>(
+    operation: &'static str,
+    deadline: Instant,
+    work: impl Future<Output = Result<T, CoordError>>,
+) -> Result<T, CoordError> {
+    tokio::time::timeout_at(deadline, work).await.unwrap_or(Err(CoordError::Timeout { operation }))
+}
+
+impl ConsulCoordinator {
+    /// Builds the coordinator for `config.member`. Nothing is asked of the agent yet: the check
+    /// and session are made on first need, so a daemon starts while its agent is down.
+    pub fn start(config: &Config) -> Result<ConsulCoordinator, CoordError> {
+        let consul = &config.coordinator.consul;
+        let token = match &consul.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        CoordError::Invalid(format!(
+                            "cannot read coordinator.consul.token_file {}: {e}",
+                            path.display()
+                        ))
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let agent = std::sync::Arc::new(Agent::new(consul, token).map_err(unavailable)?);
+        let prefix = consul.prefix.trim_matches('/').to_string();
+        let id_safe: String = prefix.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        let (view, _) =
+            watch::channel(StoreView { lease: LeaseView::Free { epoch: Epoch::ZERO }, intents: Intents::default() });
+        let coord = ConsulCoordinator {
+            me: config.member.clone(),
+            members: config.members.clone(),
+            agent,
+            check_id: format!("failoverd-{id_safe}-{}", config.member),
+            prefix,
+            check_ttl: consul.check_ttl,
+            lock_delay: consul.lock_delay,
+            safety_margin: config.coordinator.safety_margin,
+            session: tokio::sync::Mutex::new(None),
+            holding: Mutex::new(None),
+            seen: Mutex::new(HashMap::new()),
+            view,
+            stop: CancellationToken::new(),
+        };
+        coord.spawn_watch();
+        Ok(coord)
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.prefix)
+    }
+
+    fn leader_key(&self) -> String {
+        self.key("leader")
+    }
+
+    fn holding(&self) -> Option<Epoch> {
+        *self.holding.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_holding(&self, epoch: Option<Epoch>) {
+        *self.holding.lock().unwrap_or_else(|e| e.into_inner()) = epoch;
+    }
+
+    /// Passes this member's check, registering it again if the agent forgot it (a restart).
+    async fn pass_check(&self) -> Result<(), AgentError> {
+        match self.agent.pass_check(&self.check_id).await {
+            Err(AgentError::Api { .. }) => {
+                let name = format!("failoverd member {}", self.me);
+                self.agent.register_ttl_check(&self.check_id, &name, self.check_ttl).await
+            }
+            other => other,
+        }
+    }
+
+    /// This member's live session, made anew when Consul has invalidated the last one.
+    async fn session(&self) -> Result<String, CoordError> {
+        let mut slot = self.session.lock().await;
+        if let Some(id) = slot.as_ref() {
+            let alive = self.agent.session_alive(id).await.map_err(unavailable)?;
+            if alive {
+                return Ok(id.clone());
+            }
+        }
+        self.pass_check().await.map_err(unavailable)?;
+        let checks = vec!["serfHealth".to_string(), self.check_id.clone()];
+        let id = self
+            .agent
+            .create_session(&format!("failoverd-{}", self.me), &checks, self.lock_delay)
+            .await
+            .map_err(unavailable)?;
+        *slot = Some(id.clone());
+        Ok(id)
+    }
+
+    /// The session id if one exists, without creating one.
+    async fn current_session(&self) -> Option<String> {
+        self.session.lock().await.clone()
+    }
+
+    async fn read_one(&self, key: &str) -> Result<Option<KvEntry>, CoordError> {
+        Ok(self.agent.read(key, false).await.map_err(unavailable)?.and_then(|mut v| v.pop()))
+    }
+
+    async fn read_lease(&self) -> Result<(LeaseView, Option<KvEntry>), CoordError> {
+        let entry = self.read_one(&self.leader_key()).await?;
+        Ok((leader_view(entry.as_ref())?, entry))
+    }
+
+    /// Checks that this member holds the lock at `epoch` with its current session.
+    async fn check_holder(&self, holder: &MemberId, epoch: Epoch) -> Result<String, CoordError> {
+        let (view, entry) = self.read_lease().await?;
+        let session = self.current_session().await;
+        let ours = holder == &self.me
+            && view.is_held_by(holder, epoch)
+            && session.is_some()
+            && entry.as_ref().and_then(|e| e.session.as_ref()) == session.as_ref();
+        match session {
+            Some(s) if ours => Ok(s),
+            _ => Err(CoordError::NotHolder { epoch, current: view }),
+        }
+    }
+
+    fn watermark_key(&self, key: &KeyId) -> String {
+        self.key(&format!("watermarks/{key}"))
+    }
+
+    /// Changes `key`'s watermark by `change` with check-and-set, retrying lost races; with
+    /// `holder`, also only while that session holds the leader lock. `change` returns `None` to
+    /// leave the watermark as it is.
+    async fn update_watermark(
+        &self,
+        key: &KeyId,
+        holder: Option<&str>,
+        change: impl Fn(&Watermark) -> Result<Option<Watermark>, WatermarkRefusal>,
+    ) -> Result<Watermark, CoordError> {
+        let wm_key = self.watermark_key(key);
+        for _ in 0..CAS_ATTEMPTS {
+            let entry = self.read_one(&wm_key).await?;
+            let current = match &entry {
+                Some(e) => decode::<Watermark>(e)?,
+                None => Watermark::ZERO,
+            };
+            let Some(next) = change(&current)? else { return Ok(current) };
+            let value = serde_json::to_vec(&next).map_err(|e| CoordError::Invalid(e.to_string()))?;
+            let mut ops = Vec::new();
+            if let Some(session) = holder {
+                ops.push(TxnOp::CheckSession { key: self.leader_key(), session: session.to_string() });
+            }
+            ops.push(TxnOp::Cas { key: wm_key.clone(), value, index: entry.as_ref().map_or(0, |e| e.modify_index) });
+            if self.agent.txn(&ops).await.map_err(unavailable)? {
+                return Ok(next);
+            }
+            if let Some(session) = holder {
+                let (view, leader) = self.read_lease().await?;
+                if leader.and_then(|l| l.session).as_deref() != Some(session) {
+                    return Err(CoordError::NotHolder { epoch: view.epoch(), current: view });
+                }
+            }
+        }
+        Err(CoordError::Unavailable(format!("{wm_key}: lost {CAS_ATTEMPTS} check-and-set races in a row")))
+    }
+
+    /// Rewrites every watermark with the new holder's epoch (values unchanged), so that a write
+    /// the previous holder still has in flight fails its check-and-set.
+    async fn bump_watermark_epochs(&self, epoch: Epoch, session: &str) -> Result<(), CoordError> {
+        let entries = self.agent.read(&self.key("watermarks/"), true).await.map_err(unavailable)?.unwrap_or_default();
+        for entry in entries {
+            let Some(name) = entry.key.rsplit('/').next() else { continue };
+            let Ok(key) = KeyId::new(name) else { continue };
+            self.update_watermark(&key, Some(session), |w| {
+                Ok((w.epoch < epoch).then_some(Watermark { hrs: w.hrs, epoch }))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn update_intents(&self, change: impl Fn(&mut IntentsValue)) -> Result<IntentsValue, CoordError> {
+        let key = self.key("intents");
+        for _ in 0..CAS_ATTEMPTS {
+            let entry = self.read_one(&key).await?;
+            let mut value = match &entry {
+                Some(e) => decode::<IntentsValue>(e)?,
+                None => IntentsValue::default(),
+            };
+            change(&mut value);
+            if self.agent.cas(&key, &value, entry.map_or(0, |e| e.modify_index)).await.map_err(unavailable)? {
+                return Ok(value);
+            }
+        }
+        Err(CoordError::Unavailable(format!("{key}: lost {CAS_ATTEMPTS} check-and-set races in a row")))
+    }
+
+    fn lease_until(&self, sent: MonoTime) -> MonoTime {
+        sent.saturating_add(self.check_ttl.saturating_sub(self.safety_margin))
+    }
+
+    /// Blocking queries on the leader and intents keys feed [`Coordinator::watch`].
+    fn spawn_watch(&self) {
+        for which in ["leader", "intents"] {
+            let agent = std::sync::Arc::clone(&self.agent);
+            let key = self.key(which);
+            let view = self.view.clone();
+            let stop = self.stop.clone();
+            tokio::spawn(async move {
+                let mut index = 0u64;
+                while !stop.is_cancelled() {
+                    let read = tokio::time::timeout(WATCH_WAIT * 2, agent.read_blocking(&key, index, WATCH_WAIT));
+                    let answer = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        a = read => a,
+                    };
+                    match answer {
+                        Ok(Ok((entries, next))) => {
+                            let entry = entries.and_then(|mut v| v.pop());
+                            apply_watch(&view, which, entry.as_ref());
+                            if next == index || entry.is_none() {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                            // An index that goes backwards (a server restore) restarts the wait.
+                            index = if next < index { 0 } else { next };
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(500)).await,
+                    }
+                }
+            });
+        }
+    }
+
+    /// Stops the watch and destroys this member's session (its locks are released with it).
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        if let Some(id) = self.current_session().await {
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.agent.destroy_session(&id)).await;
+        }
+    }
+}
+
+impl Drop for ConsulCoordinator {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn apply_watch(view: &watch::Sender<StoreView>, which: &str, entry: Option<&KvEntry>) {
+    view.send_if_modified(|v| {
+        let before = v.clone();
+        match which {
+            "leader" => {
+                if let Ok(lease) = leader_view(entry) {
+                    v.lease = lease;
+                }
+            }
+            _ => {
+                let intents: IntentsValue =
+                    entry.and_then(|e| serde_json::from_slice(&e.value).ok()).unwrap_or_default();
+                v.intents = Intents { paused: intents.paused, transfer: intents.transfer };
+            }
+        }
+        *v != before
+    });
+}
+
+#[async_trait]
+impl Coordinator for ConsulCoordinator {
+    async fn acquire(&self, member: &MemberId, deadline: Instant) -> Result<Lease, CoordError> {
+        bounded("acquire", deadline, async {
+            if member != &self.me {
+                return Err(CoordError::Invalid(format!("this member is {}, not {member}", self.me)));
+            }
+            let session = self.session().await?;
+            let (view, _) = self.read_lease().await?;
+            if let LeaseView::Held { holder, epoch } = view {
+                return Err(CoordError::LeaseHeld { holder, epoch });
+            }
+            let sent = MonoTime::now();
+            self.pass_check().await.map_err(unavailable)?;
+            let taken = self
+                .agent
+                .acquire(&self.leader_key(), &LeaderValue { holder: self.me.clone() }, &session)
+                .await
+                .map_err(unavailable)?;
+            let (view, entry) = self.read_lease().await?;
+            let ours = entry.as_ref().and_then(|e| e.session.as_deref()) == Some(session.as_str());
+            if !taken || !ours {
+                return Err(match view {
+                    LeaseView::Held { holder, epoch } => CoordError::LeaseHeld { holder, epoch },
+                    LeaseView::Free { .. } => CoordError::Unavailable(
+                        "Consul's lock-delay after the previous holder's session ended is still running; retry shortly"
+                            .into(),
+                    ),
+                });
+            }
+            let epoch = view.epoch();
+            self.set_holding(Some(epoch));
+            self.bump_watermark_epochs(epoch, &session).await?;
+            self.update_intents(|i| i.transfer = None).await?;
+            Ok(Lease { holder: self.me.clone(), epoch, ttl: self.check_ttl, valid_until: self.lease_until(sent) })
+        })
+        .await
+    }
+
+    async fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Lease, CoordError> {
+        bounded("renew", deadline, async {
+            if lease.holder != self.me || self.holding() != Some(lease.epoch) {
+                let (current, _) = self.read_lease().await?;
+                return Err(CoordError::NotHolder { epoch: lease.epoch, current });
+            }
+            let sent = MonoTime::now();
+            self.pass_check().await.map_err(unavailable)?;
+            self.check_holder(&lease.holder, lease.epoch).await?;
+            Ok(Lease { valid_until: self.lease_until(sent), ..lease.clone() })
+        })
+        .await
+    }
+
+    async fn release(
+        &self,
+        lease: &Lease,
+        final_watermark: Option<(KeyId, Hrs)>,
+        deadline: Instant,
+    ) -> Result<(), CoordError> {
+        bounded("release", deadline, async {
+            let session = self.check_holder(&lease.holder, lease.epoch).await?;
+            if let Some((key, hrs)) = &final_watermark {
+                let epoch = lease.epoch;
+                self.update_watermark(key, Some(&session), |w| {
+                    w.raise(epoch, epoch, *hrs).map(|n| (n != *w).then_some(n))
+                })
+                .await?;
+            }
+            let released = self
+                .agent
+                .release(&self.leader_key(), &LeaderValue { holder: self.me.clone() }, &session)
+                .await
+                .map_err(unavailable)?;
+            if !released {
+                let (current, _) = self.read_lease().await?;
+                return Err(CoordError::NotHolder { epoch: lease.epoch, current });
+            }
+            self.set_holding(None);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn reserve(&self, epoch: Epoch, key: &KeyId, hrs: Hrs, deadline: Instant) -> Result<Watermark, CoordError> {
+        bounded("reserve", deadline, async {
+            let session = self.check_holder(&self.me, epoch).await?;
+            self.update_watermark(key, Some(&session), |w| w.reserve(epoch, epoch, hrs).map(Some)).await
+        })
+        .await
+    }
+
+    async fn checkpoint(
+        &self,
+        epoch: Epoch,
+        key: &KeyId,
+        height: u64,
+        deadline: Instant,
+    ) -> Result<Watermark, CoordError> {
+        bounded("checkpoint", deadline, async {
+            let session = self.check_holder(&self.me, epoch).await?;
+            let target = Hrs::end_of_height(height);
+            self.update_watermark(key, Some(&session), |w| {
+                w.raise(epoch, epoch, target).map(|n| (n != *w).then_some(n))
+            })
+            .await
+        })
+        .await
+    }
+
+    async fn watermark(&self, key: &KeyId, deadline: Instant) -> Result<Option<Watermark>, CoordError> {
+        bounded("watermark", deadline, async {
+            match self.read_one(&self.watermark_key(key)).await? {
+                Some(e) => decode(&e).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn import_watermark(&self, key: &KeyId, hrs: Hrs, deadline: Instant) -> Result<Watermark, CoordError> {
+        bounded("import_watermark", deadline, async {
+            self.update_watermark(key, None, |w| w.import(hrs).map(|n| (n != *w).then_some(n))).await
+        })
+        .await
+    }
+
+    async fn lease(&self, deadline: Instant) -> Result<LeaseView, CoordError> {
+        bounded("lease", deadline, async { self.read_lease().await.map(|(v, _)| v) }).await
+    }
+
+    async fn intents(&self, deadline: Instant) -> Result<Intents, CoordError> {
+        bounded("intents", deadline, async {
+            let value = match self.read_one(&self.key("intents")).await? {
+                Some(e) => decode::<IntentsValue>(&e)?,
+                None => IntentsValue::default(),
+            };
+            Ok(Intents { paused: value.paused, transfer: value.transfer })
+        })
+        .await
+    }
+
+    fn watch(&self) -> watch::Receiver<StoreView> {
+        self.view.subscribe()
+    }
+
+    async fn publish_status(&self, status: &MemberStatus, deadline: Instant) -> Result<(), CoordError> {
+        bounded("publish_status", deadline, async {
+            if status.member != self.me {
+                return Err(CoordError::Invalid(format!(
+                    "this member is {}; it cannot publish {}'s status",
+                    self.me, status.member
+                )));
+            }
+            let session = self.session().await?;
+            if self.holding().is_none() {
+                self.pass_check().await.map_err(unavailable)?;
+            }
+            let key = self.key(&format!("members/{}", status.member));
+            if self.agent.acquire(&key, status, &session).await.map_err(unavailable)? {
+                Ok(())
+            } else {
+                Err(CoordError::Unavailable(format!("{key} is locked by another session")))
+            }
+        })
+        .await
+    }
+
+    async fn cluster_status(&self, deadline: Instant) -> Result<Vec<StatusReport>, CoordError> {
+        bounded("cluster_status", deadline, async {
+            let entries = self.agent.read(&self.key("members/"), true).await.map_err(unavailable)?.unwrap_or_default();
+            let now = MonoTime::now();
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let mut out = Vec::new();
+            for entry in entries {
+                let Ok(status) = serde_json::from_slice::<MemberStatus>(&entry.value) else { continue };
+                let since = match seen.get(&status.member) {
+                    Some((index, since)) if *index == entry.modify_index => *since,
+                    _ => now,
+                };
+                seen.insert(status.member.clone(), (entry.modify_index, since));
+                out.push(StatusReport { age: now.saturating_since(since), status });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn set_paused(&self, paused: bool, deadline: Instant) -> Result<(), CoordError> {
+        bounded("set_paused", deadline, async { self.update_intents(|i| i.paused = paused).await.map(|_| ()) }).await
+    }
+
+    async fn request_transfer(&self, to: &MemberId, deadline: Instant) -> Result<Transfer, CoordError> {
+        bounded("request_transfer", deadline, async {
+            match self.members.iter().find(|m| &m.id == to) {
+                None => return Err(CoordError::Invalid(format!("{to} is not a member of this cluster"))),
+                Some(m) if m.kind == MemberKind::Witness => {
+                    return Err(CoordError::Invalid(format!("{to} is a witness and never produces")));
+                }
+                Some(_) => {}
+            }
+            let (view, _) = self.read_lease().await?;
+            let LeaseView::Held { holder, epoch } = view else {
+                return Err(CoordError::Invalid("the lease is free: there is nothing to hand over".into()));
+            };
+            if &holder == to {
+                return Err(CoordError::Invalid(format!("{to} already holds the lease")));
+            }
+            let transfer = Transfer { to: to.clone(), epoch };
+            let t = transfer.clone();
+            self.update_intents(move |i| i.transfer = Some(t.clone())).await?;
+            Ok(transfer)
+        })
+        .await
+    }
+}
