@@ -123,9 +123,17 @@ pub enum Command {
 }
 
 /// Sets up tracing on stderr in the chosen format; `RUST_LOG` filters (default `info`).
+/// The Consul client library logs every request at info and its request spans may carry
+/// headers (the ACL token): it is held at `warn` unless `RUST_LOG` names it explicitly.
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let mut directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    for quiet in ["consulrs", "rustify"] {
+        if !directives.contains(quiet) {
+            directives.push_str(&format!(",{quiet}=warn"));
+        }
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,consulrs=warn,rustify=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chain::ChainProbe;
 use crate::config::{Backend, Config};
+use crate::coord::consul::ConsulCoordinator;
 use crate::coord::raft::{RaftCoordinator, RaftOptions};
 use crate::coord::{Coordinator, StatusReport};
 use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, RoleName};
@@ -63,7 +64,9 @@ struct Parts {
     kind: MemberKind,
     priority: u32,
     coord: Arc<dyn Coordinator>,
-    raft: Arc<RaftCoordinator>,
+    /// The embedded raft backend, when it is the store (status and storage failures).
+    raft: Option<Arc<RaftCoordinator>>,
+    consul: Option<Arc<ConsulCoordinator>>,
     producer: Option<Arc<dyn Producer>>,
     probe: Option<Arc<dyn ChainProbe>>,
     self_fence: Option<SelfFence>,
@@ -99,7 +102,7 @@ pub async fn run(
         kind: parts.kind,
         key: parts.key.clone(),
         coord: Arc::clone(&parts.coord),
-        raft: Arc::clone(&parts.raft),
+        raft: parts.raft.clone(),
         own_status: parts.own_status.subscribe(),
         members: config.members.clone(),
         max_lag_on_failover: config.failover.max_lag_on_failover,
@@ -120,7 +123,12 @@ pub async fn run(
     if let Some(f) = &parts.self_fence {
         f.stop();
     }
-    parts.raft.shutdown().await;
+    if let Some(raft) = &parts.raft {
+        raft.shutdown().await;
+    }
+    if let Some(consul) = &parts.consul {
+        consul.shutdown().await;
+    }
     result
 }
 
@@ -134,20 +142,30 @@ async fn setup(
         .me()
         .cloned()
         .ok_or_else(|| DaemonError::Setup(format!("member {} is not among [[members]]", config.member)))?;
-    if config.coordinator.backend != Backend::Raft {
-        return Err(DaemonError::Setup("coordinator.backend = \"consul\" is not available yet; use \"raft\"".into()));
-    }
     if let Some(chain) = &config.chain
         && let (Some(sim), Some(rpc)) = (&chain.sim, &chain.rpc)
     {
         start_embedded_sim(config, sim, rpc, shutdown).await?;
     }
-    let raft =
-        RaftCoordinator::start(config, listener, RaftOptions { rejoin: options.rejoin, ..RaftOptions::default() })
+    let (coord, raft, consul): (Arc<dyn Coordinator>, _, _) = match config.coordinator.backend {
+        Backend::Raft => {
+            let raft = RaftCoordinator::start(
+                config,
+                listener,
+                RaftOptions { rejoin: options.rejoin, ..RaftOptions::default() },
+            )
             .await
             .map_err(|e| DaemonError::Setup(e.to_string()))?;
-    let raft = Arc::new(raft);
-    let coord: Arc<dyn Coordinator> = raft.clone();
+            let raft = Arc::new(raft);
+            (raft.clone(), Some(raft), None)
+        }
+        Backend::Consul => {
+            // The peer listener is not used: members meet through Consul.
+            drop(listener);
+            let consul = Arc::new(ConsulCoordinator::start(config).map_err(|e| DaemonError::Setup(e.to_string()))?);
+            (consul.clone(), None, Some(consul))
+        }
+    };
     let call_timeout = config.coordinator.call_timeout;
     let (producer, probe): (Option<SharedProducer>, Option<Arc<dyn ChainProbe>>) =
         match (&config.producer, &config.chain) {
@@ -183,6 +201,7 @@ async fn setup(
         priority: me.priority,
         coord,
         raft,
+        consul,
         producer,
         probe,
         self_fence,
@@ -298,7 +317,13 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
     let mut store_changes = p.coord.watch();
     // A member whose raft storage failed can never renew or vote again: it stops, so that its
     // supervisor restarts it once the disk is fixed, instead of lingering as a member in name.
-    let store_failed = p.raft.storage_failed();
+    let raft = p.raft.clone();
+    let store_failed = async move {
+        match raft {
+            Some(raft) => raft.storage_failed().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::pin!(store_failed);
     let mut failure = None;
     loop {

@@ -47,3 +47,79 @@ async fn consul_keeps_the_coordinator_contract() {
         c.shutdown().await;
     }
 }
+
+/// Consul's HTTP API, as a raw client (what an old holder's request in flight would send).
+async fn consul_http(
+    agent: &common::consul::ConsulAgent,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let client = failover::http::client(std::time::Duration::from_secs(2)).expect("client");
+    let mut request = client.request(method, format!("{}{path}", agent.address()));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("consul answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_holders_in_flight_watermark_write_fails_after_the_epoch_bump() {
+    use failover::coord::{CoordError, Coordinator};
+    use failover::domain::{Hrs, KeyId, MemberId};
+    use reqwest::Method;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    let agent = common::consul::dev().await;
+    let soon = || Instant::now() + Duration::from_secs(5);
+    let a = ConsulCoordinator::start(&consul_config("a", &agent.address(), "stale")).expect("a");
+    let b = ConsulCoordinator::start(&consul_config("b", &agent.address(), "stale")).expect("b");
+    let (id_a, id_b) = (MemberId::new("a").expect("id"), MemberId::new("b").expect("id"));
+    let k = KeyId::new("validator").expect("key");
+
+    let old = a.acquire(&id_a, soon()).await.expect("a acquires");
+    a.checkpoint(old.epoch, &k, 10, soon()).await.expect("a checkpoints");
+    let (_, entries) = consul_http(&agent, Method::GET, "/v1/kv/stale/watermarks/validator", None).await;
+    let in_flight_index = entries[0]["ModifyIndex"].as_u64().expect("ModifyIndex");
+
+    // Consul invalidates a's session (as when its check goes critical): the lock is free.
+    let (_, sessions) = consul_http(&agent, Method::GET, "/v1/session/list", None).await;
+    let session = sessions
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .find(|s| s["Name"] == "failoverd-a")
+        .and_then(|s| s["ID"].as_str())
+        .expect("a's session")
+        .to_string();
+    consul_http(&agent, Method::PUT, &format!("/v1/session/destroy/{session}"), None).await;
+
+    // b acquires once the lock-delay has passed; its grant rewrites the watermark's epoch.
+    let end = Instant::now() + Duration::from_secs(10);
+    let new = loop {
+        match b.acquire(&id_b, soon()).await {
+            Ok(lease) => break lease,
+            Err(e) => assert!(Instant::now() < end, "b never acquired: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(new.epoch > old.epoch);
+
+    // The write a had in flight — a plain check-and-set on the index it read — now fails.
+    let stale = serde_json::json!({"hrs": Hrs::end_of_height(20), "epoch": old.epoch});
+    let value = failover::coord::consul::agent::base64_encode(stale.to_string().as_bytes());
+    let txn = serde_json::json!([{"KV": {"Verb": "cas", "Key": "stale/watermarks/validator", "Value": value, "Index": in_flight_index}}]);
+    let (status, answer) = consul_http(&agent, Method::PUT, "/v1/txn", Some(txn)).await;
+    assert_eq!(status, 409, "the stale write was applied: {answer}");
+
+    // And through the coordinator the old holder is refused outright.
+    assert!(matches!(a.checkpoint(old.epoch, &k, 20, soon()).await, Err(CoordError::NotHolder { .. })));
+    let w = b.watermark(&k, soon()).await.expect("read").expect("stored");
+    assert_eq!((w.hrs, w.epoch), (Hrs::end_of_height(10), new.epoch), "unchanged but for the new epoch");
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -33,7 +33,8 @@ pub struct ControlService {
     pub kind: MemberKind,
     pub key: KeyId,
     pub coord: Arc<dyn Coordinator>,
-    pub raft: Arc<RaftCoordinator>,
+    /// The embedded raft backend, when it is the store: its state is shown in status.
+    pub raft: Option<Arc<RaftCoordinator>>,
     /// What the member's loop published last.
     pub own_status: watch::Receiver<Option<MemberStatus>>,
     pub members: Vec<MemberConfig>,

@@ -43,8 +43,17 @@ impl ControlService {
                 None
             }
         };
-        let info = self.raft.info();
-        let leader = info.leader.and_then(|id| self.raft.member_of(id)).map(ToString::to_string).unwrap_or_default();
+        let raft = self.raft.as_ref().map(|raft| {
+            let info = raft.info();
+            let leader = info.leader.and_then(|id| raft.member_of(id)).map(ToString::to_string).unwrap_or_default();
+            RaftState {
+                leader,
+                term: info.term,
+                commit: info.commit,
+                applied: info.applied,
+                failed: info.failed.unwrap_or_default(),
+            }
+        });
         StatusReply {
             member: self.me.to_string(),
             kind: self.kind.to_string(),
@@ -55,13 +64,7 @@ impl ControlService {
             key: self.key.to_string(),
             watermark,
             store_error: store_errors.join("; "),
-            raft: Some(RaftState {
-                leader,
-                term: info.term,
-                commit: info.commit,
-                applied: info.applied,
-                failed: info.failed.unwrap_or_default(),
-            }),
+            raft,
         }
     }
 

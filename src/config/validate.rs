@@ -124,6 +124,11 @@ fn check_lease_timings(config: &Config, out: &mut Problems<'_, '_>) {
         }
         if c.consul.check_ttl.is_zero() {
             out.at("coordinator.consul.check_ttl", "check_ttl must be above zero");
+        } else if c.renew_interval >= c.consul.check_ttl.saturating_sub(c.safety_margin) {
+            out.at(
+                "coordinator.consul.check_ttl",
+                "with Consul the holder's lease lasts check_ttl − safety_margin after each renew: check_ttl must exceed renew_interval + safety_margin",
+            );
         }
         if c.consul.prefix.is_empty() || c.consul.prefix.starts_with('/') {
             out.at(

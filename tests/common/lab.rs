@@ -57,9 +57,23 @@ fn spawn_sim(member: &str, ledger: &std::path::Path) -> (Child, String) {
     (child, format!("http://{addr}"))
 }
 
+/// Where the members keep the lease.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// The embedded raft quorum of the three members.
+    Raft,
+    /// Consul: member `i` talks to the agent at `agents[i]`, under `prefix`.
+    Consul { agents: Vec<String>, check_ttl: Duration, lock_delay: Duration },
+}
+
 impl Lab {
     /// Starts two simulated nodes and three members; `extra` is appended to every config.
     pub async fn start(extra: &str, env: &[(&str, &str)]) -> Lab {
+        Lab::start_with(Store::Raft, extra, env).await
+    }
+
+    /// [`Lab::start`] with the lease kept in `store`.
+    pub async fn start_with(store: Store, extra: &str, env: &[(&str, &str)]) -> Lab {
         let dir = tempfile::tempdir().expect("dir");
         let ledger = dir.path().join("ledger.jsonl");
         let mut sims = Vec::new();
@@ -97,6 +111,15 @@ impl Lab {
                 SAFETY_MARGIN.as_millis(),
                 dir.path().join(format!("{m}.sock")).display()
             ));
+            if let Store::Consul { agents, check_ttl, lock_delay } = &store {
+                text = text.replacen("[coordinator]\n", "[coordinator]\nbackend = \"consul\"\n", 1);
+                text.push_str(&format!(
+                    "[coordinator.consul]\naddress = \"{}\"\nprefix = \"lab\"\ncheck_ttl = \"{}ms\"\nlock_delay = \"{}ms\"\n",
+                    agents[i],
+                    check_ttl.as_millis(),
+                    lock_delay.as_millis()
+                ));
+            }
             if i < 2 {
                 text.push_str(&format!(
                     "[chain]\nkind = \"sim\"\nrpc = \"{}\"\nreference_rpcs = [\"{reference_url}\"]\nprobe_interval = \"200ms\"\nprobe_timeout = \"150ms\"\nunhealthy_after = 3\nmax_lag = 5\nstall_after = \"700ms\"\n\

@@ -1,0 +1,128 @@
+//! Guarded failover with the lease in a real 3-server Consul cluster on loopback: each member's
+//! daemon talks to its own server agent (a → server0, b → server1, c → server2), as members in
+//! three regions would. Judged from Consul's own leader key, the simulated nodes' signature
+//! ledger and their activation logs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::consul::{self, ConsulAgent};
+use common::lab::{Lab, Store};
+use failover::config::Config;
+use failover::coord::Coordinator;
+use failover::coord::consul::ConsulCoordinator;
+use failover::domain::LeaseView;
+use tokio::time::Instant;
+
+const CHECK_TTL: Duration = Duration::from_millis(1000);
+const LOCK_DELAY: Duration = Duration::from_millis(300);
+
+async fn lab(agents: &[ConsulAgent]) -> Lab {
+    let store = Store::Consul {
+        agents: agents.iter().map(ConsulAgent::address).collect(),
+        check_ttl: CHECK_TTL,
+        lock_delay: LOCK_DELAY,
+    };
+    Lab::start_with(store, "", &[]).await
+}
+
+/// A reader of the lease in Consul, through agent `via` (not a member's daemon).
+fn reader(lab: &Lab, agents: &[ConsulAgent], via: usize) -> ConsulCoordinator {
+    let text = std::fs::read_to_string(&lab.configs[2]).expect("config");
+    let text = text.replace(&agents[2].address(), &agents[via].address());
+    let config = Config::parse(&text).expect("lab config parses");
+    ConsulCoordinator::start(&config).expect("reader")
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(2)
+}
+
+/// Waits until Consul says `member` holds the lease; returns how long it took.
+async fn wait_holder(r: &ConsulCoordinator, member: &str, limit: Duration, lab: &Lab) -> Duration {
+    let started = Instant::now();
+    loop {
+        if let Ok(LeaseView::Held { holder, .. }) = r.lease(soon()).await
+            && holder.as_str() == member
+        {
+            return started.elapsed();
+        }
+        if started.elapsed() > limit {
+            panic!(
+                "{member} did not hold the lease within {limit:?}\n--- a ---\n{}\n--- b ---\n{}",
+                lab.log(0),
+                lab.log(1)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn assert_safe(lab: &Lab) {
+    let report = lab.report();
+    assert!(report.double_signs.is_empty(), "double signs: {:?}", report.double_signs);
+    assert_eq!(lab.s1_overlaps(), vec![], "two producers were allowed to sign at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_holders_daemon_hands_over_within_check_ttl_plus_lock_delay() {
+    let agents = consul::cluster().await;
+    let mut lab = lab(&agents).await;
+    let active = lab.wait_active(Duration::from_secs(20)).await;
+    let standby = 1 - active;
+    lab.wait_signed_above(active, 2, Duration::from_secs(5)).await;
+    let r = reader(&lab, &agents, standby);
+    lab.kill9(active);
+    let took = wait_holder(&r, ["a", "b"][standby], Duration::from_secs(10), &lab).await;
+    let limit = CHECK_TTL + LOCK_DELAY + Duration::from_secs(1);
+    assert!(took <= limit, "the lease moved after {took:?}, above check TTL + lock-delay + 1 s = {limit:?}");
+    lab.wait_signed_above(standby, 0, Duration::from_secs(5)).await;
+    assert_safe(&lab);
+    eprintln!("kill -9 of the holder's daemon → lease held by the standby after {took:?} (limit {limit:?})");
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_consul_leader_never_double_signs() {
+    let mut agents = consul::cluster().await;
+    let lab = lab(&agents).await;
+    let active = lab.wait_active(Duration::from_secs(20)).await;
+    lab.wait_signed_above(active, 2, Duration::from_secs(5)).await;
+    let leader = consul::leader_index(&agents).await.expect("a Consul leader");
+    agents[leader].kill9();
+    // Whatever happens — the lease survives the election, or its holder loses its agent and the
+    // lease fails over — one producer signs again, and never two at once.
+    let after = lab.wait_active(Duration::from_secs(30)).await;
+    let top = lab.sim(after).await.state.last_signed.unwrap_or(0);
+    lab.wait_signed_above(after, top + 3, Duration::from_secs(20)).await;
+    assert_safe(&lab);
+    eprintln!("Consul leader server{leader} killed; producer {after} signs (it was {active})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_cut_off_from_its_agent_self_fences_and_a_standby_takes_over() {
+    let mut agents = consul::cluster().await;
+    let lab = lab(&agents).await;
+    let active = lab.wait_active(Duration::from_secs(20)).await;
+    let standby = 1 - active;
+    lab.wait_signed_above(active, 2, Duration::from_secs(5)).await;
+    agents[active].kill9();
+    let cut = Instant::now();
+    // The active cannot renew: it stops signing by its lease deadline (check TTL − margin after
+    // its last renew), well before Consul can give the lease to anyone.
+    let end = Instant::now() + CHECK_TTL + Duration::from_secs(2);
+    while lab.signing(active).await {
+        assert!(Instant::now() < end, "the active kept signing after its agent vanished\n{}", lab.log(active));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopped = cut.elapsed();
+    let r = reader(&lab, &agents, standby);
+    let took = wait_holder(&r, ["a", "b"][standby], Duration::from_secs(30), &lab).await;
+    lab.wait_signed_above(standby, 0, Duration::from_secs(10)).await;
+    assert_safe(&lab);
+    eprintln!(
+        "agent of the active killed: it stopped signing after {stopped:?}; the standby held the lease {took:?} later"
+    );
+    r.shutdown().await;
+}
