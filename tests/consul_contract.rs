@@ -123,3 +123,39 @@ async fn a_stale_holders_in_flight_watermark_write_fails_after_the_epoch_bump() 
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acl_token_comes_from_its_file_and_a_wrong_one_is_refused_clearly() {
+    use failover::coord::{CoordError, Coordinator};
+    use failover::domain::MemberId;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    let master = "3f1c2a9e-failoverd-test-master";
+    let hcl = format!("acl {{ enabled = true\n default_policy = \"deny\"\n tokens {{ master = \"{master}\" }} }}");
+    let agent = common::consul::dev_with(&["-hcl".into(), hcl]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let with_token = |token: &str, name: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{token}\n")).expect("token file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let mut config = consul_config("a", &agent.address(), "acl");
+        config.coordinator.consul.token_file = Some(path);
+        ConsulCoordinator::start(&config).expect("coordinator")
+    };
+    let soon = || Instant::now() + Duration::from_secs(5);
+    let a = MemberId::new("a").expect("id");
+
+    let good = with_token(master, "good-token");
+    let lease = good.acquire(&a, soon()).await.expect("the master token may do everything");
+    good.release(&lease, None, soon()).await.expect("release");
+
+    let wrong = with_token("00000000-0000-0000-0000-000000000000", "wrong-token");
+    match wrong.acquire(&a, soon()).await {
+        Err(CoordError::Unavailable(why)) => assert!(why.contains("403") || why.contains("ACL"), "{why}"),
+        other => panic!("a wrong token: {other:?}"),
+    }
+    good.shutdown().await;
+    wrong.shutdown().await;
+}

@@ -99,12 +99,21 @@ async fn wait_leader(agent: &ConsulAgent) {
 
 /// One dev agent (a server with in-memory state), with a leader.
 pub async fn dev() -> ConsulAgent {
+    dev_with(&[]).await
+}
+
+/// [`dev`] with extra agent arguments (an `-hcl` snippet, say).
+pub async fn dev_with(extra: &[String]) -> ConsulAgent {
     let ports = [free_port(), free_port(), free_port(), free_port()];
-    let agent = spawn(
-        "failoverd-dev",
-        ports[0],
-        &["-dev".into(), "-serf-lan-port".into(), ports[1].to_string(), "-serf-wan-port".into(), ports[2].to_string()],
-    );
+    let mut args = extra.to_vec();
+    args.extend([
+        "-dev".into(),
+        "-serf-lan-port".into(),
+        ports[1].to_string(),
+        "-serf-wan-port".into(),
+        ports[2].to_string(),
+    ]);
+    let agent = spawn("failoverd-dev", ports[0], &args);
     wait_leader(&agent).await;
     agent
 }
