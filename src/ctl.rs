@@ -60,7 +60,15 @@ enum Command {
     /// Planned switchover to MEMBER: the active hands over through the Transfer intent and
     /// MEMBER runs every guard step; no height is missed. Refused unless MEMBER is a healthy,
     /// caught-up standby.
-    Promote { member: String },
+    Promote {
+        member: String,
+        /// For when the active is unreachable: also accept a free lease (naming MEMBER the next
+        /// holder, even in maintenance mode) and an active that stopped publishing status. It
+        /// still waits for the lease to be released or to expire, and MEMBER still runs every
+        /// guard step; heights are likely missed.
+        #[arg(long)]
+        force: bool,
+    },
     /// The active hands over to the best standby that can take over now, as `promote` would;
     /// refused when there is none.
     Demote,
@@ -221,8 +229,8 @@ fn run_inner(args: &Args) -> Result<(), Failure> {
             }
             Command::Promote { .. } | Command::Demote => {
                 let r = match &args.command {
-                    Command::Promote { member } => {
-                        client.promote(PromoteRequest { target: member.clone(), force: false }).await
+                    Command::Promote { member, force } => {
+                        client.promote(PromoteRequest { target: member.clone(), force: *force }).await
                     }
                     _ => client.demote(DemoteRequest {}).await,
                 }
@@ -231,7 +239,7 @@ fn run_inner(args: &Args) -> Result<(), Failure> {
                 if args.json {
                     print_json(&serde_json::json!({"target": r.target, "epoch": r.epoch, "message": r.message}));
                 } else {
-                    println!("{}: the active hands over to {} (epoch {})", r.message, r.target, r.epoch);
+                    println!("{} (target {}, epoch {})", r.message, r.target, r.epoch);
                 }
             }
             Command::Pause | Command::Resume => {

@@ -397,7 +397,8 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
             );
         }
         st.role = next;
-        let transfer_to_me = view.intents.transfer.as_ref().is_some_and(|t| t.to == p.me);
+        // Only a handover the holder carried out is planned; a forced one is not.
+        let transfer_to_me = view.intents.transfer.as_ref().is_some_and(|t| t.to == p.me && !t.forced);
         for action in actions {
             if action == Action::Acquire && !st.in_flight.contains("acquire") {
                 // Remember why we acquire: the transfer is cleared by the grant itself.
@@ -540,7 +541,10 @@ fn start_action(
                         send(Event::Lease(l));
                         send(Event::Outcome(Outcome::Acquired { epoch, valid_until }));
                     }
-                    Err(e) => send(Event::Outcome(Outcome::AcquireFailed { error: e.to_string() })),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "acquire failed");
+                        send(Event::Outcome(Outcome::AcquireFailed { error: e.to_string() }));
+                    }
                 }
                 send(Event::Done(kind));
             });

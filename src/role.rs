@@ -198,6 +198,10 @@ pub struct RoleState {
     pub seen_epoch: Epoch,
     /// An `Acquire` was emitted and its outcome has not arrived.
     pub acquire_pending: bool,
+    /// The pending acquire answers a transfer naming this member. The grant clears the transfer
+    /// in the store, so whether the grant may be used cannot be judged from the store afterwards
+    /// (in maintenance mode only a transfer allows taking the lease).
+    pub acquire_for_transfer: bool,
     pub activated_at: Option<MonoTime>,
     /// Last time this member stepped down, failed its guard or was fenced: cooldown starts here.
     pub stood_down_at: Option<MonoTime>,
@@ -216,6 +220,7 @@ impl RoleState {
             since: now,
             seen_epoch: Epoch::ZERO,
             acquire_pending: false,
+            acquire_for_transfer: false,
             activated_at: None,
             stood_down_at: None,
             free_since: None,
@@ -340,7 +345,8 @@ fn apply_outcomes(
                     // Not newer than what was seen before: never activate on it (released as stale).
                     continue;
                 }
-                if s.role != RoleName::Standby || !self_eligible(obs, policy) || !may_take_lease(s, obs, policy) {
+                let allowed = std::mem::take(&mut s.acquire_for_transfer) || may_take_lease(s, obs, policy);
+                if s.role != RoleName::Standby || !self_eligible(obs, policy) || !allowed {
                     continue;
                 }
                 s.epoch = Some(*epoch);
@@ -348,7 +354,10 @@ fn apply_outcomes(
                 s.enter(RoleName::Promoting, now);
                 granted = Some(*epoch);
             }
-            Outcome::AcquireFailed { .. } => s.acquire_pending = false,
+            Outcome::AcquireFailed { .. } => {
+                s.acquire_pending = false;
+                s.acquire_for_transfer = false;
+            }
             Outcome::Renewed { epoch, valid_until } => {
                 if s.holding() && s.epoch == Some(*epoch) {
                     s.deadline = s.deadline.max(Some(*valid_until));
@@ -453,6 +462,7 @@ fn decide_idle(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, action
         LeaseView::Free { .. } => {
             if eligible && may_take_lease(s, obs, policy) && waited_for_better_candidates(s, obs, policy) {
                 s.acquire_pending = true;
+                s.acquire_for_transfer = view.intents.transfer.as_ref().is_some_and(|t| t.to == obs.me);
                 actions.push(Action::Acquire);
             }
         }

@@ -218,3 +218,55 @@ async fn status_watch_prints_until_interrupted_and_completions_print() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("failoverctl"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_force_names_the_next_holder_when_the_active_is_gone() {
+    let mut lab = Lab::start("", &[]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    let standby = 1 - active;
+    lab.wait_signed_above(active, 2, Duration::from_secs(5)).await;
+    wait_for_statuses(&lab).await;
+
+    // Maintenance mode, then the active's daemon dies: nothing happens on its own.
+    let o = ctl(&lab, 2, &["pause"]);
+    assert!(o.status.success(), "{}", text(&o));
+    lab.kill9(active);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = json(&ctl(&lab, 2, &["--json", "status"]));
+        if s["self"]["lease"]["holder"].is_null() && s["self"]["lease"]["epoch"].is_u64() {
+            break;
+        }
+        assert!(Instant::now() < end, "the dead active's lease never expired: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!lab.signing(standby).await, "a paused cluster took over on its own");
+
+    // A planned promote cannot hand over from nobody, and says what to do instead.
+    let o = ctl(&lab, 2, &["promote", MEMBERS[standby]]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--force"), "{}", text(&o));
+    assert!(!lab.signing(standby).await);
+
+    // --force names the next holder; it takes the free lease through every guard step.
+    let o = ctl(&lab, 2, &["--json", "promote", "--force", MEMBERS[standby]]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(json(&o)["message"].as_str().is_some_and(|m| m.starts_with("forced")), "{}", text(&o));
+    let end = Instant::now() + Duration::from_secs(10);
+    while !lab.signing(standby).await {
+        assert!(
+            Instant::now() < end,
+            "the named standby never took over: {}\n{}",
+            text(&ctl(&lab, 2, &["--json", "status"])),
+            [lab.log(0), lab.log(1), lab.log(2)].join("\n=====\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = lab.log(standby);
+    for step in ["lease_held", "node_healthy", "fence_previous", "watermark_floor", "activate"] {
+        assert!(log.contains(&format!("step={step}")) || log.contains(step), "guard step {step} not run:\n{log}");
+    }
+    assert!(lab.report().is_safe(), "{}", lab.report());
+    assert_eq!(lab.s1_overlaps(), vec![]);
+}

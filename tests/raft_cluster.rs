@@ -250,7 +250,9 @@ fn dir_size(path: &std::path::Path) -> u64 {
     let mut stack = vec![path.to_path_buf()];
     while let Some(p) = stack.pop() {
         for e in std::fs::read_dir(&p).expect("readable dir").flatten() {
-            let meta = e.metadata().expect("metadata");
+            // raft-engine purges old files while the cluster runs: one may go between the
+            // listing and this look.
+            let Ok(meta) = e.metadata() else { continue };
             if meta.is_dir() {
                 stack.push(e.path());
             } else {

@@ -8,24 +8,56 @@ use tonic::Status;
 
 use super::{ControlService, refuse};
 use crate::coord::StatusReport;
-use crate::domain::{MemberId, MemberKind, RoleName};
+use crate::domain::{LeaseView, MemberId, MemberKind, RoleName};
 use crate::proto::v1::{PauseReply, PromoteReply, PromoteRequest};
 
 impl ControlService {
+    /// A planned switchover (the active hands over: 0 missed heights), or with `force` the
+    /// choice of the next holder when the active is unreachable. Force changes only two things:
+    /// it accepts a free lease (naming the next holder, also in maintenance mode) and an active
+    /// that has stopped publishing its status. It never shortens or breaks a held lease — the
+    /// target acquires only once the holder released or the store expired it — and never skips
+    /// a guard step or the target checks below.
     pub(super) async fn promote_to(&self, req: PromoteRequest) -> Result<PromoteReply, Status> {
-        if req.force {
-            return Err(Status::unimplemented("promote --force is not available yet"));
-        }
         let target = MemberId::new(req.target.clone()).map_err(|e| Status::invalid_argument(format!("target: {e}")))?;
         let deadline = Instant::now() + self.call_timeout;
         let cluster = self.coord.cluster_status(deadline).await.map_err(refuse)?;
         self.fit_to_take_over(&target, &cluster).map_err(Status::failed_precondition)?;
-        let transfer = self.coord.request_transfer(&target, deadline).await.map_err(refuse)?;
-        Ok(PromoteReply {
-            target: transfer.to.to_string(),
-            epoch: transfer.epoch.get(),
-            message: format!("handing over from epoch {} to {}", transfer.epoch, transfer.to),
-        })
+        let lease = self.coord.lease(deadline).await.map_err(refuse)?;
+        if !req.force {
+            match &lease {
+                LeaseView::Free { .. } => {
+                    return Err(Status::failed_precondition(
+                        "the lease is free, so no active can hand over; use --force to name the next holder",
+                    ));
+                }
+                LeaseView::Held { holder, .. } => {
+                    let fresh = cluster.iter().any(|r| &r.status.member == holder && r.age <= self.status_stale_after);
+                    if !fresh {
+                        return Err(Status::failed_precondition(format!(
+                            "the active {holder} has not published its status lately, so a planned handover cannot be confirmed; use --force to hand over once its lease expires (heights will be missed)"
+                        )));
+                    }
+                }
+            }
+        }
+        let transfer = if req.force {
+            self.coord.request_forced_transfer(&target, deadline).await
+        } else {
+            self.coord.request_transfer(&target, deadline).await
+        }
+        .map_err(refuse)?;
+        let message = match (&lease, req.force) {
+            (_, false) => format!("handing over from epoch {} to {}", transfer.epoch, transfer.to),
+            (LeaseView::Free { .. }, true) => {
+                format!("forced: the lease is free; {} takes it next and runs every guard step", transfer.to)
+            }
+            (LeaseView::Held { holder, .. }, true) => format!(
+                "forced: {} takes over when {holder} hands over or its lease (epoch {}) expires; every guard step still runs",
+                transfer.to, transfer.epoch
+            ),
+        };
+        Ok(PromoteReply { target: transfer.to.to_string(), epoch: transfer.epoch.get(), message })
     }
 
     /// The active hands over to the best standby that could take over now (highest priority,

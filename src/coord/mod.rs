@@ -31,6 +31,10 @@ pub struct Intents {
 pub struct Transfer {
     pub to: MemberId,
     pub epoch: Epoch,
+    /// Named by `promote --force`: the previous holder did not hand over, so the target's guard
+    /// treats it as unplanned (STONITH, the full floor margin).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
 }
 
 /// What [`Coordinator::watch`] delivers: the latest lease and intents.
@@ -141,4 +145,9 @@ pub trait Coordinator: Send + Sync {
 
     /// Asks the current holder (at the current epoch) to hand over to `to`.
     async fn request_transfer(&self, to: &MemberId, deadline: Instant) -> Result<Transfer, CoordError>;
+
+    /// `promote --force`: like [`Coordinator::request_transfer`], and also when the lease is
+    /// free, naming `to` the next holder (bound to the last epoch). Never frees a held lease: `to`
+    /// still acquires only once the holder released or the store expired it.
+    async fn request_forced_transfer(&self, to: &MemberId, deadline: Instant) -> Result<Transfer, CoordError>;
 }

@@ -102,7 +102,8 @@ impl Observation {
         self
     }
     fn transfer(mut self, to: &str, epoch: u64) -> Self {
-        self.store.as_mut().expect("store view set").intents.transfer = Some(Transfer { to: id(to), epoch: e(epoch) });
+        self.store.as_mut().expect("store view set").intents.transfer =
+            Some(Transfer { to: id(to), epoch: e(epoch), forced: false });
         self
     }
     fn no_store(mut self) -> Self {
@@ -330,6 +331,13 @@ fn promotion_transitions() {
             obs: obs(1000).lease(held("a", 5)).outcome(acquired(5, 3500)),
             role: Standby,
             actions: vec![Action::Release { epoch: e(5) }],
+        },
+        Case {
+            name: "acquired for a transfer while paused: promote, though the grant cleared the transfer",
+            state: RoleState { acquire_pending: true, acquire_for_transfer: true, seen_epoch: e(4), ..standby() },
+            obs: obs(1000).lease(held("a", 5)).paused().outcome(acquired(5, 3500)),
+            role: Promoting,
+            actions: vec![Action::RunGuard { epoch: e(5) }],
         },
         Case {
             name: "acquired after the cluster was paused: release instead of promoting",
@@ -748,8 +756,11 @@ fn build(step: &Step, now: MonoTime, before: &RoleState, previous: &[Action]) ->
         },
         intents: Intents {
             paused: *paused,
-            transfer: transfer
-                .map(|(to_me, epoch)| Transfer { to: id(if to_me { "a" } else { "b" }), epoch: e(epoch) }),
+            transfer: transfer.map(|(to_me, epoch)| Transfer {
+                to: id(if to_me { "a" } else { "b" }),
+                epoch: e(epoch),
+                forced: false,
+            }),
         },
     });
     let cluster = step

@@ -180,8 +180,15 @@ pub async fn intents_are_replicated_and_watched(ms: &[Member<'_>]) {
         .expect("open");
     a.coord.set_paused(false, soon()).await.expect("resume");
 
-    free_lease(a).await;
+    let last = free_lease(a).await;
     assert!(a.coord.request_transfer(&b.id, soon()).await.is_err(), "nothing to hand over while free");
+    let forced = a.coord.request_forced_transfer(&b.id, soon()).await.expect("a forced transfer names the next holder");
+    assert_eq!((forced.to.clone(), forced.epoch), (b.id.clone(), last));
+    assert!(
+        a.coord.request_forced_transfer(&witness.id, soon()).await.is_err(),
+        "forced or not, a witness never produces"
+    );
+    assert_eq!(b.coord.intents(soon()).await.expect("read").transfer, Some(forced));
     let lease = a.coord.acquire(&a.id, soon()).await.expect("grant");
     assert!(a.coord.request_transfer(&a.id, soon()).await.is_err(), "a transfer to the holder is refused");
     assert!(a.coord.request_transfer(&witness.id, soon()).await.is_err(), "a witness never produces");

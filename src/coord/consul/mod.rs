@@ -550,7 +550,17 @@ impl Coordinator for ConsulCoordinator {
     }
 
     async fn request_transfer(&self, to: &MemberId, deadline: Instant) -> Result<Transfer, CoordError> {
-        bounded("request_transfer", deadline, async {
+        bounded("request_transfer", deadline, self.transfer(to, false)).await
+    }
+
+    async fn request_forced_transfer(&self, to: &MemberId, deadline: Instant) -> Result<Transfer, CoordError> {
+        bounded("request_transfer", deadline, self.transfer(to, true)).await
+    }
+}
+
+impl ConsulCoordinator {
+    async fn transfer(&self, to: &MemberId, forced: bool) -> Result<Transfer, CoordError> {
+        {
             match self.members.iter().find(|m| &m.id == to) {
                 None => return Err(CoordError::Invalid(format!("{to} is not a member of this cluster"))),
                 Some(m) if m.kind == MemberKind::Witness => {
@@ -559,17 +569,20 @@ impl Coordinator for ConsulCoordinator {
                 Some(_) => {}
             }
             let (view, _) = self.read_lease().await?;
-            let LeaseView::Held { holder, epoch } = view else {
-                return Err(CoordError::Invalid("the lease is free: there is nothing to hand over".into()));
+            let (holder, epoch) = match view {
+                LeaseView::Held { holder, epoch } => (Some(holder), epoch),
+                LeaseView::Free { epoch } if forced => (None, epoch),
+                LeaseView::Free { .. } => {
+                    return Err(CoordError::Invalid("the lease is free: there is nothing to hand over".into()));
+                }
             };
-            if &holder == to {
+            if holder.as_ref() == Some(to) {
                 return Err(CoordError::Invalid(format!("{to} already holds the lease")));
             }
-            let transfer = Transfer { to: to.clone(), epoch };
+            let transfer = Transfer { to: to.clone(), epoch, forced };
             let t = transfer.clone();
             self.update_intents(move |i| i.transfer = Some(t.clone())).await?;
             Ok(transfer)
-        })
-        .await
+        }
     }
 }

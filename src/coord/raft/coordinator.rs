@@ -294,7 +294,10 @@ fn watermark_of(reply: Reply) -> Result<Watermark, CoordError> {
 impl Coordinator for RaftCoordinator {
     async fn acquire(&self, member: &MemberId, deadline: Instant) -> Result<Lease, CoordError> {
         let sent = MonoTime::now();
-        match self.call(Command::Acquire { member: member.clone() }, deadline, "acquire").await? {
+        // The epoch this member's applied state shows: a stale view only makes the acquire fail
+        // (the loop tries again); a late copy of this proposal can never grant a later lease.
+        let seen_epoch = Some(self.watch().borrow().lease.epoch());
+        match self.call(Command::Acquire { member: member.clone(), seen_epoch }, deadline, "acquire").await? {
             Reply::Granted { epoch } => Ok(self.lease_from(member, epoch, sent)),
             other => Err(unexpected(other)),
         }
@@ -372,6 +375,16 @@ impl Coordinator for RaftCoordinator {
     }
 
     async fn request_transfer(&self, to: &MemberId, deadline: Instant) -> Result<Transfer, CoordError> {
+        self.transfer(to, false, deadline).await
+    }
+
+    async fn request_forced_transfer(&self, to: &MemberId, deadline: Instant) -> Result<Transfer, CoordError> {
+        self.transfer(to, true, deadline).await
+    }
+}
+
+impl RaftCoordinator {
+    async fn transfer(&self, to: &MemberId, forced: bool, deadline: Instant) -> Result<Transfer, CoordError> {
         match self.members.iter().find(|m| &m.id == to) {
             None => return Err(CoordError::Invalid(format!("{to} is not a member of this cluster"))),
             Some(m) if m.kind == MemberKind::Witness => {
@@ -379,7 +392,7 @@ impl Coordinator for RaftCoordinator {
             }
             Some(_) => {}
         }
-        match self.call(Command::Transfer { to: to.clone() }, deadline, "request_transfer").await? {
+        match self.call(Command::Transfer { to: to.clone(), forced }, deadline, "request_transfer").await? {
             Reply::TransferSet(t) => Ok(t),
             other => Err(unexpected(other)),
         }

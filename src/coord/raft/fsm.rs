@@ -19,6 +19,11 @@ use crate::domain::{Epoch, Hrs, KeyId, LeaseView, MemberId, Watermark};
 pub enum Command {
     Acquire {
         member: MemberId,
+        /// The last epoch the proposer saw: granted only if the lease is still at it. A copy of
+        /// an old acquire that raft commits late (its caller long gone) is refused instead of
+        /// granting a lease nobody asked for now.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seen_epoch: Option<Epoch>,
     },
     Renew {
         member: MemberId,
@@ -52,6 +57,9 @@ pub enum Command {
     },
     Transfer {
         to: MemberId,
+        /// Also when the lease is free: `to` is then the next holder (promote --force).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        forced: bool,
     },
     /// Changes nothing; its answer is the state at its place in the log (a linearizable read).
     Read,
@@ -100,9 +108,15 @@ impl FsmState {
     /// Applies one command. Refusals leave the state unchanged.
     pub fn apply(&mut self, cmd: &Command) -> Result<Reply, CoordError> {
         match cmd {
-            Command::Acquire { member } => {
+            Command::Acquire { member, seen_epoch } => {
                 if let Some(holder) = &self.holder {
                     return Err(CoordError::LeaseHeld { holder: holder.clone(), epoch: self.epoch });
+                }
+                if seen_epoch.is_some_and(|seen| seen != self.epoch) {
+                    return Err(CoordError::Unavailable(format!(
+                        "the lease moved on to epoch {} since this acquire was sent; try again",
+                        self.epoch
+                    )));
                 }
                 self.epoch = self.epoch.next();
                 self.holder = Some(member.clone());
@@ -150,16 +164,20 @@ impl FsmState {
                 self.paused = *paused;
                 Ok(Reply::Done)
             }
-            Command::Transfer { to } => {
-                let Some(holder) = &self.holder else {
-                    return Err(CoordError::Invalid(
-                        "no member holds the lease, so there is nothing to hand over".into(),
-                    ));
+            Command::Transfer { to, forced } => {
+                let holder = match (&self.holder, forced) {
+                    (Some(holder), _) => Some(holder),
+                    (None, true) => None,
+                    (None, false) => {
+                        return Err(CoordError::Invalid(
+                            "no member holds the lease, so there is nothing to hand over".into(),
+                        ));
+                    }
                 };
-                if holder == to {
+                if holder == Some(to) {
                     return Err(CoordError::Invalid(format!("{to} already holds the lease")));
                 }
-                let t = Transfer { to: to.clone(), epoch: self.epoch };
+                let t = Transfer { to: to.clone(), epoch: self.epoch, forced: *forced };
                 self.transfer = Some(t.clone());
                 Ok(Reply::TransferSet(t))
             }
@@ -209,19 +227,25 @@ mod tests {
     #[test]
     fn acquire_only_when_free_and_epochs_increase() {
         let mut s = FsmState::default();
-        assert_eq!(s.apply(&Command::Acquire { member: m("a") }), Ok(Reply::Granted { epoch: e(1) }));
-        assert!(matches!(s.apply(&Command::Acquire { member: m("b") }), Err(CoordError::LeaseHeld { .. })));
-        assert!(matches!(s.apply(&Command::Acquire { member: m("a") }), Err(CoordError::LeaseHeld { .. })));
+        assert_eq!(s.apply(&Command::Acquire { member: m("a"), seen_epoch: None }), Ok(Reply::Granted { epoch: e(1) }));
+        assert!(matches!(
+            s.apply(&Command::Acquire { member: m("b"), seen_epoch: None }),
+            Err(CoordError::LeaseHeld { .. })
+        ));
+        assert!(matches!(
+            s.apply(&Command::Acquire { member: m("a"), seen_epoch: None }),
+            Err(CoordError::LeaseHeld { .. })
+        ));
         s.apply(&Command::Expire { epoch: e(1) }).expect("expire");
-        assert_eq!(s.apply(&Command::Acquire { member: m("b") }), Ok(Reply::Granted { epoch: e(2) }));
+        assert_eq!(s.apply(&Command::Acquire { member: m("b"), seen_epoch: None }), Ok(Reply::Granted { epoch: e(2) }));
     }
 
     #[test]
     fn expire_of_an_older_epoch_does_not_touch_the_new_holder() {
         let mut s = FsmState::default();
-        s.apply(&Command::Acquire { member: m("a") }).expect("grant");
+        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None }).expect("grant");
         s.apply(&Command::Release { member: m("a"), epoch: e(1), final_watermark: None }).expect("release");
-        s.apply(&Command::Acquire { member: m("b") }).expect("grant");
+        s.apply(&Command::Acquire { member: m("b"), seen_epoch: None }).expect("grant");
         s.apply(&Command::Expire { epoch: e(1) }).expect("expire is a no-op");
         assert_eq!(s.lease(), LeaseView::Held { holder: m("b"), epoch: e(2) });
     }
@@ -229,9 +253,9 @@ mod tests {
     #[test]
     fn stale_holder_cannot_renew_reserve_checkpoint_or_release() {
         let mut s = FsmState::default();
-        s.apply(&Command::Acquire { member: m("a") }).expect("grant");
+        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None }).expect("grant");
         s.apply(&Command::Expire { epoch: e(1) }).expect("expire");
-        s.apply(&Command::Acquire { member: m("b") }).expect("grant");
+        s.apply(&Command::Acquire { member: m("b"), seen_epoch: None }).expect("grant");
         let stale = [
             Command::Renew { member: m("a"), epoch: e(1) },
             Command::Reserve { epoch: e(1), key: k(), hrs: Hrs::new(10, 0, Step::Propose) },
@@ -247,7 +271,7 @@ mod tests {
     #[test]
     fn reserve_after_expiry_is_refused_even_at_the_same_epoch() {
         let mut s = FsmState::default();
-        s.apply(&Command::Acquire { member: m("a") }).expect("grant");
+        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None }).expect("grant");
         s.apply(&Command::Expire { epoch: e(1) }).expect("expire");
         let r = s.apply(&Command::Reserve { epoch: e(1), key: k(), hrs: Hrs::new(1, 0, Step::Propose) });
         assert!(matches!(r, Err(CoordError::NotHolder { .. })));
@@ -256,7 +280,7 @@ mod tests {
     #[test]
     fn release_raises_the_watermark_then_frees() {
         let mut s = FsmState::default();
-        s.apply(&Command::Acquire { member: m("a") }).expect("grant");
+        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None }).expect("grant");
         s.apply(&Command::Release {
             member: m("a"),
             epoch: e(1),
@@ -268,18 +292,35 @@ mod tests {
     }
 
     #[test]
+    fn a_late_copy_of_an_old_acquire_is_refused() {
+        let mut s = FsmState::default();
+        s.apply(&Command::Acquire { member: m("b"), seen_epoch: Some(e(0)) }).expect("grant at epoch 1");
+        s.apply(&Command::Release { member: m("b"), epoch: e(1), final_watermark: None }).expect("release");
+        // a's acquire from when the lease was at epoch 0, committed only now.
+        assert!(matches!(
+            s.apply(&Command::Acquire { member: m("a"), seen_epoch: Some(e(0)) }),
+            Err(CoordError::Unavailable(_))
+        ));
+        assert_eq!(s.holder, None);
+        assert_eq!(
+            s.apply(&Command::Acquire { member: m("a"), seen_epoch: Some(e(1)) }),
+            Ok(Reply::Granted { epoch: e(2) })
+        );
+    }
+
+    #[test]
     fn transfer_needs_a_holder_and_another_target_and_is_cleared_by_acquire() {
         let mut s = FsmState::default();
-        assert!(s.apply(&Command::Transfer { to: m("b") }).is_err());
-        s.apply(&Command::Acquire { member: m("a") }).expect("grant");
-        assert!(s.apply(&Command::Transfer { to: m("a") }).is_err());
+        assert!(s.apply(&Command::Transfer { to: m("b"), forced: false }).is_err());
+        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None }).expect("grant");
+        assert!(s.apply(&Command::Transfer { to: m("a"), forced: false }).is_err());
         assert_eq!(
-            s.apply(&Command::Transfer { to: m("b") }),
-            Ok(Reply::TransferSet(Transfer { to: m("b"), epoch: e(1) }))
+            s.apply(&Command::Transfer { to: m("b"), forced: false }),
+            Ok(Reply::TransferSet(Transfer { to: m("b"), epoch: e(1), forced: false }))
         );
         s.apply(&Command::Release { member: m("a"), epoch: e(1), final_watermark: None }).expect("release");
         assert!(s.transfer.is_some(), "the target still needs to see it");
-        s.apply(&Command::Acquire { member: m("b") }).expect("grant");
+        s.apply(&Command::Acquire { member: m("b"), seen_epoch: None }).expect("grant");
         assert_eq!(s.transfer, None);
     }
 
@@ -295,7 +336,7 @@ mod tests {
         let epoch = (0u64..6).prop_map(e);
         let hrs = (0u64..20, 0u32..3, prop::sample::select(Step::ALL.to_vec())).prop_map(|(h, r, s)| Hrs::new(h, r, s));
         prop_oneof![
-            member.clone().prop_map(|member| Command::Acquire { member }),
+            member.clone().prop_map(|member| Command::Acquire { member, seen_epoch: None }),
             (member.clone(), epoch.clone()).prop_map(|(member, epoch)| Command::Renew { member, epoch }),
             (member.clone(), epoch.clone(), prop::option::of(hrs.clone())).prop_map(|(member, epoch, h)| {
                 Command::Release { member, epoch, final_watermark: h.map(|h| (k(), h)) }
@@ -305,7 +346,7 @@ mod tests {
             (epoch, 0u64..20).prop_map(|(epoch, height)| Command::Checkpoint { epoch, key: k(), height }),
             hrs.prop_map(|hrs| Command::Import { key: k(), hrs }),
             any::<bool>().prop_map(|paused| Command::Pause { paused }),
-            member.prop_map(|to| Command::Transfer { to }),
+            member.prop_map(|to| Command::Transfer { to, forced: false }),
         ]
     }
 
