@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tonic::Code;
 
 use crate::proto::v1::{
-    DemoteRequest, Hrs as WireHrs, MembersReply, MembersRequest, PauseRequest, PromoteRequest, StatusReply,
-    StatusRequest, WatermarkExportRequest, WatermarkImportRequest,
+    DemoteRequest, Event, EventsRequest, Hrs as WireHrs, MembersReply, MembersRequest, PauseRequest, PromoteRequest,
+    StatusReply, StatusRequest, WatermarkExportRequest, WatermarkImportRequest,
 };
 
 pub const EXIT_REFUSED: u8 = 1;
@@ -79,6 +79,13 @@ enum Command {
     /// The signing key's watermark, in and out.
     #[command(subcommand)]
     Watermark(WatermarkCommand),
+    /// This member's recent events — role changes, guard results, fences, lease and intent
+    /// changes, operator actions — oldest first; with --follow, then each new one as it happens
+    /// (one JSON object per line with --json).
+    Events {
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
 }
@@ -223,6 +230,12 @@ fn run_inner(args: &Args) -> Result<(), Failure> {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             },
+            Command::Events { follow } => {
+                let mut stream = client.events(EventsRequest { follow: *follow }).await.map_err(fail)?.into_inner();
+                while let Some(event) = stream.message().await.map_err(fail)? {
+                    print_event(&event, args.json);
+                }
+            }
             Command::Members => {
                 let members = client.members(MembersRequest {}).await.map_err(fail)?.into_inner();
                 print_members(&members, args.json);
@@ -357,6 +370,22 @@ fn read_import(file: &Path) -> Result<Vec<(String, WireHrs)>, Failure> {
         std::fs::read_to_string(file).map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?
     };
     parse_interchange(&text).map_err(|e| Failure::usage(format!("{}: {e}", file.display())))
+}
+
+fn print_event(e: &Event, json: bool) {
+    use std::io::Write;
+    if json {
+        let line = serde_json::json!({
+            "seq": e.seq, "unix_ms": e.unix_ms, "member": e.member, "kind": e.kind, "epoch": e.epoch, "message": e.message,
+        });
+        println!("{line}");
+    } else {
+        let at = crate::domain::rfc3339::format_unix_nanos(i128::from(e.unix_ms) * 1_000_000);
+        let epoch = e.epoch.map_or(String::new(), |n| format!(" epoch {n}"));
+        println!("{} {} {:<8} {}{epoch}", &at[..23], e.member, e.kind, e.message);
+    }
+    // A follower is often piped: each event must leave at once.
+    let _ = std::io::stdout().flush();
 }
 
 fn print_json<T: Serialize>(value: &T) {

@@ -22,6 +22,7 @@ use crate::coord::consul::ConsulCoordinator;
 use crate::coord::raft::{RaftCoordinator, RaftOptions};
 use crate::coord::{Coordinator, StatusReport};
 use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, RoleName};
+use crate::events::{EventKind, EventLog};
 use crate::guard::{GuardInput, GuardPolicy, PromotionGuard, SelfFence};
 use crate::health::{HealthPolicy, ProbeHistory, Verdict, best_height, gate_signing};
 use crate::producer::Producer;
@@ -67,6 +68,7 @@ struct Parts {
     /// The embedded raft backend, when it is the store (status and storage failures).
     raft: Option<Arc<RaftCoordinator>>,
     consul: Option<Arc<ConsulCoordinator>>,
+    events: Arc<EventLog>,
     producer: Option<Arc<dyn Producer>>,
     probe: Option<Arc<dyn ChainProbe>>,
     self_fence: Option<SelfFence>,
@@ -108,6 +110,7 @@ pub async fn run(
         max_lag_on_failover: config.failover.max_lag_on_failover,
         status_stale_after: parts.role_policy.status_stale_after,
         call_timeout: parts.call_timeout,
+        events: Arc::clone(&parts.events),
     };
     let socket = config.api.socket.clone();
     let api_shutdown = shutdown.clone();
@@ -202,6 +205,7 @@ async fn setup(
         coord,
         raft,
         consul,
+        events: Arc::new(EventLog::new(me.id.clone())),
         producer,
         probe,
         self_fence,
@@ -326,6 +330,7 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
     };
     tokio::pin!(store_failed);
     let mut failure = None;
+    let mut last_view: Option<crate::coord::StoreView> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -361,6 +366,8 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
         }
         let now = MonoTime::now();
         let view = p.coord.watch().borrow().clone();
+        report_store_changes(&p.events, last_view.as_ref(), &view);
+        last_view = Some(view.clone());
         if let LeaseView::Held { holder, .. } = &view.lease
             && holder != &p.me
         {
@@ -395,6 +402,8 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
                 height = health.height,
                 "role change"
             );
+            let reason = next.last_reason.as_ref().map_or(String::new(), |r| format!(" ({r:?})"));
+            p.events.emit(EventKind::Role, next.epoch, format!("{} → {}{reason}", st.role.role, next.role));
         }
         st.role = next;
         // Only a handover the holder carried out is planned; a forced one is not.
@@ -627,6 +636,15 @@ fn start_action(
                         error: "this member has no producer".into(),
                     },
                 };
+                match &outcome {
+                    Outcome::GuardPassed { epoch } => {
+                        p.events.emit(EventKind::Guard, Some(*epoch), "every guard step passed: producing")
+                    }
+                    Outcome::GuardFailed { epoch, step, error } => {
+                        p.events.emit(EventKind::Guard, Some(*epoch), format!("guard failed at {step}: {error}"))
+                    }
+                    _ => {}
+                }
                 send(Event::Outcome(outcome));
                 send(Event::Done(kind));
             });
@@ -698,6 +716,12 @@ fn start_action(
                         Err(error) => Outcome::FenceFailed { error },
                     },
                 };
+                match &outcome {
+                    Outcome::FenceFailed { error } => {
+                        p.events.emit(EventKind::Fence, None, format!("fence not confirmed ({why:?}): {error}"))
+                    }
+                    _ => p.events.emit(EventKind::Fence, None, format!("producer fenced ({why:?})")),
+                }
                 send(Event::Outcome(outcome));
                 send(Event::Done(kind));
             });
@@ -756,6 +780,28 @@ async fn stop_producer(p: &Parts, prod: &SharedProducer) -> Result<Option<u64>, 
             tracing::warn!(error = %e, "deactivation not confirmed; fencing the producer");
             fence_producer(p, prod).await.map(|()| None)
         }
+    }
+}
+
+/// Emits an event for each change between two views of the store: the lease, maintenance mode,
+/// a transfer.
+fn report_store_changes(events: &EventLog, before: Option<&crate::coord::StoreView>, now: &crate::coord::StoreView) {
+    if before.map(|b| &b.lease) != Some(&now.lease) {
+        events.emit(EventKind::Lease, Some(now.lease.epoch()), format!("lease {}", now.lease));
+    }
+    if before.is_some_and(|b| b.intents.paused != now.intents.paused) {
+        let what = if now.intents.paused { "maintenance mode on (paused)" } else { "maintenance mode off (resumed)" };
+        events.emit(EventKind::Intent, None, what);
+    }
+    if before.is_some_and(|b| b.intents.transfer != now.intents.transfer)
+        && let Some(t) = &now.intents.transfer
+    {
+        let forced = if t.forced { "forced " } else { "" };
+        events.emit(
+            EventKind::Intent,
+            Some(t.epoch),
+            format!("{forced}transfer to {} requested (epoch {})", t.to, t.epoch),
+        );
     }
 }
 

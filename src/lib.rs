@@ -26,6 +26,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod demo;
 pub mod domain;
+pub mod events;
 pub mod guard;
 pub mod health;
 pub mod http;

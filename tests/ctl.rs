@@ -270,3 +270,67 @@ async fn promote_force_names_the_next_holder_when_the_active_is_gone() {
     assert!(lab.report().is_safe(), "{}", lab.report());
     assert_eq!(lab.s1_overlaps(), vec![]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_show_the_history_and_follow_a_handover_as_it_happens() {
+    use std::io::BufRead;
+    let lab = Lab::start("", &[]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    let standby = 1 - active;
+    lab.wait_signed_above(active, 2, Duration::from_secs(5)).await;
+    wait_for_statuses(&lab).await;
+
+    // The history: the active's own role changes and guard, as JSON lines.
+    let o = ctl(&lab, active, &["--json", "events"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let history: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert!(
+        history.iter().any(|e| e["kind"] == "guard" && e["message"] == "every guard step passed: producing"),
+        "{history:?}"
+    );
+    assert!(
+        history.iter().any(|e| e["kind"] == "role" && e["message"].as_str().is_some_and(|m| m.ends_with("→ active")))
+    );
+
+    // Follow the standby while it is promoted through its own socket.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_failoverctl"))
+        .arg("--socket")
+        .arg(lab.socket(standby))
+        .args(["--json", "events", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("failoverctl events --follow starts");
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(serde_json::from_str(&line).expect("a JSON line")).is_err() {
+                return;
+            }
+        }
+    });
+    let o = ctl(&lab, standby, &["promote", MEMBERS[standby]]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut seen = Vec::new();
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    while !seen.iter().any(|e: &serde_json::Value| {
+        e["kind"] == "role" && e["message"].as_str().is_some_and(|m| m.ends_with("promoting → active"))
+    }) {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(e) => seen.push(e),
+            Err(_) => panic!("the follower never saw the standby become active: {seen:#?}"),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let has = |kind: &str, part: &str| {
+        seen.iter().any(|e| e["kind"] == kind && e["message"].as_str().is_some_and(|m| m.contains(part)))
+    };
+    assert!(has("operator", &format!("promote {} requested by uid", MEMBERS[standby])), "{seen:#?}");
+    assert!(has("intent", &format!("transfer to {} requested", MEMBERS[standby])), "{seen:#?}");
+    assert!(has("guard", "every guard step passed"), "{seen:#?}");
+    let seqs: Vec<u64> = seen.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "events numbered without gaps: {seqs:?}");
+}

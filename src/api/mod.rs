@@ -22,10 +22,12 @@ use crate::config::MemberConfig;
 use crate::coord::raft::RaftCoordinator;
 use crate::coord::{CoordError, Coordinator};
 use crate::domain::{KeyId, MemberId, MemberKind, MemberStatus};
+use crate::events::{EventKind, EventLog, EventRecord};
 use crate::proto::v1::control_server::{Control, ControlServer};
 use crate::proto::v1::{
-    DemoteRequest, MembersReply, MembersRequest, PauseReply, PauseRequest, PromoteReply, PromoteRequest, StatusReply,
-    StatusRequest, WatermarkExportReply, WatermarkExportRequest, WatermarkImportReply, WatermarkImportRequest,
+    DemoteRequest, Event, EventsRequest, MembersReply, MembersRequest, PauseReply, PauseRequest, PromoteReply,
+    PromoteRequest, StatusReply, StatusRequest, WatermarkExportReply, WatermarkExportRequest, WatermarkImportReply,
+    WatermarkImportRequest,
 };
 
 pub struct ControlService {
@@ -41,6 +43,8 @@ pub struct ControlService {
     pub max_lag_on_failover: u64,
     pub status_stale_after: Duration,
     pub call_timeout: Duration,
+    /// The member's event stream; operator actions are recorded in it too.
+    pub events: Arc<EventLog>,
 }
 
 /// Who called, for the log: peer credentials on the unix socket.
@@ -59,17 +63,69 @@ fn refuse(e: CoordError) -> Status {
     }
 }
 
+impl ControlService {
+    /// Logs a mutating call with its caller and records it in the event stream.
+    fn operator_action(&self, caller: &str, what: String) {
+        tracing::info!(%caller, "control: {what}");
+        self.events.emit(EventKind::Operator, None, format!("{what} by {caller}"));
+    }
+}
+
+fn wire_event(e: EventRecord) -> Event {
+    Event {
+        seq: e.seq,
+        unix_ms: e.unix_ms,
+        member: e.member.to_string(),
+        kind: e.kind.as_str().to_string(),
+        epoch: e.epoch.map(|e| e.get()),
+        message: e.message,
+    }
+}
+
+type EventStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Event, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Control for ControlService {
+    type EventsStream = EventStream;
+
+    async fn events(&self, request: Request<EventsRequest>) -> Result<Response<EventStream>, Status> {
+        let follow = request.into_inner().follow;
+        let (history, mut live) = self.events.follow();
+        let stream = async_stream_of(
+            history,
+            follow.then(|| {
+                let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Status>>(64);
+                tokio::spawn(async move {
+                    loop {
+                        let item = match live.recv().await {
+                            Ok(e) => Ok(wire_event(e)),
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Err(Status::data_loss(
+                                format!("this follower fell {n} events behind and missed them; follow again"),
+                            )),
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        };
+                        let end = item.is_err();
+                        if tx.send(item).await.is_err() || end {
+                            return;
+                        }
+                    }
+                });
+                rx
+            }),
+        );
+        Ok(Response::new(stream))
+    }
+
     async fn promote(&self, request: Request<PromoteRequest>) -> Result<Response<PromoteReply>, Status> {
         let caller = caller(&request);
         let req = request.into_inner();
-        tracing::info!(%caller, target = %req.target, force = req.force, "control: promote requested");
+        let force = if req.force { " --force" } else { "" };
+        self.operator_action(&caller, format!("promote {}{force} requested", req.target));
         self.promote_to(req).await.map(Response::new)
     }
 
     async fn demote(&self, request: Request<DemoteRequest>) -> Result<Response<PromoteReply>, Status> {
-        tracing::info!(caller = %caller(&request), "control: demote requested");
+        self.operator_action(&caller(&request), "demote requested".into());
         self.demote_active().await.map(Response::new)
     }
 
@@ -82,12 +138,12 @@ impl Control for ControlService {
     }
 
     async fn pause(&self, request: Request<PauseRequest>) -> Result<Response<PauseReply>, Status> {
-        tracing::info!(caller = %caller(&request), "control: pause requested");
+        self.operator_action(&caller(&request), "pause requested".into());
         self.set_paused(true).await.map(Response::new)
     }
 
     async fn resume(&self, request: Request<PauseRequest>) -> Result<Response<PauseReply>, Status> {
-        tracing::info!(caller = %caller(&request), "control: resume requested");
+        self.operator_action(&caller(&request), "resume requested".into());
         self.set_paused(false).await.map(Response::new)
     }
 
@@ -104,8 +160,21 @@ impl Control for ControlService {
     ) -> Result<Response<WatermarkImportReply>, Status> {
         let caller = caller(&request);
         let req = request.into_inner();
-        tracing::info!(%caller, key = %req.key, hrs = ?req.hrs, "control: watermark import requested");
+        self.operator_action(&caller, format!("watermark import of {} at {:?} requested", req.key, req.hrs));
         self.import_watermark(req).await.map(Response::new)
+    }
+}
+
+/// The history, then (when following) what `live` delivers.
+fn async_stream_of(
+    history: Vec<EventRecord>,
+    live: Option<tokio::sync::mpsc::Receiver<Result<Event, Status>>>,
+) -> EventStream {
+    use tokio_stream::StreamExt;
+    let past = tokio_stream::iter(history.into_iter().map(|e| Ok(wire_event(e))));
+    match live {
+        None => Box::pin(past),
+        Some(rx) => Box::pin(past.chain(tokio_stream::wrappers::ReceiverStream::new(rx))),
     }
 }
 
