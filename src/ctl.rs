@@ -34,9 +34,25 @@ pub struct Args {
     /// The member's control socket (default: api.socket of --config, else /run/failoverd/control.sock).
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
-    /// Read the socket path from this member config.
+    /// Read the socket path (and, with --address, the TLS files) from this member config.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Reach the member's TCP control API (api.listen) at HOST:PORT over mutual TLS instead of
+    /// its socket. Needs a client certificate signed by the cluster's CA.
+    #[arg(long, global = true)]
+    address: Option<String>,
+    /// CA that signs the member's certificate (default: tls.ca_file of --config).
+    #[arg(long, global = true)]
+    tls_ca: Option<PathBuf>,
+    /// This operator's certificate (default: tls.cert_file of --config).
+    #[arg(long, global = true)]
+    tls_cert: Option<PathBuf>,
+    /// This operator's private key (default: tls.key_file of --config).
+    #[arg(long, global = true)]
+    tls_key: Option<PathBuf>,
+    /// The name the member's certificate must carry (default: the host of --address).
+    #[arg(long, global = true)]
+    tls_server_name: Option<String>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -143,8 +159,12 @@ impl Failure {
     }
 }
 
-fn from_status(socket: &Path, s: tonic::Status) -> Failure {
-    let message = s.message().to_string();
+fn from_status(target: &str, s: tonic::Status) -> Failure {
+    let mut message = s.message().to_string();
+    // "transport error" alone hides why (a refused certificate, say): add the causes.
+    if let Some(cause) = std::error::Error::source(&s) {
+        message = format!("{message}: {}", error_chain(cause));
+    }
     match s.code() {
         Code::FailedPrecondition | Code::AlreadyExists | Code::PermissionDenied | Code::Unimplemented => {
             Failure { code: EXIT_REFUSED, message: format!("refused: {message}") }
@@ -155,7 +175,9 @@ fn from_status(socket: &Path, s: tonic::Status) -> Failure {
         }
         Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded => Failure {
             code: EXIT_UNREACHABLE,
-            message: format!("the daemon at {} did not answer: {message}; is failoverd running?", socket.display()),
+            message: format!(
+                "the daemon at {target} did not answer: {message}; is failoverd running and does it accept this client?"
+            ),
         },
         _ => Failure { code: EXIT_REFUSED, message: format!("not done: {message}") },
     }
@@ -170,6 +192,81 @@ pub fn run(args: Args) -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// Where failoverctl reaches the member.
+enum Target {
+    Socket(PathBuf),
+    Tls { address: String, server_name: String, ca: PathBuf, cert: PathBuf, key: PathBuf },
+}
+
+impl Target {
+    fn describe(&self) -> String {
+        match self {
+            Target::Socket(p) => p.display().to_string(),
+            Target::Tls { address, .. } => format!("{address} (TLS)"),
+        }
+    }
+
+    async fn connect(
+        &self,
+        timeout: Duration,
+    ) -> Result<crate::proto::v1::control_client::ControlClient<tonic::transport::Channel>, Failure> {
+        let unreachable = |e: String| Failure {
+            code: EXIT_UNREACHABLE,
+            message: format!("cannot reach the daemon at {}: {e}; is failoverd running?", self.describe()),
+        };
+        match self {
+            Target::Socket(socket) => {
+                crate::api::client::connect(socket, timeout).await.map_err(|e| unreachable(error_chain(&e)))
+            }
+            Target::Tls { address, server_name, ca, cert, key } => {
+                let read = |what: &str, p: &PathBuf| {
+                    std::fs::read(p).map_err(|e| Failure::usage(format!("{what} {}: {e}", p.display())))
+                };
+                let files = crate::api::client::TlsFiles {
+                    ca: read("--tls-ca", ca)?,
+                    cert: read("--tls-cert", cert)?,
+                    key: read("--tls-key", key)?,
+                };
+                crate::api::client::connect_tls(address, server_name, &files, timeout)
+                    .await
+                    .map_err(|e| unreachable(error_chain(&e)))
+            }
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn target_of(args: &Args) -> Result<Target, Failure> {
+    let Some(address) = &args.address else { return socket_of(args).map(Target::Socket) };
+    let config_tls = match &args.config {
+        Some(path) => crate::config::Config::load(path).map_err(|e| Failure::usage(format!("--config: {e}")))?.tls,
+        None => None,
+    };
+    let pick = |given: &Option<PathBuf>, from: Option<PathBuf>, flag: &str| {
+        given.clone().or(from).ok_or_else(|| {
+            Failure::usage(format!("--address needs {flag} (or --config with a [tls] section): mutual TLS is required"))
+        })
+    };
+    let host = address.rsplit_once(':').map_or(address.as_str(), |(h, _)| h).trim_matches(['[', ']']);
+    Ok(Target::Tls {
+        address: address.clone(),
+        server_name: args.tls_server_name.clone().unwrap_or_else(|| host.to_string()),
+        ca: pick(&args.tls_ca, config_tls.as_ref().map(|t| t.ca_file.clone()), "--tls-ca")?,
+        cert: pick(&args.tls_cert, config_tls.as_ref().map(|t| t.cert_file.clone()), "--tls-cert")?,
+        key: pick(&args.tls_key, config_tls.as_ref().map(|t| t.key_file.clone()), "--tls-key")?,
+    })
 }
 
 fn socket_of(args: &Args) -> Result<PathBuf, Failure> {
@@ -192,7 +289,7 @@ fn run_inner(args: &Args) -> Result<(), Failure> {
     let timeout = crate::config::duration_text::parse(&args.timeout)
         .map_err(|e| Failure::usage(format!("--timeout: {e}")))?
         .max(Duration::from_millis(100));
-    let socket = socket_of(args)?;
+    let target = target_of(args)?;
     // Read an import file before connecting: bad input is reported as such, whatever the daemon.
     let import = match &args.command {
         Command::Watermark(WatermarkCommand::Import { file }) => Some(read_import(file)?),
@@ -203,11 +300,9 @@ fn run_inner(args: &Args) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure { code: EXIT_REFUSED, message: format!("cannot start a runtime: {e}") })?;
     runtime.block_on(async {
-        let mut client = crate::api::client::connect(&socket, timeout).await.map_err(|e| Failure {
-            code: EXIT_UNREACHABLE,
-            message: format!("cannot reach the daemon at {}: {e}; is failoverd running?", socket.display()),
-        })?;
-        let fail = |s| from_status(&socket, s);
+        let mut client = target.connect(timeout).await?;
+        let described = target.describe();
+        let fail = |s| from_status(&described, s);
         match &args.command {
             Command::Status { watch } => loop {
                 let own = client.status(StatusRequest {}).await.map_err(fail)?.into_inner();

@@ -112,6 +112,15 @@ pub async fn run(
         call_timeout: parts.call_timeout,
         events: Arc::clone(&parts.events),
     };
+    if let (Some(listen), Some(tls)) = (config.api.listen, config.tls.clone()) {
+        let tcp = control.clone();
+        let tcp_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::api::serve_tcp(&listen, &tls, tcp, tcp_shutdown).await {
+                tracing::error!(listen = %listen.0, error = %e, "the TCP control API is not available");
+            }
+        });
+    }
     let socket = config.api.socket.clone();
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(async move {

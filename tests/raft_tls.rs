@@ -3,60 +3,15 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
+use common::pki::Ca;
 use common::raft_cluster::{Cluster, within};
-use failover::config::TlsConfig;
 use failover::coord::Coordinator;
 use failover::coord::raft::RaftOptions;
 use failover::proto::v1::RaftBatch;
 use failover::proto::v1::peer_client::PeerClient;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
-        Ca { issuer }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A certificate naming `member` (as a DNS SAN) and its private key, both PEM.
-    fn issue(&self, member: &str) -> (String, String) {
-        let key = KeyPair::generate().expect("key");
-        let params = CertificateParams::new(vec![member.to_string(), "127.0.0.1".to_string()]).expect("params");
-        let cert = params.signed_by(&key, &self.issuer).expect("sign");
-        (cert.pem(), key.serialize_pem())
-    }
-
-    /// Writes the CA, a certificate for `member` and its key (mode 0600) into `dir`.
-    fn write(&self, member: &str, dir: &Path) -> TlsConfig {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::create_dir_all(dir).expect("dir");
-        let (cert, key) = self.issue(member);
-        let tls = TlsConfig {
-            ca_file: dir.join("ca.pem"),
-            cert_file: dir.join("member.pem"),
-            key_file: dir.join("member.key"),
-        };
-        std::fs::write(&tls.ca_file, self.pem()).expect("write ca");
-        std::fs::write(&tls.cert_file, cert).expect("write cert");
-        std::fs::write(&tls.key_file, key).expect("write key");
-        std::fs::set_permissions(&tls.key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        tls
-    }
-}
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
 

@@ -30,6 +30,7 @@ use crate::proto::v1::{
     WatermarkImportRequest,
 };
 
+#[derive(Clone)]
 pub struct ControlService {
     pub me: MemberId,
     pub kind: MemberKind,
@@ -47,13 +48,25 @@ pub struct ControlService {
     pub events: Arc<EventLog>,
 }
 
-/// Who called, for the log: peer credentials on the unix socket.
+/// Who called, for the log: peer credentials on the unix socket, the client certificate's
+/// subject on TLS.
 fn caller<T>(request: &Request<T>) -> String {
-    request
-        .extensions()
-        .get::<tonic::transport::server::UdsConnectInfo>()
-        .and_then(|i| i.peer_cred)
-        .map_or("unknown".to_string(), |c| format!("uid {} pid {:?}", c.uid(), c.pid()))
+    if let Some(cred) = request.extensions().get::<tonic::transport::server::UdsConnectInfo>().and_then(|i| i.peer_cred)
+    {
+        return format!("uid {} pid {:?}", cred.uid(), cred.pid());
+    }
+    let subject =
+        request.peer_certs().and_then(|certs| certs.first().and_then(|der| certificate_subject(der.as_ref())));
+    let address = request.remote_addr().map_or("unknown address".to_string(), |a| a.to_string());
+    match subject {
+        Some(subject) => format!("certificate {subject} from {address}"),
+        None => format!("unknown caller from {address}"),
+    }
+}
+
+/// The subject of a DER certificate (`CN=operator, O=…`), if it parses.
+pub fn certificate_subject(der: &[u8]) -> Option<String> {
+    x509_parser::parse_x509_certificate(der).ok().map(|(_, cert)| cert.subject().to_string())
 }
 
 fn refuse(e: CoordError) -> Status {
@@ -176,6 +189,28 @@ fn async_stream_of(
         None => Box::pin(past),
         Some(rx) => Box::pin(past.chain(tokio_stream::wrappers::ReceiverStream::new(rx))),
     }
+}
+
+/// Serves the control API on TCP with mutual TLS until `shutdown`: a client must present a
+/// certificate signed by `tls.ca_file`, or the handshake fails.
+pub async fn serve_tcp(
+    listen: &crate::config::ListenAddress,
+    tls: &crate::config::TlsConfig,
+    service: ControlService,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let tls = crate::coord::raft::transport::PeerTls::load(tls).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(listen.0)
+        .await
+        .map_err(|e| format!("cannot listen on {} (api.listen): {e}", listen.0))?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .tls_config(tls.server())
+        .map_err(|e| format!("TLS for api.listen: {e}"))?
+        .add_service(ControlServer::new(service))
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Serves the control API on `socket` (mode 0660) until `shutdown`.

@@ -74,6 +74,11 @@ impl Lab {
 
     /// [`Lab::start`] with the lease kept in `store`.
     pub async fn start_with(store: Store, extra: &str, env: &[(&str, &str)]) -> Lab {
+        Lab::start_each(store, &|_, text| text + extra, env).await
+    }
+
+    /// [`Lab::start_with`] where `tweak(i, config)` returns member `i`'s final config text.
+    pub async fn start_each(store: Store, tweak: &dyn Fn(usize, String) -> String, env: &[(&str, &str)]) -> Lab {
         let dir = tempfile::tempdir().expect("dir");
         let ledger = dir.path().join("ledger.jsonl");
         let mut sims = Vec::new();
@@ -127,7 +132,7 @@ impl Lab {
                     sim_urls[i]
                 ));
             }
-            text.push_str(extra);
+            let text = tweak(i, text);
             let path = dir.path().join(format!("{m}.toml"));
             std::fs::write(&path, text).expect("config");
             configs.push(path);

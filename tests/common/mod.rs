@@ -68,4 +68,5 @@ pub mod anvil;
 pub mod consul;
 pub mod contract;
 pub mod lab;
+pub mod pki;
 pub mod raft_cluster;
