@@ -52,7 +52,7 @@ impl Timings {
     pub fn chaos() -> Timings {
         Timings {
             block: Duration::from_millis(200),
-            lease_ttl: Duration::from_secs(2),
+            lease_ttl: Duration::from_secs(3),
             renew_interval: Duration::from_millis(500),
             safety_margin: Duration::from_millis(300),
             call_timeout: Duration::from_millis(800),
