@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use tonic::Code;
 
+use crate::http::error_chain;
 use crate::proto::v1::{
     DemoteRequest, Event, EventsRequest, Hrs as WireHrs, MembersReply, MembersRequest, PauseRequest, PromoteRequest,
     StatusReply, StatusRequest, WatermarkExportRequest, WatermarkImportRequest,
@@ -235,17 +236,6 @@ impl Target {
             }
         }
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn target_of(args: &Args) -> Result<Target, Failure> {

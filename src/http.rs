@@ -6,6 +6,19 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+/// An error with its causes ("error sending request: connection refused"): the top-level message
+/// of reqwest's and tonic's errors alone hides why.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Installs ring as rustls' process-wide crypto provider, once. Safe to call repeatedly.
 pub fn install_crypto_provider() {
     // Err means a provider is already installed, which is what we want.

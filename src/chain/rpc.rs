@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::config::HttpUrl;
+use crate::http::error_chain;
 
 /// Largest body accepted from a node. A `/status` is ~2 KiB, a CometBFT `/commit` of 150
 /// validators ~40 KiB; anything far above is a misconfigured or hostile endpoint.
@@ -101,18 +102,6 @@ async fn bounded<T>(
     work: impl Future<Output = Result<T, ExchangeError>>,
 ) -> Result<T, ExchangeError> {
     tokio::time::timeout_at(deadline, work).await.unwrap_or(Err(ExchangeError::Timeout))
-}
-
-/// reqwest's top-level message alone ("error sending request") hides the cause.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Reads a response body, refusing more than `limit` bytes.
