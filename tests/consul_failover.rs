@@ -16,6 +16,10 @@ use failover::domain::LeaseView;
 use tokio::time::Instant;
 
 const CHECK_TTL: Duration = Duration::from_millis(1000);
+
+/// One lab at a time: three Consul servers, three daemons and two nodes per test already load
+/// both cores, and the handover limit is a timing bound.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const LOCK_DELAY: Duration = Duration::from_millis(300);
 
 async fn lab(agents: &[ConsulAgent]) -> Lab {
@@ -67,6 +71,7 @@ fn assert_safe(lab: &Lab) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_holders_daemon_hands_over_within_check_ttl_plus_lock_delay() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let agents = consul::cluster().await;
     let mut lab = lab(&agents).await;
     let active = lab.wait_active(Duration::from_secs(20)).await;
@@ -85,6 +90,7 @@ async fn killing_the_holders_daemon_hands_over_within_check_ttl_plus_lock_delay(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_consul_leader_never_double_signs() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut agents = consul::cluster().await;
     let lab = lab(&agents).await;
     let active = lab.wait_active(Duration::from_secs(20)).await;
@@ -102,6 +108,7 @@ async fn killing_the_consul_leader_never_double_signs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_active_cut_off_from_its_agent_self_fences_and_a_standby_takes_over() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut agents = consul::cluster().await;
     let lab = lab(&agents).await;
     let active = lab.wait_active(Duration::from_secs(20)).await;
