@@ -405,7 +405,13 @@ impl Coordinator for ConsulCoordinator {
             }
             let sent = MonoTime::now();
             self.pass_check().await.map_err(unavailable)?;
-            self.check_holder(&lease.holder, lease.epoch).await?;
+            if let Err(e) = self.check_holder(&lease.holder, lease.epoch).await {
+                if matches!(e, CoordError::NotHolder { .. }) {
+                    // The lease is gone: publish_status keeps this member's session alive again.
+                    self.set_holding(None);
+                }
+                return Err(e);
+            }
             Ok(Lease { valid_until: self.lease_until(sent), ..lease.clone() })
         })
         .await
@@ -418,7 +424,15 @@ impl Coordinator for ConsulCoordinator {
         deadline: Instant,
     ) -> Result<(), CoordError> {
         bounded("release", deadline, async {
-            let session = self.check_holder(&lease.holder, lease.epoch).await?;
+            let session = match self.check_holder(&lease.holder, lease.epoch).await {
+                Ok(session) => session,
+                Err(e) => {
+                    if matches!(e, CoordError::NotHolder { .. }) && self.holding() == Some(lease.epoch) {
+                        self.set_holding(None);
+                    }
+                    return Err(e);
+                }
+            };
             if let Some((key, hrs)) = &final_watermark {
                 let epoch = lease.epoch;
                 self.update_watermark(key, Some(&session), |w| {
