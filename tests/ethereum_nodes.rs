@@ -110,10 +110,14 @@ impl Drop for Cluster {
 }
 
 /// Polls both nodes side by side every 50 ms until stopped.
-fn observe(anvils: [Arc<Anvil>; 2], stop: tokio_util::sync::CancellationToken) -> Arc<Mutex<Vec<Read>>> {
+/// Returns the reads so far and the observer task, which ends once `stop` is cancelled.
+fn observe(
+    anvils: [Arc<Anvil>; 2],
+    stop: tokio_util::sync::CancellationToken,
+) -> (Arc<Mutex<Vec<Read>>>, tokio::task::JoinHandle<()>) {
     let reads = Arc::new(Mutex::new(Vec::new()));
     let out = Arc::clone(&reads);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         while !stop.is_cancelled() {
             let poll = |node: usize| {
                 let anvil = Arc::clone(&anvils[node]);
@@ -128,7 +132,7 @@ fn observe(anvils: [Arc<Anvil>; 2], stop: tokio_util::sync::CancellationToken) -
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    reads
+    (reads, task)
 }
 
 /// The intervals in which `node` certainly mined: from the end of the first of a run of "mining"
@@ -212,7 +216,7 @@ async fn exactly_one_anvil_mines_through_a_planned_handover_and_a_kill() {
     let anvils = [Arc::new(Anvil::start(free_port()).await), Arc::new(Anvil::start(free_port()).await)];
     let cluster = Cluster::start(&[&anvils[0], &anvils[1]]);
     let stop = tokio_util::sync::CancellationToken::new();
-    let reads = observe([Arc::clone(&anvils[0]), Arc::clone(&anvils[1])], stop.clone());
+    let (reads, observer) = observe([Arc::clone(&anvils[0]), Arc::clone(&anvils[1])], stop.clone());
 
     // One of them becomes active (a has the higher priority, but b may be first on a loaded
     // machine) and its node mines.
@@ -245,7 +249,7 @@ async fn exactly_one_anvil_mines_through_a_planned_handover_and_a_kill() {
     let failover = killed_at.elapsed();
     wait_mining(&anvils, first, 1, Duration::from_secs(10), &cluster).await;
     stop.cancel();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    observer.await.expect("the observer ends cleanly");
 
     let reads = reads.lock().expect("reads").clone();
     let a = certainly_mining(&reads, 0);
