@@ -23,6 +23,9 @@ use crate::coord::{Intents, StatusReport, StoreView};
 use crate::domain::{Epoch, LeaseView, MemberId, MemberKind, MonoTime, RoleName};
 use crate::health::{NodeHealth, Verdict};
 
+/// How long a member waits after a failed acquire before it asks again.
+pub const ACQUIRE_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// The timings and thresholds the decisions depend on, from the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RolePolicy {
@@ -202,6 +205,9 @@ pub struct RoleState {
     /// in the store, so whether the grant may be used cannot be judged from the store afterwards
     /// (in maintenance mode only a transfer allows taking the lease).
     pub acquire_for_transfer: bool,
+    /// After a failed acquire, no new one before this time: a store that keeps refusing (the
+    /// lease still held in its view, Consul's lock-delay) is not asked again at loop speed.
+    pub acquire_retry_at: Option<MonoTime>,
     pub activated_at: Option<MonoTime>,
     /// Last time this member stepped down, failed its guard or was fenced: cooldown starts here.
     pub stood_down_at: Option<MonoTime>,
@@ -221,6 +227,7 @@ impl RoleState {
             seen_epoch: Epoch::ZERO,
             acquire_pending: false,
             acquire_for_transfer: false,
+            acquire_retry_at: None,
             activated_at: None,
             stood_down_at: None,
             free_since: None,
@@ -357,6 +364,7 @@ fn apply_outcomes(
             Outcome::AcquireFailed { .. } => {
                 s.acquire_pending = false;
                 s.acquire_for_transfer = false;
+                s.acquire_retry_at = Some(now.saturating_add(ACQUIRE_RETRY_PAUSE));
             }
             Outcome::Renewed { epoch, valid_until } => {
                 if s.holding() && s.epoch == Some(*epoch) {
@@ -460,7 +468,8 @@ fn decide_idle(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, action
         }
         LeaseView::Held { .. } => {}
         LeaseView::Free { .. } => {
-            if eligible && may_take_lease(s, obs, policy) && waited_for_better_candidates(s, obs, policy) {
+            let retry_due = s.acquire_retry_at.is_none_or(|at| now >= at);
+            if eligible && retry_due && may_take_lease(s, obs, policy) && waited_for_better_candidates(s, obs, policy) {
                 s.acquire_pending = true;
                 s.acquire_for_transfer = view.intents.transfer.as_ref().is_some_and(|t| t.to == obs.me);
                 actions.push(Action::Acquire);

@@ -282,6 +282,27 @@ fn idle_member_transitions() {
             actions: vec![Action::Acquire],
         },
         Case {
+            name: "a failed acquire is not asked again at once",
+            state: standby(),
+            obs: obs(1000).outcome(Outcome::AcquireFailed { error: "lock-delay".into() }),
+            role: Standby,
+            actions: vec![],
+        },
+        Case {
+            name: "still within the retry pause after a failed acquire",
+            state: RoleState { acquire_retry_at: Some(ms(1000).saturating_add(ACQUIRE_RETRY_PAUSE)), ..standby() },
+            obs: obs(1099),
+            role: Standby,
+            actions: vec![],
+        },
+        Case {
+            name: "retry pause over: acquire again",
+            state: RoleState { acquire_retry_at: Some(ms(1100)), ..standby() },
+            obs: obs(1100),
+            role: Standby,
+            actions: vec![Action::Acquire],
+        },
+        Case {
             name: "transfer target acquires at once, even paused and in cooldown",
             state: RoleState { stood_down_at: Some(ms(1000)), ..standby() },
             obs: obs(2000).lease(free(4)).paused().transfer("a", 4).peer(b_higher(100)),

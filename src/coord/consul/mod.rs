@@ -39,6 +39,9 @@ use crate::domain::{
 /// How long one blocking query of the watch waits at most.
 const WATCH_WAIT: Duration = Duration::from_secs(5);
 
+/// How often an acquire refused by Consul's lock-delay asks again.
+const LOCK_DELAY_POLL: Duration = Duration::from_millis(25);
+
 /// Attempts of a check-and-set that lost a race to another writer.
 const CAS_ATTEMPTS: usize = 8;
 
@@ -370,22 +373,33 @@ impl Coordinator for ConsulCoordinator {
             if let LeaseView::Held { holder, epoch } = view {
                 return Err(CoordError::LeaseHeld { holder, epoch });
             }
-            let sent = MonoTime::now();
-            self.pass_check().await.map_err(unavailable)?;
-            let taken = self
-                .agent
-                .acquire(&self.leader_key(), &LeaderValue { holder: self.me.clone() }, &session)
-                .await
-                .map_err(unavailable)?;
-            let (view, entry) = self.read_lease().await?;
-            let ours = entry.as_ref().and_then(|e| e.session.as_deref()) == Some(session.as_str());
-            if !taken || !ours {
-                return Err(match view {
-                    LeaseView::Held { holder, epoch } => CoordError::LeaseHeld { holder, epoch },
-                    LeaseView::Free { .. } => CoordError::Unavailable(
+            let sent = loop {
+                let sent = MonoTime::now();
+                self.pass_check().await.map_err(unavailable)?;
+                let value = LeaderValue { holder: self.me.clone() };
+                if self.agent.acquire(&self.leader_key(), &value, &session).await.map_err(unavailable)? {
+                    break sent;
+                }
+                // Refused while free: Consul's lock-delay after the last holder's session ended
+                // still runs. It is short; wait it out here rather than fail the whole acquire.
+                if let (LeaseView::Held { holder, epoch }, _) = self.read_lease().await? {
+                    return Err(CoordError::LeaseHeld { holder, epoch });
+                }
+                if Instant::now() + LOCK_DELAY_POLL >= deadline {
+                    return Err(CoordError::Unavailable(
                         "Consul's lock-delay after the previous holder's session ended is still running; retry shortly"
                             .into(),
-                    ),
+                    ));
+                }
+                tokio::time::sleep(LOCK_DELAY_POLL).await;
+            };
+            let (view, entry) = self.read_lease().await?;
+            if entry.as_ref().and_then(|e| e.session.as_deref()) != Some(session.as_str()) {
+                return Err(match view {
+                    LeaseView::Held { holder, epoch } => CoordError::LeaseHeld { holder, epoch },
+                    LeaseView::Free { .. } => {
+                        CoordError::Unavailable("the lock was released again right after it was taken".into())
+                    }
                 });
             }
             let epoch = view.epoch();
