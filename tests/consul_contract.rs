@@ -159,3 +159,50 @@ async fn the_acl_token_comes_from_its_file_and_a_wrong_one_is_refused_clearly() 
     good.shutdown().await;
     wrong.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_is_reached_over_tls_with_the_configured_ca_and_a_stranger_ca_is_refused() {
+    use failover::coord::{CoordError, Coordinator};
+    use failover::domain::{Hrs, KeyId, MemberId, Step};
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = common::pki::Ca::new("consul test CA");
+    let tls = ca.write("localhost", dir.path());
+    let https = common::lab::free_port();
+    let hcl = format!(
+        "ports {{ https = {https} }}\ncert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\nverify_incoming = false",
+        tls.cert_file.display(),
+        tls.key_file.display(),
+        tls.ca_file.display()
+    );
+    let agent = common::consul::dev_with(&["-hcl".into(), hcl]).await;
+    let address = format!("https://127.0.0.1:{https}");
+    let soon = || Instant::now() + Duration::from_secs(5);
+    let a = MemberId::new("a").expect("id");
+
+    let mut config = consul_config("a", &address, "tls");
+    config.coordinator.consul.ca_file = Some(tls.ca_file.clone());
+    let trusted = ConsulCoordinator::start(&config).expect("coordinator");
+    let lease = trusted.acquire(&a, soon()).await.expect("acquire over TLS");
+    let key = KeyId::new("validator").expect("key");
+    // A reservation is a transaction: the one call failoverd makes with its own HTTP client.
+    let reserved =
+        trusted.reserve(lease.epoch, &key, Hrs::new(7, 0, Step::Propose), soon()).await.expect("reserve over TLS");
+    assert_eq!(reserved.hrs, Hrs::new(7, 0, Step::Propose));
+    trusted.release(&lease, None, soon()).await.expect("release over TLS");
+    trusted.shutdown().await;
+
+    let stranger_dir = tempfile::tempdir().expect("dir");
+    let stranger = common::pki::Ca::new("another CA").write("localhost", stranger_dir.path());
+    let mut config = consul_config("a", &address, "tls");
+    config.coordinator.consul.ca_file = Some(stranger.ca_file);
+    let untrusting = ConsulCoordinator::start(&config).expect("coordinator");
+    match untrusting.acquire(&a, soon()).await {
+        Err(CoordError::Unavailable(why)) => assert!(why.contains(&address), "the error names the agent: {why}"),
+        other => panic!("an agent whose certificate the configured CA did not sign: {other:?}"),
+    }
+    untrusting.shutdown().await;
+    drop(agent);
+}

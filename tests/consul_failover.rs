@@ -80,15 +80,14 @@ async fn killing_the_holders_daemon_hands_over_within_check_ttl_plus_lock_delay(
     let r = reader(&lab, &agents, standby);
     lab.kill9(active);
     let took = wait_holder(&r, ["a", "b"][standby], Duration::from_secs(10), &lab).await;
-    // The target is check TTL + lock-delay + 1 s (2.3 s): met on a quiet machine (1.2–1.7 s),
-    // but clean-clone CI runs measured 2.5 s, so the test holds the bound with 2 s of slack and
-    // prints what it measured; the gap is an open item.
-    let target = CHECK_TTL + LOCK_DELAY + Duration::from_secs(1);
-    let limit = CHECK_TTL + LOCK_DELAY + Duration::from_secs(2);
-    assert!(took <= limit, "the lease moved after {took:?}, above check TTL + lock-delay + 2 s = {limit:?}");
+    // The dead holder's check goes critical one check TTL after its last renew at most; its
+    // agent syncs that to the servers at once (the cluster has settled, see `consul::cluster`),
+    // which ends the session; the lock is free again after lock-delay.
+    let limit = CHECK_TTL + LOCK_DELAY + Duration::from_secs(1);
+    assert!(took <= limit, "the lease moved after {took:?}, above check TTL + lock-delay + 1 s = {limit:?}");
     lab.wait_signed_above(standby, 0, Duration::from_secs(5)).await;
     assert_safe(&lab);
-    eprintln!("kill -9 of the holder's daemon → lease held by the standby after {took:?} (target {target:?})");
+    eprintln!("kill -9 of the holder's daemon → lease held by the standby after {took:?} (limit {limit:?})");
     r.shutdown().await;
 }
 
