@@ -249,12 +249,15 @@ fn load_member(path: &std::path::Path) -> Result<(Config, crate::config::MemberC
     }
 }
 
-/// Binds this member's peer address.
-async fn bind_peer(me: &crate::config::MemberConfig) -> Result<TcpListener, ExitCode> {
-    let bind = format!("{}:{}", me.peer_address.host, me.peer_address.port);
-    TcpListener::bind(&bind)
-        .await
-        .map_err(|e| usage_error(format!("cannot listen on {bind} (members[{}].peer_address): {e}", me.id)))
+/// Binds this member's peer service: on `peer_listen` when set, else on its own peer address.
+async fn bind_peer(config: &Config, me: &crate::config::MemberConfig) -> Result<TcpListener, ExitCode> {
+    let (bind, field) = match &config.peer_listen {
+        Some(listen) => (listen.0.to_string(), "peer_listen".to_string()),
+        None => {
+            (format!("{}:{}", me.peer_address.host, me.peer_address.port), format!("members[{}].peer_address", me.id))
+        }
+    };
+    TcpListener::bind(&bind).await.map_err(|e| usage_error(format!("cannot listen on {bind} ({field}): {e}")))
 }
 
 /// Starts a runtime, binds this member's peer address, and runs `body` with the listener.
@@ -268,7 +271,7 @@ fn with_peer_listener(
         Err(code) => return code,
     };
     runtime.block_on(async move {
-        match bind_peer(&me).await {
+        match bind_peer(&config, &me).await {
             Ok(listener) => body(config, me, listener).await,
             Err(code) => code,
         }

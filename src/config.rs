@@ -32,6 +32,11 @@ pub struct Config {
     /// replacement (see the README).
     #[serde(default = "defaults::data_dir")]
     pub data_dir: PathBuf,
+    /// Where this member's peer service listens, when the address the others dial
+    /// (`peer_address`) is not one this host can bind: NAT, a Kubernetes hostPort. Absent: it
+    /// listens on its own `peer_address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_listen: Option<ListenAddress>,
     /// Every member of the cluster, this one included, identical on all members.
     pub members: Vec<MemberConfig>,
     #[serde(default)]
@@ -51,6 +56,55 @@ pub struct Config {
     /// Mutual TLS for the peer service and the TCP control API. Absent: plaintext peers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// Event webhooks: failovers, fences and refusals POSTed as they happen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where events are POSTed (`http://` or `https://`).
+    pub url: HttpUrl,
+    /// `json` (one event object) or `slack` (an incoming-webhook `{"text": …}` payload).
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Which events: `failover` (this member became or stopped being active), `fence`, `refusal`
+    /// (a promotion guard or a signature refused).
+    #[serde(default = "defaults::webhook_topics")]
+    pub topics: Vec<WebhookTopic>,
+    /// Deadline of one delivery attempt.
+    #[serde(default = "defaults::webhook_timeout", with = "duration_text")]
+    pub timeout: Duration,
+    /// Attempts per event (1 s, 2 s, 4 s … apart), then it is dropped and counted.
+    #[serde(default = "defaults::webhook_attempts")]
+    pub attempts: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    #[default]
+    Json,
+    Slack,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookTopic {
+    Failover,
+    Fence,
+    Refusal,
+}
+
+impl WebhookTopic {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookTopic::Failover => "failover",
+            WebhookTopic::Fence => "fence",
+            WebhookTopic::Refusal => "refusal",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -433,6 +487,15 @@ pub(crate) mod defaults {
     }
     pub fn api_socket() -> PathBuf {
         PathBuf::from("/run/failoverd/control.sock")
+    }
+    pub fn webhook_topics() -> Vec<WebhookTopic> {
+        vec![WebhookTopic::Failover, WebhookTopic::Fence, WebhookTopic::Refusal]
+    }
+    pub fn webhook_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn webhook_attempts() -> u32 {
+        5
     }
     pub fn metrics_enabled() -> bool {
         true

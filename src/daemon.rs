@@ -26,7 +26,8 @@ use crate::events::{EventKind, EventLog};
 use crate::guard::{GuardInput, GuardPolicy, PromotionGuard, SelfFence};
 use crate::health::{HealthPolicy, ProbeHistory, Verdict, best_height, gate_signing};
 use crate::producer::Producer;
-use crate::role::{self, Action, Observation, Outcome, RolePolicy, RoleState, StepDown};
+use crate::role::{self, Action, FenceReason, Observation, Outcome, Reason, RolePolicy, RoleState, StepDown};
+use crate::telemetry::{self, FailoverReason, MeasuredStore, Metrics, Telemetry};
 
 /// How often the loop decides.
 const LOOP_INTERVAL: Duration = Duration::from_millis(50);
@@ -88,6 +89,8 @@ struct Parts {
     reference_heights: std::sync::Mutex<Vec<Option<(MonoTime, u64)>>>,
     /// The status this member published last, for the control API's `Status`.
     own_status: tokio::sync::watch::Sender<Option<MemberStatus>>,
+    /// Metrics, health endpoints and systemd notifications.
+    telemetry: Arc<Telemetry>,
 }
 
 /// Runs one member until `shutdown`, then deactivates and releases within a grace period.
@@ -97,8 +100,27 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
+    let metrics_listener = match config.metrics.enabled {
+        true => Some(tokio::net::TcpListener::bind(config.metrics.listen.0).await.map_err(|e| {
+            DaemonError::Setup(format!(
+                "metrics.listen: cannot listen on {}: {e}; set [metrics] listen to a free address, or enabled = false",
+                config.metrics.listen.0
+            ))
+        })?),
+        false => None,
+    };
     let parts = setup(&config, options, listener, &shutdown).await?;
     let parts = Arc::new(parts);
+    if let Some(listener) = metrics_listener {
+        let telemetry = Arc::clone(&parts.telemetry);
+        let endpoints_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = telemetry::endpoints::serve(listener, telemetry, endpoints_shutdown).await {
+                tracing::error!(error = %e, "the metrics and health endpoints stopped");
+            }
+        });
+    }
+    telemetry::webhook::start(&config.webhooks, &parts.events, &parts.telemetry.metrics, &shutdown);
     let control = crate::api::ControlService {
         me: parts.me.clone(),
         kind: parts.kind,
@@ -178,6 +200,24 @@ async fn setup(
             (consul.clone(), None, Some(consul))
         }
     };
+    let metrics = Arc::new(Metrics::new(&me.id, me.kind));
+    let measured = Arc::new(MeasuredStore::new(coord, Arc::clone(&metrics)));
+    let coord: Arc<dyn Coordinator> = measured.clone();
+    let role_policy = RolePolicy::from_config(config);
+    let telemetry = Arc::new(Telemetry::new(
+        metrics,
+        measured,
+        raft.clone(),
+        me.kind == MemberKind::Producer,
+        role_policy.status_stale_after,
+    ));
+    telemetry.metrics.declare_key(config.key_id().as_str());
+    if me.kind == MemberKind::Producer {
+        telemetry.metrics.declare_probe_source("local");
+        for i in 0..config.chain.as_ref().map_or(0, |c| c.reference_rpcs.len()) {
+            telemetry.metrics.declare_probe_source(&format!("reference{i}"));
+        }
+    }
     let call_timeout = config.coordinator.call_timeout;
     let (producer, probe): (Option<SharedProducer>, Option<Arc<dyn ChainProbe>>) =
         match (&config.producer, &config.chain) {
@@ -228,13 +268,14 @@ async fn setup(
             fence_command_timeout: config.failover.fence_command_timeout,
             call_timeout,
         },
-        role_policy: RolePolicy::from_config(config),
+        role_policy,
         health_policy: HealthPolicy::from_config(config),
         probe_interval: config.chain.as_ref().map_or(Duration::from_secs(1), |c| c.probe_interval),
         reference_heights: std::sync::Mutex::new(vec![None; references.len()]),
         own_status: tokio::sync::watch::Sender::new(None),
         producer_ops: tokio::sync::Mutex::new(()),
         references,
+        telemetry,
     })
 }
 
@@ -282,6 +323,8 @@ struct LoopState {
     previous_holder: Option<MemberId>,
     /// Whether the acquire in flight answers a transfer naming this member.
     planned: bool,
+    /// Whether that transfer was forced (`failoverctl promote --force`).
+    forced: bool,
     /// The local height when this member was first probed as active (see `gate_signing`).
     active_from_height: Option<u64>,
     /// The node said it produces while this member is not active (reported once per episode).
@@ -309,6 +352,7 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
         outcomes: Vec::new(),
         previous_holder: None,
         planned: false,
+        forced: false,
         active_from_height: None,
         rogue_production: false,
     };
@@ -323,6 +367,9 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
                 "cannot confirm the producer is stopped at start; check the node, and set producer.fence_command so a fence can kill it"
             ),
         }
+    }
+    if let Some(n) = &p.telemetry.notifier {
+        n.ready();
     }
     let mut ticker = tokio::time::interval(LOOP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -341,6 +388,7 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
     let mut failure = None;
     let mut last_view: Option<crate::coord::StoreView> = None;
     loop {
+        p.telemetry.loop_turned();
         tokio::select! {
             _ = shutdown.cancelled() => break,
             why = &mut store_failed => {
@@ -363,6 +411,10 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
                     tracing::error!(role = %st.role.role, "the local node says it is producing while this member is not active: stop it (no lease covers it)");
                 }
                 st.rogue_production = rogue;
+                p.telemetry.metrics.probed("local", result.as_ref().ok().map(|s| s.height));
+                if result.is_ok() {
+                    p.telemetry.probe_succeeded();
+                }
                 st.history.record(at, result.as_ref().map_err(String::as_str), best, &p.health_policy);
                 continue;
             }
@@ -413,7 +465,19 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
             );
             let reason = next.last_reason.as_ref().map_or(String::new(), |r| format!(" ({r:?})"));
             p.events.emit(EventKind::Role, next.epoch, format!("{} → {}{reason}", st.role.role, next.role));
+            let metrics = &p.telemetry.metrics;
+            if next.role == RoleName::Active && st.role.role != RoleName::Active {
+                metrics.became_active(match (st.planned, st.forced) {
+                    (true, _) => FailoverReason::Planned,
+                    (_, true) => FailoverReason::Forced,
+                    _ => FailoverReason::Unplanned,
+                });
+            }
+            if st.role.role == RoleName::Active && next.role != RoleName::Active {
+                metrics.stepped_down(stepdown_word(next.last_reason.as_ref()));
+            }
         }
+        report_metrics(&p, &next, &view, &health, now);
         st.role = next;
         // Only a handover the holder carried out is planned; a forced one is not.
         let transfer_to_me = view.intents.transfer.as_ref().is_some_and(|t| t.to == p.me && !t.forced);
@@ -421,6 +485,7 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
             if action == Action::Acquire && !st.in_flight.contains("acquire") {
                 // Remember why we acquire: the transfer is cleared by the grant itself.
                 st.planned = transfer_to_me;
+                st.forced = view.intents.transfer.as_ref().is_some_and(|t| t.to == p.me && t.forced);
             }
             start_action(&mut st, action, &p, &events_tx, &cluster);
         }
@@ -442,6 +507,9 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
                 let _ = coord.publish_status(&status, deadline).await;
             });
         }
+    }
+    if let Some(n) = &p.telemetry.notifier {
+        n.stopping();
     }
     graceful_stop(&mut st, &p).await;
     match failure {
@@ -475,7 +543,9 @@ async fn reference_loop(p: Arc<Parts>, i: usize, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        if let Ok(sample) = p.references[i].probe(Instant::now() + p.probe_interval).await {
+        let sample = p.references[i].probe(Instant::now() + p.probe_interval).await;
+        p.telemetry.metrics.probed(&format!("reference{i}"), sample.as_ref().ok().map(|s| s.height));
+        if let Ok(sample) = sample {
             p.reference_heights.lock().unwrap_or_else(|e| e.into_inner())[i] = Some((MonoTime::now(), sample.height));
         }
     }
@@ -725,6 +795,7 @@ fn start_action(
                         Err(error) => Outcome::FenceFailed { error },
                     },
                 };
+                p.telemetry.metrics.fenced(matches!(outcome, Outcome::Fenced));
                 match &outcome {
                     Outcome::FenceFailed { error } => {
                         p.events.emit(EventKind::Fence, None, format!("fence not confirmed ({why:?}): {error}"))
@@ -832,6 +903,41 @@ async fn fence_producer(p: &Parts, prod: &SharedProducer) -> Result<(), String> 
 }
 
 /// On SIGTERM: a holder stops producing and releases, so a standby can take over at once.
+/// The gauges that follow each decision: role, lease, own deadline, node health, raft.
+fn report_metrics(
+    p: &Parts,
+    next: &RoleState,
+    view: &crate::coord::StoreView,
+    health: &crate::health::NodeHealth,
+    now: MonoTime,
+) {
+    let m = &p.telemetry.metrics;
+    m.set_role(next.role);
+    m.set_lease(&view.lease);
+    let holding = matches!(next.role, RoleName::Promoting | RoleName::Active | RoleName::Demoting);
+    let remaining = next.deadline.filter(|_| holding).map_or(0.0, |d| d.saturating_since(now).as_secs_f64());
+    m.set_lease_remaining(remaining);
+    m.set_health(health.verdict == Verdict::Healthy && health.latest_good, health.lag);
+    if let Some(raft) = &p.raft {
+        let info = raft.info();
+        m.set_raft(info.term, info.commit, info.is_leader);
+    }
+}
+
+/// A short word for why an active stopped being active (a metric label).
+fn stepdown_word(reason: Option<&Reason>) -> &'static str {
+    match reason {
+        Some(Reason::StepDown(StepDown::Unhealthy)) => "unhealthy",
+        Some(Reason::StepDown(StepDown::Transfer { .. })) => "transfer",
+        Some(Reason::StepDown(StepDown::GuardFailed { .. })) => "guard_failed",
+        Some(Reason::Fence(FenceReason::LeaseDeadline)) => "lease_deadline",
+        Some(Reason::Fence(FenceReason::LeaseLost)) => "lease_lost",
+        Some(Reason::Fence(FenceReason::DeactivateFailed)) => "deactivate_failed",
+        Some(Reason::Fence(FenceReason::Inconsistent)) => "inconsistent",
+        None => "other",
+    }
+}
+
 async fn graceful_stop(st: &mut LoopState, p: &Parts) {
     let Some(epoch) = st.role.epoch else { return };
     tracing::info!(%epoch, "shutting down: deactivating the producer and releasing the lease");

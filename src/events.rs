@@ -25,6 +25,8 @@ pub enum EventKind {
     Lease,
     Intent,
     Operator,
+    /// A signature the watermark refused (signer mode).
+    Refusal,
 }
 
 impl EventKind {
@@ -36,6 +38,7 @@ impl EventKind {
             EventKind::Lease => "lease",
             EventKind::Intent => "intent",
             EventKind::Operator => "operator",
+            EventKind::Refusal => "refusal",
         }
     }
 }

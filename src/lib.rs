@@ -13,6 +13,7 @@
 //! - [`http`]: the one way to build an HTTP client (rustls + ring, deadlines).
 //! - [`proto`]: generated protobuf types and their conversions.
 //! - [`signal`]: the one place that waits for SIGTERM/SIGINT.
+//! - [`telemetry`]: metrics, health endpoints, systemd notifications and event webhooks.
 //! - [`cli`]: the `failoverd` subcommands behind the thin binaries.
 
 #![deny(unsafe_code)]
@@ -36,3 +37,4 @@ pub mod proto;
 pub mod role;
 pub mod signal;
 pub mod sim;
+pub mod telemetry;

@@ -49,6 +49,7 @@ fn every_field_set() -> Config {
     Config {
         member: MemberId::new("a").expect("id"),
         data_dir: PathBuf::from("/x"),
+        peer_listen: Some("0.0.0.0:7100".parse().expect("address")),
         members: vec![MemberConfig {
             id: MemberId::new("a").expect("id"),
             peer_address: "127.0.0.1:1".parse().expect("address"),
@@ -121,6 +122,13 @@ fn every_field_set() -> Config {
             cert_file: PathBuf::from("/x"),
             key_file: PathBuf::from("/x"),
         }),
+        webhooks: vec![WebhookConfig {
+            url: url("https://hooks.example.com/x"),
+            format: WebhookFormat::Slack,
+            topics: vec![WebhookTopic::Fence],
+            timeout: Duration::from_secs(5),
+            attempts: 5,
+        }],
     }
 }
 

@@ -53,7 +53,7 @@ impl Cluster {
                 "[coordinator]\nlease_ttl = \"1s\"\nrenew_interval = \"250ms\"\nsafety_margin = \"200ms\"\ncall_timeout = \"400ms\"\n\
                  [coordinator.raft]\ntick = \"50ms\"\nelection_ticks = 10\n\
                  [failover]\ncooldown = \"1s\"\npriority_delay = \"300ms\"\nmax_lag_on_failover = 1000000000\n\
-                 [api]\nsocket = \"{}\"\n",
+                 [api]\nsocket = \"{}\"\n[metrics]\nenabled = false\n",
                 dir.path().join(format!("{m}.sock")).display()
             ));
             if i < 2 {

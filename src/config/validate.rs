@@ -318,6 +318,20 @@ fn check_api(config: &Config, out: &mut Problems<'_, '_>) {
     if config.api.socket.as_os_str().is_empty() {
         out.at("api.socket", "expected a path such as \"/run/failoverd/control.sock\"");
     }
+    for (i, hook) in config.webhooks.iter().enumerate() {
+        if hook.attempts == 0 || hook.attempts > 20 {
+            out.at(&format!("webhooks[{i}].attempts"), "expected 1 to 20 attempts per event");
+        }
+        if hook.topics.is_empty() {
+            out.at(
+                &format!("webhooks[{i}].topics"),
+                "expected at least one of \"failover\", \"fence\", \"refusal\", or remove the webhook",
+            );
+        }
+        if hook.timeout.is_zero() {
+            out.at(&format!("webhooks[{i}].timeout"), "expected a deadline such as \"5s\"");
+        }
+    }
     if config.failover.fence_command.as_ref().is_some_and(|c| c.is_empty() || c[0].is_empty()) {
         out.at(
             "failover.fence_command",

@@ -28,6 +28,8 @@ pub struct Lab {
     pub sim_urls: Vec<String>,
     sims: Vec<Child>,
     pub configs: Vec<PathBuf>,
+    /// Each member's metrics and health listener (127.0.0.1).
+    pub metrics_ports: Vec<u16>,
     daemons: Vec<Option<Child>>,
     client: reqwest::Client,
 }
@@ -92,6 +94,7 @@ impl Lab {
         let (reference, reference_url) = spawn_sim("ref", &dir.path().join("reference-ledger.jsonl"));
         sims.push(reference);
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let metrics_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let mut configs = Vec::new();
         for (i, m) in MEMBERS.iter().enumerate() {
             let mut text =
@@ -111,10 +114,11 @@ impl Lab {
                 "[coordinator]\nlease_ttl = \"{}ms\"\nrenew_interval = \"250ms\"\nsafety_margin = \"{}ms\"\ncall_timeout = \"400ms\"\n\
                  [coordinator.raft]\ntick = \"50ms\"\nelection_ticks = 10\n\
                  [failover]\ncooldown = \"1s\"\npriority_delay = \"300ms\"\nmax_lag_on_failover = 2\n\
-                 [api]\nsocket = \"{}\"\n",
+                 [api]\nsocket = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
                 LEASE_TTL.as_millis(),
                 SAFETY_MARGIN.as_millis(),
-                dir.path().join(format!("{m}.sock")).display()
+                dir.path().join(format!("{m}.sock")).display(),
+                metrics_ports[i]
             ));
             if let Store::Consul { agents, check_ttl, lock_delay } = &store {
                 text = text.replacen("[coordinator]\n", "[coordinator]\nbackend = \"consul\"\n", 1);
@@ -143,6 +147,7 @@ impl Lab {
             sim_urls,
             sims,
             configs,
+            metrics_ports,
             daemons: vec![None, None, None],
             client: failover::http::client(Duration::from_secs(2)).expect("client"),
         };

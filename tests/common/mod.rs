@@ -70,3 +70,4 @@ pub mod contract;
 pub mod lab;
 pub mod pki;
 pub mod raft_cluster;
+pub mod webhook_receiver;
