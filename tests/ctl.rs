@@ -10,12 +10,7 @@ use common::lab::{Lab, MEMBERS};
 use tokio::time::Instant;
 
 fn ctl(lab: &Lab, i: usize, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_failoverctl"))
-        .arg("--socket")
-        .arg(lab.socket(i))
-        .args(args)
-        .output()
-        .expect("failoverctl runs")
+    lab.failoverctl(i, args)
 }
 
 fn text(o: &Output) -> String {

@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::lab::{Lab, free_port};
@@ -65,15 +65,6 @@ async fn wait_status(port: u16, path: &str, want: u16, limit: Duration) -> Strin
         assert!(Instant::now() < end, "{path} answered {status} ({body}), not {want}, for {limit:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn ctl(lab: &Lab, i: usize, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_failoverctl"))
-        .arg("--socket")
-        .arg(lab.socket(i))
-        .args(args)
-        .output()
-        .expect("failoverctl runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,7 +138,7 @@ async fn metrics_health_and_webhooks_follow_a_planned_failover_and_a_lost_quorum
 
     // A planned switchover: counted as planned where it lands, as a transfer where it left, and
     // announced to the webhook by both.
-    let o = ctl(&lab, 2, &["promote", MEMBERS[standby]]);
+    let o = lab.failoverctl(2, &["promote", MEMBERS[standby]]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     wait_metrics(&lab, standby, Duration::from_secs(10), "a planned failover counted", |t| {
         sample(t, "failoverd_failovers_total{reason=\"planned\"}") == Some(1.0)

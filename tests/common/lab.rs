@@ -167,6 +167,16 @@ impl Lab {
         self.daemons[i] = Some(cmd.spawn().expect("failoverd starts"));
     }
 
+    /// `failoverctl ARGS` against member `i`'s control socket.
+    pub fn failoverctl(&self, i: usize, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_failoverctl"))
+            .arg("--socket")
+            .arg(self.socket(i))
+            .args(args)
+            .output()
+            .expect("failoverctl runs")
+    }
+
     /// Member `i`'s control socket.
     pub fn socket(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("{}.sock", MEMBERS[i]))
