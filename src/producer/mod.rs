@@ -16,6 +16,7 @@ pub mod antelope;
 pub mod cometbft_filepv;
 pub mod command;
 pub mod ethereum;
+pub mod privval;
 pub mod process;
 pub mod sim;
 

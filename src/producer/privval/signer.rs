@@ -1,0 +1,222 @@
+//! `PrivvalSigner`: answers one privval request at a time — public key, ping, sign vote, sign
+//! proposal — for the node connections of this member.
+//!
+//! Before every new signature, in this order: the request is for our chain; the double-sign rule
+//! of [`super::double_sign`] allows it; and the [`SignGate`] has reserved its HRS through the
+//! coordinator (the member is active at epoch E and `reserve(E, key, hrs)` committed). Anything
+//! that fails is answered with a `RemoteSignerError` and counted; nothing is signed "to see".
+//! Sign bytes come from the tendermint-rs domain types, which also validate the request.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tendermint_proto::v0_38::crypto::{PublicKey, public_key};
+use tendermint_proto::v0_38::privval::{
+    Message, PingResponse, PubKeyResponse, RemoteSignerError, SignProposalRequest, SignVoteRequest,
+    SignedProposalResponse, SignedVoteResponse, message::Sum,
+};
+
+use super::double_sign::{LastSignature, Verdict, judge};
+use super::validator_key::ValidatorKey;
+use crate::domain::{Hrs, Step};
+
+/// `RemoteSignerError.code` values.
+pub mod code {
+    /// The request is malformed or for another chain.
+    pub const BAD_REQUEST: i32 = 1;
+    /// Signing would break the double-sign rule or the watermark.
+    pub const REFUSED: i32 = 2;
+    /// This member may not sign now (not active, store unreachable).
+    pub const NOT_ACTIVE: i32 = 3;
+}
+
+/// Permission for one signature: blocks until `hrs` is reserved in the store for this member's
+/// key under its current epoch, or says why not.
+pub trait SignGate: Send + Sync {
+    fn reserve(&self, hrs: Hrs) -> Result<(), GateRefusal>;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GateRefusal {
+    /// This member is not active (or is no longer): the node must not get signatures from it.
+    NotActive(String),
+    /// The watermark is at or above the request: a double sign across members.
+    Watermark(String),
+}
+
+pub struct PrivvalSigner<G: SignGate> {
+    chain_id: String,
+    key: ValidatorKey,
+    gate: G,
+    last: Mutex<Option<LastSignature>>,
+    refusals: AtomicU64,
+    signatures: AtomicU64,
+}
+
+fn error(code: i32, description: impl Into<String>) -> Option<RemoteSignerError> {
+    Some(RemoteSignerError { code, description: description.into() })
+}
+
+/// The HRS of a vote or proposal, from its wire fields.
+fn hrs_of(height: i64, round: i32, msg_type: i32) -> Result<Hrs, String> {
+    let height = u64::try_from(height).map_err(|_| format!("height {height} is negative"))?;
+    let round = u32::try_from(round).map_err(|_| format!("round {round} is negative"))?;
+    let step = match msg_type {
+        1 => Step::Prevote,
+        2 => Step::Precommit,
+        32 => Step::Propose,
+        other => return Err(format!("message type {other} is not a prevote, precommit or proposal")),
+    };
+    Ok(Hrs::new(height, round, step))
+}
+
+impl<G: SignGate> PrivvalSigner<G> {
+    pub fn new(chain_id: impl Into<String>, key: ValidatorKey, gate: G) -> PrivvalSigner<G> {
+        PrivvalSigner {
+            chain_id: chain_id.into(),
+            key,
+            gate,
+            last: Mutex::new(None),
+            refusals: AtomicU64::new(0),
+            signatures: AtomicU64::new(0),
+        }
+    }
+
+    pub fn gate(&self) -> &G {
+        &self.gate
+    }
+
+    /// Requests refused so far (double signs, regressions, watermark, not active).
+    pub fn refusals(&self) -> u64 {
+        self.refusals.load(Ordering::Relaxed)
+    }
+
+    /// New signatures made so far.
+    pub fn signatures(&self) -> u64 {
+        self.signatures.load(Ordering::Relaxed)
+    }
+
+    /// The highest HRS this signer signed.
+    pub fn last_signed(&self) -> Option<Hrs> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|l| l.hrs)
+    }
+
+    /// The answer to `request`, or `None` when it is not a request a signer answers (the
+    /// connection is then closed).
+    pub fn answer(&self, request: Message) -> Option<Message> {
+        let sum = match request.sum? {
+            Sum::PingRequest(_) => Sum::PingResponse(PingResponse {}),
+            Sum::PubKeyRequest(r) => Sum::PubKeyResponse(if r.chain_id != self.chain_id {
+                PubKeyResponse { pub_key: None, error: error(code::BAD_REQUEST, self.wrong_chain(&r.chain_id)) }
+            } else {
+                let key = PublicKey { sum: Some(public_key::Sum::Ed25519(self.key.public_key().to_vec())) };
+                PubKeyResponse { pub_key: Some(key), error: None }
+            }),
+            Sum::SignVoteRequest(r) => Sum::SignedVoteResponse(self.sign_vote(r)),
+            Sum::SignProposalRequest(r) => Sum::SignedProposalResponse(self.sign_proposal(r)),
+            _ => return None,
+        };
+        Some(Message { sum: Some(sum) })
+    }
+
+    fn wrong_chain(&self, got: &str) -> String {
+        format!("this signer serves chain {:?}, not {got:?}", self.chain_id)
+    }
+
+    fn sign_vote(&self, request: SignVoteRequest) -> SignedVoteResponse {
+        let refuse = |code, why: String| SignedVoteResponse { vote: None, error: error(code, why) };
+        if request.chain_id != self.chain_id {
+            return refuse(code::BAD_REQUEST, self.wrong_chain(&request.chain_id));
+        }
+        let Some(mut vote) = request.vote.clone() else {
+            return refuse(code::BAD_REQUEST, "the request carries no vote".into());
+        };
+        let hrs = match hrs_of(vote.height, vote.round, vote.r#type) {
+            Ok(h) if h.step != Step::Propose => h,
+            Ok(_) => return refuse(code::BAD_REQUEST, "a vote of type proposal".into()),
+            Err(e) => return refuse(code::BAD_REQUEST, e),
+        };
+        let domain = match tendermint::vote::SignVoteRequest::try_from(request) {
+            Ok(d) => d,
+            Err(e) => return refuse(code::BAD_REQUEST, format!("malformed vote: {e}")),
+        };
+        let mut sign_bytes = Vec::new();
+        if let Err(e) = domain.to_signable_bytes(&mut sign_bytes) {
+            return refuse(code::BAD_REQUEST, format!("cannot form the sign bytes: {e}"));
+        }
+        match self.decide(hrs, &sign_bytes) {
+            Ok((signature, timestamp)) => {
+                vote.signature = signature;
+                if timestamp.is_some() {
+                    vote.timestamp = timestamp;
+                }
+                SignedVoteResponse { vote: Some(vote), error: None }
+            }
+            Err((code, why)) => refuse(code, why),
+        }
+    }
+
+    fn sign_proposal(&self, request: SignProposalRequest) -> SignedProposalResponse {
+        let refuse = |code, why: String| SignedProposalResponse { proposal: None, error: error(code, why) };
+        if request.chain_id != self.chain_id {
+            return refuse(code::BAD_REQUEST, self.wrong_chain(&request.chain_id));
+        }
+        let Some(mut proposal) = request.proposal.clone() else {
+            return refuse(code::BAD_REQUEST, "the request carries no proposal".into());
+        };
+        let hrs = match hrs_of(proposal.height, proposal.round, proposal.r#type) {
+            Ok(h) if h.step == Step::Propose => h,
+            Ok(_) => return refuse(code::BAD_REQUEST, "a proposal of a vote type".into()),
+            Err(e) => return refuse(code::BAD_REQUEST, e),
+        };
+        let domain = match tendermint::proposal::SignProposalRequest::try_from(request) {
+            Ok(d) => d,
+            Err(e) => return refuse(code::BAD_REQUEST, format!("malformed proposal: {e}")),
+        };
+        let mut sign_bytes = Vec::new();
+        if let Err(e) = domain.to_signable_bytes(&mut sign_bytes) {
+            return refuse(code::BAD_REQUEST, format!("cannot form the sign bytes: {e}"));
+        }
+        match self.decide(hrs, &sign_bytes) {
+            Ok((signature, timestamp)) => {
+                proposal.signature = signature;
+                if timestamp.is_some() {
+                    proposal.timestamp = timestamp;
+                }
+                SignedProposalResponse { proposal: Some(proposal), error: None }
+            }
+            Err((code, why)) => refuse(code, why),
+        }
+    }
+
+    /// The signature for `sign_bytes` at `hrs` (and the stored timestamp when it is a repeat),
+    /// or the refusal. Holds the signer's lock across the reservation: requests are answered one
+    /// at a time, so two connections cannot both sign the same HRS.
+    #[allow(clippy::type_complexity)]
+    fn decide(
+        &self,
+        hrs: Hrs,
+        sign_bytes: &[u8],
+    ) -> Result<(Vec<u8>, Option<tendermint_proto::google::protobuf::Timestamp>), (i32, String)> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let refused = |code, why: String| {
+            self.refusals.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%hrs, reason = %why, "signature refused");
+            Err((code, why))
+        };
+        match judge(last.as_ref(), hrs, sign_bytes) {
+            Verdict::Repeat { signature, timestamp } => Ok((signature, timestamp)),
+            Verdict::Refuse(why) => refused(code::REFUSED, why),
+            Verdict::Sign => match self.gate.reserve(hrs) {
+                Err(GateRefusal::NotActive(why)) => refused(code::NOT_ACTIVE, why),
+                Err(GateRefusal::Watermark(why)) => refused(code::REFUSED, why),
+                Ok(()) => {
+                    let signature = self.key.sign(sign_bytes).to_vec();
+                    *last = Some(LastSignature { hrs, sign_bytes: sign_bytes.to_vec(), signature: signature.clone() });
+                    self.signatures.fetch_add(1, Ordering::Relaxed);
+                    Ok((signature, None))
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! The privval signer against a node side built from the tendermint-rs crates: the signer dials a
+//! listener that completes a real SecretConnection (tendermint-p2p) and sends privval requests
+//! (tendermint-proto); sign bytes are checked against the tendermint crate and against CometBFT's
+//! recorded vote sign-bytes vectors. Every new signature is reserved through a real 3-member raft
+//! cluster.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::raft_cluster::{member_config, within};
+use failover::coord::Coordinator;
+use failover::coord::raft::{RaftCoordinator, RaftOptions};
+use failover::domain::{Hrs, KeyId, MemberId, Step};
+use failover::producer::privval::connection::{NodeAddress, NodeConnection};
+use failover::producer::privval::coordinator_gate::CoordinatorGate;
+use failover::producer::privval::signer::{PrivvalSigner, code};
+use failover::producer::privval::validator_key::ValidatorKey;
+use prost::Message as _;
+use tendermint_p2p::secret_connection::{SecretConnection, Version};
+use tendermint_proto::google::protobuf::Timestamp;
+use tendermint_proto::v0_38::privval::{
+    Message, PingRequest, PubKeyRequest, SignProposalRequest, SignVoteRequest, message::Sum,
+};
+use tendermint_proto::v0_38::types::{BlockId, PartSetHeader, Proposal, Vote};
+
+const CHAIN: &str = "test_chain_id";
+
+fn key_file(seed: [u8; 32]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let public = ed25519_consensus::SigningKey::from(seed).verification_key().to_bytes();
+    let mut secret = seed.to_vec();
+    secret.extend(public);
+    format!(
+        r#"{{"address":"00","pub_key":{{"type":"tendermint/PubKeyEd25519","value":"{}"}},"priv_key":{{"type":"tendermint/PrivKeyEd25519","value":"{}"}}}}"#,
+        b64.encode(public),
+        b64.encode(secret)
+    )
+}
+
+/// The node's end: one accepted SecretConnection, framed by hand (the node's own code path).
+struct NodeSide {
+    conn: SecretConnection<std::net::TcpStream>,
+    /// Plaintext read but not yet consumed: SecretConnection must be read a whole chunk (up to
+    /// 1024 bytes) at a time.
+    pending: std::collections::VecDeque<u8>,
+}
+
+impl NodeSide {
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.conn.write_all(bytes).expect("write");
+        self.conn.flush().expect("flush");
+    }
+
+    fn send(&mut self, sum: Sum) {
+        let bytes = Message { sum: Some(sum) }.encode_length_delimited_to_vec();
+        self.send_raw(&bytes);
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        while self.pending.is_empty() {
+            let mut chunk = [0u8; 1024];
+            match self.conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.pending.extend(&chunk[..n]),
+            }
+        }
+        self.pending.pop_front()
+    }
+
+    /// The next message, or `None` when the signer closed the connection.
+    fn receive(&mut self) -> Option<Sum> {
+        let mut len: usize = 0;
+        for shift in 0..10 {
+            let b = self.byte()?;
+            len |= usize::from(b & 0x7f) << (7 * shift);
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let body: Option<Vec<u8>> = (0..len).map(|_| self.byte()).collect();
+        Message::decode(body?.as_slice()).expect("a privval message").sum
+    }
+
+    fn ask(&mut self, sum: Sum) -> Sum {
+        self.send(sum);
+        self.receive().expect("an answer")
+    }
+}
+
+struct Fixture {
+    coords: Vec<Arc<RaftCoordinator>>,
+    _dirs: Vec<tempfile::TempDir>,
+    signer: Arc<PrivvalSigner<CoordinatorGate>>,
+    public: [u8; 32],
+    epoch: failover::domain::Epoch,
+}
+
+async fn fixture() -> Fixture {
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"));
+    }
+    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let mut coords = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let config = member_config(i, &ports, &dirs[i].path().join("data"), None);
+        coords.push(Arc::new(RaftCoordinator::start(&config, listener, RaftOptions::default()).await.expect("member")));
+    }
+    let a = MemberId::new("a").expect("id");
+    let key_id = KeyId::new("validator").expect("key");
+    let lease = loop {
+        match coords[0].acquire(&a, within(Duration::from_secs(2))).await {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    coords[0]
+        .import_watermark(&key_id, Hrs::new(1, 0, Step::Propose), within(Duration::from_secs(2)))
+        .await
+        .expect("import");
+    let key_path = dirs[0].path().join("priv_validator_key.json");
+    std::fs::write(&key_path, key_file([5; 32])).expect("key file");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let key = ValidatorKey::load(&key_path).expect("key loads");
+    let public = key.public_key();
+    let coord: Arc<dyn Coordinator> = coords[0].clone();
+    let gate = CoordinatorGate::new(coord, key_id, tokio::runtime::Handle::current(), Duration::from_secs(2));
+    gate.set_epoch(Some(lease.epoch));
+    let signer = Arc::new(PrivvalSigner::new(CHAIN, key, gate));
+    Fixture { coords, _dirs: dirs, signer, public, epoch: lease.epoch }
+}
+
+/// A listening node and the signer dialling it; returns the node's end and the signer's thread
+/// (its result says how the connection ended).
+fn connect(
+    signer: &Arc<PrivvalSigner<CoordinatorGate>>,
+) -> (NodeSide, std::thread::JoinHandle<Result<(), String>>, failover::producer::privval::connection::Closer) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("node listens");
+    let address: NodeAddress = format!("tcp://{}", listener.local_addr().expect("addr")).parse().expect("address");
+    let node = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("the signer dials");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let node_key = ed25519_consensus::SigningKey::from([42u8; 32]);
+        SecretConnection::new(stream, node_key, Version::V0_34).expect("node handshake")
+    });
+    let identity = ed25519_consensus::SigningKey::from([7u8; 32]);
+    let (conn, closer) = NodeConnection::dial(&address, &identity, Duration::from_secs(5)).expect("dial");
+    let signer = Arc::clone(signer);
+    let serving = std::thread::spawn(move || conn.serve(&signer).map_err(|e| e.to_string()));
+    (NodeSide { conn: node.join().expect("node thread"), pending: Default::default() }, serving, closer)
+}
+
+fn block_id(fill: u8) -> BlockId {
+    BlockId { hash: vec![fill; 32], part_set_header: Some(PartSetHeader { total: 1, hash: vec![fill; 32] }) }
+}
+
+fn vote(msg_type: i32, height: i64, round: i32, block: Option<BlockId>, seconds: i64) -> Vote {
+    Vote {
+        r#type: msg_type,
+        height,
+        round,
+        block_id: block,
+        timestamp: Some(Timestamp { seconds, nanos: 0 }),
+        validator_address: vec![0xaa; 20],
+        validator_index: 0,
+        ..Vote::default()
+    }
+}
+
+fn sign_bytes(v: &Vote) -> Vec<u8> {
+    let request =
+        tendermint::vote::SignVoteRequest::try_from(SignVoteRequest { vote: Some(v.clone()), chain_id: CHAIN.into() })
+            .expect("a valid vote");
+    request.into_signable_vec()
+}
+
+fn verifies(public: [u8; 32], message: &[u8], signature: &[u8]) -> bool {
+    let Ok(vk) = ed25519_consensus::VerificationKey::try_from(public) else { return false };
+    let Ok(sig) = <[u8; 64]>::try_from(signature) else { return false };
+    vk.verify(&ed25519_consensus::Signature::from(sig), message).is_ok()
+}
+
+fn signed_vote(answer: Sum) -> Result<Vote, (i32, String)> {
+    match answer {
+        Sum::SignedVoteResponse(r) => match (r.vote, r.error) {
+            (Some(v), None) => Ok(v),
+            (_, Some(e)) => Err((e.code, e.description)),
+            _ => Err((0, "empty".into())),
+        },
+        other => panic!("not a vote response: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signer_answers_a_secret_connection_node_and_never_signs_twice() {
+    let f = fixture().await;
+    let signer = Arc::clone(&f.signer);
+    let public = f.public;
+    let coord = Arc::clone(&f.coords[0]);
+    let epoch = f.epoch;
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let (mut node, serving, _closer) = connect(&signer);
+        assert!(matches!(node.ask(Sum::PingRequest(PingRequest {})), Sum::PingResponse(_)));
+        match node.ask(Sum::PubKeyRequest(PubKeyRequest { chain_id: CHAIN.into() })) {
+            Sum::PubKeyResponse(r) => {
+                let key = r.pub_key.and_then(|k| k.sum).expect("a key");
+                assert_eq!(key, tendermint_proto::v0_38::crypto::public_key::Sum::Ed25519(public.to_vec()));
+            }
+            other => panic!("{other:?}"),
+        }
+        match node.ask(Sum::PubKeyRequest(PubKeyRequest { chain_id: "other-chain".into() })) {
+            Sum::PubKeyResponse(r) => {
+                let e = r.error.expect("refused");
+                assert_eq!(e.code, code::BAD_REQUEST);
+                assert!(e.description.contains("other-chain"), "{}", e.description);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // A prevote: signed over exactly the tendermint sign bytes.
+        let prevote = vote(1, 5, 0, Some(block_id(1)), 100);
+        let signed = signed_vote(
+            node.ask(Sum::SignVoteRequest(SignVoteRequest { vote: Some(prevote.clone()), chain_id: CHAIN.into() })),
+        )
+        .expect("signed");
+        assert!(verifies(public, &sign_bytes(&prevote), &signed.signature));
+
+        // The same vote, only the timestamp differs: the stored signature and timestamp.
+        let later = vote(1, 5, 0, Some(block_id(1)), 130);
+        let again =
+            signed_vote(node.ask(Sum::SignVoteRequest(SignVoteRequest { vote: Some(later), chain_id: CHAIN.into() })))
+                .expect("repeat");
+        assert_eq!(again.signature, signed.signature);
+        assert_eq!(again.timestamp, Some(Timestamp { seconds: 100, nanos: 0 }));
+
+        // Another block at the same HRS, and a step below: refused, counted.
+        let before = signer.refusals();
+        for conflicting in [vote(1, 5, 0, Some(block_id(2)), 100), vote(1, 4, 0, Some(block_id(1)), 100)] {
+            let (code, why) = signed_vote(
+                node.ask(Sum::SignVoteRequest(SignVoteRequest { vote: Some(conflicting), chain_id: CHAIN.into() })),
+            )
+            .expect_err("a double sign is refused");
+            assert_eq!(code, code::REFUSED, "{why}");
+        }
+        assert_eq!(signer.refusals(), before + 2);
+
+        // A wrong chain id.
+        let (code, _) = signed_vote(node.ask(Sum::SignVoteRequest(SignVoteRequest {
+            vote: Some(vote(2, 6, 0, Some(block_id(1)), 100)),
+            chain_id: "other-chain".into(),
+        })))
+        .expect_err("wrong chain");
+        assert_eq!(code, code::BAD_REQUEST);
+
+        // A proposal above: signed over the tendermint proposal sign bytes.
+        let proposal = Proposal {
+            r#type: 32,
+            height: 6,
+            round: 0,
+            pol_round: -1,
+            block_id: Some(block_id(3)),
+            timestamp: Some(Timestamp { seconds: 101, nanos: 0 }),
+            signature: vec![],
+        };
+        match node.ask(Sum::SignProposalRequest(SignProposalRequest {
+            proposal: Some(proposal.clone()),
+            chain_id: CHAIN.into(),
+        })) {
+            Sum::SignedProposalResponse(r) => {
+                let p = r.proposal.expect("signed");
+                let bytes = tendermint::proposal::SignProposalRequest::try_from(SignProposalRequest {
+                    proposal: Some(proposal),
+                    chain_id: CHAIN.into(),
+                })
+                .expect("valid")
+                .proposal
+                .into_signable_vec(CHAIN.parse().expect("chain id"));
+                assert!(verifies(public, &bytes, &p.signature));
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // The watermark in the store moves past height 7 (as another signer's reservation
+        // would): the next request below it is refused though this signer never signed it.
+        runtime
+            .block_on(coord.reserve(
+                epoch,
+                &KeyId::new("validator").expect("key"),
+                Hrs::new(9, 0, Step::Precommit),
+                within(Duration::from_secs(2)),
+            ))
+            .expect("reserve");
+        let (code, why) = signed_vote(node.ask(Sum::SignVoteRequest(SignVoteRequest {
+            vote: Some(vote(2, 7, 0, Some(block_id(1)), 100)),
+            chain_id: CHAIN.into(),
+        })))
+        .expect_err("below the watermark");
+        assert_eq!(code, code::REFUSED, "{why}");
+
+        // Demoted: no signature, whatever the height.
+        signer.gate().set_epoch(None);
+        let (code, _) = signed_vote(node.ask(Sum::SignVoteRequest(SignVoteRequest {
+            vote: Some(vote(2, 50, 0, Some(block_id(1)), 100)),
+            chain_id: CHAIN.into(),
+        })))
+        .expect_err("not active");
+        assert_eq!(code, code::NOT_ACTIVE);
+        assert_eq!(signer.last_signed(), Some(Hrs::new(6, 0, Step::Propose)));
+
+        // A frame that is not a privval message: the signer closes the connection cleanly.
+        node.send_raw(&[0x03, 0xff, 0xff, 0xff]);
+        assert!(node.receive().is_none(), "the connection is closed");
+        let ended = serving.join().expect("signer thread");
+        assert!(ended.as_ref().is_err_and(|e| e.contains("bad frame")), "{ended:?}");
+    })
+    .await
+    .expect("node side");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_frame_closes_the_connection_and_the_sign_bytes_match_cometbft_vectors() {
+    let f = fixture().await;
+    let signer = Arc::clone(&f.signer);
+    let public = f.public;
+    tokio::task::spawn_blocking(move || {
+        let (mut node, serving, _closer) = connect(&signer);
+        // CometBFT's recorded vectors for Vote{Height: 1, Round: 1, Type: Precommit} (zero
+        // timestamp), with the chain id field of its "test_chain_id" vector appended.
+        let mut expected = vec![0x30, 0x08, 0x02, 0x11, 1, 0, 0, 0, 0, 0, 0, 0, 0x19, 1, 0, 0, 0, 0, 0, 0, 0, 0x2a];
+        expected.extend([0x0b, 0x08, 0x80, 0x92, 0xb8, 0xc3, 0x98, 0xfe, 0xff, 0xff, 0xff, 0x01]);
+        expected.extend([0x32, 0x0d]);
+        expected.extend(CHAIN.as_bytes());
+        let zero_time = Timestamp { seconds: -62_135_596_800, nanos: 0 };
+        let precommit = Vote { timestamp: Some(zero_time), ..vote(2, 1, 1, None, 0) };
+        assert_eq!(sign_bytes(&precommit), expected, "tendermint-rs agrees with CometBFT's vectors");
+        let signed = signed_vote(
+            node.ask(Sum::SignVoteRequest(SignVoteRequest { vote: Some(precommit), chain_id: CHAIN.into() })),
+        )
+        .expect("signed");
+        assert!(verifies(public, &expected, &signed.signature), "the signature covers CometBFT's sign bytes");
+
+        // 20 KiB announced: refused before it is read; the connection closes.
+        let mut big = Vec::new();
+        prost::encoding::encode_varint(20 * 1024, &mut big);
+        node.send_raw(&big);
+        assert!(node.receive().is_none(), "the connection is closed");
+        let ended = serving.join().expect("signer thread");
+        assert!(ended.as_ref().is_err_and(|e| e.contains("10 KiB")), "{ended:?}");
+    })
+    .await
+    .expect("node side");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_connection_on_demotion_ends_the_signer_thread() {
+    let f = fixture().await;
+    let signer = Arc::clone(&f.signer);
+    tokio::task::spawn_blocking(move || {
+        let (mut node, serving, closer) = connect(&signer);
+        assert!(matches!(node.ask(Sum::PingRequest(PingRequest {})), Sum::PingResponse(_)));
+        signer.gate().set_epoch(None);
+        closer.close();
+        assert!(serving.join().expect("signer thread").is_ok(), "a closed connection ends quietly");
+        assert!(node.receive().is_none(), "the node sees the connection closed");
+    })
+    .await
+    .expect("node side");
+}
