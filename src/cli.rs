@@ -119,6 +119,10 @@ pub enum Command {
         /// Record every change of the permission to sign here (the chaos suite's S1 evidence).
         #[arg(long)]
         activations: Option<PathBuf>,
+        /// Signer mode: listen here (ip:port) for the remote signer, as a CometBFT node's
+        /// priv_validator_laddr, and ask it for a precommit at each height.
+        #[arg(long)]
+        privval_listen: Option<String>,
     },
 }
 
@@ -160,8 +164,8 @@ pub fn run(args: Args) -> ExitCode {
         Command::CheckLedger { file, json } => check_ledger(&file, json),
         Command::Coordinator { config, rejoin } => coordinator(&config, rejoin),
         Command::Demo { members, duration, faults, json } => demo(members, &duration, &faults, json),
-        Command::SimNode { listen, ledger, member, key, chain_id, block_interval, activations } => {
-            sim_node(&listen, ledger, &member, &key, chain_id, &block_interval, activations)
+        Command::SimNode { listen, ledger, member, key, chain_id, block_interval, activations, privval_listen } => {
+            sim_node(SimNodeArgs { listen, ledger, member, key, chain_id, block_interval, activations, privval_listen })
         }
     }
 }
@@ -329,18 +333,30 @@ fn coordinator(path: &std::path::Path, rejoin: bool) -> ExitCode {
     })
 }
 
-fn sim_node(
-    listen: &str,
+/// `failoverd sim-node`'s arguments, as given.
+struct SimNodeArgs {
+    listen: String,
     ledger: PathBuf,
-    member: &str,
-    key: &str,
+    member: String,
+    key: String,
     chain_id: String,
-    block_interval: &str,
+    block_interval: String,
     activations: Option<PathBuf>,
-) -> ExitCode {
+    privval_listen: Option<String>,
+}
+
+fn sim_node(args: SimNodeArgs) -> ExitCode {
+    let SimNodeArgs { listen, ledger, member, key, chain_id, block_interval, activations, privval_listen } = args;
+    let (listen, member, key, block_interval) =
+        (listen.as_str(), member.as_str(), key.as_str(), block_interval.as_str());
+    let privval_listen = privval_listen.as_deref();
     let listen: ListenAddress = match listen.parse() {
         Ok(a) => a,
         Err(e) => return usage_error(format!("--listen: {e}")),
+    };
+    let privval_listen = match privval_listen.map(str::parse::<ListenAddress>).transpose() {
+        Ok(a) => a.map(|a| a.0),
+        Err(e) => return usage_error(format!("--privval-listen: {e}")),
     };
     let member = match MemberId::new(member) {
         Ok(m) => m,
@@ -355,7 +371,15 @@ fn sim_node(
         Ok(_) => return usage_error("--block-interval: expected at least 10ms"),
         Err(e) => return usage_error(format!("--block-interval: {e}")),
     };
-    let node = match SimNode::new(SimNodeConfig { chain_id, member, key, block_interval, ledger, activations }) {
+    let node = match SimNode::new(SimNodeConfig {
+        chain_id,
+        member,
+        key,
+        block_interval,
+        ledger,
+        activations,
+        privval_listen,
+    }) {
         Ok(n) => n,
         Err(e) => return usage_error(e),
     };

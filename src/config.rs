@@ -318,6 +318,13 @@ pub struct ProducerConfig {
     /// `command`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
+    /// CometBFT signer: the node's `priv_validator_laddr` to dial (`tcp://host:port`, with
+    /// SecretConnection, or `unix:///path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priv_validator_laddr: Option<String>,
+    /// CometBFT signer: the chain id every request must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<String>,
     /// Ethereum: `miner` (miner_start/miner_stop) or `interval` (evm_setIntervalMining).
     #[serde(default = "defaults::ethereum_mining")]
     pub mining: EthereumMining,

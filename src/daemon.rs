@@ -224,7 +224,12 @@ async fn setup(
             (Some(p), Some(chain)) if me.kind == MemberKind::Producer => {
                 let probe =
                     crate::chain::local_probe(chain, Some(p.kind)).map_err(|e| DaemonError::Setup(e.to_string()))?;
-                let producer = crate::producer::from_config(p, chain, call_timeout)
+                let context = crate::producer::cometbft_signer::SignerContext {
+                    coord: Arc::clone(&coord),
+                    member: me.id.clone(),
+                    runtime: tokio::runtime::Handle::current(),
+                };
+                let producer = crate::producer::from_config(p, chain, call_timeout, Some(context))
                     .map_err(|e| DaemonError::Setup(e.to_string()))?;
                 (Some(producer), Some(probe))
             }
@@ -296,6 +301,7 @@ async fn start_embedded_sim(
         block_interval: sim.block_interval,
         ledger: sim.ledger.clone(),
         activations: None,
+        privval_listen: None,
     })
     .map_err(|e| DaemonError::Setup(e.to_string()))?;
     let host = rpc.0.host_str().unwrap_or("127.0.0.1");

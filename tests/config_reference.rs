@@ -104,6 +104,8 @@ fn every_field_set() -> Config {
             rpc: Some(url("http://127.0.0.1:3")),
             home: path.clone(),
             systemd_unit: Some("cometbft.service".into()),
+            priv_validator_laddr: Some("tcp://127.0.0.1:26659".into()),
+            chain_id: Some("x".into()),
             mining: EthereumMining::Miner,
             block_interval: Duration::from_secs(1),
         }),

@@ -40,6 +40,7 @@ async fn start(ledger: &Path, member: &str) -> Running {
         block_interval: BLOCK,
         ledger: ledger.to_path_buf(),
         activations: None,
+        privval_listen: None,
     })
     .expect("node opens its ledger");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");

@@ -268,6 +268,22 @@ fn check_chain_and_producer(config: &Config, out: &mut Problems<'_, '_>) {
                     "CometBFT producers need key_file: the protected priv_validator_key.json source",
                 );
             }
+            if p.kind == ProducerKind::CometbftSigner {
+                match &p.priv_validator_laddr {
+                    None => out.at(
+                        "producer.priv_validator_laddr",
+                        "cometbft-signer needs priv_validator_laddr: the node's address for its remote signer, such as \"tcp://127.0.0.1:26659\"",
+                    ),
+                    Some(a) => {
+                        if let Err(e) = a.parse::<crate::producer::privval::connection::NodeAddress>() {
+                            out.at("producer.priv_validator_laddr", e);
+                        }
+                    }
+                }
+                if p.chain_id.as_deref().is_none_or(str::is_empty) {
+                    out.at("producer.chain_id", "cometbft-signer needs chain_id: the chain the node signs for");
+                }
+            }
             if p.fence_timeout.is_zero() {
                 out.at("producer.fence_timeout", "fence_timeout must be above zero");
             }

@@ -14,6 +14,7 @@ use crate::domain::{Hrs, MonoTime};
 
 pub mod antelope;
 pub mod cometbft_filepv;
+pub mod cometbft_signer;
 pub mod command;
 pub mod ethereum;
 pub mod privval;
@@ -100,11 +101,13 @@ pub trait Producer: Send + Sync {
     async fn status(&self, deadline: Instant) -> Result<ProducerStatus, ProducerError>;
 }
 
-/// The producer `[producer]` describes, driving the node `[chain]` probes.
+/// The producer `[producer]` describes, driving the node `[chain]` probes. `signer` is what the
+/// `cometbft-signer` producer needs of the member (its store, id and runtime).
 pub fn from_config(
     p: &crate::config::ProducerConfig,
     chain: &crate::config::ChainConfig,
     call_timeout: Duration,
+    signer: Option<cometbft_signer::SignerContext>,
 ) -> Result<std::sync::Arc<dyn Producer>, ProducerError> {
     use crate::config::ProducerKind;
     use std::sync::Arc;
@@ -147,7 +150,24 @@ pub fn from_config(
             Arc::new(cometbft_filepv::FilePvProducer::new(key, home, runner, p.command_timeout))
         }
         ProducerKind::CometbftSigner => {
-            return Err(setup("producer kind \"cometbft-signer\" is not available yet; use cometbft-filepv".into()));
+            let key = p.key_file.clone().ok_or_else(|| setup("producer.key_file is required".into()))?;
+            let address = p
+                .priv_validator_laddr
+                .as_deref()
+                .ok_or_else(|| setup("producer.priv_validator_laddr is required".into()))?
+                .parse()
+                .map_err(|e: String| setup(format!("producer.priv_validator_laddr: {e}")))?;
+            let chain_id = p.chain_id.clone().ok_or_else(|| setup("producer.chain_id is required".into()))?;
+            let context =
+                signer.ok_or_else(|| setup("the cometbft-signer producer runs only inside a member".into()))?;
+            Arc::new(cometbft_signer::CometbftSignerProducer::start(
+                &key,
+                p.key_id.clone(),
+                chain_id,
+                address,
+                context,
+                call_timeout,
+            )?)
         }
     })
 }

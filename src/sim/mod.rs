@@ -5,6 +5,8 @@
 //! - [`node`]: a simulated node serving CometBFT-style JSON-RPC `/status` on loopback, which can
 //!   be told to stall, fall behind or catch up, and which appends a record to the ledger for
 //!   every height it signs while its producer is active.
+//! - [`privval_node`]: signer mode — the node's side of privval, asking the member's remote
+//!   signer for a precommit at each height.
 //! - [`jsonl`]: append-only JSON-lines files that several processes write at once.
 //! - [`ledger`]: the shared, append-only signature ledger (one JSON line per signature, fsync per
 //!   record).
@@ -21,3 +23,4 @@ pub mod checker;
 pub mod jsonl;
 pub mod ledger;
 pub mod node;
+pub mod privval_node;

@@ -44,6 +44,9 @@ pub struct SimNodeConfig {
     pub ledger: PathBuf,
     /// Where to record changes of the permission to sign, if anywhere.
     pub activations: Option<PathBuf>,
+    /// Signer mode: listen here for the remote signer (privval over SecretConnection) and ask it
+    /// for a precommit at each new height, instead of signing by itself when told to produce.
+    pub privval_listen: Option<std::net::SocketAddr>,
 }
 
 /// The node's controllable state.
@@ -111,6 +114,8 @@ struct Inner {
     state: Mutex<NodeState>,
     ledger: Mutex<LedgerWriter>,
     activations: Option<Mutex<ActivationLog>>,
+    /// Signer mode: the last height a signature was asked for.
+    last_requested: std::sync::atomic::AtomicU64,
 }
 
 impl SimNode {
@@ -126,6 +131,7 @@ impl SimNode {
                 state: Mutex::new(NodeState::default()),
                 ledger: Mutex::new(ledger),
                 activations,
+                last_requested: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -243,8 +249,35 @@ impl SimNode {
             return None;
         }
         s.last_signed = Some(height);
+        drop(s);
+        Some(self.record_at(height, now))
+    }
+
+    /// Signer mode: the next height to ask the remote signer about, once per height, while the
+    /// node follows the chain.
+    fn privval_height_due(&self, now: MonoTime) -> Option<u64> {
+        let chain_height = self.inner.chain.height_at(now);
+        let s = self.state_lock();
+        let height = height_of(&s, chain_height);
+        if s.stalled_at.is_some() || s.catching_up {
+            return None;
+        }
+        drop(s);
+        let previous = self.inner.last_requested.fetch_max(height, std::sync::atomic::Ordering::Relaxed);
+        (height > previous).then_some(height)
+    }
+
+    /// Signer mode: the remote signer signed `height`.
+    fn privval_signed(&self, height: u64, now: MonoTime) -> SignatureRecord {
+        let mut s = self.state_lock();
+        s.last_signed = s.last_signed.max(Some(height));
+        drop(s);
+        self.record_at(height, now)
+    }
+
+    fn record_at(&self, height: u64, now: MonoTime) -> SignatureRecord {
         let cfg = &self.inner.config;
-        Some(SignatureRecord {
+        SignatureRecord {
             key: cfg.key.clone(),
             height,
             round: 0,
@@ -253,12 +286,16 @@ impl SimNode {
             member: cfg.member.clone(),
             mono_ns: now.as_nanos(),
             wall_ms: i64::try_from(rfc3339::now_unix_nanos() / 1_000_000).unwrap_or(i64::MAX),
-        })
+        }
     }
 
     /// Serves HTTP on `listener` and runs the block loop until `shutdown` is cancelled.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
-        let blocks = tokio::spawn(self.clone().run_blocks(shutdown.clone()));
+        let privval = match self.inner.config.privval_listen {
+            Some(addr) => Some(super::privval_node::PrivvalRequester::listen(std::net::TcpListener::bind(addr)?)),
+            None => None,
+        };
+        let blocks = tokio::spawn(self.clone().run_blocks(privval, shutdown.clone()));
         let app = axum::Router::new()
             .route("/status", get(status))
             .route("/sim/state", get(state))
@@ -272,7 +309,7 @@ impl SimNode {
         result
     }
 
-    async fn run_blocks(self, shutdown: CancellationToken) {
+    async fn run_blocks(self, privval: Option<super::privval_node::PrivvalRequester>, shutdown: CancellationToken) {
         let tick = (self.inner.chain.block_interval / 4).max(Duration::from_millis(1));
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -281,7 +318,24 @@ impl SimNode {
                 _ = shutdown.cancelled() => return,
                 _ = interval.tick() => {}
             }
-            let Some(record) = self.sign_due(MonoTime::now()) else { continue };
+            let now = MonoTime::now();
+            let record = match &privval {
+                None => self.sign_due(now),
+                Some(pv) => {
+                    let Some(height) = self.privval_height_due(now) else { continue };
+                    let cfg = &self.inner.config;
+                    let mut block = [0u8; 32];
+                    let _ = hex::decode_to_slice(payload_hash(&cfg.chain_id, height, &cfg.member), &mut block);
+                    let (pv, chain_id) = (pv.clone(), cfg.chain_id.clone());
+                    let unix_ns = i64::try_from(rfc3339::now_unix_nanos()).unwrap_or(i64::MAX);
+                    let signed = tokio::task::spawn_blocking(move || pv.precommit(&chain_id, height, block, unix_ns))
+                        .await
+                        .ok()
+                        .flatten();
+                    signed.map(|_| self.privval_signed(height, now))
+                }
+            };
+            let Some(record) = record else { continue };
             let node = self.clone();
             let written = tokio::task::spawn_blocking(move || {
                 let mut ledger = node.inner.ledger.lock().unwrap_or_else(|p| p.into_inner());
@@ -404,6 +458,7 @@ mod tests {
             block_interval: Duration::from_secs(1),
             ledger: dir.path().join("ledger.jsonl"),
             activations: Some(dir.path().join("activations.jsonl")),
+            privval_listen: None,
         })
         .expect("node")
     }

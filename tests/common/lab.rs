@@ -40,10 +40,15 @@ pub fn free_port() -> u16 {
     failover::demo::unused_port().expect("a free port on 127.0.0.1")
 }
 
-fn spawn_sim(member: &str, ledger: &std::path::Path) -> (Child, String) {
+fn spawn_sim(member: &str, ledger: &std::path::Path, privval: Option<u16>) -> (Child, String) {
     let activations = ledger.with_file_name(format!("activations-{member}.jsonl"));
-    let mut child = super::failoverd()
-        .args(["sim-node", "--listen", "127.0.0.1:0", "--member", member, "--block-interval"])
+    let mut cmd = super::failoverd();
+    cmd.args(["sim-node", "--listen", "127.0.0.1:0", "--member", member]);
+    if let Some(port) = privval {
+        cmd.arg("--privval-listen").arg(format!("127.0.0.1:{port}"));
+    }
+    let mut child = cmd
+        .arg("--block-interval")
         .arg(format!("{}ms", BLOCK.as_millis()))
         .arg("--ledger")
         .arg(ledger)
@@ -57,6 +62,24 @@ fn spawn_sim(member: &str, ledger: &std::path::Path) -> (Child, String) {
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
     let addr = line.trim().strip_prefix("listening ").expect("address line").to_string();
     (child, format!("http://{addr}"))
+}
+
+/// A CometBFT `priv_validator_key.json` (a fixed test seed), mode 0600.
+fn write_validator_key(path: &std::path::Path) {
+    use base64::Engine as _;
+    use std::os::unix::fs::PermissionsExt;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let seed = [0x5a; 32];
+    let public = ed25519_consensus::SigningKey::from(seed).verification_key().to_bytes();
+    let mut secret = seed.to_vec();
+    secret.extend(public);
+    let text = format!(
+        r#"{{"address":"00","pub_key":{{"type":"tendermint/PubKeyEd25519","value":"{}"}},"priv_key":{{"type":"tendermint/PrivKeyEd25519","value":"{}"}}}}"#,
+        b64.encode(public),
+        b64.encode(secret)
+    );
+    std::fs::write(path, text).expect("key file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
 /// Where the members keep the lease.
@@ -81,17 +104,38 @@ impl Lab {
 
     /// [`Lab::start_with`] where `tweak(i, config)` returns member `i`'s final config text.
     pub async fn start_each(store: Store, tweak: &dyn Fn(usize, String) -> String, env: &[(&str, &str)]) -> Lab {
+        Lab::start_full(store, tweak, env, false).await
+    }
+
+    /// Signer mode: each simulated node asks its member's remote signer (`cometbft-signer`, over
+    /// privval and SecretConnection) for a precommit at every height; both members hold the same
+    /// validator key, as a validator's producers do.
+    pub async fn start_signer(store: Store) -> Lab {
+        Lab::start_full(store, &|_, text| text, &[], true).await
+    }
+
+    async fn start_full(
+        store: Store,
+        tweak: &dyn Fn(usize, String) -> String,
+        env: &[(&str, &str)],
+        signer: bool,
+    ) -> Lab {
         let dir = tempfile::tempdir().expect("dir");
         let ledger = dir.path().join("ledger.jsonl");
         let mut sims = Vec::new();
         let mut sim_urls = Vec::new();
-        for m in &MEMBERS[..2] {
-            let (child, url) = spawn_sim(m, &ledger);
+        let privval_ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+        let key_file = dir.path().join("priv_validator_key.json");
+        if signer {
+            write_validator_key(&key_file);
+        }
+        for (i, m) in MEMBERS[..2].iter().enumerate() {
+            let (child, url) = spawn_sim(m, &ledger, signer.then_some(privval_ports[i]));
             sims.push(child);
             sim_urls.push(url);
         }
         // A reference node that never produces: the best height when both producers lag.
-        let (reference, reference_url) = spawn_sim("ref", &dir.path().join("reference-ledger.jsonl"));
+        let (reference, reference_url) = spawn_sim("ref", &dir.path().join("reference-ledger.jsonl"), None);
         sims.push(reference);
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let metrics_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -135,6 +179,16 @@ impl Lab {
                      [producer]\nkind = \"sim\"\nfence_timeout = \"500ms\"\n",
                     sim_urls[i]
                 ));
+                if signer {
+                    text = text.replace(
+                        "[producer]\nkind = \"sim\"\n",
+                        &format!(
+                            "[producer]\nkind = \"cometbft-signer\"\nkey_file = \"{}\"\nchain_id = \"sim\"\npriv_validator_laddr = \"tcp://127.0.0.1:{}\"\n",
+                            key_file.display(),
+                            privval_ports[i]
+                        ),
+                    );
+                }
             }
             let text = tweak(i, text);
             let path = dir.path().join(format!("{m}.toml"));

@@ -1,6 +1,8 @@
 //! `CoordinatorGate`: the [`SignGate`] of a member — this member may sign at HRS h only while it
-//! is active at epoch E (set by the daemon on activation, cleared on demotion or fence) and
-//! `reserve(E, key, h)` has committed through the coordinator within the deadline.
+//! holds a permission (epoch E, floor, deadline: set by the producer's activation, moved by each
+//! renew, revoked on demotion or fence), h is above the floor, the deadline has not passed on
+//! this machine's monotonic clock, and `reserve(E, key, h)` has committed through the
+//! coordinator.
 //!
 //! It is called from the signer's connection threads and blocks them on the runtime for the
 //! reservation; it never signs, and it answers "not active" without asking the store when no
@@ -11,40 +13,76 @@ use std::time::Duration;
 
 use super::signer::{GateRefusal, SignGate};
 use crate::coord::{CoordError, Coordinator};
-use crate::domain::{Epoch, Hrs, KeyId};
+use crate::domain::{Epoch, Hrs, KeyId, MonoTime};
+
+/// What the member may sign now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Permission {
+    pub epoch: Epoch,
+    /// Never at or below this.
+    pub floor: Hrs,
+    /// Dead man's switch: nothing from this instant on unless extended.
+    pub until: MonoTime,
+}
 
 pub struct CoordinatorGate {
     coord: Arc<dyn Coordinator>,
     key: KeyId,
     runtime: tokio::runtime::Handle,
     timeout: Duration,
-    epoch: Mutex<Option<Epoch>>,
+    permission: Mutex<Option<Permission>>,
 }
 
 impl CoordinatorGate {
     pub fn new(coord: Arc<dyn Coordinator>, key: KeyId, runtime: tokio::runtime::Handle, timeout: Duration) -> Self {
-        CoordinatorGate { coord, key, runtime, timeout, epoch: Mutex::new(None) }
+        CoordinatorGate { coord, key, runtime, timeout, permission: Mutex::new(None) }
     }
 
-    /// The epoch this member is active at, or `None` when it may not sign.
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Permission>> {
+        self.permission.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn permit(&self, permission: Permission) {
+        *self.slot() = Some(permission);
+    }
+
+    /// Moves the deadline of the current permission later; never grants one.
+    pub fn extend(&self, until: MonoTime) {
+        if let Some(p) = self.slot().as_mut() {
+            p.until = p.until.max(until);
+        }
+    }
+
+    pub fn revoke(&self) {
+        *self.slot() = None;
+    }
+
+    /// The permission, if any and not past its deadline.
+    pub fn permission(&self) -> Option<Permission> {
+        self.slot().filter(|p| MonoTime::now() < p.until)
+    }
+
+    /// Test convenience: permit signing at `epoch` with no floor and no deadline, or revoke.
     pub fn set_epoch(&self, epoch: Option<Epoch>) {
-        *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = epoch;
-    }
-
-    pub fn epoch(&self) -> Option<Epoch> {
-        *self.epoch.lock().unwrap_or_else(|e| e.into_inner())
+        match epoch {
+            Some(epoch) => self.permit(Permission { epoch, floor: Hrs::ZERO, until: MonoTime::from_nanos(u64::MAX) }),
+            None => self.revoke(),
+        }
     }
 }
 
 impl SignGate for CoordinatorGate {
     fn reserve(&self, hrs: Hrs) -> Result<(), GateRefusal> {
-        let Some(epoch) = self.epoch() else {
+        let Some(Permission { epoch, floor, .. }) = self.permission() else {
             return Err(GateRefusal::NotActive("this member is not the active signer".into()));
         };
+        if hrs <= floor {
+            return Err(GateRefusal::Watermark(format!("{hrs} is at or below the activation floor {floor}")));
+        }
         let deadline = tokio::time::Instant::now() + self.timeout;
         let result = self.runtime.block_on(self.coord.reserve(epoch, &self.key, hrs, deadline));
         match result {
-            Ok(_) if self.epoch() == Some(epoch) => Ok(()),
+            Ok(_) if self.permission().is_some_and(|p| p.epoch == epoch) => Ok(()),
             // Demoted while the reservation was in flight: the reservation stands (the
             // watermark only rises), but this member no longer signs.
             Ok(_) => Err(GateRefusal::NotActive("demoted while reserving".into())),

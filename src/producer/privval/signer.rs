@@ -86,6 +86,34 @@ impl<G: SignGate> PrivvalSigner<G> {
         &self.gate
     }
 
+    /// Runs `f` (a revocation) once no request is being decided, so that no signature can be
+    /// made after it returns; gives up after `timeout` (`false`).
+    pub fn quiesced(&self, timeout: std::time::Duration, f: impl FnOnce(&G)) -> bool {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            match self.last.try_lock() {
+                Ok(_held) => {
+                    f(&self.gate);
+                    return true;
+                }
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    let _held = p.into_inner();
+                    f(&self.gate);
+                    return true;
+                }
+                Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < end => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    // Revoke anyway: the request in flight re-checks the permission after its
+                    // reservation, so at most that one answer can still be sent.
+                    f(&self.gate);
+                    return false;
+                }
+            }
+        }
+    }
+
     /// Requests refused so far (double signs, regressions, watermark, not active).
     pub fn refusals(&self) -> u64 {
         self.refusals.load(Ordering::Relaxed)

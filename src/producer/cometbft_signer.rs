@@ -1,0 +1,201 @@
+//! The `cometbft-signer` producer: this member is the node's remote signer (privval). The node
+//! keeps no key; a signer thread keeps a connection to the node's `priv_validator_laddr` and
+//! answers its requests through [`PrivvalSigner`], which signs only what the
+//! [`CoordinatorGate`] lets through: this member active at epoch E (read from the store when it
+//! activates), above the activation floor, before the permission's deadline, and reserved in the
+//! store before every signature (S2 with no timing assumption).
+//!
+//! Deactivate and fence revoke the permission once no request is being decided, then close the
+//! connection (the node dials again and gets "not active" answers until this member is active
+//! again). Both are local and runtime-free, so the fence always confirms.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use super::privval::connection::{Closer, NodeAddress, NodeConnection};
+use super::privval::coordinator_gate::{CoordinatorGate, Permission};
+use super::privval::signer::PrivvalSigner;
+use super::privval::validator_key::ValidatorKey;
+use super::{Producer, ProducerError, ProducerStatus, SignFloor};
+use crate::coord::Coordinator;
+use crate::domain::{KeyId, LeaseView, MemberId, MonoTime};
+
+/// Pause between attempts to reach the node.
+const REDIAL: Duration = Duration::from_millis(200);
+
+/// What the signer producer needs from the member beyond `[producer]`.
+#[derive(Clone)]
+pub struct SignerContext {
+    pub coord: Arc<dyn Coordinator>,
+    pub member: MemberId,
+    pub runtime: tokio::runtime::Handle,
+}
+
+pub struct CometbftSignerProducer {
+    signer: Arc<PrivvalSigner<CoordinatorGate>>,
+    coord: Arc<dyn Coordinator>,
+    me: MemberId,
+    connection: Arc<Mutex<Option<Closer>>>,
+    stop: Arc<AtomicBool>,
+    call_timeout: Duration,
+}
+
+fn setup(detail: String) -> ProducerError {
+    ProducerError::Failed { operation: "setup", detail }
+}
+
+/// A fresh SecretConnection identity: the node does not authenticate its signer by key.
+fn ephemeral_identity() -> Result<ed25519_consensus::SigningKey, ProducerError> {
+    use std::io::Read;
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .map_err(|e| setup(format!("cannot read /dev/urandom for a connection key: {e}")))?;
+    Ok(ed25519_consensus::SigningKey::from(seed))
+}
+
+impl CometbftSignerProducer {
+    /// Loads the key, and starts the thread that keeps a connection to the node.
+    pub fn start(
+        key_file: &std::path::Path,
+        key_id: KeyId,
+        chain_id: String,
+        address: NodeAddress,
+        context: SignerContext,
+        call_timeout: Duration,
+    ) -> Result<CometbftSignerProducer, ProducerError> {
+        let key = ValidatorKey::load(key_file).map_err(|e| setup(e.to_string()))?;
+        let gate = CoordinatorGate::new(Arc::clone(&context.coord), key_id, context.runtime.clone(), call_timeout);
+        let signer = Arc::new(PrivvalSigner::new(chain_id, key, gate));
+        let producer = CometbftSignerProducer {
+            signer,
+            coord: context.coord,
+            me: context.member,
+            connection: Arc::new(Mutex::new(None)),
+            stop: Arc::new(AtomicBool::new(false)),
+            call_timeout,
+        };
+        let identity = ephemeral_identity()?;
+        let (signer, connection, stop) =
+            (Arc::clone(&producer.signer), Arc::clone(&producer.connection), Arc::clone(&producer.stop));
+        std::thread::Builder::new()
+            .name("privval".into())
+            .spawn(move || {
+                let mut reported = false;
+                while !stop.load(Ordering::Relaxed) {
+                    match NodeConnection::dial(&address, &identity, call_timeout.max(Duration::from_secs(1))) {
+                        Ok((conn, closer)) => {
+                            reported = false;
+                            tracing::info!(node = %address, "connected to the node as its remote signer");
+                            *connection.lock().unwrap_or_else(|e| e.into_inner()) = Some(closer);
+                            if let Err(e) = conn.serve(&signer) {
+                                tracing::warn!(error = %e, "privval connection ended");
+                            }
+                        }
+                        Err(e) if !reported => {
+                            reported = true;
+                            tracing::warn!(error = %e, "cannot reach the node's priv_validator_laddr; retrying");
+                        }
+                        Err(_) => {}
+                    }
+                    std::thread::sleep(REDIAL);
+                }
+            })
+            .map_err(|e| setup(format!("cannot start the privval thread: {e}")))?;
+        Ok(producer)
+    }
+
+    fn close_connection(&self) {
+        if let Some(c) = self.connection.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            c.close();
+        }
+    }
+
+    /// While signing, no last signed height is reported: every signature already moved the
+    /// watermark to its exact HRS, and a key-holding checkpoint to the end of that height would
+    /// refuse the next step at the same height. After a deactivation it is reported, for the
+    /// final watermark.
+    fn status_now(&self, after_deactivation: bool) -> ProducerStatus {
+        ProducerStatus {
+            active: self.signer.gate().permission().is_some(),
+            last_signed_height: self.signer.last_signed().map(|h| h.height).filter(|_| after_deactivation),
+        }
+    }
+
+    /// Revokes, waiting for a decision in flight, then closes the connection.
+    fn stop_signing(&self, timeout: Duration) -> bool {
+        let quiet = self.signer.quiesced(timeout, CoordinatorGate::revoke);
+        self.close_connection();
+        quiet
+    }
+}
+
+impl Drop for CometbftSignerProducer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.signer.gate().revoke();
+        self.close_connection();
+    }
+}
+
+#[async_trait]
+impl Producer for CometbftSignerProducer {
+    async fn activate(&self, floor: SignFloor, until: MonoTime, deadline: Instant) -> Result<(), ProducerError> {
+        // The epoch the reservations carry: the lease as the store has it now, which must be ours.
+        let view = self.coord.lease(deadline).await.map_err(|e| ProducerError::Failed {
+            operation: "activate",
+            detail: format!("cannot read the lease to learn the epoch: {e}"),
+        })?;
+        match view {
+            LeaseView::Held { holder, epoch } if holder == self.me => {
+                self.signer.gate().permit(Permission { epoch, floor: floor.0, until });
+                Ok(())
+            }
+            other => Err(ProducerError::Failed {
+                operation: "activate",
+                detail: format!("the store shows the lease as {other}, not held by {}", self.me),
+            }),
+        }
+    }
+
+    async fn extend(&self, until: MonoTime, _deadline: Instant) -> Result<(), ProducerError> {
+        self.signer.gate().extend(until);
+        Ok(())
+    }
+
+    async fn deactivate(&self, _deadline: Instant) -> Result<ProducerStatus, ProducerError> {
+        let signer = Arc::clone(&self.signer);
+        let timeout = self.call_timeout;
+        let quiet = tokio::task::spawn_blocking(move || signer.quiesced(timeout, CoordinatorGate::revoke))
+            .await
+            .unwrap_or(false);
+        self.close_connection();
+        if !quiet {
+            return Err(ProducerError::Failed {
+                operation: "deactivate",
+                detail: "a signature request was still being decided; the permission is revoked".into(),
+            });
+        }
+        Ok(self.status_now(true))
+    }
+
+    fn fence(&self, timeout: Duration) -> Result<(), ProducerError> {
+        if self.stop_signing(timeout) {
+            Ok(())
+        } else {
+            Err(ProducerError::Failed {
+                operation: "fence",
+                detail: "a signature request was still being decided at the fence deadline; the permission is revoked"
+                    .into(),
+            })
+        }
+    }
+
+    async fn status(&self, _deadline: Instant) -> Result<ProducerStatus, ProducerError> {
+        Ok(self.status_now(false))
+    }
+}

@@ -1,0 +1,132 @@
+//! The node's side of privval for the simulated chain (signer mode): listens where a CometBFT
+//! node's `priv_validator_laddr` would, accepts the remote signer's connection over a real
+//! SecretConnection (tendermint-p2p), and asks it for a precommit at each new height. A signed
+//! answer is what the node records in the ledger; an error answer or no answer is a missed
+//! height.
+//!
+//! Blocking, like the signer's side: one accept thread, and requests made from the block loop
+//! through `spawn_blocking`. Only the newest connection is used (a signer that redials replaces
+//! the old one). Every read and write has a timeout.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message as _;
+use tendermint_p2p::secret_connection::{SecretConnection, Version};
+use tendermint_proto::google::protobuf::Timestamp;
+use tendermint_proto::v0_38::privval::{Message, SignVoteRequest, message::Sum};
+use tendermint_proto::v0_38::types::{BlockId, PartSetHeader, Vote};
+
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct Client {
+    conn: SecretConnection<TcpStream>,
+    /// Plaintext read but not consumed: SecretConnection is read a whole chunk at a time.
+    pending: std::collections::VecDeque<u8>,
+}
+
+impl Client {
+    fn byte(&mut self) -> std::io::Result<u8> {
+        while self.pending.is_empty() {
+            let mut chunk = [0u8; 1024];
+            let n = self.conn.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.pending.extend(&chunk[..n]);
+        }
+        self.pending.pop_front().ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
+    }
+
+    fn exchange(&mut self, request: Message) -> std::io::Result<Message> {
+        self.conn.write_all(&request.encode_length_delimited_to_vec())?;
+        self.conn.flush()?;
+        let mut len: usize = 0;
+        for shift in 0..10 {
+            let b = self.byte()?;
+            len |= usize::from(b & 0x7f) << (7 * shift);
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        if len > super::super::producer::privval::frame::MAX_FRAME {
+            return Err(std::io::Error::other("answer above 10 KiB"));
+        }
+        let body = (0..len).map(|_| self.byte()).collect::<std::io::Result<Vec<u8>>>()?;
+        Message::decode(body.as_slice()).map_err(std::io::Error::other)
+    }
+}
+
+/// The simulated node's connection to its remote signer.
+#[derive(Clone)]
+pub struct PrivvalRequester {
+    client: Arc<Mutex<Option<Client>>>,
+}
+
+impl PrivvalRequester {
+    /// Accepts signer connections on `listener` from now on (a thread for the process's life).
+    pub fn listen(listener: TcpListener) -> PrivvalRequester {
+        let client: Arc<Mutex<Option<Client>>> = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&client);
+        let spawned = std::thread::Builder::new().name("privval-node".into()).spawn(move || {
+            let identity = ed25519_consensus::SigningKey::from([0x51; 32]);
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+                let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+                let _ = stream.set_nodelay(true);
+                match SecretConnection::new(stream, identity.clone(), Version::V0_34) {
+                    Ok(conn) => {
+                        *slot.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(Client { conn, pending: Default::default() });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "a remote signer's handshake failed"),
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the privval listener thread");
+        }
+        PrivvalRequester { client }
+    }
+
+    /// Asks the connected signer for a precommit on `block` at `height`, round 0; the signature,
+    /// or `None` (no signer, an error answer, a broken connection — which is then dropped).
+    pub fn precommit(&self, chain_id: &str, height: u64, block: [u8; 32], now_unix_ns: i64) -> Option<Vec<u8>> {
+        let mut slot = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        let client = slot.as_mut()?;
+        let vote = Vote {
+            r#type: 2,
+            height: i64::try_from(height).ok()?,
+            round: 0,
+            block_id: Some(BlockId {
+                hash: block.to_vec(),
+                part_set_header: Some(PartSetHeader { total: 1, hash: block.to_vec() }),
+            }),
+            timestamp: Some(Timestamp {
+                seconds: now_unix_ns.div_euclid(1_000_000_000),
+                nanos: i32::try_from(now_unix_ns.rem_euclid(1_000_000_000)).unwrap_or(0),
+            }),
+            validator_address: vec![0; 20],
+            validator_index: 0,
+            ..Vote::default()
+        };
+        let request = Message {
+            sum: Some(Sum::SignVoteRequest(SignVoteRequest { vote: Some(vote), chain_id: chain_id.into() })),
+        };
+        match client.exchange(request) {
+            Ok(Message { sum: Some(Sum::SignedVoteResponse(r)) }) => match (r.vote, r.error) {
+                (Some(v), None) if v.signature.len() == 64 => Some(v.signature),
+                _ => None,
+            },
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "privval connection to the signer lost");
+                *slot = None;
+                None
+            }
+        }
+    }
+}

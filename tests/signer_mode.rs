@@ -1,0 +1,73 @@
+//! Signer mode end to end: two simulated nodes ask their members' remote signers
+//! (`cometbft-signer`: privval over SecretConnection, every signature reserved in the raft store)
+//! for a precommit at each height. Judged from the shared signature ledger: one member signs, and
+//! after kill -9 of its daemon the other takes over above it, with no HRS signed twice.
+
+mod common;
+
+use std::time::Duration;
+
+use common::lab::{Lab, Store};
+use tokio::time::Instant;
+
+const MEMBERS: [&str; 2] = ["a", "b"];
+
+/// Waits until `member` has signed at least `n` heights above `above`; returns its highest.
+async fn wait_signed(lab: &Lab, member: &str, above: u64, n: usize, limit: Duration) -> u64 {
+    let end = Instant::now() + limit;
+    loop {
+        let heights: Vec<u64> = lab
+            .records()
+            .iter()
+            .filter(|r| r.member.as_str() == member && r.height > above)
+            .map(|r| r.height)
+            .collect();
+        if heights.len() >= n {
+            return heights.into_iter().max().unwrap_or(above);
+        }
+        assert!(
+            Instant::now() < end,
+            "{member} signed {} heights above {above} within {limit:?}\n--- a ---\n{}\n--- b ---\n{}",
+            heights.len(),
+            lab.log(0),
+            lab.log(1)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_signers_sign_through_the_lease_and_hand_over_after_a_kill() {
+    let mut lab = Lab::start_signer(Store::Raft).await;
+    // Whoever holds the lease signs; the other signer answers "not active".
+    let end = Instant::now() + Duration::from_secs(20);
+    let active = loop {
+        let records = lab.records();
+        if let Some(first) = records.first() {
+            break MEMBERS.iter().position(|m| *m == first.member.as_str()).expect("a producer");
+        }
+        assert!(Instant::now() < end, "no signature within 20 s\n--- a ---\n{}\n--- b ---\n{}", lab.log(0), lab.log(1));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let standby = 1 - active;
+    let top = wait_signed(&lab, MEMBERS[active], 0, 5, Duration::from_secs(10)).await;
+    assert!(
+        lab.records().iter().all(|r| r.member.as_str() == MEMBERS[active]),
+        "only the lease holder's signer signs: {:?}",
+        lab.records()
+    );
+
+    lab.kill9(active);
+    let after = wait_signed(&lab, MEMBERS[standby], top, 5, Duration::from_secs(15)).await;
+    assert!(after > top);
+    let report = lab.report();
+    assert!(report.double_signs.is_empty(), "double signs: {report}");
+    // Every height the new active signed is above everything the old one signed.
+    let old_top = lab.records().iter().filter(|r| r.member.as_str() == MEMBERS[active]).map(|r| r.height).max();
+    let new_low = lab.records().iter().filter(|r| r.member.as_str() == MEMBERS[standby]).map(|r| r.height).min();
+    assert!(new_low > old_top, "the new signer started at {new_low:?}, the old one reached {old_top:?}");
+    eprintln!(
+        "signer mode: {} signed up to {old_top:?}; {} from {new_low:?} to {after}",
+        MEMBERS[active], MEMBERS[standby]
+    );
+}
