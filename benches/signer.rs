@@ -1,0 +1,191 @@
+//! Signer-mode benchmark: `cargo bench --bench signer`.
+//!
+//! The added latency per signature: a node side (tendermint-p2p SecretConnection on 127.0.0.1)
+//! sends SignVoteRequests at increasing heights to the `cometbft-signer` machinery of member a of
+//! a 3-member raft cluster. Measured from the node: the round trip with the reservation committed
+//! through raft before each signature, and — as the baseline it adds to — the same signer with a
+//! gate that reserves nothing. The difference is what failoverd costs a signature (target: at most
+//! 2 ms p99, DESIGN.md §7).
+//!
+//! Under `cargo test --all-targets` it only prints how to run it.
+
+#[path = "../tests/common/raft_cluster.rs"]
+mod raft_cluster;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use failover::coord::Coordinator;
+use failover::coord::raft::{RaftCoordinator, RaftOptions};
+use failover::domain::{Hrs, KeyId, Step};
+use failover::producer::privval::connection::{NodeAddress, NodeConnection};
+use failover::producer::privval::coordinator_gate::CoordinatorGate;
+use failover::producer::privval::signer::{GateRefusal, PrivvalSigner, SignGate};
+use failover::producer::privval::validator_key::ValidatorKey;
+use prost::Message as _;
+use raft_cluster::{member_config, within};
+use tendermint_p2p::secret_connection::{SecretConnection, Version};
+use tendermint_proto::google::protobuf::Timestamp;
+use tendermint_proto::v0_38::privval::{Message, SignVoteRequest, message::Sum};
+use tendermint_proto::v0_38::types::{BlockId, PartSetHeader, Vote};
+
+const SIGNATURES: u64 = 2000;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn report(name: &str, mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let (p50, p99) = (ms(percentile(&samples, 0.50)), ms(percentile(&samples, 0.99)));
+    println!(
+        "{name:<46} n={:<5} p50={p50:>7.3} ms  p99={p99:>7.3} ms  max={:>7.3} ms",
+        samples.len(),
+        ms(*samples.last().expect("samples"))
+    );
+    (p50, p99)
+}
+
+/// The baseline: signs whatever is above the last signature, reserving nothing.
+struct NoReservation;
+
+impl SignGate for NoReservation {
+    fn reserve(&self, _hrs: Hrs) -> Result<(), GateRefusal> {
+        Ok(())
+    }
+}
+
+fn key() -> ValidatorKey {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let seed = [3u8; 32];
+    let public = ed25519_consensus::SigningKey::from(seed).verification_key().to_bytes();
+    let mut secret = seed.to_vec();
+    secret.extend(public);
+    let json = format!(
+        r#"{{"pub_key":{{"type":"tendermint/PubKeyEd25519","value":"{}"}},"priv_key":{{"type":"tendermint/PrivKeyEd25519","value":"{}"}}}}"#,
+        b64.encode(public),
+        b64.encode(secret)
+    );
+    ValidatorKey::parse(json.as_bytes()).expect("key")
+}
+
+/// Round trips of `SIGNATURES` prevotes at heights `first..`, from a SecretConnection node.
+fn round_trips<G: SignGate + 'static>(signer: Arc<PrivvalSigner<G>>, first: u64) -> Vec<Duration> {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("node listens");
+    let address: NodeAddress = format!("tcp://{}", listener.local_addr().expect("addr")).parse().expect("address");
+    let node = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("signer dials");
+        let _ = stream.set_nodelay(true);
+        SecretConnection::new(stream, ed25519_consensus::SigningKey::from([4u8; 32]), Version::V0_34)
+            .expect("handshake")
+    });
+    let (conn, _closer) =
+        NodeConnection::dial(&address, &ed25519_consensus::SigningKey::from([5u8; 32]), Duration::from_secs(5))
+            .expect("dial");
+    let serving = std::thread::spawn(move || conn.serve(&signer));
+    let mut node = node.join().expect("node");
+    let mut samples = Vec::new();
+    let mut chunk = [0u8; 1024];
+    for height in first..first + SIGNATURES {
+        let vote = Vote {
+            r#type: 1,
+            height: height as i64,
+            round: 0,
+            block_id: Some(BlockId {
+                hash: vec![1; 32],
+                part_set_header: Some(PartSetHeader { total: 1, hash: vec![1; 32] }),
+            }),
+            timestamp: Some(Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+            validator_address: vec![0; 20],
+            ..Vote::default()
+        };
+        let request =
+            Message { sum: Some(Sum::SignVoteRequest(SignVoteRequest { vote: Some(vote), chain_id: "bench".into() })) };
+        let started = Instant::now();
+        node.write_all(&request.encode_length_delimited_to_vec()).expect("send");
+        node.flush().expect("flush");
+        // Answers are far below one SecretConnection chunk: one read is one answer.
+        let n = node.read(&mut chunk).expect("answer");
+        samples.push(started.elapsed());
+        let answer = Message::decode_length_delimited(&chunk[..n]).expect("privval answer");
+        match answer.sum {
+            Some(Sum::SignedVoteResponse(r)) if r.error.is_none() => {}
+            other => panic!("height {height} not signed: {other:?}"),
+        }
+    }
+    drop(node);
+    let _ = serving.join();
+    samples
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("signer benchmark: run it with `cargo bench --bench signer`");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    println!(
+        "signer-mode benchmark ({SIGNATURES} prevotes over SecretConnection on 127.0.0.1, 3-member raft with fsync, {} cores)",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    let baseline = round_trips(Arc::new(PrivvalSigner::new("bench", key(), NoReservation)), 1);
+    let (b50, b99) = report("sign round trip, no reservation (baseline)", baseline);
+
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let key_id = KeyId::new("validator").expect("key");
+    let (coords, epoch) = rt.block_on(async {
+        let mut listeners = Vec::new();
+        for _ in 0..3 {
+            listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"));
+        }
+        let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect();
+        let mut coords: Vec<Arc<RaftCoordinator>> = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let config = member_config(i, &ports, &dirs[i].path().join("data"), None);
+            coords.push(Arc::new(
+                RaftCoordinator::start(&config, listener, RaftOptions::default()).await.expect("member"),
+            ));
+        }
+        let a = failover::domain::MemberId::new("a").expect("id");
+        let lease = loop {
+            match coords[0].acquire(&a, within(Duration::from_secs(2))).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        coords[0]
+            .import_watermark(&key_id, Hrs::new(1, 0, Step::Propose), within(Duration::from_secs(5)))
+            .await
+            .expect("import");
+        // The holder renews, as its daemon would.
+        let holder = Arc::clone(&coords[0]);
+        let epoch = lease.epoch;
+        tokio::spawn(async move {
+            let mut lease = lease;
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Ok(l) = holder.renew(&lease, within(Duration::from_secs(1))).await {
+                    lease = l;
+                }
+            }
+        });
+        (coords, epoch)
+    });
+    let coord: Arc<dyn Coordinator> = coords[0].clone();
+    let gate = CoordinatorGate::new(coord, key_id, rt.handle().clone(), Duration::from_secs(2));
+    gate.set_epoch(Some(epoch));
+    let reserved = round_trips(Arc::new(PrivvalSigner::new("bench", key(), gate)), 2);
+    let (r50, r99) = report("sign round trip, reserved through raft", reserved);
+    println!(
+        "{:<46} p50={:>7.3} ms  p99={:>7.3} ms   (target p99 <= 2 ms)",
+        "added per signature",
+        r50 - b50,
+        r99 - b99
+    );
+    drop(coords);
+}
