@@ -60,18 +60,7 @@ impl SignGate for NoReservation {
 }
 
 fn key() -> ValidatorKey {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let seed = [3u8; 32];
-    let public = ed25519_consensus::SigningKey::from(seed).verification_key().to_bytes();
-    let mut secret = seed.to_vec();
-    secret.extend(public);
-    let json = format!(
-        r#"{{"pub_key":{{"type":"tendermint/PubKeyEd25519","value":"{}"}},"priv_key":{{"type":"tendermint/PrivKeyEd25519","value":"{}"}}}}"#,
-        b64.encode(public),
-        b64.encode(secret)
-    );
-    ValidatorKey::parse(json.as_bytes()).expect("key")
+    ValidatorKey::parse(ValidatorKey::file_for_seed([3u8; 32]).as_bytes()).expect("key")
 }
 
 /// Round trips of `SIGNATURES` prevotes at heights `first..`, from a SecretConnection node.

@@ -127,6 +127,9 @@ pub struct LabOptions {
     /// Build network namespaces (root) or use loopback.
     pub namespaces: bool,
     pub keep: bool,
+    /// Signer mode: each node asks its member's remote signer (`cometbft-signer`) for every
+    /// signature, instead of signing while its producer is turned on.
+    pub signer: bool,
 }
 
 struct Member {
@@ -212,7 +215,11 @@ impl Lab {
             let ports = |n| -> Result<Vec<u16>, String> {
                 (0..n).map(|_| failover::demo::unused_port().map_err(|e| e.to_string())).collect()
             };
-            Net::Loopback { peer_ports: ports(MEMBERS.len())?, node_ports: ports(MEMBERS.len())? }
+            Net::Loopback {
+                peer_ports: ports(MEMBERS.len())?,
+                node_ports: ports(MEMBERS.len())?,
+                privval_ports: ports(MEMBERS.len())?,
+            }
         };
         let mut lab = Lab {
             ledger: dir.join("ledger.jsonl"),
@@ -227,6 +234,11 @@ impl Lab {
             options,
             dir,
         };
+        if lab.options.signer {
+            let key = lab.dir.join("priv_validator_key.json");
+            failover::producer::privval::validator_key::ValidatorKey::write_for_seed(&key, [0x5a; 32])
+                .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
+        }
         for (i, name) in MEMBERS.iter().enumerate() {
             let producer = i < PRODUCERS;
             let data_dir = lab.dir.join(format!("data-{name}"));
@@ -315,6 +327,16 @@ impl Lab {
                 ms(t.stall_after),
                 ms(t.fence_timeout),
             ));
+            if self.options.signer {
+                text = text.replace(
+                    "[producer]\nkind = \"sim\"\n",
+                    &format!(
+                        "[producer]\nkind = \"cometbft-signer\"\nkey_file = \"{}\"\nchain_id = \"sim\"\npriv_validator_laddr = \"tcp://{}\"\n",
+                        self.dir.join("priv_validator_key.json").display(),
+                        self.net.privval_addr(i)
+                    ),
+                );
+            }
         }
         text
     }
@@ -352,7 +374,8 @@ impl Lab {
         let block = format!("{}ms", self.options.timings.block.as_millis());
         let ledger = self.ledger.to_string_lossy().to_string();
         let activations = self.activations.to_string_lossy().to_string();
-        let args = [
+        let privval = self.net.privval_addr(i).to_string();
+        let mut args = vec![
             "sim-node",
             "--listen",
             &addr,
@@ -365,6 +388,9 @@ impl Lab {
             "--activations",
             &activations,
         ];
+        if self.options.signer {
+            args.extend(["--privval-listen", &privval]);
+        }
         let child = self.spawn(i, &args, &format!("node-{}.log", MEMBERS[i]))?;
         self.members[i].node = Some(child);
         self.members[i].node_restart = None;
@@ -497,12 +523,21 @@ impl Lab {
         )
     }
 
-    /// The producer whose node may sign now (producing, permission not run out), if exactly one.
+    pub fn signer_mode(&self) -> bool {
+        self.options.signer
+    }
+
+    /// The producers whose nodes may sign now: producing with a permission not run out, or in
+    /// signer mode, whose remote signer signed one of the last three heights.
     pub fn signing(&self) -> Vec<usize> {
         let now = MonoTime::now().as_nanos();
+        let signer = self.options.signer;
         (0..PRODUCERS)
             .filter(|&i| {
-                self.sim_state(i).is_some_and(|s| s.state.producing && s.state.produce_until.is_none_or(|u| now < u))
+                self.sim_state(i).is_some_and(|s| match signer {
+                    true => s.state.last_signed.is_some_and(|h| s.height.saturating_sub(h) <= 2),
+                    false => s.state.producing && s.state.produce_until.is_none_or(|u| now < u),
+                })
             })
             .collect()
     }

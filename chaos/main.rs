@@ -72,6 +72,10 @@ struct Args {
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
+    /// `key-holding` (the nodes sign while their producer is on) or `signer` (each node asks its
+    /// member's remote signer, cometbft-signer, for every signature).
+    #[arg(long, global = true, default_value = "key-holding", value_parser = ["key-holding", "signer"])]
+    mode: String,
 }
 
 #[derive(Subcommand)]
@@ -222,6 +226,7 @@ fn run(args: &Args, rt: tokio::runtime::Handle) -> Result<ExitCode, Interrupted>
                     small_disks: s.name == "full-disk",
                     namespaces,
                     keep: args.keep,
+                    signer: args.mode == "signer",
                 };
                 let result = run_once(s, run_no, run_seed, &exe, options, rt.clone())?;
                 eprintln!("{}", result.line());
@@ -333,6 +338,7 @@ fn run_once(
         l1_limit: injected.l1_limit,
         active_at_end,
         crashes,
+        signer_mode: lab.signer_mode(),
     });
     if !result.judgement.violations.is_empty() {
         result.kept = keep_evidence(&mut lab);
@@ -357,8 +363,14 @@ fn bench(
     rt: tokio::runtime::Handle,
 ) -> Result<ExitCode, Interrupted> {
     let timings = Timings::design();
-    let options =
-        LabOptions { timings: timings.clone(), faketime: None, small_disks: false, namespaces, keep: args.keep };
+    let options = LabOptions {
+        timings: timings.clone(),
+        faketime: None,
+        small_disks: false,
+        namespaces,
+        keep: args.keep,
+        signer: args.mode == "signer",
+    };
     let mut lab = match Lab::start("bench", exe, options, rt) {
         Ok(l) => l,
         Err(e) => {

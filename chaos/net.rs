@@ -33,7 +33,7 @@ pub enum LinkFault {
 }
 
 pub enum Net {
-    Loopback { peer_ports: Vec<u16>, node_ports: Vec<u16> },
+    Loopback { peer_ports: Vec<u16>, node_ports: Vec<u16>, privval_ports: Vec<u16> },
     Namespaces(Namespaces),
 }
 
@@ -211,6 +211,15 @@ impl Net {
         match self {
             Net::Loopback { node_ports, .. } => SocketAddr::from(([127, 0, 0, 1], node_ports[i])),
             Net::Namespaces(_) => SocketAddr::from(([127, 0, 0, 1], NODE_PORT)),
+        }
+    }
+
+    /// Signer mode: where member `i`'s node listens for its remote signer (the member's daemon,
+    /// in the same namespace).
+    pub fn privval_addr(&self, i: usize) -> SocketAddr {
+        match self {
+            Net::Loopback { privval_ports, .. } => SocketAddr::from(([127, 0, 0, 1], privval_ports[i])),
+            Net::Namespaces(_) => SocketAddr::from(([127, 0, 0, 1], NODE_PORT + 1)),
         }
     }
 

@@ -53,6 +53,8 @@ pub struct Evidence<'a> {
     pub active_at_end: bool,
     /// Daemon or node processes that died of a panic or a fatal signal.
     pub crashes: Vec<String>,
+    /// Signer mode: every signature waits for a store commit.
+    pub signer_mode: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -115,9 +117,11 @@ pub fn judge(e: &Evidence) -> Judgement {
                     "L2: {} lost production to another member during a fault that only touched the store or a standby",
                     e.active_before
                 ));
-            } else if j.missed_heights > 0 {
+            } else if j.missed_heights > 0 && !e.signer_mode {
                 // Demoted and promoted again (a self-fence, then a new lease): no change of
-                // signer, but the active was demoted all the same.
+                // signer, but the active was demoted all the same. In signer mode each signature
+                // waits for a store commit, so a store fault delays signatures without any
+                // demotion (safety before liveness): the missed heights are reported, not judged.
                 j.violations.push(format!(
                     "L2: {} stopped producing for {} heights during a fault that only touched the store or a standby",
                     e.active_before, j.missed_heights
@@ -220,6 +224,7 @@ mod tests {
             l1_limit: Duration::from_secs(3),
             active_at_end: true,
             crashes: Vec::new(),
+            signer_mode: false,
         }
     }
 
@@ -296,6 +301,17 @@ mod tests {
         assert!(j.violations.iter().any(|v| v.contains("stopped producing for 6 heights")), "{:?}", j.violations);
         let records = [sig("a", 1, S / 2), sig("a", 2, 2 * S), sig("a", 3, 4 * S)];
         assert!(judge(&evidence(&records, &[], Expect::NoFailover)).violations.is_empty());
+    }
+
+    #[test]
+    fn in_signer_mode_a_store_fault_may_delay_signatures_but_not_move_them() {
+        let stalled = [sig("a", 1, S / 2), sig("a", 2, 2 * S), sig("a", 9, 4 * S)];
+        let j = judge(&Evidence { signer_mode: true, ..evidence(&stalled, &[], Expect::NoFailover) });
+        assert!(j.violations.is_empty(), "{:?}", j.violations);
+        assert_eq!(j.missed_heights, 6);
+        let moved = [sig("a", 1, S / 2), sig("a", 2, 2 * S), sig("b", 3, 4 * S)];
+        let j = judge(&Evidence { signer_mode: true, max_failovers: 5, ..evidence(&moved, &[], Expect::NoFailover) });
+        assert!(j.violations.iter().any(|v| v.contains("lost production")), "{:?}", j.violations);
     }
 
     #[test]

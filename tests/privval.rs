@@ -29,19 +29,6 @@ use tendermint_proto::v0_38::types::{BlockId, PartSetHeader, Proposal, Vote};
 
 const CHAIN: &str = "test_chain_id";
 
-fn key_file(seed: [u8; 32]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let public = ed25519_consensus::SigningKey::from(seed).verification_key().to_bytes();
-    let mut secret = seed.to_vec();
-    secret.extend(public);
-    format!(
-        r#"{{"address":"00","pub_key":{{"type":"tendermint/PubKeyEd25519","value":"{}"}},"priv_key":{{"type":"tendermint/PrivKeyEd25519","value":"{}"}}}}"#,
-        b64.encode(public),
-        b64.encode(secret)
-    )
-}
-
 /// The node's end: one accepted SecretConnection, framed by hand (the node's own code path).
 struct NodeSide {
     conn: SecretConnection<std::net::TcpStream>,
@@ -125,11 +112,7 @@ async fn fixture() -> Fixture {
         .await
         .expect("import");
     let key_path = dirs[0].path().join("priv_validator_key.json");
-    std::fs::write(&key_path, key_file([5; 32])).expect("key file");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    }
+    ValidatorKey::write_for_seed(&key_path, [5; 32]).expect("key file");
     let key = ValidatorKey::load(&key_path).expect("key loads");
     let public = key.public_key();
     let coord: Arc<dyn Coordinator> = coords[0].clone();

@@ -64,24 +64,6 @@ fn spawn_sim(member: &str, ledger: &std::path::Path, privval: Option<u16>) -> (C
     (child, format!("http://{addr}"))
 }
 
-/// A CometBFT `priv_validator_key.json` (a fixed test seed), mode 0600.
-fn write_validator_key(path: &std::path::Path) {
-    use base64::Engine as _;
-    use std::os::unix::fs::PermissionsExt;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let seed = [0x5a; 32];
-    let public = ed25519_consensus::SigningKey::from(seed).verification_key().to_bytes();
-    let mut secret = seed.to_vec();
-    secret.extend(public);
-    let text = format!(
-        r#"{{"address":"00","pub_key":{{"type":"tendermint/PubKeyEd25519","value":"{}"}},"priv_key":{{"type":"tendermint/PrivKeyEd25519","value":"{}"}}}}"#,
-        b64.encode(public),
-        b64.encode(secret)
-    );
-    std::fs::write(path, text).expect("key file");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-}
-
 /// Where the members keep the lease.
 #[derive(Clone, Debug)]
 pub enum Store {
@@ -127,7 +109,8 @@ impl Lab {
         let privval_ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
         let key_file = dir.path().join("priv_validator_key.json");
         if signer {
-            write_validator_key(&key_file);
+            failover::producer::privval::validator_key::ValidatorKey::write_for_seed(&key_file, [0x5a; 32])
+                .expect("validator key file");
         }
         for (i, m) in MEMBERS[..2].iter().enumerate() {
             let (child, url) = spawn_sim(m, &ledger, signer.then_some(privval_ports[i]));

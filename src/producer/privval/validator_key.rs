@@ -9,6 +9,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use sha2::Digest as _;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -85,6 +86,29 @@ impl ValidatorKey {
         Ok(ValidatorKey { signing, public })
     }
 
+    /// The `priv_validator_key.json` of the key with `seed`, as CometBFT writes it. For the demo,
+    /// the simulated lab and tests: a key from a known seed protects nothing.
+    pub fn file_for_seed(seed: [u8; 32]) -> String {
+        let public = ed25519_consensus::SigningKey::from(seed).verification_key().to_bytes();
+        let mut secret = seed.to_vec();
+        secret.extend(public);
+        format!(
+            r#"{{"address":"{}","pub_key":{{"type":"tendermint/PubKeyEd25519","value":"{}"}},"priv_key":{{"type":"tendermint/PrivKeyEd25519","value":"{}"}}}}"#,
+            hex::encode_upper(&sha2::Sha256::digest(public)[..20]),
+            STANDARD.encode(public),
+            STANDARD.encode(secret)
+        )
+    }
+
+    /// Writes [`ValidatorKey::file_for_seed`] to `path` with mode 0600.
+    pub fn write_for_seed(path: &Path, seed: [u8; 32]) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+        f.write_all(ValidatorKey::file_for_seed(seed).as_bytes())?;
+        f.sync_all()
+    }
+
     pub fn public_key(&self) -> [u8; 32] {
         self.public
     }
@@ -98,17 +122,8 @@ impl ValidatorKey {
 mod tests {
     use super::*;
 
-    /// A key file for the seed `seed`, as CometBFT writes it.
-    pub fn key_file(seed: [u8; 32]) -> String {
-        let signing = ed25519_consensus::SigningKey::from(seed);
-        let public = signing.verification_key().to_bytes();
-        let mut secret = seed.to_vec();
-        secret.extend(public);
-        format!(
-            r#"{{"address":"00","pub_key":{{"type":"tendermint/PubKeyEd25519","value":"{}"}},"priv_key":{{"type":"tendermint/PrivKeyEd25519","value":"{}"}}}}"#,
-            STANDARD.encode(public),
-            STANDARD.encode(secret)
-        )
+    fn key_file(seed: [u8; 32]) -> String {
+        ValidatorKey::file_for_seed(seed)
     }
 
     #[test]
