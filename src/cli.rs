@@ -72,6 +72,10 @@ pub enum Command {
         /// Print the summary as JSON (the timeline goes to stderr).
         #[arg(long)]
         json: bool,
+        /// `key-holding` (producers turn their nodes on and off) or `signer` (each node asks its
+        /// member's remote signer, cometbft-signer, for every signature).
+        #[arg(long, default_value = "key-holding", value_parser = ["key-holding", "signer"])]
+        mode: String,
     },
     /// Validate a config file and print the effective config (defaults filled in).
     CheckConfig {
@@ -163,7 +167,9 @@ pub fn run(args: Args) -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::CheckLedger { file, json } => check_ledger(&file, json),
         Command::Coordinator { config, rejoin } => coordinator(&config, rejoin),
-        Command::Demo { members, duration, faults, json } => demo(members, &duration, &faults, json),
+        Command::Demo { members, duration, faults, json, mode } => {
+            demo(members, &duration, &faults, json, mode == "signer")
+        }
         Command::SimNode { listen, ledger, member, key, chain_id, block_interval, activations, privval_listen } => {
             sim_node(SimNodeArgs { listen, ledger, member, key, chain_id, block_interval, activations, privval_listen })
         }
@@ -216,7 +222,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     })
 }
 
-fn demo(members: usize, duration: &str, faults: &[String], json: bool) -> ExitCode {
+fn demo(members: usize, duration: &str, faults: &[String], json: bool, signer: bool) -> ExitCode {
     let duration = match duration_text::parse(duration) {
         Ok(d) if d >= Duration::from_secs(10) => d,
         Ok(_) => return usage_error("--duration: expected at least 10s"),
@@ -229,10 +235,7 @@ fn demo(members: usize, duration: &str, faults: &[String], json: bool) -> ExitCo
     if !(3..=7).contains(&members) {
         return usage_error("--members: expected 3 to 7 (all producers but the last, a witness)");
     }
-    if !(3..=7).contains(&members) {
-        return usage_error("--members: expected 3 to 7 (all producers but the last, a witness)");
-    }
-    ExitCode::from(crate::demo::run(&crate::demo::DemoOptions { members, duration, faults, json }))
+    ExitCode::from(crate::demo::run(&crate::demo::DemoOptions { members, duration, faults, json, signer }))
 }
 
 fn load_or_exit(path: &std::path::Path) -> Result<Config, ExitCode> {

@@ -252,6 +252,10 @@ pub struct SimConfig {
     pub block_interval: Duration,
     #[serde(default = "defaults::sim_chain_id")]
     pub chain_id: String,
+    /// Signer mode: the simulated node listens here for this member's remote signer
+    /// (`cometbft-signer`) and asks it for a precommit at each height.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privval_listen: Option<ListenAddress>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -301,7 +301,7 @@ async fn start_embedded_sim(
         block_interval: sim.block_interval,
         ledger: sim.ledger.clone(),
         activations: None,
-        privval_listen: None,
+        privval_listen: sim.privval_listen.as_ref().map(|a| a.0),
     })
     .map_err(|e| DaemonError::Setup(e.to_string()))?;
     let host = rpc.0.host_str().unwrap_or("127.0.0.1");

@@ -50,6 +50,9 @@ pub struct DemoOptions {
     pub duration: Duration,
     pub faults: Vec<Fault>,
     pub json: bool,
+    /// Signer mode: the producers are `cometbft-signer`, and each simulated node asks its
+    /// member's remote signer for every signature.
+    pub signer: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -129,9 +132,15 @@ fn free_port() -> std::io::Result<u16> {
     unused_port()
 }
 
-fn write_configs(dir: &Path, n: usize) -> std::io::Result<Vec<Member>> {
+fn write_configs(dir: &Path, n: usize, signer: bool) -> std::io::Result<Vec<Member>> {
     let peer_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
     let rpc_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let privval_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let key_file = dir.join("priv_validator_key.json");
+    if signer {
+        // A key from a known seed: the demo's validator protects nothing.
+        crate::producer::privval::validator_key::ValidatorKey::write_for_seed(&key_file, [0xde; 32])?;
+    }
     let ledger = dir.join("ledger.jsonl");
     let mut members = Vec::new();
     for i in 0..n {
@@ -160,6 +169,18 @@ fn write_configs(dir: &Path, n: usize) -> std::io::Result<Vec<Member>> {
                 ledger.display(),
                 BLOCK.as_millis()
             ));
+            if signer {
+                let pv = privval_ports[i];
+                text = text
+                    .replace("[producer]\n", &format!("privval_listen = \"127.0.0.1:{pv}\"\n[producer]\n"))
+                    .replace(
+                        "kind = \"sim\"\nfence_timeout",
+                        &format!(
+                            "kind = \"cometbft-signer\"\nkey_file = \"{}\"\nchain_id = \"sim\"\npriv_validator_laddr = \"tcp://127.0.0.1:{pv}\"\nfence_timeout",
+                            key_file.display()
+                        ),
+                    );
+            }
         }
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, text)?;
@@ -219,14 +240,16 @@ mod sim_http {
     }
 }
 
-fn active_member(members: &[Member], client: &sim_http::SimHttp) -> Option<usize> {
+/// The member whose node signs now: producing with a live permission, or in signer mode, whose
+/// remote signer signed one of the last three heights.
+fn active_member(members: &[Member], client: &sim_http::SimHttp, signer: bool) -> Option<usize> {
     let now = MonoTime::now().as_nanos();
     members.iter().position(|m| {
         m.child.is_some()
-            && m.rpc
-                .as_deref()
-                .and_then(|r| client.state(r))
-                .is_some_and(|s| s.state.producing && s.state.produce_until.is_none_or(|u| now < u))
+            && m.rpc.as_deref().and_then(|r| client.state(r)).is_some_and(|s| match signer {
+                true => s.state.last_signed.is_some_and(|h| s.height.saturating_sub(h) <= 2),
+                false => s.state.producing && s.state.produce_until.is_none_or(|u| now < u),
+            })
     })
 }
 
@@ -238,14 +261,15 @@ fn run_inner(options: &DemoOptions) -> Result<Summary, String> {
     let dir = std::env::temp_dir().join(format!("failoverd-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut members = write_configs(&dir, n).map_err(|e| format!("cannot write configs: {e}"))?;
+    let mut members = write_configs(&dir, n, options.signer).map_err(|e| format!("cannot write configs: {e}"))?;
     let (tx, rx) = mpsc::channel();
     let json = options.json;
     say(
         json,
         format!(
-            "failoverd demo: {} producers + 1 witness on 127.0.0.1, embedded raft, simulated nodes ({} ms blocks), {} s",
+            "failoverd demo: {} producers{} + 1 witness on 127.0.0.1, embedded raft, simulated nodes ({} ms blocks), {} s",
             n - 1,
+            if options.signer { " (remote signers, cometbft-signer)" } else { "" },
             BLOCK.as_millis(),
             options.duration.as_secs()
         ),
@@ -304,7 +328,7 @@ fn run_inner(options: &DemoOptions) -> Result<Summary, String> {
                 );
             }
         }
-        let active = active_member(&members, &client);
+        let active = active_member(&members, &client, options.signer);
         if active != last_active {
             if let Some(a) = active {
                 say(json, format!("{:>7.1}s  {}  is signing", secs(MonoTime::now()), members[a].name));

@@ -89,6 +89,7 @@ fn every_field_set() -> Config {
                 ledger: PathBuf::from("/x"),
                 block_interval: Duration::from_secs(1),
                 chain_id: "sim".into(),
+                privval_listen: Some("127.0.0.1:26659".parse().expect("address")),
             }),
         }),
         producer: Some(ProducerConfig {

@@ -22,6 +22,30 @@ fn demo_fails_over_on_every_fault_without_a_double_sign() {
 }
 
 #[test]
+fn demo_in_signer_mode_fails_over_through_remote_signers_without_a_double_sign() {
+    let out = common::run_failoverd(&[
+        "demo",
+        "--mode",
+        "signer",
+        "--duration",
+        "20s",
+        "--faults",
+        "kill,handover",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "demo failed:\n{stderr}");
+    assert!(stderr.contains("remote signers, cometbft-signer"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints the summary");
+    assert_eq!(summary["double_signs"], 0, "{summary}");
+    assert!(summary["signatures"].as_u64().is_some_and(|n| n >= 10), "{summary}");
+    for f in summary["faults"].as_array().expect("faults") {
+        assert!(f["active_after"].is_string(), "no failover after {f}\n{stderr}");
+        assert_ne!(f["active_after"], f["active_before"], "{f}");
+    }
+}
+
+#[test]
 fn demo_rejects_bad_arguments_with_exit_2() {
     for args in [
         vec!["demo", "--faults", "explode"],
