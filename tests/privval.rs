@@ -237,6 +237,22 @@ async fn the_signer_answers_a_secret_connection_node_and_never_signs_twice() {
         }
         assert_eq!(signer.refusals(), before + 2);
 
+        // A precommit for a block: signed, and its vote extension signed over CometBFT's
+        // canonical extension bytes.
+        let precommit = Vote { extension: b"ext".to_vec(), ..vote(2, 5, 0, Some(block_id(1)), 101) };
+        let signed = signed_vote(
+            node.ask(Sum::SignVoteRequest(SignVoteRequest { vote: Some(precommit.clone()), chain_id: CHAIN.into() })),
+        )
+        .expect("precommit signed");
+        assert!(verifies(public, &sign_bytes(&precommit), &signed.signature));
+        let extension = tendermint_proto::v0_38::types::CanonicalVoteExtension {
+            extension: b"ext".to_vec(),
+            height: 5,
+            round: 0,
+            chain_id: CHAIN.into(),
+        };
+        assert!(verifies(public, &extension.encode_length_delimited_to_vec(), &signed.extension_signature));
+
         // A wrong chain id.
         let (code, _) = signed_vote(node.ask(Sum::SignVoteRequest(SignVoteRequest {
             vote: Some(vote(2, 6, 0, Some(block_id(1)), 100)),

@@ -16,6 +16,9 @@ use tendermint_proto::v0_38::privval::{
     SignedProposalResponse, SignedVoteResponse, message::Sum,
 };
 
+use prost::Message as _;
+use tendermint_proto::v0_38::types::CanonicalVoteExtension;
+
 use super::double_sign::{LastSignature, Verdict, judge};
 use super::validator_key::ValidatorKey;
 use crate::domain::{Hrs, Step};
@@ -177,6 +180,18 @@ impl<G: SignGate> PrivvalSigner<G> {
                 vote.signature = signature;
                 if timestamp.is_some() {
                     vote.timestamp = timestamp;
+                }
+                // CometBFT 0.38+: a precommit for a block carries a signed vote extension (empty
+                // when the chain has none). It belongs to the precommit just decided and
+                // reserved; ed25519 makes a repeat produce the same signature.
+                if hrs.step == Step::Precommit && vote.block_id.as_ref().is_some_and(|b| !b.hash.is_empty()) {
+                    let extension = CanonicalVoteExtension {
+                        extension: vote.extension.clone(),
+                        height: vote.height,
+                        round: i64::from(vote.round),
+                        chain_id: self.chain_id.clone(),
+                    };
+                    vote.extension_signature = self.key.sign(&extension.encode_length_delimited_to_vec()).to_vec();
                 }
                 SignedVoteResponse { vote: Some(vote), error: None }
             }
