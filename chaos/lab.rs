@@ -90,6 +90,22 @@ impl Timings {
         }
     }
 
+    /// Signer mode's benchmark (issue 10): DESIGN.md §7's defaults with lease_ttl 1 s (renew
+    /// 250 ms, safety_margin 200 ms, call_timeout 400 ms), raft ticks of 50 ms, and 100 ms
+    /// blocks, so that the first signed height after a takeover measures the takeover, not the
+    /// block interval.
+    pub fn signer_bench() -> Timings {
+        Timings {
+            block: Duration::from_millis(100),
+            lease_ttl: Duration::from_secs(1),
+            renew_interval: Duration::from_millis(250),
+            safety_margin: Duration::from_millis(200),
+            call_timeout: Duration::from_millis(400),
+            tick: Duration::from_millis(50),
+            ..Timings::design()
+        }
+    }
+
     /// The longest a raft election may take: two randomized election timeouts.
     pub fn election(&self) -> Duration {
         self.tick * self.election_ticks * 2

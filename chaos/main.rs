@@ -362,7 +362,7 @@ fn bench(
     runs: u32,
     rt: tokio::runtime::Handle,
 ) -> Result<ExitCode, Interrupted> {
-    let timings = Timings::design();
+    let timings = if args.mode == "signer" { Timings::signer_bench() } else { Timings::design() };
     let options = LabOptions {
         timings: timings.clone(),
         faketime: None,
@@ -452,6 +452,14 @@ fn bench(
     let activations = activation::read(&lab.activations).unwrap_or_default();
     let safety = failover::sim::checker::check(&records);
     let overlaps = activation::overlaps(&activation::windows(&activations, MonoTime::now().as_nanos()), 0);
-    let code = report::print_bench(&times, &missed, &timings, safety.double_signs.len(), overlaps.len(), args.json);
+    let code = report::print_bench(
+        &times,
+        &missed,
+        &timings,
+        safety.double_signs.len(),
+        overlaps.len(),
+        args.json,
+        args.mode == "signer",
+    );
     Ok(code)
 }

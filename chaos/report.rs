@@ -193,12 +193,15 @@ pub fn print_bench(
     double_signs: usize,
     overlaps: usize,
     json: bool,
+    signer: bool,
 ) -> ExitCode {
     let mut sorted = times.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mut m = missed.to_vec();
     m.sort_unstable();
-    let target = (t.lease_ttl + std::time::Duration::from_secs(1)).as_secs_f64();
+    // DESIGN.md §7: key-holding p99 <= lease_ttl + 1 s; signer mode at lease_ttl 1 s: <= 1.5 s.
+    let slack = if signer { std::time::Duration::from_millis(500) } else { std::time::Duration::from_secs(1) };
+    let target = (t.lease_ttl + slack).as_secs_f64();
     let (p50, p99, max) = (percentile(&sorted, 50), percentile(&sorted, 99), sorted.last().copied());
     let failed = sorted.iter().filter(|s| !s.is_finite()).count();
     if json {
@@ -225,16 +228,18 @@ pub fn print_bench(
             "unplanned failover (kill -9 of the active's daemon and node -> first height signed by the new active)"
         );
         println!(
-            "settings: lease_ttl {} ms, renew {} ms, safety_margin {} ms, raft tick {} ms, blocks {} ms (DESIGN.md §7 defaults)",
+            "settings: lease_ttl {} ms, renew {} ms, safety_margin {} ms, raft tick {} ms, blocks {} ms ({})",
             t.lease_ttl.as_millis(),
             t.renew_interval.as_millis(),
             t.safety_margin.as_millis(),
             t.tick.as_millis(),
-            t.block.as_millis()
+            t.block.as_millis(),
+            if signer { "signer mode, cometbft-signer" } else { "DESIGN.md §7 defaults" }
         );
         println!("runs {}   p50 {} s   p99 {} s   max {} s", times.len(), secs(p50), secs(p99), secs(max));
         println!(
-            "target (DESIGN.md §7): p99 <= lease_ttl + 1 s = {target:.2} s: {}",
+            "target (DESIGN.md §7): p99 <= lease_ttl + {} ms = {target:.2} s: {}",
+            slack.as_millis(),
             if p99.is_some_and(|p| p <= target) { "met" } else { "NOT met" }
         );
         println!("missed heights p50 {} max {}", count(percentile(&m, 50)), count(m.last().copied()));
