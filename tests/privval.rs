@@ -271,6 +271,7 @@ async fn the_signer_answers_a_secret_connection_node_and_never_signs_twice() {
             timestamp: Some(Timestamp { seconds: 101, nanos: 0 }),
             signature: vec![],
         };
+        let signed_proposal = proposal.clone();
         match node.ask(Sum::SignProposalRequest(SignProposalRequest {
             proposal: Some(proposal.clone()),
             chain_id: CHAIN.into(),
@@ -314,6 +315,17 @@ async fn the_signer_answers_a_secret_connection_node_and_never_signs_twice() {
         })))
         .expect_err("not active");
         assert_eq!(code, code::NOT_ACTIVE);
+        // Not even a repeat of what it signed last while active.
+        match node.ask(Sum::SignProposalRequest(SignProposalRequest {
+            proposal: Some(signed_proposal.clone()),
+            chain_id: CHAIN.into(),
+        })) {
+            Sum::SignedProposalResponse(r) => {
+                assert_eq!(r.error.map(|e| e.code), Some(code::NOT_ACTIVE));
+                assert!(r.proposal.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(signer.last_signed(), Some(Hrs::new(6, 0, Step::Propose)));
 
         // A frame that is not a privval message: the signer closes the connection cleanly.

@@ -72,6 +72,10 @@ impl CoordinatorGate {
 }
 
 impl SignGate for CoordinatorGate {
+    fn may_sign(&self) -> bool {
+        self.permission().is_some()
+    }
+
     fn reserve(&self, hrs: Hrs) -> Result<(), GateRefusal> {
         let Some(Permission { epoch, floor, .. }) = self.permission() else {
             return Err(GateRefusal::NotActive("this member is not the active signer".into()));

@@ -37,6 +37,10 @@ pub mod code {
 /// key under its current epoch, or says why not.
 pub trait SignGate: Send + Sync {
     fn reserve(&self, hrs: Hrs) -> Result<(), GateRefusal>;
+
+    /// Whether this member may answer with a signature at all now (a repeat of a stored one
+    /// included): a member that is not active answers every request with an error.
+    fn may_sign(&self) -> bool;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -248,6 +252,9 @@ impl<G: SignGate> PrivvalSigner<G> {
             Err((code, why))
         };
         match judge(last.as_ref(), hrs, sign_bytes) {
+            Verdict::Repeat { .. } if !self.gate.may_sign() => {
+                refused(code::NOT_ACTIVE, "this member is not the active signer".into())
+            }
             Verdict::Repeat { signature, timestamp } => Ok((signature, timestamp)),
             Verdict::Refuse(why) => refused(code::REFUSED, why),
             Verdict::Sign => match self.gate.reserve(hrs) {
