@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use failover::coord::Coordinator;
 use failover::coord::raft::{RaftCoordinator, RaftOptions};
-use failover::domain::{Hrs, KeyId, Step};
+use failover::domain::{Hrs, KeyId, MonoTime, Step};
 use failover::producer::privval::connection::{NodeAddress, NodeConnection};
-use failover::producer::privval::coordinator_gate::CoordinatorGate;
+use failover::producer::privval::coordinator_gate::{CoordinatorGate, Permission};
 use failover::producer::privval::signer::{GateRefusal, PrivvalSigner, SignGate};
 use failover::producer::privval::validator_key::ValidatorKey;
 use prost::Message as _;
@@ -170,7 +170,7 @@ fn main() {
     });
     let coord: Arc<dyn Coordinator> = coords[0].clone();
     let gate = CoordinatorGate::new(coord, key_id, rt.handle().clone(), Duration::from_secs(2));
-    gate.set_epoch(Some(epoch));
+    gate.permit(Permission { epoch, floor: Hrs::ZERO, until: MonoTime::from_nanos(u64::MAX) });
     let reserved = round_trips(Arc::new(PrivvalSigner::new("bench", key(), gate)), 2);
     let (r50, r99) = report("sign round trip, reserved through raft", reserved);
     println!(

@@ -14,9 +14,9 @@ use std::time::Duration;
 use common::raft_cluster::{member_config, within};
 use failover::coord::Coordinator;
 use failover::coord::raft::{RaftCoordinator, RaftOptions};
-use failover::domain::{Hrs, KeyId, MemberId, Step};
+use failover::domain::{Hrs, KeyId, MemberId, MonoTime, Step};
 use failover::producer::privval::connection::{NodeAddress, NodeConnection};
-use failover::producer::privval::coordinator_gate::CoordinatorGate;
+use failover::producer::privval::coordinator_gate::{CoordinatorGate, Permission};
 use failover::producer::privval::signer::{PrivvalSigner, code};
 use failover::producer::privval::validator_key::ValidatorKey;
 use prost::Message as _;
@@ -117,7 +117,8 @@ async fn fixture() -> Fixture {
     let public = key.public_key();
     let coord: Arc<dyn Coordinator> = coords[0].clone();
     let gate = CoordinatorGate::new(coord, key_id, tokio::runtime::Handle::current(), Duration::from_secs(2));
-    gate.set_epoch(Some(lease.epoch));
+    // No deadline here: these tests are about the protocol, not the lease.
+    gate.permit(Permission { epoch: lease.epoch, floor: Hrs::ZERO, until: MonoTime::from_nanos(u64::MAX) });
     let signer = Arc::new(PrivvalSigner::new(CHAIN, key, gate));
     Fixture { coords, _dirs: dirs, signer, public, epoch: lease.epoch }
 }
@@ -308,7 +309,7 @@ async fn the_signer_answers_a_secret_connection_node_and_never_signs_twice() {
         assert_eq!(code, code::REFUSED, "{why}");
 
         // Demoted: no signature, whatever the height.
-        signer.gate().set_epoch(None);
+        signer.gate().revoke();
         let (code, _) = signed_vote(node.ask(Sum::SignVoteRequest(SignVoteRequest {
             vote: Some(vote(2, 50, 0, Some(block_id(1)), 100)),
             chain_id: CHAIN.into(),
@@ -379,7 +380,7 @@ async fn closing_the_connection_on_demotion_ends_the_signer_thread() {
     tokio::task::spawn_blocking(move || {
         let (mut node, serving, closer) = connect(&signer);
         assert!(matches!(node.ask(Sum::PingRequest(PingRequest {})), Sum::PingResponse(_)));
-        signer.gate().set_epoch(None);
+        signer.gate().revoke();
         closer.close();
         assert!(serving.join().expect("signer thread").is_ok(), "a closed connection ends quietly");
         assert!(node.receive().is_none(), "the node sees the connection closed");

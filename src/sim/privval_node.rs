@@ -8,55 +8,27 @@
 //! through `spawn_blocking`. Only the newest connection is used (a signer that redials replaces
 //! the old one). Every read and write has a timeout.
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prost::Message as _;
 use tendermint_p2p::secret_connection::{SecretConnection, Version};
 use tendermint_proto::google::protobuf::Timestamp;
 use tendermint_proto::v0_38::privval::{Message, SignVoteRequest, message::Sum};
 use tendermint_proto::v0_38::types::{BlockId, PartSetHeader, Vote};
 
+use crate::producer::privval::connection::WholeChunks;
+use crate::producer::privval::frame::{self, FrameError};
+
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
-struct Client {
-    conn: SecretConnection<TcpStream>,
-    /// Plaintext read but not consumed: SecretConnection is read a whole chunk at a time.
-    pending: std::collections::VecDeque<u8>,
-}
+/// A signer connection, read a whole SecretConnection chunk at a time (see
+/// [`WholeChunks`]) and framed by the signer's own codec.
+type Client = WholeChunks<SecretConnection<TcpStream>>;
 
-impl Client {
-    fn byte(&mut self) -> std::io::Result<u8> {
-        while self.pending.is_empty() {
-            let mut chunk = [0u8; 1024];
-            let n = self.conn.read(&mut chunk)?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.pending.extend(&chunk[..n]);
-        }
-        self.pending.pop_front().ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
-    }
-
-    fn exchange(&mut self, request: Message) -> std::io::Result<Message> {
-        self.conn.write_all(&request.encode_length_delimited_to_vec())?;
-        self.conn.flush()?;
-        let mut len: usize = 0;
-        for shift in 0..10 {
-            let b = self.byte()?;
-            len |= usize::from(b & 0x7f) << (7 * shift);
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        if len > super::super::producer::privval::frame::MAX_FRAME {
-            return Err(std::io::Error::other("answer above 10 KiB"));
-        }
-        let body = (0..len).map(|_| self.byte()).collect::<std::io::Result<Vec<u8>>>()?;
-        Message::decode(body.as_slice()).map_err(std::io::Error::other)
-    }
+fn exchange(client: &mut Client, request: &Message) -> Result<Message, FrameError> {
+    frame::write_message(client, request)?;
+    frame::read_message(client)
 }
 
 /// The simulated node's connection to its remote signer.
@@ -79,8 +51,7 @@ impl PrivvalRequester {
                 let _ = stream.set_nodelay(true);
                 match SecretConnection::new(stream, identity.clone(), Version::V0_34) {
                     Ok(conn) => {
-                        *slot.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some(Client { conn, pending: Default::default() });
+                        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(WholeChunks::new(conn));
                     }
                     Err(e) => tracing::warn!(error = %e, "a remote signer's handshake failed"),
                 }
@@ -116,7 +87,7 @@ impl PrivvalRequester {
         let request = Message {
             sum: Some(Sum::SignVoteRequest(SignVoteRequest { vote: Some(vote), chain_id: chain_id.into() })),
         };
-        match client.exchange(request) {
+        match exchange(client, &request) {
             Ok(Message { sum: Some(Sum::SignedVoteResponse(r)) }) => match (r.vote, r.error) {
                 (Some(v), None) if v.signature.len() == 64 => Some(v.signature),
                 _ => None,

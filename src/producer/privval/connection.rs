@@ -104,10 +104,16 @@ const SECRET_CHUNK: usize = 1024;
 /// Reads a SecretConnection one whole chunk at a time. tendermint-p2p 0.41's `read` panics when
 /// asked for less than the chunk it decrypts (it cannot keep the rest), and the frame reader
 /// reads the length prefix byte by byte: this buffer sits between them.
-struct WholeChunks<S> {
+pub(crate) struct WholeChunks<S> {
     inner: S,
     buf: Vec<u8>,
     pos: usize,
+}
+
+impl<S> WholeChunks<S> {
+    pub(crate) fn new(inner: S) -> WholeChunks<S> {
+        WholeChunks { inner, buf: Vec::new(), pos: 0 }
+    }
 }
 
 impl<S: Read> Read for WholeChunks<S> {
@@ -168,7 +174,7 @@ impl NodeConnection {
                 let closer = Closer(std::sync::Arc::new(move || {
                     let _ = handle.shutdown(Shutdown::Both);
                 }));
-                let stream = WholeChunks { inner: secret, buf: Vec::new(), pos: 0 };
+                let stream = WholeChunks::new(secret);
                 Ok((
                     NodeConnection { address: address.clone(), stream: Box::new(stream), closer: closer.clone() },
                     closer,

@@ -61,14 +61,6 @@ impl CoordinatorGate {
     pub fn permission(&self) -> Option<Permission> {
         self.slot().filter(|p| MonoTime::now() < p.until)
     }
-
-    /// Test convenience: permit signing at `epoch` with no floor and no deadline, or revoke.
-    pub fn set_epoch(&self, epoch: Option<Epoch>) {
-        match epoch {
-            Some(epoch) => self.permit(Permission { epoch, floor: Hrs::ZERO, until: MonoTime::from_nanos(u64::MAX) }),
-            None => self.revoke(),
-        }
-    }
 }
 
 impl SignGate for CoordinatorGate {
