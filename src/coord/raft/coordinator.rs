@@ -137,8 +137,11 @@ impl RaftCoordinator {
             board: board.clone(),
             filter: filter.clone(),
             known: ids.values().copied().filter(|id| *id != my_id).collect::<HashSet<u64>>(),
+            shutdown: shutdown.clone(),
         };
-        let mut server = tonic::transport::Server::builder();
+        let mut server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(super::transport::KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(super::transport::KEEPALIVE_TIMEOUT));
         if let Some(tls) = &tls {
             server = server.tls_config(tls.server()).map_err(|e| StartError::Serve(e.to_string()))?;
         }

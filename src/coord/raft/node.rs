@@ -426,9 +426,12 @@ impl NodeTask {
             })?;
             self.publish_view();
         }
+        // A leader's messages may leave before its own entries are on disk (raft-rs: `messages`
+        // as opposed to `persisted_messages`): its own copy counts towards the quorum only once
+        // persisted, so its fsync and the followers' run side by side.
+        self.senders.send(early);
         let committed = rd.take_committed_entries();
         self.raw.mut_store().persist(rd.entries(), rd.hs())?;
-        self.senders.send(early);
         self.apply(committed);
         self.senders.send(rd.take_persisted_messages());
         let mut light = self.raw.advance(rd);

@@ -214,7 +214,11 @@ impl RaftLog {
     }
 
     /// Appends `entries` (overwriting any conflicting suffix) and stores `hard_state`, in one
-    /// fsynced write.
+    /// write. It is fsynced whenever it carries entries, a term or a vote: raft acknowledges
+    /// those to peers and must never forget them. A write that only moves the commit index is
+    /// not: the commit index is something a member can learn again from the leader, every
+    /// entry below it is already on disk, and the next fsynced write makes it durable too
+    /// (raft-engine is one append-only log). This keeps an fsync off the path of every commit.
     pub fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), StoreError> {
         if entries.is_empty() && hard_state.is_none() {
             return Ok(());
@@ -224,7 +228,9 @@ impl RaftLog {
         if let Some(hs) = hard_state {
             batch.put_message(GROUP, KEY_HARD_STATE.to_vec(), hs).map_err(|e| self.write_err(e))?;
         }
-        self.engine.write(&mut batch, true).map_err(|e| self.write_err(e))?;
+        let sync = !entries.is_empty()
+            || hard_state.is_some_and(|hs| hs.term != self.hard_state.term || hs.vote != self.hard_state.vote);
+        self.engine.write(&mut batch, sync).map_err(|e| self.write_err(e))?;
         if let Some(hs) = hard_state {
             self.hard_state = hs.clone();
         }

@@ -17,7 +17,7 @@ use raft::eraftpb::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::{PeerAddress, TlsConfig};
 use crate::domain::{MemberId, MemberStatus};
@@ -37,6 +37,14 @@ const QUEUE: usize = 4096;
 /// Messages sent in one RPC at most.
 const BATCH: usize = 512;
 const MAX_BACKOFF: Duration = Duration::from_millis(250);
+/// Batches waiting to go out on a peer's stream; more are dropped, which raft tolerates.
+const STREAM_QUEUE: usize = 64;
+/// Deadline of a unary raft call (the fallback for peers that do not serve the stream).
+const UNARY_TIMEOUT: Duration = Duration::from_secs(1);
+/// HTTP/2 pings on every peer connection, both ways: a link that is cut is noticed within
+/// interval + timeout, and the stream is dialled again.
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -126,17 +134,17 @@ pub struct PeerService {
     pub filter: LinkFilter,
     /// Raft ids of the configured members: batches from anyone else are refused.
     pub known: HashSet<u64>,
+    /// Ends the open raft streams when this member stops, so that peers dial again (a server
+    /// that shuts down gracefully would otherwise wait for streams that never end).
+    pub shutdown: CancellationToken,
 }
 
-#[tonic::async_trait]
-impl Peer for PeerService {
-    async fn raft(&self, request: Request<RaftBatch>) -> Result<Response<RaftAck>, Status> {
-        let batch = request.into_inner();
+impl PeerService {
+    /// Checks a batch and decodes its messages: every one must be a raft message from the
+    /// member the batch says it comes from, and that member must be one of ours.
+    fn decode(&self, batch: RaftBatch) -> Result<Vec<Message>, Status> {
         if !self.known.contains(&batch.from) {
             return Err(Status::permission_denied(format!("raft id {} is not a member of this cluster", batch.from)));
-        }
-        if self.filter.is_blocked(batch.from) {
-            return Err(Status::unavailable("link blocked by fault injection"));
         }
         let mut messages = Vec::with_capacity(batch.messages.len());
         for (i, bytes) in batch.messages.iter().enumerate() {
@@ -150,8 +158,40 @@ impl Peer for PeerService {
             }
             messages.push(m);
         }
+        Ok(messages)
+    }
+
+    fn deliver(&self, messages: Vec<Message>) {
         // A full inbox means the node is behind; dropping is what the network would do.
         let _ = self.inbox.try_send(Inbound::Raft(messages));
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn raft(&self, request: Request<RaftBatch>) -> Result<Response<RaftAck>, Status> {
+        let batch = request.into_inner();
+        if self.filter.is_blocked(batch.from) {
+            return Err(Status::unavailable("link blocked by fault injection"));
+        }
+        self.deliver(self.decode(batch)?);
+        Ok(Response::new(RaftAck {}))
+    }
+
+    async fn raft_stream(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
+        let mut batches = request.into_inner();
+        loop {
+            let next = tokio::select! {
+                _ = self.shutdown.cancelled() => return Err(Status::unavailable("this member is stopping")),
+                next = batches.message() => next?,
+            };
+            let Some(batch) = next else { break };
+            // A blocked link loses what it carries, as a cut cable would; the stream stays.
+            if self.filter.is_blocked(batch.from) {
+                continue;
+            }
+            self.deliver(self.decode(batch)?);
+        }
         Ok(Response::new(RaftAck {}))
     }
 
@@ -196,7 +236,12 @@ fn endpoint(target: &PeerTarget, tls: Option<&PeerTls>) -> Result<Endpoint, Tran
     let mut ep = Endpoint::from_shared(uri.clone())
         .map_err(|e| TransportError::BadAddress(uri.clone(), e.to_string()))?
         .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(1))
+        // No per-request timeout on the channel: the raft stream lives as long as the
+        // connection. Unary calls carry their own. A connection that stops answering pings is
+        // dropped, which ends the stream and makes the sender dial again.
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         .tcp_nodelay(true);
     if let Some(tls) = tls {
         ep = ep.tls_config(tls.client(&target.member)).map_err(|e| TransportError::BadAddress(uri, e.to_string()))?;
@@ -270,6 +315,73 @@ impl PeerSenders {
     }
 }
 
+/// How a peer's raft stream ended.
+enum StreamEnd {
+    Shutdown,
+    /// The peer does not serve `RaftStream` (an older failoverd): use unary calls.
+    Unimplemented,
+    Failed {
+        status: Status,
+        lasted: Duration,
+    },
+}
+
+/// Takes `first` and whatever else is queued, up to `BATCH`, and encodes them.
+fn next_batch(me: u64, target: &PeerTarget, first: Message, rx: &mut mpsc::Receiver<Message>) -> RaftBatch {
+    let mut batch = vec![first];
+    while batch.len() < BATCH {
+        match rx.try_recv() {
+            Ok(m) => batch.push(m),
+            Err(_) => break,
+        }
+    }
+    let mut messages = Vec::with_capacity(batch.len());
+    for m in &batch {
+        match m.write_to_bytes() {
+            Ok(b) => messages.push(b),
+            Err(e) => tracing::error!(peer = %target.member, error = %e, "cannot encode a raft message"),
+        }
+    }
+    RaftBatch { from: me, messages }
+}
+
+/// Sends to one peer on a `RaftStream`, until the stream ends.
+async fn stream_to_peer(
+    me: u64,
+    target: &PeerTarget,
+    client: &mut PeerClient<tonic::transport::Channel>,
+    rx: &mut mpsc::Receiver<Message>,
+    filter: &LinkFilter,
+    shutdown: &CancellationToken,
+) -> StreamEnd {
+    let opened = Instant::now();
+    let (tx, body) = mpsc::channel::<RaftBatch>(STREAM_QUEUE);
+    let mut call = std::pin::pin!(client.raft_stream(tokio_stream::wrappers::ReceiverStream::new(body)));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return StreamEnd::Shutdown,
+            ended = &mut call => {
+                let status = match ended {
+                    Err(status) if status.code() == tonic::Code::Unimplemented => return StreamEnd::Unimplemented,
+                    Err(status) => status,
+                    Ok(_) => Status::unavailable("the peer ended the raft stream"),
+                };
+                return StreamEnd::Failed { status, lasted: opened.elapsed() };
+            }
+            m = rx.recv() => {
+                let Some(first) = m else { return StreamEnd::Shutdown };
+                let batch = next_batch(me, target, first, rx);
+                if filter.is_blocked(target.raft_id) {
+                    continue;
+                }
+                // Full: the connection is not keeping up (or is dead and not yet noticed); a
+                // closed queue means the call ended, which the next turn of the loop reports.
+                let _ = tx.try_send(batch);
+            }
+        }
+    }
+}
+
 async fn run_sender(
     me: u64,
     target: PeerTarget,
@@ -279,44 +391,272 @@ async fn run_sender(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(50);
+    let mut streaming = true;
     loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            m = rx.recv() => match m { Some(m) => m, None => return },
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
-        if filter.is_blocked(target.raft_id) {
-            continue;
-        }
-        let mut messages = Vec::with_capacity(batch.len());
-        for m in &batch {
-            match m.write_to_bytes() {
-                Ok(b) => messages.push(b),
-                Err(e) => tracing::error!(peer = %target.member, error = %e, "cannot encode a raft message"),
-            }
-        }
-        let sent = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = client.raft(RaftBatch { from: me, messages }) => r,
-        };
-        match sent {
-            Ok(_) => backoff = Duration::from_millis(50),
-            Err(status) => {
-                tracing::debug!(peer = %target.member, error = %status, "raft batch not delivered; backing off");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+        if streaming {
+            match stream_to_peer(me, &target, &mut client, &mut rx, &filter, &shutdown).await {
+                StreamEnd::Shutdown => return,
+                StreamEnd::Unimplemented => {
+                    tracing::info!(peer = %target.member, "peer does not serve the raft stream; sending batch by batch");
+                    streaming = false;
+                    continue;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                // What queued up while the peer was unreachable is stale; raft resends.
-                while rx.try_recv().is_ok() {}
+                StreamEnd::Failed { status, lasted } => {
+                    tracing::debug!(peer = %target.member, error = %status, "raft stream ended; dialling again");
+                    if lasted > MAX_BACKOFF * 4 {
+                        backoff = Duration::from_millis(50);
+                    }
+                }
+            }
+        } else {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = rx.recv() => match m { Some(m) => m, None => return },
+            };
+            let batch = next_batch(me, &target, first, &mut rx);
+            if filter.is_blocked(target.raft_id) {
+                continue;
+            }
+            let sent = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = tokio::time::timeout(UNARY_TIMEOUT, client.raft(batch)) => r,
+            };
+            match sent {
+                Ok(Ok(_)) => {
+                    backoff = Duration::from_millis(50);
+                    continue;
+                }
+                Ok(Err(status)) => {
+                    tracing::debug!(peer = %target.member, error = %status, "raft batch not delivered; backing off")
+                }
+                Err(_) => tracing::debug!(peer = %target.member, "raft batch not acknowledged in time; backing off"),
             }
         }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        // What queued up while the peer was unreachable is stale; raft resends.
+        while rx.try_recv().is_ok() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use raft::eraftpb::MessageType;
+    use tokio_stream::wrappers::TcpListenerStream;
+
+    use super::*;
+    use crate::proto::v1::peer_server::PeerServer;
+
+    const ME: u64 = 1;
+    const PEER: u64 = 2;
+
+    /// The real service, counting how batches arrive; as an older failoverd when `stream` is off.
+    struct CountingPeer {
+        inner: PeerService,
+        stream: bool,
+        unary_calls: Arc<AtomicUsize>,
+        streams: Arc<AtomicUsize>,
+    }
+
+    #[tonic::async_trait]
+    impl Peer for CountingPeer {
+        async fn raft(&self, request: Request<RaftBatch>) -> Result<Response<RaftAck>, Status> {
+            self.unary_calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.raft(request).await
+        }
+        async fn raft_stream(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
+            if !self.stream {
+                return Err(Status::unimplemented("failover.v1.Peer/RaftStream"));
+            }
+            self.streams.fetch_add(1, Ordering::SeqCst);
+            self.inner.raft_stream(request).await
+        }
+        async fn rejoin(&self, request: Request<RejoinNotice>) -> Result<Response<RejoinAck>, Status> {
+            self.inner.rejoin(request).await
+        }
+        async fn publish_status(&self, request: Request<MemberStatusMsg>) -> Result<Response<StatusAck>, Status> {
+            self.inner.publish_status(request).await
+        }
+    }
+
+    struct Served {
+        inbox: mpsc::Receiver<Inbound>,
+        unary_calls: Arc<AtomicUsize>,
+        streams: Arc<AtomicUsize>,
+        stop: CancellationToken,
+    }
+
+    /// Serves the peer service on `listener` until `stop`.
+    fn serve(listener: tokio::net::TcpListener, stream: bool) -> Served {
+        let (inbox_tx, inbox) = mpsc::channel(1024);
+        let stop = CancellationToken::new();
+        let (unary_calls, streams) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let peer = CountingPeer {
+            inner: PeerService {
+                inbox: inbox_tx,
+                board: StatusBoard::default(),
+                filter: LinkFilter::default(),
+                known: HashSet::from([ME]),
+                shutdown: stop.clone(),
+            },
+            stream,
+            unary_calls: Arc::clone(&unary_calls),
+            streams: Arc::clone(&streams),
+        };
+        let until = stop.clone();
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(PeerServer::new(peer))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), until.cancelled_owned())
+                .await;
+        });
+        Served { inbox, unary_calls, streams, stop }
+    }
+
+    fn heartbeat(commit: u64) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgHeartbeat);
+        m.from = ME;
+        m.to = PEER;
+        m.commit = commit;
+        m
+    }
+
+    fn senders_to(port: u16, shutdown: &CancellationToken) -> PeerSenders {
+        let target = PeerTarget {
+            raft_id: PEER,
+            member: MemberId::new("b").expect("id"),
+            address: format!("127.0.0.1:{port}").parse().expect("address"),
+        };
+        PeerSenders::start(ME, &[target], None, LinkFilter::default(), shutdown).expect("senders")
+    }
+
+    /// The commit numbers of the next `n` heartbeats to arrive, failing after 10 s.
+    async fn receive(inbox: &mut mpsc::Receiver<Inbound>, n: usize) -> Vec<u64> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            match tokio::time::timeout(Duration::from_secs(10), inbox.recv()).await {
+                Ok(Some(Inbound::Raft(ms))) => got.extend(ms.iter().map(|m| m.commit)),
+                Ok(Some(Inbound::Rejoined(_))) => {}
+                Ok(None) | Err(_) => panic!("only {} of {n} messages arrived: {got:?}", got.len()),
+            }
+        }
+        got
+    }
+
+    /// Sends heartbeats `from..to` one call each, spaced so the stream carries several batches.
+    async fn send_range(senders: &PeerSenders, range: std::ops::Range<u64>) {
+        for commit in range {
+            senders.send(vec![heartbeat(commit)]);
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn raft_messages_reach_the_peer_in_order_on_one_stream() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mut peer = serve(listener, true);
+        let shutdown = CancellationToken::new();
+        let senders = senders_to(port, &shutdown);
+        // The first message opens the stream; the rest follow it.
+        senders.send(vec![heartbeat(0)]);
+        assert_eq!(receive(&mut peer.inbox, 1).await, vec![0]);
+        send_range(&senders, 1..300).await;
+        assert_eq!(receive(&mut peer.inbox, 299).await, (1..300).collect::<Vec<u64>>());
+        assert_eq!(peer.streams.load(Ordering::SeqCst), 1, "one stream carried everything");
+        assert_eq!(peer.unary_calls.load(Ordering::SeqCst), 0);
+        shutdown.cancel();
+        peer.stop.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_that_does_not_serve_the_stream_gets_batches_call_by_call() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mut peer = serve(listener, false);
+        let shutdown = CancellationToken::new();
+        let senders = senders_to(port, &shutdown);
+        // What went out before the peer said "unimplemented" is lost, as on a lossy link; raft
+        // resends. So keep sending until messages arrive, then check the rest come in order.
+        let mut first = None;
+        for commit in 0.. {
+            senders.send(vec![heartbeat(commit)]);
+            if let Ok(Some(Inbound::Raft(ms))) =
+                tokio::time::timeout(Duration::from_millis(50), peer.inbox.recv()).await
+            {
+                first = ms.last().map(|m| m.commit);
+                break;
+            }
+            assert!(commit < 200, "nothing arrived over unary calls");
+        }
+        let next = first.expect("a message arrived") + 1;
+        send_range(&senders, next..next + 50).await;
+        let got = receive(&mut peer.inbox, 50).await;
+        assert_eq!(got, (next..next + 50).collect::<Vec<u64>>());
+        assert!(peer.unary_calls.load(Ordering::SeqCst) >= 1);
+        shutdown.cancel();
+        peer.stop.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_that_stops_ends_its_streams_and_the_sender_reaches_its_successor() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mut old = serve(listener, true);
+        let shutdown = CancellationToken::new();
+        let senders = senders_to(port, &shutdown);
+        senders.send(vec![heartbeat(1)]);
+        assert_eq!(receive(&mut old.inbox, 1).await, vec![1]);
+        old.stop.cancel();
+        // The same address, served anew (a restarted member).
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let mut new = serve(listener, true);
+        let mut arrived = None;
+        for commit in 2..2000 {
+            senders.send(vec![heartbeat(commit)]);
+            if let Ok(Some(Inbound::Raft(ms))) = tokio::time::timeout(Duration::from_millis(20), new.inbox.recv()).await
+            {
+                arrived = ms.last().map(|m| m.commit);
+                break;
+            }
+        }
+        assert!(arrived.is_some(), "the restarted member never heard from the sender");
+        assert_eq!(new.streams.load(Ordering::SeqCst), 1);
+        shutdown.cancel();
+        new.stop.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_from_outside_the_cluster_is_refused_naming_the_raft_id() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mut peer = serve(listener, true);
+        let mut client = PeerClient::connect(format!("http://127.0.0.1:{port}")).await.expect("connect");
+        let mut stranger = heartbeat(7);
+        stranger.from = 9;
+        let batch = RaftBatch { from: 9, messages: vec![stranger.write_to_bytes().expect("encode")] };
+        let refused = client.raft_stream(tokio_stream::iter(vec![batch])).await.expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(refused.message().contains("raft id 9"), "{}", refused.message());
+        assert!(peer.inbox.try_recv().is_err(), "nothing from a stranger reaches the node");
+        // A member that lies about who sent a message inside its batch is refused too.
+        let mut forged = heartbeat(8);
+        forged.from = 3;
+        let batch = RaftBatch { from: ME, messages: vec![forged.write_to_bytes().expect("encode")] };
+        let refused = client.raft_stream(tokio_stream::iter(vec![batch])).await.expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().contains("messages[0]"), "{}", refused.message());
+        peer.stop.cancel();
     }
 }
