@@ -1,5 +1,6 @@
 //! Durable raft state on raft-engine: the log, the hard state, the conf state and the latest
-//! snapshot of the state machine, under `data_dir/raft`, every write fsynced.
+//! snapshot of the state machine, under `data_dir/raft`. Everything raft acknowledges (entries,
+//! term, vote, snapshots) is fsynced first; a write that only moves the commit index is not.
 //!
 //! This module owns `data_dir`. It refuses to start from a directory that was initialised but
 //! whose log is missing, corrupt or truncated: an empty state there would silently forget

@@ -1,7 +1,8 @@
 //! Carrying raft messages and member status between members: the tonic `Peer` service (server
-//! side) and one sender task per peer (client side) that batches messages, reconnects with
-//! backoff and never blocks the raft loop — a message that cannot be queued is dropped, which
-//! raft tolerates.
+//! side) and one sender task per peer (client side) that batches messages onto one long-lived
+//! `RaftStream` (unary `Raft` calls for a peer that does not serve it), dials again with backoff
+//! when the stream ends, and never blocks the raft loop — a message that cannot be queued is
+//! dropped, which raft tolerates.
 //!
 //! Optional mutual TLS: a member only accepts peers whose certificate chains to the cluster CA,
 //! and only dials peers whose certificate names the expected member id. A [`LinkFilter`] drops
