@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::chain::ChainProbe;
-use crate::config::{Backend, Config};
+use crate::config::{Backend, Config, ProducerKind};
 use crate::coord::consul::ConsulCoordinator;
 use crate::coord::raft::{RaftCoordinator, RaftOptions};
 use crate::coord::{Coordinator, StatusReport};
@@ -219,15 +219,19 @@ async fn setup(
         }
     }
     let call_timeout = config.coordinator.call_timeout;
+    let events = Arc::new(EventLog::new(me.id.clone()));
     let (producer, probe): (Option<SharedProducer>, Option<Arc<dyn ChainProbe>>) =
         match (&config.producer, &config.chain) {
             (Some(p), Some(chain)) if me.kind == MemberKind::Producer => {
                 let probe =
                     crate::chain::local_probe(chain, Some(p.kind)).map_err(|e| DaemonError::Setup(e.to_string()))?;
+                let observer = (p.kind == ProducerKind::CometbftSigner)
+                    .then(|| telemetry::signer_outcomes::observer(Arc::clone(&telemetry.metrics), Arc::clone(&events)));
                 let context = crate::producer::cometbft_signer::SignerContext {
                     coord: Arc::clone(&coord),
                     member: me.id.clone(),
                     runtime: tokio::runtime::Handle::current(),
+                    observer,
                 };
                 let producer = crate::producer::from_config(p, chain, call_timeout, Some(context))
                     .map_err(|e| DaemonError::Setup(e.to_string()))?;
@@ -259,7 +263,7 @@ async fn setup(
         coord,
         raft,
         consul,
-        events: Arc::new(EventLog::new(me.id.clone())),
+        events,
         producer,
         probe,
         self_fence,

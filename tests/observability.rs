@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::lab::{Lab, free_port};
+use common::scrape::{self, get, sample};
 use common::webhook_receiver::WebhookReceiver;
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
@@ -29,30 +30,9 @@ fn promtool() -> PathBuf {
     )
 }
 
-async fn get(port: u16, path: &str) -> (u16, String) {
-    let client = failover::http::client(Duration::from_secs(2)).expect("client");
-    match client.get(format!("http://127.0.0.1:{port}{path}")).send().await {
-        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-        Err(e) => (0, e.to_string()),
-    }
-}
-
-/// The value of the sample `series` (name and labels exactly as exposed).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
-}
-
 /// Waits until member `i`'s `/metrics` satisfies `pred`; returns the exposition.
 async fn wait_metrics(lab: &Lab, i: usize, limit: Duration, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let end = Instant::now() + limit;
-    loop {
-        let (status, text) = get(lab.metrics_ports[i], "/metrics").await;
-        if status == 200 && pred(&text) {
-            return text;
-        }
-        assert!(Instant::now() < end, "member {}: {what} within {limit:?}; /metrics said:\n{text}", MEMBERS[i]);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    scrape::wait_metrics(lab.metrics_ports[i], MEMBERS[i], limit, what, pred).await
 }
 
 async fn wait_status(port: u16, path: &str, want: u16, limit: Duration) -> String {

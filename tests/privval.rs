@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::raft_cluster::{member_config, within};
@@ -17,7 +17,7 @@ use failover::coord::raft::{RaftCoordinator, RaftOptions};
 use failover::domain::{Hrs, KeyId, MemberId, MonoTime, Step};
 use failover::producer::privval::connection::{NodeAddress, NodeConnection};
 use failover::producer::privval::coordinator_gate::{CoordinatorGate, Permission};
-use failover::producer::privval::signer::{PrivvalSigner, code};
+use failover::producer::privval::signer::{PrivvalSigner, SignObserver, SignOutcome, code};
 use failover::producer::privval::validator_key::ValidatorKey;
 use prost::Message as _;
 use tendermint_p2p::secret_connection::{SecretConnection, Version};
@@ -85,6 +85,8 @@ struct Fixture {
     signer: Arc<PrivvalSigner<CoordinatorGate>>,
     public: [u8; 32],
     epoch: failover::domain::Epoch,
+    /// Every outcome the signer reported, in order.
+    outcomes: Arc<Mutex<Vec<SignOutcome>>>,
 }
 
 async fn fixture() -> Fixture {
@@ -119,8 +121,11 @@ async fn fixture() -> Fixture {
     let gate = CoordinatorGate::new(coord, key_id, tokio::runtime::Handle::current(), Duration::from_secs(2));
     // No deadline here: these tests are about the protocol, not the lease.
     gate.permit(Permission { epoch: lease.epoch, floor: Hrs::ZERO, until: MonoTime::from_nanos(u64::MAX) });
-    let signer = Arc::new(PrivvalSigner::new(CHAIN, key, gate));
-    Fixture { coords, _dirs: dirs, signer, public, epoch: lease.epoch }
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&outcomes);
+    let observer: SignObserver = Arc::new(move |o, _, _: &str| seen.lock().expect("outcomes").push(o));
+    let signer = Arc::new(PrivvalSigner::new(CHAIN, key, gate).observed(observer));
+    Fixture { coords, _dirs: dirs, signer, public, epoch: lease.epoch, outcomes }
 }
 
 /// A listening node and the signer dialling it; returns the node's end and the signer's thread
@@ -387,4 +392,45 @@ async fn closing_the_connection_on_demotion_ends_the_signer_thread() {
     })
     .await
     .expect("node side");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heights_at_the_activation_floor_are_refused_as_below_floor_and_each_outcome_is_reported() {
+    let f = fixture().await;
+    let signer = Arc::clone(&f.signer);
+    signer.gate().permit(Permission {
+        epoch: f.epoch,
+        floor: Hrs::end_of_height(5),
+        until: MonoTime::from_nanos(u64::MAX),
+    });
+    let outcomes = tokio::task::spawn_blocking(move || {
+        let ask = |v: Vote| {
+            let answer = signer.answer(Message {
+                sum: Some(Sum::SignVoteRequest(SignVoteRequest { vote: Some(v), chain_id: CHAIN.into() })),
+            });
+            signed_vote(answer.and_then(|m| m.sum).expect("an answer"))
+        };
+        let at_floor = ask(vote(2, 5, 0, Some(block_id(1)), 100)).expect_err("height 5 is at the floor");
+        assert_eq!(at_floor.0, code::REFUSED, "{at_floor:?}");
+        assert!(at_floor.1.contains("activation floor"), "{at_floor:?}");
+        ask(vote(2, 6, 0, Some(block_id(1)), 100)).expect("height 6 is above the floor");
+        ask(vote(2, 6, 0, Some(block_id(1)), 101)).expect("the same vote, a later timestamp: the stored signature");
+        let conflicting = ask(vote(2, 6, 0, Some(block_id(2)), 100)).expect_err("another block at the same HRS");
+        assert_eq!(conflicting.0, code::REFUSED, "{conflicting:?}");
+        signer.gate().revoke();
+        let standby = ask(vote(2, 7, 0, Some(block_id(1)), 100)).expect_err("not active");
+        assert_eq!(standby.0, code::NOT_ACTIVE, "{standby:?}");
+    })
+    .await;
+    outcomes.expect("node side");
+    assert_eq!(
+        *f.outcomes.lock().expect("outcomes"),
+        vec![
+            SignOutcome::BelowFloor,
+            SignOutcome::Signed,
+            SignOutcome::Repeated,
+            SignOutcome::Refused,
+            SignOutcome::NotActive
+        ]
+    );
 }

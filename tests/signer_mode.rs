@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::lab::{Lab, Store};
+use common::scrape::{sample, wait_metrics};
 use tokio::time::Instant;
 
 const MEMBERS: [&str; 2] = ["a", "b"];
@@ -56,6 +57,27 @@ async fn remote_signers_sign_through_the_lease_and_hand_over_after_a_kill() {
         "only the lease holder's signer signs: {:?}",
         lab.records()
     );
+
+    // The signers' outcomes reach each member's metrics: the active's signatures, the
+    // standby's "not active" answers to its own node.
+    let signed = |text: &str| sample(text, "failoverd_signer_requests_total{result=\"signed\"}").unwrap_or(0.0);
+    let text =
+        wait_metrics(lab.metrics_ports[active], MEMBERS[active], Duration::from_secs(5), "signatures counted", |t| {
+            signed(t) >= 5.0
+        })
+        .await;
+    assert_eq!(sample(&text, "failoverd_signer_requests_total{result=\"refused\"}"), Some(0.0), "{text}");
+    wait_metrics(
+        lab.metrics_ports[standby],
+        MEMBERS[standby],
+        Duration::from_secs(5),
+        "not-active answers counted",
+        |t| {
+            sample(t, "failoverd_signer_requests_total{result=\"not_active\"}").unwrap_or(0.0) >= 1.0
+                && signed(t) == 0.0
+        },
+    )
+    .await;
 
     lab.kill9(active);
     let after = wait_signed(&lab, MEMBERS[standby], top, 5, Duration::from_secs(15)).await;

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::privval::connection::{Closer, NodeAddress, NodeConnection};
 use super::privval::coordinator_gate::{CoordinatorGate, Permission};
-use super::privval::signer::PrivvalSigner;
+use super::privval::signer::{PrivvalSigner, SignObserver};
 use super::privval::validator_key::ValidatorKey;
 use super::{Producer, ProducerError, ProducerStatus, SignFloor};
 use crate::coord::Coordinator;
@@ -33,6 +33,8 @@ pub struct SignerContext {
     pub coord: Arc<dyn Coordinator>,
     pub member: MemberId,
     pub runtime: tokio::runtime::Handle,
+    /// Told how each sign request ended (the daemon's metrics).
+    pub observer: Option<SignObserver>,
 }
 
 pub struct CometbftSignerProducer {
@@ -70,7 +72,11 @@ impl CometbftSignerProducer {
     ) -> Result<CometbftSignerProducer, ProducerError> {
         let key = ValidatorKey::load(key_file).map_err(|e| setup(e.to_string()))?;
         let gate = CoordinatorGate::new(Arc::clone(&context.coord), key_id, context.runtime.clone(), call_timeout);
-        let signer = Arc::new(PrivvalSigner::new(chain_id, key, gate));
+        let mut signer = PrivvalSigner::new(chain_id, key, gate);
+        if let Some(observer) = context.observer {
+            signer = signer.observed(observer);
+        }
+        let signer = Arc::new(signer);
         let producer = CometbftSignerProducer {
             signer,
             coord: context.coord,

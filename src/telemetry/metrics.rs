@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
 use crate::domain::{LeaseView, MemberId, MemberKind, RoleName};
+use crate::producer::privval::signer::SignOutcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RoleLabel {
@@ -120,6 +121,7 @@ pub struct Metrics {
     watermark_height: Family<KeyLabel, Gauge>,
     reservations: Family<KeyLabel, Counter>,
     refusals: Family<KeyLabel, Counter>,
+    signer_requests: Family<ResultLabel, Counter>,
     raft_term: Gauge,
     raft_commit: Gauge,
     raft_is_leader: Gauge,
@@ -184,6 +186,7 @@ impl Metrics {
             watermark_height: Family::default(),
             reservations: Family::default(),
             refusals: Family::default(),
+            signer_requests: Family::default(),
             raft_term: Gauge::default(),
             raft_commit: Gauge::default(),
             raft_is_leader: Gauge::default(),
@@ -248,6 +251,11 @@ impl Metrics {
         r.register("failoverd_watermark_height", "The signing key's watermark height", m.watermark_height.clone());
         r.register("failoverd_sign_reservations", "Signatures reserved in the store", m.reservations.clone());
         r.register("failoverd_sign_refusals", "Signatures the watermark refused", m.refusals.clone());
+        r.register(
+            "failoverd_signer_requests",
+            "Sign requests the remote signer (cometbft-signer) decided, by result: signed, repeated, refused (a double sign prevented), below_floor, not_active",
+            m.signer_requests.clone(),
+        );
         r.register("failoverd_raft_term", "The embedded raft node's term", m.raft_term.clone());
         r.register("failoverd_raft_commit_index", "The embedded raft node's commit index", m.raft_commit.clone());
         r.register("failoverd_raft_is_leader", "1 while this member's raft node leads", m.raft_is_leader.clone());
@@ -355,6 +363,23 @@ impl Metrics {
 
     pub fn set_watermark(&self, key: &str, height: u64) {
         self.watermark_height.get_or_create(&KeyLabel { key: key.to_string() }).set(gauge_value(height));
+    }
+
+    /// Creates the remote signer's counters at zero (members whose producer is a remote signer).
+    pub fn declare_signer(&self) {
+        for outcome in [
+            SignOutcome::Signed,
+            SignOutcome::Repeated,
+            SignOutcome::Refused,
+            SignOutcome::BelowFloor,
+            SignOutcome::NotActive,
+        ] {
+            let _ = self.signer_requests.get_or_create(&ResultLabel { result: outcome.as_str().to_string() });
+        }
+    }
+
+    pub fn signer_answered(&self, outcome: SignOutcome) {
+        self.signer_requests.get_or_create(&ResultLabel { result: outcome.as_str().to_string() }).inc();
     }
 
     pub fn reserved(&self, key: &str, granted: bool) {

@@ -10,6 +10,7 @@ pub mod endpoints;
 pub mod measured_store;
 pub mod metrics;
 pub mod notify;
+pub mod signer_outcomes;
 pub mod webhook;
 
 use std::sync::Arc;

@@ -70,4 +70,5 @@ pub mod contract;
 pub mod lab;
 pub mod pki;
 pub mod raft_cluster;
+pub mod scrape;
 pub mod webhook_receiver;

@@ -73,7 +73,7 @@ impl SignGate for CoordinatorGate {
             return Err(GateRefusal::NotActive("this member is not the active signer".into()));
         };
         if hrs <= floor {
-            return Err(GateRefusal::Watermark(format!("{hrs} is at or below the activation floor {floor}")));
+            return Err(GateRefusal::BelowFloor(format!("{hrs} is at or below the activation floor {floor}")));
         }
         let deadline = tokio::time::Instant::now() + self.timeout;
         let result = self.runtime.block_on(self.coord.reserve(epoch, &self.key, hrs, deadline));

@@ -7,8 +7,8 @@
 //! that fails is answered with a `RemoteSignerError` and counted; nothing is signed "to see".
 //! Sign bytes come from the tendermint-rs domain types, which also validate the request.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tendermint_proto::v0_38::crypto::{PublicKey, public_key};
 use tendermint_proto::v0_38::privval::{
@@ -43,12 +43,46 @@ pub trait SignGate: Send + Sync {
     fn may_sign(&self) -> bool;
 }
 
+/// How a sign request that reached the decision ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignOutcome {
+    /// A new signature, reserved in the store.
+    Signed,
+    /// The stored signature again (same HRS, only the timestamp differed).
+    Repeated,
+    /// At or below the last signature or the watermark: a double sign that did not happen.
+    Refused,
+    /// At or below the floor the guard set when this member became active: the heights around
+    /// a takeover that the previous active may have signed. Expected at every promotion.
+    BelowFloor,
+    /// This member may not sign now; the usual answer of a standby.
+    NotActive,
+}
+
+impl SignOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignOutcome::Signed => "signed",
+            SignOutcome::Repeated => "repeated",
+            SignOutcome::Refused => "refused",
+            SignOutcome::BelowFloor => "below_floor",
+            SignOutcome::NotActive => "not_active",
+        }
+    }
+}
+
+/// Told of every outcome, with the HRS asked for and, for a refusal, why (metrics, events).
+/// Called while the signer decides: it must not block.
+pub type SignObserver = Arc<dyn Fn(SignOutcome, Hrs, &str) + Send + Sync>;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GateRefusal {
     /// This member is not active (or is no longer): the node must not get signatures from it.
     NotActive(String),
     /// The watermark is at or above the request: a double sign across members.
     Watermark(String),
+    /// At or below the activation floor (the guard's margin above the watermark).
+    BelowFloor(String),
 }
 
 pub struct PrivvalSigner<G: SignGate> {
@@ -58,6 +92,7 @@ pub struct PrivvalSigner<G: SignGate> {
     last: Mutex<Option<LastSignature>>,
     refusals: AtomicU64,
     signatures: AtomicU64,
+    observer: Option<SignObserver>,
 }
 
 fn error(code: i32, description: impl Into<String>) -> Option<RemoteSignerError> {
@@ -86,6 +121,19 @@ impl<G: SignGate> PrivvalSigner<G> {
             last: Mutex::new(None),
             refusals: AtomicU64::new(0),
             signatures: AtomicU64::new(0),
+            observer: None,
+        }
+    }
+
+    /// Reports every outcome to `observer` as well.
+    pub fn observed(mut self, observer: SignObserver) -> PrivvalSigner<G> {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn tell(&self, outcome: SignOutcome, hrs: Hrs, why: &str) {
+        if let Some(observe) = &self.observer {
+            observe(outcome, hrs, why);
         }
     }
 
@@ -246,24 +294,44 @@ impl<G: SignGate> PrivvalSigner<G> {
         sign_bytes: &[u8],
     ) -> Result<(Vec<u8>, Option<tendermint_proto::google::protobuf::Timestamp>), (i32, String)> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let refused = |code, why: String| {
+        let refused = |outcome, why: String| {
             self.refusals.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%hrs, reason = %why, "signature refused");
+            self.tell(outcome, hrs, &why);
+            let code = match outcome {
+                SignOutcome::Refused => {
+                    tracing::warn!(%hrs, reason = %why, "signature refused");
+                    code::REFUSED
+                }
+                SignOutcome::BelowFloor => {
+                    tracing::info!(%hrs, reason = %why, "signature refused below the activation floor");
+                    code::REFUSED
+                }
+                // A standby answers every request so: not worth a warning each time.
+                _ => {
+                    tracing::debug!(%hrs, reason = %why, "signature refused: not active");
+                    code::NOT_ACTIVE
+                }
+            };
             Err((code, why))
         };
         match judge(last.as_ref(), hrs, sign_bytes) {
             Verdict::Repeat { .. } if !self.gate.may_sign() => {
-                refused(code::NOT_ACTIVE, "this member is not the active signer".into())
+                refused(SignOutcome::NotActive, "this member is not the active signer".into())
             }
-            Verdict::Repeat { signature, timestamp } => Ok((signature, timestamp)),
-            Verdict::Refuse(why) => refused(code::REFUSED, why),
+            Verdict::Repeat { signature, timestamp } => {
+                self.tell(SignOutcome::Repeated, hrs, "");
+                Ok((signature, timestamp))
+            }
+            Verdict::Refuse(why) => refused(SignOutcome::Refused, why),
             Verdict::Sign => match self.gate.reserve(hrs) {
-                Err(GateRefusal::NotActive(why)) => refused(code::NOT_ACTIVE, why),
-                Err(GateRefusal::Watermark(why)) => refused(code::REFUSED, why),
+                Err(GateRefusal::NotActive(why)) => refused(SignOutcome::NotActive, why),
+                Err(GateRefusal::Watermark(why)) => refused(SignOutcome::Refused, why),
+                Err(GateRefusal::BelowFloor(why)) => refused(SignOutcome::BelowFloor, why),
                 Ok(()) => {
                     let signature = self.key.sign(sign_bytes).to_vec();
                     *last = Some(LastSignature { hrs, sign_bytes: sign_bytes.to_vec(), signature: signature.clone() });
                     self.signatures.fetch_add(1, Ordering::Relaxed);
+                    self.tell(SignOutcome::Signed, hrs, "");
                     Ok((signature, None))
                 }
             },
