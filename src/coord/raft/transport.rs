@@ -403,9 +403,13 @@ async fn run_sender(
                     continue;
                 }
                 StreamEnd::Failed { status, lasted } => {
-                    tracing::debug!(peer = %target.member, error = %status, "raft stream ended; dialling again");
+                    // A stream that had been up ending is worth a line; a peer that stays down
+                    // would otherwise log every attempt.
                     if lasted > MAX_BACKOFF * 4 {
+                        tracing::info!(peer = %target.member, error = %status, up_for = ?lasted, "raft stream to the peer ended; dialling again");
                         backoff = Duration::from_millis(50);
+                    } else {
+                        tracing::debug!(peer = %target.member, error = %status, "raft stream not established; backing off");
                     }
                 }
             }
@@ -519,6 +523,12 @@ mod tests {
         Served { inbox, unary_calls, streams, stop }
     }
 
+    async fn listen() -> (tokio::net::TcpListener, u16) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        (listener, port)
+    }
+
     fn heartbeat(commit: u64) -> Message {
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgHeartbeat);
@@ -550,6 +560,18 @@ mod tests {
         got
     }
 
+    /// Sends heartbeats numbered from `first`, one every 20 ms, until one arrives (its number)
+    /// or 10 s pass (`None`): what goes out while a link is being set up may be lost.
+    async fn send_until_heard(senders: &PeerSenders, inbox: &mut mpsc::Receiver<Inbound>, first: u64) -> Option<u64> {
+        for commit in first..first + 500 {
+            senders.send(vec![heartbeat(commit)]);
+            if let Ok(Some(Inbound::Raft(ms))) = tokio::time::timeout(Duration::from_millis(20), inbox.recv()).await {
+                return ms.last().map(|m| m.commit);
+            }
+        }
+        None
+    }
+
     /// Sends heartbeats `from..to` one call each, spaced so the stream carries several batches.
     async fn send_range(senders: &PeerSenders, range: std::ops::Range<u64>) {
         for commit in range {
@@ -560,8 +582,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn raft_messages_reach_the_peer_in_order_on_one_stream() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        let (listener, port) = listen().await;
         let mut peer = serve(listener, true);
         let shutdown = CancellationToken::new();
         let senders = senders_to(port, &shutdown);
@@ -578,25 +599,14 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_peer_that_does_not_serve_the_stream_gets_batches_call_by_call() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        let (listener, port) = listen().await;
         let mut peer = serve(listener, false);
         let shutdown = CancellationToken::new();
         let senders = senders_to(port, &shutdown);
         // What went out before the peer said "unimplemented" is lost, as on a lossy link; raft
         // resends. So keep sending until messages arrive, then check the rest come in order.
-        let mut first = None;
-        for commit in 0.. {
-            senders.send(vec![heartbeat(commit)]);
-            if let Ok(Some(Inbound::Raft(ms))) =
-                tokio::time::timeout(Duration::from_millis(50), peer.inbox.recv()).await
-            {
-                first = ms.last().map(|m| m.commit);
-                break;
-            }
-            assert!(commit < 200, "nothing arrived over unary calls");
-        }
-        let next = first.expect("a message arrived") + 1;
+        let first = send_until_heard(&senders, &mut peer.inbox, 0).await;
+        let next = first.expect("nothing arrived over unary calls") + 1;
         send_range(&senders, next..next + 50).await;
         let got = receive(&mut peer.inbox, 50).await;
         assert_eq!(got, (next..next + 50).collect::<Vec<u64>>());
@@ -607,8 +617,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_member_that_stops_ends_its_streams_and_the_sender_reaches_its_successor() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        let (listener, port) = listen().await;
         let mut old = serve(listener, true);
         let shutdown = CancellationToken::new();
         let senders = senders_to(port, &shutdown);
@@ -623,15 +632,7 @@ mod tests {
             }
         };
         let mut new = serve(listener, true);
-        let mut arrived = None;
-        for commit in 2..2000 {
-            senders.send(vec![heartbeat(commit)]);
-            if let Ok(Some(Inbound::Raft(ms))) = tokio::time::timeout(Duration::from_millis(20), new.inbox.recv()).await
-            {
-                arrived = ms.last().map(|m| m.commit);
-                break;
-            }
-        }
+        let arrived = send_until_heard(&senders, &mut new.inbox, 2).await;
         assert!(arrived.is_some(), "the restarted member never heard from the sender");
         assert_eq!(new.streams.load(Ordering::SeqCst), 1);
         shutdown.cancel();
@@ -640,8 +641,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stream_from_outside_the_cluster_is_refused_naming_the_raft_id() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        let (listener, port) = listen().await;
         let mut peer = serve(listener, true);
         let mut client = PeerClient::connect(format!("http://127.0.0.1:{port}")).await.expect("connect");
         let mut stranger = heartbeat(7);
