@@ -19,14 +19,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use failover::coord::Coordinator;
-use failover::coord::raft::{RaftCoordinator, RaftOptions};
+
 use failover::domain::{Hrs, KeyId, MonoTime, Step};
 use failover::producer::privval::connection::{NodeAddress, NodeConnection};
 use failover::producer::privval::coordinator_gate::{CoordinatorGate, Permission};
 use failover::producer::privval::signer::{GateRefusal, PrivvalSigner, SignGate};
 use failover::producer::privval::validator_key::ValidatorKey;
 use prost::Message as _;
-use raft_cluster::{member_config, within};
+use raft_cluster::{SharedCluster, within};
 use tendermint_p2p::secret_connection::{SecretConnection, Version};
 use tendermint_proto::google::protobuf::Timestamp;
 use tendermint_proto::v0_38::privval::{Message, SignVoteRequest, message::Sum};
@@ -131,48 +131,19 @@ fn main() {
     let baseline = round_trips(Arc::new(PrivvalSigner::new("bench", key(), NoReservation)), 1);
     let (b50, b99) = report("sign round trip, no reservation (baseline)", baseline);
 
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
     let key_id = KeyId::new("validator").expect("key");
-    let listeners: Vec<std::net::TcpListener> =
-        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect();
-    let coords: Vec<Arc<RaftCoordinator>> = listeners
-        .into_iter()
-        .enumerate()
-        .map(|(i, listener)| {
-            let config = member_config(i, &ports, &dirs[i].path().join("data"), None);
-            rt.block_on(async {
-                listener.set_nonblocking(true).expect("nonblocking");
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                Arc::new(RaftCoordinator::start(&config, listener, RaftOptions::default()).await.expect("member"))
-            })
-        })
-        .collect();
-    let epoch = rt.block_on(async {
-        let a = failover::domain::MemberId::new("a").expect("id");
-        let lease = loop {
-            match coords[0].acquire(&a, within(Duration::from_secs(2))).await {
-                Ok(l) => break l,
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+    let SharedCluster { nodes: coords, lease, dirs: _dirs } = rt.block_on(SharedCluster::start_with_holder_a(&key_id));
+    let epoch = lease.epoch;
+    // The holder renews, as its daemon would.
+    let holder = Arc::clone(&coords[0]);
+    rt.spawn(async move {
+        let mut lease = lease;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Ok(l) = holder.renew(&lease, within(Duration::from_secs(1))).await {
+                lease = l;
             }
-        };
-        coords[0]
-            .import_watermark(&key_id, Hrs::new(1, 0, Step::Propose), within(Duration::from_secs(5)))
-            .await
-            .expect("import");
-        // The holder renews, as its daemon would.
-        let holder = Arc::clone(&coords[0]);
-        let epoch = lease.epoch;
-        tokio::spawn(async move {
-            let mut lease = lease;
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                if let Ok(l) = holder.renew(&lease, within(Duration::from_secs(1))).await {
-                    lease = l;
-                }
-            }
-        });
-        epoch
+        }
     });
     // Where the time goes: the bare reservation, proposed by the raft leader itself and by a
     // follower (whose proposal travels to the leader and whose answer waits for the commit to

@@ -11,10 +11,11 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::raft_cluster::{member_config, within};
+use common::raft_cluster::{SharedCluster, within};
 use failover::coord::Coordinator;
-use failover::coord::raft::{RaftCoordinator, RaftOptions};
-use failover::domain::{Hrs, KeyId, MemberId, MonoTime, Step};
+
+use failover::coord::raft::RaftCoordinator;
+use failover::domain::{Hrs, KeyId, MonoTime, Step};
 use failover::producer::privval::connection::{NodeAddress, NodeConnection};
 use failover::producer::privval::coordinator_gate::{CoordinatorGate, Permission};
 use failover::producer::privval::signer::{PrivvalSigner, SignObserver, SignOutcome, code};
@@ -90,29 +91,8 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let mut listeners = Vec::new();
-    for _ in 0..3 {
-        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"));
-    }
-    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect();
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let mut coords = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let config = member_config(i, &ports, &dirs[i].path().join("data"), None);
-        coords.push(Arc::new(RaftCoordinator::start(&config, listener, RaftOptions::default()).await.expect("member")));
-    }
-    let a = MemberId::new("a").expect("id");
     let key_id = KeyId::new("validator").expect("key");
-    let lease = loop {
-        match coords[0].acquire(&a, within(Duration::from_secs(2))).await {
-            Ok(l) => break l,
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
-    coords[0]
-        .import_watermark(&key_id, Hrs::new(1, 0, Step::Propose), within(Duration::from_secs(2)))
-        .await
-        .expect("import");
+    let SharedCluster { nodes: coords, lease, dirs } = SharedCluster::start_with_holder_a(&key_id).await;
     let key_path = dirs[0].path().join("priv_validator_key.json");
     ValidatorKey::write_for_seed(&key_path, [5; 32]).expect("key file");
     let key = ValidatorKey::load(&key_path).expect("key loads");

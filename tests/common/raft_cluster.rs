@@ -4,11 +4,13 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use failover::config::{Config, TlsConfig};
+use failover::coord::Coordinator;
 use failover::coord::raft::{RaftCoordinator, RaftOptions, StartError};
-use failover::domain::MemberId;
+use failover::domain::{Hrs, KeyId, Lease, MemberId, Step};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -178,5 +180,43 @@ impl Cluster {
 
     pub fn data_dir(&self, i: usize) -> &Path {
         &self.configs[i].data_dir
+    }
+}
+
+/// A 3-member cluster whose members are shared (`Arc`), so that a signer can hold one: member
+/// `a` holds the lease, and `key`'s watermark starts at 1/0/propose.
+pub struct SharedCluster {
+    pub nodes: Vec<Arc<RaftCoordinator>>,
+    pub lease: Lease,
+    pub dirs: Vec<tempfile::TempDir>,
+}
+
+impl SharedCluster {
+    pub async fn start_with_holder_a(key: &KeyId) -> SharedCluster {
+        let mut listeners = Vec::new();
+        for _ in 0..3 {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
+        }
+        let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect();
+        let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+        let mut nodes = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let config = member_config(i, &ports, &dirs[i].path().join("data"), None);
+            nodes.push(Arc::new(
+                RaftCoordinator::start(&config, listener, RaftOptions::default()).await.expect("member"),
+            ));
+        }
+        // The first acquires may land while raft elects its first leader.
+        let lease = loop {
+            match nodes[0].acquire(&id("a"), within(Duration::from_secs(2))).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(TICK).await,
+            }
+        };
+        nodes[0]
+            .import_watermark(key, Hrs::new(1, 0, Step::Propose), within(Duration::from_secs(5)))
+            .await
+            .expect("import");
+        SharedCluster { nodes, lease, dirs }
     }
 }

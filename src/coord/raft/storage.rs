@@ -229,8 +229,7 @@ impl RaftLog {
         if let Some(hs) = hard_state {
             batch.put_message(GROUP, KEY_HARD_STATE.to_vec(), hs).map_err(|e| self.write_err(e))?;
         }
-        let sync = !entries.is_empty()
-            || hard_state.is_some_and(|hs| hs.term != self.hard_state.term || hs.vote != self.hard_state.vote);
+        let sync = must_sync(entries, hard_state, &self.hard_state);
         self.engine.write(&mut batch, sync).map_err(|e| self.write_err(e))?;
         if let Some(hs) = hard_state {
             self.hard_state = hs.clone();
@@ -309,6 +308,13 @@ impl RaftLog {
     fn last(&self) -> u64 {
         self.engine.last_index(GROUP).unwrap_or(self.snapshot_index())
     }
+}
+
+/// Whether a write must be on disk before it returns: it carries entries, or a term or vote
+/// other than the stored ones — what raft acknowledges to peers. A change of commit index alone
+/// need not be (see [`RaftLog::persist`]).
+fn must_sync(entries: &[Entry], hard_state: Option<&HardState>, stored: &HardState) -> bool {
+    !entries.is_empty() || hard_state.is_some_and(|hs| hs.term != stored.term || hs.vote != stored.vote)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -394,6 +400,19 @@ mod tests {
     use raft::Storage;
 
     use super::*;
+
+    #[test]
+    fn entries_terms_and_votes_are_synced_and_a_commit_alone_is_not() {
+        let stored = HardState { term: 3, vote: 2, commit: 10, ..HardState::default() };
+        let with = |term, vote, commit| HardState { term, vote, commit, ..HardState::default() };
+        let entries = [entry(11, 3)];
+        assert!(must_sync(&entries, None, &stored), "entries");
+        assert!(must_sync(&entries, Some(&with(3, 2, 11)), &stored), "entries and a commit");
+        assert!(must_sync(&[], Some(&with(4, 2, 10)), &stored), "a new term");
+        assert!(must_sync(&[], Some(&with(3, 1, 10)), &stored), "a new vote");
+        assert!(!must_sync(&[], Some(&with(3, 2, 11)), &stored), "only the commit index moved");
+        assert!(!must_sync(&[], Some(&stored), &stored), "nothing changed");
+    }
 
     fn entry(index: u64, term: u64) -> Entry {
         Entry { index, term, data: format!("e{index}").into_bytes().into(), ..Entry::default() }
