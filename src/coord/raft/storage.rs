@@ -2,11 +2,18 @@
 //! snapshot of the state machine, under `data_dir/raft`. Everything raft acknowledges (entries,
 //! term, vote, snapshots) is fsynced first; a write that only moves the commit index is not.
 //!
+//! raft reads the log from a copy in memory, never from raft-engine's files: raft-engine caches
+//! the last block it read in a thread-local keyed by file and offset but not by engine, so two
+//! members in one process (tests, benchmarks) could be answered from each other's logs. The files
+//! are read only when the log is opened, on a thread of its own. The copy is small: the log is
+//! compacted every `snapshot_every` applied entries.
+//!
 //! This module owns `data_dir`. It refuses to start from a directory that was initialised but
 //! whose log is missing, corrupt or truncated: an empty state there would silently forget
 //! committed watermarks (S3). A fresh directory is initialised with the static membership and a
 //! marker naming the member, so the two cases can never be confused.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -95,6 +102,8 @@ pub struct RaftLog {
     hard_state: HardState,
     conf_state: ConfState,
     snapshot: Snapshot,
+    /// Exactly the entries raft-engine holds, in index order: what raft reads.
+    entries: VecDeque<Entry>,
 }
 
 fn engine_config(dir: &Path) -> raft_engine::Config {
@@ -151,6 +160,7 @@ impl RaftLog {
             hard_state: HardState::default(),
             conf_state: ConfState::default(),
             snapshot: Snapshot::default(),
+            entries: VecDeque::new(),
         };
         if has_marker {
             let conf =
@@ -169,6 +179,7 @@ impl RaftLog {
                 .get_message::<Snapshot>(GROUP, KEY_SNAPSHOT)
                 .map_err(|e| corrupt(e.to_string()))?
                 .unwrap_or_default();
+            log.entries = read_entries(&log.engine).map_err(corrupt)?;
             let progress: Progress = match std::fs::read_to_string(data_dir.join(PROGRESS)) {
                 Ok(text) => serde_json::from_str(&text).map_err(|e| corrupt(format!("{PROGRESS}: {e}")))?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Progress::default(),
@@ -224,6 +235,16 @@ impl RaftLog {
         if entries.is_empty() && hard_state.is_none() {
             return Ok(());
         }
+        if let Some(e) = entries.first() {
+            // raft-engine panics on a hole or on rewriting compacted entries; refuse instead.
+            let (first, last) = (self.first(), self.last());
+            if e.index < first || e.index > last + 1 {
+                return Err(self.write_err(format!(
+                    "entries from index {} do not continue a log that holds {first}..={last}",
+                    e.index
+                )));
+            }
+        }
         let mut batch = LogBatch::default();
         batch.add_entries::<EntryCodec>(GROUP, entries).map_err(|e| self.write_err(e))?;
         if let Some(hs) = hard_state {
@@ -231,6 +252,12 @@ impl RaftLog {
         }
         let sync = must_sync(entries, hard_state, &self.hard_state);
         self.engine.write(&mut batch, sync).map_err(|e| self.write_err(e))?;
+        if let Some(e) = entries.first() {
+            while self.entries.back().is_some_and(|last| last.index >= e.index) {
+                self.entries.pop_back();
+            }
+            self.entries.extend(entries.iter().cloned());
+        }
         if let Some(hs) = hard_state {
             self.hard_state = hs.clone();
         }
@@ -277,6 +304,7 @@ impl RaftLog {
         self.hard_state = hs;
         self.conf_state = meta.get_conf_state().clone();
         self.snapshot = snapshot.clone();
+        self.entries.clear();
         self.maybe_write_progress(true)
     }
 
@@ -297,17 +325,55 @@ impl RaftLog {
         batch.add_command(GROUP, EngineCommand::Compact { index: index + 1 });
         self.engine.write(&mut batch, true).map_err(|e| self.write_err(e))?;
         self.snapshot = snapshot;
-        self.engine.purge_expired_files().map_err(|e| self.write_err(e))?;
+        while self.entries.front().is_some_and(|e| e.index <= index) {
+            self.entries.pop_front();
+        }
+        // Purging may rewrite live entries, which reads them through raft-engine's thread-local
+        // block cache: on a fresh thread that cache holds nothing of another engine's.
+        let engine = &self.engine;
+        let purged = std::thread::scope(|s| {
+            s.spawn(|| engine.purge_expired_files().map(drop).map_err(|e| e.to_string()))
+                .join()
+                .unwrap_or_else(|_| Err("raft-engine panicked while purging".to_string()))
+        });
+        purged.map_err(|e| self.write_err(e))?;
         self.maybe_write_progress(true)
     }
 
     fn first(&self) -> u64 {
-        self.engine.first_index(GROUP).unwrap_or(self.snapshot_index() + 1)
+        self.entries.front().map_or(self.snapshot_index() + 1, |e| e.index)
     }
 
     fn last(&self) -> u64 {
-        self.engine.last_index(GROUP).unwrap_or(self.snapshot_index())
+        self.entries.back().map_or(self.snapshot_index(), |e| e.index)
     }
+
+    /// The entry at `idx`, which must lie within `first()..=last()`.
+    fn entry_at(&self, idx: u64) -> Option<&Entry> {
+        let offset = idx.checked_sub(self.first())?;
+        self.entries.get(usize::try_from(offset).ok()?)
+    }
+}
+
+/// Every entry in `engine`, read on a thread of its own so that raft-engine's thread-local
+/// block cache cannot answer with another engine's block.
+fn read_entries(engine: &Engine) -> Result<VecDeque<Entry>, String> {
+    let (Some(first), Some(last)) = (engine.first_index(GROUP), engine.last_index(GROUP)) else {
+        return Ok(VecDeque::new());
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut out = Vec::new();
+            engine.fetch_entries_to::<EntryCodec>(GROUP, first, last + 1, None, &mut out).map_err(|e| e.to_string())?;
+            let contiguous = out.iter().zip(first..).all(|(e, i)| e.index == i);
+            if out.len() as u64 != last + 1 - first || !contiguous {
+                return Err(format!("the entries between {first} and {last} are not all there"));
+            }
+            Ok(VecDeque::from(out))
+        })
+        .join()
+        .unwrap_or_else(|_| Err("raft-engine panicked while reading the log".to_string()))
+    })
 }
 
 /// Whether a write must be on disk before it returns: it carries entries, or a term or vote
@@ -330,10 +396,6 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn other(e: impl std::fmt::Display) -> raft::Error {
-    raft::Error::Store(StorageError::Other(e.to_string().into()))
-}
-
 impl raft::Storage for RaftLog {
     fn initial_state(&self) -> raft::Result<RaftState> {
         Ok(RaftState { hard_state: self.hard_state.clone(), conf_state: self.conf_state.clone() })
@@ -352,13 +414,11 @@ impl raft::Storage for RaftLog {
         if high > self.last() + 1 {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        let mut out = Vec::with_capacity((high - low) as usize);
-        let max = max_size.into().map(|m| usize::try_from(m).unwrap_or(usize::MAX));
-        self.engine.fetch_entries_to::<EntryCodec>(GROUP, low, high, max, &mut out).map_err(other)?;
-        if out.is_empty() && high > low {
-            // raft expects at least one entry when the range is non-empty.
+        let (Ok(from), Ok(to)) = (usize::try_from(low - self.first()), usize::try_from(high - self.first())) else {
             return Err(raft::Error::Store(StorageError::Unavailable));
-        }
+        };
+        let mut out: Vec<Entry> = self.entries.range(from..to).cloned().collect();
+        raft::util::limit_size(&mut out, max_size.into());
         Ok(out)
     }
 
@@ -373,10 +433,7 @@ impl raft::Storage for RaftLog {
         if idx > self.last() {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        match self.engine.get_entry::<EntryCodec>(GROUP, idx).map_err(other)? {
-            Some(e) => Ok(e.term),
-            None => Err(raft::Error::Store(StorageError::Unavailable)),
-        }
+        self.entry_at(idx).map(|e| e.term).ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
@@ -441,6 +498,28 @@ mod tests {
         assert_eq!(ents.len(), 3);
     }
 
+    /// raft-engine keeps the last block it read in a thread-local cache keyed by file and
+    /// offset, not by engine. Two members in one process (the tests, the benchmarks) write
+    /// byte-for-byte equal layouts, so one member's read could be answered from the other's log.
+    #[test]
+    fn two_logs_read_on_one_thread_each_see_only_their_own_entries() {
+        let (dir_a, dir_b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let (mut a, _) = RaftLog::open(dir_a.path(), &member(), &[1, 2, 3]).expect("open a");
+        let (mut b, _) = RaftLog::open(dir_b.path(), &member(), &[1, 2, 3]).expect("open b");
+        a.persist(&(1..=3).map(|i| entry(i, 1)).collect::<Vec<_>>(), None).expect("persist a");
+        b.persist(&(1..=3).map(|i| entry(i, 2)).collect::<Vec<_>>(), None).expect("persist b");
+        for _ in 0..2 {
+            assert_eq!((a.term(2).expect("a"), b.term(2).expect("b")), (1, 2));
+            let ents = b.entries(1, 4, None, GetEntriesContext::empty(false)).expect("entries of b");
+            assert!(ents.iter().all(|e| e.term == 2), "b read a's entries: {ents:?}");
+        }
+        drop((a, b));
+        let (a, _) = RaftLog::open(dir_a.path(), &member(), &[1, 2, 3]).expect("reopen a");
+        assert_eq!(a.term(3).expect("a"), 1);
+        let (b, _) = RaftLog::open(dir_b.path(), &member(), &[1, 2, 3]).expect("reopen b");
+        assert_eq!((a.term(3).expect("a"), b.term(3).expect("b")), (1, 2));
+    }
+
     #[test]
     fn conflicting_suffix_is_overwritten() {
         let dir = tempfile::tempdir().expect("dir");
@@ -449,6 +528,36 @@ mod tests {
         log.persist(&[entry(2, 2)], None).expect("overwrite");
         assert_eq!(log.last_index().expect("last"), 2);
         assert_eq!(log.term(2).expect("term"), 2);
+    }
+
+    #[test]
+    fn entries_stop_at_max_size_but_always_give_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut log, _) = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).expect("open");
+        log.persist(&(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>(), None).expect("persist");
+        let ctx = || GetEntriesContext::empty(false);
+        let one = u64::from(protobuf::Message::compute_size(&entry(1, 1)));
+        assert_eq!(
+            log.entries(3, 8, None, ctx()).expect("all").iter().map(|e| e.index).collect::<Vec<_>>(),
+            [3, 4, 5, 6, 7]
+        );
+        assert_eq!(log.entries(3, 8, Some(2 * one), ctx()).expect("two").len(), 2);
+        assert_eq!(log.entries(3, 8, Some(0), ctx()).expect("one").len(), 1);
+        assert!(matches!(log.entries(3, 12, None, ctx()), Err(raft::Error::Store(StorageError::Unavailable))));
+    }
+
+    #[test]
+    fn entries_that_leave_a_hole_are_refused_and_the_log_is_unchanged() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut log, _) = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).expect("open");
+        log.persist(&[entry(1, 1), entry(2, 1)], None).expect("persist");
+        let err = log.persist(&[entry(4, 1)], None).expect_err("a hole is refused");
+        assert!(err.to_string().contains("from index 4 do not continue a log that holds 1..=2"), "{err}");
+        log.compact(1, b"state".to_vec()).expect("compact");
+        assert!(log.persist(&[entry(1, 2)], None).is_err(), "a compacted index cannot be rewritten");
+        drop(log);
+        let (log, _) = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).expect("reopen");
+        assert_eq!((log.first_index().expect("first"), log.last_index().expect("last")), (2, 2));
     }
 
     #[test]
