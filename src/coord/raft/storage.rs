@@ -328,15 +328,10 @@ impl RaftLog {
         while self.entries.front().is_some_and(|e| e.index <= index) {
             self.entries.pop_front();
         }
-        // Purging may rewrite live entries, which reads them through raft-engine's thread-local
-        // block cache: on a fresh thread that cache holds nothing of another engine's.
+        // Purging may rewrite live entries, which reads them through the block cache.
         let engine = &self.engine;
-        let purged = std::thread::scope(|s| {
-            s.spawn(|| engine.purge_expired_files().map(drop).map_err(|e| e.to_string()))
-                .join()
-                .unwrap_or_else(|_| Err("raft-engine panicked while purging".to_string()))
-        });
-        purged.map_err(|e| self.write_err(e))?;
+        on_fresh_thread("purge the raft log", || engine.purge_expired_files().map(drop).map_err(|e| e.to_string()))
+            .map_err(|e| self.write_err(e))?;
         self.maybe_write_progress(true)
     }
 
@@ -355,24 +350,31 @@ impl RaftLog {
     }
 }
 
-/// Every entry in `engine`, read on a thread of its own so that raft-engine's thread-local
-/// block cache cannot answer with another engine's block.
+/// Every entry in `engine`.
 fn read_entries(engine: &Engine) -> Result<VecDeque<Entry>, String> {
     let (Some(first), Some(last)) = (engine.first_index(GROUP), engine.last_index(GROUP)) else {
         return Ok(VecDeque::new());
     };
+    on_fresh_thread("read the raft log", || {
+        let mut out = Vec::new();
+        engine.fetch_entries_to::<EntryCodec>(GROUP, first, last + 1, None, &mut out).map_err(|e| e.to_string())?;
+        let contiguous = out.iter().zip(first..).all(|(e, i)| e.index == i);
+        if out.len() as u64 != last + 1 - first || !contiguous {
+            return Err(format!("the entries between {first} and {last} are not all there"));
+        }
+        Ok(VecDeque::from(out))
+    })
+}
+
+/// Runs `work`, which reads raft-engine's files, on a thread that has never read another
+/// engine's: raft-engine's thread-local block cache is keyed by file and offset only.
+fn on_fresh_thread<T: Send>(what: &str, work: impl FnOnce() -> Result<T, String> + Send) -> Result<T, String> {
     std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut out = Vec::new();
-            engine.fetch_entries_to::<EntryCodec>(GROUP, first, last + 1, None, &mut out).map_err(|e| e.to_string())?;
-            let contiguous = out.iter().zip(first..).all(|(e, i)| e.index == i);
-            if out.len() as u64 != last + 1 - first || !contiguous {
-                return Err(format!("the entries between {first} and {last} are not all there"));
-            }
-            Ok(VecDeque::from(out))
-        })
-        .join()
-        .unwrap_or_else(|_| Err("raft-engine panicked while reading the log".to_string()))
+        let thread = std::thread::Builder::new()
+            .name("raft-log-io".into())
+            .spawn_scoped(s, work)
+            .map_err(|e| format!("cannot start a thread to {what}: {e}"))?;
+        thread.join().unwrap_or_else(|_| Err(format!("raft-engine panicked while trying to {what}")))
     })
 }
 
