@@ -538,6 +538,16 @@ mod tests {
         m
     }
 
+    /// A peer on 127.0.0.1 that serves the stream or only unary calls, its port, and this
+    /// member's senders to it with the token that stops them.
+    async fn peer_and_sender(stream: bool) -> (Served, u16, PeerSenders, CancellationToken) {
+        let (listener, port) = listen().await;
+        let peer = serve(listener, stream);
+        let shutdown = CancellationToken::new();
+        let senders = senders_to(port, &shutdown);
+        (peer, port, senders, shutdown)
+    }
+
     fn senders_to(port: u16, shutdown: &CancellationToken) -> PeerSenders {
         let target = PeerTarget {
             raft_id: PEER,
@@ -582,10 +592,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn raft_messages_reach_the_peer_in_order_on_one_stream() {
-        let (listener, port) = listen().await;
-        let mut peer = serve(listener, true);
-        let shutdown = CancellationToken::new();
-        let senders = senders_to(port, &shutdown);
+        let (mut peer, _, senders, shutdown) = peer_and_sender(true).await;
         // The first message opens the stream; the rest follow it.
         senders.send(vec![heartbeat(0)]);
         assert_eq!(receive(&mut peer.inbox, 1).await, vec![0]);
@@ -599,10 +606,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_peer_that_does_not_serve_the_stream_gets_batches_call_by_call() {
-        let (listener, port) = listen().await;
-        let mut peer = serve(listener, false);
-        let shutdown = CancellationToken::new();
-        let senders = senders_to(port, &shutdown);
+        let (mut peer, _, senders, shutdown) = peer_and_sender(false).await;
         // What went out before the peer said "unimplemented" is lost, as on a lossy link; raft
         // resends. So keep sending until messages arrive, then check the rest come in order.
         let first = send_until_heard(&senders, &mut peer.inbox, 0).await;
@@ -617,10 +621,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_member_that_stops_ends_its_streams_and_the_sender_reaches_its_successor() {
-        let (listener, port) = listen().await;
-        let mut old = serve(listener, true);
-        let shutdown = CancellationToken::new();
-        let senders = senders_to(port, &shutdown);
+        let (mut old, port, senders, shutdown) = peer_and_sender(true).await;
         senders.send(vec![heartbeat(1)]);
         assert_eq!(receive(&mut old.inbox, 1).await, vec![1]);
         old.stop.cancel();
