@@ -166,6 +166,10 @@ pub struct RaftConfig {
     pub election_ticks: u32,
     #[serde(default = "defaults::heartbeat_ticks")]
     pub heartbeat_ticks: u32,
+    /// Peers without TLS. Only for trials on one machine: refused unless every peer address is
+    /// loopback, and warned about at every start. Without it the raft backend requires `[tls]`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_plaintext_peers: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -358,6 +362,11 @@ pub struct FailoverConfig {
     pub fence_command: Option<Vec<String>>,
     #[serde(default = "defaults::fence_command_timeout", with = "duration_text")]
     pub fence_command_timeout: Duration,
+    /// How far above the best height the cluster knows an imported watermark may be, unless the
+    /// import says `--force`: a typo such as an extra digit would otherwise stop the key from
+    /// signing for good, since a watermark never goes down (S3).
+    #[serde(default = "defaults::import_max_ahead")]
+    pub import_max_ahead: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -496,6 +505,9 @@ pub(crate) mod defaults {
     pub fn fence_command_timeout() -> Duration {
         Duration::from_secs(10)
     }
+    pub fn import_max_ahead() -> u64 {
+        100_000
+    }
     pub fn api_socket() -> PathBuf {
         PathBuf::from("/run/failoverd/control.sock")
     }
@@ -536,6 +548,7 @@ impl Default for RaftConfig {
             tick: defaults::raft_tick(),
             election_ticks: defaults::election_ticks(),
             heartbeat_ticks: defaults::heartbeat_ticks(),
+            insecure_plaintext_peers: false,
         }
     }
 }
@@ -562,6 +575,7 @@ impl Default for FailoverConfig {
             floor_margin: defaults::floor_margin(),
             fence_command: None,
             fence_command_timeout: defaults::fence_command_timeout(),
+            import_max_ahead: defaults::import_max_ahead(),
         }
     }
 }

@@ -14,6 +14,7 @@
 //! - [`proto`]: generated protobuf types and their conversions.
 //! - [`signal`]: the one place that waits for SIGTERM/SIGINT.
 //! - [`telemetry`]: metrics, health endpoints, systemd notifications and event webhooks.
+//! - [`tls`]: the identity (member or operator) a peer's certificate names.
 //! - [`cli`]: the `failoverd` subcommands behind the thin binaries.
 
 #![deny(unsafe_code)]
@@ -38,3 +39,4 @@ pub mod role;
 pub mod signal;
 pub mod sim;
 pub mod telemetry;
+pub mod tls;
