@@ -299,7 +299,9 @@ fn run_member(path: &std::path::Path, rejoin: bool) -> ExitCode {
             on_signal.cancel();
         });
         tracing::info!(member = %config.member, peer_address = %me.peer_address, "failoverd member starting");
-        match crate::daemon::run(config, crate::daemon::RunOptions { rejoin }, listener, shutdown).await {
+        match crate::daemon::run(config, crate::daemon::RunOptions { rejoin, abort_on_panic: true }, listener, shutdown)
+            .await
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -321,6 +323,7 @@ fn coordinator(path: &std::path::Path, rejoin: bool) -> ExitCode {
         return usage_error(format!("{}: coordinator.backend is not \"raft\"; nothing to run", path.display()));
     }
     with_peer_listener(config, me, async move |config, me, listener| {
+        crate::panic_hook::abort_after_fencing(None, Duration::ZERO);
         let node =
             match RaftCoordinator::start(&config, listener, RaftOptions { rejoin, ..RaftOptions::default() }).await {
                 Ok(n) => n,

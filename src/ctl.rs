@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use tonic::Code;
 
+use crate::domain::MemberId;
 use crate::http::error_chain;
 use crate::proto::v1::{
     DemoteRequest, Event, EventsRequest, Hrs as WireHrs, MembersReply, MembersRequest, PauseRequest, PromoteRequest,
@@ -35,25 +36,25 @@ pub struct Args {
     /// The member's control socket (default: api.socket of --config, else /run/failoverd/control.sock).
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
-    /// Read the socket path (and, with --address, the TLS files) from this member config.
+    /// Read the socket path (and, with --address, the CA) from this member config.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Reach the member's TCP control API (api.listen) at HOST:PORT over mutual TLS instead of
-    /// its socket. Needs a client certificate signed by the cluster's CA.
+    /// its socket. Needs an operator certificate (`failoverd tls operator NAME`).
     #[arg(long, global = true)]
     address: Option<String>,
     /// CA that signs the member's certificate (default: tls.ca_file of --config).
     #[arg(long, global = true)]
     tls_ca: Option<PathBuf>,
-    /// This operator's certificate (default: tls.cert_file of --config).
+    /// This operator's certificate, made by `failoverd tls operator NAME`.
     #[arg(long, global = true)]
     tls_cert: Option<PathBuf>,
-    /// This operator's private key (default: tls.key_file of --config).
+    /// This operator's private key (mode 0600).
     #[arg(long, global = true)]
     tls_key: Option<PathBuf>,
-    /// The name the member's certificate must carry (default: the host of --address).
+    /// The member the server's certificate must name (default: any member of the cluster's CA).
     #[arg(long, global = true)]
-    tls_server_name: Option<String>,
+    tls_member: Option<String>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -198,7 +199,7 @@ pub fn run(args: Args) -> ExitCode {
 /// Where failoverctl reaches the member.
 enum Target {
     Socket(PathBuf),
-    Tls { address: String, server_name: String, ca: PathBuf, cert: PathBuf, key: PathBuf },
+    Tls { address: String, member: Option<MemberId>, ca: PathBuf, cert: PathBuf, key: PathBuf },
 }
 
 impl Target {
@@ -221,16 +222,12 @@ impl Target {
             Target::Socket(socket) => {
                 crate::api::client::connect(socket, timeout).await.map_err(|e| unreachable(error_chain(&e)))
             }
-            Target::Tls { address, server_name, ca, cert, key } => {
-                let read = |what: &str, p: &PathBuf| {
-                    std::fs::read(p).map_err(|e| Failure::usage(format!("{what} {}: {e}", p.display())))
-                };
-                let files = crate::api::client::TlsFiles {
-                    ca: read("--tls-ca", ca)?,
-                    cert: read("--tls-cert", cert)?,
-                    key: read("--tls-key", key)?,
-                };
-                crate::api::client::connect_tls(address, server_name, &files, timeout)
+            Target::Tls { address, member, ca, cert, key } => {
+                let operator =
+                    crate::tls::TlsMaterial::from_files(("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key))
+                        .map_err(|e| Failure::usage(e.to_string()))?;
+                operator.expect_operator(cert).map_err(|e| Failure::usage(format!("--tls-cert: {e}")))?;
+                crate::api::client::connect_tls(address, &operator, member.clone(), timeout)
                     .await
                     .map_err(|e| unreachable(error_chain(&e)))
             }
@@ -240,22 +237,34 @@ impl Target {
 
 fn target_of(args: &Args) -> Result<Target, Failure> {
     let Some(address) = &args.address else { return socket_of(args).map(Target::Socket) };
-    let config_tls = match &args.config {
-        Some(path) => crate::config::Config::load(path).map_err(|e| Failure::usage(format!("--config: {e}")))?.tls,
+    // Only the CA comes from a member's config: its certificate is a member's, and the control
+    // API accepts operators only.
+    let config_ca = match &args.config {
+        Some(path) => crate::config::Config::load(path)
+            .map_err(|e| Failure::usage(format!("--config: {e}")))?
+            .tls
+            .map(|t| t.ca_file),
         None => None,
     };
-    let pick = |given: &Option<PathBuf>, from: Option<PathBuf>, flag: &str| {
-        given.clone().or(from).ok_or_else(|| {
-            Failure::usage(format!("--address needs {flag} (or --config with a [tls] section): mutual TLS is required"))
+    let required = |given: &Option<PathBuf>, flag: &str| {
+        given.clone().ok_or_else(|| {
+            Failure::usage(format!(
+                "--address needs {flag}: the TCP control API requires an operator certificate (`failoverd tls operator NAME`)"
+            ))
         })
     };
-    let host = address.rsplit_once(':').map_or(address.as_str(), |(h, _)| h).trim_matches(['[', ']']);
+    let member = match &args.tls_member {
+        None => None,
+        Some(m) => Some(MemberId::new(m.clone()).map_err(|e| Failure::usage(format!("--tls-member: {e}")))?),
+    };
     Ok(Target::Tls {
         address: address.clone(),
-        server_name: args.tls_server_name.clone().unwrap_or_else(|| host.to_string()),
-        ca: pick(&args.tls_ca, config_tls.as_ref().map(|t| t.ca_file.clone()), "--tls-ca")?,
-        cert: pick(&args.tls_cert, config_tls.as_ref().map(|t| t.cert_file.clone()), "--tls-cert")?,
-        key: pick(&args.tls_key, config_tls.as_ref().map(|t| t.key_file.clone()), "--tls-key")?,
+        member,
+        ca: args.tls_ca.clone().or(config_ca).ok_or_else(|| {
+            Failure::usage("--address needs --tls-ca (or --config with a [tls] section): the cluster's CA".to_string())
+        })?,
+        cert: required(&args.tls_cert, "--tls-cert")?,
+        key: required(&args.tls_key, "--tls-key")?,
     })
 }
 

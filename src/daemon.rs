@@ -46,6 +46,9 @@ pub enum DaemonError {
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     pub rejoin: bool,
+    /// A panic anywhere fences the producer and aborts the process (`panic_hook`). The binary
+    /// sets it; tests that run members in-process do not.
+    pub abort_on_panic: bool,
 }
 
 type SharedProducer = Arc<dyn Producer>;
@@ -109,7 +112,11 @@ pub async fn run(
         })?),
         false => None,
     };
+    let abort_on_panic = options.abort_on_panic;
     let parts = setup(&config, options, listener, &shutdown).await?;
+    if abort_on_panic {
+        crate::panic_hook::abort_after_fencing(parts.self_fence.clone(), parts.fence_timeout);
+    }
     let parts = Arc::new(parts);
     if let Some(listener) = metrics_listener {
         let telemetry = Arc::clone(&parts.telemetry);
@@ -200,7 +207,11 @@ async fn setup(
             (consul.clone(), None, Some(consul))
         }
     };
-    let metrics = Arc::new(Metrics::new(&me.id, me.kind));
+    let mut metrics = Metrics::new(&me.id, me.kind);
+    if let Some(raft) = &raft {
+        metrics.register_peer_refusals(raft.peer_refusals().family());
+    }
+    let metrics = Arc::new(metrics);
     let measured = Arc::new(MeasuredStore::new(coord, Arc::clone(&metrics)));
     let coord: Arc<dyn Coordinator> = measured.clone();
     let role_policy = RolePolicy::from_config(config);
@@ -350,7 +361,7 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
     for i in 0..p.references.len() {
         tokio::spawn(reference_loop(Arc::clone(&p), i, shutdown.clone()));
     }
-    install_test_hooks(&shutdown);
+    install_test_hooks(&shutdown, p.raft.clone());
     let mut st = LoopState {
         role: RoleState::new(p.kind, MonoTime::now()),
         history: ProbeHistory::default(),
@@ -971,10 +982,23 @@ async fn graceful_stop(st: &mut LoopState, p: &Parts) {
 }
 
 /// With `FAILOVERD_TEST_HOOKS=1`, SIGUSR2 blocks every runtime worker: what a stalled runtime
-/// looks like, so tests can show the self-fence thread acts anyway. Never set in production.
-fn install_test_hooks(shutdown: &CancellationToken) {
+/// looks like, so tests can show the self-fence thread acts anyway; SIGUSR1 makes the raft task
+/// panic, so tests can show a panic ends the process after fencing. Never set in production.
+fn install_test_hooks(shutdown: &CancellationToken, raft: Option<Arc<RaftCoordinator>>) {
     if std::env::var("FAILOVERD_TEST_HOOKS").as_deref() != Ok("1") {
         return;
+    }
+    if let Some(raft) = raft {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let Ok(mut usr1) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) else {
+                return;
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = usr1.recv() => raft.inject_panic().await,
+            }
+        });
     }
     let shutdown = shutdown.clone();
     tokio::spawn(async move {

@@ -230,6 +230,8 @@ struct FenceState {
     deadline: Option<MonoTime>,
     fired: u64,
     stop: bool,
+    /// Fence now, whatever the deadline (a panic is ending the process).
+    now: bool,
 }
 
 impl SelfFence {
@@ -282,6 +284,29 @@ impl SelfFence {
         self.state().stop = true;
         self.shared.1.notify_all();
     }
+
+    /// Has the thread fence the producer at once if it may be active, and waits up to `limit`
+    /// for the fence to be done. Returns whether the producer is known inactive by then. For a
+    /// process about to end on a panic: it must not leave a node signing behind it.
+    pub fn fence_now(&self, limit: Duration) -> bool {
+        let (lock, cv) = &*self.shared;
+        let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
+        if s.deadline.is_none() {
+            return true;
+        }
+        let fired_before = s.fired;
+        s.now = true;
+        cv.notify_all();
+        let end = std::time::Instant::now() + limit;
+        while s.fired == fired_before {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = cv.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        true
+    }
 }
 
 fn watch(shared: &(Mutex<FenceState>, Condvar), producer: &dyn Producer, fence_timeout: Duration) {
@@ -295,23 +320,30 @@ fn watch(shared: &(Mutex<FenceState>, Condvar), producer: &dyn Producer, fence_t
             None => s = cv.wait(s).unwrap_or_else(|p| p.into_inner()),
             Some(d) => {
                 let now = MonoTime::now();
-                if now < d {
+                let urgent = s.now;
+                if now < d && !urgent {
                     s = cv.wait_timeout(s, d.saturating_since(now)).unwrap_or_else(|p| p.into_inner()).0;
                     continue;
                 }
                 drop(s);
-                tracing::error!(
-                    "lease deadline passed with the producer possibly active: self-fencing from the deadline thread"
-                );
+                if urgent {
+                    tracing::error!("the process is ending on a panic: fencing the producer first");
+                } else {
+                    tracing::error!(
+                        "lease deadline passed with the producer possibly active: self-fencing from the deadline thread"
+                    );
+                }
                 let result = producer.fence(fence_timeout);
                 s = lock.lock().unwrap_or_else(|p| p.into_inner());
                 match result {
                     Ok(()) => {
                         s.fired += 1;
-                        // Only disarm if nobody re-armed meanwhile with a later deadline.
-                        if s.deadline.is_some_and(|cur| cur <= MonoTime::now()) {
+                        // Only disarm if nobody re-armed meanwhile with a later deadline; a fence
+                        // on a panic is final.
+                        if urgent || s.deadline.is_some_and(|cur| cur <= MonoTime::now()) {
                             s.deadline = None;
                         }
+                        cv.notify_all();
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "self-fence failed; retrying");

@@ -13,6 +13,7 @@
 //! - [`http`]: the one way to build an HTTP client (rustls + ring, deadlines).
 //! - [`proto`]: generated protobuf types and their conversions.
 //! - [`signal`]: the one place that waits for SIGTERM/SIGINT.
+//! - [`panic_hook`]: a panic fences the producer and ends the process.
 //! - [`telemetry`]: metrics, health endpoints, systemd notifications and event webhooks.
 //! - [`tls`]: the identity (member or operator) a peer's certificate names.
 //! - [`cli`]: the `failoverd` subcommands behind the thin binaries.
@@ -33,6 +34,7 @@ pub mod guard;
 pub mod health;
 pub mod http;
 pub mod operator_command;
+pub mod panic_hook;
 pub mod producer;
 pub mod proto;
 pub mod role;

@@ -24,32 +24,30 @@ pub async fn connect(socket: &Path, timeout: Duration) -> Result<ControlClient<C
     Ok(ControlClient::new(channel))
 }
 
-/// PEM contents of the CA, the client certificate and its key.
-pub struct TlsFiles {
-    pub ca: Vec<u8>,
-    pub cert: Vec<u8>,
-    pub key: Vec<u8>,
+/// Why a TLS connection to the control API could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot use the TLS files: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
 }
 
-/// A client for the TCP control API at `address` (HOST:PORT), presenting `files`' certificate
-/// and accepting only a server certificate for `server_name` signed by `files.ca`.
+/// A client for the TCP control API at `address` (HOST:PORT), presenting `operator`'s
+/// certificate and accepting only a server certificate from the same CA that names a member —
+/// `member` when given, any member otherwise.
 pub async fn connect_tls(
     address: &str,
-    server_name: &str,
-    files: &TlsFiles,
+    operator: &crate::tls::TlsMaterial,
+    member: Option<crate::domain::MemberId>,
     timeout: Duration,
-) -> Result<ControlClient<Channel>, tonic::transport::Error> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+) -> Result<ControlClient<Channel>, ConnectError> {
     crate::http::install_crypto_provider();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&files.ca))
-        .identity(Identity::from_pem(&files.cert, &files.key))
-        .domain_name(server_name);
-    let channel = Endpoint::from_shared(format!("https://{address}"))?
-        .tls_config(tls)?
+    let config = crate::tls::client_config(operator, member)?;
+    let channel = Endpoint::from_shared(format!("http://{address}"))?
         .timeout(timeout)
         .connect_timeout(timeout)
-        .connect()
+        .connect_with_connector(crate::tls::TlsConnector::new(config))
         .await?;
     Ok(ControlClient::new(channel))
 }

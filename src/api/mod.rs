@@ -1,8 +1,12 @@
-//! The operator's control API (proto/failover/v1/control.proto) on the member's unix socket.
+//! The operator's control API (proto/failover/v1/control.proto) on the member's unix socket and,
+//! optionally, on TCP with mutual TLS.
 //!
 //! It reads the member's view and records operator intents through the coordinator, after
-//! checking them against the cluster's published status; it never touches a producer. Every
-//! mutating call is logged with the caller's peer credentials (uid/pid on the socket).
+//! checking them against the cluster's published status; it never touches a producer. Only
+//! operators may call it: on the socket, whoever its file mode lets in; on TCP, only a
+//! certificate that names an operator (`failoverd://operator/<name>`) — a member's certificate
+//! is refused. Every mutating call is logged with its caller (uid/pid on the socket, the
+//! operator's name on TCP).
 
 pub mod client;
 mod intents;
@@ -48,25 +52,40 @@ pub struct ControlService {
     pub events: Arc<EventLog>,
 }
 
-/// Who called, for the log: peer credentials on the unix socket, the client certificate's
-/// subject on TLS.
+/// Who called, for the log: peer credentials on the unix socket, the operator its certificate
+/// names on TLS.
 fn caller<T>(request: &Request<T>) -> String {
     if let Some(cred) = request.extensions().get::<tonic::transport::server::UdsConnectInfo>().and_then(|i| i.peer_cred)
     {
-        return format!("uid {} pid {:?}", cred.uid(), cred.pid());
+        let pid = cred.pid().map_or_else(|| "unknown".to_string(), |p| p.to_string());
+        return format!("uid {} pid {pid}", cred.uid());
     }
-    let subject =
-        request.peer_certs().and_then(|certs| certs.first().and_then(|der| certificate_subject(der.as_ref())));
     let address = request.remote_addr().map_or("unknown address".to_string(), |a| a.to_string());
-    match subject {
-        Some(subject) => format!("certificate {subject} from {address}"),
-        None => format!("unknown caller from {address}"),
+    match crate::tls::caller_identity(request) {
+        Some(Ok(identity)) => format!("{identity} from {address}"),
+        _ => format!("unknown caller from {address}"),
     }
 }
 
-/// The subject of a DER certificate (`CN=operator, O=…`), if it parses.
-pub fn certificate_subject(der: &[u8]) -> Option<String> {
-    x509_parser::parse_x509_certificate(der).ok().map(|(_, cert)| cert.subject().to_string())
+/// The TCP control API's admission rule: only a certificate that names an operator. A member's
+/// certificate is refused — members drive each other through the store, never through this
+/// API — and so is one with no failoverd identity.
+fn operators_only(request: Request<()>) -> Result<Request<()>, Status> {
+    let address = request.remote_addr().map_or("unknown address".to_string(), |a| a.to_string());
+    match crate::tls::caller_identity(&request) {
+        Some(Ok(crate::tls::PeerIdentity::Operator(_))) => Ok(request),
+        Some(Ok(other)) => {
+            tracing::warn!(from = %address, "control API call refused: the certificate names {other}; only operators may use it");
+            Err(Status::permission_denied(format!(
+                "this certificate names {other}; the control API accepts only operator certificates (`failoverd tls operator NAME`)"
+            )))
+        }
+        Some(Err(e)) => {
+            tracing::warn!(from = %address, "control API call refused: {e}");
+            Err(Status::permission_denied(format!("client certificate refused: {e}")))
+        }
+        None => Err(Status::permission_denied("the TCP control API needs an operator certificate")),
+    }
 }
 
 fn refuse(e: CoordError) -> Status {
@@ -192,22 +211,23 @@ fn async_stream_of(
 }
 
 /// Serves the control API on TCP with mutual TLS until `shutdown`: a client must present a
-/// certificate signed by `tls.ca_file`, or the handshake fails.
+/// certificate signed by `tls.ca_file`, or the handshake fails, and that certificate must name
+/// an operator, or every call is refused.
 pub async fn serve_tcp(
     listen: &crate::config::ListenAddress,
     tls: &crate::config::TlsConfig,
     service: ControlService,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let tls = crate::coord::raft::transport::PeerTls::load(tls).map_err(|e| e.to_string())?;
+    let tls = crate::tls::TlsMaterial::load(tls).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(listen.0)
         .await
         .map_err(|e| format!("cannot listen on {} (api.listen): {e}", listen.0))?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
-        .tls_config(tls.server())
+        .tls_config(tls.tonic_server())
         .map_err(|e| format!("TLS for api.listen: {e}"))?
-        .add_service(ControlServer::new(service))
+        .add_service(ControlServer::with_interceptor(service, operators_only))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .map_err(|e| e.to_string())

@@ -13,6 +13,7 @@
 //! - [`activation`]: the producers' activation log (when each node was allowed to sign) and the
 //!   S1 checker over it.
 //! - [`checker`]: reads a ledger and reports every S2 violation and every gap in signed heights.
+//! - [`rogue_peer`]: a hostile peer that sends forged and spoofed peer traffic.
 //!
 //! Nothing here is used by a real deployment; it exists so that tests can prove S1 and S2 with
 //! real processes, sockets and files.
@@ -24,3 +25,4 @@ pub mod jsonl;
 pub mod ledger;
 pub mod node;
 pub mod privval_node;
+pub mod rogue_peer;

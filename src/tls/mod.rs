@@ -5,9 +5,23 @@
 //! `failoverd://operator/<name>` for a person or tool that drives it. The peer port accepts only
 //! members and takes the sender's id from here; the TCP control API accepts only operators.
 //!
-//! This module reads certificates; it never decides what an identity may do (the peer service
-//! and the control API do) and never reads a private key.
+//! This module reads certificates and sets up connections; it never decides what an identity
+//! may do (the peer service and the control API do).
 
+mod dial;
 mod identity;
+mod material;
 
+pub use dial::{MemberServerVerifier, TlsConnector, client_config};
 pub use identity::{IdentityError, OperatorName, PeerIdentity, identity_of, member_uri, operator_uri};
+pub use material::{TlsFilesError, TlsMaterial};
+
+/// The identity of the caller of a tonic request: `None` on a connection without TLS (the unix
+/// socket, or plaintext peers on loopback), else what its verified certificate names.
+pub fn caller_identity<T>(request: &tonic::Request<T>) -> Option<Result<PeerIdentity, IdentityError>> {
+    let certs = request.peer_certs()?;
+    Some(match certs.first() {
+        Some(der) => identity_of(der.as_ref()),
+        None => Err(IdentityError::Missing),
+    })
+}

@@ -5,7 +5,7 @@
 //! Status (`publish_status` / `cluster_status`) travels over the peer service directly, never
 //! through the log. This module never decides anything about roles; it only stores.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::fsm::{Command, FsmState, Reply};
 use super::node::{self, NodeConfig, NodeInfo, Request};
+use super::peer_gate::{PeerGate, PeerRefusals};
 use super::storage::{Opened, RaftLog, StoreError};
-use super::transport::{LinkFilter, PeerSenders, PeerService, PeerTarget, PeerTls, StatusBoard, TransportError};
+use super::transport::{LinkFilter, PeerSenders, PeerService, PeerTarget, StatusBoard, TransportError};
 use crate::config::{Config, MemberConfig};
 use crate::coord::{CoordError, Coordinator, Intents, StatusReport, StoreView, Transfer};
 use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, Watermark};
@@ -50,6 +51,13 @@ pub enum StartError {
     Transport(#[from] TransportError),
     #[error("cannot serve the peer service: {0}")]
     Serve(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsFilesError),
+    #[error(
+        "the raft backend needs [tls] (mutual TLS between members); make certificates with `failoverd tls ca` and \
+         `failoverd tls member ID`, or set coordinator.raft.insecure_plaintext_peers = true for a trial on loopback"
+    )]
+    NoTls,
     #[error("{0}")]
     Config(String),
     #[error(
@@ -82,6 +90,7 @@ pub struct RaftCoordinator {
     safety_margin: Duration,
     shutdown: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    refusals: PeerRefusals,
 }
 
 impl RaftCoordinator {
@@ -106,7 +115,7 @@ impl RaftCoordinator {
         let (log, opened) = RaftLog::open(&config.data_dir, &me, &voters)?;
         tracing::info!(member = %me, raft_id = my_id, fresh = opened == Opened::Fresh, rejoin = options.rejoin, "raft storage open");
 
-        let tls = config.tls.as_ref().map(PeerTls::load).transpose()?;
+        let tls = peer_tls(config)?;
         let filter = LinkFilter::default();
         let shutdown = CancellationToken::new();
         let targets: Vec<PeerTarget> = config
@@ -130,20 +139,24 @@ impl RaftCoordinator {
             ids: ids.clone(),
             witnesses: config.members.iter().filter(|m| m.kind == MemberKind::Witness).map(|m| ids[&m.id]).collect(),
         };
-        let (task, view, info) = node::build(node_cfg, log, Arc::clone(&senders), inbox_rx, req_rx)?;
+        let refusals = PeerRefusals::default();
+        let (task, view, info) = node::build(node_cfg, log, Arc::clone(&senders), inbox_rx, req_rx, refusals.clone())?;
         let board = StatusBoard::default();
+        let peers: BTreeMap<MemberId, u64> =
+            ids.iter().filter(|(_, id)| **id != my_id).map(|(m, id)| (m.clone(), *id)).collect();
         let service = PeerService {
             inbox: inbox_tx,
             board: board.clone(),
             filter: filter.clone(),
-            known: ids.values().copied().filter(|id| *id != my_id).collect::<HashSet<u64>>(),
+            me: my_id,
+            gate: PeerGate::new(peers, tls.is_some(), refusals.clone()),
             shutdown: shutdown.clone(),
         };
         let mut server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(super::transport::KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(super::transport::KEEPALIVE_TIMEOUT));
         if let Some(tls) = &tls {
-            server = server.tls_config(tls.server()).map_err(|e| StartError::Serve(e.to_string()))?;
+            server = server.tls_config(tls.tonic_server()).map_err(|e| StartError::Serve(e.to_string()))?;
         }
         // Raft traffic is small messages: without TCP_NODELAY on the accepted side, replies
         // wait behind an unacknowledged segment, which on a lossy link means a retransmit.
@@ -176,7 +189,19 @@ impl RaftCoordinator {
             safety_margin: c.safety_margin,
             shutdown,
             tasks: Mutex::new(vec![server_task, node_task]),
+            refusals,
         })
+    }
+
+    /// Refused peer requests and snapshots, by reason (for metrics and tests).
+    pub fn peer_refusals(&self) -> &PeerRefusals {
+        &self.refusals
+    }
+
+    /// Test hook: makes the raft task panic (see `daemon`'s test hooks).
+    #[doc(hidden)]
+    pub async fn inject_panic(&self) {
+        let _ = self.requests.send(Request::Panic).await;
     }
 
     /// The node's own view of raft (leader, term, indexes).
@@ -280,6 +305,26 @@ impl Drop for RaftCoordinator {
 
 fn unexpected(reply: Reply) -> CoordError {
     CoordError::Invalid(format!("the state machine gave an unexpected answer: {reply:?}"))
+}
+
+/// This member's TLS material, checked to name this member; `None` only when the config opts
+/// into plaintext peers (which validation allows on loopback only), with a warning every start.
+fn peer_tls(config: &Config) -> Result<Option<crate::tls::TlsMaterial>, StartError> {
+    match &config.tls {
+        Some(tls) => {
+            let material = crate::tls::TlsMaterial::load(tls)?;
+            material.expect_member(&tls.cert_file, &config.member)?;
+            Ok(Some(material))
+        }
+        None if config.coordinator.raft.insecure_plaintext_peers => {
+            tracing::warn!(
+                "peers talk without TLS (coordinator.raft.insecure_plaintext_peers = true): anyone who can reach the \
+                 peer port can speak for any member. Only for trials on one machine; configure [tls] for real use"
+            );
+            Ok(None)
+        }
+        None => Err(StartError::NoTls),
+    }
 }
 
 fn dir_has_entries(dir: &Path) -> bool {

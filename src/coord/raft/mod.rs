@@ -6,9 +6,13 @@
 //! - [`node`]: the task that drives raft-rs and runs the leader's expiry timer.
 //! - [`storage`]: the durable log on raft-engine, snapshots and compaction.
 //! - [`transport`]: the tonic peer service, per-peer batching senders, mutual TLS.
+//! - [`peer_gate`]: who may speak on the peer port, and as whom (identity from certificates).
+//! - [`snapshot_check`]: which snapshots from peers may be installed.
 mod coordinator;
 pub mod fsm;
 pub mod node;
+pub mod peer_gate;
+pub mod snapshot_check;
 pub mod storage;
 pub mod transport;
 

@@ -20,6 +20,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::fsm::{Command, FsmState, Reply};
+use super::peer_gate::{PeerRefusals, Refusal};
+use super::snapshot_check::check_snapshot;
 use super::storage::{RaftLog, StoreError};
 use super::transport::{Inbound, PeerSenders};
 use crate::coord::{CoordError, StoreView};
@@ -46,7 +48,12 @@ pub struct NodeConfig {
 
 /// A request from the coordinator handle.
 pub enum Request {
-    Propose { cmd: Command, reply: oneshot::Sender<Result<Reply, CoordError>> },
+    Propose {
+        cmd: Command,
+        reply: oneshot::Sender<Result<Reply, CoordError>>,
+    },
+    /// Test hook (`FAILOVERD_TEST_HOOKS`): panic inside the raft task, as a bug in raft-rs would.
+    Panic,
 }
 
 /// What the node reports about itself (for status, metrics and tests).
@@ -105,6 +112,8 @@ pub struct NodeTask {
     last_leadership_transfer: Option<Instant>,
     /// Requests waiting for a leader to propose to.
     parked: Vec<(Command, oneshot::Sender<Result<Reply, CoordError>>)>,
+    /// Where refused snapshots are counted and logged.
+    refusals: PeerRefusals,
 }
 
 /// Builds the raft core over `log`, restoring the state machine from its snapshot.
@@ -114,6 +123,7 @@ pub fn build(
     senders: Arc<PeerSenders>,
     inbox: mpsc::Receiver<Inbound>,
     requests: mpsc::Receiver<Request>,
+    refusals: PeerRefusals,
 ) -> Result<(NodeTask, watch::Receiver<StoreView>, watch::Receiver<NodeInfo>), StoreError> {
     let path = log.path().to_path_buf();
     let corrupt = |detail: String| StoreError::Corrupt { path: path.clone(), detail };
@@ -162,6 +172,7 @@ pub fn build(
         ticks_rejoining: 0,
         last_leadership_transfer: None,
         parked: Vec::new(),
+        refusals,
     };
     Ok((task, view_rx, info_rx))
 }
@@ -266,6 +277,9 @@ impl NodeTask {
     }
 
     fn on_message(&mut self, mut m: Message) {
+        if m.get_msg_type() == MessageType::MsgSnapshot && !self.snapshot_acceptable(&m) {
+            return;
+        }
         if m.get_msg_type() == MessageType::MsgHeartbeat {
             let last = self.raw.raft.raft_log.last_index();
             if m.commit > last {
@@ -293,6 +307,27 @@ impl NodeTask {
         }
     }
 
+    /// Whether the snapshot `m` carries may reach raft (see `snapshot_check`). A refused one is
+    /// dropped before raft sees it, so nothing is persisted and this member keeps its log; the
+    /// leader, if it is a real one, keeps replicating.
+    fn snapshot_acceptable(&self, m: &Message) -> bool {
+        let voters = self.cfg.ids.values().copied().collect();
+        let members = self.cfg.ids.keys().cloned().collect();
+        match check_snapshot(m.get_snapshot(), &voters, &members) {
+            Ok(_) => true,
+            Err(why) => {
+                let what = format!(
+                    "a snapshot from raft id {} (index {}, term {}) was not installed: {why}",
+                    m.from,
+                    m.get_snapshot().get_metadata().index,
+                    m.get_snapshot().get_metadata().term
+                );
+                self.refusals.record(Refusal::Snapshot, None, &what);
+                false
+            }
+        }
+    }
+
     /// A member lost its disk: as leader, forget what it had matched and replicate from scratch
     /// (entries, or the snapshot if they were compacted). Lowering `matched` only makes commit
     /// decisions more conservative.
@@ -311,9 +346,13 @@ impl NodeTask {
     }
 
     fn on_request(&mut self, req: Request) {
-        let Request::Propose { cmd, reply } = req;
-        self.parked.push((cmd, reply));
-        self.flush_parked();
+        match req {
+            Request::Propose { cmd, reply } => {
+                self.parked.push((cmd, reply));
+                self.flush_parked();
+            }
+            Request::Panic => panic!("test hook: a panic inside the raft task"),
+        }
     }
 
     /// Proposes the requests that wait for a leader. While no leader is known, or raft drops a
@@ -419,11 +458,14 @@ impl NodeTask {
         let early = rd.take_messages();
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
-            self.raw.mut_store().apply_snapshot(&snap)?;
-            self.fsm = serde_json::from_slice(&snap.data).map_err(|e| StoreError::Corrupt {
+            // Decoded before it is persisted: a state that does not decode must never reach the
+            // disk, or this member could not start again (`snapshot_acceptable` refuses it first).
+            let fsm: FsmState = serde_json::from_slice(&snap.data).map_err(|e| StoreError::Corrupt {
                 path: self.raw.store().path().to_path_buf(),
                 detail: format!("snapshot from the leader does not decode: {e}"),
             })?;
+            self.raw.mut_store().apply_snapshot(&snap)?;
+            self.fsm = fsm;
             self.publish_view();
         }
         // A leader's messages may leave before its own entries are on disk (raft-rs: `messages`

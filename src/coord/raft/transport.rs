@@ -4,12 +4,15 @@
 //! when the stream ends, and never blocks the raft loop — a message that cannot be queued is
 //! dropped, which raft tolerates.
 //!
-//! Optional mutual TLS: a member only accepts peers whose certificate chains to the cluster CA,
-//! and only dials peers whose certificate names the expected member id. A [`LinkFilter`] drops
-//! traffic to or from chosen peers: the fault-injection hook that tests and chaos runs use to
-//! partition a member without touching the network.
+//! Mutual TLS (the default): a member accepts only callers whose certificate chains to the
+//! cluster's CA and names another member, and takes the sender's identity from that certificate
+//! ([`PeerGate`]); it dials a peer only when the peer's certificate names the member it meant to
+//! reach ([`crate::tls::client_config`]). A [`LinkFilter`] drops traffic to or from chosen peers:
+//! the fault-injection hook that tests and chaos runs use to partition a member without touching
+//! the network.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -17,14 +20,16 @@ use protobuf::Message as _;
 use raft::eraftpb::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::config::{PeerAddress, TlsConfig};
+use super::peer_gate::{Caller, PeerGate, Refusal};
+use crate::config::PeerAddress;
 use crate::domain::{MemberId, MemberStatus};
 use crate::proto::v1::peer_client::PeerClient;
 use crate::proto::v1::peer_server::Peer;
 use crate::proto::v1::{MemberStatusMsg, RaftAck, RaftBatch, RejoinAck, RejoinNotice, StatusAck};
+use crate::tls::TlsMaterial;
 
 /// What the peer service hands to the raft node.
 pub enum Inbound {
@@ -49,40 +54,10 @@ pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("cannot read {what} {path}: {source}")]
-    ReadTls { what: &'static str, path: std::path::PathBuf, source: std::io::Error },
     #[error("peer address {0} is not usable as a URI: {1}")]
     BadAddress(String, String),
-}
-
-/// Certificates for mutual TLS between members.
-#[derive(Clone)]
-pub struct PeerTls {
-    ca: Certificate,
-    identity: Identity,
-}
-
-impl PeerTls {
-    pub fn load(tls: &TlsConfig) -> Result<PeerTls, TransportError> {
-        let read = |what, path: &std::path::Path| {
-            std::fs::read(path).map_err(|source| TransportError::ReadTls { what, path: path.to_path_buf(), source })
-        };
-        let ca = Certificate::from_pem(read("tls.ca_file", &tls.ca_file)?);
-        let identity = Identity::from_pem(read("tls.cert_file", &tls.cert_file)?, read("tls.key_file", &tls.key_file)?);
-        Ok(PeerTls { ca, identity })
-    }
-
-    pub fn server(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new().identity(self.identity.clone()).client_ca_root(self.ca.clone())
-    }
-
-    /// Client config that accepts only a certificate naming `peer` (as a DNS SAN).
-    pub fn client(&self, peer: &MemberId) -> ClientTlsConfig {
-        ClientTlsConfig::new()
-            .ca_certificate(self.ca.clone())
-            .identity(self.identity.clone())
-            .domain_name(peer.as_str())
-    }
+    #[error("cannot set up TLS to the peers: {0}")]
+    Tls(String),
 }
 
 /// Peers whose traffic is dropped in both directions. Empty in normal operation.
@@ -133,28 +108,38 @@ pub struct PeerService {
     pub inbox: mpsc::Sender<Inbound>,
     pub board: StatusBoard,
     pub filter: LinkFilter,
-    /// Raft ids of the configured members: batches from anyone else are refused.
-    pub known: HashSet<u64>,
+    /// This member's raft id: messages addressed to anyone else are refused.
+    pub me: u64,
+    /// Who may call, and as whom.
+    pub gate: PeerGate,
     /// Ends the open raft streams when this member stops, so that peers dial again (a server
     /// that shuts down gracefully would otherwise wait for streams that never end).
     pub shutdown: CancellationToken,
 }
 
 impl PeerService {
-    /// Checks a batch and decodes its messages: every one must be a raft message from the
-    /// member the batch says it comes from, and that member must be one of ours.
-    fn decode(&self, batch: RaftBatch) -> Result<Vec<Message>, Status> {
-        if !self.known.contains(&batch.from) {
-            return Err(Status::permission_denied(format!("raft id {} is not a member of this cluster", batch.from)));
-        }
+    /// Checks a batch and decodes its messages: the batch must come from the caller, and every
+    /// message must be a raft message from that member, addressed to this one.
+    fn decode(&self, caller: &Caller, batch: RaftBatch, from: Option<SocketAddr>) -> Result<Vec<Message>, Status> {
+        self.gate.check_raft_id(caller, batch.from, "a raft batch", from)?;
+        let malformed = |what: String| {
+            self.gate.refusals.record(Refusal::Malformed, from, &what);
+            Status::invalid_argument(what)
+        };
         let mut messages = Vec::with_capacity(batch.messages.len());
         for (i, bytes) in batch.messages.iter().enumerate() {
             let m = Message::parse_from_bytes(bytes)
-                .map_err(|e| Status::invalid_argument(format!("messages[{i}] is not a raft message: {e}")))?;
+                .map_err(|e| malformed(format!("messages[{i}] is not a raft message: {e}")))?;
             if m.from != batch.from {
-                return Err(Status::invalid_argument(format!(
+                return Err(malformed(format!(
                     "messages[{i}] claims to come from raft id {} inside a batch from {}",
                     m.from, batch.from
+                )));
+            }
+            if m.to != self.me {
+                return Err(malformed(format!(
+                    "messages[{i}] is addressed to raft id {}, not to this member (raft id {})",
+                    m.to, self.me
                 )));
             }
             messages.push(m);
@@ -166,20 +151,33 @@ impl PeerService {
         // A full inbox means the node is behind; dropping is what the network would do.
         let _ = self.inbox.try_send(Inbound::Raft(messages));
     }
+
+    /// The raft id traffic from `caller` is filtered by: its certificate's, or (plaintext) the
+    /// one it claims.
+    fn link_of(caller: &Caller, claimed: u64) -> u64 {
+        match caller {
+            Caller::Member { raft_id, .. } => *raft_id,
+            Caller::Unauthenticated => claimed,
+        }
+    }
 }
 
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn raft(&self, request: Request<RaftBatch>) -> Result<Response<RaftAck>, Status> {
+        let caller = self.gate.caller(&request)?;
+        let from = request.remote_addr();
         let batch = request.into_inner();
-        if self.filter.is_blocked(batch.from) {
+        if self.filter.is_blocked(PeerService::link_of(&caller, batch.from)) {
             return Err(Status::unavailable("link blocked by fault injection"));
         }
-        self.deliver(self.decode(batch)?);
+        self.deliver(self.decode(&caller, batch, from)?);
         Ok(Response::new(RaftAck {}))
     }
 
     async fn raft_stream(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
+        let caller = self.gate.caller(&request)?;
+        let from = request.remote_addr();
         let mut batches = request.into_inner();
         loop {
             let next = tokio::select! {
@@ -188,19 +186,19 @@ impl Peer for PeerService {
             };
             let Some(batch) = next else { break };
             // A blocked link loses what it carries, as a cut cable would; the stream stays.
-            if self.filter.is_blocked(batch.from) {
+            if self.filter.is_blocked(PeerService::link_of(&caller, batch.from)) {
                 continue;
             }
-            self.deliver(self.decode(batch)?);
+            self.deliver(self.decode(&caller, batch, from)?);
         }
         Ok(Response::new(RaftAck {}))
     }
 
     async fn rejoin(&self, request: Request<RejoinNotice>) -> Result<Response<RejoinAck>, Status> {
+        let caller = self.gate.caller(&request)?;
+        let from = request.remote_addr();
         let id = request.into_inner().raft_id;
-        if !self.known.contains(&id) {
-            return Err(Status::permission_denied(format!("raft id {id} is not a member of this cluster")));
-        }
+        self.gate.check_raft_id(&caller, id, "a rejoin notice", from)?;
         if self.filter.is_blocked(id) {
             return Err(Status::unavailable("link blocked by fault injection"));
         }
@@ -209,8 +207,11 @@ impl Peer for PeerService {
     }
 
     async fn publish_status(&self, request: Request<MemberStatusMsg>) -> Result<Response<StatusAck>, Status> {
+        let caller = self.gate.caller(&request)?;
+        let from = request.remote_addr();
         let status =
             MemberStatus::try_from(request.into_inner()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.gate.check_member(&caller, &status.member, from)?;
         self.board.put(status);
         Ok(Response::new(StatusAck {}))
     }
@@ -231,10 +232,11 @@ pub struct PeerSenders {
     filter: LinkFilter,
 }
 
-fn endpoint(target: &PeerTarget, tls: Option<&PeerTls>) -> Result<Endpoint, TransportError> {
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let uri = format!("{scheme}://{}", target.address);
-    let mut ep = Endpoint::from_shared(uri.clone())
+/// A lazily connected channel to `target`: over TLS that accepts only `target`'s own member
+/// certificate, or plaintext without `tls`.
+fn channel(target: &PeerTarget, tls: Option<&TlsMaterial>) -> Result<tonic::transport::Channel, TransportError> {
+    let uri = format!("http://{}", target.address);
+    let ep = Endpoint::from_shared(uri.clone())
         .map_err(|e| TransportError::BadAddress(uri.clone(), e.to_string()))?
         .connect_timeout(Duration::from_millis(500))
         // No per-request timeout on the channel: the raft stream lives as long as the
@@ -244,10 +246,14 @@ fn endpoint(target: &PeerTarget, tls: Option<&PeerTls>) -> Result<Endpoint, Tran
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
         .tcp_nodelay(true);
-    if let Some(tls) = tls {
-        ep = ep.tls_config(tls.client(&target.member)).map_err(|e| TransportError::BadAddress(uri, e.to_string()))?;
-    }
-    Ok(ep)
+    Ok(match tls {
+        None => ep.connect_lazy(),
+        Some(tls) => {
+            let config = crate::tls::client_config(tls, Some(target.member.clone()))
+                .map_err(|e| TransportError::Tls(e.to_string()))?;
+            ep.connect_with_connector_lazy(crate::tls::TlsConnector::new(config))
+        }
+    })
 }
 
 impl PeerSenders {
@@ -255,14 +261,14 @@ impl PeerSenders {
     pub fn start(
         me: u64,
         peers: &[PeerTarget],
-        tls: Option<&PeerTls>,
+        tls: Option<&TlsMaterial>,
         filter: LinkFilter,
         shutdown: &CancellationToken,
     ) -> Result<PeerSenders, TransportError> {
         let mut queues = HashMap::new();
         let mut channels = HashMap::new();
         for target in peers {
-            let client = PeerClient::new(endpoint(target, tls)?.connect_lazy());
+            let client = PeerClient::new(channel(target, tls)?);
             let (tx, rx) = mpsc::channel(QUEUE);
             queues.insert(target.raft_id, tx);
             channels.insert(target.raft_id, client.clone());
@@ -506,7 +512,12 @@ mod tests {
                 inbox: inbox_tx,
                 board: StatusBoard::default(),
                 filter: LinkFilter::default(),
-                known: HashSet::from([ME]),
+                me: PEER,
+                gate: PeerGate::new(
+                    BTreeMap::from([(MemberId::new("a").expect("id"), ME)]),
+                    false,
+                    super::super::peer_gate::PeerRefusals::default(),
+                ),
                 shutdown: stop.clone(),
             },
             stream,

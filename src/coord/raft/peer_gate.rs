@@ -1,0 +1,222 @@
+//! Who may speak on the peer port, and as whom (DESIGN.md §4, trust model).
+//!
+//! With TLS, a caller is the member its verified certificate names (`failoverd://member/<id>`),
+//! and nothing else: a raft batch whose `from`, a message whose `from`, a status whose `member`
+//! or a rejoin notice whose id is another member's is refused with PERMISSION_DENIED. Operator
+//! certificates, certificates of members outside this cluster and certificates without an
+//! identity are refused before any field is read. Without TLS (`insecure_plaintext_peers`, on
+//! loopback only) there is no identity to check, and a claim is only checked against the
+//! configured membership.
+//!
+//! Every refusal is counted (`failoverd_peer_refusals_total{reason}`) and logged once per
+//! connection, with the identity presented and the one claimed, so a flood of forged messages
+//! costs a counter, not the log. This module never reads raft state and never changes it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tonic::{Request, Status};
+
+use crate::domain::MemberId;
+use crate::tls::{PeerIdentity, caller_identity};
+
+/// Connections whose refusal was logged, at most; then the set starts again.
+const LOGGED_CONNECTIONS: usize = 4096;
+
+/// Why a peer request was refused: the `reason` label of `failoverd_peer_refusals_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The certificate is not a member of this cluster's (an operator, a stranger, none).
+    NotAMember,
+    /// A member claimed to be another member.
+    SpoofedSender,
+    /// The bytes are not what they claim to be (not a raft message, a group bomb).
+    Malformed,
+    /// A snapshot whose membership or state this member refuses to install.
+    Snapshot,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 4] = [Refusal::NotAMember, Refusal::SpoofedSender, Refusal::Malformed, Refusal::Snapshot];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NotAMember => "not_a_member",
+            Refusal::SpoofedSender => "spoofed_sender",
+            Refusal::Malformed => "malformed",
+            Refusal::Snapshot => "snapshot",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabel {
+    pub reason: String,
+}
+
+/// The refusal counters and the connections already logged. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct PeerRefusals {
+    counts: Family<RefusalLabel, Counter>,
+    logged: Arc<Mutex<HashSet<SocketAddr>>>,
+}
+
+impl Default for PeerRefusals {
+    fn default() -> Self {
+        let counts = Family::<RefusalLabel, Counter>::default();
+        // Every series exists from the start, so an alert's increase() sees the first refusal.
+        for r in Refusal::ALL {
+            let _ = counts.get_or_create(&RefusalLabel { reason: r.as_str().to_string() });
+        }
+        PeerRefusals { counts, logged: Arc::new(Mutex::new(HashSet::new())) }
+    }
+}
+
+impl PeerRefusals {
+    /// The counter family, for the metrics registry.
+    pub fn family(&self) -> Family<RefusalLabel, Counter> {
+        self.counts.clone()
+    }
+
+    /// How many refusals of `reason` so far.
+    pub fn count(&self, reason: Refusal) -> u64 {
+        self.counts.get_or_create(&RefusalLabel { reason: reason.as_str().to_string() }).get()
+    }
+
+    /// Counts a refusal and logs it, once per connection (`from`), at warn: it is either an
+    /// attack or a misconfigured member, and both need a person.
+    pub fn record(&self, reason: Refusal, from: Option<SocketAddr>, what: &str) {
+        self.counts.get_or_create(&RefusalLabel { reason: reason.as_str().to_string() }).inc();
+        let first = match from {
+            None => true,
+            Some(addr) => {
+                let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+                if logged.len() >= LOGGED_CONNECTIONS {
+                    logged.clear();
+                }
+                logged.insert(addr)
+            }
+        };
+        let address = from.map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
+        if first {
+            tracing::warn!(reason = reason.as_str(), from = %address, "peer request refused: {what}");
+        } else {
+            tracing::debug!(reason = reason.as_str(), from = %address, "peer request refused: {what}");
+        }
+    }
+}
+
+/// Who a request on the peer port comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// A member, as its verified certificate says.
+    Member { id: MemberId, raft_id: u64 },
+    /// A plaintext connection (`insecure_plaintext_peers`): nobody is authenticated.
+    Unauthenticated,
+}
+
+/// The peer port's admission rules for one member.
+#[derive(Clone)]
+pub struct PeerGate {
+    /// Raft ids of the other members of this cluster.
+    peers: BTreeMap<MemberId, u64>,
+    /// Whether callers must present a member certificate (the port serves TLS).
+    require_certificates: bool,
+    pub refusals: PeerRefusals,
+}
+
+impl PeerGate {
+    pub fn new(peers: BTreeMap<MemberId, u64>, require_certificates: bool, refusals: PeerRefusals) -> PeerGate {
+        PeerGate { peers, require_certificates, refusals }
+    }
+
+    fn member_of(&self, raft_id: u64) -> Option<&MemberId> {
+        self.peers.iter().find(|(_, id)| **id == raft_id).map(|(m, _)| m)
+    }
+
+    /// Names a raft id for a log line: `member b (raft id 2)` or `raft id 9 (no member)`.
+    fn describe(&self, raft_id: u64) -> String {
+        match self.member_of(raft_id) {
+            Some(m) => format!("member {m} (raft id {raft_id})"),
+            None => format!("raft id {raft_id}, which is no member of this cluster"),
+        }
+    }
+
+    fn refuse(&self, reason: Refusal, from: Option<SocketAddr>, what: String) -> Status {
+        self.refusals.record(reason, from, &what);
+        Status::permission_denied(what)
+    }
+
+    /// The caller of `request`: a member of this cluster by its certificate, or
+    /// `Unauthenticated` on a plaintext port. Anyone else is refused here.
+    pub fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let from = request.remote_addr();
+        match caller_identity(request) {
+            None if self.require_certificates => Err(self.refuse(
+                Refusal::NotAMember,
+                from,
+                "a connection without a client certificate; only members speak on the peer port".into(),
+            )),
+            None => Ok(Caller::Unauthenticated),
+            Some(Err(e)) => Err(self.refuse(Refusal::NotAMember, from, format!("a client certificate refused: {e}"))),
+            Some(Ok(PeerIdentity::Member(id))) => match self.peers.get(&id) {
+                Some(raft_id) => Ok(Caller::Member { raft_id: *raft_id, id }),
+                None => Err(self.refuse(
+                    Refusal::NotAMember,
+                    from,
+                    format!("a certificate for member {id}, which is no other member of this cluster"),
+                )),
+            },
+            Some(Ok(other)) => Err(self.refuse(
+                Refusal::NotAMember,
+                from,
+                format!("a certificate for {other}; only members speak on the peer port"),
+            )),
+        }
+    }
+
+    /// Checks that `caller` may speak for raft id `claimed` (`what` says where the claim is).
+    pub fn check_raft_id(
+        &self,
+        caller: &Caller,
+        claimed: u64,
+        what: &str,
+        from: Option<SocketAddr>,
+    ) -> Result<(), Status> {
+        match caller {
+            Caller::Member { id, raft_id } if *raft_id != claimed => Err(self.refuse(
+                Refusal::SpoofedSender,
+                from,
+                format!("member {id} (by its certificate) sent {what} claiming to be {}", self.describe(claimed)),
+            )),
+            Caller::Member { .. } => Ok(()),
+            Caller::Unauthenticated if self.member_of(claimed).is_none() => Err(self.refuse(
+                Refusal::NotAMember,
+                from,
+                format!("{what} claims to come from {}", self.describe(claimed)),
+            )),
+            Caller::Unauthenticated => Ok(()),
+        }
+    }
+
+    /// Checks that `caller` may publish the status of `member`.
+    pub fn check_member(&self, caller: &Caller, member: &MemberId, from: Option<SocketAddr>) -> Result<(), Status> {
+        match (caller, self.peers.get(member)) {
+            (_, None) => Err(self.refuse(
+                Refusal::NotAMember,
+                from,
+                format!("a status for {member}, which is no other member of this cluster"),
+            )),
+            (Caller::Member { id, .. }, Some(_)) if id != member => Err(self.refuse(
+                Refusal::SpoofedSender,
+                from,
+                format!("member {id} (by its certificate) published a status claiming to be member {member}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
