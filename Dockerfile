@@ -20,11 +20,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -D -m 0755 -t /out target/release/failoverd target/release/failoverctl
 
 FROM debian:bookworm-slim AS runtime
-# ca-certificates: HTTPS to reference RPCs and Consul. libssl3: failoverd links libssl.so.3
-# (the Consul client, consulrs, reaches OpenSSL through reqwest's native-tls); without it the
-# binary does not start.
+# ca-certificates: HTTPS to reference RPCs and Consul (TLS is rustls; failoverd links no OpenSSL).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libssl3 \
+ && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 failoverd \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/failoverd --no-create-home \

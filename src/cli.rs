@@ -131,19 +131,10 @@ pub enum Command {
 }
 
 /// Sets up tracing on stderr in the chosen format; `RUST_LOG` filters (default `info`).
-/// The Consul client library logs every request at info, every absent key (a normal answer) as
-/// an error, and its request spans may carry headers (the ACL token): it is silenced unless
-/// `RUST_LOG` names it explicitly. Its failures reach failoverd as values and are logged there,
-/// with what was asked of which agent.
 pub fn init_logging(format: LogFormat) {
-    let mut directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-    for quiet in ["consulrs", "rustify"] {
-        if !directives.contains(quiet) {
-            directives.push_str(&format!(",{quiet}=off"));
-        }
-    }
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,consulrs=off,rustify=off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),

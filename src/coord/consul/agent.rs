@@ -1,32 +1,47 @@
 //! The local Consul agent's HTTP API as the Consul coordinator uses it: a TTL check, a session
 //! bound to it, KV reads (consistent or blocking), KV writes (acquire, release, check-and-set) and
-//! transactions. Calls go through consulrs; `/v1/txn`, which consulrs lacks, goes through the
-//! project's reqwest client with the same address, token and CA.
+//! transactions. Every call goes through the project's reqwest client (rustls with ring, no
+//! OpenSSL), with the configured CA as the only root for an `https://` agent and the ACL token in
+//! `X-Consul-Token`.
 //!
 //! Owns the mapping of Consul's answers to plain data ([`KvEntry`]) and of its failures to
-//! [`AgentError`]; it decides nothing about leases. No call here has its own deadline: the caller
-//! bounds every one (dropping the future cancels the request).
+//! [`AgentError`]: an answer is read into memory only up to [`ANSWER_LIMIT`], and one that is not
+//! what Consul sends (not JSON, a field missing or of another type, a Value that is not base64) is
+//! refused naming the field; it never panics on what the agent sends. It decides nothing about
+//! leases. No call here has its own deadline: the caller bounds every one (dropping the future
+//! cancels the request).
 
 use std::time::Duration;
 
-use consulrs::api::Features;
-use consulrs::api::features::{Blocking, ConsistencyMode};
-use consulrs::api::kv::requests::{ReadKeyRequest, SetKeyRequest};
-use consulrs::client::{ConsulClient, ConsulClientSettingsBuilder};
-use consulrs::error::ClientError;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::ConsulConfig;
 
+/// The most of one answer that is read: Consul's own KV values are at most 512 KiB, and failoverd
+/// reads at most one prefix of small JSON values at a time.
+pub const ANSWER_LIMIT: usize = 4 * 1024 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AgentError {
     #[error("cannot reach the Consul agent at {address}: {detail}")]
     Unreachable { address: String, detail: String },
-    #[error("Consul answered HTTP {code}: {message}")]
-    Api { code: u16, message: String },
-    #[error("Consul's answer is malformed: {0}")]
-    Malformed(String),
+    #[error("the Consul agent answered HTTP {code} to {request}: {message}")]
+    Api { request: String, code: u16, message: String },
+    #[error(
+        "the Consul agent's answer to {request} is malformed: {field} {problem}; is coordinator.consul.address a Consul agent?"
+    )]
+    Malformed { request: String, field: String, problem: String },
+    #[error(
+        "the Consul agent's answer to {request} is larger than {limit} bytes{}; failoverd refused to read it: check what wrote so much under coordinator.consul.prefix",
+        declared.map(|n| format!(" ({n} bytes declared)")).unwrap_or_default()
+    )]
+    AnswerTooLarge { request: String, limit: usize, declared: Option<u64> },
+    #[error("cannot encode the value for Consul key {key} as JSON: {detail}")]
+    Unencodable { key: String, detail: String },
     #[error("cannot set up the Consul client: {0}")]
     Setup(String),
 }
@@ -51,71 +66,153 @@ pub enum TxnOp {
     Cas { key: String, value: Vec<u8>, index: u64 },
 }
 
+/// An answer read whole (within [`ANSWER_LIMIT`]).
+struct Answer {
+    /// "GET /v1/kv/…", for error messages.
+    request: String,
+    status: StatusCode,
+    /// The `X-Consul-Index` header, as sent.
+    index: Option<Vec<u8>>,
+    body: Vec<u8>,
+}
+
 pub struct Agent {
+    /// The agent's address as configured, for error messages.
     address: String,
-    client: ConsulClient,
-    txn: reqwest::Client,
-    token: Option<String>,
+    base: Url,
+    http: reqwest::Client,
+    /// The ACL token, marked sensitive so that no debug output of a request shows it.
+    token: Option<reqwest::header::HeaderValue>,
 }
 
 impl Agent {
     pub fn new(config: &ConsulConfig, token: Option<String>) -> Result<Agent, AgentError> {
-        let address = config.address.0.as_str().trim_end_matches('/').to_string();
-        let mut settings = ConsulClientSettingsBuilder::default();
-        settings.address(address.clone()).verify(true);
-        if let Some(ca) = &config.ca_file {
-            settings.ca_certs(vec![ca.display().to_string()]);
-        } else {
-            settings.ca_certs(Vec::<String>::new());
+        let base = config.address.0.clone();
+        if base.cannot_be_a_base() {
+            return Err(AgentError::Setup(format!(
+                "coordinator.consul.address {} cannot have API paths appended; give it as http://host:port",
+                config.address
+            )));
         }
-        match &token {
-            Some(t) => {
-                settings.token(t.clone());
-            }
-            None => {
-                settings.token(String::new());
-            }
-        }
-        let settings = settings.build().map_err(|e| AgentError::Setup(e.to_string()))?;
-        let client = ConsulClient::new(settings).map_err(|e| AgentError::Setup(e.to_string()))?;
         crate::http::install_crypto_provider();
-        let mut txn = reqwest::Client::builder().no_proxy();
+        let mut http = reqwest::Client::builder().no_proxy();
         if let Some(ca) = &config.ca_file {
             let pem = std::fs::read(ca).map_err(|e| {
                 AgentError::Setup(format!("cannot read coordinator.consul.ca_file {}: {e}", ca.display()))
             })?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| AgentError::Setup(format!("coordinator.consul.ca_file {}: {e}", ca.display())))?;
-            txn = txn.add_root_certificate(cert);
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                AgentError::Setup(format!("coordinator.consul.ca_file {} holds no PEM certificate: {e}", ca.display()))
+            })?;
+            if certs.is_empty() {
+                return Err(AgentError::Setup(format!(
+                    "coordinator.consul.ca_file {} holds no PEM certificate",
+                    ca.display()
+                )));
+            }
+            http = http.tls_certs_only(certs);
         }
-        let txn = txn.build().map_err(|e| AgentError::Setup(e.to_string()))?;
-        Ok(Agent { address, client, txn, token })
+        let http = http.build().map_err(|e| AgentError::Setup(crate::http::error_chain(&e)))?;
+        let token = match token {
+            Some(t) => {
+                let mut value = reqwest::header::HeaderValue::from_str(&t).map_err(|_| {
+                    AgentError::Setup(
+                        "the ACL token in coordinator.consul.token_file has characters an HTTP header cannot carry"
+                            .into(),
+                    )
+                })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        Ok(Agent { address: config.address.to_string(), base, http, token })
     }
 
-    fn error(&self, e: ClientError) -> AgentError {
-        match e {
-            ClientError::APIError { code, message } => {
-                AgentError::Api { code, message: message.unwrap_or_default().trim().to_string() }
-            }
-            ClientError::RestClientError { source } => {
-                AgentError::Unreachable { address: self.address.clone(), detail: source.to_string() }
-            }
-            other => AgentError::Unreachable { address: self.address.clone(), detail: other.to_string() },
+    /// The URL of `fixed` (literal path segments) followed by `tail`, each tail segment
+    /// percent-encoded (a `/` inside one is encoded too).
+    fn url<'a>(&self, fixed: &str, tail: impl IntoIterator<Item = &'a str>) -> Result<Url, AgentError> {
+        let mut url = self.base.clone();
+        url.set_query(None);
+        url.path_segments_mut()
+            .map_err(|()| AgentError::Setup(format!("{} cannot have API paths appended", self.address)))?
+            .pop_if_empty()
+            .extend(fixed.split('/'))
+            .extend(tail);
+        Ok(url)
+    }
+
+    /// The URL of KV `key`, its `/`-separated segments encoded one by one.
+    fn kv_url(&self, key: &str) -> Result<Url, AgentError> {
+        self.url("v1/kv", key.split('/'))
+    }
+
+    /// Sends one request and reads its answer, at most [`ANSWER_LIMIT`] bytes of it.
+    async fn exchange(&self, method: Method, url: Url, body: Option<Vec<u8>>) -> Result<Answer, AgentError> {
+        let request = format!("{method} {}", url.path());
+        let unreachable = |e: reqwest::Error| AgentError::Unreachable {
+            address: self.address.clone(),
+            detail: format!("{request}: {}", crate::http::error_chain(&e)),
+        };
+        let mut builder = self.http.request(method, url);
+        if let Some(token) = &self.token {
+            builder = builder.header("X-Consul-Token", token.clone());
         }
+        if let Some(body) = body {
+            builder = builder.body(body);
+        }
+        let mut response = builder.send().await.map_err(unreachable)?;
+        let too_large =
+            |declared| AgentError::AnswerTooLarge { request: request.clone(), limit: ANSWER_LIMIT, declared };
+        let declared = response.content_length();
+        if let Some(n) = declared.filter(|n| *n > ANSWER_LIMIT as u64) {
+            return Err(too_large(Some(n)));
+        }
+        let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            if body.len() + chunk.len() > ANSWER_LIMIT {
+                return Err(too_large(declared));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let index = response.headers().get("X-Consul-Index").map(|v| v.as_bytes().to_vec());
+        Ok(Answer { status: response.status(), index, body, request })
+    }
+
+    /// [`Self::exchange`], with any status but 2xx (and those in `accepted`) an [`AgentError::Api`].
+    async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        accepted: &[StatusCode],
+    ) -> Result<Answer, AgentError> {
+        let answer = self.exchange(method, url, body).await?;
+        if answer.status.is_success() || accepted.contains(&answer.status) {
+            return Ok(answer);
+        }
+        Err(AgentError::Api {
+            request: answer.request,
+            code: answer.status.as_u16(),
+            message: crate::chain::rpc::quote(answer.body.trim_ascii()),
+        })
     }
 
     /// Registers (or re-registers) a TTL check on the agent, passing.
     pub async fn register_ttl_check(&self, id: &str, name: &str, ttl: Duration) -> Result<(), AgentError> {
-        let mut opts = consulrs::api::check::requests::RegisterCheckRequest::builder();
-        opts.id(id)
-            .ttl(go_duration(ttl))
-            .status("passing")
-            .notes("failoverd keeps this passing; its session is bound to it");
-        consulrs::check::register(&self.client, name, Some(&mut opts)).await.map(|_| ()).map_err(|e| self.error(e))
+        let body = json!({
+            "ID": id,
+            "Name": name,
+            "TTL": go_duration(ttl),
+            "Status": "passing",
+            "Notes": "failoverd keeps this passing; its session is bound to it",
+        });
+        let url = self.url("v1/agent/check/register", [])?;
+        self.call(Method::PUT, url, Some(body.to_string().into_bytes()), &[]).await.map(drop)
     }
 
     pub async fn pass_check(&self, id: &str) -> Result<(), AgentError> {
-        consulrs::check::pass(&self.client, id, None).await.map(|_| ()).map_err(|e| self.error(e))
+        let url = self.url("v1/agent/check/pass", [id])?;
+        self.call(Method::PUT, url, None, &[]).await.map(drop)
     }
 
     /// Creates a session bound to `checks` (and nothing else), releasing its locks when
@@ -126,101 +223,86 @@ impl Agent {
         checks: &[String],
         lock_delay: Duration,
     ) -> Result<String, AgentError> {
-        let mut opts = consulrs::api::session::requests::CreateSessionRequest::builder();
-        opts.name(name).behavior("release").lock_delay(go_duration(lock_delay)).node_checks(checks.to_vec());
-        let r = consulrs::session::create(&self.client, Some(&mut opts)).await.map_err(|e| self.error(e))?;
-        Ok(r.response.id)
+        let body = json!({
+            "Name": name,
+            "Behavior": "release",
+            "LockDelay": go_duration(lock_delay),
+            "NodeChecks": checks,
+        });
+        let url = self.url("v1/session/create", [])?;
+        let answer = self.call(Method::PUT, url, Some(body.to_string().into_bytes()), &[]).await?;
+        parse_session_created(&answer.request, &answer.body)
     }
 
     /// Whether Consul still knows session `id` (an invalidated session is gone).
     pub async fn session_alive(&self, id: &str) -> Result<bool, AgentError> {
-        match consulrs::session::read(&self.client, id, None).await {
-            Ok(r) => Ok(!r.response.is_empty()),
-            Err(ClientError::APIError { code: 404, .. }) => Ok(false),
-            Err(e) => Err(self.error(e)),
+        let url = self.url("v1/session/info", [id])?;
+        let answer = self.call(Method::GET, url, None, &[StatusCode::NOT_FOUND]).await?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok(false);
         }
+        parse_session_info(&answer.request, &answer.body, id)
     }
 
     pub async fn destroy_session(&self, id: &str) -> Result<(), AgentError> {
-        consulrs::session::delete(&self.client, id, None).await.map(|_| ()).map_err(|e| self.error(e))
+        let url = self.url("v1/session/destroy", [id])?;
+        self.call(Method::PUT, url, None, &[]).await.map(drop)
     }
 
     /// A consistent read of `key` (every entry under it with `recurse`); `None` when absent.
     pub async fn read(&self, key: &str, recurse: bool) -> Result<Option<Vec<KvEntry>>, AgentError> {
-        let features = Features { mode: Some(ConsistencyMode::CONSISTENT), ..Features::default() };
-        self.read_with(key, recurse, features).await.map(|r| r.map(|(entries, _)| entries))
+        let mut url = self.kv_url(key)?;
+        url.query_pairs_mut().append_key_only("consistent");
+        if recurse {
+            url.query_pairs_mut().append_key_only("recurse");
+        }
+        self.read_url(url).await.map(|(entries, _)| entries)
     }
 
     /// A blocking read of `key`: answers when its index passes `index`, or after `wait`.
-    /// Returns the entries and the index to wait on next.
+    /// Returns the entries (`None`: absent) and the index to wait on next.
     pub async fn read_blocking(
         &self,
         key: &str,
         index: u64,
         wait: Duration,
     ) -> Result<(Option<Vec<KvEntry>>, u64), AgentError> {
-        let blocking = Blocking { index, wait: Some(go_duration(wait)) };
-        let features = Features { blocking: Some(blocking), ..Features::default() };
-        match self.read_with(key, false, features).await? {
-            Some((entries, next)) => Ok((Some(entries), next)),
-            // A missing key answers 404 at once; wait a little to avoid spinning.
-            None => Ok((None, index)),
-        }
+        let mut url = self.kv_url(key)?;
+        url.query_pairs_mut().append_pair("index", &index.to_string()).append_pair("wait", &go_duration(wait));
+        self.read_url(url).await
     }
 
-    async fn read_with(
-        &self,
-        key: &str,
-        recurse: bool,
-        features: Features,
-    ) -> Result<Option<(Vec<KvEntry>, u64)>, AgentError> {
-        let mut opts = ReadKeyRequest::builder();
-        opts.features(features);
-        if recurse {
-            opts.recurse(true);
+    async fn read_url(&self, url: Url) -> Result<(Option<Vec<KvEntry>>, u64), AgentError> {
+        let answer = self.call(Method::GET, url, None, &[StatusCode::NOT_FOUND]).await?;
+        let index = parse_index(&answer.request, answer.index.as_deref())?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok((None, index));
         }
-        match consulrs::kv::read(&self.client, key, Some(&mut opts)).await {
-            Ok(r) => {
-                let index = r.index.as_deref().and_then(|i| i.parse().ok()).unwrap_or(0);
-                let entries = r.response.into_iter().map(entry).collect::<Result<Vec<_>, _>>()?;
-                Ok(Some((entries, index)))
-            }
-            Err(ClientError::APIError { code: 404, .. }) => Ok(None),
-            Err(e) => Err(self.error(e)),
-        }
+        Ok((Some(parse_kv_entries(&answer.request, &answer.body)?), index))
     }
 
     /// `PUT key?acquire=session`: whether the lock was taken.
     pub async fn acquire<T: Serialize>(&self, key: &str, value: &T, session: &str) -> Result<bool, AgentError> {
-        let mut opts = SetKeyRequest::builder();
-        opts.acquire(session);
-        self.set(key, value, &mut opts).await
+        self.put_kv(key, value, ("acquire", session)).await
     }
 
     /// `PUT key?release=session`: whether the lock was given up.
     pub async fn release<T: Serialize>(&self, key: &str, value: &T, session: &str) -> Result<bool, AgentError> {
-        let mut opts = SetKeyRequest::builder();
-        opts.release(session);
-        self.set(key, value, &mut opts).await
+        self.put_kv(key, value, ("release", session)).await
     }
 
     /// `PUT key?cas=index`: whether the write happened.
     pub async fn cas<T: Serialize>(&self, key: &str, value: &T, index: u64) -> Result<bool, AgentError> {
-        let mut opts = SetKeyRequest::builder();
-        opts.cas(index);
-        self.set(key, value, &mut opts).await
+        self.put_kv(key, value, ("cas", &index.to_string())).await
     }
 
-    async fn set<T: Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-        opts: &mut consulrs::api::kv::requests::SetKeyRequestBuilder,
-    ) -> Result<bool, AgentError> {
-        consulrs::kv::set_json(&self.client, key, value, Some(opts))
-            .await
-            .map(|r| r.response)
-            .map_err(|e| self.error(e))
+    async fn put_kv<T: Serialize>(&self, key: &str, value: &T, (name, arg): (&str, &str)) -> Result<bool, AgentError> {
+        let body = serde_json::to_vec(value)
+            .map_err(|e| AgentError::Unencodable { key: key.to_string(), detail: e.to_string() })?;
+        let mut url = self.kv_url(key)?;
+        url.query_pairs_mut().append_pair(name, arg);
+        let answer = self.call(Method::PUT, url, Some(body), &[]).await?;
+        parse_bool(&answer.request, &answer.body)
     }
 
     /// Runs `ops` atomically: `Ok(true)` when all applied, `Ok(false)` when a check or CAS failed.
@@ -236,30 +318,173 @@ impl Agent {
                 }
             })
             .collect();
-        let mut request = self.txn.put(format!("{}/v1/txn", self.address)).json(&body);
-        if let Some(token) = &self.token {
-            request = request.header("X-Consul-Token", token);
-        }
-        let unreachable =
-            |e: reqwest::Error| AgentError::Unreachable { address: self.address.clone(), detail: e.to_string() };
-        let response = request.send().await.map_err(unreachable)?;
-        let status = response.status().as_u16();
-        let text = response.text().await.map_err(unreachable)?;
-        match status {
-            200 => Ok(true),
-            // 409: a check or CAS failed; the transaction was rolled back.
-            409 => Ok(false),
-            code => Err(AgentError::Api { code, message: crate::chain::rpc::quote(text.as_bytes()) }),
-        }
+        let url = self.url("v1/txn", [])?;
+        let body = Value::Array(body).to_string().into_bytes();
+        // 409: a check or CAS failed; the transaction was rolled back.
+        let answer = self.call(Method::PUT, url, Some(body), &[StatusCode::CONFLICT]).await?;
+        parse_txn(&answer.request, answer.status, &answer.body, ops.len())
     }
 }
 
-fn entry(kv: consulrs::api::kv::common::KVPair) -> Result<KvEntry, AgentError> {
-    let value: Vec<u8> = match kv.value {
-        Some(v) => v.try_into().map_err(|e: ClientError| AgentError::Malformed(format!("{}: {e}", kv.key)))?,
-        None => Vec::new(),
+fn malformed(request: &str, field: &str, problem: impl Into<String>) -> AgentError {
+    AgentError::Malformed { request: request.to_string(), field: field.to_string(), problem: problem.into() }
+}
+
+/// The body as JSON.
+fn parse_json(request: &str, body: &[u8]) -> Result<Value, AgentError> {
+    serde_json::from_slice(body)
+        .map_err(|e| malformed(request, "the body", format!("is not JSON ({e}): {}", crate::chain::rpc::quote(body))))
+}
+
+/// What a JSON value is, for "is X, not Y".
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn wrong_type(request: &str, field: &str, value: &Value, expected: &str) -> AgentError {
+    malformed(request, field, format!("is {}, not {expected}", kind(value)))
+}
+
+/// Field `name` of `object` (shown as `at`), which must be present and not null.
+fn required<'a>(request: &str, object: &'a Value, name: &str, at: &str) -> Result<&'a Value, AgentError> {
+    match object.get(name) {
+        None | Some(Value::Null) => Err(malformed(request, at, "is missing")),
+        Some(v) => Ok(v),
+    }
+}
+
+fn required_u64(request: &str, object: &Value, name: &str, at: &str) -> Result<u64, AgentError> {
+    let value = required(request, object, name, at)?;
+    value.as_u64().ok_or_else(|| wrong_type(request, at, value, "a whole number from 0 to 2^64-1"))
+}
+
+fn required_string(request: &str, object: &Value, name: &str, at: &str) -> Result<String, AgentError> {
+    match required(request, object, name, at)? {
+        Value::String(s) => Ok(s.clone()),
+        other => Err(wrong_type(request, at, other, "a string")),
+    }
+}
+
+/// The `X-Consul-Index` header: a decimal number Consul sends with every KV read.
+fn parse_index(request: &str, header: Option<&[u8]>) -> Result<u64, AgentError> {
+    const FIELD: &str = "the X-Consul-Index header";
+    let header = header.ok_or_else(|| malformed(request, FIELD, "is missing"))?;
+    std::str::from_utf8(header).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| {
+        malformed(request, FIELD, format!("is {}, not a whole number", crate::chain::rpc::quote(header)))
+    })
+}
+
+/// A `GET /v1/kv/…` answer: an array of entries, each Value standard base64 (or null: empty).
+fn parse_kv_entries(request: &str, body: &[u8]) -> Result<Vec<KvEntry>, AgentError> {
+    let json = parse_json(request, body)?;
+    let Value::Array(items) = json else { return Err(wrong_type(request, "the body", &json, "an array of entries")) };
+    let mut entries = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = |name: &str| format!("[{i}].{name}");
+        if !item.is_object() {
+            return Err(wrong_type(request, &format!("[{i}]"), item, "an object"));
+        }
+        let value = match item.get("Value") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(text)) => BASE64
+                .decode(text)
+                .map_err(|e| malformed(request, &at("Value"), format!("is not standard base64: {e}")))?,
+            Some(other) => return Err(wrong_type(request, &at("Value"), other, "a base64 string")),
+        };
+        let session = match item.get("Session") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => return Err(wrong_type(request, &at("Session"), other, "a session id")),
+        };
+        entries.push(KvEntry {
+            key: required_string(request, item, "Key", &at("Key"))?,
+            value,
+            modify_index: required_u64(request, item, "ModifyIndex", &at("ModifyIndex"))?,
+            lock_index: required_u64(request, item, "LockIndex", &at("LockIndex"))?,
+            session,
+        });
+    }
+    Ok(entries)
+}
+
+/// A `PUT /v1/session/create` answer: `{"ID": "…"}`.
+fn parse_session_created(request: &str, body: &[u8]) -> Result<String, AgentError> {
+    let json = parse_json(request, body)?;
+    if !json.is_object() {
+        return Err(wrong_type(request, "the body", &json, "an object"));
+    }
+    let id = required_string(request, &json, "ID", "ID")?;
+    if id.is_empty() {
+        return Err(malformed(request, "ID", "is empty"));
+    }
+    Ok(id)
+}
+
+/// A `GET /v1/session/info/:id` answer: `[]` once the session is gone, else its one entry.
+fn parse_session_info(request: &str, body: &[u8], id: &str) -> Result<bool, AgentError> {
+    let json = parse_json(request, body)?;
+    let items = match &json {
+        Value::Null => return Ok(false),
+        Value::Array(items) => items,
+        other => return Err(wrong_type(request, "the body", other, "an array of sessions")),
     };
-    Ok(KvEntry { key: kv.key, value, modify_index: kv.modify_index, lock_index: kv.lock_index, session: kv.session })
+    let mut alive = false;
+    for (i, item) in items.iter().enumerate() {
+        if !item.is_object() {
+            return Err(wrong_type(request, &format!("[{i}]"), item, "an object"));
+        }
+        alive |= required_string(request, item, "ID", &format!("[{i}].ID"))? == id;
+    }
+    if !items.is_empty() && !alive {
+        return Err(malformed(request, "[0].ID", format!("is not the session asked about ({id})")));
+    }
+    Ok(alive)
+}
+
+/// A KV write's answer: `true` or `false`.
+fn parse_bool(request: &str, body: &[u8]) -> Result<bool, AgentError> {
+    match parse_json(request, body)? {
+        Value::Bool(b) => Ok(b),
+        other => Err(wrong_type(request, "the body", &other, "true or false")),
+    }
+}
+
+/// A `/v1/txn` answer: 200 with one result per operation and no errors (applied), or 409 with
+/// the errors (rolled back). Anything else cannot say whether the write happened.
+fn parse_txn(request: &str, status: StatusCode, body: &[u8], ops: usize) -> Result<bool, AgentError> {
+    let json = parse_json(request, body)?;
+    if !json.is_object() {
+        return Err(wrong_type(request, "the body", &json, "an object"));
+    }
+    let errors = match json.get("Errors") {
+        None | Some(Value::Null) => 0,
+        Some(Value::Array(errors)) => errors.len(),
+        Some(other) => return Err(wrong_type(request, "Errors", other, "an array")),
+    };
+    if status == StatusCode::CONFLICT {
+        if errors == 0 {
+            return Err(malformed(request, "Errors", "is empty in a 409 answer, which says the transaction failed"));
+        }
+        return Ok(false);
+    }
+    if errors != 0 {
+        return Err(malformed(request, "Errors", format!("lists {errors} errors in a {status} answer")));
+    }
+    match required(request, &json, "Results", "Results")? {
+        Value::Array(results) if results.len() == ops => Ok(true),
+        Value::Array(results) => {
+            Err(malformed(request, "Results", format!("has {} results for {ops} operations", results.len())))
+        }
+        other => Err(wrong_type(request, "Results", other, "an array")),
+    }
 }
 
 /// A duration as Consul parses it ("1500ms").
@@ -267,47 +492,10 @@ pub fn go_duration(d: Duration) -> String {
     format!("{}ms", d.as_millis().max(1))
 }
 
-/// Standard base64 with padding, as Consul's transaction API expects for values.
+/// Standard base64 with padding, as Consul's KV and transaction APIs carry values.
 pub fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    BASE64.encode(bytes)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_matches_the_standard_vectors() {
-        // RFC 4648 §10.
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64_encode(plain.as_bytes()), encoded);
-        }
-    }
-
-    #[test]
-    fn durations_in_consuls_syntax() {
-        assert_eq!(go_duration(Duration::from_secs(2)), "2000ms");
-        assert_eq!(go_duration(Duration::ZERO), "1ms");
-    }
-}
+mod tests;
