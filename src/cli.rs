@@ -1,8 +1,10 @@
 //! The `failoverd` subcommands behind the thin binary: argument types (clap) and one function
 //! per subcommand, each returning the process exit status.
 //!
-//! Exit statuses: 0 done, 1 a check found a violation, 2 usage or config error. Errors are
-//! printed to stderr as one line per problem; nothing here panics on input.
+//! Exit statuses: 0 done, 1 a check found a violation or a command failed, 2 usage or config
+//! error. Errors are printed to stderr as one line per problem; nothing here panics on input.
+
+pub mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -101,6 +103,12 @@ pub enum Command {
         #[arg(long)]
         rejoin: bool,
     },
+    /// Make the cluster's certificates for mutual TLS: a CA, then one certificate per member
+    /// and per operator.
+    Tls {
+        #[command(subcommand)]
+        command: tls::TlsCommand,
+    },
     /// Run one simulated node: CometBFT-style `/status` plus `/sim/*` controls.
     SimNode {
         /// Where to serve HTTP (loopback), e.g. 127.0.0.1:26657.
@@ -161,6 +169,7 @@ pub fn run(args: Args) -> ExitCode {
         Command::Demo { members, duration, faults, json, mode } => {
             demo(members, &duration, &faults, json, mode == "signer")
         }
+        Command::Tls { command } => tls::run(command),
         Command::SimNode { listen, ledger, member, key, chain_id, block_interval, activations, privval_listen } => {
             sim_node(SimNodeArgs { listen, ledger, member, key, chain_id, block_interval, activations, privval_listen })
         }

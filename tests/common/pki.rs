@@ -1,11 +1,69 @@
-//! A test PKI (rcgen): a CA that issues member certificates (DNS SAN = member id, plus
-//! 127.0.0.1) and operator certificates (a common name), written as PEM files.
+//! Test PKIs. [`write_cluster`] makes a whole cluster's certificates with failoverd's own issuing
+//! code, the files `failoverd tls` writes: member certificates name `failoverd://member/<id>`,
+//! operator certificates `failoverd://operator/<name>`.
+//!
+//! [`Ca`] is the older one (rcgen directly): member certificates carry the member id as a DNS SAN
+//! (plus 127.0.0.1), operator certificates a common name. The labs still use it until they move
+//! to [`write_cluster`].
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use failover::config::TlsConfig;
+use failover::domain::MemberId;
+use failover::tls::{CertificateAuthority, OperatorName, member_stem, operator_stem};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+/// How long the test certificates are valid.
+const TEST_VALIDITY: Duration = Duration::from_secs(7 * 86_400);
+
+/// A cluster's certificate files, as `failoverd tls` writes them into one directory.
+pub struct ClusterPki {
+    /// The CA that issued them, to issue more (a late member, a second operator).
+    pub ca: CertificateAuthority,
+    pub dir: PathBuf,
+    /// `ca.pem`.
+    pub ca_file: PathBuf,
+    /// Each member's `[tls]` section: `ca.pem`, `member-<id>.pem`, `member-<id>.key`.
+    pub members: BTreeMap<String, TlsConfig>,
+    /// Each operator's `operator-<name>.pem` and `.key`, with `ca.pem` as `ca_file`.
+    pub operators: BTreeMap<String, TlsConfig>,
+}
+
+impl ClusterPki {
+    /// Member `id`'s `[tls]` section.
+    pub fn member(&self, id: &str) -> TlsConfig {
+        self.members.get(id).unwrap_or_else(|| panic!("no certificate for member {id}")).clone()
+    }
+}
+
+/// Writes a new CA (`ca.pem`, `ca.key`), `member-<id>.pem/.key` for each of `members` and
+/// `operator-<name>.pem/.key` for each of `operators` into `dir`. Member certificates also name
+/// 127.0.0.1 and `localhost`, for clients that check the host they dialled on loopback.
+pub fn write_cluster(dir: &Path, members: &[&str], operators: &[&str]) -> ClusterPki {
+    let ca = CertificateAuthority::create("test", TEST_VALIDITY).expect("CA");
+    let ca_file = ca.write(dir).expect("write the CA").cert;
+    let loopback = ["127.0.0.1".parse().expect("ip")];
+    let mut pki =
+        ClusterPki { ca, dir: dir.to_path_buf(), ca_file, members: BTreeMap::new(), operators: BTreeMap::new() };
+    for id in members {
+        let id = MemberId::new(*id).expect("member id");
+        let leaf = pki.ca.issue_member(&id, &["localhost".to_string()], &loopback, TEST_VALIDITY).expect("issue");
+        let files = leaf.write_pair(dir, &member_stem(&id)).expect("write");
+        let tls = TlsConfig { ca_file: pki.ca_file.clone(), cert_file: files.cert, key_file: files.key };
+        pki.members.insert(id.to_string(), tls);
+    }
+    for name in operators {
+        let name = OperatorName::new(*name).expect("operator name");
+        let leaf = pki.ca.issue_operator(&name, TEST_VALIDITY).expect("issue");
+        let files = leaf.write_pair(dir, &operator_stem(&name)).expect("write");
+        let tls = TlsConfig { ca_file: pki.ca_file.clone(), cert_file: files.cert, key_file: files.key };
+        pki.operators.insert(name.to_string(), tls);
+    }
+    pki
+}
 
 pub struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
