@@ -8,6 +8,8 @@
 //!
 //! Under `cargo test --all-targets` it only prints how to run it.
 
+#[path = "../tests/common/pki.rs"]
+mod pki;
 #[path = "../tests/common/raft_cluster.rs"]
 mod raft_cluster;
 

@@ -10,6 +10,8 @@
 //!
 //! Under `cargo test --all-targets` it only prints how to run it.
 
+#[path = "../tests/common/pki.rs"]
+mod pki;
 #[path = "../tests/common/raft_cluster.rs"]
 mod raft_cluster;
 
@@ -132,7 +134,7 @@ fn main() {
     let (b50, b99) = report("sign round trip, no reservation (baseline)", baseline);
 
     let key_id = KeyId::new("validator").expect("key");
-    let SharedCluster { nodes: coords, lease, dirs: _dirs } = rt.block_on(SharedCluster::start_with_holder_a(&key_id));
+    let SharedCluster { nodes: coords, lease, dirs: _dirs, pki_dir: _pki_dir } = rt.block_on(SharedCluster::start_with_holder_a(&key_id));
     let epoch = lease.epoch;
     // The holder renews, as its daemon would.
     let holder = Arc::clone(&coords[0]);

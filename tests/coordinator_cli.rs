@@ -5,7 +5,7 @@ mod common;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::raft_cluster::{member_config, within};
+use common::raft_cluster::{NAMES, member_config, within};
 use failover::coord::Coordinator;
 use failover::coord::raft::{RaftCoordinator, RaftOptions};
 use tokio::net::TcpListener;
@@ -27,9 +27,10 @@ async fn member_processes_form_a_quorum_and_stop_on_sigterm() {
     // connection can take them first.
     let ports: Vec<u16> =
         vec![own.local_addr().expect("addr").port(), common::lab::free_port(), common::lab::free_port()];
+    let (_pki_dir, pki) = common::raft_cluster::cluster_pki();
     let mut children = Vec::new();
     for i in 1..3 {
-        let config = member_config(i, &ports, &dir.path().join(format!("data{i}")), None);
+        let config = member_config(i, &ports, &dir.path().join(format!("data{i}")), &pki.member(NAMES[i]));
         let path = common::write(dir.path(), &format!("m{i}.toml"), &config.to_toml());
         let child = common::failoverd()
             .args(["coordinator", "--config"])
@@ -41,7 +42,7 @@ async fn member_processes_form_a_quorum_and_stop_on_sigterm() {
         children.push(Killed(child));
     }
     let me =
-        RaftCoordinator::start(&member_config(0, &ports, &dir.path().join("data0"), None), own, RaftOptions::default())
+        RaftCoordinator::start(&member_config(0, &ports, &dir.path().join("data0"), &pki.member("a")), own, RaftOptions::default())
             .await
             .expect("in-test member starts");
     let deadline = within(Duration::from_secs(20));

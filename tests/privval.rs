@@ -92,7 +92,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let key_id = KeyId::new("validator").expect("key");
-    let SharedCluster { nodes: coords, lease, dirs } = SharedCluster::start_with_holder_a(&key_id).await;
+    let SharedCluster { nodes: coords, lease, dirs, pki_dir: _pki_dir } = SharedCluster::start_with_holder_a(&key_id).await;
     let key_path = dirs[0].path().join("priv_validator_key.json");
     ValidatorKey::write_for_seed(&key_path, [5; 32]).expect("key file");
     let key = ValidatorKey::load(&key_path).expect("key loads");

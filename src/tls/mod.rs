@@ -12,11 +12,13 @@
 //! This module never decides what an identity may do (the peer service and the control API do).
 //! Only the issuing half reads a CA's private key, and only when it is private to its owner.
 
+mod cluster_files;
 mod dial;
 mod identity;
 mod issue;
 mod material;
 
+pub use cluster_files::{ClusterFiles, write_cluster_files};
 pub use dial::{MemberServerVerifier, TlsConnector, client_config};
 pub use identity::{IdentityError, OperatorName, PeerIdentity, identity_of, member_uri, operator_uri};
 pub use issue::{

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use failover::config::TlsConfig;
 use failover::domain::MemberId;
-use failover::tls::{CertificateAuthority, OperatorName, member_stem, operator_stem};
+use failover::tls::{CertificateAuthority, OperatorName};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 /// How long the test certificates are valid.
@@ -40,29 +40,19 @@ impl ClusterPki {
 }
 
 /// Writes a new CA (`ca.pem`, `ca.key`), `member-<id>.pem/.key` for each of `members` and
-/// `operator-<name>.pem/.key` for each of `operators` into `dir`. Member certificates also name
-/// 127.0.0.1 and `localhost`, for clients that check the host they dialled on loopback.
+/// `operator-<name>.pem/.key` for each of `operators` into `dir`, with failoverd's own issuing code.
 pub fn write_cluster(dir: &Path, members: &[&str], operators: &[&str]) -> ClusterPki {
-    let ca = CertificateAuthority::create("test", TEST_VALIDITY).expect("CA");
-    let ca_file = ca.write(dir).expect("write the CA").cert;
-    let loopback = ["127.0.0.1".parse().expect("ip")];
-    let mut pki =
-        ClusterPki { ca, dir: dir.to_path_buf(), ca_file, members: BTreeMap::new(), operators: BTreeMap::new() };
-    for id in members {
-        let id = MemberId::new(*id).expect("member id");
-        let leaf = pki.ca.issue_member(&id, &["localhost".to_string()], &loopback, TEST_VALIDITY).expect("issue");
-        let files = leaf.write_pair(dir, &member_stem(&id)).expect("write");
-        let tls = TlsConfig { ca_file: pki.ca_file.clone(), cert_file: files.cert, key_file: files.key };
-        pki.members.insert(id.to_string(), tls);
+    let members: Vec<MemberId> = members.iter().map(|m| MemberId::new(*m).expect("member id")).collect();
+    let operators: Vec<OperatorName> = operators.iter().map(|o| OperatorName::new(*o).expect("operator")).collect();
+    let files =
+        failover::tls::write_cluster_files(dir, "test", &members, &operators, TEST_VALIDITY).expect("certificates");
+    ClusterPki {
+        ca_file: files.ca_file.clone(),
+        dir: dir.to_path_buf(),
+        members: files.members.iter().map(|(m, t)| (m.to_string(), t.clone())).collect(),
+        operators: files.operators.iter().map(|(o, t)| (o.to_string(), t.clone())).collect(),
+        ca: files.ca,
     }
-    for name in operators {
-        let name = OperatorName::new(*name).expect("operator name");
-        let leaf = pki.ca.issue_operator(&name, TEST_VALIDITY).expect("issue");
-        let files = leaf.write_pair(dir, &operator_stem(&name)).expect("write");
-        let tls = TlsConfig { ca_file: pki.ca_file.clone(), cert_file: files.cert, key_file: files.key };
-        pki.operators.insert(name.to_string(), tls);
-    }
-    pki
 }
 
 pub struct Ca {

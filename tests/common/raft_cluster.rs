@@ -1,6 +1,6 @@
 //! A raft cluster of real members in this process: real sockets on 127.0.0.1, real raft-engine
-//! directories in temp dirs. Members are "a", "b" (producers) and "c" (witness), plus "d" and
-//! "e" for five-member clusters.
+//! directories in temp dirs, mutual TLS with certificates from failoverd's own issuing code.
+//! Members are "a", "b" (producers) and "c" (witness), plus "d" and "e" for five-member clusters.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -28,8 +28,15 @@ pub fn within(d: Duration) -> Instant {
     Instant::now() + d
 }
 
-/// The config of member `i` of a cluster whose peers listen on `ports`.
-pub fn member_config(i: usize, ports: &[u16], dir: &Path, tls: Option<&TlsConfig>) -> Config {
+/// Certificates for every member name, and an operator "ops", in a temp dir.
+pub fn cluster_pki() -> (tempfile::TempDir, super::pki::ClusterPki) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = super::pki::write_cluster(dir.path(), &NAMES, &["ops"]);
+    (dir, pki)
+}
+
+/// The config of member `i` of a cluster whose peers listen on `ports`, with `tls`.
+pub fn member_config(i: usize, ports: &[u16], dir: &Path, tls: &TlsConfig) -> Config {
     let mut text = format!("member = \"{}\"\ndata_dir = \"{}\"\n", NAMES[i], dir.display());
     for (j, port) in ports.iter().enumerate() {
         let kind = if j == 2 { "witness" } else { "producer" };
@@ -48,14 +55,12 @@ pub fn member_config(i: usize, ports: &[u16], dir: &Path, tls: Option<&TlsConfig
     if i != 2 {
         text.push_str("[chain]\nkind = \"sim\"\nrpc = \"http://127.0.0.1:1\"\n[producer]\nkind = \"sim\"\n");
     }
-    if let Some(tls) = tls {
-        text.push_str(&format!(
-            "[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            tls.ca_file.display(),
-            tls.cert_file.display(),
-            tls.key_file.display()
-        ));
-    }
+    text.push_str(&format!(
+        "[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        tls.ca_file.display(),
+        tls.cert_file.display(),
+        tls.key_file.display()
+    ));
     match Config::parse(&text) {
         Ok(c) => c,
         Err(problems) => panic!("test config does not validate: {problems:?}\n{text}"),
@@ -63,6 +68,9 @@ pub fn member_config(i: usize, ports: &[u16], dir: &Path, tls: Option<&TlsConfig
 }
 
 pub struct Cluster {
+    /// Where the certificates live, and what they are.
+    pub pki_dir: tempfile::TempDir,
+    pub pki: super::pki::ClusterPki,
     pub dirs: Vec<tempfile::TempDir>,
     pub ports: Vec<u16>,
     pub configs: Vec<Config>,
@@ -75,7 +83,8 @@ impl Cluster {
         Cluster::start_with(n, RaftOptions::default(), |_, _| None).await
     }
 
-    /// Starts `n` members; `tls(i, dir)` may give member `i` TLS files it wrote into `dir`.
+    /// Starts `n` members; `tls(i, dir)` may give member `i` other TLS files than the cluster's
+    /// own (written into `dir`), by returning them.
     pub async fn start_with(
         n: usize,
         options: RaftOptions,
@@ -87,10 +96,11 @@ impl Cluster {
         }
         let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("bound").port()).collect();
         let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+        let (pki_dir, pki) = cluster_pki();
         let configs: Vec<Config> = (0..n)
             .map(|i| {
-                let tls = tls(i, dirs[i].path());
-                member_config(i, &ports, &dirs[i].path().join("data"), tls.as_ref())
+                let tls = tls(i, dirs[i].path()).unwrap_or_else(|| pki.member(NAMES[i]));
+                member_config(i, &ports, &dirs[i].path().join("data"), &tls)
             })
             .collect();
         let mut nodes = Vec::new();
@@ -98,7 +108,7 @@ impl Cluster {
             let node = RaftCoordinator::start(&configs[i], listener, options.clone()).await.expect("member starts");
             nodes.push(Some(node));
         }
-        Cluster { dirs, ports, configs, nodes, options }
+        Cluster { pki_dir, pki, dirs, ports, configs, nodes, options }
     }
 
     pub fn len(&self) -> usize {
@@ -189,6 +199,7 @@ pub struct SharedCluster {
     pub nodes: Vec<Arc<RaftCoordinator>>,
     pub lease: Lease,
     pub dirs: Vec<tempfile::TempDir>,
+    pub pki_dir: tempfile::TempDir,
 }
 
 impl SharedCluster {
@@ -199,9 +210,10 @@ impl SharedCluster {
         }
         let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect();
         let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+        let (pki_dir, pki) = cluster_pki();
         let mut nodes = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
-            let config = member_config(i, &ports, &dirs[i].path().join("data"), None);
+            let config = member_config(i, &ports, &dirs[i].path().join("data"), &pki.member(NAMES[i]));
             nodes.push(Arc::new(
                 RaftCoordinator::start(&config, listener, RaftOptions::default()).await.expect("member"),
             ));
@@ -217,6 +229,6 @@ impl SharedCluster {
             .import_watermark(key, Hrs::new(1, 0, Step::Propose), within(Duration::from_secs(5)))
             .await
             .expect("import");
-        SharedCluster { nodes, lease, dirs }
+        SharedCluster { nodes, lease, dirs, pki_dir }
     }
 }
