@@ -6,11 +6,13 @@
 //! - [`node`]: the task that drives raft-rs and runs the leader's expiry timer.
 //! - [`storage`]: the durable log on raft-engine, snapshots and compaction.
 //! - [`transport`]: the tonic peer service, per-peer batching senders, mutual TLS.
+//! - [`wire_check`]: peer bytes walked against the raft schema before protobuf 2 parses them.
 mod coordinator;
 pub mod fsm;
 pub mod node;
 pub mod storage;
 pub mod transport;
+pub mod wire_check;
 
 pub use coordinator::{RaftCoordinator, RaftOptions, StartError, raft_ids};
 pub use node::NodeInfo;
