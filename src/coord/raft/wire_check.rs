@@ -3,13 +3,18 @@
 //! Snapshot, SnapshotMetadata, ConfState), and anything a well-formed raft message cannot
 //! contain is refused with the byte offset, the field path and what is wrong.
 //!
-//! Why: protobuf releases before 3.7.2 are listed under RUSTSEC-2024-0437 (skipping unknown
-//! *group* fields without a depth limit, so a few hundred kilobytes of nested start-group tags
-//! overflow the stack). The raft schema has no groups at all, so wire types 3 and 4 are refused
-//! everywhere, in known and unknown fields. The check is pure: no I/O, no allocation that grows
-//! with anything the peer controls (lengths are compared, never allocated), and recursion only
-//! along the schema's own nesting (Message → Snapshot → SnapshotMetadata → ConfState, and
-//! Message → Entry), at most [`MAX_NESTING`] levels whatever the bytes say.
+//! Why: RUSTSEC-2024-0437 lists every protobuf release before 3.7.2: skipping unknown *group*
+//! fields had no depth limit, so a few hundred kilobytes of nested start-group tags overflow
+//! the stack. That recursion is in protobuf 3's `skip_group`; the protobuf 2.28.0 raft-proto
+//! links skips one group in a loop and answers a nested one with an error (a test here shows
+//! it, in a child process). So this check is not what stops that bomb today: it is what keeps
+//! it stopped whichever protobuf is linked, and what turns any malformed peer message into a
+//! refusal naming the byte and the field. The raft schema has no groups at all, so wire types
+//! 3 and 4 are refused everywhere, in known and unknown fields. The check is pure: no I/O, no
+//! allocation that grows with anything the peer controls (lengths are compared, never
+//! allocated), and recursion only along the schema's own nesting (Message → Snapshot →
+//! SnapshotMetadata → ConfState, and Message → Entry), at most [`MAX_NESTING`] levels whatever
+//! the bytes say.
 //!
 //! What passes: every field of the schema with its own wire type (ConfState's repeated u64 both
 //! packed and one value per tag, as protobuf 2 reads both), and unknown fields of wire types 0,
@@ -120,11 +125,11 @@ static CONF_STATE: Schema = Schema {
     ],
 };
 
-/// One step into an embedded message: the field's name, and its index when it repeats.
+/// One step into an embedded message: the field's number, and its index when it repeats.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Step {
-    name: &'static str,
-    index: Option<u64>,
+    field: u32,
+    index: Option<u32>,
 }
 
 /// Where in the message tree a problem is: the embedded messages from the top-level Message
@@ -137,11 +142,24 @@ pub struct FieldPath {
 
 impl FieldPath {
     /// The path one level further down, or `None` past the schema's depth.
-    fn child(self, name: &'static str, index: Option<u64>) -> Option<FieldPath> {
+    fn child(self, field: u32, index: Option<u64>) -> Option<FieldPath> {
         let mut next = self;
-        *next.steps.get_mut(self.len)? = Step { name, index };
+        let index = index.map(|i| u32::try_from(i).unwrap_or(u32::MAX));
+        *next.steps.get_mut(self.len)? = Step { field, index };
         next.len += 1;
         Some(next)
+    }
+
+    fn steps(&self) -> &[Step] {
+        &self.steps[..self.len.min(MAX_NESTING)]
+    }
+
+    /// The schema of the message this path ends in.
+    fn schema(&self) -> &'static Schema {
+        self.steps().iter().fold(&MESSAGE, |schema, step| match schema.field(step.field) {
+            Some((_, Field { kind: Kind::Message(inner), .. })) => inner,
+            _ => schema,
+        })
     }
 }
 
@@ -150,13 +168,21 @@ impl fmt::Display for FieldPath {
         if self.len == 0 {
             return f.write_str("the top-level Message");
         }
-        for (i, step) in self.steps.iter().take(self.len).enumerate() {
+        let mut schema = &MESSAGE;
+        for (i, step) in self.steps().iter().enumerate() {
             if i > 0 {
                 f.write_str(".")?;
             }
-            f.write_str(step.name)?;
+            let known = schema.field(step.field).map(|(_, known)| known);
+            match known {
+                Some(known) => f.write_str(known.name)?,
+                None => write!(f, "field {}", step.field)?,
+            }
             if let Some(index) = step.index {
                 write!(f, "[{index}]")?;
+            }
+            if let Some(Field { kind: Kind::Message(inner), .. }) = known {
+                schema = inner;
             }
         }
         Ok(())
@@ -164,22 +190,21 @@ impl fmt::Display for FieldPath {
 }
 
 /// Where a refused byte is: its offset in the whole message, the embedded message it is in,
-/// and the field it belongs to once its tag has been read.
+/// and the number of the field it belongs to once its tag has been read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Location {
     pub offset: usize,
     pub path: FieldPath,
-    /// The field number, and the field's name when the schema knows it.
-    pub field: Option<(u32, Option<&'static str>)>,
+    pub field: Option<u32>,
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "byte {} in {}", self.offset, self.path)?;
-        match self.field {
-            Some((number, Some(name))) => write!(f, ", field {number} ({name})"),
-            Some((number, None)) => write!(f, ", field {number} (not in the raft schema)"),
-            None => f.write_str(", in a field tag"),
+        let Some(number) = self.field else { return f.write_str(", in a field tag") };
+        match self.path.schema().field(number) {
+            Some((_, known)) => write!(f, ", field {number} ({})", known.name),
+            None => write!(f, ", field {number} (not in the raft schema)"),
         }
     }
 }
@@ -188,7 +213,7 @@ impl fmt::Display for Location {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WireRefusal {
     #[error(
-        "raft message refused at {at}: a {} tag (wire type {wire_type}); raft messages have no groups, and protobuf before 3.7.2 skips unknown groups without a depth limit (RUSTSEC-2024-0437)",
+        "raft message refused at {at}: a {} tag (wire type {wire_type}); raft messages have no groups, and nested unknown groups are what RUSTSEC-2024-0437 (unbounded recursion in protobuf's group skipping) feeds on",
         if *.wire_type == 3 { "start-group" } else { "end-group" }
     )]
     Group { at: Location, wire_type: u8 },
@@ -282,13 +307,8 @@ fn walk(mut cursor: Cursor<'_>, schema: &'static Schema, path: FieldPath) -> Res
     // fewer than 32 fields per message.
     let mut seen = [0u64; 32];
     while cursor.remaining() > 0 {
-        let (number, wire_type, tag_at) = read_tag(&mut cursor, path)?;
-        let known = schema.field(number);
-        let at = Location { field: Some((number, known.map(|(_, f)| f.name))), ..tag_at };
-        if matches!(wire_type, 3 | 4) {
-            return Err(WireRefusal::Group { at, wire_type });
-        }
-        match known {
+        let (number, wire_type, at) = read_tag(&mut cursor, path)?;
+        match schema.field(number) {
             Some((slot, known)) => {
                 let index = known.repeated.then(|| seen.get(slot).copied().unwrap_or(0));
                 if let Some(count) = seen.get_mut(slot) {
@@ -302,16 +322,17 @@ fn walk(mut cursor: Cursor<'_>, schema: &'static Schema, path: FieldPath) -> Res
     Ok(())
 }
 
-/// Reads a tag: (field number, wire type, where the tag starts). Tags protobuf cannot have are
-/// refused here; groups are refused by the caller, once the field's name is known.
+/// Reads a tag: (field number, wire type, where the tag starts). Groups, known field or not,
+/// and tags protobuf cannot have are refused here, before the field is looked up.
 fn read_tag(cursor: &mut Cursor<'_>, path: FieldPath) -> Result<(u32, u8, Location), WireRefusal> {
     let at = Location { offset: cursor.offset(), path, field: None };
     let tag = cursor.varint().map_err(|fault| varint_refusal(fault, at, "message"))?;
     let tag = u32::try_from(tag).map_err(|_| WireRefusal::TagTooWide { at })?;
     let number = tag >> 3;
     let wire_type = (tag & 7) as u8;
-    let at = Location { field: Some((number, None)), ..at };
+    let at = Location { field: Some(number), ..at };
     match wire_type {
+        3 | 4 => Err(WireRefusal::Group { at, wire_type }),
         6 | 7 => Err(WireRefusal::NoSuchWireType { at, wire_type }),
         _ if number == 0 => Err(WireRefusal::FieldZero { at }),
         _ => Ok((number, wire_type, at)),
@@ -354,7 +375,7 @@ fn check_known(
         (Kind::Bytes, 2) => length_delimited(cursor, at).map(|_| ()),
         (Kind::Message(schema), 2) => {
             let inner = length_delimited(cursor, at)?;
-            let path = at.path.child(known.name, index).ok_or(WireRefusal::TooDeep { at })?;
+            let path = at.path.child(known.number, index).ok_or(WireRefusal::TooDeep { at })?;
             walk(inner, schema, path)
         }
         (Kind::Bytes | Kind::Message(_), _) => Err(wrong("2 (length-delimited)")),

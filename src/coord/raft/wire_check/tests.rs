@@ -31,23 +31,25 @@ fn encode(m: &Message) -> Vec<u8> {
 }
 
 fn entry(entry_type: EntryType, index: u64, data: &[u8], context: &[u8]) -> Entry {
-    let mut e = Entry::default();
-    e.set_entry_type(entry_type);
-    e.term = 7;
-    e.index = index;
-    e.data = data.to_vec().into();
-    e.context = context.to_vec().into();
-    e
+    Entry {
+        entry_type,
+        term: 7,
+        index,
+        data: data.to_vec().into(),
+        context: context.to_vec().into(),
+        ..Entry::default()
+    }
 }
 
 fn conf_state() -> ConfState {
-    let mut cs = ConfState::default();
-    cs.voters = vec![1, 2, 3];
-    cs.learners = vec![4];
-    cs.voters_outgoing = vec![1, 2, 5];
-    cs.learners_next = vec![5];
-    cs.auto_leave = true;
-    cs
+    ConfState {
+        voters: vec![1, 2, 3],
+        learners: vec![4],
+        voters_outgoing: vec![1, 2, 5],
+        learners_next: vec![5],
+        auto_leave: true,
+        ..ConfState::default()
+    }
 }
 
 fn snapshot() -> Snapshot {
@@ -55,10 +57,11 @@ fn snapshot() -> Snapshot {
     metadata.set_conf_state(conf_state());
     metadata.index = 4_000_000;
     metadata.term = 7;
-    let mut s = Snapshot::default();
-    s.data = b"{\"lease\":{\"holder\":\"a\",\"epoch\":12},\"watermarks\":{}}".to_vec().into();
-    s.set_metadata(metadata);
-    s
+    Snapshot {
+        data: b"{\"lease\":{\"holder\":\"a\",\"epoch\":12},\"watermarks\":{}}".to_vec().into(),
+        metadata: Some(metadata).into(),
+        ..Snapshot::default()
+    }
 }
 
 /// A message of this type with every field a real cluster could fill.
@@ -190,9 +193,11 @@ fn group_bomb(depth: usize) -> (Vec<u8>, usize) {
 #[test]
 fn a_bomb_of_100_000_nested_groups_is_refused_at_its_first_tag() {
     let (bomb, valid) = group_bomb(100_000);
+    // Parsed unchecked by a protobuf whose group skipping recurses (protobuf 3 before 3.7.2),
+    // this overflows the stack; for the protobuf 2.28 linked here, see the child-process test.
     let refusal = check_raft_message(&bomb).expect_err("refused");
     // Refused at the first start-group tag: nothing after it was read.
-    let at = Location { offset: valid, path: FieldPath::default(), field: Some((99, None)) };
+    let at = Location { offset: valid, path: FieldPath::default(), field: Some(99) };
     assert_eq!(refusal, WireRefusal::Group { at, wire_type: 3 });
     let text = refusal.to_string();
     assert!(text.contains(&format!("byte {valid} in the top-level Message, field 99")), "{text}");
@@ -394,8 +399,7 @@ mod properties {
         let conf = (ids(), ids(), ids(), ids(), any::<bool>());
         (arb_bytes(64), proptest::option::of((proptest::option::of(conf), any::<u64>(), any::<u64>()))).prop_map(
             |(data, metadata)| {
-                let mut s = Snapshot::default();
-                s.data = data.into();
+                let mut s = Snapshot { data: data.into(), ..Snapshot::default() };
                 if let Some((conf, index, term)) = metadata {
                     let mut md = SnapshotMetadata::default();
                     if let Some((voters, learners, voters_outgoing, learners_next, auto_leave)) = conf {
