@@ -134,7 +134,8 @@ fn main() {
     let (b50, b99) = report("sign round trip, no reservation (baseline)", baseline);
 
     let key_id = KeyId::new("validator").expect("key");
-    let SharedCluster { nodes: coords, lease, dirs: _dirs, pki_dir: _pki_dir } = rt.block_on(SharedCluster::start_with_holder_a(&key_id));
+    let SharedCluster { nodes: coords, lease, dirs: _dirs, pki_dir: _pki_dir } =
+        rt.block_on(SharedCluster::start_with_holder_a(&key_id));
     let epoch = lease.epoch;
     // The holder renews, as its daemon would.
     let holder = Arc::clone(&coords[0]);

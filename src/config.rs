@@ -326,8 +326,10 @@ pub struct ProducerConfig {
     /// `command`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
-    /// CometBFT signer: the node's `priv_validator_laddr` to dial (`tcp://host:port`, with
-    /// SecretConnection, or `unix:///path`).
+    /// CometBFT signer: the node's `priv_validator_laddr` to dial: `tcp://<node id>@host:port`
+    /// with SecretConnection, where the node must prove the key of that id (`cometbft
+    /// show-node-id`); `tcp://host:port`, which connects to whatever listens there and warns; or
+    /// `unix:///path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priv_validator_laddr: Option<String>,
     /// CometBFT signer: the chain id every request must carry.
@@ -768,6 +770,23 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(problems_with(text), *want, "{text}");
         }
+    }
+
+    #[test]
+    fn a_signer_address_whose_node_id_is_not_40_hex_characters_is_refused_naming_the_field() {
+        let signer = |laddr: &str| {
+            format!(
+                "[chain]\nkind = \"sim\"\nrpc = \"http://127.0.0.1:4\"\n[producer]\nkind = \"cometbft-signer\"\nkey_file = \"/k\"\nchain_id = \"c\"\npriv_validator_laddr = \"{laddr}\"\n"
+            )
+        };
+        let good = "tcp://C0FFEE0000000000000000000000000000C0FFEE@127.0.0.1:26659";
+        assert_eq!(problems_with(&signer(good)), Vec::<String>::new());
+        let base = VALID.split("[chain]").next().expect("prefix");
+        let bad = signer("tcp://f00d@127.0.0.1:26659");
+        let problems = Config::parse(&format!("{base}{bad}")).expect_err("a short node id");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key.as_deref(), Some("producer.priv_validator_laddr"));
+        assert!(problems[0].message.contains("has 4 characters, not 40"), "{}", problems[0].message);
     }
 
     #[test]

@@ -176,8 +176,9 @@ fn write_configs(dir: &Path, n: usize, signer: bool) -> std::io::Result<Vec<Memb
                     .replace(
                         "kind = \"sim\"\nfence_timeout",
                         &format!(
-                            "kind = \"cometbft-signer\"\nkey_file = \"{}\"\nchain_id = \"sim\"\npriv_validator_laddr = \"tcp://127.0.0.1:{pv}\"\nfence_timeout",
-                            key_file.display()
+                            "kind = \"cometbft-signer\"\nkey_file = \"{}\"\nchain_id = \"sim\"\npriv_validator_laddr = \"tcp://{node_id}@127.0.0.1:{pv}\"\nfence_timeout",
+                            key_file.display(),
+                            node_id = crate::sim::privval_node::node_id(),
                         ),
                     );
             }

@@ -41,10 +41,13 @@ async fn member_processes_form_a_quorum_and_stop_on_sigterm() {
             .expect("failoverd coordinator starts");
         children.push(Killed(child));
     }
-    let me =
-        RaftCoordinator::start(&member_config(0, &ports, &dir.path().join("data0"), &pki.member("a")), own, RaftOptions::default())
-            .await
-            .expect("in-test member starts");
+    let me = RaftCoordinator::start(
+        &member_config(0, &ports, &dir.path().join("data0"), &pki.member("a")),
+        own,
+        RaftOptions::default(),
+    )
+    .await
+    .expect("in-test member starts");
     let deadline = within(Duration::from_secs(20));
     let lease = loop {
         match me.acquire(&common::raft_cluster::id("a"), within(Duration::from_millis(500))).await {

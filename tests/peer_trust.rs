@@ -66,7 +66,8 @@ async fn forged_snapshots_are_refused_and_no_member_changes_its_membership() {
     let target = format!("127.0.0.1:{}", c.ports[2]);
     let b = RoguePeer::connect(&target, Some(&material(&c.pki.member("b"))), true).await;
     let c_id = MemberId::new("c").expect("id");
-    for kind in [ForgedSnapshot::SingleVoterTakeover, ForgedSnapshot::InvalidConfState, ForgedSnapshot::UndecodableState]
+    for kind in
+        [ForgedSnapshot::SingleVoterTakeover, ForgedSnapshot::InvalidConfState, ForgedSnapshot::UndecodableState]
     {
         // From member b's own certificate, honestly signed as b: the transport takes it, the
         // snapshot check keeps it from raft.

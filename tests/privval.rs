@@ -16,10 +16,11 @@ use failover::coord::Coordinator;
 
 use failover::coord::raft::RaftCoordinator;
 use failover::domain::{Hrs, KeyId, MonoTime, Step};
-use failover::producer::privval::connection::{NodeAddress, NodeConnection};
+use failover::producer::privval::connection::{Closer, ConnectionError, NodeAddress, NodeConnection};
 use failover::producer::privval::coordinator_gate::{CoordinatorGate, Permission};
 use failover::producer::privval::signer::{PrivvalSigner, SignObserver, SignOutcome, code};
 use failover::producer::privval::validator_key::ValidatorKey;
+use failover::sim::privval_node::{self, PrivvalRequester};
 use prost::Message as _;
 use tendermint_p2p::secret_connection::{SecretConnection, Version};
 use tendermint_proto::google::protobuf::Timestamp;
@@ -92,7 +93,8 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let key_id = KeyId::new("validator").expect("key");
-    let SharedCluster { nodes: coords, lease, dirs, pki_dir: _pki_dir } = SharedCluster::start_with_holder_a(&key_id).await;
+    let SharedCluster { nodes: coords, lease, dirs, pki_dir: _pki_dir } =
+        SharedCluster::start_with_holder_a(&key_id).await;
     let key_path = dirs[0].path().join("priv_validator_key.json");
     ValidatorKey::write_for_seed(&key_path, [5; 32]).expect("key file");
     let key = ValidatorKey::load(&key_path).expect("key loads");
@@ -112,7 +114,7 @@ async fn fixture() -> Fixture {
 /// (its result says how the connection ended).
 fn connect(
     signer: &Arc<PrivvalSigner<CoordinatorGate>>,
-) -> (NodeSide, std::thread::JoinHandle<Result<(), String>>, failover::producer::privval::connection::Closer) {
+) -> (NodeSide, std::thread::JoinHandle<Result<(), String>>, Closer) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("node listens");
     let address: NodeAddress = format!("tcp://{}", listener.local_addr().expect("addr")).parse().expect("address");
     let node = std::thread::spawn(move || {
@@ -413,4 +415,148 @@ async fn heights_at_the_activation_floor_are_refused_as_below_floor_and_each_out
             SignOutcome::NotActive
         ]
     );
+}
+
+// The node id in priv_validator_laddr, against the project's simulated node (its key is fixed,
+// so its node id is known: `privval_node::node_id()`).
+
+/// The simulated node listening for its remote signer on a fresh port, and the port.
+fn simulated_node() -> (PrivvalRequester, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("node listens");
+    let port = listener.local_addr().expect("addr").port();
+    (PrivvalRequester::listen(listener), port)
+}
+
+fn dial(address: &str) -> Result<(NodeConnection, Closer), ConnectionError> {
+    let identity = ed25519_consensus::SigningKey::from([7u8; 32]);
+    NodeConnection::dial(&address.parse().expect("an address"), &identity, Duration::from_secs(5))
+}
+
+/// The time the simulated node stamps on its precommits in these tests, whole seconds.
+const VOTE_SECONDS: i64 = 1_700_000_000;
+
+/// Has the simulated node ask for a precommit at `height` over `conn`: the signature, checked
+/// against the key and CometBFT's sign bytes, or `None`. Closes the connection after.
+fn precommit_over(
+    node: &PrivvalRequester,
+    conn: NodeConnection,
+    closer: Closer,
+    signer: &Arc<PrivvalSigner<CoordinatorGate>>,
+    height: u64,
+) -> Option<Vec<u8>> {
+    let signer = Arc::clone(signer);
+    let serving = std::thread::spawn(move || conn.serve(&signer).map_err(|e| e.to_string()));
+    assert!(node.wait_for_signer(Duration::from_secs(5)), "the node never completed its handshake");
+    let signature = node.precommit(CHAIN, height, [9; 32], VOTE_SECONDS * 1_000_000_000);
+    closer.close();
+    assert!(serving.join().expect("signer thread").is_ok(), "a closed connection ends quietly");
+    signature
+}
+
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+
+impl Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
+    type Writer = CapturedLog;
+    fn make_writer(&'a self) -> CapturedLog {
+        self.clone()
+    }
+}
+
+impl CapturedLog {
+    /// Runs `f` on this thread with what it logs captured here.
+    fn around<T>(&self, f: impl FnOnce() -> T) -> T {
+        let subscriber = tracing_subscriber::fmt().with_writer(self.clone()).with_ansi(false).finish();
+        tracing::subscriber::with_default(subscriber, f)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log")).into_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signer_told_the_nodes_id_connects_to_that_node_and_signs_without_a_warning() {
+    let f = fixture().await;
+    let signer = Arc::clone(&f.signer);
+    let public = f.public;
+    tokio::task::spawn_blocking(move || {
+        let (node, port) = simulated_node();
+        let address = format!("tcp://{}@127.0.0.1:{port}", privval_node::node_id());
+        let log = CapturedLog::default();
+        let (conn, closer) = log.around(|| dial(&address)).expect("the node with that id is accepted");
+        assert!(!log.text().contains("not authenticated"), "{}", log.text());
+        let signature = precommit_over(&node, conn, closer, &signer, 5).expect("signed");
+        let precommit = vote(2, 5, 0, Some(block_id(9)), VOTE_SECONDS);
+        assert!(verifies(public, &sign_bytes(&precommit), &signature));
+    })
+    .await
+    .expect("node side");
+    assert_eq!(*f.outcomes.lock().expect("outcomes"), vec![SignOutcome::Signed]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_presenting_another_id_is_refused_naming_both_ids_and_nothing_is_signed() {
+    let f = fixture().await;
+    let signer = Arc::clone(&f.signer);
+    tokio::task::spawn_blocking(move || {
+        let (node, port) = simulated_node();
+        let expected = tendermint::node::Id::new([0xab; 20]);
+        let refused = match dial(&format!("tcp://{expected}@127.0.0.1:{port}")) {
+            Ok(_) => panic!("a node with another id was accepted"),
+            Err(e) => e,
+        };
+        let presented = privval_node::node_id();
+        assert!(
+            matches!(&refused, ConnectionError::WrongNode { expected: e, presented: p, .. } if *e == expected && *p == presented),
+            "{refused}"
+        );
+        let text = refused.to_string();
+        for part in [&expected.to_string(), &presented.to_string(), "priv_validator_laddr", "cometbft show-node-id"] {
+            assert!(text.contains(part), "the refusal lacks {part}: {text}");
+        }
+        assert!(text.contains(&format!("which node is listening at 127.0.0.1:{port}")), "{text}");
+        // The node completed its side of the handshake, and finds the connection closed.
+        node.wait_for_signer(Duration::from_secs(5));
+        assert_eq!(node.precommit(CHAIN, 5, [9; 32], VOTE_SECONDS * 1_000_000_000), None);
+        assert_eq!(signer.last_signed(), None);
+    })
+    .await
+    .expect("node side");
+    assert!(f.outcomes.lock().expect("outcomes").is_empty(), "no request reached the signer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signer_without_the_nodes_id_still_signs_and_warns_once_that_the_node_is_not_authenticated() {
+    let f = fixture().await;
+    let signer = Arc::clone(&f.signer);
+    tokio::task::spawn_blocking(move || {
+        let (node, port) = simulated_node();
+        let log = CapturedLog::default();
+        let (conn, closer) = log.around(|| dial(&format!("tcp://127.0.0.1:{port}"))).expect("accepted");
+        let text = log.text();
+        assert_eq!(text.matches("not authenticated").count(), 1, "{text}");
+        assert!(text.contains("WARN"), "{text}");
+        for part in [
+            &format!("tcp://<node id>@127.0.0.1:{port}"),
+            "cometbft show-node-id",
+            &privval_node::node_id().to_string(),
+        ] {
+            assert!(text.contains(part), "the warning lacks {part}: {text}");
+        }
+        assert!(precommit_over(&node, conn, closer, &signer, 5).is_some(), "signed");
+    })
+    .await
+    .expect("node side");
+    assert_eq!(*f.outcomes.lock().expect("outcomes"), vec![SignOutcome::Signed]);
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::privval::connection::{Closer, NodeAddress, NodeConnection};
+use super::privval::connection::{Closer, ConnectionError, NodeAddress, NodeConnection};
 use super::privval::coordinator_gate::{CoordinatorGate, Permission};
 use super::privval::signer::{PrivvalSigner, SignObserver};
 use super::privval::validator_key::ValidatorKey;
@@ -101,6 +101,10 @@ impl CometbftSignerProducer {
                             if let Err(e) = conn.serve(&signer) {
                                 tracing::warn!(error = %e, "privval connection ended");
                             }
+                        }
+                        Err(e @ ConnectionError::WrongNode { .. }) if !reported => {
+                            reported = true;
+                            tracing::error!(error = %e, "refused the node at priv_validator_laddr; retrying");
                         }
                         Err(e) if !reported => {
                             reported = true;

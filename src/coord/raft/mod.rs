@@ -8,6 +8,7 @@
 //! - [`transport`]: the tonic peer service, per-peer batching senders, mutual TLS.
 //! - [`peer_gate`]: who may speak on the peer port, and as whom (identity from certificates).
 //! - [`snapshot_check`]: which snapshots from peers may be installed.
+//! - [`wire_check`]: peer bytes walked against the raft schema before protobuf 2 parses them.
 mod coordinator;
 pub mod fsm;
 pub mod node;
@@ -15,6 +16,7 @@ pub mod peer_gate;
 pub mod snapshot_check;
 pub mod storage;
 pub mod transport;
+pub mod wire_check;
 
 pub use coordinator::{RaftCoordinator, RaftOptions, StartError, raft_ids};
 pub use node::NodeInfo;

@@ -128,6 +128,14 @@ impl PeerService {
         };
         let mut messages = Vec::with_capacity(batch.messages.len());
         for (i, bytes) in batch.messages.iter().enumerate() {
+            // protobuf 2 must never see a group (RUSTSEC-2024-0437) or bytes it would read
+            // differently from the raft schema: walked first, refused with the byte and field.
+            super::wire_check::check_raft_message(bytes).map_err(|e| {
+                malformed(format!(
+                    "messages[{i}] from raft id {} is not parsed: {e}; nothing in this batch was delivered",
+                    batch.from
+                ))
+            })?;
             let m = Message::parse_from_bytes(bytes)
                 .map_err(|e| malformed(format!("messages[{i}] is not a raft message: {e}")))?;
             if m.from != batch.from {
@@ -670,6 +678,25 @@ mod tests {
         let refused = client.raft_stream(tokio_stream::iter(vec![batch])).await.expect_err("refused");
         assert_eq!(refused.code(), tonic::Code::InvalidArgument);
         assert!(refused.message().contains("messages[0]"), "{}", refused.message());
+        peer.stop.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_carrying_a_nested_group_bomb_is_refused_before_parsing_and_nothing_is_delivered() {
+        let (listener, port) = listen().await;
+        let mut peer = serve(listener, true);
+        let mut client = PeerClient::connect(format!("http://127.0.0.1:{port}")).await.expect("connect");
+        let mut bomb = heartbeat(1).write_to_bytes().expect("encode");
+        let valid = bomb.len();
+        // Field 99, start group (tag 0x9b 0x06), opened 100,000 times.
+        bomb.extend([0x9b, 0x06].repeat(100_000));
+        let batch = RaftBatch { from: ME, messages: vec![heartbeat(0).write_to_bytes().expect("encode"), bomb] };
+        let refused = client.raft(batch).await.expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        let text = refused.message();
+        assert!(text.contains("messages[1]") && text.contains(&format!("byte {valid}")), "{text}");
+        assert!(text.contains("field 99") && text.contains("start-group"), "{text}");
+        assert!(peer.inbox.try_recv().is_err(), "not even the good message before it is delivered");
         peer.stop.cancel();
     }
 }
