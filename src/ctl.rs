@@ -12,13 +12,16 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use tonic::Code;
 
-use crate::domain::MemberId;
+use crate::api::MAX_IMPORT_ENTRIES;
+use crate::domain::{Hrs, KeyId, MemberId, Step};
 use crate::http::error_chain;
 use crate::proto::v1::{
     DemoteRequest, Event, EventsRequest, Hrs as WireHrs, MembersReply, MembersRequest, PauseRequest, PromoteRequest,
-    StatusReply, StatusRequest, WatermarkExportRequest, WatermarkImportRequest,
+    StatusReply, StatusRequest, Watermark as WireWatermark, WatermarkEntry, WatermarkExportRequest,
+    WatermarkImportReply, WatermarkImportRequest,
 };
 
 pub const EXIT_REFUSED: u8 = 1;
@@ -112,9 +115,21 @@ enum Command {
 enum WatermarkCommand {
     /// Print the key's replicated watermark as interchange JSON.
     Export,
-    /// Raise the key's watermark from interchange JSON (a file, or - for stdin). Refused when
-    /// it would lower the watermark.
-    Import { file: PathBuf },
+    /// Raise the key's watermark from interchange JSON (a file, or - for stdin). The whole file
+    /// is checked before anything is sent; the highest entry of each key goes in one request,
+    /// which the store applies whole or not at all. Refused when it would lower the watermark,
+    /// set it more than failover.import_max_ahead above the best height the cluster knows
+    /// (unless --force), or above 2^53.
+    Import {
+        file: PathBuf,
+        /// Check everything and print what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Accept a height more than failover.import_max_ahead above the best height the
+        /// cluster knows, or when it knows none. Never lowers a watermark, never passes 2^53.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// The watermark interchange format, in the spirit of EIP-3076: versioned metadata and one
@@ -291,7 +306,7 @@ fn run_inner(args: &Args) -> Result<(), Failure> {
     let target = target_of(args)?;
     // Read an import file before connecting: bad input is reported as such, whatever the daemon.
     let import = match &args.command {
-        Command::Watermark(WatermarkCommand::Import { file }) => Some(read_import(file)?),
+        Command::Watermark(WatermarkCommand::Import { file, .. }) => Some(read_import(file)?),
         _ => None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -378,20 +393,18 @@ fn run_inner(args: &Args) -> Result<(), Failure> {
                 });
             }
             Command::Completions { .. } => {}
-            Command::Watermark(WatermarkCommand::Import { .. }) => {
-                for (key, hrs) in import.unwrap_or_default() {
-                    let r = client
-                        .watermark_import(WatermarkImportRequest { key: key.clone(), hrs: Some(hrs) })
-                        .await
-                        .map_err(fail)?
-                        .into_inner();
-                    let now = r.watermark.and_then(|w| w.hrs).map(|h| describe(&h)).unwrap_or_default();
-                    if args.json {
-                        print_json(&serde_json::json!({"key": r.key, "watermark": now}));
-                    } else {
-                        println!("watermark of {key} is now {now}");
-                    }
-                }
+            Command::Watermark(WatermarkCommand::Import { dry_run, force, .. }) => {
+                let request = WatermarkImportRequest {
+                    entries: import
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(key, hrs)| WatermarkEntry { key: key.to_string(), hrs: Some(hrs.into()) })
+                        .collect(),
+                    dry_run: *dry_run,
+                    force: *force,
+                };
+                let r = client.watermark_import(request).await.map_err(fail)?.into_inner();
+                print_import(&r, args.json);
             }
         }
         Ok(())
@@ -421,40 +434,117 @@ fn describe(h: &WireHrs) -> String {
     format!("{}/{}/{}", h.height, h.round, step_name(h.step))
 }
 
-/// Parses an interchange document into (key, HRS) pairs, naming the field that is wrong.
-pub fn parse_interchange(text: &str) -> Result<Vec<(String, WireHrs)>, String> {
-    let doc: Interchange =
-        serde_json::from_str(text).map_err(|e| format!("not a watermark interchange document: {e}"))?;
-    if doc.metadata.interchange_format_version != FORMAT_VERSION {
-        return Err(format!(
-            "metadata.interchange_format_version: expected \"{FORMAT_VERSION}\", found {:?}",
-            doc.metadata.interchange_format_version
-        ));
+/// Parses an interchange document into its (key, HRS) entries, in file order, naming the first
+/// field that is wrong (`data[3].height`). It checks the form only: every bound is the daemon's.
+pub fn parse_interchange(text: &str) -> Result<Vec<(KeyId, Hrs)>, String> {
+    let doc: Value = serde_json::from_str(text).map_err(|e| format!("not a watermark interchange document: {e}"))?;
+    let top = fields_of(&doc, "", &["metadata", "data"])?;
+    let meta = fields_of(required(top, "", "metadata")?, "metadata", &["interchange_format_version", "exported_by"])?;
+    match required(meta, "metadata", "interchange_format_version")? {
+        Value::String(v) if v == FORMAT_VERSION => {}
+        other => {
+            return Err(format!(
+                "metadata.interchange_format_version: expected \"{FORMAT_VERSION}\", found {}",
+                shown(other)
+            ));
+        }
     }
-    if doc.data.is_empty() {
+    if let Some(by) = meta.get("exported_by").filter(|v| !v.is_string()) {
+        return Err(format!("metadata.exported_by: expected a string, found {}", shown(by)));
+    }
+    let data = match required(top, "", "data")? {
+        Value::Array(data) => data,
+        other => return Err(format!("data: expected an array of entries, found {}", shown(other))),
+    };
+    if data.is_empty() {
         return Err("data: no watermark to import".into());
     }
-    doc.data
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let height = e.height.parse::<u64>().map_err(|_| {
-                format!("data[{i}].height: expected a decimal height as a string, found {:?}", e.height)
-            })?;
-            let step = match e.step.as_str() {
-                "propose" => 1,
-                "prevote" => 2,
-                "precommit" => 3,
-                other => {
-                    return Err(format!("data[{i}].step: expected propose, prevote or precommit, found {other:?}"));
-                }
-            };
-            Ok((e.key.clone(), WireHrs { height, round: e.round, step }))
-        })
-        .collect()
+    data.iter().enumerate().map(|(i, entry)| parse_entry(i, entry)).collect()
 }
 
-fn read_import(file: &Path) -> Result<Vec<(String, WireHrs)>, Failure> {
+/// One entry of `data`: key, height (a decimal string), round, step and an optional epoch.
+fn parse_entry(i: usize, entry: &Value) -> Result<(KeyId, Hrs), String> {
+    let path = format!("data[{i}]");
+    let map = fields_of(entry, &path, &["key", "height", "round", "step", "epoch"])?;
+    let key = match required(map, &path, "key")? {
+        Value::String(name) => KeyId::new(name.clone()).map_err(|e| format!("{path}.key: {e}"))?,
+        other => return Err(format!("{path}.key: expected the key's name as a string, found {}", shown(other))),
+    };
+    let height = required(map, &path, "height")?;
+    let height = decimal(height).ok_or_else(|| {
+        format!(
+            "{path}.height: expected a decimal height as a string, such as \"4304\" (at most {}), found {}",
+            u64::MAX,
+            shown(height)
+        )
+    })?;
+    let round = required(map, &path, "round")?;
+    let round = round.as_u64().and_then(|r| u32::try_from(r).ok()).ok_or_else(|| {
+        format!("{path}.round: expected a whole number from 0 to {}, found {}", u32::MAX, shown(round))
+    })?;
+    let step = required(map, &path, "step")?;
+    let step = match step.as_str() {
+        Some("propose") => Step::Propose,
+        Some("prevote") => Step::Prevote,
+        Some("precommit") => Step::Precommit,
+        _ => return Err(format!("{path}.step: expected propose, prevote or precommit, found {}", shown(step))),
+    };
+    if let Some(epoch) = map.get("epoch").filter(|e| decimal(e).is_none()) {
+        return Err(format!(
+            "{path}.epoch: expected a decimal epoch as a string, such as \"3\", found {}",
+            shown(epoch)
+        ));
+    }
+    Ok((key, Hrs::new(height, round, step)))
+}
+
+/// `value` as an object whose fields are all in `known`; `path` names it in messages.
+fn fields_of<'a>(value: &'a Value, path: &str, known: &[&str]) -> Result<&'a Map<String, Value>, String> {
+    let what = if path.is_empty() { "the document" } else { path };
+    let Value::Object(map) = value else {
+        return Err(format!("{what}: expected a JSON object with {}, found {}", known.join(", "), shown(value)));
+    };
+    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(format!("{}: unknown field; {what} has {}", field_path(path, unknown), known.join(", ")));
+    }
+    Ok(map)
+}
+
+fn required<'a>(map: &'a Map<String, Value>, path: &str, name: &str) -> Result<&'a Value, String> {
+    map.get(name).ok_or_else(|| format!("{}: missing", field_path(path, name)))
+}
+
+fn field_path(path: &str, name: &str) -> String {
+    if path.is_empty() { name.to_string() } else { format!("{path}.{name}") }
+}
+
+/// A JSON string of decimal digits that fits a u64 ("+5", "-1", "0x10" and "" do not).
+fn decimal(value: &Value) -> Option<u64> {
+    value.as_str().filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).and_then(|s| s.parse().ok())
+}
+
+/// A JSON value as the file spells it, cut short when long.
+fn shown(value: &Value) -> String {
+    const LIMIT: usize = 40;
+    let text = value.to_string();
+    match text.char_indices().nth(LIMIT) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// One entry per key, the highest HRS the entries give it, sorted by key: what an import sends.
+pub fn highest_per_key(entries: Vec<(KeyId, Hrs)>) -> Vec<(KeyId, Hrs)> {
+    let mut highest: std::collections::BTreeMap<KeyId, Hrs> = std::collections::BTreeMap::new();
+    for (key, hrs) in entries {
+        let top = highest.entry(key).or_insert(hrs);
+        *top = (*top).max(hrs);
+    }
+    highest.into_iter().collect()
+}
+
+/// The import file (or stdin), parsed and checked whole, as one entry per key.
+fn read_import(file: &Path) -> Result<Vec<(KeyId, Hrs)>, Failure> {
     let text = if file.as_os_str() == "-" {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
@@ -463,7 +553,56 @@ fn read_import(file: &Path) -> Result<Vec<(String, WireHrs)>, Failure> {
     } else {
         std::fs::read_to_string(file).map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?
     };
-    parse_interchange(&text).map_err(|e| Failure::usage(format!("{}: {e}", file.display())))
+    let nothing_sent = |e: String| Failure::usage(format!("{}: {e}; nothing was sent", file.display()));
+    let entries = highest_per_key(parse_interchange(&text).map_err(nothing_sent)?);
+    if entries.len() > MAX_IMPORT_ENTRIES {
+        return Err(nothing_sent(format!(
+            "data: {} keys, more than the {MAX_IMPORT_ENTRIES} one import may carry; split the file by key",
+            entries.len()
+        )));
+    }
+    Ok(entries)
+}
+
+/// What an import did (or, for a dry run, would do): one line per key, or one JSON object.
+fn print_import(r: &WatermarkImportReply, json: bool) {
+    if json {
+        let keys: Vec<serde_json::Value> = r
+            .changes
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "key": c.key, "before": watermark_json(c.before.as_ref()),
+                    "after": watermark_json(c.after.as_ref()), "changed": c.changed,
+                })
+            })
+            .collect();
+        print_json(&serde_json::json!({"dry_run": r.dry_run, "keys": keys}));
+        return;
+    }
+    for c in &r.changes {
+        let hrs_of = |w: Option<&WireWatermark>| w.and_then(|w| w.hrs).map_or("none".to_string(), |h| describe(&h));
+        let after = hrs_of(c.after.as_ref());
+        let line = if c.changed {
+            format!("{}: {} → {after}", c.key, hrs_of(c.before.as_ref()))
+        } else {
+            format!("{}: {after}, unchanged (the file is not above it)", c.key)
+        };
+        if r.dry_run {
+            println!("dry run: {line} (nothing written)");
+        } else {
+            println!("{line}");
+        }
+    }
+}
+
+fn watermark_json(w: Option<&WireWatermark>) -> serde_json::Value {
+    match w.and_then(|w| w.hrs.map(|h| (h, w.epoch))) {
+        Some((h, epoch)) => serde_json::json!({
+            "height": h.height, "round": h.round, "step": step_name(h.step), "epoch": epoch,
+        }),
+        None => serde_json::Value::Null,
+    }
 }
 
 fn print_event(e: &Event, json: bool) {
@@ -607,27 +746,80 @@ fn print_members(m: &MembersReply, json: bool) {
 mod tests {
     use super::*;
 
+    fn key(name: &str) -> KeyId {
+        KeyId::new(name).expect("valid")
+    }
+
     #[test]
-    fn interchange_round_trips_and_names_bad_fields() {
+    fn an_exported_document_parses_back_to_its_entries() {
         let doc = Interchange {
-            metadata: Metadata { interchange_format_version: "1".into(), exported_by: None },
+            metadata: Metadata { interchange_format_version: "1".into(), exported_by: Some("failoverd".into()) },
             data: vec![entry("validator", WireHrs { height: u64::MAX, round: 2, step: 2 }, Some(9))],
         };
         let text = serde_json::to_string(&doc).expect("serialise");
-        let parsed = parse_interchange(&text).expect("parses");
-        assert_eq!(parsed, vec![("validator".to_string(), WireHrs { height: u64::MAX, round: 2, step: 2 })]);
+        // The form is the client's to check; the ceiling is the daemon's.
+        assert_eq!(
+            parse_interchange(&text).expect("parses"),
+            vec![(key("validator"), Hrs::new(u64::MAX, 2, Step::Prevote))]
+        );
+    }
 
-        let bad = text.replace("\"prevote\"", "\"vote\"");
-        assert!(parse_interchange(&bad).expect_err("bad step").starts_with("data[0].step"));
-        let bad = text.replace(&u64::MAX.to_string(), "-1");
-        assert!(parse_interchange(&bad).expect_err("bad height").starts_with("data[0].height"));
-        let bad = text.replace("\"interchange_format_version\":\"1\"", "\"interchange_format_version\":\"5\"");
-        assert!(parse_interchange(&bad).expect_err("version").starts_with("metadata.interchange_format_version"));
-        assert!(parse_interchange("{}").is_err());
-        assert!(
-            parse_interchange("{\"metadata\":{\"interchange_format_version\":\"1\"},\"data\":[]}")
-                .expect_err("empty")
-                .starts_with("data")
+    // One line per bad entry: (the entry's JSON, the field the message must start with).
+    #[test]
+    fn a_bad_entry_is_named_by_its_index_and_field() {
+        let good = r#"{"key":"validator","height":"4304","round":0,"step":"precommit"}"#;
+        let cases: &[(&str, &str)] = &[
+            (r#"{"key":"validator","height":4304,"round":0,"step":"precommit"}"#, "data[1].height"),
+            (r#"{"key":"validator","height":"-1","round":0,"step":"precommit"}"#, "data[1].height"),
+            (r#"{"key":"validator","height":"+5","round":0,"step":"precommit"}"#, "data[1].height"),
+            (r#"{"key":"validator","height":"18446744073709551616","round":0,"step":"precommit"}"#, "data[1].height"),
+            (r#"{"key":"validator","round":0,"step":"precommit"}"#, "data[1].height: missing"),
+            (r#"{"key":"validator","height":"1","round":"0","step":"precommit"}"#, "data[1].round"),
+            (r#"{"key":"validator","height":"1","round":4294967296,"step":"precommit"}"#, "data[1].round"),
+            (r#"{"key":"validator","height":"1","round":0,"step":"commit"}"#, "data[1].step"),
+            (r#"{"key":"validator","height":"1","round":0,"step":3}"#, "data[1].step"),
+            (r#"{"key":"no/slash","height":"1","round":0,"step":"precommit"}"#, "data[1].key"),
+            (r#"{"key":7,"height":"1","round":0,"step":"precommit"}"#, "data[1].key"),
+            (r#"{"key":"validator","height":"1","round":0,"step":"precommit","epoch":"x"}"#, "data[1].epoch"),
+            (r#"{"key":"validator","height":"1","round":0,"step":"precommit","heigth":"2"}"#, "data[1].heigth"),
+            (r#"["validator","1",0,"precommit"]"#, "data[1]: expected a JSON object"),
+        ];
+        for (bad, field) in cases {
+            let text = format!(r#"{{"metadata":{{"interchange_format_version":"1"}},"data":[{good},{bad}]}}"#);
+            let message = parse_interchange(&text).expect_err(bad);
+            assert!(message.starts_with(field), "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_bad_document_is_named_by_its_field() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{"metadata":{"interchange_format_version":"5"},"data":[]}"#, "metadata.interchange_format_version"),
+            (r#"{"metadata":{},"data":[]}"#, "metadata.interchange_format_version: missing"),
+            (r#"{"metadata":{"interchange_format_version":"1"},"data":[]}"#, "data: no watermark"),
+            (r#"{"metadata":{"interchange_format_version":"1"},"data":{}}"#, "data: expected an array"),
+            (r#"{"metadata":{"interchange_format_version":"1"},"data":[],"extra":1}"#, "extra: unknown field"),
+            (r#"{}"#, "metadata: missing"),
+            ("[]", "the document: expected a JSON object"),
+            ("{", "not a watermark interchange document"),
+        ];
+        for (text, field) in cases {
+            let message = parse_interchange(text).expect_err(text);
+            assert!(message.starts_with(field), "{text}: {message}");
+        }
+    }
+
+    #[test]
+    fn entries_collapse_to_the_highest_per_key() {
+        let entries = vec![
+            (key("v"), Hrs::new(10, 0, Step::Precommit)),
+            (key("w"), Hrs::new(3, 0, Step::Propose)),
+            (key("v"), Hrs::new(12, 0, Step::Propose)),
+            (key("v"), Hrs::new(11, 5, Step::Precommit)),
+        ];
+        assert_eq!(
+            highest_per_key(entries),
+            vec![(key("v"), Hrs::new(12, 0, Step::Propose)), (key("w"), Hrs::new(3, 0, Step::Propose))]
         );
     }
 }

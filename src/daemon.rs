@@ -137,6 +137,7 @@ pub async fn run(
         own_status: parts.own_status.subscribe(),
         members: config.members.clone(),
         max_lag_on_failover: config.failover.max_lag_on_failover,
+        import_max_ahead: config.failover.import_max_ahead,
         status_stale_after: parts.role_policy.status_stale_after,
         call_timeout: parts.call_timeout,
         events: Arc::clone(&parts.events),

@@ -329,3 +329,162 @@ async fn events_show_the_history_and_follow_a_handover_as_it_happens() {
     let seqs: Vec<u64> = seen.iter().filter_map(|e| e["seq"].as_u64()).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "events numbered without gaps: {seqs:?}");
 }
+
+/// An interchange document with `entries` (key, height, round, step), written to `dir/name`.
+fn write_interchange(dir: &std::path::Path, name: &str, entries: &[(&str, String, u32, &str)]) -> String {
+    let data: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(key, height, round, step)| {
+            serde_json::json!({"key": key, "height": height, "round": round, "step": step})
+        })
+        .collect();
+    let doc = serde_json::json!({"metadata": {"interchange_format_version": "1"}, "data": data});
+    let path = dir.join(name);
+    std::fs::write(&path, doc.to_string()).expect("write the interchange file");
+    path.to_str().expect("a UTF-8 path").to_string()
+}
+
+/// The key's name and watermark height as member `i` exports them.
+fn exported_watermark(lab: &Lab, i: usize) -> (String, u64) {
+    let doc = json(&ctl(lab, i, &["watermark", "export"]));
+    let key = doc["data"][0]["key"].as_str().unwrap_or_else(|| panic!("{} exports no watermark: {doc}", MEMBERS[i]));
+    let height = doc["data"][0]["height"].as_str().expect("height").parse().expect("decimal");
+    (key.to_string(), height)
+}
+
+/// Waits for the active's first checkpoint: the cluster's first watermark.
+async fn wait_for_a_watermark(lab: &Lab) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while json(&ctl(lab, 2, &["watermark", "export"]))["data"].as_array().is_none_or(Vec::is_empty) {
+        assert!(Instant::now() < end, "the active never checkpointed a watermark");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many watermark imports member `i` has recorded as operator events.
+fn import_events(lab: &Lab, i: usize) -> Vec<String> {
+    let o = ctl(lab, i, &["--json", "events"]);
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+        .filter(|e| e["kind"] == "operator")
+        .filter_map(|e| e["message"].as_str().filter(|m| m.contains("watermark import")).map(String::from))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_above_import_max_ahead_is_refused_unless_forced_and_none_passes_2_to_the_53() {
+    let lab = Lab::start("", &[]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    lab.wait_signed_above(active, 2, Duration::from_secs(5)).await;
+    wait_for_statuses(&lab).await;
+    wait_for_a_watermark(&lab).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (key, height) = exported_watermark(&lab, 2);
+
+    // 200,000 above a cluster at `height` is past the default bound of 100,000.
+    let far = height + 200_000;
+    let file = write_interchange(dir.path(), "far.json", &[(&key, far.to_string(), 0, "precommit")]);
+    let o = ctl(&lab, 2, &["watermark", "import", &file]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let why = String::from_utf8_lossy(&o.stderr);
+    for part in ["failover.import_max_ahead (100000)", &far.to_string(), "--force"] {
+        assert!(why.contains(part), "{part} missing: {}", text(&o));
+    }
+    assert!(exported_watermark(&lab, 2).1 < far, "a refused import changed the watermark");
+
+    // --force lifts that bound: applied, and every member reads it.
+    let o = ctl(&lab, 2, &["watermark", "import", "--force", &file]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("→ {far}/0/precommit")), "{}", text(&o));
+    for (i, member) in MEMBERS.iter().enumerate() {
+        assert_eq!(exported_watermark(&lab, i).1, far, "member {member}");
+    }
+
+    // Nothing lifts the ceiling: u64::MAX would stop the key from signing for good.
+    let max = write_interchange(dir.path(), "max.json", &[(&key, u64::MAX.to_string(), 0, "precommit")]);
+    let o = ctl(&lab, 2, &["watermark", "import", "--force", &max]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let why = String::from_utf8_lossy(&o.stderr);
+    for part in ["9007199254740992 (2^53)", "ceiling", &u64::MAX.to_string()] {
+        assert!(why.contains(part), "{part} missing: {}", text(&o));
+    }
+    assert_eq!(exported_watermark(&lab, 2).1, far, "a refused import changed the watermark");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_previews_with_dry_run_refuses_a_bad_file_whole_and_sends_a_big_file_once() {
+    let lab = Lab::start("", &[]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    lab.wait_signed_above(active, 2, Duration::from_secs(5)).await;
+    wait_for_statuses(&lab).await;
+    wait_for_a_watermark(&lab).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (key, height) = exported_watermark(&lab, 2);
+
+    // First above the chain, so that the active's checkpoints leave the watermark as it is.
+    let base = height + 5_000;
+    let file = write_interchange(dir.path(), "base.json", &[(&key, base.to_string(), 0, "precommit")]);
+    let o = ctl(&lab, 2, &["watermark", "import", &file]);
+    assert!(o.status.success(), "{}", text(&o));
+    let before = json(&ctl(&lab, 2, &["watermark", "export"]));
+    assert_eq!(exported_watermark(&lab, 2).1, base);
+
+    // A dry run prints the change and writes nothing.
+    let file = write_interchange(dir.path(), "next.json", &[(&key, (base + 1_000).to_string(), 0, "precommit")]);
+    let o = ctl(&lab, 2, &["watermark", "import", "--dry-run", &file]);
+    assert!(o.status.success(), "{}", text(&o));
+    let expected = format!("dry run: {key}: {base}/0/precommit → {}/0/precommit (nothing written)", base + 1_000);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), expected, "{}", text(&o));
+    assert_eq!(json(&ctl(&lab, 2, &["watermark", "export"])), before, "a dry run changed the watermark");
+    let r = json(&ctl(&lab, 2, &["--json", "watermark", "import", "--dry-run", &file]));
+    assert_eq!(r["dry_run"], true, "{r}");
+    assert_eq!(
+        (r["keys"][0]["before"]["height"].as_u64(), r["keys"][0]["after"]["height"].as_u64()),
+        (Some(base), Some(base + 1_000)),
+        "{r}"
+    );
+    assert_eq!(r["keys"][0]["changed"], true, "{r}");
+    assert_eq!(json(&ctl(&lab, 2, &["watermark", "export"])), before, "a dry run changed the watermark");
+
+    // One bad entry: exit 2 naming it, nothing sent, nothing changed.
+    let imports_before = import_events(&lab, 2).len();
+    let file = write_interchange(
+        dir.path(),
+        "bad.json",
+        &[
+            (&key, (base + 10).to_string(), 0, "precommit"),
+            (&key, (base + 20).to_string(), 0, "commit"),
+            (&key, (base + 30).to_string(), 0, "precommit"),
+        ],
+    );
+    let o = ctl(&lab, 2, &["watermark", "import", &file]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("data[1].step"), "{}", text(&o));
+    assert_eq!(import_events(&lab, 2).len(), imports_before, "a bad file reached the daemon");
+    assert_eq!(json(&ctl(&lab, 2, &["watermark", "export"])), before, "a bad file changed the watermark");
+
+    // 200,000 entries of one key, rising through heights and steps: one request, whose
+    // result is the file's highest entry.
+    const N: u64 = 200_000;
+    let steps = ["propose", "prevote", "precommit"];
+    let heights: Vec<String> = (0..N).map(|i| (base + 1 + i / 3).to_string()).collect();
+    let entries: Vec<(&str, String, u32, &str)> =
+        heights.iter().enumerate().map(|(i, h)| (key.as_str(), h.clone(), 0, steps[i % 3])).collect();
+    let file = write_interchange(dir.path(), "big.json", &entries);
+    let top = format!("{}/0/{}", base + 1 + (N - 1) / 3, steps[((N - 1) % 3) as usize]);
+    let started = std::time::Instant::now();
+    let o = ctl(&lab, 2, &["watermark", "import", &file]);
+    let took = started.elapsed();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("{key}: {base}/0/precommit → {top}"));
+    assert!(took < Duration::from_secs(10), "200,000 entries took {took:?}");
+    for (i, member) in MEMBERS.iter().enumerate() {
+        assert_eq!(exported_watermark(&lab, i).1, base + 1 + (N - 1) / 3, "member {member}");
+    }
+    let imports = import_events(&lab, 2);
+    assert_eq!(imports.len(), imports_before + 1, "{imports:?}");
+    assert!(imports.last().is_some_and(|m| m.contains("watermark import of 1 entry requested")), "{imports:?}");
+    eprintln!("200,000 entries imported in {took:?}");
+}

@@ -13,6 +13,8 @@ mod intents;
 mod view;
 mod watermark;
 
+pub use watermark::MAX_IMPORT_ENTRIES;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +48,9 @@ pub struct ControlService {
     pub own_status: watch::Receiver<Option<MemberStatus>>,
     pub members: Vec<MemberConfig>,
     pub max_lag_on_failover: u64,
+    /// `failover.import_max_ahead`: how far above the best height the cluster knows an import
+    /// may set a watermark without `force`.
+    pub import_max_ahead: u64,
     pub status_stale_after: Duration,
     pub call_timeout: Duration,
     /// The member's event stream; operator actions are recorded in it too.
@@ -192,8 +197,16 @@ impl Control for ControlService {
     ) -> Result<Response<WatermarkImportReply>, Status> {
         let caller = caller(&request);
         let req = request.into_inner();
-        self.operator_action(&caller, format!("watermark import of {} at {:?} requested", req.key, req.hrs));
-        self.import_watermark(req).await.map(Response::new)
+        let n = req.entries.len();
+        let flags = match (req.dry_run, req.force) {
+            (false, false) => "",
+            (true, false) => " (dry run)",
+            (false, true) => " (--force)",
+            (true, true) => " (dry run, --force)",
+        };
+        let entries = if n == 1 { "entry" } else { "entries" };
+        self.operator_action(&caller, format!("watermark import of {n} {entries} requested{flags}"));
+        self.import_watermarks(req).await.map(Response::new)
     }
 }
 

@@ -70,6 +70,40 @@ pub enum CoordError {
     Unavailable(String),
     #[error("the request was refused: {0}")]
     Invalid(String),
+    /// One entry of an import batch was refused, so the whole batch changed nothing.
+    #[error("the import changed nothing: the entry for key {key} was refused: {reason}")]
+    ImportRefused { key: KeyId, reason: WatermarkRefusal },
+}
+
+/// The watermarks an import leaves, in the order of `entries`, given each key's current one
+/// (`None`: none stored): the one rule both backends apply and the control API's dry run
+/// previews. All or nothing: refuses the whole batch when it is empty, names a key twice, or any
+/// entry would lower its key's watermark or pass [`crate::domain::IMPORT_HEIGHT_CEILING`].
+/// An entry equal to its key's watermark leaves it as it is.
+pub fn plan_import(
+    entries: &[(KeyId, Hrs)],
+    current: impl Fn(&KeyId) -> Option<Watermark>,
+) -> Result<Vec<Watermark>, CoordError> {
+    if entries.is_empty() {
+        return Err(CoordError::Invalid("an import names no key; give at least one entry".into()));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (key, _) in entries {
+        if !seen.insert(key) {
+            return Err(CoordError::Invalid(format!(
+                "key {key} appears more than once in one import; send only its highest entry"
+            )));
+        }
+    }
+    entries
+        .iter()
+        .map(|(key, hrs)| {
+            current(key)
+                .unwrap_or(Watermark::ZERO)
+                .import(*hrs)
+                .map_err(|reason| CoordError::ImportRefused { key: key.clone(), reason })
+        })
+        .collect()
 }
 
 /// The coordination store. All methods are bounded by `deadline`.
@@ -122,8 +156,16 @@ pub trait Coordinator: Send + Sync {
     /// a watermark read under epoch E reflects every write acknowledged before.
     async fn watermark(&self, key: &KeyId, deadline: Instant) -> Result<Option<Watermark>, CoordError>;
 
-    /// Raises `key`'s watermark from an operator's import; refused if it would lower it.
-    async fn import_watermark(&self, key: &KeyId, hrs: Hrs, deadline: Instant) -> Result<Watermark, CoordError>;
+    /// An operator's import, as ONE store command, all or nothing: each key's watermark moves
+    /// up to its entry's HRS. MUST follow [`plan_import`] against the watermarks at the moment
+    /// the command takes effect: when any entry is refused (it would lower its key's watermark,
+    /// passes the import ceiling, or its key appears twice) nothing changes. Returns the
+    /// watermarks after, in the order of `entries`. Needs no lease.
+    async fn import_watermarks(
+        &self,
+        entries: &[(KeyId, Hrs)],
+        deadline: Instant,
+    ) -> Result<Vec<Watermark>, CoordError>;
 
     /// The lease as the store sees it now (linearizable).
     async fn lease(&self, deadline: Instant) -> Result<LeaseView, CoordError>;

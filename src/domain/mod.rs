@@ -18,4 +18,4 @@ pub use lease::{Epoch, Lease, LeaseView};
 pub use member::{KeyId, MemberId, MemberIdError, MemberKind};
 pub use status::{MemberStatus, RoleName};
 pub use time::MonoTime;
-pub use watermark::{Watermark, WatermarkRefusal};
+pub use watermark::{IMPORT_HEIGHT_CEILING, Watermark, WatermarkRefusal, check_import_height};

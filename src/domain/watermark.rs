@@ -1,5 +1,5 @@
-//! The replicated sign watermark and the only two ways it may move (DESIGN.md §4, S3).
-//! Pure rules shared by every backend; no I/O.
+//! The replicated sign watermark, the only ways it may move (DESIGN.md §4, S3), and the
+//! ceiling no import may pass. Pure rules shared by every backend; no I/O.
 
 use std::fmt;
 
@@ -11,14 +11,24 @@ use super::{Epoch, Hrs};
 /// holder that raised it last.
 ///
 /// The store keeps one per key. S3 (DESIGN.md §3) says it never decreases; the only ways to
-/// change it are [`Watermark::reserve`] (signer mode, strictly above) and [`Watermark::raise`]
-/// (checkpoints, releases and imports, never below). Both are pure so that the raft state
-/// machine, the Consul backend and the import path apply the same rule.
+/// change it are [`Watermark::reserve`] (signer mode, strictly above), [`Watermark::raise`]
+/// (checkpoints and releases, never below) and [`Watermark::import`] (an operator's, refused
+/// below and above [`IMPORT_HEIGHT_CEILING`]). All are pure so that the raft state machine, the
+/// Consul backend and the control API's dry run apply the same rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Watermark {
     pub hrs: Hrs,
     pub epoch: Epoch,
 }
+
+/// The highest height an import may set, 2^53, even with `--force`.
+///
+/// No chain will reach it (a block every millisecond for 285,000 years), and below it every
+/// height is exact wherever it travels: as a JSON number read by a float-based parser, and in
+/// the activation floor `max(watermark, chain height) + floor_margin`, which can then never wrap
+/// around u64. A height above it is a mistake (a typo, `u64::MAX`), and since a watermark never
+/// goes down (S3) it would stop the key from signing for good.
+pub const IMPORT_HEIGHT_CEILING: u64 = 1 << 53;
 
 /// Why a watermark change was refused. Every refusal means "do not sign".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +40,22 @@ pub enum WatermarkRefusal {
     /// The writer's lease epoch is not the current one: it is a deposed holder.
     #[error("epoch {given} is not the current lease epoch {current}; the writer no longer holds the lease")]
     StaleEpoch { current: Epoch, given: Epoch },
+    /// An import above [`IMPORT_HEIGHT_CEILING`]: no chain gets there, and the key would never
+    /// sign again.
+    #[error(
+        "height {requested} is above {IMPORT_HEIGHT_CEILING} (2^53), the ceiling no import may pass, --force or \
+         not: no chain reaches it, the activation floor must stay exact, and a watermark there would stop the key \
+         from signing for good; check the height in the file"
+    )]
+    AboveCeiling { requested: u64 },
+}
+
+/// Refuses a height an import may not set: above [`IMPORT_HEIGHT_CEILING`].
+pub fn check_import_height(height: u64) -> Result<(), WatermarkRefusal> {
+    if height > IMPORT_HEIGHT_CEILING {
+        return Err(WatermarkRefusal::AboveCeiling { requested: height });
+    }
+    Ok(())
 }
 
 impl Watermark {
@@ -56,10 +82,19 @@ impl Watermark {
         Ok(Watermark { hrs, epoch })
     }
 
-    /// An operator's import: the result is the higher of the two, so an import can only
-    /// raise a watermark. Refuses, rather than silently ignoring, an import that would lower it,
-    /// so the operator learns their file is older than the cluster.
+    /// An operator's import: the watermark moves up to `hrs` (an equal one leaves it as it is).
+    /// Refuses, rather than silently ignoring, an import that would lower it, so the operator
+    /// learns their file is older than the cluster; refuses a height above
+    /// [`IMPORT_HEIGHT_CEILING`].
     pub fn import(&self, hrs: Hrs) -> Result<Watermark, WatermarkRefusal> {
+        check_import_height(hrs.height)?;
+        self.import_without_ceiling(hrs)
+    }
+
+    /// [`Watermark::import`] without the ceiling: only for applying raft log entries written
+    /// before the ceiling existed. Those entries were applied without it when they were first
+    /// committed, so a member that replays them now must reach the same state.
+    pub fn import_without_ceiling(&self, hrs: Hrs) -> Result<Watermark, WatermarkRefusal> {
         if hrs < self.hrs {
             return Err(WatermarkRefusal::NotAbove { current: self.hrs, requested: hrs });
         }
@@ -146,6 +181,23 @@ mod tests {
         assert!(w.import(Hrs::new(9, 0, Step::Precommit)).is_err());
         assert_eq!(w.import(Hrs::new(10, 0, Step::Precommit)), Ok(w));
         assert_eq!(w.import(Hrs::new(20, 0, Step::Propose)).map(|n| n.hrs), Ok(Hrs::new(20, 0, Step::Propose)));
+    }
+
+    // One line per case: (import height, expected) against a watermark at height 10.
+    #[test]
+    fn no_import_passes_the_ceiling_of_2_to_the_53() {
+        let cases: &[(u64, Result<u64, WatermarkRefusal>)] = &[
+            (IMPORT_HEIGHT_CEILING, Ok(IMPORT_HEIGHT_CEILING)),
+            (IMPORT_HEIGHT_CEILING + 1, Err(WatermarkRefusal::AboveCeiling { requested: IMPORT_HEIGHT_CEILING + 1 })),
+            (u64::MAX, Err(WatermarkRefusal::AboveCeiling { requested: u64::MAX })),
+        ];
+        let w = wm(10, 0, Step::Precommit);
+        for (height, want) in cases {
+            assert_eq!(w.import(Hrs::new(*height, 0, Step::Propose)).map(|n| n.hrs.height), *want, "height {height}");
+        }
+        assert_eq!(IMPORT_HEIGHT_CEILING, 9_007_199_254_740_992);
+        let text = WatermarkRefusal::AboveCeiling { requested: u64::MAX }.to_string();
+        assert!(text.contains("9007199254740992 (2^53)"), "{text}");
     }
 
     fn any_step() -> impl Strategy<Value = Step> {

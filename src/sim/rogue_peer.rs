@@ -142,7 +142,12 @@ impl RoguePeer {
             Ok(_) => Answer::Accepted,
             // A connection the server dropped (a TLS 1.3 server refuses a client certificate
             // after the client has finished its side of the handshake).
-            Err(status) if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => {
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                ) =>
+            {
                 Answer::Unreachable(crate::http::error_chain(&status))
             }
             Err(status) => Answer::Refused { code: status.code(), message: status.message().to_string() },

@@ -109,10 +109,16 @@ impl Coordinator for MeasuredStore {
         result
     }
 
-    async fn import_watermark(&self, key: &KeyId, hrs: Hrs, deadline: Instant) -> Result<Watermark, CoordError> {
-        let result = self.measure("import_watermark", self.inner.import_watermark(key, hrs, deadline)).await;
-        if let Ok(w) = &result {
-            self.metrics.set_watermark(key.as_str(), w.hrs.height);
+    async fn import_watermarks(
+        &self,
+        entries: &[(KeyId, Hrs)],
+        deadline: Instant,
+    ) -> Result<Vec<Watermark>, CoordError> {
+        let result = self.measure("import_watermarks", self.inner.import_watermarks(entries, deadline)).await;
+        if let Ok(after) = &result {
+            for ((key, _), w) in entries.iter().zip(after) {
+                self.metrics.set_watermark(key.as_str(), w.hrs.height);
+            }
         }
         result
     }

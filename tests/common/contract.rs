@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use failover::coord::{CoordError, Coordinator};
 use failover::domain::{
-    Epoch, Hrs, KeyId, LeaseView, MemberId, MemberKind, MemberStatus, RoleName, Step, WatermarkRefusal,
+    Epoch, Hrs, IMPORT_HEIGHT_CEILING, KeyId, LeaseView, MemberId, MemberKind, MemberStatus, RoleName, Step,
+    WatermarkRefusal,
 };
 use tokio::time::Instant;
 
@@ -48,6 +49,7 @@ pub async fn run_all(members: &[Member<'_>]) {
     checkpoint_and_release_raise_but_never_lower(members).await;
     stale_holder_is_refused_after_a_new_grant(members).await;
     import_only_raises(members).await;
+    import_is_all_or_nothing(members).await;
     intents_are_replicated_and_watched(members).await;
     status_is_shared_between_members(members).await;
     calls_return_by_their_deadline(members).await;
@@ -158,13 +160,75 @@ pub async fn import_only_raises(ms: &[Member<'_>]) {
     let a = &ms[0];
     let k = key("contract-import");
     assert_eq!(a.coord.watermark(&k, soon()).await.expect("read"), None, "never written reads as none, not zero");
-    let w = a.coord.import_watermark(&k, Hrs::new(500, 0, Step::Precommit), soon()).await.expect("import");
-    assert_eq!(w.hrs.height, 500);
-    assert!(matches!(
-        a.coord.import_watermark(&k, Hrs::new(499, 0, Step::Precommit), soon()).await,
-        Err(CoordError::Refused(WatermarkRefusal::NotAbove { .. }))
-    ));
+    let w = a.coord.import_watermarks(&[(k.clone(), Hrs::new(500, 0, Step::Precommit))], soon()).await.expect("import");
+    assert_eq!(w.iter().map(|w| w.hrs.height).collect::<Vec<_>>(), vec![500]);
+    match a.coord.import_watermarks(&[(k.clone(), Hrs::new(499, 0, Step::Precommit))], soon()).await {
+        Err(CoordError::ImportRefused { key, reason: WatermarkRefusal::NotAbove { .. } }) => assert_eq!(key, k),
+        other => panic!("an import below the watermark: {other:?}"),
+    }
+    let same = a.coord.import_watermarks(&[(k.clone(), Hrs::new(500, 0, Step::Precommit))], soon()).await;
+    assert_eq!(same.expect("an equal import is not an error")[0].hrs.height, 500);
     assert_eq!(ms[1].coord.watermark(&k, soon()).await.expect("read").map(|w| w.hrs.height), Some(500));
+}
+
+/// Every member reads `expected` (height per key).
+async fn assert_heights(ms: &[Member<'_>], expected: &[(&KeyId, Option<u64>)], why: &str) {
+    for m in ms {
+        for (k, height) in expected {
+            let read = m.coord.watermark(k, soon()).await.expect("read").map(|w| w.hrs.height);
+            assert_eq!(read, *height, "{why}: {k} as {} reads it", m.id);
+        }
+    }
+}
+
+pub async fn import_is_all_or_nothing(ms: &[Member<'_>]) {
+    let a = &ms[0];
+    let (x, y, z) = (key("contract-atomic-x"), key("contract-atomic-y"), key("contract-atomic-z"));
+    let both = [(x.clone(), Hrs::new(100, 0, Step::Precommit)), (y.clone(), Hrs::new(200, 1, Step::Prevote))];
+    let w = a.coord.import_watermarks(&both, soon()).await.expect("two keys in one import");
+    assert_eq!(w.iter().map(|w| w.hrs).collect::<Vec<_>>(), vec![both[0].1, both[1].1]);
+    assert_heights(ms, &[(&x, Some(100)), (&y, Some(200))], "both applied").await;
+
+    // One entry that would lower its key: the entry that would raise x is not applied either.
+    let lowering = [(x.clone(), Hrs::new(150, 0, Step::Precommit)), (y.clone(), Hrs::new(150, 0, Step::Precommit))];
+    match a.coord.import_watermarks(&lowering, soon()).await {
+        Err(CoordError::ImportRefused { key, reason: WatermarkRefusal::NotAbove { .. } }) => assert_eq!(key, y),
+        other => panic!("a batch with a lowering entry: {other:?}"),
+    }
+    // One entry above the ceiling, and a new key beside it: nothing is created.
+    let ceiling = [
+        (z.clone(), Hrs::new(5, 0, Step::Propose)),
+        (x.clone(), Hrs::new(IMPORT_HEIGHT_CEILING + 1, 0, Step::Propose)),
+    ];
+    match a.coord.import_watermarks(&ceiling, soon()).await {
+        Err(CoordError::ImportRefused { key, reason: WatermarkRefusal::AboveCeiling { .. } }) => assert_eq!(key, x),
+        other => panic!("a batch above the ceiling: {other:?}"),
+    }
+    let twice = [(z.clone(), Hrs::new(5, 0, Step::Propose)), (z.clone(), Hrs::new(6, 0, Step::Propose))];
+    assert!(matches!(a.coord.import_watermarks(&twice, soon()).await, Err(CoordError::Invalid(_))), "a key twice");
+    assert!(matches!(a.coord.import_watermarks(&[], soon()).await, Err(CoordError::Invalid(_))), "no entry");
+    assert_heights(ms, &[(&x, Some(100)), (&y, Some(200)), (&z, None)], "refused batches changed nothing").await;
+
+    // Racing imports, each raising x and y together by the same step: whichever land, x and y
+    // always come from the same one, and the last to land is the highest that landed.
+    let imports: Vec<[(KeyId, Hrs); 2]> = (1..=8u64)
+        .map(|i| [(x.clone(), Hrs::new(1000 + i, 0, Step::Propose)), (y.clone(), Hrs::new(2000 + i, 0, Step::Propose))])
+        .collect();
+    let results = futures::future::join_all(
+        imports.iter().enumerate().map(|(i, batch)| ms[i % 2].coord.import_watermarks(batch, soon())),
+    )
+    .await;
+    let landed: Vec<u64> = results
+        .iter()
+        .zip(1..)
+        .filter_map(|(r, i)| match r {
+            Ok(_) => Some(i),
+            Err(CoordError::ImportRefused { .. } | CoordError::Unavailable(_)) => None,
+            Err(e) => panic!("import {i}: {e}"),
+        })
+        .collect();
+    let top = *landed.iter().max().expect("at least one racing import lands");
+    assert_heights(ms, &[(&x, Some(1000 + top)), (&y, Some(2000 + top))], "racing imports").await;
 }
 
 pub async fn intents_are_replicated_and_watched(ms: &[Member<'_>]) {

@@ -226,7 +226,7 @@ impl SharedCluster {
             }
         };
         nodes[0]
-            .import_watermark(key, Hrs::new(1, 0, Step::Propose), within(Duration::from_secs(5)))
+            .import_watermarks(&[(key.clone(), Hrs::new(1, 0, Step::Propose))], within(Duration::from_secs(5)))
             .await
             .expect("import");
         SharedCluster { nodes, lease, dirs, pki_dir }

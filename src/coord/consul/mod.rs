@@ -12,8 +12,10 @@
 //! Watermarks live under `<prefix>/watermarks/<key>` and every write is a transaction that checks
 //! the writer's session still holds the leader lock and sets the value with check-and-set on its
 //! ModifyIndex; a new holder first rewrites every watermark with its own epoch, so an old
-//! holder's write in flight fails its CAS. Operator intents are `<prefix>/intents` (CAS), member
-//! status `<prefix>/members/<id>`, locked by each member's session so it goes with it.
+//! holder's write in flight fails its CAS. An operator's import needs no lease: it is one
+//! transaction with a check-and-set per key, so it lands whole or not at all. Operator intents
+//! are `<prefix>/intents` (CAS), member status `<prefix>/members/<id>`, locked by each member's
+//! session so it goes with it.
 //!
 //! Never decides anything by a member's clock: expiry is Consul's check timer and lock-delay.
 
@@ -30,7 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::agent::{Agent, AgentError, KvEntry, TxnOp};
-use super::{CoordError, Coordinator, Intents, StatusReport, StoreView, Transfer};
+use super::{CoordError, Coordinator, Intents, StatusReport, StoreView, Transfer, plan_import};
 use crate::config::{Config, MemberConfig};
 use crate::domain::{
     Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, Watermark, WatermarkRefusal,
@@ -44,6 +46,9 @@ const LOCK_DELAY_POLL: Duration = Duration::from_millis(25);
 
 /// Attempts of a check-and-set that lost a race to another writer.
 const CAS_ATTEMPTS: usize = 8;
+
+/// The most operations Consul accepts in one transaction (`/v1/txn`).
+const TXN_MAX_OPS: usize = 64;
 
 /// The value of `<prefix>/leader`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,6 +263,52 @@ impl ConsulCoordinator {
             }
         }
         Err(CoordError::Unavailable(format!("{wm_key}: lost {CAS_ATTEMPTS} check-and-set races in a row")))
+    }
+
+    /// An import as one transaction: every key's watermark is read just before, the batch is
+    /// checked by [`plan_import`], and each key is written with a check-and-set on the
+    /// ModifyIndex that read returned — also a key the import leaves as it is, so that the
+    /// transaction fails if any of them moved since. Either every key moves or none does. A lost
+    /// race reads again, up to `CAS_ATTEMPTS` times.
+    async fn import_all(&self, entries: &[(KeyId, Hrs)]) -> Result<Vec<Watermark>, CoordError> {
+        if entries.len() > TXN_MAX_OPS {
+            return Err(CoordError::Invalid(format!(
+                "an import of {} keys does not fit one Consul transaction (at most {TXN_MAX_OPS}); import fewer keys \
+                 at once",
+                entries.len()
+            )));
+        }
+        for _ in 0..CAS_ATTEMPTS {
+            let stored: HashMap<String, KvEntry> = self
+                .agent
+                .read(&self.key("watermarks/"), true)
+                .await
+                .map_err(unavailable)?
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| (e.key.clone(), e))
+                .collect();
+            let mut current = HashMap::new();
+            for (key, _) in entries {
+                if let Some(entry) = stored.get(&self.watermark_key(key)) {
+                    current.insert(key.clone(), (decode::<Watermark>(entry)?, entry.modify_index));
+                }
+            }
+            let next = plan_import(entries, |key| current.get(key).map(|(w, _)| *w))?;
+            let mut ops = Vec::with_capacity(entries.len());
+            for ((key, _), w) in entries.iter().zip(&next) {
+                let value = serde_json::to_vec(w).map_err(|e| CoordError::Invalid(e.to_string()))?;
+                let index = current.get(key).map_or(0, |(_, index)| *index);
+                ops.push(TxnOp::Cas { key: self.watermark_key(key), value, index });
+            }
+            if self.agent.txn(&ops).await.map_err(unavailable)? {
+                return Ok(next);
+            }
+        }
+        Err(CoordError::Unavailable(format!(
+            "the import lost {CAS_ATTEMPTS} check-and-set races in a row against other writers of the same watermarks; \
+             nothing was written; try again"
+        )))
     }
 
     /// Rewrites every watermark with the new holder's epoch (values unchanged), so that a write
@@ -505,11 +556,12 @@ impl Coordinator for ConsulCoordinator {
         .await
     }
 
-    async fn import_watermark(&self, key: &KeyId, hrs: Hrs, deadline: Instant) -> Result<Watermark, CoordError> {
-        bounded("import_watermark", deadline, async {
-            self.update_watermark(key, None, |w| w.import(hrs).map(|n| (n != *w).then_some(n))).await
-        })
-        .await
+    async fn import_watermarks(
+        &self,
+        entries: &[(KeyId, Hrs)],
+        deadline: Instant,
+    ) -> Result<Vec<Watermark>, CoordError> {
+        bounded("import_watermarks", deadline, self.import_all(entries)).await
     }
 
     async fn lease(&self, deadline: Instant) -> Result<LeaseView, CoordError> {

@@ -385,8 +385,15 @@ impl Coordinator for RaftCoordinator {
         Ok(self.read(deadline, "watermark").await?.watermarks.get(key).copied())
     }
 
-    async fn import_watermark(&self, key: &KeyId, hrs: Hrs, deadline: Instant) -> Result<Watermark, CoordError> {
-        watermark_of(self.call(Command::Import { key: key.clone(), hrs }, deadline, "import_watermark").await?)
+    async fn import_watermarks(
+        &self,
+        entries: &[(KeyId, Hrs)],
+        deadline: Instant,
+    ) -> Result<Vec<Watermark>, CoordError> {
+        match self.call(Command::ImportAll { entries: entries.to_vec() }, deadline, "import_watermarks").await? {
+            Reply::Watermarks(w) => Ok(w),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn lease(&self, deadline: Instant) -> Result<LeaseView, CoordError> {

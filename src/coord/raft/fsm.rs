@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::coord::{CoordError, Intents, Transfer};
+use crate::coord::{CoordError, Intents, Transfer, plan_import};
 use crate::domain::{Epoch, Hrs, KeyId, LeaseView, MemberId, Watermark};
 
 /// A change to the replicated state, as it travels through the raft log.
@@ -48,9 +48,20 @@ pub enum Command {
         key: KeyId,
         height: u64,
     },
+    /// An import of one key, as versions before `ImportAll` wrote it. Nothing proposes it any
+    /// more, but raft logs and snapshots' tails written by those versions may hold it, so it
+    /// still decodes and applies exactly as it did then (without the import ceiling: every
+    /// member must reach the state the entry produced when it was first applied).
     Import {
         key: KeyId,
         hrs: Hrs,
+    },
+    /// An operator's import of many keys, all or nothing ([`crate::coord::plan_import`]): every
+    /// entry is checked before anything changes, and one refused entry refuses the command.
+    /// Versions before it cannot decode it and skip it, so every member must run a version that
+    /// knows it before the first import (README, "Importing a watermark").
+    ImportAll {
+        entries: Vec<(KeyId, Hrs)>,
     },
     Pause {
         paused: bool,
@@ -75,9 +86,13 @@ impl Command {
 /// What an applied command answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
-    Granted { epoch: Epoch },
+    Granted {
+        epoch: Epoch,
+    },
     Done,
     Watermark(Watermark),
+    /// The watermarks after an `ImportAll`, in the order of its entries.
+    Watermarks(Vec<Watermark>),
     TransferSet(Transfer),
     State(Box<FsmState>),
 }
@@ -156,9 +171,16 @@ impl FsmState {
                 Ok(Reply::Watermark(next))
             }
             Command::Import { key, hrs } => {
-                let next = self.watermark_or_zero(key).import(*hrs)?;
+                let next = self.watermark_or_zero(key).import_without_ceiling(*hrs)?;
                 self.watermarks.insert(key.clone(), next);
                 Ok(Reply::Watermark(next))
+            }
+            Command::ImportAll { entries } => {
+                let next = plan_import(entries, |key| self.watermarks.get(key).copied())?;
+                for ((key, _), w) in entries.iter().zip(&next) {
+                    self.watermarks.insert(key.clone(), *w);
+                }
+                Ok(Reply::Watermarks(next))
             }
             Command::Pause { paused } => {
                 self.paused = *paused;
@@ -331,6 +353,77 @@ mod tests {
         assert_eq!(serde_json::from_slice::<Command>(&bytes).expect("decode"), c);
     }
 
+    fn k2() -> KeyId {
+        KeyId::new("validator-2").expect("valid")
+    }
+
+    // One line per case (DESIGN.md §3 S3; an import is all or nothing): starting from k at
+    // 10/0/precommit and no k2, (entries, refused?, k's height after, k2's height after).
+    #[test]
+    fn import_all_applies_every_entry_or_none() {
+        use Step::*;
+        type Case = (Vec<(KeyId, Hrs)>, bool, u64, Option<u64>);
+        let cases: Vec<Case> = vec![
+            (vec![(k(), Hrs::new(20, 0, Propose)), (k2(), Hrs::new(5, 0, Propose))], false, 20, Some(5)),
+            (vec![(k(), Hrs::new(10, 0, Precommit)), (k2(), Hrs::new(5, 0, Propose))], false, 10, Some(5)),
+            (vec![(k2(), Hrs::new(5, 0, Propose)), (k(), Hrs::new(9, 0, Precommit))], true, 10, None),
+            (vec![(k(), Hrs::new(20, 0, Propose)), (k2(), Hrs::new(1 << 54, 0, Propose))], true, 10, None),
+            (vec![(k(), Hrs::new(20, 0, Propose)), (k(), Hrs::new(21, 0, Propose))], true, 10, None),
+            (vec![], true, 10, None),
+        ];
+        for (i, (entries, refused, k_after, k2_after)) in cases.into_iter().enumerate() {
+            let mut s = FsmState::default();
+            s.apply(&Command::ImportAll { entries: vec![(k(), Hrs::new(10, 0, Precommit))] }).expect("seed");
+            let before = s.clone();
+            let r = s.apply(&Command::ImportAll { entries: entries.clone() });
+            assert_eq!(r.is_err(), refused, "case {i}: {r:?}");
+            if refused {
+                assert_eq!(s, before, "case {i}: a refused import changed the state");
+            } else {
+                let after: Vec<Hrs> = match r {
+                    Ok(Reply::Watermarks(w)) => w.iter().map(|w| w.hrs).collect(),
+                    other => panic!("case {i}: {other:?}"),
+                };
+                assert_eq!(after, entries.iter().map(|(_, h)| *h).collect::<Vec<_>>(), "case {i}");
+            }
+            assert_eq!(s.watermarks[&k()].hrs.height, k_after, "case {i}");
+            assert_eq!(s.watermarks.get(&k2()).map(|w| w.hrs.height), k2_after, "case {i}");
+        }
+    }
+
+    #[test]
+    fn a_refused_import_names_the_entry_that_was_refused() {
+        let mut s = FsmState::default();
+        s.apply(&Command::ImportAll { entries: vec![(k2(), Hrs::end_of_height(50))] }).expect("seed");
+        let r = s.apply(&Command::ImportAll {
+            entries: vec![(k(), Hrs::end_of_height(60)), (k2(), Hrs::end_of_height(40))],
+        });
+        assert!(matches!(r, Err(CoordError::ImportRefused { key, .. }) if key == k2()));
+    }
+
+    // Logs written before ImportAll hold `import` entries: they still decode and apply as they
+    // did then, without the ceiling, so a member replaying them reaches the same state.
+    #[test]
+    fn an_import_entry_written_by_an_earlier_version_still_decodes_and_applies() {
+        let cases: &[(&str, Hrs)] = &[
+            (
+                r#"{"op":"import","key":"validator","hrs":{"height":4304,"round":0,"step":"precommit"}}"#,
+                Hrs::new(4304, 0, Step::Precommit),
+            ),
+            (
+                r#"{"op":"import","key":"validator","hrs":{"height":18446744073709551615,"round":0,"step":"propose"}}"#,
+                Hrs::new(u64::MAX, 0, Step::Propose),
+            ),
+        ];
+        for (text, hrs) in cases {
+            let cmd: Command = serde_json::from_str(text).expect("an old entry decodes");
+            assert_eq!(cmd, Command::Import { key: k(), hrs: *hrs });
+            let mut s = FsmState::default();
+            assert_eq!(s.apply(&cmd), Ok(Reply::Watermark(Watermark { hrs: *hrs, epoch: Epoch::ZERO })), "{text}");
+            assert_eq!(s.watermarks[&k()].hrs, *hrs);
+        }
+    }
+
     fn arb_cmd() -> impl Strategy<Value = Command> {
         let member = prop::sample::select(vec!["a", "b", "c"]).prop_map(m);
         let epoch = (0u64..6).prop_map(e);
@@ -344,7 +437,9 @@ mod tests {
             epoch.clone().prop_map(|epoch| Command::Expire { epoch }),
             (epoch.clone(), hrs.clone()).prop_map(|(epoch, hrs)| Command::Reserve { epoch, key: k(), hrs }),
             (epoch, 0u64..20).prop_map(|(epoch, height)| Command::Checkpoint { epoch, key: k(), height }),
-            hrs.prop_map(|hrs| Command::Import { key: k(), hrs }),
+            hrs.clone().prop_map(|hrs| Command::Import { key: k(), hrs }),
+            prop::collection::vec((prop::sample::select(vec![k(), k2()]), hrs), 0..3)
+                .prop_map(|entries| Command::ImportAll { entries }),
             any::<bool>().prop_map(|paused| Command::Pause { paused }),
             member.prop_map(|to| Command::Transfer { to, forced: false }),
         ]
