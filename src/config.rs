@@ -53,7 +53,8 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
-    /// Mutual TLS for the peer service and the TCP control API. Absent: plaintext peers.
+    /// Mutual TLS for the peer service and the TCP control API. Required by the raft backend
+    /// unless `coordinator.raft.insecure_plaintext_peers` opts into plaintext on loopback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
     /// Event webhooks: failovers, fences and refusals POSTed as they happen.
@@ -604,11 +605,20 @@ pub struct ConfigProblem {
     pub message: String,
 }
 
+/// The largest config file or text read, in bytes. A real config is a few kilobytes; the cap is
+/// far above that so that an oversized value inside a file is refused by the rule that names its
+/// field, while a wrong path (a disk image, `/dev/zero`) is refused before it is read whole.
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Why a config could not be loaded. Its `Display` lists every problem, one per line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error(
+        "config file {path} holds at least {size} bytes, more than the {MAX_CONFIG_BYTES} bytes (16 MiB) a config may have; check that the path names a failoverd config"
+    )]
+    TooLarge { path: PathBuf, size: u64 },
     #[error("{}", render_problems(file, problems))]
     Invalid { file: PathBuf, problems: Vec<ConfigProblem> },
 }
@@ -636,7 +646,7 @@ fn render_problems(file: &Path, problems: &[ConfigProblem]) -> String {
 impl ConfigError {
     pub fn problems(&self) -> &[ConfigProblem] {
         match self {
-            ConfigError::Read { .. } => &[],
+            ConfigError::Read { .. } | ConfigError::TooLarge { .. } => &[],
             ConfigError::Invalid { problems, .. } => problems,
         }
     }
@@ -646,11 +656,9 @@ impl Config {
     /// Reads, parses and validates a config file, including the permissions of the key files
     /// it names. This is what the binaries call.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let config =
-            Config::parse(&text).map_err(|problems| ConfigError::Invalid { file: path.to_path_buf(), problems })?;
-        let map = SourceMap::new(&text);
+        let text = read_bounded(path)?;
+        let (config, map) = Config::parse_mapped(&text)
+            .map_err(|problems| ConfigError::Invalid { file: path.to_path_buf(), problems })?;
         let problems = validate::check_secret_files(&config, &map);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { file: path.to_path_buf(), problems });
@@ -660,10 +668,29 @@ impl Config {
 
     /// Parses and validates config text without touching the file system.
     pub fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
-        let map = SourceMap::new(text);
-        let config: Config = toml::from_str(text).map_err(|e| vec![problem_from_toml(&e, &map)])?;
+        Config::parse_mapped(text).map(|(config, _)| config)
+    }
+
+    /// [`Config::parse`], also returning where each key stands. The text is parsed once, into a
+    /// document that both locates keys and is deserialised.
+    fn parse_mapped(text: &str) -> Result<(Config, SourceMap<'_>), Vec<ConfigProblem>> {
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(vec![ConfigProblem {
+                key: None,
+                position: None,
+                message: format!(
+                    "the config text has {} bytes, more than the {MAX_CONFIG_BYTES} bytes (16 MiB) a config may have",
+                    text.len()
+                ),
+            }]);
+        }
+        let document =
+            toml::de::DeTable::parse(text).map_err(|e| vec![problem_from_toml(&e, &SourceMap::without_keys(text))])?;
+        let map = SourceMap::of_document(text, document.get_ref());
+        let config = Config::deserialize(toml::de::Deserializer::from(document))
+            .map_err(|e| vec![problem_from_toml(&e, &map)])?;
         let problems = validate::validate(&config, &map);
-        if problems.is_empty() { Ok(config) } else { Err(problems) }
+        if problems.is_empty() { Ok((config, map)) } else { Err(problems) }
     }
 
     /// The effective config as TOML, defaults filled in: what `check-config` prints.
@@ -682,13 +709,49 @@ impl Config {
     }
 }
 
+/// Reads a config file of at most [`MAX_CONFIG_BYTES`], refusing a larger one before reading
+/// it whole: by its size when it is a regular file, by what was read otherwise (a pipe, a device).
+fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let read_error = |source| ConfigError::Read { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let size = file.metadata().map_err(read_error)?.len();
+    if size > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge { path: path.to_path_buf(), size });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes).map_err(read_error)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge { path: path.to_path_buf(), size: bytes.len() as u64 });
+    }
+    String::from_utf8(bytes).map_err(|e| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
 fn problem_from_toml(e: &toml::de::Error, map: &SourceMap<'_>) -> ConfigProblem {
     let span = e.span();
     ConfigProblem {
         key: span.as_ref().and_then(|s| map.path_at(s)).map(str::to_string),
         position: span.map(|s| map.position(s.start)),
-        message: e.message().trim().to_string(),
+        // The parser quotes the offending value; a megabyte of it would bury the message.
+        message: shorten(e.message().trim(), 1024).into_owned(),
     }
+}
+
+/// An operator's value as messages quote it: whole when short, else its start and end.
+pub(crate) fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {
+    shorten(text, 64)
+}
+
+/// `text` if it has at most `max_chars` characters, else its first and last characters around
+/// a `…`, so that the end of a message ("expected …") survives.
+fn shorten(text: &str, max_chars: usize) -> std::borrow::Cow<'_, str> {
+    let count = text.chars().count();
+    if count <= max_chars {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let head: String = text.chars().take(max_chars / 2).collect();
+    let tail: String = text.chars().skip(count - max_chars / 2).collect();
+    std::borrow::Cow::Owned(format!("{head}…{tail}"))
 }
 
 impl fmt::Display for ConfigProblem {
@@ -709,7 +772,7 @@ mod tests {
 
     use super::*;
 
-    const VALID: &str = "member = \"a\"\n[[members]]\nid = \"a\"\npeer_address = \"127.0.0.1:1\"\npriority = 5\n[[members]]\nid = \"b\"\npeer_address = \"127.0.0.1:2\"\n[[members]]\nid = \"c\"\npeer_address = \"127.0.0.1:3\"\nkind = \"witness\"\n[coordinator]\nlease_ttl = \"3s\"\n[chain]\nkind = \"sim\"\nrpc = \"http://127.0.0.1:4\"\n[producer]\nkind = \"sim\"\n";
+    const VALID: &str = "member = \"a\"\n[[members]]\nid = \"a\"\npeer_address = \"127.0.0.1:1\"\npriority = 5\n[[members]]\nid = \"b\"\npeer_address = \"127.0.0.1:2\"\n[[members]]\nid = \"c\"\npeer_address = \"127.0.0.1:3\"\nkind = \"witness\"\n[coordinator]\nlease_ttl = \"3s\"\n[coordinator.raft]\ninsecure_plaintext_peers = true\n[chain]\nkind = \"sim\"\nrpc = \"http://127.0.0.1:4\"\n[producer]\nkind = \"sim\"\n";
 
     #[test]
     fn valid_text_parses_with_defaults() {
@@ -756,7 +819,7 @@ mod tests {
             ),
             (
                 "[chain]\nkind = \"cometbft\"\nrpc = \"http://127.0.0.1:26657\"\nvalidator_address = \"ABCD\"\nsigning_window = 0\n[producer]\nkind = \"cometbft-filepv\"\nkey_file = \"/k\"\n",
-                &["chain.validator_address", "chain.signing_window", "producer.home", "producer.command"],
+                &["chain.validator_address", "producer.home", "producer.command", "chain.signing_window"],
             ),
             (
                 "[chain]\nkind = \"cometbft\"\nrpc = \"http://127.0.0.1:26657\"\n[producer]\nkind = \"cometbft-filepv\"\nkey_file = \"/k\"\nhome = \"/h\"\ncommand = [\"cometbft\"]\nsystemd_unit = \"cometbft.service\"\n",
@@ -802,7 +865,8 @@ mod tests {
     fn consul_backend_allows_two_members() {
         let text = VALID
             .replace("[[members]]\nid = \"c\"\npeer_address = \"127.0.0.1:3\"\nkind = \"witness\"\n", "")
-            .replace("[coordinator]\n", "[coordinator]\nbackend = \"consul\"\n");
+            .replace("[coordinator]\n", "[coordinator]\nbackend = \"consul\"\n")
+            .replace("[coordinator.raft]\ninsecure_plaintext_peers = true\n", "");
         assert!(Config::parse(&text).is_ok(), "{:?}", Config::parse(&text));
     }
 
@@ -811,6 +875,44 @@ mod tests {
         let text = VALID.replace("lease_ttl = \"3s\"", "lease_ttl = \"3s\"\nrenew_interval = \"2600ms\"");
         let problems = Config::parse(&text).expect_err("renew after the holder's own deadline");
         assert!(problems[0].message.contains("lease_ttl − safety_margin"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_file_above_the_size_cap_is_refused_by_its_size_before_it_is_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("huge.toml");
+        let file = std::fs::File::create(&path).expect("create");
+        // Sparse: the size is what counts, and nothing of it is read.
+        file.set_len(MAX_CONFIG_BYTES + 1).expect("set_len");
+        let err = Config::load(&path).expect_err("above the cap");
+        assert!(matches!(err, ConfigError::TooLarge { size, .. } if size == MAX_CONFIG_BYTES + 1), "{err}");
+        let message = err.to_string();
+        assert!(message.contains("16777217 bytes") && message.contains("16 MiB"), "{message}");
+    }
+
+    #[test]
+    fn text_above_the_size_cap_is_refused_before_parsing() {
+        let text = " ".repeat(MAX_CONFIG_BYTES as usize + 1);
+        let problems = Config::parse(&text).expect_err("above the cap");
+        assert!(problems[0].message.contains("more than the 16777216 bytes (16 MiB)"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_ten_megabyte_region_is_refused_naming_it_without_quoting_it() {
+        let text = VALID.replace("priority = 5\n", &format!("priority = 5\nregion = \"{}\"\n", "r".repeat(10_000_000)));
+        let problems = Config::parse(&text).expect_err("a 10 MB region");
+        assert_eq!(problems.len(), 1, "one problem");
+        assert_eq!(problems[0].key.as_deref(), Some("members[0].region"));
+        assert_eq!(problems[0].position.map(|p| p.line), Some(6));
+        assert!(problems[0].message.contains("10000000 characters is above the maximum of 64"), "{}", problems[0]);
+    }
+
+    #[test]
+    fn a_parse_error_quotes_a_huge_value_only_in_part() {
+        let text = VALID.replace("kind = \"witness\"", &format!("kind = \"{}\"", "w".repeat(1_000_000)));
+        let problems = Config::parse(&text).expect_err("an unknown kind");
+        assert!(problems[0].message.len() < 2000, "the message has {} bytes", problems[0].message.len());
+        assert!(problems[0].message.contains("expected `producer` or `witness`"), "{}", problems[0].message);
     }
 
     proptest! {

@@ -4,8 +4,51 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
 
-use common::{BASE_CONFIG, replace_once, run_failoverd, write};
+use common::{replace_once, run_failoverd, write};
+
+/// What opts a raft config on loopback out of TLS.
+const PLAINTEXT_OPT_IN: &str = "\n[coordinator.raft]\ninsecure_plaintext_peers = true\n";
+
+/// A valid three-member raft config for member "a", plaintext on loopback. Its own copy, not
+/// the shared one, because the line numbers below are part of what is tested.
+const PLAINTEXT_CONFIG: &str = r#"member = "a"
+data_dir = "/tmp/failoverd-test"
+
+[[members]]
+id = "a"
+peer_address = "127.0.0.1:7101"
+
+[[members]]
+id = "b"
+peer_address = "127.0.0.1:7102"
+
+[[members]]
+id = "c"
+peer_address = "127.0.0.1:7103"
+kind = "witness"
+
+[coordinator]
+lease_ttl = "3s"
+renew_interval = "1s"
+safety_margin = "500ms"
+
+[coordinator.raft]
+insecure_plaintext_peers = true
+
+[chain]
+kind = "sim"
+rpc = "http://127.0.0.1:26661"
+
+[producer]
+kind = "sim"
+"#;
+
+/// [`PLAINTEXT_CONFIG`] without the plaintext opt-in, as a raft config with `[tls]` is written.
+fn without_plaintext_opt_in() -> String {
+    replace_once(PLAINTEXT_CONFIG, PLAINTEXT_OPT_IN, "")
+}
 
 fn check(dir: &std::path::Path, text: &str) -> (Option<i32>, String, String) {
     let path = write(dir, "failoverd.toml", text);
@@ -20,7 +63,7 @@ fn check(dir: &std::path::Path, text: &str) -> (Option<i32>, String, String) {
 #[test]
 fn good_config_prints_the_effective_config_with_defaults() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (code, stdout, stderr) = check(dir.path(), BASE_CONFIG);
+    let (code, stdout, stderr) = check(dir.path(), PLAINTEXT_CONFIG);
     assert_eq!(code, Some(0), "stderr: {stderr}");
     for expected in [
         "member = \"a\"",
@@ -38,7 +81,7 @@ fn good_config_prints_the_effective_config_with_defaults() {
 
 /// (what is wrong, the config text, what stderr must contain: the field and the line)
 fn bad_inputs() -> Vec<(&'static str, String, Vec<&'static str>)> {
-    let b = BASE_CONFIG;
+    let b = PLAINTEXT_CONFIG;
     vec![
         (
             "unknown key",
@@ -111,6 +154,54 @@ fn bad_inputs() -> Vec<(&'static str, String, Vec<&'static str>)> {
             replace_once(b, "[producer]\nkind = \"sim\"\n", ""),
             vec!["producer: a producer member needs a [producer] section"],
         ),
+        (
+            "plaintext peers with a peer that is not on loopback",
+            replace_once(b, "127.0.0.1:7102", "10.0.0.2:7102"),
+            vec![":10:1: members[1].peer_address: members[1].peer_address 10.0.0.2:7102 is not a loopback address"],
+        ),
+        (
+            "plaintext peers listening on every address",
+            format!("peer_listen = \"0.0.0.0:7101\"\n{b}"),
+            vec![":1:1: peer_listen: peer_listen 0.0.0.0:7101 is not a loopback address"],
+        ),
+        (
+            "raft without [tls] and without the plaintext opt-in",
+            without_plaintext_opt_in(),
+            vec![
+                "tls: the raft backend requires a [tls] section",
+                "failoverd tls ca --dir DIR",
+                "failoverd tls member ID --dir DIR",
+            ],
+        ),
+        (
+            "the plaintext opt-in together with [tls]",
+            format!("{b}\n[tls]\nca_file = \"/ca.pem\"\ncert_file = \"/m.pem\"\nkey_file = \"/m.key\"\n"),
+            vec![
+                "coordinator.raft.insecure_plaintext_peers: insecure_plaintext_peers = true contradicts the [tls] section: remove one",
+            ],
+        ),
+        (
+            "a duration that would saturate",
+            replace_once(b, "lease_ttl = \"3s\"", "lease_ttl = \"18446744073709551615h\""),
+            vec![":18:13: coordinator.lease_ttl:", "longer than the ceiling of 8760h (365 days)"],
+        ),
+        (
+            "a lease far above its maximum",
+            replace_once(b, "lease_ttl = \"3s\"", "lease_ttl = \"2h\""),
+            vec![":18:1: coordinator.lease_ttl: 2h is above the maximum of 5m"],
+        ),
+        (
+            "an election timeout longer than the holder's validity",
+            replace_once(
+                b,
+                "insecure_plaintext_peers = true\n",
+                "insecure_plaintext_peers = true\nelection_ticks = 30\n",
+            ),
+            vec![
+                "coordinator.raft.election_ticks: one election timeout",
+                "(100ms × 30 = 3s), must be shorter than lease_ttl − safety_margin (2s500ms)",
+            ],
+        ),
     ]
 }
 
@@ -131,7 +222,8 @@ fn every_bad_input_names_the_field_and_exits_2() {
 #[test]
 fn all_problems_are_reported_at_once() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = replace_once(&replace_once(BASE_CONFIG, "member = \"a\"", "member = \"z\""), "id = \"b\"", "id = \"c\"");
+    let text =
+        replace_once(&replace_once(PLAINTEXT_CONFIG, "member = \"a\"", "member = \"z\""), "id = \"b\"", "id = \"c\"");
     let (code, _, stderr) = check(dir.path(), &text);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("member: \"z\" is not among"), "{stderr}");
@@ -144,9 +236,47 @@ fn with_tls(dir: &std::path::Path, key_mode: u32) -> String {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
     }
     format!(
-        "{BASE_CONFIG}\n[tls]\nca_file = \"{d}/ca.pem\"\ncert_file = \"{d}/cert.pem\"\nkey_file = \"{d}/key.pem\"\n",
+        "{}\n[tls]\nca_file = \"{d}/ca.pem\"\ncert_file = \"{d}/cert.pem\"\nkey_file = \"{d}/key.pem\"\n",
+        without_plaintext_opt_in(),
         d = dir.display()
     )
+}
+
+#[test]
+fn a_ten_megabyte_region_is_refused_naming_it_quickly_and_without_echoing_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let region = "r".repeat(10 * 1024 * 1024);
+    let text = replace_once(
+        PLAINTEXT_CONFIG,
+        "peer_address = \"127.0.0.1:7101\"\n",
+        &format!("peer_address = \"127.0.0.1:7101\"\nregion = \"{region}\"\n"),
+    );
+    let started = Instant::now();
+    let (code, stdout, stderr) = check(dir.path(), &text);
+    let took = started.elapsed();
+    assert_eq!(code, Some(2), "{}", &stderr[..stderr.len().min(2000)]);
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains(":7:1: members[0].region: 10485760 characters is above the maximum of 64 characters"),
+        "{}",
+        &stderr[..stderr.len().min(2000)]
+    );
+    assert!(stderr.len() < 1000, "stderr echoes the region: {} bytes", stderr.len());
+    // About 1.2 s in a debug build, nearly all of it the unoptimised TOML lexer going over the
+    // 10 MB once; a pass that was quadratic in the file's size would take minutes.
+    assert!(took < Duration::from_secs(5), "check-config took {took:?}");
+}
+
+#[test]
+fn a_file_above_16_mib_is_refused_by_its_size() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("failoverd.toml");
+    let file = std::fs::File::create(&path).expect("create");
+    file.set_len(16 * 1024 * 1024 + 1).expect("a sparse file of 16 MiB + 1 byte");
+    let out = run_failoverd(&["check-config", path.to_str().expect("utf-8 temp path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("holds at least 16777217 bytes, more than the 16777216 bytes (16 MiB)"), "{stderr}");
 }
 
 #[test]
@@ -169,7 +299,7 @@ fn validator_key_source_readable_by_others_is_refused() {
     let key = write(dir.path(), "priv_validator_key.json", "{}");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let text = replace_once(
-        BASE_CONFIG,
+        PLAINTEXT_CONFIG,
         "[producer]\nkind = \"sim\"\n",
         &format!(
             "[producer]\nkind = \"cometbft-filepv\"\nkey_file = \"{}\"\nhome = \"/var/lib/cometbft\"\ncommand = [\"cometbft\", \"start\"]\n",
@@ -185,7 +315,8 @@ fn validator_key_source_readable_by_others_is_refused() {
 fn a_missing_key_file_is_an_error_with_a_way_forward() {
     let dir = tempfile::tempdir().expect("temp dir");
     let text = format!(
-        "{BASE_CONFIG}\n[tls]\nca_file = \"/nonexistent/ca\"\ncert_file = \"/nonexistent/c\"\nkey_file = \"/nonexistent/k\"\n"
+        "{}\n[tls]\nca_file = \"/nonexistent/ca\"\ncert_file = \"/nonexistent/c\"\nkey_file = \"/nonexistent/k\"\n",
+        without_plaintext_opt_in()
     );
     let (code, _, stderr) = check(dir.path(), &text);
     assert_eq!(code, Some(2));

@@ -168,7 +168,7 @@ fn readme_reference_defaults_match_the_code() {
     // Where the reference states a default, the code must have the same one: a config that
     // sets only what is required comes out with the reference's values.
     let reference: toml::Value = toml::from_str(&reference_block()).expect("reference is TOML");
-    let minimal = "member = \"a\"\n[[members]]\nid = \"a\"\npeer_address = \"127.0.0.1:1\"\n[[members]]\nid = \"b\"\npeer_address = \"127.0.0.1:2\"\n[[members]]\nid = \"c\"\npeer_address = \"127.0.0.1:3\"\n[chain]\nkind = \"sim\"\nrpc = \"http://127.0.0.1:4\"\n[producer]\nkind = \"sim\"\n";
+    let minimal = "member = \"a\"\n[[members]]\nid = \"a\"\npeer_address = \"127.0.0.1:1\"\n[[members]]\nid = \"b\"\npeer_address = \"127.0.0.1:2\"\n[[members]]\nid = \"c\"\npeer_address = \"127.0.0.1:3\"\n[coordinator.raft]\ninsecure_plaintext_peers = true\n[chain]\nkind = \"sim\"\nrpc = \"http://127.0.0.1:4\"\n[producer]\nkind = \"sim\"\n";
     let effective: toml::Value =
         toml::Value::try_from(Config::parse(minimal).expect("minimal config is valid")).expect("serialises");
     for path in [

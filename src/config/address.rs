@@ -3,7 +3,7 @@
 //! before any socket is bound.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -19,8 +19,9 @@ pub struct PeerAddress {
 impl FromStr for PeerAddress {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        let shown = super::excerpt(s);
         let expected =
-            || format!("expected host:port such as \"10.0.0.1:7100\" or \"validator-b.example:7100\", found {s:?}");
+            || format!("expected host:port such as \"10.0.0.1:7100\" or \"validator-b.example:7100\", found {shown:?}");
         if let Ok(sa) = s.parse::<SocketAddr>() {
             return Ok(PeerAddress { host: sa.ip().to_string(), port: sa.port() });
         }
@@ -30,6 +31,17 @@ impl FromStr for PeerAddress {
             return Err(expected());
         }
         Ok(PeerAddress { host: host.to_string(), port })
+    }
+}
+
+impl PeerAddress {
+    /// Whether only this host can reach the address: 127.0.0.0/8, ::1 or the name `localhost`.
+    /// Any other name may resolve anywhere, so it does not count.
+    pub fn is_loopback(&self) -> bool {
+        match self.host.parse::<IpAddr>() {
+            Ok(ip) => ip.is_loopback(),
+            Err(_) => self.host.eq_ignore_ascii_case("localhost"),
+        }
     }
 }
 
@@ -66,7 +78,8 @@ impl FromStr for ListenAddress {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         s.parse::<SocketAddr>().map(ListenAddress).map_err(|_| {
-            format!("expected ip:port to listen on, such as \"127.0.0.1:9464\" or \"[::]:7100\", found {s:?}")
+            let shown = super::excerpt(s);
+            format!("expected ip:port to listen on, such as \"127.0.0.1:9464\" or \"[::]:7100\", found {shown:?}")
         })
     }
 }
@@ -84,8 +97,9 @@ pub struct HttpUrl(pub reqwest::Url);
 impl FromStr for HttpUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        let shown = super::excerpt(s);
         let expected =
-            || format!("expected an http:// or https:// URL such as \"http://127.0.0.1:26657\", found {s:?}");
+            || format!("expected an http:// or https:// URL such as \"http://127.0.0.1:26657\", found {shown:?}");
         let url = reqwest::Url::parse(s).map_err(|_| expected())?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(expected());
@@ -148,6 +162,22 @@ mod tests {
             let err = bad.parse::<PeerAddress>().expect_err(bad);
             assert!(err.contains("expected host:port"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn loopback_is_127_slash_8_ipv6_one_and_localhost_only() {
+        for near in ["127.0.0.1:1", "127.255.0.9:1", "[::1]:1", "localhost:1", "LocalHost:1"] {
+            assert!(near.parse::<PeerAddress>().is_ok_and(|a| a.is_loopback()), "{near}");
+        }
+        for far in ["10.0.0.1:1", "0.0.0.0:1", "[::]:1", "[::ffff:127.0.0.1]:1", "localhost.example:1", "db:1"] {
+            assert!(far.parse::<PeerAddress>().is_ok_and(|a| !a.is_loopback()), "{far}");
+        }
+    }
+
+    #[test]
+    fn a_huge_address_is_quoted_only_in_part() {
+        let err = format!("{}:1", "a".repeat(100_000)).parse::<PeerAddress>().expect_err("too long a name");
+        assert!(err.len() < 300, "the message quotes {} bytes", err.len());
     }
 
     #[test]

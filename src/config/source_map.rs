@@ -4,15 +4,21 @@
 //! Built from toml's spanned document tree. It never fails: a document that does not parse
 //! yields an empty map, and problems then carry the position of the parse error alone.
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use toml::de::{DeTable, DeValue};
 
 /// Key paths (`coordinator.lease_ttl`, `members[1].id`) with the byte spans of their key and
-/// value in the source text.
+/// value in the source text. Lookups by key and by line take the same time however large the
+/// file, so that locating many problems in a large file stays linear.
 pub struct SourceMap<'a> {
     text: &'a str,
     entries: Vec<Entry>,
+    /// Index into `entries` of each path's first entry.
+    by_path: HashMap<String, usize>,
+    /// Byte offset where each line after the first starts.
+    line_starts: Vec<usize>,
 }
 
 struct Entry {
@@ -30,21 +36,37 @@ pub struct Position {
 
 impl<'a> SourceMap<'a> {
     pub fn new(text: &'a str) -> SourceMap<'a> {
-        let mut entries = Vec::new();
-        if let Ok(doc) = DeTable::parse(text) {
-            walk_table(doc.get_ref(), "", &mut entries);
+        match DeTable::parse(text) {
+            Ok(doc) => SourceMap::of_document(text, doc.get_ref()),
+            Err(_) => SourceMap::without_keys(text),
         }
-        SourceMap { text, entries }
+    }
+
+    /// The map of `text`, already parsed into `doc`: a large file is parsed only once.
+    pub fn of_document(text: &'a str, doc: &DeTable<'_>) -> SourceMap<'a> {
+        let mut entries = Vec::new();
+        walk_table(doc, "", &mut entries);
+        let mut by_path = HashMap::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            by_path.entry(entry.path.clone()).or_insert(i);
+        }
+        SourceMap { entries, by_path, ..SourceMap::without_keys(text) }
+    }
+
+    /// A map of `text` that knows positions but no keys: for text that does not parse.
+    pub fn without_keys(text: &'a str) -> SourceMap<'a> {
+        let line_starts = text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i + 1).collect();
+        SourceMap { text, entries: Vec::new(), by_path: HashMap::new(), line_starts }
     }
 
     /// Where `path`'s key stands, if the file sets it.
     pub fn key_position(&self, path: &str) -> Option<Position> {
-        self.entries.iter().find(|e| e.path == path).map(|e| self.position(e.key.start))
+        self.by_path.get(path).map(|&i| self.position(self.entries[i].key.start))
     }
 
     /// Whether the file sets `path` (as opposed to the default applying).
     pub fn contains(&self, path: &str) -> bool {
-        self.entries.iter().any(|e| e.path == path)
+        self.by_path.contains_key(path)
     }
 
     /// The most specific key path whose key or value covers `span`.
@@ -58,11 +80,11 @@ impl<'a> SourceMap<'a> {
 
     pub fn position(&self, offset: usize) -> Position {
         let offset = offset.min(self.text.len());
-        let before = &self.text.as_bytes()[..offset];
-        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
-        Position { line, column }
+        // Lines that start at or before `offset`, after the first.
+        let later_lines = self.line_starts.partition_point(|&start| start <= offset);
+        let line_start = if later_lines == 0 { 0 } else { self.line_starts[later_lines - 1] };
+        let column = String::from_utf8_lossy(&self.text.as_bytes()[line_start..offset]).chars().count() + 1;
+        Position { line: later_lines + 1, column }
     }
 }
 
@@ -120,6 +142,20 @@ mod tests {
         let map = SourceMap::new("a = 1\nbb = 2\n");
         assert_eq!(map.position(0), Position { line: 1, column: 1 });
         assert_eq!(map.position(9), Position { line: 2, column: 4 });
+    }
+
+    #[test]
+    fn positions_agree_with_a_count_of_the_text_before_them() {
+        let text = "a = 1\n\nb = \"é\"\n[t]\nk = 2";
+        let map = SourceMap::new(text);
+        for offset in 0..=text.len() {
+            let before = &text.as_bytes()[..offset];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&before[start..]).chars().count() + 1;
+            assert_eq!(map.position(offset), Position { line, column }, "offset {offset}");
+        }
+        assert_eq!(map.key_position("t.k"), Some(Position { line: 5, column: 1 }));
     }
 
     #[test]

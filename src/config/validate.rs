@@ -1,7 +1,10 @@
-//! Rules that span fields, checked after parsing, all at once (STYLE.md habit 10).
+//! Rules that span fields, checked after parsing, all at once (STYLE.md habit 10), and the
+//! bounds of every single value (in [`limits`]).
 //!
 //! [`validate`] is pure: it looks only at the parsed config. [`check_secret_files`] reads file
 //! metadata (never contents) to refuse key files that group or others can read.
+
+mod limits;
 
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
@@ -12,22 +15,48 @@ use crate::domain::MemberKind;
 
 /// Every problem in `config`, each located by `map`. Empty means valid.
 pub fn validate(config: &Config, map: &SourceMap<'_>) -> Vec<ConfigProblem> {
-    let mut out = Problems { map, list: Vec::new() };
+    let mut out = Problems::new(map);
     check_members(config, &mut out);
     check_lease_timings(config, &mut out);
     check_raft(config, &mut out);
+    check_peer_security(config, &mut out);
     check_chain_and_producer(config, &mut out);
     check_api(config, &mut out);
-    out.list
+    limits::check(config, &mut out);
+    out.finish()
 }
+
+/// At most this many problems are listed, the rest only counted: a file with more has gone
+/// wrong in a way the first ones show, and thousands of lines help no one at 3 a.m.
+const MAX_LISTED: usize = 100;
 
 struct Problems<'m, 'a> {
     map: &'m SourceMap<'a>,
     list: Vec<ConfigProblem>,
+    unlisted: usize,
 }
 
-impl Problems<'_, '_> {
+impl<'m, 'a> Problems<'m, 'a> {
+    fn new(map: &'m SourceMap<'a>) -> Self {
+        Problems { map, list: Vec::new(), unlisted: 0 }
+    }
+
+    fn finish(mut self) -> Vec<ConfigProblem> {
+        if self.unlisted > 0 {
+            self.list.push(ConfigProblem {
+                key: None,
+                position: None,
+                message: format!("and {} more problems, not listed: fix the ones above and check again", self.unlisted),
+            });
+        }
+        self.list
+    }
+
     fn at(&mut self, key: &str, message: impl Into<String>) {
+        if self.list.len() >= MAX_LISTED {
+            self.unlisted += 1;
+            return;
+        }
         self.list.push(ConfigProblem {
             key: Some(key.to_string()),
             position: self.map.key_position(key),
@@ -130,12 +159,6 @@ fn check_lease_timings(config: &Config, out: &mut Problems<'_, '_>) {
                 "with Consul the holder's lease lasts check_ttl − safety_margin after each renew: check_ttl must exceed renew_interval + safety_margin",
             );
         }
-        if c.consul.prefix.is_empty() || c.consul.prefix.starts_with('/') {
-            out.at(
-                "coordinator.consul.prefix",
-                "expected a non-empty KV prefix without a leading '/', such as \"failoverd/cosmoshub\"",
-            );
-        }
     }
 }
 
@@ -151,12 +174,6 @@ fn check_raft(config: &Config, out: &mut Problems<'_, '_>) {
         );
     }
     let r = &config.coordinator.raft;
-    if r.tick.is_zero() {
-        out.at("coordinator.raft.tick", "tick must be above zero");
-    }
-    if r.heartbeat_ticks == 0 {
-        out.at("coordinator.raft.heartbeat_ticks", "heartbeat_ticks must be at least 1");
-    }
     if r.election_ticks <= r.heartbeat_ticks {
         out.at(
             "coordinator.raft.election_ticks",
@@ -165,6 +182,84 @@ fn check_raft(config: &Config, out: &mut Problems<'_, '_>) {
                 r.election_ticks, r.heartbeat_ticks
             ),
         );
+    }
+    check_election_fits_the_lease(config, out);
+}
+
+/// With check_quorum, a raft leader cut off from its quorum goes on believing it leads for up to
+/// one election timeout (tick × election_ticks) before it steps down, and only after that can a
+/// new leader be elected and commit. All of that must happen within the holder's validity
+/// (lease_ttl − safety_margin): otherwise a deposed leader's view of the lease outlives the
+/// lease it served, and a brief leader change alone stalls renews past the holder's deadline,
+/// so a healthy active self-fences and loses its lease (L2).
+fn check_election_fits_the_lease(config: &Config, out: &mut Problems<'_, '_>) {
+    let c = &config.coordinator;
+    let r = &c.raft;
+    let Some(validity) = c.lease_ttl.checked_sub(c.safety_margin).filter(|v| !v.is_zero()) else {
+        return; // check_lease_timings reports the margin.
+    };
+    let d = duration_text::format;
+    let election = r.tick.checked_mul(r.election_ticks);
+    if election.is_none_or(|e| e >= validity) {
+        let shown = election.map_or_else(|| "too long to compute".to_string(), d);
+        out.at(
+            "coordinator.raft.election_ticks",
+            format!(
+                "one election timeout, tick × election_ticks ({} × {} = {shown}), must be shorter than lease_ttl − safety_margin ({}): a raft leader cut off from its quorum steps down only after an election timeout, and a new leader must be elected within the holder's validity, or a brief leader change makes a healthy active lose its lease; lower tick or election_ticks, or raise lease_ttl",
+                d(r.tick),
+                r.election_ticks,
+                d(validity)
+            ),
+        );
+    }
+}
+
+/// Make certificates for the peers: named in every refusal that asks for `[tls]`.
+const MAKE_CERTIFICATES: &str =
+    "make certificates with `failoverd tls ca --dir DIR`, then `failoverd tls member ID --dir DIR` for each member";
+
+/// The raft backend runs with mutual TLS between peers unless a config explicitly opts into
+/// plaintext on loopback (DESIGN.md §4, trust model): only members may speak on the peer port,
+/// and without certificates anyone who reaches it could vote, or forge a renew.
+fn check_peer_security(config: &Config, out: &mut Problems<'_, '_>) {
+    const OPT_IN: &str = "coordinator.raft.insecure_plaintext_peers";
+    let plaintext = config.coordinator.raft.insecure_plaintext_peers;
+    match (config.coordinator.backend, config.tls.is_some(), plaintext) {
+        (Backend::Consul, _, true) => out.at(
+            OPT_IN,
+            "insecure_plaintext_peers applies to the raft backend's peer port, and backend = \"consul\" has none: remove it",
+        ),
+        (Backend::Raft, true, true) => out.at(
+            OPT_IN,
+            "insecure_plaintext_peers = true contradicts the [tls] section: remove one (keep [tls] for peers that authenticate each other)",
+        ),
+        (Backend::Raft, false, false) => out.at(
+            "tls",
+            format!(
+                "the raft backend requires a [tls] section, so that only members can speak on the peer port: {MAKE_CERTIFICATES}; for a trial on one machine with loopback peer addresses only, set coordinator.raft.insecure_plaintext_peers = true instead"
+            ),
+        ),
+        (Backend::Raft, false, true) => check_plaintext_stays_on_loopback(config, out),
+        (Backend::Consul, _, false) | (Backend::Raft, true, false) => {}
+    }
+}
+
+/// Plaintext peers are allowed only where no other host can reach them.
+fn check_plaintext_stays_on_loopback(config: &Config, out: &mut Problems<'_, '_>) {
+    let refuse = |what: String| {
+        format!(
+            "{what} is not a loopback address (127.0.0.0/8, ::1 or localhost), and insecure_plaintext_peers = true allows plaintext peers on loopback only: configure [tls] instead ({MAKE_CERTIFICATES})"
+        )
+    };
+    for (i, m) in config.members.iter().enumerate() {
+        if !m.peer_address.is_loopback() {
+            let key = format!("members[{i}].peer_address");
+            let message = refuse(format!("{key} {}", m.peer_address));
+            out.at(&key, message);
+        }
+    }
+    if let Some(listen) = config.peer_listen.filter(|l| !l.0.ip().is_loopback()) {
+        out.at("peer_listen", refuse(format!("peer_listen {listen}")));
     }
 }
 
@@ -194,9 +289,6 @@ fn check_chain_and_producer(config: &Config, out: &mut Problems<'_, '_>) {
             }
             if chain.kind == ChainKind::Command && chain.command.as_ref().is_none_or(|c| c.is_empty()) {
                 out.at("chain.command", "chain kind \"command\" needs command = [\"program\", \"arg\", …]");
-            }
-            if chain.unhealthy_after == 0 {
-                out.at("chain.unhealthy_after", "unhealthy_after must be at least 1");
             }
             if chain.probe_interval.is_zero() {
                 out.at("chain.probe_interval", "probe_interval must be above zero");
@@ -228,9 +320,6 @@ fn check_chain_and_producer(config: &Config, out: &mut Problems<'_, '_>) {
                         "validator_address must be 40 hex digits (the 20-byte address in priv_validator_key.json)",
                     );
                 }
-            }
-            if !(1..=1000).contains(&chain.signing_window) {
-                out.at("chain.signing_window", "signing_window must be between 1 and 1000 commits");
             }
             if chain.kind == ChainKind::Command && !chain.reference_rpcs.is_empty() {
                 out.at(
@@ -274,6 +363,8 @@ fn check_chain_and_producer(config: &Config, out: &mut Problems<'_, '_>) {
                         "producer.priv_validator_laddr",
                         "cometbft-signer needs priv_validator_laddr: the node's address for its remote signer, such as \"tcp://127.0.0.1:26659\"",
                     ),
+                    // An overlong address is refused by its length limit, without quoting it.
+                    Some(a) if a.len() > limits::MAX_LADDR_BYTES => {}
                     Some(a) => {
                         if let Err(e) = a.parse::<crate::producer::privval::connection::NodeAddress>() {
                             out.at("producer.priv_validator_laddr", e);
@@ -335,9 +426,6 @@ fn check_api(config: &Config, out: &mut Problems<'_, '_>) {
         out.at("api.socket", "expected a path such as \"/run/failoverd/control.sock\"");
     }
     for (i, hook) in config.webhooks.iter().enumerate() {
-        if hook.attempts == 0 || hook.attempts > 20 {
-            out.at(&format!("webhooks[{i}].attempts"), "expected 1 to 20 attempts per event");
-        }
         if hook.topics.is_empty() {
             out.at(
                 &format!("webhooks[{i}].topics"),
@@ -367,7 +455,7 @@ fn kind_name(kind: &ChainKind) -> String {
 /// Refuses secret files (TLS private key, validator key source, Consul token) that are missing
 /// or readable by group or others. Reads metadata only.
 pub fn check_secret_files(config: &Config, map: &SourceMap<'_>) -> Vec<ConfigProblem> {
-    let mut out = Problems { map, list: Vec::new() };
+    let mut out = Problems::new(map);
     let mut secrets: Vec<(&str, &Path)> = Vec::new();
     if let Some(tls) = &config.tls {
         secrets.push(("tls.key_file", &tls.key_file));
@@ -407,5 +495,295 @@ pub fn check_secret_files(config: &Config, map: &SourceMap<'_>) -> Vec<ConfigPro
             }
         }
     }
-    out.list
+    out.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{HttpUrl, MemberConfig, TlsConfig, WebhookTopic};
+    use crate::domain::MemberId;
+
+    /// A valid raft member on loopback with plaintext peers, a simulated chain and a webhook:
+    /// every rule below is one change to it.
+    const BASE: &str = r#"member = "a"
+[[members]]
+id = "a"
+peer_address = "127.0.0.1:7101"
+[[members]]
+id = "b"
+peer_address = "127.0.0.1:7102"
+[[members]]
+id = "c"
+peer_address = "127.0.0.1:7103"
+kind = "witness"
+[coordinator.raft]
+insecure_plaintext_peers = true
+[chain]
+kind = "sim"
+rpc = "http://127.0.0.1:26657"
+[chain.sim]
+ledger = "/tmp/ledger.jsonl"
+[producer]
+kind = "sim"
+[[webhooks]]
+url = "https://hooks.example.com/x"
+"#;
+
+    fn base() -> Config {
+        Config::parse(BASE).expect("the base config is valid")
+    }
+
+    fn problems_after(tweak: fn(&mut Config)) -> Vec<ConfigProblem> {
+        let mut config = base();
+        tweak(&mut config);
+        validate(&config, &SourceMap::new(""))
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn url(text: &str) -> HttpUrl {
+        text.parse().expect("a valid URL")
+    }
+
+    fn long_url(bytes: usize) -> HttpUrl {
+        let start = "http://127.0.0.1:1/";
+        url(&format!("{start}{}", "a".repeat(bytes - start.len())))
+    }
+
+    /// Switches the base config from plaintext peers to `[tls]`.
+    fn with_tls(c: &mut Config) -> &mut TlsConfig {
+        c.coordinator.raft.insecure_plaintext_peers = false;
+        c.tls.insert(TlsConfig { ca_file: "/ca.pem".into(), cert_file: "/m.pem".into(), key_file: "/m.key".into() })
+    }
+
+    fn argv(n: usize) -> Option<Vec<String>> {
+        Some(vec!["x".to_string(); n])
+    }
+
+    fn members(n: usize) -> Vec<MemberConfig> {
+        let mut list = base().members;
+        for i in list.len()..n {
+            list.push(MemberConfig {
+                id: MemberId::new(format!("m{i}")).expect("id"),
+                peer_address: format!("127.0.0.1:{}", 8000 + i).parse().expect("address"),
+                kind: MemberKind::Witness,
+                priority: 1,
+                region: String::new(),
+            });
+        }
+        list
+    }
+
+    fn chain(c: &mut Config) -> &mut crate::config::ChainConfig {
+        c.chain.as_mut().expect("the base config has [chain]")
+    }
+
+    fn sim(c: &mut Config) -> &mut crate::config::SimConfig {
+        chain(c).sim.as_mut().expect("the base config has [chain.sim]")
+    }
+
+    fn producer(c: &mut Config) -> &mut crate::config::ProducerConfig {
+        c.producer.as_mut().expect("the base config has [producer]")
+    }
+
+    /// (the change, the key refused, a fragment of the message): one line per rule.
+    type Case = (fn(&mut Config), &'static str, &'static str);
+
+    #[rustfmt::skip]
+    const REFUSED: &[Case] = &[
+        // Peers: TLS by default, plaintext only on loopback and only for raft.
+        (|c| c.coordinator.raft.insecure_plaintext_peers = false, "tls", "`failoverd tls ca --dir DIR`, then `failoverd tls member ID --dir DIR`"),
+        (|c| c.members[1].peer_address = "10.0.0.2:7100".parse().expect("address"), "members[1].peer_address", "members[1].peer_address 10.0.0.2:7100 is not a loopback address"),
+        (|c| c.members[2].peer_address = "db.internal:7100".parse().expect("address"), "members[2].peer_address", "db.internal:7100 is not a loopback"),
+        (|c| c.peer_listen = Some("0.0.0.0:7100".parse().expect("address")), "peer_listen", "peer_listen 0.0.0.0:7100 is not a loopback"),
+        (|c| { with_tls(c); c.coordinator.raft.insecure_plaintext_peers = true }, "coordinator.raft.insecure_plaintext_peers", "contradicts the [tls] section: remove one"),
+        (|c| c.coordinator.backend = Backend::Consul, "coordinator.raft.insecure_plaintext_peers", "backend = \"consul\" has none"),
+        // Raft's election timeout fits inside the holder's validity, strictly.
+        (|c| c.coordinator.raft.election_ticks = 30, "coordinator.raft.election_ticks", "(100ms × 30 = 3s), must be shorter than lease_ttl − safety_margin (2s500ms)"),
+        (|c| c.coordinator.raft.tick = ms(250), "coordinator.raft.election_ticks", "(250ms × 10 = 2s500ms), must be shorter"),
+        // Durations.
+        (|c| c.coordinator.lease_ttl = secs(301), "coordinator.lease_ttl", "5m1s is above the maximum of 5m"),
+        (|c| c.coordinator.raft.tick = Duration::ZERO, "coordinator.raft.tick", "0 is below the minimum of 1ms"),
+        (|c| c.coordinator.raft.tick = ms(1001), "coordinator.raft.tick", "1s1ms is above the maximum of 1s"),
+        (|c| c.coordinator.consul.check_ttl = secs(301), "coordinator.consul.check_ttl", "above the maximum of 5m"),
+        (|c| c.coordinator.consul.lock_delay = secs(61), "coordinator.consul.lock_delay", "1m1s is above the maximum of 1m: Consul's own maximum"),
+        (|c| chain(c).probe_interval = secs(301), "chain.probe_interval", "above the maximum of 5m"),
+        (|c| chain(c).stall_after = secs(24 * 3600 + 1), "chain.stall_after", "24h1s is above the maximum of 24h"),
+        (|c| sim(c).block_interval = secs(61), "chain.sim.block_interval", "above the maximum of 1m"),
+        (|c| producer(c).fence_timeout = secs(301), "producer.fence_timeout", "above the maximum of 5m"),
+        (|c| producer(c).command_timeout = secs(601), "producer.command_timeout", "above the maximum of 10m"),
+        (|c| producer(c).block_interval = secs(3601), "producer.block_interval", "above the maximum of 1h"),
+        (|c| c.failover.priority_delay = secs(601), "failover.priority_delay", "above the maximum of 10m"),
+        (|c| c.failover.cooldown = secs(24 * 3600 + 1), "failover.cooldown", "above the maximum of 24h"),
+        (|c| c.failover.fence_command_timeout = secs(601), "failover.fence_command_timeout", "above the maximum of 10m"),
+        (|c| c.webhooks[0].timeout = secs(61), "webhooks[0].timeout", "above the maximum of 1m"),
+        // Counts.
+        (|c| c.members = members(33), "members", "33 is above the maximum of 32"),
+        (|c| c.coordinator.raft.heartbeat_ticks = 0, "coordinator.raft.heartbeat_ticks", "0 is below the minimum of 1"),
+        (|c| c.coordinator.raft.election_ticks = 1001, "coordinator.raft.election_ticks", "1001 is above the maximum of 1000"),
+        (|c| chain(c).reference_rpcs = vec![url("http://127.0.0.1:9"); 17], "chain.reference_rpcs", "17 is above the maximum of 16"),
+        (|c| chain(c).unhealthy_after = 0, "chain.unhealthy_after", "0 is below the minimum of 1"),
+        (|c| chain(c).unhealthy_after = 1001, "chain.unhealthy_after", "1001 is above the maximum of 1000"),
+        (|c| chain(c).max_lag = 1_000_001, "chain.max_lag", "above the maximum of 1000000"),
+        (|c| chain(c).signing_window = 0, "chain.signing_window", "below the minimum of 1"),
+        (|c| chain(c).signing_window = 1001, "chain.signing_window", "above the maximum of 1000"),
+        (|c| c.failover.max_lag_on_failover = 1_000_001, "failover.max_lag_on_failover", "above the maximum of 1000000"),
+        (|c| c.failover.floor_margin = 1_000_001, "failover.floor_margin", "above the maximum of 1000000"),
+        (|c| c.failover.import_max_ahead = 0, "failover.import_max_ahead", "0 is below the minimum of 1"),
+        (|c| c.failover.import_max_ahead = 1_000_000_000_001, "failover.import_max_ahead", "above the maximum of 1000000000000"),
+        (|c| c.webhooks = vec![c.webhooks[0].clone(); 17], "webhooks", "17 is above the maximum of 16"),
+        (|c| c.webhooks[0].attempts = 0, "webhooks[0].attempts", "below the minimum of 1"),
+        (|c| c.webhooks[0].attempts = 21, "webhooks[0].attempts", "above the maximum of 20"),
+        (|c| c.webhooks[0].topics = [WebhookTopic::Fence; 4].to_vec(), "webhooks[0].topics", "4 is above the maximum of 3"),
+        // Texts.
+        (|c| c.members[0].region = "x".repeat(65), "members[0].region", "65 characters is above the maximum of 64 characters"),
+        (|c| c.members[0].region = "eu\u{1b}[2Jwest".into(), "members[0].region", "control character"),
+        (|c| c.coordinator.consul.prefix = "p".repeat(257), "coordinator.consul.prefix", "257 bytes is above the maximum of 256 bytes"),
+        (|c| c.coordinator.consul.prefix = String::new(), "coordinator.consul.prefix", "expected a KV prefix"),
+        (|c| c.coordinator.consul.prefix = "/failoverd".into(), "coordinator.consul.prefix", "expected a KV prefix"),
+        (|c| c.coordinator.consul.prefix = "failoverd/".into(), "coordinator.consul.prefix", "expected a KV prefix"),
+        (|c| c.coordinator.consul.prefix = "a//b".into(), "coordinator.consul.prefix", "expected a KV prefix"),
+        (|c| c.coordinator.consul.prefix = "a/../b".into(), "coordinator.consul.prefix", "expected a KV prefix"),
+        (|c| c.coordinator.consul.prefix = "a b?".into(), "coordinator.consul.prefix", "expected a KV prefix"),
+        (|c| sim(c).chain_id = "c".repeat(51), "chain.sim.chain_id", "51 bytes is above the maximum of 50 bytes: CometBFT's limit"),
+        (|c| producer(c).chain_id = Some("c".repeat(51)), "producer.chain_id", "51 bytes is above the maximum of 50 bytes"),
+        (|c| producer(c).systemd_unit = Some(format!("{}.service", "u".repeat(248))), "producer.systemd_unit", "256 bytes is above the maximum of 255 bytes"),
+        (|c| producer(c).systemd_unit = Some("--now.service".into()), "producer.systemd_unit", "expected a service unit name"),
+        (|c| producer(c).systemd_unit = Some("cometbft".into()), "producer.systemd_unit", "expected a service unit name"),
+        (|c| producer(c).systemd_unit = Some("a b.service".into()), "producer.systemd_unit", "expected a service unit name"),
+        (|c| producer(c).priv_validator_laddr = Some(format!("tcp://{}", "h".repeat(507))), "producer.priv_validator_laddr", "513 bytes is above the maximum of 512 bytes"),
+        (|c| c.coordinator.consul.address = long_url(2049), "coordinator.consul.address", "2049 bytes is above the maximum of 2048 bytes"),
+        (|c| chain(c).rpc = Some(long_url(2049)), "chain.rpc", "above the maximum of 2048 bytes"),
+        (|c| chain(c).reference_rpcs = vec![long_url(2049)], "chain.reference_rpcs[0]", "above the maximum of 2048 bytes"),
+        (|c| producer(c).rpc = Some(long_url(2049)), "producer.rpc", "above the maximum of 2048 bytes"),
+        (|c| c.webhooks[0].url = long_url(2049), "webhooks[0].url", "above the maximum of 2048 bytes"),
+        // Paths.
+        (|c| c.data_dir = PathBuf::from("/".repeat(4097)), "data_dir", "the path is 4097 bytes, more than the 4096"),
+        (|c| producer(c).home = Some("/var/lib/node\0/x".into()), "producer.home", "NUL character"),
+        (|c| c.api.socket = PathBuf::from(format!("/run/{}", "s".repeat(103))), "api.socket", "the socket path is 108 bytes; a unix socket's path is at most 107 bytes"),
+        (|c| c.coordinator.consul.token_file = Some(PathBuf::from("/".repeat(4097))), "coordinator.consul.token_file", "more than the 4096"),
+        (|c| sim(c).ledger = "/l\0".into(), "chain.sim.ledger", "NUL character"),
+        (|c| with_tls(c).key_file = "/".repeat(4097).into(), "tls.key_file", "more than the 4096"),
+        // Commands.
+        (|c| chain(c).command = argv(257), "chain.command", "257 arguments are more than the maximum of 256"),
+        (|c| producer(c).command = Some(vec!["node".into(), "a".repeat(4097)]), "producer.command[1]", "argument 1 is 4097 bytes, more than the maximum of 4096"),
+        (|c| producer(c).activate_command = argv(257), "producer.activate_command", "257 arguments"),
+        (|c| producer(c).deactivate_command = Some(vec!["off\0".into()]), "producer.deactivate_command[0]", "argument 0 contains a NUL character"),
+        (|c| producer(c).fence_command = argv(257), "producer.fence_command", "257 arguments"),
+        (|c| c.failover.fence_command = Some(vec!["stonith".into(), "{member}\0".into()]), "failover.fence_command[1]", "NUL character"),
+    ];
+
+    #[test]
+    fn each_rule_refuses_its_case_naming_the_field_and_the_limit() {
+        assert_eq!(validate(&base(), &SourceMap::new(BASE)), Vec::new(), "the base config is valid");
+        for (i, (tweak, key, fragment)) in REFUSED.iter().enumerate() {
+            let problems = problems_after(*tweak);
+            assert!(
+                problems.iter().any(|p| p.key.as_deref() == Some(*key) && p.message.contains(fragment)),
+                "case {i}: expected {key} with {fragment:?}, found {problems:#?}"
+            );
+        }
+    }
+
+    /// Changes that sit exactly on a limit, or use what a rule allows: all stay valid.
+    const ALLOWED: &[fn(&mut Config)] = &[
+        // The test labs' timing: 50ms × 10 = 500ms < 1s − 200ms.
+        |c| {
+            c.coordinator.raft.tick = ms(50);
+            c.coordinator.lease_ttl = secs(1);
+            c.coordinator.safety_margin = ms(200);
+            c.coordinator.renew_interval = ms(300);
+            c.coordinator.call_timeout = ms(800);
+        },
+        |c| {
+            with_tls(c);
+            c.members[1].peer_address = "10.0.0.2:7100".parse().expect("address");
+            c.peer_listen = Some("0.0.0.0:7100".parse().expect("address"));
+        },
+        |c| {
+            c.coordinator.backend = Backend::Consul;
+            c.coordinator.raft.insecure_plaintext_peers = false;
+            c.members[1].peer_address = "10.0.0.2:7100".parse().expect("address");
+        },
+        |c| {
+            c.members[1].peer_address = "[::1]:7100".parse().expect("address");
+            c.members[2].peer_address = "localhost:7100".parse().expect("address");
+            c.peer_listen = Some("127.0.0.2:7100".parse().expect("address"));
+        },
+        |c| c.coordinator.lease_ttl = secs(300),
+        |c| c.coordinator.raft.tick = ms(1),
+        |c| {
+            c.coordinator.lease_ttl = secs(300);
+            c.coordinator.raft.tick = secs(1);
+            c.coordinator.raft.election_ticks = 200;
+        },
+        |c| c.coordinator.consul.lock_delay = secs(60),
+        |c| c.failover.cooldown = secs(24 * 3600),
+        |c| c.members = members(32),
+        |c| c.members[0].region = "é".repeat(64),
+        |c| c.failover.import_max_ahead = 1_000_000_000_000,
+        |c| chain(c).max_lag = 1_000_000,
+        |c| c.webhooks = vec![c.webhooks[0].clone(); 16],
+        |c| c.coordinator.consul.prefix = "failoverd/cosmoshub-4/v1.2_x".into(),
+        |c| producer(c).systemd_unit = Some("cometbft@main-1.service".into()),
+        |c| producer(c).chain_id = Some("c".repeat(50)),
+        |c| producer(c).command = Some(vec!["a".repeat(4096); 256]),
+        |c| c.api.socket = PathBuf::from(format!("/run/{}", "s".repeat(102))),
+        |c| chain(c).rpc = Some(long_url(2048)),
+    ];
+
+    #[test]
+    fn values_on_a_limit_or_within_it_stay_valid() {
+        for (i, tweak) in ALLOWED.iter().enumerate() {
+            assert_eq!(problems_after(*tweak), Vec::new(), "case {i}");
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let problems = problems_after(|c| {
+            c.coordinator.lease_ttl = secs(3600);
+            c.members[0].region = "x".repeat(100);
+            c.failover.floor_margin = u64::MAX;
+            c.members[1].peer_address = "10.0.0.2:7100".parse().expect("address");
+        });
+        let keys: Vec<&str> = problems.iter().filter_map(|p| p.key.as_deref()).collect();
+        for key in ["coordinator.lease_ttl", "members[0].region", "failover.floor_margin", "members[1].peer_address"] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn beyond_a_hundred_problems_the_rest_are_counted_not_listed() {
+        let problems = problems_after(|c| {
+            c.webhooks[0].attempts = 0;
+            c.webhooks = vec![c.webhooks[0].clone(); 250];
+        });
+        assert_eq!(problems.len(), MAX_LISTED + 1);
+        let last = problems.last().expect("a summary");
+        assert!(last.message.contains("and 151 more problems, not listed"), "{last}");
+    }
+
+    #[test]
+    fn an_overlong_laddr_is_refused_without_being_quoted() {
+        let problems = problems_after(|c| {
+            let p = c.producer.as_mut().expect("producer");
+            p.kind = ProducerKind::CometbftSigner;
+            p.key_file = Some("/k".into());
+            p.chain_id = Some("x".into());
+            p.priv_validator_laddr = Some(format!("bogus://{}", "h".repeat(100_000)));
+        });
+        assert!(problems.iter().any(|p| p.key.as_deref() == Some("producer.priv_validator_laddr")), "{problems:?}");
+        assert!(problems.iter().all(|p| p.message.len() < 1000), "a message quotes the address");
+    }
 }
