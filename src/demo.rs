@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::domain::MonoTime;
+use crate::domain::{MemberId, MonoTime};
 use crate::sim::checker;
 use crate::sim::ledger;
 const NAMES: [&str; 7] = ["a", "b", "c", "d", "e", "f", "g"];
@@ -142,6 +142,13 @@ fn write_configs(dir: &Path, n: usize, signer: bool) -> std::io::Result<Vec<Memb
         crate::producer::privval::validator_key::ValidatorKey::write_for_seed(&key_file, [0xde; 32])?;
     }
     let ledger = dir.join("ledger.jsonl");
+    // The members talk over mutual TLS, as a real cluster does: a CA and one certificate per
+    // member in the work dir, and one for an operator to try `failoverctl --address` with.
+    let names: Vec<MemberId> = NAMES[..n].iter().filter_map(|m| MemberId::new(*m).ok()).collect();
+    let operator = crate::tls::OperatorName::new("demo").map_err(std::io::Error::other)?;
+    let certificates =
+        crate::tls::write_cluster_files(&dir.join("tls"), "demo", &names, &[operator], Duration::from_secs(86_400))
+            .map_err(std::io::Error::other)?;
     let mut members = Vec::new();
     for i in 0..n {
         let name = NAMES[i];
@@ -161,6 +168,14 @@ fn write_configs(dir: &Path, n: usize, signer: bool) -> std::io::Result<Vec<Memb
         );
         let socket = dir.join(format!("{name}.sock"));
         text.push_str(&format!("[api]\nsocket = \"{}\"\n[metrics]\nenabled = false\n", socket.display()));
+        if let Some(tls) = names.get(i).and_then(|m| certificates.members.get(m)) {
+            text.push_str(&format!(
+                "[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                tls.ca_file.display(),
+                tls.cert_file.display(),
+                tls.key_file.display()
+            ));
+        }
         let rpc = (!witness).then(|| format!("http://127.0.0.1:{}", rpc_ports[i]));
         if let Some(rpc) = &rpc {
             text.push_str(&format!(

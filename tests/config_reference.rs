@@ -208,8 +208,24 @@ fn readme_reference_defaults_match_the_code() {
     }
 }
 
+/// Loads an example config with its `[tls]` files made in `pki` (the examples expect them
+/// under target/local-3node/tls, made by the command their comments give).
+fn load_example(path: &std::path::Path, pki: &std::path::Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).expect("example is readable");
+    let copy = pki.join(path.file_name().expect("file name"));
+    std::fs::write(&copy, text.replace("target/local-3node/tls/", &format!("{}/", pki.display()))).expect("copy");
+    Config::load(&copy)
+}
+
+fn example_pki() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("dir");
+    common::pki::write_cluster(dir.path(), &["a", "b", "c"], &[]);
+    dir
+}
+
 #[test]
 fn every_example_config_loads() {
+    let pki = example_pki();
     let mut found = 0;
     let mut stack = vec![common::repo().join("examples")];
     while let Some(dir) = stack.pop() {
@@ -219,7 +235,7 @@ fn every_example_config_loads() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "toml") {
                 found += 1;
-                if let Err(e) = Config::load(&path) {
+                if let Err(e) = load_example(&path, pki.path()) {
                     panic!("{} does not load:\n{e}", path.display());
                 }
             }
@@ -231,8 +247,11 @@ fn every_example_config_loads() {
 #[test]
 fn local_3node_examples_describe_one_cluster() {
     let dir = common::repo().join("examples/local-3node");
-    let configs: Vec<Config> =
-        ["a", "b", "c"].iter().map(|m| Config::load(&dir.join(format!("{m}.toml"))).expect("example loads")).collect();
+    let pki = example_pki();
+    let configs: Vec<Config> = ["a", "b", "c"]
+        .iter()
+        .map(|m| load_example(&dir.join(format!("{m}.toml")), pki.path()).expect("example loads"))
+        .collect();
     for (c, m) in configs.iter().zip(["a", "b", "c"]) {
         assert_eq!(c.member.as_str(), m);
         assert_eq!(c.members, configs[0].members, "every member lists the same [[members]]");

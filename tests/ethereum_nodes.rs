@@ -38,6 +38,7 @@ impl Cluster {
     fn start(anvils: &[&Anvil; 2]) -> Cluster {
         let dir = tempfile::tempdir().expect("dir");
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let pki = common::pki::write_cluster(dir.path(), &MEMBERS, &[]);
         let mut daemons = Vec::new();
         for (i, m) in MEMBERS.iter().enumerate() {
             let mut text =
@@ -64,6 +65,7 @@ impl Cluster {
                     anvils[i].url
                 ));
             }
+            text.push_str(&common::pki::tls_section(&pki.member(m)));
             let config = dir.path().join(format!("{m}.toml"));
             std::fs::write(&config, text).expect("config");
             let log = std::fs::File::create(dir.path().join(format!("daemon-{m}.log"))).expect("log");

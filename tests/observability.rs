@@ -182,6 +182,8 @@ fn lone_witness_config(dir: &std::path::Path) -> PathBuf {
         "[coordinator.raft]\ntick = \"50ms\"\n[api]\nsocket = \"{}\"\n[metrics]\nenabled = false\n",
         dir.join("c.sock").display()
     ));
+    let pki = common::pki::write_cluster(dir, &MEMBERS, &[]);
+    text.push_str(&common::pki::tls_section(&pki.member("c")));
     common::write(dir, "c.toml", &text)
 }
 

@@ -1,5 +1,7 @@
 //! A lab of real processes: `failoverd sim-node` for each producer and `failoverd run` for each
-//! member (a, b producers; c witness), on loopback ports, sharing one signature ledger.
+//! member (a, b producers; c witness), on loopback ports, sharing one signature ledger, with
+//! mutual TLS between members (certificates from failoverd's own issuing code, plus an operator
+//! certificate "ops").
 //! Judged from the ledger and the simulated nodes' state, never from the daemons' own words.
 #![allow(dead_code)]
 
@@ -24,6 +26,10 @@ pub const SAFETY_MARGIN: Duration = Duration::from_millis(200);
 
 pub struct Lab {
     pub dir: tempfile::TempDir,
+    /// The members' and the operator's certificates (in `dir`).
+    pub pki: super::pki::ClusterPki,
+    /// Each member's peer port (127.0.0.1).
+    pub peer_ports: Vec<u16>,
     pub ledger: PathBuf,
     pub sim_urls: Vec<String>,
     sims: Vec<Child>,
@@ -122,6 +128,7 @@ impl Lab {
         sims.push(reference);
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let metrics_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let pki = super::pki::write_cluster(dir.path(), &MEMBERS, &["ops"]);
         let mut configs = Vec::new();
         for (i, m) in MEMBERS.iter().enumerate() {
             let mut text =
@@ -166,12 +173,16 @@ impl Lab {
                     text = text.replace(
                         "[producer]\nkind = \"sim\"\n",
                         &format!(
-                            "[producer]\nkind = \"cometbft-signer\"\nkey_file = \"{}\"\nchain_id = \"sim\"\npriv_validator_laddr = \"tcp://127.0.0.1:{}\"\n",
+                            "[producer]\nkind = \"cometbft-signer\"\nkey_file = \"{}\"\nchain_id = \"sim\"\npriv_validator_laddr = \"tcp://{}@127.0.0.1:{}\"\n",
                             key_file.display(),
+                            failover::sim::privval_node::node_id(),
                             privval_ports[i]
                         ),
                     );
                 }
+            }
+            if matches!(store, Store::Raft) {
+                text.push_str(&super::pki::tls_section(&pki.member(m)));
             }
             let text = tweak(i, text);
             let path = dir.path().join(format!("{m}.toml"));
@@ -180,6 +191,8 @@ impl Lab {
         }
         let mut lab = Lab {
             dir,
+            pki,
+            peer_ports: ports,
             ledger,
             sim_urls,
             sims,

@@ -2,9 +2,8 @@
 //! code, the files `failoverd tls` writes: member certificates name `failoverd://member/<id>`,
 //! operator certificates `failoverd://operator/<name>`.
 //!
-//! [`Ca`] is the older one (rcgen directly): member certificates carry the member id as a DNS SAN
-//! (plus 127.0.0.1), operator certificates a common name. The labs still use it until they move
-//! to [`write_cluster`].
+//! [`Ca`] makes certificates for other servers (rcgen directly): the Consul agent's, which names
+//! a host, not a failoverd identity.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -98,13 +97,12 @@ impl Ca {
     }
 }
 
-impl Ca {
-    /// A client certificate with common name `cn` (an operator), and its key, both PEM.
-    pub fn issue_client(&self, cn: &str) -> (String, String) {
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(vec![cn.to_string()]).expect("params");
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &self.issuer).expect("sign");
-        (cert.pem(), key.serialize_pem())
-    }
+/// The `[tls]` section that uses `tls`'s files.
+pub fn tls_section(tls: &TlsConfig) -> String {
+    format!(
+        "[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        tls.ca_file.display(),
+        tls.cert_file.display(),
+        tls.key_file.display()
+    )
 }
