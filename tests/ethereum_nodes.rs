@@ -53,14 +53,14 @@ impl Cluster {
             text.push_str(&format!(
                 "[coordinator]\nlease_ttl = \"1s\"\nrenew_interval = \"250ms\"\nsafety_margin = \"200ms\"\ncall_timeout = \"400ms\"\n\
                  [coordinator.raft]\ntick = \"50ms\"\nelection_ticks = 10\n\
-                 [failover]\ncooldown = \"1s\"\npriority_delay = \"300ms\"\nmax_lag_on_failover = 1000000000\n\
+                 [failover]\ncooldown = \"1s\"\npriority_delay = \"300ms\"\nmax_lag_on_failover = 1000000\n\
                  [api]\nsocket = \"{}\"\n[metrics]\nenabled = false\n",
                 dir.path().join(format!("{m}.sock")).display()
             ));
             if i < 2 {
                 text.push_str(&format!(
                     "[chain]\nkind = \"ethereum\"\nrpc = \"{}\"\nprobe_interval = \"200ms\"\nprobe_timeout = \"150ms\"\n\
-                     unhealthy_after = 3\nmax_lag = 1000000000\nstall_after = \"1h\"\n\
+                     unhealthy_after = 3\nmax_lag = 1000000\nstall_after = \"1h\"\n\
                      [producer]\nkind = \"ethereum\"\nmining = \"interval\"\nblock_interval = \"1s\"\nfence_timeout = \"500ms\"\n",
                     anvils[i].url
                 ));

@@ -140,17 +140,22 @@ impl RoguePeer {
     fn answer<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Answer {
         match result {
             Ok(_) => Answer::Accepted,
-            // A connection the server dropped (a TLS 1.3 server refuses a client certificate
-            // after the client has finished its side of the handshake).
+            // An answer of the service itself.
             Err(status)
                 if matches!(
                     status.code(),
-                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                    tonic::Code::PermissionDenied
+                        | tonic::Code::InvalidArgument
+                        | tonic::Code::FailedPrecondition
+                        | tonic::Code::Unauthenticated
                 ) =>
             {
-                Answer::Unreachable(crate::http::error_chain(&status))
+                Answer::Refused { code: status.code(), message: status.message().to_string() }
             }
-            Err(status) => Answer::Refused { code: status.code(), message: status.message().to_string() },
+            // Anything else is a connection that never carried the request: a TLS 1.3 server
+            // refuses a client certificate after the client has finished its side of the
+            // handshake, and plaintext HTTP/2 to a TLS port is a protocol error.
+            Err(status) => Answer::Unreachable(crate::http::error_chain(&status)),
         }
     }
 

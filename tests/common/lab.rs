@@ -244,6 +244,32 @@ impl Lab {
         kill(self.pid(i), s).expect("signal the daemon");
     }
 
+    /// Waits up to `limit` for daemon `i` to exit on its own; its exit status, if it did.
+    pub fn wait_exit(&mut self, i: usize, limit: Duration) -> Option<std::process::ExitStatus> {
+        let end = std::time::Instant::now() + limit;
+        let child = self.daemons[i].as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.daemons[i] = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Whether daemon `i` is still running.
+    pub fn alive(&mut self, i: usize) -> bool {
+        self.daemons[i].as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Member `i`'s activation log: every change of its node's permission to sign.
+    pub fn activations(&self, i: usize) -> Vec<activation::ActivationRecord> {
+        activation::read(&self.dir.path().join(format!("activations-{}.jsonl", MEMBERS[i]))).expect("log parses")
+    }
+
     pub fn kill9(&mut self, i: usize) {
         if let Some(mut c) = self.daemons[i].take() {
             let _ = c.kill();
