@@ -5,7 +5,7 @@
 //! a 3-member raft cluster. Measured from the node: the round trip with the reservation committed
 //! through raft before each signature, and — as the baseline it adds to — the same signer with a
 //! gate that reserves nothing. The difference is what failoverd costs a signature (target: at most
-//! 2 ms p99, DESIGN.md §7). Between the two it prints the bare reservation, proposed by the raft
+//! 2 ms p99, docs/design.md §9). Between the two it prints the bare reservation, proposed by the raft
 //! leader and by a follower, to show where the time goes.
 //!
 //! Under `cargo test --all-targets` it only prints how to run it.

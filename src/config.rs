@@ -1,4 +1,4 @@
-//! The TOML configuration: its schema, its defaults (DESIGN.md §7) and its loading.
+//! The TOML configuration: its schema, its defaults (docs/design.md §9) and its loading.
 //!
 //! Loading parses with `deny_unknown_fields`, then [`validate`] checks the rules that span
 //! fields and [`validate::check_secret_files`] the permissions of key files, and every problem

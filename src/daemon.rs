@@ -1,4 +1,4 @@
-//! The member's main loop (DESIGN.md §5–6): observe, decide, act.
+//! The member's main loop (docs/design.md §6–7): observe, decide, act.
 //!
 //! Every 50 ms it gathers an [`Observation`] — monotonic now, the probe history, the store's
 //! lease and intents, the cluster's statuses and the outcomes of earlier actions — calls the

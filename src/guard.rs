@@ -1,4 +1,4 @@
-//! The promotion guard (DESIGN.md §5), the watermark floor, and the self-fence deadline thread.
+//! The promotion guard (docs/design.md §6), the watermark floor, and the self-fence deadline thread.
 //!
 //! A standby activates only after every step holds, in order: (1) it holds the lease at epoch
 //! E; (2) its node is healthy and within `max_lag_on_failover` of the best height; (3) the
@@ -219,7 +219,7 @@ async fn run_fence_command(argv: &[String], previous: &MemberId, timeout: Durati
 
 /// The self-fence deadline, watched by a dedicated OS thread: when the armed deadline passes,
 /// the thread calls `producer.fence()` itself, so a stalled tokio runtime cannot keep a
-/// producer alive (DESIGN.md §5).
+/// producer alive (docs/design.md §6).
 #[derive(Clone)]
 pub struct SelfFence {
     shared: Arc<(Mutex<FenceState>, Condvar)>,

@@ -1,4 +1,4 @@
-//! Turning probe results into a verdict on the local node (DESIGN.md §6): healthy, unhealthy
+//! Turning probe results into a verdict on the local node (docs/design.md §7): healthy, unhealthy
 //! after `unhealthy_after` consecutive bad probes, or unknown when there is no fresh probe.
 //!
 //! Pure, like `role`: [`ProbeHistory::record`] and [`ProbeHistory::assess`] take the monotonic
@@ -15,7 +15,7 @@ use crate::chain::ChainSample;
 use crate::config::Config;
 use crate::domain::MonoTime;
 
-/// The thresholds of DESIGN.md §6, from `[chain]`.
+/// The thresholds of docs/design.md §7, from `[chain]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthPolicy {
     pub unhealthy_after: u32,

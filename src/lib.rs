@@ -1,5 +1,5 @@
 //! failoverd keeps exactly one block producer active across regions, fails over when the active
-//! one breaks, and makes double-signing impossible (DESIGN.md §1).
+//! one breaks, and makes double-signing impossible (docs/design.md §1).
 //!
 //! Crate map:
 //! - [`domain`]: the words of the design as plain data (member, epoch, HRS, watermark, lease).

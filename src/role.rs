@@ -1,4 +1,4 @@
-//! The role logic of DESIGN.md §6 as one pure function: [`decide`] takes the member's
+//! The role logic of docs/design.md §7 as one pure function: [`decide`] takes the member's
 //! [`RoleState`] and an [`Observation`] and returns the next state and the [`Action`]s the
 //! daemon must carry out.
 //!
@@ -166,7 +166,7 @@ pub enum Action {
     Checkpoint {
         epoch: Epoch,
     },
-    /// Guard steps 2–5 of DESIGN.md §5 for the lease at `epoch`, ending with `activate(floor)`.
+    /// Guard steps 2–5 of docs/design.md §6 for the lease at `epoch`, ending with `activate(floor)`.
     RunGuard {
         epoch: Epoch,
     },
@@ -193,7 +193,7 @@ pub struct RoleState {
     /// The epoch of the lease held in Promoting, Active and Demoting (and Fenced, until the
     /// fence is confirmed).
     pub epoch: Option<Epoch>,
-    /// End of the held lease's validity (DESIGN.md §4): fence at or after it.
+    /// End of the held lease's validity (docs/design.md §4): fence at or after it.
     pub deadline: Option<MonoTime>,
     /// When the current role was entered.
     pub since: MonoTime,
@@ -285,7 +285,7 @@ pub fn decide(state: &RoleState, obs: &Observation, policy: &RolePolicy) -> (Rol
     if s.holding() && lease_lost(&s, obs) {
         s.fence(FenceReason::LeaseLost, now, &mut actions);
     }
-    // Guard step 1 (DESIGN.md §5) held: a fresh grant that survived the checks above.
+    // Guard step 1 (docs/design.md §6) held: a fresh grant that survived the checks above.
     if let Some(epoch) = granted
         && s.role == RoleName::Promoting
         && s.epoch == Some(epoch)
@@ -488,7 +488,7 @@ fn may_take_lease(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> bool
     !view.intents.paused && s.stood_down_at.is_none_or(|at| obs.now.saturating_since(at) >= policy.cooldown)
 }
 
-/// Priority delay (DESIGN.md §6): wait `priority_delay` after the lease became free when a
+/// Priority delay (docs/design.md §7): wait `priority_delay` after the lease became free when a
 /// fresh, eligible standby with a higher priority exists — or when a transfer names another
 /// member.
 fn waited_for_better_candidates(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> bool {

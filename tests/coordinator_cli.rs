@@ -29,8 +29,8 @@ async fn member_processes_form_a_quorum_and_stop_on_sigterm() {
         vec![own.local_addr().expect("addr").port(), common::lab::free_port(), common::lab::free_port()];
     let (_pki_dir, pki) = common::raft_cluster::cluster_pki();
     let mut children = Vec::new();
-    for i in 1..3 {
-        let config = member_config(i, &ports, &dir.path().join(format!("data{i}")), &pki.member(NAMES[i]));
+    for (i, name) in NAMES.iter().enumerate().take(3).skip(1) {
+        let config = member_config(i, &ports, &dir.path().join(format!("data{i}")), &pki.member(name));
         let path = common::write(dir.path(), &format!("m{i}.toml"), &config.to_toml());
         let child = common::failoverd()
             .args(["coordinator", "--config"])

@@ -1,4 +1,4 @@
-//! The quorum trusts only its members (DESIGN.md §4, trust model), checked on a running
+//! The quorum trusts only its members (docs/design.md §5, trust model), checked on a running
 //! 3-member raft cluster in this process with a hostile peer: forged snapshots (one voter that
 //! takes the lease, a ConfState raft-rs panics on, a state that does not decode), a member
 //! speaking for another member, an operator's certificate, spoofed statuses and a protobuf

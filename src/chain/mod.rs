@@ -1,4 +1,4 @@
-//! Probing the chain: the [`ChainProbe`] trait and its sample type (DESIGN.md §6).
+//! Probing the chain: the [`ChainProbe`] trait and its sample type (docs/design.md §7).
 //!
 //! A probe only reads; it never changes a node. Every call has a deadline and a response size
 //! cap, and any malformed answer becomes a [`ProbeError`], never a panic — a node under attack

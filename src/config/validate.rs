@@ -219,7 +219,7 @@ const MAKE_CERTIFICATES: &str =
     "make certificates with `failoverd tls ca --dir DIR`, then `failoverd tls member ID --dir DIR` for each member";
 
 /// The raft backend runs with mutual TLS between peers unless a config explicitly opts into
-/// plaintext on loopback (DESIGN.md §4, trust model): only members may speak on the peer port,
+/// plaintext on loopback (docs/design.md §5, trust model): only members may speak on the peer port,
 /// and without certificates anyone who reaches it could vote, or forge a renew.
 fn check_peer_security(config: &Config, out: &mut Problems<'_, '_>) {
     const OPT_IN: &str = "coordinator.raft.insecure_plaintext_peers";

@@ -1,4 +1,4 @@
-//! The coordination store's contract (DESIGN.md §4): the [`Coordinator`] trait that the raft
+//! The coordination store's contract (docs/design.md §4): the [`Coordinator`] trait that the raft
 //! and Consul backends implement and that one contract test suite checks.
 //!
 //! This module owns the contract, not a backend. It never decides roles (that is `role`) and
@@ -19,7 +19,7 @@ pub mod raft;
 /// Operator intents, replicated through the store so that every member sees the same ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Intents {
-    /// Maintenance mode: nothing happens automatically (DESIGN.md §6).
+    /// Maintenance mode: nothing happens automatically (docs/design.md §7).
     pub paused: bool,
     /// A planned switchover in progress.
     pub transfer: Option<Transfer>,

@@ -68,7 +68,7 @@ impl fmt::Display for Step {
 /// Height, round, step: the position of a signature in the chain's history.
 ///
 /// Ordered lexicographically — height first, then round, then step — which is the order in
-/// which an honest validator signs. S2 (DESIGN.md §3) is stated over this order: a key may sign
+/// which an honest validator signs. S2 (docs/design.md §3) is stated over this order: a key may sign
 /// a given HRS once, and never anything at or below its watermark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Hrs {

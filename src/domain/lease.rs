@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{MemberId, MonoTime};
 
-/// The lease's fencing token (DESIGN.md §2): strictly increases with every grant to a holder.
+/// The lease's fencing token (docs/design.md §2): strictly increases with every grant to a holder.
 /// Every write that matters carries the writer's epoch, and the store refuses a stale one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -46,7 +46,7 @@ pub struct Lease {
     pub ttl: Duration,
     /// The holder's own deadline: the monotonic send time of its last committed renew (or
     /// acquire) + TTL − safety margin. Past it the holder must have fenced its producer,
-    /// because from then on another member may acquire (DESIGN.md §4).
+    /// because from then on another member may acquire (docs/design.md §4).
     pub valid_until: MonoTime,
 }
 

@@ -1,4 +1,4 @@
-//! The words of DESIGN.md §2 as plain data: member ids, epochs, HRS, watermarks, lease views,
+//! The words of docs/design.md §2 as plain data: member ids, epochs, HRS, watermarks, lease views,
 //! member status and monotonic time.
 //!
 //! Everything here is a value type with no I/O beyond reading the monotonic clock in

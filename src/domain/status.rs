@@ -35,7 +35,7 @@ impl fmt::Display for RoleName {
     }
 }
 
-/// What each member publishes about itself (DESIGN.md §4 `publish_status`), so that every
+/// What each member publishes about itself (docs/design.md §4 `publish_status`), so that every
 /// member can compute consensus lag and find candidates. Not part of the raft log: it is
 /// advisory, and a stale entry is treated as unknown, never as healthy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +46,7 @@ pub struct MemberStatus {
     pub priority: u32,
     /// The local node's height at its last probe, if a probe has succeeded.
     pub height: Option<u64>,
-    /// The member's own verdict on its node (DESIGN.md §6).
+    /// The member's own verdict on its node (docs/design.md §7).
     pub healthy: bool,
     /// The epoch the member holds the lease at, when it does.
     pub epoch: Option<Epoch>,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// A reading of the machine's monotonic clock (`CLOCK_MONOTONIC`), in nanoseconds.
 ///
-/// failoverd never relies on wall-clock time for safety (DESIGN.md §3): every deadline, TTL and
+/// failoverd never relies on wall-clock time for safety (docs/design.md §3): every deadline, TTL and
 /// cooldown is computed in `MonoTime`. Readings are comparable between processes on the same
 /// machine (the simulated chain and its ledger use that), never between machines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

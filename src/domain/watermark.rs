@@ -1,4 +1,4 @@
-//! The replicated sign watermark, the only ways it may move (DESIGN.md §4, S3), and the
+//! The replicated sign watermark, the only ways it may move (docs/design.md §4, S3), and the
 //! ceiling no import may pass. Pure rules shared by every backend; no I/O.
 
 use std::fmt;
@@ -10,7 +10,7 @@ use super::{Epoch, Hrs};
 /// The highest HRS that any member may have signed with one key, and the epoch of the lease
 /// holder that raised it last.
 ///
-/// The store keeps one per key. S3 (DESIGN.md §3) says it never decreases; the only ways to
+/// The store keeps one per key. S3 (docs/design.md §3) says it never decreases; the only ways to
 /// change it are [`Watermark::reserve`] (signer mode, strictly above), [`Watermark::raise`]
 /// (checkpoints and releases, never below) and [`Watermark::import`] (an operator's, refused
 /// below and above [`IMPORT_HEIGHT_CEILING`]). All are pure so that the raft state machine, the
@@ -129,7 +129,7 @@ mod tests {
         Watermark { hrs: Hrs::new(h, r, s), epoch: E1 }
     }
 
-    // One line per rule (DESIGN.md §4 `reserve`): (watermark, current epoch, writer epoch,
+    // One line per rule (docs/design.md §4 `reserve`): (watermark, current epoch, writer epoch,
     // request, expected).
     #[test]
     fn reserve_rules() {

@@ -1,4 +1,4 @@
-//! Turning block production on and off: the [`Producer`] trait (DESIGN.md §5).
+//! Turning block production on and off: the [`Producer`] trait (docs/design.md §6).
 //!
 //! Nothing outside `producer/` touches a node process or a key. A producer never decides
 //! whether it should be active: it is told so by the daemon, only after the promotion guard

@@ -1,4 +1,4 @@
-//! Transition tables and property tests for `decide` (DESIGN.md §5–6).
+//! Transition tables and property tests for `decide` (docs/design.md §6–7).
 
 use std::time::Duration;
 
@@ -163,7 +163,7 @@ fn run(cases: Vec<Case>) {
     }
 }
 
-// Roles of members that hold no lease (DESIGN.md §6).
+// Roles of members that hold no lease (docs/design.md §7).
 #[test]
 fn idle_member_transitions() {
     use RoleName::*;
@@ -333,7 +333,7 @@ fn idle_member_transitions() {
     ]);
 }
 
-// Acquire outcomes, the guard and activation (DESIGN.md §5).
+// Acquire outcomes, the guard and activation (docs/design.md §6).
 #[test]
 fn promotion_transitions() {
     use RoleName::*;
@@ -419,7 +419,7 @@ fn promotion_transitions() {
     ]);
 }
 
-// The holder's lease: renew, fence on deadline or loss (DESIGN.md §4–5).
+// The holder's lease: renew, fence on deadline or loss (docs/design.md §4–6).
 #[test]
 fn holder_transitions() {
     use RoleName::*;
@@ -535,7 +535,7 @@ fn holder_transitions() {
     ]);
 }
 
-// Step-down: health, transfer, cooldown and pause (DESIGN.md §6, L2).
+// Step-down: health, transfer, cooldown and pause (docs/design.md §7, L2).
 #[test]
 fn step_down_transitions() {
     use RoleName::*;

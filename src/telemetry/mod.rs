@@ -1,5 +1,5 @@
 //! What the member tells the outside world about itself: Prometheus metrics, `/healthz` and
-//! `/readyz`, systemd notifications and event webhooks (DESIGN.md §8, `src/telemetry/`).
+//! `/readyz`, systemd notifications and event webhooks (docs/design.md §10, `src/telemetry/`).
 //!
 //! Nothing here decides anything or touches the producer: the daemon loop reports into
 //! [`Telemetry`], and the endpoints, the notifier and the webhooks only read from it. Reporting

@@ -1,4 +1,4 @@
-//! Who is on the other end of a TLS connection (DESIGN.md §4, trust model), and the certificates
+//! Who is on the other end of a TLS connection (docs/design.md §5, trust model), and the certificates
 //! that say so.
 //!
 //! A failoverd certificate names exactly one identity, as a URI subject alternative name in one

@@ -1,4 +1,4 @@
-//! The Coordinator contract suite (DESIGN.md §4): behaviour every backend must show, run
+//! The Coordinator contract suite (docs/design.md §4): behaviour every backend must show, run
 //! against handles to every member of one live cluster. Each check starts from whatever state
 //! the previous one left, and leaves the lease free.
 #![allow(dead_code)]

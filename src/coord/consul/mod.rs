@@ -1,4 +1,4 @@
-//! The Consul coordinator (DESIGN.md §4, "Consul mapping"): the lease is a session lock on
+//! The Consul coordinator (docs/design.md §4, "Consul mapping"): the lease is a session lock on
 //! `<prefix>/leader`, its epoch the key's `LockIndex`.
 //!
 //! The session is bound to a short-TTL check on the local agent (plus the agent's `serfHealth`),

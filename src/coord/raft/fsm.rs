@@ -1,4 +1,4 @@
-//! The replicated state machine of the raft backend (DESIGN.md §4): the lease, its epoch, the
+//! The replicated state machine of the raft backend (docs/design.md §4): the lease, its epoch, the
 //! watermark per key and the operator intents, changed only by applying [`Command`]s from the
 //! raft log.
 //!
@@ -357,7 +357,7 @@ mod tests {
         KeyId::new("validator-2").expect("valid")
     }
 
-    // One line per case (DESIGN.md §3 S3; an import is all or nothing): starting from k at
+    // One line per case (docs/design.md §3 S3; an import is all or nothing): starting from k at
     // 10/0/precommit and no k2, (entries, refused?, k's height after, k2's height after).
     #[test]
     fn import_all_applies_every_entry_or_none() {

@@ -1,4 +1,4 @@
-//! The embedded raft backend of the [`Coordinator`](super::Coordinator) (DESIGN.md §4): the
+//! The embedded raft backend of the [`Coordinator`](super::Coordinator) (docs/design.md §4): the
 //! daemons form the quorum themselves.
 //!
 //! - [`RaftCoordinator`]: the Coordinator contract over the node.

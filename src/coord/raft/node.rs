@@ -3,7 +3,7 @@
 //! snapshot, persist entries and hard state (fsynced), then send messages, apply committed
 //! entries to the state machine, advance.
 //!
-//! It also runs the leader's expiry timer (DESIGN.md §4): only the raft leader proposes
+//! It also runs the leader's expiry timer (docs/design.md §4): only the raft leader proposes
 //! `Expire`, and only once its own monotonic clock shows TTL + margin since the later of its
 //! becoming leader and its last applied renew. Raft leadership is never the lease.
 //! Storage is written inline from this task: an fsync that stalls delays the raft loop, which
@@ -421,7 +421,7 @@ impl NodeTask {
         }
     }
 
-    /// The leader's expiry timer (DESIGN.md §4).
+    /// The leader's expiry timer (docs/design.md §4).
     fn check_expiry(&mut self) {
         let now = Instant::now();
         if self.raw.raft.state != StateRole::Leader {

@@ -1,4 +1,4 @@
-//! Who may speak on the peer port, and as whom (DESIGN.md §4, trust model).
+//! Who may speak on the peer port, and as whom (docs/design.md §5, trust model).
 //!
 //! With TLS, a caller is the member its verified certificate names (`failoverd://member/<id>`),
 //! and nothing else: a raft batch whose `from`, a message whose `from`, a status whose `member`

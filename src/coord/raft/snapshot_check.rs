@@ -1,5 +1,5 @@
 //! Whether a snapshot sent by a peer may be installed, decided before raft sees it and before
-//! anything is written to disk (DESIGN.md §4, trust model).
+//! anything is written to disk (docs/design.md §5, trust model).
 //!
 //! The membership is static: every member is configured with the same `[[members]]`, and no
 //! conf change is ever proposed. So a snapshot whose ConfState differs from that membership is
