@@ -11,8 +11,8 @@ use common::{replace_once, run_failoverd, write};
 /// What opts a raft config on loopback out of TLS.
 const PLAINTEXT_OPT_IN: &str = "\n[coordinator.raft]\ninsecure_plaintext_peers = true\n";
 
-/// A valid three-member raft config for member "a", plaintext on loopback. Its own copy, not
-/// the shared one, because the line numbers below are part of what is tested.
+/// A valid three-member raft config for member "a", plaintext on loopback. The line numbers
+/// below are part of what is tested.
 const PLAINTEXT_CONFIG: &str = r#"member = "a"
 data_dir = "/tmp/failoverd-test"
 

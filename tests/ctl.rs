@@ -373,15 +373,21 @@ fn import_events(lab: &Lab, i: usize) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_import_above_import_max_ahead_is_refused_unless_forced_and_none_passes_2_to_the_53() {
+/// A running lab whose members all publish statuses and whose key has a watermark, a temp dir
+/// for interchange files, and the key and watermark height member c exports.
+async fn lab_with_a_watermark() -> (Lab, tempfile::TempDir, String, u64) {
     let lab = Lab::start("", &[]).await;
     let active = lab.wait_active(Duration::from_secs(15)).await;
     lab.wait_signed_above(active, 2, Duration::from_secs(5)).await;
     wait_for_statuses(&lab).await;
     wait_for_a_watermark(&lab).await;
-    let dir = tempfile::tempdir().expect("dir");
     let (key, height) = exported_watermark(&lab, 2);
+    (lab, tempfile::tempdir().expect("dir"), key, height)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_above_import_max_ahead_is_refused_unless_forced_and_none_passes_2_to_the_53() {
+    let (lab, dir, key, height) = lab_with_a_watermark().await;
 
     // 200,000 above a cluster at `height` is past the default bound of 100,000.
     let far = height + 200_000;
@@ -415,13 +421,7 @@ async fn an_import_above_import_max_ahead_is_refused_unless_forced_and_none_pass
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_previews_with_dry_run_refuses_a_bad_file_whole_and_sends_a_big_file_once() {
-    let lab = Lab::start("", &[]).await;
-    let active = lab.wait_active(Duration::from_secs(15)).await;
-    lab.wait_signed_above(active, 2, Duration::from_secs(5)).await;
-    wait_for_statuses(&lab).await;
-    wait_for_a_watermark(&lab).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let (key, height) = exported_watermark(&lab, 2);
+    let (lab, dir, key, height) = lab_with_a_watermark().await;
 
     // First above the chain, so that the active's checkpoints leave the watermark as it is.
     let base = height + 5_000;

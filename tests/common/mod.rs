@@ -1,5 +1,4 @@
-//! Helpers shared by the integration tests: the real binaries, temp dirs with config files,
-//! and a reference config to mutate.
+//! Helpers shared by the integration tests: the real binaries and temp dirs with config files.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -19,36 +18,6 @@ pub fn run_failoverd(args: &[&str]) -> Output {
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
-
-/// A valid three-member raft config for member "a" on loopback.
-pub const BASE_CONFIG: &str = r#"member = "a"
-data_dir = "/tmp/failoverd-test"
-
-[[members]]
-id = "a"
-peer_address = "127.0.0.1:7101"
-
-[[members]]
-id = "b"
-peer_address = "127.0.0.1:7102"
-
-[[members]]
-id = "c"
-peer_address = "127.0.0.1:7103"
-kind = "witness"
-
-[coordinator]
-lease_ttl = "3s"
-renew_interval = "1s"
-safety_margin = "500ms"
-
-[chain]
-kind = "sim"
-rpc = "http://127.0.0.1:26661"
-
-[producer]
-kind = "sim"
-"#;
 
 /// Writes `text` to `name` in `dir` and returns the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
