@@ -123,15 +123,21 @@ pub fn judge(e: &Evidence) -> Judgement {
                     "L2: {} lost production to another member during a fault that only touched the store or a standby",
                     e.active_before
                 ));
-            } else if j.missed_heights > 0 && !e.signer_mode {
+            } else if !e.signer_mode {
                 // Demoted and promoted again (a self-fence, then a new lease): no change of
-                // signer, but the active was demoted all the same. In signer mode each signature
-                // waits for a store commit, so a store fault delays signatures without any
-                // demotion (safety before liveness): the missed heights are reported, not judged.
-                j.violations.push(format!(
-                    "L2: {} stopped producing for {} heights during a fault that only touched the store or a standby",
-                    e.active_before, j.missed_heights
-                ));
+                // signer, but the active was demoted all the same. Only heights missed while its
+                // permission had lapsed say so: a node that stalls (its ledger fsync on a busy
+                // disk) misses heights while still allowed to sign, which is no doing of
+                // failoverd. In signer mode each signature waits for a store commit, so a store
+                // fault delays signatures without any demotion (safety before liveness): the
+                // missed heights are reported, not judged.
+                let demoted = missed_without_permission(&records, &windows, &e.active_before);
+                if demoted > 0 {
+                    j.violations.push(format!(
+                        "L2: {} stopped producing for {demoted} heights, its permission to sign lapsed, during a fault that only touched the store or a standby",
+                        e.active_before
+                    ));
+                }
             }
         }
         Expect::Either => {}
@@ -330,6 +336,22 @@ fn rogue_state(e: &RogueEvidence) -> Vec<String> {
     v
 }
 
+/// Heights `member` skipped between two of its own signatures while it was not allowed to sign
+/// throughout (no one permission window covers both signatures): the heights a demotion cost.
+fn missed_without_permission(records: &[&SignatureRecord], windows: &[activation::Window], member: &str) -> u64 {
+    let mut own: Vec<&SignatureRecord> = records.iter().copied().filter(|r| r.member.as_str() == member).collect();
+    own.sort_by_key(|r| r.height);
+    own.windows(2)
+        .filter(|pair| pair[1].height > pair[0].height + 1)
+        .filter(|pair| {
+            !windows
+                .iter()
+                .any(|w| w.member.as_str() == member && w.from_ns <= pair[0].mono_ns && pair[1].mono_ns <= w.to_ns)
+        })
+        .map(|pair| pair[1].height - pair[0].height - 1)
+        .sum()
+}
+
 /// Every read that returned a lower watermark than a read that had already returned before it
 /// began (reads are linearizable, so that is a decrease of the replicated watermark).
 pub fn watermark_regressions(reads: &[WatermarkRead]) -> Vec<String> {
@@ -486,6 +508,23 @@ mod tests {
         assert!(j.violations.iter().any(|v| v.contains("stopped producing for 6 heights")), "{:?}", j.violations);
         let records = [sig("a", 1, S / 2), sig("a", 2, 2 * S), sig("a", 3, 4 * S)];
         assert!(judge(&evidence(&records, &[], Expect::NoFailover)).violations.is_empty());
+    }
+
+    #[test]
+    fn heights_a_node_misses_while_allowed_to_sign_are_reported_but_do_not_break_l2() {
+        // The node stalled for six heights, but its permission never lapsed: no demotion.
+        let records = [sig("a", 1, S / 2), sig("a", 2, 2 * S), sig("a", 9, 4 * S)];
+        let acts = [activation("a", ActivationEvent::Activate, 0, Some(5 * S))];
+        let j = judge(&evidence(&records, &acts, Expect::NoFailover));
+        assert!(j.violations.is_empty(), "{:?}", j.violations);
+        assert_eq!(j.missed_heights, 6);
+        // The permission ran out at 3 s and came back at 3.5 s: a demotion.
+        let acts = [
+            activation("a", ActivationEvent::Activate, 0, Some(3 * S)),
+            activation("a", ActivationEvent::Activate, 3 * S + S / 2, Some(5 * S)),
+        ];
+        let j = judge(&evidence(&records, &acts, Expect::NoFailover));
+        assert!(j.violations.iter().any(|v| v.contains("stopped producing for 6 heights")), "{:?}", j.violations);
     }
 
     #[test]
