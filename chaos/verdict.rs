@@ -305,6 +305,9 @@ fn rogue_answers(e: &RogueEvidence) -> Vec<String> {
 /// The lease, raft terms and views against the attack: nothing moved, nothing was believed.
 fn rogue_state(e: &RogueEvidence) -> Vec<String> {
     let mut v = Vec::new();
+    if e.before.is_none() {
+        v.push("rogue: the active did not answer Status before the attack, so its lease cannot be compared".into());
+    }
     for (t, name) in e.members.iter().enumerate() {
         let Some(Some(after)) = e.after.get(t) else {
             v.push(format!("rogue: member {name} did not answer Status after the attack"));
@@ -639,6 +642,8 @@ mod tests {
         e.not_running.push("daemon of c".into());
         e.answers.remove(&(1, Attack::GroupBomb));
         let v = judge_rogue(&e);
+        e.before = None;
+        assert!(judge_rogue(&e).iter().any(|x| x.contains("did not answer Status before the attack")));
         for fragment in [
             "no group bomb was sent to member b",
             "member a shows the lease held by b at epoch 2 after the attack, a at epoch 1 before it",
