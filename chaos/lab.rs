@@ -3,18 +3,24 @@
 //! one activation log. The lab starts, stops, signals and restarts those processes, fills disks
 //! and moves wall clocks; it judges nothing (that is `verdict`).
 //!
+//! Members talk over mutual TLS, as in production: at start the lab writes a CA, one member
+//! certificate per member and one operator certificate (for tools that attack or drive the
+//! cluster) into its directory, and every member's config names its own in `[tls]`.
+//!
 //! Every process is started from the runner's main thread with `PR_SET_PDEATHSIG`, so that none
 //! outlives a runner that is killed outright; `Drop` kills them, unmounts and removes the
 //! namespaces on every other way out.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use failover::domain::MonoTime;
-use failover::proto::v1::StatusReply;
+use failover::config::TlsConfig;
+use failover::domain::{MemberId, MonoTime};
+use failover::proto::v1::{MembersReply, StatusReply};
 use failover::sim::activation::{ActivationEvent, ActivationLog, ActivationRecord};
 use failover::sim::node::StateReport;
 use nix::sys::signal::{Signal, kill};
@@ -26,6 +32,13 @@ pub const MEMBERS: [&str; 3] = ["a", "b", "c"];
 pub const PRODUCERS: usize = 2;
 /// How long the lab waits before restarting a process that exited on its own.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
+/// The operator whose certificate the lab writes beside the members'.
+pub const OPERATOR: &str = "chaos";
+/// How long the lab's certificates are valid: longer than any lab lives, even with a wall clock
+/// moved a day ahead by the clock-jump scenario.
+const CERTIFICATE_VALIDITY: Duration = Duration::from_secs(7 * 86_400);
+/// Largest `/metrics` answer read.
+const METRICS_LIMIT: u64 = 1 << 20;
 
 /// The timings a lab runs with.
 #[derive(Clone, Debug)]
@@ -174,6 +187,10 @@ pub struct Exit {
 
 pub struct Lab {
     pub dir: PathBuf,
+    /// Each member's `[tls]` section, by member index.
+    pub member_tls: Vec<TlsConfig>,
+    /// The operator's certificate (`OPERATOR`): what a tool outside the cluster holds.
+    pub operator_tls: TlsConfig,
     keep: bool,
     net: Net,
     exe: PathBuf,
@@ -218,6 +235,23 @@ pub fn remove_stale_labs() {
     }
 }
 
+/// Writes the lab's CA, a certificate for every member and one for [`OPERATOR`] into `dir`;
+/// returns each member's `[tls]` section (by member index) and the operator's.
+fn write_certificates(dir: &Path) -> Result<(Vec<TlsConfig>, TlsConfig), String> {
+    let ids: Vec<MemberId> =
+        MEMBERS.iter().map(|m| MemberId::new(*m)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let operator = failover::tls::OperatorName::new(OPERATOR).map_err(|e| e.to_string())?;
+    let files =
+        failover::tls::write_cluster_files(dir, "chaos", &ids, std::slice::from_ref(&operator), CERTIFICATE_VALIDITY)
+            .map_err(|e| format!("cannot write the lab's certificates into {}: {e}", dir.display()))?;
+    let members = ids
+        .iter()
+        .map(|id| files.members.get(id).cloned().ok_or_else(|| format!("no certificate was written for member {id}")))
+        .collect::<Result<_, _>>()?;
+    let operator_tls = files.operators.get(&operator).cloned().ok_or("no operator certificate was written")?;
+    Ok((members, operator_tls))
+}
+
 impl Lab {
     /// Builds the lab and starts every process; returns once each daemon's control socket
     /// answers.
@@ -235,9 +269,13 @@ impl Lab {
                 peer_ports: ports(MEMBERS.len())?,
                 node_ports: ports(MEMBERS.len())?,
                 privval_ports: ports(MEMBERS.len())?,
+                metrics_ports: ports(MEMBERS.len())?,
             }
         };
+        let (member_tls, operator_tls) = write_certificates(&dir.join("tls"))?;
         let mut lab = Lab {
+            member_tls,
+            operator_tls,
             ledger: dir.join("ledger.jsonl"),
             activations: dir.join("activations.jsonl"),
             keep: options.keep,
@@ -319,7 +357,7 @@ impl Lab {
             "[coordinator]\nlease_ttl = {}\nrenew_interval = {}\nsafety_margin = {}\ncall_timeout = {}\n\
              [coordinator.raft]\ntick = {}\nelection_ticks = {}\n\
              [failover]\ncooldown = {}\npriority_delay = {}\nmax_lag_on_failover = 3\nfloor_margin = {}\n\
-             [api]\nsocket = \"{}\"\n[metrics]\nenabled = false\n",
+             [api]\nsocket = \"{}\"\n[metrics]\nenabled = true\nlisten = \"{}\"\n",
             ms(t.lease_ttl),
             ms(t.renew_interval),
             ms(t.safety_margin),
@@ -330,31 +368,49 @@ impl Lab {
             ms(t.priority_delay),
             t.floor_margin,
             m.socket.display(),
+            self.net.metrics_addr(i),
+        ));
+        let tls = &self.member_tls[i];
+        text.push_str(&format!(
+            "[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            tls.ca_file.display(),
+            tls.cert_file.display(),
+            tls.key_file.display()
         ));
         if m.producer {
-            text.push_str(&format!(
-                "[chain]\nkind = \"sim\"\nrpc = \"http://{}\"\nprobe_interval = {}\nprobe_timeout = {}\n\
-                 unhealthy_after = {}\nmax_lag = 5\nstall_after = {}\n\
-                 [producer]\nkind = \"sim\"\nfence_timeout = {}\n",
-                self.net.node_addr(i),
-                ms(t.probe_interval),
-                ms(t.probe_timeout),
-                t.unhealthy_after,
-                ms(t.stall_after),
-                ms(t.fence_timeout),
-            ));
-            if self.options.signer {
-                text = text.replace(
-                    "[producer]\nkind = \"sim\"\n",
-                    &format!(
-                        "[producer]\nkind = \"cometbft-signer\"\nkey_file = \"{}\"\nchain_id = \"sim\"\npriv_validator_laddr = \"tcp://{}\"\n",
-                        self.dir.join("priv_validator_key.json").display(),
-                        self.net.privval_addr(i)
-                    ),
-                );
-            }
+            text.push_str(&self.producer_config(i));
         }
         text
+    }
+
+    /// The `[chain]` and `[producer]` sections of producer `i`.
+    fn producer_config(&self, i: usize) -> String {
+        let t = &self.options.timings;
+        let ms = |d: Duration| format!("\"{}ms\"", d.as_millis());
+        let chain = format!(
+            "[chain]\nkind = \"sim\"\nrpc = \"http://{}\"\nprobe_interval = {}\nprobe_timeout = {}\n\
+             unhealthy_after = {}\nmax_lag = 5\nstall_after = {}\n",
+            self.net.node_addr(i),
+            ms(t.probe_interval),
+            ms(t.probe_timeout),
+            t.unhealthy_after,
+            ms(t.stall_after),
+        );
+        let producer = if self.options.signer {
+            // The simulated node's SecretConnection key is fixed, so the signer can check that it
+            // reached that node and no other (as `cometbft show-node-id` would tell an operator).
+            format!(
+                "[producer]\nkind = \"cometbft-signer\"\nkey_file = \"{}\"\nchain_id = \"sim\"\n\
+                 priv_validator_laddr = \"tcp://{}@{}\"\nfence_timeout = {}\n",
+                self.dir.join("priv_validator_key.json").display(),
+                failover::sim::privval_node::node_id(),
+                self.net.privval_addr(i),
+                ms(t.fence_timeout),
+            )
+        } else {
+            format!("[producer]\nkind = \"sim\"\nfence_timeout = {}\n", ms(t.fence_timeout))
+        };
+        chain + &producer
     }
 
     fn log_file(&self, name: &str) -> Result<std::fs::File, String> {
@@ -603,6 +659,51 @@ impl Lab {
         self.wait_answers(i, limit)
     }
 
+    /// Member `i`'s view of every member (its control API `Members`), or `None` when it does not
+    /// answer within a second.
+    pub fn members_view(&self, i: usize) -> Option<MembersReply> {
+        let socket = self.members[i].socket.clone();
+        let call = async move {
+            let mut client = failover::api::client::connect(&socket, Duration::from_secs(1)).await.ok()?;
+            client.members(failover::proto::v1::MembersRequest {}).await.ok().map(tonic::Response::into_inner)
+        };
+        self.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(1), call).await.ok().flatten() })
+    }
+
+    /// Member `i`'s `failoverd_peer_refusals_total` counters by reason, read from its metrics
+    /// endpoint (from inside its namespace); `None` when the endpoint does not answer.
+    pub fn peer_refusals(&self, i: usize) -> Option<BTreeMap<String, u64>> {
+        let addr = self.net.metrics_addr(i);
+        let s = self.net.connect(i, addr).ok()?;
+        let body = failover::http::blocking_exchange(
+            s,
+            &addr.to_string(),
+            ("GET", "/metrics", ""),
+            Duration::from_secs(1),
+            METRICS_LIMIT,
+        )?;
+        Some(peer_refusal_counts(&body))
+    }
+
+    /// The lab's processes that are not running now: each member's daemon and each producer's
+    /// node, named as `daemon of a`.
+    pub fn not_running(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in &mut self.members {
+            let mut slots = vec![("daemon", &mut m.daemon)];
+            if m.producer {
+                slots.push(("node", &mut m.node));
+            }
+            for (what, slot) in slots {
+                let running = slot.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+                if !running {
+                    out.push(format!("{what} of {}", m.name));
+                }
+            }
+        }
+        out
+    }
+
     /// Keeps the lab's directory when it is dropped (evidence of a failing run).
     pub fn keep_dir(&mut self) {
         self.keep = true;
@@ -610,6 +711,10 @@ impl Lab {
 
     pub fn net(&self) -> &Net {
         &self.net
+    }
+
+    pub fn net_mut(&mut self) -> &mut Net {
+        &mut self.net
     }
 
     /// Fills member `i`'s small disk to the last byte.
@@ -642,6 +747,21 @@ impl Lab {
     }
 }
 
+/// The `failoverd_peer_refusals_total{reason="…"}` samples of a Prometheus text exposition,
+/// by reason.
+fn peer_refusal_counts(exposition: &str) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix("failoverd_peer_refusals_total{") else { continue };
+        let Some((labels, value)) = rest.split_once('}') else { continue };
+        let reason = labels.split(',').find_map(|l| l.trim().strip_prefix("reason=\"")?.strip_suffix('"'));
+        if let (Some(reason), Ok(value)) = (reason, value.trim().parse::<f64>()) {
+            counts.insert(reason.to_string(), value as u64);
+        }
+    }
+    counts
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for m in &mut self.members {
@@ -663,5 +783,22 @@ impl Drop for Lab {
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_refusals_are_read_by_reason_and_other_metrics_are_ignored() {
+        let exposition = "# HELP failoverd_peer_refusals Peer requests refused.\n\
+             # TYPE failoverd_peer_refusals counter\n\
+             failoverd_peer_refusals_total{reason=\"not_a_member\"} 30\n\
+             failoverd_peer_refusals_total{reason=\"snapshot\"} 90\n\
+             failoverd_peer_refusals_created{reason=\"snapshot\"} 1.7e9\n\
+             failoverd_raft_term 3\n";
+        let counts = peer_refusal_counts(exposition);
+        assert_eq!(counts, BTreeMap::from([("not_a_member".to_string(), 30), ("snapshot".to_string(), 90)]));
     }
 }

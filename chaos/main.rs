@@ -10,6 +10,7 @@ mod lab;
 mod net;
 mod observe;
 mod report;
+mod rogue;
 mod scenario;
 mod verdict;
 
@@ -287,7 +288,7 @@ fn run_once(
         return Ok(result);
     };
     result.active_before = Some(MEMBERS[active].to_string());
-    let injected = match scenario::inject(s, &mut cx, active)? {
+    let mut injected = match scenario::inject(s, &mut cx, active)? {
         Ok(i) => i,
         Err(e) => {
             result.error = Some(e);
@@ -300,6 +301,7 @@ fn run_once(
     let settled = cx.lab.wait_active(settle_limit, &interrupted).is_some();
     cx.pause(Duration::from_millis(1500))?;
     let active_at_end = settled && cx.lab.signing().len() == 1;
+    scenario::after_settle(cx.lab, &mut injected);
     let end = MonoTime::now();
     let reads = observer.finish();
     let records = ledger::read(&lab.ledger).unwrap_or_else(|e| {
@@ -340,6 +342,9 @@ fn run_once(
         crashes,
         signer_mode: lab.signer_mode(),
     });
+    if let Some(rogue) = &injected.rogue {
+        result.judgement.violations.extend(verdict::judge_rogue(rogue));
+    }
     if !result.judgement.violations.is_empty() {
         result.kept = keep_evidence(&mut lab);
     }

@@ -3,7 +3,8 @@
 //! thin or flap its link; or, without root, plain loopback with no network faults at all.
 //!
 //! Every address lives inside the namespaces this module creates; nothing is added to the host's
-//! namespace. Names carry the runner's pid, so a later run can tell a leftover of a dead runner
+//! namespace. Besides the members, a scenario may ask for an outsider: a host on the same bridge
+//! that is no member (the rogue peer's). Names carry the runner's pid, so a later run can tell a leftover of a dead runner
 //! from a lab in use and remove it.
 
 use std::io;
@@ -18,6 +19,11 @@ pub const NS_PREFIX: &str = "fochaos";
 const LINK: &str = "eth0";
 pub const PEER_PORT: u16 = 7100;
 pub const NODE_PORT: u16 = 26657;
+/// Where each member's daemon serves `/metrics`, inside its namespace.
+pub const METRICS_PORT: u16 = 9464;
+/// The outsider's address on the lab's bridge: a host that is no member (see
+/// [`Net::spawn_outsider`]).
+const OUTSIDER_IP: &str = "10.77.0.99";
 
 /// What to do to a member's link.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -33,13 +39,17 @@ pub enum LinkFault {
 }
 
 pub enum Net {
-    Loopback { peer_ports: Vec<u16>, node_ports: Vec<u16>, privval_ports: Vec<u16> },
+    Loopback { peer_ports: Vec<u16>, node_ports: Vec<u16>, privval_ports: Vec<u16>, metrics_ports: Vec<u16> },
     Namespaces(Namespaces),
 }
 
 pub struct Namespaces {
+    /// The runner's pid and the lab's tag, that every name here starts with.
+    prefix: String,
     bridge: String,
     members: Vec<String>,
+    /// A namespace on the bridge that is no member's, made when first asked for.
+    outsider: Option<String>,
     connectors: Vec<mpsc::Sender<(SocketAddr, mpsc::Sender<io::Result<TcpStream>>)>>,
 }
 
@@ -104,24 +114,44 @@ pub fn remove_stale_namespaces() {
 impl Namespaces {
     /// Builds a bridge namespace and one namespace per member, member `i` at 10.77.0.(i+1)/24.
     pub fn create(tag: &str, members: &[&str]) -> io::Result<Namespaces> {
-        let bridge = format!("{NS_PREFIX}-{}-{tag}-br", std::process::id());
-        let mut ns = Namespaces { bridge: bridge.clone(), members: Vec::new(), connectors: Vec::new() };
+        let prefix = format!("{NS_PREFIX}-{}-{tag}", std::process::id());
+        let bridge = format!("{prefix}-br");
+        let mut ns =
+            Namespaces { prefix, bridge: bridge.clone(), members: Vec::new(), outsider: None, connectors: Vec::new() };
         sh("ip", &["netns", "add", &bridge])?;
         sh("ip", &["-n", &bridge, "link", "add", "br0", "type", "bridge"])?;
         sh("ip", &["-n", &bridge, "link", "set", "br0", "up"])?;
         for (i, m) in members.iter().enumerate() {
-            let name = format!("{NS_PREFIX}-{}-{tag}-{m}", std::process::id());
+            let name = format!("{}-{m}", ns.prefix);
             sh("ip", &["netns", "add", &name])?;
             ns.members.push(name.clone());
-            let side = format!("v{i}");
-            sh("ip", &["link", "add", &side, "netns", &bridge, "type", "veth", "peer", "name", LINK, "netns", &name])?;
-            sh("ip", &["-n", &bridge, "link", "set", &side, "master", "br0", "up"])?;
-            sh("ip", &["-n", &name, "addr", "add", &format!("{}/24", Self::ip(i)), "dev", LINK])?;
-            sh("ip", &["-n", &name, "link", "set", LINK, "up"])?;
-            sh("ip", &["-n", &name, "link", "set", "lo", "up"])?;
+            ns.attach(&name, &format!("v{i}"), &Self::ip(i))?;
             ns.connectors.push(connector(&name)?);
         }
         Ok(ns)
+    }
+
+    /// Joins namespace `name` to the bridge by a veth pair (`side` on the bridge), at `ip`.
+    fn attach(&self, name: &str, side: &str, ip: &str) -> io::Result<()> {
+        let bridge = self.bridge.as_str();
+        sh("ip", &["link", "add", side, "netns", bridge, "type", "veth", "peer", "name", LINK, "netns", name])?;
+        sh("ip", &["-n", bridge, "link", "set", side, "master", "br0", "up"])?;
+        sh("ip", &["-n", name, "addr", "add", &format!("{ip}/24"), "dev", LINK])?;
+        sh("ip", &["-n", name, "link", "set", LINK, "up"])?;
+        sh("ip", &["-n", name, "link", "set", "lo", "up"])
+    }
+
+    /// The outsider's namespace: on the bridge at [`OUTSIDER_IP`], reaching every member's peer
+    /// port as any other host on their network would. Made on first use.
+    fn outsider(&mut self) -> io::Result<String> {
+        if let Some(name) = &self.outsider {
+            return Ok(name.clone());
+        }
+        let name = format!("{}-outsider", self.prefix);
+        sh("ip", &["netns", "add", &name])?;
+        self.outsider = Some(name.clone());
+        self.attach(&name, "vx", OUTSIDER_IP)?;
+        Ok(name)
     }
 
     pub fn ip(i: usize) -> String {
@@ -163,7 +193,8 @@ impl Namespaces {
     pub fn remove(&mut self) {
         self.connectors.clear();
         let bridge = std::mem::take(&mut self.bridge);
-        for name in self.members.drain(..).chain(Some(bridge).filter(|b| !b.is_empty())) {
+        let outsider = self.outsider.take();
+        for name in self.members.drain(..).chain(outsider).chain(Some(bridge).filter(|b| !b.is_empty())) {
             if let Err(e) = sh("ip", &["netns", "del", &name]) {
                 eprintln!("chaos: cannot remove namespace {name}: {e}");
             }
@@ -175,6 +206,22 @@ impl Drop for Namespaces {
     fn drop(&mut self) {
         self.remove();
     }
+}
+
+/// Runs `work` on a new thread named `thread`, inside namespace `name` when there is one: every
+/// socket that thread creates belongs to that namespace.
+fn spawn_inside<T: Send + 'static>(
+    name: Option<&str>,
+    thread: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<io::Result<T>>> {
+    let file = name.map(|n| std::fs::File::open(format!("/run/netns/{n}"))).transpose()?;
+    std::thread::Builder::new().name(thread.to_string()).spawn(move || {
+        if let Some(file) = file {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        }
+        Ok(work())
+    })
 }
 
 /// A thread that lives inside namespace `name` and opens connections for others: a socket
@@ -220,6 +267,30 @@ impl Net {
         match self {
             Net::Loopback { privval_ports, .. } => SocketAddr::from(([127, 0, 0, 1], privval_ports[i])),
             Net::Namespaces(_) => SocketAddr::from(([127, 0, 0, 1], NODE_PORT + 1)),
+        }
+    }
+
+    /// Where member `i`'s daemon serves `/metrics`, as seen from inside the member's namespace.
+    pub fn metrics_addr(&self, i: usize) -> SocketAddr {
+        match self {
+            Net::Loopback { metrics_ports, .. } => SocketAddr::from(([127, 0, 0, 1], metrics_ports[i])),
+            Net::Namespaces(_) => SocketAddr::from(([127, 0, 0, 1], METRICS_PORT)),
+        }
+    }
+
+    /// Runs `work` on a thread of its own as a host that is no member: on loopback, the
+    /// runner's own; with namespaces, a namespace of its own on the members' bridge. The
+    /// addresses it can reach are [`Net::peer_addr`]'s.
+    pub fn spawn_outsider<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> io::Result<std::thread::JoinHandle<io::Result<T>>> {
+        match self {
+            Net::Loopback { .. } => spawn_inside(None, "outsider", work),
+            Net::Namespaces(ns) => {
+                let name = ns.outsider()?;
+                spawn_inside(Some(&name), "outsider", work)
+            }
         }
     }
 

@@ -3,6 +3,9 @@
 //! active, or either). Every random choice comes from the run's seeded generator, so a seed
 //! replays the same choices.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use failover::domain::MonoTime;
@@ -11,7 +14,8 @@ use nix::sys::signal::Signal;
 use crate::lab::{Lab, MEMBERS, PRODUCERS, Timings};
 use crate::net::LinkFault;
 use crate::observe::Observer;
-use crate::verdict::Expect;
+use crate::rogue::{self, Answers};
+use crate::verdict::{Expect, MemberState, RogueEvidence, expected_refusals};
 
 pub struct Scenario {
     pub name: &'static str,
@@ -80,6 +84,12 @@ pub const ALL: &[Scenario] = &[
         needs_faketime: true,
         about: "the active's wall clock jumps hours forward, then back",
     },
+    Scenario {
+        name: "rogue-peer",
+        needs_root: false,
+        needs_faketime: false,
+        about: "a host that is no member sends forged and spoofed traffic to every peer port",
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
@@ -129,6 +139,8 @@ pub struct Injected {
     pub max_failovers: usize,
     pub l1_limit: Duration,
     pub notes: Vec<String>,
+    /// The rogue-peer scenario's evidence; completed by [`after_settle`].
+    pub rogue: Option<RogueEvidence>,
 }
 
 /// What a scenario may use while it runs.
@@ -191,7 +203,7 @@ pub fn inject(scenario: &Scenario, cx: &mut Context, active: usize) -> Result<Re
     let lease_limit = t.l1_lease_limit();
     let mut notes = Vec::new();
     let injected = |fault_at, expect, max_failovers, l1_limit, notes| {
-        Ok(Ok(Injected { fault_at, expect, max_failovers, l1_limit, notes }))
+        Ok(Ok(Injected { fault_at, expect, max_failovers, l1_limit, notes, rogue: None }))
     };
     match scenario.name {
         "kill-daemon" => {
@@ -372,6 +384,126 @@ pub fn inject(scenario: &Scenario, cx: &mut Context, active: usize) -> Result<Re
             }
             injected(at, Expect::NoFailover, 0, lease_limit, notes)
         }
+        "rogue-peer" => rogue_peer(cx, active),
         other_name => Ok(Err(format!("no such scenario {other_name}"))),
     }
+}
+
+/// How long the members may take to count what the rogue sent them (the forged snapshots are
+/// refused by each member's raft loop, after the transport accepted them).
+const COUNT_LIMIT: Duration = Duration::from_secs(5);
+
+/// The rogue-peer scenario: a host that is no member attacks every member's peer port for
+/// 5–10 s while the cluster runs (see `rogue`); the active must stay active, with the same
+/// lease, and every attack must be refused and counted.
+fn rogue_peer(cx: &mut Context, active: usize) -> Result<Result<Injected, String>, Interrupted> {
+    let duration = cx.rng.between(Duration::from_secs(5), Duration::from_secs(10));
+    let mut evidence = RogueEvidence {
+        members: MEMBERS.iter().map(|m| m.to_string()).collect(),
+        before: cx.lab.status(active).map(|s| member_state(&s)),
+        refusals_before: (0..MEMBERS.len()).map(|i| cx.lab.peer_refusals(i)).collect(),
+        forged_term: rogue::forged_term(),
+        spoofed_height: rogue::spoofed_height(),
+        ..RogueEvidence::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let plan = rogue::Plan {
+        targets: (0..MEMBERS.len())
+            .map(|i| rogue::Target {
+                id: failover::domain::MemberId::new(MEMBERS[i]).expect("lab member names are valid ids"),
+                peer: cx.lab.net().peer_addr(i),
+                tls: cx.lab.member_tls[i].clone(),
+            })
+            .collect(),
+        operator: cx.lab.operator_tls.clone(),
+        duration,
+        stop: Arc::clone(&stop),
+    };
+    let at = MonoTime::now();
+    let handle = match cx.lab.net_mut().spawn_outsider(move || rogue::run(plan)) {
+        Ok(h) => h,
+        Err(e) => return Ok(Err(format!("cannot start the rogue peer: {e}"))),
+    };
+    let mut seen = BTreeMap::new();
+    while !handle.is_finished() {
+        if let Err(i) = cx.pause(Duration::from_millis(200)) {
+            stop.store(true, Ordering::Relaxed);
+            let _ = handle.join();
+            return Err(i);
+        }
+        heights_seen(cx.lab, &mut seen);
+    }
+    evidence.answers = match handle.join() {
+        Ok(Ok(Ok(answers))) => answers,
+        Ok(Ok(Err(e))) => return Ok(Err(e)),
+        Ok(Err(e)) => return Ok(Err(format!("the rogue peer could not enter its namespace: {e}"))),
+        Err(_) => return Ok(Err("the rogue peer's thread panicked".into())),
+    };
+    evidence.refusals_after = wait_counted(cx, &evidence.answers)?;
+    evidence.heights_seen = seen.into_iter().map(|((viewer, shown), h)| (viewer, shown, h)).collect();
+    let sent: u64 = evidence.answers.values().map(|t| t.total()).sum();
+    let notes =
+        vec![format!("{sent} hostile requests to {} members over {:.1} s", MEMBERS.len(), duration.as_secs_f64())];
+    let lease_limit = cx.timings.l1_lease_limit();
+    Ok(Ok(Injected {
+        fault_at: at,
+        expect: Expect::NoFailover,
+        max_failovers: 0,
+        l1_limit: lease_limit,
+        notes,
+        rogue: Some(evidence),
+    }))
+}
+
+fn member_state(s: &failover::proto::v1::StatusReply) -> MemberState {
+    MemberState {
+        holder: s.lease.as_ref().map(|l| l.holder.clone()).unwrap_or_default(),
+        epoch: s.lease.as_ref().map_or(0, |l| l.epoch),
+        term: s.raft.as_ref().map_or(0, |r| r.term),
+        failed: s.raft.as_ref().map(|r| r.failed.clone()).unwrap_or_default(),
+    }
+}
+
+/// Records, per (viewer, member shown), the highest height each member's `Members` shows now.
+fn heights_seen(lab: &Lab, seen: &mut BTreeMap<(String, String), u64>) {
+    for (i, viewer) in MEMBERS.iter().enumerate() {
+        let Some(view) = lab.members_view(i) else { continue };
+        for row in view.members {
+            let Some(height) = row.height else { continue };
+            let highest = seen.entry((viewer.to_string(), row.id)).or_insert(height);
+            *highest = (*highest).max(height);
+        }
+    }
+}
+
+/// Waits until every member has counted the refusals its answers to the rogue call for (or
+/// [`COUNT_LIMIT`] passes), and returns the counters as they are then.
+fn wait_counted(cx: &mut Context, answers: &Answers) -> Result<Vec<Option<BTreeMap<String, u64>>>, Interrupted> {
+    let end = Instant::now() + COUNT_LIMIT;
+    loop {
+        let now: Vec<_> = (0..MEMBERS.len()).map(|i| cx.lab.peer_refusals(i)).collect();
+        let counted = now.iter().enumerate().all(|(i, counts)| {
+            counts.as_ref().is_some_and(|c| {
+                expected_refusals(answers, i).iter().all(|(reason, want)| c.get(reason).copied().unwrap_or(0) >= *want)
+            })
+        });
+        if counted || Instant::now() >= end {
+            return Ok(now);
+        }
+        cx.pause(Duration::from_millis(100))?;
+    }
+}
+
+/// Completes a scenario's evidence once the run has settled: for the rogue-peer scenario,
+/// every member's lease and raft state, what each member shows, and the processes that exited
+/// or are not running.
+pub fn after_settle(lab: &mut Lab, injected: &mut Injected) {
+    let Some(evidence) = injected.rogue.as_mut() else { return };
+    evidence.after = (0..MEMBERS.len()).map(|i| lab.status(i).map(|s| member_state(&s))).collect();
+    let mut seen: BTreeMap<(String, String), u64> =
+        evidence.heights_seen.drain(..).map(|(viewer, shown, h)| ((viewer, shown), h)).collect();
+    heights_seen(lab, &mut seen);
+    evidence.heights_seen = seen.into_iter().map(|((viewer, shown), h)| (viewer, shown, h)).collect();
+    evidence.exits = lab.exits.iter().map(|e| format!("{} of {} exited ({})", e.what, e.member, e.status)).collect();
+    evidence.not_running = lab.not_running();
 }

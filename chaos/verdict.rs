@@ -2,14 +2,20 @@
 //! S1 from the nodes' activation log, S2 from the signature ledger, S3 from every watermark
 //! read the observer made, L1 and L2 from who signed which height when.
 //!
+//! The rogue-peer scenario is judged here too ([`judge_rogue`]): every answer the hostile client
+//! got against [`ROGUE_RULES`], the members' own refusal counters, lease, raft term and views.
+//!
 //! Pure functions over plain data: the runner gathers the evidence, this module only reads it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use failover::sim::activation::{self, ActivationRecord};
 use failover::sim::checker;
 use failover::sim::ledger::SignatureRecord;
 use serde::Serialize;
+
+use crate::rogue::{Answers, Attack, Outcome, code_name};
 
 /// One successful read of the key's watermark through a member's control API, with the
 /// instants (`CLOCK_MONOTONIC`) the call started and returned.
@@ -117,15 +123,21 @@ pub fn judge(e: &Evidence) -> Judgement {
                     "L2: {} lost production to another member during a fault that only touched the store or a standby",
                     e.active_before
                 ));
-            } else if j.missed_heights > 0 && !e.signer_mode {
+            } else if !e.signer_mode {
                 // Demoted and promoted again (a self-fence, then a new lease): no change of
-                // signer, but the active was demoted all the same. In signer mode each signature
-                // waits for a store commit, so a store fault delays signatures without any
-                // demotion (safety before liveness): the missed heights are reported, not judged.
-                j.violations.push(format!(
-                    "L2: {} stopped producing for {} heights during a fault that only touched the store or a standby",
-                    e.active_before, j.missed_heights
-                ));
+                // signer, but the active was demoted all the same. Only heights missed while its
+                // permission had lapsed say so: a node that stalls (its ledger fsync on a busy
+                // disk) misses heights while still allowed to sign, which is no doing of
+                // failoverd. In signer mode each signature waits for a store commit, so a store
+                // fault delays signatures without any demotion (safety before liveness): the
+                // missed heights are reported, not judged.
+                let demoted = missed_without_permission(&records, &windows, &e.active_before);
+                if demoted > 0 {
+                    j.violations.push(format!(
+                        "L2: {} stopped producing for {demoted} heights, its permission to sign lapsed, during a fault that only touched the store or a standby",
+                        e.active_before
+                    ));
+                }
             }
         }
         Expect::Either => {}
@@ -143,6 +155,204 @@ pub fn judge(e: &Evidence) -> Judgement {
         j.violations.push(format!("crash: {c}"));
     }
     j
+}
+
+/// What a member must answer to one kind of hostile traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Must {
+    /// Never accept it; whether the connection fails or the request is refused does not matter
+    /// (a TLS handshake without a member certificate never reaches the peer service).
+    NotAccept,
+    /// Refuse it with this code, every time.
+    Refuse(tonic::Code),
+    /// Accept it at the transport (it comes honestly from a member's certificate), and then
+    /// refuse it further in, raising the counter named beside it.
+    Accept,
+}
+
+/// DESIGN.md §4 (trust model), one line per attack: what the member must answer, and which
+/// `failoverd_peer_refusals_total` reason each such answer adds to.
+pub const ROGUE_RULES: [(Attack, Must, Option<&str>); 10] = [
+    (Attack::Plaintext, Must::NotAccept, None),
+    (Attack::NoCertificate, Must::NotAccept, None),
+    (Attack::OperatorCertificate, Must::Refuse(tonic::Code::PermissionDenied), Some("not_a_member")),
+    (Attack::SpoofedBatch, Must::Refuse(tonic::Code::PermissionDenied), Some("spoofed_sender")),
+    (Attack::SpoofedMessage, Must::Refuse(tonic::Code::InvalidArgument), Some("malformed")),
+    (Attack::SpoofedStatus, Must::Refuse(tonic::Code::PermissionDenied), Some("spoofed_sender")),
+    (Attack::GroupBomb, Must::Refuse(tonic::Code::InvalidArgument), Some("malformed")),
+    (Attack::SnapshotTakeover, Must::Accept, Some("snapshot")),
+    (Attack::SnapshotInvalidConf, Must::Accept, Some("snapshot")),
+    (Attack::SnapshotUndecodable, Must::Accept, Some("snapshot")),
+];
+
+fn rule(attack: Attack) -> (Must, Option<&'static str>) {
+    ROGUE_RULES.iter().find(|(a, _, _)| *a == attack).map_or((Must::NotAccept, None), |(_, m, r)| (*m, *r))
+}
+
+/// A member's lease, raft term and raft failure as its control API reported them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberState {
+    pub holder: String,
+    pub epoch: u64,
+    pub term: u64,
+    /// Why its raft node stopped; empty while it runs.
+    pub failed: String,
+}
+
+/// What the rogue-peer scenario gathered, beyond the usual evidence.
+#[derive(Clone, Debug, Default)]
+pub struct RogueEvidence {
+    /// Member names, by index.
+    pub members: Vec<String>,
+    pub answers: Answers,
+    /// Each member's refusal counters by reason before the attack and after it was processed.
+    pub refusals_before: Vec<Option<BTreeMap<String, u64>>>,
+    pub refusals_after: Vec<Option<BTreeMap<String, u64>>>,
+    /// The active's state before the attack, and every member's once the run settled.
+    pub before: Option<MemberState>,
+    pub after: Vec<Option<MemberState>>,
+    pub forged_term: u64,
+    pub spoofed_height: u64,
+    /// (viewer, member shown, height) for the highest height each viewer showed for each member
+    /// while the attack lasted and after it.
+    pub heights_seen: Vec<(String, String, u64)>,
+    /// Lab processes that exited during the run, and those not running at its end.
+    pub exits: Vec<String>,
+    pub not_running: Vec<String>,
+}
+
+/// The refusals member `target` must have counted, by reason, for the answers it gave.
+pub fn expected_refusals(answers: &Answers, target: usize) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> =
+        ROGUE_RULES.iter().filter_map(|(_, _, r)| Some((r.as_ref()?.to_string(), 0))).collect();
+    for ((t, attack), tally) in answers {
+        let (must, reason) = rule(*attack);
+        let counted = match must {
+            Must::NotAccept => 0,
+            Must::Refuse(code) => tally.count(Outcome::Refused(code as i32)),
+            Must::Accept => tally.count(Outcome::Accepted),
+        };
+        if let (true, Some(reason)) = (*t == target, reason) {
+            *out.entry(reason.to_string()).or_default() += counted;
+        }
+    }
+    out
+}
+
+/// Every way the cluster did not hold against the rogue.
+pub fn judge_rogue(e: &RogueEvidence) -> Vec<String> {
+    let mut v = rogue_answers(e);
+    for (t, name) in e.members.iter().enumerate() {
+        let (Some(Some(before)), Some(Some(after))) = (e.refusals_before.get(t), e.refusals_after.get(t)) else {
+            v.push(format!(
+                "rogue: member {name}'s metrics endpoint did not answer, so its refusals cannot be checked"
+            ));
+            continue;
+        };
+        for (reason, want) in expected_refusals(&e.answers, t) {
+            let got =
+                after.get(&reason).copied().unwrap_or(0).saturating_sub(before.get(&reason).copied().unwrap_or(0));
+            if got != want {
+                v.push(format!(
+                    "rogue: member {name} counted {got} peer refusals for {reason} during the attack, but its answers to the rogue call for {want}"
+                ));
+            }
+        }
+    }
+    v.extend(rogue_state(e));
+    v.extend(e.exits.iter().map(|x| format!("rogue: {x} during the attack")));
+    v.extend(e.not_running.iter().map(|x| format!("rogue: the {x} was not running at the end")));
+    v
+}
+
+/// The answers against [`ROGUE_RULES`]: every attack sent to every member, none accepted that
+/// came in a foreign or spoofed name, each refusal with the code the rule names.
+fn rogue_answers(e: &RogueEvidence) -> Vec<String> {
+    let mut v = Vec::new();
+    for (t, name) in e.members.iter().enumerate() {
+        for attack in Attack::ALL {
+            let Some(tally) = e.answers.get(&(t, attack)).filter(|x| x.total() > 0) else {
+                v.push(format!("rogue: no {} was sent to member {name}", attack.name()));
+                continue;
+            };
+            let (must, _) = rule(attack);
+            for (outcome, (n, text)) in &tally.outcomes {
+                let fine = match must {
+                    Must::NotAccept => *outcome != Outcome::Accepted,
+                    Must::Refuse(code) => *outcome == Outcome::Refused(code as i32),
+                    Must::Accept => *outcome == Outcome::Accepted,
+                };
+                if !fine {
+                    let wanted = match must {
+                        Must::NotAccept => "no acceptance".to_string(),
+                        Must::Refuse(code) => format!("refused {}", code_name(code)),
+                        Must::Accept => "accepted".to_string(),
+                    };
+                    let said = if text.is_empty() { String::new() } else { format!(" (first: {text})") };
+                    v.push(format!(
+                        "rogue: member {name} answered {n} of {} {} requests with {}, not {wanted}{said}",
+                        tally.total(),
+                        attack.name(),
+                        outcome.describe()
+                    ));
+                }
+            }
+        }
+    }
+    v
+}
+
+/// The lease, raft terms and views against the attack: nothing moved, nothing was believed.
+fn rogue_state(e: &RogueEvidence) -> Vec<String> {
+    let mut v = Vec::new();
+    if e.before.is_none() {
+        v.push("rogue: the active did not answer Status before the attack, so its lease cannot be compared".into());
+    }
+    for (t, name) in e.members.iter().enumerate() {
+        let Some(Some(after)) = e.after.get(t) else {
+            v.push(format!("rogue: member {name} did not answer Status after the attack"));
+            continue;
+        };
+        if let Some(before) = &e.before
+            && (after.holder != before.holder || after.epoch != before.epoch)
+        {
+            v.push(format!(
+                "rogue: member {name} shows the lease held by {} at epoch {} after the attack, {} at epoch {} before it",
+                if after.holder.is_empty() { "nobody" } else { &after.holder },
+                after.epoch,
+                before.holder,
+                before.epoch
+            ));
+        }
+        if after.term >= e.forged_term {
+            v.push(format!("rogue: member {name} is at raft term {}, the forged snapshots' term", after.term));
+        }
+        if !after.failed.is_empty() {
+            v.push(format!("rogue: member {name}'s raft node failed: {}", after.failed));
+        }
+    }
+    for (viewer, shown, height) in &e.heights_seen {
+        if *height >= e.spoofed_height {
+            v.push(format!("rogue: member {viewer} believed a spoofed status: it showed {shown} at height {height}"));
+        }
+    }
+    v
+}
+
+/// Heights `member` skipped between two of its own signatures while it was not allowed to sign
+/// throughout (no one permission window covers both signatures): the heights a demotion cost.
+fn missed_without_permission(records: &[&SignatureRecord], windows: &[activation::Window], member: &str) -> u64 {
+    let mut own: Vec<&SignatureRecord> = records.iter().copied().filter(|r| r.member.as_str() == member).collect();
+    own.sort_by_key(|r| r.height);
+    own.windows(2)
+        .filter(|pair| pair[1].height > pair[0].height + 1)
+        .filter(|pair| {
+            !windows
+                .iter()
+                .any(|w| w.member.as_str() == member && w.from_ns <= pair[0].mono_ns && pair[1].mono_ns <= w.to_ns)
+        })
+        .map(|pair| pair[1].height - pair[0].height - 1)
+        .sum()
 }
 
 /// Every read that returned a lower watermark than a read that had already returned before it
@@ -304,6 +514,23 @@ mod tests {
     }
 
     #[test]
+    fn heights_a_node_misses_while_allowed_to_sign_are_reported_but_do_not_break_l2() {
+        // The node stalled for six heights, but its permission never lapsed: no demotion.
+        let records = [sig("a", 1, S / 2), sig("a", 2, 2 * S), sig("a", 9, 4 * S)];
+        let acts = [activation("a", ActivationEvent::Activate, 0, Some(5 * S))];
+        let j = judge(&evidence(&records, &acts, Expect::NoFailover));
+        assert!(j.violations.is_empty(), "{:?}", j.violations);
+        assert_eq!(j.missed_heights, 6);
+        // The permission ran out at 3 s and came back at 3.5 s: a demotion.
+        let acts = [
+            activation("a", ActivationEvent::Activate, 0, Some(3 * S)),
+            activation("a", ActivationEvent::Activate, 3 * S + S / 2, Some(5 * S)),
+        ];
+        let j = judge(&evidence(&records, &acts, Expect::NoFailover));
+        assert!(j.violations.iter().any(|v| v.contains("stopped producing for 6 heights")), "{:?}", j.violations);
+    }
+
+    #[test]
     fn in_signer_mode_a_store_fault_may_delay_signatures_but_not_move_them() {
         let stalled = [sig("a", 1, S / 2), sig("a", 2, 2 * S), sig("a", 9, 4 * S)];
         let j = judge(&Evidence { signer_mode: true, ..evidence(&stalled, &[], Expect::NoFailover) });
@@ -312,6 +539,123 @@ mod tests {
         let moved = [sig("a", 1, S / 2), sig("a", 2, 2 * S), sig("b", 3, 4 * S)];
         let j = judge(&Evidence { signer_mode: true, max_failovers: 5, ..evidence(&moved, &[], Expect::NoFailover) });
         assert!(j.violations.iter().any(|v| v.contains("lost production")), "{:?}", j.violations);
+    }
+
+    /// A rogue-peer run in which every member answered every attack as the rules say and
+    /// counted it, and nothing moved.
+    fn clean_rogue() -> RogueEvidence {
+        use crate::rogue::Tally;
+        let members: Vec<String> = ["a", "b", "c"].iter().map(|m| m.to_string()).collect();
+        let mut answers = Answers::new();
+        let mut counts = BTreeMap::new();
+        for t in 0..members.len() {
+            for (attack, must, reason) in ROGUE_RULES {
+                let (outcome, n) = match must {
+                    Must::NotAccept => (Outcome::Unreachable, 10),
+                    Must::Refuse(code) => (Outcome::Refused(code as i32), 10),
+                    Must::Accept => (Outcome::Accepted, 10),
+                };
+                let mut tally = Tally::default();
+                tally.outcomes.insert(outcome, (n, String::new()));
+                answers.insert((t, attack), tally);
+                if let Some(r) = reason {
+                    *counts.entry((t, r.to_string())).or_insert(0u64) += n;
+                }
+            }
+        }
+        let after = |t: usize| -> Option<BTreeMap<String, u64>> {
+            Some(counts.iter().filter(|((i, _), _)| *i == t).map(|((_, r), n)| (r.clone(), 2 + n)).collect())
+        };
+        let state = MemberState { holder: "a".into(), epoch: 1, term: 2, failed: String::new() };
+        RogueEvidence {
+            refusals_before: (0..3)
+                .map(|_| {
+                    Some(BTreeMap::from([
+                        ("snapshot".to_string(), 2),
+                        ("malformed".into(), 2),
+                        ("spoofed_sender".into(), 2),
+                        ("not_a_member".into(), 2),
+                    ]))
+                })
+                .collect(),
+            refusals_after: (0..3).map(after).collect(),
+            before: Some(state.clone()),
+            after: vec![Some(state); 3],
+            forged_term: 1000,
+            spoofed_height: 1_000_000_000,
+            heights_seen: vec![("a".into(), "b".into(), 500)],
+            members,
+            answers,
+            ..RogueEvidence::default()
+        }
+    }
+
+    #[test]
+    fn a_rogue_run_answered_and_counted_by_the_rules_has_no_violation() {
+        let e = clean_rogue();
+        assert!(judge_rogue(&e).is_empty(), "{:?}", judge_rogue(&e));
+        assert_eq!(expected_refusals(&e.answers, 0)["spoofed_sender"], 20);
+    }
+
+    #[test]
+    fn a_spoofed_status_that_is_accepted_is_a_violation_naming_member_and_attack() {
+        let mut e = clean_rogue();
+        let tally = e.answers.get_mut(&(2, Attack::SpoofedStatus)).expect("tally");
+        tally.outcomes.insert(Outcome::Accepted, (1, String::new()));
+        let v = judge_rogue(&e);
+        assert!(
+            v.iter().any(|x| x.contains("member c answered 1 of 11 spoofed status requests with accepted")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_with_another_code_or_no_connection_is_a_violation_for_a_certificate_holder() {
+        let mut e = clean_rogue();
+        let tally = e.answers.get_mut(&(0, Attack::OperatorCertificate)).expect("tally");
+        tally.outcomes.insert(Outcome::Unreachable, (2, "connection reset".into()));
+        let v = judge_rogue(&e);
+        assert!(
+            v.iter().any(|x| x.contains("with unreachable, not refused PERMISSION_DENIED (first: connection reset)")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_forged_snapshot_accepted_but_not_counted_as_refused_is_a_violation() {
+        let mut e = clean_rogue();
+        if let Some(Some(after)) = e.refusals_after.get_mut(1) {
+            after.insert("snapshot".into(), 2 + 29);
+        }
+        let v = judge_rogue(&e);
+        assert_eq!(v, vec!["rogue: member b counted 29 peer refusals for snapshot during the attack, but its answers to the rogue call for 30".to_string()]);
+    }
+
+    #[test]
+    fn a_moved_lease_an_adopted_term_a_believed_status_and_a_dead_process_are_each_violations() {
+        let mut e = clean_rogue();
+        e.after[0] = Some(MemberState { holder: "b".into(), epoch: 2, term: 2, failed: String::new() });
+        e.after[1] = Some(MemberState { holder: "a".into(), epoch: 1, term: 1000, failed: "panicked".into() });
+        e.after[2] = None;
+        e.heights_seen.push(("c".into(), "a".into(), 1_000_000_000));
+        e.exits.push("daemon of c exited (signal: 6)".into());
+        e.not_running.push("daemon of c".into());
+        e.answers.remove(&(1, Attack::GroupBomb));
+        let v = judge_rogue(&e);
+        e.before = None;
+        assert!(judge_rogue(&e).iter().any(|x| x.contains("did not answer Status before the attack")));
+        for fragment in [
+            "no group bomb was sent to member b",
+            "member a shows the lease held by b at epoch 2 after the attack, a at epoch 1 before it",
+            "member b is at raft term 1000",
+            "member b's raft node failed: panicked",
+            "member c did not answer Status",
+            "member c believed a spoofed status: it showed a at height 1000000000",
+            "daemon of c exited (signal: 6) during the attack",
+            "the daemon of c was not running at the end",
+        ] {
+            assert!(v.iter().any(|x| x.contains(fragment)), "{fragment}: {v:?}");
+        }
     }
 
     #[test]

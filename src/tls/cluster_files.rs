@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::identity::OperatorName;
 use super::issue::{CertificateAuthority, IssueError, member_stem, operator_stem};
@@ -24,8 +24,9 @@ pub struct ClusterFiles {
 }
 
 /// Creates a CA named `name` and a certificate for each member and operator in `dir`, all
-/// valid for `valid_for`. Member certificates also name 127.0.0.1 and `localhost`, for tools
-/// that check the host they dialled on loopback.
+/// valid for `valid_for` (a certificate issued in a later second than the CA ends when the CA
+/// does, since no certificate may outlive its CA). Member certificates also name 127.0.0.1 and
+/// `localhost`, for tools that check the host they dialled on loopback.
 pub fn write_cluster_files(
     dir: &Path,
     name: &str,
@@ -45,13 +46,59 @@ pub fn write_cluster_files(
     };
     let mut files = BTreeMap::new();
     for id in members {
-        let leaf = ca.issue_member(id, &["localhost".to_string()], &loopback, valid_for)?;
+        let leaf = ca.issue_member(id, &["localhost".to_string()], &loopback, leaf_validity(&ca, valid_for))?;
         files.insert(id.clone(), tls(leaf.write_pair(dir, &member_stem(id))?));
     }
     let mut operator_files = BTreeMap::new();
     for op in operators {
-        let leaf = ca.issue_operator(op, valid_for)?;
+        let leaf = ca.issue_operator(op, leaf_validity(&ca, valid_for))?;
         operator_files.insert(op.clone(), tls(leaf.write_pair(dir, &operator_stem(op))?));
     }
     Ok(ClusterFiles { ca, ca_file: ca_file.clone(), members: files, operators: operator_files })
+}
+
+/// `valid_for`, or less when that would outlive `ca`: validity is counted in whole seconds from
+/// the second of issue, so a leaf issued in the second after its CA, for as long, would end a
+/// second after the CA and be refused.
+fn leaf_validity(ca: &CertificateAuthority, valid_for: Duration) -> Duration {
+    // A CA that has already ended is left for the issuer to refuse, naming its end.
+    ca.not_after().duration_since(SystemTime::now()).map_or(valid_for, |left| left.min(valid_for))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    use super::*;
+
+    #[test]
+    fn certificates_issued_in_the_second_after_their_ca_are_written_and_end_with_it() {
+        // Start 25 ms before a wall-clock second ends, so that the CA and the later certificates
+        // are issued in different seconds.
+        let since_epoch = || SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970");
+        while since_epoch().subsec_millis() < 975 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ids: Vec<MemberId> = (0..48).map(|i| MemberId::new(format!("m{i}")).expect("id")).collect();
+        let ops = [OperatorName::new("ops").expect("name")];
+        let files = write_cluster_files(dir.path(), "test", &ids, &ops, Duration::from_secs(86_400)).expect("files");
+        let validity = |path: &Path| {
+            let pem = std::fs::read(path).expect("certificate file");
+            let der = CertificateDer::from_pem_slice(&pem).expect("pem");
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("x509");
+            (cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp())
+        };
+        let (ca_start, ca_end) = validity(&files.ca_file);
+        let leaves: Vec<(i64, i64)> =
+            files.members.values().chain(files.operators.values()).map(|tls| validity(&tls.cert_file)).collect();
+        assert!(leaves.iter().any(|(start, _)| *start > ca_start), "every certificate was issued in the CA's second");
+        assert!(
+            leaves.iter().all(|(_, end)| *end <= ca_end),
+            "a certificate ends after its CA: {leaves:?}, CA {ca_end}"
+        );
+    }
 }
