@@ -82,7 +82,7 @@ impl Timings {
         }
     }
 
-    /// DESIGN.md §7's defaults, for the failover benchmark (500 ms blocks, as in the demo).
+    /// docs/design.md §9's defaults, for the failover benchmark (500 ms blocks, as in the demo).
     pub fn design() -> Timings {
         Timings {
             block: Duration::from_millis(500),
@@ -103,7 +103,7 @@ impl Timings {
         }
     }
 
-    /// Signer mode's benchmark (issue 10): DESIGN.md §7's defaults with lease_ttl 1 s (renew
+    /// Signer mode's benchmark (issue 10): docs/design.md §9's defaults with lease_ttl 1 s (renew
     /// 250 ms, safety_margin 200 ms, call_timeout 400 ms), raft ticks of 50 ms, and 100 ms
     /// blocks, so that the first signed height after a takeover measures the takeover, not the
     /// block interval.

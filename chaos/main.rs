@@ -1,5 +1,5 @@
 //! The chaos runner behind `chaos/run`: builds labs of real members, injects the faults of
-//! `scenario`, and judges every run against DESIGN.md §3 (S1, S2, S3, L1, L2) with `verdict`.
+//! `scenario`, and judges every run against docs/design.md §3 (S1, S2, S3, L1, L2) with `verdict`.
 //! `chaos/run bench` measures unplanned failover instead. See chaos/README.md.
 //!
 //! It must never leave anything behind: processes die with it (PDEATHSIG), and namespaces,
@@ -82,7 +82,7 @@ struct Args {
 #[derive(Subcommand)]
 enum Cmd {
     /// Unplanned failover: kill -9 the active's daemon and node, time to the first height
-    /// signed by the new active; p50/p99 against DESIGN.md §7 (at least 20 runs).
+    /// signed by the new active; p50/p99 against docs/design.md §9 (at least 20 runs).
     Bench,
 }
 
@@ -357,7 +357,7 @@ fn keep_evidence(lab: &mut Lab) -> Option<String> {
     Some(lab.dir.display().to_string())
 }
 
-/// The failover benchmark: one lab with DESIGN.md §7's timings; each run kills the active's
+/// The failover benchmark: one lab with docs/design.md §9's timings; each run kills the active's
 /// daemon and node with SIGKILL and times the first height the other producer signs.
 fn bench(
     args: &Args,

@@ -1,6 +1,6 @@
 //! What the runner prints: a line per run as it finishes, one table per scenario at the end
 //! (runs, failover time p50/p90/max, missed heights p50/max, violations), the same as JSON with
-//! `--json`, and the benchmark's figures beside DESIGN.md §7's target.
+//! `--json`, and the benchmark's figures beside docs/design.md §9's target.
 
 use std::process::ExitCode;
 
@@ -199,7 +199,7 @@ pub fn print_bench(
     sorted.sort_by(f64::total_cmp);
     let mut m = missed.to_vec();
     m.sort_unstable();
-    // DESIGN.md §7: key-holding p99 <= lease_ttl + 1 s; signer mode at lease_ttl 1 s: <= 1.5 s.
+    // docs/design.md §9: key-holding p99 <= lease_ttl + 1 s; signer mode at lease_ttl 1 s: <= 1.5 s.
     let slack = if signer { std::time::Duration::from_millis(500) } else { std::time::Duration::from_secs(1) };
     let target = (t.lease_ttl + slack).as_secs_f64();
     let (p50, p99, max) = (percentile(&sorted, 50), percentile(&sorted, 99), sorted.last().copied());
@@ -234,11 +234,11 @@ pub fn print_bench(
             t.safety_margin.as_millis(),
             t.tick.as_millis(),
             t.block.as_millis(),
-            if signer { "signer mode, cometbft-signer" } else { "DESIGN.md §7 defaults" }
+            if signer { "signer mode, cometbft-signer" } else { "docs/design.md §9 defaults" }
         );
         println!("runs {}   p50 {} s   p99 {} s   max {} s", times.len(), secs(p50), secs(p99), secs(max));
         println!(
-            "target (DESIGN.md §7): p99 <= lease_ttl + {} ms = {target:.2} s: {}",
+            "target (docs/design.md §9): p99 <= lease_ttl + {} ms = {target:.2} s: {}",
             slack.as_millis(),
             if p99.is_some_and(|p| p <= target) { "met" } else { "NOT met" }
         );

@@ -34,9 +34,7 @@ pub fn write_cluster_files(
     operators: &[OperatorName],
     valid_for: Duration,
 ) -> Result<ClusterFiles, IssueError> {
-    // The CA outlives its leaves by a day: a leaf may never outlive its CA, and the leaves are
-    // made a moment after it.
-    let ca = CertificateAuthority::create(name, valid_for + Duration::from_secs(86_400))?;
+    let ca = CertificateAuthority::create(name, valid_for)?;
     let ca_file = ca.write(dir)?.cert;
     let loopback = [std::net::IpAddr::from([127, 0, 0, 1])];
     let tls = |pair: super::issue::WrittenPair| TlsConfig {

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::fsm::{Command, FsmState, Reply};
-use super::peer_gate::{PeerRefusals, Refusal};
+use super::peer_gate::{PeerRefusals, Refusal, Source};
 use super::snapshot_check::check_snapshot;
 use super::storage::{RaftLog, StoreError};
 use super::transport::{Inbound, PeerSenders};
@@ -322,7 +322,7 @@ impl NodeTask {
                     m.get_snapshot().get_metadata().index,
                     m.get_snapshot().get_metadata().term
                 );
-                self.refusals.record(Refusal::Snapshot, None, &what);
+                self.refusals.record(Refusal::Snapshot, Source::RaftId(m.from), &what);
                 false
             }
         }

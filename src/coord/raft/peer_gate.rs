@@ -24,11 +24,11 @@ use tonic::{Request, Status};
 use crate::domain::MemberId;
 use crate::tls::{PeerIdentity, caller_identity};
 
-/// Connections whose refusal was logged, at most; then the set starts again.
+/// Sources whose refusal was logged, at most; then the set starts again.
 const LOGGED_CONNECTIONS: usize = 4096;
 
 /// Why a peer request was refused: the `reason` label of `failoverd_peer_refusals_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Refusal {
     /// The certificate is not a member of this cluster's (an operator, a stranger, none).
     NotAMember,
@@ -58,11 +58,37 @@ pub struct RefusalLabel {
     pub reason: String,
 }
 
-/// The refusal counters and the connections already logged. Cheap to clone (shared).
+/// Where refused traffic came from, for logging it once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A connection, by its remote address.
+    Connection(SocketAddr),
+    /// A member, by the raft id its messages carry (what reaches the raft node has no address).
+    RaftId(u64),
+    Unknown,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Connection(addr) => write!(f, "{addr}"),
+            Source::RaftId(id) => write!(f, "raft id {id}"),
+            Source::Unknown => f.write_str("an unknown address"),
+        }
+    }
+}
+
+impl From<Option<SocketAddr>> for Source {
+    fn from(addr: Option<SocketAddr>) -> Source {
+        addr.map_or(Source::Unknown, Source::Connection)
+    }
+}
+
+/// The refusal counters and the sources already logged. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct PeerRefusals {
     counts: Family<RefusalLabel, Counter>,
-    logged: Arc<Mutex<HashSet<SocketAddr>>>,
+    logged: Arc<Mutex<HashSet<(Source, Refusal)>>>,
 }
 
 impl Default for PeerRefusals {
@@ -87,25 +113,22 @@ impl PeerRefusals {
         self.counts.get_or_create(&RefusalLabel { reason: reason.as_str().to_string() }).get()
     }
 
-    /// Counts a refusal and logs it, once per connection (`from`), at warn: it is either an
-    /// attack or a misconfigured member, and both need a person.
-    pub fn record(&self, reason: Refusal, from: Option<SocketAddr>, what: &str) {
+    /// Counts a refusal and logs it, once per source and reason, at warn: it is either an
+    /// attack or a misconfigured member, and both need a person; the rest go to debug.
+    pub fn record(&self, reason: Refusal, from: impl Into<Source>, what: &str) {
+        let from = from.into();
         self.counts.get_or_create(&RefusalLabel { reason: reason.as_str().to_string() }).inc();
-        let first = match from {
-            None => true,
-            Some(addr) => {
-                let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
-                if logged.len() >= LOGGED_CONNECTIONS {
-                    logged.clear();
-                }
-                logged.insert(addr)
+        let first = {
+            let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+            if logged.len() >= LOGGED_CONNECTIONS {
+                logged.clear();
             }
+            logged.insert((from, reason))
         };
-        let address = from.map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
         if first {
-            tracing::warn!(reason = reason.as_str(), from = %address, "peer request refused: {what}");
+            tracing::warn!(reason = reason.as_str(), %from, "peer request refused: {what}");
         } else {
-            tracing::debug!(reason = reason.as_str(), from = %address, "peer request refused: {what}");
+            tracing::debug!(reason = reason.as_str(), %from, "peer request refused: {what}");
         }
     }
 }
