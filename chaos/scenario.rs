@@ -439,7 +439,7 @@ fn rogue_peer(cx: &mut Context, active: usize) -> Result<Result<Injected, String
         Ok(Err(e)) => return Ok(Err(format!("the rogue peer could not enter its namespace: {e}"))),
         Err(_) => return Ok(Err("the rogue peer's thread panicked".into())),
     };
-    evidence.refusals_after = wait_counted(cx, &evidence.answers)?;
+    evidence.refusals_after = wait_counted(cx, &evidence.answers, &evidence.refusals_before)?;
     evidence.heights_seen = seen.into_iter().map(|((viewer, shown), h)| (viewer, shown, h)).collect();
     let sent: u64 = evidence.answers.values().map(|t| t.total()).sum();
     let notes =
@@ -476,15 +476,23 @@ fn heights_seen(lab: &Lab, seen: &mut BTreeMap<(String, String), u64>) {
     }
 }
 
-/// Waits until every member has counted the refusals its answers to the rogue call for (or
-/// [`COUNT_LIMIT`] passes), and returns the counters as they are then.
-fn wait_counted(cx: &mut Context, answers: &Answers) -> Result<Vec<Option<BTreeMap<String, u64>>>, Interrupted> {
+/// Waits until every member has counted, on top of what it had counted `before` the attack,
+/// the refusals its answers to the rogue call for (or [`COUNT_LIMIT`] passes), and returns the
+/// counters as they are then.
+fn wait_counted(
+    cx: &mut Context,
+    answers: &Answers,
+    before: &[Option<BTreeMap<String, u64>>],
+) -> Result<Vec<Option<BTreeMap<String, u64>>>, Interrupted> {
     let end = Instant::now() + COUNT_LIMIT;
     loop {
         let now: Vec<_> = (0..MEMBERS.len()).map(|i| cx.lab.peer_refusals(i)).collect();
         let counted = now.iter().enumerate().all(|(i, counts)| {
+            let had = |reason: &str| before.get(i).and_then(|b| b.as_ref()?.get(reason).copied()).unwrap_or(0);
             counts.as_ref().is_some_and(|c| {
-                expected_refusals(answers, i).iter().all(|(reason, want)| c.get(reason).copied().unwrap_or(0) >= *want)
+                expected_refusals(answers, i)
+                    .iter()
+                    .all(|(reason, want)| c.get(reason).copied().unwrap_or(0).saturating_sub(had(reason)) >= *want)
             })
         });
         if counted || Instant::now() >= end {

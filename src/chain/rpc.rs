@@ -196,7 +196,8 @@ pub fn blocking_request(
     parse_json(answer.as_bytes())
 }
 
-fn kind_of(v: &Value) -> &'static str {
+/// What a JSON value is, for messages of the form "is X, not Y".
+pub fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

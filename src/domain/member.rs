@@ -14,11 +14,20 @@ pub enum MemberIdError {
     TooLong(usize),
     #[error("an id may contain only letters, digits, '-', '_' and '.'; found {0:?}")]
     BadChar(char),
+    #[error("an id may not be {0:?}: it means this or the parent directory in a store key or a path")]
+    DotSegment(&'static str),
 }
 
 fn check_id(s: &str) -> Result<(), MemberIdError> {
     if s.is_empty() {
         return Err(MemberIdError::Empty);
+    }
+    // "." and ".." vanish from a URL path or a file name: a Consul key built from one would be
+    // written in one place and read from another.
+    for dots in [".", ".."] {
+        if s == dots {
+            return Err(MemberIdError::DotSegment(dots));
+        }
     }
     let len = s.chars().count();
     if len > 63 {
@@ -120,6 +129,9 @@ mod tests {
         assert_eq!(MemberId::new("x".repeat(64)), Err(MemberIdError::TooLong(64)));
         assert_eq!(MemberId::new("a/b"), Err(MemberIdError::BadChar('/')));
         assert_eq!(MemberId::new("a b"), Err(MemberIdError::BadChar(' ')));
+        assert_eq!(MemberId::new("."), Err(MemberIdError::DotSegment(".")));
+        assert_eq!(MemberId::new(".."), Err(MemberIdError::DotSegment("..")));
+        assert!(MemberId::new("...").is_ok(), "only the path segments . and .. mean something else");
     }
 
     #[test]

@@ -179,7 +179,7 @@ impl CertificateAuthority {
     /// that group or others can read, a certificate that is not a CA, and a key that is not the
     /// certificate's.
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<CertificateAuthority, IssueError> {
-        let cert_pem = std::fs::read_to_string(cert_path).map_err(|source| IssueError::Read {
+        let cert_pem = File::open(cert_path).and_then(read_small).map_err(|source| IssueError::Read {
             what: "the CA certificate",
             path: cert_path.to_path_buf(),
             source,
@@ -429,13 +429,31 @@ fn ia5(text: &str, refuse: impl FnOnce(String) -> IssueError) -> Result<rcgen::s
 /// the open file, so the file checked is the file read.
 fn read_private(path: &Path) -> Result<String, IssueError> {
     let unreadable = |source| IssueError::Read { what: "the CA key", path: path.to_path_buf(), source };
-    let mut file = File::open(path).map_err(unreadable)?;
+    let file = File::open(path).map_err(unreadable)?;
     let mode = file.metadata().map_err(unreadable)?.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(IssueError::KeyTooOpen { path: path.to_path_buf(), mode });
     }
+    read_small(file).map_err(unreadable)
+}
+
+/// The largest CA certificate or key file read: a PEM one is a few KiB.
+const MAX_PEM_BYTES: u64 = 64 * 1024;
+
+/// Reads a regular file of at most [`MAX_PEM_BYTES`] as text: a FIFO, a device or a huge file
+/// named by mistake is refused instead of hanging or filling memory.
+fn read_small(file: File) -> std::io::Result<String> {
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
     let mut text = String::new();
-    file.read_to_string(&mut text).map_err(unreadable)?;
+    file.take(MAX_PEM_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_PEM_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_PEM_BYTES} bytes; a PEM certificate or key is a few KiB"),
+        ));
+    }
     Ok(text)
 }
 
@@ -791,5 +809,12 @@ mod tests {
         assert!(e.to_string().contains("missing.pem") && e.to_string().contains("failoverd tls ca"), "{e}");
         let e = CertificateAuthority::load(&files.key, &files.key).expect_err("a key is not a certificate");
         assert!(matches!(e, IssueError::NotACertificate { .. }), "{e}");
+        // A device or an oversized file named by mistake is refused, not read without end.
+        let e = CertificateAuthority::load(Path::new("/dev/zero"), &files.key).expect_err("a device");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let huge = dir.path().join("huge.pem");
+        std::fs::write(&huge, vec![b'A'; 65 * 1024]).expect("write");
+        let e = CertificateAuthority::load(&huge, &files.key).expect_err("oversized");
+        assert!(e.to_string().contains("larger than 65536 bytes"), "{e}");
     }
 }

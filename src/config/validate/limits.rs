@@ -353,8 +353,8 @@ pub(super) const MAX_LADDR_BYTES: usize = 512;
 const MAX_URL_BYTES: usize = 2048;
 const URL_WHY: &str = "longer URLs are refused by many servers and proxies";
 
-/// Longest path, as Linux counts it (PATH_MAX).
-const MAX_PATH_BYTES: usize = 4096;
+/// Longest path: Linux's PATH_MAX is 4096 bytes with the terminating NUL, so 4095 usable.
+const MAX_PATH_BYTES: usize = 4095;
 /// Longest unix socket path: `sun_path` holds 108 bytes, the terminating NUL included.
 const MAX_SOCKET_PATH_BYTES: usize = 107;
 /// Most arguments of a command, and the longest argument.

@@ -95,7 +95,9 @@ impl Agent {
             )));
         }
         crate::http::install_crypto_provider();
-        let mut http = reqwest::Client::builder().no_proxy();
+        // No redirects: the agent never sends one for these endpoints, and reqwest would carry
+        // X-Consul-Token to whatever host a redirect names. A 3xx is an error instead.
+        let mut http = reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &config.ca_file {
             let pem = std::fs::read(ca).map_err(|e| {
                 AgentError::Setup(format!("cannot read coordinator.consul.ca_file {}: {e}", ca.display()))
@@ -336,20 +338,8 @@ fn parse_json(request: &str, body: &[u8]) -> Result<Value, AgentError> {
         .map_err(|e| malformed(request, "the body", format!("is not JSON ({e}): {}", crate::chain::rpc::quote(body))))
 }
 
-/// What a JSON value is, for "is X, not Y".
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 fn wrong_type(request: &str, field: &str, value: &Value, expected: &str) -> AgentError {
-    malformed(request, field, format!("is {}, not {expected}", kind(value)))
+    malformed(request, field, format!("is {}, not {expected}", crate::chain::rpc::kind_of(value)))
 }
 
 /// Field `name` of `object` (shown as `at`), which must be present and not null.

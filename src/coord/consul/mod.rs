@@ -203,7 +203,15 @@ impl ConsulCoordinator {
     }
 
     async fn read_one(&self, key: &str) -> Result<Option<KvEntry>, CoordError> {
-        Ok(self.agent.read(key, false).await.map_err(unavailable)?.and_then(|mut v| v.pop()))
+        let entry = self.agent.read(key, false).await.map_err(unavailable)?.and_then(|mut v| v.pop());
+        match entry {
+            // An answer for another key is no answer for this one: never read it as this key's.
+            Some(e) if e.key != key => Err(CoordError::Unavailable(format!(
+                "the Consul agent answered a read of {key} with key {}; refusing to use it",
+                e.key
+            ))),
+            other => Ok(other),
+        }
     }
 
     async fn read_lease(&self) -> Result<(LeaseView, Option<KvEntry>), CoordError> {

@@ -23,7 +23,7 @@ use super::peer_gate::{PeerGate, PeerRefusals};
 use super::storage::{Opened, RaftLog, StoreError};
 use super::transport::{LinkFilter, PeerSenders, PeerService, PeerTarget, StatusBoard, TransportError};
 use crate::config::{Config, MemberConfig};
-use crate::coord::{CoordError, Coordinator, Intents, StatusReport, StoreView, Transfer};
+use crate::coord::{CoordError, Coordinator, Intents, StatusReport, StoreView, Transfer, plan_import};
 use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, Watermark};
 use crate::proto::v1::peer_server::PeerServer;
 
@@ -307,6 +307,20 @@ fn unexpected(reply: Reply) -> CoordError {
     CoordError::Invalid(format!("the state machine gave an unexpected answer: {reply:?}"))
 }
 
+/// The log entry of an import. One key (all the control API ever sends) goes as `Import`, which
+/// every version of the state machine decodes and applies alike: a member not yet upgraded must
+/// never skip an import and keep a lower watermark than the others (S2, S3). `Import` does not
+/// check the ceiling itself, so it is checked here, before anything is proposed.
+fn import_command(entries: &[(KeyId, Hrs)]) -> Result<Command, CoordError> {
+    match entries {
+        [(key, hrs)] => {
+            plan_import(entries, |_| None)?;
+            Ok(Command::Import { key: key.clone(), hrs: *hrs })
+        }
+        _ => Ok(Command::ImportAll { entries: entries.to_vec() }),
+    }
+}
+
 /// This member's TLS material, checked to name this member; `None` only when the config opts
 /// into plaintext peers (which validation allows on loopback only), with a warning every start.
 fn peer_tls(config: &Config) -> Result<Option<crate::tls::TlsMaterial>, StartError> {
@@ -390,9 +404,16 @@ impl Coordinator for RaftCoordinator {
         entries: &[(KeyId, Hrs)],
         deadline: Instant,
     ) -> Result<Vec<Watermark>, CoordError> {
-        match self.call(Command::ImportAll { entries: entries.to_vec() }, deadline, "import_watermarks").await? {
-            Reply::Watermarks(w) => Ok(w),
-            other => Err(unexpected(other)),
+        let cmd = import_command(entries)?;
+        match self.call(cmd, deadline, "import_watermarks").await {
+            Ok(Reply::Watermarks(w)) => Ok(w),
+            Ok(Reply::Watermark(w)) => Ok(vec![w]),
+            Ok(other) => Err(unexpected(other)),
+            // `Import` refuses with the bare reason; name its key as `ImportAll` would.
+            Err(CoordError::Refused(reason)) if entries.len() == 1 => {
+                Err(CoordError::ImportRefused { key: entries[0].0.clone(), reason })
+            }
+            Err(other) => Err(other),
         }
     }
 
@@ -451,5 +472,37 @@ impl RaftCoordinator {
             Reply::TransferSet(t) => Ok(t),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Step, WatermarkRefusal};
+
+    fn key() -> KeyId {
+        KeyId::new("validator").expect("key")
+    }
+
+    #[test]
+    fn a_one_key_import_is_the_log_entry_every_version_decodes() {
+        let cmd = import_command(&[(key(), Hrs::new(4304, 0, Step::Precommit))]).expect("within the ceiling");
+        // The form versions before `ImportAll` wrote and read, to the byte.
+        let written = serde_json::to_string(&cmd).expect("encode");
+        assert_eq!(written, r#"{"op":"import","key":"validator","hrs":{"height":4304,"round":0,"step":"precommit"}}"#);
+        let two = [
+            (key(), Hrs::new(1, 0, Step::Propose)),
+            (KeyId::new("other").expect("key"), Hrs::new(2, 0, Step::Propose)),
+        ];
+        assert!(matches!(import_command(&two), Ok(Command::ImportAll { .. })));
+    }
+
+    #[test]
+    fn a_one_key_import_above_the_ceiling_is_refused_before_it_is_proposed() {
+        let refused = import_command(&[(key(), Hrs::new(u64::MAX, 0, Step::Precommit))]);
+        assert!(
+            matches!(refused, Err(CoordError::ImportRefused { reason: WatermarkRefusal::AboveCeiling { .. }, .. })),
+            "{refused:?}"
+        );
     }
 }

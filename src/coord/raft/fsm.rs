@@ -48,18 +48,18 @@ pub enum Command {
         key: KeyId,
         height: u64,
     },
-    /// An import of one key, as versions before `ImportAll` wrote it. Nothing proposes it any
-    /// more, but raft logs and snapshots' tails written by those versions may hold it, so it
-    /// still decodes and applies exactly as it did then (without the import ceiling: every
-    /// member must reach the state the entry produced when it was first applied).
+    /// An import of one key. Every version decodes it and applies it alike (without the import
+    /// ceiling, which the proposer checks first: entries written before the ceiling existed
+    /// must replay to the state they produced then), so a one-key import — all the control API
+    /// sends — is proposed as this, and a member not yet upgraded applies it too.
     Import {
         key: KeyId,
         hrs: Hrs,
     },
-    /// An operator's import of many keys, all or nothing ([`crate::coord::plan_import`]): every
-    /// entry is checked before anything changes, and one refused entry refuses the command.
-    /// Versions before it cannot decode it and skip it, so every member must run a version that
-    /// knows it before the first import (README, "Importing a watermark").
+    /// An import of several keys, all or nothing ([`crate::coord::plan_import`]): every entry is
+    /// checked before anything changes, and one refused entry refuses the command. Versions
+    /// before it cannot decode it and skip it, so it is proposed only for more than one key,
+    /// which the control API never sends (one cluster, one key).
     ImportAll {
         entries: Vec<(KeyId, Hrs)>,
     },

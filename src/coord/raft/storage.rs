@@ -367,7 +367,9 @@ fn read_entries(engine: &Engine) -> Result<VecDeque<Entry>, String> {
 }
 
 /// Runs `work`, which reads raft-engine's files, on a thread that has never read another
-/// engine's: raft-engine's thread-local block cache is keyed by file and offset only.
+/// engine's: raft-engine's thread-local block cache is keyed by file and offset only. A panic in
+/// it ends a running member (`panic_hook`); only where no hook is installed (members run inside
+/// tests) does it come back here, as an error.
 fn on_fresh_thread<T: Send>(what: &str, work: impl FnOnce() -> Result<T, String> + Send) -> Result<T, String> {
     std::thread::scope(|s| {
         let thread = std::thread::Builder::new()
