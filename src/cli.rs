@@ -109,6 +109,13 @@ pub enum Command {
         #[command(subcommand)]
         command: tls::TlsCommand,
     },
+    /// Internal: hold a node for a producer (started by the daemon, never by hand).
+    #[command(hide = true)]
+    Keeper {
+        /// What to hold, as JSON.
+        #[arg(long)]
+        spec: String,
+    },
     /// Run one simulated node: CometBFT-style `/status` plus `/sim/*` controls.
     SimNode {
         /// Where to serve HTTP (loopback), e.g. 127.0.0.1:26657.
@@ -172,9 +179,18 @@ pub fn run(args: Args) -> ExitCode {
             demo(members, &duration, &faults, json, mode == "signer")
         }
         Command::Tls { command } => tls::run(command),
+        Command::Keeper { spec } => keeper(&spec),
         Command::SimNode { listen, ledger, member, key, chain_id, block_interval, activations, privval_listen } => {
             sim_node(SimNodeArgs { listen, ledger, member, key, chain_id, block_interval, activations, privval_listen })
         }
+    }
+}
+
+/// `failoverd keeper --spec JSON`: runs the keeper until the node it holds is stopped.
+fn keeper(spec: &str) -> ExitCode {
+    match serde_json::from_str::<crate::keeper::KeeperSpec>(spec) {
+        Ok(spec) => ExitCode::from(crate::keeper::process::run(spec)),
+        Err(e) => usage_error(format!("keeper: --spec is not a keeper spec: {e}")),
     }
 }
 

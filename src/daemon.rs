@@ -88,6 +88,8 @@ struct Parts {
     /// Held by every task that changes the producer (guard, deactivate, fence), so a fence can
     /// never be overtaken by an activation still in flight.
     producer_ops: tokio::sync::Mutex<()>,
+    /// Fences done outside the loop (keeper, deadline thread), taken by the loop at start.
+    fence_notices: std::sync::Mutex<Option<mpsc::UnboundedReceiver<crate::fence_notice::FenceNotice>>>,
     /// Their latest heights and when they were read.
     reference_heights: std::sync::Mutex<Vec<Option<(MonoTime, u64)>>>,
     /// The status this member published last, for the control API's `Status`.
@@ -232,6 +234,7 @@ async fn setup(
     }
     let call_timeout = config.coordinator.call_timeout;
     let events = Arc::new(EventLog::new(me.id.clone()));
+    let (fence_notices, fence_notices_rx) = crate::fence_notice::FenceNotices::channel();
     let (producer, probe): (Option<SharedProducer>, Option<Arc<dyn ChainProbe>>) =
         match (&config.producer, &config.chain) {
             (Some(p), Some(chain)) if me.kind == MemberKind::Producer => {
@@ -245,7 +248,11 @@ async fn setup(
                     runtime: tokio::runtime::Handle::current(),
                     observer,
                 };
-                let producer = crate::producer::from_config(p, chain, call_timeout, Some(context))
+                let keeping = crate::producer::NodeKeeping {
+                    launcher: crate::keeper::KeeperLauncher::this_executable(fence_notices.clone()),
+                    data_dir: config.data_dir.clone(),
+                };
+                let producer = crate::producer::from_config(p, chain, call_timeout, Some(context), &keeping)
                     .map_err(|e| DaemonError::Setup(e.to_string()))?;
                 (Some(producer), Some(probe))
             }
@@ -263,7 +270,7 @@ async fn setup(
     let fence_timeout = config.producer.as_ref().map_or(Duration::from_secs(5), |p| p.fence_timeout);
     let self_fence = match &producer {
         Some(p) => Some(
-            SelfFence::start(Arc::clone(p), fence_timeout)
+            SelfFence::start(Arc::clone(p), fence_timeout, fence_notices.clone())
                 .map_err(|e| DaemonError::Setup(format!("cannot start the self-fence thread: {e}")))?,
         ),
         None => None,
@@ -295,6 +302,7 @@ async fn setup(
         reference_heights: std::sync::Mutex::new(vec![None; references.len()]),
         own_status: tokio::sync::watch::Sender::new(None),
         producer_ops: tokio::sync::Mutex::new(()),
+        fence_notices: std::sync::Mutex::new(Some(fence_notices_rx)),
         references,
         telemetry,
     })
@@ -407,6 +415,11 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
         }
     };
     tokio::pin!(store_failed);
+    let mut fence_notices = p.fence_notices.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let fence_notice = async |rx: &mut Option<mpsc::UnboundedReceiver<crate::fence_notice::FenceNotice>>| match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    };
     let mut failure = None;
     let mut last_view: Option<crate::coord::StoreView> = None;
     loop {
@@ -439,6 +452,12 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
                 }
                 st.history.record(at, result.as_ref().map_err(String::as_str), best, &p.health_policy);
                 continue;
+            }
+            Some(notice) = fence_notice(&mut fence_notices) => {
+                // A keeper, the deadline thread or the node's own exit stopped production:
+                // `decide` turns it into a step-down, so the lease is released, not renewed.
+                p.events.emit(EventKind::Fence, None, notice.to_string());
+                st.outcomes.push(Outcome::ProducerStopped { by: notice.by.to_string(), detail: notice.detail });
             }
             Some(ev) = events.recv() => {
                 apply_event(&mut st, ev);
@@ -956,6 +975,7 @@ fn stepdown_word(reason: Option<&Reason>) -> &'static str {
         Some(Reason::Fence(FenceReason::LeaseLost)) => "lease_lost",
         Some(Reason::Fence(FenceReason::DeactivateFailed)) => "deactivate_failed",
         Some(Reason::Fence(FenceReason::Inconsistent)) => "inconsistent",
+        Some(Reason::Fence(FenceReason::ProducerStopped { .. })) => "producer_stopped",
         None => "other",
     }
 }

@@ -236,12 +236,16 @@ struct FenceState {
 
 impl SelfFence {
     /// Starts the watcher thread for `producer`.
-    pub fn start(producer: Arc<dyn Producer>, fence_timeout: Duration) -> std::io::Result<SelfFence> {
+    pub fn start(
+        producer: Arc<dyn Producer>,
+        fence_timeout: Duration,
+        notices: crate::fence_notice::FenceNotices,
+    ) -> std::io::Result<SelfFence> {
         let shared = Arc::new((Mutex::new(FenceState::default()), Condvar::new()));
         let theirs = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("self-fence".into())
-            .spawn(move || watch(&theirs, producer.as_ref(), fence_timeout))?;
+            .spawn(move || watch(&theirs, producer.as_ref(), fence_timeout, &notices))?;
         Ok(SelfFence { shared })
     }
 
@@ -309,7 +313,16 @@ impl SelfFence {
     }
 }
 
-fn watch(shared: &(Mutex<FenceState>, Condvar), producer: &dyn Producer, fence_timeout: Duration) {
+/// The longest the thread sleeps between reads of the clock: a condvar waits on
+/// `CLOCK_MONOTONIC`, which stops during a suspend, while the deadline is on `CLOCK_BOOTTIME`.
+const CLOCK_RECHECK: Duration = Duration::from_millis(50);
+
+fn watch(
+    shared: &(Mutex<FenceState>, Condvar),
+    producer: &dyn Producer,
+    fence_timeout: Duration,
+    notices: &crate::fence_notice::FenceNotices,
+) {
     let (lock, cv) = shared;
     let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
     loop {
@@ -322,7 +335,8 @@ fn watch(shared: &(Mutex<FenceState>, Condvar), producer: &dyn Producer, fence_t
                 let now = MonoTime::now();
                 let urgent = s.now;
                 if now < d && !urgent {
-                    s = cv.wait_timeout(s, d.saturating_since(now)).unwrap_or_else(|p| p.into_inner()).0;
+                    let wait = d.saturating_since(now).min(CLOCK_RECHECK);
+                    s = cv.wait_timeout(s, wait).unwrap_or_else(|p| p.into_inner()).0;
                     continue;
                 }
                 drop(s);
@@ -338,6 +352,12 @@ fn watch(shared: &(Mutex<FenceState>, Condvar), producer: &dyn Producer, fence_t
                 match result {
                     Ok(()) => {
                         s.fired += 1;
+                        if !urgent {
+                            notices.send(
+                                crate::fence_notice::FencedBy::DeadlineThread,
+                                "the lease validity ended without a committed renew",
+                            );
+                        }
                         // Only disarm if nobody re-armed meanwhile with a later deadline; a fence
                         // on a panic is final.
                         if urgent || s.deadline.is_some_and(|cur| cur <= MonoTime::now()) {
@@ -415,7 +435,8 @@ mod tests {
     #[test]
     fn deadline_thread_fences_even_when_no_runtime_runs() {
         let p = Arc::new(FenceCountingFake(AtomicU32::new(0)));
-        let f = SelfFence::start(p.clone(), Duration::from_secs(1)).expect("thread");
+        let f = SelfFence::start(p.clone(), Duration::from_secs(1), crate::fence_notice::FenceNotices::unread())
+            .expect("thread");
         f.arm(MonoTime::now().saturating_add(Duration::from_millis(100)));
         assert_eq!(p.0.load(Ordering::SeqCst), 0, "not before the deadline");
         assert!(wait_until(|| f.fired() == 1, Duration::from_secs(2)), "the thread fenced at the deadline");
@@ -427,7 +448,8 @@ mod tests {
     #[test]
     fn extending_or_disarming_prevents_the_fence() {
         let p = Arc::new(FenceCountingFake(AtomicU32::new(0)));
-        let f = SelfFence::start(p.clone(), Duration::from_secs(1)).expect("thread");
+        let f = SelfFence::start(p.clone(), Duration::from_secs(1), crate::fence_notice::FenceNotices::unread())
+            .expect("thread");
         f.arm(MonoTime::now().saturating_add(Duration::from_millis(150)));
         f.extend(MonoTime::now().saturating_add(Duration::from_millis(400)));
         std::thread::sleep(Duration::from_millis(250));

@@ -9,6 +9,8 @@
 //! - [`coord`]: the coordination store's contract ([`coord::Coordinator`]).
 //! - [`chain`]: probing nodes ([`chain::ChainProbe`]).
 //! - [`producer`]: turning production on and off ([`producer::Producer`]).
+//! - [`keeper`]: the process outside the daemon that kills a node whose daemon froze.
+//! - [`fence_notice`]: how a fence done outside the decision loop reaches it.
 //! - [`sim`]: the simulated chain, its signature ledger and the S2 checker.
 //! - [`http`]: the one way to build an HTTP client (rustls + ring, deadlines).
 //! - [`proto`]: generated protobuf types and their conversions.
@@ -30,9 +32,11 @@ pub mod daemon;
 pub mod demo;
 pub mod domain;
 pub mod events;
+pub mod fence_notice;
 pub mod guard;
 pub mod health;
 pub mod http;
+pub mod keeper;
 pub mod operator_command;
 pub mod panic_hook;
 pub mod producer;

@@ -115,6 +115,12 @@ pub enum Outcome {
     },
     /// The producer is confirmed unable to sign.
     Fenced,
+    /// Production was stopped outside the loop — by the keeper, the deadline thread, or the
+    /// node's own exit — and `by` says who, `detail` why. A holder must not keep the lease.
+    ProducerStopped {
+        by: String,
+        detail: String,
+    },
     FenceFailed {
         error: String,
     },
@@ -144,6 +150,8 @@ pub enum FenceReason {
     DeactivateFailed,
     /// The store granted this member a second lease while it held one.
     Inconsistent,
+    /// The keeper, the deadline thread or the node's own exit stopped production.
+    ProducerStopped { by: String, detail: String },
 }
 
 /// The cause of the last step-down or fence.
@@ -398,6 +406,13 @@ fn apply_outcomes(
                 }
             }
             Outcome::FenceFailed { .. } => {}
+            Outcome::ProducerStopped { by, detail } => {
+                // Confirm with a fence of our own (idempotent), then stand down and release:
+                // never "lease held, producer fenced".
+                if s.holding() {
+                    s.fence(FenceReason::ProducerStopped { by: by.clone(), detail: detail.clone() }, now, actions);
+                }
+            }
         }
     }
     granted

@@ -1,12 +1,17 @@
 //! Monotonic time as a plain value. The only clock read in the domain is [`MonoTime::now`];
 //! pure code receives time as input instead.
+//!
+//! The clock is `CLOCK_BOOTTIME`: monotonic like `CLOCK_MONOTONIC`, but it keeps counting while
+//! the host is suspended. A lease's validity is spent by the rest of the cluster during a
+//! suspension, so the holder's deadlines must count it too: after a resume, a holder on
+//! `CLOCK_MONOTONIC` would believe it still had time the others had already used up.
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// A reading of the machine's monotonic clock (`CLOCK_MONOTONIC`), in nanoseconds.
+/// A reading of the machine's boot-time clock (`CLOCK_BOOTTIME`), in nanoseconds.
 ///
 /// failoverd never relies on wall-clock time for safety (docs/design.md §3): every deadline, TTL and
 /// cooldown is computed in `MonoTime`. Readings are comparable between processes on the same
@@ -17,11 +22,11 @@ pub struct MonoTime(u64);
 impl MonoTime {
     pub const ZERO: MonoTime = MonoTime(0);
 
-    /// Reads `CLOCK_MONOTONIC`. Pure code (`role`, `health`) never calls this; it receives
+    /// Reads `CLOCK_BOOTTIME`. Pure code (`role`, `health`) never calls this; it receives
     /// the time in its input.
     pub fn now() -> MonoTime {
-        let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-            .expect("CLOCK_MONOTONIC is always available on Linux");
+        let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+            .expect("CLOCK_BOOTTIME is always available on Linux (since 2.6.39)");
         let nanos = (ts.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec() as u64);
         MonoTime(nanos)
     }

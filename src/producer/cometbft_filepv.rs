@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use super::process::ProcessProducer;
 use super::{Producer, ProducerError, ProducerStatus, SignFloor};
 use crate::domain::{Hrs, MonoTime, Step};
+use crate::keeper::{Keeper, KeeperLauncher, KeeperSpec, Target};
 use crate::operator_command;
 
 /// How the node process is run.
@@ -39,6 +40,10 @@ pub struct FilePvProducer {
     home: PathBuf,
     runner: NodeRunner,
     command_timeout: Duration,
+    /// For a systemd unit: starts the keeper that kills the unit at the deadline (a supervised
+    /// process has its own keeper inside [`ProcessProducer`]).
+    launcher: Option<KeeperLauncher>,
+    unit_keeper: std::sync::Mutex<Option<std::sync::Arc<Keeper>>>,
 }
 
 fn failed(operation: &'static str, detail: impl Into<String>) -> ProducerError {
@@ -47,11 +52,53 @@ fn failed(operation: &'static str, detail: impl Into<String>) -> ProducerError {
 
 impl FilePvProducer {
     pub fn new(key_source: PathBuf, home: PathBuf, runner: NodeRunner, command_timeout: Duration) -> FilePvProducer {
-        FilePvProducer { key_source, home, runner, command_timeout }
+        FilePvProducer {
+            key_source,
+            home,
+            runner,
+            command_timeout,
+            launcher: None,
+            unit_keeper: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Holds a systemd unit with a keeper started by `launcher` while the node may sign.
+    pub fn with_unit_keeper(mut self, launcher: KeeperLauncher) -> FilePvProducer {
+        self.launcher = Some(launcher);
+        self
+    }
+
+    /// Where a producer for `home` installs the key (the keeper removes it on a fence).
+    pub fn key_path_in(home: &Path) -> PathBuf {
+        home.join("config").join("priv_validator_key.json")
+    }
+
+    fn unit_keeper(&self) -> Option<std::sync::Arc<Keeper>> {
+        self.unit_keeper.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Starts the keeper of a systemd unit before the unit starts.
+    async fn hold_unit(&self, until: MonoTime, deadline: Instant) -> Result<(), ProducerError> {
+        let (NodeRunner::Systemd { systemctl, unit }, Some(launcher)) = (&self.runner, &self.launcher) else {
+            return Ok(());
+        };
+        if self.unit_keeper().is_some_and(|k| k.is_holding()) {
+            return Ok(());
+        }
+        let spec = KeeperSpec {
+            target: Target::Unit { systemctl: systemctl.clone(), unit: unit.clone() },
+            key_file: Some(self.key_path()),
+            until_ns: until.as_nanos(),
+            fence_timeout_ms: u64::try_from(self.command_timeout.as_millis()).unwrap_or(u64::MAX),
+            record: None,
+        };
+        let keeper = launcher.start(&spec, deadline).await.map_err(|e| failed("activate", e.to_string()))?;
+        *self.unit_keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::sync::Arc::new(keeper));
+        Ok(())
     }
 
     pub fn key_path(&self) -> PathBuf {
-        self.home.join("config").join("priv_validator_key.json")
+        FilePvProducer::key_path_in(&self.home)
     }
 
     pub fn state_path(&self) -> PathBuf {
@@ -161,12 +208,23 @@ impl Producer for FilePvProducer {
         self.install(floor)?;
         match &self.runner {
             NodeRunner::Process(p) => p.activate(floor, until, deadline).await,
-            NodeRunner::Systemd { .. } => self.systemctl("activate", &["start"], deadline).await,
+            NodeRunner::Systemd { .. } => {
+                self.hold_unit(until, deadline).await?;
+                self.systemctl("activate", &["start"], deadline).await
+            }
         }
     }
 
-    async fn extend(&self, _until: MonoTime, _deadline: Instant) -> Result<(), ProducerError> {
-        Ok(())
+    async fn extend(&self, until: MonoTime, deadline: Instant) -> Result<(), ProducerError> {
+        match &self.runner {
+            NodeRunner::Process(p) => p.extend(until, deadline).await,
+            NodeRunner::Systemd { .. } => match self.unit_keeper() {
+                Some(k) if k.is_holding() && !k.extend(until) => {
+                    Err(failed("extend", "the keeper's control pipe is closed"))
+                }
+                _ => Ok(()),
+            },
+        }
     }
 
     async fn deactivate(&self, deadline: Instant) -> Result<ProducerStatus, ProducerError> {
@@ -177,6 +235,10 @@ impl Producer for FilePvProducer {
             NodeRunner::Systemd { .. } => self.systemctl("deactivate", &["stop"], deadline).await?,
         }
         self.remove_key("deactivate")?;
+        let keeper = self.unit_keeper.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(k) = keeper {
+            k.release(deadline).await.map_err(|e| failed("deactivate", e.to_string()))?;
+        }
         Ok(ProducerStatus { active: false, last_signed_height: self.last_signed_height() })
     }
 
@@ -184,6 +246,10 @@ impl Producer for FilePvProducer {
         let killed = match &self.runner {
             NodeRunner::Process(p) => p.fence(timeout),
             NodeRunner::Systemd { systemctl, unit } => {
+                if let Some(k) = self.unit_keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    // The keeper kills the unit too; this path below does not depend on it.
+                    let _ = k.fence(timeout);
+                }
                 let argv = |args: &[&str]| -> Vec<String> {
                     systemctl.iter().cloned().chain(args.iter().map(|a| a.to_string())).chain([unit.clone()]).collect()
                 };
@@ -224,12 +290,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let source = dir.path().join("secret.json");
         write_private(&source, KEY.as_bytes()).expect("key source");
-        let runner = NodeRunner::Process(ProcessProducer::new(
-            argv.iter().map(|s| s.to_string()).collect(),
-            Duration::from_secs(2),
-        ));
+        let runner = NodeRunner::Process(
+            ProcessProducer::new(
+                argv.iter().map(|s| s.to_string()).collect(),
+                Duration::from_secs(2),
+                crate::keeper::test_launcher(),
+            )
+            .with_key_file(FilePvProducer::key_path_in(&dir.path().join("home"))),
+        );
         let producer = FilePvProducer::new(source, dir.path().join("home"), runner, Duration::from_secs(5));
         Node { dir, producer }
+    }
+
+    /// A lease validity far enough away that no keeper fences during a test.
+    fn valid() -> MonoTime {
+        MonoTime::now().saturating_add(Duration::from_secs(60))
     }
 
     fn soon() -> Instant {
@@ -240,7 +315,7 @@ mod tests {
     async fn activation_seeds_the_state_at_the_floor_and_installs_the_key_privately() {
         let n = node(&["sleep", "600"]);
         let floor = SignFloor(Hrs::new(1_000_002, 0, Step::Precommit));
-        n.producer.activate(floor, MonoTime::now(), soon()).await.expect("activates");
+        n.producer.activate(floor, valid(), soon()).await.expect("activates");
         let state: Value = serde_json::from_slice(&fs::read(n.producer.state_path()).expect("state")).expect("json");
         assert_eq!(state, json!({"height":"1000002","round":0,"step":3}));
         for path in [n.producer.state_path(), n.producer.key_path()] {
@@ -264,10 +339,7 @@ mod tests {
             br#"{"height":"500","round":3,"step":2,"signature":"c2ln","signbytes":"AB"}"#,
         )
         .expect("state");
-        n.producer
-            .activate(SignFloor(Hrs::new(400, 0, Step::Precommit)), MonoTime::now(), soon())
-            .await
-            .expect("activates");
+        n.producer.activate(SignFloor(Hrs::new(400, 0, Step::Precommit)), valid(), soon()).await.expect("activates");
         assert_eq!(
             parse_state(&fs::read(n.producer.state_path()).expect("state")),
             Ok(Hrs::new(500, 3, Step::Prevote))
@@ -279,7 +351,7 @@ mod tests {
     async fn an_unreadable_state_file_refuses_activation_and_installs_no_key() {
         let n = node(&["sleep", "600"]);
         write_private(&n.producer.state_path(), b"{\"height\":").expect("state");
-        let err = n.producer.activate(SignFloor(Hrs::ZERO), MonoTime::now(), soon()).await.expect_err("refused");
+        let err = n.producer.activate(SignFloor(Hrs::ZERO), valid(), soon()).await.expect_err("refused");
         assert!(err.to_string().contains("refusing to sign"), "{err}");
         assert!(!n.producer.key_path().exists());
         assert!(!n.producer.status(soon()).await.expect("status").active, "the node was not started");
@@ -289,7 +361,7 @@ mod tests {
     async fn a_bad_key_source_is_refused_without_quoting_it() {
         let n = node(&["sleep", "600"]);
         fs::write(n.dir.path().join("secret.json"), b"supersecret-not-json").expect("write");
-        let err = n.producer.activate(SignFloor(Hrs::ZERO), MonoTime::now(), soon()).await.expect_err("refused");
+        let err = n.producer.activate(SignFloor(Hrs::ZERO), valid(), soon()).await.expect_err("refused");
         assert!(!err.to_string().contains("supersecret"), "{err}");
         assert!(!n.producer.key_path().exists());
     }
@@ -297,7 +369,7 @@ mod tests {
     #[tokio::test]
     async fn fence_kills_the_node_and_removes_the_key_from_a_plain_thread() {
         let n = node(&["sleep", "600"]);
-        n.producer.activate(SignFloor(Hrs::ZERO), MonoTime::now(), soon()).await.expect("activates");
+        n.producer.activate(SignFloor(Hrs::ZERO), valid(), soon()).await.expect("activates");
         let producer = std::sync::Arc::new(n.producer);
         let fencer = std::sync::Arc::clone(&producer);
         std::thread::spawn(move || fencer.fence(Duration::from_secs(2))).join().expect("thread").expect("fenced");
@@ -326,13 +398,13 @@ mod tests {
         write_private(&source, KEY.as_bytes()).expect("key source");
         let runner = NodeRunner::Systemd { systemctl: fake_systemctl(dir.path()), unit: "cometbft.service".into() };
         let p = FilePvProducer::new(source, dir.path().join("home"), runner, Duration::from_secs(5));
-        p.activate(SignFloor(Hrs::new(7, 0, Step::Precommit)), MonoTime::now(), soon()).await.expect("activates");
+        p.activate(SignFloor(Hrs::new(7, 0, Step::Precommit)), valid(), soon()).await.expect("activates");
         assert!(p.key_path().exists());
         assert!(p.status(soon()).await.expect("status").active);
         p.deactivate(soon()).await.expect("deactivates");
         assert!(!p.key_path().exists());
         assert!(!p.status(soon()).await.expect("status").active);
-        p.activate(SignFloor(Hrs::new(9, 0, Step::Precommit)), MonoTime::now(), soon()).await.expect("activates");
+        p.activate(SignFloor(Hrs::new(9, 0, Step::Precommit)), valid(), soon()).await.expect("activates");
         p.fence(Duration::from_secs(5)).expect("fenced");
         assert!(!p.key_path().exists());
         let calls = fs::read_to_string(dir.path().join("calls")).expect("calls");
@@ -347,6 +419,27 @@ mod tests {
                 "stop cometbft.service"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_units_keeper_kills_it_and_removes_the_key_at_the_deadline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = dir.path().join("secret.json");
+        write_private(&source, KEY.as_bytes()).expect("key source");
+        let runner = NodeRunner::Systemd { systemctl: fake_systemctl(dir.path()), unit: "cometbft.service".into() };
+        let p = FilePvProducer::new(source, dir.path().join("home"), runner, Duration::from_secs(5))
+            .with_unit_keeper(crate::keeper::test_launcher());
+        let until = MonoTime::now().saturating_add(Duration::from_millis(300));
+        p.activate(SignFloor(Hrs::new(7, 0, Step::Precommit)), until, soon()).await.expect("activates");
+        let calls = dir.path().join("calls");
+        let killed =
+            || fs::read_to_string(&calls).unwrap_or_default().contains("kill --signal=SIGKILL cometbft.service");
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while !killed() && std::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(killed(), "the keeper killed the unit at the deadline, with no daemon action");
+        assert!(!p.key_path().exists(), "and removed the key");
     }
 
     #[test]

@@ -101,6 +101,20 @@ pub trait Producer: Send + Sync {
     async fn status(&self, deadline: Instant) -> Result<ProducerStatus, ProducerError>;
 }
 
+/// Where a producer that runs or controls a node gets its keeper, and where it records the node's
+/// process group (the member's data directory).
+#[derive(Clone)]
+pub struct NodeKeeping {
+    pub launcher: crate::keeper::KeeperLauncher,
+    pub data_dir: std::path::PathBuf,
+}
+
+impl NodeKeeping {
+    fn record(&self) -> std::path::PathBuf {
+        self.data_dir.join("node-group")
+    }
+}
+
 /// The producer `[producer]` describes, driving the node `[chain]` probes. `signer` is what the
 /// `cometbft-signer` producer needs of the member (its store, id and runtime).
 pub fn from_config(
@@ -108,6 +122,7 @@ pub fn from_config(
     chain: &crate::config::ChainConfig,
     call_timeout: Duration,
     signer: Option<cometbft_signer::SignerContext>,
+    keeping: &NodeKeeping,
 ) -> Result<std::sync::Arc<dyn Producer>, ProducerError> {
     use crate::config::ProducerKind;
     use std::sync::Arc;
@@ -117,7 +132,10 @@ pub fn from_config(
     let argv = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
     Ok(match p.kind {
         ProducerKind::Sim => Arc::new(sim::SimProducer::new(api()?, call_timeout)?),
-        ProducerKind::Process => Arc::new(process::ProcessProducer::new(argv(&p.command), p.fence_timeout)),
+        ProducerKind::Process => Arc::new(
+            process::ProcessProducer::new(argv(&p.command), p.fence_timeout, keeping.launcher.clone())
+                .with_record(keeping.record()),
+        ),
         ProducerKind::Command | ProducerKind::Solana => Arc::new(command::CommandProducer::new(
             argv(&p.activate_command),
             argv(&p.deactivate_command),
@@ -142,12 +160,16 @@ pub fn from_config(
                 Some(unit) => {
                     cometbft_filepv::NodeRunner::Systemd { systemctl: vec!["systemctl".into()], unit: unit.clone() }
                 }
-                None => cometbft_filepv::NodeRunner::Process(process::ProcessProducer::new(
-                    argv(&p.command),
-                    p.fence_timeout,
-                )),
+                None => cometbft_filepv::NodeRunner::Process(
+                    process::ProcessProducer::new(argv(&p.command), p.fence_timeout, keeping.launcher.clone())
+                        .with_key_file(cometbft_filepv::FilePvProducer::key_path_in(&home))
+                        .with_record(keeping.record()),
+                ),
             };
-            Arc::new(cometbft_filepv::FilePvProducer::new(key, home, runner, p.command_timeout))
+            Arc::new(
+                cometbft_filepv::FilePvProducer::new(key, home, runner, p.command_timeout)
+                    .with_unit_keeper(keeping.launcher.clone()),
+            )
         }
         ProducerKind::CometbftSigner => {
             let key = p.key_file.clone().ok_or_else(|| setup("producer.key_file is required".into()))?;

@@ -81,7 +81,7 @@ const ROLES: [RoleName; 7] = [
 ];
 
 /// The `reason` label values of `failoverd_stepdowns_total`.
-pub const STEPDOWN_REASONS: [&str; 8] = [
+pub const STEPDOWN_REASONS: [&str; 9] = [
     "unhealthy",
     "transfer",
     "guard_failed",
@@ -89,6 +89,7 @@ pub const STEPDOWN_REASONS: [&str; 8] = [
     "lease_lost",
     "deactivate_failed",
     "inconsistent",
+    "producer_stopped",
     "other",
 ];
 

@@ -1,0 +1,291 @@
+//! The daemon's side of one keeper: starting it, moving its deadline, asking it to stop or
+//! fence, and turning its reports into [`FenceNotice`](crate::fence_notice::FenceNotice)s.
+//!
+//! Writes to the keeper are synchronous and non-blocking (a frozen keeper's full pipe never
+//! blocks the deadline thread). `fence` does not rely on the keeper at all: it also kills the
+//! node's process group directly and confirms that no member of it can run. A keeper that ends
+//! without a final report was lost: the daemon fences the group itself and reports the fence.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::KeeperSpec;
+use super::group;
+use super::message::{Control, MAX_CONTROL_LINE, Report};
+use crate::domain::MonoTime;
+use crate::fence_notice::{FenceNotices, FencedBy};
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeeperError {
+    #[error("cannot start the keeper ({program}): {detail}")]
+    Start { program: String, detail: String },
+    #[error("the keeper did not confirm it holds the node: {detail}")]
+    NotHolding { detail: String },
+    #[error("the keeper did not confirm the node stopped before the deadline")]
+    Timeout,
+    #[error("the keeper ended the node another way: {0}")]
+    Ended(String),
+}
+
+/// Where to find the keeper program and where to report its fences.
+#[derive(Clone)]
+pub struct KeeperLauncher {
+    /// A `failoverd` binary: `/proc/self/exe` in the daemon (so an upgraded binary on disk never
+    /// mixes versions), the built binary in tests.
+    pub program: PathBuf,
+    pub notices: FenceNotices,
+}
+
+/// How a keeper ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Stopped,
+    Released,
+    Fenced(String),
+    /// It exited or was killed without a final report.
+    Lost(String),
+}
+
+struct Shared {
+    keeper_pid: i32,
+    pgid: AtomicI32,
+    control: Mutex<Option<File>>,
+    /// The daemon asked for the end (stop, release or fence): the final report is no news.
+    asked: AtomicBool,
+}
+
+/// One running keeper.
+pub struct Keeper {
+    shared: Arc<Shared>,
+    ended: watch::Receiver<Option<Ending>>,
+}
+
+impl KeeperLauncher {
+    /// A launcher whose program is this process's own executable.
+    pub fn this_executable(notices: FenceNotices) -> KeeperLauncher {
+        KeeperLauncher { program: PathBuf::from("/proc/self/exe"), notices }
+    }
+
+    /// Starts a keeper for `spec` and waits (until `deadline`) for it to confirm it holds the node.
+    pub async fn start(&self, spec: &KeeperSpec, deadline: Instant) -> Result<Keeper, KeeperError> {
+        let program = self.program.display().to_string();
+        let start_err = |detail: String| KeeperError::Start { program: program.clone(), detail };
+        let json = serde_json::to_string(spec).map_err(|e| start_err(e.to_string()))?;
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.arg("keeper").arg("--spec").arg(json);
+        cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).kill_on_drop(false);
+        #[allow(unsafe_code)]
+        // SAFETY: runs in the forked child before exec and only calls setsid, which is
+        // async-signal-safe: the keeper gets its own session, so no signal to the daemon's
+        // process group or terminal reaches it.
+        unsafe {
+            cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        }
+        let mut child = cmd.spawn().map_err(|e| start_err(e.to_string()))?;
+        let keeper_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        let control = child.stdin.take().ok_or_else(|| start_err("no stdin pipe".into()))?;
+        let control = File::from(control.into_owned_fd().map_err(|e| start_err(e.to_string()))?);
+        let stdout = child.stdout.take().ok_or_else(|| start_err("no stdout pipe".into()))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout_at(deadline, lines.next_line()).await;
+        let pgid = match first {
+            Ok(Ok(Some(line))) => match Report::parse(&line) {
+                Some(Report::Started { pgid }) => pgid,
+                Some(Report::Holding) => 0,
+                _ => return Err(lost_at_start(&mut child, format!("it said {line:?}")).await),
+            },
+            Ok(Ok(None)) => return Err(lost_at_start(&mut child, "it exited (see its log lines above)".into()).await),
+            Ok(Err(e)) => return Err(lost_at_start(&mut child, e.to_string()).await),
+            Err(_) => return Err(lost_at_start(&mut child, "no answer before the deadline".into()).await),
+        };
+        let shared = Arc::new(Shared {
+            keeper_pid,
+            pgid: AtomicI32::new(pgid),
+            control: Mutex::new(Some(control)),
+            asked: AtomicBool::new(false),
+        });
+        let (tx, ended) = watch::channel(None);
+        tokio::spawn(follow(lines, child, Arc::clone(&shared), tx, self.notices.clone()));
+        Ok(Keeper { shared, ended })
+    }
+}
+
+async fn lost_at_start(child: &mut tokio::process::Child, detail: String) -> KeeperError {
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    KeeperError::NotHolding { detail }
+}
+
+/// Reads the keeper's reports until it exits, then reaps it.
+async fn follow(
+    mut lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    mut child: tokio::process::Child,
+    shared: Arc<Shared>,
+    ended: watch::Sender<Option<Ending>>,
+    notices: FenceNotices,
+) {
+    let mut last = None;
+    while let Ok(Some(line)) = lines.next_line().await {
+        match Report::parse(&line) {
+            Some(Report::FenceFailed { detail }) => {
+                tracing::error!(reason = %detail, "the keeper cannot confirm the node is stopped yet; it keeps trying")
+            }
+            Some(r) if r.is_final() => last = Some(r),
+            Some(_) => {}
+            None => tracing::error!(line = %line, "the keeper sent a line that is not a report; ignored"),
+        }
+    }
+    let asked = shared.asked.load(Ordering::SeqCst);
+    let ending = match last {
+        Some(Report::Stopped) => Ending::Stopped,
+        Some(Report::Released) => Ending::Released,
+        Some(Report::Fenced { reason }) => {
+            if !asked {
+                notices.send(FencedBy::Keeper, reason.clone());
+            }
+            Ending::Fenced(reason)
+        }
+        _ => {
+            let status = child.try_wait().ok().flatten().map_or("still running".to_string(), |s| s.to_string());
+            let detail = format!("the keeper (pid {}) ended without a final report ({status})", shared.keeper_pid);
+            let pgid = shared.pgid.load(Ordering::SeqCst);
+            let outcome = tokio::task::spawn_blocking(move || fence_group(pgid, Duration::from_secs(5))).await;
+            let done = match outcome {
+                Ok(Ok(what)) => format!("{detail}; {what}"),
+                Ok(Err(e)) => format!("{detail}; {e}"),
+                Err(e) => format!("{detail}; the direct fence did not run: {e}"),
+            };
+            if !asked {
+                notices.send(FencedBy::KeeperLost, done.clone());
+            }
+            Ending::Lost(done)
+        }
+    };
+    let _ = ended.send(Some(ending));
+    let _ = child.wait().await;
+}
+
+/// Kills process group `pgid` (0: none) and confirms no member can run.
+fn fence_group(pgid: i32, timeout: Duration) -> Result<String, String> {
+    if pgid == 0 {
+        return Ok("no node group to kill".into());
+    }
+    match group::kill_until_empty(pgid, timeout, || {}) {
+        0 => Ok(format!("killed the node's process group {pgid}")),
+        left => Err(format!("process group {pgid} still has {left} live processes after SIGKILL")),
+    }
+}
+
+/// Whether `pid` can no longer run: gone, or a zombie waiting to be reaped.
+fn is_dead(pid: i32) -> bool {
+    match kill(Pid::from_raw(pid), None) {
+        Err(nix::errno::Errno::ESRCH) => return true,
+        Err(_) => return false,
+        Ok(()) => {}
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+impl Keeper {
+    /// Writes one control line; false when the keeper's pipe is gone or full.
+    fn send(&self, c: Control) -> bool {
+        let mut buf = [0u8; MAX_CONTROL_LINE];
+        let line = c.encode(&mut buf);
+        let mut control = self.shared.control.lock().unwrap_or_else(|p| p.into_inner());
+        match control.as_mut() {
+            Some(f) => f.write_all(line).is_ok(),
+            None => false,
+        }
+    }
+
+    /// The keeper's own pid.
+    pub fn keeper_pid(&self) -> i32 {
+        self.shared.keeper_pid
+    }
+
+    /// The node's process group, for a keeper that started one.
+    pub fn pgid(&self) -> Option<i32> {
+        Some(self.shared.pgid.load(Ordering::SeqCst)).filter(|p| *p > 0)
+    }
+
+    /// Whether the keeper still holds the node (no final report, not lost).
+    pub fn is_holding(&self) -> bool {
+        self.ended.borrow().is_none()
+    }
+
+    pub fn ending(&self) -> Option<Ending> {
+        self.ended.borrow().clone()
+    }
+
+    /// Moves the deadline after a committed renew.
+    pub fn extend(&self, until: MonoTime) -> bool {
+        self.send(Control::Extend { until })
+    }
+
+    async fn wait_end(&self, deadline: Instant) -> Result<Ending, KeeperError> {
+        let mut rx = self.ended.clone();
+        match tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(e)) => Ok(e.clone().unwrap_or(Ending::Lost(String::new()))),
+            _ => Err(KeeperError::Timeout),
+        }
+    }
+
+    /// Stops the node gracefully (SIGTERM to its group, SIGKILL after `grace`) and waits for it.
+    pub async fn stop(&self, grace: Duration, deadline: Instant) -> Result<(), KeeperError> {
+        self.shared.asked.store(true, Ordering::SeqCst);
+        self.send(Control::Stop { grace });
+        match self.wait_end(deadline).await? {
+            Ending::Stopped | Ending::Fenced(_) => Ok(()),
+            Ending::Released => Err(KeeperError::Ended("released instead of stopped".into())),
+            Ending::Lost(d) => Err(KeeperError::Ended(d)),
+        }
+    }
+
+    /// The daemon stopped the node itself: the keeper exits without acting.
+    pub async fn release(&self, deadline: Instant) -> Result<(), KeeperError> {
+        self.shared.asked.store(true, Ordering::SeqCst);
+        self.send(Control::Release);
+        self.wait_end(deadline).await.map(|_| ())
+    }
+
+    /// Blocking and runtime-free: asks the keeper to fence, kills the node's group directly as
+    /// well, and confirms within `timeout` that no member of the group can run and the keeper
+    /// has ended.
+    pub fn fence(&self, timeout: Duration) -> Result<(), String> {
+        self.shared.asked.store(true, Ordering::SeqCst);
+        self.send(Control::Fence);
+        let end = std::time::Instant::now() + timeout;
+        let killed = fence_group(self.shared.pgid.load(Ordering::SeqCst), timeout)?;
+        while !is_dead(self.shared.keeper_pid) {
+            if std::time::Instant::now() >= end {
+                // The node is dead (above); a keeper stuck in its own fence is killed so that it
+                // does not act later on a node this daemon may start again.
+                let _ = kill(Pid::from_raw(self.shared.keeper_pid), Signal::SIGKILL);
+                tracing::error!(outcome = %killed, "the keeper did not exit after a fence and was killed");
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        // Closing our end is the keeper's signal to fence: a handle dropped without a stop or
+        // release never leaves a node running unheld.
+        self.shared.control.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
