@@ -672,6 +672,29 @@ fn released_epoch_is_never_reused() {
     assert_ne!(s.role, RoleName::Promoting);
 }
 
+#[test]
+fn a_producer_stopped_outside_the_loop_ends_the_holding_and_the_lease_is_released() {
+    let p = policy();
+    let stopped = Outcome::ProducerStopped { by: "the keeper".into(), detail: "the lease deadline passed".into() };
+    let (s, actions) = decide(&active(5, 3500), &obs(1000).lease(held("a", 5)).outcome(stopped), &p);
+    assert_eq!(s.role, RoleName::Fenced, "never 'lease held, producer fenced'");
+    let why = FenceReason::ProducerStopped { by: "the keeper".into(), detail: "the lease deadline passed".into() };
+    assert_eq!(actions, vec![Action::Fence { why }]);
+    assert!(!actions.iter().any(|a| matches!(a, Action::Renew { .. })), "no renew after a fence");
+    // The fence confirms; the member stands down and gives the lease back at once.
+    let (s, actions) = decide(&s, &obs(1100).lease(held("a", 5)).outcome(Outcome::Fenced), &p);
+    assert!(!s.holding());
+    assert_eq!(actions, vec![Action::Release { epoch: e(5) }]);
+}
+
+#[test]
+fn a_stop_reported_to_an_idle_member_changes_nothing() {
+    let stopped = Outcome::ProducerStopped { by: "the keeper".into(), detail: "released".into() };
+    let (s, actions) = decide(&standby(), &obs(1000).lease(held("b", 5)).outcome(stopped), &policy());
+    assert_eq!(s.role, RoleName::Standby);
+    assert!(actions.is_empty(), "{actions:?}");
+}
+
 // ---- property tests --------------------------------------------------------------------------
 
 fn arb_lease() -> impl Strategy<Value = LeaseView> {
@@ -683,7 +706,7 @@ fn arb_health() -> impl Strategy<Value = NodeHealth> {
 }
 
 fn arb_outcome() -> impl Strategy<Value = (u8, u64, i64)> {
-    (0u8..9, 0u64..6, -1000i64..4000)
+    (0u8..10, 0u64..6, -1000i64..4000)
 }
 
 fn make_outcome(kind: u8, epoch: u64, now: MonoTime, offset_ms: i64) -> Outcome {
@@ -702,6 +725,7 @@ fn make_outcome(kind: u8, epoch: u64, now: MonoTime, offset_ms: i64) -> Outcome 
         5 => Outcome::Deactivated { epoch },
         6 => Outcome::DeactivateFailed { epoch, error: "timeout".into() },
         7 => Outcome::Fenced,
+        8 => Outcome::ProducerStopped { by: "the keeper".into(), detail: "deadline".into() },
         _ => Outcome::FenceFailed { error: "kill failed".into() },
     }
 }
