@@ -191,7 +191,10 @@ pub struct ConsulConfig {
     /// TTL of the agent check that the daemon keeps passing and the session is bound to.
     #[serde(default = "defaults::consul_check_ttl", with = "duration_text")]
     pub check_ttl: Duration,
-    /// Consul's lock-delay after a session is invalidated: small but nonzero.
+    /// Consul's lock-delay: how long the servers refuse the lock after the holder's session was
+    /// invalidated. At least `check_ttl` (the holder's validity, check_ttl − safety_margin, plus
+    /// safety_margin), because a session can end at any instant (serfHealth, a destroy), and the
+    /// holder must have stopped before the lock can be taken again. At most 1m (Consul's maximum).
     #[serde(default = "defaults::consul_lock_delay", with = "duration_text")]
     pub lock_delay: Duration,
 }
@@ -448,8 +451,9 @@ pub(crate) mod defaults {
     pub fn consul_check_ttl() -> Duration {
         Duration::from_secs(2)
     }
+    /// Equal to the default check_ttl: the least that covers the holder's validity plus margin.
     pub fn consul_lock_delay() -> Duration {
-        Duration::from_millis(500)
+        Duration::from_secs(2)
     }
     pub fn probe_interval() -> Duration {
         Duration::from_secs(1)

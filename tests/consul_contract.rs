@@ -8,21 +8,28 @@ use failover::config::Config;
 use failover::coord::consul::ConsulCoordinator;
 use failover::domain::MemberKind;
 
-/// A config for `member` of a three-member Consul cluster on the agent at `address`.
-pub fn consul_config(member: &str, address: &str, prefix: &str) -> Config {
-    let text = format!(
+/// The text of a config for `member` of a three-member Consul cluster on the agent at
+/// `address`, with `lock_delay`: check_ttl 2 s and safety_margin 300 ms, so the holder's
+/// validity is 1.7 s after each renew and the lock-delay must be at least 2 s.
+fn consul_config_text(member: &str, address: &str, prefix: &str, lock_delay: &str) -> String {
+    format!(
         "member = \"{member}\"\n\
          [[members]]\nid = \"a\"\npeer_address = \"127.0.0.1:1\"\n\
          [[members]]\nid = \"b\"\npeer_address = \"127.0.0.1:2\"\n\
          [[members]]\nid = \"c\"\npeer_address = \"127.0.0.1:3\"\nkind = \"witness\"\n\
          [coordinator]\nbackend = \"consul\"\nlease_ttl = \"3s\"\nsafety_margin = \"300ms\"\n\
-         [coordinator.consul]\naddress = \"{address}\"\nprefix = \"{prefix}\"\ncheck_ttl = \"2s\"\nlock_delay = \"500ms\"\n{}",
+         [coordinator.consul]\naddress = \"{address}\"\nprefix = \"{prefix}\"\ncheck_ttl = \"2s\"\nlock_delay = \"{lock_delay}\"\n{}",
         if member == "c" {
             ""
         } else {
             "[chain]\nkind = \"sim\"\nrpc = \"http://127.0.0.1:4\"\n[producer]\nkind = \"sim\"\n"
         }
-    );
+    )
+}
+
+/// A config for `member` of a three-member Consul cluster on the agent at `address`.
+pub fn consul_config(member: &str, address: &str, prefix: &str) -> Config {
+    let text = consul_config_text(member, address, prefix, "2s");
     Config::parse(&text).unwrap_or_else(|p| panic!("test config: {p:?}"))
 }
 
@@ -66,6 +73,107 @@ async fn consul_http(
     (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
 }
 
+/// The id of `member`'s session, as Consul lists it.
+async fn session_of(agent: &common::consul::ConsulAgent, member: &str) -> String {
+    let (_, sessions) = consul_http(agent, reqwest::Method::GET, "/v1/session/list", None).await;
+    sessions
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .find(|s| s["Name"] == format!("failoverd-{member}").as_str())
+        .and_then(|s| s["ID"].as_str())
+        .unwrap_or_else(|| panic!("{member}'s session is not among {sessions}"))
+        .to_string()
+}
+
+fn seconds(d: std::time::Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
+
+/// `to − from` in seconds, negative when `to` is earlier.
+fn signed_seconds(to: failover::domain::MonoTime, from: failover::domain::MonoTime) -> String {
+    if to >= from { seconds(to.saturating_since(from)) } else { format!("−{}", seconds(from.saturating_since(to))) }
+}
+
+/// A session can end at any instant, not only when its check's TTL runs out: here an operator
+/// destroys it right after the holder renewed, the worst moment. Consul's lock-delay keeps every
+/// other member out until the holder's own validity has ended (src/coord/consul/mod.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroyed_holder_session_frees_the_lease_only_after_the_holders_validity_ended() {
+    use failover::coord::{CoordError, Coordinator};
+    use failover::domain::{MemberId, MonoTime};
+    use reqwest::Method;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    let agent = common::consul::dev().await;
+    let soon = || Instant::now() + Duration::from_secs(5);
+    let a = ConsulCoordinator::start(&consul_config("a", &agent.address(), "destroy")).expect("a");
+    let b = ConsulCoordinator::start(&consul_config("b", &agent.address(), "destroy")).expect("b");
+    let (id_a, id_b) = (MemberId::new("a").expect("id"), MemberId::new("b").expect("id"));
+
+    let lease = a.acquire(&id_a, soon()).await.expect("a acquires");
+    // b's session exists before the clock starts, so its first attempt is as quick as any other.
+    assert!(matches!(b.acquire(&id_b, soon()).await, Err(CoordError::LeaseHeld { .. })), "a holds the lease");
+    let session = session_of(&agent, "a").await;
+    let lease = a.renew(&lease, soon()).await.expect("a renews");
+    let valid_until = lease.valid_until;
+
+    let destroyed_at = MonoTime::now();
+    let (status, answer) = consul_http(&agent, Method::PUT, &format!("/v1/session/destroy/{session}"), None).await;
+    assert_eq!((status, &answer), (200, &serde_json::Value::Bool(true)), "Consul destroyed a's session");
+
+    // b asks every 10 ms, each call bounded by 50 ms; the instant a call starts is the earliest
+    // moment the grant it returns can have happened.
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let (attempt_started, granted_seen, new) = loop {
+        let started = MonoTime::now();
+        match b.acquire(&id_b, Instant::now() + Duration::from_millis(50)).await {
+            Ok(new) => break (started, MonoTime::now(), new),
+            Err(e) => assert!(Instant::now() < give_up, "b never acquired after a's session was destroyed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(new.epoch > lease.epoch, "b's grant has a newer epoch");
+    assert!(
+        matches!(a.renew(&lease, soon()).await, Err(CoordError::NotHolder { .. })),
+        "a learns at its next renew that it lost the lease"
+    );
+    eprintln!(
+        "session destroyed at T; a's validity ended at V = T + {}; b's successful acquire started at A = T + {} \
+         (returned at T + {}): A − V = {}, A − T = {}",
+        signed_seconds(valid_until, destroyed_at),
+        signed_seconds(attempt_started, destroyed_at),
+        signed_seconds(granted_seen, destroyed_at),
+        signed_seconds(attempt_started, valid_until),
+        signed_seconds(attempt_started, destroyed_at),
+    );
+    assert!(
+        attempt_started >= valid_until,
+        "b acquired {} before a's validity ended",
+        seconds(valid_until.saturating_since(attempt_started))
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[test]
+fn a_lock_delay_shorter_than_the_holders_validity_plus_margin_is_refused_naming_both_fields() {
+    let text = consul_config_text("a", "http://127.0.0.1:8500", "refused", "1500ms");
+    let problems = Config::parse(&text).expect_err("a lock_delay below check_ttl is refused");
+    let message = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    assert_eq!(problems.len(), 1, "{message}");
+    assert_eq!(problems[0].key.as_deref(), Some("coordinator.consul.lock_delay"), "{message}");
+    for fragment in [
+        "coordinator.consul.lock_delay (1s500ms)",
+        "coordinator.consul.check_ttl − coordinator.safety_margin (2s − 300ms)",
+        "set coordinator.consul.lock_delay to at least 2s",
+    ] {
+        assert!(message.contains(fragment), "{fragment:?} missing from: {message}");
+    }
+    assert!(Config::parse(&consul_config_text("a", "http://127.0.0.1:8500", "ok", "2s")).is_ok(), "2s is enough");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_holders_in_flight_watermark_write_fails_after_the_epoch_bump() {
     use failover::coord::{CoordError, Coordinator};
@@ -87,15 +195,7 @@ async fn a_stale_holders_in_flight_watermark_write_fails_after_the_epoch_bump() 
     let in_flight_index = entries[0]["ModifyIndex"].as_u64().expect("ModifyIndex");
 
     // Consul invalidates a's session (as when its check goes critical): the lock is free.
-    let (_, sessions) = consul_http(&agent, Method::GET, "/v1/session/list", None).await;
-    let session = sessions
-        .as_array()
-        .expect("sessions")
-        .iter()
-        .find(|s| s["Name"] == "failoverd-a")
-        .and_then(|s| s["ID"].as_str())
-        .expect("a's session")
-        .to_string();
+    let session = session_of(&agent, "a").await;
     consul_http(&agent, Method::PUT, &format!("/v1/session/destroy/{session}"), None).await;
 
     // b acquires once the lock-delay has passed; its grant rewrites the watermark's epoch.

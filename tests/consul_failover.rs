@@ -20,7 +20,9 @@ const CHECK_TTL: Duration = Duration::from_millis(1000);
 /// One lab at a time: three Consul servers, three daemons and two nodes per test already load
 /// both cores, and the handover limit is a timing bound.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-const LOCK_DELAY: Duration = Duration::from_millis(300);
+/// The lab's safety margin is 200 ms, so the holder's validity is 800 ms after each renew; the
+/// lock-delay must cover it plus the margin: at least the check TTL (config validation).
+const LOCK_DELAY: Duration = CHECK_TTL;
 
 async fn lab(agents: &[ConsulAgent]) -> Lab {
     let store = Store::Consul {

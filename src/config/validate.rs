@@ -9,6 +9,7 @@ mod limits;
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 use super::{Backend, ChainKind, Config, ConfigProblem, ProducerKind, SourceMap, duration_text};
 use crate::domain::MemberKind;
@@ -145,22 +146,52 @@ fn check_lease_timings(config: &Config, out: &mut Problems<'_, '_>) {
         );
     }
     if c.backend == Backend::Consul {
-        if c.consul.lock_delay.is_zero() {
-            out.at(
-                "coordinator.consul.lock_delay",
-                "lock_delay must be above zero, or a new holder may overlap a session Consul just invalidated",
-            );
-        }
-        if c.consul.check_ttl.is_zero() {
-            out.at("coordinator.consul.check_ttl", "check_ttl must be above zero");
-        } else if c.renew_interval >= c.consul.check_ttl.saturating_sub(c.safety_margin) {
-            out.at(
-                "coordinator.consul.check_ttl",
-                "with Consul the holder's lease lasts check_ttl − safety_margin after each renew: check_ttl must exceed renew_interval + safety_margin",
-            );
-        }
+        check_consul_timings(config, out);
     }
 }
+
+/// Consul's lock-delay is what keeps a new holder out when the old holder's session ends at an
+/// instant its own deadline cannot foresee (serfHealth, a destroy): it must cover the holder's
+/// validity plus the safety margin, which adds up to check_ttl (src/coord/consul/mod.rs argues it).
+fn check_consul_timings(config: &Config, out: &mut Problems<'_, '_>) {
+    let c = &config.coordinator;
+    let d = duration_text::format;
+    let (check_ttl, lock_delay) = (c.consul.check_ttl, c.consul.lock_delay);
+    if check_ttl.is_zero() {
+        out.at("coordinator.consul.check_ttl", "check_ttl must be above zero");
+    } else if c.renew_interval >= check_ttl.saturating_sub(c.safety_margin) {
+        out.at(
+            "coordinator.consul.check_ttl",
+            "with Consul the holder's lease lasts check_ttl − safety_margin after each renew: check_ttl must exceed renew_interval + safety_margin",
+        );
+    }
+    if check_ttl > CONSUL_MAX_LOCK_DELAY {
+        out.at(
+            "coordinator.consul.check_ttl",
+            format!(
+                "check_ttl ({}) is above {}, the longest lock-delay Consul accepts, so no coordinator.consul.lock_delay can cover the holder's validity: lower coordinator.consul.check_ttl to {} or less",
+                d(check_ttl),
+                d(CONSUL_MAX_LOCK_DELAY),
+                d(CONSUL_MAX_LOCK_DELAY)
+            ),
+        );
+    } else if lock_delay < check_ttl {
+        out.at(
+            "coordinator.consul.lock_delay",
+            format!(
+                "coordinator.consul.lock_delay ({}) is shorter than the holder's validity, coordinator.consul.check_ttl − coordinator.safety_margin ({} − {}), plus coordinator.safety_margin, which is coordinator.consul.check_ttl ({}): when Consul ends the holder's session early (serfHealth failing, the session destroyed) another member could take the lease while the holder still produces; set coordinator.consul.lock_delay to at least {}, or lower coordinator.consul.check_ttl",
+                d(lock_delay),
+                d(check_ttl),
+                d(c.safety_margin),
+                d(check_ttl),
+                d(check_ttl)
+            ),
+        );
+    }
+}
+
+/// Consul's own maximum session lock-delay.
+const CONSUL_MAX_LOCK_DELAY: Duration = Duration::from_secs(60);
 
 fn check_raft(config: &Config, out: &mut Problems<'_, '_>) {
     if config.coordinator.backend != Backend::Raft {
@@ -599,6 +630,13 @@ url = "https://hooks.example.com/x"
         c.producer.as_mut().expect("the base config has [producer]")
     }
 
+    /// Switches the base config to the Consul backend (which has no peer port to secure).
+    fn consul(c: &mut Config) -> &mut crate::config::ConsulConfig {
+        c.coordinator.backend = Backend::Consul;
+        c.coordinator.raft.insecure_plaintext_peers = false;
+        &mut c.coordinator.consul
+    }
+
     /// (the change, the key refused, a fragment of the message): one line per rule.
     type Case = (fn(&mut Config), &'static str, &'static str);
 
@@ -620,6 +658,11 @@ url = "https://hooks.example.com/x"
         (|c| c.coordinator.raft.tick = ms(1001), "coordinator.raft.tick", "1s1ms is above the maximum of 1s"),
         (|c| c.coordinator.consul.check_ttl = secs(301), "coordinator.consul.check_ttl", "above the maximum of 5m"),
         (|c| c.coordinator.consul.lock_delay = secs(61), "coordinator.consul.lock_delay", "1m1s is above the maximum of 1m: Consul's own maximum"),
+        // Consul's lock-delay covers the holder's validity plus margin, whatever ends its session.
+        (|c| { consul(c).lock_delay = ms(1999) }, "coordinator.consul.lock_delay", "coordinator.consul.lock_delay (1s999ms) is shorter than the holder's validity, coordinator.consul.check_ttl − coordinator.safety_margin (2s − 500ms), plus coordinator.safety_margin, which is coordinator.consul.check_ttl (2s)"),
+        (|c| { consul(c).lock_delay = ms(500) }, "coordinator.consul.lock_delay", "set coordinator.consul.lock_delay to at least 2s"),
+        (|c| { consul(c).lock_delay = Duration::ZERO }, "coordinator.consul.lock_delay", "(0) is shorter than"),
+        (|c| { let consul = consul(c); consul.check_ttl = secs(61); consul.lock_delay = secs(60) }, "coordinator.consul.check_ttl", "check_ttl (1m1s) is above 1m, the longest lock-delay Consul accepts"),
         (|c| chain(c).probe_interval = secs(301), "chain.probe_interval", "above the maximum of 5m"),
         (|c| chain(c).stall_after = secs(24 * 3600 + 1), "chain.stall_after", "24h1s is above the maximum of 24h"),
         (|c| sim(c).block_interval = secs(61), "chain.sim.block_interval", "above the maximum of 1m"),
@@ -731,6 +774,17 @@ url = "https://hooks.example.com/x"
             c.coordinator.raft.election_ticks = 200;
         },
         |c| c.coordinator.consul.lock_delay = secs(60),
+        |c| {
+            let consul = consul(c);
+            consul.check_ttl = secs(60);
+            consul.lock_delay = secs(60);
+        },
+        |c| {
+            let consul = consul(c);
+            consul.check_ttl = ms(1500);
+            consul.lock_delay = ms(1500);
+            c.coordinator.renew_interval = ms(900);
+        },
         |c| c.failover.cooldown = secs(24 * 3600),
         |c| c.members = members(32),
         |c| c.members[0].region = "é".repeat(64),

@@ -1,13 +1,44 @@
 //! The Consul coordinator (docs/design.md §4, "Consul mapping"): the lease is a session lock on
 //! `<prefix>/leader`, its epoch the key's `LockIndex`.
 //!
-//! The session is bound to a short-TTL check on the local agent (plus the agent's `serfHealth`),
+//! The session is bound to a short-TTL check on the local agent plus the agent's `serfHealth`,
 //! not to a session TTL: Consul's session TTLs are at least 10 s and may be reaped at twice that.
 //! The holder passes the check only in [`Coordinator::renew`], so a holder whose loop stops
-//! renewing loses its session one check TTL after its last renew, and the lock with it; its own
-//! lease view ends earlier, at the renew's send time + check TTL − safety margin. Members that do
-//! not hold the lease pass the check when they publish their status. `lock-delay` is small but
-//! nonzero.
+//! renewing loses its session one check TTL after its last renew, and the lock with it. Members
+//! that do not hold the lease pass the check when they publish their status.
+//!
+//! **The holder stops before anyone else can start, whatever ends its session.** Its validity is
+//! `sent + check_ttl − safety_margin`, where `sent` is read just before the renew (or acquire)
+//! that last confirmed the lock. A session can end in several ways: its TTL check's time runs
+//! out; `serfHealth` fails (the node stops answering serf's probes, or leaves, as a stopping
+//! agent does); a restarted agent may bring the check back critical; an operator or Consul
+//! destroys the session; the node is deregistered. Only the first waits for the check's TTL;
+//! every other way ends the session at once, at any instant — just after a renew, say. The one
+//! thing every way shares is Consul's lock-delay: the servers refuse to lock the key again for `lock_delay`
+//! after they applied the invalidation. So validation requires `lock_delay ≥ check_ttl`, that is
+//! the holder's validity (`check_ttl − safety_margin`) plus `safety_margin`, and the default is
+//! `lock_delay = check_ttl`. The two intervals start at different instants on different clocks:
+//! the holder counts from `sent`; the leader of the Consul servers counts from when it applied the
+//! invalidation. That apply comes after `sent`: an acquire is applied after it was sent and the
+//! invalidation after the acquire (one raft log), and a renew confirms the lock with a consistent
+//! read served after it was sent and before the leader applied the invalidation (or the read
+//! would have seen the lock free). The earliest moment another member can hold the lock is
+//! therefore at least `safety_margin` after the holder's validity ends, and that margin absorbs
+//! the difference in clock rates over one check TTL, the time another server may have applied
+//! the invalidation before the leader did (it counts from its own apply if it becomes leader), and
+//! scheduling. An invalidation by the check's TTL has even more room: the check expires on the
+//! agent `check_ttl` after it received the pass, and the lock-delay still follows. Consul caps
+//! lock-delay at 60 s, so `check_ttl` is at most 60 s too.
+//!
+//! Why the session keeps `serfHealth`: a session bound to the TTL check alone would not end when
+//! the holder's whole host dies, since the agent that runs the check dies with it and the
+//! servers keep its last state, passing; the lock would stay taken for good. Dropping
+//! `serfHealth` would also not make the lock-delay rule unnecessary, as an explicit destroy or a
+//! node deregistration is immediate. What stays outside this argument: someone writing
+//! `<prefix>/leader` by hand (a delete, or a `?release` with the holder's session id, frees the
+//! lock with no lock-delay; ACLs keep others off the prefix), and a Consul server that loses its
+//! lock-delays (they are kept in memory: a server that restarts or installs a snapshot within
+//! `lock_delay` of the invalidation and then leads forgets them).
 //!
 //! Watermarks live under `<prefix>/watermarks/<key>` and every write is a transaction that checks
 //! the writer's session still holds the leader lock and sets the value with check-and-set on its
@@ -18,6 +49,8 @@
 //! session so it goes with it.
 //!
 //! Never decides anything by a member's clock: expiry is Consul's check timer and lock-delay.
+//! Never extends the holder's validity without a confirmation of the lock sent after the instant
+//! the validity counts from.
 
 pub mod agent;
 
@@ -440,15 +473,17 @@ impl Coordinator for ConsulCoordinator {
                     break sent;
                 }
                 // Refused while free: Consul's lock-delay after the last holder's session ended
-                // still runs. It is short; wait it out here rather than fail the whole acquire.
+                // still runs (it lasts at least check_ttl, see the module doc). Ask again within
+                // this call's deadline rather than fail at once.
                 if let (LeaseView::Held { holder, epoch }, _) = self.read_lease().await? {
                     return Err(CoordError::LeaseHeld { holder, epoch });
                 }
                 if Instant::now() + LOCK_DELAY_POLL >= deadline {
-                    return Err(CoordError::Unavailable(
-                        "Consul's lock-delay after the previous holder's session ended is still running; retry shortly"
-                            .into(),
-                    ));
+                    return Err(CoordError::Unavailable(format!(
+                        "Consul's lock-delay ({}) after the previous holder's session ended is still running; the lease \
+                         can be taken once it has passed",
+                        crate::config::duration_text::format(self.lock_delay)
+                    )));
                 }
                 tokio::time::sleep(LOCK_DELAY_POLL).await;
             };
@@ -605,10 +640,20 @@ impl Coordinator for ConsulCoordinator {
             }
             let key = self.key(&format!("members/{}", status.member));
             if self.agent.acquire(&key, status, &session).await.map_err(unavailable)? {
-                Ok(())
-            } else {
-                Err(CoordError::Unavailable(format!("{key} is locked by another session")))
+                return Ok(());
             }
+            // Refused: another session holds the key, or none does and the lock-delay after this
+            // member's previous session ended still runs.
+            let held_by_another = self.read_one(&key).await?.is_some_and(|e| e.session.is_some());
+            Err(CoordError::Unavailable(if held_by_another {
+                format!("{key} is locked by another session; is another daemon running as member {}?", self.me)
+            } else {
+                format!(
+                    "{key}: Consul's lock-delay ({}) after this member's previous session ended is still running; \
+                     the status is published again once it has passed",
+                    crate::config::duration_text::format(self.lock_delay)
+                )
+            }))
         })
         .await
     }
