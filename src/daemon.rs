@@ -500,11 +500,11 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
                 role = %next.role,
                 from = %st.role.role,
                 epoch = next.epoch.map(|e| e.get()),
-                reason = ?next.last_reason,
+                reason = next.last_reason.as_ref().map_or(String::new(), ToString::to_string),
                 height = health.height,
                 "role change"
             );
-            let reason = next.last_reason.as_ref().map_or(String::new(), |r| format!(" ({r:?})"));
+            let reason = next.last_reason.as_ref().map_or(String::new(), |r| format!(" ({r})"));
             p.events.emit(EventKind::Role, next.epoch, format!("{} → {}{reason}", st.role.role, next.role));
             let metrics = &p.telemetry.metrics;
             if next.role == RoleName::Active && st.role.role != RoleName::Active {
@@ -827,7 +827,7 @@ fn start_action(
         }
         Action::Fence { why } => {
             tokio::spawn(async move {
-                tracing::warn!(?why, "fencing the producer");
+                tracing::warn!(reason = %why, "fencing the producer");
                 let _ops = p.producer_ops.lock().await;
                 let outcome = match &p.producer {
                     None => Outcome::Fenced,
@@ -839,9 +839,9 @@ fn start_action(
                 p.telemetry.metrics.fenced(matches!(outcome, Outcome::Fenced));
                 match &outcome {
                     Outcome::FenceFailed { error } => {
-                        p.events.emit(EventKind::Fence, None, format!("fence not confirmed ({why:?}): {error}"))
+                        p.events.emit(EventKind::Fence, None, format!("fence not confirmed ({why}): {error}"))
                     }
-                    _ => p.events.emit(EventKind::Fence, None, format!("producer fenced ({why:?})")),
+                    _ => p.events.emit(EventKind::Fence, None, format!("producer fenced ({why})")),
                 }
                 send(Event::Outcome(outcome));
                 send(Event::Done(kind));

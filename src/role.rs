@@ -162,6 +162,39 @@ pub enum Reason {
     Fence(FenceReason),
 }
 
+impl std::fmt::Display for StepDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepDown::Unhealthy => f.write_str("its node is unhealthy and an eligible standby exists"),
+            StepDown::Transfer { to } => write!(f, "a planned handover to {to}"),
+            StepDown::GuardFailed { step } => write!(f, "the promotion guard failed at {step}"),
+        }
+    }
+}
+
+impl std::fmt::Display for FenceReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FenceReason::LeaseDeadline => f.write_str("the lease validity ended without a committed renew"),
+            FenceReason::LeaseLost => {
+                f.write_str("the store shows the lease released, expired or held by another member")
+            }
+            FenceReason::DeactivateFailed => f.write_str("a graceful deactivation did not confirm"),
+            FenceReason::Inconsistent => f.write_str("the store granted this member a second lease while it held one"),
+            FenceReason::ProducerStopped { by, detail } => write!(f, "{by} stopped the producer: {detail}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::StepDown(why) => write!(f, "stepped down: {why}"),
+            Reason::Fence(why) => write!(f, "fenced: {why}"),
+        }
+    }
+}
+
 /// What the daemon must do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
