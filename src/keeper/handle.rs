@@ -82,7 +82,8 @@ impl KeeperLauncher {
         let start_err = |detail: String| KeeperError::Start { program: program.clone(), detail };
         let json = serde_json::to_string(spec).map_err(|e| start_err(e.to_string()))?;
         let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.arg("keeper").arg("--spec").arg(json);
+        // `ps` shows "failoverd keeper --spec …", whatever path the program was started by.
+        cmd.arg0("failoverd").arg("keeper").arg("--spec").arg(json);
         cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).kill_on_drop(false);
         #[allow(unsafe_code)]
         // SAFETY: runs in the forked child before exec and only calls setsid, which is
