@@ -17,6 +17,7 @@ pub mod cometbft_filepv;
 pub mod cometbft_signer;
 pub mod command;
 pub mod ethereum;
+pub mod fence_keeper;
 pub mod privval;
 pub mod process;
 pub mod sim;
@@ -130,7 +131,7 @@ pub fn from_config(
     let api =
         || p.rpc.as_ref().or(chain.rpc.as_ref()).ok_or_else(|| setup("producer.rpc or chain.rpc is required".into()));
     let argv = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
-    Ok(match p.kind {
+    let producer: std::sync::Arc<dyn Producer> = match p.kind {
         ProducerKind::Sim => Arc::new(sim::SimProducer::new(api()?, call_timeout)?),
         ProducerKind::Process => Arc::new(
             process::ProcessProducer::new(argv(&p.command), p.fence_timeout, keeping.launcher.clone())
@@ -191,5 +192,19 @@ pub fn from_config(
                 call_timeout,
             )?)
         }
+    };
+    // Producers that switch a node over its API get a keeper when there is a fence_command.
+    let api_driven = matches!(
+        p.kind,
+        ProducerKind::Command | ProducerKind::Solana | ProducerKind::Ethereum | ProducerKind::Antelope
+    );
+    Ok(match (&p.fence_command, api_driven) {
+        (Some(argv), true) => Arc::new(fence_keeper::FenceCommandKeeper::wrap(
+            producer,
+            argv.clone(),
+            p.fence_timeout,
+            keeping.launcher.clone(),
+        )),
+        _ => producer,
     })
 }
