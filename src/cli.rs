@@ -116,7 +116,9 @@ pub enum Command {
         #[arg(long)]
         spec: String,
     },
-    /// Run one simulated node: CometBFT-style `/status` plus `/sim/*` controls.
+    /// Run one simulated node: CometBFT-style `/status` plus `/sim/*` controls. By default an
+    /// API node turned on and off over `POST /sim/produce`; with --sign-while-running a
+    /// validator shaped like a real one.
     SimNode {
         /// Where to serve HTTP (loopback), e.g. 127.0.0.1:26657.
         #[arg(long)]
@@ -140,8 +142,21 @@ pub enum Command {
         activations: Option<PathBuf>,
         /// Signer mode: listen here (ip:port) for the remote signer, as a CometBFT node's
         /// priv_validator_laddr, and ask it for a precommit at each height.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "sign_while_running")]
         privval_listen: Option<String>,
+        /// Sign every new height the sentry (--follow) reports, from the moment this process
+        /// starts until it dies: no deadline, no on/off control, as a real validator. Records an
+        /// activation with its pid in --activations.
+        #[arg(long, requires = "follow")]
+        sign_while_running: bool,
+        /// The sentry to follow (an always-on sim-node's URL, such as http://127.0.0.1:26657).
+        #[arg(long, requires = "sign_while_running")]
+        follow: Option<String>,
+        /// CometBFT-style home: read config/priv_validator_key.json once at start (refusing to
+        /// start without it) and sign only above data/priv_validator_state.json, rewriting it
+        /// after each signature. Without it, only heights that begin after the start are signed.
+        #[arg(long, requires = "sign_while_running")]
+        home: Option<PathBuf>,
     },
 }
 
@@ -180,9 +195,30 @@ pub fn run(args: Args) -> ExitCode {
         }
         Command::Tls { command } => tls::run(command),
         Command::Keeper { spec } => keeper(&spec),
-        Command::SimNode { listen, ledger, member, key, chain_id, block_interval, activations, privval_listen } => {
-            sim_node(SimNodeArgs { listen, ledger, member, key, chain_id, block_interval, activations, privval_listen })
-        }
+        Command::SimNode {
+            listen,
+            ledger,
+            member,
+            key,
+            chain_id,
+            block_interval,
+            activations,
+            privval_listen,
+            sign_while_running: _,
+            follow,
+            home,
+        } => sim_node(SimNodeArgs {
+            listen,
+            ledger,
+            member,
+            key,
+            chain_id,
+            block_interval,
+            activations,
+            privval_listen,
+            follow,
+            home,
+        }),
     }
 }
 
@@ -367,45 +403,25 @@ struct SimNodeArgs {
     block_interval: String,
     activations: Option<PathBuf>,
     privval_listen: Option<String>,
+    /// With --sign-while-running (clap requires the two together).
+    follow: Option<String>,
+    home: Option<PathBuf>,
+}
+
+/// A simulated node ready to serve: an API node or a sign-while-running validator.
+enum SimServer {
+    Api(SimNode),
+    Validator(crate::sim::validator::Validator),
 }
 
 fn sim_node(args: SimNodeArgs) -> ExitCode {
-    let SimNodeArgs { listen, ledger, member, key, chain_id, block_interval, activations, privval_listen } = args;
-    let (listen, member, key, block_interval) =
-        (listen.as_str(), member.as_str(), key.as_str(), block_interval.as_str());
-    let privval_listen = privval_listen.as_deref();
-    let listen: ListenAddress = match listen.parse() {
+    let listen: ListenAddress = match args.listen.parse() {
         Ok(a) => a,
         Err(e) => return usage_error(format!("--listen: {e}")),
     };
-    let privval_listen = match privval_listen.map(str::parse::<ListenAddress>).transpose() {
-        Ok(a) => a.map(|a| a.0),
-        Err(e) => return usage_error(format!("--privval-listen: {e}")),
-    };
-    let member = match MemberId::new(member) {
-        Ok(m) => m,
-        Err(e) => return usage_error(format!("--member: {e}")),
-    };
-    let key = match KeyId::new(key) {
-        Ok(k) => k,
-        Err(e) => return usage_error(format!("--key: {e}")),
-    };
-    let block_interval = match duration_text::parse(block_interval) {
-        Ok(d) if d >= Duration::from_millis(10) => d,
-        Ok(_) => return usage_error("--block-interval: expected at least 10ms"),
-        Err(e) => return usage_error(format!("--block-interval: {e}")),
-    };
-    let node = match SimNode::new(SimNodeConfig {
-        chain_id,
-        member,
-        key,
-        block_interval,
-        ledger,
-        activations,
-        privval_listen,
-    }) {
-        Ok(n) => n,
-        Err(e) => return usage_error(e),
+    let server = match sim_server(args) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let runtime = match runtime() {
         Ok(r) => r,
@@ -428,7 +444,11 @@ fn sim_node(args: SimNodeArgs) -> ExitCode {
             Err(e) => return usage_error(format!("cannot read the bound address: {e}")),
         }
         tracing::info!(%listen, "simulated node serving");
-        match node.serve(listener, shutdown).await {
+        let served = match server {
+            SimServer::Api(node) => node.serve(listener, shutdown).await,
+            SimServer::Validator(v) => v.serve(listener, shutdown).await,
+        };
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: simulated node stopped: {e}");
@@ -436,4 +456,38 @@ fn sim_node(args: SimNodeArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// Checks the arguments and makes the node; a validator reads its key and state here, and
+/// records its activation.
+fn sim_server(args: SimNodeArgs) -> Result<SimServer, ExitCode> {
+    let privval_listen = match args.privval_listen.as_deref().map(str::parse::<ListenAddress>).transpose() {
+        Ok(a) => a.map(|a| a.0),
+        Err(e) => return Err(usage_error(format!("--privval-listen: {e}"))),
+    };
+    let member = MemberId::new(&args.member).map_err(|e| usage_error(format!("--member: {e}")))?;
+    let key = KeyId::new(&args.key).map_err(|e| usage_error(format!("--key: {e}")))?;
+    let block_interval = match duration_text::parse(&args.block_interval) {
+        Ok(d) if d >= Duration::from_millis(10) => d,
+        Ok(_) => return Err(usage_error("--block-interval: expected at least 10ms")),
+        Err(e) => return Err(usage_error(format!("--block-interval: {e}"))),
+    };
+    let node = SimNodeConfig {
+        chain_id: args.chain_id,
+        member,
+        key,
+        block_interval,
+        ledger: args.ledger,
+        activations: args.activations,
+        privval_listen,
+    };
+    let Some(follow) = args.follow else {
+        return SimNode::new(node).map(SimServer::Api).map_err(usage_error);
+    };
+    let follow = match follow.parse::<crate::config::HttpUrl>() {
+        Ok(u) => u.0,
+        Err(e) => return Err(usage_error(format!("--follow: {e}"))),
+    };
+    let config = crate::sim::validator::ValidatorConfig { node, follow, home: args.home };
+    crate::sim::validator::Validator::start(config).map(SimServer::Validator).map_err(usage_error)
 }

@@ -264,7 +264,7 @@ fn active_member(members: &[Member], client: &sim_http::SimHttp, signer: bool) -
         m.child.is_some()
             && m.rpc.as_deref().and_then(|r| client.state(r)).is_some_and(|s| match signer {
                 true => s.state.last_signed.is_some_and(|h| s.height.saturating_sub(h) <= 2),
-                false => s.state.producing && s.state.produce_until.is_none_or(|u| now < u),
+                false => s.state.producing,
             })
     })
 }

@@ -108,12 +108,12 @@ async fn killing_the_consul_leader_never_double_signs() {
     let end = Instant::now() + Duration::from_secs(60);
     let after = loop {
         let who = lab.wait_active(end.saturating_duration_since(Instant::now())).await;
-        let top = lab.sim(who).await.state.last_signed.unwrap_or(0);
+        let top = lab.last_signed(who).unwrap_or(0);
         let steady = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < steady && lab.sim(who).await.state.last_signed.unwrap_or(0) < top + 3 {
+        while Instant::now() < steady && lab.last_signed(who).unwrap_or(0) < top + 3 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if lab.sim(who).await.state.last_signed.unwrap_or(0) >= top + 3 {
+        if lab.last_signed(who).unwrap_or(0) >= top + 3 {
             break who;
         }
         assert!(Instant::now() < end, "no producer signed steadily after the Consul leader was killed");

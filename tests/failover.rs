@@ -1,11 +1,13 @@
-//! Guarded failover end to end: three real `failoverd` processes (a and b producers, c witness)
-//! with simulated nodes, judged from the signature ledger.
+//! Guarded failover end to end: three real `failoverd` processes (a and b producers, c witness),
+//! each producer running a real-shaped validator (it signs while its process runs, with no
+//! deadline of its own), judged from the signature ledger and from the activation logs, whose
+//! windows end only where a validator's process was observed dead.
 
 mod common;
 
 use std::time::Duration;
 
-use common::lab::{BLOCK, LEASE_TTL, Lab, SAFETY_MARGIN};
+use common::lab::{BLOCK, LEASE_TTL, Lab, Runner, SAFETY_MARGIN};
 use failover::domain::MonoTime;
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
@@ -25,11 +27,29 @@ async fn killing_the_active_daemon_fails_over_within_ttl_plus_one_second() {
     lab.wait_signed_above(standby, before, LEASE_TTL + Duration::from_secs(5)).await;
     let took = killed.elapsed();
     assert!(took <= LEASE_TTL + Duration::from_secs(1), "failover took {took:?}");
-    // The orphaned node stopped by itself at its permission's end: never two signers.
+    // The dead daemon's validator died with it (it ran as the daemon's child): never two signers.
     tokio::time::sleep(BLOCK * 3).await;
     assert!(!lab.signing(active).await, "the dead daemon's node still signs");
     let report = lab.report();
     assert!(report.is_safe(), "{report}");
+    let overlaps = lab.s1_overlaps();
+    assert!(overlaps.is_empty(), "two validators could sign at once: {overlaps:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_active_daemon_fails_over_with_process_run_validators_too() {
+    let _serial = SERIAL.lock().await;
+    let mut lab = Lab::start_runner(Runner::Process, "", &[]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    let standby = 1 - active;
+    let before = lab.wait_signed_above(active, 0, Duration::from_secs(5)).await;
+    lab.kill9(active);
+    lab.wait_signed_above(standby, before, LEASE_TTL + Duration::from_secs(5)).await;
+    assert!(!lab.signing(active).await, "the dead daemon's node still signs");
+    let report = lab.report();
+    assert!(report.is_safe(), "{report}");
+    let overlaps = lab.s1_overlaps();
+    assert!(overlaps.is_empty(), "two validators could sign at once: {overlaps:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,6 +78,8 @@ async fn a_frozen_active_daemon_never_signs_after_its_deadline() {
     );
     let report = lab.report();
     assert!(report.is_safe(), "{report}");
+    let overlaps = lab.s1_overlaps();
+    assert!(overlaps.is_empty(), "the frozen daemon's validator signed beside the new active: {overlaps:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,11 +89,11 @@ async fn a_stalled_runtime_is_fenced_by_the_deadline_thread() {
     let active = lab.wait_active(Duration::from_secs(15)).await;
     lab.wait_signed_above(active, 0, Duration::from_secs(5)).await;
     lab.signal(active, Signal::SIGUSR2);
-    // With every runtime worker blocked only the OS thread can act: it must turn production
-    // off outright (the node's own permission would only pause it).
+    // With every runtime worker blocked only the OS thread can act: it must kill the validator
+    // (the node has no deadline of its own).
     let end = Instant::now() + LEASE_TTL + Duration::from_secs(3);
     loop {
-        if !lab.sim(active).await.state.producing {
+        if !lab.signing(active).await {
             break;
         }
         assert!(Instant::now() < end, "the deadline thread did not fence the producer");
@@ -81,6 +103,7 @@ async fn a_stalled_runtime_is_fenced_by_the_deadline_thread() {
     lab.wait_signed_above(standby, 0, Duration::from_secs(5)).await;
     let report = lab.report();
     assert!(report.is_safe(), "{report}");
+    assert!(lab.s1_overlaps().is_empty(), "{:?}", lab.s1_overlaps());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,7 +118,7 @@ async fn a_stalled_node_fails_over_only_to_a_caught_up_standby() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     lab.control(active, serde_json::json!({"stall": true})).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(lab.sim(standby).await.state.last_signed.is_none(), "a lagging standby was promoted");
+    assert!(lab.last_signed(standby).is_none(), "a lagging standby was promoted");
     // Caught up, the standby takes over from the stalled active.
     lab.control(standby, serde_json::json!({"behind": 0})).await;
     lab.wait_signed_above(standby, 0, Duration::from_secs(8)).await;
@@ -117,8 +140,8 @@ async fn with_both_producers_unhealthy_nobody_is_promoted() {
     // The active's daemon dies while no standby is fit: nobody may take over.
     lab.kill9(active);
     tokio::time::sleep(LEASE_TTL * 3).await;
-    assert!(lab.sim(standby).await.state.last_signed.is_none(), "an unhealthy standby was promoted");
-    assert!(!lab.sim(standby).await.state.producing);
+    assert!(lab.last_signed(standby).is_none(), "an unhealthy standby was promoted");
+    assert!(!lab.signing(standby).await);
     let report = lab.report();
     assert!(report.is_safe(), "{report}");
     // Healthy again, the standby is promoted.
@@ -154,7 +177,7 @@ async fn planned_handover_misses_no_height() {
     lab.control(standby, serde_json::json!({"behind": 0})).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let handed_at = lab.sim(active).await.state.last_signed.expect("active signed");
+    let handed_at = lab.last_signed(active).expect("active signed");
     control
         .promote(PromoteRequest { target: common::lab::MEMBERS[standby].into(), force: false })
         .await
@@ -212,7 +235,9 @@ async fn status_reports_the_holder_the_raft_leader_and_a_rising_watermark() {
 }
 
 /// The chaos suite's restart storm found this: a daemon restarted while its node still held a
-/// permission gave the lease back at once, and the standby activated beside the old node.
+/// permission gave the lease back at once, and the standby activated beside the old node. A
+/// validator run by its daemon dies with it, so the old node must be observed dead before the
+/// restarted member gives the lease back and the standby starts its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_holder_stops_its_node_before_giving_the_lease_back() {
     let _serial = SERIAL.lock().await;
@@ -221,7 +246,6 @@ async fn a_restarted_holder_stops_its_node_before_giving_the_lease_back() {
     let standby = 1 - active;
     let before = lab.wait_signed_above(active, 0, Duration::from_secs(5)).await;
     lab.kill9(active);
-    assert!(lab.signing(active).await, "the orphaned node still has its permission");
     // A node that reports catching up keeps its permission but makes its member ineligible, so
     // the standby — not the restarted member — takes the lease it gives back.
     lab.control(active, serde_json::json!({"catching_up": true})).await;

@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::lab::{Lab, MEMBERS};
+use common::lab::{LEASE_TTL, Lab, MEMBERS, SAFETY_MARGIN};
 use common::scrape::{get, sample};
 use failover::domain::MemberId;
 use failover::sim::activation::ActivationEvent;
@@ -124,22 +124,30 @@ async fn a_panic_in_the_raft_task_fences_the_producer_and_ends_the_process_withi
     lab.signal(active, nix::sys::signal::Signal::SIGUSR1);
     let status = lab.wait_exit(active, Duration::from_secs(1)).expect("the member exited within 1 s of the panic");
     assert!(!status.success(), "it exited with {status}");
-    // Its node was told to stop by the fence, before the permission it held ran out.
+    // The fence killed its validator on the way out: observed dead well before the lease it
+    // held could have run out (its last renew came before the panic).
     let records = lab.activations(active);
-    let last_permission = records
+    let pid = records
         .iter()
-        .filter(|r| matches!(r.event, ActivationEvent::Activate | ActivationEvent::Extend))
-        .filter_map(|r| r.until_mono_ns)
-        .max()
-        .expect("the node was active");
-    let stop = records
-        .iter()
-        .find(|r| r.event == ActivationEvent::Deactivate && r.mono_ns >= injected.as_nanos())
-        .expect("the node was deactivated after the panic");
+        .filter(|r| r.event == ActivationEvent::Activate)
+        .filter_map(|r| r.pid)
+        .next_back()
+        .expect("the validator was started");
+    let end = std::time::Instant::now() + Duration::from_secs(2);
+    let exited = loop {
+        let found =
+            lab.activations(active).into_iter().find(|r| r.event == ActivationEvent::Exited && r.pid == Some(pid));
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(std::time::Instant::now() < end, "the validator was not observed dead within 2 s of the panic");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let bound = injected.saturating_add(LEASE_TTL - SAFETY_MARGIN);
     assert!(
-        stop.mono_ns < last_permission,
-        "the node stopped at its own deadline, not by the fence ({} ns after it)",
-        stop.mono_ns - last_permission
+        exited.mono_ns < bound.as_nanos(),
+        "the validator outlived the lease it held ({} ns after its end)",
+        exited.mono_ns - bound.as_nanos()
     );
     assert!(lab.log(active).contains("a panic inside the raft task"), "{}", lab.log(active));
     // The others take over.

@@ -1,5 +1,6 @@
 //! The simulated chain over real sockets and files: CometBFT-style `/status`, controls, the
-//! shared ledger, and the S2 checker catching two active producers.
+//! shared ledger, the S2 checker catching two active producers, and the sign-while-running
+//! validator (a real `failoverd sim-node` process) with the death watch observing its end.
 
 mod common;
 
@@ -9,9 +10,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use failover::domain::{KeyId, MemberId, MonoTime};
+use failover::sim::activation::{self, ActivationEvent, ActivationRecord};
 use failover::sim::checker;
+use failover::sim::death_watch::DeathWatch;
 use failover::sim::ledger;
-use failover::sim::node::{SimNode, SimNodeConfig};
+use failover::sim::node::{Control, SimNode, SimNodeConfig};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -296,4 +299,233 @@ async fn sim_node_process_serves_status_and_stops_on_sigterm() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal the child");
     let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("waiter").expect("child exits");
     assert!(status.success(), "sim-node exits cleanly on SIGTERM: {status:?}");
+}
+
+/// A `failoverd sim-node --sign-while-running` process following `sentry`, with its ledger and
+/// activation log in `dir`; `home` for the cometbft-filepv shape.
+struct ValidatorProcess {
+    child: std::process::Child,
+    base: String,
+}
+
+impl ValidatorProcess {
+    async fn spawn(dir: &Path, sentry: &str, home: Option<&Path>) -> ValidatorProcess {
+        let mut cmd = common::failoverd();
+        cmd.args(["sim-node", "--sign-while-running", "--follow", sentry, "--member", "a", "--listen", "127.0.0.1:0"])
+            .args(["--block-interval", "100ms", "--chain-id", "sim-test", "--ledger"])
+            .arg(dir.join("ledger.jsonl"))
+            .arg("--activations")
+            .arg(dir.join("activations.jsonl"));
+        if let Some(home) = home {
+            cmd.arg("--home").arg(home);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("validator starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        })
+        .await
+        .expect("reader task")
+        .expect("reads the first line");
+        let addr = line.trim().strip_prefix("listening ").expect("first line names the address").to_string();
+        ValidatorProcess { child, base: format!("http://{addr}") }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ValidatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signed_heights(dir: &Path) -> Vec<u64> {
+    ledger::read(&dir.join("ledger.jsonl")).expect("ledger parses").iter().map(|r| r.height).collect()
+}
+
+/// Waits until the ledger in `dir` holds `n` signatures; returns their heights.
+async fn wait_signatures(dir: &Path, n: usize) -> Vec<u64> {
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let heights = signed_heights(dir);
+        if heights.len() >= n {
+            return heights;
+        }
+        assert!(tokio::time::Instant::now() < end, "only {} signatures within 10 s", heights.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn activations(dir: &Path) -> Vec<ActivationRecord> {
+    activation::read(&dir.join("activations.jsonl")).expect("activation log parses")
+}
+
+#[tokio::test]
+async fn a_validator_signs_its_sentrys_heights_from_its_start_until_its_process_is_observed_dead() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sentry = start(&dir.path().join("sentry-ledger.jsonl"), "a").await;
+    let watch = DeathWatch::start(&[dir.path().join("activations.jsonl")]).expect("death watch");
+    let spawned_at = sentry.node.chain().height_at(MonoTime::now());
+    let mut v = ValidatorProcess::spawn(dir.path(), &sentry.base, None).await;
+    let heights = wait_signatures(dir.path(), 4).await;
+    assert!(heights.windows(2).all(|w| w[1] > w[0]), "each height once, in order: {heights:?}");
+    assert!(heights[0] > spawned_at, "signed {} which began before the process started at {spawned_at}", heights[0]);
+    let status = get_json(&format!("{}/status", v.base)).await;
+    assert!(reported_height(&status) >= heights[0]);
+    assert_eq!(status["result"]["validator_info"]["voting_power"], "10");
+    let log = activations(dir.path());
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!((log[0].event, log[0].pid, log[0].until_mono_ns), (ActivationEvent::Activate, Some(v.pid()), None));
+
+    let killed_at = MonoTime::now();
+    v.child.kill().expect("SIGKILL");
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    let exited = loop {
+        if let Some(r) = activations(dir.path()).into_iter().find(|r| r.event == ActivationEvent::Exited) {
+            break r;
+        }
+        assert!(tokio::time::Instant::now() < end, "the death watch recorded no exit");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    watch.stop();
+    assert_eq!(exited.pid, Some(v.pid()));
+    assert!(exited.mono_ns >= killed_at.as_nanos());
+    let records = ledger::read(&dir.path().join("ledger.jsonl")).expect("ledger");
+    assert!(records.iter().all(|r| r.mono_ns < exited.mono_ns), "a signature after the observed death");
+    let windows = activation::windows(&activations(dir.path()), MonoTime::now().as_nanos());
+    assert_eq!(windows.len(), 1);
+    assert_eq!((windows[0].from_ns, windows[0].to_ns), (log[0].mono_ns, exited.mono_ns));
+    sentry.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_sentry_gives_its_validator_nothing_new_to_sign() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sentry = start(&dir.path().join("sentry-ledger.jsonl"), "a").await;
+    let _v = ValidatorProcess::spawn(dir.path(), &sentry.base, None).await;
+    wait_signatures(dir.path(), 2).await;
+    sentry.node.control(&Control { stall: Some(true), ..Control::default() });
+    let frozen = sentry.node.height_at(MonoTime::now());
+    // One poll may still have been on its way with the last height.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = signed_heights(dir.path());
+    until_chain_height(&sentry.node, frozen + 4).await;
+    assert_eq!(signed_heights(dir.path()), before, "signed while its sentry stood still");
+    assert!(before.iter().all(|h| *h <= frozen));
+    sentry.node.control(&Control { stall: Some(false), ..Control::default() });
+    let after = wait_signatures(dir.path(), before.len() + 1).await;
+    assert!(after.last().is_some_and(|h| *h > frozen + 3), "{after:?}");
+    sentry.stop().await;
+}
+
+#[tokio::test]
+async fn a_validator_has_no_switch_and_no_deadline_and_says_so_with_409() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sentry = start(&dir.path().join("sentry-ledger.jsonl"), "a").await;
+    let v = ValidatorProcess::spawn(dir.path(), &sentry.base, None).await;
+    for (path, body) in [
+        ("/sim/produce", serde_json::json!({"active": false})),
+        ("/sim/extend", serde_json::json!({"until_mono_ns": 1})),
+    ] {
+        let r = post_json(&format!("{}{path}", v.base), body).await;
+        assert_eq!(r.status(), reqwest::StatusCode::CONFLICT, "{path}");
+        let text = r.text().await.expect("body");
+        assert!(text.contains("signs while it runs"), "{path}: {text}");
+    }
+    let r = post_json(&format!("{}/sim/control", v.base), serde_json::json!({"stall": true})).await;
+    assert_eq!(r.status(), reqwest::StatusCode::CONFLICT);
+    assert!(r.text().await.expect("body").contains(&sentry.base), "names its sentry");
+    // Told to stop, it signs on.
+    let n = signed_heights(dir.path()).len();
+    wait_signatures(dir.path(), n + 2).await;
+    sentry.stop().await;
+}
+
+#[tokio::test]
+async fn with_a_home_a_validator_signs_only_above_its_state_file_and_rewrites_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sentry = start(&dir.path().join("sentry-ledger.jsonl"), "a").await;
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join("config")).expect("config dir");
+    failover::producer::privval::validator_key::ValidatorKey::write_for_seed(
+        &home.join("config/priv_validator_key.json"),
+        [7; 32],
+    )
+    .expect("key");
+    let floor = sentry.node.height_at(MonoTime::now()) + 5;
+    let state = home.join("data/priv_validator_state.json");
+    std::fs::create_dir_all(home.join("data")).expect("data dir");
+    std::fs::write(&state, format!(r#"{{"height":"{floor}","round":0,"step":3}}"#)).expect("state");
+    let _v = ValidatorProcess::spawn(dir.path(), &sentry.base, Some(&home)).await;
+    let heights = wait_signatures(dir.path(), 3).await;
+    assert!(heights[0] > floor, "signed {} at or below the state file's {floor}", heights[0]);
+    let end = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let on_disk = failover::producer::cometbft_filepv::parse_state(&std::fs::read(&state).expect("state"))
+            .expect("CometBFT format");
+        let last = *signed_heights(dir.path()).last().expect("signed");
+        // The state is saved before the signature reaches the ledger: never behind it.
+        assert!(on_disk.height >= last, "state {} behind the ledger's {last}", on_disk.height);
+        if on_disk.height == last {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "the state file never caught up");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sentry.stop().await;
+}
+
+#[test]
+fn a_validator_without_its_key_refuses_to_start_with_exit_2_naming_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join("data")).expect("data dir");
+    std::fs::write(home.join("data/priv_validator_state.json"), r#"{"height":"1","round":0,"step":3}"#).expect("state");
+    let ledger_path = dir.path().join("ledger.jsonl");
+    let out = common::failoverd()
+        .args(["sim-node", "--sign-while-running", "--follow", "http://127.0.0.1:9", "--member", "a"])
+        .args(["--listen", "127.0.0.1:0", "--home"])
+        .arg(&home)
+        .arg("--ledger")
+        .arg(&ledger_path)
+        .arg("--activations")
+        .arg(dir.path().join("activations.jsonl"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("config/priv_validator_key.json"), "{stderr}");
+    assert!(!dir.path().join("activations.jsonl").exists(), "a node that never ran recorded an activation");
+    let needs_follow = common::run_failoverd(&[
+        "sim-node",
+        "--sign-while-running",
+        "--listen",
+        "127.0.0.1:0",
+        "--member",
+        "a",
+        "--ledger",
+        "l",
+    ]);
+    assert_eq!(needs_follow.status.code(), Some(2), "--sign-while-running without --follow");
+    assert!(String::from_utf8_lossy(&needs_follow.stderr).contains("--follow"));
+}
+
+#[tokio::test]
+async fn an_api_node_has_no_deadline_and_refuses_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let n = start(&dir.path().join("ledger.jsonl"), "a").await;
+    let r = post_json(&format!("{}/sim/extend", n.base), serde_json::json!({"until_mono_ns": 1})).await;
+    assert_eq!(r.status(), reqwest::StatusCode::CONFLICT);
+    assert!(r.text().await.expect("body").contains("no deadline"));
+    let r =
+        post_json(&format!("{}/sim/produce", n.base), serde_json::json!({"active": true, "until_mono_ns": 1})).await;
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    assert!(r.text().await.expect("body").contains("until_mono_ns"), "the refusal names the field");
+    assert!(!n.node.state().producing);
+    n.stop().await;
 }

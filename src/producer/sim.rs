@@ -1,6 +1,8 @@
-//! The simulated chain's producer: turns a simulated node's signing on and off over its
-//! `/sim/produce` control, passing the lease validity as a dead man's switch so the node stops
-//! by itself if this daemon freezes or dies.
+//! The simulated chain's API producer: turns a simulated node's signing on (above the floor) and
+//! off over its `/sim/produce` control, as the Antelope producer does with `/v1/producer/*`. The
+//! node has no deadline of its own: once on, it signs until told to stop or its process dies, so
+//! `extend` has nothing to do, and the node of a daemon frozen while active signs on, as a real
+//! API-driven node would.
 //!
 //! `fence` uses a plain blocking socket, not the async client: it runs on the self-fence thread
 //! while the runtime may be stalled.
@@ -15,7 +17,7 @@ use tokio::time::Instant;
 use super::{Producer, ProducerError, ProducerStatus, SignFloor};
 use crate::config::HttpUrl;
 use crate::domain::MonoTime;
-use crate::sim::node::{Extend, Produce, StateReport};
+use crate::sim::node::{Produce, StateReport};
 
 pub struct SimProducer {
     base: reqwest::Url,
@@ -60,8 +62,8 @@ fn status_of(r: &StateReport) -> ProducerStatus {
 
 #[async_trait]
 impl Producer for SimProducer {
-    async fn activate(&self, floor: SignFloor, until: MonoTime, deadline: Instant) -> Result<(), ProducerError> {
-        let body = Produce { active: true, floor: floor.0.height, until_mono_ns: Some(until.as_nanos()) };
+    async fn activate(&self, floor: SignFloor, _until: MonoTime, deadline: Instant) -> Result<(), ProducerError> {
+        let body = Produce { active: true, floor: floor.0.height };
         let r = self.post(&body, deadline, "activate").await?;
         if r.state.producing {
             Ok(())
@@ -70,29 +72,12 @@ impl Producer for SimProducer {
         }
     }
 
-    async fn extend(&self, until: MonoTime, deadline: Instant) -> Result<(), ProducerError> {
-        let operation = "extend";
-        let url =
-            self.base.join("sim/extend").map_err(|e| ProducerError::Failed { operation, detail: e.to_string() })?;
-        let work = async {
-            let r = self
-                .client
-                .post(url)
-                .json(&Extend { until_mono_ns: until.as_nanos() })
-                .send()
-                .await
-                .map_err(|e| ProducerError::Failed { operation, detail: e.to_string() })?;
-            if r.status().is_success() {
-                Ok(())
-            } else {
-                Err(ProducerError::Failed { operation, detail: format!("HTTP {}", r.status()) })
-            }
-        };
-        tokio::time::timeout_at(deadline, work).await.unwrap_or(Err(ProducerError::Timeout { operation }))
+    async fn extend(&self, _until: MonoTime, _deadline: Instant) -> Result<(), ProducerError> {
+        Ok(())
     }
 
     async fn deactivate(&self, deadline: Instant) -> Result<ProducerStatus, ProducerError> {
-        let r = self.post(&Produce { active: false, floor: 0, until_mono_ns: None }, deadline, "deactivate").await?;
+        let r = self.post(&Produce { active: false, floor: 0 }, deadline, "deactivate").await?;
         if r.state.producing {
             return Err(ProducerError::Failed { operation: "deactivate", detail: "the node still produces".into() });
         }

@@ -1,10 +1,12 @@
-//! A simulated block-producing node: serves CometBFT-style JSON-RPC `/status` on loopback,
-//! follows the [`SimChain`] height, can be told to stall, fall behind or report catching up,
-//! and — while its producer is active — signs each new height once, above its floor, appending
-//! a record to the shared ledger.
+//! A simulated node with an on/off production API, like an Antelope producer's: serves
+//! CometBFT-style JSON-RPC `/status` on loopback, follows the [`SimChain`] height, can be told to
+//! stall, fall behind or report catching up, and — while turned on — signs each new height once,
+//! above its floor, appending a record to the shared ledger. It has no deadline of its own: once
+//! on, it signs until it is turned off or its process dies. The same node, never turned on, is
+//! the sentry a sign-while-running validator follows ([`super::validator`]).
 //!
-//! With an activation log configured, every change of the permission to sign is recorded there
-//! (the S1 evidence of the chaos suite, see [`super::activation`]).
+//! With an activation log configured, every time it is turned on or off is recorded there (the
+//! S1 evidence, see [`super::activation`]).
 //!
 //! Control is in-process ([`SimNode`] methods) or over HTTP (`POST /sim/control`,
 //! `POST /sim/produce`, `GET /sim/state`) so tests and the chaos suite can drive a node in
@@ -60,9 +62,6 @@ pub struct NodeState {
     pub producing: bool,
     /// Never sign at or below this height.
     pub floor: u64,
-    /// Dead man's switch: stop signing once `CLOCK_MONOTONIC` reaches this (nanoseconds), unless
-    /// extended. `None`: no limit (manual use).
-    pub produce_until: Option<u64>,
     pub last_signed: Option<u64>,
 }
 
@@ -75,24 +74,14 @@ pub struct Control {
     pub catching_up: Option<bool>,
 }
 
-/// `POST /sim/produce`: turn production on (above `floor`, until `until_mono_ns`) or off.
-/// Sending it again while active raises the floor and moves the limit.
+/// `POST /sim/produce`: turn production on (above `floor`) or off. Sending it again while on
+/// raises the floor.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Produce {
     pub active: bool,
     #[serde(default)]
     pub floor: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until_mono_ns: Option<u64>,
-}
-
-/// `POST /sim/extend`: move the end of an active node's permission. Never turns production on:
-/// an extension that arrives after a deactivation is a no-op.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Extend {
-    pub until_mono_ns: u64,
 }
 
 /// `GET /sim/state`: the node's state and its current height.
@@ -136,15 +125,16 @@ impl SimNode {
         })
     }
 
-    /// Records a change of the permission to sign. A failed write is logged, not returned: the
-    /// log is evidence for the chaos suite, and the node's behaviour must not depend on it.
-    fn record(&self, event: ActivationEvent, at: MonoTime, until: Option<u64>) {
+    /// Records that production was turned on or off. A failed write is logged, not returned: the
+    /// log is evidence for the tests, and the node's behaviour must not depend on it.
+    fn record(&self, event: ActivationEvent, at: MonoTime) {
         let Some(log) = &self.inner.activations else { return };
         let record = ActivationRecord {
             member: self.inner.config.member.clone(),
             event,
             mono_ns: at.as_nanos(),
-            until_mono_ns: until,
+            until_mono_ns: None,
+            pid: None,
         };
         let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = log.append(&record) {
@@ -198,36 +188,20 @@ impl SimNode {
         }
     }
 
-    /// Starts signing new heights above `floor`, with no time limit.
+    /// Starts (or keeps) signing new heights above `floor`, until told to stop.
     pub fn start_producing(&self, floor: u64) {
-        self.produce(floor, None);
-    }
-
-    /// Starts (or keeps) signing above `floor` until monotonic time `until` (if given).
-    pub fn produce(&self, floor: u64, until: Option<MonoTime>) {
         let mut s = self.state_lock();
         s.producing = true;
         s.floor = s.floor.max(floor);
-        s.produce_until = until.map(MonoTime::as_nanos);
         // Recorded under the state lock, so that the log's order is the order of the changes.
-        self.record(ActivationEvent::Activate, MonoTime::now(), s.produce_until);
-    }
-
-    /// Moves the permission's end later if the node is producing; otherwise does nothing.
-    /// Never earlier: renewals overlap, and an older one may answer after a newer one.
-    pub fn extend(&self, until: MonoTime) {
-        let mut s = self.state_lock();
-        if s.producing && s.produce_until.is_some_and(|u| until.as_nanos() > u) {
-            s.produce_until = Some(until.as_nanos());
-            self.record(ActivationEvent::Extend, MonoTime::now(), s.produce_until);
-        }
+        self.record(ActivationEvent::Activate, MonoTime::now());
     }
 
     /// Stops signing; returns the last height signed, if any.
     pub fn stop_producing(&self) -> Option<u64> {
         let mut s = self.state_lock();
         if s.producing {
-            self.record(ActivationEvent::Deactivate, MonoTime::now(), None);
+            self.record(ActivationEvent::Deactivate, MonoTime::now());
         }
         s.producing = false;
         s.last_signed
@@ -244,7 +218,6 @@ impl SimNode {
             || s.catching_up
             || height <= s.floor
             || s.last_signed.is_some_and(|l| height <= l)
-            || s.produce_until.is_some_and(|until| now.as_nanos() >= until)
         {
             return None;
         }
@@ -276,17 +249,7 @@ impl SimNode {
     }
 
     fn record_at(&self, height: u64, now: MonoTime) -> SignatureRecord {
-        let cfg = &self.inner.config;
-        SignatureRecord {
-            key: cfg.key.clone(),
-            height,
-            round: 0,
-            step: Step::Precommit,
-            payload: payload_hash(&cfg.chain_id, height, &cfg.member),
-            member: cfg.member.clone(),
-            mono_ns: now.as_nanos(),
-            wall_ms: i64::try_from(rfc3339::now_unix_nanos() / 1_000_000).unwrap_or(i64::MAX),
-        }
+        signature(&self.inner.config, height, now)
     }
 
     /// Serves HTTP on `listener` and runs the block loop until `shutdown` is cancelled.
@@ -301,7 +264,7 @@ impl SimNode {
             .route("/sim/state", get(state))
             .route("/sim/control", post(control))
             .route("/sim/produce", post(produce))
-            .route("/sim/extend", post(extend))
+            .route("/sim/extend", post(no_deadline))
             .with_state(self);
         let result = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
         shutdown.cancel();
@@ -351,6 +314,20 @@ impl SimNode {
     }
 }
 
+/// The precommit `config`'s member makes at `height`, signed at `now`.
+pub(crate) fn signature(config: &SimNodeConfig, height: u64, now: MonoTime) -> SignatureRecord {
+    SignatureRecord {
+        key: config.key.clone(),
+        height,
+        round: 0,
+        step: Step::Precommit,
+        payload: payload_hash(&config.chain_id, height, &config.member),
+        member: config.member.clone(),
+        mono_ns: now.as_nanos(),
+        wall_ms: i64::try_from(rfc3339::now_unix_nanos() / 1_000_000).unwrap_or(i64::MAX),
+    }
+}
+
 fn height_of(s: &NodeState, chain_height: u64) -> u64 {
     s.stalled_at.unwrap_or_else(|| chain_height.saturating_sub(s.behind))
 }
@@ -370,33 +347,48 @@ async fn status(State(node): State<SimNode>) -> Response {
     let now = MonoTime::now();
     let s = node.state();
     let height = node.height_at(now);
-    let chain = node.chain();
+    Json(status_body(
+        node.config(),
+        node.chain(),
+        Reported { height, catching_up: s.catching_up, producing: s.producing, now },
+    ))
+    .into_response()
+}
+
+/// What a node's `/status` says.
+pub(crate) struct Reported {
+    pub height: u64,
+    pub catching_up: bool,
+    pub producing: bool,
+    pub now: MonoTime,
+}
+
+/// A CometBFT-style `/status` answer for `config`'s node on `chain`.
+pub(crate) fn status_body(config: &SimNodeConfig, chain: SimChain, r: Reported) -> serde_json::Value {
     // The wall time of block `height`: now, minus how long ago the chain made it.
-    let age = now.saturating_since(chain.time_of(height));
+    let age = r.now.saturating_since(chain.time_of(r.height));
     let block_time = rfc3339::now_unix_nanos() - age.as_nanos() as i128;
-    let cfg = node.config();
-    let body = serde_json::json!({
+    serde_json::json!({
         "jsonrpc": "2.0",
         "id": -1,
         "result": {
             "node_info": {
-                "network": cfg.chain_id,
-                "moniker": cfg.member.as_str(),
+                "network": config.chain_id,
+                "moniker": config.member.as_str(),
                 "version": "sim"
             },
             "sync_info": {
-                "latest_block_hash": payload_hash(&cfg.chain_id, height, &cfg.member).to_uppercase(),
-                "latest_block_height": height.to_string(),
+                "latest_block_hash": payload_hash(&config.chain_id, r.height, &config.member).to_uppercase(),
+                "latest_block_height": r.height.to_string(),
                 "latest_block_time": rfc3339::format_unix_nanos(block_time),
-                "catching_up": s.catching_up
+                "catching_up": r.catching_up
             },
             "validator_info": {
-                "address": hex::encode_upper(&Sha256::digest(cfg.key.as_str().as_bytes())[..20]),
-                "voting_power": if s.producing { "10" } else { "0" }
+                "address": hex::encode_upper(&Sha256::digest(config.key.as_str().as_bytes())[..20]),
+                "voting_power": if r.producing { "10" } else { "0" }
             }
         }
-    });
-    Json(body).into_response()
+    })
 }
 
 async fn state(State(node): State<SimNode>) -> Json<StateReport> {
@@ -416,17 +408,13 @@ async fn control(
     }
 }
 
-async fn extend(
-    State(node): State<SimNode>,
-    body: Result<Json<Extend>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    match body {
-        Ok(Json(e)) => {
-            node.extend(MonoTime::from_nanos(e.until_mono_ns));
-            Json(node.report()).into_response()
-        }
-        Err(e) => (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
-    }
+/// `POST /sim/extend`, which earlier nodes took as a new deadline: this one has none.
+async fn no_deadline() -> Response {
+    (
+        StatusCode::CONFLICT,
+        "this node has no deadline: it signs while turned on, until POST /sim/produce {\"active\":false} or its process ends\n",
+    )
+        .into_response()
 }
 
 async fn produce(
@@ -436,7 +424,7 @@ async fn produce(
     match body {
         Ok(Json(p)) => {
             if p.active {
-                node.produce(p.floor, p.until_mono_ns.map(MonoTime::from_nanos));
+                node.start_producing(p.floor);
             } else {
                 node.stop_producing();
             }
@@ -501,47 +489,37 @@ mod tests {
     }
 
     #[test]
-    fn the_dead_mans_switch_stops_signing_at_its_deadline() {
+    fn once_on_it_signs_until_turned_off_with_no_deadline_of_its_own() {
         let dir = tempfile::tempdir().expect("dir");
         let n = node(&dir, "a");
-        n.produce(0, Some(at(12)));
+        n.start_producing(0);
         assert_eq!(n.sign_due(at(11)).map(|r| r.height), Some(11));
-        assert_eq!(n.sign_due(at(12)), None, "the permission ended");
-        n.extend(at(20));
-        assert_eq!(n.sign_due(at(13)).map(|r| r.height), Some(13), "extended");
-    }
-
-    #[test]
-    fn a_late_extension_never_restarts_production() {
-        let dir = tempfile::tempdir().expect("dir");
-        let n = node(&dir, "a");
-        n.produce(0, Some(at(12)));
+        assert_eq!(n.sign_due(at(1_000_000)).map(|r| r.height), Some(1_000_000), "still on, much later");
         n.stop_producing();
-        n.extend(at(100));
-        assert!(!n.state().producing);
-        assert_eq!(n.sign_due(at(13)), None);
+        assert_eq!(n.sign_due(at(1_000_001)), None);
     }
 
     #[test]
-    fn every_change_of_the_permission_is_in_the_activation_log() {
+    fn every_turn_on_and_off_is_in_the_activation_log() {
         let dir = tempfile::tempdir().expect("dir");
         let n = node(&dir, "a");
-        n.extend(at(5));
-        n.produce(0, Some(at(12)));
-        n.extend(at(20));
+        n.stop_producing();
+        n.start_producing(0);
+        n.start_producing(5);
         n.stop_producing();
         n.stop_producing();
         let log = crate::sim::activation::read(&dir.path().join("activations.jsonl")).expect("log");
-        let events: Vec<_> = log.iter().map(|r| (r.event, r.until_mono_ns)).collect();
+        let events: Vec<_> = log.iter().map(|r| (r.event, r.until_mono_ns, r.pid)).collect();
         assert_eq!(
             events,
             vec![
-                (ActivationEvent::Activate, Some(at(12).as_nanos())),
-                (ActivationEvent::Extend, Some(at(20).as_nanos())),
-                (ActivationEvent::Deactivate, None)
+                (ActivationEvent::Activate, None, None),
+                (ActivationEvent::Activate, None, None),
+                (ActivationEvent::Deactivate, None, None)
             ],
-            "an extension while idle and a second stop change nothing and record nothing"
+            "a stop while off changes nothing and records nothing"
         );
+        assert_eq!(n.state().floor, 5, "told again while on raises the floor");
     }
 
     #[test]

@@ -1,8 +1,17 @@
-//! A lab of real processes: `failoverd sim-node` for each producer and `failoverd run` for each
-//! member (a, b producers; c witness), on loopback ports, sharing one signature ledger, with
-//! mutual TLS between members (certificates from failoverd's own issuing code, plus an operator
-//! certificate "ops").
-//! Judged from the ledger and the simulated nodes' state, never from the daemons' own words.
+//! A lab of real processes: `failoverd run` for each member (a, b producers; c witness) on
+//! loopback ports, with mutual TLS between members (certificates from failoverd's own issuing
+//! code, plus an operator certificate "ops"), and simulated nodes sharing one signature ledger.
+//!
+//! Key-holding labs run real-shaped nodes: each producer has a sentry (`failoverd sim-node`, never
+//! producing; its daemon probes it as `chain.rpc`, and the tests stall or slow it down) and a
+//! validator its daemon starts through `[producer] kind = "cometbft-filepv"` (or `"process"`) with
+//! `command = [failoverd, sim-node, --sign-while-running, --follow <sentry>, …]`, which signs from
+//! its start until its process dies. The lab runs a death watch over the validators' activation
+//! logs, so every window of S1 evidence ends where a process was observed dead. Signer labs run one
+//! sim-node per producer that asks its member's remote signer for every signature.
+//!
+//! Judged from the ledger, the activation logs and the processes themselves, never from the
+//! daemons' own words.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -11,8 +20,9 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use failover::domain::MonoTime;
-use failover::sim::activation;
+use failover::sim::activation::{self, ActivationEvent};
 use failover::sim::checker::{self, LedgerReport};
+use failover::sim::death_watch::DeathWatch;
 use failover::sim::ledger::{self, SignatureRecord};
 use failover::sim::node::StateReport;
 use nix::sys::signal::{Signal, kill};
@@ -24,6 +34,25 @@ pub const BLOCK: Duration = Duration::from_millis(200);
 pub const LEASE_TTL: Duration = Duration::from_millis(1000);
 pub const SAFETY_MARGIN: Duration = Duration::from_millis(200);
 
+/// How a key-holding producer's daemon runs its validator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runner {
+    /// `kind = "cometbft-filepv"`: the daemon writes the key and the signing state at the floor
+    /// into the validator's home, then starts it; the validator signs above that state.
+    FilePv,
+    /// `kind = "process"`: the daemon starts the validator, which signs only heights that begin
+    /// after its start.
+    Process,
+}
+
+/// Which nodes the producers have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Nodes {
+    KeyHolding(Runner),
+    /// Each node asks its member's remote signer (`cometbft-signer`) for every signature.
+    Signer,
+}
+
 pub struct Lab {
     pub dir: tempfile::TempDir,
     /// The members' and the operator's certificates (in `dir`).
@@ -31,8 +60,12 @@ pub struct Lab {
     /// Each member's peer port (127.0.0.1).
     pub peer_ports: Vec<u16>,
     pub ledger: PathBuf,
+    /// The node each producer's daemon probes as `chain.rpc`, and the one `control` steers: the
+    /// sentry in a key-holding lab, the signing node itself in a signer lab.
     pub sim_urls: Vec<String>,
+    nodes: Nodes,
     sims: Vec<Child>,
+    death_watch: Option<DeathWatch>,
     pub configs: Vec<PathBuf>,
     /// Each member's metrics and health listener (127.0.0.1).
     pub metrics_ports: Vec<u16>,
@@ -46,20 +79,32 @@ pub fn free_port() -> u16 {
     failover::demo::unused_port().expect("a free port on 127.0.0.1")
 }
 
-fn spawn_sim(member: &str, ledger: &std::path::Path, privval: Option<u16>) -> (Child, String) {
-    let activations = ledger.with_file_name(format!("activations-{member}.jsonl"));
+/// Member `m`'s activation log in the lab's `dir`.
+fn activation_log(dir: &std::path::Path, member: &str) -> PathBuf {
+    dir.join(format!("activations-{member}.jsonl"))
+}
+
+/// An always-on `failoverd sim-node` (a sentry, a reference, or in signer mode the signing node);
+/// its address.
+fn spawn_sim(
+    member: &str,
+    ledger: &std::path::Path,
+    activations: Option<PathBuf>,
+    privval: Option<u16>,
+) -> (Child, String) {
     let mut cmd = super::failoverd();
     cmd.args(["sim-node", "--listen", "127.0.0.1:0", "--member", member]);
     if let Some(port) = privval {
         cmd.arg("--privval-listen").arg(format!("127.0.0.1:{port}"));
+    }
+    if let Some(log) = activations {
+        cmd.arg("--activations").arg(log);
     }
     let mut child = cmd
         .arg("--block-interval")
         .arg(format!("{}ms", BLOCK.as_millis()))
         .arg("--ledger")
         .arg(ledger)
-        .arg("--activations")
-        .arg(activations)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -68,6 +113,59 @@ fn spawn_sim(member: &str, ledger: &std::path::Path, privval: Option<u16>) -> (C
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
     let addr = line.trim().strip_prefix("listening ").expect("address line").to_string();
     (child, format!("http://{addr}"))
+}
+
+/// The `[producer]` section that has member `m`'s daemon run a sign-while-running validator
+/// following `sentry`.
+fn validator_producer(
+    runner: Runner,
+    dir: &std::path::Path,
+    m: &str,
+    sentry: &str,
+    key_file: &std::path::Path,
+) -> String {
+    let home = dir.join(format!("home-{m}"));
+    let mut argv: Vec<String> = vec![
+        env!("CARGO_BIN_EXE_failoverd").into(),
+        "sim-node".into(),
+        "--sign-while-running".into(),
+        "--follow".into(),
+        sentry.into(),
+    ];
+    if runner == Runner::FilePv {
+        argv.extend(["--home".into(), home.display().to_string()]);
+    }
+    argv.extend([
+        "--member".into(),
+        m.into(),
+        "--ledger".into(),
+        dir.join("ledger.jsonl").display().to_string(),
+        "--activations".into(),
+        activation_log(dir, m).display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--block-interval".into(),
+        format!("{}ms", BLOCK.as_millis()),
+    ]);
+    let command = toml::Value::Array(argv.into_iter().map(toml::Value::String).collect());
+    match runner {
+        Runner::FilePv => format!(
+            "[producer]\nkind = \"cometbft-filepv\"\nkey_file = \"{}\"\nhome = \"{}\"\ncommand = {command}\nfence_timeout = \"500ms\"\n",
+            key_file.display(),
+            home.display()
+        ),
+        Runner::Process => format!("[producer]\nkind = \"process\"\ncommand = {command}\nfence_timeout = \"500ms\"\n"),
+    }
+}
+
+/// Whether process `pid` can still run: it exists and is not a zombie.
+fn process_alive(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else { return false };
+    if kill(Pid::from_raw(raw), None).is_err() {
+        return false;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
 }
 
 /// Where the members keep the lease.
@@ -80,7 +178,8 @@ pub enum Store {
 }
 
 impl Lab {
-    /// Starts two simulated nodes and three members; `extra` is appended to every config.
+    /// Starts two producers with real-shaped validators (`cometbft-filepv`) and a witness;
+    /// `extra` is appended to every config.
     pub async fn start(extra: &str, env: &[(&str, &str)]) -> Lab {
         Lab::start_with(Store::Raft, extra, env).await
     }
@@ -92,39 +191,54 @@ impl Lab {
 
     /// [`Lab::start_with`] where `tweak(i, config)` returns member `i`'s final config text.
     pub async fn start_each(store: Store, tweak: &dyn Fn(usize, String) -> String, env: &[(&str, &str)]) -> Lab {
-        Lab::start_full(store, tweak, env, false).await
+        Lab::start_full(store, tweak, env, Nodes::KeyHolding(Runner::FilePv)).await
+    }
+
+    /// [`Lab::start`] with the validators run by `runner`.
+    pub async fn start_runner(runner: Runner, extra: &str, env: &[(&str, &str)]) -> Lab {
+        Lab::start_full(Store::Raft, &|_, text| text + extra, env, Nodes::KeyHolding(runner)).await
     }
 
     /// Signer mode: each simulated node asks its member's remote signer (`cometbft-signer`, over
     /// privval and SecretConnection) for a precommit at every height; both members hold the same
     /// validator key, as a validator's producers do.
     pub async fn start_signer(store: Store) -> Lab {
-        Lab::start_full(store, &|_, text| text, &[], true).await
+        Lab::start_full(store, &|_, text| text, &[], Nodes::Signer).await
     }
 
     async fn start_full(
         store: Store,
         tweak: &dyn Fn(usize, String) -> String,
         env: &[(&str, &str)],
-        signer: bool,
+        nodes: Nodes,
     ) -> Lab {
+        let signer = nodes == Nodes::Signer;
         let dir = tempfile::tempdir().expect("dir");
         let ledger = dir.path().join("ledger.jsonl");
         let mut sims = Vec::new();
         let mut sim_urls = Vec::new();
         let privval_ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
         let key_file = dir.path().join("priv_validator_key.json");
-        if signer {
-            failover::producer::privval::validator_key::ValidatorKey::write_for_seed(&key_file, [0x5a; 32])
-                .expect("validator key file");
-        }
+        failover::producer::privval::validator_key::ValidatorKey::write_for_seed(&key_file, [0x5a; 32])
+            .expect("validator key file");
         for (i, m) in MEMBERS[..2].iter().enumerate() {
-            let (child, url) = spawn_sim(m, &ledger, signer.then_some(privval_ports[i]));
+            let (child, url) = match signer {
+                true => spawn_sim(m, &ledger, Some(activation_log(dir.path(), m)), Some(privval_ports[i])),
+                // The sentry never produces: nothing of it may reach the shared ledger.
+                false => spawn_sim(m, &dir.path().join(format!("sentry-ledger-{m}.jsonl")), None, None),
+            };
             sims.push(child);
             sim_urls.push(url);
         }
+        let death_watch = match nodes {
+            Nodes::KeyHolding(_) => Some(
+                DeathWatch::start(&MEMBERS[..2].iter().map(|m| activation_log(dir.path(), m)).collect::<Vec<_>>())
+                    .expect("the death watch starts"),
+            ),
+            Nodes::Signer => None,
+        };
         // A reference node that never produces: the best height when both producers lag.
-        let (reference, reference_url) = spawn_sim("ref", &dir.path().join("reference-ledger.jsonl"), None);
+        let (reference, reference_url) = spawn_sim("ref", &dir.path().join("reference-ledger.jsonl"), None, None);
         sims.push(reference);
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let metrics_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -165,21 +279,18 @@ impl Lab {
             }
             if i < 2 {
                 text.push_str(&format!(
-                    "[chain]\nkind = \"sim\"\nrpc = \"{}\"\nreference_rpcs = [\"{reference_url}\"]\nprobe_interval = \"200ms\"\nprobe_timeout = \"150ms\"\nunhealthy_after = 3\nmax_lag = 5\nstall_after = \"700ms\"\n\
-                     [producer]\nkind = \"sim\"\nfence_timeout = \"500ms\"\n",
+                    "[chain]\nkind = \"sim\"\nrpc = \"{}\"\nreference_rpcs = [\"{reference_url}\"]\nprobe_interval = \"200ms\"\nprobe_timeout = \"150ms\"\nunhealthy_after = 3\nmax_lag = 5\nstall_after = \"700ms\"\n",
                     sim_urls[i]
                 ));
-                if signer {
-                    text = text.replace(
-                        "[producer]\nkind = \"sim\"\n",
-                        &format!(
-                            "[producer]\nkind = \"cometbft-signer\"\nkey_file = \"{}\"\nchain_id = \"sim\"\npriv_validator_laddr = \"tcp://{}@127.0.0.1:{}\"\n",
-                            key_file.display(),
-                            failover::sim::privval_node::node_id(),
-                            privval_ports[i]
-                        ),
-                    );
-                }
+                text.push_str(&match nodes {
+                    Nodes::KeyHolding(runner) => validator_producer(runner, dir.path(), m, &sim_urls[i], &key_file),
+                    Nodes::Signer => format!(
+                        "[producer]\nkind = \"cometbft-signer\"\nkey_file = \"{}\"\nchain_id = \"sim\"\npriv_validator_laddr = \"tcp://{}@127.0.0.1:{}\"\nfence_timeout = \"500ms\"\n",
+                        key_file.display(),
+                        failover::sim::privval_node::node_id(),
+                        privval_ports[i]
+                    ),
+                });
             }
             if matches!(store, Store::Raft) {
                 text.push_str(&super::pki::tls_section(&pki.member(m)));
@@ -195,7 +306,9 @@ impl Lab {
             peer_ports: ports,
             ledger,
             sim_urls,
+            nodes,
             sims,
+            death_watch,
             configs,
             metrics_ports,
             daemons: vec![None, None, None],
@@ -265,9 +378,25 @@ impl Lab {
         self.daemons[i].as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// Member `i`'s activation log: every change of its node's permission to sign.
+    /// Member `i`'s activation log: each start of its validator (with its pid) and each death
+    /// the death watch observed.
     pub fn activations(&self, i: usize) -> Vec<activation::ActivationRecord> {
-        activation::read(&self.dir.path().join(format!("activations-{}.jsonl", MEMBERS[i]))).expect("log parses")
+        activation::read(&activation_log(self.dir.path(), MEMBERS[i])).expect("log parses")
+    }
+
+    /// The pids of member `i`'s validators that started and were not yet observed dead.
+    pub fn validator_pids(&self, i: usize) -> Vec<u32> {
+        let mut records = self.activations(i);
+        records.sort_by_key(|r| r.mono_ns);
+        let mut pids = Vec::new();
+        for r in records {
+            match (r.event, r.pid) {
+                (ActivationEvent::Activate, Some(pid)) => pids.push(pid),
+                (ActivationEvent::Exited, Some(pid)) => pids.retain(|p| *p != pid),
+                _ => {}
+            }
+        }
+        pids
     }
 
     pub fn kill9(&mut self, i: usize) {
@@ -277,6 +406,8 @@ impl Lab {
         }
     }
 
+    /// The state of the node member `i`'s daemon probes: its sentry in a key-holding lab (which
+    /// never signs: read [`Lab::last_signed`] for what the member signed).
     pub async fn sim(&self, i: usize) -> StateReport {
         self.client
             .get(format!("{}/sim/state", self.sim_urls[i]))
@@ -288,6 +419,7 @@ impl Lab {
             .expect("state JSON")
     }
 
+    /// Stalls, slows down or makes catch up the node member `i`'s daemon probes.
     pub async fn control(&self, i: usize, body: serde_json::Value) {
         let r = self
             .client
@@ -299,10 +431,17 @@ impl Lab {
         assert!(r.status().is_success());
     }
 
-    /// Whether node `i` is signing now: producing, with a live permission.
+    /// Whether member `i`'s node can sign now. Key-holding: one of its validator processes is
+    /// alive (not a zombie), whatever its daemon believes. Signer: its remote signer signed one
+    /// of the last three heights.
     pub async fn signing(&self, i: usize) -> bool {
-        let s = self.sim(i).await.state;
-        s.producing && s.produce_until.is_none_or(|u| MonoTime::now().as_nanos() < u)
+        match self.nodes {
+            Nodes::KeyHolding(_) => self.validator_pids(i).into_iter().any(process_alive),
+            Nodes::Signer => {
+                let height = self.sim(i).await.height;
+                self.last_signed(i).is_some_and(|h| height.saturating_sub(h) <= 2)
+            }
+        }
     }
 
     /// Waits until exactly one node signs; returns it.
@@ -335,11 +474,16 @@ impl Lab {
         }
     }
 
-    /// Waits until node `i` has signed a height above `height`.
+    /// The highest height member `i` signed, from the ledger.
+    pub fn last_signed(&self, i: usize) -> Option<u64> {
+        self.records().iter().filter(|r| r.member.as_str() == MEMBERS[i]).map(|r| r.height).max()
+    }
+
+    /// Waits until member `i` has signed a height above `height` (from the ledger).
     pub async fn wait_signed_above(&self, i: usize, height: u64, limit: Duration) -> u64 {
         let end = Instant::now() + limit;
         loop {
-            if let Some(h) = self.sim(i).await.state.last_signed
+            if let Some(h) = self.last_signed(i)
                 && h > height
             {
                 return h;
@@ -357,13 +501,10 @@ impl Lab {
         checker::check(&self.records())
     }
 
-    /// Every pair of producers allowed to sign at once (S1), from the nodes' activation logs.
+    /// Every pair of nodes able to sign at once (S1), from the activation logs: a validator's
+    /// window ends only where the death watch saw its process dead.
     pub fn s1_overlaps(&self) -> Vec<activation::Overlap> {
-        let mut records = Vec::new();
-        for m in &MEMBERS[..2] {
-            records
-                .extend(activation::read(&self.dir.path().join(format!("activations-{m}.jsonl"))).expect("log parses"));
-        }
+        let records: Vec<_> = (0..2).flat_map(|i| self.activations(i)).collect();
         activation::overlaps(&activation::windows(&records, MonoTime::now().as_nanos()), 0)
     }
 }
@@ -374,6 +515,24 @@ impl Drop for Lab {
             let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGCONT);
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // A validator its daemon did not take down goes too: only one of this lab's, checked by
+        // its command line, never a process that reused its pid.
+        let dir = self.dir.path().display().to_string();
+        for i in 0..2 {
+            for pid in self.validator_pids(i) {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                if cmdline.contains("--sign-while-running")
+                    && cmdline.contains(&dir)
+                    && let Ok(raw) = i32::try_from(pid)
+                {
+                    let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
+                }
+            }
+        }
+        if let Some(watch) = self.death_watch.take() {
+            watch.stop();
         }
         for c in &mut self.sims {
             let _ = c.kill();
