@@ -373,6 +373,42 @@ pub struct FailoverConfig {
     /// signing for good, since a watermark never goes down (S3).
     #[serde(default = "defaults::import_max_ahead")]
     pub import_max_ahead: u64,
+    /// The Linux watchdog device, armed while this member holds the lease (Patroni-style):
+    /// `off`, `automatic` (used when it can be armed, otherwise the member runs without it and
+    /// says why once) or `required` (the member refuses to activate without it). Its timeout is
+    /// the largest whole number of seconds below the holder's validity; it is petted only after
+    /// committed renews, so a host that freezes while active is reset before another member can
+    /// take the lease.
+    #[serde(default)]
+    pub watchdog: WatchdogMode,
+    /// The device `watchdog` opens (the first watchdog is also `/dev/watchdog0`).
+    #[serde(default = "defaults::watchdog_device")]
+    pub watchdog_device: PathBuf,
+}
+
+/// Whether an active member arms the Linux watchdog device (`failover.watchdog`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchdogMode {
+    /// Never opened.
+    #[default]
+    Off,
+    /// Armed when it can be; without one (no device, no permission, a holder's validity too
+    /// short for whole seconds) the member activates anyway and says why once, at INFO.
+    Automatic,
+    /// Activation is refused when the device cannot be armed (a guard failure naming the device
+    /// and the error); a config whose timings leave no usable timeout is refused at load.
+    Required,
+}
+
+impl WatchdogMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchdogMode::Off => "off",
+            WatchdogMode::Automatic => "automatic",
+            WatchdogMode::Required => "required",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -515,6 +551,9 @@ pub(crate) mod defaults {
     pub fn import_max_ahead() -> u64 {
         100_000
     }
+    pub fn watchdog_device() -> PathBuf {
+        PathBuf::from("/dev/watchdog")
+    }
     pub fn api_socket() -> PathBuf {
         PathBuf::from("/run/failoverd/control.sock")
     }
@@ -546,6 +585,19 @@ impl Default for CoordinatorConfig {
             raft: RaftConfig::default(),
             consul: ConsulConfig::default(),
         }
+    }
+}
+
+impl CoordinatorConfig {
+    /// How long the holder treats its lease as valid after sending a renew that commits: the
+    /// lease's TTL (Consul: the session's check_ttl) minus safety_margin. Zero when the margin
+    /// is not shorter (validation refuses that).
+    pub fn holder_validity(&self) -> Duration {
+        let ttl = match self.backend {
+            Backend::Raft => self.lease_ttl,
+            Backend::Consul => self.consul.check_ttl,
+        };
+        ttl.saturating_sub(self.safety_margin)
     }
 }
 
@@ -583,6 +635,8 @@ impl Default for FailoverConfig {
             fence_command: None,
             fence_command_timeout: defaults::fence_command_timeout(),
             import_max_ahead: defaults::import_max_ahead(),
+            watchdog: WatchdogMode::default(),
+            watchdog_device: defaults::watchdog_device(),
         }
     }
 }

@@ -76,6 +76,8 @@ struct Parts {
     producer: Option<Arc<dyn Producer>>,
     probe: Option<Arc<dyn ChainProbe>>,
     self_fence: Option<SelfFence>,
+    /// The Linux watchdog device, open only while the producer may be active.
+    watchdog: crate::watchdog_device::WatchdogDevice,
     key: KeyId,
     call_timeout: Duration,
     fence_timeout: Duration,
@@ -286,6 +288,7 @@ async fn setup(
         producer,
         probe,
         self_fence,
+        watchdog: crate::watchdog_device::WatchdogDevice::from_config(config),
         key: config.key_id(),
         call_timeout,
         fence_timeout,
@@ -699,6 +702,7 @@ fn start_action(
                     if let Some(f) = &p.self_fence {
                         f.extend(l.valid_until);
                     }
+                    p.watchdog.lease_renewed(epoch, l.valid_until);
                     let valid_until = l.valid_until;
                     send(Event::Lease(l));
                     send(Event::Outcome(Outcome::Renewed { epoch, valid_until }));
@@ -737,6 +741,7 @@ fn start_action(
                             key: &p.key,
                             policy: &p.guard,
                             self_fence,
+                            watchdog: &p.watchdog,
                         };
                         match guard.run(&input).await {
                             Ok(_) => Outcome::GuardPassed { epoch },
@@ -784,6 +789,7 @@ fn start_action(
                                 if let Some(f) = &p.self_fence {
                                     f.disarm();
                                 }
+                                p.watchdog.disarm();
                                 Outcome::Deactivated { epoch }
                             }
                             Err(e) => Outcome::DeactivateFailed { epoch, error: e.to_string() },
@@ -895,6 +901,7 @@ async fn stop_producer(p: &Parts, prod: &SharedProducer) -> Result<Option<u64>, 
             if let Some(f) = &p.self_fence {
                 f.disarm();
             }
+            p.watchdog.disarm();
             Ok(status.last_signed_height)
         }
         Err(e) => {
@@ -936,6 +943,7 @@ async fn fence_producer(p: &Parts, prod: &SharedProducer) -> Result<(), String> 
             if let Some(f) = &p.self_fence {
                 f.disarm();
             }
+            p.watchdog.disarm();
             Ok(())
         }
         Ok(Err(e)) => Err(e.to_string()),

@@ -99,6 +99,7 @@ pub struct PromotionGuard<'a> {
     pub key: &'a KeyId,
     pub policy: &'a GuardPolicy,
     pub self_fence: &'a SelfFence,
+    pub watchdog: &'a crate::watchdog_device::WatchdogDevice,
 }
 
 impl PromotionGuard<'_> {
@@ -193,6 +194,11 @@ impl PromotionGuard<'_> {
         // 5. Activate, with the self-fence armed first so a hung activation is still fenced.
         let t = Instant::now();
         let floor = report.floor.unwrap_or(Hrs::ZERO);
+        // The watchdog device (failover.watchdog) is armed first too; `required` refuses here.
+        if let Err(e) = self.watchdog.arm(epoch, input.lease.valid_until).await {
+            record(&mut report, GuardStep::Activate, t, Err(e.to_string()));
+            return Err(report);
+        }
         self.self_fence.arm(input.lease.valid_until);
         let r = match self.producer.activate(SignFloor(floor), input.lease.valid_until, deadline()).await {
             Ok(()) => Ok(format!("producing above {floor}")),

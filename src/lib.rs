@@ -19,6 +19,7 @@
 //! - [`telemetry`]: metrics, health endpoints, systemd notifications and event webhooks.
 //! - [`tls`]: the identity (member or operator) a peer's certificate names.
 //! - [`cli`]: the `failoverd` subcommands behind the thin binaries.
+//! - [`watchdog_device`]: the optional Linux watchdog device, armed while holding the lease.
 
 #![deny(unsafe_code)]
 
@@ -46,3 +47,4 @@ pub mod signal;
 pub mod sim;
 pub mod telemetry;
 pub mod tls;
+pub mod watchdog_device;

@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Backend, ChainKind, Config, ConfigProblem, ProducerKind, SourceMap, duration_text};
+use super::{Backend, ChainKind, Config, ConfigProblem, ProducerKind, SourceMap, WatchdogMode, duration_text};
 use crate::domain::MemberKind;
 
 /// Every problem in `config`, each located by `map`. Empty means valid.
@@ -23,6 +23,7 @@ pub fn validate(config: &Config, map: &SourceMap<'_>) -> Vec<ConfigProblem> {
     check_peer_security(config, &mut out);
     check_chain_and_producer(config, &mut out);
     check_api(config, &mut out);
+    check_watchdog(config, &mut out);
     limits::check(config, &mut out);
     out.finish()
 }
@@ -244,6 +245,37 @@ fn check_election_fits_the_lease(config: &Config, out: &mut Problems<'_, '_>) {
                 r.election_ticks,
                 d(validity)
             ),
+        );
+    }
+}
+
+/// `failover.watchdog`: the device path must be absolute, and `required` needs timings that
+/// leave the device a usable whole-second timeout: at least 1 s, below the holder's validity, and
+/// longer than renew_interval, since the device is petted only after committed renews (a shorter
+/// timeout would reset a healthy host between two of them). `automatic` with such timings runs
+/// without the device and says so at start.
+fn check_watchdog(config: &Config, out: &mut Problems<'_, '_>) {
+    let f = &config.failover;
+    if f.watchdog == WatchdogMode::Off {
+        return;
+    }
+    if !f.watchdog_device.is_absolute() {
+        out.at(
+            "failover.watchdog_device",
+            format!(
+                "\"{}\" is not an absolute path: name the device, such as \"/dev/watchdog\" or \"/dev/watchdog0\"",
+                super::excerpt(&f.watchdog_device.to_string_lossy())
+            ),
+        );
+    }
+    if f.watchdog != WatchdogMode::Required {
+        return;
+    }
+    let c = &config.coordinator;
+    if let Err(why) = crate::watchdog_device::usable_timeout(c) {
+        out.at(
+            "failover.watchdog",
+            format!("watchdog = \"required\" cannot be met: {why}; or set watchdog = \"automatic\" or \"off\""),
         );
     }
 }

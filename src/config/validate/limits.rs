@@ -401,6 +401,7 @@ fn check_limit<T: PartialOrd>(
 fn check_paths(config: &Config, out: &mut Problems<'_, '_>) {
     let c = config;
     let mut paths: Vec<(&str, &Path)> = vec![("data_dir", &c.data_dir), ("api.socket", &c.api.socket)];
+    paths.push(("failover.watchdog_device", &c.failover.watchdog_device));
     let consul = &c.coordinator.consul;
     paths.extend(consul.token_file.as_deref().map(|p| ("coordinator.consul.token_file", p)));
     paths.extend(consul.ca_file.as_deref().map(|p| ("coordinator.consul.ca_file", p)));
