@@ -518,6 +518,7 @@ impl Lab {
             event: ActivationEvent::Exited,
             mono_ns: MonoTime::now().as_nanos(),
             until_mono_ns: None,
+            pid: None,
         };
         if let Err(e) = ActivationLog::open(&self.activations).and_then(|mut log| log.append(&record)) {
             eprintln!("chaos: {e}");
@@ -602,13 +603,12 @@ impl Lab {
     /// The producers whose nodes may sign now: producing with a permission not run out, or in
     /// signer mode, whose remote signer signed one of the last three heights.
     pub fn signing(&self) -> Vec<usize> {
-        let now = MonoTime::now().as_nanos();
         let signer = self.options.signer;
         (0..PRODUCERS)
             .filter(|&i| {
                 self.sim_state(i).is_some_and(|s| match signer {
                     true => s.state.last_signed.is_some_and(|h| s.height.saturating_sub(h) <= 2),
-                    false => s.state.producing && s.state.produce_until.is_none_or(|u| now < u),
+                    false => s.state.producing,
                 })
             })
             .collect()
