@@ -6,7 +6,7 @@ use crate::domain::MonoTime;
 
 /// A chain that makes one block every `block_interval`. Its height at monotonic time `t` is
 /// `t / block_interval`: every process on the machine computes the same height at the same
-/// instant, because `CLOCK_MONOTONIC` is shared by all of them.
+/// instant, because `CLOCK_BOOTTIME` (`MonoTime`) is shared by all of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SimChain {
     pub block_interval: Duration,

@@ -22,7 +22,7 @@ pub struct SignatureRecord {
     pub payload: String,
     /// The member whose producer signed.
     pub member: MemberId,
-    /// `CLOCK_MONOTONIC` at signing, comparable across processes on this machine.
+    /// `CLOCK_BOOTTIME` (`MonoTime`) at signing, comparable across processes on this machine.
     pub mono_ns: u64,
     /// Wall-clock Unix milliseconds, for people reading the ledger; never used by checks.
     pub wall_ms: i64,
