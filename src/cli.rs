@@ -137,7 +137,8 @@ pub enum Command {
         /// Block interval, such as 1s or 500ms.
         #[arg(long, default_value = "1s")]
         block_interval: String,
-        /// Record every change of the permission to sign here (the chaos suite's S1 evidence).
+        /// Record here when this node could sign (turned on and off, or with --sign-while-running
+        /// its start and pid): the S1 evidence of the tests and the chaos suite.
         #[arg(long)]
         activations: Option<PathBuf>,
         /// Signer mode: listen here (ip:port) for the remote signer, as a CometBFT node's

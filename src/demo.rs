@@ -1,10 +1,17 @@
 //! `failoverd demo`: a whole cluster on one machine, with no root and nothing to install.
 //!
-//! It starts N members as real `failoverd` processes on loopback (N−1 producers with simulated
-//! nodes inside them, one witness), runs a fault schedule — kill the active's daemon, stall the
-//! active's node, a planned handover — prints a live timeline, and ends with a summary judged
-//! from the shared signature ledger. Exit status 1 on any double sign. It is a showcase and a
+//! It starts N members as real `failoverd` processes on loopback (N−1 producers, one witness),
+//! runs a fault schedule — kill the active's daemon, stall the active's node, a planned handover —
+//! prints a live timeline, and ends with a summary judged from the shared signature ledger and
+//! the validators' activation logs. Exit status 1 on any double sign. It is a showcase and a
 //! smoke test; the chaos suite is where invariants are proven at length.
+//!
+//! In key-holding mode each producer runs a simulated sentry inside its daemon (`[chain.sim]`,
+//! the node it probes and the one a stall freezes) and a real-shaped validator its daemon starts
+//! through `cometbft-filepv` (`failoverd sim-node --sign-while-running`), which signs from its
+//! start until its process dies. A death watch records when each validator was seen dead, so the
+//! S1 overlaps in the summary come from outside every daemon. In signer mode the simulated node
+//! inside each daemon asks its member's remote signer for every signature.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -16,7 +23,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::domain::{MemberId, MonoTime};
+use crate::sim::activation::{self, ActivationEvent};
 use crate::sim::checker;
+use crate::sim::death_watch::DeathWatch;
 use crate::sim::ledger;
 const NAMES: [&str; 7] = ["a", "b", "c", "d", "e", "f", "g"];
 const BLOCK: Duration = Duration::from_millis(500);
@@ -24,7 +33,7 @@ const BLOCK: Duration = Duration::from_millis(500);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
-    /// kill -9 the active member's daemon (its simulated node dies with it).
+    /// kill -9 the active member's daemon (its sentry and its validator die with it).
     Kill,
     /// Freeze the active member's node: its height stops moving.
     Stall,
@@ -76,13 +85,19 @@ pub struct Summary {
     pub faults: Vec<FaultResult>,
     pub missed_heights_total: u64,
     pub double_signs: usize,
+    /// Key-holding mode: times two validators could sign at once, from the activation logs (S1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s1_overlaps: Option<usize>,
 }
 
 struct Member {
     name: String,
     config: PathBuf,
     socket: PathBuf,
+    /// The simulated node inside its daemon (a producer's).
     rpc: Option<String>,
+    /// Key-holding mode: its validator's activation log (a producer's).
+    activations: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -137,10 +152,8 @@ fn write_configs(dir: &Path, n: usize, signer: bool) -> std::io::Result<Vec<Memb
     let rpc_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
     let privval_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
     let key_file = dir.join("priv_validator_key.json");
-    if signer {
-        // A key from a known seed: the demo's validator protects nothing.
-        crate::producer::privval::validator_key::ValidatorKey::write_for_seed(&key_file, [0xde; 32])?;
-    }
+    // A key from a known seed: the demo's validator protects nothing.
+    crate::producer::privval::validator_key::ValidatorKey::write_for_seed(&key_file, [0xde; 32])?;
     let ledger = dir.join("ledger.jsonl");
     // The members talk over mutual TLS, as a real cluster does: a CA and one certificate per
     // member in the work dir, and one for an operator to try `failoverctl --address` with.
@@ -177,32 +190,69 @@ fn write_configs(dir: &Path, n: usize, signer: bool) -> std::io::Result<Vec<Memb
             ));
         }
         let rpc = (!witness).then(|| format!("http://127.0.0.1:{}", rpc_ports[i]));
+        let activations = (!witness && !signer).then(|| dir.join(format!("activations-{name}.jsonl")));
         if let Some(rpc) = &rpc {
+            // Signer mode: the node inside the daemon signs through the remote signer, into the
+            // shared ledger. Key-holding: it is the sentry, which never signs.
+            let node_ledger = if signer { ledger.clone() } else { dir.join(format!("sentry-{name}.jsonl")) };
             text.push_str(&format!(
                 "[chain]\nkind = \"sim\"\nrpc = \"{rpc}\"\nprobe_interval = \"500ms\"\nprobe_timeout = \"400ms\"\nstall_after = \"2s\"\n\
-                 [chain.sim]\nledger = \"{}\"\nblock_interval = \"{}ms\"\n[producer]\nkind = \"sim\"\nfence_timeout = \"1s\"\n",
-                ledger.display(),
+                 [chain.sim]\nledger = \"{}\"\nblock_interval = \"{}ms\"\n",
+                node_ledger.display(),
                 BLOCK.as_millis()
             ));
             if signer {
                 let pv = privval_ports[i];
-                text = text
-                    .replace("[producer]\n", &format!("privval_listen = \"127.0.0.1:{pv}\"\n[producer]\n"))
-                    .replace(
-                        "kind = \"sim\"\nfence_timeout",
-                        &format!(
-                            "kind = \"cometbft-signer\"\nkey_file = \"{}\"\nchain_id = \"sim\"\npriv_validator_laddr = \"tcp://{node_id}@127.0.0.1:{pv}\"\nfence_timeout",
-                            key_file.display(),
-                            node_id = crate::sim::privval_node::node_id(),
-                        ),
-                    );
+                text.push_str(&format!(
+                    "privval_listen = \"127.0.0.1:{pv}\"\n[producer]\nkind = \"cometbft-signer\"\nkey_file = \"{}\"\nchain_id = \"sim\"\npriv_validator_laddr = \"tcp://{node_id}@127.0.0.1:{pv}\"\nfence_timeout = \"1s\"\n",
+                    key_file.display(),
+                    node_id = crate::sim::privval_node::node_id(),
+                ));
+            }
+            if let Some(log) = &activations {
+                text.push_str(&validator_producer(dir, name, rpc, log)?);
             }
         }
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, text)?;
-        members.push(Member { name: name.to_string(), config, socket, rpc, child: None });
+        members.push(Member { name: name.to_string(), config, socket, rpc, activations, child: None });
     }
     Ok(members)
+}
+
+/// Key-holding mode: the `[producer]` that has member `name`'s daemon install the key and the
+/// signing state in the validator's home and start `failoverd sim-node --sign-while-running`
+/// following the sentry at `rpc`.
+fn validator_producer(dir: &Path, name: &str, rpc: &str, activations: &Path) -> std::io::Result<String> {
+    let exe = std::env::current_exe()?;
+    let home = dir.join(format!("home-{name}"));
+    let argv: Vec<String> = vec![
+        exe.display().to_string(),
+        "sim-node".into(),
+        "--sign-while-running".into(),
+        "--follow".into(),
+        rpc.into(),
+        "--home".into(),
+        home.display().to_string(),
+        "--member".into(),
+        name.into(),
+        "--ledger".into(),
+        dir.join("ledger.jsonl").display().to_string(),
+        "--activations".into(),
+        activations.display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--block-interval".into(),
+        format!("{}ms", BLOCK.as_millis()),
+    ];
+    let command = toml::Value::Array(argv.into_iter().map(toml::Value::String).collect());
+    let (key_file, home) = (
+        toml::Value::String(dir.join("priv_validator_key.json").display().to_string()),
+        toml::Value::String(home.display().to_string()),
+    );
+    Ok(format!(
+        "[producer]\nkind = \"cometbft-filepv\"\nkey_file = {key_file}\nhome = {home}\ncommand = {command}\nfence_timeout = \"1s\"\n"
+    ))
 }
 
 fn spawn(member: &mut Member, events: &mpsc::Sender<(String, serde_json::Value)>) -> std::io::Result<()> {
@@ -256,17 +306,45 @@ mod sim_http {
     }
 }
 
-/// The member whose node signs now: producing with a live permission, or in signer mode, whose
-/// remote signer signed one of the last three heights.
+/// The member whose node signs now. Key-holding: whose validator process is alive (started and
+/// not seen dead in its activation log, and not a zombie). Signer mode: whose remote signer
+/// signed one of the last three heights.
 fn active_member(members: &[Member], client: &sim_http::SimHttp, signer: bool) -> Option<usize> {
-    let now = MonoTime::now().as_nanos();
-    members.iter().position(|m| {
-        m.child.is_some()
-            && m.rpc.as_deref().and_then(|r| client.state(r)).is_some_and(|s| match signer {
-                true => s.state.last_signed.is_some_and(|h| s.height.saturating_sub(h) <= 2),
-                false => s.state.producing,
-            })
+    members.iter().position(|m| match (&m.activations, signer) {
+        (Some(log), false) => validator_pids(log).into_iter().any(process_alive),
+        _ => {
+            m.child.is_some()
+                && m.rpc
+                    .as_deref()
+                    .and_then(|r| client.state(r))
+                    .is_some_and(|s| signer && s.state.last_signed.is_some_and(|h| s.height.saturating_sub(h) <= 2))
+        }
     })
+}
+
+/// The validators of one activation log that started and were not yet seen dead.
+fn validator_pids(log: &Path) -> Vec<u32> {
+    let mut records = activation::read(log).unwrap_or_default();
+    records.sort_by_key(|r| r.mono_ns);
+    let mut pids = Vec::new();
+    for r in records {
+        match (r.event, r.pid) {
+            (ActivationEvent::Activate, Some(pid)) => pids.push(pid),
+            (ActivationEvent::Exited, Some(pid)) => pids.retain(|p| *p != pid),
+            _ => {}
+        }
+    }
+    pids
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn process_alive(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else { return false };
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None).is_err() {
+        return false;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
 }
 
 fn run_inner(options: &DemoOptions) -> Result<Summary, String> {
@@ -278,6 +356,8 @@ fn run_inner(options: &DemoOptions) -> Result<Summary, String> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut members = write_configs(&dir, n, options.signer).map_err(|e| format!("cannot write configs: {e}"))?;
+    let logs: Vec<PathBuf> = members.iter().filter_map(|m| m.activations.clone()).collect();
+    let death_watch = DeathWatch::start(&logs).map_err(|e| format!("cannot start the death watch: {e}"))?;
     let (tx, rx) = mpsc::channel();
     let json = options.json;
     say(
@@ -418,6 +498,13 @@ fn run_inner(options: &DemoOptions) -> Result<Summary, String> {
             let _ = c.wait();
         }
     }
+    // The validators die with their daemons; the watch records each death it sees.
+    std::thread::sleep(crate::sim::death_watch::TICK * 5);
+    death_watch.stop();
+    let s1_overlaps = (!options.signer).then(|| {
+        let records: Vec<_> = logs.iter().flat_map(|l| activation::read(l).unwrap_or_default()).collect();
+        activation::overlaps(&activation::windows(&records, MonoTime::now().as_nanos()), 0).len()
+    });
     let records = ledger::read(&dir.join("ledger.jsonl")).map_err(|e| e.to_string())?;
     let report = checker::check(&records);
     for (at, before, fault) in pending {
@@ -453,6 +540,7 @@ fn run_inner(options: &DemoOptions) -> Result<Summary, String> {
         faults: results,
         missed_heights_total: report.missed_heights(),
         double_signs: report.double_signs.len(),
+        s1_overlaps,
     };
     if summary.double_signs == 0 && std::env::var_os("FAILOVERD_DEMO_KEEP").is_none() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -499,4 +587,7 @@ fn print_summary(s: &Summary) {
     println!("  failovers: {}", s.failovers);
     println!("  missed heights (all gaps): {}", s.missed_heights_total);
     println!("  double_signs: {}", s.double_signs);
+    if let Some(n) = s.s1_overlaps {
+        println!("  validators able to sign at once (S1 overlaps): {n}");
+    }
 }
