@@ -414,7 +414,13 @@ mod tests {
     }
 
     fn activation(member: &str, event: ActivationEvent, at: u64, until: Option<u64>) -> ActivationRecord {
-        ActivationRecord { member: MemberId::new(member).expect("valid"), event, mono_ns: at, until_mono_ns: until, pid: None }
+        ActivationRecord {
+            member: MemberId::new(member).expect("valid"),
+            event,
+            mono_ns: at,
+            until_mono_ns: until,
+            pid: None,
+        }
     }
 
     fn evidence<'a>(

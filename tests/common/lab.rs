@@ -43,6 +43,10 @@ pub enum Runner {
     /// `kind = "process"`: the daemon starts the validator, which signs only heights that begin
     /// after its start.
     Process,
+    /// `kind = "process"` behind a start script that forks, the shape of cosmovisor: `sh -c`
+    /// runs the validator in the background and waits, so the signer is the script's child and
+    /// a signal to the script alone would leave it running as an orphan.
+    Forking,
 }
 
 /// Which nodes the producers have.
@@ -147,6 +151,9 @@ fn validator_producer(
         "--block-interval".into(),
         format!("{}ms", BLOCK.as_millis()),
     ]);
+    if runner == Runner::Forking {
+        argv.splice(0..0, ["sh".to_string(), "-c".to_string(), "\"$0\" \"$@\" & wait".to_string()]);
+    }
     let command = toml::Value::Array(argv.into_iter().map(toml::Value::String).collect());
     match runner {
         Runner::FilePv => format!(
@@ -154,7 +161,9 @@ fn validator_producer(
             key_file.display(),
             home.display()
         ),
-        Runner::Process => format!("[producer]\nkind = \"process\"\ncommand = {command}\nfence_timeout = \"500ms\"\n"),
+        Runner::Process | Runner::Forking => {
+            format!("[producer]\nkind = \"process\"\ncommand = {command}\nfence_timeout = \"500ms\"\n")
+        }
     }
 }
 
@@ -397,6 +406,26 @@ impl Lab {
             }
         }
         pids
+    }
+
+    /// The process group of member `i`'s running validator (the group its keeper started).
+    pub fn validator_group(&self, i: usize) -> Option<i32> {
+        let pid = *self.validator_pids(i).last()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_ascii_whitespace().nth(2)?.parse().ok()
+    }
+
+    /// The pid of the keeper member `i`'s daemon started (a `failoverd keeper` child of it).
+    pub fn keeper_pid(&self, i: usize) -> Option<i32> {
+        let daemon = self.daemons[i].as_ref()?.id();
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid: u32 = stat.rsplit_once(')')?.1.split_ascii_whitespace().nth(1)?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let is_keeper = cmdline.split(|b| *b == 0).nth(1) == Some(b"keeper".as_slice());
+            (ppid == daemon && is_keeper).then_some(pid)
+        })
     }
 
     pub fn kill9(&mut self, i: usize) {
