@@ -3,7 +3,8 @@
 //! Nothing outside `producer/` touches a node process or a key. A producer never decides
 //! whether it should be active: it is told so by the daemon, only after the promotion guard
 //! passed, and it reports what it did. `fence` is synchronous on purpose: the self-fence thread
-//! calls it when the tokio runtime may be stalled.
+//! calls it when the tokio runtime may be stalled. A producer that runs or controls a node holds
+//! it through a keeper ([`crate::keeper`]), whose fate is not the daemon's.
 
 use std::time::Duration;
 
@@ -83,10 +84,10 @@ pub trait Producer: Send + Sync {
     /// producer as possibly active until `fence` confirms.
     async fn activate(&self, floor: SignFloor, until: MonoTime, deadline: Instant) -> Result<(), ProducerError>;
 
-    /// Moves the end of the right to produce to `until` after a renew. Producers that can
-    /// enforce it locally (a dead man's switch in the node) stop by themselves at `until`, so a
-    /// frozen daemon cannot keep them signing; the others ignore it and rely on the self-fence
-    /// thread. MUST NOT start production: an extension that arrives after a deactivation (it
+    /// Moves the end of the right to produce to `until` after a renew. Producers with a keeper
+    /// pass it on, so the keeper — outside this process — kills the node at `until` if no later
+    /// extension comes (a frozen daemon cannot keep it signing); the others ignore it and rely
+    /// on the self-fence thread. MUST NOT start production: an extension that arrives after a deactivation (it
     /// may have been in flight) is a no-op.
     async fn extend(&self, until: MonoTime, deadline: Instant) -> Result<(), ProducerError>;
 
