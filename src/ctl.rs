@@ -646,6 +646,7 @@ fn status_json(s: &StatusReply) -> serde_json::Value {
             "leader": (!r.leader.is_empty()).then_some(&r.leader), "term": r.term, "commit": r.commit,
         })),
         "store_error": (!s.store_error.is_empty()).then_some(&s.store_error),
+        "last_reason": (!s.last_reason.is_empty()).then_some(&s.last_reason),
     })
 }
 
@@ -694,6 +695,9 @@ fn print_status(s: &StatusReply, m: &MembersReply, json: bool) {
     }
     if !s.store_error.is_empty() {
         println!("store      {}", s.store_error);
+    }
+    if !s.last_reason.is_empty() {
+        println!("last       {}", s.last_reason);
     }
     println!();
     print_members(m, false);

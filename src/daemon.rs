@@ -96,6 +96,8 @@ struct Parts {
     reference_heights: std::sync::Mutex<Vec<Option<(MonoTime, u64)>>>,
     /// The status this member published last, for the control API's `Status`.
     own_status: tokio::sync::watch::Sender<Option<MemberStatus>>,
+    /// Why this member last stepped down or was fenced, for `failoverctl status`.
+    last_reason: tokio::sync::watch::Sender<String>,
     /// Metrics, health endpoints and systemd notifications.
     telemetry: Arc<Telemetry>,
 }
@@ -139,6 +141,7 @@ pub async fn run(
         coord: Arc::clone(&parts.coord),
         raft: parts.raft.clone(),
         own_status: parts.own_status.subscribe(),
+        last_reason: parts.last_reason.subscribe(),
         members: config.members.clone(),
         max_lag_on_failover: config.failover.max_lag_on_failover,
         import_max_ahead: config.failover.import_max_ahead,
@@ -304,6 +307,7 @@ async fn setup(
         probe_interval: config.chain.as_ref().map_or(Duration::from_secs(1), |c| c.probe_interval),
         reference_heights: std::sync::Mutex::new(vec![None; references.len()]),
         own_status: tokio::sync::watch::Sender::new(None),
+        last_reason: tokio::sync::watch::Sender::new(String::new()),
         producer_ops: tokio::sync::Mutex::new(()),
         fence_notices: std::sync::Mutex::new(Some(fence_notices_rx)),
         references,
@@ -522,6 +526,9 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
             }
         }
         report_metrics(&p, &next, &view, &health, now);
+        if next.last_reason != st.role.last_reason {
+            p.last_reason.send_replace(next.last_reason.as_ref().map_or(String::new(), ToString::to_string));
+        }
         st.role = next;
         // Only a handover the holder carried out is planned; a forced one is not.
         let transfer_to_me = view.intents.transfer.as_ref().is_some_and(|t| t.to == p.me && !t.forced);

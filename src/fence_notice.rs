@@ -26,7 +26,7 @@ impl fmt::Display for FencedBy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             FencedBy::Keeper => "the keeper",
-            FencedBy::KeeperLost => "the daemon, after its keeper died",
+            FencedBy::KeeperLost => "the daemon itself (its keeper died)",
             FencedBy::DeadlineThread => "the deadline thread",
         })
     }

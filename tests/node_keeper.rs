@@ -160,6 +160,12 @@ async fn a_killed_keeper_makes_the_daemon_fence_its_node_and_step_down() {
     lab.wait_signed_above(standby, 0, LEASE_TTL + Duration::from_secs(8)).await;
     let log = lab.log(active);
     assert!(log.contains("keeper"), "the log says the keeper was lost:\n{log}");
+    let status = lab.failoverctl(active, &["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("last       fenced: the daemon itself (its keeper died) stopped the producer"),
+        "status says why:\n{status}"
+    );
     let overlaps = lab.s1_overlaps();
     assert!(overlaps.is_empty(), "two validators could sign at once: {overlaps:?}");
     assert!(lab.report().is_safe());

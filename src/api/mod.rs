@@ -46,6 +46,8 @@ pub struct ControlService {
     pub raft: Option<Arc<RaftCoordinator>>,
     /// What the member's loop published last.
     pub own_status: watch::Receiver<Option<MemberStatus>>,
+    /// Why this member last stepped down or was fenced, in words.
+    pub last_reason: watch::Receiver<String>,
     pub members: Vec<MemberConfig>,
     pub max_lag_on_failover: u64,
     /// `failover.import_max_ahead`: how far above the best height the cluster knows an import

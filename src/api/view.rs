@@ -65,6 +65,7 @@ impl ControlService {
             watermark,
             store_error: store_errors.join("; "),
             raft,
+            last_reason: self.last_reason.borrow().clone(),
         }
     }
 
