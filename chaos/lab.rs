@@ -1,7 +1,15 @@
-//! One lab: three members (producers a and b, witness c) as real `failoverd run` processes, and a
-//! real `failoverd sim-node` process beside each producer, all sharing one signature ledger and
-//! one activation log. The lab starts, stops, signals and restarts those processes, fills disks
-//! and moves wall clocks; it judges nothing (that is `verdict`).
+//! One lab: three members (producers a and b, witness c) as real `failoverd run` processes, and
+//! beside each producer the nodes a real deployment has, all sharing one signature ledger and one
+//! activation log. The lab starts, stops, signals and restarts those processes, fills disks and
+//! moves wall clocks; it judges nothing (that is `verdict`).
+//!
+//! In key-holding mode each producer has a sentry (`failoverd sim-node`, started by the lab: the
+//! node `chain.rpc` probes, never producing) and a validator shaped like a real one (`sim-node
+//! --sign-while-running`), which the member's daemon starts through its keeper as the
+//! `cometbft-filepv` producer's `command`: it signs every height its sentry reports from its start
+//! until its process dies, with no deadline and no switch. A death watch outside every daemon
+//! records each validator's death in the activation log. In signer mode the lab's node asks its
+//! member's remote signer for every signature instead.
 //!
 //! Members talk over mutual TLS, as in production: at start the lab writes a CA, one member
 //! certificate per member and one operator certificate (for tools that attack or drive the
@@ -21,12 +29,15 @@ use std::time::{Duration, Instant};
 use failover::config::TlsConfig;
 use failover::domain::{MemberId, MonoTime};
 use failover::proto::v1::{MembersReply, StatusReply};
-use failover::sim::activation::{ActivationEvent, ActivationLog, ActivationRecord};
+use failover::sim::chain::SimChain;
+use failover::sim::death_watch::DeathWatch;
+use failover::sim::ledger::SignatureRecord;
 use failover::sim::node::StateReport;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::net::{Namespaces, Net, sh};
+use crate::procs::{self, Proc};
 
 pub const MEMBERS: [&str; 3] = ["a", "b", "c"];
 pub const PRODUCERS: usize = 2;
@@ -157,8 +168,11 @@ pub struct LabOptions {
     pub namespaces: bool,
     pub keep: bool,
     /// Signer mode: each node asks its member's remote signer (`cometbft-signer`) for every
-    /// signature, instead of signing while its producer is turned on.
+    /// signature, instead of a validator that signs while its process runs.
     pub signer: bool,
+    /// Key-holding mode: start each validator through a start script that forks it
+    /// (`sh -c "<validator> & wait"`), as many real start scripts do.
+    pub forking: bool,
 }
 
 struct Member {
@@ -167,8 +181,11 @@ struct Member {
     config: PathBuf,
     socket: PathBuf,
     data_dir: PathBuf,
+    /// The validator's CometBFT-style home (`config/`, `data/`), key-holding mode.
+    home: PathBuf,
     clock_file: PathBuf,
     daemon: Option<Child>,
+    /// The node the lab starts: the sentry in key-holding mode, the privval node in signer mode.
     node: Option<Child>,
     /// When to restart a process that exited on its own.
     daemon_restart: Option<Instant>,
@@ -201,6 +218,10 @@ pub struct Lab {
     mounts: Vec<PathBuf>,
     runtime: tokio::runtime::Handle,
     pub exits: Vec<Exit>,
+    /// Records each validator's death in the activation log (key-holding mode).
+    death_watch: Option<DeathWatch>,
+    /// What the ledger says each member signed last (key-holding mode's view of who signs).
+    signed: std::sync::Mutex<LedgerTail>,
 }
 
 /// The libfaketime library, where Debian's package puts it.
@@ -285,38 +306,24 @@ impl Lab {
             mounts: Vec::new(),
             runtime,
             exits: Vec::new(),
+            death_watch: None,
+            signed: std::sync::Mutex::new(LedgerTail::new(dir.join("ledger.jsonl"))),
             options,
             dir,
         };
-        if lab.options.signer {
-            let key = lab.dir.join("priv_validator_key.json");
-            failover::producer::privval::validator_key::ValidatorKey::write_for_seed(&key, [0x5a; 32])
-                .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
+        // Both producers hold the same validator key: the remote signer's in signer mode, the
+        // cometbft-filepv producer's key_file in key-holding mode.
+        let key = lab.dir.join("priv_validator_key.json");
+        failover::producer::privval::validator_key::ValidatorKey::write_for_seed(&key, [0x5a; 32])
+            .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
+        if !lab.options.signer {
+            lab.death_watch = Some(
+                DeathWatch::start(std::slice::from_ref(&lab.activations))
+                    .map_err(|e| format!("cannot start the death watch: {e}"))?,
+            );
         }
         for (i, name) in MEMBERS.iter().enumerate() {
-            let producer = i < PRODUCERS;
-            let data_dir = lab.dir.join(format!("data-{name}"));
-            std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-            if producer && lab.options.small_disks {
-                let target = data_dir.to_string_lossy().to_string();
-                sh("mount", &["-t", "tmpfs", "-o", "size=48m,mode=0700", "tmpfs", &target])
-                    .map_err(|e| format!("cannot mount a small disk: {e}"))?;
-                lab.mounts.push(data_dir.clone());
-            }
-            let clock_file = lab.dir.join(format!("clock-{name}"));
-            std::fs::write(&clock_file, "+0\n").map_err(|e| format!("cannot write {}: {e}", clock_file.display()))?;
-            let member = Member {
-                name,
-                producer,
-                config: lab.dir.join(format!("{name}.toml")),
-                socket: lab.dir.join(format!("{name}.sock")),
-                data_dir,
-                clock_file,
-                daemon: None,
-                node: None,
-                daemon_restart: None,
-                node_restart: None,
-            };
+            let member = lab.prepare_member(name, i < PRODUCERS)?;
             lab.members.push(member);
         }
         for i in 0..MEMBERS.len() {
@@ -335,6 +342,38 @@ impl Lab {
             }
         }
         Ok(lab)
+    }
+
+    /// Member `name`'s directories and files: its data_dir (a small tmpfs for full-disk), its
+    /// wall-clock offset file, and a producer's validator home.
+    fn prepare_member(&mut self, name: &'static str, producer: bool) -> Result<Member, String> {
+        let data_dir = self.dir.join(format!("data-{name}"));
+        std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+        if producer && self.options.small_disks {
+            let target = data_dir.to_string_lossy().to_string();
+            sh("mount", &["-t", "tmpfs", "-o", "size=48m,mode=0700", "tmpfs", &target])
+                .map_err(|e| format!("cannot mount a small disk: {e}"))?;
+            self.mounts.push(data_dir.clone());
+        }
+        let clock_file = self.dir.join(format!("clock-{name}"));
+        std::fs::write(&clock_file, "+0\n").map_err(|e| format!("cannot write {}: {e}", clock_file.display()))?;
+        let home = self.dir.join(format!("home-{name}"));
+        if producer {
+            std::fs::create_dir_all(&home).map_err(|e| format!("cannot create {}: {e}", home.display()))?;
+        }
+        Ok(Member {
+            name,
+            producer,
+            config: self.dir.join(format!("{name}.toml")),
+            socket: self.dir.join(format!("{name}.sock")),
+            data_dir,
+            home,
+            clock_file,
+            daemon: None,
+            node: None,
+            daemon_restart: None,
+            node_restart: None,
+        })
     }
 
     fn config_text(&self, i: usize) -> String {
@@ -408,9 +447,46 @@ impl Lab {
                 ms(t.fence_timeout),
             )
         } else {
-            format!("[producer]\nkind = \"sim\"\nfence_timeout = {}\n", ms(t.fence_timeout))
+            let command: Vec<toml::Value> = self.validator_command(i).into_iter().map(toml::Value::String).collect();
+            format!(
+                "[producer]\nkind = \"cometbft-filepv\"\nkey_file = {}\nhome = {}\ncommand = {}\nfence_timeout = {}\n",
+                toml::Value::String(self.dir.join("priv_validator_key.json").display().to_string()),
+                toml::Value::String(self.members[i].home.display().to_string()),
+                toml::Value::Array(command),
+                ms(t.fence_timeout),
+            )
         };
         chain + &producer
+    }
+
+    /// The `command` producer `i`'s daemon starts (through its keeper) while it is active: a
+    /// validator that follows the member's sentry and signs above its home's state file until
+    /// its process dies. With `forking`, a start script that forks it and waits.
+    fn validator_command(&self, i: usize) -> Vec<String> {
+        let argv: Vec<String> = vec![
+            self.exe.display().to_string(),
+            "sim-node".into(),
+            "--sign-while-running".into(),
+            "--follow".into(),
+            format!("http://{}", self.net.node_addr(i)),
+            "--home".into(),
+            self.members[i].home.display().to_string(),
+            "--member".into(),
+            MEMBERS[i].into(),
+            "--ledger".into(),
+            self.ledger.display().to_string(),
+            "--activations".into(),
+            self.activations.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--block-interval".into(),
+            format!("{}ms", self.options.timings.block.as_millis()),
+        ];
+        if !self.options.forking {
+            return argv;
+        }
+        let line: Vec<String> = argv.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect();
+        vec!["/bin/sh".into(), "-c".into(), format!("{} & wait", line.join(" "))]
     }
 
     fn log_file(&self, name: &str) -> Result<std::fs::File, String> {
@@ -457,11 +533,11 @@ impl Lab {
             &block,
             "--ledger",
             &ledger,
-            "--activations",
-            &activations,
         ];
+        // A sentry never produces, so it has nothing to record; the privval node records its
+        // permission changes as before.
         if self.options.signer {
-            args.extend(["--privval-listen", &privval]);
+            args.extend(["--activations", &activations, "--privval-listen", &privval]);
         }
         let child = self.spawn(i, &args, &format!("node-{}.log", MEMBERS[i]))?;
         self.members[i].node = Some(child);
@@ -494,6 +570,27 @@ impl Lab {
         }
     }
 
+    /// Member `i`'s daemon process, while the lab runs one.
+    pub fn daemon_pid(&self, i: usize) -> Option<i32> {
+        self.members[i].daemon.as_ref().map(|c| Self::pid(c).as_raw())
+    }
+
+    /// Member `i`'s node process (the sentry in key-holding mode), while the lab runs one.
+    pub fn node_pid(&self, i: usize) -> Option<i32> {
+        self.members[i].node.as_ref().map(|c| Self::pid(c).as_raw())
+    }
+
+    /// The keeper member `i`'s daemon runs now, found in `/proc`.
+    pub fn keeper(&self, i: usize) -> Option<Proc> {
+        procs::keeper_of(self.daemon_pid(i)?)
+    }
+
+    /// Member `i`'s running validators (key-holding mode), found in `/proc` by their command
+    /// line; normally none or one.
+    pub fn validators(&self, i: usize) -> Vec<Proc> {
+        procs::validators(&self.ledger.display().to_string(), MEMBERS[i])
+    }
+
     pub fn kill_daemon(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].daemon.take() {
             let _ = c.kill();
@@ -501,27 +598,39 @@ impl Lab {
         }
     }
 
+    /// Kills member `i`'s node with SIGKILL: the sentry, and in key-holding mode its validator
+    /// too (a node that dies stops signing; the death watch records when).
     pub fn kill_node(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].node.take() {
             let _ = c.kill();
-            if c.wait().is_ok() {
-                self.record_node_exit(i);
-            }
+            let _ = c.wait();
+        }
+        for v in self.validators(i) {
+            let _ = kill(Pid::from_raw(v.pid), Signal::SIGKILL);
         }
     }
 
-    /// Tells the S1 checker that member `i`'s node is dead from now on: its permission to sign
-    /// ends here, whatever it said.
-    fn record_node_exit(&self, i: usize) {
-        let record = ActivationRecord {
-            member: failover::domain::MemberId::new(MEMBERS[i]).expect("lab member names are valid ids"),
-            event: ActivationEvent::Exited,
-            mono_ns: MonoTime::now().as_nanos(),
-            until_mono_ns: None,
-            pid: None,
-        };
-        if let Err(e) = ActivationLog::open(&self.activations).and_then(|mut log| log.append(&record)) {
-            eprintln!("chaos: {e}");
+    /// A planned switchover, as an operator makes it: `failoverctl promote <target>` through
+    /// member `via`'s control socket. Returns what failoverctl printed.
+    pub fn promote(&self, via: usize, target: usize) -> Result<String, String> {
+        let ctl = self.exe.with_file_name("failoverctl");
+        let out = std::process::Command::new(&ctl)
+            .arg("--socket")
+            .arg(&self.members[via].socket)
+            .args(["--timeout", "10s", "promote", MEMBERS[target]])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}; build it with cargo build --bin failoverctl", ctl.display()))?;
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() {
+            Ok(said)
+        } else {
+            Err(format!(
+                "failoverctl promote {} refused ({}): {said} {}",
+                MEMBERS[target],
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
         }
     }
 
@@ -561,9 +670,6 @@ impl Lab {
                     let crash = status.code() == Some(101)
                         || status.signal().is_some_and(|s| s != Signal::SIGKILL as i32 && s != Signal::SIGTERM as i32);
                     self.exits.push(Exit { member: name, what, status: status.to_string(), crash });
-                    if what == "node" {
-                        self.record_node_exit(i);
-                    }
                     continue;
                 }
                 if restart_at.is_none_or(|at| now < at) {
@@ -600,16 +706,21 @@ impl Lab {
         self.options.signer
     }
 
-    /// The producers whose nodes may sign now: producing with a permission not run out, or in
-    /// signer mode, whose remote signer signed one of the last three heights.
+    /// The producers whose nodes sign now. Key-holding mode: those the ledger shows signing one
+    /// of the last three heights (a validator has no switch to ask). Signer mode: those whose
+    /// remote signer signed one of the last three heights their node saw.
     pub fn signing(&self) -> Vec<usize> {
-        let signer = self.options.signer;
+        if !self.options.signer {
+            let height = SimChain::new(self.options.timings.block).height_at(MonoTime::now());
+            let mut tail = self.signed.lock().unwrap_or_else(|p| p.into_inner());
+            tail.refresh();
+            return (0..PRODUCERS)
+                .filter(|&i| tail.last_height(MEMBERS[i]).is_some_and(|h| height.saturating_sub(h) <= 2))
+                .collect();
+        }
         (0..PRODUCERS)
             .filter(|&i| {
-                self.sim_state(i).is_some_and(|s| match signer {
-                    true => s.state.last_signed.is_some_and(|h| s.height.saturating_sub(h) <= 2),
-                    false => s.state.producing,
-                })
+                self.sim_state(i).is_some_and(|s| s.state.last_signed.is_some_and(|h| s.height.saturating_sub(h) <= 2))
             })
             .collect()
     }
@@ -762,8 +873,55 @@ fn peer_refusal_counts(exposition: &str) -> BTreeMap<String, u64> {
     counts
 }
 
+/// What one ledger says each member signed last, read a little at a time: only what was
+/// appended since the last look is parsed.
+struct LedgerTail {
+    path: PathBuf,
+    offset: u64,
+    /// The bytes after the last newline: a record still being written.
+    partial: Vec<u8>,
+    last: BTreeMap<String, u64>,
+}
+
+impl LedgerTail {
+    fn new(path: PathBuf) -> LedgerTail {
+        LedgerTail { path, offset: 0, partial: Vec::new(), last: BTreeMap::new() }
+    }
+
+    fn refresh(&mut self) {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = std::fs::File::open(&self.path) else { return };
+        if file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut bytes = std::mem::take(&mut self.partial);
+        let before = bytes.len();
+        if file.read_to_end(&mut bytes).is_err() {
+            self.partial = bytes;
+            return;
+        }
+        self.offset += (bytes.len() - before) as u64;
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |n| n + 1);
+        self.partial = bytes.split_off(complete);
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            // A line that does not parse is the verdict's business (it reads the whole ledger).
+            if let Ok(r) = serde_json::from_slice::<SignatureRecord>(line) {
+                let last = self.last.entry(r.member.as_str().to_string()).or_insert(r.height);
+                *last = (*last).max(r.height);
+            }
+        }
+    }
+
+    fn last_height(&self, member: &str) -> Option<u64> {
+        self.last.get(member).copied()
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
+        // Keepers and validators are not the lab's children: find them before their daemons go.
+        let dir = self.dir.display().to_string();
+        let strays: Vec<i32> = procs::all().into_iter().filter(|p| p.mentions(&dir)).map(|p| p.pid).collect();
         for m in &mut self.members {
             for child in [m.daemon.take(), m.node.take()].into_iter().flatten() {
                 let mut child = child;
@@ -771,6 +929,16 @@ impl Drop for Lab {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+        }
+        // A keeper kills its node when its daemon dies, unless it was stopped or killed itself.
+        for pid in strays.into_iter().chain(procs::all().into_iter().filter(|p| p.mentions(&dir)).map(|p| p.pid)) {
+            if procs::read(pid).is_some_and(|p| p.mentions(&dir)) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        if let Some(watch) = self.death_watch.take() {
+            watch.stop();
         }
         for mount in self.mounts.drain(..) {
             if let Err(e) = sh("umount", &["-l", &mount.to_string_lossy()]) {

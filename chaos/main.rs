@@ -9,6 +9,7 @@
 mod lab;
 mod net;
 mod observe;
+mod procs;
 mod report;
 mod rogue;
 mod scenario;
@@ -208,6 +209,8 @@ fn run(args: &Args, rt: tokio::runtime::Handle) -> Result<ExitCode, Interrupted>
                 Some("needs root (network namespaces, nftables, tmpfs)")
             } else if s.needs_faketime && faketime.is_none() {
                 Some("needs libfaketime (Debian package libfaketime)")
+            } else if args.mode == "signer" {
+                s.not_in_signer_mode
             } else {
                 None
             };
@@ -228,6 +231,7 @@ fn run(args: &Args, rt: tokio::runtime::Handle) -> Result<ExitCode, Interrupted>
                     namespaces,
                     keep: args.keep,
                     signer: args.mode == "signer",
+                    forking: s.name == "forking-node",
                 };
                 let result = run_once(s, run_no, run_seed, &exe, options, rt.clone())?;
                 eprintln!("{}", result.line());
@@ -341,7 +345,9 @@ fn run_once(
         active_at_end,
         crashes,
         signer_mode: lab.signer_mode(),
+        host_freeze: injected.host_freeze,
     });
+    result.judgement.violations.extend(injected.violations.iter().cloned());
     if let Some(rogue) = &injected.rogue {
         result.judgement.violations.extend(verdict::judge_rogue(rogue));
     }
@@ -375,6 +381,7 @@ fn bench(
         namespaces,
         keep: args.keep,
         signer: args.mode == "signer",
+        forking: false,
     };
     let mut lab = match Lab::start("bench", exe, options, rt) {
         Ok(l) => l,

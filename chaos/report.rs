@@ -63,6 +63,12 @@ impl RunResult {
             j.closest_handover_ms.map_or("-".into(), |ms| format!("{ms:.0} ms")),
             self.reads,
         );
+        if let Some(ms) = j.death_margin_ms {
+            s.push_str(&format!("  old node dead {ms:.0} ms before the new active signed"));
+        }
+        if j.late_signatures > 0 {
+            s.push_str(&format!("  late signatures {}", j.late_signatures));
+        }
         if !self.notes.is_empty() {
             s.push_str(&format!("  [{}]", self.notes.join("; ")));
         }
@@ -71,6 +77,9 @@ impl RunResult {
         }
         for v in &j.violations {
             s.push_str(&format!("\n    VIOLATION {v}"));
+        }
+        for r in &j.residual {
+            s.push_str(&format!("\n    residual risk (measured, not judged): {r}"));
         }
         if let Some(k) = &self.kept {
             s.push_str(&format!("\n    evidence kept in {k}"));
@@ -96,6 +105,17 @@ struct Summary {
     failover_s_max: Option<f64>,
     missed_p50: Option<u64>,
     missed_max: Option<u64>,
+    /// The old node's observed death to the new active's first signature.
+    death_margin_ms_p50: Option<f64>,
+    death_margin_ms_min: Option<f64>,
+    death_margin_ms_max: Option<f64>,
+    death_margins: usize,
+    runs_with_late_signatures: usize,
+    late_signatures: usize,
+    late_signatures_max: Option<usize>,
+    runs_with_residual: usize,
+    residual_overlap_ms_p50: Option<f64>,
+    residual_overlap_ms_max: Option<f64>,
 }
 
 impl ScenarioReport {
@@ -113,7 +133,23 @@ impl ScenarioReport {
         times.sort_by(f64::total_cmp);
         let mut missed: Vec<u64> = self.runs.iter().map(|r| r.judgement.missed_heights).collect();
         missed.sort_unstable();
+        let mut margins: Vec<f64> = self.runs.iter().filter_map(|r| r.judgement.death_margin_ms).collect();
+        margins.sort_by(f64::total_cmp);
+        let mut late: Vec<usize> = self.runs.iter().map(|r| r.judgement.late_signatures).collect();
+        late.sort_unstable();
+        let mut residual: Vec<f64> = self.runs.iter().filter_map(|r| r.judgement.residual_overlap_ms).collect();
+        residual.sort_by(f64::total_cmp);
         Summary {
+            death_margin_ms_p50: percentile(&margins, 50),
+            death_margin_ms_min: margins.first().copied(),
+            death_margin_ms_max: margins.last().copied(),
+            death_margins: margins.len(),
+            runs_with_late_signatures: late.iter().filter(|n| **n > 0).count(),
+            late_signatures: late.iter().sum(),
+            late_signatures_max: late.last().copied(),
+            runs_with_residual: residual.len(),
+            residual_overlap_ms_p50: percentile(&residual, 50),
+            residual_overlap_ms_max: residual.last().copied(),
             runs: self.runs.len(),
             failed_runs: self.runs.iter().filter(|r| r.failed()).count(),
             violations: self.violations(),
@@ -181,8 +217,52 @@ pub fn print(reports: &[ScenarioReport], seed: u64, namespaces: bool, json: bool
             s.violations
         );
     }
+    print_handovers(reports);
     let total: usize = reports.iter().map(ScenarioReport::violations).sum();
     println!("{}", if total == 0 { "no violations".to_string() } else { format!("{total} VIOLATIONS") });
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |m| format!("{m:.0}"))
+}
+
+/// The second table: for scenarios whose runs saw the old node die or sign late, how far its
+/// death came before the new active's first signature, its late signatures, and the overlaps
+/// measured as residual risk.
+fn print_handovers(reports: &[ScenarioReport]) {
+    let rows: Vec<(&ScenarioReport, Summary)> = reports
+        .iter()
+        .map(|r| (r, r.summary()))
+        .filter(|(_, s)| s.death_margins > 0 || s.late_signatures > 0 || s.runs_with_residual > 0)
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<17} {:>4}  {:>30}  {:>22}  {:>26}",
+        "scenario",
+        "runs",
+        "old node dead before ms p50/min/max",
+        "late signatures runs/total/max",
+        "residual overlap runs ms p50/max"
+    );
+    for (r, s) in rows {
+        println!(
+            "{:<17} {:>4}  {:>35}  {:>30}  {:>32}",
+            r.scenario,
+            s.runs,
+            format!(
+                "{}/{}/{} (n={})",
+                ms(s.death_margin_ms_p50),
+                ms(s.death_margin_ms_min),
+                ms(s.death_margin_ms_max),
+                s.death_margins
+            ),
+            format!("{}/{}/{}", s.runs_with_late_signatures, s.late_signatures, s.late_signatures_max.unwrap_or(0)),
+            format!("{} {}/{}", s.runs_with_residual, ms(s.residual_overlap_ms_p50), ms(s.residual_overlap_ms_max)),
+        );
+    }
 }
 
 /// Prints the benchmark; exit 1 on a safety violation or a run that never failed over.

@@ -9,11 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use failover::domain::MonoTime;
-use nix::sys::signal::Signal;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use crate::lab::{Lab, MEMBERS, PRODUCERS, Timings};
 use crate::net::LinkFault;
 use crate::observe::Observer;
+use crate::procs::{self, Proc};
 use crate::rogue::{self, Answers};
 use crate::verdict::{Expect, MemberState, RogueEvidence, expected_refusals};
 
@@ -24,71 +26,126 @@ pub struct Scenario {
     /// Needs libfaketime.
     pub needs_faketime: bool,
     pub about: &'static str,
+    /// Why the scenario cannot apply in signer mode, where it does not run; `None`: it runs in
+    /// both modes.
+    pub not_in_signer_mode: Option<&'static str>,
 }
 
+/// Signer mode has no keeper and no node the daemon starts: the nodes are the lab's own.
+const NO_NODE_PROCESS: &str = "signer mode has no keeper and no node process started by the daemon (its nodes are the lab's, and the remote signer lives in the daemon)";
+
 pub const ALL: &[Scenario] = &[
-    Scenario { name: "kill-daemon", needs_root: false, needs_faketime: false, about: "kill -9 the active daemon" },
-    Scenario { name: "kill-node", needs_root: false, needs_faketime: false, about: "kill -9 the active node" },
+    Scenario {
+        name: "kill-daemon",
+        needs_root: false,
+        needs_faketime: false,
+        about: "kill -9 the active daemon",
+        not_in_signer_mode: None,
+    },
+    Scenario {
+        name: "kill-node",
+        needs_root: false,
+        needs_faketime: false,
+        about: "kill -9 the active node",
+        not_in_signer_mode: None,
+    },
     Scenario {
         name: "stop-daemon",
         needs_root: false,
         needs_faketime: false,
         about: "SIGSTOP the active daemon for longer than its lease, then SIGCONT",
+        not_in_signer_mode: None,
+    },
+    Scenario {
+        name: "freeze-host",
+        needs_root: false,
+        needs_faketime: false,
+        about: "SIGSTOP the active's daemon, keeper and node together for about twice the lease, then SIGCONT",
+        not_in_signer_mode: None,
+    },
+    Scenario {
+        name: "kill-keeper",
+        needs_root: false,
+        needs_faketime: false,
+        about: "kill -9 the active's keeper",
+        not_in_signer_mode: Some(NO_NODE_PROCESS),
+    },
+    Scenario {
+        name: "forking-node",
+        needs_root: false,
+        needs_faketime: false,
+        about: "validators behind a forking start script: a planned promote, then kill -9 of the new active's daemon",
+        not_in_signer_mode: Some(NO_NODE_PROCESS),
     },
     Scenario {
         name: "partition-active",
         needs_root: true,
         needs_faketime: false,
         about: "cut the active member off from all others",
+        not_in_signer_mode: None,
     },
     Scenario {
         name: "partition-leader",
         needs_root: true,
         needs_faketime: false,
         about: "cut the raft leader off while it is not the active",
+        not_in_signer_mode: None,
     },
-    Scenario { name: "isolate-witness", needs_root: true, needs_faketime: false, about: "cut the witness off" },
+    Scenario {
+        name: "isolate-witness",
+        needs_root: true,
+        needs_faketime: false,
+        about: "cut the witness off",
+        not_in_signer_mode: None,
+    },
     Scenario {
         name: "asymmetric",
         needs_root: true,
         needs_faketime: false,
         about: "drop one direction of the active's link",
+        not_in_signer_mode: None,
     },
     Scenario {
         name: "packet-loss",
         needs_root: true,
         needs_faketime: false,
         about: "drop 2-10 % of packets on one member's link",
+        not_in_signer_mode: None,
     },
     Scenario {
         name: "flapping-link",
         needs_root: true,
         needs_faketime: false,
         about: "the active's link goes down and up again, repeatedly",
+        not_in_signer_mode: None,
     },
     Scenario {
         name: "restart-storm",
         needs_root: false,
         needs_faketime: false,
         about: "every member restarted, one after another",
+        not_in_signer_mode: None,
     },
     Scenario {
         name: "full-disk",
         needs_root: true,
         needs_faketime: false,
         about: "the active's data_dir (a small tmpfs) fills up",
+        not_in_signer_mode: None,
     },
     Scenario {
         name: "clock-jump",
         needs_root: false,
         needs_faketime: true,
         about: "the active's wall clock jumps hours forward, then back",
+        not_in_signer_mode: None,
     },
     Scenario {
         name: "rogue-peer",
         needs_root: false,
         needs_faketime: false,
         about: "a host that is no member sends forged and spoofed traffic to every peer port",
+        not_in_signer_mode: None,
     },
 ];
 
@@ -141,6 +198,12 @@ pub struct Injected {
     pub notes: Vec<String>,
     /// The rogue-peer scenario's evidence; completed by [`after_settle`].
     pub rogue: Option<RogueEvidence>,
+    /// What the scenario itself saw go wrong (a process left of a node group that was stopped,
+    /// a second handover that never came).
+    pub violations: Vec<String>,
+    /// The whole host of the active was paused (freeze-host): the old node's overlap with the new
+    /// active is a measured residual risk, not a verdict.
+    pub host_freeze: bool,
 }
 
 /// What a scenario may use while it runs.
@@ -203,7 +266,16 @@ pub fn inject(scenario: &Scenario, cx: &mut Context, active: usize) -> Result<Re
     let lease_limit = t.l1_lease_limit();
     let mut notes = Vec::new();
     let injected = |fault_at, expect, max_failovers, l1_limit, notes| {
-        Ok(Ok(Injected { fault_at, expect, max_failovers, l1_limit, notes, rogue: None }))
+        Ok(Ok(Injected {
+            fault_at,
+            expect,
+            max_failovers,
+            l1_limit,
+            notes,
+            rogue: None,
+            violations: Vec::new(),
+            host_freeze: false,
+        }))
     };
     match scenario.name {
         "kill-daemon" => {
@@ -233,6 +305,9 @@ pub fn inject(scenario: &Scenario, cx: &mut Context, active: usize) -> Result<Re
             cx.lab.signal_daemon(active, Signal::SIGCONT);
             injected(at, Expect::Failover, 1, lease_limit, notes)
         }
+        "freeze-host" => freeze_host(cx, active),
+        "kill-keeper" => kill_keeper(cx, active),
+        "forking-node" => forking_node(cx, active),
         "partition-active" => {
             let hold = cx.rng.between(lease_limit, lease_limit + Duration::from_secs(3));
             notes.push(format!("cut for {:.1} s", hold.as_secs_f64()));
@@ -389,6 +464,220 @@ pub fn inject(scenario: &Scenario, cx: &mut Context, active: usize) -> Result<Re
     }
 }
 
+/// The freeze-host scenario: the whole of the active's host pauses — its daemon, its keeper
+/// and its node's process group (in signer mode: its daemon and its node) stopped together for
+/// about twice the lease — and resumes, every process continued in a random order within
+/// microseconds. Nothing on the host can act while it is paused, so the old node's process
+/// outlives the lease; what it does after the resume is what the run measures.
+fn freeze_host(cx: &mut Context, active: usize) -> Result<Result<Injected, String>, Interrupted> {
+    let t = cx.timings.clone();
+    let mut targets: Vec<(String, Pid)> = Vec::new();
+    let mut validator_pid = None;
+    let Some(daemon) = cx.lab.daemon_pid(active) else {
+        return Ok(Err(format!("member {}'s daemon is not running", MEMBERS[active])));
+    };
+    targets.push((format!("daemon {daemon}"), Pid::from_raw(daemon)));
+    if cx.lab.signer_mode() {
+        let Some(node) = cx.lab.node_pid(active) else {
+            return Ok(Err(format!("member {}'s node is not running", MEMBERS[active])));
+        };
+        targets.push((format!("node {node}"), Pid::from_raw(node)));
+    } else {
+        let Some(keeper) = cx.lab.keeper(active) else {
+            return Ok(Err(format!("no keeper of member {}'s daemon (pid {daemon}) in /proc", MEMBERS[active])));
+        };
+        let Some(validator) = cx.lab.validators(active).into_iter().next() else {
+            return Ok(Err(format!("no validator of member {} in /proc", MEMBERS[active])));
+        };
+        validator_pid = Some(validator.pid);
+        targets.push((format!("keeper {}", keeper.pid), Pid::from_raw(keeper.pid)));
+        // A negative pid is the whole process group.
+        targets.push((format!("node group {}", validator.pgrp), Pid::from_raw(-validator.pgrp)));
+    }
+    let hold = cx.rng.between(t.lease_ttl * 2, t.lease_ttl * 2 + Duration::from_secs(1));
+    let mut order: Vec<usize> = (0..targets.len()).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, cx.rng.below(i as u64 + 1) as usize);
+    }
+    let at = MonoTime::now();
+    for (_, pid) in &targets {
+        let _ = kill(*pid, Signal::SIGSTOP);
+    }
+    let paused = cx.pause(hold);
+    for &k in &order {
+        let _ = kill(targets[k].1, Signal::SIGCONT);
+    }
+    let lived = validator_pid.map(lifetime_after);
+    paused?;
+    let resumed: Vec<&str> = order.iter().map(|&k| targets[k].0.as_str()).collect();
+    let mut notes = vec![format!("host paused {:.1} s; resumed {}", hold.as_secs_f64(), resumed.join(", then "))];
+    match lived {
+        Some(Some(d)) => notes.push(format!("old validator gone {:.1} ms after the resume", d.as_secs_f64() * 1e3)),
+        Some(None) => notes.push(format!("old validator still alive {} s after the resume", LIFETIME_LIMIT.as_secs())),
+        None => {}
+    }
+    Ok(Ok(Injected {
+        fault_at: at,
+        expect: Expect::Failover,
+        max_failovers: 1,
+        l1_limit: t.l1_lease_limit(),
+        notes,
+        rogue: None,
+        violations: Vec::new(),
+        host_freeze: true,
+    }))
+}
+
+/// How long [`lifetime_after`] watches a process.
+const LIFETIME_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long process `pid` goes on living from now, looked up in `/proc` every 200 µs (a zombie
+/// counts as gone: it cannot sign); `None` if it still lives after [`LIFETIME_LIMIT`].
+fn lifetime_after(pid: i32) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < LIFETIME_LIMIT {
+        if procs::read(pid).is_none_or(|p| !p.live()) {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    None
+}
+
+/// The kill-keeper scenario: the active's keeper dies by SIGKILL. Its node dies with it
+/// (`PR_SET_PDEATHSIG`); the daemon must see the keeper gone, kill the node's group itself,
+/// stand down and release, and the other producer take over. No process of the old group may be
+/// left once it does.
+fn kill_keeper(cx: &mut Context, active: usize) -> Result<Result<Injected, String>, Interrupted> {
+    let lease_limit = cx.timings.l1_lease_limit();
+    let Some(daemon) = cx.lab.daemon_pid(active) else {
+        return Ok(Err(format!("member {}'s daemon is not running", MEMBERS[active])));
+    };
+    let Some(keeper) = cx.lab.keeper(active) else {
+        return Ok(Err(format!("no keeper of member {}'s daemon (pid {daemon}) in /proc", MEMBERS[active])));
+    };
+    let groups: Vec<i32> = cx.lab.validators(active).iter().map(|v| v.pgrp).collect();
+    let mut notes = vec![format!("keeper pid {} of daemon pid {daemon}", keeper.pid)];
+    let at = MonoTime::now();
+    let _ = kill(Pid::from_raw(keeper.pid), Signal::SIGKILL);
+    let mut violations = Vec::new();
+    if cx.wait_other(active, lease_limit + Duration::from_secs(2))? {
+        violations.extend(left_of_groups(MEMBERS[active], &groups, "after another member began to sign"));
+    }
+    if cx.lab.keeper(active).is_some() {
+        notes.push(format!("{} runs a new keeper", MEMBERS[active]));
+    }
+    Ok(Ok(Injected {
+        fault_at: at,
+        expect: Expect::Failover,
+        max_failovers: 1,
+        l1_limit: lease_limit,
+        notes,
+        rogue: None,
+        violations,
+        host_freeze: false,
+    }))
+}
+
+/// The forking-node scenario (a lab whose validators run behind `sh -c "<validator> & wait"`):
+/// a planned `failoverctl promote` of the standby, then kill -9 of the new active's daemon. After
+/// each handover no process of the old node's group may be left — not the script, not the
+/// validator it forked — by the time the other member signs.
+fn forking_node(cx: &mut Context, active: usize) -> Result<Result<Injected, String>, Interrupted> {
+    let lease_limit = cx.timings.l1_lease_limit();
+    let other = (active + 1) % PRODUCERS;
+    let group = match forked_group(cx.lab, active) {
+        Ok(g) => g,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut notes = Vec::new();
+    let mut violations = Vec::new();
+    let at = MonoTime::now();
+    match cx.lab.promote(active, other) {
+        Ok(said) => notes.push(format!("promote {}: {said}", MEMBERS[other])),
+        Err(e) => return Ok(Err(e)),
+    }
+    if cx.wait_other(active, lease_limit + Duration::from_secs(2))? {
+        violations.extend(left_of_groups(MEMBERS[active], &[group], "after the planned handover"));
+    }
+    let Some(second) = cx.lab.wait_active(Duration::from_secs(5), cx.interrupted) else {
+        violations.push("L1: no single producer signed after the planned handover".into());
+        return Ok(Ok(forking_injected(at, lease_limit, notes, violations)));
+    };
+    let group = match forked_group(cx.lab, second) {
+        Ok(g) => g,
+        Err(e) => return Ok(Err(e)),
+    };
+    let killed = MonoTime::now();
+    cx.lab.kill_daemon(second);
+    if cx.wait_other(second, lease_limit + Duration::from_secs(2))? {
+        let took = MonoTime::now().saturating_since(killed).as_secs_f64();
+        notes.push(format!("kill -9 of {}'s daemon: another member signing {took:.1} s later", MEMBERS[second]));
+        violations.extend(left_of_groups(MEMBERS[second], &[group], "after its daemon was killed"));
+    } else {
+        violations.push(format!(
+            "L1: after kill -9 of {}'s daemon no other member signed within {:.1} s",
+            MEMBERS[second],
+            (lease_limit + Duration::from_secs(2)).as_secs_f64()
+        ));
+    }
+    if let Err(e) = cx.lab.start_daemon(second) {
+        return Ok(Err(e));
+    }
+    Ok(Ok(forking_injected(at, lease_limit, notes, violations)))
+}
+
+fn forking_injected(at: MonoTime, l1_limit: Duration, notes: Vec<String>, violations: Vec<String>) -> Injected {
+    Injected {
+        fault_at: at,
+        expect: Expect::Failover,
+        max_failovers: 2,
+        l1_limit,
+        notes,
+        rogue: None,
+        violations,
+        host_freeze: false,
+    }
+}
+
+/// The process group of member `i`'s validator, which must hold the start script and the
+/// validator it forked.
+fn forked_group(lab: &Lab, i: usize) -> Result<i32, String> {
+    let validator = lab
+        .validators(i)
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("no validator of member {} in /proc", MEMBERS[i]))?;
+    let members = procs::live_in_group(validator.pgrp);
+    if validator.pgrp == validator.pid || members.len() < 2 {
+        return Err(format!(
+            "member {}'s validator (pid {}) is not behind a forking start script: its group {} holds {}",
+            MEMBERS[i],
+            validator.pid,
+            validator.pgrp,
+            members.iter().map(Proc::describe).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(validator.pgrp)
+}
+
+/// A violation for every process still alive in one of `member`'s old node groups.
+fn left_of_groups(member: &str, groups: &[i32], when: &str) -> Vec<String> {
+    groups
+        .iter()
+        .filter_map(|&g| {
+            let left = procs::live_in_group(g);
+            (!left.is_empty()).then(|| {
+                format!(
+                    "orphan: {} process(es) of {member}'s old node group {g} still alive {when}: {}",
+                    left.len(),
+                    left.iter().map(Proc::describe).collect::<Vec<_>>().join("; ")
+                )
+            })
+        })
+        .collect()
+}
+
 /// How long the members may take to count what the rogue sent them (the forged snapshots are
 /// refused by each member's raft loop, after the transport accepted them).
 const COUNT_LIMIT: Duration = Duration::from_secs(5);
@@ -452,6 +741,8 @@ fn rogue_peer(cx: &mut Context, active: usize) -> Result<Result<Injected, String
         l1_limit: lease_limit,
         notes,
         rogue: Some(evidence),
+        violations: Vec::new(),
+        host_freeze: false,
     }))
 }
 
@@ -514,4 +805,52 @@ pub fn after_settle(lab: &mut Lab, injected: &mut Injected) {
     evidence.heights_seen = seen.into_iter().map(|((viewer, shown), h)| (viewer, shown, h)).collect();
     evidence.exits = lab.exits.iter().map(|e| format!("{} of {} exited ({})", e.what, e.member, e.status)).collect();
     evidence.not_running = lab.not_running();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    /// Waits up to 5 s for `check` to hold.
+    fn eventually(check: impl Fn() -> bool) -> bool {
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if check() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    #[test]
+    fn a_forked_child_left_in_a_group_whose_script_died_is_reported_as_an_orphan_by_pid() {
+        // The shape of forking-node: a start script that forks the node and waits, in a group of
+        // its own. Only the script dies: its child lives on in the group.
+        let mut script = Command::new("/bin/sh")
+            .args(["-c", "sleep 600 & wait"])
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("sh starts");
+        let pgid = script.id() as i32;
+        assert!(eventually(|| procs::live_in_group(pgid).len() == 2), "sh and sleep in the group");
+        assert!(left_of_groups("a", &[pgid], "now").len() == 1);
+        script.kill().expect("kill sh");
+        script.wait().expect("reap sh");
+        let left = left_of_groups("a", &[pgid], "after the handover");
+        let _ = nix::sys::signal::killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(
+            left[0].starts_with(&format!(
+                "orphan: 1 process(es) of a's old node group {pgid} still alive after the handover: pid "
+            )),
+            "{left:?}"
+        );
+        assert!(left[0].contains("(sleep 600)"), "{left:?}");
+        assert!(eventually(|| left_of_groups("a", &[pgid], "now").is_empty()), "the group is empty once killed");
+    }
 }

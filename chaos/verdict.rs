@@ -61,6 +61,9 @@ pub struct Evidence<'a> {
     pub crashes: Vec<String>,
     /// Signer mode: every signature waits for a store commit.
     pub signer_mode: bool,
+    /// The active's whole host was paused (freeze-host): an overlap of its node with the new
+    /// active is the residual risk the run measures, not a violation.
+    pub host_freeze: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -70,8 +73,18 @@ pub struct Judgement {
     pub missed_heights: u64,
     /// Changes of signer over the whole run.
     pub failovers: usize,
-    /// The closest one member's permission to sign came to another's (negative: overlap).
+    /// The closest one member's node came to another's being able to sign (negative: overlap).
     pub closest_handover_ms: Option<f64>,
+    /// From the observed death of the node that was signing at the fault to the first height
+    /// signed by another member; negative when the new active signed first.
+    pub death_margin_ms: Option<f64>,
+    /// Signatures by the member active before the fault made after another member took over,
+    /// while that member still signed.
+    pub late_signatures: usize,
+    /// Overlaps measured as a known residual risk (freeze-host in key-holding mode).
+    pub residual: Vec<String>,
+    /// The longest of those overlaps.
+    pub residual_overlap_ms: Option<f64>,
     pub violations: Vec<String>,
 }
 
@@ -90,24 +103,13 @@ pub fn judge(e: &Evidence) -> Judgement {
     }
     j.missed_heights = report.missed_heights();
 
-    // S1: no two members allowed to sign at once.
     let windows = activation::windows(e.activations, e.end_ns);
-    for o in activation::overlaps(&windows, 0) {
-        j.violations.push(format!(
-            "S1: {} and {} were both allowed to sign for {:.1} ms",
-            o.first.member,
-            o.second.member,
-            o.overlap_ns as f64 / 1e6
-        ));
-    }
-    j.closest_handover_ms = activation::closest_handover_ns(&windows).map(|ns| ns as f64 / 1e6);
+    judge_s1(e, &windows, &mut j);
 
     // S3: no read returns less than a read that had completed before it started.
     j.violations.extend(watermark_regressions(e.reads));
 
-    j.failovers = records.windows(2).filter(|w| w[0].member != w[1].member).count();
-    let first_other = records.iter().find(|r| r.mono_ns > e.fault_at_ns && r.member.as_str() != e.active_before);
-    j.failover_s = first_other.map(|r| (r.mono_ns - e.fault_at_ns) as f64 / 1e9);
+    let first_other = judge_handover(e, &records, &windows, &mut j);
     match e.expect {
         Expect::Failover => match j.failover_s {
             None => j.violations.push(format!("L1: no other member signed after the fault on {}", e.active_before)),
@@ -118,7 +120,7 @@ pub fn judge(e: &Evidence) -> Judgement {
             Some(_) => {}
         },
         Expect::NoFailover => {
-            if first_other.is_some() {
+            if first_other {
                 j.violations.push(format!(
                     "L2: {} lost production to another member during a fault that only touched the store or a standby",
                     e.active_before
@@ -126,15 +128,15 @@ pub fn judge(e: &Evidence) -> Judgement {
             } else if !e.signer_mode {
                 // Demoted and promoted again (a self-fence, then a new lease): no change of
                 // signer, but the active was demoted all the same. Only heights missed while its
-                // permission had lapsed say so: a node that stalls (its ledger fsync on a busy
-                // disk) misses heights while still allowed to sign, which is no doing of
-                // failoverd. In signer mode each signature waits for a store commit, so a store
-                // fault delays signatures without any demotion (safety before liveness): the
-                // missed heights are reported, not judged.
-                let demoted = missed_without_permission(&records, &windows, &e.active_before);
+                // node was stopped say so: a node that stalls (its ledger fsync on a busy disk)
+                // misses heights while still running, which is no doing of failoverd. In signer
+                // mode each signature waits for a store commit, so a store fault delays
+                // signatures without any demotion (safety before liveness): the missed heights
+                // are reported, not judged.
+                let demoted = missed_while_stopped(&records, &windows, &e.active_before);
                 if demoted > 0 {
                     j.violations.push(format!(
-                        "L2: {} stopped producing for {demoted} heights, its permission to sign lapsed, during a fault that only touched the store or a standby",
+                        "L2: {} stopped producing for {demoted} heights, its node was stopped, during a fault that only touched the store or a standby",
                         e.active_before
                     ));
                 }
@@ -155,6 +157,65 @@ pub fn judge(e: &Evidence) -> Judgement {
         j.violations.push(format!("crash: {c}"));
     }
     j
+}
+
+/// Whether window `w` is the old active's node, the one that could sign when the fault began.
+fn old_node(e: &Evidence, w: &activation::Window) -> bool {
+    w.member.as_str() == e.active_before && w.from_ns <= e.fault_at_ns && w.to_ns > e.fault_at_ns
+}
+
+/// S1: no two nodes able to sign at once. A window ends only where a node was turned off or its
+/// process was seen dead (the death watch), never at the end of a lease. On a paused host
+/// (freeze-host) the old node's overlap is the residual risk the run measures.
+fn judge_s1(e: &Evidence, windows: &[activation::Window], j: &mut Judgement) {
+    for o in activation::overlaps(windows, 0) {
+        let ms = o.overlap_ns as f64 / 1e6;
+        let text = format!("S1: {} and {} could both sign for {ms:.1} ms", o.first.member, o.second.member);
+        if e.host_freeze && (old_node(e, &o.first) || old_node(e, &o.second)) {
+            j.residual_overlap_ms = Some(j.residual_overlap_ms.map_or(ms, |m: f64| m.max(ms)));
+            j.residual.push(format!("{text} (a paused host's node outlives its lease until it resumes)"));
+        } else {
+            j.violations.push(text);
+        }
+    }
+    j.closest_handover_ms = activation::closest_handover_ns(windows).map(|ns| ns as f64 / 1e6);
+}
+
+/// The handover after the fault: when another member first signed, how long before that the old
+/// node was seen dead, the old active's late signatures, and the changes of signer. Returns
+/// whether another member signed after the fault.
+fn judge_handover(
+    e: &Evidence,
+    records: &[&SignatureRecord],
+    windows: &[activation::Window],
+    j: &mut Judgement,
+) -> bool {
+    let first_other = records.iter().find(|r| r.mono_ns > e.fault_at_ns && r.member.as_str() != e.active_before);
+    j.failover_s = first_other.map(|r| (r.mono_ns - e.fault_at_ns) as f64 / 1e9);
+    // Late: the old active signed after another member had taken over, while that member still
+    // signed (a hand-back later in the run, which the other member stopped for, is not late).
+    let others_last = records.iter().filter(|r| r.member.as_str() != e.active_before).map(|r| r.mono_ns).max();
+    let late = |r: &SignatureRecord| {
+        first_other.is_some_and(|first| {
+            r.member.as_str() == e.active_before
+                && r.mono_ns > first.mono_ns
+                && others_last.is_some_and(|last| r.mono_ns < last)
+        })
+    };
+    j.late_signatures = records.iter().filter(|r| late(r)).count();
+    // A paused host's node signing after it resumes is the residual risk measured in S1, not
+    // production moving back and forth: its late signatures are not counted as signer changes.
+    let changes: Vec<&&SignatureRecord> = records.iter().filter(|r| !(e.host_freeze && late(r))).collect();
+    j.failovers = changes.windows(2).filter(|w| w[0].member != w[1].member).count();
+    if let Some(first) = first_other {
+        j.death_margin_ms = windows
+            .iter()
+            .filter(|w| old_node(e, w) && w.to_ns < e.end_ns)
+            .map(|w| w.to_ns)
+            .max()
+            .map(|died| (i128::from(first.mono_ns) - i128::from(died)) as f64 / 1e6);
+    }
+    first_other.is_some()
 }
 
 /// What a member must answer to one kind of hostile traffic.
@@ -339,9 +400,9 @@ fn rogue_state(e: &RogueEvidence) -> Vec<String> {
     v
 }
 
-/// Heights `member` skipped between two of its own signatures while it was not allowed to sign
-/// throughout (no one permission window covers both signatures): the heights a demotion cost.
-fn missed_without_permission(records: &[&SignatureRecord], windows: &[activation::Window], member: &str) -> u64 {
+/// Heights `member` skipped between two of its own signatures while its node could not sign
+/// throughout (no one window covers both signatures): the heights a demotion cost.
+fn missed_while_stopped(records: &[&SignatureRecord], windows: &[activation::Window], member: &str) -> u64 {
     let mut own: Vec<&SignatureRecord> = records.iter().copied().filter(|r| r.member.as_str() == member).collect();
     own.sort_by_key(|r| r.height);
     own.windows(2)
@@ -413,13 +474,14 @@ mod tests {
         }
     }
 
-    fn activation(member: &str, event: ActivationEvent, at: u64, until: Option<u64>) -> ActivationRecord {
+    /// Process `pid` of `member`'s validator started (`Activate`) or was seen dead (`Exited`).
+    fn node(member: &str, event: ActivationEvent, at: u64, pid: u32) -> ActivationRecord {
         ActivationRecord {
             member: MemberId::new(member).expect("valid"),
             event,
             mono_ns: at,
-            until_mono_ns: until,
-            pid: None,
+            until_mono_ns: None,
+            pid: Some(pid),
         }
     }
 
@@ -441,6 +503,7 @@ mod tests {
             active_at_end: true,
             crashes: Vec::new(),
             signer_mode: false,
+            host_freeze: false,
         }
     }
 
@@ -471,8 +534,9 @@ mod tests {
     fn a_clean_failover_is_measured_and_has_no_violation() {
         let records = [sig("a", 1, S / 2), sig("a", 2, S - 1), sig("b", 5, 3 * S)];
         let acts = [
-            activation("a", ActivationEvent::Activate, 0, Some(S + S / 2)),
-            activation("b", ActivationEvent::Activate, 2 * S, Some(5 * S)),
+            node("a", ActivationEvent::Activate, 0, 7),
+            node("a", ActivationEvent::Exited, S + S / 2, 7),
+            node("b", ActivationEvent::Activate, 2 * S, 8),
         ];
         let j = judge(&evidence(&records, &acts, Expect::Failover));
         assert!(j.violations.is_empty(), "{:?}", j.violations);
@@ -480,15 +544,68 @@ mod tests {
         assert_eq!(j.failovers, 1);
         assert_eq!(j.missed_heights, 2);
         assert_eq!(j.closest_handover_ms, Some(500.0));
+        assert_eq!(j.death_margin_ms, Some(1500.0), "a seen dead at 1.5 s, b's first signature at 3 s");
+        assert_eq!(j.late_signatures, 0);
+    }
+
+    #[test]
+    fn a_hand_back_after_the_new_active_stopped_is_not_a_late_signature() {
+        let records = [sig("a", 1, S / 2), sig("b", 15, 3 * S), sig("b", 16, 4 * S), sig("a", 30, 8 * S)];
+        let j = judge(&Evidence { max_failovers: 2, ..evidence(&records, &[], Expect::Failover) });
+        assert_eq!(j.late_signatures, 0);
+        assert_eq!(j.failovers, 2);
+        let interleaved = [sig("a", 1, S / 2), sig("b", 15, 3 * S), sig("a", 16, 4 * S), sig("b", 17, 5 * S)];
+        assert_eq!(judge(&evidence(&interleaved, &[], Expect::Failover)).late_signatures, 1);
+    }
+
+    #[test]
+    fn a_node_that_outlives_its_lease_overlaps_the_new_active_whatever_its_permission_said() {
+        // a's lease ended at 1.5 s (until_mono_ns, as logs before issue 18 carried it), but its
+        // process was seen dead only at 2.5 s, after b's validator started at 2 s.
+        let records = [sig("a", 1, S / 2), sig("b", 5, 3 * S)];
+        let mut old = node("a", ActivationEvent::Activate, 0, 7);
+        old.until_mono_ns = Some(S + S / 2);
+        let acts =
+            [old, node("b", ActivationEvent::Activate, 2 * S, 8), node("a", ActivationEvent::Exited, 2 * S + S / 2, 7)];
+        let j = judge(&evidence(&records, &acts, Expect::Failover));
+        assert_eq!(j.violations, vec!["S1: a and b could both sign for 500.0 ms".to_string()]);
+        assert_eq!(j.death_margin_ms, Some(500.0));
+    }
+
+    #[test]
+    fn a_paused_hosts_overlap_and_late_signatures_are_measured_as_residual_risk_but_a_double_sign_is_still_a_violation()
+    {
+        // a's host paused at 1 s; b took over at 3 s; a resumed at 7 s and signed height 35
+        // before its keeper killed it at 7.1 s.
+        let records = [sig("a", 1, S / 2), sig("b", 15, 3 * S), sig("a", 35, 7 * S), sig("b", 36, 7 * S + S / 5)];
+        let acts = [
+            node("a", ActivationEvent::Activate, 0, 7),
+            node("b", ActivationEvent::Activate, 2 * S, 8),
+            node("a", ActivationEvent::Exited, 7 * S + S / 10, 7),
+        ];
+        let freeze = Evidence { host_freeze: true, ..evidence(&records, &acts, Expect::Failover) };
+        let j = judge(&freeze);
+        assert!(j.violations.is_empty(), "{:?}", j.violations);
+        assert_eq!(j.residual.len(), 1, "{:?}", j.residual);
+        assert!(j.residual[0].starts_with("S1: a and b could both sign for 5100.0 ms"), "{:?}", j.residual);
+        assert_eq!(j.residual_overlap_ms, Some(5100.0));
+        assert_eq!(j.late_signatures, 1);
+        assert_eq!(j.death_margin_ms, Some(-4100.0));
+        // The same late signature at a height b signed too is a double sign, paused host or not.
+        let records =
+            [sig("a", 1, S / 2), sig("b", 15, 3 * S), sig("b", 35, 6 * S), sig("a", 35, 7 * S), sig("b", 36, 8 * S)];
+        let j = judge(&Evidence { records: &records, ..freeze });
+        assert_eq!(j.violations.len(), 1, "{:?}", j.violations);
+        assert!(j.violations[0].starts_with("S2: key validator double-signed at"), "{:?}", j.violations);
+        // Without the pause the overlap is a violation.
+        let j = judge(&evidence(&records, &acts, Expect::Failover));
+        assert!(j.violations.iter().any(|v| v.starts_with("S1: a and b")), "{:?}", j.violations);
     }
 
     #[test]
     fn each_invariant_is_reported_when_broken() {
         let records = [sig("a", 1, S / 2), sig("a", 2, 2 * S), sig("b", 2, 2 * S)];
-        let acts = [
-            activation("a", ActivationEvent::Activate, 0, Some(5 * S)),
-            activation("b", ActivationEvent::Activate, S, Some(5 * S)),
-        ];
+        let acts = [node("a", ActivationEvent::Activate, 0, 7), node("b", ActivationEvent::Activate, S, 8)];
         let mut e = evidence(&records, &acts, Expect::NoFailover);
         let reads = [read("a", 0, 10, 5), read("b", 20, 30, 4)];
         e.reads = &reads;
@@ -520,17 +637,18 @@ mod tests {
     }
 
     #[test]
-    fn heights_a_node_misses_while_allowed_to_sign_are_reported_but_do_not_break_l2() {
-        // The node stalled for six heights, but its permission never lapsed: no demotion.
+    fn heights_a_running_node_misses_are_reported_but_do_not_break_l2() {
+        // The node stalled for six heights, but its process ran throughout: no demotion.
         let records = [sig("a", 1, S / 2), sig("a", 2, 2 * S), sig("a", 9, 4 * S)];
-        let acts = [activation("a", ActivationEvent::Activate, 0, Some(5 * S))];
+        let acts = [node("a", ActivationEvent::Activate, 0, 7)];
         let j = judge(&evidence(&records, &acts, Expect::NoFailover));
         assert!(j.violations.is_empty(), "{:?}", j.violations);
         assert_eq!(j.missed_heights, 6);
-        // The permission ran out at 3 s and came back at 3.5 s: a demotion.
+        // The node was killed at 3 s and a new one started at 3.5 s: a demotion.
         let acts = [
-            activation("a", ActivationEvent::Activate, 0, Some(3 * S)),
-            activation("a", ActivationEvent::Activate, 3 * S + S / 2, Some(5 * S)),
+            node("a", ActivationEvent::Activate, 0, 7),
+            node("a", ActivationEvent::Exited, 3 * S, 7),
+            node("a", ActivationEvent::Activate, 3 * S + S / 2, 9),
         ];
         let j = judge(&evidence(&records, &acts, Expect::NoFailover));
         assert!(j.violations.iter().any(|v| v.contains("stopped producing for 6 heights")), "{:?}", j.violations);
