@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::domain::{MemberId, MonoTime};
-use crate::sim::activation::{self, ActivationEvent};
+use crate::sim::activation;
 use crate::sim::checker;
 use crate::sim::death_watch::DeathWatch;
 use crate::sim::ledger;
@@ -324,17 +324,7 @@ fn active_member(members: &[Member], client: &sim_http::SimHttp, signer: bool) -
 
 /// The validators of one activation log that started and were not yet seen dead.
 fn validator_pids(log: &Path) -> Vec<u32> {
-    let mut records = activation::read(log).unwrap_or_default();
-    records.sort_by_key(|r| r.mono_ns);
-    let mut pids = Vec::new();
-    for r in records {
-        match (r.event, r.pid) {
-            (ActivationEvent::Activate, Some(pid)) => pids.push(pid),
-            (ActivationEvent::Exited, Some(pid)) => pids.retain(|p| *p != pid),
-            _ => {}
-        }
-    }
-    pids
+    activation::started_and_not_dead(&activation::read(log).unwrap_or_default())
 }
 
 /// Whether process `pid` exists and is not a zombie.

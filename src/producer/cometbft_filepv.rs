@@ -182,8 +182,9 @@ pub fn parse_state(bytes: &[u8]) -> Result<Hrs, String> {
     Ok(Hrs::new(height, round, step))
 }
 
-/// Writes `bytes` to `path` durably with mode 0600: temp file, fsync, rename, fsync the directory.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to `path` durably with mode 0600: temp file, fsync, rename, fsync the directory
+/// (as CometBFT saves its own state file; the simulated validator writes it the same way).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().ok_or_else(|| std::io::Error::other("no parent directory"))?;
     fs::create_dir_all(dir)?;
     let tmp = path.with_extension("json.failoverd-tmp");

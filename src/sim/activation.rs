@@ -185,6 +185,22 @@ pub fn closest_handover_ns(windows: &[Window]) -> Option<i128> {
     closest
 }
 
+/// The pids of validators that started (an `Activate` with a pid) and were not yet seen dead
+/// (an `Exited` with that pid), in start order.
+pub fn started_and_not_dead(records: &[ActivationRecord]) -> Vec<u32> {
+    let mut records: Vec<&ActivationRecord> = records.iter().collect();
+    records.sort_by_key(|r| r.mono_ns);
+    let mut pids = Vec::new();
+    for r in records {
+        match (r.event, r.pid) {
+            (ActivationEvent::Activate, Some(pid)) => pids.push(pid),
+            (ActivationEvent::Exited, Some(pid)) => pids.retain(|p| *p != pid),
+            _ => {}
+        }
+    }
+    pids
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,9 +17,7 @@
 //! process started. On start it records an `Activate` with its pid in the activation log; its end
 //! is recorded from outside by [`super::death_watch`], never by itself.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -38,7 +36,7 @@ use super::jsonl::JsonLinesError;
 use super::ledger::{LedgerWriter, SignatureRecord};
 use super::node::{NodeState, Reported, SimNodeConfig, StateReport, signature, status_body};
 use crate::domain::{Hrs, MonoTime, Step};
-use crate::producer::cometbft_filepv::{parse_state, state_json};
+use crate::producer::cometbft_filepv::{parse_state, state_json, write_private};
 
 /// What a sign-while-running validator is.
 #[derive(Clone, Debug)]
@@ -271,22 +269,6 @@ fn read_floor(path: &Path) -> Result<Hrs, ValidatorError> {
     let bytes =
         fs::read(path).map_err(|source| ValidatorError::StateUnreadable { path: path.to_path_buf(), source })?;
     parse_state(&bytes).map_err(|problem| ValidatorError::StateInvalid { path: path.to_path_buf(), problem })
-}
-
-/// Writes `bytes` to `path` with mode 0600 as CometBFT saves its state: a temporary file,
-/// fsynced, renamed over `path`, and the directory fsynced.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().ok_or_else(|| std::io::Error::other("no parent directory"))?;
-    let tmp = path.with_extension("json.sim-tmp");
-    let _ = fs::remove_file(&tmp);
-    {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(0o600))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
 }
 
 async fn status(State(v): State<Validator>) -> Json<serde_json::Value> {

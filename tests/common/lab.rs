@@ -20,7 +20,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use failover::domain::MonoTime;
-use failover::sim::activation::{self, ActivationEvent};
+use failover::sim::activation;
 use failover::sim::checker::{self, LedgerReport};
 use failover::sim::death_watch::DeathWatch;
 use failover::sim::ledger::{self, SignatureRecord};
@@ -395,17 +395,7 @@ impl Lab {
 
     /// The pids of member `i`'s validators that started and were not yet observed dead.
     pub fn validator_pids(&self, i: usize) -> Vec<u32> {
-        let mut records = self.activations(i);
-        records.sort_by_key(|r| r.mono_ns);
-        let mut pids = Vec::new();
-        for r in records {
-            match (r.event, r.pid) {
-                (ActivationEvent::Activate, Some(pid)) => pids.push(pid),
-                (ActivationEvent::Exited, Some(pid)) => pids.retain(|p| *p != pid),
-                _ => {}
-            }
-        }
-        pids
+        activation::started_and_not_dead(&self.activations(i))
     }
 
     /// The process group of member `i`'s running validator (the group its keeper started).
