@@ -93,7 +93,9 @@ impl KeeperLauncher {
             cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
         }
         let mut child = cmd.spawn().map_err(|e| start_err(e.to_string()))?;
-        let keeper_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        let Some(keeper_pid) = child.id().and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 0) else {
+            return Err(lost_at_start(&mut child, "no pid for the keeper process".into()).await);
+        };
         let control = child.stdin.take().ok_or_else(|| start_err("no stdin pipe".into()))?;
         let control = File::from(control.into_owned_fd().map_err(|e| start_err(e.to_string()))?);
         let stdout = child.stdout.take().ok_or_else(|| start_err("no stdout pipe".into()))?;
@@ -187,8 +189,12 @@ fn fence_group(pgid: i32, timeout: Duration) -> Result<String, String> {
     }
 }
 
-/// Whether `pid` can no longer run: gone, or a zombie waiting to be reaped.
+/// Whether `pid` can no longer run: gone, or a zombie waiting to be reaped. A pid that names
+/// no single process (0 or below: a whole group) is never "dead".
 fn is_dead(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
     match kill(Pid::from_raw(pid), None) {
         Err(nix::errno::Errno::ESRCH) => return true,
         Err(_) => return false,
@@ -273,7 +279,10 @@ impl Keeper {
             if std::time::Instant::now() >= end {
                 // The node is dead (above); a keeper stuck in its own fence is killed so that it
                 // does not act later on a node this daemon may start again.
-                let _ = kill(Pid::from_raw(self.shared.keeper_pid), Signal::SIGKILL);
+                // Never kill(0) or kill(-n): that would signal this daemon's own group.
+                if self.shared.keeper_pid > 0 {
+                    let _ = kill(Pid::from_raw(self.shared.keeper_pid), Signal::SIGKILL);
+                }
                 tracing::error!(outcome = %killed, "the keeper did not exit after a fence and was killed");
                 return Ok(());
             }

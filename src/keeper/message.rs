@@ -14,6 +14,10 @@ use crate::domain::MonoTime;
 /// The longest control line the keeper accepts, newline included.
 pub const MAX_CONTROL_LINE: usize = 64;
 
+/// The longest graceful stop the keeper accepts: far above any `fence_timeout` the config allows,
+/// and small enough that no deadline computed from it can overflow.
+pub const MAX_STOP_GRACE: Duration = Duration::from_secs(3600);
+
 /// A message from the daemon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
@@ -36,6 +40,8 @@ pub enum BadControl {
     Unknown,
     #[error("the number is missing or not a decimal integer")]
     BadNumber,
+    #[error("the stop grace is longer than an hour")]
+    GraceTooLong,
 }
 
 impl Control {
@@ -61,7 +67,10 @@ impl Control {
         let number = || arg.parse::<u64>().map_err(|_| BadControl::BadNumber);
         match (word, arg.is_empty()) {
             ("extend", _) => Ok(Control::Extend { until: MonoTime::from_nanos(number()?) }),
-            ("stop", _) => Ok(Control::Stop { grace: Duration::from_millis(number()?) }),
+            ("stop", _) => match Duration::from_millis(number()?) {
+                grace if grace > MAX_STOP_GRACE => Err(BadControl::GraceTooLong),
+                grace => Ok(Control::Stop { grace }),
+            },
             ("fence", true) => Ok(Control::Fence),
             ("release", true) => Ok(Control::Release),
             _ => Err(BadControl::Unknown),
@@ -149,6 +158,9 @@ mod tests {
         assert_eq!(Control::parse(b"extend 99999999999999999999999"), Err(BadControl::BadNumber));
         assert_eq!(Control::parse(b"extend 1 2"), Err(BadControl::BadNumber));
         assert_eq!(Control::parse(b"fence now"), Err(BadControl::Unknown));
+        assert_eq!(Control::parse(b"stop 18446744073709551615"), Err(BadControl::GraceTooLong));
+        assert_eq!(Control::parse(b"stop 3600001"), Err(BadControl::GraceTooLong));
+        assert_eq!(Control::parse(b"stop 3600000"), Ok(Control::Stop { grace: MAX_STOP_GRACE }));
         assert_eq!(Control::parse(b"EXTEND 5"), Err(BadControl::Unknown));
         assert_eq!(Control::parse(b""), Err(BadControl::Unknown));
         assert_eq!(Control::parse(&[0xff, 0xfe]), Err(BadControl::NotText));

@@ -211,8 +211,10 @@ impl KeeperState {
         }
     }
 
+    /// The spec's fence timeout, bounded so that no deadline computed from it can overflow
+    /// (a spec is input from the command line).
     fn timeout(&self) -> Duration {
-        Duration::from_millis(self.spec.fence_timeout_ms.max(1))
+        Duration::from_millis(self.spec.fence_timeout_ms.clamp(1, 3_600_000))
     }
 
     /// Kills the node and removes the key, retrying until both are confirmed; then exits.
@@ -306,5 +308,58 @@ impl KeeperState {
         self.forget_record();
         report(&Report::Stopped);
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    /// A real keeper holding `sleep 600`, fed `line` on its control pipe: a hostile or garbled
+    /// line makes it fence (kill the group) and say why, never panic or carry on.
+    fn keeper_answer_to(line: &[u8]) -> (String, i32) {
+        let spec = KeeperSpec {
+            target: Target::Group { argv: vec!["sleep".into(), "600".into()] },
+            key_file: None,
+            until_ns: MonoTime::now().saturating_add(Duration::from_secs(60)).as_nanos(),
+            fence_timeout_ms: 2000,
+            record: None,
+        };
+        let mut keeper = Command::new(crate::keeper::test_launcher().program)
+            .args(["keeper", "--spec", &serde_json::to_string(&spec).expect("json")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("keeper starts");
+        let mut reports = BufReader::new(keeper.stdout.take().expect("stdout")).lines();
+        let started = reports.next().expect("a report").expect("text");
+        let pgid = match Report::parse(&started) {
+            Some(Report::Started { pgid }) => pgid,
+            other => panic!("expected started, got {other:?}"),
+        };
+        let mut control = keeper.stdin.take().expect("stdin");
+        control.write_all(line).expect("write");
+        let last = reports.next().expect("a final report").expect("text");
+        let _ = keeper.wait();
+        drop(control);
+        (last, pgid)
+    }
+
+    #[test]
+    fn hostile_control_lines_make_the_keeper_fence_and_say_why() {
+        for (line, why) in [
+            (&b"stop 18446744073709551615\n"[..], "longer than an hour"),
+            (b"extend soon\n", "not a decimal integer"),
+            (b"reboot\n", "unknown message"),
+            (&[b'x'; 80][..], "longer than 64 bytes"),
+        ] {
+            let (report, pgid) = keeper_answer_to(line);
+            assert!(report.starts_with("fenced refused a control line"), "{report}");
+            assert!(report.contains(why), "{report}");
+            assert_eq!(group::live_members(pgid).expect("/proc"), 0, "the node's group is dead");
+        }
     }
 }

@@ -80,7 +80,9 @@ impl ProcessProducer {
 impl Producer for ProcessProducer {
     async fn activate(&self, _floor: SignFloor, until: MonoTime, deadline: Instant) -> Result<(), ProducerError> {
         let operation = "activate";
-        if self.current().is_some_and(|k| k.is_holding()) {
+        if let Some(k) = self.current().filter(|k| k.is_holding()) {
+            // Already running: the keeper's deadline follows this activation's validity.
+            k.extend(until);
             return Ok(());
         }
         if self.argv.is_empty() {
