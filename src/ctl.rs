@@ -609,7 +609,8 @@ fn print_event(e: &Event, json: bool) {
     use std::io::Write;
     if json {
         let line = serde_json::json!({
-            "seq": e.seq, "unix_ms": e.unix_ms, "member": e.member, "kind": e.kind, "epoch": e.epoch, "message": e.message,
+            "seq": e.seq, "unix_ms": e.unix_ms, "member": e.member, "kind": e.kind, "epoch": e.epoch,
+            "cause": (!e.cause.is_empty()).then_some(&e.cause), "message": e.message,
         });
         println!("{line}");
     } else {
@@ -647,6 +648,7 @@ fn status_json(s: &StatusReply) -> serde_json::Value {
         })),
         "store_error": (!s.store_error.is_empty()).then_some(&s.store_error),
         "last_reason": (!s.last_reason.is_empty()).then_some(&s.last_reason),
+        "why": (!s.why.is_empty()).then_some(&s.why),
     })
 }
 
@@ -695,6 +697,9 @@ fn print_status(s: &StatusReply, m: &MembersReply, json: bool) {
     }
     if !s.store_error.is_empty() {
         println!("store      {}", s.store_error);
+    }
+    if !s.why.is_empty() {
+        println!("why        {}", s.why);
     }
     if !s.last_reason.is_empty() {
         println!("last       {}", s.last_reason);

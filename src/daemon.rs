@@ -26,7 +26,7 @@ use crate::events::{EventKind, EventLog};
 use crate::guard::{GuardInput, GuardPolicy, PromotionGuard, SelfFence};
 use crate::health::{HealthPolicy, ProbeHistory, Verdict, best_height, gate_signing};
 use crate::producer::Producer;
-use crate::role::{self, Action, FenceReason, Observation, Outcome, Reason, RolePolicy, RoleState, StepDown};
+use crate::role::{self, Action, Decision, Observation, Outcome, Reason, RolePolicy, RoleState, StepDown, Why};
 use crate::telemetry::{self, FailoverReason, MeasuredStore, Metrics, Telemetry};
 
 /// How often the loop decides.
@@ -98,6 +98,11 @@ struct Parts {
     own_status: tokio::sync::watch::Sender<Option<MemberStatus>>,
     /// Why this member last stepped down or was fenced, for `failoverctl status`.
     last_reason: tokio::sync::watch::Sender<String>,
+    /// Why the last decision did what it did, or nothing, in words.
+    why: tokio::sync::watch::Sender<String>,
+    /// Stops the simulated node served inside this daemon (`[chain.sim] serve`), after the
+    /// loop's graceful stop deactivated it.
+    embedded_node: CancellationToken,
     /// Metrics, health endpoints and systemd notifications.
     telemetry: Arc<Telemetry>,
 }
@@ -119,7 +124,7 @@ pub async fn run(
         false => None,
     };
     let abort_on_panic = options.abort_on_panic;
-    let parts = setup(&config, options, listener, &shutdown).await?;
+    let parts = setup(&config, options, listener).await?;
     if abort_on_panic {
         crate::panic_hook::abort_after_fencing(parts.self_fence.clone(), parts.fence_timeout);
     }
@@ -142,6 +147,7 @@ pub async fn run(
         raft: parts.raft.clone(),
         own_status: parts.own_status.subscribe(),
         last_reason: parts.last_reason.subscribe(),
+        why: parts.why.subscribe(),
         members: config.members.clone(),
         max_lag_on_failover: config.failover.max_lag_on_failover,
         import_max_ahead: config.failover.import_max_ahead,
@@ -168,6 +174,7 @@ pub async fn run(
     let result = main_loop(Arc::clone(&parts), shutdown.clone()).await;
     // The loop also ends on its own (a failed store): everything else stops with it.
     shutdown.cancel();
+    parts.embedded_node.cancel();
     let _ = api.await;
     if let Some(f) = &parts.self_fence {
         f.stop();
@@ -181,12 +188,9 @@ pub async fn run(
     result
 }
 
-async fn setup(
-    config: &Config,
-    options: RunOptions,
-    listener: tokio::net::TcpListener,
-    shutdown: &CancellationToken,
-) -> Result<Parts, DaemonError> {
+async fn setup(config: &Config, options: RunOptions, listener: tokio::net::TcpListener) -> Result<Parts, DaemonError> {
+    // An embedded simulated node outlives the loop: a graceful stop deactivates it first.
+    let embedded_node = CancellationToken::new();
     let me = config
         .me()
         .cloned()
@@ -194,7 +198,7 @@ async fn setup(
     if let Some(chain) = &config.chain
         && let (Some(sim), Some(rpc)) = (&chain.sim, &chain.rpc)
     {
-        start_embedded_sim(config, sim, rpc, shutdown).await?;
+        start_embedded_sim(config, sim, rpc, &embedded_node).await?;
     }
     let (coord, raft, consul): (Arc<dyn Coordinator>, _, _) = match config.coordinator.backend {
         Backend::Raft => {
@@ -308,6 +312,8 @@ async fn setup(
         reference_heights: std::sync::Mutex::new(vec![None; references.len()]),
         own_status: tokio::sync::watch::Sender::new(None),
         last_reason: tokio::sync::watch::Sender::new(String::new()),
+        why: tokio::sync::watch::Sender::new(String::from("starting: no decision yet")),
+        embedded_node,
         producer_ops: tokio::sync::Mutex::new(()),
         fence_notices: std::sync::Mutex::new(Some(fence_notices_rx)),
         references,
@@ -366,6 +372,8 @@ struct LoopState {
     active_from_height: Option<u64>,
     /// The node said it produces while this member is not active (reported once per episode).
     rogue_production: bool,
+    /// The situation of the last decision, without countdowns: a change is logged.
+    last_situation: Option<Why>,
 }
 
 async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), DaemonError> {
@@ -392,6 +400,7 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
         forced: false,
         active_from_height: None,
         rogue_production: false,
+        last_situation: None,
     };
     // A node left producing by an earlier run, or one that started producing by itself, is
     // stopped before this member takes part: nothing may produce outside a lease this run holds.
@@ -501,33 +510,17 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
             cluster: cluster.clone(),
             outcomes: std::mem::take(&mut st.outcomes),
         };
-        let (next, actions) = role::decide(&st.role, &obs, &p.role_policy);
-        if next.role != st.role.role || next.epoch != st.role.epoch {
-            tracing::info!(
-                role = %next.role,
-                from = %st.role.role,
-                epoch = next.epoch.map(|e| e.get()),
-                reason = next.last_reason.as_ref().map_or(String::new(), ToString::to_string),
-                height = health.height,
-                "role change"
-            );
-            let reason = next.last_reason.as_ref().map_or(String::new(), |r| format!(" ({r})"));
-            p.events.emit(EventKind::Role, next.epoch, format!("{} → {}{reason}", st.role.role, next.role));
-            let metrics = &p.telemetry.metrics;
-            if next.role == RoleName::Active && st.role.role != RoleName::Active {
-                metrics.became_active(match (st.planned, st.forced) {
-                    (true, _) => FailoverReason::Planned,
-                    (_, true) => FailoverReason::Forced,
-                    _ => FailoverReason::Unplanned,
-                });
-            }
-            if st.role.role == RoleName::Active && next.role != RoleName::Active {
-                metrics.stepped_down(stepdown_word(next.last_reason.as_ref()));
-            }
-        }
+        let Decision { state: next, actions, why } = role::decide(&st.role, &obs, &p.role_policy);
+        report_decision(&p, &st, &next, &why, health.height);
         report_metrics(&p, &next, &view, &health, now);
         if next.last_reason != st.role.last_reason {
             p.last_reason.send_replace(next.last_reason.as_ref().map_or(String::new(), ToString::to_string));
+        }
+        p.why.send_replace(why.to_string());
+        // A pause between acquire attempts is the same situation as acquiring: the failed
+        // attempt was logged with its error already.
+        if !matches!(why, Why::AcquireRetry { .. }) {
+            st.last_situation = Some(why.situation());
         }
         st.role = next;
         // Only a handover the holder carried out is planned; a forced one is not.
@@ -681,7 +674,9 @@ fn start_action(
                         send(Event::Outcome(Outcome::Acquired { epoch, valid_until }));
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "acquire failed");
+                        // Refusals are normal (the lease is held, no raft leader yet); the
+                        // loop asks again and its status says so.
+                        tracing::info!("acquire not granted: {e}");
                         send(Event::Outcome(Outcome::AcquireFailed { error: e.to_string() }));
                     }
                 }
@@ -959,6 +954,46 @@ async fn fence_producer(p: &Parts, prod: &SharedProducer) -> Result<(), String> 
 }
 
 /// On SIGTERM: a holder stops producing and releases, so a standby can take over at once.
+/// Logs and emits what a decision changed: one sentence with its cause for a role change (a
+/// WARN only when something went wrong: a fence, a failed guard, an unhealthy node), and one
+/// line when the situation behind a non-decision changes (a WARN only when an operator should
+/// look: an active on an unhealthy node, or no member able to take over).
+fn report_decision(p: &Parts, st: &LoopState, next: &RoleState, why: &Why, height: Option<u64>) {
+    let before = &st.role;
+    if next.role != before.role || next.epoch != before.epoch {
+        let sentence = role::describe_change(before, next, why);
+        let epoch = next.epoch.or(before.epoch).map(|e| e.get());
+        let cause = role::change_cause_word(next);
+        let troubled = next.role == RoleName::Fenced
+            || (next.role == RoleName::Demoting
+                && matches!(
+                    next.last_reason,
+                    Some(Reason::StepDown(StepDown::Unhealthy { .. } | StepDown::GuardFailed { .. }))
+                ));
+        match troubled {
+            true => tracing::warn!(role = %next.role, from = %before.role, epoch, cause, height, "{sentence}"),
+            false => tracing::info!(role = %next.role, from = %before.role, epoch, cause, height, "{sentence}"),
+        }
+        p.events.emit_with_cause(EventKind::Role, next.epoch.or(before.epoch), cause, sentence);
+        let metrics = &p.telemetry.metrics;
+        if next.role == RoleName::Active && before.role != RoleName::Active {
+            metrics.became_active(match (st.planned, st.forced) {
+                (true, _) => FailoverReason::Planned,
+                (_, true) => FailoverReason::Forced,
+                _ => FailoverReason::Unplanned,
+            });
+        }
+        if before.role == RoleName::Active && next.role != RoleName::Active {
+            metrics.stepped_down(next.last_reason.as_ref().map_or("other", Reason::word));
+        }
+    } else if st.last_situation.as_ref() != Some(&why.situation()) && !matches!(why, Why::AcquireRetry { .. }) {
+        match why.needs_attention() {
+            true => tracing::warn!(role = %next.role, "{why}"),
+            false => tracing::info!(role = %next.role, "{why}"),
+        }
+    }
+}
+
 /// The gauges that follow each decision: role, lease, own deadline, node health, raft.
 fn report_metrics(
     p: &Parts,
@@ -977,21 +1012,6 @@ fn report_metrics(
     if let Some(raft) = &p.raft {
         let info = raft.info();
         m.set_raft(info.term, info.commit, info.is_leader);
-    }
-}
-
-/// A short word for why an active stopped being active (a metric label).
-fn stepdown_word(reason: Option<&Reason>) -> &'static str {
-    match reason {
-        Some(Reason::StepDown(StepDown::Unhealthy)) => "unhealthy",
-        Some(Reason::StepDown(StepDown::Transfer { .. })) => "transfer",
-        Some(Reason::StepDown(StepDown::GuardFailed { .. })) => "guard_failed",
-        Some(Reason::Fence(FenceReason::LeaseDeadline)) => "lease_deadline",
-        Some(Reason::Fence(FenceReason::LeaseLost)) => "lease_lost",
-        Some(Reason::Fence(FenceReason::DeactivateFailed)) => "deactivate_failed",
-        Some(Reason::Fence(FenceReason::Inconsistent)) => "inconsistent",
-        Some(Reason::Fence(FenceReason::ProducerStopped { .. })) => "producer_stopped",
-        None => "other",
     }
 }
 

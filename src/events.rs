@@ -51,6 +51,9 @@ pub struct EventRecord {
     pub member: MemberId,
     pub kind: EventKind,
     pub epoch: Option<Epoch>,
+    /// A short stable word for the cause (`holder_silent`, `unhealthy`, `planned`, …) on role
+    /// changes; empty on other events.
+    pub cause: &'static str,
     pub message: String,
 }
 
@@ -73,12 +76,24 @@ impl EventLog {
 
     /// Records an event and hands it to every follower.
     pub fn emit(&self, kind: EventKind, epoch: Option<Epoch>, message: impl Into<String>) {
+        self.emit_with_cause(kind, epoch, "", message);
+    }
+
+    /// [`EventLog::emit`] with the typed cause's word (see [`EventRecord::cause`]).
+    pub fn emit_with_cause(
+        &self,
+        kind: EventKind,
+        epoch: Option<Epoch>,
+        cause: &'static str,
+        message: impl Into<String>,
+    ) {
         let record = EventRecord {
             seq: self.seq.fetch_add(1, Ordering::SeqCst),
             unix_ms: i64::try_from(crate::domain::rfc3339::now_unix_nanos() / 1_000_000).unwrap_or(i64::MAX),
             member: self.member.clone(),
             kind,
             epoch,
+            cause,
             message: message.into(),
         };
         let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());

@@ -14,9 +14,16 @@
 //! - a lease this process did not acquire, but the store says it holds (for example from before
 //!   a restart), is released, never used.
 
+mod why;
+
 use std::time::Duration;
 
 use serde::Serialize;
+
+use why::millis;
+pub use why::{
+    Heard, Held, NotFit, PeerProblem, PeerUnfit, Span, Successor, Takeover, Why, change_cause_word, describe_change,
+};
 
 use crate::config::Config;
 use crate::coord::{Intents, StatusReport, StoreView};
@@ -130,8 +137,8 @@ pub enum Outcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum StepDown {
-    /// Its node is unhealthy and an eligible standby exists.
-    Unhealthy,
+    /// Its node is unhealthy (`node` says how) and an eligible standby exists.
+    Unhealthy { node: String },
     /// A planned switchover to `to`.
     Transfer { to: MemberId },
     /// The promotion guard failed at `step`.
@@ -165,7 +172,7 @@ pub enum Reason {
 impl std::fmt::Display for StepDown {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StepDown::Unhealthy => f.write_str("its node is unhealthy and an eligible standby exists"),
+            StepDown::Unhealthy { node } => write!(f, "its node is unhealthy ({node}) and an eligible standby exists"),
             StepDown::Transfer { to } => write!(f, "a planned handover to {to}"),
             StepDown::GuardFailed { step } => write!(f, "the promotion guard failed at {step}"),
         }
@@ -256,6 +263,13 @@ pub struct RoleState {
     pub free_since: Option<MonoTime>,
     /// Why the last step-down or fence happened, for status and events.
     pub last_reason: Option<Reason>,
+    /// The last holder other than this member the store showed, with its epoch: the cause of a
+    /// takeover names it.
+    pub last_holder: Option<(MemberId, Epoch)>,
+    /// Why this member took (or is taking) the lease it holds; kept for the role-change lines.
+    pub takeover: Option<Takeover>,
+    /// The epoch of the last holding this member left.
+    pub last_dropped: Option<Epoch>,
 }
 
 impl RoleState {
@@ -273,6 +287,9 @@ impl RoleState {
             stood_down_at: None,
             free_since: None,
             last_reason: None,
+            last_holder: None,
+            takeover: None,
+            last_dropped: None,
         }
     }
 
@@ -291,9 +308,11 @@ impl RoleState {
     fn drop_holding(&mut self, now: MonoTime) {
         if let Some(e) = self.epoch.take() {
             self.seen_epoch = self.seen_epoch.max(e);
+            self.last_dropped = Some(e);
         }
         self.deadline = None;
         self.activated_at = None;
+        self.takeover = None;
         self.stood_down_at = Some(now);
         self.enter(RoleName::Ineligible, now);
     }
@@ -312,8 +331,17 @@ impl RoleState {
     }
 }
 
-/// The next state and the actions to carry out. See the module doc for the rules.
-pub fn decide(state: &RoleState, obs: &Observation, policy: &RolePolicy) -> (RoleState, Vec<Action>) {
+/// What one call of [`decide`] concluded: the next state, the actions to carry out, and why —
+/// also when there is nothing to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub state: RoleState,
+    pub actions: Vec<Action>,
+    pub why: Why,
+}
+
+/// The next state, the actions to carry out and the reason. See the module doc for the rules.
+pub fn decide(state: &RoleState, obs: &Observation, policy: &RolePolicy) -> Decision {
     let mut s = state.clone();
     let mut actions = Vec::new();
     let now = obs.now;
@@ -334,22 +362,23 @@ pub fn decide(state: &RoleState, obs: &Observation, policy: &RolePolicy) -> (Rol
         actions.push(Action::RunGuard { epoch });
     }
 
-    match s.role {
+    let why = match s.role {
         RoleName::Promoting | RoleName::Active | RoleName::Demoting => {
             decide_holding(&mut s, obs, policy, &mut actions)
         }
         RoleName::Fenced => {
+            let why = match &s.last_reason {
+                Some(Reason::Fence(why)) => why.clone(),
+                _ => FenceReason::LeaseDeadline,
+            };
             if !actions.iter().any(|a| matches!(a, Action::Fence { .. })) {
                 // Not confirmed yet: ask again until the producer confirms.
-                let why = match &s.last_reason {
-                    Some(Reason::Fence(why)) => why.clone(),
-                    _ => FenceReason::LeaseDeadline,
-                };
-                actions.push(Action::Fence { why });
+                actions.push(Action::Fence { why: why.clone() });
             }
+            Why::Fenced { why }
         }
         RoleName::Witness | RoleName::Ineligible | RoleName::Standby => decide_idle(&mut s, obs, policy, &mut actions),
-    }
+    };
 
     if let Some(view) = &obs.store {
         // Our own grant — held, or being acquired and shown by the store before the acquire
@@ -364,8 +393,13 @@ pub fn decide(state: &RoleState, obs: &Observation, policy: &RolePolicy) -> (Rol
             (LeaseView::Free { .. }, since) => since,
             (LeaseView::Held { .. }, _) => None,
         };
+        if let LeaseView::Held { holder, epoch } = &view.lease
+            && holder != &obs.me
+        {
+            s.last_holder = Some((holder.clone(), *epoch));
+        }
     }
-    (s, actions)
+    Decision { state: s, actions, why }
 }
 
 /// Applies the outcomes in order; returns the epoch of a fresh grant to promote on, if any.
@@ -466,22 +500,17 @@ fn lease_lost(s: &RoleState, obs: &Observation) -> bool {
     seen > held || (seen == held && !view.lease.is_held_by(&obs.me, held))
 }
 
-fn decide_holding(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, actions: &mut Vec<Action>) {
-    let (Some(epoch), Some(deadline)) = (s.epoch, s.deadline) else { return };
+fn decide_holding(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, actions: &mut Vec<Action>) -> Why {
+    let (Some(epoch), Some(deadline)) = (s.epoch, s.deadline) else {
+        return Why::Fenced { why: FenceReason::LeaseDeadline };
+    };
     let now = obs.now;
+    let mut why = match s.role {
+        RoleName::Promoting => Why::Promoting { epoch, takeover: s.takeover.clone() },
+        _ => demoting_why(s, epoch),
+    };
     if s.role == RoleName::Active {
-        let intents = obs.store.as_ref().map(|v| &v.intents);
-        if let Some(to) = transfer_away(intents, &obs.me, epoch)
-            && eligible_standby(obs, policy).any(|r| &r.status.member == to)
-        {
-            start_step_down(s, StepDown::Transfer { to: to.clone() }, now, actions);
-        } else if obs.health.verdict == Verdict::Unhealthy
-            && !intents.is_some_and(|i| i.paused)
-            && s.activated_at.is_some_and(|at| now.saturating_since(at) >= policy.cooldown)
-            && eligible_standby(obs, policy).next().is_some()
-        {
-            start_step_down(s, StepDown::Unhealthy, now, actions);
-        }
+        why = decide_active(s, obs, policy, epoch, actions);
     }
     if deadline.saturating_since(now) <= policy.renew_when_remaining() {
         actions.push(Action::Renew { epoch });
@@ -489,97 +518,281 @@ fn decide_holding(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, act
             actions.push(Action::Checkpoint { epoch });
         }
     }
+    why
+}
+
+fn demoting_why(s: &RoleState, epoch: Epoch) -> Why {
+    match &s.last_reason {
+        Some(Reason::StepDown(why)) => Why::Demoting { epoch, why: why.clone() },
+        Some(Reason::Fence(why)) => Why::Fenced { why: why.clone() },
+        None => Why::Demoting { epoch, why: StepDown::GuardFailed { step: String::from("unknown") } },
+    }
+}
+
+/// An active member hands over on a transfer, steps down when its node is unhealthy unless
+/// something holds it, and otherwise keeps producing.
+fn decide_active(
+    s: &mut RoleState,
+    obs: &Observation,
+    policy: &RolePolicy,
+    epoch: Epoch,
+    actions: &mut Vec<Action>,
+) -> Why {
+    let now = obs.now;
+    let intents = obs.store.as_ref().map(|v| &v.intents);
+    if let Some(to) = transfer_away(intents, &obs.me, epoch)
+        && eligible_standby(obs, policy).any(|r| &r.status.member == to)
+    {
+        start_step_down(s, StepDown::Transfer { to: to.clone() }, now, actions);
+        return demoting_why(s, epoch);
+    }
+    if obs.health.verdict != Verdict::Unhealthy {
+        let valid_for = s.deadline.map_or(Duration::ZERO, |d| d.saturating_since(now));
+        return Why::Active { epoch, valid_for_ms: millis(valid_for), next: successor(obs, policy, false, None) };
+    }
+    let node = NotFit::Unhealthy { detail: health_detail(&obs.health) };
+    let active_for = s.activated_at.map_or(Duration::ZERO, |at| now.saturating_since(at));
+    let held = if intents.is_some_and(|i| i.paused) {
+        Held::Paused
+    } else if active_for < policy.cooldown {
+        Held::Cooldown { remaining_ms: millis(policy.cooldown.saturating_sub(active_for)) }
+    } else if eligible_standby(obs, policy).next().is_none() {
+        Held::NoStandby { unfit: unfit_peers(obs, policy) }
+    } else {
+        start_step_down(s, StepDown::Unhealthy { node: health_detail(&obs.health) }, now, actions);
+        return demoting_why(s, epoch);
+    };
+    Why::ActiveUnhealthy { epoch, node, held }
 }
 
 fn transfer_away<'a>(intents: Option<&'a Intents>, me: &MemberId, epoch: Epoch) -> Option<&'a MemberId> {
     intents?.transfer.as_ref().filter(|t| t.epoch == epoch && &t.to != me).map(|t| &t.to)
 }
 
-fn decide_idle(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, actions: &mut Vec<Action>) {
+fn decide_idle(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, actions: &mut Vec<Action>) -> Why {
     let now = obs.now;
     if obs.kind == MemberKind::Witness {
         s.enter(RoleName::Witness, now);
-        return;
+        return Why::Witness;
     }
-    let eligible = self_eligible(obs, policy);
-    s.enter(if eligible { RoleName::Standby } else { RoleName::Ineligible }, now);
+    let fit = self_fitness(obs, policy);
+    s.enter(if fit.is_ok() { RoleName::Standby } else { RoleName::Ineligible }, now);
 
-    let Some(view) = &obs.store else { return };
+    let Some(view) = &obs.store else { return Why::StoreUnknown };
     match &view.lease {
         LeaseView::Held { holder, epoch } if holder == &obs.me => {
             // The store says we hold a lease this process never acquired (or already gave up):
             // never produce on it; give it back so others need not wait for expiry. An earlier
             // run's producer may still sign on it, so the release stops the producer first.
-            if !s.acquire_pending {
-                actions.push(Action::Release { epoch: *epoch });
+            if s.acquire_pending {
+                return Why::Acquiring {
+                    takeover: s.takeover.clone().unwrap_or(Takeover::FreeLease { epoch: *epoch }),
+                };
             }
+            actions.push(Action::Release { epoch: *epoch });
+            Why::Releasing { epoch: *epoch, just_used: s.last_dropped == Some(*epoch) }
         }
-        LeaseView::Held { .. } => {}
-        LeaseView::Free { .. } => {
-            let retry_due = s.acquire_retry_at.is_none_or(|at| now >= at);
-            if eligible && retry_due && may_take_lease(s, obs, policy) && waited_for_better_candidates(s, obs, policy) {
-                s.acquire_pending = true;
-                s.acquire_for_transfer = view.intents.transfer.as_ref().is_some_and(|t| t.to == obs.me);
-                actions.push(Action::Acquire);
+        LeaseView::Held { holder, epoch } => match fit {
+            Err(cause) => Why::NotEligible { cause },
+            Ok(()) => Why::LeaseHeld {
+                holder: holder.clone(),
+                epoch: *epoch,
+                holder_heard: heard(obs, holder, policy),
+                next: successor(obs, policy, true, Some(holder)),
+            },
+        },
+        LeaseView::Free { epoch } => {
+            if let Err(cause) = fit {
+                return Why::NotEligible { cause };
             }
+            if let Some(at) = s.acquire_retry_at.filter(|at| now < *at) {
+                return Why::AcquireRetry { remaining_ms: millis(at.saturating_since(now)) };
+            }
+            if let Some(why) = lease_blocker(s, obs, policy).or_else(|| better_candidate_wait(s, obs, policy)) {
+                return why;
+            }
+            let takeover = takeover_cause(s, obs, policy, view, *epoch);
+            s.acquire_pending = true;
+            s.acquire_for_transfer = view.intents.transfer.as_ref().is_some_and(|t| t.to == obs.me);
+            s.takeover = Some(takeover.clone());
+            actions.push(Action::Acquire);
+            Why::Acquiring { takeover }
         }
     }
 }
 
-/// Intents and cooldown allow this member to take a free lease: a transfer naming it always
-/// does; otherwise the cluster must not be paused and this member's cooldown must be over.
-fn may_take_lease(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> bool {
-    let Some(view) = &obs.store else { return false };
+/// Why intents or cooldown keep this member from taking a free lease now; `None` when they
+/// allow it. A transfer naming it always allows it. Otherwise the cluster must not be paused,
+/// and a member that stood down less than `cooldown` ago leaves the lease to another eligible
+/// standby — but never to nobody: a cooldown never keeps a free lease from a healthy,
+/// caught-up standby when no other can take it (L1).
+fn lease_blocker(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> Option<Why> {
+    let Some(view) = &obs.store else { return Some(Why::StoreUnknown) };
     if view.intents.transfer.as_ref().is_some_and(|t| t.to == obs.me) {
-        return true;
+        return None;
     }
-    !view.intents.paused && s.stood_down_at.is_none_or(|at| obs.now.saturating_since(at) >= policy.cooldown)
+    if view.intents.paused {
+        return Some(Why::Paused);
+    }
+    let stood_down_for = s.stood_down_at.map(|at| obs.now.saturating_since(at))?;
+    if stood_down_for >= policy.cooldown {
+        return None;
+    }
+    let other = eligible_standby(obs, policy).max_by_key(|r| (r.status.priority, r.status.height))?;
+    Some(Why::DeferringAfterStepDown {
+        to: other.status.member.clone(),
+        remaining_ms: millis(policy.cooldown.saturating_sub(stood_down_for)),
+    })
+}
+
+fn may_take_lease(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> bool {
+    lease_blocker(s, obs, policy).is_none()
 }
 
 /// Priority delay (docs/design.md §7): wait `priority_delay` after the lease became free when a
 /// fresh, eligible standby with a higher priority exists — or when a transfer names another
-/// member.
-fn waited_for_better_candidates(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> bool {
-    let transfer_to_me = obs.store.as_ref().and_then(|v| v.intents.transfer.as_ref()).is_some_and(|t| t.to == obs.me);
-    if transfer_to_me {
-        return true;
+/// member. `None` when this member may go ahead.
+fn better_candidate_wait(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> Option<Why> {
+    let transfer = obs.store.as_ref().and_then(|v| v.intents.transfer.as_ref());
+    if transfer.is_some_and(|t| t.to == obs.me) {
+        return None;
     }
-    let transfer_to_other = obs.store.as_ref().and_then(|v| v.intents.transfer.as_ref()).is_some();
-    let better_exists = eligible_standby(obs, policy).any(|r| r.status.priority > obs.priority);
-    if !(transfer_to_other || better_exists) {
-        return true;
+    let waited = s.free_since.map_or(Duration::ZERO, |since| obs.now.saturating_since(since));
+    if waited >= policy.priority_delay {
+        return None;
     }
-    let free_since = s.free_since.unwrap_or(obs.now);
-    obs.now.saturating_since(free_since) >= policy.priority_delay
+    if let Some(t) = transfer {
+        return Some(Why::WaitingForTransfer { to: t.to.clone() });
+    }
+    let better = eligible_standby(obs, policy)
+        .filter(|r| r.status.priority > obs.priority)
+        .max_by_key(|r| (r.status.priority, r.status.height))?;
+    Some(Why::WaitingForPriority {
+        ahead: better.status.member.clone(),
+        remaining_ms: millis(policy.priority_delay.saturating_sub(waited)),
+    })
+}
+
+/// Why this member takes the free lease, from what it last saw of the holder.
+fn takeover_cause(s: &RoleState, obs: &Observation, policy: &RolePolicy, view: &StoreView, epoch: Epoch) -> Takeover {
+    let last_holder = s.last_holder.as_ref().filter(|(m, _)| m != &obs.me);
+    if let Some(t) = view.intents.transfer.as_ref().filter(|t| t.to == obs.me) {
+        return Takeover::Transfer { from: last_holder.map(|(m, _)| m.clone()), epoch: t.epoch, forced: t.forced };
+    }
+    let Some((holder, held_epoch)) = last_holder else { return Takeover::FreeLease { epoch } };
+    let (holder, epoch) = (holder.clone(), *held_epoch);
+    match obs.cluster.iter().find(|r| r.status.member == holder) {
+        // Alive and no longer claiming to hold: it stepped down or was fenced.
+        Some(r) if r.age <= policy.status_stale_after => match r.status.role {
+            RoleName::Active | RoleName::Promoting => {
+                Takeover::HolderLeaseEnded { holder, epoch, last_heard_ms: millis(r.age) }
+            }
+            role => Takeover::HolderGaveUp { holder, epoch, role },
+        },
+        Some(r) => Takeover::HolderSilent { holder, epoch, last_heard_ms: Some(millis(r.age)) },
+        None => Takeover::HolderSilent { holder, epoch, last_heard_ms: None },
+    }
+}
+
+/// When `holder` last published its status.
+fn heard(obs: &Observation, holder: &MemberId, policy: &RolePolicy) -> Heard {
+    match obs.cluster.iter().find(|r| &r.status.member == holder) {
+        Some(r) if r.age <= policy.status_stale_after => Heard::Recently { age_ms: millis(r.age) },
+        Some(r) => Heard::Silent { age_ms: millis(r.age) },
+        None => Heard::Never,
+    }
+}
+
+/// Who would take over if the active stopped now: the eligible standby with the highest
+/// priority (then height), this member included when `with_me`, the holder never (its published
+/// status may still be the standby it was).
+fn successor(obs: &Observation, policy: &RolePolicy, with_me: bool, holder: Option<&MemberId>) -> Successor {
+    let mine = (with_me && self_eligible(obs, policy)).then(|| (obs.priority, obs.health.height, obs.me.clone()));
+    let best = eligible_standby(obs, policy)
+        .filter(|r| Some(&r.status.member) != holder)
+        .map(|r| (r.status.priority, r.status.height, r.status.member.clone()))
+        .chain(mine)
+        .max_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+    match best {
+        Some((priority, _, id)) => Successor::Member { id, priority },
+        None => Successor::Nobody { unfit: unfit_peers(obs, policy) },
+    }
+}
+
+/// Each other producer that could not take over now, with the reason.
+fn unfit_peers(obs: &Observation, policy: &RolePolicy) -> Vec<PeerUnfit> {
+    let best = best_height(obs, policy);
+    obs.cluster
+        .iter()
+        .filter(|r| r.status.member != obs.me && r.status.kind == MemberKind::Producer)
+        .filter_map(|r| {
+            peer_fitness(r, best, policy).err().map(|why| PeerUnfit { member: r.status.member.clone(), why })
+        })
+        .collect()
 }
 
 /// This member's node is fit to take over: healthy now and close enough to the best height.
-fn self_eligible(obs: &Observation, policy: &RolePolicy) -> bool {
-    obs.kind == MemberKind::Producer
-        && obs.health.verdict == Verdict::Healthy
-        && obs.health.latest_good
-        && obs.health.lag.is_some_and(|lag| lag <= policy.max_lag_on_failover)
+fn self_fitness(obs: &Observation, policy: &RolePolicy) -> Result<(), NotFit> {
+    let detail = || health_detail(&obs.health);
+    match obs.health.verdict {
+        Verdict::Unknown => return Err(NotFit::NotProbed),
+        Verdict::Unhealthy => return Err(NotFit::Unhealthy { detail: detail() }),
+        Verdict::Healthy => {}
+    }
+    if !obs.health.latest_good {
+        return Err(NotFit::LastProbeBad { detail: detail() });
+    }
+    match obs.health.lag {
+        None => Err(NotFit::NoHeight),
+        Some(lag) if lag > policy.max_lag_on_failover => Err(NotFit::Behind { lag, max: policy.max_lag_on_failover }),
+        Some(_) => Ok(()),
+    }
 }
 
-/// Other members that could take over now, by their fresh published status.
-fn eligible_standby<'a>(obs: &'a Observation, policy: &'a RolePolicy) -> impl Iterator<Item = &'a StatusReport> + 'a {
-    let best = obs
-        .cluster
+fn health_detail(health: &NodeHealth) -> String {
+    match &health.last_bad {
+        Some(bad) => format!("{bad}; {} bad probes in a row", health.consecutive_bad),
+        None => String::from("no bad probe recorded"),
+    }
+}
+
+fn self_eligible(obs: &Observation, policy: &RolePolicy) -> bool {
+    obs.kind == MemberKind::Producer && self_fitness(obs, policy).is_ok()
+}
+
+/// Whether the peer behind `r` could take over now, by its fresh published status.
+fn peer_fitness(r: &StatusReport, best: Option<u64>, policy: &RolePolicy) -> Result<(), PeerProblem> {
+    if r.age > policy.status_stale_after {
+        return Err(PeerProblem::Silent { last_heard_ms: millis(r.age) });
+    }
+    if r.status.role != RoleName::Standby {
+        return Err(PeerProblem::NotStandby { role: r.status.role });
+    }
+    if !r.status.healthy {
+        return Err(PeerProblem::Unhealthy);
+    }
+    match (best, r.status.height) {
+        (Some(best), Some(h)) if best.saturating_sub(h) <= policy.max_lag_on_failover => Ok(()),
+        (Some(best), Some(h)) => Err(PeerProblem::Behind { lag: best - h, max: policy.max_lag_on_failover }),
+        _ => Err(PeerProblem::NoHeight),
+    }
+}
+
+/// The best height among fresh statuses and this member's own node.
+fn best_height(obs: &Observation, policy: &RolePolicy) -> Option<u64> {
+    obs.cluster
         .iter()
         .filter(|r| r.age <= policy.status_stale_after)
         .filter_map(|r| r.status.height)
         .chain(obs.health.height)
-        .max();
+        .max()
+}
+
+/// Other members that could take over now, by their fresh published status.
+fn eligible_standby<'a>(obs: &'a Observation, policy: &'a RolePolicy) -> impl Iterator<Item = &'a StatusReport> + 'a {
+    let best = best_height(obs, policy);
     obs.cluster.iter().filter(move |r| {
-        r.status.member != obs.me
-            && r.age <= policy.status_stale_after
-            && r.status.kind == MemberKind::Producer
-            && r.status.role == RoleName::Standby
-            && r.status.healthy
-            && match (best, r.status.height) {
-                (Some(best), Some(h)) => best.saturating_sub(h) <= policy.max_lag_on_failover,
-                _ => false,
-            }
+        r.status.member != obs.me && r.status.kind == MemberKind::Producer && peer_fitness(r, best, policy).is_ok()
     })
 }
 

@@ -48,6 +48,8 @@ pub struct ControlService {
     pub own_status: watch::Receiver<Option<MemberStatus>>,
     /// Why this member last stepped down or was fenced, in words.
     pub last_reason: watch::Receiver<String>,
+    /// Why the member's last decision did what it did, or nothing.
+    pub why: watch::Receiver<String>,
     pub members: Vec<MemberConfig>,
     pub max_lag_on_failover: u64,
     /// `failover.import_max_ahead`: how far above the best height the cluster knows an import
@@ -117,6 +119,7 @@ fn wire_event(e: EventRecord) -> Event {
         member: e.member.to_string(),
         kind: e.kind.as_str().to_string(),
         epoch: e.epoch.map(|e| e.get()),
+        cause: e.cause.to_string(),
         message: e.message,
     }
 }

@@ -66,6 +66,7 @@ impl ControlService {
             store_error: store_errors.join("; "),
             raft,
             last_reason: self.last_reason.borrow().clone(),
+            why: self.why.borrow().clone(),
         }
     }
 

@@ -157,7 +157,7 @@ struct Case {
 
 fn run(cases: Vec<Case>) {
     for c in cases {
-        let (next, actions) = decide(&c.state, &c.obs, &policy());
+        let Decision { state: next, actions, .. } = decide(&c.state, &c.obs, &policy());
         assert_eq!(next.role, c.role, "{}: role", c.name);
         assert_eq!(actions, c.actions, "{}: actions", c.name);
     }
@@ -268,11 +268,18 @@ fn idle_member_transitions() {
             actions: vec![Action::Acquire],
         },
         Case {
-            name: "cooldown after our own step-down",
+            name: "cooldown after our own step-down leaves the lease to another eligible standby",
+            state: RoleState { stood_down_at: Some(ms(1000)), ..standby() },
+            obs: obs(30_999).peer(peer("b", Standby, 100, 50, 100)),
+            role: Standby,
+            actions: vec![],
+        },
+        Case {
+            name: "cooldown never keeps a free lease from the only eligible standby",
             state: RoleState { stood_down_at: Some(ms(1000)), ..standby() },
             obs: obs(30_999),
             role: Standby,
-            actions: vec![],
+            actions: vec![Action::Acquire],
         },
         Case {
             name: "cooldown over",
@@ -548,7 +555,10 @@ fn step_down_transitions() {
             state: active_long(),
             obs: at(40_000).health(unhealthy()).peer(b(100)),
             role: Demoting,
-            actions: vec![Action::Deactivate { epoch: e(5), why: StepDown::Unhealthy }],
+            actions: vec![Action::Deactivate {
+                epoch: e(5),
+                why: StepDown::Unhealthy { node: "probe failed: connection refused; 3 bad probes in a row".into() },
+            }],
         },
         Case {
             name: "unhealthy active with no standby stays",
@@ -632,20 +642,20 @@ fn step_down_transitions() {
 
 #[test]
 fn renew_for_another_epoch_does_not_extend_the_deadline() {
-    let (s, _) = decide(
+    let Decision { state: s, .. } = decide(
         &active(5, 3500),
         &obs(3400).lease(held("a", 5)).outcome(Outcome::Renewed { epoch: e(4), valid_until: ms(5900) }),
         &policy(),
     );
     assert_eq!(s.deadline, Some(ms(3500)));
-    let (s, actions) = decide(&s, &obs(3500).lease(held("a", 5)), &policy());
+    let Decision { state: s, actions, .. } = decide(&s, &obs(3500).lease(held("a", 5)), &policy());
     assert_eq!(s.role, RoleName::Fenced);
     assert_eq!(actions, vec![Action::Fence { why: FenceReason::LeaseDeadline }]);
 }
 
 #[test]
 fn renew_never_shortens_the_deadline() {
-    let (s, _) = decide(
+    let Decision { state: s, .. } = decide(
         &active(5, 3500),
         &obs(1000).lease(held("a", 5)).outcome(Outcome::Renewed { epoch: e(5), valid_until: ms(3000) }),
         &policy(),
@@ -657,13 +667,13 @@ fn renew_never_shortens_the_deadline() {
 fn released_epoch_is_never_reused() {
     // After stepping down at epoch 5, a later grant at 5 (a confused store) is not activated.
     let p = policy();
-    let (s, _) = decide(
+    let Decision { state: s, .. } = decide(
         &holding(RoleName::Demoting, 5, 3500),
         &obs(1000).lease(held("a", 5)).outcome(Outcome::Deactivated { epoch: e(5) }),
         &p,
     );
     let s = RoleState { stood_down_at: None, acquire_pending: true, ..s };
-    let (s, actions) = decide(
+    let Decision { state: s, actions, .. } = decide(
         &s,
         &obs(2000).lease(held("a", 5)).outcome(Outcome::Acquired { epoch: e(5), valid_until: ms(4500) }),
         &p,
@@ -676,13 +686,14 @@ fn released_epoch_is_never_reused() {
 fn a_producer_stopped_outside_the_loop_ends_the_holding_and_the_lease_is_released() {
     let p = policy();
     let stopped = Outcome::ProducerStopped { by: "the keeper".into(), detail: "the lease deadline passed".into() };
-    let (s, actions) = decide(&active(5, 3500), &obs(1000).lease(held("a", 5)).outcome(stopped), &p);
+    let Decision { state: s, actions, .. } =
+        decide(&active(5, 3500), &obs(1000).lease(held("a", 5)).outcome(stopped), &p);
     assert_eq!(s.role, RoleName::Fenced, "never 'lease held, producer fenced'");
     let why = FenceReason::ProducerStopped { by: "the keeper".into(), detail: "the lease deadline passed".into() };
     assert_eq!(actions, vec![Action::Fence { why }]);
     assert!(!actions.iter().any(|a| matches!(a, Action::Renew { .. })), "no renew after a fence");
     // The fence confirms; the member stands down and gives the lease back at once.
-    let (s, actions) = decide(&s, &obs(1100).lease(held("a", 5)).outcome(Outcome::Fenced), &p);
+    let Decision { state: s, actions, .. } = decide(&s, &obs(1100).lease(held("a", 5)).outcome(Outcome::Fenced), &p);
     assert!(!s.holding());
     assert_eq!(actions, vec![Action::Release { epoch: e(5) }]);
 }
@@ -690,7 +701,8 @@ fn a_producer_stopped_outside_the_loop_ends_the_holding_and_the_lease_is_release
 #[test]
 fn a_stop_reported_to_an_idle_member_changes_nothing() {
     let stopped = Outcome::ProducerStopped { by: "the keeper".into(), detail: "released".into() };
-    let (s, actions) = decide(&standby(), &obs(1000).lease(held("b", 5)).outcome(stopped), &policy());
+    let Decision { state: s, actions, .. } =
+        decide(&standby(), &obs(1000).lease(held("b", 5)).outcome(stopped), &policy());
     assert_eq!(s.role, RoleName::Standby);
     assert!(actions.is_empty(), "{actions:?}");
 }
@@ -848,7 +860,7 @@ fn drive(
         now = now.saturating_add(Duration::from_millis(step.advance_ms));
         let mut o = build(step, now, &s, &previous);
         o.kind = kind;
-        let (next, actions) = decide(&s, &o, &p);
+        let Decision { state: next, actions, .. } = decide(&s, &o, &p);
         check(&s, &o, &next, &actions)?;
         s = next;
         previous = actions;
@@ -941,5 +953,125 @@ proptest! {
             prop_assert!(!promotes(actions), "witness promoted: {:?}", actions);
             Ok(())
         })?;
+    }
+}
+
+/// L1 after handovers: for every combination of a recent stand-down, a recent activation and
+/// the lease free, held by a dead member or held by a live one, a healthy caught-up standby
+/// takes a free lease at once, waits for a held one (saying whose and how long it was silent),
+/// and a cooldown only ever delays demoting a live active.
+#[test]
+fn a_cooldown_never_keeps_a_free_lease_from_a_caught_up_standby() {
+    use RoleName::*;
+    let live_b = || peer("b", Active, 100, 200, 100);
+    let dead_b = || peer("b", Active, 100, 200, 9_000);
+    for stood_down in [None, Some(ms(9_000))] {
+        for activated in [None, Some(ms(8_000))] {
+            let state = RoleState { stood_down_at: stood_down, activated_at: activated, ..standby() };
+            let label = format!("stood down {stood_down:?}, activated {activated:?}");
+            let d = decide(&state, &obs(10_000).lease(free(4)).peer(peer("b", Ineligible, 100, 200, 100)), &policy());
+            assert_eq!(d.actions, vec![Action::Acquire], "free lease, {label}");
+            assert!(matches!(d.why, Why::Acquiring { .. }), "free lease, {label}: {}", d.why);
+
+            let d = decide(&state, &obs(10_000).lease(held("b", 4)).peer(dead_b()), &policy());
+            assert!(d.actions.is_empty(), "held by a dead member, {label}");
+            assert!(
+                matches!(
+                    &d.why,
+                    Why::LeaseHeld {
+                        holder_heard: Heard::Silent { age_ms: 9_000 },
+                        next: Successor::Member { .. },
+                        ..
+                    }
+                ),
+                "held by a dead member, {label}: {}",
+                d.why
+            );
+            assert!(d.why.to_string().contains("b has been silent for 9.0 s"), "{}", d.why);
+
+            let d = decide(&state, &obs(10_000).lease(held("b", 4)).peer(live_b()), &policy());
+            assert!(d.actions.is_empty(), "held by a live member, {label}");
+            assert!(
+                matches!(&d.why, Why::LeaseHeld { holder_heard: Heard::Recently { .. }, .. }),
+                "{label}: {}",
+                d.why
+            );
+        }
+    }
+    // The expired lease shows as free: the standby that stood down takes it, and says whose it was.
+    let after_handover = RoleState { stood_down_at: Some(ms(9_000)), last_holder: Some((id("b"), e(4))), ..standby() };
+    let d = decide(&after_handover, &obs(10_000).lease(free(4)).peer(dead_b()), &policy());
+    assert_eq!(d.actions, vec![Action::Acquire]);
+    assert_eq!(
+        d.why.to_string(),
+        "acquiring the lease: holder b stopped renewing (last heard 9.0 s ago); its lease at epoch 4 ended"
+    );
+
+    // An active: a recent activation holds a step-down, and the status says so and for how long.
+    for (activated_at, standby_b, expect) in [
+        (ms(39_000), peer("b", Standby, 100, 100, 100), "cooldown"),
+        (ms(0), peer("b", Standby, 100, 100, 100), "step down"),
+        (ms(0), peer("b", Standby, 100, 100, 9_000), "no standby"),
+        (ms(39_000), peer("b", Standby, 100, 100, 9_000), "cooldown"),
+    ] {
+        let state = RoleState { activated_at: Some(activated_at), ..active(5, 42_000) };
+        let d = decide(&state, &obs(40_000).lease(held("a", 5)).health(unhealthy()).peer(standby_b), &policy());
+        match expect {
+            "cooldown" => {
+                assert_eq!(d.state.role, Active);
+                assert!(matches!(&d.why, Why::ActiveUnhealthy { held: Held::Cooldown { remaining_ms: 29_000 }, .. }));
+                assert!(d.why.to_string().contains("step-down held by cooldown for 29.0 s more"), "{}", d.why);
+            }
+            "step down" => assert_eq!(d.state.role, Demoting),
+            _ => {
+                assert_eq!(d.state.role, Active);
+                assert_eq!(
+                    d.why.to_string(),
+                    "active at epoch 5 although the local node is unhealthy (probe failed: connection refused; 3 bad probes in a row); no eligible standby to hand over to: b is unreachable (last heard 9.0 s ago)"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_idle_situation_has_a_reason() {
+    use RoleName::*;
+    let cases: Vec<(RoleState, Observation, &str)> = vec![
+        (standby(), obs(1000).no_store(), "the store could not be read"),
+        (standby(), obs(1000).paused(), "paused by operator"),
+        (standby(), obs(1000).health(unhealthy()), "not eligible to take over: the local node is unhealthy"),
+        (standby(), obs(1000).health(healthy(90, 10)), "10 blocks behind the best height (max_lag_on_failover 2)"),
+        (standby(), obs(1000).peer(peer("b", Standby, 100, 200, 100)), "waiting 2.0 s more (priority_delay) for b"),
+        (standby(), obs(1000).transfer("b", 3), "a transfer names b"),
+        (standby(), obs(1000).lease(held("a", 3)), "never acquired"),
+        (standby(), obs(1000).witness(), "witness"),
+        (
+            standby(),
+            obs(1000).outcome(Outcome::AcquireFailed { error: "lock-delay".into() }),
+            "the last acquire failed; asking again in 100 ms",
+        ),
+        (
+            active(5, 3000),
+            obs(1000).lease(held("a", 5)).peer(peer("b", Standby, 100, 100, 100)),
+            "if this member stopped now, b (priority 100) would take over",
+        ),
+        (
+            active(5, 3000),
+            obs(1000).lease(held("a", 5)).peer(peer("b", Standby, 80, 100, 100)),
+            "nobody could take over: b lags by 20 (max_lag_on_failover 2)",
+        ),
+        (
+            RoleState { activated_at: Some(ms(900)), ..active(5, 3000) },
+            obs(1000).lease(held("a", 5)).paused().health(unhealthy()),
+            "paused by operator, so it keeps producing",
+        ),
+    ];
+    for (state, o, expect) in cases {
+        let d = decide(&state, &o, &policy());
+        let text = d.why.to_string();
+        assert!(text.contains(expect), "expected {expect:?} in {text:?}");
+        assert!(!text.contains("Some(") && !text.contains("None"), "{text}");
+        let _ = Active;
     }
 }

@@ -27,7 +27,7 @@ impl SystemdNotifier {
         let target = match socket_address(path.as_encoded_bytes()) {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(notify_socket = ?path, error = %e, "NOTIFY_SOCKET is unusable; not notifying systemd");
+                tracing::warn!(notify_socket = %path.to_string_lossy(), error = %e, "NOTIFY_SOCKET is unusable; not notifying systemd");
                 return None;
             }
         };

@@ -28,7 +28,7 @@ pub fn topic_of(record: &EventRecord) -> Option<WebhookTopic> {
         EventKind::Refusal => Some(WebhookTopic::Refusal),
         EventKind::Role => {
             let (from, to) = record.message.split_once(" → ")?;
-            let to = to.split(' ').next().unwrap_or(to);
+            let to = to.split([' ', ':']).next().unwrap_or(to);
             (from == "active" || to == "active").then_some(WebhookTopic::Failover)
         }
         _ => None,
@@ -43,6 +43,7 @@ pub fn payload(format: WebhookFormat, topic: WebhookTopic, record: &EventRecord)
             "topic": topic.as_str(),
             "kind": record.kind.as_str(),
             "epoch": record.epoch.map(|e| e.get()),
+            "cause": (!record.cause.is_empty()).then_some(record.cause),
             "seq": record.seq,
             "unix_ms": record.unix_ms,
             "message": record.message,
@@ -139,6 +140,7 @@ mod tests {
             member: MemberId::new("a").expect("id"),
             kind,
             epoch: Some(Epoch::new(4)),
+            cause: "",
             message: message.into(),
         }
     }

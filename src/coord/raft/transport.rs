@@ -420,7 +420,12 @@ async fn run_sender(
                     // A stream that had been up ending is worth a line; a peer that stays down
                     // would otherwise log every attempt.
                     if lasted > MAX_BACKOFF * 4 {
-                        tracing::info!(peer = %target.member, error = %status, up_for = ?lasted, "raft stream to the peer ended; dialling again");
+                        tracing::info!(
+                            peer = %target.member,
+                            "raft stream to the peer ended after {}: {}; dialling again",
+                            crate::role::Span(lasted),
+                            status.message()
+                        );
                         backoff = Duration::from_millis(50);
                     } else {
                         tracing::debug!(peer = %target.member, error = %status, "raft stream not established; backing off");
