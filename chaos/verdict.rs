@@ -231,7 +231,7 @@ pub enum Must {
     Accept,
 }
 
-/// docs/design.md §4 (trust model), one line per attack: what the member must answer, and which
+/// docs/design.md §5 (trust model), one line per attack: what the member must answer, and which
 /// `failoverd_peer_refusals_total` reason each such answer adds to.
 pub const ROGUE_RULES: [(Attack, Must, Option<&str>); 10] = [
     (Attack::Plaintext, Must::NotAccept, None),

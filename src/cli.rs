@@ -78,6 +78,10 @@ pub enum Command {
         /// member's remote signer, cometbft-signer, for every signature).
         #[arg(long, default_value = "key-holding", value_parser = ["key-holding", "signer"])]
         mode: String,
+        /// Keep the work dir (configs, each member's log, the ledger) and print where it is;
+        /// without it the dir is removed after a clean run.
+        #[arg(long)]
+        keep: bool,
     },
     /// Validate a config file and print the effective config (defaults filled in).
     CheckConfig {
@@ -191,8 +195,8 @@ pub fn run(args: Args) -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::CheckLedger { file, json } => check_ledger(&file, json),
         Command::Coordinator { config, rejoin } => coordinator(&config, rejoin),
-        Command::Demo { members, duration, faults, json, mode } => {
-            demo(members, &duration, &faults, json, mode == "signer")
+        Command::Demo { members, duration, faults, json, mode, keep } => {
+            demo(members, &duration, &faults, json, mode == "signer", keep)
         }
         Command::Tls { command } => tls::run(command),
         Command::Keeper { spec } => keeper(&spec),
@@ -277,7 +281,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     })
 }
 
-fn demo(members: usize, duration: &str, faults: &[String], json: bool, signer: bool) -> ExitCode {
+fn demo(members: usize, duration: &str, faults: &[String], json: bool, signer: bool, keep: bool) -> ExitCode {
     let duration = match duration_text::parse(duration) {
         Ok(d) if d >= Duration::from_secs(10) => d,
         Ok(_) => return usage_error("--duration: expected at least 10s"),
@@ -290,7 +294,7 @@ fn demo(members: usize, duration: &str, faults: &[String], json: bool, signer: b
     if !(3..=7).contains(&members) {
         return usage_error("--members: expected 3 to 7 (all producers but the last, a witness)");
     }
-    ExitCode::from(crate::demo::run(&crate::demo::DemoOptions { members, duration, faults, json, signer }))
+    ExitCode::from(crate::demo::run(&crate::demo::DemoOptions { members, duration, faults, json, signer, keep }))
 }
 
 fn load_or_exit(path: &std::path::Path) -> Result<Config, ExitCode> {

@@ -48,7 +48,18 @@ impl std::str::FromStr for Fault {
             "kill" => Ok(Fault::Kill),
             "stall" => Ok(Fault::Stall),
             "handover" => Ok(Fault::Handover),
-            other => Err(format!("unknown fault {other:?}: expected kill, stall or handover")),
+            other => Err(format!("unknown fault \"{other}\": expected kill, stall or handover")),
+        }
+    }
+}
+
+impl Fault {
+    /// The name the timeline and the summary show. A handover is planned, not a fault.
+    pub fn label(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Stall => "stall",
+            Fault::Handover => "planned handover",
         }
     }
 }
@@ -62,6 +73,8 @@ pub struct DemoOptions {
     /// Signer mode: the producers are `cometbft-signer`, and each simulated node asks its
     /// member's remote signer for every signature.
     pub signer: bool,
+    /// Keep the work dir (configs, each member's log, the ledger) after a clean run.
+    pub keep: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -93,6 +106,8 @@ pub struct Summary {
 struct Member {
     name: String,
     config: PathBuf,
+    /// Its daemon's log (JSON lines), appended to across restarts.
+    log: PathBuf,
     socket: PathBuf,
     /// The simulated node inside its daemon (a producer's).
     rpc: Option<String>,
@@ -215,7 +230,8 @@ fn write_configs(dir: &Path, n: usize, signer: bool) -> std::io::Result<Vec<Memb
         }
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, text)?;
-        members.push(Member { name: name.to_string(), config, socket, rpc, activations, child: None });
+        let log = dir.join(format!("{name}.log"));
+        members.push(Member { name: name.to_string(), config, log, socket, rpc, activations, child: None });
     }
     Ok(members)
 }
@@ -256,7 +272,9 @@ fn validator_producer(dir: &Path, name: &str, rpc: &str, activations: &Path) -> 
 }
 
 fn spawn(member: &mut Member, events: &mpsc::Sender<(String, serde_json::Value)>) -> std::io::Result<()> {
+    use std::io::Write;
     let exe = std::env::current_exe()?;
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&member.log)?;
     let mut child = Command::new(exe)
         .args(["--log-format", "json", "--config"])
         .arg(&member.config)
@@ -269,6 +287,9 @@ fn spawn(member: &mut Member, events: &mpsc::Sender<(String, serde_json::Value)>
         let name = member.name.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // The log is for reading afterwards (`--keep`); a write that fails loses a
+                // line of it, never the demo.
+                let _ = writeln!(log, "{line}");
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     let _ = tx.send((name.clone(), v));
                 }
@@ -360,7 +381,14 @@ fn run_inner(options: &DemoOptions) -> Result<Summary, String> {
             options.duration.as_secs()
         ),
     );
-    say(json, format!("  work dir {} (ledger.jsonl, configs)", dir.display()));
+    say(
+        json,
+        format!(
+            "  work dir {} (configs, each member's log, ledger.jsonl){}",
+            dir.display(),
+            if options.keep { "; kept at the end (--keep)" } else { "; removed at the end unless --keep" }
+        ),
+    );
     for m in &mut members {
         spawn(m, &tx).map_err(|e| format!("cannot start member {}: {e}", m.name))?;
     }
@@ -378,40 +406,8 @@ fn run_inner(options: &DemoOptions) -> Result<Summary, String> {
     let mut results: Vec<FaultResult> = Vec::new();
     while MonoTime::now().saturating_since(start) < options.duration {
         while let Ok((name, v)) = rx.try_recv() {
-            if v.get("level").and_then(|l| l.as_str()) == Some("ERROR") {
-                let msg = v.pointer("/fields/message").and_then(|m| m.as_str()).unwrap_or("?");
-                let err = v.pointer("/fields/error").and_then(|m| m.as_str()).unwrap_or("");
-                say(json, format!("{:>7.1}s  {name}  error: {msg} {err}", secs(MonoTime::now())));
-            }
-            if v.pointer("/fields/message").and_then(|m| m.as_str()) == Some("promotion guard step") {
-                let f = &v["fields"];
-                let ok = f["ok"].as_bool().unwrap_or(false);
-                if !ok || f["step"].as_str() == Some("watermark_floor") {
-                    say(
-                        json,
-                        format!(
-                            "{:>7.1}s  {name}  guard {} {}: {}",
-                            secs(MonoTime::now()),
-                            f["step"].as_str().unwrap_or("?"),
-                            if ok { "ok" } else { "FAILED" },
-                            f["detail"].as_str().unwrap_or("")
-                        ),
-                    );
-                }
-            }
-            if v.pointer("/fields/message").and_then(|m| m.as_str()) == Some("role change") {
-                let f = &v["fields"];
-                say(
-                    json,
-                    format!(
-                        "{:>7.1}s  {name}  {} -> {}{}{}",
-                        secs(MonoTime::now()),
-                        f["from"].as_str().unwrap_or("?"),
-                        f["role"].as_str().unwrap_or("?"),
-                        f.get("epoch").and_then(|e| e.as_u64()).map_or(String::new(), |e| format!("  epoch {e}")),
-                        f.get("height").and_then(|h| h.as_u64()).map_or(String::new(), |h| format!("  height {h}")),
-                    ),
-                );
+            if let Some(line) = timeline_line(&name, &v) {
+                say(json, format!("{:>7.1}s  {line}", secs(MonoTime::now())));
             }
         }
         let active = active_member(&members, &client, options.signer);
@@ -454,11 +450,13 @@ fn run_inner(options: &DemoOptions) -> Result<Summary, String> {
                         Fault::Handover => {
                             let target =
                                 (0..n - 1).find(|i| *i != a).map(|i| members[i].name.clone()).unwrap_or_default();
-                            let ok = promote(&members[a].socket, &target);
-                            format!("planned handover from {} to {target}: {ok}", members[a].name)
+                            let answer = promote(&members[a].socket, &target);
+                            format!("handover from {} to {target} (promote {target}): {answer}", members[a].name)
                         }
                     };
-                    say(json, format!("{:>7.1}s  FAULT {what}", secs(now)));
+                    // Kills and stalls are faults; a handover is an operator's planned switchover.
+                    let kind = if fault == Fault::Handover { "PLANNED" } else { "FAULT" };
+                    say(json, format!("{:>7.1}s  {kind} {what}", secs(now)));
                     pending.push((now, a, fault));
                 }
             }
@@ -532,12 +530,65 @@ fn run_inner(options: &DemoOptions) -> Result<Summary, String> {
         double_signs: report.double_signs.len(),
         s1_overlaps,
     };
-    if summary.double_signs == 0 && std::env::var_os("FAILOVERD_DEMO_KEEP").is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
+    if options.keep || summary.double_signs > 0 || std::env::var_os("FAILOVERD_DEMO_KEEP").is_some() {
+        let logs: Vec<String> = members.iter().map(|m| format!("{}.log", m.name)).collect();
+        say(
+            json,
+            format!(
+                "kept the work dir {}: each member's config and log ({}), ledger.jsonl, tls/",
+                dir.display(),
+                logs.join(", ")
+            ),
+        );
     } else {
-        say(json, format!("keeping {} for inspection", dir.display()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(summary)
+}
+
+/// The timeline's line for one log event of member `name`, if it shows one: errors, guard steps
+/// that failed or set the floor, and role changes, each step-down with its reason.
+fn timeline_line(name: &str, v: &serde_json::Value) -> Option<String> {
+    let f = &v["fields"];
+    let message = f["message"].as_str();
+    if v["level"].as_str() == Some("ERROR") {
+        return Some(format!("{name}  error: {} {}", message.unwrap_or("?"), f["error"].as_str().unwrap_or("")));
+    }
+    match message {
+        Some("promotion guard step") => {
+            let ok = f["ok"].as_bool().unwrap_or(false);
+            (!ok || f["step"].as_str() == Some("watermark_floor")).then(|| {
+                format!(
+                    "{name}  guard {} {}: {}",
+                    f["step"].as_str().unwrap_or("?"),
+                    if ok { "ok" } else { "FAILED" },
+                    f["detail"].as_str().unwrap_or("")
+                )
+            })
+        }
+        Some("role change") => {
+            let (from, to) = (f["from"].as_str().unwrap_or("?"), f["role"].as_str().unwrap_or("?"));
+            let epoch = f["epoch"].as_u64().map_or(String::new(), |e| format!("  epoch {e}"));
+            let height = f["height"].as_u64().map_or(String::new(), |h| format!("  height {h}"));
+            let why = if steps_down(from, to) {
+                match f["reason"].as_str().filter(|r| !r.is_empty()) {
+                    Some(reason) => format!("  ({reason})"),
+                    None => "  (the member logged no reason)".to_string(),
+                }
+            } else {
+                String::new()
+            };
+            Some(format!("{name}  {from} -> {to}{epoch}{height}{why}"))
+        }
+        _ => None,
+    }
+}
+
+/// A role change that gives up (or starts giving up) a holding of the lease: the member's
+/// `reason` says why.
+fn steps_down(from: &str, to: &str) -> bool {
+    matches!(from, "promoting" | "active" | "demoting" | "fenced")
+        && matches!(to, "demoting" | "fenced" | "standby" | "ineligible")
 }
 
 fn promote(socket: &Path, target: &str) -> String {
@@ -561,11 +612,11 @@ fn promote(socket: &Path, target: &str) -> String {
 fn print_summary(s: &Summary) {
     println!();
     println!("summary ({} members, {:.0} s, {} signatures)", s.members, s.duration_s, s.signatures);
-    println!("  {:<9} {:>7}  {:<6} {:<6} {:>10} {:>7}  note", "fault", "at", "from", "to", "failover", "missed");
+    println!("  {:<16} {:>7}  {:<6} {:<6} {:>10} {:>7}  note", "event", "at", "from", "to", "failover", "missed");
     for f in &s.faults {
         println!(
-            "  {:<9} {:>6.1}s  {:<6} {:<6} {:>10} {:>7}  {}",
-            format!("{:?}", f.fault).to_lowercase(),
+            "  {:<16} {:>6.1}s  {:<6} {:<6} {:>10} {:>7}  {}",
+            f.fault.label(),
             f.at_s,
             f.active_before.as_deref().unwrap_or("-"),
             f.active_after.as_deref().unwrap_or("-"),

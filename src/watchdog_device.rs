@@ -1,4 +1,4 @@
-//! The optional Linux watchdog device (`failover.watchdog`, docs/design.md §5): a timer outside
+//! The optional Linux watchdog device (`failover.watchdog`, docs/design.md §6): a timer outside
 //! the daemon, usually in hardware, that resets the host unless it is petted in time. It covers
 //! what nothing inside the host can: a whole host that stops (a kernel hang, a paused VM) while
 //! its node holds the key.

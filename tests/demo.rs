@@ -19,6 +19,8 @@ fn demo_fails_over_on_every_fault_without_a_double_sign() {
     assert_eq!(faults[1]["fault"], "handover");
     assert_eq!(faults[1]["missed_heights"], 0, "a planned handover misses no height: {}", faults[1]);
     assert!(stderr.contains("FAULT kill -9"), "the timeline goes to stderr with --json:\n{stderr}");
+    let dir = announced_work_dir(&stderr);
+    assert!(!dir.exists(), "without --keep a clean run removes {}", dir.display());
 }
 
 #[test]
@@ -55,4 +57,68 @@ fn demo_rejects_bad_arguments_with_exit_2() {
         let out = common::run_failoverd(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+/// The work dir the demo announced on its timeline ("work dir PATH (…").
+fn announced_work_dir(timeline: &str) -> std::path::PathBuf {
+    let line = timeline.lines().find_map(|l| l.trim_start().strip_prefix("work dir ")).expect("the work dir line");
+    std::path::PathBuf::from(line.split(" (").next().expect("a path before the parenthesis"))
+}
+
+#[test]
+fn demo_with_keep_leaves_its_work_dir_with_configs_ledger_and_each_members_log() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = common::failoverd()
+        .args(["demo", "--duration", "10s", "--faults", "", "--keep", "--json"])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .expect("the failoverd binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "demo failed:\n{stderr}");
+    let dir = announced_work_dir(&stderr);
+    assert!(dir.starts_with(tmp.path()), "{} is not under TMPDIR\n{stderr}", dir.display());
+    assert!(
+        stderr.contains(&format!("kept the work dir {}", dir.display())),
+        "no closing word on the kept dir:\n{stderr}"
+    );
+    for name in ["a", "b", "c"] {
+        assert!(dir.join(format!("{name}.toml")).is_file(), "config of {name} missing in {}", dir.display());
+        let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).expect("each member's log is kept");
+        assert!(log.contains(&format!("\"member\":\"{name}\"")), "{name}.log is not member {name}'s log:\n{log}");
+    }
+    // The producers' logs hold their role changes (the witness is a witness from its start).
+    for name in ["a", "b"] {
+        let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).expect("the producer's log");
+        assert!(log.contains("role change"), "{name}.log holds no role change:\n{log}");
+    }
+    let ledger = dir.join("ledger.jsonl");
+    let check = common::run_failoverd(&["check-ledger", ledger.to_str().expect("utf-8 path")]);
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
+}
+
+#[test]
+fn demo_labels_the_planned_handover_as_planned_and_every_step_down_with_its_reason() {
+    let out = common::run_failoverd(&["demo", "--duration", "30s", "--faults", "handover,stall", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "demo failed:\n{stderr}");
+    for line in stderr.lines().filter(|l| l.contains("handover from")) {
+        assert!(!line.contains("FAULT"), "a planned handover is not a fault: {line}");
+    }
+    assert!(stderr.contains("PLANNED handover from "), "{stderr}");
+    assert!(stderr.contains("FAULT stall the node of "), "{stderr}");
+    let step_downs: Vec<&str> = stderr.lines().filter(|l| l.contains(" active -> ")).collect();
+    assert!(step_downs.len() >= 2, "expected a step-down for the handover and for the stall:\n{stderr}");
+    for line in stderr
+        .lines()
+        .filter(|l| ["active", "demoting", "fenced"].iter().any(|from| l.contains(&format!(" {from} -> "))))
+    {
+        assert!(
+            line.contains("(stepped down: ") || line.contains("(fenced: "),
+            "a step-down without its reason: {line}\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("(stepped down: a planned handover to "), "{stderr}");
+    assert!(stderr.contains("(stepped down: its node is unhealthy"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints the summary");
+    assert_eq!(summary["double_signs"], 0, "{summary}");
 }

@@ -1,5 +1,5 @@
-//! Rules that span fields, checked after parsing, all at once (STYLE.md habit 10), and the
-//! bounds of every single value (in [`limits`]).
+//! Rules that span fields, checked after parsing, all at once, and the bounds of every single
+//! value (in [`limits`]).
 //!
 //! [`validate`] is pure: it looks only at the parsed config. [`check_secret_files`] reads file
 //! metadata (never contents) to refuse key files that group or others can read.

@@ -1,5 +1,5 @@
 //! The keeper: a small process whose fate is not the daemon's, holding the node a producer runs
-//! or controls and the deadline of its right to sign (docs/design.md §5).
+//! or controls and the deadline of its right to sign (docs/design.md §6, "Self-fencing").
 //!
 //! A frozen daemon freezes its deadline thread with it, and `PR_SET_PDEATHSIG` fires on death,
 //! not on a stop; a node behind a forking start script outlives a signal to its direct child.

@@ -1,4 +1,4 @@
-//! CometBFT remote signing (privval) for the `cometbft-signer` producer (issue 10, docs/design.md §6):
+//! CometBFT remote signing (privval) for the `cometbft-signer` producer (issue 10, docs/design.md §8):
 //! the frame codec, the validator key, the per-signature double-sign rule and the request
 //! answering behind a [`signer::SignGate`] that reserves every new HRS through the coordinator.
 //!
