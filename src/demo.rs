@@ -554,6 +554,19 @@ fn timeline_line(name: &str, v: &serde_json::Value) -> Option<String> {
     if v["level"].as_str() == Some("ERROR") {
         return Some(format!("{name}  error: {} {}", message.unwrap_or("?"), f["error"].as_str().unwrap_or("")));
     }
+    if f["change"].as_str() == Some("role") {
+        let (from, to) = (f["from"].as_str().unwrap_or("?"), f["role"].as_str().unwrap_or("?"));
+        let epoch = f["epoch"].as_u64().map_or(String::new(), |e| format!("  epoch {e}"));
+        let height = f["height"].as_u64().map_or(String::new(), |h| format!("  height {h}"));
+        // The member's sentence is "from → to: cause"; a step-down shows its cause.
+        let cause = message.and_then(|m| m.split_once(": ")).map(|(_, cause)| cause);
+        let why = match (steps_down(from, to), cause) {
+            (true, Some(cause)) => format!("  ({cause})"),
+            (true, None) => "  (the member logged no reason)".to_string(),
+            (false, _) => String::new(),
+        };
+        return Some(format!("{name}  {from} -> {to}{epoch}{height}{why}"));
+    }
     match message {
         Some("promotion guard step") => {
             let ok = f["ok"].as_bool().unwrap_or(false);
@@ -565,20 +578,6 @@ fn timeline_line(name: &str, v: &serde_json::Value) -> Option<String> {
                     f["detail"].as_str().unwrap_or("")
                 )
             })
-        }
-        Some("role change") => {
-            let (from, to) = (f["from"].as_str().unwrap_or("?"), f["role"].as_str().unwrap_or("?"));
-            let epoch = f["epoch"].as_u64().map_or(String::new(), |e| format!("  epoch {e}"));
-            let height = f["height"].as_u64().map_or(String::new(), |h| format!("  height {h}"));
-            let why = if steps_down(from, to) {
-                match f["reason"].as_str().filter(|r| !r.is_empty()) {
-                    Some(reason) => format!("  ({reason})"),
-                    None => "  (the member logged no reason)".to_string(),
-                }
-            } else {
-                String::new()
-            };
-            Some(format!("{name}  {from} -> {to}{epoch}{height}{why}"))
         }
         _ => None,
     }
