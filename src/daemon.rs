@@ -913,25 +913,27 @@ async fn stop_producer(p: &Parts, prod: &SharedProducer) -> Result<Option<u64>, 
     }
 }
 
-/// Emits an event for each change between two views of the store: the lease, maintenance mode,
-/// a transfer.
+/// Emits an event and logs a line for each change between two views of the store: the lease,
+/// maintenance mode, a transfer. Every member's log — a witness's too — thus tells who holds
+/// the lease at any moment of a failover.
 fn report_store_changes(events: &EventLog, before: Option<&crate::coord::StoreView>, now: &crate::coord::StoreView) {
     if before.map(|b| &b.lease) != Some(&now.lease) {
-        events.emit(EventKind::Lease, Some(now.lease.epoch()), format!("lease {}", now.lease));
+        let text = format!("lease {}", now.lease);
+        tracing::info!("store: {text}");
+        events.emit(EventKind::Lease, Some(now.lease.epoch()), text);
     }
     if before.is_some_and(|b| b.intents.paused != now.intents.paused) {
         let what = if now.intents.paused { "maintenance mode on (paused)" } else { "maintenance mode off (resumed)" };
+        tracing::info!("store: {what}");
         events.emit(EventKind::Intent, None, what);
     }
     if before.is_some_and(|b| b.intents.transfer != now.intents.transfer)
         && let Some(t) = &now.intents.transfer
     {
         let forced = if t.forced { "forced " } else { "" };
-        events.emit(
-            EventKind::Intent,
-            Some(t.epoch),
-            format!("{forced}transfer to {} requested (epoch {})", t.to, t.epoch),
-        );
+        let text = format!("{forced}transfer to {} requested (epoch {})", t.to, t.epoch);
+        tracing::info!("store: {text}");
+        events.emit(EventKind::Intent, Some(t.epoch), text);
     }
 }
 
