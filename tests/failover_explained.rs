@@ -68,6 +68,7 @@ async fn a_standby_that_just_handed_back_takes_over_when_the_active_dies() {
     lab.kill9(a);
     lab.wait_signed_above(b, before, LEASE_TTL + Duration::from_secs(10)).await;
     let took = killed.elapsed();
+    eprintln!("kill -9 of the active right after a handover back → the standby that handed back signs after {took:?}");
     assert!(
         took <= LEASE_TTL + Duration::from_secs(1),
         "b took {took:?} to take over a free lease (limit: lease_ttl + 1 s)\n{}",
