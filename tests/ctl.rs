@@ -135,6 +135,13 @@ async fn failoverctl_reports_refuses_and_hands_over() {
     // Watermark export, then an import that would lower it is refused; one that raises it lands.
     let exported = json(&ctl(&lab, active, &["watermark", "export"]));
     let height: u64 = exported["data"][0]["height"].as_str().expect("height").parse().expect("decimal");
+    // Format version 2: every integer a decimal string. A checkpoint covers every round of its
+    // height: the highest round in the file, `*` for people.
+    assert_eq!(exported["metadata"]["interchange_format_version"], "2", "{exported}");
+    assert_eq!(exported["data"][0]["round"], "4294967295", "{exported}");
+    let o = ctl(&lab, active, &["status"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.lines().any(|l| l.starts_with("watermark") && l.contains("/*/precommit")), "{out}");
     let dir = tempfile::tempdir().expect("dir");
     let lower = dir.path().join("lower.json");
     let mut doc = exported.clone();
