@@ -80,7 +80,7 @@ async fn failoverctl_reports_refuses_and_hands_over() {
     assert_eq!(o.status.code(), Some(1), "promoted a lagging standby: {}", text(&o));
     let why = String::from_utf8_lossy(&o.stderr);
     assert!(why.contains("behind") || why.contains("unhealthy"), "{}", text(&o));
-    let o = ctl(&lab, 2, &["demote"]);
+    let o = ctl(&lab, active, &["demote"]);
     assert_eq!(o.status.code(), Some(1), "demoted with no standby fit to take over: {}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no standby can take over"), "{}", text(&o));
     lab.control(standby, serde_json::json!({"behind": 0})).await;
@@ -123,9 +123,10 @@ async fn failoverctl_reports_refuses_and_hands_over() {
     let gaps: Vec<_> = report.gaps.iter().filter(|g| g.from >= before && g.to < first_by_standby + 1).collect();
     assert!(gaps.is_empty(), "the planned switchover missed heights: {gaps:?}\n{report}");
 
-    // Demote hands production back to the only other producer, the same guarded way.
+    // Demote, run against the active, hands production back to the only other producer, the
+    // same guarded way.
     let before = lab.wait_signed_above(standby, 0, Duration::from_secs(5)).await;
-    let o = ctl(&lab, 2, &["--json", "demote"]);
+    let o = ctl(&lab, standby, &["--json", "demote"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(json(&o)["target"], MEMBERS[active]);
     lab.wait_signed_above(active, before, Duration::from_secs(10)).await;
@@ -134,6 +135,13 @@ async fn failoverctl_reports_refuses_and_hands_over() {
     // Watermark export, then an import that would lower it is refused; one that raises it lands.
     let exported = json(&ctl(&lab, active, &["watermark", "export"]));
     let height: u64 = exported["data"][0]["height"].as_str().expect("height").parse().expect("decimal");
+    // Format version 2: every integer a decimal string. A checkpoint covers every round of its
+    // height: the highest round in the file, `*` for people.
+    assert_eq!(exported["metadata"]["interchange_format_version"], "2", "{exported}");
+    assert_eq!(exported["data"][0]["round"], "4294967295", "{exported}");
+    let o = ctl(&lab, active, &["status"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.lines().any(|l| l.starts_with("watermark") && l.contains("/*/precommit")), "{out}");
     let dir = tempfile::tempdir().expect("dir");
     let lower = dir.path().join("lower.json");
     let mut doc = exported.clone();
@@ -176,6 +184,43 @@ fn an_unreachable_daemon_exits_3_and_bad_usage_exits_2() {
         .expect("runs");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--timeout"), "{}", text(&o));
+}
+
+#[test]
+fn an_unreachable_socket_is_named_with_its_os_error_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let socket = dir.path().join("none.sock");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_failoverctl"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("members")
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(&socket.display().to_string()), "{stderr}");
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "the OS error repeated: {stderr}");
+}
+
+/// `failoverctl ARGS` with its stdout a pipe whose reading end is already closed, as under
+/// `| head -1` once head has read its line: every write fails with EPIPE.
+fn into_a_closed_pipe(args: &[&std::ffi::OsStr]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    std::process::Command::new(env!("CARGO_BIN_EXE_failoverctl"))
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("runs")
+}
+
+#[test]
+fn completions_into_a_closed_pipe_exit_quietly() {
+    let o = into_a_closed_pipe(&["completions".as_ref(), "bash".as_ref()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.stderr.is_empty(), "{}", text(&o));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -487,4 +532,152 @@ async fn an_import_previews_with_dry_run_refuses_a_bad_file_whole_and_sends_a_bi
     assert_eq!(imports.len(), imports_before + 1, "{imports:?}");
     assert!(imports.last().is_some_and(|m| m.contains("watermark import of 1 entry requested")), "{imports:?}");
     eprintln!("200,000 entries imported in {took:?}");
+}
+
+/// Member `i`'s view of the lease: (holder or "", epoch, transfer_to or "").
+fn lease_of(lab: &Lab, i: usize) -> (String, u64, String) {
+    let s = json(&ctl(lab, i, &["--json", "status"]));
+    let lease = &s["self"]["lease"];
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    (
+        text(&lease["holder"]),
+        lease["epoch"].as_u64().unwrap_or_else(|| panic!("no lease epoch: {s}")),
+        text(&lease["transfer_to"]),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_members_row_turns_unreachable_in_table_and_json() {
+    let mut lab = Lab::start("", &[]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    lab.wait_signed_above(active, 2, Duration::from_secs(5)).await;
+    wait_for_statuses(&lab).await;
+    let m = json(&ctl(&lab, 2, &["--json", "members"]));
+    assert_eq!(m["members"][active]["reachable"], true, "{m}");
+    assert_eq!(m["members"][active]["role"], "active", "{m}");
+
+    // The active's daemon dies: its last status said "active, healthy", and stays in the store.
+    lab.kill9(active);
+    let end = Instant::now() + Duration::from_secs(10);
+    let row = loop {
+        let m = json(&ctl(&lab, 2, &["--json", "members"]));
+        let row = m["members"][active].clone();
+        if row["reachable"] == false {
+            break row;
+        }
+        assert!(Instant::now() < end, "the dead member never showed as unreachable: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for field in ["role", "healthy", "height", "lag"] {
+        assert!(row[field].is_null(), "the dead member's last {field} is shown: {row}");
+    }
+    let heard = row["last_heard_s"].as_f64().unwrap_or_else(|| panic!("no last_heard_s: {row}"));
+    assert!(heard >= 1.0, "stale only after status_stale_after (1 s in the lab): {row}");
+
+    // The table: one line for the dead member, naming it unreachable, without its last words.
+    let o = ctl(&lab, 2, &["members"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(MEMBERS[active]))
+        .unwrap_or_else(|| panic!("no row for {}: {out}", MEMBERS[active]));
+    assert!(line.contains("unreachable (last heard "), "{out}");
+    assert!(!line.contains("active") && !line.contains("healthy"), "the dead member's last role or health: {out}");
+    // status carries the same table.
+    let o = ctl(&lab, 2, &["status"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("unreachable (last heard "), "{}", text(&o));
+
+    // A reader that stops early ends failoverctl quietly, with output from a daemon too.
+    let socket = lab.socket(2);
+    let o = into_a_closed_pipe(&["--socket".as_ref(), socket.as_os_str(), "members".as_ref()]);
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demote_on_a_standby_exits_1_naming_the_active_and_moves_nothing() {
+    let lab = Lab::start("", &[]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    let standby = 1 - active;
+    lab.wait_signed_above(active, 2, Duration::from_secs(5)).await;
+    wait_for_statuses(&lab).await;
+    let (holder, epoch, _) = lease_of(&lab, 2);
+    assert_eq!(holder, MEMBERS[active]);
+
+    // The systemd README's "demote, then stop": run against the standby (and the witness).
+    for i in [standby, 2] {
+        let o = ctl(&lab, i, &["demote"]);
+        assert_eq!(o.status.code(), Some(1), "demote on {}: {}", MEMBERS[i], text(&o));
+        let why = String::from_utf8_lossy(&o.stderr);
+        assert!(why.contains(&format!("{} is not the active, {} is", MEMBERS[i], MEMBERS[active])), "{}", text(&o));
+        assert!(why.contains("nothing was changed"), "{}", text(&o));
+    }
+    // Nothing moved: the same holder at the same epoch, no transfer pending, the active signing.
+    let signed = lab.wait_signed_above(active, 0, Duration::from_secs(5)).await;
+    lab.wait_signed_above(active, signed + 2, Duration::from_secs(5)).await;
+    assert_eq!(lease_of(&lab, 2), (MEMBERS[active].to_string(), epoch, String::new()));
+    assert!(!lab.signing(standby).await, "the standby took over");
+
+    // The refusal is logged by the daemon that refused it: who, what, and why, on one line.
+    let log = lab.log(standby);
+    assert!(
+        log.lines().any(|l| l.contains("INFO")
+            && l.contains("demote requested by uid")
+            && l.contains(&format!("refused: {} is not the active", MEMBERS[standby]))),
+        "the refused demote was not logged with its caller and reason:\n{log}"
+    );
+}
+
+/// Waits (at most 2 s) for member `i`'s validator to be signing after failoverctl reported it
+/// active; `said` is what failoverctl printed.
+async fn wait_signing(lab: &Lab, i: usize, said: &serde_json::Value) {
+    let end = Instant::now() + Duration::from_secs(2);
+    while !lab.signing(i).await {
+        assert!(Instant::now() < end, "reported finished, but {} is not producing: {said}", MEMBERS[i]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_wait_reports_the_finished_handover() {
+    let lab = Lab::start("", &[]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    let standby = 1 - active;
+    lab.wait_signed_above(active, 2, Duration::from_secs(5)).await;
+    wait_for_statuses(&lab).await;
+    let (_, epoch, _) = lease_of(&lab, 2);
+
+    let o = ctl(&lab, 2, &["--json", "promote", "--wait", "--wait-timeout", "20s", MEMBERS[standby]]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = json(&o);
+    assert_eq!(
+        (r["finished"].clone(), r["holder"].clone()),
+        (serde_json::json!(true), serde_json::json!(MEMBERS[standby])),
+        "{r}"
+    );
+    let new_epoch = r["new_epoch"].as_u64().unwrap_or_else(|| panic!("no new epoch: {r}"));
+    assert!(new_epoch > epoch, "{r}");
+    // When it returns, the handover is done: the new holder says it is active, and its
+    // validator process (whose own start record lands a moment after the daemon confirmed it)
+    // signs.
+    let m = json(&ctl(&lab, 2, &["--json", "members"]));
+    assert_eq!(m["members"][standby]["role"], "active", "{m}");
+    wait_signing(&lab, standby, &r).await;
+    eprintln!("promote --wait returned after {} s", r["waited_s"]);
+
+    // And back, in text: the outcome names the holder and the epoch.
+    let o = ctl(&lab, standby, &["demote", "--wait"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&format!("handover finished: {} is active at epoch", MEMBERS[active])), "{out}");
+    wait_signing(&lab, active, &serde_json::json!(out)).await;
+    assert!(lab.report().is_safe(), "{}", lab.report());
+
+    // Two handovers wrote checkpoints, floors and releases (every round of a height): each HRS
+    // in the logs reads as failoverctl writes it, never as Rust's Debug or the raw round.
+    for (i, member) in MEMBERS.iter().enumerate() {
+        let log = lab.log(i);
+        let raw = log.lines().find(|l| l.contains("Hrs {") || l.contains("4294967295"));
+        assert!(raw.is_none(), "{member}'s log: {raw:?}");
+    }
 }

@@ -62,8 +62,12 @@ impl ControlService {
 
     /// The active hands over to the best standby that could take over now (highest priority,
     /// then least lag); refused when there is none, since stepping down would stop production.
+    /// Only the active serves it: run against a standby or a witness — typically before
+    /// stopping that member — it would otherwise move the lease *to* the member about to stop.
     pub(super) async fn demote_active(&self) -> Result<PromoteReply, Status> {
         let deadline = Instant::now() + self.call_timeout;
+        let lease = self.coord.lease(deadline).await.map_err(refuse)?;
+        self.check_self_active(&lease).map_err(Status::failed_precondition)?;
         let cluster = self.coord.cluster_status(deadline).await.map_err(refuse)?;
         let best = self.members.iter().filter(|m| self.fit_to_take_over(&m.id, &cluster).is_ok()).max_by_key(|m| {
             let height = cluster.iter().find(|r| r.status.member == m.id).and_then(|r| r.status.height);
@@ -85,6 +89,23 @@ impl ControlService {
         })
     }
 
+    /// Why this member may not demote: by the store's lease, it is not the active.
+    fn check_self_active(&self, lease: &LeaseView) -> Result<(), String> {
+        match lease {
+            LeaseView::Held { holder, .. } if holder == &self.me => Ok(()),
+            LeaseView::Held { holder, epoch } => Err(format!(
+                "{me} is not the active, {holder} is (epoch {epoch}): demote hands over from the active, so run it \
+                 against {holder}; nothing was changed",
+                me = self.me
+            )),
+            LeaseView::Free { epoch } => Err(format!(
+                "{me} is not the active: no member holds the lease (last epoch {epoch}), so there is nothing to \
+                 hand over; nothing was changed",
+                me = self.me
+            )),
+        }
+    }
+
     /// Why `target` could not take over now, by the cluster's published status: it must be a
     /// producer, a fresh and healthy standby, and within max_lag_on_failover of the best height.
     fn fit_to_take_over(&self, target: &MemberId, cluster: &[StatusReport]) -> Result<(), String> {
@@ -98,7 +119,7 @@ impl ControlService {
             return Err(format!("{target} has published no status; is it running?"));
         };
         if report.age > self.status_stale_after {
-            return Err(format!("{target}'s status is {:?} old; is it running?", report.age));
+            return Err(format!("{target} was last heard {:.1} s ago; is it running?", report.age.as_secs_f64()));
         }
         if report.status.role != RoleName::Standby || !report.status.healthy {
             return Err(format!(

@@ -5,8 +5,9 @@
 //! checking them against the cluster's published status; it never touches a producer. Only
 //! operators may call it: on the socket, whoever its file mode lets in; on TCP, only a
 //! certificate that names an operator (`failoverd://operator/<name>`) — a member's certificate
-//! is refused. Every mutating call is logged with its caller (uid/pid on the socket, the
-//! operator's name on TCP).
+//! is refused. Every mutating call is logged once it is decided, in one INFO line and one
+//! `operator` event: its caller (uid/pid on the socket, the operator's name on TCP), what was
+//! asked, and whether it was accepted or refused, and why.
 
 pub mod client;
 mod intents;
@@ -105,10 +106,30 @@ fn refuse(e: CoordError) -> Status {
 }
 
 impl ControlService {
-    /// Logs a mutating call with its caller and records it in the event stream.
-    fn operator_action(&self, caller: &str, what: String) {
-        tracing::info!(%caller, "control: {what}");
-        self.events.emit(EventKind::Operator, None, format!("{what} by {caller}"));
+    /// Logs a mutating call once it is decided — who asked, what, and whether it was accepted
+    /// or refused and why — as one INFO line, and records the same sentence in the event
+    /// stream. `accepted` says what an accepted call did.
+    fn operator_action<T>(
+        &self,
+        caller: &str,
+        what: &str,
+        result: &Result<T, Status>,
+        accepted: impl FnOnce(&T) -> String,
+    ) {
+        let line = format!("{what} requested by {caller}: {}", outcome(result, accepted));
+        tracing::info!("control: {line}");
+        self.events.emit(EventKind::Operator, None, line);
+    }
+}
+
+/// "accepted: …", "refused: …" or "not done: …" (the store did not answer), for the log.
+fn outcome<T>(result: &Result<T, Status>, accepted: impl FnOnce(&T) -> String) -> String {
+    match result {
+        Ok(reply) => format!("accepted: {}", accepted(reply)),
+        Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => {
+            format!("not done: {}", s.message())
+        }
+        Err(s) => format!("refused: {}", s.message()),
     }
 }
 
@@ -161,14 +182,16 @@ impl Control for ControlService {
     async fn promote(&self, request: Request<PromoteRequest>) -> Result<Response<PromoteReply>, Status> {
         let caller = caller(&request);
         let req = request.into_inner();
-        let force = if req.force { " --force" } else { "" };
-        self.operator_action(&caller, format!("promote {}{force} requested", req.target));
-        self.promote_to(req).await.map(Response::new)
+        let what = format!("promote {}{}", req.target, if req.force { " --force" } else { "" });
+        let result = self.promote_to(req).await;
+        self.operator_action(&caller, &what, &result, |r| r.message.clone());
+        result.map(Response::new)
     }
 
     async fn demote(&self, request: Request<DemoteRequest>) -> Result<Response<PromoteReply>, Status> {
-        self.operator_action(&caller(&request), "demote requested".into());
-        self.demote_active().await.map(Response::new)
+        let result = self.demote_active().await;
+        self.operator_action(&caller(&request), "demote", &result, |r| r.message.clone());
+        result.map(Response::new)
     }
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
@@ -180,13 +203,15 @@ impl Control for ControlService {
     }
 
     async fn pause(&self, request: Request<PauseRequest>) -> Result<Response<PauseReply>, Status> {
-        self.operator_action(&caller(&request), "pause requested".into());
-        self.set_paused(true).await.map(Response::new)
+        let result = self.set_paused(true).await;
+        self.operator_action(&caller(&request), "pause", &result, |_| "maintenance mode is on".into());
+        result.map(Response::new)
     }
 
     async fn resume(&self, request: Request<PauseRequest>) -> Result<Response<PauseReply>, Status> {
-        self.operator_action(&caller(&request), "resume requested".into());
-        self.set_paused(false).await.map(Response::new)
+        let result = self.set_paused(false).await;
+        self.operator_action(&caller(&request), "resume", &result, |_| "maintenance mode is off".into());
+        result.map(Response::new)
     }
 
     async fn watermark_export(
@@ -210,9 +235,29 @@ impl Control for ControlService {
             (true, true) => " (dry run, --force)",
         };
         let entries = if n == 1 { "entry" } else { "entries" };
-        self.operator_action(&caller, format!("watermark import of {n} {entries} requested{flags}"));
-        self.import_watermarks(req).await.map(Response::new)
+        let what = format!("watermark import of {n} {entries}{flags}");
+        let result = self.import_watermarks(req).await;
+        self.operator_action(&caller, &what, &result, import_summary);
+        result.map(Response::new)
     }
+}
+
+/// What an accepted import did, per key, for the log.
+fn import_summary(r: &WatermarkImportReply) -> String {
+    let keys: Vec<String> = r
+        .changes
+        .iter()
+        .map(|c| {
+            let after = c.after.and_then(|w| w.hrs).and_then(|h| crate::domain::Hrs::try_from(h).ok());
+            match (after, c.changed) {
+                (Some(h), true) => format!("{} raised to {h}", c.key),
+                (Some(h), false) => format!("{} unchanged at {h}", c.key),
+                (None, _) => format!("{} unchanged", c.key),
+            }
+        })
+        .collect();
+    let dry = if r.dry_run { "nothing written (dry run); " } else { "" };
+    format!("{dry}{}", keys.join(", "))
 }
 
 /// The history, then (when following) what `live` delivers.

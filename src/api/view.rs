@@ -1,6 +1,8 @@
 //! Read-only views: this member's own (`Status`) and the cluster as it sees it (`Members`).
 //! A store that does not answer in time leaves its part empty and says why; the call itself
-//! always answers, so an operator sees as much as can be seen.
+//! always answers, so an operator sees as much as can be seen. A member whose status is older
+//! than `status_stale_after` is marked stale: its row keeps the last words it published, and
+//! the client must not present them as its present state.
 
 use tokio::time::Instant;
 
@@ -94,9 +96,11 @@ impl ControlService {
                     healthy: report.is_some_and(|r| r.status.healthy),
                     status_age_ms: report.map(|r| u64::try_from(r.age.as_millis()).unwrap_or(u64::MAX)),
                     lag: best.zip(height).map(|(b, h)| b.saturating_sub(h)),
+                    stale: report.is_none_or(|r| r.age > self.status_stale_after),
                 }
             })
             .collect();
-        MembersReply { members, store_error }
+        let status_stale_after_ms = u64::try_from(self.status_stale_after.as_millis()).unwrap_or(u64::MAX);
+        MembersReply { members, store_error, status_stale_after_ms }
     }
 }

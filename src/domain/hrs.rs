@@ -106,6 +106,11 @@ impl PartialOrd for Hrs {
     }
 }
 
+/// The one way failoverd writes an HRS for people — logs, events, failoverctl, error messages:
+/// `height/round/step`, such as `4304/0/precommit`. The round of [`Hrs::end_of_height`]
+/// (u32::MAX, "every round of this height", what key-holding checkpoints record) is written
+/// `*`: `4304/*/precommit`. Machine formats (the watermark interchange JSON, the wire) keep
+/// the numbers.
 impl fmt::Display for Hrs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.round == u32::MAX {
@@ -151,6 +156,14 @@ mod tests {
         let end = Hrs::end_of_height(7);
         assert!(end > Hrs::new(7, 1_000_000, Step::Precommit));
         assert!(end < Hrs::new(8, 0, Step::Propose));
+    }
+
+    #[test]
+    fn an_hrs_reads_height_round_step_with_a_star_for_every_round() {
+        assert_eq!(Hrs::new(4304, 0, Step::Precommit).to_string(), "4304/0/precommit");
+        assert_eq!(Hrs::new(4304, 7, Step::Prevote).to_string(), "4304/7/prevote");
+        assert_eq!(Hrs::end_of_height(4304).to_string(), "4304/*/precommit");
+        assert_eq!(Hrs::new(4304, u32::MAX - 1, Step::Propose).to_string(), "4304/4294967294/propose");
     }
 
     #[test]

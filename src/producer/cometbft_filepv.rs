@@ -124,7 +124,7 @@ impl FilePvProducer {
             .map_err(|e| failed(op, format!("cannot write {}: {e}", state_path.display())))?;
         write_private(&self.key_path(), &key)
             .map_err(|e| failed(op, format!("cannot write {}: {e}", self.key_path().display())))?;
-        tracing::info!(floor = %seed, "seeded priv_validator_state.json and installed the key");
+        tracing::info!(state = %seed, "seeded priv_validator_state.json and installed the key");
         Ok(())
     }
 
