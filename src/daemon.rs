@@ -862,13 +862,13 @@ fn start_action(
 /// successor has a whole block interval to take over and no height is missed.
 async fn wait_for_fresh_signature(producer: &dyn Producer, limit: Duration) {
     let end = Instant::now() + limit;
-    let first = producer.status(end).await.ok().and_then(|s| s.last_signed_height);
+    let first = producer.newest_signature(end).await.ok().flatten();
     if first.is_none() {
         return;
     }
     while Instant::now() < end {
-        match producer.status(end).await {
-            Ok(s) if s.last_signed_height != first => return,
+        match producer.newest_signature(end).await {
+            Ok(newest) if newest != first => return,
             Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             Err(_) => return,
         }

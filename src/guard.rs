@@ -3,9 +3,12 @@
 //! A standby activates only after every step holds, in order: (1) it holds the lease at epoch
 //! E; (2) its node is healthy and within `max_lag_on_failover` of the best height; (3) the
 //! optional `fence_command` against the previous holder succeeded; (4) it read the watermark
-//! under E and computed the floor; (5) the producer confirmed activation. Each step's outcome is
-//! recorded in a [`GuardReport`] and logged. Any failure stops the guard: the caller deactivates
-//! and releases. This module never decides *whether* to promote; `role` does.
+//! under E and computed the floor ([`promotion_floor`]: the watermark and the chain height plus
+//! `floor_margin`, the margin dropped only where the store proves what the previous holder
+//! signed); (5) the producer confirmed activation. Each step's outcome is recorded in a
+//! [`GuardReport`] and logged. Any failure stops the guard: the caller deactivates and releases.
+//! This module never decides *whether* to promote; `role` does, and it never lowers a floor
+//! below the watermark it read.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -79,8 +82,8 @@ pub struct GuardInput {
     /// The best height known from other members' fresh statuses.
     pub cluster_best: Option<u64>,
     pub previous_holder: Option<MemberId>,
-    /// A planned handover: the previous holder deactivated and released with its exact last
-    /// signed height, so no margin is needed above the watermark.
+    /// A planned handover: the previous holder was asked to deactivate and release with its
+    /// last signed height. Alone it drops no margin ([`promotion_floor`] says when it may).
     pub planned: bool,
 }
 
@@ -90,6 +93,68 @@ pub struct GuardInput {
 pub fn sign_floor(watermark: Option<Watermark>, best_height: u64, margin: u64) -> Hrs {
     let base = watermark.map_or(Hrs::ZERO, |w| w.hrs).max(Hrs::end_of_height(best_height));
     if margin == 0 { base } else { Hrs::end_of_height(base.height.saturating_add(margin)) }
+}
+
+/// Why a promotion's floor is where it is: what [`promotion_floor`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloorBasis {
+    /// Signer mode, planned handover: the watermark is the exact last reservation.
+    ExactReservation,
+    /// A planned handover whose released watermark reaches the best chain height.
+    ReleasedAtTip,
+    /// Everything else: the higher of watermark and chain height, plus the margin.
+    Margin(u64),
+}
+
+/// The floor of a promotion (guard step 4): nothing at or below it may be signed.
+///
+/// The margin covers signatures the previous holder may have made that the watermark does not
+/// show: a key-holding node signs on its own and is only checkpointed now and then. It is
+/// dropped in two cases only.
+///
+/// - **Signer mode, planned handover** (`reserving`, `planned`, a watermark exists): the floor is
+///   the watermark itself, without the chain height or the margin. A signer-mode holder makes
+///   no signature before `reserve(E, key, hrs)` has committed under its epoch E, and the store
+///   refuses a reservation whose epoch is not the current one. The watermark read here under
+///   the new epoch (a linearizable read after the grant) therefore lies at or above every HRS
+///   any earlier holder signed: reservations committed before the grant are in it, later ones
+///   were refused and never signed. Signing strictly above it is no double sign (S2), and the
+///   new holder's reservations only raise it (S3). The chain height adds nothing (a height the
+///   chain passed without a reservation was not signed by this key) and would skip the height
+///   the node asks for next. This rests on every producer of this key reserving; a predecessor
+///   whose node held the key would only be bounded by its checkpoints, so the rule also needs
+///   this member's own producer to reserve (`reserving`) and the handover to be planned; an
+///   unplanned takeover keeps the margin as a hedge.
+/// - **Planned handover, released watermark at the tip**: the previous holder stopped, then
+///   released with its last signed height, and that record reaches the best chain height.
+pub fn promotion_floor(
+    watermark: Option<Watermark>,
+    best_height: u64,
+    margin: u64,
+    planned: bool,
+    reserving: bool,
+) -> (Hrs, FloorBasis) {
+    match watermark {
+        Some(w) if planned && reserving => (w.hrs, FloorBasis::ExactReservation),
+        Some(w) if planned && w.hrs >= Hrs::end_of_height(best_height) => {
+            (sign_floor(Some(w), best_height, 0), FloorBasis::ReleasedAtTip)
+        }
+        _ => (sign_floor(watermark, best_height, margin), FloorBasis::Margin(margin)),
+    }
+}
+
+impl std::fmt::Display for FloorBasis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FloorBasis::ExactReservation => {
+                f.write_str("no margin: a planned signer-mode handover, the watermark is the exact last reservation")
+            }
+            FloorBasis::ReleasedAtTip => {
+                f.write_str("no margin: a planned handover released at the chain's best height")
+            }
+            FloorBasis::Margin(m) => write!(f, "margin {m}"),
+        }
+    }
 }
 
 pub struct PromotionGuard<'a> {
@@ -173,16 +238,12 @@ impl PromotionGuard<'_> {
             Err(e) => Err(format!("cannot read the watermark of {}: {e}", self.key)),
             Ok(w) => {
                 let best = input.cluster_best.unwrap_or(0).max(local_height);
-                // The margin covers what an unplanned predecessor may have signed after its last
-                // checkpoint. A planned predecessor stopped first and released with its last
-                // signature; only when that record reaches the chain height is it exact enough
-                // to hand over without a gap.
-                let exact = input.planned && w.is_some_and(|w| w.hrs >= Hrs::end_of_height(best));
-                let margin = if exact { 0 } else { self.policy.floor_margin };
-                let floor = sign_floor(w, best, margin);
+                // When the margin may be dropped, and why that is safe: `promotion_floor`.
+                let reserving = self.producer.reserves_every_signature();
+                let (floor, basis) = promotion_floor(w, best, self.policy.floor_margin, input.planned, reserving);
                 report.floor = Some(floor);
                 Ok(format!(
-                    "watermark {}, best height {best}, margin {margin}: floor {floor}",
+                    "watermark {}, best height {best}, {basis}: floor {floor}",
                     w.map_or("none".to_string(), |w| w.to_string())
                 ))
             }
@@ -401,6 +462,35 @@ mod tests {
         assert_eq!(sign_floor(w(150, 0, Step::Prevote), 100, 0), Hrs::new(150, 0, Step::Prevote));
         assert_eq!(sign_floor(w(150, 0, Step::Prevote), 100, 1), Hrs::end_of_height(151));
         assert_eq!(sign_floor(w(90, 0, Step::Prevote), 100, 1), Hrs::end_of_height(101));
+    }
+
+    /// One line per case of `promotion_floor` (docs/design.md §5, guard step 4): (watermark,
+    /// best height, margin, planned, reserving) → (floor, basis).
+    #[test]
+    fn the_margin_is_dropped_only_for_a_planned_handover_with_an_exact_watermark() {
+        use FloorBasis::*;
+        let w = |h, r, s| Some(Watermark { hrs: Hrs::new(h, r, s), epoch: Epoch::new(2) });
+        type Case = (Option<Watermark>, u64, u64, bool, bool, Hrs, FloorBasis);
+        let cases: &[Case] = &[
+            // Signer mode, planned: the exact last reservation, even when the chain moved on.
+            (w(100, 0, Step::Precommit), 101, 1, true, true, Hrs::new(100, 0, Step::Precommit), ExactReservation),
+            (w(100, 2, Step::Prevote), 100, 1, true, true, Hrs::new(100, 2, Step::Prevote), ExactReservation),
+            // Signer mode, unplanned: the margin stays.
+            (w(100, 0, Step::Precommit), 101, 1, false, true, Hrs::end_of_height(102), Margin(1)),
+            // Signer mode with no watermark: nothing proves what the key signed before.
+            (None, 101, 1, true, true, Hrs::end_of_height(102), Margin(1)),
+            // Key-holding, planned, released at the tip: no margin.
+            (w(101, u32::MAX, Step::Precommit), 101, 1, true, false, Hrs::end_of_height(101), ReleasedAtTip),
+            // Key-holding, planned, but the chain is past the release: the margin stays.
+            (w(100, u32::MAX, Step::Precommit), 101, 1, true, false, Hrs::end_of_height(102), Margin(1)),
+            // Key-holding, unplanned.
+            (w(101, u32::MAX, Step::Precommit), 101, 2, false, false, Hrs::end_of_height(103), Margin(2)),
+        ];
+        for (i, &(wm, best, margin, planned, reserving, floor, basis)) in cases.iter().enumerate() {
+            assert_eq!(promotion_floor(wm, best, margin, planned, reserving), (floor, basis), "case {i}");
+            // Never below the watermark (S2 across members, S3).
+            assert!(wm.is_none_or(|w| floor >= w.hrs), "case {i}");
+        }
     }
 
     /// A fake producer that only counts fences: these tests check that the deadline thread calls

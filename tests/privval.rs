@@ -89,6 +89,8 @@ struct Fixture {
     epoch: failover::domain::Epoch,
     /// Every outcome the signer reported, in order.
     outcomes: Arc<Mutex<Vec<SignOutcome>>>,
+    /// Member a's lease, for a test that outlasts its TTL to renew.
+    lease: failover::domain::Lease,
 }
 
 async fn fixture() -> Fixture {
@@ -107,13 +109,22 @@ async fn fixture() -> Fixture {
     let seen = Arc::clone(&outcomes);
     let observer: SignObserver = Arc::new(move |o, _, _: &str| seen.lock().expect("outcomes").push(o));
     let signer = Arc::new(PrivvalSigner::new(CHAIN, key, gate).observed(observer));
-    Fixture { coords, _dirs: dirs, signer, public, epoch: lease.epoch, outcomes }
+    Fixture { coords, _dirs: dirs, signer, public, epoch: lease.epoch, outcomes, lease }
 }
 
 /// A listening node and the signer dialling it; returns the node's end and the signer's thread
 /// (its result says how the connection ended).
 fn connect(
     signer: &Arc<PrivvalSigner<CoordinatorGate>>,
+) -> (NodeSide, std::thread::JoinHandle<Result<(), String>>, Closer) {
+    connect_with(signer, Duration::from_secs(5))
+}
+
+/// [`connect`] with the signer dialling with `timeout`, as the producer does with
+/// `coordinator.call_timeout` (at least 1 s).
+fn connect_with(
+    signer: &Arc<PrivvalSigner<CoordinatorGate>>,
+    timeout: Duration,
 ) -> (NodeSide, std::thread::JoinHandle<Result<(), String>>, Closer) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("node listens");
     let address: NodeAddress = format!("tcp://{}", listener.local_addr().expect("addr")).parse().expect("address");
@@ -124,7 +135,7 @@ fn connect(
         SecretConnection::new(stream, node_key, Version::V0_34).expect("node handshake")
     });
     let identity = ed25519_consensus::SigningKey::from([7u8; 32]);
-    let (conn, closer) = NodeConnection::dial(&address, &identity, Duration::from_secs(5)).expect("dial");
+    let (conn, closer) = NodeConnection::dial(&address, &identity, timeout).expect("dial");
     let signer = Arc::clone(signer);
     let serving = std::thread::spawn(move || conn.serve(&signer).map_err(|e| e.to_string()));
     (NodeSide { conn: node.join().expect("node thread"), pending: Default::default() }, serving, closer)
@@ -360,6 +371,53 @@ async fn an_oversize_frame_closes_the_connection_and_the_sign_bytes_match_cometb
     .expect("node side");
 }
 
+/// A CometBFT node says nothing between heights but a ping every ~3.3 s (2/3 of its 5 s
+/// timeout): a link idle for longer than that, with the producer's shortest dial timeout (1 s),
+/// stays open and the next request is answered on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_link_survives_more_than_five_seconds_of_silence_and_still_signs_on_the_same_connection() {
+    let f = fixture().await;
+    let signer = Arc::clone(&f.signer);
+    let public = f.public;
+    // The lease is renewed through the silence, as the active member's daemon does.
+    let (coord, lease) = (Arc::clone(&f.coords[0]), f.lease.clone());
+    let renewing = tokio::spawn(async move {
+        loop {
+            let _ = coord.renew(&lease, tokio::time::Instant::now() + Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    tokio::task::spawn_blocking(move || {
+        let (mut node, serving, closer) = connect_with(&signer, Duration::from_secs(1));
+        assert!(matches!(node.ask(Sum::PingRequest(PingRequest {})), Sum::PingResponse(_)));
+        // The silence is what is tested: nothing to wait for but time.
+        std::thread::sleep(Duration::from_millis(5_500));
+        assert!(!serving.is_finished(), "the signer hung up on an idle node: {:?}", serving.join());
+        let precommit = vote(2, 3, 0, Some(block_id(3)), 10);
+        let answer =
+            node.ask(Sum::SignVoteRequest(SignVoteRequest { vote: Some(precommit.clone()), chain_id: CHAIN.into() }));
+        let signed = signed_vote(answer).expect("signed after the silence");
+        assert!(verifies(public, &sign_bytes(&precommit), &signed.signature));
+        closer.close();
+        assert!(serving.join().expect("signer thread").is_ok(), "the same connection, closed by us, ends quietly");
+    })
+    .await
+    .expect("node side");
+    renewing.abort();
+}
+
+/// A silence longer than the limit ends the connection as an idle one, never as a bad frame,
+/// and the operator reads a sentence about a silent node.
+#[test]
+fn a_node_silent_past_the_limit_is_reported_as_idle_not_as_a_bad_frame() {
+    use failover::producer::privval::connection::NODE_SILENCE_LIMIT;
+    let idle = ConnectionError::Idle { address: "tcp://127.0.0.1:26659".into(), silent_for: NODE_SILENCE_LIMIT };
+    let text = idle.to_string();
+    assert!(text.contains("sent nothing for 15 s"), "{text}");
+    assert!(!text.contains("bad frame") && !text.contains("os error"), "{text}");
+    assert!(NODE_SILENCE_LIMIT >= Duration::from_secs(10), "at least twice a CometBFT node's 5 s timeout");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_the_connection_on_demotion_ends_the_signer_thread() {
     let f = fixture().await;
@@ -559,4 +617,14 @@ async fn a_signer_without_the_nodes_id_still_signs_and_warns_once_that_the_node_
     .await
     .expect("node side");
     assert_eq!(*f.outcomes.lock().expect("outcomes"), vec![SignOutcome::Signed]);
+}
+
+/// CometBFT's own remote signer answers every refusal with code 0; its `privval.Errors` 1 to 5
+/// are the node's connection failures. failoverd's codes follow (the table in
+/// `failover::producer::privval`).
+#[test]
+fn refusal_codes_match_cometbfts_signer_and_not_active_is_no_connection_error_code() {
+    assert_eq!(code::BAD_REQUEST, 0, "another chain or a malformed request: CometBFT answers 0");
+    assert_eq!(code::REFUSED, 0, "a double sign or regression refused: CometBFT's FilePV answers 0");
+    assert!(!(0..=5).contains(&code::NOT_ACTIVE), "not active must not read as a CometBFT connection error");
 }

@@ -98,8 +98,11 @@ impl CometbftSignerProducer {
                             reported = false;
                             tracing::info!(node = %address, "connected to the node as its remote signer");
                             *connection.lock().unwrap_or_else(|e| e.into_inner()) = Some(closer);
-                            if let Err(e) = conn.serve(&signer) {
-                                tracing::warn!(error = %e, "privval connection ended");
+                            match conn.serve(&signer) {
+                                Ok(()) => {}
+                                // A silent node is not an error: say so plainly and dial again.
+                                Err(e @ ConnectionError::Idle { .. }) => tracing::info!("{e}"),
+                                Err(e) => tracing::warn!(error = %e, "privval connection ended; dialling again"),
                             }
                         }
                         Err(e @ ConnectionError::WrongNode { .. }) if !reported => {
@@ -132,7 +135,7 @@ impl CometbftSignerProducer {
     fn status_now(&self, after_deactivation: bool) -> ProducerStatus {
         ProducerStatus {
             active: self.signer.gate().permission().is_some(),
-            last_signed_height: self.signer.last_signed().map(|h| h.height).filter(|_| after_deactivation),
+            last_signed_height: self.signer.newest_signed_height().filter(|_| after_deactivation),
         }
     }
 
@@ -207,5 +210,16 @@ impl Producer for CometbftSignerProducer {
 
     async fn status(&self, _deadline: Instant) -> Result<ProducerStatus, ProducerError> {
         Ok(self.status_now(false))
+    }
+
+    /// The newest signature's height, also while signing: a planned handover waits for the next
+    /// one, so the successor takes over at the start of a block interval.
+    async fn newest_signature(&self, _deadline: Instant) -> Result<Option<u64>, ProducerError> {
+        Ok(self.signer.newest_signed_height())
+    }
+
+    /// Every signature is reserved through the [`CoordinatorGate`] before it is made.
+    fn reserves_every_signature(&self) -> bool {
+        true
     }
 }

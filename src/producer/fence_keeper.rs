@@ -99,6 +99,14 @@ impl Producer for FenceCommandKeeper {
     async fn status(&self, deadline: Instant) -> Result<ProducerStatus, ProducerError> {
         self.inner.status(deadline).await
     }
+
+    async fn newest_signature(&self, deadline: Instant) -> Result<Option<u64>, ProducerError> {
+        self.inner.newest_signature(deadline).await
+    }
+
+    fn reserves_every_signature(&self) -> bool {
+        self.inner.reserves_every_signature()
+    }
 }
 
 #[cfg(test)]

@@ -101,6 +101,22 @@ pub trait Producer: Send + Sync {
 
     /// Whether it is producing and what it last signed.
     async fn status(&self, deadline: Instant) -> Result<ProducerStatus, ProducerError>;
+
+    /// The height of the newest signature while producing, for timing a planned handover right
+    /// after one (the successor then has a whole block interval to take over). Unlike
+    /// [`ProducerStatus::last_signed_height`] it is never checkpointed, so a producer whose every
+    /// signature already moves the watermark (signer mode) can report it while active.
+    async fn newest_signature(&self, deadline: Instant) -> Result<Option<u64>, ProducerError> {
+        Ok(self.status(deadline).await?.last_signed_height)
+    }
+
+    /// Whether every signature this producer makes is first reserved in the store under the
+    /// holder's epoch (signer mode): the watermark is then an exact bound on what it signed, and
+    /// the promotion guard may use it as the floor of a planned handover (see
+    /// [`crate::guard::promotion_floor`]). MUST be `false` for any producer whose node holds the key.
+    fn reserves_every_signature(&self) -> bool {
+        false
+    }
 }
 
 /// Where a producer that runs or controls a node gets its keeper, and where it records the node's

@@ -12,6 +12,13 @@
 //! not depend on the async runtime keeps answering "not active" even when the runtime stalls.
 //! Every read and write has a timeout; a bad frame closes the connection and is reported, never
 //! a panic.
+//!
+//! **Silence is normal.** A CometBFT node asks its signer nothing between heights except a ping,
+//! every two thirds of its 5 s read/write timeout (about 3.3 s). So the wait for the next
+//! request is allowed [`NODE_SILENCE_LIMIT`], far above that, while the handshake and every
+//! answer keep the short dial timeout. A silence beyond the limit (a node that died without
+//! closing, a half-open TCP connection) ends the connection as [`ConnectionError::Idle`], logged
+//! as information, and the signer dials again; it is never reported as a bad frame.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -102,6 +109,11 @@ impl std::fmt::Display for NodeAddress {
     }
 }
 
+/// How long the signer waits for the node's next request before it takes the connection for
+/// dead: three times the node's own read/write timeout (5 s in CometBFT), so a node that pings at
+/// two thirds of it is never cut off, even with a ping or two late on a busy host.
+pub const NODE_SILENCE_LIMIT: Duration = Duration::from_secs(15);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
     #[error("cannot reach the node at {address}: {detail}")]
@@ -112,6 +124,16 @@ pub enum ConnectionError {
     Frame { address: String, source: FrameError },
     #[error("the node at {address} sent a message a signer does not answer; connection closed")]
     Unexpected { address: String },
+    #[error(
+        "the node at {address} sent nothing for {} s (a CometBFT node pings its signer about every 3.3 s): closing the connection and dialling again",
+        silent_for.as_secs()
+    )]
+    Idle { address: String, silent_for: Duration },
+    #[error(
+        "the node at {address} stopped part-way through a message ({received} bytes received) and sent nothing more for {} s: connection closed; check the network between the member and the node",
+        silent_for.as_secs()
+    )]
+    Stalled { address: String, received: usize, silent_for: Duration },
     #[error(
         "the node at {address} presented node id {presented}, but priv_validator_laddr expects {expected}: connection closed, nothing signed. Fix producer.priv_validator_laddr (`cometbft show-node-id` on the intended node prints its id), or check which node is listening at {host_port}"
     )]
@@ -134,6 +156,8 @@ pub struct NodeConnection {
     address: NodeAddress,
     stream: Box<dyn ReadWrite>,
     closer: Closer,
+    /// The read timeout while waiting for a request.
+    silence: Duration,
 }
 
 impl Drop for NodeConnection {
@@ -192,7 +216,8 @@ impl<S: Write> Write for WholeChunks<S> {
 }
 
 impl NodeConnection {
-    /// Dials `address` with `timeout` for the connection and for every later read and write;
+    /// Dials `address` with `timeout` for the connection, the handshake and every write, and
+    /// [`NODE_SILENCE_LIMIT`] (or `timeout`, if longer) for reads;
     /// over TCP, completes the SecretConnection handshake with `identity` and, when the address
     /// names a node id, refuses a node whose key has another one.
     pub fn dial(
@@ -250,11 +275,17 @@ impl NodeConnection {
                  compare before copying it)"
             ),
         }
+        // The handshake is done: from now on a read waits for the node's next request.
+        let silence = NODE_SILENCE_LIMIT.max(timeout);
+        handle.set_read_timeout(Some(silence)).map_err(|e| dial_error(e.to_string()))?;
         let closer = Closer(std::sync::Arc::new(move || {
             let _ = handle.shutdown(Shutdown::Both);
         }));
         let stream = WholeChunks::new(secret);
-        Ok((NodeConnection { address: address.clone(), stream: Box::new(stream), closer: closer.clone() }, closer))
+        Ok((
+            NodeConnection { address: address.clone(), stream: Box::new(stream), closer: closer.clone(), silence },
+            closer,
+        ))
     }
 
     fn dial_unix(
@@ -264,13 +295,17 @@ impl NodeConnection {
     ) -> Result<(NodeConnection, Closer), ConnectionError> {
         let dial_error = |detail: String| ConnectionError::Dial { address: address.to_string(), detail };
         let unix = UnixStream::connect(path).map_err(|e| dial_error(e.to_string()))?;
-        unix.set_read_timeout(Some(timeout)).map_err(|e| dial_error(e.to_string()))?;
+        let silence = NODE_SILENCE_LIMIT.max(timeout);
+        unix.set_read_timeout(Some(silence)).map_err(|e| dial_error(e.to_string()))?;
         unix.set_write_timeout(Some(timeout)).map_err(|e| dial_error(e.to_string()))?;
         let handle = unix.try_clone().map_err(|e| dial_error(e.to_string()))?;
         let closer = Closer(std::sync::Arc::new(move || {
             let _ = handle.shutdown(Shutdown::Both);
         }));
-        Ok((NodeConnection { address: address.clone(), stream: Box::new(unix), closer: closer.clone() }, closer))
+        Ok((
+            NodeConnection { address: address.clone(), stream: Box::new(unix), closer: closer.clone(), silence },
+            closer,
+        ))
     }
 
     /// Answers requests until the node hangs up (`Ok`), the connection is closed, or it fails.
@@ -289,6 +324,10 @@ impl NodeConnection {
                     ) =>
                 {
                     return Ok(());
+                }
+                Err(FrameError::Idle) => return Err(ConnectionError::Idle { address, silent_for: self.silence }),
+                Err(FrameError::Stalled { received }) => {
+                    return Err(ConnectionError::Stalled { address, received, silent_for: self.silence });
                 }
                 Err(source) => return Err(ConnectionError::Frame { address, source }),
             };

@@ -24,8 +24,31 @@ pub enum FrameError {
     Malformed(String),
     #[error("privval Message carries no request")]
     Empty,
+    /// The read timed out before any byte of a new frame arrived: the peer is silent, which
+    /// between requests is normal. Not a bad frame.
+    #[error("nothing arrived before the read timeout")]
+    Idle,
+    /// The read timed out part-way through a frame.
+    #[error("a frame stopped arriving after {received} bytes and the read timed out")]
+    Stalled { received: usize },
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Whether `e` is a read timeout: a socket with `SO_RCVTIMEO` reports one as `WouldBlock`
+/// (EAGAIN, "os error 11") on Linux, or `TimedOut`.
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+}
+
+/// `read_exact`, telling a read timeout apart: [`FrameError::Idle`] when nothing of the frame had
+/// arrived (`received` 0), [`FrameError::Stalled`] when part of it had.
+fn read_part(r: &mut impl Read, buf: &mut [u8], received: usize) -> Result<(), FrameError> {
+    r.read_exact(buf).map_err(|e| match (is_timeout(&e), received) {
+        (true, 0) => FrameError::Idle,
+        (true, received) => FrameError::Stalled { received },
+        (false, _) => FrameError::Io(e),
+    })
 }
 
 /// One frame decoded from the start of `buf`: the message and how many bytes it took, or `None`
@@ -68,7 +91,7 @@ pub fn read_message(r: &mut impl Read) -> Result<Message, FrameError> {
     let mut head = Vec::with_capacity(10);
     loop {
         let mut byte = [0u8; 1];
-        r.read_exact(&mut byte)?;
+        read_part(r, &mut byte, head.len())?;
         head.push(byte[0]);
         if byte[0] & 0x80 == 0 {
             break;
@@ -87,7 +110,7 @@ pub fn read_message(r: &mut impl Read) -> Result<Message, FrameError> {
     let mut frame = head;
     let start = frame.len();
     frame.resize(start + len as usize, 0);
-    r.read_exact(&mut frame[start..])?;
+    read_part(r, &mut frame[start..], start)?;
     match decode(&frame)? {
         Some((message, _)) => Ok(message),
         None => Err(FrameError::Malformed("frame shorter than its length prefix".into())),
@@ -149,6 +172,33 @@ mod tests {
         assert!(matches!(read_message(&mut r), Err(FrameError::TooLarge { .. })));
         let mut r = std::io::Cursor::new(encode(&ping()));
         assert_eq!(read_message(&mut r).expect("ping"), ping());
+    }
+
+    /// A reader that hands out `data`, then fails every read as a timed-out socket does.
+    struct TimesOut(std::io::Cursor<Vec<u8>>);
+
+    impl Read for TimesOut {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            match self.0.read(out)? {
+                0 => Err(std::io::Error::from_raw_os_error(11)),
+                n => Ok(n),
+            }
+        }
+    }
+
+    #[test]
+    fn a_read_timeout_is_idle_between_frames_and_stalled_inside_one_never_a_bad_frame() {
+        let idle = read_message(&mut TimesOut(std::io::Cursor::new(Vec::new())));
+        assert!(matches!(idle, Err(FrameError::Idle)), "{idle:?}");
+        let whole = encode(&ping());
+        let cut = read_message(&mut TimesOut(std::io::Cursor::new(whole[..1].to_vec())));
+        assert!(matches!(cut, Err(FrameError::Stalled { received: 1 })), "{cut:?}");
+        let mut two = whole.clone();
+        two.extend(&whole);
+        let mut r = TimesOut(std::io::Cursor::new(two));
+        assert_eq!(read_message(&mut r).expect("first"), ping());
+        assert_eq!(read_message(&mut r).expect("second"), ping());
+        assert!(matches!(read_message(&mut r), Err(FrameError::Idle)));
     }
 
     proptest! {

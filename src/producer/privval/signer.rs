@@ -23,14 +23,23 @@ use super::double_sign::{LastSignature, Verdict, judge};
 use super::validator_key::ValidatorKey;
 use crate::domain::{Hrs, Step};
 
-/// `RemoteSignerError.code` values.
+/// `RemoteSignerError.code` values, aligned with CometBFT (the table in [`super`]).
+///
+/// CometBFT's own remote signer answers every refused request with code 0 and says why in the
+/// description; its `privval.Errors` enum gives 1 to 5 to the node's own connection failures
+/// (unexpected response, no connection, connection, read and write timeouts), which a node reports
+/// as "signerEndpoint returned error #N". So failoverd answers 0 wherever CometBFT's signer
+/// would refuse too, and gives "not active", which CometBFT has no word for, a code outside 0 to 5
+/// that no one can take for a connection failure.
 pub mod code {
-    /// The request is malformed or for another chain.
-    pub const BAD_REQUEST: i32 = 1;
-    /// Signing would break the double-sign rule or the watermark.
-    pub const REFUSED: i32 = 2;
-    /// This member may not sign now (not active, store unreachable).
-    pub const NOT_ACTIVE: i32 = 3;
+    /// The request is malformed or for another chain (CometBFT: 0).
+    pub const BAD_REQUEST: i32 = 0;
+    /// Signing would break the double-sign rule, the watermark or the activation floor
+    /// (CometBFT's FilePV refuses a conflicting or regressing request with 0 too).
+    pub const REFUSED: i32 = 0;
+    /// This member may not sign now: it is not the active signer, or the store did not confirm
+    /// the reservation. No CometBFT equivalent; the node should ask again later.
+    pub const NOT_ACTIVE: i32 = 100;
 }
 
 /// Permission for one signature: blocks until `hrs` is reserved in the store for this member's
@@ -92,6 +101,9 @@ pub struct PrivvalSigner<G: SignGate> {
     last: Mutex<Option<LastSignature>>,
     refusals: AtomicU64,
     signatures: AtomicU64,
+    /// The height of `last`, plus one (0: nothing signed), readable without `last`'s lock,
+    /// which a decision holds across its reservation: an async caller must never wait on it.
+    newest_height: AtomicU64,
     observer: Option<SignObserver>,
 }
 
@@ -121,6 +133,7 @@ impl<G: SignGate> PrivvalSigner<G> {
             last: Mutex::new(None),
             refusals: AtomicU64::new(0),
             signatures: AtomicU64::new(0),
+            newest_height: AtomicU64::new(0),
             observer: None,
         }
     }
@@ -179,7 +192,14 @@ impl<G: SignGate> PrivvalSigner<G> {
         self.signatures.load(Ordering::Relaxed)
     }
 
-    /// The highest HRS this signer signed.
+    /// The height of the highest HRS this signer signed. Never blocks: safe to call from async
+    /// code while a request is being decided.
+    pub fn newest_signed_height(&self) -> Option<u64> {
+        self.newest_height.load(Ordering::Acquire).checked_sub(1)
+    }
+
+    /// The highest HRS this signer signed. Waits while a request is being decided (which may
+    /// take a store round trip): not for async code.
     pub fn last_signed(&self) -> Option<Hrs> {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|l| l.hrs)
     }
@@ -203,7 +223,7 @@ impl<G: SignGate> PrivvalSigner<G> {
     }
 
     fn wrong_chain(&self, got: &str) -> String {
-        format!("this signer serves chain {:?}, not {got:?}", self.chain_id)
+        format!("this signer serves chain \"{}\", not \"{got}\"", self.chain_id)
     }
 
     fn sign_vote(&self, request: SignVoteRequest) -> SignedVoteResponse {
@@ -330,6 +350,7 @@ impl<G: SignGate> PrivvalSigner<G> {
                 Ok(()) => {
                     let signature = self.key.sign(sign_bytes).to_vec();
                     *last = Some(LastSignature { hrs, sign_bytes: sign_bytes.to_vec(), signature: signature.clone() });
+                    self.newest_height.store(hrs.height.saturating_add(1), Ordering::Release);
                     self.signatures.fetch_add(1, Ordering::Relaxed);
                     self.tell(SignOutcome::Signed, hrs, "");
                     Ok((signature, None))
