@@ -437,7 +437,8 @@ impl Lab {
         );
         let producer = if self.options.signer {
             // The simulated node's SecretConnection key is fixed, so the signer can check that it
-            // reached that node and no other (as `cometbft show-node-id` would tell an operator).
+            // reached that node and no other (a stock CometBFT node's listener key changes at every
+            // start, so there an operator pins nothing and keeps the link private).
             format!(
                 "[producer]\nkind = \"cometbft-signer\"\nkey_file = \"{}\"\nchain_id = \"sim\"\n\
                  priv_validator_laddr = \"tcp://{}@{}\"\nfence_timeout = {}\n",

@@ -330,10 +330,11 @@ pub struct ProducerConfig {
     /// `command`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
-    /// CometBFT signer: the node's `priv_validator_laddr` to dial: `tcp://<node id>@host:port`
-    /// with SecretConnection, where the node must prove the key of that id (`cometbft
-    /// show-node-id`); `tcp://host:port`, which connects to whatever listens there and warns; or
-    /// `unix:///path`.
+    /// CometBFT signer: the node's `priv_validator_laddr` to dial: `tcp://host:port` with
+    /// SecretConnection, answering whatever listens there (stock CometBFT's privval listener key
+    /// is new at every start, so there is nothing stable to pin: keep the link private);
+    /// `tcp://<node id>@host:port` for a node whose listener key is stable, which must prove
+    /// that id; or `unix:///path` beside the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priv_validator_laddr: Option<String>,
     /// CometBFT signer: the chain id every request must carry.

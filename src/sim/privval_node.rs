@@ -27,8 +27,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// The simulated node's SecretConnection key: fixed, so that a signer can be told its node id.
 const NODE_KEY_SEED: [u8; 32] = [0x51; 32];
 
-/// The simulated node's CometBFT node id, what `cometbft show-node-id` prints for a real node:
-/// the signer's `priv_validator_laddr` names it as `tcp://<node id>@host:port`.
+/// The id of the simulated node's privval listener key. Unlike stock CometBFT, whose listener
+/// key is new at every start, it is fixed, so tests can pin it as `tcp://<node id>@host:port`.
 pub fn node_id() -> tendermint::node::Id {
     tendermint_p2p::secret_connection::PublicKey::from(&ed25519_consensus::SigningKey::from(NODE_KEY_SEED)).peer_id()
 }

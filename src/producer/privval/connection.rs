@@ -51,9 +51,11 @@ const NODE_ID_HEX_LEN: usize = 40;
 
 /// Reads the `ID` of `tcp://ID@host:port`. Upper-case digits are accepted (CometBFT decodes the
 /// id with Go's hex decoder, which takes either case) and the id is kept, shown and compared
-/// as its 20 bytes, so it always reads back in lower case, as `cometbft show-node-id` prints it.
+/// as its 20 bytes, so it always reads back in lower case.
 fn parse_node_id(id: &str, address: &str) -> Result<NodeId, String> {
-    let how = "a node id is the 40 hexadecimal characters `cometbft show-node-id` prints on the node";
+    let how = "a node id is 40 hexadecimal characters, the id of the key the node's privval listener \
+               presents (stock CometBFT makes that key anew at every start, so pin an id only for a node whose \
+               listener key is stable)";
     if id.is_empty() {
         return Err(format!("\"{address}\" has an empty node id before '@': {how}, or leave out the '@'"));
     }
@@ -135,7 +137,7 @@ pub enum ConnectionError {
     )]
     Stalled { address: String, received: usize, silent_for: Duration },
     #[error(
-        "the node at {address} presented node id {presented}, but priv_validator_laddr expects {expected}: connection closed, nothing signed. Fix producer.priv_validator_laddr (`cometbft show-node-id` on the intended node prints its id), or check which node is listening at {host_port}"
+        "the node at {address} presented node id {presented}, but priv_validator_laddr expects {expected}: connection closed, nothing signed. Stock CometBFT presents a new privval listener key at every start (not its p2p node id), so a pinned id stops matching when the node restarts: write producer.priv_validator_laddr as tcp://{host_port} on a private network, or use unix:// beside the node; otherwise check which node is listening at {host_port}"
     )]
     WrongNode { address: String, host_port: String, expected: NodeId, presented: NodeId },
 }
@@ -266,13 +268,15 @@ impl NodeConnection {
                 });
             }
             Some(_) => {}
-            None => tracing::warn!(
+            // The normal case with stock CometBFT, whose privval listener key is new at every
+            // start: nothing stable to pin. Said once per connection, at INFO.
+            None => tracing::info!(
                 node = %address,
                 presented = %presented,
-                "the node is not authenticated: priv_validator_laddr names no node id, so whatever listens at \
-                 {host_port} gets answers signed with the validator key. Write it as tcp://<node id>@{host_port}; \
-                 the node id is printed by `cometbft show-node-id` on the node (this node presents {presented}: \
-                 compare before copying it)"
+                "connected to the node at {host_port}; it is not authenticated (priv_validator_laddr pins no \
+                 node id, and stock CometBFT's privval key changes at every start), so whatever listens there \
+                 gets answers signed with the validator key: keep {host_port} on a private network, or use \
+                 unix:// beside the node"
             ),
         }
         // The handshake is done: from now on a read waits for the node's next request.
@@ -431,7 +435,7 @@ mod tests {
             let refusal = text.parse::<NodeAddress>().expect_err("refused");
             assert!(refusal.contains(why), "{text}: {refusal}");
             if !id.is_empty() {
-                assert!(refusal.contains("cometbft show-node-id"), "{refusal}");
+                assert!(refusal.contains("privval listener"), "{refusal}");
             }
         }
     }
