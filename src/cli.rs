@@ -83,7 +83,9 @@ pub enum Command {
         #[arg(long)]
         keep: bool,
     },
-    /// Validate a config file and print the effective config (defaults filled in).
+    /// Check a config file and the files it names (keys, certificates, directories), reporting
+    /// every problem at once; print the effective settings (defaults filled in, relative paths
+    /// resolved against the file's directory, only what the chosen kinds use).
     CheckConfig {
         /// The TOML config file.
         file: PathBuf,
@@ -240,20 +242,39 @@ fn usage_error(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-/// `failoverd check-config FILE`.
+/// `failoverd check-config FILE`: every problem at once, one line each on stderr, exit 2; or
+/// the effective settings on stdout, exit 0.
 pub fn check_config(file: &std::path::Path) -> ExitCode {
-    match Config::load(file) {
+    match Config::load_for_member(file) {
         Ok(config) => {
+            let base = crate::config::paths::base_dir(file)
+                .map_or_else(|_| "its directory".into(), |d| d.display().to_string());
+            println!(
+                "# The effective settings of {}: defaults filled in, relative paths resolved against {base},\n\
+                 # and only the settings the chosen coordinator, chain and producer kinds use.",
+                file.display()
+            );
             print!("{}", config.to_toml());
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            for line in e.to_string().lines() {
-                eprintln!("error: {line}");
-            }
-            ExitCode::from(EXIT_USAGE)
-        }
+        Err(e) => config_error(&e),
     }
+}
+
+/// Prints a config error, one line per problem, and says when checking stopped before the
+/// settings and files: a file that does not parse has nothing else to check yet.
+fn config_error(e: &crate::config::ConfigError) -> ExitCode {
+    for line in e.to_string().lines() {
+        eprintln!("error: {line}");
+    }
+    if let crate::config::ConfigError::Unparsed { file, .. } = e {
+        eprintln!(
+            "note: {} could not be parsed, so checking stopped there: no other setting and no file it names was checked; fix the line above and run `failoverd check-config {}` again",
+            file.display(),
+            file.display()
+        );
+    }
+    ExitCode::from(EXIT_USAGE)
 }
 
 /// `failoverd check-ledger FILE`: exit 1 when S2 is violated.
@@ -297,13 +318,10 @@ fn demo(members: usize, duration: &str, faults: &[String], json: bool, signer: b
     ExitCode::from(crate::demo::run(&crate::demo::DemoOptions { members, duration, faults, json, signer, keep }))
 }
 
+/// Loads a member's config with every check `check-config` makes, so a member never starts
+/// with a key or a TLS file that check-config would refuse.
 fn load_or_exit(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
-        for line in e.to_string().lines() {
-            eprintln!("error: {line}");
-        }
-        ExitCode::from(EXIT_USAGE)
-    })
+    Config::load_for_member(path).map_err(|e| config_error(&e))
 }
 
 /// Loads the config and this member's own entry, for the subcommands that run a member.

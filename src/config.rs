@@ -1,13 +1,18 @@
 //! The TOML configuration: its schema, its defaults (docs/design.md §9) and its loading.
 //!
-//! Loading parses with `deny_unknown_fields`, then [`validate`] checks the rules that span
-//! fields and [`validate::check_secret_files`] the permissions of key files, and every problem
-//! is reported at once with the file, line, key and what is expected — before the daemon binds a
-//! port or touches a node. This module never starts anything and never reads key material: it
-//! only looks at file metadata.
+//! Loading parses with `deny_unknown_fields` (a file that does not parse stops there, since
+//! nothing else can be checked), makes relative paths absolute against the directory the file
+//! is named in ([`paths`]), then [`validate`] checks the rules that span fields and [`files`]
+//! what the named files hold, and every problem is reported at once with the file, line, key
+//! and what to do — before the daemon binds a port or touches a node. This module never starts
+//! anything; it reads key files only through the producer's own parser, to compare the key's
+//! address, and never keeps or prints key material.
 
 pub mod address;
+mod applies;
 pub mod duration_text;
+pub mod files;
+pub mod paths;
 mod source_map;
 pub mod validate;
 
@@ -18,6 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use address::{HttpUrl, ListenAddress, PeerAddress};
+pub use files::Depth;
 pub use source_map::{Position, SourceMap};
 
 use crate::domain::{KeyId, MemberId, MemberKind};
@@ -29,7 +35,8 @@ pub struct Config {
     /// This member's id; must be one of `members`.
     pub member: MemberId,
     /// Where raft's log and snapshots live. Must survive restarts: losing it is a member
-    /// replacement (see the README).
+    /// replacement (see the README). Like every path in this file, a relative one is relative
+    /// to the directory the config file is in, not to the working directory.
     #[serde(default = "defaults::data_dir")]
     pub data_dir: PathBuf,
     /// Where this member's peer service listens, when the address the others dial
@@ -182,7 +189,8 @@ pub struct ConsulConfig {
     /// KV prefix under which the lock, watermarks and member status live.
     #[serde(default = "defaults::consul_prefix")]
     pub prefix: String,
-    /// File holding the ACL token (mode 0600). Absent: no token.
+    /// File holding the ACL token (mode 0600). Absent: no token. Relative: to the config file's
+    /// directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
     /// CA that signs the agent's certificate, for an `https://` address.
@@ -254,7 +262,8 @@ pub struct ChainConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimConfig {
-    /// The signature ledger shared by every member's simulated node.
+    /// The signature ledger shared by every member's simulated node (relative: to the config
+    /// file's directory).
     pub ledger: PathBuf,
     #[serde(default = "defaults::sim_block_interval", with = "duration_text")]
     pub block_interval: Duration,
@@ -309,7 +318,9 @@ pub struct ProducerConfig {
     pub deactivate_command: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence_command: Option<Vec<String>>,
-    /// Protected source of the validator key (CometBFT); must be mode 0600 or stricter.
+    /// Protected source of the validator key (CometBFT `priv_validator_key.json`, ed25519); must
+    /// be mode 0600 or stricter. Loading parses it and refuses a key whose address is not
+    /// `chain.validator_address`. Relative: to the config file's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
     /// How long a deactivation may take before the producer is killed.
@@ -323,7 +334,7 @@ pub struct ProducerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpc: Option<HttpUrl>,
     /// CometBFT FilePV: the node's home (`config/priv_validator_key.json`,
-    /// `data/priv_validator_state.json`).
+    /// `data/priv_validator_state.json`). Relative: to the config file's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home: Option<PathBuf>,
     /// CometBFT FilePV: start and stop the node as this systemd unit instead of supervising
@@ -415,7 +426,7 @@ impl WatchdogMode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Unix socket of the control API (mode 0660).
+    /// Unix socket of the control API (mode 0660). Relative: to the config file's directory.
     #[serde(default = "defaults::api_socket")]
     pub socket: PathBuf,
     /// Optional TCP listener for the control API; requires `[tls]` (mutual TLS).
@@ -436,7 +447,8 @@ pub struct MetricsConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
-    /// CA that signs every member's and operator's certificate.
+    /// CA that signs every member's and operator's certificate. The three paths, when relative,
+    /// are relative to the config file's directory.
     pub ca_file: PathBuf,
     pub cert_file: PathBuf,
     /// Private key; must be mode 0600 or stricter.
@@ -678,6 +690,10 @@ pub enum ConfigError {
         "config file {path} holds at least {size} bytes, more than the {MAX_CONFIG_BYTES} bytes (16 MiB) a config may have; check that the path names a failoverd config"
     )]
     TooLarge { path: PathBuf, size: u64 },
+    /// The text is not TOML, or not this schema (an unknown key, a value of the wrong type):
+    /// nothing past it could be checked.
+    #[error("{}", render_problems(file, std::slice::from_ref(problem)))]
+    Unparsed { file: PathBuf, problem: ConfigProblem },
     #[error("{}", render_problems(file, problems))]
     Invalid { file: PathBuf, problems: Vec<ConfigProblem> },
 }
@@ -706,55 +722,91 @@ impl ConfigError {
     pub fn problems(&self) -> &[ConfigProblem] {
         match self {
             ConfigError::Read { .. } | ConfigError::TooLarge { .. } => &[],
+            ConfigError::Unparsed { problem, .. } => std::slice::from_ref(problem),
             ConfigError::Invalid { problems, .. } => problems,
         }
+    }
+
+    /// Whether checking stopped before the settings and files were looked at: a file that
+    /// cannot be read or parsed has no settings to check yet.
+    pub fn stopped_early(&self) -> bool {
+        !matches!(self, ConfigError::Invalid { .. })
     }
 }
 
 impl Config {
-    /// Reads, parses and validates a config file, including the permissions of the key files
-    /// it names. This is what the binaries call.
+    /// Reads, parses and validates a config file, with its relative paths made absolute
+    /// against the file's directory, and checks the metadata of the files it names (key files
+    /// private, certificates present). What `failoverctl --config` uses: it reads no key.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, Depth::Metadata)
+    }
+
+    /// [`Config::load`], also reading what the files hold: the validator key parses and its
+    /// address is `chain.validator_address`, the TLS files parse and name this member, the
+    /// member's directories can be written. What `failoverd run`, `coordinator` and
+    /// `check-config` use.
+    pub fn load_for_member(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, Depth::Contents)
+    }
+
+    /// Loads `path`, reporting every problem at once: the rules of the settings and the files
+    /// to `depth`. Only a file that cannot be read or parsed stops early.
+    pub fn load_with(path: &Path, depth: Depth) -> Result<Config, ConfigError> {
         let text = read_bounded(path)?;
-        let (config, map) = Config::parse_mapped(&text)
-            .map_err(|problems| ConfigError::Invalid { file: path.to_path_buf(), problems })?;
-        let problems = validate::check_secret_files(&config, &map);
-        if !problems.is_empty() {
-            return Err(ConfigError::Invalid { file: path.to_path_buf(), problems });
-        }
-        Ok(config)
+        let (mut config, map) = Config::parse_unchecked(&text)
+            .map_err(|problem| ConfigError::Unparsed { file: path.to_path_buf(), problem })?;
+        let base = paths::base_dir(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        paths::resolve(&mut config, &base);
+        let mut problems = validate::validate(&config, &map);
+        problems.extend(files::check(&config, &map, depth));
+        if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid { file: path.to_path_buf(), problems }) }
     }
 
-    /// Parses and validates config text without touching the file system.
+    /// Parses and validates config text without touching the file system. Relative paths stay
+    /// as written: only [`Config::load`] knows the directory they are relative to.
     pub fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
-        Config::parse_mapped(text).map(|(config, _)| config)
+        let (config, map) = Config::parse_unchecked(text).map_err(|p| vec![p])?;
+        let problems = validate::validate(&config, &map);
+        if problems.is_empty() { Ok(config) } else { Err(problems) }
     }
 
-    /// [`Config::parse`], also returning where each key stands. The text is parsed once, into a
-    /// document that both locates keys and is deserialised.
-    fn parse_mapped(text: &str) -> Result<(Config, SourceMap<'_>), Vec<ConfigProblem>> {
+    /// The text as a config, and where each key stands, before any rule is checked. The text
+    /// is parsed once, into a document that both locates keys and is deserialised.
+    fn parse_unchecked(text: &str) -> Result<(Config, SourceMap<'_>), ConfigProblem> {
         if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(vec![ConfigProblem {
+            return Err(ConfigProblem {
                 key: None,
                 position: None,
                 message: format!(
                     "the config text has {} bytes, more than the {MAX_CONFIG_BYTES} bytes (16 MiB) a config may have",
                     text.len()
                 ),
-            }]);
+            });
         }
         let document =
-            toml::de::DeTable::parse(text).map_err(|e| vec![problem_from_toml(&e, &SourceMap::without_keys(text))])?;
+            toml::de::DeTable::parse(text).map_err(|e| problem_from_toml(&e, &SourceMap::without_keys(text)))?;
         let map = SourceMap::of_document(text, document.get_ref());
-        let config = Config::deserialize(toml::de::Deserializer::from(document))
-            .map_err(|e| vec![problem_from_toml(&e, &map)])?;
-        let problems = validate::validate(&config, &map);
-        if problems.is_empty() { Ok((config, map)) } else { Err(problems) }
+        let config =
+            Config::deserialize(toml::de::Deserializer::from(document)).map_err(|e| problem_from_toml(&e, &map))?;
+        Ok((config, map))
     }
 
-    /// The effective config as TOML, defaults filled in: what `check-config` prints.
+    /// The effective config as TOML, defaults filled in, without the settings the chosen
+    /// kinds do not use (a Consul section under raft, a mining mode for a CometBFT producer):
+    /// what `check-config` prints. It parses back into the same config.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render the config as TOML: {e}\n"))
+        let rendered = toml::Table::try_from(self).and_then(|mut table| {
+            applies::remove(&mut table, &applies::unused_settings(self));
+            toml::to_string_pretty(&table)
+        });
+        rendered.unwrap_or_else(|e| format!("# cannot render the config as TOML: {e}\n"))
+    }
+
+    /// Dotted keys of the settings this config's kinds do not use, which [`Config::to_toml`]
+    /// leaves out.
+    pub fn unused_settings(&self) -> Vec<&'static str> {
+        applies::unused_settings(self)
     }
 
     /// The signing key whose watermark this member's producer uses (`validator` without one).

@@ -1,5 +1,8 @@
 //! `failoverd check-config` against real files: the effective config for a good file, and for
-//! each kind of bad input a message naming the field (with its line) and exit status 2.
+//! each kind of bad input a message naming the field (with its line) and exit status 2; every
+//! problem at once, the files a config names included (the validator key parsed and compared
+//! with `chain.validator_address`, the TLS files, the directories); relative paths resolved
+//! against the config file's directory; only the settings of the chosen kinds printed.
 
 mod common;
 
@@ -7,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use common::{replace_once, run_failoverd, write};
+use failover::producer::privval::validator_key::ValidatorKey;
 
 /// What opts a raft config on loopback out of TLS.
 const PLAINTEXT_OPT_IN: &str = "\n[coordinator.raft]\ninsecure_plaintext_peers = true\n";
@@ -14,7 +18,7 @@ const PLAINTEXT_OPT_IN: &str = "\n[coordinator.raft]\ninsecure_plaintext_peers =
 /// A valid three-member raft config for member "a", plaintext on loopback. The line numbers
 /// below are part of what is tested.
 const PLAINTEXT_CONFIG: &str = r#"member = "a"
-data_dir = "/tmp/failoverd-test"
+data_dir = "data"
 
 [[members]]
 id = "a"
@@ -43,6 +47,9 @@ rpc = "http://127.0.0.1:26661"
 
 [producer]
 kind = "sim"
+
+[api]
+socket = "control.sock"
 "#;
 
 /// [`PLAINTEXT_CONFIG`] without the plaintext opt-in, as a raft config with `[tls]` is written.
@@ -230,16 +237,14 @@ fn all_problems_are_reported_at_once() {
     assert!(stderr.contains("duplicate member id \"c\""), "{stderr}");
 }
 
+/// [`PLAINTEXT_CONFIG`] with `[tls]`: member a's real certificate files (made in a directory
+/// of `dir` named after `key_mode`), its key with `key_mode`.
 fn with_tls(dir: &std::path::Path, key_mode: u32) -> String {
-    for (name, mode) in [("ca.pem", 0o644), ("cert.pem", 0o644), ("key.pem", key_mode)] {
-        let path = write(dir, name, "not read by check-config\n");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-    }
-    format!(
-        "{}\n[tls]\nca_file = \"{d}/ca.pem\"\ncert_file = \"{d}/cert.pem\"\nkey_file = \"{d}/key.pem\"\n",
-        without_plaintext_opt_in(),
-        d = dir.display()
-    )
+    let pki_dir = dir.join(format!("pki-{key_mode:o}"));
+    let pki = common::pki::write_cluster(&pki_dir, &["a", "b", "c"], &[]);
+    let tls = pki.member("a");
+    std::fs::set_permissions(&tls.key_file, std::fs::Permissions::from_mode(key_mode)).expect("chmod");
+    format!("{}\n{}", without_plaintext_opt_in(), common::pki::tls_section(&tls))
 }
 
 #[test]
@@ -333,4 +338,235 @@ fn usage_errors_exit_2() {
     let out = run_failoverd(&["check-config", "/nonexistent/failoverd.toml"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file /nonexistent/failoverd.toml"));
+}
+
+/// The address of the validator whose key `seed` makes, as CometBFT shows it.
+fn address_of(seed: [u8; 32]) -> String {
+    ValidatorKey::parse(ValidatorKey::file_for_seed(seed).as_bytes()).expect("a valid key").address()
+}
+
+/// `base` with a cometbft-filepv producer holding `key_file` (as written into the config), and
+/// `chain.validator_address = validator`.
+fn with_validator_key(base: &str, key_file: &str, validator: &str) -> String {
+    let text = replace_once(
+        base,
+        "[producer]\nkind = \"sim\"\n",
+        &format!(
+            "[producer]\nkind = \"cometbft-filepv\"\nkey_file = \"{key_file}\"\nhome = \"home\"\ncommand = [\"cometbft\", \"start\"]\n"
+        ),
+    );
+    replace_once(
+        &text,
+        "rpc = \"http://127.0.0.1:26661\"\n",
+        &format!("rpc = \"http://127.0.0.1:26661\"\nvalidator_address = \"{validator}\"\n"),
+    )
+}
+
+#[test]
+fn several_problems_are_reported_at_once_files_included() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("priv_validator_key.json");
+    ValidatorKey::write_for_seed(&key, [7; 32]).expect("key file");
+    let (ours, watched) = (address_of([7; 32]), address_of([8; 32]));
+    let mut text = with_validator_key(&with_tls(dir.path(), 0o600), &key.display().to_string(), &watched);
+    // A rule between fields, a missing certificate and a data_dir under a regular file.
+    text.push_str("[failover]\ncooldown = \"25h\"\n");
+    std::fs::remove_file(dir.path().join("pki-600/ca.pem")).expect("remove the CA certificate");
+    write(dir.path(), "not-a-dir", "");
+    text = replace_once(&text, "data_dir = \"data\"", "data_dir = \"not-a-dir/data\"");
+    let (code, stdout, stderr) = check(dir.path(), &text);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    for (setting, what) in [
+        ("failover.cooldown: ", "25h is above the maximum of 24h"),
+        ("tls.ca_file: ", "ca.pem: No such file or directory"),
+        (
+            "producer.key_file: ",
+            &format!("holds the key of validator {ours}, but chain.validator_address is {watched}"),
+        ),
+        ("data_dir: ", "not-a-dir is not a directory"),
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with("error: ") && l.contains(setting) && l.contains(what)),
+            "no line names {setting}{what}:\n{stderr}"
+        );
+    }
+    assert_eq!(lines.len(), 4, "one line per problem:\n{stderr}");
+}
+
+#[test]
+fn a_key_of_another_validator_is_refused_naming_both_addresses() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("priv_validator_key.json");
+    ValidatorKey::write_for_seed(&key, [7; 32]).expect("key file");
+    let (ours, watched) = (address_of([7; 32]), address_of([8; 32]));
+    let key_file = key.display().to_string();
+    let (code, _, stderr) = check(dir.path(), &with_validator_key(PLAINTEXT_CONFIG, &key_file, &watched));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "producer.key_file: {} holds the key of validator {ours}, but chain.validator_address is {watched}",
+            key.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("set chain.validator_address = \"{ours}\"")), "{stderr}");
+    // The same key with its own address, in either case, is accepted.
+    let (code, _, stderr) = check(dir.path(), &with_validator_key(PLAINTEXT_CONFIG, &key_file, &ours.to_lowercase()));
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn a_truncated_or_wrong_type_validator_key_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = ValidatorKey::file_for_seed([7; 32]);
+    let cases = [
+        ("truncated", good[..good.len() / 2].to_string(), "not a priv_validator_key.json"),
+        (
+            "a secp256k1 key",
+            good.replace("tendermint/PrivKeyEd25519", "tendermint/PrivKeySecp256k1"),
+            "priv_key.type is \"tendermint/PrivKeySecp256k1\"; only tendermint/PrivKeyEd25519 is supported",
+        ),
+        ("not a key at all", "[]".to_string(), "not a priv_validator_key.json"),
+    ];
+    for (what, contents, expected) in cases {
+        let key = write(dir.path(), "priv_validator_key.json", &contents);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let text = with_validator_key(PLAINTEXT_CONFIG, &key.display().to_string(), &address_of([7; 32]));
+        let (code, _, stderr) = check(dir.path(), &text);
+        assert_eq!(code, Some(2), "{what}: {stderr}");
+        assert!(
+            stderr.contains("producer.key_file: the validator key") && stderr.contains(expected),
+            "{what}: {stderr}"
+        );
+        assert!(stderr.contains("restored from a backup"), "{what}: {stderr}");
+    }
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_files_directory_from_any_working_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("etc");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(conf.join("tls")).expect("dirs");
+    std::fs::create_dir_all(&elsewhere).expect("dirs");
+    common::pki::write_cluster(&conf.join("tls"), &["a", "b", "c"], &[]);
+    ValidatorKey::write_for_seed(&conf.join("key.json"), [7; 32]).expect("key file");
+    let text = format!(
+        "{}[tls]\nca_file = \"tls/ca.pem\"\ncert_file = \"./tls/member-a.pem\"\nkey_file = \"tls/member-a.key\"\n",
+        with_validator_key(&without_plaintext_opt_in(), "key.json", &address_of([7; 32]))
+    );
+    let path = write(&conf, "failoverd.toml", &text);
+    let out = common::failoverd()
+        .current_dir(&elsewhere)
+        .args(["check-config", "../etc/failoverd.toml"])
+        .output()
+        .expect("failoverd runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let conf = conf.canonicalize().expect("canonical");
+    assert!(stdout.contains(&format!("relative paths resolved against {}", conf.display())), "{stdout}");
+    for (key, file) in [
+        ("data_dir", "data"),
+        ("socket", "control.sock"),
+        ("key_file", "key.json"),
+        ("home", "home"),
+        ("ca_file", "tls/ca.pem"),
+        ("cert_file", "tls/member-a.pem"),
+        ("key_file", "tls/member-a.key"),
+    ] {
+        let line = format!("{key} = \"{}\"", conf.join(file).display());
+        assert!(stdout.contains(&line), "lacks {line}:\n{stdout}");
+    }
+    // From the config's own directory it is the same.
+    let here = common::failoverd().current_dir(&conf).arg("check-config").arg(&path).output().expect("runs");
+    assert_eq!(
+        String::from_utf8_lossy(&here.stdout).lines().skip(1).collect::<Vec<_>>(),
+        stdout.lines().skip(1).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_member_whose_key_is_another_validators_does_not_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("etc");
+    std::fs::create_dir_all(&conf).expect("dir");
+    ValidatorKey::write_for_seed(&conf.join("key.json"), [7; 32]).expect("key file");
+    let text = with_validator_key(PLAINTEXT_CONFIG, "key.json", &address_of([8; 32]));
+    write(&conf, "failoverd.toml", &text);
+    // Started from elsewhere, with a relative key path: the refusal names the file the config's
+    // own directory holds.
+    let mut child = common::failoverd()
+        .current_dir(dir.path())
+        .args(["run", "--config", "etc/failoverd.toml"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("failoverd starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("stderr");
+    let status = status.unwrap_or_else(|| panic!("the member started with another validator's key:\n{stderr}"));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let key = conf.canonicalize().expect("canonical").join("key.json");
+    assert!(
+        stderr.contains(&format!("{} holds the key of validator {}", key.display(), address_of([7; 32]))),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn settings_of_kinds_not_chosen_are_not_printed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Raft, a simulated chain and producer: nothing of Consul, mining, commands or CometBFT keys.
+    let (code, stdout, stderr) = check(dir.path(), PLAINTEXT_CONFIG);
+    assert_eq!(code, Some(0), "{stderr}");
+    for absent in [
+        "[coordinator.consul]",
+        "lock_delay",
+        "mining",
+        "block_interval",
+        "command_timeout",
+        "watchdog_device",
+        "fence_command_timeout",
+    ] {
+        assert!(!stdout.contains(absent), "prints {absent}:\n{stdout}");
+    }
+    assert!(stdout.contains("[coordinator.raft]") && stdout.contains("signing_window = 10"), "{stdout}");
+    // Consul instead: its section, and none of raft's.
+    let consul = replace_once(
+        &replace_once(PLAINTEXT_CONFIG, PLAINTEXT_OPT_IN, "\n[coordinator.consul]\ncheck_ttl = \"2s\"\n"),
+        "[coordinator]\n",
+        "[coordinator]\nbackend = \"consul\"\n",
+    );
+    let (code, stdout, stderr) = check(dir.path(), &consul);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("[coordinator.consul]") && stdout.contains("lock_delay = \"2s\""), "{stdout}");
+    assert!(!stdout.contains("[coordinator.raft]") && !stdout.contains("election_ticks"), "{stdout}");
+}
+
+#[test]
+fn a_file_that_does_not_parse_says_checking_stopped_there() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (code, _, stderr) = check(dir.path(), "member = \"a\"\nmembers = [ [\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[0].starts_with("error: ") && lines[0].contains("failoverd.toml:2:"), "{stderr}");
+    assert!(
+        lines[1].starts_with("note: ") && lines[1].contains("could not be parsed, so checking stopped there"),
+        "{stderr}"
+    );
 }

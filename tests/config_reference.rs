@@ -212,24 +212,30 @@ fn readme_reference_defaults_match_the_code() {
     }
 }
 
-/// Loads an example config with its `[tls]` files made in `pki` (the examples expect them
-/// under target/local-3node/tls, made by the command their comments give).
-fn load_example(path: &std::path::Path, pki: &std::path::Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).expect("example is readable");
-    let copy = pki.join(path.file_name().expect("file name"));
-    std::fs::write(&copy, text.replace("target/local-3node/tls/", &format!("{}/", pki.display()))).expect("copy");
-    Config::load(&copy)
+/// A copy of the repository's layout for the examples: their certificates made where their
+/// comments say (target/local-3node/tls), so that an example copied to the same place under the
+/// tree loads unchanged, its relative paths resolved against its own directory.
+fn example_tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("dir");
+    let tls = dir.path().join("target/local-3node/tls");
+    std::fs::create_dir_all(&tls).expect("tls dir");
+    common::pki::write_cluster(&tls, &["a", "b", "c"], &[]);
+    dir
 }
 
-fn example_pki() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("dir");
-    common::pki::write_cluster(dir.path(), &["a", "b", "c"], &[]);
-    dir
+/// Loads the example at `path` (under the repository) from its copy at the same place in
+/// `tree`, with every check a member makes at start.
+fn load_example(path: &std::path::Path, tree: &std::path::Path) -> Result<Config, ConfigError> {
+    let relative = path.strip_prefix(common::repo()).expect("an example under the repository");
+    let copy = tree.join(relative);
+    std::fs::create_dir_all(copy.parent().expect("a directory")).expect("example dir");
+    std::fs::copy(path, &copy).expect("copy");
+    Config::load_for_member(&copy)
 }
 
 #[test]
 fn every_example_config_loads() {
-    let pki = example_pki();
+    let tree = example_tree();
     let mut found = 0;
     let mut stack = vec![common::repo().join("examples")];
     while let Some(dir) = stack.pop() {
@@ -239,7 +245,7 @@ fn every_example_config_loads() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "toml") {
                 found += 1;
-                if let Err(e) = load_example(&path, pki.path()) {
+                if let Err(e) = load_example(&path, tree.path()) {
                     panic!("{} does not load:\n{e}", path.display());
                 }
             }
@@ -251,10 +257,10 @@ fn every_example_config_loads() {
 #[test]
 fn local_3node_examples_describe_one_cluster() {
     let dir = common::repo().join("examples/local-3node");
-    let pki = example_pki();
+    let tree = example_tree();
     let configs: Vec<Config> = ["a", "b", "c"]
         .iter()
-        .map(|m| load_example(&dir.join(format!("{m}.toml")), pki.path()).expect("example loads"))
+        .map(|m| load_example(&dir.join(format!("{m}.toml")), tree.path()).expect("example loads"))
         .collect();
     for (c, m) in configs.iter().zip(["a", "b", "c"]) {
         assert_eq!(c.member.as_str(), m);
@@ -264,4 +270,14 @@ fn local_3node_examples_describe_one_cluster() {
     let rpcs: BTreeSet<String> =
         configs.iter().filter_map(|c| c.chain.as_ref()?.rpc.as_ref().map(|u| u.to_string())).collect();
     assert_eq!(rpcs.len(), 2, "each producer probes its own node; the witness has none");
+    // Relative to the examples' own directory, their paths name the repository's
+    // target/local-3node, wherever failoverd is started from.
+    let target = tree.path().canonicalize().expect("canonical").join("target/local-3node");
+    for (c, m) in configs.iter().zip(["a", "b", "c"]) {
+        assert_eq!(c.data_dir, target.join(m));
+        assert_eq!(c.api.socket, target.join(format!("{m}.sock")));
+        assert_eq!(c.tls.as_ref().map(|t| t.ca_file.clone()), Some(target.join("tls/ca.pem")));
+    }
+    let ledger = configs[0].chain.as_ref().and_then(|c| c.sim.as_ref()).map(|s| s.ledger.clone());
+    assert_eq!(ledger, Some(target.join("ledger.jsonl")));
 }

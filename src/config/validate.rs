@@ -1,14 +1,12 @@
 //! Rules that span fields, checked after parsing, all at once, and the bounds of every single
 //! value (in [`limits`]).
 //!
-//! [`validate`] is pure: it looks only at the parsed config. [`check_secret_files`] reads file
-//! metadata (never contents) to refuse key files that group or others can read.
+//! [`validate`] is pure: it looks only at the parsed config. What the files a config names hold
+//! is [`super::files`]' concern.
 
 mod limits;
 
 use std::collections::HashSet;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::Duration;
 
 use super::{Backend, ChainKind, Config, ConfigProblem, ProducerKind, SourceMap, WatchdogMode, duration_text};
@@ -32,18 +30,19 @@ pub fn validate(config: &Config, map: &SourceMap<'_>) -> Vec<ConfigProblem> {
 /// wrong in a way the first ones show, and thousands of lines help no one at 3 a.m.
 const MAX_LISTED: usize = 100;
 
-struct Problems<'m, 'a> {
+/// The problems found so far, each located in the file by its key.
+pub(super) struct Problems<'m, 'a> {
     map: &'m SourceMap<'a>,
     list: Vec<ConfigProblem>,
     unlisted: usize,
 }
 
 impl<'m, 'a> Problems<'m, 'a> {
-    fn new(map: &'m SourceMap<'a>) -> Self {
+    pub(super) fn new(map: &'m SourceMap<'a>) -> Self {
         Problems { map, list: Vec::new(), unlisted: 0 }
     }
 
-    fn finish(mut self) -> Vec<ConfigProblem> {
+    pub(super) fn finish(mut self) -> Vec<ConfigProblem> {
         if self.unlisted > 0 {
             self.list.push(ConfigProblem {
                 key: None,
@@ -54,7 +53,7 @@ impl<'m, 'a> Problems<'m, 'a> {
         self.list
     }
 
-    fn at(&mut self, key: &str, message: impl Into<String>) {
+    pub(super) fn at(&mut self, key: &str, message: impl Into<String>) {
         if self.list.len() >= MAX_LISTED {
             self.unlisted += 1;
             return;
@@ -437,8 +436,20 @@ fn check_chain_and_producer(config: &Config, out: &mut Problems<'_, '_>) {
                         }
                     }
                 }
-                if p.chain_id.as_deref().is_none_or(str::is_empty) {
-                    out.at("producer.chain_id", "cometbft-signer needs chain_id: the chain the node signs for");
+                match (p.chain_id.as_deref(), config.chain.as_ref().and_then(|c| c.sim.as_ref())) {
+                    (None | Some(""), _) => {
+                        out.at("producer.chain_id", "cometbft-signer needs chain_id: the chain the node signs for")
+                    }
+                    (Some(signer), Some(sim)) if signer != sim.chain_id => out.at(
+                        "producer.chain_id",
+                        format!(
+                            "the signer signs for chain \"{}\", but the simulated node (chain.sim.chain_id) runs chain \"{}\": every signature would be refused; set producer.chain_id = \"{}\"",
+                            super::excerpt(signer),
+                            super::excerpt(&sim.chain_id),
+                            super::excerpt(&sim.chain_id)
+                        ),
+                    ),
+                    _ => {}
                 }
             }
             if p.fence_timeout.is_zero() {
@@ -516,52 +527,6 @@ fn producer_kind_name(kind: ProducerKind) -> String {
 
 fn kind_name(kind: &ChainKind) -> String {
     serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
-/// Refuses secret files (TLS private key, validator key source, Consul token) that are missing
-/// or readable by group or others. Reads metadata only.
-pub fn check_secret_files(config: &Config, map: &SourceMap<'_>) -> Vec<ConfigProblem> {
-    let mut out = Problems::new(map);
-    let mut secrets: Vec<(&str, &Path)> = Vec::new();
-    if let Some(tls) = &config.tls {
-        secrets.push(("tls.key_file", &tls.key_file));
-    }
-    if let Some(key) = config.producer.as_ref().and_then(|p| p.key_file.as_deref()) {
-        secrets.push(("producer.key_file", key));
-    }
-    if let Some(token) = config.coordinator.consul.token_file.as_deref() {
-        secrets.push(("coordinator.consul.token_file", token));
-    }
-    for (key, path) in secrets {
-        match std::fs::metadata(path) {
-            Err(e) => out.at(
-                key,
-                format!("cannot read {}: {e}; fix the path or create the file with mode 0600", path.display()),
-            ),
-            Ok(meta) if !meta.is_file() => out.at(key, format!("{} is not a regular file", path.display())),
-            Ok(meta) => {
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    out.at(
-                        key,
-                        format!(
-                            "{} is readable by group or others (mode {mode:04o}); a key file must be private: run chmod 600 {}",
-                            path.display(),
-                            path.display()
-                        ),
-                    );
-                }
-            }
-        }
-    }
-    if let Some(tls) = &config.tls {
-        for (key, path) in [("tls.ca_file", &tls.ca_file), ("tls.cert_file", &tls.cert_file)] {
-            if let Err(e) = std::fs::metadata(path) {
-                out.at(key, format!("cannot read {}: {e}", path.display()));
-            }
-        }
-    }
-    out.finish()
 }
 
 #[cfg(test)]

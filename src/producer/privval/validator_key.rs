@@ -34,6 +34,9 @@ impl std::fmt::Debug for ValidatorKey {
 
 #[derive(serde::Deserialize)]
 struct KeyFile {
+    /// CometBFT writes it; when present it must be the key's own address.
+    #[serde(default)]
+    address: Option<String>,
     pub_key: TypedValue,
     priv_key: TypedValue,
 }
@@ -63,10 +66,9 @@ impl ValidatorKey {
         let file: KeyFile = serde_json::from_slice(json)
             .map_err(|e| format!("not a priv_validator_key.json (line {}, column {})", e.line(), e.column()))?;
         if file.priv_key.kind != "tendermint/PrivKeyEd25519" {
-            return Err(format!(
-                "priv_key.type is {:?}; only tendermint/PrivKeyEd25519 is supported",
-                file.priv_key.kind
-            ));
+            // The type names no secret, but it is the file's text: escaped and cut short.
+            let shown: String = file.priv_key.kind.escape_default().take(64).collect();
+            return Err(format!("priv_key.type is \"{shown}\"; only tendermint/PrivKeyEd25519 is supported"));
         }
         let secret =
             STANDARD.decode(file.priv_key.value.trim()).map_err(|_| "priv_key.value is not base64".to_string())?;
@@ -83,7 +85,22 @@ impl ValidatorKey {
         if stated != public || secret[32..] != public {
             return Err("pub_key does not belong to priv_key".into());
         }
-        Ok(ValidatorKey { signing, public })
+        let key = ValidatorKey { signing, public };
+        if let Some(stated) = file.address.filter(|a| !a.eq_ignore_ascii_case(&key.address())) {
+            let shown: String = stated.escape_default().take(64).collect();
+            return Err(format!(
+                "its address field says \"{shown}\", but its key's address is {}; the file was edited or mixed from two keys",
+                key.address()
+            ));
+        }
+        Ok(key)
+    }
+
+    /// The validator's address as CometBFT shows it (`validator_address` in commits,
+    /// `address` in the key file): the first 20 bytes of SHA-256 of the public key, in
+    /// upper-case hex.
+    pub fn address(&self) -> String {
+        address_of(&self.public)
     }
 
     /// The `priv_validator_key.json` of the key with `seed`, as CometBFT writes it. For the demo,
@@ -94,7 +111,7 @@ impl ValidatorKey {
         secret.extend(public);
         format!(
             r#"{{"address":"{}","pub_key":{{"type":"tendermint/PubKeyEd25519","value":"{}"}},"priv_key":{{"type":"tendermint/PrivKeyEd25519","value":"{}"}}}}"#,
-            hex::encode_upper(&sha2::Sha256::digest(public)[..20]),
+            address_of(&public),
             STANDARD.encode(public),
             STANDARD.encode(secret)
         )
@@ -116,6 +133,10 @@ impl ValidatorKey {
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.signing.sign(message).to_bytes()
     }
+}
+
+fn address_of(public: &[u8; 32]) -> String {
+    hex::encode_upper(&sha2::Sha256::digest(public)[..20])
 }
 
 #[cfg(test)]
@@ -151,6 +172,21 @@ mod tests {
         assert!(!e.contains("SECRET"), "{e}");
         let secp = good.replace("tendermint/PrivKeyEd25519", "tendermint/PrivKeySecp256k1");
         assert!(ValidatorKey::parse(secp.as_bytes()).expect_err("refused").contains("priv_key.type"));
+    }
+
+    #[test]
+    fn a_key_file_whose_address_field_is_not_its_keys_address_is_refused_naming_both() {
+        let good = key_file([9; 32]);
+        let key = ValidatorKey::parse(good.as_bytes()).expect("valid key");
+        let ours = key.address();
+        assert_eq!(ours.len(), 40);
+        let other = ValidatorKey::parse(key_file([8; 32]).as_bytes()).expect("valid key").address();
+        let e = ValidatorKey::parse(good.replace(&ours, &other).as_bytes()).expect_err("refused");
+        assert!(e.contains(&other) && e.contains(&ours), "{e}");
+        // Lower case is the same address, and a file without the field is accepted.
+        assert!(ValidatorKey::parse(good.replace(&ours, &ours.to_lowercase()).as_bytes()).is_ok());
+        let without = good.replace(&format!("\"address\":\"{ours}\","), "");
+        assert!(ValidatorKey::parse(without.as_bytes()).is_ok(), "{without}");
     }
 
     #[test]
