@@ -973,8 +973,12 @@ fn report_decision(p: &Parts, st: &LoopState, next: &RoleState, why: &Why, heigh
                     Some(Reason::StepDown(StepDown::Unhealthy { .. } | StepDown::GuardFailed { .. }))
                 ));
         match troubled {
-            true => tracing::warn!(change = "role", role = %next.role, from = %before.role, epoch, cause, height, "{sentence}"),
-            false => tracing::info!(change = "role", role = %next.role, from = %before.role, epoch, cause, height, "{sentence}"),
+            true => {
+                tracing::warn!(change = "role", role = %next.role, from = %before.role, epoch, cause, height, "{sentence}")
+            }
+            false => {
+                tracing::info!(change = "role", role = %next.role, from = %before.role, epoch, cause, height, "{sentence}")
+            }
         }
         p.events.emit_with_cause(EventKind::Role, next.epoch.or(before.epoch), cause, sentence);
         let metrics = &p.telemetry.metrics;

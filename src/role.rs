@@ -683,12 +683,17 @@ fn takeover_cause(s: &RoleState, obs: &Observation, policy: &RolePolicy, view: &
     let (holder, epoch) = (holder.clone(), *held_epoch);
     match obs.cluster.iter().find(|r| r.status.member == holder) {
         // Alive and no longer claiming to hold: it stepped down or was fenced.
-        Some(r) if r.age <= policy.status_stale_after => match r.status.role {
-            RoleName::Active | RoleName::Promoting => {
-                Takeover::HolderLeaseEnded { holder, epoch, last_heard_ms: millis(r.age) }
-            }
-            role => Takeover::HolderGaveUp { holder, epoch, role },
-        },
+        Some(r)
+            if r.age <= policy.status_stale_after
+                && !matches!(r.status.role, RoleName::Active | RoleName::Promoting) =>
+        {
+            Takeover::HolderGaveUp { holder, epoch, role: r.status.role }
+        }
+        // Heard within one renew interval and still claiming to hold: a live holder renews far
+        // less often than it publishes, so its lease cannot have run out; it was released.
+        Some(r) if r.age <= policy.renew_interval => {
+            Takeover::HolderReleased { holder, epoch, last_heard_ms: millis(r.age) }
+        }
         Some(r) => Takeover::HolderSilent { holder, epoch, last_heard_ms: Some(millis(r.age)) },
         None => Takeover::HolderSilent { holder, epoch, last_heard_ms: None },
     }

@@ -168,10 +168,9 @@ pub enum Takeover {
     HolderSilent { holder: MemberId, epoch: Epoch, last_heard_ms: Option<u64> },
     /// The holder is alive and gave the lease up (it stepped down or was fenced).
     HolderGaveUp { holder: MemberId, epoch: Epoch, role: RoleName },
-    /// The holder was heard recently, still as active, and its lease ended without a handover:
-    /// it released the lease as it stopped, or stopped renewing moments ago. The view of the
-    /// store does not say which.
-    HolderLeaseEnded { holder: MemberId, epoch: Epoch, last_heard_ms: u64 },
+    /// The holder was heard within one renew interval, still as active, and its lease is free:
+    /// it released the lease without a handover, as a member does when it stops.
+    HolderReleased { holder: MemberId, epoch: Epoch, last_heard_ms: u64 },
     /// An operator asked for this member (`failoverctl promote`, or `demote` on the active).
     Transfer { from: Option<MemberId>, epoch: Epoch, forced: bool },
     /// The lease is free and no holder was seen since this member started.
@@ -232,7 +231,7 @@ impl Takeover {
     fn drop_times(&mut self) {
         match self {
             Takeover::HolderSilent { last_heard_ms: Some(ms), .. }
-            | Takeover::HolderLeaseEnded { last_heard_ms: ms, .. } => *ms = 0,
+            | Takeover::HolderReleased { last_heard_ms: ms, .. } => *ms = 0,
             _ => {}
         }
     }
@@ -395,9 +394,9 @@ impl fmt::Display for Takeover {
             Takeover::HolderGaveUp { holder, epoch, role } => {
                 write!(f, "holder {holder} gave the lease up at epoch {epoch} and is now {role}")
             }
-            Takeover::HolderLeaseEnded { holder, epoch, last_heard_ms } => write!(
+            Takeover::HolderReleased { holder, epoch, last_heard_ms } => write!(
                 f,
-                "the lease of holder {holder} at epoch {epoch} ended without a handover; {holder} was last heard {} ago, so it released the lease as it stopped or stopped renewing just now",
+                "holder {holder} released its lease at epoch {epoch} without a handover (last heard {} ago), as a member does when it stops",
                 span(*last_heard_ms)
             ),
             Takeover::Transfer { from: Some(from), epoch, forced: false } => {
@@ -420,7 +419,7 @@ impl Takeover {
         match self {
             Takeover::HolderSilent { .. } => "holder_silent",
             Takeover::HolderGaveUp { .. } => "holder_gave_up",
-            Takeover::HolderLeaseEnded { .. } => "holder_lease_ended",
+            Takeover::HolderReleased { .. } => "holder_released",
             Takeover::Transfer { forced: false, .. } => "planned",
             Takeover::Transfer { forced: true, .. } => "forced",
             Takeover::FreeLease { .. } => "free_lease",
