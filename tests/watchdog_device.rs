@@ -292,10 +292,28 @@ async fn wait_for_log_line(lab: &Lab, parts: &[&str], limit: Duration) -> String
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn required_without_the_device_never_activates_and_the_guard_names_the_device() {
+async fn required_without_the_device_refuses_to_start_naming_the_device() {
     let _serial = SERIAL.lock().await;
+    let (mut lab, missing) = lab_with_watchdog("required").await;
+    for i in 0..2 {
+        let exit = lab.wait_exit(i, Duration::from_secs(10)).expect("the member exits at start");
+        assert!(!exit.success(), "{}", lab.log(i));
+        let log = lab.log(i);
+        assert!(log.contains(&format!("failover.watchdog_device: cannot find {missing}")), "{log}");
+        assert!(log.contains("watchdog = \"automatic\""), "the refusal says what to do instead:\n{log}");
+    }
+    assert!(lab.records().is_empty(), "a node signed although its member never started");
+}
+
+/// A required device that exists at start but cannot be opened when the member activates (here:
+/// a directory where the device should be) stops every activation at the guard, which names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_device_that_cannot_be_opened_never_activates_and_the_guard_names_it() {
+    let _serial = SERIAL.lock().await;
+    let missing = std::env::temp_dir().join(format!("failoverd-no-watchdog-{}", std::process::id()));
+    std::fs::create_dir_all(&missing).expect("a directory in the device's place");
     let (lab, missing) = lab_with_watchdog("required").await;
-    let refusal = format!("watchdog device {missing}: cannot open it: No such file or directory (os error 2)");
+    let refusal = format!("watchdog device {missing}: cannot open it: Is a directory (os error 21)");
     let line =
         wait_for_log_line(&lab, &["promotion guard step", "step=activate", &refusal], Duration::from_secs(20)).await;
     assert!(line.contains("ok=false"), "{line}");
@@ -303,6 +321,7 @@ async fn required_without_the_device_never_activates_and_the_guard_names_the_dev
     for i in 0..2 {
         assert!(!lab.signing(i).await, "node {i} signs");
     }
+    let _ = std::fs::remove_dir(&missing);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
