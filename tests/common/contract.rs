@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use failover::coord::{CoordError, Coordinator};
 use failover::domain::{
-    Epoch, Hrs, IMPORT_HEIGHT_CEILING, KeyId, LeaseView, MemberId, MemberKind, MemberStatus, RoleName, Step,
+    Epoch, Hrs, IMPORT_HEIGHT_CEILING, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, RoleName, Step,
     WatermarkRefusal,
 };
 use tokio::time::Instant;
@@ -42,6 +42,24 @@ async fn free_lease(m: &Member<'_>) -> Epoch {
     }
 }
 
+/// `m` acquires the lease, which the test knows is free. A raft member whose applied state has
+/// not yet caught up with the release is refused as "moved on" (its acquire names the epoch it
+/// saw, so a stale proposal can never grant a later lease); like the daemon's loop, it asks
+/// again once its view moved.
+async fn grant(m: &Member<'_>) -> Lease {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match m.coord.acquire(&m.id, soon()).await {
+            Ok(lease) => return lease,
+            Err(CoordError::Unavailable(_)) if Instant::now() < deadline => {
+                let mut w = m.coord.watch();
+                let _ = tokio::time::timeout(Duration::from_millis(200), w.changed()).await;
+            }
+            Err(e) => panic!("{} was refused a free lease: {e}", m.id),
+        }
+    }
+}
+
 pub async fn run_all(members: &[Member<'_>]) {
     acquire_grants_increasing_epochs_and_only_one_holder(members).await;
     renew_and_release_only_by_the_current_holder(members).await;
@@ -58,7 +76,7 @@ pub async fn run_all(members: &[Member<'_>]) {
 pub async fn acquire_grants_increasing_epochs_and_only_one_holder(ms: &[Member<'_>]) {
     let (a, b) = (&ms[0], &ms[1]);
     let before = free_lease(a).await;
-    let lease = a.coord.acquire(&a.id, soon()).await.expect("a free lease is granted");
+    let lease = grant(a).await;
     assert!(lease.epoch > before, "epoch {} not above {before}", lease.epoch);
     assert_eq!(lease.holder, a.id);
     match b.coord.acquire(&b.id, soon()).await {
@@ -73,7 +91,7 @@ pub async fn acquire_grants_increasing_epochs_and_only_one_holder(ms: &[Member<'
         );
     }
     a.coord.release(&lease, None, soon()).await.expect("release");
-    let next = b.coord.acquire(&b.id, soon()).await.expect("granted after release");
+    let next = grant(b).await;
     assert!(next.epoch > lease.epoch);
     b.coord.release(&next, None, soon()).await.expect("release");
 }
@@ -81,7 +99,7 @@ pub async fn acquire_grants_increasing_epochs_and_only_one_holder(ms: &[Member<'
 pub async fn renew_and_release_only_by_the_current_holder(ms: &[Member<'_>]) {
     let (a, b) = (&ms[0], &ms[1]);
     free_lease(a).await;
-    let lease = a.coord.acquire(&a.id, soon()).await.expect("grant");
+    let lease = grant(a).await;
     let renewed = a.coord.renew(&lease, soon()).await.expect("holder renews");
     assert_eq!(renewed.epoch, lease.epoch);
     assert!(renewed.valid_until >= lease.valid_until, "a renew never shortens validity");
@@ -100,7 +118,7 @@ pub async fn reserve_needs_the_current_epoch_and_a_higher_hrs(ms: &[Member<'_>])
     let a = &ms[0];
     let k = key("contract-reserve");
     free_lease(a).await;
-    let lease = a.coord.acquire(&a.id, soon()).await.expect("grant");
+    let lease = grant(a).await;
     let base = a.coord.watermark(&k, soon()).await.expect("read").map(|w| w.hrs.height).unwrap_or(0);
     let h = |d: u64, step| Hrs::new(base + d, 0, step);
     let w = a.coord.reserve(lease.epoch, &k, h(1, Step::Prevote), soon()).await.expect("above the watermark");
@@ -128,7 +146,7 @@ pub async fn checkpoint_and_release_raise_but_never_lower(ms: &[Member<'_>]) {
     let a = &ms[0];
     let k = key("contract-checkpoint");
     free_lease(a).await;
-    let lease = a.coord.acquire(&a.id, soon()).await.expect("grant");
+    let lease = grant(a).await;
     let base = a.coord.watermark(&k, soon()).await.expect("read").map(|w| w.hrs.height).unwrap_or(0);
     let w = a.coord.checkpoint(lease.epoch, &k, base + 100, soon()).await.expect("checkpoint");
     assert_eq!(w.hrs, Hrs::end_of_height(base + 100));
@@ -142,9 +160,9 @@ pub async fn stale_holder_is_refused_after_a_new_grant(ms: &[Member<'_>]) {
     let (a, b) = (&ms[0], &ms[1]);
     let k = key("contract-stale");
     free_lease(a).await;
-    let old = a.coord.acquire(&a.id, soon()).await.expect("grant");
+    let old = grant(a).await;
     a.coord.release(&old, None, soon()).await.expect("release");
-    let new = b.coord.acquire(&b.id, soon()).await.expect("grant");
+    let new = grant(b).await;
     assert!(matches!(a.coord.renew(&old, soon()).await, Err(CoordError::NotHolder { .. })));
     assert!(matches!(
         a.coord.reserve(old.epoch, &k, Hrs::new(1, 0, Step::Propose), soon()).await,
@@ -253,7 +271,7 @@ pub async fn intents_are_replicated_and_watched(ms: &[Member<'_>]) {
         "forced or not, a witness never produces"
     );
     assert_eq!(b.coord.intents(soon()).await.expect("read").transfer, Some(forced));
-    let lease = a.coord.acquire(&a.id, soon()).await.expect("grant");
+    let lease = grant(a).await;
     assert!(a.coord.request_transfer(&a.id, soon()).await.is_err(), "a transfer to the holder is refused");
     assert!(a.coord.request_transfer(&witness.id, soon()).await.is_err(), "a witness never produces");
     let unknown = MemberId::new("nobody").expect("valid");
@@ -264,7 +282,7 @@ pub async fn intents_are_replicated_and_watched(ms: &[Member<'_>]) {
         assert_eq!(m.coord.intents(soon()).await.expect("read").transfer, Some(t.clone()));
     }
     a.coord.release(&lease, None, soon()).await.expect("release");
-    let taken = b.coord.acquire(&b.id, soon()).await.expect("target acquires");
+    let taken = grant(b).await;
     assert_eq!(b.coord.intents(soon()).await.expect("read").transfer, None, "acquire clears the transfer");
     b.coord.release(&taken, None, soon()).await.expect("release");
 }
