@@ -826,8 +826,7 @@ fn start_action(
                         }
                     }
                 }
-                let final_watermark = last_signed.map(|h| (p.key.clone(), Hrs::end_of_height(h)));
-                if let Err(e) = p.coord.release(&lease, final_watermark, Instant::now() + p.call_timeout).await {
+                if let Err(e) = p.coord.release(&lease, final_watermark(&p, last_signed), Instant::now() + p.call_timeout).await {
                     tracing::debug!(%epoch, error = %e, "release not applied");
                 }
                 send(Event::Done(kind));
@@ -911,6 +910,18 @@ async fn stop_producer(p: &Parts, prod: &SharedProducer) -> Result<Option<u64>, 
             fence_producer(p, prod).await.map(|()| None)
         }
     }
+}
+
+/// The watermark a release records: the end of the last height the node signed, for a node
+/// that holds the key (the daemon knows only that it signed something at that height). A
+/// producer that reserves every signature records nothing more: the watermark already is its
+/// exact last reservation, and raising it to the end of the height would keep the next holder
+/// from the steps the node still has to sign there (a precommit after a prevote).
+fn final_watermark(p: &Parts, last_signed: Option<u64>) -> Option<(KeyId, Hrs)> {
+    if p.producer.as_ref().is_some_and(|prod| prod.reserves_every_signature()) {
+        return None;
+    }
+    last_signed.map(|h| (p.key.clone(), Hrs::end_of_height(h)))
 }
 
 /// Emits an event and logs a line for each change between two views of the store: the lease,
@@ -1038,8 +1049,7 @@ async fn graceful_stop(st: &mut LoopState, p: &Parts) {
         }
     }
     if let Some(lease) = st.leases.get(&epoch).cloned() {
-        let final_watermark = st.last_signed.map(|h| (p.key.clone(), Hrs::end_of_height(h)));
-        let _ = p.coord.release(&lease, final_watermark, Instant::now() + p.call_timeout).await;
+        let _ = p.coord.release(&lease, final_watermark(p, st.last_signed), Instant::now() + p.call_timeout).await;
     }
 }
 

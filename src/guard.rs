@@ -112,8 +112,10 @@ pub enum FloorBasis {
 /// show: a key-holding node signs on its own and is only checkpointed now and then. It is
 /// dropped in two cases only.
 ///
-/// - **Signer mode, planned handover** (`reserving`, `planned`, a watermark exists): the floor is
-///   the watermark itself, without the chain height or the margin. A signer-mode holder makes
+/// - **Signer mode, planned handover** (`reserving`, `planned`, and a watermark that a
+///   reservation wrote, with an exact round — not the end of a height a checkpoint or a release
+///   of a key-holding predecessor writes): the floor is the watermark itself, without the chain
+///   height or the margin. A signer-mode holder makes
 ///   no signature before `reserve(E, key, hrs)` has committed under its epoch E, and the store
 ///   refuses a reservation whose epoch is not the current one. The watermark read here under
 ///   the new epoch (a linearizable read after the grant) therefore lies at or above every HRS
@@ -135,7 +137,12 @@ pub fn promotion_floor(
     reserving: bool,
 ) -> (Hrs, FloorBasis) {
     match watermark {
-        Some(w) if planned && reserving => (w.hrs, FloorBasis::ExactReservation),
+        // Only a watermark a reservation wrote is exact: a checkpoint or a release writes the
+        // end of a height (every round), which bounds a key-holding node's signatures only up
+        // to what was checkpointed.
+        Some(w) if planned && reserving && w.hrs.round != Hrs::end_of_height(w.hrs.height).round => {
+            (w.hrs, FloorBasis::ExactReservation)
+        }
         Some(w) if planned && w.hrs >= Hrs::end_of_height(best_height) => {
             (sign_floor(Some(w), best_height, 0), FloorBasis::ReleasedAtTip)
         }
@@ -479,6 +486,11 @@ mod tests {
             (w(100, 0, Step::Precommit), 101, 1, false, true, Hrs::end_of_height(102), Margin(1)),
             // Signer mode with no watermark: nothing proves what the key signed before.
             (None, 101, 1, true, true, Hrs::end_of_height(102), Margin(1)),
+            // Signer mode, planned, but the watermark is the end of a height: a key-holding
+            // predecessor's checkpoint or release, which bounds what its node signed only up to
+            // that checkpoint (it may have signed the next height already): the margin stays.
+            (w(100, u32::MAX, Step::Precommit), 101, 1, true, true, Hrs::end_of_height(102), Margin(1)),
+            (w(101, u32::MAX, Step::Precommit), 101, 1, true, true, Hrs::end_of_height(101), ReleasedAtTip),
             // Key-holding, planned, released at the tip: no margin.
             (w(101, u32::MAX, Step::Precommit), 101, 1, true, false, Hrs::end_of_height(101), ReleasedAtTip),
             // Key-holding, planned, but the chain is past the release: the margin stays.
