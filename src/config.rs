@@ -757,8 +757,18 @@ impl Config {
         let (mut config, map) = Config::parse_unchecked(&text)
             .map_err(|problem| ConfigError::Unparsed { file: path.to_path_buf(), problem })?;
         let base = paths::base_dir(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let written_data_dir = config.data_dir.clone();
         paths::resolve(&mut config, &base);
         let mut problems = validate::validate(&config, &map);
+        if depth == Depth::Contents
+            && let Some(message) = paths::data_left_behind(&written_data_dir, &config.data_dir)
+        {
+            problems.push(ConfigProblem {
+                key: Some("data_dir".into()),
+                position: map.key_position("data_dir"),
+                message,
+            });
+        }
         problems.extend(files::check(&config, &map, depth));
         if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid { file: path.to_path_buf(), problems }) }
     }

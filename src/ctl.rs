@@ -40,14 +40,16 @@ macro_rules! println {
 pub const EXIT_REFUSED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNREACHABLE: u8 = 3;
+/// `--wait`: the handover was started but had not finished when the wait ended (it may still).
+pub const EXIT_UNFINISHED: u8 = 4;
 
 /// Drive a running failoverd member: status, planned switchover, maintenance pause, watermarks.
 #[derive(Debug, Parser)]
 #[command(
     name = "failoverctl",
     version,
-    after_help = "Exit status: 0 done, 1 refused (by a guard or the store) or a handover that did not finish, \
-                  2 usage or config error, 3 daemon unreachable."
+    after_help = "Exit status: 0 done, 1 refused (by a guard or the store) or a handover that failed, \
+                  2 usage or config error, 3 daemon unreachable, 4 a handover (--wait) not finished when the wait ended."
 )]
 pub struct Args {
     /// Print JSON instead of text.
@@ -577,7 +579,8 @@ async fn hand_over(
     } else if finished {
         println!("{detail}");
     }
-    if finished { Ok(()) } else { Err(Failure { code: EXIT_REFUSED, message: detail }) }
+    let code = if matches!(outcome, Handover::TimedOut(_)) { EXIT_UNFINISHED } else { EXIT_REFUSED };
+    if finished { Ok(()) } else { Err(Failure { code, message: detail }) }
 }
 
 /// Polls the member's view of the lease and of the target's published status until the
@@ -594,8 +597,18 @@ async fn wait_for_handover(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;
-        let status = client.status(StatusRequest {}).await.map_err(fail)?.into_inner();
-        let members = client.members(MembersRequest {}).await.map_err(fail)?.into_inner();
+        // A poll that fails (a store blip, the old active's member restarting) is asked again
+        // until the wait ends: the handover goes on whether or not this client sees it.
+        let polled = async {
+            let status = client.status(StatusRequest {}).await?.into_inner();
+            let members = client.members(MembersRequest {}).await?.into_inner();
+            Ok::<_, tonic::Status>((status, members))
+        };
+        let (status, members) = match polled.await {
+            Ok(both) => both,
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(fail(e)),
+            Err(_) => continue,
+        };
         let row = members.members.iter().find(|m| m.id == r.target);
         match handover_state(&r.target, r.epoch, status.lease.as_ref(), row) {
             Ok(Some(done)) => return Ok(done),

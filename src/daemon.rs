@@ -826,7 +826,9 @@ fn start_action(
                         }
                     }
                 }
-                if let Err(e) = p.coord.release(&lease, final_watermark(&p, last_signed), Instant::now() + p.call_timeout).await {
+                if let Err(e) =
+                    p.coord.release(&lease, final_watermark(&p, last_signed), Instant::now() + p.call_timeout).await
+                {
                     tracing::debug!(%epoch, error = %e, "release not applied");
                 }
                 send(Event::Done(kind));
@@ -966,7 +968,6 @@ async fn fence_producer(p: &Parts, prod: &SharedProducer) -> Result<(), String> 
     }
 }
 
-/// On SIGTERM: a holder stops producing and releases, so a standby can take over at once.
 /// Logs and emits what a decision changed: one sentence with its cause for a role change (a
 /// WARN only when something went wrong: a fence, a failed guard, an unhealthy node), and one
 /// line when the situation behind a non-decision changes (a WARN only when an operator should
@@ -1032,6 +1033,7 @@ fn report_metrics(
     }
 }
 
+/// On SIGTERM: a holder stops producing and releases, so a standby can take over at once.
 async fn graceful_stop(st: &mut LoopState, p: &Parts) {
     let Some(epoch) = st.role.epoch else { return };
     tracing::info!(%epoch, "shutting down: deactivating the producer and releasing the lease");

@@ -77,7 +77,9 @@ impl fmt::Display for BadProbe {
             BadProbe::Failed { error } => write!(f, "probe failed: {error}"),
             BadProbe::CatchingUp => f.write_str("node is catching up"),
             BadProbe::Lagging { lag } => write!(f, "node is {lag} blocks behind the best height"),
-            BadProbe::Stalled { for_ms } => write!(f, "height has not moved for {for_ms} ms"),
+            BadProbe::Stalled { for_ms } => {
+                write!(f, "height has not moved for {}", crate::role::Span(std::time::Duration::from_millis(*for_ms)))
+            }
             BadProbe::NotSigning => f.write_str("our validator is missing from recent commits"),
         }
     }

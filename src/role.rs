@@ -270,6 +270,8 @@ pub struct RoleState {
     pub takeover: Option<Takeover>,
     /// The epoch of the last holding this member left.
     pub last_dropped: Option<Epoch>,
+    /// Promotion-guard failures in a row (reset when a guard passes): the backoff grows with it.
+    pub guard_failures: u32,
 }
 
 impl RoleState {
@@ -290,6 +292,7 @@ impl RoleState {
             last_holder: None,
             takeover: None,
             last_dropped: None,
+            guard_failures: 0,
         }
     }
 
@@ -450,10 +453,12 @@ fn apply_outcomes(
                 if s.role == RoleName::Promoting && s.epoch == Some(*epoch) {
                     s.enter(RoleName::Active, now);
                     s.activated_at = Some(now);
+                    s.guard_failures = 0;
                 }
             }
             Outcome::GuardFailed { epoch, step, .. } => {
                 if s.role == RoleName::Promoting && s.epoch == Some(*epoch) {
+                    s.guard_failures = s.guard_failures.saturating_add(1);
                     start_step_down(s, StepDown::GuardFailed { step: step.clone() }, now, actions);
                 }
             }
@@ -621,11 +626,16 @@ fn decide_idle(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, action
     }
 }
 
-/// Why intents or cooldown keep this member from taking a free lease now; `None` when they
-/// allow it. A transfer naming it always allows it. Otherwise the cluster must not be paused,
-/// and a member that stood down less than `cooldown` ago leaves the lease to another eligible
-/// standby — but never to nobody: a cooldown never keeps a free lease from a healthy,
-/// caught-up standby when no other can take it (L1).
+/// Why intents, a failed guard or cooldown keep this member from taking a free lease now;
+/// `None` when they allow it. A transfer naming it always allows it. Otherwise:
+/// - the cluster must not be paused;
+/// - after its own promotion guard failed, a member backs off (`priority_delay`, doubling with
+///   each failure in a row, at most `cooldown`), so a guard that keeps failing does not take,
+///   fail and give back the lease every turn (each round a new epoch and a `fence_command`);
+/// - a member that stood down less than `cooldown` ago leaves a free lease to another eligible
+///   standby for at most `priority_delay` — never to nobody, and not longer, so two members that
+///   both stood down recently do not leave it free for a whole cooldown: a cooldown never keeps
+///   a free lease from a healthy, caught-up standby (L1).
 fn lease_blocker(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> Option<Why> {
     let Some(view) = &obs.store else { return Some(Why::StoreUnknown) };
     if view.intents.transfer.as_ref().is_some_and(|t| t.to == obs.me) {
@@ -635,14 +645,32 @@ fn lease_blocker(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> Optio
         return Some(Why::Paused);
     }
     let stood_down_for = s.stood_down_at.map(|at| obs.now.saturating_since(at))?;
-    if stood_down_for >= policy.cooldown {
+    let backoff = guard_backoff(policy, s.guard_failures);
+    if stood_down_for < backoff {
+        return Some(Why::GuardBackoff {
+            failures: s.guard_failures,
+            remaining_ms: millis(backoff.saturating_sub(stood_down_for)),
+        });
+    }
+    let free_for = s.free_since.map_or(Duration::ZERO, |since| obs.now.saturating_since(since));
+    if stood_down_for >= policy.cooldown || free_for >= policy.priority_delay {
         return None;
     }
     let other = eligible_standby(obs, policy).max_by_key(|r| (r.status.priority, r.status.height))?;
     Some(Why::DeferringAfterStepDown {
         to: other.status.member.clone(),
-        remaining_ms: millis(policy.cooldown.saturating_sub(stood_down_for)),
+        remaining_ms: millis(
+            policy.cooldown.saturating_sub(stood_down_for).min(policy.priority_delay.saturating_sub(free_for)),
+        ),
     })
+}
+
+/// How long a member waits after its `failures`-th promotion-guard failure in a row.
+fn guard_backoff(policy: &RolePolicy, failures: u32) -> Duration {
+    match failures {
+        0 => Duration::ZERO,
+        n => policy.priority_delay.saturating_mul(1 << (n - 1).min(16)).min(policy.cooldown),
+    }
 }
 
 fn may_take_lease(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> bool {

@@ -423,11 +423,6 @@ fn a_truncated_or_wrong_type_validator_key_is_refused() {
     let good = ValidatorKey::file_for_seed([7; 32]);
     let cases = [
         ("truncated", good[..good.len() / 2].to_string(), "not a priv_validator_key.json"),
-        (
-            "a secp256k1 key",
-            good.replace("tendermint/PrivKeyEd25519", "tendermint/PrivKeySecp256k1"),
-            "priv_key.type is \"tendermint/PrivKeySecp256k1\"; only tendermint/PrivKeyEd25519 is supported",
-        ),
         ("not a key at all", "[]".to_string(), "not a priv_validator_key.json"),
     ];
     for (what, contents, expected) in cases {
@@ -569,4 +564,63 @@ fn a_file_that_does_not_parse_says_checking_stopped_there() {
         lines[1].starts_with("note: ") && lines[1].contains("could not be parsed, so checking stopped there"),
         "{stderr}"
     );
+}
+
+/// A config written when relative paths followed the working directory: its data_dir, read
+/// against the config file's directory now, would start an empty member beside the real one.
+/// The member is refused, naming both directories and what to do; nothing is created.
+#[test]
+fn a_relative_data_dir_whose_data_stayed_under_the_working_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("etc");
+    let workdir = dir.path().join("var");
+    std::fs::create_dir_all(conf.join("tls")).expect("dirs");
+    std::fs::create_dir_all(workdir.join("data/raft")).expect("the old data");
+    common::pki::write_cluster(&conf.join("tls"), &["a", "b", "c"], &[]);
+    ValidatorKey::write_for_seed(&conf.join("key.json"), [7; 32]).expect("key file");
+    let text = format!(
+        "{}[tls]\nca_file = \"tls/ca.pem\"\ncert_file = \"tls/member-a.pem\"\nkey_file = \"tls/member-a.key\"\n",
+        with_validator_key(&without_plaintext_opt_in(), "key.json", &address_of([7; 32]))
+    );
+    let path = write(&conf, "failoverd.toml", &text);
+    let out = common::failoverd().current_dir(&workdir).arg("check-config").arg(&path).output().expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (old, new) =
+        (workdir.canonicalize().expect("canonical").join("data"), conf.canonicalize().expect("c").join("data"));
+    for part in [
+        format!("{} (the same path relative to the working directory", old.display()),
+        format!("move that directory to {}", new.display()),
+    ] {
+        assert!(stderr.contains(&part), "lacks {part}:\n{stderr}");
+    }
+    assert!(!new.exists(), "nothing is created at the new place");
+    // Run from the config's own directory (where the data would be found) it is fine.
+    let fine = common::failoverd().current_dir(&conf).arg("check-config").arg(&path).output().expect("runs");
+    assert_eq!(fine.status.code(), Some(0), "{}", String::from_utf8_lossy(&fine.stderr));
+}
+
+/// The FilePV node signs with its key file itself and may hold any key type CometBFT knows: a
+/// secp256k1 key is accepted when its recorded address is the validator's, and refused naming
+/// both addresses when it is not.
+#[test]
+fn a_filepv_key_of_another_type_is_checked_by_its_address_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let address = "0123456789ABCDEF0123456789ABCDEF01234567";
+    let key = serde_json::json!({
+        "address": address,
+        "pub_key": {"type": "tendermint/PubKeySecp256k1", "value": "A2pJc6Ii0+3E7+Ehk0oQMvQkWsQwzHg8Ob8vM2cGfYHv"},
+        "priv_key": {"type": "tendermint/PrivKeySecp256k1", "value": "pCN9tTnT3BSsC/jDVnHFlzwUoY1fYvXSzNlXdFnJ3sY="},
+    });
+    let key_path = dir.path().join("secp-key.json");
+    std::fs::write(&key_path, key.to_string()).expect("key file");
+    std::fs::set_permissions(&key_path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("private");
+    let (code, _, stderr) =
+        check(dir.path(), &with_validator_key(PLAINTEXT_CONFIG, &key_path.display().to_string(), address));
+    assert_eq!(code, Some(0), "{stderr}");
+    let other = "89ABCDEF0123456789ABCDEF0123456789ABCDEF";
+    let (code, _, stderr) =
+        check(dir.path(), &with_validator_key(PLAINTEXT_CONFIG, &key_path.display().to_string(), other));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains(address) && stderr.contains(other), "{stderr}");
 }

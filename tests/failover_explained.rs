@@ -95,13 +95,18 @@ async fn a_stalled_active_held_by_its_cooldown_says_so() {
     let a = lab.wait_active(Duration::from_secs(15)).await;
     lab.wait_signed_above(a, 0, Duration::from_secs(5)).await;
     lab.control(a, serde_json::json!({"stall": true})).await;
-    let why = wait_why(&lab, a, "step-down held by cooldown", Duration::from_secs(5)).await;
-    assert!(why.contains("although the local node is unhealthy ("), "{why}");
+    let held = wait_why(&lab, a, "step-down held by cooldown", Duration::from_secs(5)).await;
+    assert!(held.contains("although the local node is unhealthy ("), "{held}");
+    // The node stays stalled: more probes, more blocks missed, but one situation, one line.
+    let probes_later = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < probes_later {
+        assert!(why(&lab, a).await.contains("step-down held by cooldown"), "the situation changed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let log = lab.log(a);
-    assert!(
-        log.lines().any(|l| l.contains("WARN") && l.contains("step-down held by cooldown")),
-        "no WARN line for the held step-down:\n{log}"
-    );
+    let warned: Vec<&str> =
+        log.lines().filter(|l| l.contains(" WARN ") && l.contains("step-down held by cooldown")).collect();
+    assert_eq!(warned.len(), 1, "one WARN for the held step-down, not one per probe:\n{log}");
 }
 
 /// Normal start, a planned handover and a clean stop, read from the members' log files: no

@@ -111,6 +111,21 @@ fn check_validator_key(config: &Config, out: &mut Problems<'_, '_>) {
         return;
     }
     let Some(path) = &p.key_file else { return };
+    if p.kind == ProducerKind::CometbftFilepv {
+        // The node signs with this file, not failoverd, and it may hold any key type CometBFT
+        // knows (secp256k1 too): only its recorded address is compared.
+        match filepv_key_address(path) {
+            Ok(found) => compare_address(config, path, &found, out),
+            Err(e) => out.at(
+                "producer.key_file",
+                format!(
+                    "the validator key {}: {e}; point key_file at the validator's priv_validator_key.json (CometBFT writes it to config/ in the node's home), restored from a backup if it is damaged",
+                    path.display()
+                ),
+            ),
+        }
+        return;
+    }
     let key = match ValidatorKey::load(path) {
         Ok(key) => key,
         Err(e) => {
@@ -125,8 +140,33 @@ fn check_validator_key(config: &Config, out: &mut Problems<'_, '_>) {
             return;
         }
     };
+    compare_address(config, path, &key.address(), out);
+}
+
+/// The `address` a CometBFT `priv_validator_key.json` records, whatever its key type.
+fn filepv_key_address(path: &std::path::Path) -> Result<String, String> {
+    const MAX_KEY_FILE: u64 = 64 * 1024;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_KEY_FILE + 1), &mut bytes)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if bytes.len() as u64 > MAX_KEY_FILE {
+        return Err(format!("it holds more than {MAX_KEY_FILE} bytes, which no priv_validator_key.json does"));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("not a priv_validator_key.json: not valid JSON ({e})"))?;
+    if value.get("priv_key").is_none() {
+        return Err("not a priv_validator_key.json: it has no priv_key".into());
+    }
+    match value.get("address").and_then(serde_json::Value::as_str) {
+        Some(a) if !a.is_empty() && a.chars().all(|c| c.is_ascii_hexdigit()) => Ok(a.to_ascii_uppercase()),
+        _ => Err("not a priv_validator_key.json: it has no hexadecimal address".into()),
+    }
+}
+
+/// Refuses a key whose address is not `chain.validator_address`, naming both.
+fn compare_address(config: &Config, path: &std::path::Path, found: &str, out: &mut Problems<'_, '_>) {
     let Some(expected) = config.chain.as_ref().and_then(|c| c.validator_address.as_deref()) else { return };
-    let found = key.address();
     if !found.eq_ignore_ascii_case(expected) {
         let expected = expected.to_ascii_uppercase();
         out.at(

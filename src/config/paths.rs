@@ -33,6 +33,29 @@ pub fn resolve(config: &mut Config, base: &Path) {
     }
 }
 
+/// Why a relative `data_dir` must not be used as it now resolves: it named a directory under
+/// the working directory before relative paths followed the config file, that directory holds
+/// a member's data, and the new place holds none. Starting there would begin a member with an
+/// empty raft log beside its real one (its watermark and log left behind), so the member is
+/// refused until the data is moved or the path made absolute.
+pub fn data_left_behind(written: &Path, resolved: &Path) -> Option<String> {
+    if !written.is_relative() {
+        return None;
+    }
+    let old = std::env::current_dir().ok()?.join(written);
+    let has_data = |dir: &Path| std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
+    let same = std::fs::canonicalize(&old).ok() == std::fs::canonicalize(resolved).ok();
+    (!same && has_data(&old) && !has_data(resolved)).then(|| {
+        format!(
+            "\"{}\" is relative to the config file's directory, so it is {}, which holds no data; {} (the same path relative to the working directory, as older versions read it) holds a member's data: move that directory to {}, or write data_dir as an absolute path",
+            written.display(),
+            resolved.display(),
+            old.display(),
+            resolved.display()
+        )
+    })
+}
+
 /// Every path setting a config has, except the watchdog device.
 fn paths_mut(c: &mut Config) -> Vec<&mut PathBuf> {
     let mut paths = vec![&mut c.data_dir, &mut c.api.socket];

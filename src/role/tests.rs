@@ -1075,3 +1075,40 @@ fn every_idle_situation_has_a_reason() {
         let _ = Active;
     }
 }
+
+/// Two members that both stood down recently (a handover, then the successor's guard failed)
+/// each see the other as an eligible standby: neither leaves the free lease to the other for
+/// longer than `priority_delay`, so it is not left free for a whole cooldown.
+#[test]
+fn members_that_both_stood_down_recently_do_not_leave_the_lease_free_past_priority_delay() {
+    let b = || peer("b", RoleName::Standby, 100, 100, 100);
+    let recently = RoleState { stood_down_at: Some(ms(9_000)), free_since: Some(ms(9_500)), ..standby() };
+    let d = decide(&recently, &obs(10_000).lease(free(4)).peer(b()), &policy());
+    assert!(d.actions.is_empty());
+    assert!(matches!(d.why, Why::DeferringAfterStepDown { remaining_ms: 1_500, .. }), "{}", d.why);
+    let d = decide(&recently, &obs(11_500).lease(free(4)).peer(b()), &policy());
+    assert_eq!(d.actions, vec![Action::Acquire], "{}", d.why);
+}
+
+/// A member whose own promotion guard keeps failing backs off before it takes the free lease
+/// again — priority_delay, doubling per failure in a row, at most cooldown — even when no other
+/// standby exists; a guard that passes resets it.
+#[test]
+fn a_member_whose_guard_keeps_failing_backs_off_before_taking_the_lease_again() {
+    for (failures, backoff_ms) in [(1, 2_000), (2, 4_000), (3, 8_000), (5, 30_000), (40, 30_000)] {
+        let state = RoleState { stood_down_at: Some(ms(10_000)), guard_failures: failures, ..standby() };
+        let d = decide(&state, &obs(10_000 + backoff_ms - 1).lease(free(4)), &policy());
+        assert!(d.actions.is_empty(), "{failures} failures, {backoff_ms} ms");
+        assert!(matches!(d.why, Why::GuardBackoff { remaining_ms: 1, .. }), "{}", d.why);
+        let d = decide(&state, &obs(10_000 + backoff_ms).lease(free(4)), &policy());
+        assert_eq!(d.actions, vec![Action::Acquire], "{failures} failures: {}", d.why);
+    }
+    let promoting = RoleState { acquire_pending: false, ..holding(RoleName::Promoting, 5, 3_000) };
+    let failed = Outcome::GuardFailed { epoch: e(5), step: "watermark_floor".into(), error: "store timeout".into() };
+    let d = decide(&promoting, &obs(1_000).lease(held("a", 5)).outcome(failed), &policy());
+    assert_eq!(d.state.guard_failures, 1);
+    let promoting = RoleState { guard_failures: 3, ..promoting };
+    let d =
+        decide(&promoting, &obs(1_000).lease(held("a", 5)).outcome(Outcome::GuardPassed { epoch: e(5) }), &policy());
+    assert_eq!(d.state.guard_failures, 0);
+}

@@ -65,6 +65,9 @@ pub enum Why {
     /// it leaves the lease to that one until its cooldown ends, so two live members do not
     /// hand production back and forth.
     DeferringAfterStepDown { to: MemberId, remaining_ms: u64 },
+    /// This member's own promotion guard failed `failures` times in a row: it waits before it
+    /// takes a free lease again.
+    GuardBackoff { failures: u32, remaining_ms: u64 },
     /// The last acquire failed; the next one is sent after this pause.
     AcquireRetry { remaining_ms: u64 },
     /// An acquire is in flight.
@@ -178,13 +181,24 @@ pub enum Takeover {
 }
 
 impl Why {
-    /// The situation without its countdowns: two turns in the same situation compare equal, so
-    /// a change of this value is worth one log line.
+    /// The situation without its countdowns and running figures (ages, lags, probe counts):
+    /// two turns in the same situation compare equal, so a change of this value is worth one
+    /// log line — not every probe of a node that stays unhealthy or behind.
     pub fn situation(&self) -> Why {
         let mut w = self.clone();
         match &mut w {
+            Why::NotEligible { cause } => cause.drop_figures(),
+            Why::ActiveUnhealthy { node, held, .. } => {
+                node.drop_figures();
+                match held {
+                    Held::Cooldown { remaining_ms } => *remaining_ms = 0,
+                    Held::NoStandby { unfit } => drop_times(unfit),
+                    Held::Paused => {}
+                }
+            }
             Why::WaitingForPriority { remaining_ms, .. }
             | Why::DeferringAfterStepDown { remaining_ms, .. }
+            | Why::GuardBackoff { remaining_ms, .. }
             | Why::AcquireRetry { remaining_ms } => *remaining_ms = 0,
             Why::Active { valid_for_ms, next, .. } => {
                 *valid_for_ms = 0;
@@ -196,11 +210,6 @@ impl Why {
                 }
                 next.drop_times();
             }
-            Why::ActiveUnhealthy { held, .. } => match held {
-                Held::Cooldown { remaining_ms } => *remaining_ms = 0,
-                Held::NoStandby { unfit } => drop_times(unfit),
-                Held::Paused => {}
-            },
             Why::Acquiring { takeover } | Why::Promoting { takeover: Some(takeover), .. } => takeover.drop_times(),
             _ => {}
         }
@@ -239,8 +248,20 @@ impl Takeover {
 
 fn drop_times(unfit: &mut [PeerUnfit]) {
     for u in unfit {
-        if let PeerProblem::Silent { last_heard_ms } = &mut u.why {
-            *last_heard_ms = 0;
+        match &mut u.why {
+            PeerProblem::Silent { last_heard_ms } => *last_heard_ms = 0,
+            PeerProblem::Behind { lag, .. } => *lag = 0,
+            _ => {}
+        }
+    }
+}
+
+impl NotFit {
+    fn drop_figures(&mut self) {
+        match self {
+            NotFit::Unhealthy { detail } | NotFit::LastProbeBad { detail } => detail.clear(),
+            NotFit::Behind { lag, .. } => *lag = 0,
+            NotFit::NotProbed | NotFit::NoHeight => {}
         }
     }
 }
@@ -280,7 +301,12 @@ impl fmt::Display for Why {
             Why::WaitingForTransfer { to } => write!(f, "lease free: a transfer names {to}, which takes it first"),
             Why::DeferringAfterStepDown { to, remaining_ms } => write!(
                 f,
-                "lease free: this member stood down recently, so eligible standby {to} takes it (cooldown ends in {})",
+                "lease free: this member stood down recently, so it leaves the lease to eligible standby {to} for {} more",
+                span(*remaining_ms)
+            ),
+            Why::GuardBackoff { failures, remaining_ms } => write!(
+                f,
+                "lease free: this member's promotion guard failed {failures} time(s) in a row; trying again in {} (see the guard's last step in the log)",
                 span(*remaining_ms)
             ),
             Why::AcquireRetry { remaining_ms } => {
@@ -513,6 +539,24 @@ mod tests {
             next: Successor::Nobody { unfit: vec![] },
         };
         assert_ne!(held(&a, 100).situation(), silent.situation());
+    }
+
+    #[test]
+    fn a_node_that_stays_unhealthy_or_behind_is_one_situation_not_one_per_probe() {
+        let unhealthy = |bad: u32, lag: u64| Why::ActiveUnhealthy {
+            epoch: Epoch::new(5),
+            node: NotFit::Unhealthy { detail: format!("height has not moved for {bad} s; {bad} bad probes in a row") },
+            held: Held::NoStandby {
+                unfit: vec![PeerUnfit {
+                    member: MemberId::new("b").expect("id"),
+                    why: PeerProblem::Behind { lag, max: 2 },
+                }],
+            },
+        };
+        assert_eq!(unhealthy(3, 14).situation(), unhealthy(9, 20).situation());
+        let behind = |lag| Why::NotEligible { cause: NotFit::Behind { lag, max: 2 } };
+        assert_eq!(behind(9).situation(), behind(12).situation());
+        assert_ne!(behind(9).situation(), Why::NotEligible { cause: NotFit::NotProbed }.situation());
     }
 
     #[test]
