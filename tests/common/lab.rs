@@ -95,6 +95,7 @@ fn spawn_sim(
     ledger: &std::path::Path,
     activations: Option<PathBuf>,
     privval: Option<u16>,
+    block: Duration,
 ) -> (Child, String) {
     let mut cmd = super::failoverd();
     cmd.args(["sim-node", "--listen", "127.0.0.1:0", "--member", member]);
@@ -106,7 +107,7 @@ fn spawn_sim(
     }
     let mut child = cmd
         .arg("--block-interval")
-        .arg(format!("{}ms", BLOCK.as_millis()))
+        .arg(format!("{}ms", block.as_millis()))
         .arg("--ledger")
         .arg(ledger)
         .stdout(Stdio::piped())
@@ -200,19 +201,26 @@ impl Lab {
 
     /// [`Lab::start_with`] where `tweak(i, config)` returns member `i`'s final config text.
     pub async fn start_each(store: Store, tweak: &dyn Fn(usize, String) -> String, env: &[(&str, &str)]) -> Lab {
-        Lab::start_full(store, tweak, env, Nodes::KeyHolding(Runner::FilePv)).await
+        Lab::start_full(store, tweak, env, Nodes::KeyHolding(Runner::FilePv), BLOCK).await
     }
 
     /// [`Lab::start`] with the validators run by `runner`.
     pub async fn start_runner(runner: Runner, extra: &str, env: &[(&str, &str)]) -> Lab {
-        Lab::start_full(Store::Raft, &|_, text| text + extra, env, Nodes::KeyHolding(runner)).await
+        Lab::start_full(Store::Raft, &|_, text| text + extra, env, Nodes::KeyHolding(runner), BLOCK).await
     }
 
     /// Signer mode: each simulated node asks its member's remote signer (`cometbft-signer`, over
     /// privval and SecretConnection) for a precommit at every height; both members hold the same
     /// validator key, as a validator's producers do.
     pub async fn start_signer(store: Store) -> Lab {
-        Lab::start_full(store, &|_, text| text, &[], Nodes::Signer).await
+        Lab::start_full(store, &|_, text| text, &[], Nodes::Signer, BLOCK).await
+    }
+
+    /// [`Lab::start_signer`] with the simulated nodes making a block every `block` (the stall
+    /// limit scales with it): for what depends on a block interval, such as whether a handover
+    /// fits between two heights.
+    pub async fn start_signer_with_blocks(store: Store, block: Duration) -> Lab {
+        Lab::start_full(store, &|_, text| text, &[], Nodes::Signer, block).await
     }
 
     async fn start_full(
@@ -220,6 +228,7 @@ impl Lab {
         tweak: &dyn Fn(usize, String) -> String,
         env: &[(&str, &str)],
         nodes: Nodes,
+        block: Duration,
     ) -> Lab {
         let signer = nodes == Nodes::Signer;
         let dir = tempfile::tempdir().expect("dir");
@@ -232,9 +241,9 @@ impl Lab {
             .expect("validator key file");
         for (i, m) in MEMBERS[..2].iter().enumerate() {
             let (child, url) = match signer {
-                true => spawn_sim(m, &ledger, Some(activation_log(dir.path(), m)), Some(privval_ports[i])),
+                true => spawn_sim(m, &ledger, Some(activation_log(dir.path(), m)), Some(privval_ports[i]), block),
                 // The sentry never produces: nothing of it may reach the shared ledger.
-                false => spawn_sim(m, &dir.path().join(format!("sentry-ledger-{m}.jsonl")), None, None),
+                false => spawn_sim(m, &dir.path().join(format!("sentry-ledger-{m}.jsonl")), None, None, block),
             };
             sims.push(child);
             sim_urls.push(url);
@@ -247,7 +256,8 @@ impl Lab {
             Nodes::Signer => None,
         };
         // A reference node that never produces: the best height when both producers lag.
-        let (reference, reference_url) = spawn_sim("ref", &dir.path().join("reference-ledger.jsonl"), None, None);
+        let (reference, reference_url) =
+            spawn_sim("ref", &dir.path().join("reference-ledger.jsonl"), None, None, block);
         sims.push(reference);
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let metrics_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -288,8 +298,9 @@ impl Lab {
             }
             if i < 2 {
                 text.push_str(&format!(
-                    "[chain]\nkind = \"sim\"\nrpc = \"{}\"\nreference_rpcs = [\"{reference_url}\"]\nprobe_interval = \"200ms\"\nprobe_timeout = \"150ms\"\nunhealthy_after = 3\nmax_lag = 5\nstall_after = \"700ms\"\n",
-                    sim_urls[i]
+                    "[chain]\nkind = \"sim\"\nrpc = \"{}\"\nreference_rpcs = [\"{reference_url}\"]\nprobe_interval = \"200ms\"\nprobe_timeout = \"150ms\"\nunhealthy_after = 3\nmax_lag = 5\nstall_after = \"{}ms\"\n",
+                    sim_urls[i],
+                    block.as_millis() * 7 / 2
                 ));
                 text.push_str(&match nodes {
                     Nodes::KeyHolding(runner) => validator_producer(runner, dir.path(), m, &sim_urls[i], &key_file),
