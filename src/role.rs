@@ -430,7 +430,7 @@ fn apply_outcomes(
                     // Not newer than what was seen before: never activate on it (released as stale).
                     continue;
                 }
-                let allowed = std::mem::take(&mut s.acquire_for_transfer) || may_take_lease(s, obs, policy);
+                let allowed = std::mem::take(&mut s.acquire_for_transfer) || may_use_grant(s, obs, policy);
                 if s.role != RoleName::Standby || !self_eligible(obs, policy) || !allowed {
                     continue;
                 }
@@ -637,6 +637,14 @@ fn decide_idle(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, action
 ///   both stood down recently do not leave it free for a whole cooldown: a cooldown never keeps
 ///   a free lease from a healthy, caught-up standby (L1).
 fn lease_blocker(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> Option<Why> {
+    grant_blocker(s, obs, policy).or_else(|| step_down_deferral(s, obs, policy))
+}
+
+/// The rules of [`lease_blocker`] a grant is checked against again when it arrives: intents
+/// and the guard backoff. The deferral after a stand-down is not among them: it is a courtesy
+/// decided when the acquire is sent, and the view of how long the lease was free is reset by the
+/// grant itself, so checking it again would refuse a grant the member rightly asked for.
+fn grant_blocker(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> Option<Why> {
     let Some(view) = &obs.store else { return Some(Why::StoreUnknown) };
     if view.intents.transfer.as_ref().is_some_and(|t| t.to == obs.me) {
         return None;
@@ -652,6 +660,16 @@ fn lease_blocker(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> Optio
             remaining_ms: millis(backoff.saturating_sub(stood_down_for)),
         });
     }
+    None
+}
+
+/// A member that stood down recently leaves a free lease to another eligible standby, for at
+/// most `priority_delay` (see [`lease_blocker`]).
+fn step_down_deferral(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> Option<Why> {
+    if obs.store.as_ref().is_some_and(|v| v.intents.transfer.as_ref().is_some_and(|t| t.to == obs.me)) {
+        return None;
+    }
+    let stood_down_for = s.stood_down_at.map(|at| obs.now.saturating_since(at))?;
     let free_for = s.free_since.map_or(Duration::ZERO, |since| obs.now.saturating_since(since));
     if stood_down_for >= policy.cooldown || free_for >= policy.priority_delay {
         return None;
@@ -673,8 +691,9 @@ fn guard_backoff(policy: &RolePolicy, failures: u32) -> Duration {
     }
 }
 
-fn may_take_lease(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> bool {
-    lease_blocker(s, obs, policy).is_none()
+/// Whether a grant that arrives may be used: see [`grant_blocker`].
+fn may_use_grant(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> bool {
+    grant_blocker(s, obs, policy).is_none()
 }
 
 /// Priority delay (docs/design.md §7): wait `priority_delay` after the lease became free when a

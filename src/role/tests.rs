@@ -1112,3 +1112,22 @@ fn a_member_whose_guard_keeps_failing_backs_off_before_taking_the_lease_again() 
         decide(&promoting, &obs(1_000).lease(held("a", 5)).outcome(Outcome::GuardPassed { epoch: e(5) }), &policy());
     assert_eq!(d.state.guard_failures, 0);
 }
+
+/// The deferral after a stand-down is decided when the acquire is sent: a grant that arrives
+/// after the lease was free long enough is used, although the store already shows it held (so
+/// the lease no longer counts as free) and another eligible standby exists.
+#[test]
+fn a_grant_asked_for_after_the_deferral_is_used_when_it_arrives() {
+    let b = || peer("b", RoleName::Standby, 100, 100, 100);
+    let asked =
+        RoleState { stood_down_at: Some(ms(9_000)), free_since: Some(ms(9_000)), seen_epoch: e(4), ..standby() };
+    let d = decide(&asked, &obs(11_000).lease(free(4)).peer(b()), &policy());
+    assert_eq!(d.actions, vec![Action::Acquire], "{}", d.why);
+    // The store shows the grant before the acquire call returns: the lease is no longer free.
+    let d = decide(&d.state, &obs(11_020).lease(held("a", 5)).peer(b()), &policy());
+    assert!(d.actions.is_empty() && d.state.free_since.is_none(), "{:?}", d.actions);
+    let granted = Outcome::Acquired { epoch: e(5), valid_until: ms(13_500) };
+    let d = decide(&d.state, &obs(11_050).lease(held("a", 5)).peer(b()).outcome(granted), &policy());
+    assert_eq!(d.state.role, RoleName::Promoting, "{}", d.why);
+    assert_eq!(d.actions, vec![Action::RunGuard { epoch: e(5) }]);
+}
