@@ -455,6 +455,14 @@ fn sim_node(args: SimNodeArgs) -> ExitCode {
             Ok(l) => l,
             Err(e) => return usage_error(format!("cannot listen on {listen}: {e}")),
         };
+        // Bound before the address line, so that whoever reads it knows every port is served.
+        let privval = match &server {
+            SimServer::Api(node) => match node.bind_privval() {
+                Ok(p) => p,
+                Err(e) => return usage_error(format!("--privval-listen: cannot listen: {e}")),
+            },
+            SimServer::Validator(_) => None,
+        };
         let shutdown = CancellationToken::new();
         let on_signal = shutdown.clone();
         tokio::spawn(async move {
@@ -468,7 +476,7 @@ fn sim_node(args: SimNodeArgs) -> ExitCode {
         }
         tracing::info!(%listen, "simulated node serving");
         let served = match server {
-            SimServer::Api(node) => node.serve(listener, shutdown).await,
+            SimServer::Api(node) => node.serve(listener, privval, shutdown).await,
             SimServer::Validator(v) => v.serve(listener, shutdown).await,
         };
         match served {

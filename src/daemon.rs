@@ -346,7 +346,10 @@ async fn start_embedded_sim(
     let listener = tokio::net::TcpListener::bind((host, port))
         .await
         .map_err(|e| DaemonError::Setup(format!("chain.sim: cannot serve the simulated node on {host}:{port}: {e}")))?;
-    tokio::spawn(node.serve(listener, shutdown.clone()));
+    let privval = node
+        .bind_privval()
+        .map_err(|e| DaemonError::Setup(format!("chain.sim: cannot listen for the signer on privval_listen: {e}")))?;
+    tokio::spawn(node.serve(listener, privval, shutdown.clone()));
     tracing::info!(%rpc, "simulated node running inside this daemon");
     Ok(())
 }

@@ -147,10 +147,15 @@ fn say(json: bool, line: String) {
 pub fn unused_port() -> std::io::Result<u16> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let seed = (MonoTime::now().as_nanos() as u32) ^ std::process::id().rotate_left(16);
+    static SEED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    // One seed per process, and a step (7919, prime) coprime with the range: a process never
+    // hands out the same port twice within 12 000 calls, even to two labs that picked their
+    // ports before either bound them (a time-based seed per call did, and a simulated node
+    // then lost its port to the other lab's member).
+    let seed = *SEED.get_or_init(|| (MonoTime::now().as_nanos() as u32) ^ std::process::id().rotate_left(16));
     for _ in 0..2000 {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(7919).wrapping_add(seed);
-        let port = 20_000 + (n % 12_000) as u16;
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = 20_000 + ((step * 7919 + seed % 12_000) % 12_000) as u16;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return Ok(port);
         }
@@ -629,5 +634,22 @@ fn print_summary(s: &Summary) {
     println!("  double_signs: {}", s.double_signs);
     if let Some(n) = s.s1_overlaps {
         println!("  validators able to sign at once (S1 overlaps): {n}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unused_port;
+
+    /// Two labs in one test process pick their ports before either binds them: a port handed
+    /// out twice is a member that cannot start.
+    #[test]
+    fn one_process_is_never_handed_the_same_port_twice() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..400 {
+            let port = unused_port().expect("a free port");
+            assert!((20_000..32_000).contains(&port), "{port} is outside 20000..32000");
+            assert!(seen.insert(port), "port {port} was handed out twice");
+        }
     }
 }

@@ -49,7 +49,7 @@ async fn start(ledger: &Path, member: &str) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let base = format!("http://{}", listener.local_addr().expect("bound address"));
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(node.clone().serve(listener, shutdown.clone()));
+    let task = tokio::spawn(node.clone().serve(listener, None, shutdown.clone()));
     Running { node, base, shutdown, task }
 }
 
@@ -528,4 +528,26 @@ async fn an_api_node_has_no_deadline_and_refuses_one() {
     assert!(r.text().await.expect("body").contains("until_mono_ns"), "the refusal names the field");
     assert!(!n.node.state().producing);
     n.stop().await;
+}
+
+/// A signer-mode node whose privval port is taken stops before it announces its address (exit
+/// 2, naming the flag), so that whoever started it sees a start-up error, not a node that
+/// answers nothing a moment later.
+#[test]
+fn a_node_whose_privval_port_is_taken_refuses_to_start_before_announcing_itself() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let port = taken.local_addr().expect("bound address").port();
+    let out = common::failoverd()
+        .args(["sim-node", "--listen", "127.0.0.1:0", "--member", "a", "--block-interval", "100ms"])
+        .arg("--privval-listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--ledger")
+        .arg(dir.path().join("ledger.jsonl"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty(), "announced an address: {}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--privval-listen"), "{stderr}");
 }

@@ -252,12 +252,22 @@ impl SimNode {
         signature(&self.inner.config, height, now)
     }
 
-    /// Serves HTTP on `listener` and runs the block loop until `shutdown` is cancelled.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
-        let privval = match self.inner.config.privval_listen {
-            Some(addr) => Some(super::privval_node::PrivvalRequester::listen(std::net::TcpListener::bind(addr)?)),
-            None => None,
-        };
+    /// Signer mode: binds the address the node's signer dials (`privval_listen`), so that a
+    /// taken port is a start-up error of whoever starts the node, not a node that dies later.
+    pub fn bind_privval(&self) -> std::io::Result<Option<std::net::TcpListener>> {
+        self.inner.config.privval_listen.map(std::net::TcpListener::bind).transpose()
+    }
+
+    /// Serves HTTP on `listener` (and, in signer mode, asks the signer that connects to
+    /// `privval`, from [`SimNode::bind_privval`]) and runs the block loop until `shutdown` is
+    /// cancelled.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        privval: Option<std::net::TcpListener>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let privval = privval.map(super::privval_node::PrivvalRequester::listen);
         let blocks = tokio::spawn(self.clone().run_blocks(privval, shutdown.clone()));
         let app = axum::Router::new()
             .route("/status", get(status))

@@ -111,13 +111,19 @@ fn spawn_sim(
         .arg("--ledger")
         .arg(ledger)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(sim_log(ledger, member))
         .spawn()
         .expect("sim-node starts");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
     let addr = line.trim().strip_prefix("listening ").expect("address line").to_string();
     (child, format!("http://{addr}"))
+}
+
+/// Where the simulated node `member` (ledger `ledger`) writes its errors: beside its ledger.
+fn sim_log(ledger: &std::path::Path, member: &str) -> Stdio {
+    let path = ledger.with_file_name(format!("sim-{member}.log"));
+    std::fs::File::create(path).map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
 /// The `[producer]` section that has member `m`'s daemon run a sign-while-running validator
@@ -443,7 +449,10 @@ impl Lab {
             .get(format!("{}/sim/state", self.sim_urls[i]))
             .send()
             .await
-            .expect("sim answers")
+            .unwrap_or_else(|e| {
+                let log = std::fs::read_to_string(self.dir.path().join(format!("sim-{}.log", MEMBERS[i])));
+                panic!("the simulated node of {} does not answer: {e}\nits stderr: {log:?}", MEMBERS[i])
+            })
             .json()
             .await
             .expect("state JSON")
