@@ -14,12 +14,16 @@
 //! - a lease this process did not acquire, but the store says it holds (for example from before
 //!   a restart), is released, never used.
 
+mod fitness;
+mod renew;
 mod why;
 
 use std::time::Duration;
 
 use serde::Serialize;
 
+pub use fitness::{TakeoverLimits, best_height, fit_to_take_over};
+pub use renew::{MAX_RENEWS_IN_FLIGHT, RenewPacing};
 use why::millis;
 pub use why::{
     Heard, Held, NotFit, PeerProblem, PeerUnfit, Span, Successor, Takeover, Why, change_cause_word, describe_change,
@@ -60,6 +64,11 @@ impl RolePolicy {
             max_lag_on_failover: config.failover.max_lag_on_failover,
             status_stale_after: probe.saturating_mul(unhealthy_after.saturating_add(1)).max(c.lease_ttl),
         }
+    }
+
+    /// What makes a standby fit to take over, for the control API and views too.
+    pub fn takeover_limits(&self) -> TakeoverLimits {
+        TakeoverLimits { status_stale_after: self.status_stale_after, max_lag_on_failover: self.max_lag_on_failover }
     }
 
     /// A renew is due once this little validity remains: one renew interval after the last
@@ -103,6 +112,12 @@ pub enum Outcome {
         epoch: Epoch,
         valid_until: MonoTime,
     },
+    /// A renew was refused or its outcome is unknown (it may still commit: the lease's own
+    /// deadline, not this, decides when the holder must stop).
+    RenewFailed {
+        epoch: Epoch,
+        error: String,
+    },
     /// Every guard step passed and the producer confirmed activation.
     GuardPassed {
         epoch: Epoch,
@@ -131,6 +146,19 @@ pub enum Outcome {
     FenceFailed {
         error: String,
     },
+}
+
+/// How the lease this member takes came to it: the guard drops its floor margin only for a
+/// planned handover, and the failover metrics count each kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provenance {
+    /// `failoverctl promote` (or `demote` on the active): the holder handed over.
+    Planned,
+    /// `failoverctl promote --force`: taken once the holder released or its lease expired.
+    Forced,
+    /// A takeover without an operator's transfer (the holder died, stepped down, released).
+    Unplanned,
 }
 
 /// Why an active member stops producing on purpose.
@@ -272,6 +300,9 @@ pub struct RoleState {
     pub last_dropped: Option<Epoch>,
     /// Promotion-guard failures in a row (reset when a guard passes): the backoff grows with it.
     pub guard_failures: u32,
+    /// The renews in flight and when the last one left. Kept across holdings, as renews of an
+    /// old epoch still come back.
+    pub renew: RenewPacing,
 }
 
 impl RoleState {
@@ -293,6 +324,23 @@ impl RoleState {
             takeover: None,
             last_dropped: None,
             guard_failures: 0,
+            renew: RenewPacing::default(),
+        }
+    }
+
+    /// The last member other than this one that held the lease: the one the promotion guard's
+    /// `fence_command` fences.
+    pub fn previous_holder(&self) -> Option<&MemberId> {
+        self.last_holder.as_ref().map(|(m, _)| m)
+    }
+
+    /// Whether the lease this member holds or is taking came by an operator's transfer to it,
+    /// planned (the holder handed over) or forced, or without one.
+    pub fn provenance(&self) -> Provenance {
+        match &self.takeover {
+            Some(Takeover::Transfer { forced: false, .. }) => Provenance::Planned,
+            Some(Takeover::Transfer { forced: true, .. }) => Provenance::Forced,
+            _ => Provenance::Unplanned,
         }
     }
 
@@ -444,7 +492,9 @@ fn apply_outcomes(
                 s.acquire_for_transfer = false;
                 s.acquire_retry_at = Some(now.saturating_add(ACQUIRE_RETRY_PAUSE));
             }
+            Outcome::RenewFailed { .. } => s.renew.finished(),
             Outcome::Renewed { epoch, valid_until } => {
+                s.renew.finished();
                 if s.holding() && s.epoch == Some(*epoch) {
                     s.deadline = s.deadline.max(Some(*valid_until));
                 }
@@ -518,7 +568,10 @@ fn decide_holding(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, act
         why = decide_active(s, obs, policy, epoch, actions);
     }
     if deadline.saturating_since(now) <= policy.renew_when_remaining() {
-        actions.push(Action::Renew { epoch });
+        if s.renew.may_send(now, policy.renew_interval) {
+            s.renew.sent(now);
+            actions.push(Action::Renew { epoch });
+        }
         if s.role == RoleName::Active {
             actions.push(Action::Checkpoint { epoch });
         }
@@ -773,12 +826,14 @@ fn successor(obs: &Observation, policy: &RolePolicy, with_me: bool, holder: Opti
 
 /// Each other producer that could not take over now, with the reason.
 fn unfit_peers(obs: &Observation, policy: &RolePolicy) -> Vec<PeerUnfit> {
-    let best = best_height(obs, policy);
+    let best = cluster_best(obs, policy);
     obs.cluster
         .iter()
         .filter(|r| r.status.member != obs.me && r.status.kind == MemberKind::Producer)
         .filter_map(|r| {
-            peer_fitness(r, best, policy).err().map(|why| PeerUnfit { member: r.status.member.clone(), why })
+            fit_to_take_over(r, best, &policy.takeover_limits())
+                .err()
+                .map(|why| PeerUnfit { member: r.status.member.clone(), why })
         })
         .collect()
 }
@@ -812,39 +867,18 @@ fn self_eligible(obs: &Observation, policy: &RolePolicy) -> bool {
     obs.kind == MemberKind::Producer && self_fitness(obs, policy).is_ok()
 }
 
-/// Whether the peer behind `r` could take over now, by its fresh published status.
-fn peer_fitness(r: &StatusReport, best: Option<u64>, policy: &RolePolicy) -> Result<(), PeerProblem> {
-    if r.age > policy.status_stale_after {
-        return Err(PeerProblem::Silent { last_heard_ms: millis(r.age) });
-    }
-    if r.status.role != RoleName::Standby {
-        return Err(PeerProblem::NotStandby { role: r.status.role });
-    }
-    if !r.status.healthy {
-        return Err(PeerProblem::Unhealthy);
-    }
-    match (best, r.status.height) {
-        (Some(best), Some(h)) if best.saturating_sub(h) <= policy.max_lag_on_failover => Ok(()),
-        (Some(best), Some(h)) => Err(PeerProblem::Behind { lag: best - h, max: policy.max_lag_on_failover }),
-        _ => Err(PeerProblem::NoHeight),
-    }
-}
-
 /// The best height among fresh statuses and this member's own node.
-fn best_height(obs: &Observation, policy: &RolePolicy) -> Option<u64> {
-    obs.cluster
-        .iter()
-        .filter(|r| r.age <= policy.status_stale_after)
-        .filter_map(|r| r.status.height)
-        .chain(obs.health.height)
-        .max()
+fn cluster_best(obs: &Observation, policy: &RolePolicy) -> Option<u64> {
+    best_height(&obs.cluster, policy.status_stale_after, [obs.health.height])
 }
 
 /// Other members that could take over now, by their fresh published status.
 fn eligible_standby<'a>(obs: &'a Observation, policy: &'a RolePolicy) -> impl Iterator<Item = &'a StatusReport> + 'a {
-    let best = best_height(obs, policy);
+    let best = cluster_best(obs, policy);
     obs.cluster.iter().filter(move |r| {
-        r.status.member != obs.me && r.status.kind == MemberKind::Producer && peer_fitness(r, best, policy).is_ok()
+        r.status.member != obs.me
+            && r.status.kind == MemberKind::Producer
+            && fit_to_take_over(r, best, &policy.takeover_limits()).is_ok()
     })
 }
 

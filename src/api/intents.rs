@@ -8,8 +8,9 @@ use tonic::Status;
 
 use super::{ControlService, refuse};
 use crate::coord::StatusReport;
-use crate::domain::{LeaseView, MemberId, MemberKind, RoleName};
+use crate::domain::{LeaseView, MemberId, MemberKind};
 use crate::proto::v1::{PauseReply, PromoteReply, PromoteRequest};
+use crate::role::{self, PeerProblem, TakeoverLimits};
 
 impl ControlService {
     /// A planned switchover (the active hands over: 0 missed heights), or with `force` the
@@ -107,35 +108,37 @@ impl ControlService {
     }
 
     /// Why `target` could not take over now, by the cluster's published status: it must be a
-    /// producer, a fresh and healthy standby, and within max_lag_on_failover of the best height.
+    /// producer, and `role::fit_to_take_over` (a fresh and healthy standby within
+    /// max_lag_on_failover of the best height), in words for the operator.
     fn fit_to_take_over(&self, target: &MemberId, cluster: &[StatusReport]) -> Result<(), String> {
         match self.members.iter().find(|m| &m.id == target).map(|m| m.kind) {
             None => return Err(format!("{target} is not a member of this cluster")),
             Some(MemberKind::Witness) => return Err(format!("{target} is a witness and never produces")),
             Some(MemberKind::Producer) => {}
         }
-        let best = cluster.iter().filter(|r| r.age <= self.status_stale_after).filter_map(|r| r.status.height).max();
         let Some(report) = cluster.iter().find(|r| &r.status.member == target) else {
             return Err(format!("{target} has published no status; is it running?"));
         };
-        if report.age > self.status_stale_after {
-            return Err(format!("{target} was last heard {:.1} s ago; is it running?", report.age.as_secs_f64()));
-        }
-        if report.status.role != RoleName::Standby || !report.status.healthy {
-            return Err(format!(
+        let limits = TakeoverLimits {
+            status_stale_after: self.status_stale_after,
+            max_lag_on_failover: self.max_lag_on_failover,
+        };
+        let best = role::best_height(cluster, limits.status_stale_after, []);
+        role::fit_to_take_over(report, best, &limits).map_err(|problem| match problem {
+            PeerProblem::Silent { .. } => {
+                format!("{target} was last heard {:.1} s ago; is it running?", report.age.as_secs_f64())
+            }
+            PeerProblem::NotStandby { .. } | PeerProblem::Unhealthy => format!(
                 "{target} is {} and {}; only a healthy standby can take over",
                 report.status.role,
                 if report.status.healthy { "healthy" } else { "unhealthy" }
-            ));
-        }
-        let lag = match (best, report.status.height) {
-            (Some(b), Some(h)) => b.saturating_sub(h),
-            _ => u64::MAX,
-        };
-        if lag > self.max_lag_on_failover {
-            return Err(format!("{target} is {lag} blocks behind (max_lag_on_failover {})", self.max_lag_on_failover));
-        }
-        Ok(())
+            ),
+            PeerProblem::Behind { lag, max } => format!("{target} is {lag} blocks behind (max_lag_on_failover {max})"),
+            PeerProblem::NoHeight => format!(
+                "{target} has not published a height, or no member has (max_lag_on_failover {}); wait for its node to be probed",
+                limits.max_lag_on_failover
+            ),
+        })
     }
 
     pub(super) async fn set_paused(&self, paused: bool) -> Result<PauseReply, Status> {

@@ -78,7 +78,7 @@ impl ControlService {
             Ok(r) => (r, String::new()),
             Err(e) => (Vec::new(), e.to_string()),
         };
-        let best = reports.iter().filter(|r| r.age <= self.status_stale_after).filter_map(|r| r.status.height).max();
+        let best = crate::role::best_height(&reports, self.status_stale_after, []);
         let members = self
             .members
             .iter()

@@ -39,8 +39,7 @@ impl ControlService {
             before.push(self.coord.watermark(key, deadline).await.map_err(refuse)?);
         }
         let cluster = self.coord.cluster_status(deadline).await.map_err(refuse)?;
-        let cluster_best =
-            cluster.iter().filter(|r| r.age <= self.status_stale_after).filter_map(|r| r.status.height).max();
+        let cluster_best = crate::role::best_height(&cluster, self.status_stale_after, []);
         for ((key, hrs), current) in wanted.iter().zip(&before) {
             let best = cluster_best.max(current.map(|w| w.hrs.height));
             check_import_bound(key, hrs.height, best, self.import_max_ahead, req.force)

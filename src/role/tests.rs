@@ -1131,3 +1131,116 @@ fn a_grant_asked_for_after_the_deferral_is_used_when_it_arrives() {
     assert_eq!(d.state.role, RoleName::Promoting, "{}", d.why);
     assert_eq!(d.actions, vec![Action::RunGuard { epoch: e(5) }]);
 }
+
+/// `active(5, 3500)` with the renews in `sent_ms` in flight.
+fn active_with_renews(sent_ms: &[u64]) -> RoleState {
+    let mut s = active(5, 3500);
+    for at in sent_ms {
+        s.renew.sent(ms(*at));
+    }
+    s
+}
+
+// Renew pacing (docs/design.md §6): a renew is due once little enough validity remains; a fresh
+// one leaves every renew_interval even while earlier ones are unanswered, up to three at once.
+#[test]
+fn renew_timing() {
+    use RoleName::*;
+    let renewed = |epoch| Outcome::Renewed { epoch: e(epoch), valid_until: ms(3500) };
+    let failed = || Outcome::RenewFailed { epoch: e(5), error: "timed out".into() };
+    run(vec![
+        Case {
+            name: "due, none in flight: renew",
+            state: active_with_renews(&[]),
+            obs: obs(2000).lease(held("a", 5)),
+            role: Active,
+            actions: vec![Action::Renew { epoch: e(5) }, Action::Checkpoint { epoch: e(5) }],
+        },
+        Case {
+            name: "the last renew left less than renew_interval ago: wait",
+            state: active_with_renews(&[1500]),
+            obs: obs(2000).lease(held("a", 5)),
+            role: Active,
+            actions: vec![Action::Checkpoint { epoch: e(5) }],
+        },
+        Case {
+            name: "an unanswered renew does not hold back the next one",
+            state: active_with_renews(&[1000]),
+            obs: obs(2000).lease(held("a", 5)),
+            role: Active,
+            actions: vec![Action::Renew { epoch: e(5) }, Action::Checkpoint { epoch: e(5) }],
+        },
+        Case {
+            name: "three unanswered renews hold back the fourth",
+            state: active_with_renews(&[0, 500, 1000]),
+            obs: obs(2000).lease(held("a", 5)),
+            role: Active,
+            actions: vec![Action::Checkpoint { epoch: e(5) }],
+        },
+        Case {
+            name: "a committed renew frees its place",
+            state: active_with_renews(&[0, 500, 1000]),
+            obs: obs(2000).lease(held("a", 5)).outcome(renewed(5)),
+            role: Active,
+            actions: vec![Action::Renew { epoch: e(5) }, Action::Checkpoint { epoch: e(5) }],
+        },
+        Case {
+            name: "a failed renew frees its place too",
+            state: active_with_renews(&[0, 500, 1000]),
+            obs: obs(2000).lease(held("a", 5)).outcome(failed()),
+            role: Active,
+            actions: vec![Action::Renew { epoch: e(5) }, Action::Checkpoint { epoch: e(5) }],
+        },
+        Case {
+            name: "a renew of an older epoch coming back frees its place",
+            state: active_with_renews(&[0, 500, 1000]),
+            obs: obs(2000).lease(held("a", 5)).outcome(renewed(4)),
+            role: Active,
+            actions: vec![Action::Renew { epoch: e(5) }, Action::Checkpoint { epoch: e(5) }],
+        },
+    ]);
+    let Decision { state, .. } = decide(&active_with_renews(&[]), &obs(2000).lease(held("a", 5)), &policy());
+    assert_eq!(state.renew.in_flight(), 1, "the renew sent is counted until it comes back");
+}
+
+// Where the lease a member takes came from: the guard's planned-handover floor and the failover
+// metrics read it from the role state, not from the daemon.
+#[test]
+fn transfer_provenance() {
+    let forced = |mut o: Observation| {
+        if let Some(t) = o.store.as_mut().and_then(|v| v.intents.transfer.as_mut()) {
+            t.forced = true;
+        }
+        o
+    };
+    let cases = [
+        ("a free lease, no transfer", obs(0).lease(free(3)), Provenance::Unplanned),
+        ("a transfer to this member", obs(0).lease(free(3)).transfer("a", 3), Provenance::Planned),
+        ("a forced transfer to this member", forced(obs(0).lease(free(3)).transfer("a", 3)), Provenance::Forced),
+        ("a transfer to another member it outlived", obs(5000).lease(free(3)).transfer("b", 3), Provenance::Unplanned),
+    ];
+    for (name, o, want) in cases {
+        let Decision { state, actions, .. } = decide(&standby(), &o, &policy());
+        assert_eq!(actions, vec![Action::Acquire], "{name}: acquires");
+        assert_eq!(state.provenance(), want, "{name}");
+        // The provenance stays with the holding until it is left.
+        let granted = o.clone().outcome(Outcome::Acquired { epoch: e(4), valid_until: ms(3000) });
+        let Decision { state, .. } = decide(&state, &granted, &policy());
+        assert_eq!(state.role, RoleName::Promoting, "{name}: promoting");
+        assert_eq!(state.provenance(), want, "{name}: after the grant");
+    }
+    assert_eq!(standby().provenance(), Provenance::Unplanned, "nothing taken, nothing planned");
+}
+
+#[test]
+fn the_previous_holder_is_the_last_other_member_seen_holding() {
+    let s = standby();
+    let Decision { state, .. } = decide(&s, &obs(0).lease(held("b", 3)), &policy());
+    assert_eq!(state.previous_holder(), Some(&id("b")));
+    let Decision { state, .. } = decide(&state, &obs(100).lease(free(3)), &policy());
+    assert_eq!(state.previous_holder(), Some(&id("b")), "a free lease keeps the last holder");
+    let mut mine = active(5, 3500);
+    mine.last_holder = Some((id("c"), e(4)));
+    let Decision { state, .. } = decide(&mine, &obs(100).lease(held("a", 5)), &policy());
+    assert_eq!(state.previous_holder(), Some(&id("c")), "this member's own holding is not a previous holder");
+}
