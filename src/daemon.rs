@@ -26,7 +26,7 @@ use crate::events::{EventKind, EventLog};
 use crate::guard::{GuardInput, GuardPolicy, PromotionGuard, SelfFence};
 use crate::health::{HealthPolicy, ProbeHistory, Verdict, best_height, gate_signing};
 use crate::producer::Producer;
-use crate::role::{self, Action, Decision, Observation, Outcome, Reason, RolePolicy, RoleState, StepDown, Why};
+use crate::role::{self, Action, Decision, Observation, Outcome, Reason, RolePolicy, RoleState, Span, StepDown, Why};
 use crate::telemetry::{self, FailoverReason, MeasuredStore, Metrics, Telemetry};
 
 /// How often the loop decides.
@@ -693,7 +693,7 @@ fn start_action(
                 let renewed = p.coord.renew(&lease, deadline).await;
                 match &renewed {
                     Ok(_) => tracing::debug!(%epoch, took_ms = sent.elapsed().as_millis() as u64, "lease renewed"),
-                    Err(e) => tracing::warn!(%epoch, error = %e, "lease renewal failed"),
+                    Err(e) => report_failed_renew(epoch, e, lease.valid_until, p.role_policy.renew_interval),
                 }
                 if let Ok(l) = renewed {
                     // Only a producer that may be active gets its permission moved; the producer
@@ -864,6 +864,19 @@ fn start_action(
 
 /// Before a planned handover: wait until the producer has just signed a new height, so the
 /// successor has a whole block interval to take over and no height is missed.
+/// One renew that fails while the lease has more than a renew interval left is no trouble:
+/// the next leaves within a renew interval (on a busy machine or during a raft leader change a
+/// store can miss one deadline). Less than that left is worth a warning: unless a renew commits
+/// in time, this member fences itself at the lease's end.
+fn report_failed_renew(epoch: Epoch, error: &crate::coord::CoordError, valid_until: MonoTime, interval: Duration) {
+    let left = Span(valid_until.saturating_since(MonoTime::now()));
+    if valid_until.saturating_since(MonoTime::now()) <= interval {
+        tracing::warn!(%epoch, %error, "lease renewal failed with {left} of the lease left; unless a renew commits in time this member fences itself when it ends");
+    } else {
+        tracing::info!(%epoch, %error, "lease renewal failed with {left} of the lease left; the next renew leaves within a renew interval");
+    }
+}
+
 async fn wait_for_fresh_signature(producer: &dyn Producer, limit: Duration) {
     let end = Instant::now() + limit;
     let first = producer.newest_signature(end).await.ok().flatten();

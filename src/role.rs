@@ -686,7 +686,7 @@ fn decide_idle(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, action
 ///   each failure in a row, at most `cooldown`), so a guard that keeps failing does not take,
 ///   fail and give back the lease every turn (each round a new epoch and a `fence_command`);
 /// - a member that stood down less than `cooldown` ago leaves a free lease to another eligible
-///   standby for at most `priority_delay` — never to nobody, and not longer, so two members that
+///   standby for at most twice `priority_delay` — never to nobody, and not longer, so two members that
 ///   both stood down recently do not leave it free for a whole cooldown: a cooldown never keeps
 ///   a free lease from a healthy, caught-up standby (L1).
 fn lease_blocker(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> Option<Why> {
@@ -717,22 +717,24 @@ fn grant_blocker(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> Optio
 }
 
 /// A member that stood down recently leaves a free lease to another eligible standby, for at
-/// most `priority_delay` (see [`lease_blocker`]).
+/// most twice `priority_delay` (see [`lease_blocker`]): a lower-priority standby still sees this
+/// member as a fresh, eligible standby of higher priority and waits `priority_delay` for it, so
+/// a deferral of only `priority_delay` would end at the same moment and the member that just
+/// stood down (with a dead keeper, a stalled node) would take the lease straight back.
 fn step_down_deferral(s: &RoleState, obs: &Observation, policy: &RolePolicy) -> Option<Why> {
     if obs.store.as_ref().is_some_and(|v| v.intents.transfer.as_ref().is_some_and(|t| t.to == obs.me)) {
         return None;
     }
     let stood_down_for = s.stood_down_at.map(|at| obs.now.saturating_since(at))?;
     let free_for = s.free_since.map_or(Duration::ZERO, |since| obs.now.saturating_since(since));
-    if stood_down_for >= policy.cooldown || free_for >= policy.priority_delay {
+    let window = policy.priority_delay.saturating_mul(2);
+    if stood_down_for >= policy.cooldown || free_for >= window {
         return None;
     }
     let other = eligible_standby(obs, policy).max_by_key(|r| (r.status.priority, r.status.height))?;
     Some(Why::DeferringAfterStepDown {
         to: other.status.member.clone(),
-        remaining_ms: millis(
-            policy.cooldown.saturating_sub(stood_down_for).min(policy.priority_delay.saturating_sub(free_for)),
-        ),
+        remaining_ms: millis(policy.cooldown.saturating_sub(stood_down_for).min(window.saturating_sub(free_for))),
     })
 }
 

@@ -1080,14 +1080,43 @@ fn every_idle_situation_has_a_reason() {
 /// each see the other as an eligible standby: neither leaves the free lease to the other for
 /// longer than `priority_delay`, so it is not left free for a whole cooldown.
 #[test]
-fn members_that_both_stood_down_recently_do_not_leave_the_lease_free_past_priority_delay() {
+fn members_that_both_stood_down_recently_do_not_leave_the_lease_free_past_twice_priority_delay() {
     let b = || peer("b", RoleName::Standby, 100, 100, 100);
     let recently = RoleState { stood_down_at: Some(ms(9_000)), free_since: Some(ms(9_500)), ..standby() };
     let d = decide(&recently, &obs(10_000).lease(free(4)).peer(b()), &policy());
     assert!(d.actions.is_empty());
-    assert!(matches!(d.why, Why::DeferringAfterStepDown { remaining_ms: 1_500, .. }), "{}", d.why);
-    let d = decide(&recently, &obs(11_500).lease(free(4)).peer(b()), &policy());
+    assert!(matches!(d.why, Why::DeferringAfterStepDown { remaining_ms: 3_500, .. }), "{}", d.why);
+    let d = decide(&recently, &obs(13_500).lease(free(4)).peer(b()), &policy());
     assert_eq!(d.actions, vec![Action::Acquire], "{}", d.why);
+}
+
+/// The kill-keeper race (chaos): active a (higher priority) is fenced when its keeper dies and
+/// stands down; standby b waits priority_delay for a, which it still sees as an eligible standby
+/// of higher priority. When b's wait ends, a must still be deferring, so b takes the lease.
+#[test]
+fn a_member_that_stood_down_defers_longer_than_a_lower_priority_standby_waits_for_it() {
+    let (free_at, pd) = (10_000, policy().priority_delay.as_millis() as u64);
+    let a_stood_down = RoleState { stood_down_at: Some(ms(free_at - 10)), free_since: Some(ms(free_at)), ..standby() };
+    let mut b = RoleState { free_since: Some(ms(free_at + 10)), ..standby() };
+    b.last_holder = Some((id("a"), e(4)));
+    let b_obs = |now| {
+        Observation { me: id("b"), priority: 100, ..obs(now).lease(free(4)) }.peer(peer(
+            "a",
+            RoleName::Standby,
+            100,
+            200,
+            50,
+        ))
+    };
+    let a_obs =
+        |now| Observation { priority: 200, ..obs(now).lease(free(4)) }.peer(peer("b", RoleName::Standby, 100, 100, 50));
+    let d = decide(&b, &b_obs(free_at + 10 + pd - 1), &policy());
+    assert!(matches!(d.why, Why::WaitingForPriority { .. }), "b waits for a first: {}", d.why);
+    let d = decide(&b, &b_obs(free_at + 10 + pd), &policy());
+    assert_eq!(d.actions, vec![Action::Acquire], "b takes over once its wait ends: {}", d.why);
+    let d = decide(&a_stood_down, &a_obs(free_at + 10 + pd), &policy());
+    assert!(d.actions.is_empty(), "a still defers to b: {}", d.why);
+    assert!(matches!(d.why, Why::DeferringAfterStepDown { .. }), "{}", d.why);
 }
 
 /// A member whose own promotion guard keeps failing backs off before it takes the free lease
@@ -1120,7 +1149,7 @@ fn a_member_whose_guard_keeps_failing_backs_off_before_taking_the_lease_again() 
 fn a_grant_asked_for_after_the_deferral_is_used_when_it_arrives() {
     let b = || peer("b", RoleName::Standby, 100, 100, 100);
     let asked =
-        RoleState { stood_down_at: Some(ms(9_000)), free_since: Some(ms(9_000)), seen_epoch: e(4), ..standby() };
+        RoleState { stood_down_at: Some(ms(9_000)), free_since: Some(ms(7_000)), seen_epoch: e(4), ..standby() };
     let d = decide(&asked, &obs(11_000).lease(free(4)).peer(b()), &policy());
     assert_eq!(d.actions, vec![Action::Acquire], "{}", d.why);
     // The store shows the grant before the acquire call returns: the lease is no longer free.
