@@ -1249,11 +1249,12 @@ fn transfer_provenance() {
         ("a transfer to another member it outlived", obs(5000).lease(free(3)).transfer("b", 3), Provenance::Unplanned),
     ];
     for (name, o, want) in cases {
-        let Decision { state, actions, .. } = decide(&standby(), &o, &policy());
+        let free_for_long = RoleState { free_since: Some(ms(0)), ..standby() };
+        let Decision { state, actions, .. } = decide(&free_for_long, &o, &policy());
         assert_eq!(actions, vec![Action::Acquire], "{name}: acquires");
         assert_eq!(state.provenance(), want, "{name}");
         // The provenance stays with the holding until it is left.
-        let granted = o.clone().outcome(Outcome::Acquired { epoch: e(4), valid_until: ms(3000) });
+        let granted = o.clone().outcome(Outcome::Acquired { epoch: e(4), valid_until: ms(99_000) });
         let Decision { state, .. } = decide(&state, &granted, &policy());
         assert_eq!(state.role, RoleName::Promoting, "{name}: promoting");
         assert_eq!(state.provenance(), want, "{name}: after the grant");
