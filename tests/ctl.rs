@@ -681,3 +681,19 @@ async fn promote_wait_reports_the_finished_handover() {
         assert!(raw.is_none(), "{member}'s log: {raw:?}");
     }
 }
+
+// The daemon answers but its store does not (two of three raft voters are gone): the request
+// was not carried out, and the daemon is there — exit 1 "not done", never 3 "did not answer".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_store_does_not_answer_exits_1_not_done() {
+    let mut lab = Lab::start("", &[]).await;
+    lab.wait_active(Duration::from_secs(15)).await;
+    wait_for_statuses(&lab).await;
+    lab.kill9(0);
+    lab.kill9(1);
+    let o = ctl(&lab, 2, &["--timeout", "30s", "pause"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.starts_with("failoverctl: not done: the store"), "{}", text(&o));
+    assert!(!stderr.contains("did not answer:"), "{}", text(&o));
+}

@@ -1,11 +1,12 @@
 //! The words of docs/design.md §2 as plain data: member ids, epochs, HRS, watermarks, lease views,
-//! member status and monotonic time.
+//! member status and monotonic time, and the watermark interchange format ([`interchange`]).
 //!
 //! Everything here is a value type with no I/O beyond reading the monotonic clock in
 //! [`MonoTime::now`]. The ordering rules that safety depends on (HRS order, watermark advance)
 //! live here so that every backend and adapter shares one definition of them.
 
 mod hrs;
+pub mod interchange;
 mod lease;
 mod member;
 pub mod rfc3339;
