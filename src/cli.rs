@@ -391,7 +391,7 @@ fn run_member(path: &std::path::Path, rejoin: bool) -> ExitCode {
 /// `failoverd coordinator --config FILE`: one raft member, no producer.
 fn coordinator(path: &std::path::Path, rejoin: bool) -> ExitCode {
     use crate::config::Backend;
-    use crate::coord::raft::{RaftCoordinator, RaftOptions};
+    use crate::coord::StartOptions;
     let (config, me) = match load_member(path) {
         Ok(x) => x,
         Err(code) => return code,
@@ -401,14 +401,13 @@ fn coordinator(path: &std::path::Path, rejoin: bool) -> ExitCode {
     }
     with_peer_listener(config, me, async move |config, me, listener| {
         crate::panic_hook::abort_after_fencing(None, Duration::ZERO);
-        let node =
-            match RaftCoordinator::start(&config, listener, RaftOptions { rejoin, ..RaftOptions::default() }).await {
-                Ok(n) => n,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+        let node = match crate::coord::start(&config, listener, StartOptions { rejoin, test_hooks: false }).await {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         tracing::info!(member = %config.member, peer_address = %me.peer_address, "raft member running");
         crate::signal::terminated().await;
         node.shutdown().await;

@@ -17,9 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::chain::ChainProbe;
-use crate::config::{Backend, Config, ProducerKind};
-use crate::coord::consul::ConsulCoordinator;
-use crate::coord::raft::{RaftCoordinator, RaftOptions};
+use crate::config::{Config, ProducerKind};
 use crate::coord::{Coordinator, StatusReport};
 use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, RoleName};
 use crate::events::{EventKind, EventLog};
@@ -69,9 +67,6 @@ struct Parts {
     kind: MemberKind,
     priority: u32,
     coord: Arc<dyn Coordinator>,
-    /// The embedded raft backend, when it is the store (status and storage failures).
-    raft: Option<Arc<RaftCoordinator>>,
-    consul: Option<Arc<ConsulCoordinator>>,
     events: Arc<EventLog>,
     producer: Option<Arc<dyn Producer>>,
     probe: Option<Arc<dyn ChainProbe>>,
@@ -144,7 +139,6 @@ pub async fn run(
         kind: parts.kind,
         key: parts.key.clone(),
         coord: Arc::clone(&parts.coord),
-        raft: parts.raft.clone(),
         own_status: parts.own_status.subscribe(),
         last_reason: parts.last_reason.subscribe(),
         why: parts.why.subscribe(),
@@ -179,12 +173,7 @@ pub async fn run(
     if let Some(f) = &parts.self_fence {
         f.stop();
     }
-    if let Some(raft) = &parts.raft {
-        raft.shutdown().await;
-    }
-    if let Some(consul) = &parts.consul {
-        consul.shutdown().await;
-    }
+    parts.coord.shutdown().await;
     result
 }
 
@@ -200,40 +189,19 @@ async fn setup(config: &Config, options: RunOptions, listener: tokio::net::TcpLi
     {
         start_embedded_sim(config, sim, rpc, &embedded_node).await?;
     }
-    let (coord, raft, consul): (Arc<dyn Coordinator>, _, _) = match config.coordinator.backend {
-        Backend::Raft => {
-            let raft = RaftCoordinator::start(
-                config,
-                listener,
-                RaftOptions { rejoin: options.rejoin, ..RaftOptions::default() },
-            )
+    let test_hooks = std::env::var("FAILOVERD_TEST_HOOKS").as_deref() == Ok("1");
+    let coord =
+        crate::coord::start(config, listener, crate::coord::StartOptions { rejoin: options.rejoin, test_hooks })
             .await
             .map_err(|e| DaemonError::Setup(e.to_string()))?;
-            let raft = Arc::new(raft);
-            (raft.clone(), Some(raft), None)
-        }
-        Backend::Consul => {
-            // The peer listener is not used: members meet through Consul.
-            drop(listener);
-            let consul = Arc::new(ConsulCoordinator::start(config).map_err(|e| DaemonError::Setup(e.to_string()))?);
-            (consul.clone(), None, Some(consul))
-        }
-    };
     let mut metrics = Metrics::new(&me.id, me.kind);
-    if let Some(raft) = &raft {
-        metrics.register_peer_refusals(raft.peer_refusals().family());
-    }
+    metrics.register_store(coord.as_ref());
     let metrics = Arc::new(metrics);
     let measured = Arc::new(MeasuredStore::new(coord, Arc::clone(&metrics)));
     let coord: Arc<dyn Coordinator> = measured.clone();
     let role_policy = RolePolicy::from_config(config);
-    let telemetry = Arc::new(Telemetry::new(
-        metrics,
-        measured,
-        raft.clone(),
-        me.kind == MemberKind::Producer,
-        role_policy.status_stale_after,
-    ));
+    let telemetry =
+        Arc::new(Telemetry::new(metrics, measured, me.kind == MemberKind::Producer, role_policy.status_stale_after));
     telemetry.metrics.declare_key(config.key_id().as_str());
     if me.kind == MemberKind::Producer {
         telemetry.metrics.declare_probe_source("local");
@@ -289,8 +257,6 @@ async fn setup(config: &Config, options: RunOptions, listener: tokio::net::TcpLi
         kind: me.kind,
         priority: me.priority,
         coord,
-        raft,
-        consul,
         events,
         producer,
         probe,
@@ -388,7 +354,7 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
     for i in 0..p.references.len() {
         tokio::spawn(reference_loop(Arc::clone(&p), i, shutdown.clone()));
     }
-    install_test_hooks(&shutdown, p.raft.clone());
+    install_test_hooks(&shutdown);
     let mut st = LoopState {
         role: RoleState::new(p.kind, MonoTime::now()),
         history: ProbeHistory::default(),
@@ -426,13 +392,8 @@ async fn main_loop(p: Arc<Parts>, shutdown: CancellationToken) -> Result<(), Dae
     let mut store_changes = p.coord.watch();
     // A member whose raft storage failed can never renew or vote again: it stops, so that its
     // supervisor restarts it once the disk is fixed, instead of lingering as a member in name.
-    let raft = p.raft.clone();
-    let store_failed = async move {
-        match raft {
-            Some(raft) => raft.storage_failed().await,
-            None => std::future::pending().await,
-        }
-    };
+    let coord = Arc::clone(&p.coord);
+    let store_failed = async move { coord.failed().await };
     tokio::pin!(store_failed);
     let mut fence_notices = p.fence_notices.lock().unwrap_or_else(|e| e.into_inner()).take();
     let fence_notice = async |rx: &mut Option<mpsc::UnboundedReceiver<crate::fence_notice::FenceNotice>>| match rx {
@@ -1043,9 +1004,8 @@ fn report_metrics(
     let remaining = next.deadline.filter(|_| holding).map_or(0.0, |d| d.saturating_since(now).as_secs_f64());
     m.set_lease_remaining(remaining);
     m.set_health(health.verdict == Verdict::Healthy && health.latest_good, health.lag);
-    if let Some(raft) = &p.raft {
-        let info = raft.info();
-        m.set_raft(info.term, info.commit, info.is_leader);
+    if let Some(raft) = p.coord.status().raft {
+        m.set_raft(raft.term, raft.commit, raft.is_leader);
     }
 }
 
@@ -1073,22 +1033,11 @@ async fn graceful_stop(st: &mut LoopState, p: &Parts) {
 
 /// With `FAILOVERD_TEST_HOOKS=1`, SIGUSR2 blocks every runtime worker: what a stalled runtime
 /// looks like, so tests can show the self-fence thread acts anyway; SIGUSR1 makes the raft task
-/// panic, so tests can show a panic ends the process after fencing. Never set in production.
-fn install_test_hooks(shutdown: &CancellationToken, raft: Option<Arc<RaftCoordinator>>) {
+/// panic (installed by the raft backend, `coord::StartOptions::test_hooks`), so tests can show a
+/// panic ends the process after fencing. Never set in production.
+fn install_test_hooks(shutdown: &CancellationToken) {
     if std::env::var("FAILOVERD_TEST_HOOKS").as_deref() != Ok("1") {
         return;
-    }
-    if let Some(raft) = raft {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let Ok(mut usr1) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) else {
-                return;
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = usr1.recv() => raft.inject_panic().await,
-            }
-        });
     }
     let shutdown = shutdown.clone();
     tokio::spawn(async move {

@@ -26,7 +26,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::config::MemberConfig;
-use crate::coord::raft::RaftCoordinator;
 use crate::coord::{CoordError, Coordinator};
 use crate::domain::{KeyId, MemberId, MemberKind, MemberStatus};
 use crate::events::{EventKind, EventLog, EventRecord};
@@ -42,9 +41,8 @@ pub struct ControlService {
     pub me: MemberId,
     pub kind: MemberKind,
     pub key: KeyId,
+    /// The store; its backend's own state (the embedded raft quorum) is shown in status too.
     pub coord: Arc<dyn Coordinator>,
-    /// The embedded raft backend, when it is the store: its state is shown in status.
-    pub raft: Option<Arc<RaftCoordinator>>,
     /// What the member's loop published last.
     pub own_status: watch::Receiver<Option<MemberStatus>>,
     /// Why this member last stepped down or was fenced, in words.

@@ -45,16 +45,13 @@ impl ControlService {
                 None
             }
         };
-        let raft = self.raft.as_ref().map(|raft| {
-            let info = raft.info();
-            let leader = info.leader.and_then(|id| raft.member_of(id)).map(ToString::to_string).unwrap_or_default();
-            RaftState {
-                leader,
-                term: info.term,
-                commit: info.commit,
-                applied: info.applied,
-                failed: info.failed.unwrap_or_default(),
-            }
+        let backend = self.coord.status();
+        let raft = backend.raft.map(|raft| RaftState {
+            leader: raft.leader.map(|m| m.to_string()).unwrap_or_default(),
+            term: raft.term,
+            commit: raft.commit,
+            applied: raft.applied,
+            failed: backend.failed.unwrap_or_default(),
         });
         StatusReply {
             member: self.me.to_string(),

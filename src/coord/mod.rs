@@ -4,6 +4,10 @@
 //! This module owns the contract, not a backend. It never decides roles (that is `role`) and
 //! never touches a producer; a backend only stores the lease, the watermarks and the operator
 //! intents, and refuses writes that carry a stale epoch.
+//!
+//! Callers outside `coord` start a backend with [`start`] and hold it as `Arc<dyn Coordinator>`:
+//! what they need beyond the store's contents (readiness, `failoverctl status`, a failed store,
+//! shutdown) is in the trait, so no caller names a backend type.
 
 use std::time::Duration;
 
@@ -15,6 +19,9 @@ use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberStatus,
 
 pub mod consul;
 pub mod raft;
+mod start;
+
+pub use start::{StartError, StartOptions, start};
 
 /// Operator intents, replicated through the store so that every member sees the same ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,6 +65,12 @@ pub struct StatusReport {
 pub enum CoordError {
     #[error("the lease is held by {holder} at epoch {epoch}; wait for it to be released or to expire")]
     LeaseHeld { holder: MemberId, epoch: Epoch },
+    /// An acquire refused because the lease moved on (to `epoch`) while it was in flight: raft
+    /// refuses an acquire that names an epoch this member saw before the store moved on, Consul
+    /// one whose lock was freed again before it was confirmed. The outcome is known: nothing was
+    /// granted. Unlike `Unavailable`, the store answered.
+    #[error("the lease moved on to epoch {epoch} while this acquire was in flight, so nothing was granted; ask again")]
+    LeaseMoved { epoch: Epoch },
     #[error("this member does not hold the lease at epoch {epoch} (the store has {current}); stop producing")]
     NotHolder { epoch: Epoch, current: LeaseView },
     #[error(transparent)]
@@ -106,7 +119,32 @@ pub fn plan_import(
         .collect()
 }
 
-/// The coordination store. All methods are bounded by `deadline`.
+/// What a backend says about itself, beyond the store's contents: plain data for `/readyz`,
+/// `failoverctl status` and the metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackendStatus {
+    /// Set once the store failed on this member for good, with why (raft: its storage failed and
+    /// its node stopped). Every call fails from then on; the daemon deactivates and stops.
+    pub failed: Option<String>,
+    /// The embedded raft quorum as this member sees it; `None` with an external store (Consul),
+    /// whose health shows only in whether it answers.
+    pub raft: Option<RaftStatus>,
+}
+
+/// This member's view of the embedded raft quorum.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RaftStatus {
+    /// The leader this member knows of; `None` while no leader is known (a majority unreachable).
+    pub leader: Option<MemberId>,
+    pub is_leader: bool,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+}
+
+/// The coordination store. All methods are bounded by `deadline`, except the four about the
+/// backend itself ([`Coordinator::status`], [`Coordinator::failed`],
+/// [`Coordinator::register_metrics`], [`Coordinator::shutdown`]).
 ///
 /// Contract, for every implementation (checked by the contract suite in `tests/`):
 /// - A method MUST return by its deadline; if the outcome is unknown then, it returns
@@ -192,4 +230,19 @@ pub trait Coordinator: Send + Sync {
     /// free, naming `to` the next holder (bound to the last epoch). Never frees a held lease: `to`
     /// still acquires only once the holder released or the store expired it.
     async fn request_forced_transfer(&self, to: &MemberId, deadline: Instant) -> Result<Transfer, CoordError>;
+
+    /// The backend's own state, now. MUST not wait on the store: readiness and status ask it.
+    fn status(&self) -> BackendStatus;
+
+    /// Resolves, with the reason, once the store has failed on this member for good (the same
+    /// reason [`BackendStatus::failed`] shows); never resolves otherwise.
+    async fn failed(&self) -> String;
+
+    /// Adds the counters the backend keeps itself to the member's metrics registry (raft: the
+    /// peer requests it refused).
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry);
+
+    /// Stops the backend's tasks and gives up what this member holds in the store by being
+    /// connected (Consul: its session, with the locks it holds). Waits for them to end.
+    async fn shutdown(&self);
 }

@@ -3,7 +3,8 @@
 //!
 //! It adds no behaviour: each call goes to the wrapped coordinator unchanged and its result comes
 //! back unchanged. It never retries, never times out on its own (the wrapped coordinator honours
-//! the deadline) and never decides anything.
+//! the deadline) and never decides anything. Every store call is one line through
+//! [`MeasuredStore::measure`]; what a result tells the gauges beyond that is in `after`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +14,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::metrics::Metrics;
-use crate::coord::{CoordError, Coordinator, Intents, StatusReport, StoreView, Transfer};
+use crate::coord::{BackendStatus, CoordError, Coordinator, Intents, StatusReport, StoreView, Transfer};
 use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberStatus, MonoTime, Watermark};
 
 pub struct MeasuredStore {
@@ -37,10 +38,13 @@ impl MeasuredStore {
         }
     }
 
+    /// Times `call` as `operation`, counts a failure, notes an answer, then hands the result to
+    /// `after` for the gauges that follow it.
     async fn measure<T>(
         &self,
         operation: &'static str,
         call: impl Future<Output = Result<T, CoordError>>,
+        after: impl FnOnce(&Metrics, &Result<T, CoordError>),
     ) -> Result<T, CoordError> {
         let started = Instant::now();
         let result = call.await;
@@ -49,42 +53,45 @@ impl MeasuredStore {
         if answered {
             self.last_answer_nanos.store(MonoTime::now().as_nanos().max(1), Ordering::Relaxed);
         }
+        after(&self.metrics, &result);
         result
+    }
+}
+
+/// For calls whose result the gauges do not follow.
+fn nothing<T>(_: &Metrics, _: &Result<T, CoordError>) {}
+
+/// A watermark the store answered with for `key`: the gauge follows it.
+fn follow(m: &Metrics, key: &KeyId, answered: Option<&Watermark>) {
+    if let Some(w) = answered {
+        m.set_watermark(key.as_str(), w.hrs.height);
     }
 }
 
 #[async_trait]
 impl Coordinator for MeasuredStore {
     async fn acquire(&self, member: &MemberId, deadline: Instant) -> Result<Lease, CoordError> {
-        self.measure("acquire", self.inner.acquire(member, deadline)).await
+        self.measure("acquire", self.inner.acquire(member, deadline), nothing).await
     }
 
     async fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Lease, CoordError> {
-        let result = self.measure("renew", self.inner.renew(lease, deadline)).await;
-        self.metrics.renewed(result.is_ok());
-        result
+        self.measure("renew", self.inner.renew(lease, deadline), |m, r| m.renewed(r.is_ok())).await
     }
 
-    async fn release(
-        &self,
-        lease: &Lease,
-        final_watermark: Option<(KeyId, Hrs)>,
-        deadline: Instant,
-    ) -> Result<(), CoordError> {
-        self.measure("release", self.inner.release(lease, final_watermark, deadline)).await
+    async fn release(&self, lease: &Lease, last: Option<(KeyId, Hrs)>, deadline: Instant) -> Result<(), CoordError> {
+        self.measure("release", self.inner.release(lease, last, deadline), nothing).await
     }
 
     async fn reserve(&self, epoch: Epoch, key: &KeyId, hrs: Hrs, deadline: Instant) -> Result<Watermark, CoordError> {
-        let result = self.measure("reserve", self.inner.reserve(epoch, key, hrs, deadline)).await;
-        match &result {
+        self.measure("reserve", self.inner.reserve(epoch, key, hrs, deadline), |m, r| match r {
             Ok(w) => {
-                self.metrics.reserved(key.as_str(), true);
-                self.metrics.set_watermark(key.as_str(), w.hrs.height);
+                m.reserved(key.as_str(), true);
+                follow(m, key, Some(w));
             }
-            Err(CoordError::Refused(_) | CoordError::NotHolder { .. }) => self.metrics.reserved(key.as_str(), false),
+            Err(CoordError::Refused(_) | CoordError::NotHolder { .. }) => m.reserved(key.as_str(), false),
             Err(_) => {}
-        }
-        result
+        })
+        .await
     }
 
     async fn checkpoint(
@@ -94,19 +101,13 @@ impl Coordinator for MeasuredStore {
         height: u64,
         deadline: Instant,
     ) -> Result<Watermark, CoordError> {
-        let result = self.measure("checkpoint", self.inner.checkpoint(epoch, key, height, deadline)).await;
-        if let Ok(w) = &result {
-            self.metrics.set_watermark(key.as_str(), w.hrs.height);
-        }
-        result
+        let call = self.inner.checkpoint(epoch, key, height, deadline);
+        self.measure("checkpoint", call, |m, r| follow(m, key, r.as_ref().ok())).await
     }
 
     async fn watermark(&self, key: &KeyId, deadline: Instant) -> Result<Option<Watermark>, CoordError> {
-        let result = self.measure("watermark", self.inner.watermark(key, deadline)).await;
-        if let Ok(Some(w)) = &result {
-            self.metrics.set_watermark(key.as_str(), w.hrs.height);
-        }
-        result
+        let call = self.inner.watermark(key, deadline);
+        self.measure("watermark", call, |m, r| follow(m, key, r.as_ref().ok().and_then(Option::as_ref))).await
     }
 
     async fn import_watermarks(
@@ -114,21 +115,20 @@ impl Coordinator for MeasuredStore {
         entries: &[(KeyId, Hrs)],
         deadline: Instant,
     ) -> Result<Vec<Watermark>, CoordError> {
-        let result = self.measure("import_watermarks", self.inner.import_watermarks(entries, deadline)).await;
-        if let Ok(after) = &result {
-            for ((key, _), w) in entries.iter().zip(after) {
-                self.metrics.set_watermark(key.as_str(), w.hrs.height);
+        self.measure("import_watermarks", self.inner.import_watermarks(entries, deadline), |m, r| {
+            for ((key, _), w) in entries.iter().zip(r.iter().flatten()) {
+                follow(m, key, Some(w));
             }
-        }
-        result
+        })
+        .await
     }
 
     async fn lease(&self, deadline: Instant) -> Result<LeaseView, CoordError> {
-        self.measure("lease", self.inner.lease(deadline)).await
+        self.measure("lease", self.inner.lease(deadline), nothing).await
     }
 
     async fn intents(&self, deadline: Instant) -> Result<Intents, CoordError> {
-        self.measure("intents", self.inner.intents(deadline)).await
+        self.measure("intents", self.inner.intents(deadline), nothing).await
     }
 
     fn watch(&self) -> watch::Receiver<StoreView> {
@@ -136,22 +136,38 @@ impl Coordinator for MeasuredStore {
     }
 
     async fn publish_status(&self, status: &MemberStatus, deadline: Instant) -> Result<(), CoordError> {
-        self.measure("publish_status", self.inner.publish_status(status, deadline)).await
+        self.measure("publish_status", self.inner.publish_status(status, deadline), nothing).await
     }
 
     async fn cluster_status(&self, deadline: Instant) -> Result<Vec<StatusReport>, CoordError> {
-        self.measure("cluster_status", self.inner.cluster_status(deadline)).await
+        self.measure("cluster_status", self.inner.cluster_status(deadline), nothing).await
     }
 
     async fn set_paused(&self, paused: bool, deadline: Instant) -> Result<(), CoordError> {
-        self.measure("set_paused", self.inner.set_paused(paused, deadline)).await
+        self.measure("set_paused", self.inner.set_paused(paused, deadline), nothing).await
     }
 
     async fn request_transfer(&self, to: &MemberId, deadline: Instant) -> Result<Transfer, CoordError> {
-        self.measure("request_transfer", self.inner.request_transfer(to, deadline)).await
+        self.measure("request_transfer", self.inner.request_transfer(to, deadline), nothing).await
     }
 
     async fn request_forced_transfer(&self, to: &MemberId, deadline: Instant) -> Result<Transfer, CoordError> {
-        self.measure("request_transfer", self.inner.request_forced_transfer(to, deadline)).await
+        self.measure("request_transfer", self.inner.request_forced_transfer(to, deadline), nothing).await
+    }
+
+    fn status(&self) -> BackendStatus {
+        self.inner.status()
+    }
+
+    async fn failed(&self) -> String {
+        self.inner.failed().await
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.register_metrics(registry);
+    }
+
+    async fn shutdown(&self) {
+        self.inner.shutdown().await;
     }
 }

@@ -388,17 +388,10 @@ impl Metrics {
         family.get_or_create(&KeyLabel { key: key.to_string() }).inc();
     }
 
-    /// Exports the embedded raft backend's refusals of peer requests and snapshots as
-    /// `failoverd_peer_refusals_total{reason}` (the counters live in the transport).
-    pub fn register_peer_refusals(
-        &mut self,
-        family: prometheus_client::metrics::family::Family<crate::coord::raft::peer_gate::RefusalLabel, Counter>,
-    ) {
-        self.registry.register(
-            "failoverd_peer_refusals",
-            "Peer requests and snapshots this member refused, by reason: not_a_member, spoofed_sender, malformed, snapshot",
-            family,
-        );
+    /// Exports the counters the store's backend keeps itself (raft: the peer requests it
+    /// refused, `failoverd_peer_refusals_total{reason}`).
+    pub fn register_store(&mut self, store: &dyn crate::coord::Coordinator) {
+        store.register_metrics(&mut self.registry);
     }
 
     pub fn set_raft(&self, term: u64, commit: u64, is_leader: bool) {

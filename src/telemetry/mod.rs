@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::coord::raft::RaftCoordinator;
+use crate::coord::Coordinator;
 use crate::domain::MonoTime;
 
 pub use self::measured_store::MeasuredStore;
@@ -29,10 +29,9 @@ pub const LOOP_STUCK_AFTER: Duration = Duration::from_secs(5);
 
 pub struct Telemetry {
     pub metrics: Arc<Metrics>,
+    /// Readiness asks the backend's own status when it has one (the embedded raft store: its
+    /// gossiped statuses answer even without a quorum), and when the store last answered if not.
     pub store: Arc<MeasuredStore>,
-    /// With the embedded raft store, readiness asks the raft node (gossiped statuses answer
-    /// even without a quorum).
-    raft: Option<Arc<RaftCoordinator>>,
     pub notifier: Option<SystemdNotifier>,
     loop_turned_nanos: AtomicU64,
     probe_ok_nanos: AtomicU64,
@@ -53,14 +52,12 @@ impl Telemetry {
     pub fn new(
         metrics: Arc<Metrics>,
         store: Arc<MeasuredStore>,
-        raft: Option<Arc<RaftCoordinator>>,
         needs_probe: bool,
         fresh_within: Duration,
     ) -> Telemetry {
         Telemetry {
             metrics,
             store,
-            raft,
             notifier: SystemdNotifier::from_env(),
             loop_turned_nanos: AtomicU64::new(0),
             probe_ok_nanos: AtomicU64::new(0),
@@ -98,12 +95,12 @@ impl Telemetry {
     /// recently.
     pub fn readiness(&self) -> Check {
         let mut problems = Vec::new();
-        match &self.raft {
+        let backend = self.store.status();
+        match backend.raft {
             Some(raft) => {
-                let info = raft.info();
-                if let Some(why) = info.failed {
+                if let Some(why) = backend.failed {
                     problems.push(format!("the raft store failed: {why}"));
-                } else if info.leader.is_none() {
+                } else if raft.leader.is_none() {
                     problems
                         .push("the raft quorum has no leader this member knows of (a majority is unreachable)".into());
                 }

@@ -51,7 +51,7 @@ async fn grant(m: &Member<'_>) -> Lease {
     loop {
         match m.coord.acquire(&m.id, soon()).await {
             Ok(lease) => return lease,
-            Err(CoordError::Unavailable(_)) if Instant::now() < deadline => {
+            Err(CoordError::LeaseMoved { .. } | CoordError::Unavailable(_)) if Instant::now() < deadline => {
                 let mut w = m.coord.watch();
                 let _ = tokio::time::timeout(Duration::from_millis(200), w.changed()).await;
             }
@@ -71,6 +71,85 @@ pub async fn run_all(members: &[Member<'_>]) {
     intents_are_replicated_and_watched(members).await;
     status_is_shared_between_members(members).await;
     calls_return_by_their_deadline(members).await;
+    racing_acquires_grant_the_lease_exactly_once(members).await;
+    racing_reserves_of_one_hrs_grant_it_exactly_once(members).await;
+}
+
+/// Calls fired at once in each race (Lighthouse's parallel slashing-protection tests).
+const RACERS: usize = 8;
+
+/// Waits until every member's watched view shows the lease free at `epoch`, so that a race
+/// starts from one view (a raft member names the epoch it saw in its acquire).
+async fn views_show_free(ms: &[Member<'_>], epoch: Epoch) {
+    for m in ms {
+        let mut view = m.coord.watch();
+        let seen =
+            tokio::time::timeout(Duration::from_secs(10), view.wait_for(|v| v.lease == LeaseView::Free { epoch }))
+                .await;
+        assert!(matches!(seen, Ok(Ok(_))), "{}'s view never showed the lease free at epoch {epoch}", m.id);
+    }
+}
+
+/// docs/design.md §4: an acquire succeeds only while nobody holds the lease. RACERS acquires
+/// from both producers, several from each, fired at once: exactly one is granted, and every
+/// other is refused naming that grant.
+pub async fn racing_acquires_grant_the_lease_exactly_once(ms: &[Member<'_>]) {
+    let producers: Vec<&Member<'_>> = ms.iter().filter(|m| m.kind == MemberKind::Producer).collect();
+    let before = free_lease(producers[0]).await;
+    views_show_free(ms, before).await;
+    let racers = (0..RACERS).map(|i| producers[i % producers.len()]);
+    let results = futures::future::join_all(racers.clone().map(|m| m.coord.acquire(&m.id, soon()))).await;
+    let granted: Vec<(&Member<'_>, &Lease)> =
+        racers.clone().zip(&results).filter_map(|(m, r)| r.as_ref().ok().map(|l| (m, l))).collect();
+    let [(winner, lease)] = granted[..] else {
+        panic!("{} of {RACERS} racing acquires were granted, not exactly one: {results:?}", granted.len())
+    };
+    assert!(lease.epoch > before, "the grant's epoch {} is not above {before}", lease.epoch);
+    assert_eq!(lease.holder, winner.id);
+    for (m, r) in racers.zip(&results) {
+        match r {
+            Ok(_) => {}
+            Err(CoordError::LeaseHeld { holder, epoch }) => {
+                assert_eq!((holder, *epoch), (&winner.id, lease.epoch), "{}'s refusal names the grant", m.id)
+            }
+            Err(CoordError::LeaseMoved { .. }) => {}
+            Err(e) => panic!("{}'s racing acquire was neither granted nor refused: {e}", m.id),
+        }
+    }
+    for m in ms {
+        let seen = m.coord.lease(soon()).await.expect("lease read");
+        assert_eq!(seen, LeaseView::Held { holder: winner.id.clone(), epoch: lease.epoch }, "as {} reads it", m.id);
+    }
+    winner.coord.release(lease, None, soon()).await.expect("release");
+}
+
+/// docs/design.md §4 and S3: a reservation succeeds only strictly above the watermark. RACERS
+/// reservations of one HRS by the holder, fired at once: exactly one is granted, every other is
+/// refused as not above the watermark it set, and the watermark is that HRS.
+pub async fn racing_reserves_of_one_hrs_grant_it_exactly_once(ms: &[Member<'_>]) {
+    let a = &ms[0];
+    let k = key("contract-reserve-race");
+    free_lease(a).await;
+    let lease = grant(a).await;
+    let base = a.coord.watermark(&k, soon()).await.expect("read").map(|w| w.hrs.height).unwrap_or(0);
+    let hrs = Hrs::new(base + 1, 0, Step::Precommit);
+    let results = futures::future::join_all((0..RACERS).map(|_| a.coord.reserve(lease.epoch, &k, hrs, soon()))).await;
+    let granted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(granted, 1, "{granted} of {RACERS} racing reservations of {hrs} were granted: {results:?}");
+    for r in &results {
+        match r {
+            Ok(w) => assert_eq!((w.hrs, w.epoch), (hrs, lease.epoch)),
+            Err(CoordError::Refused(WatermarkRefusal::NotAbove { current, .. })) => {
+                assert_eq!(*current, hrs, "a refusal names the watermark the winner set")
+            }
+            Err(e) => panic!("a racing reservation was neither granted nor refused as not above: {e}"),
+        }
+    }
+    for m in ms {
+        let w = m.coord.watermark(&k, soon()).await.expect("read").map(|w| (w.hrs, w.epoch));
+        assert_eq!(w, Some((hrs, lease.epoch)), "the watermark as {} reads it", m.id);
+    }
+    a.coord.release(&lease, None, soon()).await.expect("release");
 }
 
 pub async fn acquire_grants_increasing_epochs_and_only_one_holder(ms: &[Member<'_>]) {

@@ -65,7 +65,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::agent::{Agent, AgentError, KvEntry, TxnOp};
-use super::{CoordError, Coordinator, Intents, StatusReport, StoreView, Transfer, plan_import};
+use super::{BackendStatus, CoordError, Coordinator, Intents, StatusReport, StoreView, Transfer, plan_import};
 use crate::config::{Config, MemberConfig};
 use crate::domain::{
     Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, Watermark, WatermarkRefusal,
@@ -197,6 +197,15 @@ impl ConsulCoordinator {
 
     fn set_holding(&self, epoch: Option<Epoch>) {
         *self.holding.lock().unwrap_or_else(|e| e.into_inner()) = epoch;
+    }
+
+    /// Records that this member holds the lease at `epoch`, unless it already did: `false` when
+    /// an earlier acquire of this process was granted this epoch.
+    fn claim(&self, epoch: Epoch) -> bool {
+        let mut holding = self.holding.lock().unwrap_or_else(|e| e.into_inner());
+        let first = *holding != Some(epoch);
+        *holding = Some(epoch);
+        first
     }
 
     /// Passes this member's check, registering it again if the agent forgot it (a restart).
@@ -491,13 +500,18 @@ impl Coordinator for ConsulCoordinator {
             if entry.as_ref().and_then(|e| e.session.as_deref()) != Some(session.as_str()) {
                 return Err(match view {
                     LeaseView::Held { holder, epoch } => CoordError::LeaseHeld { holder, epoch },
-                    LeaseView::Free { .. } => {
-                        CoordError::Unavailable("the lock was released again right after it was taken".into())
-                    }
+                    // Taken and at once freed again (this member's session ended in between): the
+                    // lease moved past what this acquire saw, as raft's refusal of a stale one.
+                    LeaseView::Free { epoch } => CoordError::LeaseMoved { epoch },
                 });
             }
             let epoch = view.epoch();
-            self.set_holding(Some(epoch));
+            // Consul's lock is re-entrant: another acquire by this member, racing this one, took
+            // the same lock with the same session and LockIndex. Only the first to claim the
+            // epoch is granted it; the lease is held for the others.
+            if !self.claim(epoch) {
+                return Err(CoordError::LeaseHeld { holder: self.me.clone(), epoch });
+            }
             self.bump_watermark_epochs(epoch, &session).await?;
             self.update_intents(|i| i.transfer = None).await?;
             Ok(Lease { holder: self.me.clone(), epoch, ttl: self.check_ttl, valid_until: self.lease_until(sent) })
@@ -688,6 +702,22 @@ impl Coordinator for ConsulCoordinator {
 
     async fn request_forced_transfer(&self, to: &MemberId, deadline: Instant) -> Result<Transfer, CoordError> {
         bounded("request_transfer", deadline, self.transfer(to, true)).await
+    }
+
+    /// Consul is an external store: nothing of it fails for good on this member, and its health
+    /// shows only in whether it answers.
+    fn status(&self) -> BackendStatus {
+        BackendStatus::default()
+    }
+
+    async fn failed(&self) -> String {
+        std::future::pending().await
+    }
+
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
+
+    async fn shutdown(&self) {
+        ConsulCoordinator::shutdown(self).await;
     }
 }
 

@@ -23,7 +23,9 @@ use super::peer_gate::{PeerGate, PeerRefusals};
 use super::storage::{Opened, RaftLog, StoreError};
 use super::transport::{LinkFilter, PeerSenders, PeerService, PeerTarget, StatusBoard, TransportError};
 use crate::config::{Config, MemberConfig};
-use crate::coord::{CoordError, Coordinator, Intents, StatusReport, StoreView, Transfer, plan_import};
+use crate::coord::{
+    BackendStatus, CoordError, Coordinator, Intents, RaftStatus, StatusReport, StoreView, Transfer, plan_import,
+};
 use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, Watermark};
 use crate::proto::v1::peer_server::PeerServer;
 
@@ -198,10 +200,22 @@ impl RaftCoordinator {
         &self.refusals
     }
 
-    /// Test hook: makes the raft task panic (see `daemon`'s test hooks).
-    #[doc(hidden)]
-    pub async fn inject_panic(&self) {
-        let _ = self.requests.send(Request::Panic).await;
+    /// Test hook ([`crate::coord::StartOptions::test_hooks`]): SIGUSR1 makes the raft task panic,
+    /// until this node stops.
+    pub(in crate::coord) fn panic_on_sigusr1(&self) {
+        let requests = self.requests.clone();
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            let Ok(mut usr1) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) else {
+                return;
+            };
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = usr1.recv() => {
+                    let _ = requests.send(Request::Panic).await;
+                }
+            }
+        });
     }
 
     /// The node's own view of raft (leader, term, indexes).
@@ -213,8 +227,10 @@ impl RaftCoordinator {
     /// stopped; never resolves otherwise.
     pub async fn storage_failed(&self) -> String {
         let mut rx = self.info.clone();
-        match rx.wait_for(|i| i.failed.is_some()).await {
-            Ok(i) => i.failed.clone().unwrap_or_default(),
+        // The borrowed info is let go before waiting on: it must not be held across an await.
+        let failed = rx.wait_for(|i| i.failed.is_some()).await.map(|i| i.failed.clone().unwrap_or_default());
+        match failed {
+            Ok(why) => why,
             Err(_) => std::future::pending().await,
         }
     }
@@ -456,6 +472,34 @@ impl Coordinator for RaftCoordinator {
 
     async fn request_forced_transfer(&self, to: &MemberId, deadline: Instant) -> Result<Transfer, CoordError> {
         self.transfer(to, true, deadline).await
+    }
+
+    fn status(&self) -> BackendStatus {
+        let info = self.info();
+        let raft = RaftStatus {
+            leader: info.leader.and_then(|id| self.member_of(id)).cloned(),
+            is_leader: info.is_leader,
+            term: info.term,
+            commit: info.commit,
+            applied: info.applied,
+        };
+        BackendStatus { failed: info.failed, raft: Some(raft) }
+    }
+
+    async fn failed(&self) -> String {
+        self.storage_failed().await
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "failoverd_peer_refusals",
+            "Peer requests and snapshots this member refused, by reason: not_a_member, spoofed_sender, malformed, snapshot",
+            self.refusals.family(),
+        );
+    }
+
+    async fn shutdown(&self) {
+        RaftCoordinator::shutdown(self).await;
     }
 }
 

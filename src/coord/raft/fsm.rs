@@ -128,10 +128,7 @@ impl FsmState {
                     return Err(CoordError::LeaseHeld { holder: holder.clone(), epoch: self.epoch });
                 }
                 if seen_epoch.is_some_and(|seen| seen != self.epoch) {
-                    return Err(CoordError::Unavailable(format!(
-                        "the lease moved on to epoch {} since this acquire was sent; try again",
-                        self.epoch
-                    )));
+                    return Err(CoordError::LeaseMoved { epoch: self.epoch });
                 }
                 self.epoch = self.epoch.next();
                 self.holder = Some(member.clone());
@@ -321,7 +318,7 @@ mod tests {
         // a's acquire from when the lease was at epoch 0, committed only now.
         assert!(matches!(
             s.apply(&Command::Acquire { member: m("a"), seen_epoch: Some(e(0)) }),
-            Err(CoordError::Unavailable(_))
+            Err(CoordError::LeaseMoved { epoch }) if epoch == e(1)
         ));
         assert_eq!(s.holder, None);
         assert_eq!(
