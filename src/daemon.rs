@@ -654,7 +654,10 @@ fn start_action(
                 let renewed = p.coord.renew(&lease, deadline).await;
                 match &renewed {
                     Ok(_) => tracing::debug!(%epoch, took_ms = sent.elapsed().as_millis() as u64, "lease renewed"),
-                    Err(e) => report_failed_renew(epoch, e, lease.valid_until, p.role_policy.renew_interval),
+                    Err(e) => {
+                        report_failed_renew(epoch, e, lease.valid_until, p.role_policy.renew_interval);
+                        send(Event::Outcome(Outcome::RenewFailed { epoch, error: e.to_string() }));
+                    }
                 }
                 if let Ok(l) = renewed {
                     // Only a producer that may be active gets its permission moved; the producer
