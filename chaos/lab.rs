@@ -23,21 +23,28 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use failover::config::TlsConfig;
-use failover::domain::{MemberId, MonoTime};
+use failover::domain::MonoTime;
 use failover::proto::v1::{MembersReply, StatusReply};
 use failover::sim::chain::SimChain;
 use failover::sim::death_watch::DeathWatch;
+use failover::sim::lab::node::SimNode;
+use failover::sim::lab::procs::{self, Proc};
+use failover::sim::lab::{
+    self, Chain, LabError, LogFile, MemberConfig, Metrics, Peer, Processes, Producer, Store, ValidatorCommand,
+    ValidatorKind,
+};
 use failover::sim::ledger::SignatureRecord;
 use failover::sim::node::StateReport;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::net::{Namespaces, Net, sh};
-use crate::procs::{self, Proc};
+
+pub use failover::sim::lab::Timings;
 
 pub const MEMBERS: [&str; 3] = ["a", "b", "c"];
 pub const PRODUCERS: usize = 2;
@@ -50,110 +57,6 @@ pub const OPERATOR: &str = "chaos";
 const CERTIFICATE_VALIDITY: Duration = Duration::from_secs(7 * 86_400);
 /// Largest `/metrics` answer read.
 const METRICS_LIMIT: u64 = 1 << 20;
-
-/// The timings a lab runs with.
-#[derive(Clone, Debug)]
-pub struct Timings {
-    pub block: Duration,
-    pub lease_ttl: Duration,
-    pub renew_interval: Duration,
-    pub safety_margin: Duration,
-    pub call_timeout: Duration,
-    pub tick: Duration,
-    pub election_ticks: u32,
-    pub probe_interval: Duration,
-    pub probe_timeout: Duration,
-    pub unhealthy_after: u32,
-    pub stall_after: Duration,
-    pub cooldown: Duration,
-    pub priority_delay: Duration,
-    pub fence_timeout: Duration,
-    pub floor_margin: u64,
-}
-
-impl Timings {
-    /// Fast timings for the scenarios: a run takes seconds, not minutes.
-    pub fn chaos() -> Timings {
-        Timings {
-            block: Duration::from_millis(200),
-            lease_ttl: Duration::from_secs(3),
-            renew_interval: Duration::from_millis(500),
-            safety_margin: Duration::from_millis(300),
-            call_timeout: Duration::from_millis(800),
-            tick: Duration::from_millis(50),
-            election_ticks: 10,
-            probe_interval: Duration::from_millis(250),
-            probe_timeout: Duration::from_millis(200),
-            unhealthy_after: 3,
-            stall_after: Duration::from_secs(1),
-            cooldown: Duration::from_secs(3),
-            priority_delay: Duration::from_millis(300),
-            fence_timeout: Duration::from_millis(500),
-            floor_margin: 1,
-        }
-    }
-
-    /// docs/design.md §9's defaults, for the failover benchmark (500 ms blocks, as in the demo).
-    pub fn design() -> Timings {
-        Timings {
-            block: Duration::from_millis(500),
-            lease_ttl: Duration::from_secs(3),
-            renew_interval: Duration::from_secs(1),
-            safety_margin: Duration::from_millis(500),
-            call_timeout: Duration::from_secs(1),
-            tick: Duration::from_millis(100),
-            election_ticks: 10,
-            probe_interval: Duration::from_secs(1),
-            probe_timeout: Duration::from_millis(800),
-            unhealthy_after: 3,
-            stall_after: Duration::from_secs(3),
-            cooldown: Duration::from_secs(30),
-            priority_delay: Duration::from_secs(2),
-            fence_timeout: Duration::from_secs(1),
-            floor_margin: 1,
-        }
-    }
-
-    /// Signer mode's benchmark (issue 10): docs/design.md §9's defaults with lease_ttl 1 s (renew
-    /// 250 ms, safety_margin 200 ms, call_timeout 400 ms), raft ticks of 50 ms, and 100 ms
-    /// blocks, so that the first signed height after a takeover measures the takeover, not the
-    /// block interval.
-    pub fn signer_bench() -> Timings {
-        Timings {
-            block: Duration::from_millis(100),
-            lease_ttl: Duration::from_secs(1),
-            renew_interval: Duration::from_millis(250),
-            safety_margin: Duration::from_millis(200),
-            call_timeout: Duration::from_millis(400),
-            tick: Duration::from_millis(50),
-            ..Timings::design()
-        }
-    }
-
-    /// The longest a raft election may take: two randomized election timeouts.
-    pub fn election(&self) -> Duration {
-        self.tick * self.election_ticks * 2
-    }
-
-    /// The per-run L1 limit for a fault that ends the active member's ability to renew (its
-    /// daemon killed, stopped or cut off): the lease runs out on the raft leader TTL + margin
-    /// after the last renew, an election may come first, then the guard, the floor margin and the
-    /// next block; one second of slack for a loaded 2-core machine.
-    pub fn l1_lease_limit(&self) -> Duration {
-        self.lease_ttl
-            + self.safety_margin
-            + self.election()
-            + self.block * (self.floor_margin as u32 + 2)
-            + Duration::from_secs(1)
-    }
-
-    /// The per-run L1 limit for a fault of the active's node: detection (unhealthy_after probes,
-    /// each up to its timeout) plus a release and a takeover, or the lease limit if the release
-    /// does not get through.
-    pub fn l1_node_limit(&self) -> Duration {
-        (self.probe_interval + self.probe_timeout) * self.unhealthy_after + self.stall_after + self.l1_lease_limit()
-    }
-}
 
 /// How the lab is built.
 #[derive(Clone, Debug)]
@@ -184,9 +87,6 @@ struct Member {
     /// The validator's CometBFT-style home (`config/`, `data/`), key-holding mode.
     home: PathBuf,
     clock_file: PathBuf,
-    daemon: Option<Child>,
-    /// The node the lab starts: the sentry in key-holding mode, the privval node in signer mode.
-    node: Option<Child>,
     /// When to restart a process that exited on its own.
     daemon_restart: Option<Instant>,
     node_restart: Option<Instant>,
@@ -216,6 +116,11 @@ pub struct Lab {
     pub ledger: PathBuf,
     pub activations: PathBuf,
     mounts: Vec<PathBuf>,
+    /// Each member's daemon.
+    daemons: Processes,
+    /// The node the lab starts beside each producer: the sentry in key-holding mode, the privval
+    /// node in signer mode.
+    nodes: Processes,
     runtime: tokio::runtime::Handle,
     pub exits: Vec<Exit>,
     /// Records each validator's death in the activation log (key-holding mode).
@@ -259,18 +164,10 @@ pub fn remove_stale_labs() {
 /// Writes the lab's CA, a certificate for every member and one for [`OPERATOR`] into `dir`;
 /// returns each member's `[tls]` section (by member index) and the operator's.
 fn write_certificates(dir: &Path) -> Result<(Vec<TlsConfig>, TlsConfig), String> {
-    let ids: Vec<MemberId> =
-        MEMBERS.iter().map(|m| MemberId::new(*m)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
-    let operator = failover::tls::OperatorName::new(OPERATOR).map_err(|e| e.to_string())?;
-    let files =
-        failover::tls::write_cluster_files(dir, "chaos", &ids, std::slice::from_ref(&operator), CERTIFICATE_VALIDITY)
-            .map_err(|e| format!("cannot write the lab's certificates into {}: {e}", dir.display()))?;
-    let members = ids
-        .iter()
-        .map(|id| files.members.get(id).cloned().ok_or_else(|| format!("no certificate was written for member {id}")))
-        .collect::<Result<_, _>>()?;
-    let operator_tls = files.operators.get(&operator).cloned().ok_or("no operator certificate was written")?;
-    Ok((members, operator_tls))
+    let written = lab::certificates::write(dir, "chaos", &MEMBERS, &[OPERATOR], CERTIFICATE_VALIDITY)
+        .map_err(|e| e.to_string())?;
+    let operator_tls = written.operators.into_iter().next().ok_or("no operator certificate was written")?;
+    Ok((written.members, operator_tls))
 }
 
 impl Lab {
@@ -284,7 +181,7 @@ impl Lab {
             Net::Namespaces(Namespaces::create(tag, &MEMBERS).map_err(|e| format!("cannot build namespaces: {e}"))?)
         } else {
             let ports = |n| -> Result<Vec<u16>, String> {
-                (0..n).map(|_| failover::demo::unused_port().map_err(|e| e.to_string())).collect()
+                (0..n).map(|_| lab::unused_port().map_err(|e| LabError::NoPort(e).to_string())).collect()
             };
             Net::Loopback {
                 peer_ports: ports(MEMBERS.len())?,
@@ -304,6 +201,8 @@ impl Lab {
             exe: exe.to_path_buf(),
             members: Vec::new(),
             mounts: Vec::new(),
+            daemons: Processes::new(MEMBERS.len()),
+            nodes: Processes::new(MEMBERS.len()),
             runtime,
             exits: Vec::new(),
             death_watch: None,
@@ -369,125 +268,60 @@ impl Lab {
             data_dir,
             home,
             clock_file,
-            daemon: None,
-            node: None,
             daemon_restart: None,
             node_restart: None,
         })
     }
 
     fn config_text(&self, i: usize) -> String {
-        let t = &self.options.timings;
         let m = &self.members[i];
-        let ms = |d: Duration| format!("\"{}ms\"", d.as_millis());
-        let mut text = format!("member = \"{}\"\ndata_dir = \"{}\"\n", m.name, m.data_dir.display());
-        for (j, name) in MEMBERS.iter().enumerate() {
-            let (kind, priority) = match j {
-                0 => ("producer", 200),
-                1 => ("producer", 100),
-                _ => ("witness", 100),
-            };
-            text.push_str(&format!(
-                "[[members]]\nid = \"{name}\"\npeer_address = \"{}\"\nkind = \"{kind}\"\npriority = {priority}\n",
-                self.net.peer_addr(j)
-            ));
+        let addresses: Vec<String> = (0..MEMBERS.len()).map(|j| self.net.peer_addr(j).to_string()).collect();
+        MemberConfig {
+            id: m.name,
+            index: i,
+            data_dir: &m.data_dir,
+            peers: &Peer::cluster(&MEMBERS, &addresses),
+            timings: &self.options.timings,
+            store: &Store::Raft,
+            socket: &m.socket,
+            metrics: Metrics::Listen(self.net.metrics_addr(i).to_string()),
+            tls: self.member_tls.get(i),
+            chain: m.producer.then(|| Chain {
+                rpc: format!("http://{}", self.net.node_addr(i)),
+                reference_rpcs: Vec::new(),
+                sim: None,
+            }),
+            producer: m.producer.then(|| self.producer(i)),
         }
-        text.push_str(&format!(
-            "[coordinator]\nlease_ttl = {}\nrenew_interval = {}\nsafety_margin = {}\ncall_timeout = {}\n\
-             [coordinator.raft]\ntick = {}\nelection_ticks = {}\n\
-             [failover]\ncooldown = {}\npriority_delay = {}\nmax_lag_on_failover = 3\nfloor_margin = {}\n\
-             [api]\nsocket = \"{}\"\n[metrics]\nenabled = true\nlisten = \"{}\"\n",
-            ms(t.lease_ttl),
-            ms(t.renew_interval),
-            ms(t.safety_margin),
-            ms(t.call_timeout),
-            ms(t.tick),
-            t.election_ticks,
-            ms(t.cooldown),
-            ms(t.priority_delay),
-            t.floor_margin,
-            m.socket.display(),
-            self.net.metrics_addr(i),
-        ));
-        let tls = &self.member_tls[i];
-        text.push_str(&format!(
-            "[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            tls.ca_file.display(),
-            tls.cert_file.display(),
-            tls.key_file.display()
-        ));
-        if m.producer {
-            text.push_str(&self.producer_config(i));
-        }
-        text
+        .render()
     }
 
-    /// The `[chain]` and `[producer]` sections of producer `i`.
-    fn producer_config(&self, i: usize) -> String {
-        let t = &self.options.timings;
-        let ms = |d: Duration| format!("\"{}ms\"", d.as_millis());
-        let chain = format!(
-            "[chain]\nkind = \"sim\"\nrpc = \"http://{}\"\nprobe_interval = {}\nprobe_timeout = {}\n\
-             unhealthy_after = {}\nmax_lag = 5\nstall_after = {}\n",
-            self.net.node_addr(i),
-            ms(t.probe_interval),
-            ms(t.probe_timeout),
-            t.unhealthy_after,
-            ms(t.stall_after),
-        );
-        let producer = if self.options.signer {
+    /// Producer `i`'s `[producer]`.
+    fn producer(&self, i: usize) -> Producer {
+        let key_file = self.dir.join("priv_validator_key.json");
+        if self.options.signer {
             // The simulated node's SecretConnection key is fixed, so the signer can check that it
             // reached that node and no other (a stock CometBFT node's listener key changes at every
             // start, so there an operator pins nothing and keeps the link private).
-            format!(
-                "[producer]\nkind = \"cometbft-signer\"\nkey_file = \"{}\"\nchain_id = \"sim\"\n\
-                 priv_validator_laddr = \"tcp://{}@{}\"\nfence_timeout = {}\n",
-                self.dir.join("priv_validator_key.json").display(),
-                failover::sim::privval_node::node_id(),
-                self.net.privval_addr(i),
-                ms(t.fence_timeout),
-            )
-        } else {
-            let command: Vec<toml::Value> = self.validator_command(i).into_iter().map(toml::Value::String).collect();
-            format!(
-                "[producer]\nkind = \"cometbft-filepv\"\nkey_file = {}\nhome = {}\ncommand = {}\nfence_timeout = {}\n",
-                toml::Value::String(self.dir.join("priv_validator_key.json").display().to_string()),
-                toml::Value::String(self.members[i].home.display().to_string()),
-                toml::Value::Array(command),
-                ms(t.fence_timeout),
-            )
-        };
-        chain + &producer
-    }
-
-    /// The `command` producer `i`'s daemon starts (through its keeper) while it is active: a
-    /// validator that follows the member's sentry and signs above its home's state file until
-    /// its process dies. With `forking`, a start script that forks it and waits.
-    fn validator_command(&self, i: usize) -> Vec<String> {
-        let argv: Vec<String> = vec![
-            self.exe.display().to_string(),
-            "sim-node".into(),
-            "--sign-while-running".into(),
-            "--follow".into(),
-            format!("http://{}", self.net.node_addr(i)),
-            "--home".into(),
-            self.members[i].home.display().to_string(),
-            "--member".into(),
-            MEMBERS[i].into(),
-            "--ledger".into(),
-            self.ledger.display().to_string(),
-            "--activations".into(),
-            self.activations.display().to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--block-interval".into(),
-            format!("{}ms", self.options.timings.block.as_millis()),
-        ];
-        if !self.options.forking {
-            return argv;
+            return Producer::Signer {
+                key_file,
+                node_id: failover::sim::privval_node::node_id().to_string(),
+                node_address: self.net.privval_addr(i).to_string(),
+            };
         }
-        let line: Vec<String> = argv.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect();
-        vec!["/bin/sh".into(), "-c".into(), format!("{} & wait", line.join(" "))]
+        // A validator that follows the member's sentry and signs above its home's state file
+        // until its process dies; with `forking`, behind a start script that forks it and waits.
+        Producer::Validator(ValidatorCommand {
+            exe: self.exe.clone(),
+            kind: ValidatorKind::FilePv { key_file },
+            forking: self.options.forking,
+            sentry: format!("http://{}", self.net.node_addr(i)),
+            home: self.members[i].home.clone(),
+            member: MEMBERS[i].to_string(),
+            ledger: self.ledger.clone(),
+            activations: self.activations.clone(),
+            block: self.options.timings.block,
+        })
     }
 
     fn log_file(&self, name: &str) -> Result<std::fs::File, String> {
@@ -498,14 +332,15 @@ impl Lab {
             .map_err(|e| format!("cannot open log {name}: {e}"))
     }
 
-    fn spawn(&self, i: usize, args: &[&str], log: &str) -> Result<Child, String> {
-        let mut cmd = self.net.command(i, &self.exe);
-        cmd.args(args).stdin(Stdio::null()).stdout(self.log_file(log)?).stderr(self.log_file(log)?);
+    /// Prepares `command` (the `failoverd` binary inside member `i`'s namespace) the lab's way:
+    /// its log level, member `i`'s wall clock under libfaketime, and death with the runner.
+    fn prepare(&self, i: usize, command: &mut Command) {
         // CHAOS_RUST_LOG=debug (or any filter) makes the lab's processes log more.
-        cmd.env("RUST_LOG", std::env::var("CHAOS_RUST_LOG").unwrap_or_else(|_| "info".into()));
+        command.env("RUST_LOG", std::env::var("CHAOS_RUST_LOG").unwrap_or_else(|_| "info".into()));
         if let Some(lib) = &self.options.faketime {
             // Only the wall clock moves: the design relies on CLOCK_MONOTONIC alone.
-            cmd.env("LD_PRELOAD", lib)
+            command
+                .env("LD_PRELOAD", lib)
                 .env("FAKETIME_TIMESTAMP_FILE", &self.members[i].clock_file)
                 .env("FAKETIME_NO_CACHE", "1")
                 .env("DONT_FAKE_MONOTONIC", "1");
@@ -513,35 +348,27 @@ impl Lab {
         // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the parent.
         #[allow(unsafe_code)]
         unsafe {
-            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
+            command.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
         }
-        cmd.spawn().map_err(|e| format!("cannot start {log} for member {}: {e}", MEMBERS[i]))
     }
 
     pub fn start_node(&mut self, i: usize) -> Result<(), String> {
-        let addr = self.net.node_addr(i).to_string();
-        let block = format!("{}ms", self.options.timings.block.as_millis());
-        let ledger = self.ledger.to_string_lossy().to_string();
-        let activations = self.activations.to_string_lossy().to_string();
-        let privval = self.net.privval_addr(i).to_string();
-        let mut args = vec![
-            "sim-node",
-            "--listen",
-            &addr,
-            "--member",
-            MEMBERS[i],
-            "--block-interval",
-            &block,
-            "--ledger",
-            &ledger,
-        ];
         // A sentry never produces, so it has nothing to record; the privval node records its
         // permission changes as before.
-        if self.options.signer {
-            args.extend(["--activations", &activations, "--privval-listen", &privval]);
-        }
-        let child = self.spawn(i, &args, &format!("node-{}.log", MEMBERS[i]))?;
-        self.members[i].node = Some(child);
+        let node = SimNode {
+            member: MEMBERS[i].to_string(),
+            listen: self.net.node_addr(i).to_string(),
+            ledger: self.ledger.clone(),
+            activations: self.options.signer.then(|| self.activations.clone()),
+            privval_listen: self.options.signer.then(|| self.net.privval_addr(i).to_string()),
+            block: self.options.timings.block,
+        };
+        let mut command = self.net.command(i, &self.exe);
+        let log = self.log_file(&format!("node-{}.log", MEMBERS[i]))?;
+        let err = log.try_clone().map_err(|e| format!("cannot open the node log of member {}: {e}", MEMBERS[i]))?;
+        command.args(node.args()).stdin(Stdio::null()).stdout(log).stderr(err);
+        self.prepare(i, &mut command);
+        self.nodes.start(i, MEMBERS[i], "the node", &mut command).map_err(|e| e.to_string())?;
         self.members[i].node_restart = None;
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end {
@@ -554,31 +381,28 @@ impl Lab {
     }
 
     pub fn start_daemon(&mut self, i: usize) -> Result<(), String> {
-        let config = self.members[i].config.to_string_lossy().to_string();
-        let child = self.spawn(i, &["--config", &config], &format!("daemon-{}.log", MEMBERS[i]))?;
-        self.members[i].daemon = Some(child);
+        let log = self.dir.join(format!("daemon-{}.log", MEMBERS[i]));
+        let mut command =
+            lab::daemon_command(self.net.command(i, &self.exe), &self.members[i].config, &log, LogFile::Append)
+                .map_err(|e| e.to_string())?;
+        self.prepare(i, &mut command);
+        self.daemons.start(i, MEMBERS[i], "the daemon", &mut command).map_err(|e| e.to_string())?;
         self.members[i].daemon_restart = None;
         Ok(())
     }
 
-    fn pid(child: &Child) -> Pid {
-        Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX))
-    }
-
     pub fn signal_daemon(&self, i: usize, signal: Signal) {
-        if let Some(c) = &self.members[i].daemon {
-            let _ = kill(Self::pid(c), signal);
-        }
+        self.daemons.signal(i, signal);
     }
 
     /// Member `i`'s daemon process, while the lab runs one.
     pub fn daemon_pid(&self, i: usize) -> Option<i32> {
-        self.members[i].daemon.as_ref().map(|c| Self::pid(c).as_raw())
+        self.daemons.pid(i)
     }
 
     /// Member `i`'s node process (the sentry in key-holding mode), while the lab runs one.
     pub fn node_pid(&self, i: usize) -> Option<i32> {
-        self.members[i].node.as_ref().map(|c| Self::pid(c).as_raw())
+        self.nodes.pid(i)
     }
 
     /// The keeper member `i`'s daemon runs now, found in `/proc`.
@@ -593,19 +417,13 @@ impl Lab {
     }
 
     pub fn kill_daemon(&mut self, i: usize) {
-        if let Some(mut c) = self.members[i].daemon.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.daemons.kill(i);
     }
 
     /// Kills member `i`'s node with SIGKILL: the sentry, and in key-holding mode its validator
     /// too (a node that dies stops signing; the death watch records when).
     pub fn kill_node(&mut self, i: usize) {
-        if let Some(mut c) = self.members[i].node.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.nodes.kill(i);
         for v in self.validators(i) {
             let _ = kill(Pid::from_raw(v.pid), Signal::SIGKILL);
         }
@@ -637,17 +455,7 @@ impl Lab {
 
     /// SIGTERM and wait for the daemon to release and exit (SIGKILL after `grace`).
     pub fn stop_daemon(&mut self, i: usize, grace: Duration) {
-        let Some(mut c) = self.members[i].daemon.take() else { return };
-        let _ = kill(Self::pid(&c), Signal::SIGTERM);
-        let end = Instant::now() + grace;
-        while Instant::now() < end {
-            if let Ok(Some(_)) = c.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
+        self.daemons.stop(i, grace);
     }
 
     /// Notices daemons and nodes that exited without being told to, records why, and restarts
@@ -657,15 +465,12 @@ impl Lab {
         for i in 0..self.members.len() {
             let name = self.members[i].name;
             for what in ["daemon", "node"] {
-                let m = &mut self.members[i];
-                let (slot, restart_at) = if what == "daemon" {
-                    (&mut m.daemon, &mut m.daemon_restart)
-                } else {
-                    (&mut m.node, &mut m.node_restart)
+                let (processes, restart_at) = match what {
+                    "daemon" => (&mut self.daemons, &mut self.members[i].daemon_restart),
+                    _ => (&mut self.nodes, &mut self.members[i].node_restart),
                 };
-                if let Some(child) = slot {
-                    let Ok(Some(status)) = child.try_wait() else { continue };
-                    *slot = None;
+                if processes.started(i) {
+                    let Some(status) = processes.exited(i) else { continue };
                     *restart_at = Some(now + RESTART_DELAY);
                     use std::os::unix::process::ExitStatusExt;
                     let crash = status.code() == Some(101)
@@ -740,11 +545,7 @@ impl Lab {
 
     /// Member `i`'s control API `Status`, or `None` when it does not answer in time.
     pub async fn status_of(socket: PathBuf, timeout: Duration) -> Option<StatusReply> {
-        let call = async {
-            let mut client = failover::api::client::connect(&socket, timeout).await.ok()?;
-            client.status(failover::proto::v1::StatusRequest {}).await.ok().map(tonic::Response::into_inner)
-        };
-        tokio::time::timeout(timeout, call).await.ok().flatten()
+        lab::control::status(&socket, timeout).await
     }
 
     pub fn sockets(&self) -> Vec<PathBuf> {
@@ -774,12 +575,7 @@ impl Lab {
     /// Member `i`'s view of every member (its control API `Members`), or `None` when it does not
     /// answer within a second.
     pub fn members_view(&self, i: usize) -> Option<MembersReply> {
-        let socket = self.members[i].socket.clone();
-        let call = async move {
-            let mut client = failover::api::client::connect(&socket, Duration::from_secs(1)).await.ok()?;
-            client.members(failover::proto::v1::MembersRequest {}).await.ok().map(tonic::Response::into_inner)
-        };
-        self.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(1), call).await.ok().flatten() })
+        self.runtime.block_on(lab::control::members(&self.members[i].socket, Duration::from_secs(1)))
     }
 
     /// Member `i`'s `failoverd_peer_refusals_total` counters by reason, read from its metrics
@@ -801,16 +597,12 @@ impl Lab {
     /// node, named as `daemon of a`.
     pub fn not_running(&mut self) -> Vec<String> {
         let mut out = Vec::new();
-        for m in &mut self.members {
-            let mut slots = vec![("daemon", &mut m.daemon)];
-            if m.producer {
-                slots.push(("node", &mut m.node));
+        for (i, m) in self.members.iter().enumerate() {
+            if !self.daemons.running(i) {
+                out.push(format!("daemon of {}", m.name));
             }
-            for (what, slot) in slots {
-                let running = slot.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)));
-                if !running {
-                    out.push(format!("{what} of {}", m.name));
-                }
+            if m.producer && !self.nodes.running(i) {
+                out.push(format!("node of {}", m.name));
             }
         }
         out
@@ -920,24 +712,13 @@ impl LedgerTail {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        // Keepers and validators are not the lab's children: find them before their daemons go.
-        let dir = self.dir.display().to_string();
-        let strays: Vec<i32> = procs::all().into_iter().filter(|p| p.mentions(&dir)).map(|p| p.pid).collect();
-        for m in &mut self.members {
-            for child in [m.daemon.take(), m.node.take()].into_iter().flatten() {
-                let mut child = child;
-                let _ = kill(Self::pid(&child), Signal::SIGCONT);
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        // A keeper kills its node when its daemon dies, unless it was stopped or killed itself.
-        for pid in strays.into_iter().chain(procs::all().into_iter().filter(|p| p.mentions(&dir)).map(|p| p.pid)) {
-            if procs::read(pid).is_some_and(|p| p.mentions(&dir)) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
+        // Keepers and validators are not the lab's children: they go by the command lines that
+        // name the lab's directory, before and after the daemons (a keeper kills its node when
+        // its daemon dies, unless it was stopped or killed itself).
+        lab::kill_strays(&self.dir);
+        self.daemons.kill_all();
+        self.nodes.kill_all();
+        lab::kill_strays(&self.dir);
         if let Some(watch) = self.death_watch.take() {
             watch.stop();
         }

@@ -9,10 +9,10 @@
 mod lab;
 mod net;
 mod observe;
-mod procs;
 mod report;
 mod rogue;
 mod scenario;
+mod timings;
 mod verdict;
 
 use std::path::PathBuf;
@@ -28,6 +28,7 @@ use lab::{Lab, LabOptions, MEMBERS, Timings};
 use observe::Observer;
 use report::{RunResult, ScenarioReport};
 use scenario::{Context, Interrupted, Rng, Scenario};
+use timings::ChaosTimings;
 use verdict::Evidence;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);

@@ -9,14 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use failover::domain::MonoTime;
+use failover::sim::lab::procs::{self, Proc};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::lab::{Lab, MEMBERS, PRODUCERS, Timings};
 use crate::net::LinkFault;
 use crate::observe::Observer;
-use crate::procs::{self, Proc};
 use crate::rogue::{self, Answers};
+use crate::timings::ChaosTimings;
 use crate::verdict::{Expect, MemberState, RogueEvidence, expected_refusals};
 
 pub struct Scenario {

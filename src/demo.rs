@@ -12,23 +12,31 @@
 //! start until its process dies. A death watch records when each validator was seen dead, so the
 //! S1 overlaps in the summary come from outside every daemon. In signer mode the simulated node
 //! inside each daemon asks its member's remote signer for every signature.
+//!
+//! The cluster is built by the shared lab ([`crate::sim::lab`]); the timeline comes from each
+//! member's control API (its event stream and status), never from its log text. The members'
+//! logs are written to the work dir for reading afterwards.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::domain::{MemberId, MonoTime};
-use crate::sim::activation;
-use crate::sim::checker;
+use crate::domain::MonoTime;
+use crate::proto::v1::Event;
 use crate::sim::death_watch::DeathWatch;
-use crate::sim::ledger;
+use crate::sim::lab::{self, LabError, Processes, Timings};
+use crate::sim::{activation, checker, ledger};
+
 const NAMES: [&str; 7] = ["a", "b", "c", "d", "e", "f", "g"];
-const BLOCK: Duration = Duration::from_millis(500);
+/// How long a member's control socket may take to answer the timeline.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a member may take to release and exit at the end.
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -113,7 +121,9 @@ struct Member {
     rpc: Option<String>,
     /// Key-holding mode: its validator's activation log (a producer's).
     activations: Option<PathBuf>,
-    child: Option<Child>,
+    /// Counts its daemon's starts, so that its timeline follower knows a new process (whose
+    /// events are numbered from 1 again) from a reconnection to the same one.
+    starts: Arc<AtomicU64>,
 }
 
 /// Runs the demo; returns the process exit status.
@@ -142,225 +152,253 @@ fn say(json: bool, line: String) {
     }
 }
 
-/// A free port on 127.0.0.1 below Linux's ephemeral range (32768+): a port picked by binding
-/// port 0 could be taken by some process's outgoing connection before the member binds it.
-pub fn unused_port() -> std::io::Result<u16> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    static SEED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    // One seed per process, and a step (7919, prime) coprime with the range: a process never
-    // hands out the same port twice within 12 000 calls, even to two labs that picked their
-    // ports before either bound them (a time-based seed per call did, and a simulated node
-    // then lost its port to the other lab's member).
-    let seed = *SEED.get_or_init(|| (MonoTime::now().as_nanos() as u32) ^ std::process::id().rotate_left(16));
-    for _ in 0..2000 {
-        let step = NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
-        let port = 20_000 + ((step * 7919 + seed % 12_000) % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free port between 20000 and 32000"))
-}
-
-fn free_port() -> std::io::Result<u16> {
-    unused_port()
-}
-
-fn write_configs(dir: &Path, n: usize, signer: bool) -> std::io::Result<Vec<Member>> {
-    let peer_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
-    let rpc_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
-    let privval_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
+/// The demo's work dir, ports, certificates, key and one config per member.
+fn write_configs(dir: &Path, n: usize, signer: bool) -> Result<Vec<Member>, LabError> {
+    let ports = |count| -> Result<Vec<u16>, LabError> {
+        (0..count).map(|_| lab::unused_port().map_err(LabError::NoPort)).collect()
+    };
+    let (peer_ports, rpc_ports, privval_ports) = (ports(n)?, ports(n)?, ports(n)?);
     let key_file = dir.join("priv_validator_key.json");
     // A key from a known seed: the demo's validator protects nothing.
-    crate::producer::privval::validator_key::ValidatorKey::write_for_seed(&key_file, [0xde; 32])?;
+    crate::producer::privval::validator_key::ValidatorKey::write_for_seed(&key_file, [0xde; 32])
+        .map_err(LabError::io("write the validator key", &key_file))?;
     let ledger = dir.join("ledger.jsonl");
     // The members talk over mutual TLS, as a real cluster does: a CA and one certificate per
     // member in the work dir, and one for an operator to try `failoverctl --address` with.
-    let names: Vec<MemberId> = NAMES[..n].iter().filter_map(|m| MemberId::new(*m).ok()).collect();
-    let operator = crate::tls::OperatorName::new("demo").map_err(std::io::Error::other)?;
+    let names = &NAMES[..n];
     let certificates =
-        crate::tls::write_cluster_files(&dir.join("tls"), "demo", &names, &[operator], Duration::from_secs(86_400))
-            .map_err(std::io::Error::other)?;
+        lab::certificates::write(&dir.join("tls"), "demo", names, &["demo"], Duration::from_secs(86_400))?;
+    let addresses: Vec<String> = peer_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let peers = lab::Peer::cluster(names, &addresses);
+    let timings = Timings::demo();
+    let exe = std::env::current_exe().map_err(LabError::io("find", Path::new("this program")))?;
     let mut members = Vec::new();
-    for i in 0..n {
-        let name = NAMES[i];
-        let witness = i == n - 1;
-        let mut text = format!("member = \"{name}\"\ndata_dir = \"{}\"\n", dir.join(name).display());
-        for (j, port) in peer_ports.iter().enumerate() {
-            let kind = if j == n - 1 { "witness" } else { "producer" };
-            let priority = if j == 0 { 200 } else { 100 };
-            text.push_str(&format!(
-                "[[members]]\nid = \"{}\"\npeer_address = \"127.0.0.1:{port}\"\nkind = \"{kind}\"\npriority = {priority}\n",
-                NAMES[j]
-            ));
-        }
-        text.push_str(
-            "[coordinator]\nlease_ttl = \"2s\"\nrenew_interval = \"500ms\"\nsafety_margin = \"300ms\"\ncall_timeout = \"800ms\"\n\
-             [failover]\ncooldown = \"5s\"\npriority_delay = \"1s\"\n",
-        );
+    for (i, name) in names.iter().enumerate() {
+        let producer = peers[i].producer;
+        let rpc = producer.then(|| format!("http://127.0.0.1:{}", rpc_ports[i]));
+        let activations = (producer && !signer).then(|| dir.join(format!("activations-{name}.jsonl")));
         let socket = dir.join(format!("{name}.sock"));
-        text.push_str(&format!("[api]\nsocket = \"{}\"\n[metrics]\nenabled = false\n", socket.display()));
-        if let Some(tls) = names.get(i).and_then(|m| certificates.members.get(m)) {
-            text.push_str(&format!(
-                "[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-                tls.ca_file.display(),
-                tls.cert_file.display(),
-                tls.key_file.display()
-            ));
-        }
-        let rpc = (!witness).then(|| format!("http://127.0.0.1:{}", rpc_ports[i]));
-        let activations = (!witness && !signer).then(|| dir.join(format!("activations-{name}.jsonl")));
-        if let Some(rpc) = &rpc {
+        let chain = rpc.as_ref().map(|rpc| lab::Chain {
+            rpc: rpc.clone(),
+            reference_rpcs: Vec::new(),
             // Signer mode: the node inside the daemon signs through the remote signer, into the
             // shared ledger. Key-holding: it is the sentry, which never signs.
-            let node_ledger = if signer { ledger.clone() } else { dir.join(format!("sentry-{name}.jsonl")) };
-            text.push_str(&format!(
-                "[chain]\nkind = \"sim\"\nrpc = \"{rpc}\"\nprobe_interval = \"500ms\"\nprobe_timeout = \"400ms\"\nstall_after = \"2s\"\n\
-                 [chain.sim]\nledger = \"{}\"\nblock_interval = \"{}ms\"\n",
-                node_ledger.display(),
-                BLOCK.as_millis()
-            ));
-            if signer {
-                let pv = privval_ports[i];
-                text.push_str(&format!(
-                    "privval_listen = \"127.0.0.1:{pv}\"\n[producer]\nkind = \"cometbft-signer\"\nkey_file = \"{}\"\nchain_id = \"sim\"\npriv_validator_laddr = \"tcp://{node_id}@127.0.0.1:{pv}\"\nfence_timeout = \"1s\"\n",
-                    key_file.display(),
-                    node_id = crate::sim::privval_node::node_id(),
-                ));
-            }
-            if let Some(log) = &activations {
-                text.push_str(&validator_producer(dir, name, rpc, log)?);
-            }
+            sim: Some(lab::SimChain {
+                ledger: if signer { ledger.clone() } else { dir.join(format!("sentry-{name}.jsonl")) },
+                privval_listen: signer.then(|| format!("127.0.0.1:{}", privval_ports[i])),
+            }),
+        });
+        let producer = match (&rpc, &activations) {
+            (Some(_), None) => Some(lab::Producer::Signer {
+                key_file: key_file.clone(),
+                node_id: crate::sim::privval_node::node_id().to_string(),
+                node_address: format!("127.0.0.1:{}", privval_ports[i]),
+            }),
+            (Some(rpc), Some(log)) => Some(lab::Producer::Validator(lab::ValidatorCommand {
+                exe: exe.clone(),
+                kind: lab::ValidatorKind::FilePv { key_file: key_file.clone() },
+                forking: false,
+                sentry: rpc.clone(),
+                home: dir.join(format!("home-{name}")),
+                member: name.to_string(),
+                ledger: ledger.clone(),
+                activations: log.clone(),
+                block: timings.block,
+            })),
+            _ => None,
+        };
+        let text = lab::MemberConfig {
+            id: name,
+            index: i,
+            data_dir: &dir.join(name),
+            peers: &peers,
+            timings: &timings,
+            store: &lab::Store::Raft,
+            socket: &socket,
+            metrics: lab::Metrics::Disabled,
+            tls: certificates.members.get(i),
+            chain,
+            producer,
         }
+        .render();
         let config = dir.join(format!("{name}.toml"));
-        std::fs::write(&config, text)?;
+        std::fs::write(&config, text).map_err(LabError::io("write", &config))?;
         let log = dir.join(format!("{name}.log"));
-        members.push(Member { name: name.to_string(), config, log, socket, rpc, activations, child: None });
+        members.push(Member { name: name.to_string(), config, log, socket, rpc, activations, starts: Arc::default() });
     }
     Ok(members)
 }
 
-/// Key-holding mode: the `[producer]` that has member `name`'s daemon install the key and the
-/// signing state in the validator's home and start `failoverd sim-node --sign-while-running`
-/// following the sentry at `rpc`.
-fn validator_producer(dir: &Path, name: &str, rpc: &str, activations: &Path) -> std::io::Result<String> {
-    let exe = std::env::current_exe()?;
-    let home = dir.join(format!("home-{name}"));
-    let argv: Vec<String> = vec![
-        exe.display().to_string(),
-        "sim-node".into(),
-        "--sign-while-running".into(),
-        "--follow".into(),
-        rpc.into(),
-        "--home".into(),
-        home.display().to_string(),
-        "--member".into(),
-        name.into(),
-        "--ledger".into(),
-        dir.join("ledger.jsonl").display().to_string(),
-        "--activations".into(),
-        activations.display().to_string(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--block-interval".into(),
-        format!("{}ms", BLOCK.as_millis()),
-    ];
-    let command = toml::Value::Array(argv.into_iter().map(toml::Value::String).collect());
-    let (key_file, home) = (
-        toml::Value::String(dir.join("priv_validator_key.json").display().to_string()),
-        toml::Value::String(home.display().to_string()),
-    );
-    Ok(format!(
-        "[producer]\nkind = \"cometbft-filepv\"\nkey_file = {key_file}\nhome = {home}\ncommand = {command}\nfence_timeout = \"1s\"\n"
-    ))
+/// Starts member `i`'s daemon, logging JSON lines into its log.
+fn spawn(members: &[Member], daemons: &mut Processes, i: usize) -> Result<(), LabError> {
+    let m = &members[i];
+    let exe = std::env::current_exe().map_err(LabError::io("find", Path::new("this program")))?;
+    let mut program = Command::new(exe);
+    program.args(["--log-format", "json"]);
+    let mut command = lab::daemon_command(program, &m.config, &m.log, lab::LogFile::Append)?;
+    command.env("RUST_LOG", "info");
+    // Counted before the start: a follower that connects to the new process sees the new count.
+    m.starts.fetch_add(1, Ordering::SeqCst);
+    daemons.start(i, &m.name, "the daemon", &mut command)
 }
 
-fn spawn(member: &mut Member, events: &mpsc::Sender<(String, serde_json::Value)>) -> std::io::Result<()> {
-    use std::io::Write;
-    let exe = std::env::current_exe()?;
-    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&member.log)?;
-    let mut child = Command::new(exe)
-        .args(["--log-format", "json", "--config"])
-        .arg(&member.config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(stderr) = child.stderr.take() {
-        let tx = events.clone();
-        let name = member.name.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // The log is for reading afterwards (`--keep`); a write that fails loses a
-                // line of it, never the demo.
-                let _ = writeln!(log, "{line}");
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    let _ = tx.send((name.clone(), v));
+/// Follows every member's event stream over its control socket, for as long as `runtime` runs,
+/// and sends the timeline's lines to `lines`.
+fn follow(runtime: &tokio::runtime::Runtime, members: &[Member], lines: &mpsc::Sender<String>) {
+    for m in members {
+        let (name, socket, starts, lines) = (m.name.clone(), m.socket.clone(), m.starts.clone(), lines.clone());
+        runtime.spawn(async move {
+            let mut seen = (0u64, 0u64);
+            loop {
+                let Ok(mut stream) = lab::control::follow_events(&socket, CONTROL_TIMEOUT).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                // Read after connecting: a restarted daemon is counted before it starts.
+                let start = starts.load(Ordering::SeqCst);
+                if seen.0 != start {
+                    seen = (start, 0);
                 }
+                while let Ok(Some(event)) = stream.message().await {
+                    // A reconnection to the same daemon replays its history: show each event once.
+                    if event.seq <= seen.1 {
+                        continue;
+                    }
+                    seen.1 = event.seq;
+                    let status = lab::control::status(&socket, CONTROL_TIMEOUT).await;
+                    if let Some(line) = timeline_line(&name, &event, status.as_ref())
+                        && lines.send(line).is_err()
+                    {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-    }
-    member.child = Some(child);
-    Ok(())
-}
-
-/// A tiny blocking HTTP client for polling and steering the simulated nodes: the demo's main
-/// thread is not async.
-mod sim_http {
-    use std::net::TcpStream;
-    use std::time::Duration;
-
-    use crate::sim::node::StateReport;
-
-    pub struct SimHttp;
-
-    impl SimHttp {
-        fn request(&self, rpc: &str, method: &str, path: &str, body: &str) -> Option<String> {
-            let addr = rpc.strip_prefix("http://")?;
-            let s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(300)).ok()?;
-            crate::http::blocking_exchange(s, addr, (method, path, body), Duration::from_millis(500), 64 * 1024)
-        }
-
-        pub fn state(&self, rpc: &str) -> Option<StateReport> {
-            serde_json::from_str(&self.request(rpc, "GET", "/sim/state", "")?).ok()
-        }
-
-        pub fn control(&self, rpc: &str, body: &str) -> bool {
-            self.request(rpc, "POST", "/sim/control", body).is_some()
-        }
     }
 }
 
 /// The member whose node signs now. Key-holding: whose validator process is alive (started and
 /// not seen dead in its activation log, and not a zombie). Signer mode: whose remote signer
 /// signed one of the last three heights.
-fn active_member(members: &[Member], client: &sim_http::SimHttp, signer: bool) -> Option<usize> {
-    members.iter().position(|m| match (&m.activations, signer) {
-        (Some(log), false) => validator_pids(log).into_iter().any(process_alive),
+fn active_member(members: &[Member], daemons: &Processes, signer: bool) -> Option<usize> {
+    members.iter().enumerate().position(|(i, m)| match (&m.activations, signer) {
+        (Some(log), false) => activation::started_and_not_dead(&activation::read(log).unwrap_or_default())
+            .into_iter()
+            .any(lab::process_alive),
         _ => {
-            m.child.is_some()
+            daemons.started(i)
                 && m.rpc
                     .as_deref()
-                    .and_then(|r| client.state(r))
+                    .and_then(lab::node::state)
                     .is_some_and(|s| signer && s.state.last_signed.is_some_and(|h| s.height.saturating_sub(h) <= 2))
         }
     })
 }
 
-/// The validators of one activation log that started and were not yet seen dead.
-fn validator_pids(log: &Path) -> Vec<u32> {
-    activation::started_and_not_dead(&activation::read(log).unwrap_or_default())
+/// One demo run in progress: its members, their daemons and the fault schedule's state.
+struct Run<'a> {
+    options: &'a DemoOptions,
+    members: Vec<Member>,
+    daemons: Processes,
+    runtime: tokio::runtime::Runtime,
+    start: MonoTime,
+    schedule: Vec<(Duration, Fault)>,
+    next_fault: usize,
+    pending: Vec<(MonoTime, usize, Fault)>,
+    restarts: Vec<(MonoTime, usize)>,
+    unstall: Vec<(MonoTime, usize)>,
+    results: Vec<FaultResult>,
 }
 
-/// Whether process `pid` exists and is not a zombie.
-fn process_alive(pid: u32) -> bool {
-    let Ok(raw) = i32::try_from(pid) else { return false };
-    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None).is_err() {
-        return false;
+impl Run<'_> {
+    fn secs(&self, t: MonoTime) -> f64 {
+        t.saturating_since(self.start).as_secs_f64()
     }
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+
+    /// Prints a timeline line stamped with the time since the start.
+    fn say_now(&self, line: String) {
+        say(self.options.json, format!("{:>7.1}s  {line}", self.secs(MonoTime::now())));
+    }
+
+    /// Injects the next scheduled fault when its time has come.
+    fn inject_due(&mut self, active: Option<usize>) {
+        let now = MonoTime::now();
+        let Some(&(at, fault)) = self.schedule.get(self.next_fault) else { return };
+        if now.saturating_since(self.start) < at {
+            return;
+        }
+        self.next_fault += 1;
+        let Some(a) = active else {
+            self.results.push(FaultResult {
+                fault,
+                at_s: self.secs(now),
+                active_before: None,
+                active_after: None,
+                failover_s: None,
+                missed_heights: None,
+                note: "skipped: no active member at that moment".into(),
+            });
+            return;
+        };
+        let name = self.members[a].name.clone();
+        let what = match fault {
+            Fault::Kill => {
+                self.daemons.kill(a);
+                self.restarts.push((now.saturating_add(Duration::from_secs(6)), a));
+                format!("kill -9 the daemon of {name} (the active)")
+            }
+            Fault::Stall => {
+                lab::node::control(self.members[a].rpc.as_deref().unwrap_or_default(), r#"{"stall": true}"#);
+                self.unstall.push((now.saturating_add(Duration::from_secs(8)), a));
+                format!("stall the node of {name} (the active)")
+            }
+            Fault::Handover => {
+                let n = self.members.len();
+                let target = (0..n - 1).find(|i| *i != a).map(|i| self.members[i].name.clone()).unwrap_or_default();
+                let answer = self.promote(a, &target);
+                format!("handover from {name} to {target} (promote {target}): {answer}")
+            }
+        };
+        // Kills and stalls are faults; a handover is an operator's planned switchover.
+        let kind = if fault == Fault::Handover { "PLANNED" } else { "FAULT" };
+        say(self.options.json, format!("{:>7.1}s  {kind} {what}", self.secs(now)));
+        self.pending.push((now, a, fault));
+    }
+
+    /// Restarts the killed daemons and runs the stalled nodes whose time has come.
+    fn heal_due(&mut self) -> Result<(), String> {
+        for (at, i) in std::mem::take(&mut self.restarts) {
+            if MonoTime::now() < at {
+                self.restarts.push((at, i));
+                continue;
+            }
+            self.say_now(format!("restart the daemon of {}", self.members[i].name));
+            spawn(&self.members, &mut self.daemons, i)
+                .map_err(|e| format!("cannot restart {}: {e}", self.members[i].name))?;
+        }
+        for (at, i) in std::mem::take(&mut self.unstall) {
+            if MonoTime::now() < at {
+                self.unstall.push((at, i));
+                continue;
+            }
+            lab::node::control(self.members[i].rpc.as_deref().unwrap_or_default(), r#"{"stall": false}"#);
+            self.say_now(format!("the node of {} runs again", self.members[i].name));
+        }
+        Ok(())
+    }
+
+    /// A planned handover to `target` asked of member `via`: the member's answer.
+    fn promote(&self, via: usize, target: &str) -> String {
+        let socket = &self.members[via].socket;
+        match self.runtime.block_on(lab::control::promote(socket, target, Duration::from_secs(4))) {
+            Ok(message) => message,
+            Err(lab::control::ControlError::Unreachable { source, .. }) => {
+                format!("cannot reach the control socket: {source}")
+            }
+            Err(e) => e.to_string(),
+        }
+    }
 }
 
 fn run_inner(options: &DemoOptions) -> Result<Summary, String> {
@@ -371,174 +409,65 @@ fn run_inner(options: &DemoOptions) -> Result<Summary, String> {
     let dir = std::env::temp_dir().join(format!("failoverd-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut members = write_configs(&dir, n, options.signer).map_err(|e| format!("cannot write configs: {e}"))?;
+    let members = write_configs(&dir, n, options.signer).map_err(|e| format!("cannot write configs: {e}"))?;
     let logs: Vec<PathBuf> = members.iter().filter_map(|m| m.activations.clone()).collect();
     let death_watch = DeathWatch::start(&logs).map_err(|e| format!("cannot start the death watch: {e}"))?;
-    let (tx, rx) = mpsc::channel();
-    let json = options.json;
-    say(
-        json,
-        format!(
-            "failoverd demo: {} producers{} + 1 witness on 127.0.0.1, embedded raft, simulated nodes ({} ms blocks), {} s",
-            n - 1,
-            if options.signer { " (remote signers, cometbft-signer)" } else { "" },
-            BLOCK.as_millis(),
-            options.duration.as_secs()
-        ),
-    );
-    say(
-        json,
-        format!(
-            "  work dir {} (configs, each member's log, ledger.jsonl){}",
-            dir.display(),
-            if options.keep { "; kept at the end (--keep)" } else { "; removed at the end unless --keep" }
-        ),
-    );
-    for m in &mut members {
-        spawn(m, &tx).map_err(|e| format!("cannot start member {}: {e}", m.name))?;
+    announce(options, &dir);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let mut daemons = Processes::new(n);
+    for i in 0..n {
+        spawn(&members, &mut daemons, i).map_err(|e| format!("cannot start member {}: {e}", members[i].name))?;
     }
-    let client = sim_http::SimHttp;
-    let start = MonoTime::now();
-    let secs = |t: MonoTime| t.saturating_since(start).as_secs_f64();
+    let (tx, rx) = mpsc::channel();
+    follow(&runtime, &members, &tx);
     let nf = options.faults.len().max(1) as u32;
-    let schedule: Vec<(Duration, Fault)> =
+    let schedule =
         options.faults.iter().enumerate().map(|(i, f)| (options.duration * (i as u32 + 1) / (nf + 1), *f)).collect();
-    let mut next_fault = 0;
-    let mut pending: Vec<(MonoTime, usize, Fault)> = Vec::new();
-    let mut restarts: Vec<(MonoTime, usize)> = Vec::new();
-    let mut unstall: Vec<(MonoTime, usize)> = Vec::new();
+    let mut run = Run {
+        options,
+        members,
+        daemons,
+        runtime,
+        start: MonoTime::now(),
+        schedule,
+        next_fault: 0,
+        pending: Vec::new(),
+        restarts: Vec::new(),
+        unstall: Vec::new(),
+        results: Vec::new(),
+    };
     let mut last_active: Option<usize> = None;
-    let mut results: Vec<FaultResult> = Vec::new();
-    while MonoTime::now().saturating_since(start) < options.duration {
-        while let Ok((name, v)) = rx.try_recv() {
-            if let Some(line) = timeline_line(&name, &v) {
-                say(json, format!("{:>7.1}s  {line}", secs(MonoTime::now())));
-            }
+    while MonoTime::now().saturating_since(run.start) < options.duration {
+        while let Ok(line) = rx.try_recv() {
+            run.say_now(line);
         }
-        let active = active_member(&members, &client, options.signer);
+        let active = active_member(&run.members, &run.daemons, options.signer);
         if active != last_active {
             if let Some(a) = active {
-                say(json, format!("{:>7.1}s  {}  is signing", secs(MonoTime::now()), members[a].name));
+                run.say_now(format!("{}  is signing", run.members[a].name));
             }
             last_active = active;
         }
-        let now = MonoTime::now();
-        if next_fault < schedule.len() && now.saturating_since(start) >= schedule[next_fault].0 {
-            let fault = schedule[next_fault].1;
-            next_fault += 1;
-            match active {
-                None => results.push(FaultResult {
-                    fault,
-                    at_s: secs(now),
-                    active_before: None,
-                    active_after: None,
-                    failover_s: None,
-                    missed_heights: None,
-                    note: "skipped: no active member at that moment".into(),
-                }),
-                Some(a) => {
-                    let rpc = members[a].rpc.clone().unwrap_or_default();
-                    let what = match fault {
-                        Fault::Kill => {
-                            if let Some(mut c) = members[a].child.take() {
-                                let _ = c.kill();
-                                let _ = c.wait();
-                            }
-                            restarts.push((now.saturating_add(Duration::from_secs(6)), a));
-                            format!("kill -9 the daemon of {} (the active)", members[a].name)
-                        }
-                        Fault::Stall => {
-                            client.control(&rpc, r#"{"stall": true}"#);
-                            unstall.push((now.saturating_add(Duration::from_secs(8)), a));
-                            format!("stall the node of {} (the active)", members[a].name)
-                        }
-                        Fault::Handover => {
-                            let target =
-                                (0..n - 1).find(|i| *i != a).map(|i| members[i].name.clone()).unwrap_or_default();
-                            let answer = promote(&members[a].socket, &target);
-                            format!("handover from {} to {target} (promote {target}): {answer}", members[a].name)
-                        }
-                    };
-                    // Kills and stalls are faults; a handover is an operator's planned switchover.
-                    let kind = if fault == Fault::Handover { "PLANNED" } else { "FAULT" };
-                    say(json, format!("{:>7.1}s  {kind} {what}", secs(now)));
-                    pending.push((now, a, fault));
-                }
-            }
-        }
-        for (at, i) in std::mem::take(&mut restarts) {
-            if MonoTime::now() >= at {
-                say(json, format!("{:>7.1}s  restart the daemon of {}", secs(MonoTime::now()), members[i].name));
-                spawn(&mut members[i], &tx).map_err(|e| format!("cannot restart {}: {e}", members[i].name))?;
-            } else {
-                restarts.push((at, i));
-            }
-        }
-        for (at, i) in std::mem::take(&mut unstall) {
-            if MonoTime::now() >= at {
-                client.control(members[i].rpc.as_deref().unwrap_or_default(), r#"{"stall": false}"#);
-                say(json, format!("{:>7.1}s  the node of {} runs again", secs(MonoTime::now()), members[i].name));
-            } else {
-                unstall.push((at, i));
-            }
-        }
+        run.inject_due(active);
+        run.heal_due()?;
         std::thread::sleep(Duration::from_millis(100));
     }
-    for m in &mut members {
-        if let Some(mut c) = m.child.take() {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
-            let _ = c.wait();
-        }
+    for i in 0..n {
+        run.daemons.stop(i, STOP_GRACE);
     }
     // The validators die with their daemons; the watch records each death it sees.
+    lab::kill_strays(&dir);
     std::thread::sleep(crate::sim::death_watch::TICK * 5);
     death_watch.stop();
-    let s1_overlaps = (!options.signer).then(|| {
-        let records: Vec<_> = logs.iter().flat_map(|l| activation::read(l).unwrap_or_default()).collect();
-        activation::overlaps(&activation::windows(&records, MonoTime::now().as_nanos()), 0).len()
-    });
-    let records = ledger::read(&dir.join("ledger.jsonl")).map_err(|e| e.to_string())?;
-    let report = checker::check(&records);
-    for (at, before, fault) in pending {
-        let old = &members[before].name;
-        let first_new =
-            records.iter().filter(|r| r.member.as_str() != old && r.mono_ns > at.as_nanos()).min_by_key(|r| r.mono_ns);
-        // The old active may sign on after the fault (a planned handover waits for a fresh block).
-        let until = first_new.map_or(u64::MAX, |r| r.mono_ns);
-        let last_old = records.iter().filter(|r| r.member.as_str() == old && r.mono_ns < until).map(|r| r.height).max();
-        results.push(FaultResult {
-            fault,
-            at_s: secs(at),
-            active_before: Some(old.clone()),
-            active_after: first_new.map(|r| r.member.to_string()),
-            failover_s: first_new.map(|r| MonoTime::from_nanos(r.mono_ns).saturating_since(at).as_secs_f64()),
-            missed_heights: match (last_old, first_new) {
-                (Some(o), Some(f)) => Some(f.height.saturating_sub(o + 1)),
-                _ => None,
-            },
-            note: if first_new.is_some() { String::new() } else { "no other member signed afterwards".into() },
-        });
-    }
-    results.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
-    let mut by_member: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in &records {
-        *by_member.entry(r.member.as_str()).or_default() += 1;
-    }
-    let summary = Summary {
-        members: n,
-        duration_s: options.duration.as_secs_f64(),
-        signatures: records.len(),
-        failovers: results.iter().filter(|r| r.active_after.is_some()).count(),
-        faults: results,
-        missed_heights_total: report.missed_heights(),
-        double_signs: report.double_signs.len(),
-        s1_overlaps,
-    };
+    let summary = judge(&run, &dir, &logs)?;
     if options.keep || summary.double_signs > 0 || std::env::var_os("FAILOVERD_DEMO_KEEP").is_some() {
-        let logs: Vec<String> = members.iter().map(|m| format!("{}.log", m.name)).collect();
+        let logs: Vec<String> = run.members.iter().map(|m| format!("{}.log", m.name)).collect();
         say(
-            json,
+            options.json,
             format!(
                 "kept the work dir {}: each member's config and log ({}), ledger.jsonl, tls/",
                 dir.display(),
@@ -551,39 +480,101 @@ fn run_inner(options: &DemoOptions) -> Result<Summary, String> {
     Ok(summary)
 }
 
-/// The timeline's line for one log event of member `name`, if it shows one: errors, guard steps
-/// that failed or set the floor, and role changes, each step-down with its reason.
-fn timeline_line(name: &str, v: &serde_json::Value) -> Option<String> {
-    let f = &v["fields"];
-    let message = f["message"].as_str();
-    if v["level"].as_str() == Some("ERROR") {
-        return Some(format!("{name}  error: {} {}", message.unwrap_or("?"), f["error"].as_str().unwrap_or("")));
+/// The demo's first two lines: what runs, and where its files are.
+fn announce(options: &DemoOptions, dir: &Path) {
+    say(
+        options.json,
+        format!(
+            "failoverd demo: {} producers{} + 1 witness on 127.0.0.1, embedded raft, simulated nodes ({} ms blocks), {} s",
+            options.members - 1,
+            if options.signer { " (remote signers, cometbft-signer)" } else { "" },
+            Timings::demo().block.as_millis(),
+            options.duration.as_secs()
+        ),
+    );
+    say(
+        options.json,
+        format!(
+            "  work dir {} (configs, each member's log, ledger.jsonl){}",
+            dir.display(),
+            if options.keep { "; kept at the end (--keep)" } else { "; removed at the end unless --keep" }
+        ),
+    );
+}
+
+/// The summary, judged from the ledger and the activation logs alone.
+fn judge(run: &Run, dir: &Path, activation_logs: &[PathBuf]) -> Result<Summary, String> {
+    let s1_overlaps = (!run.options.signer).then(|| {
+        let records: Vec<_> = activation_logs.iter().flat_map(|l| activation::read(l).unwrap_or_default()).collect();
+        activation::overlaps(&activation::windows(&records, MonoTime::now().as_nanos()), 0).len()
+    });
+    let records = ledger::read(&dir.join("ledger.jsonl")).map_err(|e| e.to_string())?;
+    let report = checker::check(&records);
+    let mut results = run.results.clone();
+    for &(at, before, fault) in &run.pending {
+        let old = &run.members[before].name;
+        let first_new =
+            records.iter().filter(|r| r.member.as_str() != old && r.mono_ns > at.as_nanos()).min_by_key(|r| r.mono_ns);
+        // The old active may sign on after the fault (a planned handover waits for a fresh block).
+        let until = first_new.map_or(u64::MAX, |r| r.mono_ns);
+        let last_old = records.iter().filter(|r| r.member.as_str() == old && r.mono_ns < until).map(|r| r.height).max();
+        results.push(FaultResult {
+            fault,
+            at_s: run.secs(at),
+            active_before: Some(old.clone()),
+            active_after: first_new.map(|r| r.member.to_string()),
+            failover_s: first_new.map(|r| MonoTime::from_nanos(r.mono_ns).saturating_since(at).as_secs_f64()),
+            missed_heights: match (last_old, first_new) {
+                (Some(o), Some(f)) => Some(f.height.saturating_sub(o + 1)),
+                _ => None,
+            },
+            note: if first_new.is_some() { String::new() } else { "no other member signed afterwards".into() },
+        });
     }
-    if f["change"].as_str() == Some("role") {
-        let (from, to) = (f["from"].as_str().unwrap_or("?"), f["role"].as_str().unwrap_or("?"));
-        let epoch = f["epoch"].as_u64().map_or(String::new(), |e| format!("  epoch {e}"));
-        let height = f["height"].as_u64().map_or(String::new(), |h| format!("  height {h}"));
-        // The member's sentence is "from → to: cause"; a step-down shows its cause.
-        let cause = message.and_then(|m| m.split_once(": ")).map(|(_, cause)| cause);
-        let why = match (steps_down(from, to), cause) {
-            (true, Some(cause)) => format!("  ({cause})"),
-            (true, None) => "  (the member logged no reason)".to_string(),
-            (false, _) => String::new(),
-        };
-        return Some(format!("{name}  {from} -> {to}{epoch}{height}{why}"));
-    }
-    match message {
-        Some("promotion guard step") => {
-            let ok = f["ok"].as_bool().unwrap_or(false);
-            (!ok || f["step"].as_str() == Some("watermark_floor")).then(|| {
-                format!(
-                    "{name}  guard {} {}: {}",
-                    f["step"].as_str().unwrap_or("?"),
-                    if ok { "ok" } else { "FAILED" },
-                    f["detail"].as_str().unwrap_or("")
-                )
-            })
+    results.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    Ok(Summary {
+        members: run.members.len(),
+        duration_s: run.options.duration.as_secs_f64(),
+        signatures: records.len(),
+        failovers: results.iter().filter(|r| r.active_after.is_some()).count(),
+        faults: results,
+        missed_heights_total: report.missed_heights(),
+        double_signs: report.double_signs.len(),
+        s1_overlaps,
+    })
+}
+
+/// The timeline's line for one event of member `name`, if it shows one: role changes (each
+/// step-down with its reason, with the member's node height from its status), guard results
+/// (a pass with the key's watermark), fences and refused signatures.
+fn timeline_line(name: &str, event: &Event, status: Option<&crate::proto::v1::StatusReply>) -> Option<String> {
+    let epoch = event.epoch.map_or(String::new(), |e| format!("  epoch {e}"));
+    match event.kind.as_str() {
+        "role" => {
+            // The member's sentence is "from → to: cause" (role::describe_change); a step-down
+            // shows its cause.
+            let (change, cause) =
+                event.message.split_once(": ").map_or((event.message.as_str(), None), |(c, w)| (c, Some(w)));
+            let Some((from, to)) = change.split_once(" → ") else {
+                return Some(format!("{name}  {}{epoch}", event.message));
+            };
+            let height = status.and_then(|s| s.height).map_or(String::new(), |h| format!("  height {h}"));
+            let why = match (steps_down(from, to), cause) {
+                (true, Some(cause)) => format!("  ({cause})"),
+                (true, None) => "  (the member gave no reason)".to_string(),
+                (false, _) => String::new(),
+            };
+            Some(format!("{name}  {from} -> {to}{epoch}{height}{why}"))
         }
+        "guard" => {
+            let watermark = status
+                .and_then(|s| s.watermark.as_ref())
+                .and_then(|w| w.hrs.as_ref())
+                .filter(|_| !event.message.starts_with("guard failed"))
+                .map_or(String::new(), |hrs| format!("; the key's watermark is at height {}", hrs.height));
+            Some(format!("{name}  guard{epoch}: {}{watermark}", event.message))
+        }
+        "fence" | "refusal" => Some(format!("{name}  {}", event.message)),
         _ => None,
     }
 }
@@ -593,24 +584,6 @@ fn timeline_line(name: &str, v: &serde_json::Value) -> Option<String> {
 fn steps_down(from: &str, to: &str) -> bool {
     matches!(from, "promoting" | "active" | "demoting" | "fenced")
         && matches!(to, "demoting" | "fenced" | "standby" | "ineligible")
-}
-
-fn promote(socket: &Path, target: &str) -> String {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return format!("cannot start a runtime: {e}"),
-    };
-    runtime.block_on(async {
-        match crate::api::client::connect(socket, Duration::from_secs(2)).await {
-            Err(e) => format!("cannot reach the control socket: {e}"),
-            Ok(mut c) => {
-                match c.promote(crate::proto::v1::PromoteRequest { target: target.to_string(), force: false }).await {
-                    Ok(r) => r.into_inner().message,
-                    Err(status) => format!("refused: {}", status.message()),
-                }
-            }
-        }
-    })
 }
 
 fn print_summary(s: &Summary) {
@@ -634,22 +607,5 @@ fn print_summary(s: &Summary) {
     println!("  double_signs: {}", s.double_signs);
     if let Some(n) = s.s1_overlaps {
         println!("  validators able to sign at once (S1 overlaps): {n}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unused_port;
-
-    /// Two labs in one test process pick their ports before either binds them: a port handed
-    /// out twice is a member that cannot start.
-    #[test]
-    fn one_process_is_never_handed_the_same_port_twice() {
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..400 {
-            let port = unused_port().expect("a free port");
-            assert!((20_000..32_000).contains(&port), "{port} is outside 20000..32000");
-            assert!(seen.insert(port), "port {port} was handed out twice");
-        }
     }
 }

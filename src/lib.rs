@@ -11,7 +11,8 @@
 //! - [`producer`]: turning production on and off ([`producer::Producer`]).
 //! - [`keeper`]: the process outside the daemon that kills a node whose daemon froze.
 //! - [`fence_notice`]: how a fence done outside the decision loop reaches it.
-//! - [`sim`]: the simulated chain, its signature ledger and the S2 checker.
+//! - [`sim`]: the simulated chain, its signature ledger and the S2 checker, and the lab
+//!   ([`sim::lab`]) of real member processes that `failoverd demo`, the tests and chaos share.
 //! - [`http`]: the one way to build an HTTP client (rustls + ring, deadlines).
 //! - [`proto`]: generated protobuf types and their conversions.
 //! - [`signal`]: the one place that waits for SIGTERM/SIGINT.

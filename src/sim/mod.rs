@@ -17,6 +17,9 @@
 //! - [`death_watch`]: sees from outside when a validator's process dies and records it there.
 //! - [`checker`]: reads a ledger and reports every S2 violation and every gap in signed heights.
 //! - [`rogue_peer`]: a hostile peer that sends forged and spoofed peer traffic.
+//! - [`lab`]: a cluster of real member processes on one machine (configs, certificates, ports,
+//!   starting and stopping), shared by `failoverd demo`, the integration tests and the chaos
+//!   suite.
 //!
 //! Nothing here is used by a real deployment; it exists so that tests can prove S1 and S2 with
 //! real processes, sockets and files.
@@ -26,6 +29,7 @@ pub mod chain;
 pub mod checker;
 pub mod death_watch;
 pub mod jsonl;
+pub mod lab;
 pub mod ledger;
 pub mod node;
 pub mod privval_node;

@@ -14,22 +14,27 @@
 //! daemons' own words.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use failover::domain::MonoTime;
 use failover::sim::activation;
 use failover::sim::checker::{self, LedgerReport};
 use failover::sim::death_watch::DeathWatch;
+use failover::sim::lab::node::SimNode;
+use failover::sim::lab::{
+    self, Chain, LogFile, MemberConfig, Metrics, Peer, Processes, Producer, Timings, ValidatorCommand, ValidatorKind,
+};
 use failover::sim::ledger::{self, SignatureRecord};
 use failover::sim::node::StateReport;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
+pub use failover::sim::lab::Store;
+
 pub const MEMBERS: [&str; 3] = ["a", "b", "c"];
+/// The tests' timings ([`Timings::tests`]) the tests reason with.
 pub const BLOCK: Duration = Duration::from_millis(200);
 pub const LEASE_TTL: Duration = Duration::from_millis(1000);
 pub const SAFETY_MARGIN: Duration = Duration::from_millis(200);
@@ -73,14 +78,14 @@ pub struct Lab {
     pub configs: Vec<PathBuf>,
     /// Each member's metrics and health listener (127.0.0.1).
     pub metrics_ports: Vec<u16>,
-    daemons: Vec<Option<Child>>,
+    daemons: Processes,
     client: reqwest::Client,
 }
 
 /// A free port below Linux's ephemeral range (32768+), so that no outgoing connection of any
 /// process can take it between this check and the daemon's bind.
 pub fn free_port() -> u16 {
-    failover::demo::unused_port().expect("a free port on 127.0.0.1")
+    lab::unused_port().expect("a free port on 127.0.0.1")
 }
 
 /// Member `m`'s activation log in the lab's `dir`.
@@ -97,100 +102,60 @@ fn spawn_sim(
     privval: Option<u16>,
     block: Duration,
 ) -> (Child, String) {
-    let mut cmd = super::failoverd();
-    cmd.args(["sim-node", "--listen", "127.0.0.1:0", "--member", member]);
-    if let Some(port) = privval {
-        cmd.arg("--privval-listen").arg(format!("127.0.0.1:{port}"));
-    }
-    if let Some(log) = activations {
-        cmd.arg("--activations").arg(log);
-    }
-    let mut child = cmd
-        .arg("--block-interval")
-        .arg(format!("{}ms", block.as_millis()))
-        .arg("--ledger")
-        .arg(ledger)
-        .stdout(Stdio::piped())
-        .stderr(sim_log(ledger, member))
-        .spawn()
-        .expect("sim-node starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
-    let addr = line.trim().strip_prefix("listening ").expect("address line").to_string();
-    (child, format!("http://{addr}"))
+    let node = SimNode {
+        member: member.to_string(),
+        listen: "127.0.0.1:0".into(),
+        ledger: ledger.to_path_buf(),
+        activations,
+        privval_listen: privval.map(|port| format!("127.0.0.1:{port}")),
+        block,
+    };
+    node.spawn_announced(super::failoverd()).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Where the simulated node `member` (ledger `ledger`) writes its errors: beside its ledger.
-fn sim_log(ledger: &std::path::Path, member: &str) -> Stdio {
-    let path = ledger.with_file_name(format!("sim-{member}.log"));
-    std::fs::File::create(path).map_or_else(|_| Stdio::null(), Stdio::from)
-}
-
-/// The `[producer]` section that has member `m`'s daemon run a sign-while-running validator
-/// following `sentry`.
+/// The `[producer]` that has member `m`'s daemon run a sign-while-running validator following
+/// `sentry`.
 fn validator_producer(
     runner: Runner,
     dir: &std::path::Path,
     m: &str,
     sentry: &str,
     key_file: &std::path::Path,
-) -> String {
-    let home = dir.join(format!("home-{m}"));
-    let mut argv: Vec<String> = vec![
-        env!("CARGO_BIN_EXE_failoverd").into(),
-        "sim-node".into(),
-        "--sign-while-running".into(),
-        "--follow".into(),
-        sentry.into(),
-    ];
-    if runner == Runner::FilePv {
-        argv.extend(["--home".into(), home.display().to_string()]);
-    }
-    argv.extend([
-        "--member".into(),
-        m.into(),
-        "--ledger".into(),
-        dir.join("ledger.jsonl").display().to_string(),
-        "--activations".into(),
-        activation_log(dir, m).display().to_string(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--block-interval".into(),
-        format!("{}ms", BLOCK.as_millis()),
-    ]);
-    if runner == Runner::Forking {
-        argv.splice(0..0, ["sh".to_string(), "-c".to_string(), "\"$0\" \"$@\" & wait".to_string()]);
-    }
-    let command = toml::Value::Array(argv.into_iter().map(toml::Value::String).collect());
-    match runner {
-        Runner::FilePv => format!(
-            "[producer]\nkind = \"cometbft-filepv\"\nkey_file = \"{}\"\nhome = \"{}\"\ncommand = {command}\nfence_timeout = \"500ms\"\n",
-            key_file.display(),
-            home.display()
-        ),
-        Runner::Process | Runner::Forking => {
-            format!("[producer]\nkind = \"process\"\ncommand = {command}\nfence_timeout = \"500ms\"\n")
-        }
-    }
+) -> Producer {
+    Producer::Validator(ValidatorCommand {
+        exe: PathBuf::from(env!("CARGO_BIN_EXE_failoverd")),
+        kind: match runner {
+            Runner::FilePv => ValidatorKind::FilePv { key_file: key_file.to_path_buf() },
+            Runner::Process | Runner::Forking => ValidatorKind::Process,
+        },
+        forking: runner == Runner::Forking,
+        sentry: sentry.to_string(),
+        home: dir.join(format!("home-{m}")),
+        member: m.to_string(),
+        ledger: dir.join("ledger.jsonl"),
+        activations: activation_log(dir, m),
+        block: BLOCK,
+    })
 }
 
-/// Whether process `pid` can still run: it exists and is not a zombie.
-fn process_alive(pid: u32) -> bool {
-    let Ok(raw) = i32::try_from(pid) else { return false };
-    if kill(Pid::from_raw(raw), None).is_err() {
-        return false;
-    }
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
-}
-
-/// Where the members keep the lease.
-#[derive(Clone, Debug)]
-pub enum Store {
-    /// The embedded raft quorum of the three members.
-    Raft,
-    /// Consul: member `i` talks to the agent at `agents[i]`, under `prefix`.
-    Consul { agents: Vec<String>, check_ttl: Duration, lock_delay: Duration },
+/// Each producer's node (its sentry, or in signer mode its signing node): the processes and
+/// their addresses.
+fn start_nodes(
+    dir: &std::path::Path,
+    signer: bool,
+    privval_ports: &[u16],
+    block: Duration,
+) -> (Vec<Child>, Vec<String>) {
+    let ledger = dir.join("ledger.jsonl");
+    MEMBERS[..2]
+        .iter()
+        .enumerate()
+        .map(|(i, m)| match signer {
+            true => spawn_sim(m, &ledger, Some(activation_log(dir, m)), Some(privval_ports[i]), block),
+            // The sentry never produces: nothing of it may reach the shared ledger.
+            false => spawn_sim(m, &dir.join(format!("sentry-ledger-{m}.jsonl")), None, None, block),
+        })
+        .unzip()
 }
 
 impl Lab {
@@ -239,21 +204,11 @@ impl Lab {
         let signer = nodes == Nodes::Signer;
         let dir = tempfile::tempdir().expect("dir");
         let ledger = dir.path().join("ledger.jsonl");
-        let mut sims = Vec::new();
-        let mut sim_urls = Vec::new();
         let privval_ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
         let key_file = dir.path().join("priv_validator_key.json");
         failover::producer::privval::validator_key::ValidatorKey::write_for_seed(&key_file, [0x5a; 32])
             .expect("validator key file");
-        for (i, m) in MEMBERS[..2].iter().enumerate() {
-            let (child, url) = match signer {
-                true => spawn_sim(m, &ledger, Some(activation_log(dir.path(), m)), Some(privval_ports[i]), block),
-                // The sentry never produces: nothing of it may reach the shared ledger.
-                false => spawn_sim(m, &dir.path().join(format!("sentry-ledger-{m}.jsonl")), None, None, block),
-            };
-            sims.push(child);
-            sim_urls.push(url);
-        }
+        let (mut sims, sim_urls) = start_nodes(dir.path(), signer, &privval_ports, block);
         let death_watch = match nodes {
             Nodes::KeyHolding(_) => Some(
                 DeathWatch::start(&MEMBERS[..2].iter().map(|m| activation_log(dir.path(), m)).collect::<Vec<_>>())
@@ -268,59 +223,38 @@ impl Lab {
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let metrics_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let pki = super::pki::write_cluster(dir.path(), &MEMBERS, &["ops"]);
+        let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let peers = Peer::cluster(&MEMBERS, &addresses);
+        let timings = Timings::tests().with_block(block);
         let mut configs = Vec::new();
         for (i, m) in MEMBERS.iter().enumerate() {
-            let mut text =
-                format!("member = \"{m}\"\ndata_dir = \"{}\"\n", dir.path().join(format!("data-{m}")).display());
-            for (j, port) in ports.iter().enumerate() {
-                let (kind, prio) = match j {
-                    0 => ("producer", 200),
-                    1 => ("producer", 100),
-                    _ => ("witness", 100),
-                };
-                text.push_str(&format!(
-                    "[[members]]\nid = \"{}\"\npeer_address = \"127.0.0.1:{port}\"\nkind = \"{kind}\"\npriority = {prio}\n",
-                    MEMBERS[j]
-                ));
-            }
-            text.push_str(&format!(
-                "[coordinator]\nlease_ttl = \"{}ms\"\nrenew_interval = \"250ms\"\nsafety_margin = \"{}ms\"\ncall_timeout = \"400ms\"\n\
-                 [coordinator.raft]\ntick = \"50ms\"\nelection_ticks = 10\n\
-                 [failover]\ncooldown = \"1s\"\npriority_delay = \"300ms\"\nmax_lag_on_failover = 2\n\
-                 [api]\nsocket = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
-                LEASE_TTL.as_millis(),
-                SAFETY_MARGIN.as_millis(),
-                dir.path().join(format!("{m}.sock")).display(),
-                metrics_ports[i]
-            ));
-            if let Store::Consul { agents, check_ttl, lock_delay } = &store {
-                text = text.replacen("[coordinator]\n", "[coordinator]\nbackend = \"consul\"\n", 1);
-                text.push_str(&format!(
-                    "[coordinator.consul]\naddress = \"{}\"\nprefix = \"lab\"\ncheck_ttl = \"{}ms\"\nlock_delay = \"{}ms\"\n",
-                    agents[i],
-                    check_ttl.as_millis(),
-                    lock_delay.as_millis()
-                ));
-            }
-            if i < 2 {
-                text.push_str(&format!(
-                    "[chain]\nkind = \"sim\"\nrpc = \"{}\"\nreference_rpcs = [\"{reference_url}\"]\nprobe_interval = \"200ms\"\nprobe_timeout = \"150ms\"\nunhealthy_after = 3\nmax_lag = 5\nstall_after = \"{}ms\"\n",
-                    sim_urls[i],
-                    block.as_millis() * 7 / 2
-                ));
-                text.push_str(&match nodes {
+            let producer = i < 2;
+            let tls = pki.member(m);
+            let text = MemberConfig {
+                id: m,
+                index: i,
+                data_dir: &dir.path().join(format!("data-{m}")),
+                peers: &peers,
+                timings: &timings,
+                store: &store,
+                socket: &dir.path().join(format!("{m}.sock")),
+                metrics: Metrics::Listen(format!("127.0.0.1:{}", metrics_ports[i])),
+                tls: matches!(store, Store::Raft).then_some(&tls),
+                chain: producer.then(|| Chain {
+                    rpc: sim_urls[i].clone(),
+                    reference_rpcs: vec![reference_url.clone()],
+                    sim: None,
+                }),
+                producer: producer.then(|| match nodes {
                     Nodes::KeyHolding(runner) => validator_producer(runner, dir.path(), m, &sim_urls[i], &key_file),
-                    Nodes::Signer => format!(
-                        "[producer]\nkind = \"cometbft-signer\"\nkey_file = \"{}\"\nchain_id = \"sim\"\npriv_validator_laddr = \"tcp://{}@127.0.0.1:{}\"\nfence_timeout = \"500ms\"\n",
-                        key_file.display(),
-                        failover::sim::privval_node::node_id(),
-                        privval_ports[i]
-                    ),
-                });
+                    Nodes::Signer => Producer::Signer {
+                        key_file: key_file.clone(),
+                        node_id: failover::sim::privval_node::node_id().to_string(),
+                        node_address: format!("127.0.0.1:{}", privval_ports[i]),
+                    },
+                }),
             }
-            if matches!(store, Store::Raft) {
-                text.push_str(&super::pki::tls_section(&pki.member(m)));
-            }
+            .render();
             let text = tweak(i, text);
             let path = dir.path().join(format!("{m}.toml"));
             std::fs::write(&path, text).expect("config");
@@ -337,7 +271,7 @@ impl Lab {
             death_watch,
             configs,
             metrics_ports,
-            daemons: vec![None, None, None],
+            daemons: Processes::new(MEMBERS.len()),
             client: failover::http::client(Duration::from_secs(2)).expect("client"),
         };
         for i in 0..3 {
@@ -347,13 +281,14 @@ impl Lab {
     }
 
     pub fn start_daemon(&mut self, i: usize, env: &[(&str, &str)]) {
-        let log = std::fs::File::create(self.dir.path().join(format!("daemon-{}.log", MEMBERS[i]))).expect("log file");
-        let mut cmd = super::failoverd();
-        cmd.arg("--config").arg(&self.configs[i]).stdout(Stdio::null()).stderr(log).env("RUST_LOG", "info");
+        let log = self.dir.path().join(format!("daemon-{}.log", MEMBERS[i]));
+        let mut cmd =
+            lab::daemon_command(super::failoverd(), &self.configs[i], &log, LogFile::Truncate).expect("log file");
+        cmd.env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        self.daemons[i] = Some(cmd.spawn().expect("failoverd starts"));
+        self.daemons.start(i, MEMBERS[i], "the daemon", &mut cmd).expect("failoverd starts");
     }
 
     /// `failoverctl ARGS` against member `i`'s control socket.
@@ -375,33 +310,18 @@ impl Lab {
         std::fs::read_to_string(self.dir.path().join(format!("daemon-{}.log", MEMBERS[i]))).unwrap_or_default()
     }
 
-    fn pid(&self, i: usize) -> Pid {
-        Pid::from_raw(i32::try_from(self.daemons[i].as_ref().expect("running").id()).expect("pid"))
-    }
-
     pub fn signal(&self, i: usize, s: Signal) {
-        kill(self.pid(i), s).expect("signal the daemon");
+        assert!(self.daemons.signal(i, s), "signal the daemon of {}", MEMBERS[i]);
     }
 
     /// Waits up to `limit` for daemon `i` to exit on its own; its exit status, if it did.
     pub fn wait_exit(&mut self, i: usize, limit: Duration) -> Option<std::process::ExitStatus> {
-        let end = std::time::Instant::now() + limit;
-        let child = self.daemons[i].as_mut()?;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.daemons[i] = None;
-                return Some(status);
-            }
-            if std::time::Instant::now() >= end {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.daemons.wait_exit(i, limit)
     }
 
     /// Whether daemon `i` is still running.
     pub fn alive(&mut self, i: usize) -> bool {
-        self.daemons[i].as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.daemons.running(i)
     }
 
     /// Member `i`'s activation log: each start of its validator (with its pid) and each death
@@ -418,28 +338,16 @@ impl Lab {
     /// The process group of member `i`'s running validator (the group its keeper started).
     pub fn validator_group(&self, i: usize) -> Option<i32> {
         let pid = *self.validator_pids(i).last()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit_once(')')?.1.split_ascii_whitespace().nth(2)?.parse().ok()
+        Some(lab::procs::read(i32::try_from(pid).ok()?)?.pgrp)
     }
 
     /// The pid of the keeper member `i`'s daemon started (a `failoverd keeper` child of it).
     pub fn keeper_pid(&self, i: usize) -> Option<i32> {
-        let daemon = self.daemons[i].as_ref()?.id();
-        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let ppid: u32 = stat.rsplit_once(')')?.1.split_ascii_whitespace().nth(1)?.parse().ok()?;
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let is_keeper = cmdline.split(|b| *b == 0).nth(1) == Some(b"keeper".as_slice());
-            (ppid == daemon && is_keeper).then_some(pid)
-        })
+        Some(lab::procs::keeper_of(self.daemons.pid(i)?)?.pid)
     }
 
     pub fn kill9(&mut self, i: usize) {
-        if let Some(mut c) = self.daemons[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.daemons.kill(i);
     }
 
     /// The state of the node member `i`'s daemon probes: its sentry in a key-holding lab (which
@@ -475,7 +383,7 @@ impl Lab {
     /// of the last three heights.
     pub async fn signing(&self, i: usize) -> bool {
         match self.nodes {
-            Nodes::KeyHolding(_) => self.validator_pids(i).into_iter().any(process_alive),
+            Nodes::KeyHolding(_) => self.validator_pids(i).into_iter().any(lab::process_alive),
             Nodes::Signer => {
                 let height = self.sim(i).await.height;
                 self.last_signed(i).is_some_and(|h| height.saturating_sub(h) <= 2)
@@ -550,26 +458,10 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for c in self.daemons.iter_mut().flatten() {
-            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGCONT);
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // A validator its daemon did not take down goes too: only one of this lab's, checked by
-        // its command line, never a process that reused its pid.
-        let dir = self.dir.path().display().to_string();
-        for i in 0..2 {
-            for pid in self.validator_pids(i) {
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let cmdline = String::from_utf8_lossy(&cmdline);
-                if cmdline.contains("--sign-while-running")
-                    && cmdline.contains(&dir)
-                    && let Ok(raw) = i32::try_from(pid)
-                {
-                    let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
-                }
-            }
-        }
+        self.daemons.kill_all();
+        // A keeper or validator its daemon did not take down goes too: only this lab's, found by
+        // their command lines naming its directory.
+        lab::kill_strays(self.dir.path());
         if let Some(watch) = self.death_watch.take() {
             watch.stop();
         }

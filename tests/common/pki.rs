@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use failover::config::TlsConfig;
-use failover::domain::MemberId;
-use failover::tls::{CertificateAuthority, OperatorName};
+use failover::tls::CertificateAuthority;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 /// How long the test certificates are valid.
@@ -41,10 +40,9 @@ impl ClusterPki {
 /// Writes a new CA (`ca.pem`, `ca.key`), `member-<id>.pem/.key` for each of `members` and
 /// `operator-<name>.pem/.key` for each of `operators` into `dir`, with failoverd's own issuing code.
 pub fn write_cluster(dir: &Path, members: &[&str], operators: &[&str]) -> ClusterPki {
-    let members: Vec<MemberId> = members.iter().map(|m| MemberId::new(*m).expect("member id")).collect();
-    let operators: Vec<OperatorName> = operators.iter().map(|o| OperatorName::new(*o).expect("operator")).collect();
-    let files =
-        failover::tls::write_cluster_files(dir, "test", &members, &operators, TEST_VALIDITY).expect("certificates");
+    let written =
+        failover::sim::lab::certificates::write(dir, "test", members, operators, TEST_VALIDITY).expect("certificates");
+    let files = written.files;
     ClusterPki {
         ca_file: files.ca_file.clone(),
         dir: dir.to_path_buf(),

@@ -1,9 +1,9 @@
-//! The lab's view of processes it did not start itself: the keeper each daemon starts (a
+//! A lab's view of processes it did not start itself: the keeper each daemon starts (a
 //! `failoverd keeper` in a session of its own), the validator a keeper starts in a process group
 //! of its own (with whatever a start script forked beside it), and what is left of a group that
 //! should have been stopped. Everything comes from `/proc`, read the way `ps` does.
 //!
-//! It only reads: it never signals a process (the lab does) and never trusts what failoverd says
+//! It only reads: it never signals a process (the labs do) and never trusts what failoverd says
 //! about its own processes — this is the evidence that judges it.
 
 use std::path::Path;
@@ -63,6 +63,11 @@ pub fn read(pid: i32) -> Option<Proc> {
     let cmdline =
         raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     parse_stat(pid, &stat, cmdline)
+}
+
+/// Whether process `pid` can still run: it exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    i32::try_from(pid).ok().and_then(read).is_some_and(|p| p.live())
 }
 
 /// Every process now (those that exit while the table is read are left out).

@@ -1,0 +1,101 @@
+//! The chaos suite's timings: the presets its scenarios and its benchmark run with, and the L1
+//! limits its verdicts hold a failover to. The timings themselves are the shared lab's
+//! ([`failover::sim::lab::Timings`]), written into every member's config by it.
+//!
+//! It only computes durations; it never starts, waits or judges.
+
+use std::time::Duration;
+
+use failover::sim::lab::Timings;
+
+/// The chaos suite's presets and limits over the shared lab's [`Timings`].
+pub trait ChaosTimings {
+    /// Fast timings for the scenarios: a run takes seconds, not minutes.
+    fn chaos() -> Timings;
+    /// docs/design.md §9's defaults, for the failover benchmark (500 ms blocks, as in the demo).
+    fn design() -> Timings;
+    /// Signer mode's benchmark (issue 10): docs/design.md §9's defaults with lease_ttl 1 s (renew
+    /// 250 ms, safety_margin 200 ms, call_timeout 400 ms), raft ticks of 50 ms, and 100 ms
+    /// blocks, so that the first signed height after a takeover measures the takeover, not the
+    /// block interval.
+    fn signer_bench() -> Timings;
+    /// The per-run L1 limit for a fault that ends the active member's ability to renew (its
+    /// daemon killed, stopped or cut off): the lease runs out on the raft leader TTL + margin
+    /// after the last renew, an election may come first, then the guard, the floor margin and the
+    /// next block; one second of slack for a loaded 2-core machine.
+    fn l1_lease_limit(&self) -> Duration;
+    /// The per-run L1 limit for a fault of the active's node: detection (unhealthy_after probes,
+    /// each up to its timeout) plus a release and a takeover, or the lease limit if the release
+    /// does not get through.
+    fn l1_node_limit(&self) -> Duration;
+}
+
+impl ChaosTimings for Timings {
+    fn chaos() -> Timings {
+        Timings {
+            block: Duration::from_millis(200),
+            lease_ttl: Duration::from_secs(3),
+            renew_interval: Duration::from_millis(500),
+            safety_margin: Duration::from_millis(300),
+            call_timeout: Duration::from_millis(800),
+            tick: Duration::from_millis(50),
+            election_ticks: 10,
+            probe_interval: Duration::from_millis(250),
+            probe_timeout: Duration::from_millis(200),
+            unhealthy_after: 3,
+            max_lag: 5,
+            stall_after: Duration::from_secs(1),
+            cooldown: Duration::from_secs(3),
+            priority_delay: Duration::from_millis(300),
+            max_lag_on_failover: 3,
+            fence_timeout: Duration::from_millis(500),
+            floor_margin: 1,
+        }
+    }
+
+    fn design() -> Timings {
+        Timings {
+            block: Duration::from_millis(500),
+            lease_ttl: Duration::from_secs(3),
+            renew_interval: Duration::from_secs(1),
+            safety_margin: Duration::from_millis(500),
+            call_timeout: Duration::from_secs(1),
+            tick: Duration::from_millis(100),
+            election_ticks: 10,
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(800),
+            unhealthy_after: 3,
+            max_lag: 5,
+            stall_after: Duration::from_secs(3),
+            cooldown: Duration::from_secs(30),
+            priority_delay: Duration::from_secs(2),
+            max_lag_on_failover: 3,
+            fence_timeout: Duration::from_secs(1),
+            floor_margin: 1,
+        }
+    }
+
+    fn signer_bench() -> Timings {
+        Timings {
+            block: Duration::from_millis(100),
+            lease_ttl: Duration::from_secs(1),
+            renew_interval: Duration::from_millis(250),
+            safety_margin: Duration::from_millis(200),
+            call_timeout: Duration::from_millis(400),
+            tick: Duration::from_millis(50),
+            ..Timings::design()
+        }
+    }
+
+    fn l1_lease_limit(&self) -> Duration {
+        self.lease_ttl
+            + self.safety_margin
+            + self.election()
+            + self.block * (self.floor_margin as u32 + 2)
+            + Duration::from_secs(1)
+    }
+
+    fn l1_node_limit(&self) -> Duration {
+        (self.probe_interval + self.probe_timeout) * self.unhealthy_after + self.stall_after + self.l1_lease_limit()
+    }
+}
