@@ -13,6 +13,7 @@ mod applies;
 pub mod duration_text;
 pub mod files;
 pub mod paths;
+mod producer_config;
 mod source_map;
 pub mod validate;
 
@@ -24,6 +25,10 @@ use serde::{Deserialize, Serialize};
 
 pub use address::{HttpUrl, ListenAddress, PeerAddress};
 pub use files::Depth;
+pub use producer_config::{
+    ApiSettings, CommandSettings, EthereumMining, EthereumSettings, FilePvSettings, ProcessSettings, ProducerAdapter,
+    ProducerConfig, ProducerKind, ProducerSection, SignerSettings, SimSettings,
+};
 pub use source_map::{Position, SourceMap};
 
 use crate::domain::{KeyId, MemberId, MemberKind};
@@ -273,90 +278,6 @@ pub struct SimConfig {
     /// (`cometbft-signer`) and asks it for a precommit at each height.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privval_listen: Option<ListenAddress>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProducerKind {
-    /// The daemon supervises the node as its child process.
-    Process,
-    /// The simulated chain's producer.
-    Sim,
-    CometbftFilepv,
-    CometbftSigner,
-    Antelope,
-    Ethereum,
-    Solana,
-    /// Operator-supplied activate/deactivate/fence commands.
-    Command,
-}
-
-/// How the `ethereum` producer turns block production on and off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EthereumMining {
-    /// `miner_start` / `miner_stop`, confirmed with `eth_mining` (Clique/PoA clients).
-    Miner,
-    /// `evm_setIntervalMining(seconds)` / `evm_setIntervalMining(0)` (anvil, Hardhat).
-    Interval,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProducerConfig {
-    pub kind: ProducerKind,
-    /// Name of the signing key whose watermark the cluster keeps.
-    #[serde(default = "defaults::key_id")]
-    pub key_id: KeyId,
-    /// For `process`: argv of the node command.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<Vec<String>>,
-    /// For `command`: argv run to activate, deactivate and fence.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub activate_command: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deactivate_command: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fence_command: Option<Vec<String>>,
-    /// Protected source of the validator key (CometBFT `priv_validator_key.json`, ed25519); must
-    /// be mode 0600 or stricter. Loading parses it and refuses a key whose address is not
-    /// `chain.validator_address`. Relative: to the config file's directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_file: Option<PathBuf>,
-    /// How long a deactivation may take before the producer is killed.
-    #[serde(default = "defaults::fence_timeout", with = "duration_text")]
-    pub fence_timeout: Duration,
-    /// Deadline of each activate/deactivate command (`command`, `solana`, systemctl).
-    #[serde(default = "defaults::command_timeout", with = "duration_text")]
-    pub command_timeout: Duration,
-    /// The API that turns production on and off, when it is not `chain.rpc` (Antelope's producer
-    /// API is often bound to localhost on another port).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rpc: Option<HttpUrl>,
-    /// CometBFT FilePV: the node's home (`config/priv_validator_key.json`,
-    /// `data/priv_validator_state.json`). Relative: to the config file's directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub home: Option<PathBuf>,
-    /// CometBFT FilePV: start and stop the node as this systemd unit instead of supervising
-    /// `command`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub systemd_unit: Option<String>,
-    /// CometBFT signer: the node's `priv_validator_laddr` to dial: `tcp://host:port` with
-    /// SecretConnection, answering whatever listens there (stock CometBFT's privval listener key
-    /// is new at every start, so there is nothing stable to pin: keep the link private);
-    /// `tcp://<node id>@host:port` for a node whose listener key is stable, which must prove
-    /// that id; or `unix:///path` beside the node.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priv_validator_laddr: Option<String>,
-    /// CometBFT signer: the chain id every request must carry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chain_id: Option<String>,
-    /// Ethereum: `miner` (miner_start/miner_stop) or `interval` (evm_setIntervalMining).
-    #[serde(default = "defaults::ethereum_mining")]
-    pub mining: EthereumMining,
-    /// Ethereum `interval` mining: seconds between blocks while active (whole seconds, at least 1).
-    #[serde(default = "defaults::block_interval", with = "duration_text")]
-    pub block_interval: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -614,6 +535,35 @@ impl CoordinatorConfig {
     }
 }
 
+/// The probe settings' defaults, for a member without `[chain]` (a witness) too. The kind is a
+/// placeholder: `command` names no endpoint, and nothing probes a default chain.
+impl Default for ChainConfig {
+    fn default() -> Self {
+        ChainConfig {
+            kind: ChainKind::Command,
+            rpc: None,
+            command: None,
+            reference_rpcs: Vec::new(),
+            probe_interval: defaults::probe_interval(),
+            probe_timeout: defaults::probe_timeout(),
+            unhealthy_after: defaults::unhealthy_after(),
+            max_lag: defaults::max_lag(),
+            stall_after: defaults::stall_after(),
+            validator_address: None,
+            signing_window: defaults::signing_window(),
+            sim: None,
+        }
+    }
+}
+
+impl ChainConfig {
+    /// How long a probe's verdict stays fresh: the probes that make a node unhealthy, and one
+    /// more interval. Older than that, a node's health is unknown, never healthy.
+    pub fn stale_after(&self) -> Duration {
+        self.probe_interval.saturating_mul(self.unhealthy_after.saturating_add(1))
+    }
+}
+
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
@@ -819,6 +769,17 @@ impl Config {
         applies::unused_settings(self)
     }
 
+    /// `[chain]`, or its defaults on a member without one (a witness): where the probe timings
+    /// and the staleness of a probe come from, with no fallback written anywhere else.
+    pub fn chain_or_default(&self) -> std::borrow::Cow<'_, ChainConfig> {
+        self.chain.as_ref().map_or_else(|| std::borrow::Cow::Owned(ChainConfig::default()), std::borrow::Cow::Borrowed)
+    }
+
+    /// `producer.fence_timeout`, or its default on a member without `[producer]`.
+    pub fn fence_timeout(&self) -> Duration {
+        self.producer.as_ref().map_or_else(defaults::fence_timeout, |p| p.fence_timeout)
+    }
+
     /// The signing key whose watermark this member's producer uses (`validator` without one).
     pub fn key_id(&self) -> KeyId {
         self.producer.as_ref().map_or_else(defaults::key_id, |p| p.key_id.clone())
@@ -904,6 +865,16 @@ mod tests {
         assert_eq!(c.members[2].kind, MemberKind::Witness);
     }
 
+    /// `ChainConfig::default()` is what a `[chain]` that sets only its kind gets, so code that
+    /// falls back to it (a witness has no `[chain]`) reads the same timings as the file's.
+    #[test]
+    fn the_default_chain_has_the_timings_of_an_unset_chain() {
+        let parsed = Config::parse(VALID).expect("valid").chain.expect("[chain]");
+        let default = ChainConfig { kind: parsed.kind, rpc: parsed.rpc.clone(), ..ChainConfig::default() };
+        assert_eq!(parsed, default);
+        assert_eq!(default.stale_after(), Duration::from_secs(4), "three bad probes a second apart, and one more");
+    }
+
     #[test]
     fn effective_config_round_trips() {
         let c = Config::parse(VALID).expect("valid");
@@ -935,12 +906,12 @@ mod tests {
                 &["producer.rpc"],
             ),
             (
-                "[chain]\nkind = \"command\"\ncommand = [\"height\"]\nreference_rpcs = [\"http://127.0.0.1:9\"]\n[producer]\nkind = \"solana\"\n",
+                "[chain]\nkind = \"command\"\ncommand = [\"height\"]\nreference_rpcs = [\"http://127.0.0.1:9\"]\n[producer]\nkind = \"solana\"\nactivate_command = []\ndeactivate_command = [\"\"]\n",
                 &["chain.reference_rpcs", "producer.activate_command", "producer.deactivate_command"],
             ),
             (
-                "[chain]\nkind = \"cometbft\"\nrpc = \"http://127.0.0.1:26657\"\nvalidator_address = \"ABCD\"\nsigning_window = 0\n[producer]\nkind = \"cometbft-filepv\"\nkey_file = \"/k\"\n",
-                &["chain.validator_address", "producer.home", "producer.command", "chain.signing_window"],
+                "[chain]\nkind = \"cometbft\"\nrpc = \"http://127.0.0.1:26657\"\nvalidator_address = \"ABCD\"\nsigning_window = 0\n[producer]\nkind = \"cometbft-filepv\"\nkey_file = \"/k\"\nhome = \"/h\"\n",
+                &["chain.validator_address", "producer.command", "chain.signing_window"],
             ),
             (
                 "[chain]\nkind = \"cometbft\"\nrpc = \"http://127.0.0.1:26657\"\n[producer]\nkind = \"cometbft-filepv\"\nkey_file = \"/k\"\nhome = \"/h\"\ncommand = [\"cometbft\"]\nsystemd_unit = \"cometbft.service\"\n",
@@ -953,6 +924,39 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(problems_with(text), *want, "{text}");
+        }
+    }
+
+    /// A setting an adapter cannot run without is part of its struct: leaving it out stops the
+    /// parse at the `[producer]` table, naming every setting that kind lacks.
+    #[test]
+    fn a_required_producer_setting_left_out_is_a_parse_error_at_the_producer_table() {
+        let base = VALID.split("[chain]").next().expect("prefix");
+        let chain = "[chain]\nkind = \"sim\"\nrpc = \"http://127.0.0.1:4\"\n";
+        let producer_line = base.lines().count() + chain.lines().count() + 1;
+        let cases: &[(&str, &[&str])] = &[
+            ("kind = \"process\"\n", &["needs command = ["]),
+            ("kind = \"command\"\nactivate_command = [\"on\"]\n", &["needs deactivate_command = ["]),
+            ("kind = \"solana\"\n", &["needs activate_command = [", "and needs deactivate_command = ["]),
+            ("kind = \"cometbft-filepv\"\ncommand = [\"n\"]\n", &["needs key_file: the protected", "needs home = "]),
+            (
+                "kind = \"cometbft-filepv\"\nkey_file = \"/k\"\ncommand = [\"n\"]\n",
+                &["\"cometbft-filepv\" needs home = "],
+            ),
+            (
+                "kind = \"cometbft-signer\"\nkey_file = \"/k\"\n",
+                &["\"cometbft-signer\" needs priv_validator_laddr: ", "needs chain_id: the chain"],
+            ),
+        ];
+        for (producer, wants) in cases {
+            let text = format!("{base}{chain}[producer]\n{producer}");
+            let problems = Config::parse(&text).expect_err("a required setting is missing");
+            assert_eq!(problems.len(), 1, "{producer}: {problems:?}");
+            let p = &problems[0];
+            assert_eq!(p.position.map(|at| at.line), Some(producer_line), "{producer}: {p}");
+            for want in *wants {
+                assert!(p.message.contains(want), "{producer}: {p}");
+            }
         }
     }
 

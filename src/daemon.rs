@@ -216,12 +216,11 @@ async fn setup(config: &Config, options: RunOptions, listener: tokio::net::TcpLi
         match (&config.producer, &config.chain) {
             (Some(p), Some(chain)) if me.kind == MemberKind::Producer => {
                 let probe =
-                    crate::chain::local_probe(chain, Some(p.kind)).map_err(|e| DaemonError::Setup(e.to_string()))?;
-                let observer = (p.kind == ProducerKind::CometbftSigner)
+                    crate::chain::local_probe(chain, Some(p.kind())).map_err(|e| DaemonError::Setup(e.to_string()))?;
+                let observer = (p.kind() == ProducerKind::CometbftSigner)
                     .then(|| telemetry::signer_outcomes::observer(Arc::clone(&telemetry.metrics), Arc::clone(&events)));
                 let context = crate::producer::cometbft_signer::SignerContext {
                     coord: Arc::clone(&coord),
-                    member: me.id.clone(),
                     runtime: tokio::runtime::Handle::current(),
                     observer,
                 };

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::chain::ChainProbe;
 use crate::coord::Coordinator;
 use crate::domain::{Hrs, KeyId, Lease, MemberId, MonoTime, Watermark};
-use crate::producer::{Producer, SignFloor};
+use crate::producer::{Grant, Producer, SignFloor};
 
 /// The guard's steps, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -268,7 +268,8 @@ impl PromotionGuard<'_> {
             return Err(report);
         }
         self.self_fence.arm(input.lease.valid_until);
-        let r = match self.producer.activate(SignFloor(floor), input.lease.valid_until, deadline()).await {
+        let grant = Grant { epoch, floor: SignFloor(floor), until: input.lease.valid_until };
+        let r = match self.producer.activate(grant, deadline()).await {
             Ok(()) => Ok(format!("producing above {floor}")),
             Err(e) => Err(e.to_string()),
         };
@@ -511,7 +512,7 @@ mod tests {
 
     #[async_trait]
     impl Producer for FenceCountingFake {
-        async fn activate(&self, _: SignFloor, _: MonoTime, _: Instant) -> Result<(), ProducerError> {
+        async fn activate(&self, _: Grant, _: Instant) -> Result<(), ProducerError> {
             Ok(())
         }
         async fn extend(&self, _: MonoTime, _: Instant) -> Result<(), ProducerError> {

@@ -19,9 +19,9 @@ use failover::chain::cometbft::{CometbftChecks, CometbftProbe};
 use failover::chain::ethereum::EthereumProbe;
 use failover::chain::{ChainProbe, ProbeError};
 use failover::config::HttpUrl;
-use failover::domain::{Hrs, MonoTime};
+use failover::domain::{Epoch, Hrs, MonoTime};
 use failover::producer::antelope::AntelopeProducer;
-use failover::producer::{Producer, SignFloor};
+use failover::producer::{Grant, Producer, SignFloor};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -127,6 +127,11 @@ impl FakeNodeos {
     }
 }
 
+/// A grant from the bottom of the chain: the API-switched producers read none of it.
+fn grant() -> Grant {
+    Grant { epoch: Epoch::new(1), floor: SignFloor(Hrs::ZERO), until: MonoTime::now() }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn antelope_producer_resumes_pauses_and_fences_with_confirmation() {
     let fake = FakeNodeos { paused: Arc::new(AtomicBool::new(true)), broken_pause: Arc::new(AtomicBool::new(false)) };
@@ -136,19 +141,19 @@ async fn antelope_producer_resumes_pauses_and_fences_with_confirmation() {
     assert_eq!((s.height, s.producing), (378_123_456, Some(false)));
 
     let producer = Arc::new(AntelopeProducer::new(&url, Duration::from_secs(2), None).expect("producer"));
-    producer.activate(SignFloor(Hrs::ZERO), MonoTime::now(), soon()).await.expect("resumes");
+    producer.activate(grant(), soon()).await.expect("resumes");
     assert!(!fake.paused.load(Ordering::SeqCst));
     assert_eq!(probe.probe(soon()).await.expect("probe").producing, Some(true));
     producer.deactivate(soon()).await.expect("pauses");
     assert!(fake.paused.load(Ordering::SeqCst));
 
-    producer.activate(SignFloor(Hrs::ZERO), MonoTime::now(), soon()).await.expect("resumes");
+    producer.activate(grant(), soon()).await.expect("resumes");
     let fencer = Arc::clone(&producer);
     tokio::task::spawn_blocking(move || fencer.fence(Duration::from_secs(2))).await.expect("thread").expect("fenced");
     assert!(fake.paused.load(Ordering::SeqCst), "the fence paused the node over a blocking socket");
 
     // A node that says ok but keeps producing is not deactivated, and not fenced.
-    producer.activate(SignFloor(Hrs::ZERO), MonoTime::now(), soon()).await.expect("resumes");
+    producer.activate(grant(), soon()).await.expect("resumes");
     fake.broken_pause.store(true, Ordering::SeqCst);
     let err = producer.deactivate(soon()).await.expect_err("unconfirmed");
     assert!(err.to_string().contains("still says"), "{err}");

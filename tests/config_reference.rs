@@ -98,22 +98,9 @@ fn every_field_set() -> Config {
             }),
         }),
         producer: Some(ProducerConfig {
-            kind: ProducerKind::Process,
             key_id: KeyId::new("k").expect("key"),
-            command: argv.clone(),
-            activate_command: argv.clone(),
-            deactivate_command: argv.clone(),
-            fence_command: argv.clone(),
-            key_file: path.clone(),
             fence_timeout: Duration::from_secs(5),
-            command_timeout: Duration::from_secs(10),
-            rpc: Some(url("http://127.0.0.1:3")),
-            home: path.clone(),
-            systemd_unit: Some("cometbft.service".into()),
-            priv_validator_laddr: Some("tcp://127.0.0.1:26659".into()),
-            chain_id: Some("x".into()),
-            mining: EthereumMining::Miner,
-            block_interval: Duration::from_secs(1),
+            adapter: ProducerAdapter::Process(ProcessSettings { command: vec!["x".to_string()] }),
         }),
         failover: FailoverConfig {
             priority_delay: Duration::from_secs(2),
@@ -143,6 +130,44 @@ fn every_field_set() -> Config {
     }
 }
 
+/// Every adapter with every one of its settings set, so that together they name every
+/// `[producer]` key; struct literals again, so an added setting cannot be missed.
+fn every_adapter() -> Vec<ProducerAdapter> {
+    let argv = || vec!["x".to_string()];
+    let url = |s: &str| s.parse::<HttpUrl>().expect("valid url");
+    let api = ApiSettings { rpc: Some(url("http://127.0.0.1:3")), fence_command: Some(argv()) };
+    let commands = CommandSettings {
+        activate_command: argv(),
+        deactivate_command: argv(),
+        fence_command: Some(argv()),
+        command_timeout: Duration::from_secs(10),
+    };
+    vec![
+        ProducerAdapter::Process(ProcessSettings { command: argv() }),
+        ProducerAdapter::Sim(SimSettings { rpc: Some(url("http://127.0.0.1:3")) }),
+        ProducerAdapter::CometbftFilepv(FilePvSettings {
+            key_file: PathBuf::from("/x"),
+            home: PathBuf::from("/x"),
+            command: Some(argv()),
+            systemd_unit: Some("cometbft.service".into()),
+            command_timeout: Duration::from_secs(10),
+        }),
+        ProducerAdapter::CometbftSigner(SignerSettings {
+            key_file: PathBuf::from("/x"),
+            priv_validator_laddr: "tcp://127.0.0.1:26659".into(),
+            chain_id: "x".into(),
+        }),
+        ProducerAdapter::Antelope(api.clone()),
+        ProducerAdapter::Ethereum(EthereumSettings {
+            api,
+            mining: EthereumMining::Interval,
+            block_interval: Duration::from_secs(1),
+        }),
+        ProducerAdapter::Solana(commands.clone()),
+        ProducerAdapter::Command(commands),
+    ]
+}
+
 #[test]
 fn readme_reference_parses_and_validates() {
     let text = reference_block();
@@ -154,9 +179,15 @@ fn readme_reference_parses_and_validates() {
 
 #[test]
 fn readme_reference_names_every_config_field() {
-    let schema = toml::Value::try_from(every_field_set()).expect("config serialises to TOML");
     let mut schema_keys = BTreeSet::new();
-    key_paths(&schema, "", &mut schema_keys);
+    for adapter in every_adapter() {
+        let mut config = every_field_set();
+        if let Some(p) = config.producer.as_mut() {
+            p.adapter = adapter;
+        }
+        let schema = toml::Value::try_from(config).expect("config serialises to TOML");
+        key_paths(&schema, "", &mut schema_keys);
+    }
     let reference: toml::Value = toml::from_str(&reference_block()).expect("reference is TOML");
     let mut reference_keys = BTreeSet::new();
     key_paths(&reference, "", &mut reference_keys);

@@ -7,7 +7,7 @@
 //! coordinators read their own sections); a setting it wrongly omits is only missing from the
 //! printout, never from the config.
 
-use super::{Backend, ChainKind, Config, EthereumMining, ProducerKind, WatchdogMode};
+use super::{Backend, ChainKind, Config, EthereumMining, ProducerAdapter, ProducerKind, WatchdogMode};
 
 /// Dotted keys of the settings `config`'s kinds do not use.
 pub fn unused_settings(config: &Config) -> Vec<&'static str> {
@@ -29,7 +29,11 @@ pub fn unused_settings(config: &Config) -> Vec<&'static str> {
         out.extend(unused_chain_settings(chain.kind));
     }
     if let Some(p) = &config.producer {
-        out.extend(unused_producer_settings(p.kind, p.mining));
+        let mining = match &p.adapter {
+            ProducerAdapter::Ethereum(e) => e.mining,
+            _ => EthereumMining::Miner,
+        };
+        out.extend(unused_producer_settings(p.kind(), mining));
     }
     out
 }

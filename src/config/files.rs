@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::validate::Problems;
-use super::{Backend, ChainKind, Config, ConfigProblem, ProducerKind, SourceMap, WatchdogMode};
+use super::{Backend, ChainKind, Config, ConfigProblem, ProducerAdapter, SourceMap, WatchdogMode};
 use crate::producer::privval::validator_key::{KeyError, ValidatorKey};
 use crate::tls::{TlsFilesError, TlsMaterial};
 
@@ -53,7 +53,7 @@ fn check_metadata(config: &Config, out: &mut Problems<'_, '_>) -> Vec<&'static s
     if let Some(tls) = &config.tls {
         secrets.push(("tls.key_file", &tls.key_file));
     }
-    if let Some(key) = config.producer.as_ref().and_then(|p| p.key_file.as_deref()) {
+    if let Some(key) = config.producer.as_ref().and_then(|p| p.key_file()) {
         secrets.push(("producer.key_file", key));
     }
     if let Some(token) = config.coordinator.consul.token_file.as_deref() {
@@ -107,11 +107,8 @@ fn check_metadata(config: &Config, out: &mut Problems<'_, '_>) -> Vec<&'static s
 /// watches, or not at all.
 fn check_validator_key(config: &Config, out: &mut Problems<'_, '_>) {
     let Some(p) = &config.producer else { return };
-    if !matches!(p.kind, ProducerKind::CometbftFilepv | ProducerKind::CometbftSigner) {
-        return;
-    }
-    let Some(path) = &p.key_file else { return };
-    if p.kind == ProducerKind::CometbftFilepv {
+    let Some(path) = p.key_file() else { return };
+    if matches!(p.adapter, ProducerAdapter::CometbftFilepv(_)) {
         // The node signs with this file, not failoverd, and it may hold any key type CometBFT
         // knows (secp256k1 too): only its recorded address is compared.
         match filepv_key_address(path) {
@@ -216,11 +213,8 @@ fn check_directories(config: &Config, out: &mut Problems<'_, '_>) {
     }
     // A signer's unix socket is not checked: the node creates it, often in a directory made
     // for the node when it starts.
-    if let Some(p) = &config.producer
-        && p.kind == ProducerKind::CometbftFilepv
-        && let Some(home) = &p.home
-    {
-        dirs.push(("producer.home", home.clone(), "the node's key and state file are installed"));
+    if let Some(ProducerAdapter::CometbftFilepv(filepv)) = config.producer.as_ref().map(|p| &p.adapter) {
+        dirs.push(("producer.home", filepv.home.clone(), "the node's key and state file are installed"));
     }
     for (key, dir, what) in dirs {
         if let Err(why) = writable_dir(&dir) {

@@ -8,7 +8,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::Config;
+use super::{Config, ProducerAdapter};
 
 /// The directory relative paths of the config at `path` are resolved against: the directory
 /// it is named in, with symlinks resolved, so a leading `..` means what the kernel would make
@@ -65,9 +65,10 @@ fn paths_mut(c: &mut Config) -> Vec<&mut PathBuf> {
     if let Some(sim) = c.chain.as_mut().and_then(|ch| ch.sim.as_mut()) {
         paths.push(&mut sim.ledger);
     }
-    if let Some(p) = c.producer.as_mut() {
-        paths.extend(p.key_file.as_mut());
-        paths.extend(p.home.as_mut());
+    match c.producer.as_mut().map(|p| &mut p.adapter) {
+        Some(ProducerAdapter::CometbftFilepv(f)) => paths.extend([&mut f.key_file, &mut f.home]),
+        Some(ProducerAdapter::CometbftSigner(s)) => paths.push(&mut s.key_file),
+        _ => {}
     }
     if let Some(tls) = c.tls.as_mut() {
         paths.extend([&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file]);
@@ -133,7 +134,9 @@ mod tests {
                 "/etc/f/tls/a.key",
             ]
         );
-        let producer = config.producer.as_ref().expect("producer");
-        assert_eq!(producer.command.as_deref(), Some(&["./node".to_string()][..]), "argv is run as given");
+        let Some(ProducerAdapter::CometbftFilepv(filepv)) = config.producer.as_ref().map(|p| &p.adapter) else {
+            panic!("a cometbft-filepv producer")
+        };
+        assert_eq!(filepv.command.as_deref(), Some(&["./node".to_string()][..]), "argv is run as given");
     }
 }

@@ -9,7 +9,10 @@ mod limits;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{Backend, ChainKind, Config, ConfigProblem, ProducerKind, SourceMap, WatchdogMode, duration_text};
+use super::{
+    Backend, ChainKind, Config, ConfigProblem, ProducerAdapter, ProducerConfig, SignerSettings, SourceMap,
+    WatchdogMode, duration_text,
+};
 use crate::domain::MemberKind;
 
 /// Every problem in `config`, each located by `map`. Empty means valid.
@@ -396,92 +399,58 @@ fn check_chain_and_producer(config: &Config, out: &mut Problems<'_, '_>) {
     }
     match &config.producer {
         None => out.at("producer", "a producer member needs a [producer] section: how to turn its node on and off"),
-        Some(p) => {
-            let missing = |v: &Option<Vec<String>>| v.as_ref().is_none_or(|c| c.is_empty() || c[0].is_empty());
-            if p.kind == ProducerKind::Process && missing(&p.command) {
-                out.at("producer.command", "producer kind \"process\" needs command = [\"/usr/bin/node\", \"arg\", …]");
-            }
-            if matches!(p.kind, ProducerKind::Command | ProducerKind::Solana) {
-                for (key, v) in
-                    [("activate_command", &p.activate_command), ("deactivate_command", &p.deactivate_command)]
-                {
-                    if missing(v) {
-                        out.at(
-                            &format!("producer.{key}"),
-                            format!(
-                                "producer kind {:?} needs {key} = [\"program\", \"arg\", …]",
-                                producer_kind_name(p.kind)
-                            ),
-                        );
-                    }
-                }
-            }
-            if matches!(p.kind, ProducerKind::CometbftFilepv | ProducerKind::CometbftSigner) && p.key_file.is_none() {
-                out.at(
-                    "producer.key_file",
-                    "CometBFT producers need key_file: the protected priv_validator_key.json source",
-                );
-            }
-            if p.kind == ProducerKind::CometbftSigner {
-                match &p.priv_validator_laddr {
-                    None => out.at(
-                        "producer.priv_validator_laddr",
-                        "cometbft-signer needs priv_validator_laddr: the node's address for its remote signer, such as \"tcp://127.0.0.1:26659\"",
-                    ),
-                    // An overlong address is refused by its length limit, without quoting it.
-                    Some(a) if a.len() > limits::MAX_LADDR_BYTES => {}
-                    Some(a) => {
-                        if let Err(e) = a.parse::<crate::producer::privval::connection::NodeAddress>() {
-                            out.at("producer.priv_validator_laddr", e);
-                        }
-                    }
-                }
-                match (p.chain_id.as_deref(), config.chain.as_ref().and_then(|c| c.sim.as_ref())) {
-                    (None | Some(""), _) => {
-                        out.at("producer.chain_id", "cometbft-signer needs chain_id: the chain the node signs for")
-                    }
-                    (Some(signer), Some(sim)) if signer != sim.chain_id => out.at(
-                        "producer.chain_id",
-                        format!(
-                            "the signer signs for chain \"{}\", but the simulated node (chain.sim.chain_id) runs chain \"{}\": every signature would be refused; set producer.chain_id = \"{}\"",
-                            super::excerpt(signer),
-                            super::excerpt(&sim.chain_id),
-                            super::excerpt(&sim.chain_id)
-                        ),
-                    ),
-                    _ => {}
-                }
-            }
-            if p.fence_timeout.is_zero() {
-                out.at("producer.fence_timeout", "fence_timeout must be above zero");
-            }
-            if p.command_timeout.is_zero() {
-                out.at("producer.command_timeout", "command_timeout must be above zero");
-            }
-            if p.kind == ProducerKind::CometbftFilepv {
-                if p.home.is_none() {
-                    out.at("producer.home", "producer kind \"cometbft-filepv\" needs home = \"/path/to/node/home\"");
-                }
-                match (missing(&p.command), &p.systemd_unit) {
-                    (true, None) => out.at(
-                        "producer.command",
-                        "producer kind \"cometbft-filepv\" starts the node either as a child (command = [\"cometbft\", \"start\", …]) or as a unit (systemd_unit = \"cometbft.service\")",
-                    ),
-                    (false, Some(_)) => out.at(
-                        "producer.systemd_unit",
-                        "set either command or systemd_unit, not both: the node must have one supervisor",
-                    ),
-                    _ => {}
-                }
-            }
-            if matches!(p.kind, ProducerKind::Ethereum | ProducerKind::Antelope)
-                && p.rpc.is_none()
-                && config.chain.as_ref().is_none_or(|c| c.rpc.is_none())
+        Some(p) => check_producer(config, p, out),
+    }
+}
+
+/// The rules of `[producer]` that its parsing cannot state: every required setting is there
+/// (its adapter's struct has it), but an argv may be empty, an `rpc` may come from `chain.rpc`,
+/// and a FilePV node has exactly one supervisor.
+fn check_producer(config: &Config, p: &ProducerConfig, out: &mut Problems<'_, '_>) {
+    let empty = |argv: &[String]| argv.first().is_none_or(|program| program.is_empty());
+    let kind = p.kind().as_str();
+    if p.fence_timeout.is_zero() {
+        out.at("producer.fence_timeout", "fence_timeout must be above zero");
+    }
+    match &p.adapter {
+        ProducerAdapter::Process(x) if empty(&x.command) => {
+            out.at("producer.command", "producer kind \"process\" needs command = [\"/usr/bin/node\", \"arg\", …]")
+        }
+        ProducerAdapter::Process(_) | ProducerAdapter::Sim(_) => {}
+        ProducerAdapter::Command(x) | ProducerAdapter::Solana(x) => {
+            for (key, argv) in
+                [("activate_command", &x.activate_command), ("deactivate_command", &x.deactivate_command)]
             {
+                if empty(argv) {
+                    out.at(
+                        &format!("producer.{key}"),
+                        format!("producer kind \"{kind}\" needs {key} = [\"program\", \"arg\", …]"),
+                    );
+                }
+            }
+            check_command_timeout(x.command_timeout, out);
+        }
+        ProducerAdapter::CometbftSigner(x) => check_signer(config, x, out),
+        ProducerAdapter::CometbftFilepv(x) => {
+            check_command_timeout(x.command_timeout, out);
+            match (x.command.as_deref().is_none_or(empty), &x.systemd_unit) {
+                (true, None) => out.at(
+                    "producer.command",
+                    "producer kind \"cometbft-filepv\" starts the node either as a child (command = [\"cometbft\", \"start\", …]) or as a unit (systemd_unit = \"cometbft.service\")",
+                ),
+                (false, Some(_)) => out.at(
+                    "producer.systemd_unit",
+                    "set either command or systemd_unit, not both: the node must have one supervisor",
+                ),
+                _ => {}
+            }
+        }
+        ProducerAdapter::Antelope(_) | ProducerAdapter::Ethereum(_) => {
+            if p.rpc().is_none() && config.chain.as_ref().is_none_or(|c| c.rpc.is_none()) {
                 out.at("producer.rpc", "this producer drives the node over HTTP: set producer.rpc or chain.rpc");
             }
-            if p.kind == ProducerKind::Ethereum
-                && (p.block_interval.subsec_nanos() != 0 || p.block_interval < std::time::Duration::from_secs(1))
+            if let ProducerAdapter::Ethereum(e) = &p.adapter
+                && (e.block_interval.subsec_nanos() != 0 || e.block_interval < std::time::Duration::from_secs(1))
             {
                 out.at(
                     "producer.block_interval",
@@ -489,6 +458,37 @@ fn check_chain_and_producer(config: &Config, out: &mut Problems<'_, '_>) {
                 );
             }
         }
+    }
+}
+
+fn check_command_timeout(timeout: std::time::Duration, out: &mut Problems<'_, '_>) {
+    if timeout.is_zero() {
+        out.at("producer.command_timeout", "command_timeout must be above zero");
+    }
+}
+
+/// The signer's node address parses, and its chain is the simulated node's when there is one.
+fn check_signer(config: &Config, x: &SignerSettings, out: &mut Problems<'_, '_>) {
+    // An overlong address is refused by its length limit, without quoting it.
+    if x.priv_validator_laddr.len() <= limits::MAX_LADDR_BYTES
+        && let Err(e) = x.priv_validator_laddr.parse::<crate::producer::privval::connection::NodeAddress>()
+    {
+        out.at("producer.priv_validator_laddr", e);
+    }
+    match config.chain.as_ref().and_then(|c| c.sim.as_ref()) {
+        _ if x.chain_id.is_empty() => {
+            out.at("producer.chain_id", "cometbft-signer needs chain_id: the chain the node signs for")
+        }
+        Some(sim) if x.chain_id != sim.chain_id => out.at(
+            "producer.chain_id",
+            format!(
+                "the signer signs for chain \"{}\", but the simulated node (chain.sim.chain_id) runs chain \"{}\": every signature would be refused; set producer.chain_id = \"{}\"",
+                super::excerpt(&x.chain_id),
+                super::excerpt(&sim.chain_id),
+                super::excerpt(&sim.chain_id)
+            ),
+        ),
+        _ => {}
     }
 }
 
@@ -521,10 +521,6 @@ fn check_api(config: &Config, out: &mut Problems<'_, '_>) {
     }
 }
 
-fn producer_kind_name(kind: ProducerKind) -> String {
-    serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
 fn kind_name(kind: &ChainKind) -> String {
     serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
@@ -535,7 +531,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{HttpUrl, MemberConfig, TlsConfig, WebhookTopic};
+    use crate::config::{
+        ApiSettings, CommandSettings, EthereumMining, EthereumSettings, FilePvSettings, HttpUrl, MemberConfig,
+        ProcessSettings, TlsConfig, WebhookTopic,
+    };
     use crate::domain::MemberId;
 
     /// A valid raft member on loopback with plaintext peers, a simulated chain and a webhook:
@@ -627,6 +626,75 @@ url = "https://hooks.example.com/x"
         c.producer.as_mut().expect("the base config has [producer]")
     }
 
+    /// Switches the base config's producer to `adapter`, valid as given, and returns it.
+    fn adapter(c: &mut Config, adapter: ProducerAdapter) -> &mut ProducerAdapter {
+        let p = producer(c);
+        p.adapter = adapter;
+        &mut p.adapter
+    }
+
+    fn process(c: &mut Config) -> &mut ProcessSettings {
+        let ProducerAdapter::Process(x) =
+            adapter(c, ProducerAdapter::Process(ProcessSettings { command: vec!["node".into()] }))
+        else {
+            unreachable!("just set")
+        };
+        x
+    }
+
+    fn commands(c: &mut Config) -> &mut CommandSettings {
+        let settings = CommandSettings {
+            activate_command: vec!["on".into()],
+            deactivate_command: vec!["off".into()],
+            fence_command: None,
+            command_timeout: secs(10),
+        };
+        let ProducerAdapter::Command(x) = adapter(c, ProducerAdapter::Command(settings)) else {
+            unreachable!("just set")
+        };
+        x
+    }
+
+    fn ethereum(c: &mut Config) -> &mut EthereumSettings {
+        let settings = EthereumSettings {
+            api: ApiSettings { rpc: None, fence_command: None },
+            mining: EthereumMining::Interval,
+            block_interval: secs(1),
+        };
+        let ProducerAdapter::Ethereum(x) = adapter(c, ProducerAdapter::Ethereum(settings)) else {
+            unreachable!("just set")
+        };
+        x
+    }
+
+    fn filepv(c: &mut Config) -> &mut FilePvSettings {
+        let settings = FilePvSettings {
+            key_file: "/k".into(),
+            home: "/h".into(),
+            command: Some(vec!["cometbft".into()]),
+            systemd_unit: None,
+            command_timeout: secs(10),
+        };
+        let ProducerAdapter::CometbftFilepv(x) = adapter(c, ProducerAdapter::CometbftFilepv(settings)) else {
+            unreachable!("just set")
+        };
+        x
+    }
+
+    /// A signer without the simulated node, whose chain id it would have to match.
+    fn signer(c: &mut Config) -> &mut SignerSettings {
+        chain(c).sim = None;
+        let settings = SignerSettings {
+            key_file: "/k".into(),
+            priv_validator_laddr: "tcp://127.0.0.1:26659".into(),
+            chain_id: "sim".into(),
+        };
+        let ProducerAdapter::CometbftSigner(x) = adapter(c, ProducerAdapter::CometbftSigner(settings)) else {
+            unreachable!("just set")
+        };
+        x
+    }
+
     /// Switches the base config to the Consul backend (which has no peer port to secure).
     fn consul(c: &mut Config) -> &mut crate::config::ConsulConfig {
         c.coordinator.backend = Backend::Consul;
@@ -664,8 +732,8 @@ url = "https://hooks.example.com/x"
         (|c| chain(c).stall_after = secs(24 * 3600 + 1), "chain.stall_after", "24h1s is above the maximum of 24h"),
         (|c| sim(c).block_interval = secs(61), "chain.sim.block_interval", "above the maximum of 1m"),
         (|c| producer(c).fence_timeout = secs(301), "producer.fence_timeout", "above the maximum of 5m"),
-        (|c| producer(c).command_timeout = secs(601), "producer.command_timeout", "above the maximum of 10m"),
-        (|c| producer(c).block_interval = secs(3601), "producer.block_interval", "above the maximum of 1h"),
+        (|c| commands(c).command_timeout = secs(601), "producer.command_timeout", "above the maximum of 10m"),
+        (|c| ethereum(c).block_interval = secs(3601), "producer.block_interval", "above the maximum of 1h"),
         (|c| c.failover.priority_delay = secs(601), "failover.priority_delay", "above the maximum of 10m"),
         (|c| c.failover.cooldown = secs(24 * 3600 + 1), "failover.cooldown", "above the maximum of 24h"),
         (|c| c.failover.fence_command_timeout = secs(601), "failover.fence_command_timeout", "above the maximum of 10m"),
@@ -699,30 +767,30 @@ url = "https://hooks.example.com/x"
         (|c| c.coordinator.consul.prefix = "a/../b".into(), "coordinator.consul.prefix", "expected a KV prefix"),
         (|c| c.coordinator.consul.prefix = "a b?".into(), "coordinator.consul.prefix", "expected a KV prefix"),
         (|c| sim(c).chain_id = "c".repeat(51), "chain.sim.chain_id", "51 bytes is above the maximum of 50 bytes: CometBFT's limit"),
-        (|c| producer(c).chain_id = Some("c".repeat(51)), "producer.chain_id", "51 bytes is above the maximum of 50 bytes"),
-        (|c| producer(c).systemd_unit = Some(format!("{}.service", "u".repeat(248))), "producer.systemd_unit", "256 bytes is above the maximum of 255 bytes"),
-        (|c| producer(c).systemd_unit = Some("--now.service".into()), "producer.systemd_unit", "expected a service unit name"),
-        (|c| producer(c).systemd_unit = Some("cometbft".into()), "producer.systemd_unit", "expected a service unit name"),
-        (|c| producer(c).systemd_unit = Some("a b.service".into()), "producer.systemd_unit", "expected a service unit name"),
-        (|c| producer(c).priv_validator_laddr = Some(format!("tcp://{}", "h".repeat(507))), "producer.priv_validator_laddr", "513 bytes is above the maximum of 512 bytes"),
+        (|c| signer(c).chain_id = "c".repeat(51), "producer.chain_id", "51 bytes is above the maximum of 50 bytes"),
+        (|c| filepv(c).systemd_unit = Some(format!("{}.service", "u".repeat(248))), "producer.systemd_unit", "256 bytes is above the maximum of 255 bytes"),
+        (|c| filepv(c).systemd_unit = Some("--now.service".into()), "producer.systemd_unit", "expected a service unit name"),
+        (|c| filepv(c).systemd_unit = Some("cometbft".into()), "producer.systemd_unit", "expected a service unit name"),
+        (|c| filepv(c).systemd_unit = Some("a b.service".into()), "producer.systemd_unit", "expected a service unit name"),
+        (|c| signer(c).priv_validator_laddr = format!("tcp://{}", "h".repeat(507)), "producer.priv_validator_laddr", "513 bytes is above the maximum of 512 bytes"),
         (|c| c.coordinator.consul.address = long_url(2049), "coordinator.consul.address", "2049 bytes is above the maximum of 2048 bytes"),
         (|c| chain(c).rpc = Some(long_url(2049)), "chain.rpc", "above the maximum of 2048 bytes"),
         (|c| chain(c).reference_rpcs = vec![long_url(2049)], "chain.reference_rpcs[0]", "above the maximum of 2048 bytes"),
-        (|c| producer(c).rpc = Some(long_url(2049)), "producer.rpc", "above the maximum of 2048 bytes"),
+        (|c| ethereum(c).api.rpc = Some(long_url(2049)), "producer.rpc", "above the maximum of 2048 bytes"),
         (|c| c.webhooks[0].url = long_url(2049), "webhooks[0].url", "above the maximum of 2048 bytes"),
         // Paths.
         (|c| c.data_dir = PathBuf::from("/".repeat(4096)), "data_dir", "the path is 4096 bytes, more than the 4095"),
-        (|c| producer(c).home = Some("/var/lib/node\0/x".into()), "producer.home", "NUL character"),
+        (|c| filepv(c).home = "/var/lib/node\0/x".into(), "producer.home", "NUL character"),
         (|c| c.api.socket = PathBuf::from(format!("/run/{}", "s".repeat(103))), "api.socket", "the socket path is 108 bytes; a unix socket's path is at most 107 bytes"),
         (|c| c.coordinator.consul.token_file = Some(PathBuf::from("/".repeat(4096))), "coordinator.consul.token_file", "more than the 4095"),
         (|c| sim(c).ledger = "/l\0".into(), "chain.sim.ledger", "NUL character"),
         (|c| with_tls(c).key_file = "/".repeat(4096).into(), "tls.key_file", "more than the 4095"),
         // Commands.
         (|c| chain(c).command = argv(257), "chain.command", "257 arguments are more than the maximum of 256"),
-        (|c| producer(c).command = Some(vec!["node".into(), "a".repeat(4097)]), "producer.command[1]", "argument 1 is 4097 bytes, more than the maximum of 4096"),
-        (|c| producer(c).activate_command = argv(257), "producer.activate_command", "257 arguments"),
-        (|c| producer(c).deactivate_command = Some(vec!["off\0".into()]), "producer.deactivate_command[0]", "argument 0 contains a NUL character"),
-        (|c| producer(c).fence_command = argv(257), "producer.fence_command", "257 arguments"),
+        (|c| process(c).command = vec!["node".into(), "a".repeat(4097)], "producer.command[1]", "argument 1 is 4097 bytes, more than the maximum of 4096"),
+        (|c| commands(c).activate_command = vec!["x".to_string(); 257], "producer.activate_command", "257 arguments"),
+        (|c| commands(c).deactivate_command = vec!["off\0".into()], "producer.deactivate_command[0]", "argument 0 contains a NUL character"),
+        (|c| commands(c).fence_command = argv(257), "producer.fence_command", "257 arguments"),
         (|c| c.failover.fence_command = Some(vec!["stonith".into(), "{member}\0".into()]), "failover.fence_command[1]", "NUL character"),
     ];
 
@@ -789,9 +857,13 @@ url = "https://hooks.example.com/x"
         |c| chain(c).max_lag = 1_000_000,
         |c| c.webhooks = vec![c.webhooks[0].clone(); 16],
         |c| c.coordinator.consul.prefix = "failoverd/cosmoshub-4/v1.2_x".into(),
-        |c| producer(c).systemd_unit = Some("cometbft@main-1.service".into()),
-        |c| producer(c).chain_id = Some("c".repeat(50)),
-        |c| producer(c).command = Some(vec!["a".repeat(4096); 256]),
+        |c| {
+            let f = filepv(c);
+            f.command = None;
+            f.systemd_unit = Some("cometbft@main-1.service".into());
+        },
+        |c| signer(c).chain_id = "c".repeat(50),
+        |c| process(c).command = vec!["a".repeat(4096); 256],
         |c| c.api.socket = PathBuf::from(format!("/run/{}", "s".repeat(102))),
         |c| c.data_dir = PathBuf::from("/".repeat(4095)),
         |c| chain(c).rpc = Some(long_url(2048)),
@@ -832,11 +904,7 @@ url = "https://hooks.example.com/x"
     #[test]
     fn an_overlong_laddr_is_refused_without_being_quoted() {
         let problems = problems_after(|c| {
-            let p = c.producer.as_mut().expect("producer");
-            p.kind = ProducerKind::CometbftSigner;
-            p.key_file = Some("/k".into());
-            p.chain_id = Some("x".into());
-            p.priv_validator_laddr = Some(format!("bogus://{}", "h".repeat(100_000)));
+            signer(c).priv_validator_laddr = format!("bogus://{}", "h".repeat(100_000));
         });
         assert!(problems.iter().any(|p| p.key.as_deref() == Some("producer.priv_validator_laddr")), "{problems:?}");
         assert!(problems.iter().all(|p| p.message.len() < 1000), "a message quotes the address");

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::process::ProcessProducer;
-use super::{Producer, ProducerError, ProducerStatus, SignFloor};
+use super::{Grant, Producer, ProducerError, ProducerStatus, SignFloor};
 use crate::domain::{Hrs, MonoTime, Step};
 use crate::keeper::{Keeper, KeeperLauncher, KeeperSpec, Target};
 use crate::operator_command;
@@ -205,12 +205,12 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
 
 #[async_trait]
 impl Producer for FilePvProducer {
-    async fn activate(&self, floor: SignFloor, until: MonoTime, deadline: Instant) -> Result<(), ProducerError> {
-        self.install(floor)?;
+    async fn activate(&self, grant: Grant, deadline: Instant) -> Result<(), ProducerError> {
+        self.install(grant.floor)?;
         match &self.runner {
-            NodeRunner::Process(p) => p.activate(floor, until, deadline).await,
+            NodeRunner::Process(p) => p.activate(grant, deadline).await,
             NodeRunner::Systemd { .. } => {
-                self.hold_unit(until, deadline).await?;
+                self.hold_unit(grant.until, deadline).await?;
                 self.systemctl("activate", &["start"], deadline).await
             }
         }
@@ -303,6 +303,11 @@ mod tests {
         Node { dir, producer }
     }
 
+    /// A grant at epoch 1 (the FilePV producer reads its floor and validity only).
+    fn grant(floor: SignFloor, until: MonoTime) -> Grant {
+        Grant { epoch: crate::domain::Epoch::new(1), floor, until }
+    }
+
     /// A lease validity far enough away that no keeper fences during a test.
     fn valid() -> MonoTime {
         MonoTime::now().saturating_add(Duration::from_secs(60))
@@ -316,7 +321,7 @@ mod tests {
     async fn activation_seeds_the_state_at_the_floor_and_installs_the_key_privately() {
         let n = node(&["sleep", "600"]);
         let floor = SignFloor(Hrs::new(1_000_002, 0, Step::Precommit));
-        n.producer.activate(floor, valid(), soon()).await.expect("activates");
+        n.producer.activate(grant(floor, valid()), soon()).await.expect("activates");
         let state: Value = serde_json::from_slice(&fs::read(n.producer.state_path()).expect("state")).expect("json");
         assert_eq!(state, json!({"height":"1000002","round":0,"step":3}));
         for path in [n.producer.state_path(), n.producer.key_path()] {
@@ -340,7 +345,10 @@ mod tests {
             br#"{"height":"500","round":3,"step":2,"signature":"c2ln","signbytes":"AB"}"#,
         )
         .expect("state");
-        n.producer.activate(SignFloor(Hrs::new(400, 0, Step::Precommit)), valid(), soon()).await.expect("activates");
+        n.producer
+            .activate(grant(SignFloor(Hrs::new(400, 0, Step::Precommit)), valid()), soon())
+            .await
+            .expect("activates");
         assert_eq!(
             parse_state(&fs::read(n.producer.state_path()).expect("state")),
             Ok(Hrs::new(500, 3, Step::Prevote))
@@ -352,7 +360,7 @@ mod tests {
     async fn an_unreadable_state_file_refuses_activation_and_installs_no_key() {
         let n = node(&["sleep", "600"]);
         write_private(&n.producer.state_path(), b"{\"height\":").expect("state");
-        let err = n.producer.activate(SignFloor(Hrs::ZERO), valid(), soon()).await.expect_err("refused");
+        let err = n.producer.activate(grant(SignFloor(Hrs::ZERO), valid()), soon()).await.expect_err("refused");
         assert!(err.to_string().contains("refusing to sign"), "{err}");
         assert!(!n.producer.key_path().exists());
         assert!(!n.producer.status(soon()).await.expect("status").active, "the node was not started");
@@ -362,7 +370,7 @@ mod tests {
     async fn a_bad_key_source_is_refused_without_quoting_it() {
         let n = node(&["sleep", "600"]);
         fs::write(n.dir.path().join("secret.json"), b"supersecret-not-json").expect("write");
-        let err = n.producer.activate(SignFloor(Hrs::ZERO), valid(), soon()).await.expect_err("refused");
+        let err = n.producer.activate(grant(SignFloor(Hrs::ZERO), valid()), soon()).await.expect_err("refused");
         assert!(!err.to_string().contains("supersecret"), "{err}");
         assert!(!n.producer.key_path().exists());
     }
@@ -370,7 +378,7 @@ mod tests {
     #[tokio::test]
     async fn fence_kills_the_node_and_removes_the_key_from_a_plain_thread() {
         let n = node(&["sleep", "600"]);
-        n.producer.activate(SignFloor(Hrs::ZERO), valid(), soon()).await.expect("activates");
+        n.producer.activate(grant(SignFloor(Hrs::ZERO), valid()), soon()).await.expect("activates");
         let producer = std::sync::Arc::new(n.producer);
         let fencer = std::sync::Arc::clone(&producer);
         std::thread::spawn(move || fencer.fence(Duration::from_secs(2))).join().expect("thread").expect("fenced");
@@ -399,13 +407,13 @@ mod tests {
         write_private(&source, KEY.as_bytes()).expect("key source");
         let runner = NodeRunner::Systemd { systemctl: fake_systemctl(dir.path()), unit: "cometbft.service".into() };
         let p = FilePvProducer::new(source, dir.path().join("home"), runner, Duration::from_secs(5));
-        p.activate(SignFloor(Hrs::new(7, 0, Step::Precommit)), valid(), soon()).await.expect("activates");
+        p.activate(grant(SignFloor(Hrs::new(7, 0, Step::Precommit)), valid()), soon()).await.expect("activates");
         assert!(p.key_path().exists());
         assert!(p.status(soon()).await.expect("status").active);
         p.deactivate(soon()).await.expect("deactivates");
         assert!(!p.key_path().exists());
         assert!(!p.status(soon()).await.expect("status").active);
-        p.activate(SignFloor(Hrs::new(9, 0, Step::Precommit)), valid(), soon()).await.expect("activates");
+        p.activate(grant(SignFloor(Hrs::new(9, 0, Step::Precommit)), valid()), soon()).await.expect("activates");
         p.fence(Duration::from_secs(5)).expect("fenced");
         assert!(!p.key_path().exists());
         let calls = fs::read_to_string(dir.path().join("calls")).expect("calls");
@@ -431,7 +439,7 @@ mod tests {
         let p = FilePvProducer::new(source, dir.path().join("home"), runner, Duration::from_secs(5))
             .with_unit_keeper(crate::keeper::test_launcher());
         let until = MonoTime::now().saturating_add(Duration::from_millis(300));
-        p.activate(SignFloor(Hrs::new(7, 0, Step::Precommit)), until, soon()).await.expect("activates");
+        p.activate(grant(SignFloor(Hrs::new(7, 0, Step::Precommit)), until), soon()).await.expect("activates");
         let calls = dir.path().join("calls");
         let killed =
             || fs::read_to_string(&calls).unwrap_or_default().contains("kill --signal=SIGKILL cometbft.service");

@@ -1,8 +1,8 @@
 //! The `cometbft-signer` producer: this member is the node's remote signer (privval). The node
 //! keeps no key; a signer thread keeps a connection to the node's `priv_validator_laddr` and
 //! answers its requests through [`PrivvalSigner`], which signs only what the
-//! [`CoordinatorGate`] lets through: this member active at epoch E (read from the store when it
-//! activates), above the activation floor, before the permission's deadline, and reserved in the
+//! [`CoordinatorGate`] lets through: this member active at epoch E (the epoch of the lease the
+//! guard granted it when it activated), above the activation floor, before the permission's deadline, and reserved in the
 //! store before every signature (S2 with no timing assumption).
 //!
 //! Deactivate and fence revoke the permission once no request is being decided, then close the
@@ -20,9 +20,9 @@ use super::privval::connection::{Closer, ConnectionError, NodeAddress, NodeConne
 use super::privval::coordinator_gate::{CoordinatorGate, Permission};
 use super::privval::signer::{PrivvalSigner, SignObserver};
 use super::privval::validator_key::ValidatorKey;
-use super::{Producer, ProducerError, ProducerStatus, SignFloor};
+use super::{Grant, Producer, ProducerError, ProducerStatus};
 use crate::coord::Coordinator;
-use crate::domain::{KeyId, LeaseView, MemberId, MonoTime};
+use crate::domain::{KeyId, MonoTime};
 
 /// Pause between attempts to reach the node.
 const REDIAL: Duration = Duration::from_millis(200);
@@ -31,7 +31,6 @@ const REDIAL: Duration = Duration::from_millis(200);
 #[derive(Clone)]
 pub struct SignerContext {
     pub coord: Arc<dyn Coordinator>,
-    pub member: MemberId,
     pub runtime: tokio::runtime::Handle,
     /// Told how each sign request ended (the daemon's metrics).
     pub observer: Option<SignObserver>,
@@ -39,8 +38,6 @@ pub struct SignerContext {
 
 pub struct CometbftSignerProducer {
     signer: Arc<PrivvalSigner<CoordinatorGate>>,
-    coord: Arc<dyn Coordinator>,
-    me: MemberId,
     connection: Arc<Mutex<Option<Closer>>>,
     stop: Arc<AtomicBool>,
     call_timeout: Duration,
@@ -79,8 +76,6 @@ impl CometbftSignerProducer {
         let signer = Arc::new(signer);
         let producer = CometbftSignerProducer {
             signer,
-            coord: context.coord,
-            me: context.member,
             connection: Arc::new(Mutex::new(None)),
             stop: Arc::new(AtomicBool::new(false)),
             call_timeout,
@@ -157,22 +152,11 @@ impl Drop for CometbftSignerProducer {
 
 #[async_trait]
 impl Producer for CometbftSignerProducer {
-    async fn activate(&self, floor: SignFloor, until: MonoTime, deadline: Instant) -> Result<(), ProducerError> {
-        // The epoch the reservations carry: the lease as the store has it now, which must be ours.
-        let view = self.coord.lease(deadline).await.map_err(|e| ProducerError::Failed {
-            operation: "activate",
-            detail: format!("cannot read the lease to learn the epoch: {e}"),
-        })?;
-        match view {
-            LeaseView::Held { holder, epoch } if holder == self.me => {
-                self.signer.gate().permit(Permission { epoch, floor: floor.0, until });
-                Ok(())
-            }
-            other => Err(ProducerError::Failed {
-                operation: "activate",
-                detail: format!("the store shows the lease as {other}, not held by {}", self.me),
-            }),
-        }
+    /// The grant's epoch is the one every reservation carries: the store refuses a reservation
+    /// under an epoch that is no longer current, so a grant that went stale signs nothing.
+    async fn activate(&self, grant: Grant, _deadline: Instant) -> Result<(), ProducerError> {
+        self.signer.gate().permit(Permission::from(grant));
+        Ok(())
     }
 
     async fn extend(&self, until: MonoTime, _deadline: Instant) -> Result<(), ProducerError> {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Producer, ProducerError, ProducerStatus, SignFloor};
+use super::{Grant, Producer, ProducerError, ProducerStatus, SignFloor};
 use crate::domain::{KeyId, MonoTime};
 use crate::operator_command::{self, CommandError};
 
@@ -72,9 +72,9 @@ impl CommandProducer {
 
 #[async_trait]
 impl Producer for CommandProducer {
-    async fn activate(&self, floor: SignFloor, _until: MonoTime, deadline: Instant) -> Result<(), ProducerError> {
+    async fn activate(&self, grant: Grant, deadline: Instant) -> Result<(), ProducerError> {
         self.maybe_active.store(true, Ordering::SeqCst);
-        self.run("activate", &self.activate, Some(floor), deadline).await
+        self.run("activate", &self.activate, Some(grant.floor), deadline).await
     }
 
     async fn extend(&self, _until: MonoTime, _deadline: Instant) -> Result<(), ProducerError> {
@@ -107,7 +107,7 @@ impl Producer for CommandProducer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Hrs, Step};
+    use crate::domain::{Epoch, Hrs, Step};
 
     fn sh(script: String) -> Vec<String> {
         vec!["sh".into(), "-c".into(), script]
@@ -132,7 +132,7 @@ mod tests {
             Duration::from_secs(5),
         );
         let floor = SignFloor(Hrs::new(120, 2, Step::Prevote));
-        p.activate(floor, MonoTime::now(), soon()).await.expect("activates");
+        p.activate(Grant { epoch: Epoch::new(1), floor, until: MonoTime::now() }, soon()).await.expect("activates");
         assert_eq!(std::fs::read_to_string(&identity).expect("written"), "staked validator above 120/2/2\n");
         assert!(p.status(soon()).await.expect("status").active);
         p.deactivate(soon()).await.expect("deactivates");
@@ -149,7 +149,10 @@ mod tests {
             KeyId::new("validator").expect("key id"),
             Duration::from_secs(5),
         );
-        let err = p.activate(SignFloor(Hrs::ZERO), MonoTime::now(), soon()).await.expect_err("fails");
+        let err = p
+            .activate(Grant { epoch: Epoch::new(1), floor: SignFloor(Hrs::ZERO), until: MonoTime::now() }, soon())
+            .await
+            .expect_err("fails");
         assert!(err.to_string().contains("identity file missing"), "{err}");
         assert!(p.status(soon()).await.expect("status").active, "a failed activation may have half-worked");
         assert!(p.deactivate(soon()).await.is_err());
@@ -167,7 +170,10 @@ mod tests {
             KeyId::new("validator").expect("key id"),
             Duration::from_millis(200),
         );
-        let err = p.activate(SignFloor(Hrs::ZERO), MonoTime::now(), soon()).await.expect_err("times out");
+        let err = p
+            .activate(Grant { epoch: Epoch::new(1), floor: SignFloor(Hrs::ZERO), until: MonoTime::now() }, soon())
+            .await
+            .expect_err("times out");
         assert_eq!(err, ProducerError::Timeout { operation: "activate" });
         assert_eq!(p.fence(Duration::from_millis(200)), Err(ProducerError::Timeout { operation: "fence" }));
     }

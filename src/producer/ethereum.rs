@@ -1,7 +1,7 @@
 //! The Ethereum producer: block production on and off over the node's JSON-RPC, either with
 //! `miner_start`/`miner_stop` (Clique/PoA clients, confirmed by `eth_mining`) or with
 //! `evm_setIntervalMining` (dev nodes such as anvil and Hardhat, confirmed by
-//! `anvil_getIntervalMining` where the node offers it).
+//! `anvil_getIntervalMining` where the node offers it). [`ApiSwitchProducer`] does the rest.
 //!
 //! A node only counts as deactivated once it confirms it stopped. The fence repeats the stop over
 //! a plain blocking socket (the runtime may be stalled) and, if that does not confirm, runs the
@@ -14,19 +14,19 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{Producer, ProducerError, ProducerStatus, SignFloor};
+use super::ProducerError;
+use super::api_switch::{ApiSwitchProducer, NodeSwitch};
 use crate::chain::rpc::{self, ExchangeError, JsonEndpoint, METHOD_NOT_FOUND};
 pub use crate::config::EthereumMining as Mining;
 use crate::config::HttpUrl;
-use crate::domain::MonoTime;
 
-pub struct EthereumProducer {
-    rpc: HttpUrl,
-    endpoint: JsonEndpoint,
+/// An Ethereum node's JSON-RPC, in one of its two mining modes.
+pub struct Ethereum {
     mining: Mining,
     interval_secs: u64,
-    fence_command: Option<Vec<String>>,
 }
+
+pub type EthereumProducer = ApiSwitchProducer<Ethereum>;
 
 impl EthereumProducer {
     pub fn new(
@@ -36,45 +36,52 @@ impl EthereumProducer {
         block_interval: Duration,
         fence_command: Option<Vec<String>>,
     ) -> Result<EthereumProducer, ProducerError> {
-        let endpoint = JsonEndpoint::new(rpc, timeout)
-            .map_err(|e| ProducerError::Failed { operation: "setup", detail: e.to_string() })?;
-        let interval_secs = block_interval.as_secs().max(1);
-        Ok(EthereumProducer { rpc: rpc.clone(), endpoint, mining, interval_secs, fence_command })
+        let switch = Ethereum { mining, interval_secs: block_interval.as_secs().max(1) };
+        ApiSwitchProducer::with_switch(rpc, timeout, switch, fence_command)
     }
+}
 
-    fn switch(&self, on: bool) -> (&'static str, Value) {
+impl Ethereum {
+    fn params(&self, on: bool) -> Value {
         match (self.mining, on) {
-            (Mining::Miner, true) => ("miner_start", json!([])),
-            (Mining::Miner, false) => ("miner_stop", json!([])),
-            (Mining::Interval, true) => ("evm_setIntervalMining", json!([self.interval_secs])),
-            (Mining::Interval, false) => ("evm_setIntervalMining", json!([0])),
+            (Mining::Miner, _) => json!([]),
+            (Mining::Interval, true) => json!([self.interval_secs]),
+            (Mining::Interval, false) => json!([0]),
+        }
+    }
+}
+
+#[async_trait]
+impl NodeSwitch for Ethereum {
+    fn request_name(&self, on: bool) -> &'static str {
+        match (self.mining, on) {
+            (Mining::Miner, true) => "miner_start",
+            (Mining::Miner, false) => "miner_stop",
+            (Mining::Interval, _) => "evm_setIntervalMining",
         }
     }
 
-    /// Whether the node mines, `None` when it cannot say.
-    async fn mining(&self, deadline: Instant) -> Result<Option<bool>, ExchangeError> {
-        let method = match self.mining {
+    fn query_name(&self) -> &'static str {
+        match self.mining {
             Mining::Miner => "eth_mining",
             Mining::Interval => "anvil_getIntervalMining",
-        };
-        match self.endpoint.call(method, json!([]), deadline).await {
+        }
+    }
+
+    async fn request(&self, endpoint: &JsonEndpoint, on: bool, deadline: Instant) -> Result<(), ExchangeError> {
+        endpoint.call(self.request_name(on), self.params(on), deadline).await.map(|_| ())
+    }
+
+    async fn producing(&self, endpoint: &JsonEndpoint, deadline: Instant) -> Result<Option<bool>, ExchangeError> {
+        match endpoint.call(self.query_name(), json!([]), deadline).await {
             Ok(v) => parse_mining(self.mining, &v).map(Some).map_err(ExchangeError::Malformed),
             Err(ExchangeError::Rpc { code: METHOD_NOT_FOUND, .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    async fn turn(&self, on: bool, operation: &'static str, deadline: Instant) -> Result<(), ProducerError> {
-        let fail = |e| ProducerError::from_exchange(operation, e);
-        let (method, params) = self.switch(on);
-        self.endpoint.call(method, params, deadline).await.map_err(fail)?;
-        match self.mining(deadline).await.map_err(fail)? {
-            Some(now) if now != on => Err(ProducerError::Failed {
-                operation,
-                detail: format!("{method} succeeded but the node still says mining = {now}"),
-            }),
-            _ => Ok(()),
-        }
+    fn stop_blocking(&self, api: &HttpUrl, timeout: Duration) -> Result<(), ExchangeError> {
+        rpc::blocking_call(api, self.request_name(false), self.params(false), timeout).map(|_| ())
     }
 }
 
@@ -94,40 +101,10 @@ pub fn parse_mining(mining: Mining, v: &Value) -> Result<bool, String> {
     }
 }
 
-#[async_trait]
-impl Producer for EthereumProducer {
-    async fn activate(&self, _floor: SignFloor, _until: MonoTime, deadline: Instant) -> Result<(), ProducerError> {
-        self.turn(true, "activate", deadline).await
-    }
-
-    async fn extend(&self, _until: MonoTime, _deadline: Instant) -> Result<(), ProducerError> {
-        Ok(())
-    }
-
-    async fn deactivate(&self, deadline: Instant) -> Result<ProducerStatus, ProducerError> {
-        self.turn(false, "deactivate", deadline).await?;
-        Ok(ProducerStatus::default())
-    }
-
-    fn fence(&self, timeout: Duration) -> Result<(), ProducerError> {
-        let (method, params) = self.switch(false);
-        let stopped = rpc::blocking_call(&self.rpc, method, params, timeout).map(|_| ());
-        super::fence_by_command(method, stopped, self.fence_command.as_deref(), timeout)
-    }
-
-    async fn status(&self, deadline: Instant) -> Result<ProducerStatus, ProducerError> {
-        let active = self
-            .mining(deadline)
-            .await
-            .map_err(|e| ProducerError::Failed { operation: "status", detail: e.to_string() })?;
-        // A node that cannot say counts as active: "unknown" must never look safe.
-        Ok(ProducerStatus { active: active.unwrap_or(true), last_signed_height: None })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::producer::Producer;
 
     #[test]
     fn reads_what_the_nodes_answer() {

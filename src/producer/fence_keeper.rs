@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Producer, ProducerError, ProducerStatus, SignFloor};
+use super::{Grant, Producer, ProducerError, ProducerStatus};
 use crate::domain::MonoTime;
 use crate::keeper::{Keeper, KeeperLauncher, KeeperSpec, Target};
 
@@ -46,12 +46,12 @@ impl FenceCommandKeeper {
 
 #[async_trait]
 impl Producer for FenceCommandKeeper {
-    async fn activate(&self, floor: SignFloor, until: MonoTime, deadline: Instant) -> Result<(), ProducerError> {
+    async fn activate(&self, grant: Grant, deadline: Instant) -> Result<(), ProducerError> {
         if !self.current().is_some_and(|k| k.is_holding()) {
             let spec = KeeperSpec {
                 target: Target::FenceCommand { argv: self.fence_command.clone() },
                 key_file: None,
-                until_ns: until.as_nanos(),
+                until_ns: grant.until.as_nanos(),
                 fence_timeout_ms: u64::try_from(self.fence_timeout.as_millis()).unwrap_or(u64::MAX),
                 record: None,
             };
@@ -62,7 +62,7 @@ impl Producer for FenceCommandKeeper {
                 .map_err(|e| ProducerError::Failed { operation: "activate", detail: e.to_string() })?;
             *self.keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(keeper));
         }
-        self.inner.activate(floor, until, deadline).await
+        self.inner.activate(grant, deadline).await
     }
 
     async fn extend(&self, until: MonoTime, deadline: Instant) -> Result<(), ProducerError> {
@@ -112,14 +112,15 @@ impl Producer for FenceCommandKeeper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Hrs;
+    use crate::domain::{Epoch, Hrs};
+    use crate::producer::SignFloor;
 
     /// An API producer that only records calls: this test is about the keeper, which is real.
     struct Recorder;
 
     #[async_trait]
     impl Producer for Recorder {
-        async fn activate(&self, _: SignFloor, _: MonoTime, _: Instant) -> Result<(), ProducerError> {
+        async fn activate(&self, _: Grant, _: Instant) -> Result<(), ProducerError> {
             Ok(())
         }
         async fn extend(&self, _: MonoTime, _: Instant) -> Result<(), ProducerError> {
@@ -146,11 +147,15 @@ mod tests {
         let soon = || Instant::now() + Duration::from_secs(5);
         // Released in time: the fence command never runs.
         let later = MonoTime::now().saturating_add(Duration::from_millis(400));
-        p.activate(SignFloor(Hrs::ZERO), later, soon()).await.expect("activates");
+        p.activate(Grant { epoch: Epoch::new(1), floor: SignFloor(Hrs::ZERO), until: later }, soon())
+            .await
+            .expect("activates");
         p.deactivate(soon()).await.expect("deactivates");
         // Left to its deadline: the keeper runs it.
         let later = MonoTime::now().saturating_add(Duration::from_millis(200));
-        p.activate(SignFloor(Hrs::ZERO), later, soon()).await.expect("activates");
+        p.activate(Grant { epoch: Epoch::new(1), floor: SignFloor(Hrs::ZERO), until: later }, soon())
+            .await
+            .expect("activates");
         let end = std::time::Instant::now() + Duration::from_secs(5);
         while !marker.exists() && std::time::Instant::now() < end {
             tokio::time::sleep(Duration::from_millis(10)).await;

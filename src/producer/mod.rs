@@ -11,9 +11,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use crate::domain::{Hrs, MonoTime};
+use crate::domain::{Epoch, Hrs, MonoTime};
 
 pub mod antelope;
+pub mod api_switch;
 pub mod cometbft_filepv;
 pub mod cometbft_signer;
 pub mod command;
@@ -27,6 +28,19 @@ pub mod sim;
 /// (`max(watermark, chain height) + margin`). A producer MUST sign only strictly above it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SignFloor(pub Hrs);
+
+/// The right to produce that the promotion guard hands a producer when it activates it: the
+/// lease epoch it holds, the floor it must stay above, and when the right ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The holder's lease epoch. A producer that reserves its signatures in the store reserves
+    /// them under this epoch, so the store refuses them once another member holds the lease.
+    pub epoch: Epoch,
+    /// Never sign at or below it.
+    pub floor: SignFloor,
+    /// The holder's lease validity, on this machine's monotonic clock.
+    pub until: MonoTime,
+}
 
 /// What a producer reports about itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,11 +92,11 @@ pub(crate) fn fence_by_command(
 /// One way of running a block producer.
 #[async_trait]
 pub trait Producer: Send + Sync {
-    /// Starts production, never signing at or below `floor`, with the right to produce ending
-    /// at `until` (the holder's lease validity, on this machine's monotonic clock). Returns `Ok`
+    /// Starts production under `grant`: never signing at or below its floor, with the right to
+    /// produce ending at its `until`, and every reservation made under its epoch. Returns `Ok`
     /// only once production is confirmed; on any error the caller deactivates and treats the
     /// producer as possibly active until `fence` confirms.
-    async fn activate(&self, floor: SignFloor, until: MonoTime, deadline: Instant) -> Result<(), ProducerError>;
+    async fn activate(&self, grant: Grant, deadline: Instant) -> Result<(), ProducerError>;
 
     /// Moves the end of the right to produce to `until` after a renew. Producers with a keeper
     /// pass it on, so the keeper — outside this process — kills the node at `until` if no later
@@ -134,7 +148,8 @@ impl NodeKeeping {
 }
 
 /// The producer `[producer]` describes, driving the node `[chain]` probes. `signer` is what the
-/// `cometbft-signer` producer needs of the member (its store, id and runtime).
+/// `cometbft-signer` producer needs of the member (its store and runtime). Every setting an
+/// adapter requires is already in its settings struct; only what spans sections is checked here.
 pub fn from_config(
     p: &crate::config::ProducerConfig,
     chain: &crate::config::ChainConfig,
@@ -142,68 +157,59 @@ pub fn from_config(
     signer: Option<cometbft_signer::SignerContext>,
     keeping: &NodeKeeping,
 ) -> Result<std::sync::Arc<dyn Producer>, ProducerError> {
-    use crate::config::ProducerKind;
+    use crate::config::ProducerAdapter as A;
     use std::sync::Arc;
     let setup = |detail: String| ProducerError::Failed { operation: "setup", detail };
-    let api =
-        || p.rpc.as_ref().or(chain.rpc.as_ref()).ok_or_else(|| setup("producer.rpc or chain.rpc is required".into()));
-    let argv = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
-    let producer: std::sync::Arc<dyn Producer> = match p.kind {
-        ProducerKind::Sim => Arc::new(sim::SimProducer::new(api()?, call_timeout)?),
-        ProducerKind::Process => Arc::new(
-            process::ProcessProducer::new(argv(&p.command), p.fence_timeout, keeping.launcher.clone())
-                .with_record(keeping.record()),
-        ),
-        ProducerKind::Command | ProducerKind::Solana => Arc::new(command::CommandProducer::new(
-            argv(&p.activate_command),
-            argv(&p.deactivate_command),
-            p.fence_command.clone(),
+    // validate.rs refuses a config with neither; a producer built without validation still says so.
+    let api = || p.rpc().or(chain.rpc.as_ref()).ok_or_else(|| setup("producer.rpc or chain.rpc is required".into()));
+    let process = |argv: &[String]| {
+        process::ProcessProducer::new(argv.to_vec(), p.fence_timeout, keeping.launcher.clone())
+            .with_record(keeping.record())
+    };
+    let producer: Arc<dyn Producer> = match &p.adapter {
+        A::Sim(_) => Arc::new(sim::SimProducer::new(api()?, call_timeout)?),
+        A::Process(x) => Arc::new(process(&x.command)),
+        A::Command(x) | A::Solana(x) => Arc::new(command::CommandProducer::new(
+            x.activate_command.clone(),
+            x.deactivate_command.clone(),
+            x.fence_command.clone(),
             p.key_id.clone(),
-            p.command_timeout,
+            x.command_timeout,
         )),
-        ProducerKind::Ethereum => Arc::new(ethereum::EthereumProducer::new(
+        A::Ethereum(x) => Arc::new(ethereum::EthereumProducer::new(
             api()?,
             call_timeout,
-            p.mining,
-            p.block_interval,
-            p.fence_command.clone(),
+            x.mining,
+            x.block_interval,
+            x.api.fence_command.clone(),
         )?),
-        ProducerKind::Antelope => {
-            Arc::new(antelope::AntelopeProducer::new(api()?, call_timeout, p.fence_command.clone())?)
-        }
-        ProducerKind::CometbftFilepv => {
-            let key = p.key_file.clone().ok_or_else(|| setup("producer.key_file is required".into()))?;
-            let home = p.home.clone().ok_or_else(|| setup("producer.home is required".into()))?;
-            let runner = match &p.systemd_unit {
+        A::Antelope(x) => Arc::new(antelope::AntelopeProducer::new(api()?, call_timeout, x.fence_command.clone())?),
+        A::CometbftFilepv(x) => {
+            let runner = match &x.systemd_unit {
                 Some(unit) => {
                     cometbft_filepv::NodeRunner::Systemd { systemctl: vec!["systemctl".into()], unit: unit.clone() }
                 }
                 None => cometbft_filepv::NodeRunner::Process(
-                    process::ProcessProducer::new(argv(&p.command), p.fence_timeout, keeping.launcher.clone())
-                        .with_key_file(cometbft_filepv::FilePvProducer::key_path_in(&home))
-                        .with_record(keeping.record()),
+                    process(x.command.as_deref().unwrap_or_default())
+                        .with_key_file(cometbft_filepv::FilePvProducer::key_path_in(&x.home)),
                 ),
             };
             Arc::new(
-                cometbft_filepv::FilePvProducer::new(key, home, runner, p.command_timeout)
+                cometbft_filepv::FilePvProducer::new(x.key_file.clone(), x.home.clone(), runner, x.command_timeout)
                     .with_unit_keeper(keeping.launcher.clone()),
             )
         }
-        ProducerKind::CometbftSigner => {
-            let key = p.key_file.clone().ok_or_else(|| setup("producer.key_file is required".into()))?;
-            let address = p
+        A::CometbftSigner(x) => {
+            let address = x
                 .priv_validator_laddr
-                .as_deref()
-                .ok_or_else(|| setup("producer.priv_validator_laddr is required".into()))?
                 .parse()
                 .map_err(|e: String| setup(format!("producer.priv_validator_laddr: {e}")))?;
-            let chain_id = p.chain_id.clone().ok_or_else(|| setup("producer.chain_id is required".into()))?;
             let context =
                 signer.ok_or_else(|| setup("the cometbft-signer producer runs only inside a member".into()))?;
             Arc::new(cometbft_signer::CometbftSignerProducer::start(
-                &key,
+                &x.key_file,
                 p.key_id.clone(),
-                chain_id,
+                x.chain_id.clone(),
                 address,
                 context,
                 call_timeout,
@@ -211,17 +217,13 @@ pub fn from_config(
         }
     };
     // Producers that switch a node over its API get a keeper when there is a fence_command.
-    let api_driven = matches!(
-        p.kind,
-        ProducerKind::Command | ProducerKind::Solana | ProducerKind::Ethereum | ProducerKind::Antelope
-    );
-    Ok(match (&p.fence_command, api_driven) {
-        (Some(argv), true) => Arc::new(fence_keeper::FenceCommandKeeper::wrap(
+    Ok(match p.fence_command() {
+        Some(argv) => Arc::new(fence_keeper::FenceCommandKeeper::wrap(
             producer,
-            argv.clone(),
+            argv.to_vec(),
             p.fence_timeout,
             keeping.launcher.clone(),
         )),
-        _ => producer,
+        None => producer,
     })
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Producer, ProducerError, ProducerStatus, SignFloor};
+use super::{Grant, Producer, ProducerError, ProducerStatus};
 use crate::domain::MonoTime;
 use crate::keeper::{Keeper, KeeperLauncher, KeeperSpec, Target, group};
 
@@ -78,8 +78,8 @@ impl ProcessProducer {
 
 #[async_trait]
 impl Producer for ProcessProducer {
-    async fn activate(&self, _floor: SignFloor, until: MonoTime, deadline: Instant) -> Result<(), ProducerError> {
-        let operation = "activate";
+    async fn activate(&self, grant: Grant, deadline: Instant) -> Result<(), ProducerError> {
+        let (operation, until) = ("activate", grant.until);
         if let Some(k) = self.current().filter(|k| k.is_holding()) {
             // Already running: the keeper's deadline follows this activation's validity.
             k.extend(until);
@@ -164,8 +164,9 @@ mod tests {
         Instant::now() + Duration::from_secs(10)
     }
 
-    fn floor() -> SignFloor {
-        SignFloor(Hrs::ZERO)
+    /// A grant from the bottom of the chain until `until`: the process producer reads only `until`.
+    fn grant(until: MonoTime) -> Grant {
+        Grant { epoch: crate::domain::Epoch::new(1), floor: crate::producer::SignFloor(Hrs::ZERO), until }
     }
 
     fn later(ms: u64) -> MonoTime {
@@ -201,7 +202,7 @@ mod tests {
     async fn a_forking_node_is_stopped_as_a_whole_group() {
         // The shape of cosmovisor and start scripts: the signer is a grandchild of the command.
         let (p, _rx) = producer("sleep 600 & sleep 600; wait", Duration::from_secs(2));
-        p.activate(floor(), later(60_000), soon()).await.expect("starts");
+        p.activate(grant(later(60_000)), soon()).await.expect("starts");
         let pgid = p.node_group().expect("a group");
         assert!(eventually(Duration::from_secs(2), || live(pgid) == 3).await, "sh and two sleeps run");
         assert!(p.status(soon()).await.expect("status").active);
@@ -213,7 +214,7 @@ mod tests {
     #[tokio::test]
     async fn a_node_ignoring_sigterm_is_killed_after_fence_timeout() {
         let (p, _rx) = producer("trap '' TERM; echo armed; while :; do sleep 0.05; done", Duration::from_millis(300));
-        p.activate(floor(), later(60_000), soon()).await.expect("starts");
+        p.activate(grant(later(60_000)), soon()).await.expect("starts");
         let pgid = p.node_group().expect("a group");
         // The shell has installed its trap once its loop runs a sleep.
         assert!(eventually(Duration::from_secs(2), || live(pgid) >= 2).await);
@@ -226,7 +227,7 @@ mod tests {
     #[tokio::test]
     async fn the_keeper_kills_the_group_at_the_deadline_without_the_daemon() {
         let (p, mut rx) = producer("sleep 600 & sleep 600", Duration::from_secs(2));
-        p.activate(floor(), later(300), soon()).await.expect("starts");
+        p.activate(grant(later(300)), soon()).await.expect("starts");
         let pgid = p.node_group().expect("a group");
         let notice = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("in time").expect("notice");
         assert_eq!(notice.by, FencedBy::Keeper);
@@ -238,7 +239,7 @@ mod tests {
     #[tokio::test]
     async fn an_extension_moves_the_keepers_deadline() {
         let (p, mut rx) = producer("sleep 600", Duration::from_secs(2));
-        p.activate(floor(), later(300), soon()).await.expect("starts");
+        p.activate(grant(later(300)), soon()).await.expect("starts");
         p.extend(later(60_000), soon()).await.expect("extended");
         let pgid = p.node_group().expect("a group");
         // Past the first deadline, nothing happened.
@@ -250,7 +251,7 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_daemon_side_makes_the_keeper_kill_the_node() {
         let (p, _rx) = producer("sleep 600", Duration::from_secs(2));
-        p.activate(floor(), later(60_000), soon()).await.expect("starts");
+        p.activate(grant(later(60_000)), soon()).await.expect("starts");
         let pgid = p.node_group().expect("a group");
         // What the kernel does to the pipe when the daemon dies.
         drop(p);
@@ -260,7 +261,7 @@ mod tests {
     #[tokio::test]
     async fn a_killed_keeper_is_noticed_and_the_daemon_kills_the_group_itself() {
         let (p, mut rx) = producer("trap '' HUP; sleep 600 & sleep 600", Duration::from_secs(2));
-        p.activate(floor(), later(60_000), soon()).await.expect("starts");
+        p.activate(grant(later(60_000)), soon()).await.expect("starts");
         let pgid = p.node_group().expect("a group");
         let keeper = p.current().expect("keeper").keeper_pid();
         kill(Pid::from_raw(keeper), Signal::SIGKILL).expect("kill the keeper");
@@ -274,7 +275,7 @@ mod tests {
     #[tokio::test]
     async fn the_nodes_own_exit_is_reported_as_a_stop() {
         let (p, mut rx) = producer("exit 3", Duration::from_secs(1));
-        p.activate(floor(), later(60_000), soon()).await.expect("starts");
+        p.activate(grant(later(60_000)), soon()).await.expect("starts");
         let notice = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("in time").expect("notice");
         assert!(notice.detail.contains("exited by itself (exit status 3)"), "{}", notice.detail);
         assert!(!p.status(soon()).await.expect("status").active);
@@ -283,7 +284,7 @@ mod tests {
     #[tokio::test]
     async fn fence_kills_the_group_from_a_plain_thread() {
         let (p, _rx) = producer("sleep 600 & sleep 600", Duration::from_secs(5));
-        p.activate(floor(), later(60_000), soon()).await.expect("starts");
+        p.activate(grant(later(60_000)), soon()).await.expect("starts");
         let pgid = p.node_group().expect("a group");
         let p = std::sync::Arc::new(p);
         let fencer = std::sync::Arc::clone(&p);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Producer, ProducerError, ProducerStatus, SignFloor};
+use super::{Grant, Producer, ProducerError, ProducerStatus};
 use crate::config::HttpUrl;
 use crate::domain::MonoTime;
 use crate::sim::node::{Produce, StateReport};
@@ -62,8 +62,8 @@ fn status_of(r: &StateReport) -> ProducerStatus {
 
 #[async_trait]
 impl Producer for SimProducer {
-    async fn activate(&self, floor: SignFloor, _until: MonoTime, deadline: Instant) -> Result<(), ProducerError> {
-        let body = Produce { active: true, floor: floor.0.height };
+    async fn activate(&self, grant: Grant, deadline: Instant) -> Result<(), ProducerError> {
+        let body = Produce { active: true, floor: grant.floor.0.height };
         let r = self.post(&body, deadline, "activate").await?;
         if r.state.producing {
             Ok(())

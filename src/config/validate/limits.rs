@@ -11,7 +11,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::Problems;
-use crate::config::{Config, duration_text};
+use crate::config::{Config, ProducerSection, duration_text};
+
+/// `[producer]` in the file's flat shape, over which the bounds are stated (its adapter's settings).
+fn section(c: &Config) -> Option<ProducerSection> {
+    c.producer.clone().map(ProducerSection::from)
+}
 
 /// A bound on one kind of value. `key` may contain `[i]`, replaced by each entry's index when
 /// `values` yields one value per entry of an array.
@@ -85,21 +90,21 @@ const DURATION_LIMITS: &[Limit<Duration>] = &[
         min: Duration::ZERO,
         max: seconds(5 * 60),
         why: "a deactivation that has not confirmed by then will not, and the producer is killed instead",
-        values: |c| c.producer.iter().map(|p| p.fence_timeout).collect(),
+        values: |c| section(c).iter().map(|p| p.fence_timeout).collect(),
     },
     Limit {
         key: "producer.command_timeout",
         min: Duration::ZERO,
         max: seconds(10 * 60),
         why: "a failover waits for activate and deactivate commands this long",
-        values: |c| c.producer.iter().map(|p| p.command_timeout).collect(),
+        values: |c| section(c).iter().map(|p| p.command_timeout).collect(),
     },
     Limit {
         key: "producer.block_interval",
         min: Duration::ZERO,
         max: seconds(3600),
         why: "more than an hour between blocks is no longer a chain anyone produces for",
-        values: |c| c.producer.iter().map(|p| p.block_interval).collect(),
+        values: |c| section(c).iter().map(|p| p.block_interval).collect(),
     },
     Limit {
         key: "failover.priority_delay",
@@ -273,7 +278,7 @@ const TEXT_LIMITS: &[(Measure, Limit<usize>)] = &[
             min: 0,
             max: 50,
             why: "CometBFT's limit on a chain id",
-            values: |c| c.producer.iter().filter_map(|p| p.chain_id.as_ref()).map(String::len).collect(),
+            values: |c| section(c).iter().filter_map(|p| p.chain_id.as_ref()).map(String::len).collect(),
         },
     ),
     (
@@ -283,7 +288,7 @@ const TEXT_LIMITS: &[(Measure, Limit<usize>)] = &[
             min: 0,
             max: 255,
             why: "systemd's limit on a unit name",
-            values: |c| c.producer.iter().filter_map(|p| p.systemd_unit.as_ref()).map(String::len).collect(),
+            values: |c| section(c).iter().filter_map(|p| p.systemd_unit.as_ref()).map(String::len).collect(),
         },
     ),
     (
@@ -293,7 +298,7 @@ const TEXT_LIMITS: &[(Measure, Limit<usize>)] = &[
             min: 0,
             max: MAX_LADDR_BYTES,
             why: "a tcp://host:port or unix:///path address",
-            values: |c| c.producer.iter().filter_map(|p| p.priv_validator_laddr.as_ref()).map(String::len).collect(),
+            values: |c| section(c).iter().filter_map(|p| p.priv_validator_laddr.as_ref()).map(String::len).collect(),
         },
     ),
     (
@@ -333,7 +338,7 @@ const TEXT_LIMITS: &[(Measure, Limit<usize>)] = &[
             min: 0,
             max: MAX_URL_BYTES,
             why: URL_WHY,
-            values: |c| c.producer.iter().filter_map(|p| p.rpc.as_ref()).map(|u| u.0.as_str().len()).collect(),
+            values: |c| section(c).iter().filter_map(|p| p.rpc.as_ref()).map(|u| u.0.as_str().len()).collect(),
         },
     ),
     (
@@ -408,7 +413,8 @@ fn check_paths(config: &Config, out: &mut Problems<'_, '_>) {
     if let Some(sim) = c.chain.as_ref().and_then(|ch| ch.sim.as_ref()) {
         paths.push(("chain.sim.ledger", &sim.ledger));
     }
-    if let Some(p) = &c.producer {
+    let producer = section(c);
+    if let Some(p) = &producer {
         paths.extend(p.key_file.as_deref().map(|f| ("producer.key_file", f)));
         paths.extend(p.home.as_deref().map(|f| ("producer.home", f)));
     }
@@ -442,7 +448,8 @@ fn check_paths(config: &Config, out: &mut Problems<'_, '_>) {
 fn check_commands(config: &Config, out: &mut Problems<'_, '_>) {
     let mut commands: Vec<(&str, &[String])> = Vec::new();
     commands.extend(config.chain.as_ref().and_then(|ch| ch.command.as_deref()).map(|a| ("chain.command", a)));
-    if let Some(p) = &config.producer {
+    let producer = section(config);
+    if let Some(p) = &producer {
         for (key, argv) in [
             ("producer.command", &p.command),
             ("producer.activate_command", &p.activate_command),
@@ -493,7 +500,7 @@ fn check_shapes(config: &Config, out: &mut Problems<'_, '_>) {
             "expected a KV prefix of letters, digits and / _ . - without empty, \".\" or \"..\" segments and without a leading or trailing '/', such as \"failoverd/cosmoshub\"",
         );
     }
-    if config.producer.as_ref().and_then(|p| p.systemd_unit.as_deref()).is_some_and(|u| !is_service_unit_name(u)) {
+    if section(config).and_then(|p| p.systemd_unit).is_some_and(|u| !is_service_unit_name(&u)) {
         out.at(
             "producer.systemd_unit",
             "expected a service unit name such as \"cometbft.service\" or \"node@main.service\": letters, digits and : _ . @ - \\, not starting with '-' or '.'",

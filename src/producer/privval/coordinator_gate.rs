@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::signer::{GateRefusal, SignGate};
 use crate::coord::{CoordError, Coordinator};
 use crate::domain::{Epoch, Hrs, KeyId, MonoTime};
+use crate::producer::Grant;
 
 /// What the member may sign now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +24,12 @@ pub struct Permission {
     pub floor: Hrs,
     /// Dead man's switch: nothing from this instant on unless extended.
     pub until: MonoTime,
+}
+
+impl From<Grant> for Permission {
+    fn from(grant: Grant) -> Permission {
+        Permission { epoch: grant.epoch, floor: grant.floor.0, until: grant.until }
+    }
 }
 
 pub struct CoordinatorGate {
@@ -70,10 +77,10 @@ impl SignGate for CoordinatorGate {
 
     fn reserve(&self, hrs: Hrs) -> Result<(), GateRefusal> {
         let Some(Permission { epoch, floor, .. }) = self.permission() else {
-            return Err(GateRefusal::NotActive("this member is not the active signer".into()));
+            return Err(GateRefusal::NotActive);
         };
         if hrs <= floor {
-            return Err(GateRefusal::BelowFloor(format!("{hrs} is at or below the activation floor {floor}")));
+            return Err(GateRefusal::BelowFloor { hrs, floor });
         }
         let deadline = tokio::time::Instant::now() + self.timeout;
         let result = self.runtime.block_on(self.coord.reserve(epoch, &self.key, hrs, deadline));
@@ -81,10 +88,10 @@ impl SignGate for CoordinatorGate {
             Ok(_) if self.permission().is_some_and(|p| p.epoch == epoch) => Ok(()),
             // Demoted while the reservation was in flight: the reservation stands (the
             // watermark only rises), but this member no longer signs.
-            Ok(_) => Err(GateRefusal::NotActive("demoted while reserving".into())),
-            Err(CoordError::Refused(why)) => Err(GateRefusal::Watermark(why.to_string())),
-            Err(e @ CoordError::NotHolder { .. }) => Err(GateRefusal::NotActive(e.to_string())),
-            Err(e) => Err(GateRefusal::NotActive(format!("reservation not confirmed: {e}"))),
+            Ok(_) => Err(GateRefusal::DemotedWhileReserving),
+            Err(CoordError::Refused(why)) => Err(GateRefusal::Watermark(why)),
+            Err(e @ CoordError::NotHolder { .. }) => Err(GateRefusal::NotHolder(e)),
+            Err(e) => Err(GateRefusal::Unconfirmed(e)),
         }
     }
 }

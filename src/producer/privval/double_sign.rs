@@ -3,6 +3,9 @@
 //! different timestamp alone gets the stored signature back (with the stored timestamp, which
 //! the signature covers); refuse everything else.
 //!
+//! A refusal is a [`DoubleSign`] kind, as tmkms's chain state names them: a regression of the
+//! height, the round or the step, or a different message at the signed HRS.
+//!
 //! Pure: plain data in, a verdict out. It is the second line of defence — the watermark reserved
 //! through the coordinator before every new signature is the first, and the one that holds
 //! across members.
@@ -29,7 +32,39 @@ pub enum Verdict {
     /// differed, the stored timestamp.
     Repeat { signature: Vec<u8>, timestamp: Option<Timestamp> },
     /// Would be a double sign or a regression.
-    Refuse(String),
+    Refuse(DoubleSign),
+}
+
+/// Why the double-sign rule refuses a request. A regression names what is lower; the three
+/// read alike to the node, which only needs to know it was below what was signed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DoubleSign {
+    /// A lower height than the last signature.
+    #[error("{asked} is below {last}, already signed")]
+    HeightRegression { asked: Hrs, last: Hrs },
+    /// The same height, a lower round.
+    #[error("{asked} is below {last}, already signed")]
+    RoundRegression { asked: Hrs, last: Hrs },
+    /// The same height and round, an earlier step.
+    #[error("{asked} is below {last}, already signed")]
+    StepRegression { asked: Hrs, last: Hrs },
+    /// The signed HRS again, for another message (another block, or bytes that are no
+    /// canonical message of that step).
+    #[error("{hrs} was already signed for a different message")]
+    Conflicting { hrs: Hrs },
+}
+
+impl DoubleSign {
+    /// The regression of `asked` below `last` (which must be higher).
+    fn regression(asked: Hrs, last: Hrs) -> DoubleSign {
+        if asked.height < last.height {
+            DoubleSign::HeightRegression { asked, last }
+        } else if asked.round < last.round {
+            DoubleSign::RoundRegression { asked, last }
+        } else {
+            DoubleSign::StepRegression { asked, last }
+        }
+    }
 }
 
 /// Judges a request to sign `sign_bytes` at `hrs`, after `last`.
@@ -39,7 +74,7 @@ pub fn judge(last: Option<&LastSignature>, hrs: Hrs, sign_bytes: &[u8]) -> Verdi
         return Verdict::Sign;
     }
     if hrs < last.hrs {
-        return Verdict::Refuse(format!("{hrs} is below {}, already signed", last.hrs));
+        return Verdict::Refuse(DoubleSign::regression(hrs, last.hrs));
     }
     if sign_bytes == last.sign_bytes {
         return Verdict::Repeat { signature: last.signature.clone(), timestamp: None };
@@ -48,7 +83,7 @@ pub fn judge(last: Option<&LastSignature>, hrs: Hrs, sign_bytes: &[u8]) -> Verdi
         (Some((new, _)), Some((old, stored))) if new == old => {
             Verdict::Repeat { signature: last.signature.clone(), timestamp: stored }
         }
-        _ => Verdict::Refuse(format!("{hrs} was already signed for a different message")),
+        _ => Verdict::Refuse(DoubleSign::Conflicting { hrs }),
     }
 }
 
@@ -117,6 +152,49 @@ mod tests {
             Verdict::Refuse(_)
         ));
         assert!(matches!(judge(Some(&last), H, b"not a canonical vote"), Verdict::Refuse(_)));
+    }
+
+    /// Each refusal by its kind, with the text the node gets (docs/design.md §8).
+    #[test]
+    fn refuses_each_regression_and_conflict_by_its_kind() {
+        let last = signed(H, vote_bytes(10, 0, 1, 100));
+        let r1 = Hrs::new(10, 1, Step::Prevote);
+        let after_r1 = signed(r1, vote_bytes(10, 1, 1, 100));
+        let cases: &[(&LastSignature, Hrs, Vec<u8>, DoubleSign, &str)] = &[
+            (
+                &last,
+                Hrs::new(9, 3, Step::Precommit),
+                vote_bytes(9, 3, 1, 100),
+                DoubleSign::HeightRegression { asked: Hrs::new(9, 3, Step::Precommit), last: H },
+                "is below",
+            ),
+            (
+                &after_r1,
+                Hrs::new(10, 0, Step::Precommit),
+                vote_bytes(10, 0, 1, 100),
+                DoubleSign::RoundRegression { asked: Hrs::new(10, 0, Step::Precommit), last: r1 },
+                "is below",
+            ),
+            (
+                &last,
+                Hrs::new(10, 0, Step::Prevote),
+                vote_bytes(10, 0, 1, 100),
+                DoubleSign::StepRegression { asked: Hrs::new(10, 0, Step::Prevote), last: H },
+                "already signed",
+            ),
+            (
+                &last,
+                H,
+                vote_bytes(10, 0, 2, 100),
+                DoubleSign::Conflicting { hrs: H },
+                "already signed for a different message",
+            ),
+            (&last, H, b"not a canonical vote".to_vec(), DoubleSign::Conflicting { hrs: H }, "for a different message"),
+        ];
+        for (i, (last, hrs, bytes, kind, text)) in cases.iter().enumerate() {
+            assert_eq!(judge(Some(last), *hrs, bytes), Verdict::Refuse(*kind), "case {i}");
+            assert!(kind.to_string().contains(text), "case {i}: {kind}");
+        }
     }
 
     proptest! {

@@ -1,27 +1,24 @@
 //! `PrivvalSigner`: answers one privval request at a time — public key, ping, sign vote, sign
 //! proposal — for the node connections of this member.
 //!
-//! Before every new signature, in this order: the request is for our chain; the double-sign rule
-//! of [`super::double_sign`] allows it; and the [`SignGate`] has reserved its HRS through the
-//! coordinator (the member is active at epoch E and `reserve(E, key, hrs)` committed). Anything
-//! that fails is answered with a `RemoteSignerError` and counted; nothing is signed "to see".
-//! Sign bytes come from the tendermint-rs domain types, which also validate the request.
+//! Votes and proposals take one path, [`PrivvalSigner::sign`] over a [`SignRequest`]: before
+//! every new signature, in this order, the request is for our chain and well formed; the
+//! double-sign rule of [`super::double_sign`] allows it; and the [`SignGate`] has reserved its HRS
+//! through the coordinator (the member is active at epoch E and `reserve(E, key, hrs)`
+//! committed). Anything that fails is a typed [`Refusal`], answered with a `RemoteSignerError`
+//! and counted; nothing is signed "to see".
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tendermint_proto::v0_38::crypto::{PublicKey, public_key};
-use tendermint_proto::v0_38::privval::{
-    Message, PingResponse, PubKeyResponse, RemoteSignerError, SignProposalRequest, SignVoteRequest,
-    SignedProposalResponse, SignedVoteResponse, message::Sum,
-};
-
-use prost::Message as _;
-use tendermint_proto::v0_38::types::CanonicalVoteExtension;
+use tendermint_proto::v0_38::privval::{Message, PingResponse, PubKeyResponse, RemoteSignerError, message::Sum};
 
 use super::double_sign::{LastSignature, Verdict, judge};
+pub use super::refusal::{GateRefusal, Refusal};
+use super::sign_request::{SignRequest, Signed};
 use super::validator_key::ValidatorKey;
-use crate::domain::{Hrs, Step};
+use crate::domain::Hrs;
 
 /// `RemoteSignerError.code` values, aligned with CometBFT (the table in [`super`]).
 ///
@@ -84,16 +81,6 @@ impl SignOutcome {
 /// Called while the signer decides: it must not block.
 pub type SignObserver = Arc<dyn Fn(SignOutcome, Hrs, &str) + Send + Sync>;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum GateRefusal {
-    /// This member is not active (or is no longer): the node must not get signatures from it.
-    NotActive(String),
-    /// The watermark is at or above the request: a double sign across members.
-    Watermark(String),
-    /// At or below the activation floor (the guard's margin above the watermark).
-    BelowFloor(String),
-}
-
 pub struct PrivvalSigner<G: SignGate> {
     chain_id: String,
     key: ValidatorKey,
@@ -105,23 +92,6 @@ pub struct PrivvalSigner<G: SignGate> {
     /// which a decision holds across its reservation: an async caller must never wait on it.
     newest_height: AtomicU64,
     observer: Option<SignObserver>,
-}
-
-fn error(code: i32, description: impl Into<String>) -> Option<RemoteSignerError> {
-    Some(RemoteSignerError { code, description: description.into() })
-}
-
-/// The HRS of a vote or proposal, from its wire fields.
-fn hrs_of(height: i64, round: i32, msg_type: i32) -> Result<Hrs, String> {
-    let height = u64::try_from(height).map_err(|_| format!("height {height} is negative"))?;
-    let round = u32::try_from(round).map_err(|_| format!("round {round} is negative"))?;
-    let step = match msg_type {
-        1 => Step::Prevote,
-        2 => Step::Precommit,
-        32 => Step::Propose,
-        other => return Err(format!("message type {other} is not a prevote, precommit or proposal")),
-    };
-    Ok(Hrs::new(height, round, step))
 }
 
 impl<G: SignGate> PrivvalSigner<G> {
@@ -210,152 +180,87 @@ impl<G: SignGate> PrivvalSigner<G> {
         let sum = match request.sum? {
             Sum::PingRequest(_) => Sum::PingResponse(PingResponse {}),
             Sum::PubKeyRequest(r) => Sum::PubKeyResponse(if r.chain_id != self.chain_id {
-                PubKeyResponse { pub_key: None, error: error(code::BAD_REQUEST, self.wrong_chain(&r.chain_id)) }
+                PubKeyResponse { pub_key: None, error: Some(self.wrong_chain(&r.chain_id).into()) }
             } else {
                 let key = PublicKey { sum: Some(public_key::Sum::Ed25519(self.key.public_key().to_vec())) };
                 PubKeyResponse { pub_key: Some(key), error: None }
             }),
-            Sum::SignVoteRequest(r) => Sum::SignedVoteResponse(self.sign_vote(r)),
-            Sum::SignProposalRequest(r) => Sum::SignedProposalResponse(self.sign_proposal(r)),
+            Sum::SignVoteRequest(r) => Sum::SignedVoteResponse(self.sign(r)),
+            Sum::SignProposalRequest(r) => Sum::SignedProposalResponse(self.sign(r)),
             _ => return None,
         };
         Some(Message { sum: Some(sum) })
     }
 
-    fn wrong_chain(&self, got: &str) -> String {
-        format!("this signer serves chain \"{}\", not \"{got}\"", self.chain_id)
+    fn wrong_chain(&self, asked: &str) -> Refusal {
+        Refusal::WrongChain { served: self.chain_id.clone(), asked: asked.to_string() }
     }
 
-    fn sign_vote(&self, request: SignVoteRequest) -> SignedVoteResponse {
-        let refuse = |code, why: String| SignedVoteResponse { vote: None, error: error(code, why) };
-        if request.chain_id != self.chain_id {
-            return refuse(code::BAD_REQUEST, self.wrong_chain(&request.chain_id));
-        }
-        let Some(mut vote) = request.vote.clone() else {
-            return refuse(code::BAD_REQUEST, "the request carries no vote".into());
-        };
-        let hrs = match hrs_of(vote.height, vote.round, vote.r#type) {
-            Ok(h) if h.step != Step::Propose => h,
-            Ok(_) => return refuse(code::BAD_REQUEST, "a vote of type proposal".into()),
-            Err(e) => return refuse(code::BAD_REQUEST, e),
-        };
-        let domain = match tendermint::vote::SignVoteRequest::try_from(request) {
-            Ok(d) => d,
-            Err(e) => return refuse(code::BAD_REQUEST, format!("malformed vote: {e}")),
-        };
-        let mut sign_bytes = Vec::new();
-        if let Err(e) = domain.to_signable_bytes(&mut sign_bytes) {
-            return refuse(code::BAD_REQUEST, format!("cannot form the sign bytes: {e}"));
-        }
-        match self.decide(hrs, &sign_bytes) {
-            Ok((signature, timestamp)) => {
-                vote.signature = signature;
-                if timestamp.is_some() {
-                    vote.timestamp = timestamp;
-                }
-                // CometBFT 0.38+: a precommit for a block carries a signed vote extension (empty
-                // when the chain has none). It belongs to the precommit just decided and
-                // reserved; ed25519 makes a repeat produce the same signature.
-                if hrs.step == Step::Precommit && vote.block_id.as_ref().is_some_and(|b| !b.hash.is_empty()) {
-                    let extension = CanonicalVoteExtension {
-                        extension: vote.extension.clone(),
-                        height: vote.height,
-                        round: i64::from(vote.round),
-                        chain_id: self.chain_id.clone(),
-                    };
-                    vote.extension_signature = self.key.sign(&extension.encode_length_delimited_to_vec()).to_vec();
-                }
-                SignedVoteResponse { vote: Some(vote), error: None }
-            }
-            Err((code, why)) => refuse(code, why),
+    /// Answers a request to sign a vote or a proposal: the signed message, or the refusal with
+    /// its code and description.
+    pub fn sign<R: SignRequest>(&self, request: R) -> R::Response {
+        match self.try_sign(request) {
+            Ok(response) => response,
+            Err(refusal) => R::refused(refusal.into()),
         }
     }
 
-    fn sign_proposal(&self, request: SignProposalRequest) -> SignedProposalResponse {
-        let refuse = |code, why: String| SignedProposalResponse { proposal: None, error: error(code, why) };
-        if request.chain_id != self.chain_id {
-            return refuse(code::BAD_REQUEST, self.wrong_chain(&request.chain_id));
+    /// The one signing path: our chain, a well-formed message, then [`Self::decide`].
+    fn try_sign<R: SignRequest>(&self, request: R) -> Result<R::Response, Refusal> {
+        if request.chain_id() != self.chain_id {
+            return Err(self.wrong_chain(request.chain_id()));
         }
-        let Some(mut proposal) = request.proposal.clone() else {
-            return refuse(code::BAD_REQUEST, "the request carries no proposal".into());
-        };
-        let hrs = match hrs_of(proposal.height, proposal.round, proposal.r#type) {
-            Ok(h) if h.step == Step::Propose => h,
-            Ok(_) => return refuse(code::BAD_REQUEST, "a proposal of a vote type".into()),
-            Err(e) => return refuse(code::BAD_REQUEST, e),
-        };
-        let domain = match tendermint::proposal::SignProposalRequest::try_from(request) {
-            Ok(d) => d,
-            Err(e) => return refuse(code::BAD_REQUEST, format!("malformed proposal: {e}")),
-        };
-        let mut sign_bytes = Vec::new();
-        if let Err(e) = domain.to_signable_bytes(&mut sign_bytes) {
-            return refuse(code::BAD_REQUEST, format!("cannot form the sign bytes: {e}"));
-        }
-        match self.decide(hrs, &sign_bytes) {
-            Ok((signature, timestamp)) => {
-                proposal.signature = signature;
-                if timestamp.is_some() {
-                    proposal.timestamp = timestamp;
-                }
-                SignedProposalResponse { proposal: Some(proposal), error: None }
-            }
-            Err((code, why)) => refuse(code, why),
-        }
+        let (message, hrs) = request.message()?;
+        let sign_bytes = request.sign_bytes()?;
+        let signed = self.decide(hrs, &sign_bytes)?;
+        Ok(R::signed(message, signed, &self.key, &self.chain_id))
     }
 
-    /// The signature for `sign_bytes` at `hrs` (and the stored timestamp when it is a repeat),
-    /// or the refusal. Holds the signer's lock across the reservation: requests are answered one
-    /// at a time, so two connections cannot both sign the same HRS.
-    #[allow(clippy::type_complexity)]
-    fn decide(
-        &self,
-        hrs: Hrs,
-        sign_bytes: &[u8],
-    ) -> Result<(Vec<u8>, Option<tendermint_proto::google::protobuf::Timestamp>), (i32, String)> {
+    /// The signature for `sign_bytes` at `hrs` (with the stored timestamp when it is a repeat),
+    /// or the refusal: the double-sign rule first, then the reservation, then the signature.
+    /// Holds the signer's lock across the reservation: requests are answered one at a time, so
+    /// two connections cannot both sign the same HRS.
+    fn decide(&self, hrs: Hrs, sign_bytes: &[u8]) -> Result<Signed, Refusal> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let refused = |outcome, why: String| {
-            self.refusals.fetch_add(1, Ordering::Relaxed);
-            self.tell(outcome, hrs, &why);
-            let code = match outcome {
-                SignOutcome::Refused => {
-                    tracing::warn!(%hrs, reason = %why, "signature refused");
-                    code::REFUSED
-                }
-                SignOutcome::BelowFloor => {
-                    tracing::info!(%hrs, reason = %why, "signature refused below the activation floor");
-                    code::REFUSED
-                }
-                // A standby answers every request so: not worth a warning each time.
-                _ => {
-                    tracing::debug!(%hrs, reason = %why, "signature refused: not active");
-                    code::NOT_ACTIVE
-                }
-            };
-            Err((code, why))
-        };
-        match judge(last.as_ref(), hrs, sign_bytes) {
-            Verdict::Repeat { .. } if !self.gate.may_sign() => {
-                refused(SignOutcome::NotActive, "this member is not the active signer".into())
-            }
+        let decided = match judge(last.as_ref(), hrs, sign_bytes) {
+            Verdict::Repeat { .. } if !self.gate.may_sign() => Err(GateRefusal::NotActive.into()),
             Verdict::Repeat { signature, timestamp } => {
                 self.tell(SignOutcome::Repeated, hrs, "");
-                Ok((signature, timestamp))
+                Ok(Signed { signature, timestamp })
             }
-            Verdict::Refuse(why) => refused(SignOutcome::Refused, why),
-            Verdict::Sign => match self.gate.reserve(hrs) {
-                Err(GateRefusal::NotActive(why)) => refused(SignOutcome::NotActive, why),
-                Err(GateRefusal::Watermark(why)) => refused(SignOutcome::Refused, why),
-                Err(GateRefusal::BelowFloor(why)) => refused(SignOutcome::BelowFloor, why),
-                Ok(()) => {
-                    let signature = self.key.sign(sign_bytes).to_vec();
-                    *last = Some(LastSignature { hrs, sign_bytes: sign_bytes.to_vec(), signature: signature.clone() });
-                    self.newest_height.store(hrs.height.saturating_add(1), Ordering::Release);
-                    self.signatures.fetch_add(1, Ordering::Relaxed);
-                    self.tell(SignOutcome::Signed, hrs, "");
-                    Ok((signature, None))
-                }
-            },
+            Verdict::Refuse(kind) => Err(kind.into()),
+            Verdict::Sign => self.gate.reserve(hrs).map_err(Refusal::from).map(|()| {
+                let signature = self.key.sign(sign_bytes).to_vec();
+                *last = Some(LastSignature { hrs, sign_bytes: sign_bytes.to_vec(), signature: signature.clone() });
+                self.newest_height.store(hrs.height.saturating_add(1), Ordering::Release);
+                self.signatures.fetch_add(1, Ordering::Relaxed);
+                self.tell(SignOutcome::Signed, hrs, "");
+                Signed { signature, timestamp: None }
+            }),
+        };
+        decided.map_err(|refusal| self.refused(hrs, refusal))
+    }
+
+    /// Counts and reports a refusal made at the decision, and hands it back.
+    fn refused(&self, hrs: Hrs, refusal: Refusal) -> Refusal {
+        self.refusals.fetch_add(1, Ordering::Relaxed);
+        let why = refusal.to_string();
+        let outcome = refusal.outcome().unwrap_or(SignOutcome::Refused);
+        self.tell(outcome, hrs, &why);
+        match outcome {
+            SignOutcome::BelowFloor => {
+                tracing::info!(%hrs, reason = %why, "signature refused below the activation floor")
+            }
+            // A standby answers every request so: not worth a warning each time.
+            SignOutcome::NotActive => tracing::debug!(%hrs, reason = %why, "signature refused: not active"),
+            _ => tracing::warn!(%hrs, reason = %why, "signature refused"),
         }
+        refusal
+    }
+}
+
+impl From<Refusal> for RemoteSignerError {
+    fn from(refusal: Refusal) -> RemoteSignerError {
+        RemoteSignerError { code: refusal.code(), description: refusal.to_string() }
     }
 }
