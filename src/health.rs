@@ -30,15 +30,13 @@ pub struct HealthPolicy {
 
 impl HealthPolicy {
     pub fn from_config(config: &Config) -> HealthPolicy {
-        let chain = config.chain.as_ref();
-        let probe_interval = chain.map_or(Duration::from_secs(1), |c| c.probe_interval);
-        let unhealthy_after = chain.map_or(3, |c| c.unhealthy_after);
+        let chain = config.chain_or_default();
         HealthPolicy {
-            unhealthy_after,
-            max_lag: chain.map_or(5, |c| c.max_lag),
-            stall_after: chain.map_or(Duration::from_secs(30), |c| c.stall_after),
-            stale_after: probe_interval.saturating_mul(unhealthy_after.saturating_add(1)),
-            signing_window: chain.map_or(10, |c| u64::from(c.signing_window)),
+            unhealthy_after: chain.unhealthy_after,
+            max_lag: chain.max_lag,
+            stall_after: chain.stall_after,
+            stale_after: chain.stale_after(),
+            signing_window: u64::from(chain.signing_window),
         }
     }
 }

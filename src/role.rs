@@ -53,8 +53,6 @@ pub struct RolePolicy {
 impl RolePolicy {
     pub fn from_config(config: &Config) -> RolePolicy {
         let c = &config.coordinator;
-        let probe = config.chain.as_ref().map_or(Duration::from_secs(1), |ch| ch.probe_interval);
-        let unhealthy_after = config.chain.as_ref().map_or(3, |ch| ch.unhealthy_after);
         RolePolicy {
             lease_ttl: c.lease_ttl,
             renew_interval: c.renew_interval,
@@ -62,7 +60,8 @@ impl RolePolicy {
             priority_delay: config.failover.priority_delay,
             cooldown: config.failover.cooldown,
             max_lag_on_failover: config.failover.max_lag_on_failover,
-            status_stale_after: probe.saturating_mul(unhealthy_after.saturating_add(1)).max(c.lease_ttl),
+            // A status is as fresh as the probe it reports, and never fresher than a lease.
+            status_stale_after: config.chain_or_default().stale_after().max(c.lease_ttl),
         }
     }
 
