@@ -49,3 +49,76 @@ impl Listeners {
         Ok(Listeners { peer, metrics, control_socket, control_tcp })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Member a of a valid three-member cluster, with `extra` appended (`[api]`, `[metrics]`).
+    fn config(extra: &str) -> Config {
+        let members = (1..=3)
+            .map(|i| {
+                let kind = if i == 3 { "witness" } else { "producer" };
+                format!("[[members]]\nid = \"m{i}\"\npeer_address = \"127.0.0.1:{i}\"\nkind = \"{kind}\"\n")
+            })
+            .collect::<String>();
+        let text = format!(
+            "member = \"m1\"\n{members}[coordinator.raft]\ninsecure_plaintext_peers = true\n[chain]\nkind = \"sim\"\nrpc = \"http://127.0.0.1:4\"\n[producer]\nkind = \"sim\"\n{extra}"
+        );
+        Config::parse(&text).expect("a valid config")
+    }
+
+    fn socket_in(dir: &tempfile::TempDir) -> String {
+        dir.path().join("api.sock").display().to_string()
+    }
+
+    async fn peer() -> TcpListener {
+        TcpListener::bind("127.0.0.1:0").await.expect("a free port")
+    }
+
+    fn refused(result: Result<Listeners, DaemonError>) -> String {
+        match result {
+            Ok(_) => panic!("the bind succeeded"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_taken_metrics_port_is_a_start_up_error_naming_metrics_listen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let taken = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let port = taken.local_addr().expect("its address").port();
+        let extra = format!(
+            "[api]\nsocket = \"{}\"\n[metrics]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n",
+            socket_in(&dir)
+        );
+        let error = refused(Listeners::bind(&config(&extra), peer().await).await);
+        let expected = format!("metrics.listen: cannot listen on 127.0.0.1:{port}: ");
+        assert!(error.starts_with(&expected), "{error}");
+        assert!(error.ends_with("set [metrics] listen to a free address, or enabled = false"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_control_socket_that_cannot_be_created_is_a_start_up_error_naming_api_socket() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("not-a-directory");
+        std::fs::write(&file, "").expect("a file");
+        let socket = file.join("api.sock");
+        let extra = format!("[api]\nsocket = \"{}\"\n[metrics]\nenabled = false\n", socket.display());
+        let error = refused(Listeners::bind(&config(&extra), peer().await).await);
+        let expected = format!("api.socket: cannot create the control socket {}: ", socket.display());
+        assert!(error.starts_with(&expected), "{error}");
+    }
+
+    #[tokio::test]
+    async fn every_listener_is_bound_before_the_member_runs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let extra =
+            format!("[api]\nsocket = \"{}\"\n[metrics]\nenabled = true\nlisten = \"127.0.0.1:0\"\n", socket_in(&dir));
+        let listeners = Listeners::bind(&config(&extra), peer().await).await.expect("bound");
+        assert!(listeners.metrics.is_some());
+        assert!(listeners.control_tcp.is_none(), "api.listen is served only with [tls]");
+        let connected = tokio::net::UnixStream::connect(dir.path().join("api.sock")).await;
+        assert!(connected.is_ok(), "the control socket accepts before run: {connected:?}");
+    }
+}

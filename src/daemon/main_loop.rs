@@ -162,15 +162,8 @@ impl MainLoop {
                 observe::probe_loop(local, policies.probe_interval, self.clock.clone(), probe_tx, shutdown.clone());
             tokio::spawn(task);
         }
-        let (cluster_tx, cluster_rx) = tokio::sync::watch::channel(None);
         let coord = Arc::clone(&self.executor.cx.effects.coord);
-        let read = move |deadline| {
-            let coord = Arc::clone(&coord);
-            async move { coord.cluster_status(deadline).await }
-        };
-        let refresh =
-            observe::refresh_cluster(read, policies.call_timeout, self.clock.clone(), cluster_tx, shutdown.clone());
-        tokio::spawn(refresh);
+        let cluster_rx = observe::start_refresher(coord, policies.call_timeout, self.clock.clone(), shutdown);
         let observer = Observer::new(
             self.member.id.clone(),
             self.clock.clone(),

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::chain::{ChainProbe, ChainSample};
-use crate::coord::{CoordError, StatusReport};
+use crate::coord::{CoordError, Coordinator, StatusReport};
 use crate::domain::{MemberId, MonoTime};
 use crate::telemetry::Metrics;
 
@@ -203,6 +203,22 @@ impl ReferenceLoop {
             }
         }
     }
+}
+
+/// Starts the refresher over the store's `cluster_status`; the loop reads its latest answer.
+pub(super) fn start_refresher(
+    coord: Arc<dyn Coordinator>,
+    call_timeout: Duration,
+    clock: Clock,
+    shutdown: &CancellationToken,
+) -> watch::Receiver<Option<ClusterAnswer>> {
+    let (tx, rx) = watch::channel(None);
+    let read = move |deadline| {
+        let coord = Arc::clone(&coord);
+        async move { coord.cluster_status(deadline).await }
+    };
+    tokio::spawn(refresh_cluster(read, call_timeout, clock, tx, shutdown.clone()));
+    rx
 }
 
 /// Reads the cluster's statuses with `read` (given the read's deadline) every
