@@ -89,3 +89,80 @@ impl Provenance {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coord::{Intents, Transfer};
+    use crate::domain::Epoch;
+
+    const RENEW_INTERVAL: Duration = Duration::from_secs(1);
+
+    fn id(name: &str) -> MemberId {
+        MemberId::new(name).expect("member id")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renew_leaves_every_renew_interval_while_earlier_ones_are_still_in_flight() {
+        let mut pacing = RenewPacing::default();
+        assert!(pacing.try_send(RENEW_INTERVAL), "the first renew leaves at once");
+        assert!(!pacing.try_send(RENEW_INTERVAL), "not again before renew_interval");
+        tokio::time::advance(RENEW_INTERVAL - Duration::from_millis(1)).await;
+        assert!(!pacing.try_send(RENEW_INTERVAL), "not a millisecond early");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(pacing.try_send(RENEW_INTERVAL), "a slow renew in flight does not hold back the next");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_three_renews_are_in_flight_and_one_coming_back_frees_a_place() {
+        let mut pacing = RenewPacing::default();
+        for _ in 0..MAX_RENEWS_IN_FLIGHT {
+            assert!(pacing.try_send(RENEW_INTERVAL));
+            tokio::time::advance(RENEW_INTERVAL).await;
+        }
+        assert!(!pacing.try_send(RENEW_INTERVAL), "a fourth renew while three are in flight");
+        pacing.finished();
+        assert!(pacing.try_send(RENEW_INTERVAL), "a renew that came back frees its place");
+    }
+
+    fn view(holder: Option<&str>, transfer: Option<(&str, bool)>) -> StoreView {
+        let epoch = Epoch::new(7);
+        let lease = match holder {
+            Some(h) => LeaseView::Held { holder: id(h), epoch },
+            None => LeaseView::Free { epoch },
+        };
+        let transfer = transfer.map(|(to, forced)| Transfer { to: id(to), epoch, forced });
+        StoreView { lease, intents: Intents { paused: false, transfer } }
+    }
+
+    #[test]
+    fn a_takeover_counts_as_planned_only_for_a_transfer_to_this_member_that_was_not_forced() {
+        let me = id("a");
+        // (transfer in the store when the acquire leaves, how the takeover counts)
+        let cases = [
+            (None, FailoverReason::Unplanned),
+            (Some(("a", false)), FailoverReason::Planned),
+            (Some(("a", true)), FailoverReason::Forced),
+            (Some(("b", false)), FailoverReason::Unplanned),
+            (Some(("b", true)), FailoverReason::Unplanned),
+        ];
+        for (transfer, expected) in cases {
+            let mut provenance = Provenance::default();
+            provenance.note_acquire(&view(Some("b"), transfer), &me);
+            assert_eq!(provenance.failover_reason(), expected, "transfer {transfer:?}");
+            assert_eq!(provenance.planned(), expected == FailoverReason::Planned, "transfer {transfer:?}");
+        }
+    }
+
+    #[test]
+    fn the_previous_holder_is_the_last_other_member_the_store_showed_holding() {
+        let me = id("a");
+        let mut provenance = Provenance::default();
+        provenance.note_view(&view(Some("b"), None), &me);
+        provenance.note_view(&view(None, None), &me);
+        provenance.note_view(&view(Some("a"), None), &me);
+        assert_eq!(provenance.previous_holder(), Some(id("b")));
+        provenance.note_view(&view(Some("c"), None), &me);
+        assert_eq!(provenance.previous_holder(), Some(id("c")));
+    }
+}
