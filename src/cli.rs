@@ -369,6 +369,14 @@ fn run_member(path: &std::path::Path, rejoin: bool) -> ExitCode {
         Err(code) => return code,
     };
     with_peer_listener(config, me, async move |config, me, listener| {
+        // Every socket is bound before the member starts: a bind failure is a start-up error.
+        let listeners = match crate::daemon::Listeners::bind(&config, listener).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let shutdown = CancellationToken::new();
         let on_signal = shutdown.clone();
         tokio::spawn(async move {
@@ -376,8 +384,13 @@ fn run_member(path: &std::path::Path, rejoin: bool) -> ExitCode {
             on_signal.cancel();
         });
         tracing::info!(member = %config.member, peer_address = %me.peer_address, "failoverd member starting");
-        match crate::daemon::run(config, crate::daemon::RunOptions { rejoin, abort_on_panic: true }, listener, shutdown)
-            .await
+        match crate::daemon::run(
+            config,
+            crate::daemon::RunOptions { rejoin, abort_on_panic: true },
+            listeners,
+            shutdown,
+        )
+        .await
         {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

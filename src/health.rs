@@ -201,11 +201,6 @@ impl ProbeHistory {
     }
 }
 
-/// The best height among fresh sources: the highest any of them reports.
-pub fn best_height(heights: impl IntoIterator<Item = Option<u64>>) -> Option<u64> {
-    heights.into_iter().flatten().max()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,11 +320,5 @@ mod tests {
         let late = hist.assess(t(6), &p);
         assert_eq!(late.verdict, Verdict::Unknown);
         assert!(!late.latest_good);
-    }
-
-    #[test]
-    fn best_height_ignores_unknown_sources() {
-        assert_eq!(best_height([None, Some(3), Some(9), None]), Some(9));
-        assert_eq!(best_height([None, None]), None);
     }
 }

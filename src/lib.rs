@@ -9,6 +9,8 @@
 //! - [`coord`]: the coordination store's contract ([`coord::Coordinator`]).
 //! - [`chain`]: probing nodes ([`chain::ChainProbe`]).
 //! - [`producer`]: turning production on and off ([`producer::Producer`]).
+//! - [`daemon`]: the member: its listeners, parts, decision loop and the executor of its
+//!   actions, in the order of effects its doc writes down.
 //! - [`keeper`]: the process outside the daemon that kills a node whose daemon froze.
 //! - [`fence_notice`]: how a fence done outside the decision loop reaches it.
 //! - [`sim`]: the simulated chain, its signature ledger and the S2 checker, and the lab

@@ -275,15 +275,12 @@ fn async_stream_of(
 /// certificate signed by `tls.ca_file`, or the handshake fails, and that certificate must name
 /// an operator, or every call is refused.
 pub async fn serve_tcp(
-    listen: &crate::config::ListenAddress,
+    listener: tokio::net::TcpListener,
     tls: &crate::config::TlsConfig,
     service: ControlService,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let tls = crate::tls::TlsMaterial::load(tls).map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind(listen.0)
-        .await
-        .map_err(|e| format!("cannot listen on {} (api.listen): {e}", listen.0))?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
         .tls_config(tls.tonic_server())
@@ -294,8 +291,15 @@ pub async fn serve_tcp(
         .map_err(|e| e.to_string())
 }
 
-/// Serves the control API on `socket` (mode 0660) until `shutdown`.
-pub async fn serve(socket: &Path, service: ControlService, shutdown: CancellationToken) -> std::io::Result<()> {
+/// Binds `listen` for [`serve_tcp`]; the error names the address and the setting.
+pub async fn bind_tcp(listen: &crate::config::ListenAddress) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(listen.0)
+        .await
+        .map_err(|e| format!("cannot listen on {} (api.listen): {e}", listen.0))
+}
+
+/// Creates the control socket at `socket` (mode 0660), replacing a stale one.
+pub fn bind_socket(socket: &Path) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
@@ -307,6 +311,15 @@ pub async fn serve(socket: &Path, service: ControlService, shutdown: Cancellatio
     }
     let listener = UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+/// Serves the control API on a socket [`bind_socket`] created, until `shutdown`.
+pub async fn serve_on(
+    listener: UnixListener,
+    service: ControlService,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     tonic::transport::Server::builder()
         .add_service(ControlServer::new(service))

@@ -1,0 +1,262 @@
+//! The decision loop. It owns the role state and the local probe history; each turn it drains
+//! the outcomes of finished actions, observes, calls [`role::decide`], reports, and dispatches
+//! the actions to the executor. A turn never awaits: the store is read by `observe`'s
+//! refresher and its push channel, actions run as tasks.
+//!
+//! Never here: an I/O call inside a turn, a decision `role` could make, or an action's effect.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::DaemonError;
+use super::executor::{ActionContext, Executor, GuardContext};
+use super::observe::{self, Clock, LocalSample, Observer};
+use super::parts::{Effects, Member, Outputs, Policies, Sources};
+use super::report::{self, Reporter};
+use super::stop;
+use crate::coord::StatusReport;
+use crate::domain::{MemberStatus, MonoTime, RoleName};
+use crate::events::EventKind;
+use crate::fence_notice::FenceNotice;
+use crate::health::{NodeHealth, ProbeHistory, Verdict, gate_signing};
+use crate::role::{self, Action, Decision, Observation, Outcome, Provenance, RoleState};
+use crate::telemetry::FailoverReason;
+
+/// How often the loop decides.
+const LOOP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The local node's probes and what the loop remembers about them.
+#[derive(Default)]
+struct LocalProbes {
+    history: ProbeHistory,
+    /// The local height when this member was first probed as active (see `gate_signing`).
+    active_from_height: Option<u64>,
+    /// The node said it produces while this member is not active (reported once per episode).
+    rogue_production: bool,
+}
+
+pub(super) struct MainLoop {
+    member: Arc<Member>,
+    policies: Arc<Policies>,
+    outputs: Arc<Outputs>,
+    clock: Clock,
+    executor: Executor,
+    reporter: Reporter,
+    role: RoleState,
+    probes: LocalProbes,
+    last_publish: Instant,
+}
+
+impl MainLoop {
+    pub fn new(member: Arc<Member>, policies: Arc<Policies>, effects: Arc<Effects>, outputs: Arc<Outputs>) -> MainLoop {
+        let clock = Clock::system();
+        let cx = ActionContext {
+            member: Arc::clone(&member),
+            policies: Arc::clone(&policies),
+            effects,
+            outputs: Arc::clone(&outputs),
+        };
+        MainLoop {
+            role: RoleState::new(member.kind, clock.now()),
+            last_publish: Instant::now() - policies.probe_interval,
+            executor: Executor::new(cx),
+            reporter: Reporter::new(Arc::clone(&outputs)),
+            probes: LocalProbes::default(),
+            clock,
+            member,
+            policies,
+            outputs,
+        }
+    }
+
+    /// Starts the observers, runs turns until `shutdown` or a failed store, then stops
+    /// gracefully.
+    pub async fn run(
+        mut self,
+        sources: Sources,
+        mut fence_notices: mpsc::UnboundedReceiver<FenceNotice>,
+        shutdown: CancellationToken,
+    ) -> Result<(), DaemonError> {
+        let (mut observer, mut probes) = self.start_observers(sources, &shutdown);
+        let signed = stop::at_start(&self.executor.cx).await;
+        self.executor.note_last_signed(signed);
+        if let Some(n) = &self.outputs.telemetry.notifier {
+            n.ready();
+        }
+        observer.first_answer(self.policies.call_timeout).await;
+        let mut ticker = tokio::time::interval(LOOP_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut store_changes = self.executor.cx.effects.coord.watch();
+        // A member whose raft storage failed can never renew or vote again: it stops, so that
+        // its supervisor restarts it once the disk is fixed, instead of lingering in name.
+        let coord = Arc::clone(&self.executor.cx.effects.coord);
+        let store_failed = async move { coord.failed().await };
+        tokio::pin!(store_failed);
+        let mut failure = None;
+        loop {
+            self.outputs.telemetry.loop_turned();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                why = &mut store_failed => {
+                    tracing::error!(error = %why, "raft storage failed; deactivating and stopping this member");
+                    failure = Some(why);
+                    break;
+                }
+                _ = ticker.tick() => {}
+                // Decide at once when the lease or the intents change: a handover is a chain of
+                // such wake-ups, not of loop ticks.
+                Ok(()) = store_changes.changed() => {}
+                Some(sample) = probes.recv() => {
+                    self.record_probe(&observer, sample);
+                    continue;
+                }
+                Some(notice) = fence_notices.recv() => {
+                    // A keeper, the deadline thread or the node's own exit stopped production:
+                    // `decide` turns it into a step-down, so the lease is released, not renewed.
+                    self.outputs.events.emit(EventKind::Fence, None, notice.to_string());
+                    self.executor.push_outcome(Outcome::ProducerStopped { by: notice.by.to_string(), detail: notice.detail });
+                }
+                Some(done) = self.executor.finished.recv() => {
+                    self.executor.apply(done);
+                    while let Ok(done) = self.executor.finished.try_recv() {
+                        self.executor.apply(done);
+                    }
+                }
+            }
+            self.turn(&observer);
+        }
+        if let Some(n) = &self.outputs.telemetry.notifier {
+            n.stopping();
+        }
+        let epoch = self.role.epoch;
+        let lease = epoch.and_then(|e| self.executor.known_lease(e));
+        stop::graceful(&self.executor.cx, epoch, lease, self.executor.last_signed()).await;
+        match failure {
+            Some(why) => Err(DaemonError::StoreFailed(why)),
+            None => Ok(()),
+        }
+    }
+
+    fn start_observers(
+        &self,
+        sources: Sources,
+        shutdown: &CancellationToken,
+    ) -> (Observer, mpsc::Receiver<LocalSample>) {
+        let (probe_tx, probes) = mpsc::channel(16);
+        let policies = &self.policies;
+        if let Some(local) = sources.local {
+            let task =
+                observe::probe_loop(local, policies.probe_interval, self.clock.clone(), probe_tx, shutdown.clone());
+            tokio::spawn(task);
+        }
+        let coord = Arc::clone(&self.executor.cx.effects.coord);
+        let cluster_rx = observe::start_refresher(coord, policies.call_timeout, self.clock.clone(), shutdown);
+        let observer = Observer::new(
+            self.member.id.clone(),
+            self.clock.clone(),
+            policies.call_timeout,
+            policies.role.status_stale_after,
+            cluster_rx,
+            sources.references.len(),
+        );
+        let metrics = &self.outputs.telemetry.metrics;
+        observer.start_references(&sources.references, policies.probe_interval, metrics, shutdown);
+        (observer, probes)
+    }
+
+    /// Records one probe of the local node in the history; no decision follows it.
+    fn record_probe(&mut self, observer: &Observer, (at, result): LocalSample) {
+        let now = self.clock.now();
+        let cluster = observer.cluster(now).unwrap_or_default();
+        let local = result.as_ref().ok().map(|s| s.height);
+        let best = observer.best_height(&cluster, now, local);
+        let active = self.role.role == RoleName::Active;
+        let p = &mut self.probes;
+        let window = self.policies.health.signing_window;
+        let result = result.map(|s| gate_signing(s, active, &mut p.active_from_height, window));
+        let rogue = !active && result.as_ref().is_ok_and(|s| s.producing == Some(true));
+        if rogue && !p.rogue_production {
+            tracing::error!(role = %self.role.role, "the local node says it is producing while this member is not active: stop it (no lease covers it)");
+        }
+        p.rogue_production = rogue;
+        let telemetry = &self.outputs.telemetry;
+        telemetry.metrics.probed("local", result.as_ref().ok().map(|s| s.height));
+        if result.is_ok() {
+            telemetry.probe_succeeded();
+        }
+        p.history.record(at, result.as_ref().map_err(String::as_str), best, &self.policies.health);
+    }
+
+    /// One turn: observe, decide, report, dispatch.
+    fn turn(&mut self, observer: &Observer) {
+        let now = self.clock.now();
+        let view = self.executor.cx.effects.coord.watch().borrow().clone();
+        self.reporter.store_changes(&view);
+        let cluster = observer.cluster(now);
+        let health = self.probes.history.assess(now, &self.policies.health);
+        let obs = Observation {
+            now,
+            me: self.member.id.clone(),
+            kind: self.member.kind,
+            priority: self.member.priority,
+            store: cluster.is_some().then(|| view.clone()),
+            health: health.clone(),
+            cluster: cluster.unwrap_or_default(),
+            outcomes: self.executor.take_outcomes(),
+        };
+        let Decision { state: next, actions, why } = role::decide(&self.role, &obs, &self.policies.role);
+        self.reporter.decision(&self.role, &next, &why, health.height, failover_reason(next.provenance()));
+        let metrics = &self.outputs.telemetry.metrics;
+        report::metrics(metrics, &next, &view, &health, now);
+        if let Some(raft) = self.executor.cx.effects.coord.status().raft {
+            metrics.set_raft(raft.term, raft.commit, raft.is_leader);
+        }
+        self.reporter.note_situation(&why);
+        self.role = next;
+        self.dispatch(actions, &obs.cluster, observer, now);
+        self.publish_status(&health);
+    }
+
+    fn dispatch(&mut self, actions: Vec<Action>, cluster: &[StatusReport], observer: &Observer, now: MonoTime) {
+        for action in actions {
+            let role = &self.role;
+            let guard = || GuardContext {
+                cluster_best: observer.best_height(cluster, now, None),
+                previous_holder: role.previous_holder().cloned(),
+                planned: role.provenance() == Provenance::Planned,
+            };
+            self.executor.dispatch(action, guard);
+        }
+    }
+
+    /// Publishes this member's status twice per probe interval.
+    fn publish_status(&mut self, health: &NodeHealth) {
+        if self.last_publish.elapsed() < self.policies.probe_interval / 2 {
+            return;
+        }
+        self.last_publish = Instant::now();
+        let status = MemberStatus {
+            member: self.member.id.clone(),
+            kind: self.member.kind,
+            role: self.role.role,
+            priority: self.member.priority,
+            height: health.height,
+            healthy: health.verdict == Verdict::Healthy && health.latest_good,
+            epoch: self.role.epoch,
+        };
+        self.outputs.own_status.send_replace(Some(status.clone()));
+        self.executor.publish_status(status);
+    }
+}
+
+/// How a takeover counts in the failover metrics.
+fn failover_reason(provenance: Provenance) -> FailoverReason {
+    match provenance {
+        Provenance::Planned => FailoverReason::Planned,
+        Provenance::Forced => FailoverReason::Forced,
+        Provenance::Unplanned => FailoverReason::Unplanned,
+    }
+}

@@ -1,0 +1,140 @@
+//! The member daemon (docs/design.md §6–7): observe, decide, act.
+//!
+//! Every 50 ms the loop gathers an [`Observation`](crate::role::Observation) — monotonic now,
+//! the probe history, the store's lease and intents, the cluster's statuses and the outcomes of
+//! earlier actions — calls the pure [`role::decide`](crate::role::decide), and hands the actions
+//! it returns to the executor, which runs each as a task. Each kind runs at most once at a time,
+//! every call inside it has a deadline, and its result comes back as an outcome the loop applies
+//! in a later turn, so a slow node or store never blocks the loop.
+//!
+//! Where things live:
+//! - [`listeners`]: every socket the daemon serves on, bound before [`run`].
+//! - `parts`: what a member is made of, as small structs (member, policies, effects, outputs).
+//! - `wiring`: the parts, built from the config (the only file, with `test_hooks`, that names a
+//!   store backend's concrete type).
+//! - `main_loop`: role state and probe history; each turn drains outcomes, observes, decides,
+//!   reports and dispatches.
+//! - `observe`: probe loops, reference loops, and the cluster-status refresher.
+//! - `executor` and `actions`: the in-flight set, and one async fn per action.
+//! - `embedded_node`: the simulated node served inside the daemon (demo, tests).
+//! - `stop`: stopping the producer, and the graceful stop at shutdown.
+//! - `report`: logs, events and gauges that follow a decision.
+//! - `decisions_for_role`: decisions the daemon still makes that belong in `role`.
+//!
+//! # Order of effects
+//!
+//! Like a raft `Ready`, a decision's actions carry out effects whose order is the safety
+//! argument. Every action MUST keep it:
+//! 1. **Arm before activating.** The self-fence thread and the watchdog device are armed for
+//!    the lease's validity before `Producer::activate` is called (the promotion guard does both,
+//!    under the producer lock), so a producer is never active without something that stops it
+//!    when the lease runs out.
+//! 2. **Disarm only after a confirmed stop.** The self-fence thread and the watchdog are
+//!    disarmed only after `deactivate` or `fence` returned success; a stop that is not confirmed
+//!    leaves them armed, and keeps the lease until it expires.
+//! 3. **Persist before external effects.** A permission is committed in the store before it is
+//!    used: the grant before the guard activates, a renew before the producer's permission and
+//!    the self-fence deadline move, a checkpoint's watermark from a height already signed. Giving
+//!    permission back goes the other way: the producer is stopped first, and only then does a
+//!    release commit the final watermark and free the lease.
+//! 4. **Acknowledge last.** An action's result reaches `role` only as an outcome in a later
+//!    observation; no action changes the loop's state itself.
+//!
+//! Never here: a decision (that is `role`), a lock held across a store call in the loop, or an
+//! await of the store inside a loop turn.
+
+mod actions;
+mod embedded_node;
+mod executor;
+pub mod listeners;
+mod main_loop;
+mod observe;
+mod parts;
+mod report;
+mod stop;
+mod test_hooks;
+mod wiring;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::telemetry;
+
+pub use listeners::Listeners;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Setup(String),
+    #[error(
+        "this member's raft store failed ({0}); it deactivated its producer and stopped. Fix the cause (a full or failing disk under data_dir) and start it again"
+    )]
+    StoreFailed(String),
+}
+
+/// Options that are not part of the config file.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub rejoin: bool,
+    /// A panic anywhere fences the producer and aborts the process (`panic_hook`). The binary
+    /// sets it; tests that run members in-process do not.
+    pub abort_on_panic: bool,
+}
+
+/// Runs one member on `listeners` until `shutdown`, then deactivates and releases within a
+/// grace period.
+pub async fn run(
+    config: Config,
+    options: RunOptions,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let Listeners { peer, metrics, control_socket, control_tcp } = listeners;
+    let parts = wiring::build(&config, &options, peer).await?;
+    if options.abort_on_panic {
+        crate::panic_hook::abort_after_fencing(parts.effects.self_fence.clone(), parts.policies.fence_timeout);
+    }
+    if let Some(listener) = metrics {
+        let telemetry = Arc::clone(&parts.outputs.telemetry);
+        let endpoints_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = telemetry::endpoints::serve(listener, telemetry, endpoints_shutdown).await {
+                tracing::error!(error = %e, "the metrics and health endpoints stopped");
+            }
+        });
+    }
+    telemetry::webhook::start(&config.webhooks, &parts.outputs.events, &parts.outputs.telemetry.metrics, &shutdown);
+    let control = parts.control_service(&config);
+    if let (Some(listener), Some(tls)) = (control_tcp, config.tls.clone()) {
+        let tcp = control.clone();
+        let tcp_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::api::serve_tcp(listener, &tls, tcp, tcp_shutdown).await {
+                tracing::error!(error = %e, "the TCP control API is not available");
+            }
+        });
+    }
+    let socket = config.api.socket.clone();
+    let api_shutdown = shutdown.clone();
+    let api = tokio::spawn(async move {
+        if let Err(e) = crate::api::serve_on(control_socket, control, api_shutdown).await {
+            tracing::error!(socket = %socket.display(), error = %e, "the control API is not available");
+        }
+    });
+    let wiring::Parts { member, policies, effects, outputs, sources, fence_notices, embedded_node } = parts;
+    test_hooks::install(&shutdown);
+    let result = main_loop::MainLoop::new(member, policies, Arc::clone(&effects), outputs)
+        .run(sources, fence_notices, shutdown.clone())
+        .await;
+    // The loop also ends on its own (a failed store): everything else stops with it.
+    shutdown.cancel();
+    embedded_node.cancel();
+    let _ = api.await;
+    if let Some(f) = &effects.self_fence {
+        f.stop();
+    }
+    effects.coord.shutdown().await;
+    result
+}

@@ -1,0 +1,259 @@
+//! What the loop observes besides its own memory: the local node (a probe loop feeding a
+//! channel), the reference RPCs (their latest heights), and the cluster's statuses, read by a
+//! background refresher and handed over a `watch` channel, so a slow store never holds up a
+//! loop turn. Also the loop's clock seam.
+//!
+//! Owns those tasks and their latest answers; never decides, never acts, and never lets the loop
+//! await the store.
+//!
+//! # When the store's answer is stale
+//!
+//! The refresher asks for the cluster's statuses every [`REFRESH_INTERVAL`], each read bounded
+//! by `call_timeout`. An answer is as old as the moment its read was sent. [`Observer::cluster`]
+//! returns `None` — and the loop gives `role` an observation with `store: None`, "unknown is
+//! never free" — once the newest answer is older than [`store_stale_after`]:
+//! `3 × call_timeout + 2 × REFRESH_INTERVAL`, at most `status_stale_after`.
+//! - One slow read never trips it: while a read takes up to `call_timeout`, the answer in hand
+//!   is at most `2 × call_timeout + REFRESH_INTERVAL` old. Nor does one failed read (one more
+//!   `call_timeout + REFRESH_INTERVAL`): "unknown" means at least two reads in a row failed.
+//! - An active member given `store: None` keeps renewing on its own deadline (renewals do not
+//!   read the view) and never sees its lease lost; it also sees no standby (the cluster is
+//!   empty, as today after a failed read), so it does not step down for an unhealthy node.
+//! - A standby given `store: None` does not acquire. The cap keeps it from acquiring on an
+//!   answer older than the age at which `role` ignores any status anyway.
+//!
+//! With the raft store, statuses are read from the local replica and always answer; a
+//! partitioned member's writes (acquire, renew) fail in the store instead.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::chain::{ChainProbe, ChainSample};
+use crate::coord::{CoordError, Coordinator, StatusReport};
+use crate::domain::{MemberId, MonoTime};
+use crate::role;
+use crate::telemetry::Metrics;
+
+/// How often the cluster's statuses are read: the loop's own pace.
+pub(super) const REFRESH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The age past which the store's answer counts as unknown (see the module doc).
+pub(super) fn store_stale_after(call_timeout: Duration, status_stale_after: Duration) -> Duration {
+    (call_timeout * 3 + REFRESH_INTERVAL * 2).min(status_stale_after)
+}
+
+/// Monotonic time for the loop. Production reads `CLOCK_BOOTTIME`; tests follow tokio's clock,
+/// so paused time (`tokio::time::pause`) moves it too.
+#[derive(Clone, Debug)]
+pub(super) struct Clock {
+    /// With tokio's clock: its reading and the monotonic time at the start.
+    origin: Option<(Instant, MonoTime)>,
+}
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock { origin: None }
+    }
+
+    #[cfg(test)]
+    pub fn following_tokio() -> Clock {
+        Clock { origin: Some((Instant::now(), MonoTime::now())) }
+    }
+
+    pub fn now(&self) -> MonoTime {
+        match self.origin {
+            None => MonoTime::now(),
+            Some((at, base)) => base.saturating_add(at.elapsed()),
+        }
+    }
+}
+
+/// One probe of the local node and when it was taken.
+pub(super) type LocalSample = (MonoTime, Result<ChainSample, String>);
+
+/// The cluster's statuses as one read returned them.
+#[derive(Clone, Debug)]
+pub(super) struct ClusterAnswer {
+    pub reports: Vec<StatusReport>,
+    /// When the read was sent: the answer is at least this old.
+    pub asked_at: MonoTime,
+    /// When it came back: the reports' ages were measured then.
+    pub answered_at: MonoTime,
+}
+
+/// The latest heights of the reference RPCs and when they were read.
+type ReferenceHeights = Arc<Mutex<Vec<Option<(MonoTime, u64)>>>>;
+
+/// The loop's view of what the background tasks saw last.
+pub(super) struct Observer {
+    me: MemberId,
+    clock: Clock,
+    stale_after: Duration,
+    status_stale_after: Duration,
+    cluster: watch::Receiver<Option<ClusterAnswer>>,
+    references: ReferenceHeights,
+}
+
+impl Observer {
+    pub fn new(
+        me: MemberId,
+        clock: Clock,
+        call_timeout: Duration,
+        status_stale_after: Duration,
+        cluster: watch::Receiver<Option<ClusterAnswer>>,
+        references: usize,
+    ) -> Observer {
+        let stale_after = store_stale_after(call_timeout, status_stale_after);
+        let references = Arc::new(Mutex::new(vec![None; references]));
+        Observer { me, clock, stale_after, status_stale_after, cluster, references }
+    }
+
+    /// Waits up to `limit` for the refresher's first answer, so the first turn has one.
+    pub async fn first_answer(&mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.cluster.wait_for(Option::is_some)).await;
+    }
+
+    /// The other members' statuses, aged to `now`; `None` when the store's answer is stale.
+    pub fn cluster(&self, now: MonoTime) -> Option<Vec<StatusReport>> {
+        let answer = self.cluster.borrow();
+        let answer = answer.as_ref().filter(|a| now.saturating_since(a.asked_at) <= self.stale_after)?;
+        let waited = now.saturating_since(answer.answered_at);
+        let others = answer.reports.iter().filter(|r| r.status.member != self.me);
+        Some(others.map(|r| StatusReport { status: r.status.clone(), age: r.age + waited }).collect())
+    }
+
+    /// The best height known: other members' fresh statuses in `cluster`, fresh reference
+    /// RPCs, and `local` (this member's own probe, when given) — `role::best_height`'s rule.
+    pub fn best_height(&self, cluster: &[StatusReport], now: MonoTime, local: Option<u64>) -> Option<u64> {
+        let stale = self.status_stale_after;
+        let refs = self.references.lock().unwrap_or_else(|e| e.into_inner());
+        let refs = refs.iter().map(|r| r.filter(|(at, _)| now.saturating_since(*at) <= stale).map(|(_, h)| h));
+        let peers = cluster.iter().filter(|r| r.status.member != self.me);
+        role::best_height(peers, stale, refs.chain(std::iter::once(local)).collect::<Vec<_>>())
+    }
+
+    /// Starts a reference loop per probe; each keeps its latest height here.
+    pub fn start_references(
+        &self,
+        probes: &[Arc<dyn ChainProbe>],
+        interval: Duration,
+        metrics: &Arc<Metrics>,
+        shutdown: &CancellationToken,
+    ) {
+        for (i, probe) in probes.iter().enumerate() {
+            let task = ReferenceLoop {
+                i,
+                probe: Arc::clone(probe),
+                heights: Arc::clone(&self.references),
+                metrics: Arc::clone(metrics),
+                clock: self.clock.clone(),
+            };
+            tokio::spawn(task.run(interval, shutdown.clone()));
+        }
+    }
+}
+
+/// Probes the local node every `interval` and sends each result with its time.
+pub(super) async fn probe_loop(
+    probe: Arc<dyn ChainProbe>,
+    interval: Duration,
+    clock: Clock,
+    tx: mpsc::Sender<LocalSample>,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let result = probe.probe(Instant::now() + interval).await.map_err(|e| e.to_string());
+        if tx.send((clock.now(), result)).await.is_err() {
+            return;
+        }
+    }
+}
+
+struct ReferenceLoop {
+    i: usize,
+    probe: Arc<dyn ChainProbe>,
+    heights: ReferenceHeights,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+}
+
+impl ReferenceLoop {
+    async fn run(self, interval: Duration, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let sample = self.probe.probe(Instant::now() + interval).await;
+            self.metrics.probed(&format!("reference{}", self.i), sample.as_ref().ok().map(|s| s.height));
+            if let Ok(sample) = sample {
+                self.heights.lock().unwrap_or_else(|e| e.into_inner())[self.i] =
+                    Some((self.clock.now(), sample.height));
+            }
+        }
+    }
+}
+
+/// Starts the refresher over the store's `cluster_status`; the loop reads its latest answer.
+pub(super) fn start_refresher(
+    coord: Arc<dyn Coordinator>,
+    call_timeout: Duration,
+    clock: Clock,
+    shutdown: &CancellationToken,
+) -> watch::Receiver<Option<ClusterAnswer>> {
+    let (tx, rx) = watch::channel(None);
+    let read = move |deadline| {
+        let coord = Arc::clone(&coord);
+        async move { coord.cluster_status(deadline).await }
+    };
+    tokio::spawn(refresh_cluster(read, call_timeout, clock, tx, shutdown.clone()));
+    rx
+}
+
+/// Reads the cluster's statuses with `read` (given the read's deadline) every
+/// [`REFRESH_INTERVAL`] and publishes each answer on `tx`; a failed read leaves the last one.
+pub(super) async fn refresh_cluster<F, Fut>(
+    read: F,
+    call_timeout: Duration,
+    clock: Clock,
+    tx: watch::Sender<Option<ClusterAnswer>>,
+    shutdown: CancellationToken,
+) where
+    F: Fn(Instant) -> Fut,
+    Fut: Future<Output = Result<Vec<StatusReport>, CoordError>>,
+{
+    let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let asked_at = clock.now();
+        let read = tokio::time::timeout(call_timeout, read(Instant::now() + call_timeout));
+        match read.await {
+            Ok(Ok(reports)) => {
+                tx.send_replace(Some(ClusterAnswer { reports, asked_at, answered_at: clock.now() }));
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "cluster statuses not read"),
+            Err(_) => tracing::debug!("cluster statuses not read before the deadline"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "observe_tests.rs"]
+mod tests;

@@ -1,0 +1,123 @@
+//! The cluster-status refresher and the staleness bound, on paused tokio time through the
+//! [`Clock`] seam: time moves only when every task waits, so each bound is checked to the
+//! millisecond without sleeping for real.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Clock, Observer, REFRESH_INTERVAL, refresh_cluster, store_stale_after};
+use crate::coord::{CoordError, StatusReport};
+use crate::domain::{MemberId, MemberKind, MemberStatus, RoleName};
+
+const CALL_TIMEOUT: Duration = Duration::from_millis(800);
+const STATUS_STALE_AFTER: Duration = Duration::from_secs(3);
+
+fn member(name: &str) -> MemberId {
+    MemberId::new(name).expect("member id")
+}
+
+fn status_of(name: &str) -> StatusReport {
+    let status = MemberStatus {
+        member: member(name),
+        kind: MemberKind::Producer,
+        role: RoleName::Standby,
+        priority: 1,
+        height: Some(10),
+        healthy: true,
+        epoch: None,
+    };
+    StatusReport { status, age: Duration::ZERO }
+}
+
+/// A store whose n-th read (from 0) takes `delay(n)` and then answers, or never answers.
+fn store(delay: impl Fn(usize) -> Option<Duration> + Send + Sync + 'static) -> impl Fn(Instant) -> BoxedRead {
+    let reads = Arc::new(AtomicUsize::new(0));
+    let delay = Arc::new(delay);
+    move |deadline| {
+        let n = reads.fetch_add(1, Ordering::SeqCst);
+        let delay = delay(n);
+        Box::pin(async move {
+            match delay {
+                Some(d) => {
+                    tokio::time::sleep(d).await;
+                    Ok(vec![status_of("a"), status_of("b")])
+                }
+                None => {
+                    tokio::time::sleep_until(deadline).await;
+                    Err(CoordError::Timeout { operation: "cluster_status" })
+                }
+            }
+        })
+    }
+}
+
+type BoxedRead = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<StatusReport>, CoordError>> + Send>>;
+
+/// Starts a refresher over `read` for member `a`; returns what the loop would observe.
+async fn observer_over(read: impl Fn(Instant) -> BoxedRead + Send + 'static) -> (Observer, Clock, CancellationToken) {
+    let clock = Clock::following_tokio();
+    let (tx, rx) = watch::channel(None);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(refresh_cluster(read, CALL_TIMEOUT, clock.clone(), tx, shutdown.clone()));
+    let mut observer = Observer::new(member("a"), clock.clone(), CALL_TIMEOUT, STATUS_STALE_AFTER, rx, 0);
+    observer.first_answer(CALL_TIMEOUT).await;
+    (observer, clock, shutdown)
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_each_as_slow_as_the_call_timeout_never_make_the_store_unknown() {
+    let slow = CALL_TIMEOUT - Duration::from_millis(1);
+    let (observer, clock, shutdown) = observer_over(store(move |_| Some(slow))).await;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(observer.cluster(clock.now()).is_some(), "a slow store counted as unknown");
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_failed_read_never_makes_the_store_unknown() {
+    // Every third read never answers; the others answer at once.
+    let (observer, clock, shutdown) = observer_over(store(|n| (n % 3 != 1).then_some(Duration::ZERO))).await;
+    for _ in 0..500 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(observer.cluster(clock.now()).is_some(), "one failed read made the store unknown");
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_stops_answering_is_unknown_once_its_answer_passes_the_bound() {
+    let (observer, clock, shutdown) = observer_over(store(|n| (n == 0).then_some(Duration::ZERO))).await;
+    let asked = clock.now();
+    let bound = store_stale_after(CALL_TIMEOUT, STATUS_STALE_AFTER);
+    assert_eq!(bound, CALL_TIMEOUT * 3 + REFRESH_INTERVAL * 2);
+    tokio::time::sleep(bound).await;
+    assert!(observer.cluster(clock.now()).is_some(), "unknown before the bound");
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(clock.now().saturating_since(asked) > bound);
+    assert_eq!(observer.cluster(clock.now()), None, "a stale answer still counted as the store's");
+    shutdown.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn statuses_age_while_their_answer_waits_and_exclude_this_member() {
+    let (observer, clock, shutdown) = observer_over(store(|n| (n == 0).then_some(Duration::ZERO))).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let cluster = observer.cluster(clock.now()).expect("a fresh answer");
+    assert_eq!(cluster.len(), 1, "this member's own status is not part of the cluster");
+    assert_eq!(cluster[0].status.member, member("b"));
+    assert_eq!(cluster[0].age, Duration::from_millis(700));
+    shutdown.cancel();
+}
+
+#[test]
+fn the_bound_never_exceeds_the_age_at_which_role_ignores_a_status() {
+    let long_calls = Duration::from_millis(2900);
+    assert_eq!(store_stale_after(long_calls, STATUS_STALE_AFTER), STATUS_STALE_AFTER);
+}

@@ -1,0 +1,125 @@
+//! What follows each decision for the operator: one log line and event per change of the store
+//! (lease, maintenance mode, transfer), one sentence with its cause per role change, one line
+//! when the situation behind a non-decision changes, and the gauges.
+//!
+//! Owns the memory that makes a line a change (the last store view, the last situation); never
+//! decides and never acts. A WARN only when something went wrong or an operator should look.
+
+use std::sync::Arc;
+
+use crate::coord::StoreView;
+use crate::domain::{MonoTime, RoleName};
+use crate::events::EventKind;
+use crate::health::{NodeHealth, Verdict};
+use crate::role::{self, Reason, RoleState, StepDown, Why};
+use crate::telemetry::{FailoverReason, Metrics};
+
+use super::parts::Outputs;
+
+pub(super) struct Reporter {
+    outputs: Arc<Outputs>,
+    /// The store as the last turn saw it.
+    last_view: Option<StoreView>,
+    /// The situation of the last decision, without countdowns: a change is logged.
+    last_situation: Option<Why>,
+}
+
+impl Reporter {
+    pub fn new(outputs: Arc<Outputs>) -> Reporter {
+        Reporter { outputs, last_view: None, last_situation: None }
+    }
+
+    /// Emits an event and logs a line for each change between the last view of the store and
+    /// `now`. Every member's log — a witness's too — thus tells who holds the lease at any
+    /// moment of a failover.
+    pub fn store_changes(&mut self, now: &StoreView) {
+        let events = &self.outputs.events;
+        let before = self.last_view.as_ref();
+        if before.map(|b| &b.lease) != Some(&now.lease) {
+            let text = format!("lease {}", now.lease);
+            tracing::info!("store: {text}");
+            events.emit(EventKind::Lease, Some(now.lease.epoch()), text);
+        }
+        if before.is_some_and(|b| b.intents.paused != now.intents.paused) {
+            let what =
+                if now.intents.paused { "maintenance mode on (paused)" } else { "maintenance mode off (resumed)" };
+            tracing::info!("store: {what}");
+            events.emit(EventKind::Intent, None, what);
+        }
+        if before.is_some_and(|b| b.intents.transfer != now.intents.transfer)
+            && let Some(t) = &now.intents.transfer
+        {
+            let forced = if t.forced { "forced " } else { "" };
+            let text = format!("{forced}transfer to {} requested (epoch {})", t.to, t.epoch);
+            tracing::info!("store: {text}");
+            events.emit(EventKind::Intent, Some(t.epoch), text);
+        }
+        self.last_view = Some(now.clone());
+    }
+
+    /// Logs and emits what a decision changed: one sentence with its cause for a role change (a
+    /// WARN only when something went wrong: a fence, a failed guard, an unhealthy node), and
+    /// one line when the situation behind a non-decision changes (a WARN only when an operator
+    /// should look: an active on an unhealthy node, or no member able to take over).
+    pub fn decision(&self, before: &RoleState, next: &RoleState, why: &Why, height: Option<u64>, took: FailoverReason) {
+        if next.role != before.role || next.epoch != before.epoch {
+            self.role_change(before, next, why, height, took);
+        } else if self.last_situation.as_ref() != Some(&why.situation()) && !matches!(why, Why::AcquireRetry { .. }) {
+            match why.needs_attention() {
+                true => tracing::warn!(role = %next.role, "{why}"),
+                false => tracing::info!(role = %next.role, "{why}"),
+            }
+        }
+        let outputs = &self.outputs;
+        if next.last_reason != before.last_reason {
+            outputs.last_reason.send_replace(next.last_reason.as_ref().map_or(String::new(), ToString::to_string));
+        }
+        outputs.why.send_replace(why.to_string());
+    }
+
+    fn role_change(&self, before: &RoleState, next: &RoleState, why: &Why, height: Option<u64>, took: FailoverReason) {
+        let sentence = role::describe_change(before, next, why);
+        let epoch = next.epoch.or(before.epoch).map(|e| e.get());
+        let cause = role::change_cause_word(next);
+        let troubled = next.role == RoleName::Fenced
+            || (next.role == RoleName::Demoting
+                && matches!(
+                    next.last_reason,
+                    Some(Reason::StepDown(StepDown::Unhealthy { .. } | StepDown::GuardFailed { .. }))
+                ));
+        match troubled {
+            true => {
+                tracing::warn!(change = "role", role = %next.role, from = %before.role, epoch, cause, height, "{sentence}")
+            }
+            false => {
+                tracing::info!(change = "role", role = %next.role, from = %before.role, epoch, cause, height, "{sentence}")
+            }
+        }
+        self.outputs.events.emit_with_cause(EventKind::Role, next.epoch.or(before.epoch), cause, sentence);
+        let metrics = &self.outputs.telemetry.metrics;
+        if next.role == RoleName::Active && before.role != RoleName::Active {
+            metrics.became_active(took);
+        }
+        if before.role == RoleName::Active && next.role != RoleName::Active {
+            metrics.stepped_down(next.last_reason.as_ref().map_or("other", Reason::word));
+        }
+    }
+
+    /// Remembers the situation of a decision. A pause between acquire attempts is the same
+    /// situation as acquiring: the failed attempt was logged with its error already.
+    pub fn note_situation(&mut self, why: &Why) {
+        if !matches!(why, Why::AcquireRetry { .. }) {
+            self.last_situation = Some(why.situation());
+        }
+    }
+}
+
+/// The gauges that follow each decision: role, lease, own deadline, node health.
+pub(super) fn metrics(m: &Metrics, next: &RoleState, view: &StoreView, health: &NodeHealth, now: MonoTime) {
+    m.set_role(next.role);
+    m.set_lease(&view.lease);
+    let holding = matches!(next.role, RoleName::Promoting | RoleName::Active | RoleName::Demoting);
+    let remaining = next.deadline.filter(|_| holding).map_or(0.0, |d| d.saturating_since(now).as_secs_f64());
+    m.set_lease_remaining(remaining);
+    m.set_health(health.verdict == Verdict::Healthy && health.latest_good, health.lag);
+}

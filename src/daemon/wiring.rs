@@ -1,0 +1,185 @@
+//! Builds a member's parts (`parts`) from its config: the store backend, the telemetry around
+//! it, the producer and its probes, the self-fence thread.
+//!
+//! Owns construction only: it never runs the loop, never decides, never acts. The store is
+//! started with `coord::start` and used only through the [`Coordinator`] trait: no backend is
+//! named here.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::parts::{Effects, Member, Outputs, Policies, Sources};
+use super::{DaemonError, RunOptions};
+use crate::chain::ChainProbe;
+use crate::config::{Config, ProducerKind};
+use crate::coord::{Coordinator, StartOptions};
+use crate::domain::MemberKind;
+use crate::events::EventLog;
+use crate::fence_notice::{FenceNotice, FenceNotices};
+use crate::guard::SelfFence;
+use crate::producer::Producer;
+use crate::role::RolePolicy;
+use crate::telemetry::{self, MeasuredStore, Metrics, Telemetry};
+
+/// Everything [`build`] made, handed out to its owners by `daemon::run`.
+pub(super) struct Parts {
+    pub member: Arc<Member>,
+    pub policies: Arc<Policies>,
+    pub effects: Arc<Effects>,
+    pub outputs: Arc<Outputs>,
+    pub sources: Sources,
+    /// Fences done outside the loop (keeper, deadline thread, the node's exit).
+    pub fence_notices: mpsc::UnboundedReceiver<FenceNotice>,
+    /// Stops the simulated node served inside this daemon (`[chain.sim] serve`), after the
+    /// loop's graceful stop deactivated it.
+    pub embedded_node: CancellationToken,
+}
+
+fn setup<E: std::fmt::Display>(e: E) -> DaemonError {
+    DaemonError::Setup(e.to_string())
+}
+
+/// Builds the member's parts; `peer` is the bound peer listener.
+pub(super) async fn build(
+    config: &Config,
+    options: &RunOptions,
+    peer: tokio::net::TcpListener,
+) -> Result<Parts, DaemonError> {
+    // An embedded simulated node outlives the loop: a graceful stop deactivates it first.
+    let embedded_node = CancellationToken::new();
+    let me = config
+        .me()
+        .cloned()
+        .ok_or_else(|| DaemonError::Setup(format!("member {} is not among [[members]]", config.member)))?;
+    if let Some(chain) = &config.chain
+        && let (Some(sim), Some(rpc)) = (&chain.sim, &chain.rpc)
+    {
+        super::embedded_node::start(config, sim, rpc, &embedded_node).await?;
+    }
+    let test_hooks = std::env::var("FAILOVERD_TEST_HOOKS").as_deref() == Ok("1");
+    let coord =
+        crate::coord::start(config, peer, StartOptions { rejoin: options.rejoin, test_hooks }).await.map_err(setup)?;
+    let policies = Arc::new(Policies::from_config(config));
+    let telemetry = telemetry(config, &me, &policies.role, &coord);
+    let coord: Arc<dyn Coordinator> = telemetry.store.clone();
+    let events = Arc::new(EventLog::new(me.id.clone()));
+    let (notices, fence_notices) = FenceNotices::channel();
+    let producing = me.kind == MemberKind::Producer;
+    let (producer, local) = match producing {
+        true => producer_and_probe(config, &policies, &coord, &telemetry, &events, &notices)?.unzip(),
+        false => (None, None),
+    };
+    let mut references = Vec::new();
+    if producing && let Some(chain) = &config.chain {
+        for (i, url) in chain.reference_rpcs.iter().enumerate() {
+            references.push(crate::chain::reference_probe(chain, i, url).map_err(setup)?);
+        }
+    }
+    let self_fence = match &producer {
+        Some(p) => Some(
+            SelfFence::start(Arc::clone(p), policies.fence_timeout, notices.clone())
+                .map_err(|e| DaemonError::Setup(format!("cannot start the self-fence thread: {e}")))?,
+        ),
+        None => None,
+    };
+    let effects = Effects {
+        coord,
+        producer,
+        probe: local.clone(),
+        self_fence,
+        watchdog: crate::watchdog_device::WatchdogDevice::from_config(config),
+        producer_ops: tokio::sync::Mutex::new(()),
+    };
+    let outputs = Outputs {
+        events,
+        telemetry,
+        own_status: watch::Sender::new(None),
+        last_reason: watch::Sender::new(String::new()),
+        why: watch::Sender::new(String::from("starting: no decision yet")),
+    };
+    Ok(Parts {
+        member: Arc::new(Member { id: me.id, kind: me.kind, priority: me.priority, key: config.key_id() }),
+        policies,
+        effects: Arc::new(effects),
+        outputs: Arc::new(outputs),
+        sources: Sources { local, references },
+        fence_notices,
+        embedded_node,
+    })
+}
+
+/// A producer member's producer, and the probe of the node it drives.
+type ProducerAndProbe = (Arc<dyn Producer>, Arc<dyn ChainProbe>);
+
+/// A producer member's producer and local-node probe, when its config names both.
+fn producer_and_probe(
+    config: &Config,
+    policies: &Policies,
+    coord: &Arc<dyn Coordinator>,
+    telemetry: &Arc<Telemetry>,
+    events: &Arc<EventLog>,
+    notices: &FenceNotices,
+) -> Result<Option<ProducerAndProbe>, DaemonError> {
+    let (Some(p), Some(chain)) = (&config.producer, &config.chain) else { return Ok(None) };
+    let probe = crate::chain::local_probe(chain, Some(p.kind())).map_err(setup)?;
+    let observer = (p.kind() == ProducerKind::CometbftSigner)
+        .then(|| telemetry::signer_outcomes::observer(Arc::clone(&telemetry.metrics), Arc::clone(events)));
+    let context = crate::producer::cometbft_signer::SignerContext {
+        coord: Arc::clone(coord),
+        runtime: tokio::runtime::Handle::current(),
+        observer,
+    };
+    let keeping = crate::producer::NodeKeeping {
+        launcher: crate::keeper::KeeperLauncher::this_executable(notices.clone()),
+        data_dir: config.data_dir.clone(),
+    };
+    let producer =
+        crate::producer::from_config(p, chain, policies.call_timeout, Some(context), &keeping).map_err(setup)?;
+    Ok(Some((producer, probe)))
+}
+
+impl Parts {
+    /// The control API's service over this member's parts.
+    pub fn control_service(&self, config: &Config) -> crate::api::ControlService {
+        crate::api::ControlService {
+            me: self.member.id.clone(),
+            kind: self.member.kind,
+            key: self.member.key.clone(),
+            coord: Arc::clone(&self.effects.coord),
+            own_status: self.outputs.own_status.subscribe(),
+            last_reason: self.outputs.last_reason.subscribe(),
+            why: self.outputs.why.subscribe(),
+            members: config.members.clone(),
+            max_lag_on_failover: config.failover.max_lag_on_failover,
+            import_max_ahead: config.failover.import_max_ahead,
+            status_stale_after: self.policies.role.status_stale_after,
+            call_timeout: self.policies.call_timeout,
+            events: Arc::clone(&self.outputs.events),
+        }
+    }
+}
+
+/// The telemetry around `coord`, which it measures.
+fn telemetry(
+    config: &Config,
+    me: &crate::config::MemberConfig,
+    role: &RolePolicy,
+    coord: &Arc<dyn Coordinator>,
+) -> Arc<Telemetry> {
+    let mut metrics = Metrics::new(&me.id, me.kind);
+    metrics.register_store(coord.as_ref());
+    let metrics = Arc::new(metrics);
+    let measured = Arc::new(MeasuredStore::new(Arc::clone(coord), Arc::clone(&metrics)));
+    let producing = me.kind == MemberKind::Producer;
+    let telemetry = Arc::new(Telemetry::new(metrics, measured, producing, role.status_stale_after));
+    telemetry.metrics.declare_key(config.key_id().as_str());
+    if producing {
+        telemetry.metrics.declare_probe_source("local");
+        for i in 0..config.chain.as_ref().map_or(0, |c| c.reference_rpcs.len()) {
+            telemetry.metrics.declare_probe_source(&format!("reference{i}"));
+        }
+    }
+    telemetry
+}
