@@ -668,7 +668,12 @@ fn decide_idle(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, action
             if let Some(why) = lease_blocker(s, obs, policy).or_else(|| better_candidate_wait(s, obs, policy)) {
                 return why;
             }
-            let takeover = takeover_cause(s, obs, policy, view, *epoch);
+            // While an acquire is in flight, its cause stays the one it was sent with: the grant
+            // clears the transfer it answers, and a store can show that before the grant itself.
+            let takeover = match (&s.takeover, s.acquire_pending) {
+                (Some(sent_with), true) => sent_with.clone(),
+                _ => takeover_cause(s, obs, policy, view, *epoch),
+            };
             s.acquire_pending = true;
             s.acquire_for_transfer = view.intents.transfer.as_ref().is_some_and(|t| t.to == obs.me);
             s.takeover = Some(takeover.clone());

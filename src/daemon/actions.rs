@@ -90,7 +90,13 @@ pub(super) async fn checkpoint(cx: &ActionContext, epoch: Epoch, deadline: Insta
 pub(super) async fn run_guard(cx: &ActionContext, epoch: Epoch, input: GuardInput) -> Finished {
     let fx = &cx.effects;
     let _ops = fx.producer_ops.lock().await;
+    let stopping = fx.stopping.load(std::sync::atomic::Ordering::Acquire);
     let outcome = match (&fx.producer, &fx.probe, &fx.self_fence) {
+        _ if stopping => Outcome::GuardFailed {
+            epoch,
+            step: "activate".into(),
+            error: "this member is shutting down, so it does not activate".into(),
+        },
         (Some(producer), Some(probe), Some(self_fence)) => {
             let guard = PromotionGuard {
                 coord: fx.coord.as_ref(),

@@ -1,5 +1,5 @@
 //! Carries out the actions `role` decides: at most one task per [`ActionKind`] at a time
-//! (renewals overlap, paced by `decisions_for_role`), each an async fn in `actions` that
+//! (renewals overlap, paced by `role`), each an async fn in `actions` that
 //! returns a [`Finished`] through a channel. The loop applies what comes back; a task never
 //! touches the loop's state.
 //!
@@ -115,14 +115,7 @@ impl Executor {
         if kind != ActionKind::Renew && !self.in_flight.insert(kind) {
             return;
         }
-        // What a task that panicked hands back: nothing, but its kind is free again, and a
-        // renew counts as failed so that role's pacing frees its place.
-        let fallback = match &action {
-            Action::Renew { epoch } => {
-                Finished::with(kind, Outcome::RenewFailed { epoch: *epoch, error: "the renew task panicked".into() })
-            }
-            _ => Finished::of(kind),
-        };
+        let fallback = panicked(&action, kind);
         let cx = self.cx.clone();
         let deadline = Instant::now() + cx.policies.call_timeout;
         let task = match action {
@@ -216,4 +209,20 @@ impl Executor {
             let _ = coord.publish_status(&status, deadline).await;
         });
     }
+}
+
+/// What a task that panicked hands back (only in-process runs get here: the binary aborts on a
+/// panic after fencing): its kind is free again, and `role` hears that the action failed, so
+/// no state waits for an outcome that never comes.
+fn panicked(action: &Action, kind: ActionKind) -> Finished {
+    let error = || String::from("its task panicked");
+    let outcome = match action {
+        Action::Acquire => Outcome::AcquireFailed { error: error() },
+        Action::Renew { epoch } => Outcome::RenewFailed { epoch: *epoch, error: error() },
+        Action::RunGuard { epoch } => Outcome::GuardFailed { epoch: *epoch, step: "guard".into(), error: error() },
+        Action::Deactivate { epoch, .. } => Outcome::DeactivateFailed { epoch: *epoch, error: error() },
+        Action::Fence { .. } => Outcome::FenceFailed { error: error() },
+        Action::Checkpoint { .. } | Action::Release { .. } => return Finished::of(kind),
+    };
+    Finished::with(kind, outcome)
 }

@@ -10,8 +10,8 @@
 //! Where things live:
 //! - [`listeners`]: every socket the daemon serves on, bound before [`run`].
 //! - `parts`: what a member is made of, as small structs (member, policies, effects, outputs).
-//! - `wiring`: the parts, built from the config (the only file, with `test_hooks`, that names a
-//!   store backend's concrete type).
+//! - `wiring`: the parts, built from the config; the store is started with `coord::start` and
+//!   used only through the `Coordinator` trait (no file here names a backend).
 //! - `main_loop`: role state and probe history; each turn drains outcomes, observes, decides,
 //!   reports and dispatches.
 //! - `observe`: probe loops, reference loops, and the cluster-status refresher.
@@ -19,7 +19,7 @@
 //! - `embedded_node`: the simulated node served inside the daemon (demo, tests).
 //! - `stop`: stopping the producer, and the graceful stop at shutdown.
 //! - `report`: logs, events and gauges that follow a decision.
-//! - `decisions_for_role`: decisions the daemon still makes that belong in `role`.
+//! - `test_hooks`: fault injection for black-box tests, only with `FAILOVERD_TEST_HOOKS=1`.
 //!
 //! # Order of effects
 //!
@@ -38,7 +38,11 @@
 //!    permission back goes the other way: the producer is stopped first, and only then does a
 //!    release commit the final watermark and free the lease.
 //! 4. **Acknowledge last.** An action's result reaches `role` only as an outcome in a later
-//!    observation; no action changes the loop's state itself.
+//!    observation; no action changes the loop's state itself. Every action that `role` waits on
+//!    reports one, also when its task panicked.
+//! 5. **Stop last.** Once the graceful stop begins, no activation starts; if the stop runs past
+//!    its grace period, the producer is fenced after any action still holding it, and the lease
+//!    is left to expire.
 //!
 //! Never here: a decision (that is `role`), a lock held across a store call in the loop, or an
 //! await of the store inside a loop turn.

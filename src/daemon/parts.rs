@@ -54,6 +54,9 @@ pub(super) struct Effects {
     /// Held by every task that changes the producer (guard, deactivate, release, fence, the
     /// graceful stop), so a fence can never be overtaken by an activation still in flight.
     pub producer_ops: tokio::sync::Mutex<()>,
+    /// Set when the graceful stop begins: a promotion guard still waiting for `producer_ops`
+    /// then never activates, so the stop's deactivation or fence is the last word.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Where the member reports what it sees and does.

@@ -15,12 +15,14 @@ use super::executor::ActionContext;
 use super::parts::Policies;
 use crate::domain::{Epoch, Hrs, KeyId, Lease};
 use crate::producer::Producer;
+use crate::role::Span;
 
-/// How long the graceful stop may take in all. Its steps have their own deadlines: a
-/// deactivation (up to two fence timeouts for a supervised node: SIGTERM, then SIGKILL, or one
-/// fence timeout and a call), a fence when that is not confirmed, and a release; one more call
-/// timeout covers waiting for an action still in flight on the producer. So the bound never
-/// cuts a stop that today's steps would finish; it only ends a wait that would not.
+/// How long the graceful stop may take before it gives up releasing. Its steps have their own
+/// deadlines: a deactivation (up to two fence timeouts for a supervised node: SIGTERM, then
+/// SIGKILL, or one fence timeout and a call), a fence when that is not confirmed, and a release;
+/// one more call timeout covers waiting for an action still in flight on the producer. An
+/// action in flight that takes longer (a guard running a slow `fence_command`) is still waited
+/// for, within its own deadlines, before the fence: only then is the fence the last word.
 pub(super) fn grace_period(policies: &Policies) -> Duration {
     policies.fence_timeout * 3 + policies.call_timeout * 3
 }
@@ -91,9 +93,11 @@ pub(super) async fn at_start(cx: &ActionContext) -> Option<u64> {
 }
 
 /// On SIGTERM: a holder at `epoch` stops producing and releases `lease` (when this run was
-/// granted it), within [`grace_period`]. When the grace period ends first, the self-fence
-/// thread fences the producer and the lease is left to expire.
+/// granted it), within [`grace_period`]. When the grace period ends first, it waits for any
+/// action still holding the producer (each has its own deadlines), fences the producer and
+/// leaves the lease to expire.
 pub(super) async fn graceful(cx: &ActionContext, epoch: Option<Epoch>, lease: Option<Lease>, last_signed: Option<u64>) {
+    cx.effects.stopping.store(true, std::sync::atomic::Ordering::Release);
     let Some(epoch) = epoch else { return };
     tracing::info!(%epoch, "shutting down: deactivating the producer and releasing the lease");
     let grace = grace_period(&cx.policies);
@@ -102,14 +106,14 @@ pub(super) async fn graceful(cx: &ActionContext, epoch: Option<Epoch>, lease: Op
     }
     tracing::error!(
         %epoch,
-        "the graceful stop did not finish within its grace period of {} ms; fencing the producer and keeping the lease until it expires",
-        grace.as_millis()
+        "the graceful stop did not finish within its grace period of {}; fencing the producer once no action holds it, and keeping the lease until it expires",
+        Span(grace)
     );
-    if let Some(f) = cx.effects.self_fence.clone() {
-        let limit = cx.policies.fence_timeout;
-        if !tokio::task::spawn_blocking(move || f.fence_now(limit)).await.unwrap_or(false) {
-            tracing::error!("the fence at shutdown was not confirmed; check the node");
-        }
+    let _ops = cx.effects.producer_ops.lock().await;
+    if let Some(prod) = &cx.effects.producer
+        && let Err(e) = fence_producer(cx, prod).await
+    {
+        tracing::error!(error = %e, "the fence at shutdown was not confirmed; check the node");
     }
 }
 

@@ -91,6 +91,7 @@ pub(super) async fn build(
         self_fence,
         watchdog: crate::watchdog_device::WatchdogDevice::from_config(config),
         producer_ops: tokio::sync::Mutex::new(()),
+        stopping: std::sync::atomic::AtomicBool::new(false),
     };
     let outputs = Outputs {
         events,

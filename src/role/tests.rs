@@ -1274,3 +1274,28 @@ fn the_previous_holder_is_the_last_other_member_seen_holding() {
     let Decision { state, .. } = decide(&mine, &obs(100).lease(held("a", 5)), &policy());
     assert_eq!(state.previous_holder(), Some(&id("c")), "this member's own holding is not a previous holder");
 }
+
+/// On Consul the lease and the intents are separate watches: the grant's clearing of the
+/// transfer can show before the grant. An acquire in flight keeps the cause it was sent with, so
+/// a planned handover stays planned (no fence_command against the healthy old active, no margin).
+#[test]
+fn an_acquire_in_flight_keeps_the_provenance_it_was_sent_with() {
+    let free_for_long = RoleState { free_since: Some(ms(0)), ..standby() };
+    let asked = decide(&free_for_long, &obs(5_000).lease(free(3)).transfer("a", 3), &policy());
+    assert_eq!(asked.actions, vec![Action::Acquire]);
+    assert_eq!(asked.state.provenance(), Provenance::Planned);
+    let cleared = decide(&asked.state, &obs(5_050).lease(free(3)), &policy());
+    assert_eq!(cleared.state.provenance(), Provenance::Planned, "the transfer cleared while the acquire was in flight");
+    let granted = obs(5_100).lease(held("a", 4)).outcome(Outcome::Acquired { epoch: e(4), valid_until: ms(99_000) });
+    let promoting = decide(&cleared.state, &granted, &policy());
+    assert_eq!(promoting.state.role, RoleName::Promoting);
+    assert_eq!(promoting.state.provenance(), Provenance::Planned);
+    // A failed acquire ends it: the next one is sent with what the store shows then.
+    let failed = decide(
+        &cleared.state,
+        &obs(5_100).lease(free(3)).outcome(Outcome::AcquireFailed { error: "x".into() }),
+        &policy(),
+    );
+    let again = decide(&failed.state, &obs(5_300).lease(free(3)), &policy());
+    assert_eq!(again.state.provenance(), Provenance::Unplanned, "{}", again.why);
+}

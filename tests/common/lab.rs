@@ -73,7 +73,7 @@ pub struct Lab {
     /// sentry in a key-holding lab, the signing node itself in a signer lab.
     pub sim_urls: Vec<String>,
     nodes: Nodes,
-    sims: Vec<Child>,
+    sims: Sims,
     death_watch: Option<DeathWatch>,
     pub configs: Vec<PathBuf>,
     /// Each member's metrics and health listener (127.0.0.1).
@@ -208,7 +208,8 @@ impl Lab {
         let key_file = dir.path().join("priv_validator_key.json");
         failover::producer::privval::validator_key::ValidatorKey::write_for_seed(&key_file, [0x5a; 32])
             .expect("validator key file");
-        let (mut sims, sim_urls) = start_nodes(dir.path(), signer, &privval_ports, block);
+        let (sims, sim_urls) = start_nodes(dir.path(), signer, &privval_ports, block);
+        let mut sims = Sims(sims);
         let death_watch = match nodes {
             Nodes::KeyHolding(_) => Some(
                 DeathWatch::start(&MEMBERS[..2].iter().map(|m| activation_log(dir.path(), m)).collect::<Vec<_>>())
@@ -219,7 +220,7 @@ impl Lab {
         // A reference node that never produces: the best height when both producers lag.
         let (reference, reference_url) =
             spawn_sim("ref", &dir.path().join("reference-ledger.jsonl"), None, None, block);
-        sims.push(reference);
+        sims.0.push(reference);
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let metrics_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let pki = super::pki::write_cluster(dir.path(), &MEMBERS, &["ops"]);
@@ -456,6 +457,20 @@ impl Lab {
     }
 }
 
+/// The lab's simulated nodes, killed when dropped — also when the lab's construction panics
+/// half-way (a test's config tweak that finds nothing to change), so none outlives its test
+/// holding the test runner's descriptors.
+struct Sims(Vec<Child>);
+
+impl Drop for Sims {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         self.daemons.kill_all();
@@ -464,10 +479,6 @@ impl Drop for Lab {
         lab::kill_strays(self.dir.path());
         if let Some(watch) = self.death_watch.take() {
             watch.stop();
-        }
-        for c in &mut self.sims {
-            let _ = c.kill();
-            let _ = c.wait();
         }
     }
 }

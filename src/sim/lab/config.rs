@@ -190,6 +190,12 @@ fn q(text: impl std::fmt::Display) -> String {
     toml::Value::String(text.to_string()).to_string()
 }
 
+/// A TOML duration in milliseconds: the coordinator's timings, as the labs have always written
+/// them (tests find and change them by their text, e.g. `lease_ttl = "1000ms"`).
+fn ms(t: Duration) -> String {
+    format!("\"{}ms\"", t.as_millis())
+}
+
 /// A TOML duration in failoverd's words: "2s" when whole seconds, else "250ms".
 fn d(t: Duration) -> String {
     match t.subsec_millis() {
@@ -241,10 +247,10 @@ impl MemberConfig<'_> {
              [coordinator.raft]\ntick = {}\nelection_ticks = {}\n\
              [failover]\ncooldown = {}\npriority_delay = {}\nmax_lag_on_failover = {}\nfloor_margin = {}\n\
              [api]\nsocket = {}\n",
-            d(t.lease_ttl),
-            d(t.renew_interval),
-            d(t.safety_margin),
-            d(t.call_timeout),
+            ms(t.lease_ttl),
+            ms(t.renew_interval),
+            ms(t.safety_margin),
+            ms(t.call_timeout),
             d(t.tick),
             t.election_ticks,
             d(t.cooldown),
