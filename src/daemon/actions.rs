@@ -29,17 +29,19 @@ pub(super) async fn acquire(cx: &ActionContext, deadline: Instant) -> Finished {
     }
 }
 
-/// One renew that fails while the lease has more than a renew interval left is no trouble:
-/// the next leaves within a renew interval (on a busy machine or during a raft leader change a
-/// store can miss one deadline). Less than that left is worth a warning: unless a renew commits
-/// in time, this member fences itself at the lease's end.
-fn report_failed_renew(epoch: Epoch, error: &crate::coord::CoordError, valid_until: MonoTime, interval: Duration) {
-    let left = valid_until.saturating_since(MonoTime::now());
-    let span = Span(left);
-    if left <= interval {
-        tracing::warn!(%epoch, %error, "lease renewal failed with {span} of the lease left; unless a renew commits in time this member fences itself when it ends");
+/// A failed renew is worth a warning only when it is not the first in a row: one renew can
+/// miss its deadline on a busy machine, during a raft leader change, or while the cluster shuts
+/// down, and the next leaves within a renew interval. Two in a row mean the store is in trouble:
+/// unless a renew commits before the lease ends, this member fences itself. During this
+/// member's own graceful stop a failed renew is expected (it is releasing the lease).
+fn report_failed_renew(cx: &ActionContext, epoch: Epoch, error: &crate::coord::CoordError, valid_until: MonoTime) {
+    use std::sync::atomic::Ordering;
+    let in_a_row = cx.outputs.renew_failures.fetch_add(1, Ordering::AcqRel) + 1;
+    let left = Span(valid_until.saturating_since(MonoTime::now()));
+    if in_a_row >= 2 && !cx.effects.stopping.load(Ordering::Acquire) {
+        tracing::warn!(%epoch, %error, "lease renewal failed ({in_a_row} in a row) with {left} of the lease left; unless a renew commits in time this member fences itself when it ends");
     } else {
-        tracing::info!(%epoch, %error, "lease renewal failed with {span} of the lease left; the next renew leaves within a renew interval");
+        tracing::info!(%epoch, %error, "lease renewal failed with {left} of the lease left; the next renew leaves within a renew interval");
     }
 }
 
@@ -51,11 +53,12 @@ pub(super) async fn renew(cx: &ActionContext, lease: Lease, deadline: Instant) -
     let l = match cx.effects.coord.renew(&lease, deadline).await {
         Ok(l) => l,
         Err(e) => {
-            report_failed_renew(epoch, &e, lease.valid_until, cx.policies.role.renew_interval);
+            report_failed_renew(cx, epoch, &e, lease.valid_until);
             return Finished::with(ActionKind::Renew, Outcome::RenewFailed { epoch, error: e.to_string() });
         }
     };
     tracing::debug!(%epoch, took_ms = sent.elapsed().as_millis() as u64, "lease renewed");
+    cx.outputs.renew_failures.store(0, std::sync::atomic::Ordering::Release);
     // Only a producer that may be active gets its permission moved; the producer itself
     // ignores an extension that arrives after it was deactivated. Only a renew moves the
     // self-fence deadline (an acquire never does), and it does nothing while disarmed.

@@ -70,6 +70,8 @@ pub(super) struct Outputs {
     pub last_reason: watch::Sender<String>,
     /// Why the last decision did what it did, or nothing, in words.
     pub why: watch::Sender<String>,
+    /// Renews that failed in a row: the second is worth a warning, the first is not.
+    pub renew_failures: std::sync::atomic::AtomicU32,
 }
 
 /// What the observers probe: the local node and the reference RPCs.

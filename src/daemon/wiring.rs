@@ -99,6 +99,7 @@ pub(super) async fn build(
         own_status: watch::Sender::new(None),
         last_reason: watch::Sender::new(String::new()),
         why: watch::Sender::new(String::from("starting: no decision yet")),
+        renew_failures: std::sync::atomic::AtomicU32::new(0),
     };
     Ok(Parts {
         member: Arc::new(Member { id: me.id, kind: me.kind, priority: me.priority, key: config.key_id() }),
