@@ -158,6 +158,29 @@ impl Observer {
     }
 }
 
+/// The pace of a background loop: a tick every `interval` until shutdown. A tick missed while a
+/// slow call ran is delayed, not made up in a burst.
+struct Ticks {
+    ticker: tokio::time::Interval,
+    shutdown: CancellationToken,
+}
+
+impl Ticks {
+    fn new(interval: Duration, shutdown: CancellationToken) -> Ticks {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ticks { ticker, shutdown }
+    }
+
+    /// Waits for the next tick; `false` once shutdown was asked.
+    async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = self.ticker.tick() => true,
+        }
+    }
+}
+
 /// Probes the local node every `interval` and sends each result with its time.
 pub(super) async fn probe_loop(
     probe: Arc<dyn ChainProbe>,
@@ -166,13 +189,8 @@ pub(super) async fn probe_loop(
     tx: mpsc::Sender<LocalSample>,
     shutdown: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+    let mut ticks = Ticks::new(interval, shutdown);
+    while ticks.next().await {
         let result = probe.probe(Instant::now() + interval).await.map_err(|e| e.to_string());
         if tx.send((clock.now(), result)).await.is_err() {
             return;
@@ -190,13 +208,8 @@ struct ReferenceLoop {
 
 impl ReferenceLoop {
     async fn run(self, interval: Duration, shutdown: CancellationToken) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
+        let mut ticks = Ticks::new(interval, shutdown);
+        while ticks.next().await {
             let sample = self.probe.probe(Instant::now() + interval).await;
             self.metrics.probed(&format!("reference{}", self.i), sample.as_ref().ok().map(|s| s.height));
             if let Ok(sample) = sample {
@@ -235,13 +248,8 @@ pub(super) async fn refresh_cluster<F, Fut>(
     F: Fn(Instant) -> Fut,
     Fut: Future<Output = Result<Vec<StatusReport>, CoordError>>,
 {
-    let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+    let mut ticks = Ticks::new(REFRESH_INTERVAL, shutdown);
+    while ticks.next().await {
         let asked_at = clock.now();
         let read = tokio::time::timeout(call_timeout, read(Instant::now() + call_timeout));
         match read.await {
