@@ -98,7 +98,8 @@ pub fn sign_floor(watermark: Option<Watermark>, best_height: u64, margin: u64) -
 /// Why a promotion's floor is where it is: what [`promotion_floor`] decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FloorBasis {
-    /// Signer mode, planned handover: the watermark is the exact last reservation.
+    /// Signer mode, planned handover: the watermark is the top of the predecessor's last window,
+    /// which it signed through.
     ExactReservation,
     /// A planned handover whose released watermark reaches the best chain height.
     ReleasedAtTip,
@@ -112,21 +113,21 @@ pub enum FloorBasis {
 /// show: a key-holding node signs on its own and is only checkpointed now and then. It is
 /// dropped in two cases only.
 ///
-/// - **Signer mode, planned handover** (`reserving`, `planned`, and a watermark that a
-///   reservation wrote, with an exact round — not the end of a height a checkpoint or a release
-///   of a key-holding predecessor writes): the floor is the watermark itself, without the chain
-///   height or the margin. A signer-mode holder makes
-///   no signature before `reserve(E, key, hrs)` has committed under its epoch E, and the store
-///   refuses a reservation whose epoch is not the current one. The watermark read here under
-///   the new epoch (a linearizable read after the grant) therefore lies at or above every HRS
-///   any earlier holder signed: reservations committed before the grant are in it, later ones
-///   were refused and never signed. Signing strictly above it is no double sign (S2), and the
-///   new holder's reservations only raise it (S3). The chain height adds nothing (a height the
-///   chain passed without a reservation was not signed by this key) and would skip the height
-///   the node asks for next. This rests on every producer of this key reserving; a predecessor
-///   whose node held the key would only be bounded by its checkpoints, so the rule also needs
-///   this member's own producer to reserve (`reserving`) and the handover to be planned; an
-///   unplanned takeover keeps the margin as a hedge.
+/// - **Signer mode, planned handover** (`reserving`, `planned`): the floor is the watermark
+///   itself, without the chain height or the margin. A signer-mode holder makes no signature
+///   outside a window of heights whose reservation `reserve(E, key, end_of_height(top))` has
+///   committed under its epoch E, and the store refuses a reservation whose epoch is not the
+///   current one. The watermark read here under the new epoch (a linearizable read after the
+///   grant) therefore lies at or above every HRS any earlier holder signed: windows committed
+///   before the grant are in it, later ones were refused and never signed in. Signing strictly
+///   above it is no double sign (S2), and the new holder's reservations only raise it (S3). The
+///   chain height adds nothing (a height the chain passed without a reservation was not signed
+///   by this key) and would skip the height the node asks for next; before a planned handover
+///   the predecessor drains its window (reserves nothing more and signs through it), so the
+///   watermark is its last signed height. This rests on every producer of this key reserving:
+///   the members of one validator run one producer kind (a cluster mixing key-holding and
+///   signer mode is not supported, docs/design.md §6). An unplanned takeover keeps the margin as
+///   a hedge.
 /// - **Planned handover, released watermark at the tip**: the previous holder stopped, then
 ///   released with its last signed height, and that record reaches the best chain height.
 pub fn promotion_floor(
@@ -137,12 +138,7 @@ pub fn promotion_floor(
     reserving: bool,
 ) -> (Hrs, FloorBasis) {
     match watermark {
-        // Only a watermark a reservation wrote is exact: a checkpoint or a release writes the
-        // end of a height (every round), which bounds a key-holding node's signatures only up
-        // to what was checkpointed.
-        Some(w) if planned && reserving && w.hrs.round != Hrs::end_of_height(w.hrs.height).round => {
-            (w.hrs, FloorBasis::ExactReservation)
-        }
+        Some(w) if planned && reserving => (w.hrs, FloorBasis::ExactReservation),
         Some(w) if planned && w.hrs >= Hrs::end_of_height(best_height) => {
             (sign_floor(Some(w), best_height, 0), FloorBasis::ReleasedAtTip)
         }
@@ -153,9 +149,9 @@ pub fn promotion_floor(
 impl std::fmt::Display for FloorBasis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FloorBasis::ExactReservation => {
-                f.write_str("no margin: a planned signer-mode handover, the watermark is the exact last reservation")
-            }
+            FloorBasis::ExactReservation => f.write_str(
+                "no margin: a planned signer-mode handover, the watermark is the top of the last reserved window",
+            ),
             FloorBasis::ReleasedAtTip => {
                 f.write_str("no margin: a planned handover released at the chain's best height")
             }
@@ -487,11 +483,10 @@ mod tests {
             (w(100, 0, Step::Precommit), 101, 1, false, true, Hrs::end_of_height(102), Margin(1)),
             // Signer mode with no watermark: nothing proves what the key signed before.
             (None, 101, 1, true, true, Hrs::end_of_height(102), Margin(1)),
-            // Signer mode, planned, but the watermark is the end of a height: a key-holding
-            // predecessor's checkpoint or release, which bounds what its node signed only up to
-            // that checkpoint (it may have signed the next height already): the margin stays.
-            (w(100, u32::MAX, Step::Precommit), 101, 1, true, true, Hrs::end_of_height(102), Margin(1)),
-            (w(101, u32::MAX, Step::Precommit), 101, 1, true, true, Hrs::end_of_height(101), ReleasedAtTip),
+            // Signer mode, planned, a window's top (the end of a height) that the chain passed:
+            // the predecessor drained its window, so its top is its last signature.
+            (w(100, u32::MAX, Step::Precommit), 101, 1, true, true, Hrs::end_of_height(100), ExactReservation),
+            (w(101, u32::MAX, Step::Precommit), 101, 1, true, true, Hrs::end_of_height(101), ExactReservation),
             // Key-holding, planned, released at the tip: no margin.
             (w(101, u32::MAX, Step::Precommit), 101, 1, true, false, Hrs::end_of_height(101), ReleasedAtTip),
             // Key-holding, planned, but the chain is past the release: the margin stays.

@@ -289,18 +289,19 @@ async fn the_signer_answers_a_secret_connection_node_and_never_signs_twice() {
             other => panic!("{other:?}"),
         }
 
-        // The watermark in the store moves past height 7 (as another signer's reservation
-        // would): the next request below it is refused though this signer never signed it.
+        // The watermark in the store moves past the signer's window (as an operator's import
+        // would): the next request above the window is refused though this signer never signed
+        // it, because the window it asks for is not above the watermark.
         runtime
             .block_on(coord.reserve(
                 epoch,
                 &KeyId::new("validator").expect("key"),
-                Hrs::new(9, 0, Step::Precommit),
+                Hrs::end_of_height(30),
                 within(Duration::from_secs(2)),
             ))
             .expect("reserve");
         let (code, why) = signed_vote(node.ask(Sum::SignVoteRequest(SignVoteRequest {
-            vote: Some(vote(2, 7, 0, Some(block_id(1)), 100)),
+            vote: Some(vote(2, 20, 0, Some(block_id(1)), 100)),
             chain_id: CHAIN.into(),
         })))
         .expect_err("below the watermark");

@@ -211,9 +211,14 @@ pub(super) async fn fence(cx: &ActionContext, why: FenceReason) -> Finished {
     Finished::with(ActionKind::Fence, outcome)
 }
 
-/// Before a planned handover: wait until the producer has just signed a new height, so the
-/// successor has a whole block interval to take over and no height is missed.
+/// Before a planned handover: a producer that signs inside reserved windows reserves nothing
+/// more and signs through its window, so the watermark is its last signature and the successor
+/// misses no height; any other waits until it has just signed a new height, so the successor has
+/// a whole block interval to take over.
 async fn wait_for_fresh_signature(producer: &dyn Producer, limit: Duration) {
+    if producer.drain_reservations(limit).await {
+        return;
+    }
     let end = Instant::now() + limit;
     let first = producer.newest_signature(end).await.ok().flatten();
     if first.is_none() {

@@ -2,8 +2,10 @@
 //! keeps no key; a signer thread keeps a connection to the node's `priv_validator_laddr` and
 //! answers its requests through [`PrivvalSigner`], which signs only what the
 //! [`CoordinatorGate`] lets through: this member active at epoch E (the epoch of the lease the
-//! guard granted it when it activated), above the activation floor, before the permission's deadline, and reserved in the
-//! store before every signature (S2 with no timing assumption).
+//! guard granted it when it activated), above the activation floor, before the permission's
+//! deadline, and inside a window of heights reserved in the store (S2 with no timing
+//! assumption). Every signature is recorded in `signer-state-<key_id>.bin` in the member's data
+//! directory before it leaves.
 //!
 //! Deactivate and fence revoke the permission once no request is being decided, then close the
 //! connection (the node dials again and gets "not active" answers until this member is active
@@ -61,6 +63,7 @@ impl CometbftSignerProducer {
     /// Loads the key, and starts the thread that keeps a connection to the node.
     pub fn start(
         key_file: &std::path::Path,
+        state_file: &std::path::Path,
         key_id: KeyId,
         chain_id: String,
         address: NodeAddress,
@@ -69,7 +72,12 @@ impl CometbftSignerProducer {
     ) -> Result<CometbftSignerProducer, ProducerError> {
         let key = ValidatorKey::load(key_file).map_err(|e| setup(e.to_string()))?;
         let gate = CoordinatorGate::new(Arc::clone(&context.coord), key_id, context.runtime.clone(), call_timeout);
-        let mut signer = PrivvalSigner::new(chain_id, key, gate);
+        if let Some(dir) = state_file.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| setup(format!("cannot create {} for the signer's state file: {e}", dir.display())))?;
+        }
+        let mut signer =
+            PrivvalSigner::new(chain_id, key, gate).persisted(state_file).map_err(|e| setup(e.to_string()))?;
         if let Some(observer) = context.observer {
             signer = signer.observed(observer);
         }
@@ -202,8 +210,22 @@ impl Producer for CometbftSignerProducer {
         Ok(self.signer.newest_signed_height())
     }
 
-    /// Every signature is reserved through the [`CoordinatorGate`] before it is made.
+    /// Every signature lies in a window reserved through the [`CoordinatorGate`] before it is
+    /// made.
     fn reserves_every_signature(&self) -> bool {
+        true
+    }
+
+    async fn drain_reservations(&self, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        let signer = Arc::clone(&self.signer);
+        let Ok(Some(top)) = tokio::task::spawn_blocking(move || signer.gate().drain()).await else {
+            return false;
+        };
+        while Instant::now() < end && !self.signer.gate().drained() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tracing::info!(top, "the window is signed through; handing over above it");
         true
     }
 }

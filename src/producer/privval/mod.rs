@@ -1,7 +1,8 @@
 //! CometBFT remote signing (privval) for the `cometbft-signer` producer (issue 10, docs/design.md §8):
 //! the frame codec, the validator key, the per-signature double-sign rule, the typed refusals
-//! ([`refusal`]) and the request answering behind a [`signer::SignGate`] that reserves every new
-//! HRS through the coordinator.
+//! ([`refusal`]), the signer's fsynced record of its last signature ([`sign_state`]) and the
+//! request answering behind a [`signer::SignGate`] that signs only inside windows of heights
+//! reserved through the coordinator ([`window`]).
 //!
 //! Nothing here decides who is active: the gate says whether this member may sign now. Nothing
 //! here logs or returns the key's secret.
@@ -33,5 +34,7 @@ pub mod double_sign;
 pub mod frame;
 pub mod refusal;
 pub mod sign_request;
+pub mod sign_state;
 pub mod signer;
 pub mod validator_key;
+pub mod window;
