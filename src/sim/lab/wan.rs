@@ -163,12 +163,6 @@ impl Proxies {
         out
     }
 
-    /// Whether every planned proxy runs now.
-    pub fn all_running(&mut self) -> bool {
-        let slots: Vec<usize> = self.links.all().iter().map(|l| self.links.slot(l)).collect();
-        slots.into_iter().all(|s| self.processes.running(s))
-    }
-
     pub fn kill_all(&mut self) {
         self.processes.kill_all();
     }
