@@ -7,6 +7,15 @@
 use std::time::Duration;
 
 use failover::sim::lab::Timings;
+use failover::sim::lab::wan::Wan;
+
+/// What a WAN adds to an L1 limit: a takeover waits for about four store round trips more than
+/// on loopback (the acquire forwarded to the raft leader and committed by a quorum, then the
+/// first signature's reservation or the guard's watermark read the same way), each up to its
+/// jitter longer. Nothing without a WAN.
+pub fn wan_allowance(wan: Option<&Wan>) -> Duration {
+    wan.map_or(Duration::ZERO, |w| (w.rtt + w.jitter) * 4)
+}
 
 /// The chaos suite's presets and limits over the shared lab's [`Timings`].
 pub trait ChaosTimings {
