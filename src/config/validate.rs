@@ -25,6 +25,7 @@ pub fn validate(config: &Config, map: &SourceMap<'_>) -> Vec<ConfigProblem> {
     check_chain_and_producer(config, &mut out);
     check_api(config, &mut out);
     check_watchdog(config, &mut out);
+    check_fence_takeover(config, &mut out);
     limits::check(config, &mut out);
     out.finish()
 }
@@ -228,13 +229,16 @@ fn check_raft(config: &Config, out: &mut Problems<'_, '_>) {
 /// guarantee: raft-rs randomises each follower's timeout up to twice election_ticks and the
 /// last renew may be up to renew_interval old, so a leader change can still outlast the validity
 /// of a config that passes (chaos/README, "Known limits"). Safety never rests on it: the
-/// holder's validity is counted on its own clock.
+/// holder's validity is counted on its own clock. In signer mode the holder keeps its permission
+/// for two election timeouts past its last renew whatever the TTL ([`Config::holder_horizon`]),
+/// so the rule always holds there.
 fn check_election_fits_the_lease(config: &Config, out: &mut Problems<'_, '_>) {
     let c = &config.coordinator;
     let r = &c.raft;
-    let Some(validity) = c.lease_ttl.checked_sub(c.safety_margin).filter(|v| !v.is_zero()) else {
+    if c.lease_ttl.checked_sub(c.safety_margin).is_none_or(|v| v.is_zero()) {
         return; // check_lease_timings reports the margin.
-    };
+    }
+    let validity = config.holder_horizon();
     let d = duration_text::format;
     let election = r.tick.checked_mul(r.election_ticks);
     if election.is_none_or(|e| e >= validity) {
@@ -278,6 +282,34 @@ fn check_watchdog(config: &Config, out: &mut Problems<'_, '_>) {
         out.at(
             "failover.watchdog",
             format!("watchdog = \"required\" cannot be met: {why}; or set watchdog = \"automatic\" or \"off\""),
+        );
+    }
+}
+
+/// `failover.fence_takeover_after`: a fenced takeover needs the fence command that makes it safe,
+/// and a silence long enough that it is not just a late status (statuses go out twice per probe
+/// interval).
+fn check_fence_takeover(config: &Config, out: &mut Problems<'_, '_>) {
+    let f = &config.failover;
+    let Some(after) = f.fence_takeover_after else { return };
+    const KEY: &str = "failover.fence_takeover_after";
+    if f.fence_command.is_none() {
+        out.at(
+            KEY,
+            "a fenced takeover needs failover.fence_command, the command that confirms the holder's node can no longer sign (powers it off, isolates it): set it, or remove fence_takeover_after",
+        );
+    }
+    let probe = config.chain_or_default().probe_interval;
+    if after < probe {
+        let d = duration_text::format;
+        out.at(
+            KEY,
+            format!(
+                "fence_takeover_after ({}) is shorter than chain.probe_interval ({}): members publish their status twice per probe interval, so a shorter silence is a late status, not a dead holder; set it to at least {}",
+                d(after),
+                d(probe),
+                d(probe)
+            ),
         );
     }
 }
