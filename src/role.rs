@@ -46,6 +46,10 @@ pub struct RolePolicy {
     pub lease_ttl: Duration,
     pub renew_interval: Duration,
     pub safety_margin: Duration,
+    /// How long a held lease is valid for this member after the send of a renew that commits
+    /// ([`Config::holder_horizon`]): lease_ttl − safety_margin in key-holding mode, longer in
+    /// signer mode. Renews are paced from it.
+    pub holder_validity: Duration,
     pub priority_delay: Duration,
     pub cooldown: Duration,
     pub max_lag_on_failover: u64,
@@ -63,6 +67,7 @@ impl RolePolicy {
             lease_ttl: c.lease_ttl,
             renew_interval: c.renew_interval,
             safety_margin: c.safety_margin,
+            holder_validity: config.holder_horizon(),
             priority_delay: config.failover.priority_delay,
             cooldown: config.failover.cooldown,
             max_lag_on_failover: config.failover.max_lag_on_failover,
@@ -78,9 +83,10 @@ impl RolePolicy {
     }
 
     /// A renew is due once this little validity remains: one renew interval after the last
-    /// committed renew was sent.
+    /// committed renew was sent. Counted from the holder's validity, not the TTL: in signer mode
+    /// the validity outlasts the store's short TTL, and renews must still leave every interval.
     fn renew_when_remaining(&self) -> Duration {
-        self.lease_ttl.saturating_sub(self.safety_margin).saturating_sub(self.renew_interval)
+        self.holder_validity.saturating_sub(self.renew_interval)
     }
 }
 

@@ -14,6 +14,7 @@ fn policy() -> RolePolicy {
         lease_ttl: Duration::from_secs(3),
         renew_interval: Duration::from_secs(1),
         safety_margin: Duration::from_millis(500),
+        holder_validity: Duration::from_millis(2500),
         priority_delay: Duration::from_secs(2),
         cooldown: Duration::from_secs(30),
         max_lag_on_failover: 2,
@@ -1375,7 +1376,7 @@ fn a_silent_holder_is_fenced_and_taken_over_only_by_the_best_fit_standby() {
         assert_eq!(d.actions, want, "{name}");
         if !want.is_empty() {
             assert!(d.state.acquire_pending && d.state.fenced_previous(), "{name}: {:?}", d.state);
-            assert_eq!(d.why.to_string().contains("fencing it with fence_command"), true, "{name}: {}", d.why);
+            assert!(d.why.to_string().contains("fencing it with fence_command"), "{name}: {}", d.why);
         }
     }
 }
@@ -1406,4 +1407,29 @@ fn a_fenced_takeover_promotes_on_its_grant_and_a_failed_one_is_not_retried_at_on
     assert_eq!(d.state.acquire_retry_at, Some(ms(10_600)));
     let again = obs(10_600).lease(held("b", 3)).peer(peer("b", Active, 100, 200, 3_600));
     assert_eq!(decide(&d.state, &again, &p).actions, vec![Action::TakeOver { holder: id("b"), epoch: e(3) }]);
+}
+
+/// Renews leave one renew interval after the last committed one was sent, counted from the
+/// holder's validity: in signer mode that validity (its horizon, 2.1 s) outlasts the store's TTL
+/// (300 ms), and a pace counted from the TTL would let the store expire a live holder.
+#[test]
+fn renews_are_paced_from_the_holders_validity_not_the_ttl() {
+    let signer = RolePolicy {
+        lease_ttl: Duration::from_millis(300),
+        renew_interval: Duration::from_millis(100),
+        safety_margin: Duration::from_millis(100),
+        holder_validity: Duration::from_millis(2100),
+        ..policy()
+    };
+    // The last committed renew left at 1000 ms: valid until 3100 ms.
+    let held = active(5, 3_100);
+    for (now, due) in [(1_099, false), (1_100, true), (1_250, true)] {
+        let d = decide(&held, &obs(now).lease(held_by_a(5)), &signer);
+        let renews = d.actions.iter().any(|a| matches!(a, Action::Renew { .. }));
+        assert_eq!(renews, due, "at {now} ms");
+    }
+}
+
+fn held_by_a(epoch: u64) -> LeaseView {
+    held("a", epoch)
 }

@@ -168,24 +168,9 @@ impl FsmState {
     /// Applies one command. Refusals leave the state unchanged.
     pub fn apply(&mut self, cmd: &Command) -> Result<Reply, CoordError> {
         match cmd {
-            Command::Acquire { member, seen_epoch, ttl_ms } => {
-                if let Some(holder) = &self.holder {
-                    return Err(CoordError::LeaseHeld { holder: holder.clone(), epoch: self.epoch });
-                }
-                if seen_epoch.is_some_and(|seen| seen != self.epoch) {
-                    return Err(CoordError::LeaseMoved { epoch: self.epoch });
-                }
-                Ok(self.grant(member, *ttl_ms))
-            }
+            Command::Acquire { member, seen_epoch, ttl_ms } => self.acquire(member, *seen_epoch, *ttl_ms),
             Command::TakeOver { member, holder, epoch, refreshes, ttl_ms } => {
-                let current = (self.holder.as_ref(), self.epoch, self.refreshes);
-                if current != (Some(holder), *epoch, *refreshes) {
-                    return Err(CoordError::LeaseMoved { epoch: self.epoch });
-                }
-                if member == holder {
-                    return Err(CoordError::Invalid(format!("{member} cannot take the lease over from itself")));
-                }
-                Ok(self.grant(member, *ttl_ms))
+                self.take_over(member, holder, *epoch, *refreshes, *ttl_ms)
             }
             Command::Renew { member, epoch, ttl_ms } => {
                 self.check_holder(member, *epoch)?;
@@ -258,6 +243,40 @@ impl FsmState {
             }
             Command::Read => Ok(Reply::State(Box::new(self.clone()))),
         }
+    }
+
+    fn acquire(
+        &mut self,
+        member: &MemberId,
+        seen_epoch: Option<Epoch>,
+        ttl_ms: Option<u64>,
+    ) -> Result<Reply, CoordError> {
+        if let Some(holder) = &self.holder {
+            return Err(CoordError::LeaseHeld { holder: holder.clone(), epoch: self.epoch });
+        }
+        if seen_epoch.is_some_and(|seen| seen != self.epoch) {
+            return Err(CoordError::LeaseMoved { epoch: self.epoch });
+        }
+        Ok(self.grant(member, ttl_ms))
+    }
+
+    /// A fenced takeover: granted only while `holder` holds `epoch` with exactly `refreshes`
+    /// grants and renews counted; anything else is refused and changes nothing.
+    fn take_over(
+        &mut self,
+        member: &MemberId,
+        holder: &MemberId,
+        epoch: Epoch,
+        refreshes: u64,
+        ttl_ms: Option<u64>,
+    ) -> Result<Reply, CoordError> {
+        if (self.holder.as_ref(), self.epoch, self.refreshes) != (Some(holder), epoch, refreshes) {
+            return Err(CoordError::LeaseMoved { epoch: self.epoch });
+        }
+        if member == holder {
+            return Err(CoordError::Invalid(format!("{member} cannot take the lease over from itself")));
+        }
+        Ok(self.grant(member, ttl_ms))
     }
 
     /// Grants the lease to `member` at the next epoch.
