@@ -2,8 +2,9 @@
 //!
 //! A standby activates only after every step holds, in order: (1) it holds the lease at epoch
 //! E; (2) its node is healthy and within `max_lag_on_failover` of the best height; (3) the
-//! optional `fence_command` against the previous holder succeeded; (4) it read the watermark
-//! under E and computed the floor ([`promotion_floor`]: the watermark and the chain height plus
+//! optional `fence_command` against the previous holder succeeded (or, in a fenced takeover,
+//! already did before the grant); (4) it has the watermark under E — as of the grant, which
+//! answered with it, or read now — and computed the floor ([`promotion_floor`]: the watermark and the chain height plus
 //! `floor_margin`, the margin dropped only where the store proves what the previous holder
 //! signed); (5) the producer confirmed activation. Each step's outcome is recorded in a
 //! [`GuardReport`] and logged. Any failure stops the guard: the caller deactivates and releases.
@@ -85,6 +86,13 @@ pub struct GuardInput {
     /// A planned handover: the previous holder was asked to deactivate and release with its
     /// last signed height. Alone it drops no margin ([`promotion_floor`] says when it may).
     pub planned: bool,
+    /// The lease came by a fenced takeover: `fence_command` fenced the previous holder before
+    /// the store granted it, so step 3 has nothing left to do.
+    pub fenced_previous: bool,
+    /// The key's watermark as of the grant, when the grant answered with it (`Some(None)`: none
+    /// stored). Read in the same store operation as the grant, it is what step 4 would read
+    /// under epoch E, so step 4 takes it instead of a second round trip. `None`: step 4 reads.
+    pub watermark_at_grant: Option<Option<Watermark>>,
 }
 
 /// The highest position that may already have been signed: the higher of the watermark and
@@ -225,6 +233,9 @@ impl PromotionGuard<'_> {
         // 3. STONITH against the previous holder, when configured.
         let t = Instant::now();
         let r = match (&self.policy.fence_command, &input.previous_holder) {
+            (Some(_), Some(previous)) if input.fenced_previous => {
+                Ok(format!("done before the takeover: fence_command fenced {previous}"))
+            }
             (Some(argv), Some(previous)) if !input.planned => {
                 run_fence_command(argv, previous, self.policy.fence_command_timeout).await
             }
@@ -237,7 +248,11 @@ impl PromotionGuard<'_> {
 
         // 4. The watermark under epoch E, and the floor above everything that may be signed.
         let t = Instant::now();
-        let r = match self.coord.watermark(self.key, deadline()).await {
+        let (read, source) = match input.watermark_at_grant {
+            Some(w) => (Ok(w), "as of the grant"),
+            None => (self.coord.watermark(self.key, deadline()).await, "read under the new epoch"),
+        };
+        let r = match read {
             Err(e) => Err(format!("cannot read the watermark of {}: {e}", self.key)),
             Ok(w) => {
                 let best = input.cluster_best.unwrap_or(0).max(local_height);
@@ -246,7 +261,7 @@ impl PromotionGuard<'_> {
                 let (floor, basis) = promotion_floor(w, best, self.policy.floor_margin, input.planned, reserving);
                 report.floor = Some(floor);
                 Ok(format!(
-                    "watermark {}, best height {best}, {basis}: floor {floor}",
+                    "watermark {} ({source}), best height {best}, {basis}: floor {floor}",
                     w.map_or("none".to_string(), |w| w.to_string())
                 ))
             }
@@ -276,7 +291,8 @@ impl PromotionGuard<'_> {
     }
 }
 
-async fn run_fence_command(argv: &[String], previous: &MemberId, timeout: Duration) -> Result<String, String> {
+/// Runs `fence_command` against `previous` (`{member}` replaced, `FAILOVERD_PREVIOUS_HOLDER` set).
+pub async fn run_fence_command(argv: &[String], previous: &MemberId, timeout: Duration) -> Result<String, String> {
     let args: Vec<String> = argv.iter().map(|a| a.replace("{member}", previous.as_str())).collect();
     crate::operator_command::run(
         &args,

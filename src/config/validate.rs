@@ -25,6 +25,7 @@ pub fn validate(config: &Config, map: &SourceMap<'_>) -> Vec<ConfigProblem> {
     check_chain_and_producer(config, &mut out);
     check_api(config, &mut out);
     check_watchdog(config, &mut out);
+    check_fence_takeover(config, &mut out);
     limits::check(config, &mut out);
     out.finish()
 }
@@ -228,13 +229,20 @@ fn check_raft(config: &Config, out: &mut Problems<'_, '_>) {
 /// guarantee: raft-rs randomises each follower's timeout up to twice election_ticks and the
 /// last renew may be up to renew_interval old, so a leader change can still outlast the validity
 /// of a config that passes (chaos/README, "Known limits"). Safety never rests on it: the
-/// holder's validity is counted on its own clock.
+/// holder's validity is counted on its own clock. In signer mode the holder keeps its permission
+/// for two election timeouts past its last renew whatever the TTL ([`Config::holder_horizon`]),
+/// so the rule always holds there. A witness never holds the lease, and each holder declares its
+/// own TTL to the store, so a witness's lease timings do not enter it.
 fn check_election_fits_the_lease(config: &Config, out: &mut Problems<'_, '_>) {
+    if config.me().is_some_and(|m| m.kind == MemberKind::Witness) {
+        return;
+    }
     let c = &config.coordinator;
     let r = &c.raft;
-    let Some(validity) = c.lease_ttl.checked_sub(c.safety_margin).filter(|v| !v.is_zero()) else {
+    if c.lease_ttl.checked_sub(c.safety_margin).is_none_or(|v| v.is_zero()) {
         return; // check_lease_timings reports the margin.
-    };
+    }
+    let validity = config.holder_horizon();
     let d = duration_text::format;
     let election = r.tick.checked_mul(r.election_ticks);
     if election.is_none_or(|e| e >= validity) {
@@ -278,6 +286,34 @@ fn check_watchdog(config: &Config, out: &mut Problems<'_, '_>) {
         out.at(
             "failover.watchdog",
             format!("watchdog = \"required\" cannot be met: {why}; or set watchdog = \"automatic\" or \"off\""),
+        );
+    }
+}
+
+/// `failover.fence_takeover_after`: a fenced takeover needs the fence command that makes it safe,
+/// and a silence long enough that it is not just a late status (statuses go out twice per probe
+/// interval).
+fn check_fence_takeover(config: &Config, out: &mut Problems<'_, '_>) {
+    let f = &config.failover;
+    let Some(after) = f.fence_takeover_after else { return };
+    const KEY: &str = "failover.fence_takeover_after";
+    if f.fence_command.is_none() {
+        out.at(
+            KEY,
+            "a fenced takeover needs failover.fence_command, the command that confirms the holder's node can no longer sign (powers it off, isolates it): set it, or remove fence_takeover_after",
+        );
+    }
+    let probe = config.chain_or_default().probe_interval;
+    if after < probe {
+        let d = duration_text::format;
+        out.at(
+            KEY,
+            format!(
+                "fence_takeover_after ({}) is shorter than chain.probe_interval ({}): members publish their status twice per probe interval, so a shorter silence is a late status, not a dead holder; set it to at least {}",
+                d(after),
+                d(probe),
+                d(probe)
+            ),
         );
     }
 }
@@ -874,6 +910,80 @@ url = "https://hooks.example.com/x"
         for (i, tweak) in ALLOWED.iter().enumerate() {
             assert_eq!(problems_after(*tweak), Vec::new(), "case {i}");
         }
+    }
+
+    /// docs/design.md §9: the five timings a file leaves out default by the producer's kind; what
+    /// the file sets stays, and signer mode's short lease passes the election rule (its horizon
+    /// covers two elections) where a key-holding producer's would not.
+    #[test]
+    fn lease_timings_default_by_producer_kind_and_signer_mode_passes_the_election_rule() {
+        use crate::config::TimingDefaults;
+        let signer = BASE.replace(
+            "[producer]\nkind = \"sim\"\n",
+            "[producer]\nkind = \"cometbft-signer\"\nkey_file = \"/k\"\nchain_id = \"sim\"\npriv_validator_laddr = \"tcp://127.0.0.1:26659\"\n",
+        );
+        let c = Config::parse(&signer).expect("signer mode at its defaults is valid");
+        let d = TimingDefaults::SIGNER;
+        let got = (c.coordinator.lease_ttl, c.coordinator.renew_interval, c.coordinator.safety_margin);
+        assert_eq!(got, (d.lease_ttl, d.renew_interval, d.safety_margin));
+        assert_eq!((c.coordinator.call_timeout, c.failover.priority_delay), (d.call_timeout, d.priority_delay));
+        assert!(c.holder_horizon() >= ms(2100), "two 1 s elections and a renew: {:?}", c.holder_horizon());
+        let k = base();
+        assert_eq!(k.coordinator.lease_ttl, TimingDefaults::KEY_HOLDING.lease_ttl);
+        assert_eq!(k.holder_horizon(), k.coordinator.lease_ttl - k.coordinator.safety_margin);
+        let written = signer.replace("[coordinator.raft]\n", "[coordinator]\nlease_ttl = \"2s\"\n[coordinator.raft]\n");
+        let c = Config::parse(&written).expect("valid");
+        assert_eq!(
+            (c.coordinator.lease_ttl, c.coordinator.renew_interval),
+            (secs(2), d.renew_interval),
+            "a written value stays"
+        );
+        let short = |c: &mut Config| {
+            c.coordinator.lease_ttl = ms(300);
+            c.coordinator.renew_interval = ms(100);
+            c.coordinator.safety_margin = ms(100);
+            c.coordinator.call_timeout = ms(250);
+        };
+        let keys: Vec<Option<String>> = problems_after(short).into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            vec![Some("coordinator.raft.election_ticks".to_string())],
+            "key-holding needs the election inside its validity"
+        );
+        let witness = |c: &mut Config| {
+            c.coordinator.lease_ttl = ms(300);
+            c.coordinator.renew_interval = ms(100);
+            c.coordinator.safety_margin = ms(100);
+            c.coordinator.call_timeout = ms(250);
+            c.member =
+                c.members.iter().find(|m| m.kind == MemberKind::Witness).map(|m| m.id.clone()).expect("a witness");
+            c.chain = None;
+            c.producer = None;
+        };
+        assert_eq!(problems_after(witness), Vec::new(), "a witness never holds: its TTL does not enter the rule");
+    }
+
+    /// `failover.fence_takeover_after` needs the fence command that makes it safe, and a silence
+    /// of at least one probe interval.
+    #[test]
+    fn a_fenced_takeover_needs_a_fence_command_and_at_least_a_probe_interval_of_silence() {
+        let without_command = problems_after(|c| {
+            c.failover.fence_command = None;
+            c.failover.fence_takeover_after = Some(secs(2));
+        });
+        assert_eq!(without_command.len(), 1, "{without_command:?}");
+        assert!(without_command[0].message.contains("needs failover.fence_command"), "{}", without_command[0]);
+        let too_soon = problems_after(|c| {
+            c.failover.fence_command = Some(vec!["stonith".into(), "{member}".into()]);
+            c.failover.fence_takeover_after = Some(ms(999));
+        });
+        assert_eq!(too_soon.len(), 1, "{too_soon:?}");
+        assert!(too_soon[0].message.contains("shorter than chain.probe_interval (1s)"), "{}", too_soon[0]);
+        let fine = problems_after(|c| {
+            c.failover.fence_command = Some(vec!["stonith".into(), "{member}".into()]);
+            c.failover.fence_takeover_after = Some(secs(1));
+        });
+        assert_eq!(fine, Vec::new());
     }
 
     #[test]

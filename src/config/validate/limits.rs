@@ -128,6 +128,13 @@ const DURATION_LIMITS: &[Limit<Duration>] = &[
         values: |c| vec![c.failover.fence_command_timeout],
     },
     Limit {
+        key: "failover.fence_takeover_after",
+        min: Duration::ZERO,
+        max: seconds(10 * 60),
+        why: "past the lease's own expiry a fenced takeover gains nothing",
+        values: |c| c.failover.fence_takeover_after.into_iter().collect(),
+    },
+    Limit {
         key: "webhooks[i].timeout",
         min: Duration::ZERO,
         max: seconds(60),
