@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 pub use address::{HttpUrl, ListenAddress, PeerAddress};
 pub use files::Depth;
 pub use producer_config::{
-    ApiSettings, CommandSettings, EthereumMining, EthereumSettings, FilePvSettings, ProcessSettings, ProducerAdapter,
-    ProducerConfig, ProducerKind, ProducerSection, SignerSettings, SimSettings,
+    ApiSettings, CommandSettings, EthereumMining, EthereumSettings, FilePvSettings, NodeAddresses, ProcessSettings,
+    ProducerAdapter, ProducerConfig, ProducerKind, ProducerSection, SignerSettings, SimSettings,
 };
 pub use source_map::{Position, SourceMap};
 

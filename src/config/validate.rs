@@ -503,14 +503,9 @@ fn check_command_timeout(timeout: std::time::Duration, out: &mut Problems<'_, '_
     }
 }
 
-/// The signer's node address parses, and its chain is the simulated node's when there is one.
+/// The signer's node addresses parse, and its chain is the simulated node's when there is one.
 fn check_signer(config: &Config, x: &SignerSettings, out: &mut Problems<'_, '_>) {
-    // An overlong address is refused by its length limit, without quoting it.
-    if x.priv_validator_laddr.len() <= limits::MAX_LADDR_BYTES
-        && let Err(e) = x.priv_validator_laddr.parse::<crate::producer::privval::connection::NodeAddress>()
-    {
-        out.at("producer.priv_validator_laddr", e);
-    }
+    check_node_addresses(&x.priv_validator_laddr, out);
     match config.chain.as_ref().and_then(|c| c.sim.as_ref()) {
         _ if x.chain_id.is_empty() => {
             out.at("producer.chain_id", "cometbft-signer needs chain_id: the chain the node signs for")
@@ -525,6 +520,66 @@ fn check_signer(config: &Config, x: &SignerSettings, out: &mut Problems<'_, '_>)
             ),
         ),
         _ => {}
+    }
+}
+
+/// Most nodes one member dials: a validator's sentries, not a fleet.
+const MAX_SIGNER_NODES: usize = 16;
+
+/// `priv_validator_laddr`: at least one node and at most [`MAX_SIGNER_NODES`]; each entry a node
+/// address no longer than [`limits::MAX_LADDR_BYTES`]; no node twice. Every refusal names its
+/// entry.
+fn check_node_addresses(list: &crate::config::NodeAddresses, out: &mut Problems<'_, '_>) {
+    use crate::producer::privval::connection::NodeAddress;
+    const KEY: &str = "producer.priv_validator_laddr";
+    if list.is_empty() {
+        out.at(KEY, "the list names no node: write the node's address for its remote signer, such as \"tcp://127.0.0.1:26659\", or one per node in an array");
+        return;
+    }
+    if list.len() > MAX_SIGNER_NODES {
+        out.at(
+            KEY,
+            format!(
+                "{} nodes are more than the maximum of {MAX_SIGNER_NODES}: one member signs for one validator's nodes",
+                list.len()
+            ),
+        );
+        return;
+    }
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for (i, text) in list.iter().enumerate() {
+        let key = list.key_of(i);
+        // An overlong address is refused without being quoted.
+        if text.len() > limits::MAX_LADDR_BYTES {
+            out.at(
+                &key,
+                format!(
+                    "{} bytes is above the maximum of {} bytes: a tcp://host:port or unix:///path address",
+                    text.len(),
+                    limits::MAX_LADDR_BYTES
+                ),
+            );
+            continue;
+        }
+        let address = match text.parse::<NodeAddress>() {
+            Ok(address) => address,
+            Err(e) => {
+                out.at(&key, e);
+                continue;
+            }
+        };
+        // One node is one endpoint, whether or not an entry pins its id.
+        let endpoint = address.endpoint();
+        match seen.iter().find(|(e, _)| *e == endpoint) {
+            Some((_, first)) => out.at(
+                &key,
+                format!(
+                    "\"{}\" is the node of entry {first} again: a member keeps one connection per node, so list each node once",
+                    super::excerpt(text)
+                ),
+            ),
+            None => seen.push((endpoint, i)),
+        }
     }
 }
 
@@ -731,6 +786,10 @@ url = "https://hooks.example.com/x"
         x
     }
 
+    fn laddrs(list: &[&str]) -> crate::config::NodeAddresses {
+        list.iter().map(|a| a.to_string()).collect::<Vec<_>>().into()
+    }
+
     /// Switches the base config to the Consul backend (which has no peer port to secure).
     fn consul(c: &mut Config) -> &mut crate::config::ConsulConfig {
         c.coordinator.backend = Backend::Consul;
@@ -808,7 +867,12 @@ url = "https://hooks.example.com/x"
         (|c| filepv(c).systemd_unit = Some("--now.service".into()), "producer.systemd_unit", "expected a service unit name"),
         (|c| filepv(c).systemd_unit = Some("cometbft".into()), "producer.systemd_unit", "expected a service unit name"),
         (|c| filepv(c).systemd_unit = Some("a b.service".into()), "producer.systemd_unit", "expected a service unit name"),
-        (|c| signer(c).priv_validator_laddr = format!("tcp://{}", "h".repeat(507)), "producer.priv_validator_laddr", "513 bytes is above the maximum of 512 bytes"),
+        (|c| signer(c).priv_validator_laddr = format!("tcp://{}", "h".repeat(507)).into(), "producer.priv_validator_laddr", "513 bytes is above the maximum of 512 bytes"),
+        (|c| signer(c).priv_validator_laddr = laddrs(&["tcp://127.0.0.1:1", &format!("tcp://{}", "h".repeat(507))]), "producer.priv_validator_laddr[1]", "513 bytes is above the maximum of 512 bytes"),
+        (|c| signer(c).priv_validator_laddr = laddrs(&[]), "producer.priv_validator_laddr", "the list names no node"),
+        (|c| signer(c).priv_validator_laddr = laddrs(&["tcp://127.0.0.1:1", "127.0.0.1:2"]), "producer.priv_validator_laddr[1]", "expected tcp://<node id>@host:port"),
+        (|c| signer(c).priv_validator_laddr = laddrs(&["tcp://10.0.0.1:1", "unix:///pv.sock", "tcp://c0ffee0000000000000000000000000000c0ffee@10.0.0.1:1"]), "producer.priv_validator_laddr[2]", "is the node of entry 0 again"),
+        (|c| signer(c).priv_validator_laddr = laddrs(&["unix:///pv.sock"; 17]), "producer.priv_validator_laddr", "17 nodes are more than the maximum of 16"),
         (|c| c.coordinator.consul.address = long_url(2049), "coordinator.consul.address", "2049 bytes is above the maximum of 2048 bytes"),
         (|c| chain(c).rpc = Some(long_url(2049)), "chain.rpc", "above the maximum of 2048 bytes"),
         (|c| chain(c).reference_rpcs = vec![long_url(2049)], "chain.reference_rpcs[0]", "above the maximum of 2048 bytes"),
@@ -844,6 +908,11 @@ url = "https://hooks.example.com/x"
 
     /// Changes that sit exactly on a limit, or use what a rule allows: all stay valid.
     const ALLOWED: &[fn(&mut Config)] = &[
+        // Sentries: several nodes, each once.
+        |c| {
+            signer(c).priv_validator_laddr =
+                laddrs(&["tcp://10.0.0.1:26659", "tcp://10.0.0.2:26659", "unix:///run/pv.sock"])
+        },
         // The test labs' timing: 50ms × 10 = 500ms < 1s − 200ms.
         |c| {
             c.coordinator.raft.tick = ms(50);
@@ -1014,7 +1083,7 @@ url = "https://hooks.example.com/x"
     #[test]
     fn an_overlong_laddr_is_refused_without_being_quoted() {
         let problems = problems_after(|c| {
-            signer(c).priv_validator_laddr = format!("bogus://{}", "h".repeat(100_000));
+            signer(c).priv_validator_laddr = format!("bogus://{}", "h".repeat(100_000)).into();
         });
         assert!(problems.iter().any(|p| p.key.as_deref() == Some("producer.priv_validator_laddr")), "{problems:?}");
         assert!(problems.iter().all(|p| p.message.len() < 1000), "a message quotes the address");

@@ -208,10 +208,14 @@ pub fn from_config(
             )
         }
         A::CometbftSigner(x) => {
-            let address = x
+            let nodes = x
                 .priv_validator_laddr
-                .parse()
-                .map_err(|e: String| setup(format!("producer.priv_validator_laddr: {e}")))?;
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    text.parse().map_err(|e: String| setup(format!("{}: {e}", x.priv_validator_laddr.key_of(i))))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let context =
                 signer.ok_or_else(|| setup("the cometbft-signer producer runs only inside a member".into()))?;
             // Beside the member's other data: a copy of the config on another machine must not
@@ -222,7 +226,7 @@ pub fn from_config(
                 &state_file,
                 p.key_id.clone(),
                 x.chain_id.clone(),
-                address,
+                nodes,
                 context,
                 call_timeout,
             )?)

@@ -26,10 +26,13 @@
 //! | this member is not the active signer, or the store did not confirm the reservation | (none) | 100 ([`signer::code::NOT_ACTIVE`]) |
 //! | node side: unexpected response, no connection, connection, read, write timeout | `privval.Errors` 1 to 5, never sent by a signer | never sent |
 //!
-//! The description always says what happened; the code only sorts it.
+//! The description always says what happened; the code only sorts it. A member that may not
+//! sign holds no connection to a node ([`dialer`]), and a request that reaches one anyway is not
+//! answered: the connection closes, so that the node retries with its next signer.
 
 pub mod connection;
 pub mod coordinator_gate;
+pub mod dialer;
 pub mod double_sign;
 pub mod frame;
 pub mod refusal;
