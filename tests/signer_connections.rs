@@ -60,6 +60,7 @@ impl Member {
         let addresses: Vec<NodeAddress> = nodes.iter().map(|n| n.parse().expect("a node address")).collect();
         let producer = CometbftSignerProducer::start(
             &key_file,
+            &key_dir.path().join("signer-state-validator.bin"),
             key_id,
             CHAIN.into(),
             addresses,
