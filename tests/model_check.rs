@@ -79,8 +79,7 @@ fn check(bound: Bound, variant: Variant, stop_at_first_failure: bool) -> Outcome
         builder = builder.threads(cores);
     }
     let checker = builder.spawn_bfs().join();
-    let discoveries =
-        checker.discoveries().into_iter().map(|(name, path)| (name, path.into_actions())).collect();
+    let discoveries = checker.discoveries().into_iter().map(|(name, path)| (name, path.into_actions())).collect();
     Outcome {
         bound,
         unique_states: checker.unique_state_count(),

@@ -244,30 +244,31 @@ impl Model for Protocol {
 }
 
 impl Protocol {
-/// Whether delivering `msg` can change nothing, now or ever, whatever else happens: then it is
-/// taken out of the network, which only merges states that have the same futures. It rests on
-/// two facts of the real state machine — its epoch never decreases, and a lease that ended at
-/// epoch E never becomes live at E again — and on the members: a reply for epoch E only
-/// matters to a member that holds E, and a member gets E only from its one Granted. A grant of
-/// an ended epoch then lets its member sign nothing (no window of that epoch can be reserved any
-/// more, and none was: the member never held it), unless members sign before the reply.
-fn dead(&self, state: &State, msg: &Msg) -> bool {
-    let store = &state.store;
-    let ended = |e: u8| e < store.epoch || (e == store.epoch && store.holder.is_none());
-    let member = |m: M| &state.members[usize::from(m)];
-    let never_holds = |m: M, e: u8| member(m).epoch != e && !state.in_flight(&Msg::Granted { member: m, epoch: e });
-    match *msg {
-        Msg::ReserveWindow { epoch, .. } | Msg::Release { epoch, .. } => ended(epoch),
-        Msg::Granted { epoch, .. } => ended(epoch) && self.variant != Variant::SignBeforeTheWindowReply,
-        Msg::Watermark { member: m, epoch, .. } => {
-            never_holds(m, epoch) || (member(m).epoch == epoch && member(m).floor.is_some())
-        }
-        Msg::Reserved { member: m, epoch, top } => {
-            let (holder, floor) = (member(m), member(m).floor);
-            never_holds(m, epoch) || (holder.epoch == epoch && floor.is_some() && top <= holder.committed.min(holder.requested))
+    /// Whether delivering `msg` can change nothing, now or ever, whatever else happens: then it is
+    /// taken out of the network, which only merges states that have the same futures. It rests on
+    /// two facts of the real state machine — its epoch never decreases, and a lease that ended at
+    /// epoch E never becomes live at E again — and on the members: a reply for epoch E only
+    /// matters to a member that holds E, and a member gets E only from its one Granted. A grant of
+    /// an ended epoch then lets its member sign nothing (no window of that epoch can be reserved any
+    /// more, and none was: the member never held it), unless members sign before the reply.
+    fn dead(&self, state: &State, msg: &Msg) -> bool {
+        let store = &state.store;
+        let ended = |e: u8| e < store.epoch || (e == store.epoch && store.holder.is_none());
+        let member = |m: M| &state.members[usize::from(m)];
+        let never_holds = |m: M, e: u8| member(m).epoch != e && !state.in_flight(&Msg::Granted { member: m, epoch: e });
+        match *msg {
+            Msg::ReserveWindow { epoch, .. } | Msg::Release { epoch, .. } => ended(epoch),
+            Msg::Granted { epoch, .. } => ended(epoch) && self.variant != Variant::SignBeforeTheWindowReply,
+            Msg::Watermark { member: m, epoch, .. } => {
+                never_holds(m, epoch) || (member(m).epoch == epoch && member(m).floor.is_some())
+            }
+            Msg::Reserved { member: m, epoch, top } => {
+                let (holder, floor) = (member(m), member(m).floor);
+                never_holds(m, epoch)
+                    || (holder.epoch == epoch && floor.is_some() && top <= holder.committed.min(holder.requested))
+            }
         }
     }
-}
 }
 
 pub const S2: &str = "S2: no height is signed with two different payloads";
@@ -294,7 +295,8 @@ fn two_members_signed(_: &Protocol, state: &State) -> bool {
 /// An early takeover with the first holder still able to act: some member signed under a later
 /// epoch than another member still believes it holds, and that one still may sign a height.
 fn old_holder_still_able(model: &Protocol, state: &State) -> bool {
-    state.members.iter().any(|old| {
-        !model.signable(old).is_empty() && state.signatures.iter().any(|&(_, _, epoch)| epoch > old.epoch)
-    })
+    state
+        .members
+        .iter()
+        .any(|old| !model.signable(old).is_empty() && state.signatures.iter().any(|&(_, _, epoch)| epoch > old.epoch))
 }
