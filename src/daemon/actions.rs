@@ -191,7 +191,9 @@ pub(super) async fn deactivate(cx: &ActionContext, epoch: Epoch, why: StepDown) 
         return Finished::with(ActionKind::Deactivate, Outcome::Deactivated { epoch });
     };
     if matches!(why, StepDown::Transfer { .. }) {
-        wait_for_fresh_signature(prod.as_ref(), cx.policies.role.lease_ttl).await;
+        // At least 3 s: signer mode's lease is 300 ms, and draining a window takes a block
+        // interval or two, while the holder's permission outlasts its lease.
+        wait_for_fresh_signature(prod.as_ref(), cx.policies.role.lease_ttl.max(Duration::from_secs(3))).await;
     }
     match prod.deactivate(Instant::now() + cx.policies.fence_timeout + cx.policies.call_timeout).await {
         Ok(status) => {

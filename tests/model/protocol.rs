@@ -86,7 +86,8 @@ impl Protocol {
     /// a window it trusts.
     fn signable(&self, member: &Member) -> std::ops::RangeInclusive<u8> {
         let Some((_, floor)) = member.active() else {
-            return 1..=0;
+            // Nothing: an inactive member signs no height.
+            return std::ops::RangeInclusive::new(1, 0);
         };
         let top = match self.variant {
             Variant::SignBeforeTheWindowReply => member.requested,
@@ -216,7 +217,7 @@ impl Model for Protocol {
             }
             Action::Deliver(msg) => {
                 next.take(&msg);
-                if msg.to_store() {
+                if msg.is_for_store() {
                     let (store, reply) = store::apply(&last.store, msg, self.variant.store());
                     next.store = store;
                     if let Some(reply) = reply {

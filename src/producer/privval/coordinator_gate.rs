@@ -179,7 +179,17 @@ impl CoordinatorGate {
         match result {
             Ok(_) => Ok(()),
             Err(CoordError::Refused(why)) => Err(GateRefusal::Watermark(why)),
-            Err(e @ CoordError::NotHolder { .. }) => Err(GateRefusal::NotHolder(e)),
+            Err(e @ CoordError::NotHolder { .. }) => {
+                // The store says another epoch is current: this member signs nothing more in
+                // this epoch, and the connection closes at the node's next request, so the node
+                // takes its next signer's dial instead of hearing refusals from this one.
+                let mut state = self.state();
+                if state.permission.is_some_and(|p| p.epoch == epoch) {
+                    state.permission = None;
+                    state.window = None;
+                }
+                Err(GateRefusal::NotHolder(e))
+            }
             Err(e) => Err(GateRefusal::Unconfirmed(e)),
         }
     }

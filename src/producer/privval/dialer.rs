@@ -121,6 +121,14 @@ impl Dialer {
         self.shared.changed.notify_all();
     }
 
+    /// The permission's deadline moved (a renew): wakes the node threads, which dial again if
+    /// a permission that had run out is alive again, and the watch thread, which re-reads the
+    /// deadline. Keeps the activation instant.
+    pub fn permission_changed(&self) {
+        let _state = self.shared.lock();
+        self.shared.changed.notify_all();
+    }
+
     /// How many nodes this member holds a connection to now.
     pub fn connected(&self) -> usize {
         self.shared.lock().open.iter().flatten().count()

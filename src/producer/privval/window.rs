@@ -115,8 +115,11 @@ impl ReserveWindow {
     pub fn plan(&mut self, height: u64, now: Instant) -> Plan {
         self.note_height(height, now);
         if self.committed.is_some_and(|top| height <= top) {
-            let wanted = height.saturating_add(self.lead());
-            let short = self.committed.is_some_and(|top| top < wanted);
+            let lead = self.lead();
+            let short = self.committed.is_some_and(|top| top < height.saturating_add(lead));
+            // Twice the lead: one window then lasts as long as a reservation takes, so the next
+            // one (one in flight at a time) is asked for before this one runs short.
+            let wanted = height.saturating_add(lead.saturating_mul(2));
             let extend = (short && !self.draining && self.in_flight.is_none()).then(|| self.above_requested(wanted));
             return Plan::Covered { extend };
         }
@@ -244,13 +247,14 @@ mod tests {
     #[test]
     fn inside_the_window_it_signs_and_asks_for_the_next_one_once() {
         let (mut w, now) = warmed(100 * MS, MS);
-        // Committed through 20; signing 20 with a lead of 1 wants 21.
+        // Committed through 20; signing 20 with a lead of 1 wants twice the lead ahead: 22.
         let Plan::Covered { extend: Some(top) } = w.plan(20, now) else { panic!("expected an extension") };
-        assert_eq!(top, 21);
+        assert_eq!(top, 22);
         w.sent(top, true);
         assert_eq!(w.plan(20, now), Plan::Covered { extend: None }, "one extension in flight at a time");
         assert_eq!(w.plan(21, now + 100 * MS), Plan::AwaitInFlight);
-        w.answered(21, true, MS);
+        w.answered(22, true, MS);
+        assert_eq!(w.plan(21, now + 100 * MS), Plan::Covered { extend: None }, "22 still covers the lead");
         assert!(matches!(w.plan(21, now + 100 * MS), Plan::Covered { .. }));
     }
 
