@@ -1,29 +1,37 @@
 //! Signer-mode benchmark: `cargo bench --bench signer`.
 //!
-//! **What it measures: the time failoverd adds to each signature, paired.** Three remote
-//! signers answer three node connections of the same kind (tendermint-p2p SecretConnection over
-//! TCP on 127.0.0.1, the node side played by this benchmark):
+//! **What it measures: the time failoverd adds to each signature, paired.** Four remote signers
+//! answer four node connections of the same kind (tendermint-p2p SecretConnection over TCP on
+//! 127.0.0.1, the node side played by this benchmark):
 //!
 //! - *failoverd*: `PrivvalSigner` behind a real `CoordinatorGate` over member "a" of a real
 //!   3-member raft cluster (mutual TLS, fsynced raft-engine, failoverd's default timings), which
 //!   holds the lease and renews it every `renew_interval`, extending the gate's permission as the
 //!   daemon does. Whatever the gate does per signature (a store commit, or signing inside a
 //!   window reserved ahead) is what is measured.
-//! - *plain*: the same `PrivvalSigner` with a gate that always allows: the same double-sign rule
-//!   (and whatever local state the signer keeps), no HA.
+//! - *plain*: the same `PrivvalSigner` with a gate that always allows: the same double-sign rule,
+//!   no HA.
 //! - *plain (second)*: another plain signer, to pair against the first: the A/A difference is
 //!   what pairing alone shows on this machine when nothing is added — the noise floor.
+//! - *plain, not persisted*: a plain signer without a state file, paired against *plain* to show
+//!   what the fsync of the state file costs.
 //!
-//! The node asks as a CometBFT node does, height after height: a proposal, a prevote, a
-//! precommit. Request i goes to all three signers one after the other (their order rotating by
-//! height), so the i-th round trips of each side are taken under the same machine conditions;
-//! the report is p50/p99 of the per-request differences failoverd − plain, with each side's own
-//! p50/p99, the A/A difference and each side's drift between the two halves of the run as noise.
-//! The old figure, p99(failoverd) − p99(plain), is printed too, named for what it is.
+//! The first three are `persisted` (every signature fsynced to a state file of their own before
+//! it leaves, as a deployment runs them), so the paired difference failoverd − plain is what HA
+//! adds, not the fsync.
 //!
-//! `FAILOVERD_BENCH_HEIGHTS` (default 2000) sets the heights measured; `FAILOVERD_BENCH_RTT_MS`
-//! asks for a round-trip time between members through the WAN lab's delay proxy (the hook is
-//! `common::cluster::Links`; until the proxy is wired in, a nonzero RTT stops with a sentence).
+//! The node asks as a CometBFT node does: a proposal, a prevote, a precommit per height, heights
+//! one block interval apart. Request i goes to all four signers one after the other (their order
+//! rotating by height), so the i-th round trips of each side are taken under the same machine
+//! conditions; the report is p50/p99 of the per-request differences failoverd − plain, with each
+//! side's own p50/p99, the A/A difference and each side's drift between the two halves of the run
+//! as noise, and how many requests found failoverd's confirmed window short (each waited for a
+//! reservation). The old figure, p99(failoverd) − p99(plain), is printed too, named for what it is.
+//!
+//! `FAILOVERD_BENCH_HEIGHTS` (default 900, about 1.5 minutes) sets the heights measured,
+//! `FAILOVERD_BENCH_BLOCK_MS` (default 100) the block interval, `FAILOVERD_BENCH_RTT_MS` (default
+//! 0) a round-trip time between members, made by the WAN lab's delay proxy on every directed peer
+//! link (`common::cluster::Links`).
 //!
 //! Under `cargo test --all-targets` it only prints how to run it.
 
@@ -172,25 +180,61 @@ fn assert_signed(answer: &Message, side: &str, height: u64, step: Step) {
     }
 }
 
-/// Round trips of the three sides, request by request: `[failoverd, plain, plain (second)]`.
-fn paired_run(nodes: &mut [Node; 3], first: u64, heights: u64) -> [Vec<f64>; 3] {
-    const NAMES: [&str; 3] = ["failoverd", "plain", "plain (second)"];
-    let mut samples: [Vec<f64>; 3] = Default::default();
-    for height in first..first + WARMUP_HEIGHTS + heights {
+/// The sides, in the order of [`paired_run`]'s samples.
+const NAMES: [&str; 4] = ["failoverd", "plain", "plain (second)", "plain, not persisted"];
+
+/// What the node saw of failoverd's window while it asked.
+#[derive(Default)]
+struct WindowSeen {
+    /// Measured requests asked above the window the store had confirmed when they were sent:
+    /// each of them waited for a reservation (or, a step later, for the same one).
+    above: usize,
+    /// For each measured height, how many heights the confirmed window reached beyond it when
+    /// its proposal was asked.
+    lead: Vec<u64>,
+}
+
+/// Round trips of the four sides, request by request (in [`NAMES`]' order), heights `block`
+/// apart as a node asks them, and what the node saw of failoverd's window.
+fn paired_run(
+    nodes: &mut [Node; 4],
+    failoverd: &PrivvalSigner<CoordinatorGate>,
+    first: u64,
+    heights: u64,
+    block: Duration,
+) -> ([Vec<f64>; 4], WindowSeen) {
+    let mut samples: [Vec<f64>; 4] = Default::default();
+    let mut seen = WindowSeen::default();
+    let start = Instant::now();
+    for (i, height) in (first..first + WARMUP_HEIGHTS + heights).enumerate() {
+        // The next height comes one block interval after the previous one began.
+        if let Some(wait) = (start + block * i as u32).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let measured = height >= first + WARMUP_HEIGHTS;
         for step in [Step::Propose, Step::Prevote, Step::Precommit] {
             let message = request(height, step);
+            let window = failoverd.gate().reserved_through();
+            if measured {
+                if window.is_none_or(|top| top < height) {
+                    seen.above += 1;
+                }
+                if step == Step::Propose {
+                    seen.lead.push(window.map_or(0, |top| top.saturating_sub(height)));
+                }
+            }
             // The order rotates by height, so no side is always first after a pause.
-            for k in 0..3 {
-                let side = (k + height as usize) % 3;
+            for k in 0..4 {
+                let side = (k + height as usize) % 4;
                 let (rtt, answer) = nodes[side].ask(&message);
                 assert_signed(&answer, NAMES[side], height, step);
-                if height >= first + WARMUP_HEIGHTS {
+                if measured {
                     samples[side].push(ms(rtt));
                 }
             }
         }
     }
-    samples
+    (samples, seen)
 }
 
 fn differences(a: &[f64], b: &[f64]) -> Vec<f64> {
@@ -198,14 +242,14 @@ fn differences(a: &[f64], b: &[f64]) -> Vec<f64> {
 }
 
 /// Where the time goes: bare reservations proposed by the raft leader and by a follower.
-fn breakdown(rt: &tokio::runtime::Runtime, c: &BenchCluster, key: &KeyId, epoch_from: usize, mut next: u64) {
-    let epoch = rt.block_on(c.node(epoch_from).lease(within(Duration::from_secs(2)))).expect("lease").epoch();
+fn breakdown(rt: &tokio::runtime::Runtime, c: &BenchCluster, key: &KeyId, count: usize, mut next: u64) {
+    let epoch = rt.block_on(c.node(0).lease(within(Duration::from_secs(2)))).expect("lease").epoch();
     let leader = rt.block_on(c.leader(Duration::from_secs(10)));
     for (name, i) in [("bare reserve() by the raft leader", leader), ("bare reserve() by a follower", (leader + 1) % 3)]
     {
         let samples = rt.block_on(async {
             let mut samples = Vec::new();
-            for _ in 0..1000 {
+            for _ in 0..count {
                 next += 1;
                 let started = Instant::now();
                 let done =
@@ -222,30 +266,25 @@ fn breakdown(rt: &tokio::runtime::Runtime, c: &BenchCluster, key: &KeyId, epoch_
     }
 }
 
-fn main() {
-    if !common::benchmarking("signer") {
-        return;
-    }
-    let heights = common::env_number("FAILOVERD_BENCH_HEIGHTS", 2000).max(2);
-    let links = Links::from_env();
-    // One runtime shaped like the daemon's (2 workers) carries the three members.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let c = rt.block_on(BenchCluster::start(Timing::Defaults, links));
+/// A signer that records every signature in a state file of its own under `dir`.
+fn persisted<G: SignGate>(signer: PrivvalSigner<G>, dir: &tempfile::TempDir, name: &str) -> PrivvalSigner<G> {
+    signer.persisted(&dir.path().join(name)).expect("a new sign-state file")
+}
+
+/// Starts member "a" holding the lease with the watermark at height 1, renewing it in the
+/// background as its daemon does; failoverd's signer over it, its state file in `dir`.
+fn holder(
+    rt: &tokio::runtime::Runtime,
+    c: &BenchCluster,
+    key_id: &KeyId,
+    dir: &tempfile::TempDir,
+) -> Arc<PrivvalSigner<CoordinatorGate>> {
     let timings = c.coordinator().clone();
-    println!(
-        "signer-mode benchmark: 3-member raft on 127.0.0.1 ({}, mutual TLS, fsync, default timings: lease_ttl {} ms, \
-         renew {} ms, tick {} ms), SecretConnection signers, {} cores",
-        links.describe(),
-        timings.lease_ttl.as_millis(),
-        timings.renew_interval.as_millis(),
-        timings.raft.tick.as_millis(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
-    );
-    println!("{} at the start", common::machine_load());
-    let key_id = KeyId::new("validator").expect("key");
     let a = MemberId::new("a").expect("id");
     let lease = rt.block_on(async {
-        // The first acquires may land while raft elects its first leader.
+        // An acquire sent before raft has a leader waits for the election, and its lease counts
+        // from when it was sent: acquire once a leader is agreed, and renew before permitting.
+        c.leader(Duration::from_secs(20)).await;
         let lease = loop {
             match c.node(0).acquire(&a, within(Duration::from_secs(2))).await {
                 Ok(l) => break l,
@@ -256,52 +295,114 @@ fn main() {
             .import_watermarks(&[(key_id.clone(), Hrs::new(1, 0, Step::Propose))], within(Duration::from_secs(5)))
             .await
             .expect("import the watermark");
-        lease
+        c.node(0).renew(&lease, within(timings.call_timeout)).await.expect("the first renew")
     });
     let coord: Arc<dyn Coordinator> = c.node(0).clone();
     let gate = CoordinatorGate::new(coord, key_id.clone(), rt.handle().clone(), timings.call_timeout);
     gate.permit(Permission { epoch: lease.epoch, floor: Hrs::ZERO, until: lease.valid_until });
-    let failoverd = Arc::new(PrivvalSigner::new(CHAIN, key(), gate));
+    let failoverd = Arc::new(persisted(PrivvalSigner::new(CHAIN, key(), gate), dir, "failoverd"));
     // The holder renews every renew_interval and moves the gate's deadline, as its daemon does.
-    let (holder, signer) = (c.node(0).clone(), Arc::clone(&failoverd));
+    let (member, signer) = (c.node(0).clone(), Arc::clone(&failoverd));
     rt.spawn(async move {
         let mut lease = lease;
+        let started = std::time::Instant::now();
         loop {
             tokio::time::sleep(timings.renew_interval).await;
-            if let Ok(l) = holder.renew(&lease, within(timings.call_timeout)).await {
-                signer.gate().extend(l.valid_until);
-                lease = l;
+            match member.renew(&lease, within(timings.call_timeout)).await {
+                Ok(l) => {
+                    signer.gate().extend(l.valid_until);
+                    lease = l;
+                }
+                Err(e) => eprintln!("the holder's renew failed {} ms into the run: {e}", started.elapsed().as_millis()),
             }
         }
     });
+    failoverd
+}
+
+/// What the node saw of failoverd's window: how often a request found it short.
+fn report_window(seen: &WindowSeen, requests: usize) {
+    let mut lead = seen.lead.clone();
+    lead.sort_unstable();
+    let at = |p: f64| lead.get(((p * lead.len() as f64).ceil() as usize).clamp(1, lead.len().max(1)) - 1);
+    println!(
+        "  failoverd's window: {} of {requests} requests were asked above the confirmed window (each waited for a \
+         reservation); heights confirmed beyond a height at its proposal: min {}, p50 {}, max {}",
+        seen.above,
+        lead.first().unwrap_or(&0),
+        at(0.5).unwrap_or(&0),
+        lead.last().unwrap_or(&0)
+    );
+}
+
+fn main() {
+    if !common::benchmarking("signer") {
+        return;
+    }
+    let heights = common::env_number("FAILOVERD_BENCH_HEIGHTS", 900).max(2);
+    let block = Duration::from_millis(common::env_number("FAILOVERD_BENCH_BLOCK_MS", 100));
+    let links = Links::from_env();
+    // One runtime shaped like the daemon's (2 workers) carries the three members.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let c = rt.block_on(BenchCluster::start(Timing::Defaults, links));
+    let timings = c.coordinator().clone();
+    println!(
+        "signer-mode benchmark: 3-member raft on 127.0.0.1 ({}, mutual TLS, fsync, default timings: lease_ttl {} ms, \
+         renew {} ms, tick {} ms), SecretConnection signers persisting every signature (fsync), blocks {} ms apart, \
+         {} cores",
+        links.describe(),
+        timings.lease_ttl.as_millis(),
+        timings.renew_interval.as_millis(),
+        timings.raft.tick.as_millis(),
+        block.as_millis(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    println!("{} at the start", common::machine_load());
+    let key_id = KeyId::new("validator").expect("key");
+    let state = tempfile::tempdir().expect("a directory for the sign-state files");
+    let failoverd = holder(&rt, &c, &key_id, &state);
     let mut nodes = [
-        Node::connect(failoverd),
-        Node::connect(Arc::new(PrivvalSigner::new(CHAIN, key(), AlwaysAllow))),
+        Node::connect(Arc::clone(&failoverd)),
+        Node::connect(Arc::new(persisted(PrivvalSigner::new(CHAIN, key(), AlwaysAllow), &state, "plain"))),
+        Node::connect(Arc::new(persisted(PrivvalSigner::new(CHAIN, key(), AlwaysAllow), &state, "plain2"))),
         Node::connect(Arc::new(PrivvalSigner::new(CHAIN, key(), AlwaysAllow))),
     ];
-    let [fo, plain, plain2] = paired_run(&mut nodes, 2, heights);
+    let ([fo, plain, plain2, bare], seen) = paired_run(&mut nodes, &failoverd, 2, heights, block);
     // Read after the run: a holder hands raft leadership to a peer soon after its acquire.
     let leader = rt.block_on(c.leader(Duration::from_secs(10)));
     let (sf, sp) = (summarize(&fo), summarize(&plain));
     let role = if leader == 0 { "the raft leader" } else { "a raft follower" };
     println!(
-        "{} heights x (proposal, prevote, precommit), after {WARMUP_HEIGHTS} heights of warm-up; the holder \"a\" is {role}",
-        heights
+        "{heights} heights x (proposal, prevote, precommit) {} ms apart, after {WARMUP_HEIGHTS} heights of warm-up; \
+         the holder \"a\" is {role}",
+        block.as_millis()
     );
-    println!("{}", line("round trip, plain signer (no HA)", &sp));
-    println!("{}", line("round trip, failoverd signer", &sf));
-    let added = summarize(&differences(&fo, &plain));
-    println!("{}", line("ADDED per request, paired (failoverd - plain)", &added));
+    println!("{}", line("round trip, plain signer (no HA, persisted)", &sp));
+    println!("{}", line("round trip, failoverd signer (persisted)", &sf));
+    let added = differences(&fo, &plain);
+    println!("{}", line("ADDED per request, paired (failoverd - plain)", &summarize(&added)));
     println!("  target (issue 21): p99 of the added time <= 0.3 ms");
+    println!("  added     {}", halves(&added));
+    for (k, step) in ["proposal", "prevote", "precommit"].iter().enumerate() {
+        let of_step: Vec<f64> = added.iter().skip(k).step_by(3).copied().collect();
+        println!("{}", line(&format!("  added, {step}s only"), &summarize(&of_step)));
+    }
+    report_window(&seen, fo.len());
     println!("{}", line("noise: A/A paired difference (plain - plain)", &summarize(&differences(&plain2, &plain))));
     println!("  plain     {}", halves(&plain));
     println!("  failoverd {}", halves(&fo));
+    println!(
+        "{}",
+        line("fsync of the state file: plain persisted - plain not persisted", &summarize(&differences(&plain, &bare)))
+    );
+    println!("{}", line("round trip, plain signer not persisted", &summarize(&bare)));
     println!(
         "  for comparison, the old figure p99(failoverd) - p99(plain) = {:.3} ms: a difference of two tails, not the \
          p99 of the added time",
         sf.p99 - sp.p99
     );
     drop(nodes);
-    breakdown(&rt, &c, &key_id, 0, 10_000_000);
+    let bare_reserves = if links == Links::Direct { 1000 } else { 100 };
+    breakdown(&rt, &c, &key_id, bare_reserves, 10_000_000);
     println!("{} at the end", common::machine_load());
 }

@@ -2,18 +2,20 @@
 //! with mutual TLS and fsynced raft-engine directories, at the timings a benchmark names, with
 //! crash and restart of one member and the wait for an agreed leader.
 //!
-//! Peer links go through [`Links`]: direct today. The WAN lab's userspace delay proxy
-//! (`src/sim/lab/delay_proxy.rs`, another part of issue 21) plugs in at [`Links::addresses`]:
-//! each member then dials its peers through a proxy port that delays each direction by half the
-//! RTT. Until it lands, asking for an RTT stops the benchmark with a sentence saying so.
+//! Peer links go through [`Links`]: direct, or through the WAN lab's userspace delay proxy
+//! (`failover::sim::lab::delay_proxy::serve`, run in this process by [`Proxies`]): each member
+//! then dials every peer through a proxy of its own that delays each direction by half the RTT,
+//! one proxy per directed link, as the chaos lab's `failoverd delay-proxy` processes do.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use failover::config::{Config, CoordinatorConfig};
 use failover::coord::raft::{RaftCoordinator, RaftOptions};
+use failover::sim::lab::delay_proxy::{self, Delay};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::raft_cluster::{NAMES, cluster_pki, member_config, within};
 
@@ -56,22 +58,67 @@ impl Links {
         }
     }
 
-    /// The peer ports member `from` dials, one per member, given where each member listens.
-    /// The hook for the delay proxy: with it, this starts one proxy per link (`from` → j,
-    /// forwarding to `listening[j]` with half the RTT each way) and returns the proxies' ports.
-    pub fn addresses(&self, from: usize, listening: &[u16]) -> Vec<u16> {
+    /// The peer ports member `from` dials, one per member, given where each member listens: its
+    /// own port, and for every peer either that peer's port (direct) or a proxy in `proxies`
+    /// forwarding to it with half the RTT each way.
+    pub fn addresses(&self, from: usize, listening: &[u16], proxies: &Proxies) -> Vec<u16> {
         match self {
             Links::Direct => listening.to_vec(),
             Links::Delayed { rtt } => {
-                eprintln!(
-                    "error: {RTT_VAR}={} asks for a delayed link from member {}, but the WAN lab's delay proxy \
-                     (src/sim/lab/delay_proxy.rs) is not wired into the benchmarks yet; unset {RTT_VAR} to measure \
-                     on direct loopback links",
-                    rtt.as_millis(),
-                    NAMES[from]
-                );
-                std::process::exit(2)
+                let delay = Delay { delay: *rtt / 2, jitter: Duration::ZERO };
+                let link = |(to, port): (usize, &u16)| match to == from {
+                    true => *port,
+                    false => proxies.link(*port, delay, (from * 3 + to) as u64 + 1),
+                };
+                listening.iter().enumerate().map(link).collect()
             }
+        }
+    }
+}
+
+/// The delay proxies of a cluster, carried by a runtime on a thread of their own (so bytes in
+/// flight never wait behind a member's task in the members' runtime), and stopped with it.
+pub struct Proxies {
+    handle: tokio::runtime::Handle,
+    stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxies {
+    pub fn start() -> Proxies {
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("the delay proxies' runtime");
+        let handle = runtime.handle().clone();
+        let stop = CancellationToken::new();
+        let until = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("delay-proxies".into())
+            .spawn(move || runtime.block_on(until.cancelled()))
+            .expect("the delay proxies' thread");
+        Proxies { handle, stop, thread: Some(thread) }
+    }
+
+    /// Starts a proxy on a free loopback port that carries connections to `upstream` with
+    /// `delay` each way; its port.
+    pub fn link(&self, upstream: u16, delay: Delay, seed: u64) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a proxy binds loopback");
+        listener.set_nonblocking(true).expect("a nonblocking proxy listener");
+        let port = listener.local_addr().expect("bound").port();
+        let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], upstream));
+        let stop = self.stop.clone();
+        self.handle.spawn(async move {
+            let listener = TcpListener::from_std(listener).expect("the proxy's listener");
+            delay_proxy::serve(listener, upstream, delay, seed, stop).await;
+        });
+        port
+    }
+}
+
+impl Drop for Proxies {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -80,6 +127,8 @@ pub struct BenchCluster {
     nodes: Vec<Option<Arc<RaftCoordinator>>>,
     pub configs: Vec<Config>,
     listening: Vec<u16>,
+    /// Dropped after the members (fields drop in order), so no member sees its links cut first.
+    _proxies: Proxies,
     _dirs: Vec<tempfile::TempDir>,
     _pki_dir: tempfile::TempDir,
 }
@@ -93,9 +142,10 @@ impl BenchCluster {
         let listening: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("bound").port()).collect();
         let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
         let (pki_dir, pki) = cluster_pki();
+        let proxies = Proxies::start();
         let configs: Vec<Config> = (0..3)
             .map(|i| {
-                let ports = links.addresses(i, &listening);
+                let ports = links.addresses(i, &listening, &proxies);
                 let mut config = member_config(i, &ports, &dirs[i].path().join("data"), &pki.member(NAMES[i]));
                 if timing == Timing::Defaults {
                     config.coordinator = CoordinatorConfig::default();
@@ -109,7 +159,7 @@ impl BenchCluster {
                 RaftCoordinator::start(&configs[i], listener, RaftOptions::default()).await.expect("member starts");
             nodes.push(Some(Arc::new(node)));
         }
-        BenchCluster { nodes, configs, listening, _dirs: dirs, _pki_dir: pki_dir }
+        BenchCluster { nodes, configs, listening, _proxies: proxies, _dirs: dirs, _pki_dir: pki_dir }
     }
 
     /// Member `i`, which is running.
