@@ -20,7 +20,7 @@ use std::time::Duration;
 use super::signer::{GateRefusal, SignGate};
 use super::window::{Plan, ReserveWindow};
 use crate::coord::{CoordError, Coordinator};
-use crate::domain::{Epoch, Hrs, KeyId, MonoTime, Watermark};
+use crate::domain::{Epoch, Hrs, KeyId, MonoTime, Step, Watermark};
 use crate::producer::Grant;
 
 /// What the member may sign now.
@@ -119,16 +119,20 @@ impl CoordinatorGate {
         state.window.as_ref().and_then(ReserveWindow::committed)
     }
 
-    /// Whether a draining window was signed through: the node asked beyond it.
+    /// Whether a draining window was signed through: the node asked for the precommit of its
+    /// top height, or beyond it.
     pub fn drained(&self) -> bool {
         self.state().window.as_ref().is_some_and(ReserveWindow::signed_through)
     }
 
     /// The plan for `hrs` under `epoch`, or `None` when the permission changed meanwhile.
-    fn plan(&self, epoch: Epoch, height: u64) -> Option<Plan> {
+    fn plan(&self, epoch: Epoch, hrs: Hrs) -> Option<Plan> {
         let mut state = self.state();
         let window = state.window.as_mut().filter(|w| w.epoch() == epoch)?;
-        let plan = window.plan(height, std::time::Instant::now());
+        let plan = window.plan(hrs.height, std::time::Instant::now());
+        if matches!(plan, Plan::Covered { .. }) && hrs.step == Step::Precommit {
+            window.precommitting(hrs.height);
+        }
         match plan {
             Plan::Covered { extend: Some(top) } => window.sent(top, true),
             Plan::Reserve { top } => window.sent(top, false),
@@ -219,7 +223,7 @@ impl SignGate for CoordinatorGate {
         }
         // At most: wait for a reservation in flight, then reserve once more.
         for _ in 0..3 {
-            match self.plan(epoch, hrs.height) {
+            match self.plan(epoch, hrs) {
                 None => return Err(GateRefusal::DemotedWhileReserving),
                 Some(Plan::Covered { extend }) => {
                     if let Some(top) = extend {

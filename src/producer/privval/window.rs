@@ -93,9 +93,19 @@ impl ReserveWindow {
         self.draining
     }
 
-    /// Draining, and the node has asked beyond the window.
+    /// Draining, and the node has asked for the precommit of the window's top height (the last
+    /// step of a height) or beyond the window: the successor can take the next height.
     pub fn signed_through(&self) -> bool {
         self.beyond
+    }
+
+    /// A precommit at `height` is being signed inside the window: when draining and `height`
+    /// is the top, the window is signed through, and the successor gets the next height whole
+    /// (asking beyond the window instead would hand it a height the node already asked here).
+    pub fn precommitting(&mut self, height: u64) {
+        if self.draining && self.committed == Some(height) {
+            self.beyond = true;
+        }
     }
 
     /// How many heights ahead of the one being signed the window should reach: enough that a
@@ -272,8 +282,12 @@ mod tests {
         w.drain();
         assert_eq!(w.plan(20, now), Plan::Covered { extend: None });
         assert!(!w.signed_through());
+        w.precommitting(19);
+        assert!(!w.signed_through(), "a precommit below the top");
+        w.precommitting(20);
+        assert!(w.signed_through(), "the top height's precommit");
         assert_eq!(w.plan(21, now), Plan::Drained);
-        assert!(w.signed_through(), "the node asked beyond the window");
+        assert!(w.signed_through());
     }
 
     proptest! {
