@@ -1,8 +1,8 @@
 //! The lease + reservation protocol of signer mode as a `stateright` model: the members' steps
-//! (acquire, read the floor, reserve windows ahead, sign, release, restart), the store's (apply a
-//! request, expire the lease at any moment) and the network's (deliver any message in flight,
-//! drop it, or leave it for later). The properties S2 and S3 and the reachability checks that
-//! show the model is not vacuous are at the end.
+//! (reserve windows ahead, sign, retry, release, restart), the store's (apply an Acquire, a read,
+//! a delivered request; expire the lease at any moment) and the network's (deliver any message in
+//! flight, in any order, or never: loss). The properties S2 and S3 and the reachability checks
+//! that show the model is not vacuous are at the end. It never models time: no step waits.
 
 use std::fmt;
 
@@ -46,7 +46,8 @@ pub struct Protocol {
 pub enum Action {
     /// The member asks for the next window, of this many heights, above the last it asked for.
     ReserveNext(M, u8),
-    /// The member sends again a request whose reply it still waits for (the first was lost).
+    /// The member sends a ReserveWindow again whose reply it still waits for: the first may be
+    /// lost, or applied too, so one window may be applied twice.
     Retry(Msg),
     /// The member signs this height.
     Sign(M, u8),
@@ -86,7 +87,7 @@ impl Protocol {
     /// a window it trusts.
     fn signable(&self, member: &Member) -> std::ops::RangeInclusive<u8> {
         let Some((_, floor)) = member.active() else {
-            return 1..=0;
+            return std::ops::RangeInclusive::new(1, 0);
         };
         let top = match self.variant {
             Variant::SignBeforeTheWindowReply => member.requested,
@@ -216,7 +217,7 @@ impl Model for Protocol {
             }
             Action::Deliver(msg) => {
                 next.take(&msg);
-                if msg.to_store() {
+                if msg.is_request() {
                     let (store, reply) = store::apply(&last.store, msg, self.variant.store());
                     next.store = store;
                     if let Some(reply) = reply {
@@ -244,30 +245,31 @@ impl Model for Protocol {
 }
 
 impl Protocol {
-/// Whether delivering `msg` can change nothing, now or ever, whatever else happens: then it is
-/// taken out of the network, which only merges states that have the same futures. It rests on
-/// two facts of the real state machine — its epoch never decreases, and a lease that ended at
-/// epoch E never becomes live at E again — and on the members: a reply for epoch E only
-/// matters to a member that holds E, and a member gets E only from its one Granted. A grant of
-/// an ended epoch then lets its member sign nothing (no window of that epoch can be reserved any
-/// more, and none was: the member never held it), unless members sign before the reply.
-fn dead(&self, state: &State, msg: &Msg) -> bool {
-    let store = &state.store;
-    let ended = |e: u8| e < store.epoch || (e == store.epoch && store.holder.is_none());
-    let member = |m: M| &state.members[usize::from(m)];
-    let never_holds = |m: M, e: u8| member(m).epoch != e && !state.in_flight(&Msg::Granted { member: m, epoch: e });
-    match *msg {
-        Msg::ReserveWindow { epoch, .. } | Msg::Release { epoch, .. } => ended(epoch),
-        Msg::Granted { epoch, .. } => ended(epoch) && self.variant != Variant::SignBeforeTheWindowReply,
-        Msg::Watermark { member: m, epoch, .. } => {
-            never_holds(m, epoch) || (member(m).epoch == epoch && member(m).floor.is_some())
-        }
-        Msg::Reserved { member: m, epoch, top } => {
-            let (holder, floor) = (member(m), member(m).floor);
-            never_holds(m, epoch) || (holder.epoch == epoch && floor.is_some() && top <= holder.committed.min(holder.requested))
+    /// Whether delivering `msg` can change nothing, now or ever, whatever else happens: then it is
+    /// taken out of the network, which only merges states that have the same futures. It rests on
+    /// two facts of the real state machine — its epoch never decreases, and a lease that ended at
+    /// epoch E never becomes live at E again — and on the members: a reply for epoch E only
+    /// matters to a member that holds E, and a member gets E only from its one Granted. A grant of
+    /// an ended epoch then lets its member sign nothing (no window of that epoch can be reserved any
+    /// more, and none was: the member never held it), unless members sign before the reply.
+    fn dead(&self, state: &State, msg: &Msg) -> bool {
+        let store = &state.store;
+        let ended = |e: u8| e < store.epoch || (e == store.epoch && store.holder.is_none());
+        let member = |m: M| &state.members[usize::from(m)];
+        let never_holds = |m: M, e: u8| member(m).epoch != e && !state.in_flight(&Msg::Granted { member: m, epoch: e });
+        match *msg {
+            Msg::ReserveWindow { epoch, .. } | Msg::Release { epoch, .. } => ended(epoch),
+            Msg::Granted { epoch, .. } => ended(epoch) && self.variant != Variant::SignBeforeTheWindowReply,
+            Msg::Watermark { member: m, epoch, .. } => {
+                never_holds(m, epoch) || (member(m).epoch == epoch && member(m).floor.is_some())
+            }
+            Msg::Reserved { member: m, epoch, top } => {
+                // `requested` is never below `committed`, so neither would move.
+                let holder = member(m);
+                never_holds(m, epoch) || (holder.epoch == epoch && holder.floor.is_some() && top <= holder.committed)
+            }
         }
     }
-}
 }
 
 pub const S2: &str = "S2: no height is signed with two different payloads";
@@ -294,7 +296,8 @@ fn two_members_signed(_: &Protocol, state: &State) -> bool {
 /// An early takeover with the first holder still able to act: some member signed under a later
 /// epoch than another member still believes it holds, and that one still may sign a height.
 fn old_holder_still_able(model: &Protocol, state: &State) -> bool {
-    state.members.iter().any(|old| {
-        !model.signable(old).is_empty() && state.signatures.iter().any(|&(_, _, epoch)| epoch > old.epoch)
-    })
+    state
+        .members
+        .iter()
+        .any(|old| !model.signable(old).is_empty() && state.signatures.iter().any(|&(_, _, epoch)| epoch > old.epoch))
 }

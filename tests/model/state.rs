@@ -61,7 +61,7 @@ pub enum Msg {
 }
 
 impl Msg {
-    pub fn to_store(&self) -> bool {
+    pub fn is_request(self) -> bool {
         matches!(self, Msg::ReserveWindow { .. } | Msg::Release { .. })
     }
 }
