@@ -33,6 +33,7 @@ use failover::sim::chain::SimChain;
 use failover::sim::death_watch::DeathWatch;
 use failover::sim::lab::node::SimNode;
 use failover::sim::lab::procs::{self, Proc};
+use failover::sim::lab::wan::{Links, Proxies, Wan};
 use failover::sim::lab::{
     self, Chain, LabError, LogFile, MemberConfig, Metrics, Peer, Processes, Producer, Store, ValidatorCommand,
     ValidatorKind,
@@ -42,7 +43,7 @@ use failover::sim::node::StateReport;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::net::{Namespaces, Net, sh};
+use crate::net::{Namespaces, Net, PROXY_PORT, sh};
 
 pub use failover::sim::lab::Timings;
 
@@ -76,6 +77,9 @@ pub struct LabOptions {
     /// Key-holding mode: start each validator through a start script that forks it
     /// (`sh -c "<validator> & wait"`), as many real start scripts do.
     pub forking: bool,
+    /// A round trip (and jitter) between every pair of members, through a delay proxy per
+    /// directed link; `None`: members reach each other directly.
+    pub wan: Option<Wan>,
 }
 
 struct Member {
@@ -121,6 +125,9 @@ pub struct Lab {
     /// The node the lab starts beside each producer: the sentry in key-holding mode, the privval
     /// node in signer mode.
     nodes: Processes,
+    /// With a WAN: the delay proxy of every directed link, started before the members and left
+    /// running whatever happens to them (they are the network).
+    proxies: Option<Proxies>,
     runtime: tokio::runtime::Handle,
     pub exits: Vec<Exit>,
     /// Records each validator's death in the activation log (key-holding mode).
@@ -203,6 +210,7 @@ impl Lab {
             mounts: Vec::new(),
             daemons: Processes::new(MEMBERS.len()),
             nodes: Processes::new(MEMBERS.len()),
+            proxies: None,
             runtime,
             exits: Vec::new(),
             death_watch: None,
@@ -225,9 +233,16 @@ impl Lab {
             let member = lab.prepare_member(name, i < PRODUCERS)?;
             lab.members.push(member);
         }
+        if lab.options.wan.is_some() {
+            lab.proxies = Some(Proxies::new(lab.plan_links()?));
+        }
         for i in 0..MEMBERS.len() {
             let text = lab.config_text(i);
             std::fs::write(&lab.members[i].config, text).map_err(|e| format!("cannot write a config: {e}"))?;
+        }
+        let links = lab.proxies.as_ref().map(|p| p.links().all().to_vec()).unwrap_or_default();
+        for link in &links {
+            lab.start_proxy(link)?;
         }
         for i in 0..PRODUCERS {
             lab.start_node(i)?;
@@ -273,14 +288,54 @@ impl Lab {
         })
     }
 
+    /// Where each directed link's proxy listens: inside the dialling member's namespace at
+    /// 127.0.0.1:[`PROXY_PORT`] + the peer's index, or on a free loopback port without
+    /// namespaces; each forwards to the peer's real address, so link faults still apply.
+    fn plan_links(&self) -> Result<Links, String> {
+        let namespaces = matches!(self.net, Net::Namespaces(_));
+        let listen = |_from: usize, to: usize| match namespaces {
+            true => Ok(std::net::SocketAddr::from(([127, 0, 0, 1], PROXY_PORT + to as u16))),
+            false => {
+                lab::unused_port().map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p))).map_err(LabError::NoPort)
+            }
+        };
+        Links::plan(MEMBERS.len(), listen, |to| self.net.peer_addr(to)).map_err(|e| e.to_string())
+    }
+
+    /// Starts `link`'s delay proxy as its dialling member (in its namespace), logging into
+    /// `proxy-<from>-<to>.log`.
+    fn start_proxy(&mut self, link: &lab::wan::Link) -> Result<(), String> {
+        let Some(wan) = self.options.wan else { return Ok(()) };
+        let name = format!("proxy-{}-{}.log", MEMBERS[link.from], MEMBERS[link.to]);
+        let log = self.log_file(&name)?;
+        let err = log.try_clone().map_err(|e| format!("cannot open {name}: {e}"))?;
+        let mut command = self.net.command(link.from, &self.exe);
+        command.stdout(log).stderr(err);
+        self.prepare(link.from, &mut command);
+        // Each link jitters on its own, replayably: the seed follows from the lab's directory
+        // name (scenario and run) and the link.
+        let seed = self
+            .dir
+            .to_string_lossy()
+            .bytes()
+            .fold((link.from * 31 + link.to) as u64, |h, b| h.wrapping_mul(0x100_0000_01B3) ^ u64::from(b));
+        let Some(proxies) = self.proxies.as_mut() else { return Ok(()) };
+        proxies.start(link, MEMBERS[link.from], command, &wan, seed).map_err(|e| e.to_string())
+    }
+
     fn config_text(&self, i: usize) -> String {
         let m = &self.members[i];
         let addresses: Vec<String> = (0..MEMBERS.len()).map(|j| self.net.peer_addr(j).to_string()).collect();
+        let peers = Peer::cluster(&MEMBERS, &addresses);
+        let peers = match &self.proxies {
+            Some(proxies) => proxies.links().peers_seen_by(i, &peers),
+            None => peers,
+        };
         MemberConfig {
             id: m.name,
             index: i,
             data_dir: &m.data_dir,
-            peers: &Peer::cluster(&MEMBERS, &addresses),
+            peers: &peers,
             timings: &self.options.timings,
             store: &Store::Raft,
             socket: &m.socket,
@@ -459,8 +514,22 @@ impl Lab {
     }
 
     /// Notices daemons and nodes that exited without being told to, records why, and restarts
-    /// them a second later, as systemd's `Restart=on-failure` with `RestartSec=1` would.
+    /// them a second later, as systemd's `Restart=on-failure` with `RestartSec=1` would. A delay
+    /// proxy that exited is a broken network, not a member's fault: it is recorded as a crash and
+    /// restarted at once.
     pub fn supervise(&mut self) {
+        let exited = self.proxies.as_mut().map(Proxies::exited).unwrap_or_default();
+        for (link, status) in exited {
+            self.exits.push(Exit {
+                member: MEMBERS[link.from],
+                what: "delay proxy",
+                status: status.to_string(),
+                crash: true,
+            });
+            if let Err(e) = self.start_proxy(&link) {
+                eprintln!("chaos: {e}");
+            }
+        }
         let now = Instant::now();
         for i in 0..self.members.len() {
             let name = self.members[i].name;
@@ -718,6 +787,9 @@ impl Drop for Lab {
         lab::kill_strays(&self.dir);
         self.daemons.kill_all();
         self.nodes.kill_all();
+        if let Some(proxies) = self.proxies.as_mut() {
+            proxies.kill_all();
+        }
         lab::kill_strays(&self.dir);
         if let Some(watch) = self.death_watch.take() {
             watch.stop();

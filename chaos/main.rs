@@ -22,12 +22,13 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use failover::domain::MonoTime;
+use failover::sim::lab::wan::Wan;
 use failover::sim::{activation, ledger};
 
 use lab::{Lab, LabOptions, MEMBERS, Timings};
 use observe::Observer;
 use report::{RunResult, ScenarioReport};
-use scenario::{Context, Interrupted, Rng, Scenario};
+use scenario::{Context, Injected, Interrupted, Rng, Scenario};
 use timings::ChaosTimings;
 use verdict::Evidence;
 
@@ -79,6 +80,13 @@ struct Args {
     /// member's remote signer, cometbft-signer, for every signature).
     #[arg(long, global = true, default_value = "key-holding", value_parser = ["key-holding", "signer"])]
     mode: String,
+    /// A WAN between every pair of members: this round trip on every link, made by a delay
+    /// proxy per directed link (such as 25ms, 50ms or 100ms; 0 for none).
+    #[arg(long, global = true, default_value = "0")]
+    rtt: String,
+    /// The most a round trip is lengthened by, at random (at most --rtt).
+    #[arg(long, global = true, default_value = "0")]
+    rtt_jitter: String,
 }
 
 #[derive(Subcommand)]
@@ -168,6 +176,21 @@ fn run(args: &Args, rt: tokio::runtime::Handle) -> Result<ExitCode, Interrupted>
             }
         }
     };
+    let wan = match Wan::parse(&args.rtt, &args.rtt_jitter, ("--rtt", "--rtt-jitter")) {
+        Ok(w) if w.rtt.is_zero() => None,
+        Ok(w) => Some(w),
+        Err(e) => {
+            eprintln!("chaos: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    match &wan {
+        Some(w) => eprintln!(
+            "chaos: WAN: {} between every pair of members, through a delay proxy per directed link",
+            w.describe()
+        ),
+        None => eprintln!("chaos: no WAN: members reach each other directly"),
+    }
     lab::remove_stale_labs();
     let faketime = lab::find_libfaketime();
     let seed = args.seed.unwrap_or_else(|| MonoTime::now().as_nanos() ^ u64::from(std::process::id()).rotate_left(32));
@@ -175,7 +198,7 @@ fn run(args: &Args, rt: tokio::runtime::Handle) -> Result<ExitCode, Interrupted>
     if let Some(Cmd::Bench) = args.command {
         // Fewer than 20 runs say little about a p99.
         let runs = args.runs.max(20);
-        return bench(args, &exe, namespaces, seed, runs, rt);
+        return bench(args, &exe, (namespaces, wan), seed, runs, rt);
     }
     let mut chosen: Vec<&'static Scenario> = Vec::new();
     if args.scenarios.is_empty() {
@@ -226,13 +249,14 @@ fn run(args: &Args, rt: tokio::runtime::Handle) -> Result<ExitCode, Interrupted>
                 let run_no = round * args.runs + r + 1;
                 let run_seed = mix(seed, si as u64, u64::from(run_no));
                 let options = LabOptions {
-                    timings: Timings::chaos(),
+                    timings: if args.mode == "signer" { Timings::signer_chaos() } else { Timings::chaos() },
                     faketime: if s.needs_faketime { faketime.clone() } else { None },
                     small_disks: s.name == "full-disk",
                     namespaces,
                     keep: args.keep,
                     signer: args.mode == "signer",
                     forking: s.name == "forking-node",
+                    wan,
                 };
                 let result = run_once(s, run_no, run_seed, &exe, options, rt.clone())?;
                 eprintln!("{}", result.line());
@@ -244,7 +268,7 @@ fn run(args: &Args, rt: tokio::runtime::Handle) -> Result<ExitCode, Interrupted>
             break;
         }
     }
-    report::print(&reports, seed, namespaces, args.json);
+    report::print(&reports, seed, namespaces, wan.as_ref(), args.json);
     let violations: usize = reports.iter().map(ScenarioReport::violations).sum();
     Ok(if violations > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
@@ -264,6 +288,7 @@ fn run_once(
     rt: tokio::runtime::Handle,
 ) -> Result<RunResult, Interrupted> {
     let timings = options.timings.clone();
+    let wan_allowance = timings::wan_allowance(options.wan.as_ref());
     let mut result = RunResult::new(s.name, run_no, run_seed);
     let tag = format!("{}-{run_no}", s.name);
     let mut lab = match Lab::start(&tag, exe, options, rt.clone()) {
@@ -294,7 +319,8 @@ fn run_once(
     };
     result.active_before = Some(MEMBERS[active].to_string());
     let mut injected = match scenario::inject(s, &mut cx, active)? {
-        Ok(i) => i,
+        // A WAN lengthens every store commit a takeover waits for.
+        Ok(i) => Injected { l1_limit: i.l1_limit + wan_allowance, ..i },
         Err(e) => {
             result.error = Some(e);
             result.kept = keep_evidence(&mut lab);
@@ -302,7 +328,7 @@ fn run_once(
         }
     };
     // Let the cluster settle after the fault healed: one producer, signing, for a while.
-    let settle_limit = timings.l1_node_limit() + Duration::from_secs(3);
+    let settle_limit = timings.l1_node_limit() + wan_allowance + Duration::from_secs(3);
     let settled = cx.lab.wait_active(settle_limit, &interrupted).is_some();
     cx.pause(Duration::from_millis(1500))?;
     let active_at_end = settled && cx.lab.signing().len() == 1;
@@ -369,7 +395,7 @@ fn keep_evidence(lab: &mut Lab) -> Option<String> {
 fn bench(
     args: &Args,
     exe: &std::path::Path,
-    namespaces: bool,
+    (namespaces, wan): (bool, Option<Wan>),
     seed: u64,
     runs: u32,
     rt: tokio::runtime::Handle,
@@ -383,6 +409,7 @@ fn bench(
         keep: args.keep,
         signer: args.mode == "signer",
         forking: false,
+        wan,
     };
     let mut lab = match Lab::start("bench", exe, options, rt) {
         Ok(l) => l,
@@ -393,7 +420,7 @@ fn bench(
     };
     let mut rng = Rng::new(seed);
     let mut times = Vec::new();
-    let mut missed = Vec::new();
+    let mut skipped = Vec::new();
     for run in 1..=runs {
         let Some(active) = lab.wait_active(Duration::from_secs(30), &interrupted) else {
             if interrupted() {
@@ -418,7 +445,8 @@ fn bench(
         lab.kill_node(active);
         // The new active signs its first height a block or two after it activates: wait for
         // that record in the ledger, not for the activation.
-        let limit = Instant::now() + timings.l1_lease_limit() + Duration::from_secs(10);
+        let limit =
+            Instant::now() + timings.l1_lease_limit() + timings::wan_allowance(wan.as_ref()) + Duration::from_secs(10);
         let (records, first) = loop {
             if interrupted() {
                 return Err(Interrupted);
@@ -438,14 +466,14 @@ fn bench(
         match first {
             Some((t, h)) => {
                 let s = (t - at.as_nanos()) as f64 / 1e9;
-                let m = last_old.map_or(0, |o| h.saturating_sub(o + 1));
+                let m = last_old.map_or(0, |o| report::skipped_heights(&records, o, h));
                 eprintln!(
-                    "bench {run}/{runs}: {} killed, {} signed after {s:.3} s ({m} missed)",
+                    "bench {run}/{runs}: {} killed, {} signed after {s:.3} s ({m} heights skipped)",
                     MEMBERS[active],
                     MEMBERS[1 - active]
                 );
                 times.push(s);
-                missed.push(m);
+                skipped.push(m);
             }
             _ => {
                 eprintln!("bench {run}/{runs}: no failover within the limit");
@@ -466,9 +494,7 @@ fn bench(
     let safety = failover::sim::checker::check(&records);
     let overlaps = activation::overlaps(&activation::windows(&activations, MonoTime::now().as_nanos()), 0);
     let code = report::print_bench(
-        &times,
-        &missed,
-        &timings,
+        &report::BenchFigures { times: &times, skipped: &skipped, timings: &timings, wan: wan.as_ref() },
         safety.double_signs.len(),
         overlaps.len(),
         args.json,

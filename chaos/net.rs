@@ -18,6 +18,9 @@ pub const NS_PREFIX: &str = "fochaos";
 /// The member side of each veth pair, inside the member's namespace.
 const LINK: &str = "eth0";
 pub const PEER_PORT: u16 = 7100;
+/// With a WAN: inside member `i`'s namespace, 127.0.0.1:`PROXY_PORT + j` is the delay proxy that
+/// carries `i`'s connections to member `j`.
+pub const PROXY_PORT: u16 = 7200;
 pub const NODE_PORT: u16 = 26657;
 /// Where each member's daemon serves `/metrics`, inside its namespace.
 pub const METRICS_PORT: u16 = 9464;

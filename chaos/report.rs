@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
+use failover::sim::lab::wan::Wan;
+use failover::sim::ledger::SignatureRecord;
+
 use crate::lab::Timings;
 use crate::verdict::{Expect, Judgement};
 
@@ -179,7 +182,20 @@ fn count(v: Option<u64>) -> String {
     v.map_or("-".into(), |n| n.to_string())
 }
 
-pub fn print(reports: &[ScenarioReport], seed: u64, namespaces: bool, json: bool) {
+/// How the lab's members reached each other, for a header: directly, or through a WAN.
+fn network(wan: Option<&Wan>) -> String {
+    wan.map_or("no WAN".into(), |w| format!("WAN {}", w.describe()))
+}
+
+/// A WAN's settings as JSON (`null` without one).
+fn wan_json(wan: Option<&Wan>) -> serde_json::Value {
+    wan.map_or(
+        serde_json::Value::Null,
+        |w| serde_json::json!({ "rtt_ms": w.rtt.as_secs_f64() * 1e3, "jitter_ms": w.jitter.as_secs_f64() * 1e3 }),
+    )
+}
+
+pub fn print(reports: &[ScenarioReport], seed: u64, namespaces: bool, wan: Option<&Wan>, json: bool) {
     if json {
         #[derive(Serialize)]
         struct Scenario<'a> {
@@ -190,13 +206,14 @@ pub fn print(reports: &[ScenarioReport], seed: u64, namespaces: bool, json: bool
         let out = serde_json::json!({
             "seed": seed,
             "lab": if namespaces { "namespaces" } else { "loopback" },
+            "wan": wan_json(wan),
             "scenarios": reports.iter().map(|r| Scenario { report: r, summary: r.summary() }).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return;
     }
     println!();
-    println!("seed {seed}, {} lab", if namespaces { "network-namespace" } else { "loopback" });
+    println!("seed {seed}, {} lab, {}", if namespaces { "network-namespace" } else { "loopback" }, network(wan));
     println!(
         "{:<17} {:>4} {:>6}  {:>21}  {:>13}  {:>10}",
         "scenario", "runs", "failed", "failover s p50/p90/max", "missed p50/max", "violations"
@@ -265,19 +282,31 @@ fn print_handovers(reports: &[ScenarioReport]) {
     }
 }
 
+/// Heights after `last_old` (the last the old active signed) and before `first_new` (the first
+/// the new active signed) that nobody signed, from the ledger: what a failover cost in blocks.
+pub fn skipped_heights(records: &[SignatureRecord], last_old: u64, first_new: u64) -> u64 {
+    let between = last_old.saturating_add(1)..first_new;
+    let signed: std::collections::BTreeSet<u64> =
+        records.iter().map(|r| r.height).filter(|h| between.contains(h)).collect();
+    (first_new.saturating_sub(last_old.saturating_add(1))).saturating_sub(signed.len() as u64)
+}
+
+/// What the benchmark measured, run by run.
+pub struct BenchFigures<'a> {
+    /// Seconds from the kill to the new active's first signature (infinite: it never came).
+    pub times: &'a [f64],
+    /// Heights skipped per failover ([`skipped_heights`]).
+    pub skipped: &'a [u64],
+    pub timings: &'a Timings,
+    pub wan: Option<&'a Wan>,
+}
+
 /// Prints the benchmark; exit 1 on a safety violation or a run that never failed over.
-pub fn print_bench(
-    times: &[f64],
-    missed: &[u64],
-    t: &Timings,
-    double_signs: usize,
-    overlaps: usize,
-    json: bool,
-    signer: bool,
-) -> ExitCode {
+pub fn print_bench(f: &BenchFigures, double_signs: usize, overlaps: usize, json: bool, signer: bool) -> ExitCode {
+    let (times, t) = (f.times, f.timings);
     let mut sorted = times.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let mut m = missed.to_vec();
+    let mut m = f.skipped.to_vec();
     m.sort_unstable();
     // docs/design.md §9: key-holding p99 <= lease_ttl + 1 s; signer mode at lease_ttl 1 s: <= 1.5 s.
     let slack = if signer { std::time::Duration::from_millis(500) } else { std::time::Duration::from_secs(1) };
@@ -288,8 +317,9 @@ pub fn print_bench(
         let out = serde_json::json!({
             "runs": times.len(),
             "failover_s": { "p50": p50, "p99": p99, "max": max, "all": times },
-            "missed_heights": { "p50": percentile(&m, 50), "max": m.last() },
+            "heights_skipped": { "n": m.len(), "p50": percentile(&m, 50), "max": m.last(), "all": f.skipped },
             "target_p99_s": target,
+            "wan": wan_json(f.wan),
             "settings": {
                 "lease_ttl_ms": t.lease_ttl.as_millis() as u64,
                 "renew_interval_ms": t.renew_interval.as_millis() as u64,
@@ -308,21 +338,30 @@ pub fn print_bench(
             "unplanned failover (kill -9 of the active's daemon and node -> first height signed by the new active)"
         );
         println!(
-            "settings: lease_ttl {} ms, renew {} ms, safety_margin {} ms, raft tick {} ms, blocks {} ms ({})",
+            "settings: lease_ttl {} ms, renew {} ms, safety_margin {} ms, raft tick {} ms, blocks {} ms ({}), {}",
             t.lease_ttl.as_millis(),
             t.renew_interval.as_millis(),
             t.safety_margin.as_millis(),
             t.tick.as_millis(),
             t.block.as_millis(),
-            if signer { "signer mode, cometbft-signer" } else { "docs/design.md §9 defaults" }
+            if signer { "signer mode, cometbft-signer" } else { "docs/design.md §9 defaults" },
+            network(f.wan),
         );
-        println!("runs {}   p50 {} s   p99 {} s   max {} s", times.len(), secs(p50), secs(p99), secs(max));
+        println!(
+            "runs {}   failover p50 {} s   p99 {} s   max {} s   heights skipped per failover n={} p50 {} max {}",
+            times.len(),
+            secs(p50),
+            secs(p99),
+            secs(max),
+            m.len(),
+            count(percentile(&m, 50)),
+            count(m.last().copied())
+        );
         println!(
             "target (docs/design.md §9): p99 <= lease_ttl + {} ms = {target:.2} s: {}",
             slack.as_millis(),
             if p99.is_some_and(|p| p <= target) { "met" } else { "NOT met" }
         );
-        println!("missed heights p50 {} max {}", count(percentile(&m, 50)), count(m.last().copied()));
         println!("double signs {double_signs}, S1 overlaps {overlaps}, runs without failover {failed}");
     }
     if double_signs > 0 || overlaps > 0 || failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
@@ -340,5 +379,29 @@ mod tests {
         assert_eq!(percentile(&v, 99), Some(20));
         assert_eq!(percentile::<u64>(&[], 50), None);
         assert_eq!(percentile(&[7u64], 99), Some(7));
+    }
+
+    fn record(member: &str, height: u64) -> SignatureRecord {
+        use failover::domain::{KeyId, MemberId, Step};
+        SignatureRecord {
+            key: KeyId::new("validator").expect("a key id"),
+            height,
+            round: 0,
+            step: Step::Precommit,
+            payload: "00".into(),
+            member: MemberId::new(member).expect("a member id"),
+            mono_ns: height * 1000,
+            wall_ms: 0,
+        }
+    }
+
+    #[test]
+    fn skipped_heights_count_only_the_heights_between_that_nobody_signed() {
+        // a signed up to 10, b took over at 15; 12 was signed (by a late record) in between.
+        let records: Vec<SignatureRecord> =
+            [("a", 9), ("a", 10), ("a", 12), ("b", 15), ("b", 16)].iter().map(|(m, h)| record(m, *h)).collect();
+        assert_eq!(skipped_heights(&records, 10, 15), 3, "11, 13 and 14");
+        assert_eq!(skipped_heights(&records, 10, 11), 0, "no height between");
+        assert_eq!(skipped_heights(&records, 16, 15), 0, "a new active below the old one skips nothing");
     }
 }

@@ -7,6 +7,15 @@
 use std::time::Duration;
 
 use failover::sim::lab::Timings;
+use failover::sim::lab::wan::Wan;
+
+/// What a WAN adds to an L1 limit: a takeover waits for about four store round trips more than
+/// on loopback (the acquire forwarded to the raft leader and committed by a quorum, then the
+/// first signature's reservation or the guard's watermark read the same way), each up to its
+/// jitter longer. Nothing without a WAN.
+pub fn wan_allowance(wan: Option<&Wan>) -> Duration {
+    wan.map_or(Duration::ZERO, |w| (w.rtt + w.jitter) * 4)
+}
 
 /// The chaos suite's presets and limits over the shared lab's [`Timings`].
 pub trait ChaosTimings {
@@ -14,11 +23,14 @@ pub trait ChaosTimings {
     fn chaos() -> Timings;
     /// docs/design.md §9's defaults, for the failover benchmark (500 ms blocks, as in the demo).
     fn design() -> Timings;
-    /// Signer mode's benchmark (issue 10): docs/design.md §9's defaults with lease_ttl 1 s (renew
-    /// 250 ms, safety_margin 200 ms, call_timeout 400 ms), raft ticks of 50 ms, and 100 ms
-    /// blocks, so that the first signed height after a takeover measures the takeover, not the
-    /// block interval.
+    /// Signer mode's benchmark: signer mode's defaults (docs/design.md §7: lease_ttl 300 ms,
+    /// renew 100 ms, safety_margin 100 ms, call_timeout 250 ms, priority_delay 300 ms, raft ticks
+    /// of 100 ms) and 100 ms blocks, so that the first signed height after a takeover measures
+    /// the takeover, not the block interval.
     fn signer_bench() -> Timings;
+    /// The scenarios' timings in signer mode: [`ChaosTimings::chaos`] with signer mode's lease
+    /// timings, so that the store faults are judged (L2) at the short lease signer mode runs with.
+    fn signer_chaos() -> Timings;
     /// The per-run L1 limit for a fault that ends the active member's ability to renew (its
     /// daemon killed, stopped or cut off): the lease runs out on the raft leader TTL + margin
     /// after the last renew, an election may come first, then the guard, the floor margin and the
@@ -76,14 +88,27 @@ impl ChaosTimings for Timings {
     }
 
     fn signer_bench() -> Timings {
+        let d = failover::config::TimingDefaults::SIGNER;
         Timings {
             block: Duration::from_millis(100),
-            lease_ttl: Duration::from_secs(1),
-            renew_interval: Duration::from_millis(250),
-            safety_margin: Duration::from_millis(200),
-            call_timeout: Duration::from_millis(400),
-            tick: Duration::from_millis(50),
+            lease_ttl: d.lease_ttl,
+            renew_interval: d.renew_interval,
+            safety_margin: d.safety_margin,
+            call_timeout: d.call_timeout,
+            priority_delay: d.priority_delay,
             ..Timings::design()
+        }
+    }
+
+    fn signer_chaos() -> Timings {
+        let d = failover::config::TimingDefaults::SIGNER;
+        Timings {
+            lease_ttl: d.lease_ttl,
+            renew_interval: d.renew_interval,
+            safety_margin: d.safety_margin,
+            call_timeout: d.call_timeout,
+            priority_delay: d.priority_delay,
+            ..Timings::chaos()
         }
     }
 

@@ -122,6 +122,26 @@ pub enum Command {
         #[arg(long)]
         spec: String,
     },
+    /// Internal: a TCP proxy that delays both directions of every connection (the WAN lab's
+    /// links: `chaos/run --rtt`), never used by a deployment.
+    #[command(hide = true)]
+    DelayProxy {
+        /// Where to accept connections (ip:port; port 0 picks one, printed as `listening ADDR`).
+        #[arg(long)]
+        listen: String,
+        /// Where to carry them (ip:port).
+        #[arg(long)]
+        upstream: String,
+        /// One-way delay added in each direction, such as 50ms or 12500us (at most 10s).
+        #[arg(long, default_value = "0")]
+        delay: String,
+        /// Extra delay drawn uniformly up to this much per chunk (at most --delay).
+        #[arg(long, default_value = "0")]
+        jitter: String,
+        /// Seeds the jitter, so that a run can be replayed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Run one simulated node: CometBFT-style `/status` plus `/sim/*` controls. By default an
     /// API node turned on and off over `POST /sim/produce`; with --sign-while-running a
     /// validator shaped like a real one.
@@ -202,6 +222,15 @@ pub fn run(args: Args) -> ExitCode {
         }
         Command::Tls { command } => tls::run(command),
         Command::Keeper { spec } => keeper(&spec),
+        Command::DelayProxy { listen, upstream, delay, jitter, seed } => {
+            crate::sim::lab::delay_proxy::main(&crate::sim::lab::delay_proxy::ProxyFlags {
+                listen,
+                upstream,
+                delay,
+                jitter,
+                seed,
+            })
+        }
         Command::SimNode {
             listen,
             ledger,

@@ -1,4 +1,7 @@
-//! The TOML configuration: its schema, its defaults (docs/design.md §9) and its loading.
+//! The TOML configuration: its schema, its defaults (docs/design.md §7) and its loading. The lease
+//! timings' defaults depend on the producer's kind ([`TimingDefaults`]): a setting the file leaves
+//! out gets signer mode's short value under a `cometbft-signer` producer, the key-holding value
+//! otherwise.
 //!
 //! Loading parses with `deny_unknown_fields` (a file that does not parse stops there, since
 //! nothing else can be checked), makes relative paths absolute against the directory the file
@@ -26,8 +29,8 @@ use serde::{Deserialize, Serialize};
 pub use address::{HttpUrl, ListenAddress, PeerAddress};
 pub use files::Depth;
 pub use producer_config::{
-    ApiSettings, CommandSettings, EthereumMining, EthereumSettings, FilePvSettings, ProcessSettings, ProducerAdapter,
-    ProducerConfig, ProducerKind, ProducerSection, SignerSettings, SimSettings,
+    ApiSettings, CommandSettings, EthereumMining, EthereumSettings, FilePvSettings, NodeAddresses, ProcessSettings,
+    ProducerAdapter, ProducerConfig, ProducerKind, ProducerSection, SignerSettings, SimSettings,
 };
 pub use source_map::{Position, SourceMap};
 
@@ -149,7 +152,9 @@ pub enum Backend {
 pub struct CoordinatorConfig {
     #[serde(default = "defaults::backend")]
     pub backend: Backend,
-    /// How long a lease lasts without a renew.
+    /// How long a lease lasts without a renew: the raft leader expires it this long after it
+    /// applied the holder's last renew (the holder declares its TTL with each renew). Default by
+    /// producer kind ([`TimingDefaults`]).
     #[serde(default = "defaults::lease_ttl", with = "duration_text")]
     pub lease_ttl: Duration,
     /// How often the holder renews; must leave time for at least one retry inside the TTL.
@@ -301,6 +306,12 @@ pub struct FailoverConfig {
     pub fence_command: Option<Vec<String>>,
     #[serde(default = "defaults::fence_command_timeout", with = "duration_text")]
     pub fence_command_timeout: Duration,
+    /// Fenced takeover: a standby that has not heard the holder's status for this long runs
+    /// `fence_command` against it and, once that succeeded, takes the lease over without waiting
+    /// for it to expire. `fence_command` must then exit 0 only when the holder's node can no
+    /// longer sign (powered off, isolated). Absent: a standby waits for the lease to expire.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration_text::option")]
+    pub fence_takeover_after: Option<Duration>,
     /// How far above the best height the cluster knows an imported watermark may be, unless the
     /// import says `--force`: a typo such as an extra digit would otherwise stop the key from
     /// signing for good, since a watermark never goes down (S3).
@@ -392,16 +403,16 @@ pub(crate) mod defaults {
         Backend::Raft
     }
     pub fn lease_ttl() -> Duration {
-        Duration::from_secs(3)
+        TimingDefaults::KEY_HOLDING.lease_ttl
     }
     pub fn renew_interval() -> Duration {
-        Duration::from_secs(1)
+        TimingDefaults::KEY_HOLDING.renew_interval
     }
     pub fn safety_margin() -> Duration {
-        Duration::from_millis(500)
+        TimingDefaults::KEY_HOLDING.safety_margin
     }
     pub fn call_timeout() -> Duration {
-        Duration::from_millis(800)
+        TimingDefaults::KEY_HOLDING.call_timeout
     }
     pub fn raft_tick() -> Duration {
         Duration::from_millis(100)
@@ -468,7 +479,7 @@ pub(crate) mod defaults {
         Duration::from_secs(5)
     }
     pub fn priority_delay() -> Duration {
-        Duration::from_secs(2)
+        TimingDefaults::KEY_HOLDING.priority_delay
     }
     pub fn cooldown() -> Duration {
         Duration::from_secs(30)
@@ -518,6 +529,68 @@ impl Default for CoordinatorConfig {
             call_timeout: defaults::call_timeout(),
             raft: RaftConfig::default(),
             consul: ConsulConfig::default(),
+        }
+    }
+}
+
+/// The lease timings a member gets for the settings its file leaves out, by its producer's kind
+/// (docs/design.md §7). In signer mode every signature is reserved in the store under the
+/// holder's epoch, so no double sign rests on the lease's timing: the lease only detects a dead
+/// holder, and it is short — a few raft heartbeats. Key-holding mode keeps the longer lease S1
+/// rests on. A witness has no producer and gets the key-holding values; they matter little there,
+/// since each holder declares its own TTL to the store with every renew.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimingDefaults {
+    pub lease_ttl: Duration,
+    pub renew_interval: Duration,
+    pub safety_margin: Duration,
+    pub call_timeout: Duration,
+    pub priority_delay: Duration,
+}
+
+impl TimingDefaults {
+    /// Key-holding mode (and members without a producer): docs/design.md §7's table.
+    pub const KEY_HOLDING: TimingDefaults = TimingDefaults {
+        lease_ttl: Duration::from_secs(3),
+        renew_interval: Duration::from_secs(1),
+        safety_margin: Duration::from_millis(500),
+        call_timeout: Duration::from_millis(800),
+        priority_delay: Duration::from_secs(2),
+    };
+
+    /// Signer mode (`cometbft-signer`): a dead holder is detected within three raft heartbeats
+    /// (100 ms ticks); a lower-priority standby waits about one commit for a better one.
+    pub const SIGNER: TimingDefaults = TimingDefaults {
+        lease_ttl: Duration::from_millis(300),
+        renew_interval: Duration::from_millis(100),
+        safety_margin: Duration::from_millis(100),
+        call_timeout: Duration::from_millis(250),
+        priority_delay: Duration::from_millis(300),
+    };
+
+    /// The defaults for a member whose producer has `kind` (`None`: no producer).
+    pub fn for_producer(kind: Option<ProducerKind>) -> TimingDefaults {
+        match kind {
+            Some(ProducerKind::CometbftSigner) => TimingDefaults::SIGNER,
+            _ => TimingDefaults::KEY_HOLDING,
+        }
+    }
+
+    /// Sets each of these timings that `written` says the file left out.
+    fn fill(&self, config: &mut Config, written: impl Fn(&str) -> bool) {
+        let c = &mut config.coordinator;
+        let f = &mut config.failover;
+        let slots: [(&str, &mut Duration, Duration); 5] = [
+            ("coordinator.lease_ttl", &mut c.lease_ttl, self.lease_ttl),
+            ("coordinator.renew_interval", &mut c.renew_interval, self.renew_interval),
+            ("coordinator.safety_margin", &mut c.safety_margin, self.safety_margin),
+            ("coordinator.call_timeout", &mut c.call_timeout, self.call_timeout),
+            ("failover.priority_delay", &mut f.priority_delay, self.priority_delay),
+        ];
+        for (key, slot, default) in slots {
+            if !written(key) {
+                *slot = default;
+            }
         }
     }
 }
@@ -597,6 +670,7 @@ impl Default for FailoverConfig {
             floor_margin: defaults::floor_margin(),
             fence_command: None,
             fence_command_timeout: defaults::fence_command_timeout(),
+            fence_takeover_after: None,
             import_max_ahead: defaults::import_max_ahead(),
             watchdog: WatchdogMode::default(),
             watchdog_device: defaults::watchdog_device(),
@@ -747,8 +821,11 @@ impl Config {
         let document =
             toml::de::DeTable::parse(text).map_err(|e| problem_from_toml(&e, &SourceMap::without_keys(text)))?;
         let map = SourceMap::of_document(text, document.get_ref());
-        let config =
+        let mut config =
             Config::deserialize(toml::de::Deserializer::from(document)).map_err(|e| problem_from_toml(&e, &map))?;
+        // serde filled in the key-holding defaults; a signer-mode member gets its own instead.
+        let kind = config.producer.as_ref().map(ProducerConfig::kind);
+        TimingDefaults::for_producer(kind).fill(&mut config, |key| map.contains(key));
         Ok((config, map))
     }
 
@@ -773,6 +850,29 @@ impl Config {
     /// and the staleness of a probe come from, with no fallback written anywhere else.
     pub fn chain_or_default(&self) -> std::borrow::Cow<'_, ChainConfig> {
         self.chain.as_ref().map_or_else(|| std::borrow::Cow::Owned(ChainConfig::default()), std::borrow::Cow::Borrowed)
+    }
+
+    /// Signer mode: this member's producer reserves every signature in the store under the
+    /// holder's epoch (`cometbft-signer`), so its lease only serves liveness.
+    pub fn signer_mode(&self) -> bool {
+        self.producer.as_ref().is_some_and(|p| p.kind() == ProducerKind::CometbftSigner)
+    }
+
+    /// How long this member, as holder, keeps its producer's permission after sending a renew
+    /// that commits (the self-fence deadline, the producer's own deadline). Key-holding mode:
+    /// [`CoordinatorConfig::holder_validity`], below the store's expiry, which S1 rests on.
+    /// Signer mode: no double sign rests on it (the store refuses every reservation of an
+    /// earlier epoch), so it also covers a raft leader change — two election timeouts and a
+    /// renew — and a briefly slow store or a new raft leader does not make a healthy active stop
+    /// (L2), while the store still expires a dead holder after its short TTL.
+    pub fn holder_horizon(&self) -> Duration {
+        let c = &self.coordinator;
+        let validity = c.holder_validity();
+        if !self.signer_mode() || c.backend != Backend::Raft {
+            return validity;
+        }
+        let election = c.raft.tick.saturating_mul(c.raft.election_ticks).saturating_mul(2);
+        validity.max(election.saturating_add(c.renew_interval))
     }
 
     /// `producer.fence_timeout`, or its default on a member without `[producer]`.

@@ -101,6 +101,8 @@ pub struct FaultResult {
 pub struct Summary {
     pub members: usize,
     pub duration_s: f64,
+    /// The lease the members ran with (shorter than the default: see `timings_line`).
+    pub lease_ttl_s: f64,
     pub signatures: usize,
     pub failovers: usize,
     pub faults: Vec<FaultResult>,
@@ -492,6 +494,7 @@ fn announce(options: &DemoOptions, dir: &Path) {
             options.duration.as_secs()
         ),
     );
+    say(options.json, format!("  {}", timings_line()));
     say(
         options.json,
         format!(
@@ -500,6 +503,29 @@ fn announce(options: &DemoOptions, dir: &Path) {
             if options.keep { "; kept at the end (--keep)" } else { "; removed at the end unless --keep" }
         ),
     );
+}
+
+/// What the members run with, against failoverd's defaults: the demo's lease is shorter, so its
+/// failover times are not the defaults' (docs/design.md §9; `chaos/run bench` measures those).
+fn timings_line() -> String {
+    let (t, defaults) = (Timings::demo(), crate::config::CoordinatorConfig::default());
+    let lease = |ttl: Duration, renew: Duration| format!("lease_ttl {}, renewed every {}", secs(ttl), secs(renew));
+    format!(
+        "lease: {} (raft tick {} ms, election {} ticks); failoverd's defaults are {}, so a failover here is \
+         quicker than at the defaults",
+        lease(t.lease_ttl, t.renew_interval),
+        t.tick.as_millis(),
+        t.election_ticks,
+        lease(defaults.lease_ttl, defaults.renew_interval),
+    )
+}
+
+/// "2 s" or "500 ms".
+fn secs(d: Duration) -> String {
+    match d.subsec_millis() {
+        0 => format!("{} s", d.as_secs()),
+        _ => format!("{} ms", d.as_millis()),
+    }
 }
 
 /// The summary, judged from the ledger and the activation logs alone.
@@ -535,6 +561,7 @@ fn judge(run: &Run, dir: &Path, activation_logs: &[PathBuf]) -> Result<Summary, 
     Ok(Summary {
         members: run.members.len(),
         duration_s: run.options.duration.as_secs_f64(),
+        lease_ttl_s: Timings::demo().lease_ttl.as_secs_f64(),
         signatures: records.len(),
         failovers: results.iter().filter(|r| r.active_after.is_some()).count(),
         faults: results,
@@ -588,7 +615,14 @@ fn steps_down(from: &str, to: &str) -> bool {
 
 fn print_summary(s: &Summary) {
     println!();
-    println!("summary ({} members, {:.0} s, {} signatures)", s.members, s.duration_s, s.signatures);
+    println!(
+        "summary ({} members, {:.0} s, {} signatures; failover times at lease_ttl {} s, not the default {} s)",
+        s.members,
+        s.duration_s,
+        s.signatures,
+        s.lease_ttl_s,
+        crate::config::CoordinatorConfig::default().lease_ttl.as_secs_f64()
+    );
     println!("  {:<16} {:>7}  {:<6} {:<6} {:>10} {:>7}  note", "event", "at", "from", "to", "failover", "missed");
     for f in &s.faults {
         println!(

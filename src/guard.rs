@@ -2,8 +2,9 @@
 //!
 //! A standby activates only after every step holds, in order: (1) it holds the lease at epoch
 //! E; (2) its node is healthy and within `max_lag_on_failover` of the best height; (3) the
-//! optional `fence_command` against the previous holder succeeded; (4) it read the watermark
-//! under E and computed the floor ([`promotion_floor`]: the watermark and the chain height plus
+//! optional `fence_command` against the previous holder succeeded (or, in a fenced takeover,
+//! already did before the grant); (4) it has the watermark under E — as of the grant, which
+//! answered with it, or read now — and computed the floor ([`promotion_floor`]: the watermark and the chain height plus
 //! `floor_margin`, the margin dropped only where the store proves what the previous holder
 //! signed); (5) the producer confirmed activation. Each step's outcome is recorded in a
 //! [`GuardReport`] and logged. Any failure stops the guard: the caller deactivates and releases.
@@ -85,6 +86,13 @@ pub struct GuardInput {
     /// A planned handover: the previous holder was asked to deactivate and release with its
     /// last signed height. Alone it drops no margin ([`promotion_floor`] says when it may).
     pub planned: bool,
+    /// The lease came by a fenced takeover: `fence_command` fenced the previous holder before
+    /// the store granted it, so step 3 has nothing left to do.
+    pub fenced_previous: bool,
+    /// The key's watermark as of the grant, when the grant answered with it (`Some(None)`: none
+    /// stored). Read in the same store operation as the grant, it is what step 4 would read
+    /// under epoch E, so step 4 takes it instead of a second round trip. `None`: step 4 reads.
+    pub watermark_at_grant: Option<Option<Watermark>>,
 }
 
 /// The highest position that may already have been signed: the higher of the watermark and
@@ -98,7 +106,8 @@ pub fn sign_floor(watermark: Option<Watermark>, best_height: u64, margin: u64) -
 /// Why a promotion's floor is where it is: what [`promotion_floor`] decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FloorBasis {
-    /// Signer mode, planned handover: the watermark is the exact last reservation.
+    /// Signer mode, planned handover: the watermark is the top of the predecessor's last window,
+    /// which it signed through.
     ExactReservation,
     /// A planned handover whose released watermark reaches the best chain height.
     ReleasedAtTip,
@@ -112,21 +121,21 @@ pub enum FloorBasis {
 /// show: a key-holding node signs on its own and is only checkpointed now and then. It is
 /// dropped in two cases only.
 ///
-/// - **Signer mode, planned handover** (`reserving`, `planned`, and a watermark that a
-///   reservation wrote, with an exact round — not the end of a height a checkpoint or a release
-///   of a key-holding predecessor writes): the floor is the watermark itself, without the chain
-///   height or the margin. A signer-mode holder makes
-///   no signature before `reserve(E, key, hrs)` has committed under its epoch E, and the store
-///   refuses a reservation whose epoch is not the current one. The watermark read here under
-///   the new epoch (a linearizable read after the grant) therefore lies at or above every HRS
-///   any earlier holder signed: reservations committed before the grant are in it, later ones
-///   were refused and never signed. Signing strictly above it is no double sign (S2), and the
-///   new holder's reservations only raise it (S3). The chain height adds nothing (a height the
-///   chain passed without a reservation was not signed by this key) and would skip the height
-///   the node asks for next. This rests on every producer of this key reserving; a predecessor
-///   whose node held the key would only be bounded by its checkpoints, so the rule also needs
-///   this member's own producer to reserve (`reserving`) and the handover to be planned; an
-///   unplanned takeover keeps the margin as a hedge.
+/// - **Signer mode, planned handover** (`reserving`, `planned`): the floor is the watermark
+///   itself, without the chain height or the margin. A signer-mode holder makes no signature
+///   outside a window of heights whose reservation `reserve(E, key, end_of_height(top))` has
+///   committed under its epoch E, and the store refuses a reservation whose epoch is not the
+///   current one. The watermark read here under the new epoch (a linearizable read after the
+///   grant) therefore lies at or above every HRS any earlier holder signed: windows committed
+///   before the grant are in it, later ones were refused and never signed in. Signing strictly
+///   above it is no double sign (S2), and the new holder's reservations only raise it (S3). The
+///   chain height adds nothing (a height the chain passed without a reservation was not signed
+///   by this key) and would skip the height the node asks for next; before a planned handover
+///   the predecessor drains its window (reserves nothing more and signs through it), so the
+///   watermark is its last signed height. This rests on every producer of this key reserving:
+///   the members of one validator run one producer kind (a cluster mixing key-holding and
+///   signer mode is not supported, docs/design.md §6). An unplanned takeover keeps the margin as
+///   a hedge.
 /// - **Planned handover, released watermark at the tip**: the previous holder stopped, then
 ///   released with its last signed height, and that record reaches the best chain height.
 pub fn promotion_floor(
@@ -137,12 +146,7 @@ pub fn promotion_floor(
     reserving: bool,
 ) -> (Hrs, FloorBasis) {
     match watermark {
-        // Only a watermark a reservation wrote is exact: a checkpoint or a release writes the
-        // end of a height (every round), which bounds a key-holding node's signatures only up
-        // to what was checkpointed.
-        Some(w) if planned && reserving && w.hrs.round != Hrs::end_of_height(w.hrs.height).round => {
-            (w.hrs, FloorBasis::ExactReservation)
-        }
+        Some(w) if planned && reserving => (w.hrs, FloorBasis::ExactReservation),
         Some(w) if planned && w.hrs >= Hrs::end_of_height(best_height) => {
             (sign_floor(Some(w), best_height, 0), FloorBasis::ReleasedAtTip)
         }
@@ -153,9 +157,9 @@ pub fn promotion_floor(
 impl std::fmt::Display for FloorBasis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FloorBasis::ExactReservation => {
-                f.write_str("no margin: a planned signer-mode handover, the watermark is the exact last reservation")
-            }
+            FloorBasis::ExactReservation => f.write_str(
+                "no margin: a planned signer-mode handover, the watermark is the top of the last reserved window",
+            ),
             FloorBasis::ReleasedAtTip => {
                 f.write_str("no margin: a planned handover released at the chain's best height")
             }
@@ -229,6 +233,9 @@ impl PromotionGuard<'_> {
         // 3. STONITH against the previous holder, when configured.
         let t = Instant::now();
         let r = match (&self.policy.fence_command, &input.previous_holder) {
+            (Some(_), Some(previous)) if input.fenced_previous => {
+                Ok(format!("done before the takeover: fence_command fenced {previous}"))
+            }
             (Some(argv), Some(previous)) if !input.planned => {
                 run_fence_command(argv, previous, self.policy.fence_command_timeout).await
             }
@@ -241,7 +248,11 @@ impl PromotionGuard<'_> {
 
         // 4. The watermark under epoch E, and the floor above everything that may be signed.
         let t = Instant::now();
-        let r = match self.coord.watermark(self.key, deadline()).await {
+        let (read, source) = match input.watermark_at_grant {
+            Some(w) => (Ok(w), "as of the grant"),
+            None => (self.coord.watermark(self.key, deadline()).await, "read under the new epoch"),
+        };
+        let r = match read {
             Err(e) => Err(format!("cannot read the watermark of {}: {e}", self.key)),
             Ok(w) => {
                 let best = input.cluster_best.unwrap_or(0).max(local_height);
@@ -250,7 +261,7 @@ impl PromotionGuard<'_> {
                 let (floor, basis) = promotion_floor(w, best, self.policy.floor_margin, input.planned, reserving);
                 report.floor = Some(floor);
                 Ok(format!(
-                    "watermark {}, best height {best}, {basis}: floor {floor}",
+                    "watermark {} ({source}), best height {best}, {basis}: floor {floor}",
                     w.map_or("none".to_string(), |w| w.to_string())
                 ))
             }
@@ -280,7 +291,8 @@ impl PromotionGuard<'_> {
     }
 }
 
-async fn run_fence_command(argv: &[String], previous: &MemberId, timeout: Duration) -> Result<String, String> {
+/// Runs `fence_command` against `previous` (`{member}` replaced, `FAILOVERD_PREVIOUS_HOLDER` set).
+pub async fn run_fence_command(argv: &[String], previous: &MemberId, timeout: Duration) -> Result<String, String> {
     let args: Vec<String> = argv.iter().map(|a| a.replace("{member}", previous.as_str())).collect();
     crate::operator_command::run(
         &args,
@@ -487,11 +499,10 @@ mod tests {
             (w(100, 0, Step::Precommit), 101, 1, false, true, Hrs::end_of_height(102), Margin(1)),
             // Signer mode with no watermark: nothing proves what the key signed before.
             (None, 101, 1, true, true, Hrs::end_of_height(102), Margin(1)),
-            // Signer mode, planned, but the watermark is the end of a height: a key-holding
-            // predecessor's checkpoint or release, which bounds what its node signed only up to
-            // that checkpoint (it may have signed the next height already): the margin stays.
-            (w(100, u32::MAX, Step::Precommit), 101, 1, true, true, Hrs::end_of_height(102), Margin(1)),
-            (w(101, u32::MAX, Step::Precommit), 101, 1, true, true, Hrs::end_of_height(101), ReleasedAtTip),
+            // Signer mode, planned, a window's top (the end of a height) that the chain passed:
+            // the predecessor drained its window, so its top is its last signature.
+            (w(100, u32::MAX, Step::Precommit), 101, 1, true, true, Hrs::end_of_height(100), ExactReservation),
+            (w(101, u32::MAX, Step::Precommit), 101, 1, true, true, Hrs::end_of_height(101), ExactReservation),
             // Key-holding, planned, released at the tip: no margin.
             (w(101, u32::MAX, Step::Precommit), 101, 1, true, false, Hrs::end_of_height(101), ReleasedAtTip),
             // Key-holding, planned, but the chain is past the release: the margin stays.

@@ -12,7 +12,10 @@
 //!   at an epoch strictly above every epoch it has seen before;
 //! - a paused cluster never acquires or promotes on its own; only a transfer does;
 //! - a lease this process did not acquire, but the store says it holds (for example from before
-//!   a restart), is released, never used.
+//!   a restart), is released, never used;
+//! - a held lease is taken over early ([`Action::TakeOver`]) only with `fence_takeover_after`
+//!   configured, by the best fit standby, after the holder was silent that long; the daemon
+//!   fences the holder first and the store grants only the exact holding that was fenced.
 
 mod fitness;
 mod renew;
@@ -43,11 +46,18 @@ pub struct RolePolicy {
     pub lease_ttl: Duration,
     pub renew_interval: Duration,
     pub safety_margin: Duration,
+    /// How long a held lease is valid for this member after the send of a renew that commits
+    /// ([`Config::holder_horizon`]): lease_ttl − safety_margin in key-holding mode, longer in
+    /// signer mode. Renews are paced from it.
+    pub holder_validity: Duration,
     pub priority_delay: Duration,
     pub cooldown: Duration,
     pub max_lag_on_failover: u64,
     /// A peer status older than this is ignored: it proves nothing about the peer now.
     pub status_stale_after: Duration,
+    /// Fenced takeover (`failover.fence_takeover_after`): a holder silent this long is fenced
+    /// and its lease taken over. `None`: a standby waits for the lease to expire.
+    pub fence_takeover_after: Option<Duration>,
 }
 
 impl RolePolicy {
@@ -57,11 +67,13 @@ impl RolePolicy {
             lease_ttl: c.lease_ttl,
             renew_interval: c.renew_interval,
             safety_margin: c.safety_margin,
+            holder_validity: config.holder_horizon(),
             priority_delay: config.failover.priority_delay,
             cooldown: config.failover.cooldown,
             max_lag_on_failover: config.failover.max_lag_on_failover,
             // A status is as fresh as the probe it reports, and never fresher than a lease.
             status_stale_after: config.chain_or_default().stale_after().max(c.lease_ttl),
+            fence_takeover_after: config.failover.fence_takeover_after,
         }
     }
 
@@ -71,9 +83,10 @@ impl RolePolicy {
     }
 
     /// A renew is due once this little validity remains: one renew interval after the last
-    /// committed renew was sent.
+    /// committed renew was sent. Counted from the holder's validity, not the TTL: in signer mode
+    /// the validity outlasts the store's short TTL, and renews must still leave every interval.
     fn renew_when_remaining(&self) -> Duration {
-        self.lease_ttl.saturating_sub(self.safety_margin).saturating_sub(self.renew_interval)
+        self.holder_validity.saturating_sub(self.renew_interval)
     }
 }
 
@@ -234,6 +247,13 @@ impl std::fmt::Display for Reason {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     Acquire,
+    /// A fenced takeover of the lease `holder` holds at `epoch`: the daemon checks the holding
+    /// is unchanged, runs `fence_command` against `holder`, and only once that succeeded asks the
+    /// store to take that exact holding over. Reports like an acquire.
+    TakeOver {
+        holder: MemberId,
+        epoch: Epoch,
+    },
     Renew {
         epoch: Epoch,
     },
@@ -341,6 +361,12 @@ impl RoleState {
             Some(Takeover::Transfer { forced: true, .. }) => Provenance::Forced,
             _ => Provenance::Unplanned,
         }
+    }
+
+    /// Whether the previous holder was fenced before this member's grant (a fenced takeover):
+    /// the promotion guard need not run `fence_command` again.
+    pub fn fenced_previous(&self) -> bool {
+        matches!(self.takeover, Some(Takeover::HolderFenced { .. }))
     }
 
     fn holding(&self) -> bool {
@@ -489,7 +515,13 @@ fn apply_outcomes(
             Outcome::AcquireFailed { .. } => {
                 s.acquire_pending = false;
                 s.acquire_for_transfer = false;
-                s.acquire_retry_at = Some(now.saturating_add(ACQUIRE_RETRY_PAUSE));
+                // A failed fenced takeover is not tried again at once: each try runs the fence
+                // command, and the holder may simply be alive (it renewed).
+                let pause = match (&s.takeover, policy.fence_takeover_after) {
+                    (Some(Takeover::HolderFenced { .. }), Some(after)) => after.max(ACQUIRE_RETRY_PAUSE),
+                    _ => ACQUIRE_RETRY_PAUSE,
+                };
+                s.acquire_retry_at = Some(now.saturating_add(pause));
             }
             Outcome::RenewFailed { .. } => s.renew.finished(),
             Outcome::Renewed { epoch, valid_until } => {
@@ -651,12 +683,12 @@ fn decide_idle(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, action
         }
         LeaseView::Held { holder, epoch } => match fit {
             Err(cause) => Why::NotEligible { cause },
-            Ok(()) => Why::LeaseHeld {
+            Ok(()) => fenced_takeover(s, obs, policy, holder, *epoch, actions).unwrap_or_else(|| Why::LeaseHeld {
                 holder: holder.clone(),
                 epoch: *epoch,
                 holder_heard: heard(obs, holder, policy),
                 next: successor(obs, policy, true, Some(holder)),
-            },
+            }),
         },
         LeaseView::Free { epoch } => {
             if let Err(cause) = fit {
@@ -681,6 +713,42 @@ fn decide_idle(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, action
             Why::Acquiring { takeover }
         }
     }
+}
+
+/// A fenced takeover (docs/design.md §5), for a fit standby while `holder` holds the lease at
+/// `epoch`: with `fence_takeover_after` configured and the holder's status unheard for that long
+/// (a holder never heard proves nothing), this member asks for [`Action::TakeOver`] — unless the
+/// rules of a free lease hold it back (intents, guard backoff, a recent step-down, the pause after
+/// a failed try) or a fit standby of higher priority exists, which takes over instead. `None`:
+/// nothing to do beyond waiting for the lease.
+fn fenced_takeover(
+    s: &mut RoleState,
+    obs: &Observation,
+    policy: &RolePolicy,
+    holder: &MemberId,
+    epoch: Epoch,
+    actions: &mut Vec<Action>,
+) -> Option<Why> {
+    let after = policy.fence_takeover_after?;
+    let silent_for = obs.cluster.iter().find(|r| &r.status.member == holder)?.age;
+    if silent_for < after {
+        return None;
+    }
+    if s.acquire_pending {
+        return s.takeover.clone().map(|takeover| Why::Acquiring { takeover });
+    }
+    if s.acquire_retry_at.is_some_and(|at| obs.now < at) || lease_blocker(s, obs, policy).is_some() {
+        return None;
+    }
+    if eligible_standby(obs, policy).any(|r| r.status.priority > obs.priority) {
+        return None;
+    }
+    let takeover = Takeover::HolderFenced { holder: holder.clone(), epoch, last_heard_ms: millis(silent_for) };
+    s.acquire_pending = true;
+    s.acquire_for_transfer = false;
+    s.takeover = Some(takeover.clone());
+    actions.push(Action::TakeOver { holder: holder.clone(), epoch });
+    Some(Why::Acquiring { takeover })
 }
 
 /// Why intents, a failed guard or cooldown keep this member from taking a free lease now;

@@ -109,6 +109,7 @@ fn every_field_set() -> Config {
             floor_margin: 1,
             fence_command: argv,
             fence_command_timeout: Duration::from_secs(10),
+            fence_takeover_after: Some(Duration::from_secs(1)),
             import_max_ahead: 100_000,
             watchdog: WatchdogMode::Required,
             watchdog_device: PathBuf::from("/dev/watchdog0"),

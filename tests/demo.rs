@@ -19,6 +19,8 @@ fn demo_fails_over_on_every_fault_without_a_double_sign() {
     assert_eq!(faults[1]["fault"], "handover");
     assert_eq!(faults[1]["missed_heights"], 0, "a planned handover misses no height: {}", faults[1]);
     assert!(stderr.contains("FAULT kill -9"), "the timeline goes to stderr with --json:\n{stderr}");
+    assert!(stderr.contains("lease: lease_ttl 2 s"), "the demo says what lease it runs with:\n{stderr}");
+    assert_eq!(summary["lease_ttl_s"], 2.0, "{summary}");
     let dir = announced_work_dir(&stderr);
     assert!(!dir.exists(), "without --keep a clean run removes {}", dir.display());
 }

@@ -31,11 +31,14 @@
 //! - No time. Expire may happen at any moment, so TTLs, renewals and the holder's own deadline
 //!   are left out (with Renew): they only ever stop a member sooner.
 //! - Refusals send no reply and a member never gives up: a real member stops on a refusal.
-//!   Acquire omits `seen_epoch`, its more permissive form.
+//!   Acquire omits `seen_epoch` and Expire `refreshes`, their more permissive forms; a fenced
+//!   `TakeOver` is an Expire followed by a grant, both of which may happen at any moment.
 //! - Loss: delivery is never forced, so a lost message is one that is never delivered.
 //! - Acquire and ReadWatermark are store steps, not messages: any member's Acquire may be applied
 //!   whenever the lease is free (one sent long ago included), and a member's read at any moment
-//!   after its grant while it waits for the answer (a later read only sees a higher watermark).
+//!   after its grant while it waits for the answer. The real grant's reply carries the watermark
+//!   of its own log entry; a read applied right after the grant gives the same value, so the
+//!   model covers it, and also later reads (which only see a higher watermark).
 //! - A message whose delivery can change nothing any more (a request under an ended epoch, a
 //!   reply its member can never act on) leaves the network; see `Protocol::dead`.
 //! - States that differ only in the members' names are checked once (symmetry reduction).

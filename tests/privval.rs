@@ -289,33 +289,41 @@ async fn the_signer_answers_a_secret_connection_node_and_never_signs_twice() {
             other => panic!("{other:?}"),
         }
 
-        // The watermark in the store moves past height 7 (as another signer's reservation
-        // would): the next request below it is refused though this signer never signed it.
+        // The watermark in the store moves past the signer's window (as an operator's import
+        // would): the next request above the window is refused though this signer never signed
+        // it, because the window it asks for is not above the watermark.
         runtime
             .block_on(coord.reserve(
                 epoch,
                 &KeyId::new("validator").expect("key"),
-                Hrs::new(9, 0, Step::Precommit),
+                Hrs::end_of_height(30),
                 within(Duration::from_secs(2)),
             ))
             .expect("reserve");
         let (code, why) = signed_vote(node.ask(Sum::SignVoteRequest(SignVoteRequest {
-            vote: Some(vote(2, 7, 0, Some(block_id(1)), 100)),
+            vote: Some(vote(2, 20, 0, Some(block_id(1)), 100)),
             chain_id: CHAIN.into(),
         })))
         .expect_err("below the watermark");
         assert_eq!(code, code::REFUSED, "{why}");
 
-        // Demoted: no signature, whatever the height.
+        // A frame that is not a privval message: the signer closes the connection cleanly.
+        node.send_raw(&[0x03, 0xff, 0xff, 0xff]);
+        assert!(node.receive().is_none(), "the connection is closed");
+        let ended = serving.join().expect("signer thread");
+        assert!(ended.as_ref().is_err_and(|e| e.contains("bad frame")), "{ended:?}");
+
+        // Demoted: no signature, whatever the height; not even a repeat of what it signed last
+        // while active.
         signer.gate().revoke();
-        let (code, _) = signed_vote(node.ask(Sum::SignVoteRequest(SignVoteRequest {
+        let answer = |sum: Sum| signer.answer(Message { sum: Some(sum) }).and_then(|m| m.sum).expect("an answer");
+        let (code, _) = signed_vote(answer(Sum::SignVoteRequest(SignVoteRequest {
             vote: Some(vote(2, 50, 0, Some(block_id(1)), 100)),
             chain_id: CHAIN.into(),
         })))
         .expect_err("not active");
         assert_eq!(code, code::NOT_ACTIVE);
-        // Not even a repeat of what it signed last while active.
-        match node.ask(Sum::SignProposalRequest(SignProposalRequest {
+        match answer(Sum::SignProposalRequest(SignProposalRequest {
             proposal: Some(signed_proposal.clone()),
             chain_id: CHAIN.into(),
         })) {
@@ -327,11 +335,16 @@ async fn the_signer_answers_a_secret_connection_node_and_never_signs_twice() {
         }
         assert_eq!(signer.last_signed(), Some(Hrs::new(6, 0, Step::Propose)));
 
-        // A frame that is not a privval message: the signer closes the connection cleanly.
-        node.send_raw(&[0x03, 0xff, 0xff, 0xff]);
-        assert!(node.receive().is_none(), "the connection is closed");
-        let ended = serving.join().expect("signer thread");
-        assert!(ended.as_ref().is_err_and(|e| e.contains("bad frame")), "{ended:?}");
+        // Over a connection, a member that may not sign answers nothing: it closes the
+        // connection, so that the node asks its next signer (a CometBFT node retries a request
+        // that failed on its connection, but takes an error answer as final).
+        let (mut node, serving, _closer) = connect(&signer);
+        node.send(Sum::SignVoteRequest(SignVoteRequest {
+            vote: Some(vote(2, 50, 0, Some(block_id(1)), 100)),
+            chain_id: CHAIN.into(),
+        }));
+        assert!(node.receive().is_none(), "the connection is closed, the request unanswered");
+        assert!(serving.join().expect("signer thread").is_ok(), "closed quietly");
     })
     .await
     .expect("node side");

@@ -112,15 +112,105 @@ pub struct FilePvSettings {
     pub command_timeout: Duration,
 }
 
-/// `kind = "cometbft-signer"`: this member is the node's remote signer.
+/// `kind = "cometbft-signer"`: this member is the remote signer of one node or several.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SignerSettings {
     /// Protected source of the validator key (ed25519), mode 0600 or stricter.
     pub key_file: PathBuf,
-    /// The node's `priv_validator_laddr` to dial (`tcp://[id@]host:port` or `unix:///path`).
-    pub priv_validator_laddr: String,
+    /// Each node's `priv_validator_laddr` to dial (`tcp://[id@]host:port` or `unix:///path`):
+    /// one node, or several (sentries) served at once while this member is active.
+    pub priv_validator_laddr: NodeAddresses,
     /// The chain id every sign request must carry.
     pub chain_id: String,
+}
+
+/// `priv_validator_laddr`: the addresses of the nodes this member signs for, as written (not yet
+/// parsed: [`super::validate`] parses each entry and names the one it refuses). The file writes one
+/// node as a string and several as an array of strings; one is written back as a string, so a
+/// config of one node reads the same as before lists existed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeAddresses(pub Vec<String>);
+
+impl NodeAddresses {
+    pub fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The config key of entry `i`: the setting itself when it names one node, as a problem with
+    /// the single-string form has always been reported, and `[i]` among several.
+    pub fn key_of(&self, i: usize) -> String {
+        match self.0.len() {
+            1 => "producer.priv_validator_laddr".into(),
+            _ => format!("producer.priv_validator_laddr[{i}]"),
+        }
+    }
+}
+
+impl From<&str> for NodeAddresses {
+    fn from(one: &str) -> NodeAddresses {
+        NodeAddresses(vec![one.to_string()])
+    }
+}
+
+impl From<String> for NodeAddresses {
+    fn from(one: String) -> NodeAddresses {
+        NodeAddresses(vec![one])
+    }
+}
+
+impl From<Vec<String>> for NodeAddresses {
+    fn from(many: Vec<String>) -> NodeAddresses {
+        NodeAddresses(many)
+    }
+}
+
+impl Serialize for NodeAddresses {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => serializer.serialize_str(one),
+            many => many.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeAddresses {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<NodeAddresses, D::Error> {
+        deserializer.deserialize_any(AddressesVisitor)
+    }
+}
+
+/// Reads a string or an array of strings; anything else is refused saying what is expected.
+struct AddressesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for AddressesVisitor {
+    type Value = NodeAddresses;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "the node's address for its remote signer, such as \"tcp://127.0.0.1:26659\", or an array of such \
+             addresses, one per node",
+        )
+    }
+
+    fn visit_str<E: serde::de::Error>(self, one: &str) -> Result<NodeAddresses, E> {
+        Ok(NodeAddresses::from(one))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NodeAddresses, A::Error> {
+        let mut many = Vec::new();
+        while let Some(address) = seq.next_element::<String>()? {
+            many.push(address);
+        }
+        Ok(NodeAddresses(many))
+    }
 }
 
 /// `kind = "antelope"`: production on and off over nodeos's producer API.
@@ -242,9 +332,10 @@ pub struct ProducerSection {
     /// SecretConnection, answering whatever listens there (stock CometBFT's privval listener key
     /// is new at every start, so there is nothing stable to pin: keep the link private);
     /// `tcp://<node id>@host:port` for a node whose listener key is stable, which must prove
-    /// that id; or `unix:///path` beside the node.
+    /// that id; or `unix:///path` beside the node. An array of them names several nodes
+    /// (sentries), each dialled while this member is active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priv_validator_laddr: Option<String>,
+    pub priv_validator_laddr: Option<NodeAddresses>,
     /// CometBFT signer: the chain id every request must carry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_id: Option<String>,

@@ -25,6 +25,7 @@ pub fn validate(config: &Config, map: &SourceMap<'_>) -> Vec<ConfigProblem> {
     check_chain_and_producer(config, &mut out);
     check_api(config, &mut out);
     check_watchdog(config, &mut out);
+    check_fence_takeover(config, &mut out);
     limits::check(config, &mut out);
     out.finish()
 }
@@ -228,13 +229,20 @@ fn check_raft(config: &Config, out: &mut Problems<'_, '_>) {
 /// guarantee: raft-rs randomises each follower's timeout up to twice election_ticks and the
 /// last renew may be up to renew_interval old, so a leader change can still outlast the validity
 /// of a config that passes (chaos/README, "Known limits"). Safety never rests on it: the
-/// holder's validity is counted on its own clock.
+/// holder's validity is counted on its own clock. In signer mode the holder keeps its permission
+/// for two election timeouts past its last renew whatever the TTL ([`Config::holder_horizon`]),
+/// so the rule always holds there. A witness never holds the lease, and each holder declares its
+/// own TTL to the store, so a witness's lease timings do not enter it.
 fn check_election_fits_the_lease(config: &Config, out: &mut Problems<'_, '_>) {
+    if config.me().is_some_and(|m| m.kind == MemberKind::Witness) {
+        return;
+    }
     let c = &config.coordinator;
     let r = &c.raft;
-    let Some(validity) = c.lease_ttl.checked_sub(c.safety_margin).filter(|v| !v.is_zero()) else {
+    if c.lease_ttl.checked_sub(c.safety_margin).is_none_or(|v| v.is_zero()) {
         return; // check_lease_timings reports the margin.
-    };
+    }
+    let validity = config.holder_horizon();
     let d = duration_text::format;
     let election = r.tick.checked_mul(r.election_ticks);
     if election.is_none_or(|e| e >= validity) {
@@ -278,6 +286,34 @@ fn check_watchdog(config: &Config, out: &mut Problems<'_, '_>) {
         out.at(
             "failover.watchdog",
             format!("watchdog = \"required\" cannot be met: {why}; or set watchdog = \"automatic\" or \"off\""),
+        );
+    }
+}
+
+/// `failover.fence_takeover_after`: a fenced takeover needs the fence command that makes it safe,
+/// and a silence long enough that it is not just a late status (statuses go out twice per probe
+/// interval).
+fn check_fence_takeover(config: &Config, out: &mut Problems<'_, '_>) {
+    let f = &config.failover;
+    let Some(after) = f.fence_takeover_after else { return };
+    const KEY: &str = "failover.fence_takeover_after";
+    if f.fence_command.is_none() {
+        out.at(
+            KEY,
+            "a fenced takeover needs failover.fence_command, the command that confirms the holder's node can no longer sign (powers it off, isolates it): set it, or remove fence_takeover_after",
+        );
+    }
+    let probe = config.chain_or_default().probe_interval;
+    if after < probe {
+        let d = duration_text::format;
+        out.at(
+            KEY,
+            format!(
+                "fence_takeover_after ({}) is shorter than chain.probe_interval ({}): members publish their status twice per probe interval, so a shorter silence is a late status, not a dead holder; set it to at least {}",
+                d(after),
+                d(probe),
+                d(probe)
+            ),
         );
     }
 }
@@ -467,14 +503,9 @@ fn check_command_timeout(timeout: std::time::Duration, out: &mut Problems<'_, '_
     }
 }
 
-/// The signer's node address parses, and its chain is the simulated node's when there is one.
+/// The signer's node addresses parse, and its chain is the simulated node's when there is one.
 fn check_signer(config: &Config, x: &SignerSettings, out: &mut Problems<'_, '_>) {
-    // An overlong address is refused by its length limit, without quoting it.
-    if x.priv_validator_laddr.len() <= limits::MAX_LADDR_BYTES
-        && let Err(e) = x.priv_validator_laddr.parse::<crate::producer::privval::connection::NodeAddress>()
-    {
-        out.at("producer.priv_validator_laddr", e);
-    }
+    check_node_addresses(&x.priv_validator_laddr, out);
     match config.chain.as_ref().and_then(|c| c.sim.as_ref()) {
         _ if x.chain_id.is_empty() => {
             out.at("producer.chain_id", "cometbft-signer needs chain_id: the chain the node signs for")
@@ -489,6 +520,66 @@ fn check_signer(config: &Config, x: &SignerSettings, out: &mut Problems<'_, '_>)
             ),
         ),
         _ => {}
+    }
+}
+
+/// Most nodes one member dials: a validator's sentries, not a fleet.
+const MAX_SIGNER_NODES: usize = 16;
+
+/// `priv_validator_laddr`: at least one node and at most [`MAX_SIGNER_NODES`]; each entry a node
+/// address no longer than [`limits::MAX_LADDR_BYTES`]; no node twice. Every refusal names its
+/// entry.
+fn check_node_addresses(list: &crate::config::NodeAddresses, out: &mut Problems<'_, '_>) {
+    use crate::producer::privval::connection::NodeAddress;
+    const KEY: &str = "producer.priv_validator_laddr";
+    if list.is_empty() {
+        out.at(KEY, "the list names no node: write the node's address for its remote signer, such as \"tcp://127.0.0.1:26659\", or one per node in an array");
+        return;
+    }
+    if list.len() > MAX_SIGNER_NODES {
+        out.at(
+            KEY,
+            format!(
+                "{} nodes are more than the maximum of {MAX_SIGNER_NODES}: one member signs for one validator's nodes",
+                list.len()
+            ),
+        );
+        return;
+    }
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for (i, text) in list.iter().enumerate() {
+        let key = list.key_of(i);
+        // An overlong address is refused without being quoted.
+        if text.len() > limits::MAX_LADDR_BYTES {
+            out.at(
+                &key,
+                format!(
+                    "{} bytes is above the maximum of {} bytes: a tcp://host:port or unix:///path address",
+                    text.len(),
+                    limits::MAX_LADDR_BYTES
+                ),
+            );
+            continue;
+        }
+        let address = match text.parse::<NodeAddress>() {
+            Ok(address) => address,
+            Err(e) => {
+                out.at(&key, e);
+                continue;
+            }
+        };
+        // One node is one endpoint, whether or not an entry pins its id.
+        let endpoint = address.endpoint();
+        match seen.iter().find(|(e, _)| *e == endpoint) {
+            Some((_, first)) => out.at(
+                &key,
+                format!(
+                    "\"{}\" is the node of entry {first} again: a member keeps one connection per node, so list each node once",
+                    super::excerpt(text)
+                ),
+            ),
+            None => seen.push((endpoint, i)),
+        }
     }
 }
 
@@ -695,6 +786,10 @@ url = "https://hooks.example.com/x"
         x
     }
 
+    fn laddrs(list: &[&str]) -> crate::config::NodeAddresses {
+        list.iter().map(|a| a.to_string()).collect::<Vec<_>>().into()
+    }
+
     /// Switches the base config to the Consul backend (which has no peer port to secure).
     fn consul(c: &mut Config) -> &mut crate::config::ConsulConfig {
         c.coordinator.backend = Backend::Consul;
@@ -772,7 +867,12 @@ url = "https://hooks.example.com/x"
         (|c| filepv(c).systemd_unit = Some("--now.service".into()), "producer.systemd_unit", "expected a service unit name"),
         (|c| filepv(c).systemd_unit = Some("cometbft".into()), "producer.systemd_unit", "expected a service unit name"),
         (|c| filepv(c).systemd_unit = Some("a b.service".into()), "producer.systemd_unit", "expected a service unit name"),
-        (|c| signer(c).priv_validator_laddr = format!("tcp://{}", "h".repeat(507)), "producer.priv_validator_laddr", "513 bytes is above the maximum of 512 bytes"),
+        (|c| signer(c).priv_validator_laddr = format!("tcp://{}", "h".repeat(507)).into(), "producer.priv_validator_laddr", "513 bytes is above the maximum of 512 bytes"),
+        (|c| signer(c).priv_validator_laddr = laddrs(&["tcp://127.0.0.1:1", &format!("tcp://{}", "h".repeat(507))]), "producer.priv_validator_laddr[1]", "513 bytes is above the maximum of 512 bytes"),
+        (|c| signer(c).priv_validator_laddr = laddrs(&[]), "producer.priv_validator_laddr", "the list names no node"),
+        (|c| signer(c).priv_validator_laddr = laddrs(&["tcp://127.0.0.1:1", "127.0.0.1:2"]), "producer.priv_validator_laddr[1]", "expected tcp://<node id>@host:port"),
+        (|c| signer(c).priv_validator_laddr = laddrs(&["tcp://10.0.0.1:1", "unix:///pv.sock", "tcp://c0ffee0000000000000000000000000000c0ffee@10.0.0.1:1"]), "producer.priv_validator_laddr[2]", "is the node of entry 0 again"),
+        (|c| signer(c).priv_validator_laddr = laddrs(&["unix:///pv.sock"; 17]), "producer.priv_validator_laddr", "17 nodes are more than the maximum of 16"),
         (|c| c.coordinator.consul.address = long_url(2049), "coordinator.consul.address", "2049 bytes is above the maximum of 2048 bytes"),
         (|c| chain(c).rpc = Some(long_url(2049)), "chain.rpc", "above the maximum of 2048 bytes"),
         (|c| chain(c).reference_rpcs = vec![long_url(2049)], "chain.reference_rpcs[0]", "above the maximum of 2048 bytes"),
@@ -808,6 +908,11 @@ url = "https://hooks.example.com/x"
 
     /// Changes that sit exactly on a limit, or use what a rule allows: all stay valid.
     const ALLOWED: &[fn(&mut Config)] = &[
+        // Sentries: several nodes, each once.
+        |c| {
+            signer(c).priv_validator_laddr =
+                laddrs(&["tcp://10.0.0.1:26659", "tcp://10.0.0.2:26659", "unix:///run/pv.sock"])
+        },
         // The test labs' timing: 50ms × 10 = 500ms < 1s − 200ms.
         |c| {
             c.coordinator.raft.tick = ms(50);
@@ -876,6 +981,80 @@ url = "https://hooks.example.com/x"
         }
     }
 
+    /// docs/design.md §9: the five timings a file leaves out default by the producer's kind; what
+    /// the file sets stays, and signer mode's short lease passes the election rule (its horizon
+    /// covers two elections) where a key-holding producer's would not.
+    #[test]
+    fn lease_timings_default_by_producer_kind_and_signer_mode_passes_the_election_rule() {
+        use crate::config::TimingDefaults;
+        let signer = BASE.replace(
+            "[producer]\nkind = \"sim\"\n",
+            "[producer]\nkind = \"cometbft-signer\"\nkey_file = \"/k\"\nchain_id = \"sim\"\npriv_validator_laddr = \"tcp://127.0.0.1:26659\"\n",
+        );
+        let c = Config::parse(&signer).expect("signer mode at its defaults is valid");
+        let d = TimingDefaults::SIGNER;
+        let got = (c.coordinator.lease_ttl, c.coordinator.renew_interval, c.coordinator.safety_margin);
+        assert_eq!(got, (d.lease_ttl, d.renew_interval, d.safety_margin));
+        assert_eq!((c.coordinator.call_timeout, c.failover.priority_delay), (d.call_timeout, d.priority_delay));
+        assert!(c.holder_horizon() >= ms(2100), "two 1 s elections and a renew: {:?}", c.holder_horizon());
+        let k = base();
+        assert_eq!(k.coordinator.lease_ttl, TimingDefaults::KEY_HOLDING.lease_ttl);
+        assert_eq!(k.holder_horizon(), k.coordinator.lease_ttl - k.coordinator.safety_margin);
+        let written = signer.replace("[coordinator.raft]\n", "[coordinator]\nlease_ttl = \"2s\"\n[coordinator.raft]\n");
+        let c = Config::parse(&written).expect("valid");
+        assert_eq!(
+            (c.coordinator.lease_ttl, c.coordinator.renew_interval),
+            (secs(2), d.renew_interval),
+            "a written value stays"
+        );
+        let short = |c: &mut Config| {
+            c.coordinator.lease_ttl = ms(300);
+            c.coordinator.renew_interval = ms(100);
+            c.coordinator.safety_margin = ms(100);
+            c.coordinator.call_timeout = ms(250);
+        };
+        let keys: Vec<Option<String>> = problems_after(short).into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            vec![Some("coordinator.raft.election_ticks".to_string())],
+            "key-holding needs the election inside its validity"
+        );
+        let witness = |c: &mut Config| {
+            c.coordinator.lease_ttl = ms(300);
+            c.coordinator.renew_interval = ms(100);
+            c.coordinator.safety_margin = ms(100);
+            c.coordinator.call_timeout = ms(250);
+            c.member =
+                c.members.iter().find(|m| m.kind == MemberKind::Witness).map(|m| m.id.clone()).expect("a witness");
+            c.chain = None;
+            c.producer = None;
+        };
+        assert_eq!(problems_after(witness), Vec::new(), "a witness never holds: its TTL does not enter the rule");
+    }
+
+    /// `failover.fence_takeover_after` needs the fence command that makes it safe, and a silence
+    /// of at least one probe interval.
+    #[test]
+    fn a_fenced_takeover_needs_a_fence_command_and_at_least_a_probe_interval_of_silence() {
+        let without_command = problems_after(|c| {
+            c.failover.fence_command = None;
+            c.failover.fence_takeover_after = Some(secs(2));
+        });
+        assert_eq!(without_command.len(), 1, "{without_command:?}");
+        assert!(without_command[0].message.contains("needs failover.fence_command"), "{}", without_command[0]);
+        let too_soon = problems_after(|c| {
+            c.failover.fence_command = Some(vec!["stonith".into(), "{member}".into()]);
+            c.failover.fence_takeover_after = Some(ms(999));
+        });
+        assert_eq!(too_soon.len(), 1, "{too_soon:?}");
+        assert!(too_soon[0].message.contains("shorter than chain.probe_interval (1s)"), "{}", too_soon[0]);
+        let fine = problems_after(|c| {
+            c.failover.fence_command = Some(vec!["stonith".into(), "{member}".into()]);
+            c.failover.fence_takeover_after = Some(secs(1));
+        });
+        assert_eq!(fine, Vec::new());
+    }
+
     #[test]
     fn every_problem_is_reported_at_once() {
         let problems = problems_after(|c| {
@@ -904,7 +1083,7 @@ url = "https://hooks.example.com/x"
     #[test]
     fn an_overlong_laddr_is_refused_without_being_quoted() {
         let problems = problems_after(|c| {
-            signer(c).priv_validator_laddr = format!("bogus://{}", "h".repeat(100_000));
+            signer(c).priv_validator_laddr = format!("bogus://{}", "h".repeat(100_000)).into();
         });
         assert!(problems.iter().any(|p| p.key.as_deref() == Some("producer.priv_validator_laddr")), "{problems:?}");
         assert!(problems.iter().all(|p| p.message.len() < 1000), "a message quotes the address");

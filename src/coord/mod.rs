@@ -44,6 +44,28 @@ pub struct Transfer {
     pub forced: bool,
 }
 
+/// What [`Coordinator::acquire_with_watermark`] and [`Coordinator::take_over`] grant: the lease,
+/// and the watermark of the key the grantee signs with as the store had it at the grant (`None`:
+/// none stored). Linearizable with the grant: every write acknowledged before it is in it, and
+/// every later write of an earlier epoch is refused, so the promotion guard's floor needs no
+/// second read of the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseGrant {
+    pub lease: Lease,
+    pub watermark: Option<Watermark>,
+}
+
+/// A holding as the store shows it, bound to a `stamp` that changes whenever the holding does in
+/// a way that proves the holder alive: raft counts its grants and renews; Consul's is the lock's
+/// ModifyIndex, which a lock, unlock or release changes (a Consul renew writes nothing). What a
+/// fenced takeover names, so that it moves exactly the holding its caller fenced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holding {
+    pub holder: MemberId,
+    pub epoch: Epoch,
+    pub stamp: u64,
+}
+
 /// What [`Coordinator::watch`] delivers: the latest lease and intents.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreView {
@@ -161,6 +183,33 @@ pub trait Coordinator: Send + Sync {
     /// first. The returned epoch MUST be greater than every epoch granted before. Clears any
     /// pending transfer.
     async fn acquire(&self, member: &MemberId, deadline: Instant) -> Result<Lease, CoordError>;
+
+    /// [`Coordinator::acquire`], answering also with `key`'s watermark as of the grant, in the
+    /// same store operation (see [`LeaseGrant`]): a takeover is one commit.
+    async fn acquire_with_watermark(
+        &self,
+        member: &MemberId,
+        key: &KeyId,
+        deadline: Instant,
+    ) -> Result<LeaseGrant, CoordError>;
+
+    /// The current holding with its stamp, or `None` when the lease is free (linearizable).
+    async fn holding(&self, deadline: Instant) -> Result<Option<Holding>, CoordError>;
+
+    /// A fenced takeover (docs/design.md §5): grants `member` the lease at a new epoch while
+    /// `fenced` — holder, epoch and stamp, as [`Coordinator::holding`] showed it before the
+    /// caller's `fence_command` confirmed the holder's node dead — is still exactly the current
+    /// holding. Anything else (the lease moved on, was released, or the holder refreshed it
+    /// since) is refused with [`CoordError::LeaseMoved`] and changes nothing. Only a member that
+    /// ran the fence command successfully may call it: the store cannot tell a fenced holder from
+    /// a live one, the fence command does. Clears any pending transfer, like an acquire.
+    async fn take_over(
+        &self,
+        member: &MemberId,
+        key: &KeyId,
+        fenced: &Holding,
+        deadline: Instant,
+    ) -> Result<LeaseGrant, CoordError>;
 
     /// Extends `lease`. MUST be refused unless `lease` is the current holder at the current
     /// epoch. The returned lease's `valid_until` is computed from the send time of this call.

@@ -8,24 +8,70 @@ use tokio::time::Instant;
 
 use super::executor::{ActionContext, ActionKind, Finished};
 use super::stop::{fence_producer, final_watermark, stop_producer};
-use crate::domain::{Epoch, Lease, MonoTime};
+use crate::coord::{Holding, LeaseGrant};
+use crate::domain::{Epoch, Lease, MemberId, MonoTime};
 use crate::events::EventKind;
-use crate::guard::{GuardInput, PromotionGuard};
+use crate::guard::{GuardInput, PromotionGuard, run_fence_command};
 use crate::producer::Producer;
 use crate::role::{FenceReason, Outcome, Span, StepDown};
 
+/// Acquires the lease, with the key's watermark as of the grant: the promotion guard's floor
+/// needs no second store call, so a takeover is one commit.
 pub(super) async fn acquire(cx: &ActionContext, deadline: Instant) -> Finished {
-    match cx.effects.coord.acquire(&cx.member.id, deadline).await {
-        Ok(l) => {
-            let outcome = Outcome::Acquired { epoch: l.epoch, valid_until: l.valid_until };
-            Finished { lease: Some(l), ..Finished::with(ActionKind::Acquire, outcome) }
-        }
+    match cx.effects.coord.acquire_with_watermark(&cx.member.id, &cx.member.key, deadline).await {
+        Ok(grant) => granted(grant),
         Err(e) => {
             // Refusals are normal (the lease is held, no raft leader yet); the loop asks again
             // and its status says so.
             tracing::info!("acquire not granted: {e}");
             Finished::with(ActionKind::Acquire, Outcome::AcquireFailed { error: e.to_string() })
         }
+    }
+}
+
+fn granted(grant: LeaseGrant) -> Finished {
+    let LeaseGrant { lease, watermark } = grant;
+    let outcome = Outcome::Acquired { epoch: lease.epoch, valid_until: lease.valid_until };
+    Finished { lease: Some(lease), watermark_at_grant: Some(watermark), ..Finished::with(ActionKind::Acquire, outcome) }
+}
+
+/// A fenced takeover (docs/design.md §5) of the lease `holder` holds at `epoch`, in this order:
+/// the store still shows that holding; one renew interval later it shows it unchanged (a live
+/// holder renews within one, and is then left alone); `fence_command` against `holder`
+/// succeeded; only then the store is asked to move exactly that holding to this member. Any
+/// failure reports `AcquireFailed`, and nothing is granted.
+pub(super) async fn take_over(cx: &ActionContext, holder: MemberId, epoch: Epoch) -> Finished {
+    let failed = |error: String| {
+        tracing::info!("fenced takeover of {holder}'s lease at epoch {epoch} not done: {error}");
+        Finished::with(ActionKind::Acquire, Outcome::AcquireFailed { error })
+    };
+    let coord = &cx.effects.coord;
+    let call = || Instant::now() + cx.policies.call_timeout;
+    let same = |h: &Option<Holding>| h.as_ref().is_some_and(|h| h.holder == holder && h.epoch == epoch);
+    let first = match coord.holding(call()).await {
+        Ok(h) if same(&h) => h,
+        Ok(_) => return failed("the lease moved on before the takeover started".into()),
+        Err(e) => return failed(format!("cannot read the holding: {e}")),
+    };
+    tokio::time::sleep(cx.policies.role.renew_interval + cx.policies.role.renew_interval / 2).await;
+    let holding = match coord.holding(call()).await {
+        Ok(h) if h == first => h,
+        Ok(h) if same(&h) => {
+            return failed(format!("{holder} renewed its lease meanwhile, so it is alive and is not fenced"));
+        }
+        Ok(_) => return failed("the lease moved on before the takeover started".into()),
+        Err(e) => return failed(format!("cannot read the holding: {e}")),
+    };
+    let Some(holding) = holding else { return failed("the lease was released meanwhile".into()) };
+    let guard = &cx.policies.guard;
+    let Some(argv) = &guard.fence_command else { return failed("no failover.fence_command is configured".into()) };
+    if let Err(e) = run_fence_command(argv, &holder, guard.fence_command_timeout).await {
+        return failed(e);
+    }
+    tracing::info!("fence_command fenced {holder}: taking its lease at epoch {epoch} over");
+    match coord.take_over(&cx.member.id, &cx.member.key, &holding, call()).await {
+        Ok(grant) => granted(grant),
+        Err(e) => failed(format!("the store did not grant it: {e}")),
     }
 }
 
@@ -145,7 +191,9 @@ pub(super) async fn deactivate(cx: &ActionContext, epoch: Epoch, why: StepDown) 
         return Finished::with(ActionKind::Deactivate, Outcome::Deactivated { epoch });
     };
     if matches!(why, StepDown::Transfer { .. }) {
-        wait_for_fresh_signature(prod.as_ref(), cx.policies.role.lease_ttl).await;
+        // At least 3 s: signer mode's lease is 300 ms, and draining a window takes a block
+        // interval or two, while the holder's permission outlasts its lease.
+        wait_for_fresh_signature(prod.as_ref(), cx.policies.role.lease_ttl.max(Duration::from_secs(3))).await;
     }
     match prod.deactivate(Instant::now() + cx.policies.fence_timeout + cx.policies.call_timeout).await {
         Ok(status) => {
@@ -211,9 +259,14 @@ pub(super) async fn fence(cx: &ActionContext, why: FenceReason) -> Finished {
     Finished::with(ActionKind::Fence, outcome)
 }
 
-/// Before a planned handover: wait until the producer has just signed a new height, so the
-/// successor has a whole block interval to take over and no height is missed.
+/// Before a planned handover: a producer that signs inside reserved windows reserves nothing
+/// more and signs through its window, so the watermark is its last signature and the successor
+/// misses no height; any other waits until it has just signed a new height, so the successor has
+/// a whole block interval to take over.
 async fn wait_for_fresh_signature(producer: &dyn Producer, limit: Duration) {
+    if producer.drain_reservations(limit).await {
+        return;
+    }
     let end = Instant::now() + limit;
     let first = producer.newest_signature(end).await.ok().flatten();
     if first.is_none() {

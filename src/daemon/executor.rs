@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::actions;
 use super::parts::{Effects, Member, Outputs, Policies};
-use crate::domain::{Epoch, Lease, MemberId, MemberStatus, MonoTime};
+use crate::domain::{Epoch, Lease, MemberId, MemberStatus, MonoTime, Watermark};
 use crate::guard::GuardInput;
 use crate::role::{Action, Outcome};
 
@@ -34,7 +34,8 @@ pub(super) enum ActionKind {
 impl ActionKind {
     pub fn of(action: &Action) -> ActionKind {
         match action {
-            Action::Acquire => ActionKind::Acquire,
+            // A takeover is an acquire by other means: never both at once.
+            Action::Acquire | Action::TakeOver { .. } => ActionKind::Acquire,
             Action::Renew { .. } => ActionKind::Renew,
             Action::Checkpoint { .. } => ActionKind::Checkpoint,
             Action::RunGuard { .. } => ActionKind::Guard,
@@ -53,13 +54,15 @@ pub(super) struct Finished {
     pub outcome: Option<Outcome>,
     /// A lease the store granted or renewed.
     pub lease: Option<Lease>,
+    /// With a grant: the key's watermark as of it (`None` inside: none stored).
+    pub watermark_at_grant: Option<Option<Watermark>>,
     /// The last height the producer reported signing.
     pub last_signed: Option<u64>,
 }
 
 impl Finished {
     pub fn of(kind: ActionKind) -> Finished {
-        Finished { kind, outcome: None, lease: None, last_signed: None }
+        Finished { kind, outcome: None, lease: None, watermark_at_grant: None, last_signed: None }
     }
 
     pub fn with(kind: ActionKind, outcome: Outcome) -> Finished {
@@ -81,6 +84,8 @@ pub(super) struct GuardContext {
     pub cluster_best: Option<u64>,
     pub previous_holder: Option<MemberId>,
     pub planned: bool,
+    /// The grant came by a fenced takeover: the fence command already ran.
+    pub fenced_previous: bool,
 }
 
 pub(super) struct Executor {
@@ -90,6 +95,8 @@ pub(super) struct Executor {
     pub finished: mpsc::UnboundedReceiver<Finished>,
     in_flight: HashSet<ActionKind>,
     leases: BTreeMap<Epoch, Lease>,
+    /// The key's watermark as of each grant this run was given, for its promotion guard.
+    granted_watermarks: BTreeMap<Epoch, Option<Watermark>>,
     last_signed: Option<u64>,
     outcomes: Vec<Outcome>,
 }
@@ -103,6 +110,7 @@ impl Executor {
             finished,
             in_flight: HashSet::new(),
             leases: BTreeMap::new(),
+            granted_watermarks: BTreeMap::new(),
             last_signed: None,
             outcomes: Vec::new(),
         }
@@ -120,6 +128,9 @@ impl Executor {
         let deadline = Instant::now() + cx.policies.call_timeout;
         let task = match action {
             Action::Acquire => tokio::spawn(async move { actions::acquire(&cx, deadline).await }),
+            Action::TakeOver { holder, epoch } => {
+                tokio::spawn(async move { actions::take_over(&cx, holder, epoch).await })
+            }
             Action::Renew { epoch } => {
                 let lease = self.lease(epoch);
                 tokio::spawn(async move { actions::renew(&cx, lease, deadline).await })
@@ -128,8 +139,15 @@ impl Executor {
                 tokio::spawn(async move { actions::checkpoint(&cx, epoch, deadline).await })
             }
             Action::RunGuard { epoch } => {
-                let GuardContext { cluster_best, previous_holder, planned } = guard();
-                let input = GuardInput { lease: self.lease(epoch), cluster_best, previous_holder, planned };
+                let GuardContext { cluster_best, previous_holder, planned, fenced_previous } = guard();
+                let input = GuardInput {
+                    lease: self.lease(epoch),
+                    cluster_best,
+                    previous_holder,
+                    planned,
+                    fenced_previous,
+                    watermark_at_grant: self.granted_watermarks.get(&epoch).copied(),
+                };
                 tokio::spawn(async move { actions::run_guard(&cx, epoch, input).await })
             }
             Action::Deactivate { epoch, why } => {
@@ -155,10 +173,16 @@ impl Executor {
             self.outcomes.push(o);
         }
         if let Some(l) = done.lease {
+            if let Some(w) = done.watermark_at_grant {
+                self.granted_watermarks.insert(l.epoch, w);
+            }
             self.leases.insert(l.epoch, l);
             // Keep only the newest few: older epochs are never used again.
             while self.leases.len() > 4 {
                 self.leases.pop_first();
+            }
+            while self.granted_watermarks.len() > 4 {
+                self.granted_watermarks.pop_first();
             }
         }
         self.note_last_signed(done.last_signed);
@@ -217,7 +241,7 @@ impl Executor {
 fn panicked(action: &Action, kind: ActionKind) -> Finished {
     let error = || String::from("its task panicked");
     let outcome = match action {
-        Action::Acquire => Outcome::AcquireFailed { error: error() },
+        Action::Acquire | Action::TakeOver { .. } => Outcome::AcquireFailed { error: error() },
         Action::Renew { epoch } => Outcome::RenewFailed { epoch: *epoch, error: error() },
         Action::RunGuard { epoch } => Outcome::GuardFailed { epoch: *epoch, step: "guard".into(), error: error() },
         Action::Deactivate { epoch, .. } => Outcome::DeactivateFailed { epoch: *epoch, error: error() },

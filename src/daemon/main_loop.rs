@@ -227,6 +227,7 @@ impl MainLoop {
                 cluster_best: observer.best_height(cluster, now, None),
                 previous_holder: role.previous_holder().cloned(),
                 planned: role.provenance() == Provenance::Planned,
+                fenced_previous: role.fenced_previous(),
             };
             self.executor.dispatch(action, guard);
         }

@@ -36,7 +36,9 @@
 //!    used: the grant before the guard activates, a renew before the producer's permission and
 //!    the self-fence deadline move, a checkpoint's watermark from a height already signed. Giving
 //!    permission back goes the other way: the producer is stopped first, and only then does a
-//!    release commit the final watermark and free the lease.
+//!    release commit the final watermark and free the lease. So does a fenced takeover, whose
+//!    grant is safe only once the old holder cannot sign: `fence_command` against it succeeds
+//!    first, and only then is the store asked to move exactly the holding that was fenced.
 //! 4. **Acknowledge last.** An action's result reaches `role` only as an outcome in a later
 //!    observation; no action changes the loop's state itself. Every action that `role` waits on
 //!    reports one, also when its task panicked.

@@ -1,31 +1,32 @@
-//! The `cometbft-signer` producer: this member is the node's remote signer (privval). The node
-//! keeps no key; a signer thread keeps a connection to the node's `priv_validator_laddr` and
-//! answers its requests through [`PrivvalSigner`], which signs only what the
-//! [`CoordinatorGate`] lets through: this member active at epoch E (the epoch of the lease the
-//! guard granted it when it activated), above the activation floor, before the permission's deadline, and reserved in the
-//! store before every signature (S2 with no timing assumption).
+//! The `cometbft-signer` producer: this member is the remote signer (privval) of one node or
+//! several (a validator's sentries). The nodes keep no key; while this member is active, the
+//! [`Dialer`] keeps one connection to each node's `priv_validator_laddr` and answers its
+//! requests through the one [`PrivvalSigner`], which signs only what the [`CoordinatorGate`]
+//! lets through: this member active at epoch E (the epoch of the lease the guard granted it
+//! when it activated), above the activation floor, before the permission's deadline, and inside
+//! a window of heights reserved in the store (S2 with no timing assumption). Every signature is
+//! recorded in `signer-state-<key_id>.bin` in the member's data directory before it leaves.
 //!
-//! Deactivate and fence revoke the permission once no request is being decided, then close the
-//! connection (the node dials again and gets "not active" answers until this member is active
-//! again). Both are local and runtime-free, so the fence always confirms.
+//! A standby holds no connection: a CometBFT node keeps one signer connection at a time, and a
+//! standby holding it would make the node miss signatures. Activation wakes the dialer, which
+//! dials every node at once. Deactivate and fence revoke the permission once no request is
+//! being decided, then close every connection; the node then takes the active member's
+//! connection. Both are local and runtime-free, so the fence always confirms.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::privval::connection::{Closer, ConnectionError, NodeAddress, NodeConnection};
+use super::privval::connection::NodeAddress;
 use super::privval::coordinator_gate::{CoordinatorGate, Permission};
+use super::privval::dialer::Dialer;
 use super::privval::signer::{PrivvalSigner, SignObserver};
 use super::privval::validator_key::ValidatorKey;
 use super::{Grant, Producer, ProducerError, ProducerStatus};
 use crate::coord::Coordinator;
 use crate::domain::{KeyId, MonoTime};
-
-/// Pause between attempts to reach the node.
-const REDIAL: Duration = Duration::from_millis(200);
 
 /// What the signer producer needs from the member beyond `[producer]`.
 #[derive(Clone)]
@@ -38,8 +39,7 @@ pub struct SignerContext {
 
 pub struct CometbftSignerProducer {
     signer: Arc<PrivvalSigner<CoordinatorGate>>,
-    connection: Arc<Mutex<Option<Closer>>>,
-    stop: Arc<AtomicBool>,
+    dialer: Dialer,
     call_timeout: Duration,
 }
 
@@ -58,69 +58,38 @@ fn ephemeral_identity() -> Result<ed25519_consensus::SigningKey, ProducerError> 
 }
 
 impl CometbftSignerProducer {
-    /// Loads the key, and starts the thread that keeps a connection to the node.
+    /// Loads the key, and starts the threads that connect to `nodes` while this member is
+    /// active (none dials before the first activation).
     pub fn start(
         key_file: &std::path::Path,
+        state_file: &std::path::Path,
         key_id: KeyId,
         chain_id: String,
-        address: NodeAddress,
+        nodes: Vec<NodeAddress>,
         context: SignerContext,
         call_timeout: Duration,
     ) -> Result<CometbftSignerProducer, ProducerError> {
         let key = ValidatorKey::load(key_file).map_err(|e| setup(e.to_string()))?;
         let gate = CoordinatorGate::new(Arc::clone(&context.coord), key_id, context.runtime.clone(), call_timeout);
-        let mut signer = PrivvalSigner::new(chain_id, key, gate);
+        if let Some(dir) = state_file.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| setup(format!("cannot create {} for the signer's state file: {e}", dir.display())))?;
+        }
+        let mut signer =
+            PrivvalSigner::new(chain_id, key, gate).persisted(state_file).map_err(|e| setup(e.to_string()))?;
         if let Some(observer) = context.observer {
             signer = signer.observed(observer);
         }
         let signer = Arc::new(signer);
-        let producer = CometbftSignerProducer {
-            signer,
-            connection: Arc::new(Mutex::new(None)),
-            stop: Arc::new(AtomicBool::new(false)),
-            call_timeout,
-        };
-        let identity = ephemeral_identity()?;
-        let (signer, connection, stop) =
-            (Arc::clone(&producer.signer), Arc::clone(&producer.connection), Arc::clone(&producer.stop));
-        std::thread::Builder::new()
-            .name("privval".into())
-            .spawn(move || {
-                let mut reported = false;
-                while !stop.load(Ordering::Relaxed) {
-                    match NodeConnection::dial(&address, &identity, call_timeout.max(Duration::from_secs(1))) {
-                        Ok((conn, closer)) => {
-                            reported = false;
-                            tracing::info!(node = %address, "connected to the node as its remote signer");
-                            *connection.lock().unwrap_or_else(|e| e.into_inner()) = Some(closer);
-                            match conn.serve(&signer) {
-                                Ok(()) => {}
-                                // A silent node is not an error: say so plainly and dial again.
-                                Err(e @ ConnectionError::Idle { .. }) => tracing::info!("{e}"),
-                                Err(e) => tracing::warn!(error = %e, "privval connection ended; dialling again"),
-                            }
-                        }
-                        Err(e @ ConnectionError::WrongNode { .. }) if !reported => {
-                            reported = true;
-                            tracing::error!(error = %e, "refused the node at priv_validator_laddr; retrying");
-                        }
-                        Err(e) if !reported => {
-                            reported = true;
-                            tracing::warn!(error = %e, "cannot reach the node's priv_validator_laddr; retrying");
-                        }
-                        Err(_) => {}
-                    }
-                    std::thread::sleep(REDIAL);
-                }
-            })
-            .map_err(|e| setup(format!("cannot start the privval thread: {e}")))?;
-        Ok(producer)
+        let dial_timeout = call_timeout.max(Duration::from_secs(1));
+        let dialer = Dialer::start(Arc::clone(&signer), nodes, ephemeral_identity()?, dial_timeout)
+            .map_err(|e| setup(format!("cannot start the privval threads: {e}")))?;
+        Ok(CometbftSignerProducer { signer, dialer, call_timeout })
     }
 
-    fn close_connection(&self) {
-        if let Some(c) = self.connection.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            c.close();
-        }
+    /// How many nodes this member holds a connection to now (none while it is a standby).
+    pub fn connected_nodes(&self) -> usize {
+        self.dialer.connected()
     }
 
     /// While signing, no last signed height is reported: every signature already moved the
@@ -134,19 +103,18 @@ impl CometbftSignerProducer {
         }
     }
 
-    /// Revokes, waiting for a decision in flight, then closes the connection.
+    /// Revokes, waiting for a decision in flight, then closes every connection.
     fn stop_signing(&self, timeout: Duration) -> bool {
         let quiet = self.signer.quiesced(timeout, CoordinatorGate::revoke);
-        self.close_connection();
+        self.dialer.close_all(true);
         quiet
     }
 }
 
 impl Drop for CometbftSignerProducer {
+    /// Revokes; the dialer, dropped next, closes every connection and ends its threads.
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
         self.signer.gate().revoke();
-        self.close_connection();
     }
 }
 
@@ -156,11 +124,15 @@ impl Producer for CometbftSignerProducer {
     /// under an epoch that is no longer current, so a grant that went stale signs nothing.
     async fn activate(&self, grant: Grant, _deadline: Instant) -> Result<(), ProducerError> {
         self.signer.gate().permit(Permission::from(grant));
+        self.dialer.activated();
         Ok(())
     }
 
     async fn extend(&self, until: MonoTime, _deadline: Instant) -> Result<(), ProducerError> {
         self.signer.gate().extend(until);
+        // A renew that commits after the permission ran out revives it: the node threads and
+        // the watch thread must see that, or the member would hold the lease with no node.
+        self.dialer.permission_changed();
         Ok(())
     }
 
@@ -170,7 +142,7 @@ impl Producer for CometbftSignerProducer {
         let quiet = tokio::task::spawn_blocking(move || signer.quiesced(timeout, CoordinatorGate::revoke))
             .await
             .unwrap_or(false);
-        self.close_connection();
+        self.dialer.close_all(false);
         if !quiet {
             return Err(ProducerError::Failed {
                 operation: "deactivate",
@@ -202,8 +174,22 @@ impl Producer for CometbftSignerProducer {
         Ok(self.signer.newest_signed_height())
     }
 
-    /// Every signature is reserved through the [`CoordinatorGate`] before it is made.
+    /// Every signature lies in a window reserved through the [`CoordinatorGate`] before it is
+    /// made.
     fn reserves_every_signature(&self) -> bool {
+        true
+    }
+
+    async fn drain_reservations(&self, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        let signer = Arc::clone(&self.signer);
+        let Ok(Some(top)) = tokio::task::spawn_blocking(move || signer.gate().drain()).await else {
+            return false;
+        };
+        while Instant::now() < end && !self.signer.gate().drained() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tracing::info!(top, "the window is signed through; handing over above it");
         true
     }
 }

@@ -107,6 +107,10 @@ impl Producer for FenceCommandKeeper {
     fn reserves_every_signature(&self) -> bool {
         self.inner.reserves_every_signature()
     }
+
+    async fn drain_reservations(&self, limit: Duration) -> bool {
+        self.inner.drain_reservations(limit).await
+    }
 }
 
 #[cfg(test)]

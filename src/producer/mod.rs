@@ -131,6 +131,14 @@ pub trait Producer: Send + Sync {
     fn reserves_every_signature(&self) -> bool {
         false
     }
+
+    /// Before a planned handover, for a producer that signs inside reserved windows: reserve
+    /// nothing more, and return once the node asked beyond the window (it signed through it) or
+    /// `limit` passed, so the watermark the successor starts above is the last height signed and
+    /// no height is skipped. `false`: this producer reserves no windows, nothing was waited for.
+    async fn drain_reservations(&self, _limit: Duration) -> bool {
+        false
+    }
 }
 
 /// Where a producer that runs or controls a node gets its keeper, and where it records the node's
@@ -200,17 +208,25 @@ pub fn from_config(
             )
         }
         A::CometbftSigner(x) => {
-            let address = x
+            let nodes = x
                 .priv_validator_laddr
-                .parse()
-                .map_err(|e: String| setup(format!("producer.priv_validator_laddr: {e}")))?;
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    text.parse().map_err(|e: String| setup(format!("{}: {e}", x.priv_validator_laddr.key_of(i))))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let context =
                 signer.ok_or_else(|| setup("the cometbft-signer producer runs only inside a member".into()))?;
+            // Beside the member's other data: a copy of the config on another machine must not
+            // share it, and a restart must find it.
+            let state_file = keeping.data_dir.join(format!("signer-state-{}.bin", p.key_id));
             Arc::new(cometbft_signer::CometbftSignerProducer::start(
                 &x.key_file,
+                &state_file,
                 p.key_id.clone(),
                 x.chain_id.clone(),
-                address,
+                nodes,
                 context,
                 call_timeout,
             )?)

@@ -14,11 +14,18 @@ fn policy() -> RolePolicy {
         lease_ttl: Duration::from_secs(3),
         renew_interval: Duration::from_secs(1),
         safety_margin: Duration::from_millis(500),
+        holder_validity: Duration::from_millis(2500),
         priority_delay: Duration::from_secs(2),
         cooldown: Duration::from_secs(30),
         max_lag_on_failover: 2,
         status_stale_after: Duration::from_secs(4),
+        fence_takeover_after: None,
     }
+}
+
+/// [`policy`] with fenced takeovers after 1.5 s of silence (`failover.fence_takeover_after`).
+fn fencing_policy() -> RolePolicy {
+    RolePolicy { fence_takeover_after: Some(Duration::from_millis(1500)), ..policy() }
 }
 
 fn id(s: &str) -> MemberId {
@@ -798,6 +805,7 @@ fn reply_to(action: &Action, s: &RoleState, now: MonoTime, health: &NodeHealth) 
         Action::RunGuard { epoch } => {
             Some(Outcome::GuardFailed { epoch: *epoch, step: "node_healthy".into(), error: "node unhealthy".into() })
         }
+        Action::TakeOver { .. } => Some(Outcome::Acquired { epoch: s.seen_epoch.next(), valid_until }),
         Action::Deactivate { epoch, .. } => Some(Outcome::Deactivated { epoch: *epoch }),
         Action::Fence { .. } => Some(Outcome::Fenced),
         Action::Checkpoint { .. } | Action::Release { .. } => None,
@@ -852,7 +860,9 @@ fn drive(
     steps: &[Step],
     mut check: impl FnMut(&RoleState, &Observation, &RoleState, &[Action]) -> Result<(), TestCaseError>,
 ) -> Result<(), TestCaseError> {
-    let p = policy();
+    // Fenced takeovers on: every property below holds with them too (the generated peer "b" is
+    // sometimes silent for longer than 1.5 s while the store shows it holding).
+    let p = fencing_policy();
     let mut now = ms(0);
     let mut s = RoleState::new(kind, now);
     let mut previous = Vec::new();
@@ -869,7 +879,7 @@ fn drive(
 }
 
 fn promotes(actions: &[Action]) -> bool {
-    actions.iter().any(|a| matches!(a, Action::Acquire | Action::RunGuard { .. }))
+    actions.iter().any(|a| matches!(a, Action::Acquire | Action::TakeOver { .. } | Action::RunGuard { .. }))
 }
 
 #[test]
@@ -1298,4 +1308,128 @@ fn an_acquire_in_flight_keeps_the_provenance_it_was_sent_with() {
     );
     let again = decide(&failed.state, &obs(5_300).lease(free(3)), &policy());
     assert_eq!(again.state.provenance(), Provenance::Unplanned, "{}", again.why);
+}
+
+// ---- fenced takeover (docs/design.md §5, failover.fence_takeover_after) ----------------------
+
+/// One line per situation of a fit standby "a" (priority 100) while "b" holds the lease at
+/// epoch 3, with fenced takeovers after 1.5 s of silence: does "a" ask to fence "b" and take
+/// the lease over? A holder heard recently, or never heard at all, is not fenced; neither is one
+/// while the cluster is paused, while a better standby exists, or right after a failed try.
+#[test]
+fn a_silent_holder_is_fenced_and_taken_over_only_by_the_best_fit_standby() {
+    use RoleName::*;
+    let take = vec![Action::TakeOver { holder: id("b"), epoch: e(3) }];
+    let b_silent = |ms| peer("b", Active, 100, 200, ms);
+    let c_better = peer("c", Standby, 100, 150, 100);
+    let c_worse = peer("c", Standby, 100, 50, 100);
+    let cases: Vec<(&str, RoleState, Observation, RolePolicy, Vec<Action>)> = vec![
+        (
+            "silent for fence_takeover_after",
+            standby(),
+            obs(9_000).lease(held("b", 3)).peer(b_silent(1_500)),
+            fencing_policy(),
+            take.clone(),
+        ),
+        ("heard just now", standby(), obs(9_000).lease(held("b", 3)).peer(b_silent(1_499)), fencing_policy(), vec![]),
+        ("never heard", standby(), obs(9_000).lease(held("b", 3)), fencing_policy(), vec![]),
+        ("not configured", standby(), obs(9_000).lease(held("b", 3)).peer(b_silent(60_000)), policy(), vec![]),
+        ("paused", standby(), obs(9_000).lease(held("b", 3)).peer(b_silent(5_000)).paused(), fencing_policy(), vec![]),
+        (
+            "a better standby",
+            standby(),
+            obs(9_000).lease(held("b", 3)).peer(b_silent(5_000)).peer(c_better),
+            fencing_policy(),
+            vec![],
+        ),
+        (
+            "a worse standby",
+            standby(),
+            obs(9_000).lease(held("b", 3)).peer(b_silent(5_000)).peer(c_worse),
+            fencing_policy(),
+            take.clone(),
+        ),
+        (
+            "unhealthy",
+            standby(),
+            obs(9_000).lease(held("b", 3)).peer(b_silent(5_000)).health(unhealthy()),
+            fencing_policy(),
+            vec![],
+        ),
+        (
+            "a try failed just now",
+            RoleState { acquire_retry_at: Some(ms(9_500)), ..standby() },
+            obs(9_000).lease(held("b", 3)).peer(b_silent(5_000)),
+            fencing_policy(),
+            vec![],
+        ),
+        (
+            "a takeover in flight",
+            RoleState { acquire_pending: true, ..standby() },
+            obs(9_000).lease(held("b", 3)).peer(b_silent(5_000)),
+            fencing_policy(),
+            vec![],
+        ),
+    ];
+    for (name, state, o, p, want) in cases {
+        let d = decide(&state, &o, &p);
+        assert_eq!(d.actions, want, "{name}");
+        if !want.is_empty() {
+            assert!(d.state.acquire_pending && d.state.fenced_previous(), "{name}: {:?}", d.state);
+            assert!(d.why.to_string().contains("fencing it with fence_command"), "{name}: {}", d.why);
+        }
+    }
+}
+
+/// The grant of a fenced takeover is used like any other: guard at the new epoch, the guard told
+/// the previous holder is fenced already. A failed try waits `fence_takeover_after` before the
+/// next one (each runs the fence command), not the 100 ms of a failed acquire.
+#[test]
+fn a_fenced_takeover_promotes_on_its_grant_and_a_failed_one_is_not_retried_at_once() {
+    use RoleName::*;
+    let p = fencing_policy();
+    let silent = obs(9_000).lease(held("b", 3)).peer(peer("b", Active, 100, 200, 2_000));
+    let asked = decide(&standby(), &silent, &p);
+    let granted = Outcome::Acquired { epoch: e(4), valid_until: ms(11_500) };
+    let d = decide(&asked.state, &obs(9_100).lease(held("a", 4)).outcome(granted), &p);
+    assert_eq!(d.state.role, Promoting);
+    assert_eq!(d.actions, vec![Action::RunGuard { epoch: e(4) }]);
+    assert!(d.state.fenced_previous());
+    assert_eq!(d.state.provenance(), Provenance::Unplanned);
+
+    let failed = Outcome::AcquireFailed { error: "the holder renewed".into() };
+    let d = decide(
+        &asked.state,
+        &obs(9_100).lease(held("b", 3)).peer(peer("b", Active, 100, 200, 2_100)).outcome(failed),
+        &p,
+    );
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(d.state.acquire_retry_at, Some(ms(10_600)));
+    let again = obs(10_600).lease(held("b", 3)).peer(peer("b", Active, 100, 200, 3_600));
+    assert_eq!(decide(&d.state, &again, &p).actions, vec![Action::TakeOver { holder: id("b"), epoch: e(3) }]);
+}
+
+/// Renews leave one renew interval after the last committed one was sent, counted from the
+/// holder's validity: in signer mode that validity (its horizon, 2.1 s) outlasts the store's TTL
+/// (300 ms), and a pace counted from the TTL would let the store expire a live holder.
+#[test]
+fn renews_are_paced_from_the_holders_validity_not_the_ttl() {
+    let signer = RolePolicy {
+        lease_ttl: Duration::from_millis(300),
+        renew_interval: Duration::from_millis(100),
+        safety_margin: Duration::from_millis(100),
+        holder_validity: Duration::from_millis(2100),
+        ..policy()
+    };
+    // The last committed renew left at 1000 ms: valid until 3100 ms.
+    let held = active(5, 3_100);
+    for (now, due) in [(1_099, false), (1_100, true), (1_250, true)] {
+        let d = decide(&held, &obs(now).lease(held_by_a(5)), &signer);
+        let renews = d.actions.iter().any(|a| matches!(a, Action::Renew { .. }));
+        assert_eq!(renews, due, "at {now} ms");
+    }
+}
+
+fn held_by_a(epoch: u64) -> LeaseView {
+    held("a", epoch)
 }

@@ -178,6 +178,9 @@ pub enum Takeover {
     Transfer { from: Option<MemberId>, epoch: Epoch, forced: bool },
     /// The lease is free and no holder was seen since this member started.
     FreeLease { epoch: Epoch },
+    /// The holder has been silent this long while holding the lease; this member fences it
+    /// with `fence_command` and takes the lease over without waiting for expiry.
+    HolderFenced { holder: MemberId, epoch: Epoch, last_heard_ms: u64 },
 }
 
 impl Why {
@@ -240,7 +243,8 @@ impl Takeover {
     fn drop_times(&mut self) {
         match self {
             Takeover::HolderSilent { last_heard_ms: Some(ms), .. }
-            | Takeover::HolderReleased { last_heard_ms: ms, .. } => *ms = 0,
+            | Takeover::HolderReleased { last_heard_ms: ms, .. }
+            | Takeover::HolderFenced { last_heard_ms: ms, .. } => *ms = 0,
             _ => {}
         }
     }
@@ -435,6 +439,11 @@ impl fmt::Display for Takeover {
                 write!(f, "a forced handover requested by an operator (after epoch {epoch})")
             }
             Takeover::FreeLease { epoch } => write!(f, "the lease is free after epoch {epoch}"),
+            Takeover::HolderFenced { holder, epoch, last_heard_ms } => write!(
+                f,
+                "holder {holder} has been silent for {} while holding epoch {epoch}: fencing it with fence_command and taking the lease over without waiting for expiry",
+                span(*last_heard_ms)
+            ),
         }
     }
 }
@@ -449,6 +458,7 @@ impl Takeover {
             Takeover::Transfer { forced: false, .. } => "planned",
             Takeover::Transfer { forced: true, .. } => "forced",
             Takeover::FreeLease { .. } => "free_lease",
+            Takeover::HolderFenced { .. } => "holder_fenced",
         }
     }
 }

@@ -90,6 +90,9 @@ pub struct StateReport {
     pub height: u64,
     #[serde(flatten)]
     pub state: NodeState,
+    /// Signer mode: the remote signer's connections as this node sees them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<super::privval_node::SignerLink>,
 }
 
 #[derive(Clone)]
@@ -105,6 +108,8 @@ struct Inner {
     activations: Option<Mutex<ActivationLog>>,
     /// Signer mode: the last height a signature was asked for.
     last_requested: std::sync::atomic::AtomicU64,
+    /// Signer mode: the connection to the remote signer, once [`SimNode::serve`] listens.
+    privval: std::sync::OnceLock<super::privval_node::PrivvalRequester>,
 }
 
 impl SimNode {
@@ -121,6 +126,7 @@ impl SimNode {
                 ledger: Mutex::new(ledger),
                 activations,
                 last_requested: std::sync::atomic::AtomicU64::new(0),
+                privval: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -168,7 +174,11 @@ impl SimNode {
     pub fn report(&self) -> StateReport {
         let now = MonoTime::now();
         let s = self.state_lock();
-        StateReport { height: height_of(&s, self.inner.chain.height_at(now)), state: s.clone() }
+        StateReport {
+            height: height_of(&s, self.inner.chain.height_at(now)),
+            state: s.clone(),
+            signer: self.inner.privval.get().map(super::privval_node::PrivvalRequester::link),
+        }
     }
 
     /// Applies stall / behind / catching-up changes.
@@ -268,6 +278,9 @@ impl SimNode {
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let privval = privval.map(super::privval_node::PrivvalRequester::listen);
+        if let Some(requester) = &privval {
+            let _ = self.inner.privval.set(requester.clone());
+        }
         let blocks = tokio::spawn(self.clone().run_blocks(privval, shutdown.clone()));
         let app = axum::Router::new()
             .route("/status", get(status))

@@ -6,19 +6,26 @@
 //!
 //! Blocking, like the signer's side: one accept thread, and requests made from the block loop
 //! through `spawn_blocking`. Only the newest connection is used (a signer that redials replaces
-//! the old one). Every read and write has a timeout. Its SecretConnection key is fixed, so a
+//! the old one). Every read and write has a timeout. What the node sees of its signers —
+//! connections accepted, whether one is held open, when the newest came — is [`SignerLink`],
+//! reported in `GET /sim/state`; a thread per connection notices the signer hanging up without
+//! reading from the connection. Its SecretConnection key is fixed, so a
 //! signer can name its [`node_id`] in `priv_validator_laddr` and have it checked, as with a
 //! real node.
 
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use tendermint_p2p::secret_connection::{SecretConnection, Version};
 use tendermint_proto::google::protobuf::Timestamp;
 use tendermint_proto::v0_38::privval::{Message, SignVoteRequest, message::Sum};
 use tendermint_proto::v0_38::types::{BlockId, PartSetHeader, Vote};
 
+use crate::domain::MonoTime;
 use crate::producer::privval::connection::WholeChunks;
 use crate::producer::privval::frame::{self, FrameError};
 
@@ -42,17 +49,91 @@ fn exchange(client: &mut Client, request: &Message) -> Result<Message, FrameErro
     frame::read_message(client)
 }
 
-/// The newest signer connection, and a signal for whoever waits for one.
+/// The signer connections as the node sees them: `GET /sim/state`'s `signer`, so that a test can
+/// tell from the node's side whether a member holds its connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SignerLink {
+    /// Signer connections accepted so far (handshakes completed).
+    pub accepted: u64,
+    /// Whether the node holds a signer connection that the signer has not closed.
+    pub connected: bool,
+    /// When the newest one was accepted (`CLOCK_BOOTTIME` nanoseconds, comparable across
+    /// processes on this machine).
+    pub accepted_at_mono_ns: Option<u64>,
+}
+
+/// The connection in use: the newest one accepted.
+struct Current {
+    /// Its number among those accepted.
+    number: u64,
+    client: Client,
+    /// A handle to shut the socket down: the hangup watcher holds a copy of it, so dropping
+    /// `client` alone would not close the connection.
+    socket: TcpStream,
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+#[derive(Default)]
+struct Links {
+    current: Option<Current>,
+    accepted: u64,
+    accepted_at: Option<MonoTime>,
+    /// The number of the newest connection the signer hung up.
+    hung_up: Option<u64>,
+}
+
+impl Links {
+    fn view(&self) -> SignerLink {
+        let connected = self.current.as_ref().is_some_and(|c| self.hung_up != Some(c.number));
+        SignerLink { accepted: self.accepted, connected, accepted_at_mono_ns: self.accepted_at.map(MonoTime::as_nanos) }
+    }
+}
+
+/// The signer connections, and a signal for whoever waits for a change.
 #[derive(Default)]
 struct Slot {
-    client: Mutex<Option<Client>>,
-    filled: Condvar,
+    links: Mutex<Links>,
+    changed: Condvar,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Links> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The simulated node's connection to its remote signer.
 #[derive(Clone)]
 pub struct PrivvalRequester {
     slot: Arc<Slot>,
+}
+
+/// `POLLRDHUP` (Linux): the peer shut its side down. nix does not name it.
+const POLLRDHUP: PollFlags = PollFlags::from_bits_retain(0x2000);
+
+/// Marks connection `number` hung up once its signer closes it (or this node shuts it down),
+/// without reading from it: the requests' replies stay where `precommit` reads them.
+fn watch_hangup(slot: Arc<Slot>, number: u64, socket: TcpStream) {
+    let spawned = std::thread::Builder::new().name("privval-hangup".into()).spawn(move || {
+        loop {
+            let mut fds = [PollFd::new(socket.as_fd(), POLLRDHUP)];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                _ => break,
+            }
+        }
+        let mut links = slot.lock();
+        links.hung_up = links.hung_up.max(Some(number));
+        slot.changed.notify_all();
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot watch a signer connection");
+    }
 }
 
 impl PrivvalRequester {
@@ -67,10 +148,17 @@ impl PrivvalRequester {
                 let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
                 let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
                 let _ = stream.set_nodelay(true);
+                let (Ok(socket), Ok(watched)) = (stream.try_clone(), stream.try_clone()) else { continue };
                 match SecretConnection::new(stream, identity.clone(), Version::V0_34) {
                     Ok(conn) => {
-                        *filling.client.lock().unwrap_or_else(|e| e.into_inner()) = Some(WholeChunks::new(conn));
-                        filling.filled.notify_all();
+                        let mut links = filling.lock();
+                        links.accepted += 1;
+                        links.accepted_at = Some(MonoTime::now());
+                        let number = links.accepted;
+                        links.current = Some(Current { number, client: WholeChunks::new(conn), socket });
+                        filling.changed.notify_all();
+                        drop(links);
+                        watch_hangup(Arc::clone(&filling), number, watched);
                     }
                     Err(e) => tracing::warn!(error = %e, "a remote signer's handshake failed"),
                 }
@@ -84,17 +172,31 @@ impl PrivvalRequester {
 
     /// Waits up to `timeout` for a signer to have completed its handshake; whether one has.
     pub fn wait_for_signer(&self, timeout: Duration) -> bool {
-        let client = self.slot.client.lock().unwrap_or_else(|e| e.into_inner());
-        let (client, _) =
-            self.slot.filled.wait_timeout_while(client, timeout, |c| c.is_none()).unwrap_or_else(|e| e.into_inner());
-        client.is_some()
+        self.wait_for(timeout, |link| link.connected).connected
+    }
+
+    /// The signer connections now.
+    pub fn link(&self) -> SignerLink {
+        self.slot.lock().view()
+    }
+
+    /// Waits up to `timeout` until `done` holds for the signer connections; their state then
+    /// (or at the timeout).
+    pub fn wait_for(&self, timeout: Duration, done: impl Fn(&SignerLink) -> bool) -> SignerLink {
+        let links = self.slot.lock();
+        let (links, _) = self
+            .slot
+            .changed
+            .wait_timeout_while(links, timeout, |l| !done(&l.view()))
+            .unwrap_or_else(|e| e.into_inner());
+        links.view()
     }
 
     /// Asks the connected signer for a precommit on `block` at `height`, round 0; the signature,
     /// or `None` (no signer, an error answer, a broken connection — which is then dropped).
     pub fn precommit(&self, chain_id: &str, height: u64, block: [u8; 32], now_unix_ns: i64) -> Option<Vec<u8>> {
-        let mut slot = self.slot.client.lock().unwrap_or_else(|e| e.into_inner());
-        let client = slot.as_mut()?;
+        let mut links = self.slot.lock();
+        let client = &mut links.current.as_mut()?.client;
         let vote = Vote {
             r#type: 2,
             height: i64::try_from(height).ok()?,
@@ -122,7 +224,7 @@ impl PrivvalRequester {
             Ok(_) => None,
             Err(e) => {
                 tracing::debug!(error = %e, "privval connection to the signer lost");
-                *slot = None;
+                links.current = None;
                 None
             }
         }

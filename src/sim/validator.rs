@@ -165,6 +165,7 @@ impl Validator {
                 floor: self.inner.floor,
                 last_signed: v.last_signed,
             },
+            signer: None,
         }
     }
 
@@ -320,7 +321,7 @@ mod tests {
     }
 
     fn sentry(height: u64, catching_up: bool) -> StateReport {
-        StateReport { height, state: NodeState { catching_up, ..NodeState::default() } }
+        StateReport { height, state: NodeState { catching_up, ..NodeState::default() }, signer: None }
     }
 
     fn home_with(dir: &Path, key: Option<&str>, state: Option<&str>) -> PathBuf {

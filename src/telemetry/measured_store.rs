@@ -14,7 +14,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::metrics::Metrics;
-use crate::coord::{BackendStatus, CoordError, Coordinator, Intents, StatusReport, StoreView, Transfer};
+use crate::coord::{
+    BackendStatus, CoordError, Coordinator, Holding, Intents, LeaseGrant, StatusReport, StoreView, Transfer,
+};
 use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberStatus, MonoTime, Watermark};
 
 pub struct MeasuredStore {
@@ -72,6 +74,31 @@ fn follow(m: &Metrics, key: &KeyId, answered: Option<&Watermark>) {
 impl Coordinator for MeasuredStore {
     async fn acquire(&self, member: &MemberId, deadline: Instant) -> Result<Lease, CoordError> {
         self.measure("acquire", self.inner.acquire(member, deadline), nothing).await
+    }
+
+    async fn acquire_with_watermark(
+        &self,
+        member: &MemberId,
+        key: &KeyId,
+        deadline: Instant,
+    ) -> Result<LeaseGrant, CoordError> {
+        let call = self.inner.acquire_with_watermark(member, key, deadline);
+        self.measure("acquire", call, |m, r| follow(m, key, r.as_ref().ok().and_then(|g| g.watermark.as_ref()))).await
+    }
+
+    async fn holding(&self, deadline: Instant) -> Result<Option<Holding>, CoordError> {
+        self.measure("holding", self.inner.holding(deadline), nothing).await
+    }
+
+    async fn take_over(
+        &self,
+        member: &MemberId,
+        key: &KeyId,
+        fenced: &Holding,
+        deadline: Instant,
+    ) -> Result<LeaseGrant, CoordError> {
+        let call = self.inner.take_over(member, key, fenced, deadline);
+        self.measure("take_over", call, |m, r| follow(m, key, r.as_ref().ok().and_then(|g| g.watermark.as_ref()))).await
     }
 
     async fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Lease, CoordError> {

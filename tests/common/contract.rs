@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use failover::coord::{CoordError, Coordinator};
+use failover::coord::{CoordError, Coordinator, Holding};
 use failover::domain::{
     Epoch, Hrs, IMPORT_HEIGHT_CEILING, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, RoleName, Step,
     WatermarkRefusal,
@@ -73,6 +73,116 @@ pub async fn run_all(members: &[Member<'_>]) {
     calls_return_by_their_deadline(members).await;
     racing_acquires_grant_the_lease_exactly_once(members).await;
     racing_reserves_of_one_hrs_grant_it_exactly_once(members).await;
+    a_grant_answers_with_the_watermark_as_of_the_grant(members).await;
+    a_takeover_naming_a_wrong_or_stale_holding_is_refused_and_changes_nothing(members).await;
+    a_fenced_takeover_moves_exactly_the_named_holding(members).await;
+}
+
+/// docs/design.md §4–5: `acquire_with_watermark` is an acquire whose answer also carries the
+/// key's watermark as of the grant — what a read under the new epoch shows — so a takeover is one
+/// store operation. A key never written answers `None`.
+pub async fn a_grant_answers_with_the_watermark_as_of_the_grant(ms: &[Member<'_>]) {
+    let (a, b) = (&ms[0], &ms[1]);
+    let k = key("contract-grant-watermark");
+    free_lease(a).await;
+    let lease = grant(a).await;
+    let base = a.coord.watermark(&k, soon()).await.expect("read").map(|w| w.hrs.height).unwrap_or(0);
+    let reserved =
+        a.coord.reserve(lease.epoch, &k, Hrs::new(base + 3, 1, Step::Prevote), soon()).await.expect("reserve");
+    a.coord.release(&lease, None, soon()).await.expect("release");
+    free_lease(b).await;
+    let granted = loop {
+        match b.coord.acquire_with_watermark(&b.id, &k, soon()).await {
+            Ok(g) => break g,
+            Err(CoordError::LeaseMoved { .. } | CoordError::Unavailable(_)) => {
+                let mut w = b.coord.watch();
+                let _ = tokio::time::timeout(Duration::from_millis(200), w.changed()).await;
+            }
+            Err(e) => panic!("{} was refused a free lease: {e}", b.id),
+        }
+    };
+    assert!(granted.lease.epoch > lease.epoch);
+    assert_eq!(granted.lease.holder, b.id);
+    assert_eq!(granted.watermark.map(|w| w.hrs), Some(reserved.hrs), "the grant carries the last reservation");
+    let read = b.coord.watermark(&k, soon()).await.expect("read").map(|w| w.hrs);
+    assert_eq!(granted.watermark.map(|w| w.hrs), read, "and it is what a read under the new epoch shows");
+    b.coord.release(&granted.lease, None, soon()).await.expect("release");
+    free_lease(a).await;
+    let fresh = a.coord.acquire_with_watermark(&a.id, &key("contract-never-written"), soon()).await;
+    let fresh = fresh.expect("a free lease is granted");
+    assert_eq!(fresh.watermark, None, "a key never written has no watermark, not zero");
+    a.coord.release(&fresh.lease, None, soon()).await.expect("release");
+}
+
+/// docs/design.md §5, fenced takeover: a request that names a holding other than the current one
+/// — an earlier epoch (stale), another holder, another stamp (forged, or looked at before the
+/// holding changed) — is refused as `LeaseMoved` and changes nothing: the holder still holds, renews
+/// and reserves. One line per wrong request.
+pub async fn a_takeover_naming_a_wrong_or_stale_holding_is_refused_and_changes_nothing(ms: &[Member<'_>]) {
+    let (a, b, c) = (&ms[0], &ms[1], &ms[2]);
+    let k = key("contract-takeover-refused");
+    free_lease(a).await;
+    let lease = grant(a).await;
+    let seen = b.coord.holding(soon()).await.expect("read").expect("a holds the lease");
+    assert_eq!((&seen.holder, seen.epoch), (&a.id, lease.epoch));
+    let wrong: [(&str, Holding); 4] = [
+        ("an earlier epoch", Holding { epoch: Epoch::new(lease.epoch.get() - 1), ..seen.clone() }),
+        ("a later epoch", Holding { epoch: lease.epoch.next(), ..seen.clone() }),
+        ("another holder", Holding { holder: c.id.clone(), ..seen.clone() }),
+        ("another stamp", Holding { stamp: seen.stamp.wrapping_add(1), ..seen.clone() }),
+    ];
+    for (what, holding) in &wrong {
+        match b.coord.take_over(&b.id, &k, holding, soon()).await {
+            Err(CoordError::LeaseMoved { .. }) => {}
+            other => panic!("a takeover naming {what} was not refused as moved: {other:?}"),
+        }
+        for m in ms {
+            let view = m.coord.lease(soon()).await.expect("read");
+            assert_eq!(
+                view,
+                LeaseView::Held { holder: a.id.clone(), epoch: lease.epoch },
+                "after {what}, seen by {}",
+                m.id
+            );
+        }
+    }
+    let renewed = a.coord.renew(&lease, soon()).await.expect("the holder still renews");
+    a.coord.reserve(lease.epoch, &k, Hrs::new(1, 0, Step::Propose), soon()).await.expect("and reserves");
+    a.coord.release(&renewed, None, soon()).await.expect("release");
+}
+
+/// docs/design.md §5, fenced takeover: with the holding exactly as `holding` showed it, the
+/// store moves the lease to the caller at a new epoch, answers with the watermark as of the
+/// grant, and the fenced holder's writes are refused from then on.
+pub async fn a_fenced_takeover_moves_exactly_the_named_holding(ms: &[Member<'_>]) {
+    let (a, b) = (&ms[0], &ms[1]);
+    let k = key("contract-takeover");
+    free_lease(a).await;
+    let old = grant(a).await;
+    let base = a.coord.watermark(&k, soon()).await.expect("read").map(|w| w.hrs.height).unwrap_or(0);
+    let reserved =
+        a.coord.reserve(old.epoch, &k, Hrs::new(base + 2, 0, Step::Precommit), soon()).await.expect("reserve");
+    // b looks at the holding as the daemon does before it runs fence_command.
+    let fenced = b.coord.holding(soon()).await.expect("read").expect("a holds the lease");
+    assert_eq!((&fenced.holder, fenced.epoch), (&a.id, old.epoch), "a linearizable read shows a's grant");
+    let new = b.coord.take_over(&b.id, &k, &fenced, soon()).await.expect("the exact holding is taken over");
+    assert!(new.lease.epoch > old.epoch, "a takeover is a grant at a new epoch");
+    assert_eq!(new.lease.holder, b.id);
+    assert_eq!(new.watermark.map(|w| w.hrs), Some(reserved.hrs), "with the watermark as of the grant");
+    for m in ms {
+        let view = m.coord.lease(soon()).await.expect("read");
+        assert_eq!(view, LeaseView::Held { holder: b.id.clone(), epoch: new.lease.epoch }, "seen by {}", m.id);
+    }
+    assert!(matches!(a.coord.renew(&old, soon()).await, Err(CoordError::NotHolder { .. })));
+    assert!(matches!(
+        a.coord.reserve(old.epoch, &k, Hrs::new(base + 3, 0, Step::Propose), soon()).await,
+        Err(CoordError::NotHolder { .. })
+    ));
+    match b.coord.take_over(&b.id, &k, &fenced, soon()).await {
+        Err(CoordError::LeaseMoved { .. }) => {}
+        other => panic!("a second takeover of the same holding was not refused: {other:?}"),
+    }
+    b.coord.release(&new.lease, None, soon()).await.expect("release");
 }
 
 /// Calls fired at once in each race (Lighthouse's parallel slashing-protection tests).

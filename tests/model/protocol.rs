@@ -87,6 +87,7 @@ impl Protocol {
     /// a window it trusts.
     fn signable(&self, member: &Member) -> std::ops::RangeInclusive<u8> {
         let Some((_, floor)) = member.active() else {
+            // Nothing: an inactive member signs no height.
             return std::ops::RangeInclusive::new(1, 0);
         };
         let top = match self.variant {
@@ -217,7 +218,7 @@ impl Model for Protocol {
             }
             Action::Deliver(msg) => {
                 next.take(&msg);
-                if msg.is_request() {
+                if msg.is_for_store() {
                     let (store, reply) = store::apply(&last.store, msg, self.variant.store());
                     next.store = store;
                     if let Some(reply) = reply {

@@ -61,7 +61,7 @@ pub enum Msg {
 }
 
 impl Msg {
-    pub fn is_request(self) -> bool {
+    pub fn is_for_store(&self) -> bool {
         matches!(self, Msg::ReserveWindow { .. } | Msg::Release { .. })
     }
 }

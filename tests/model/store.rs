@@ -78,9 +78,9 @@ fn run(store: &Store, command: &Command) -> (Store, Option<Reply>) {
 
 /// A member's Acquire is applied: the reply to send, if the lease was granted.
 pub fn acquire(store: &Store, member: M) -> (Store, Option<Msg>) {
-    let (next, answer) = run(store, &Command::Acquire { member: member_id(member), seen_epoch: None });
+    let (next, answer) = run(store, &Command::Acquire { member: member_id(member), seen_epoch: None, ttl_ms: None });
     let reply = answer.map(|answer| match answer {
-        Reply::Granted { epoch: e } => Msg::Granted { member, epoch: small(e) },
+        Reply::Granted { epoch: e, .. } => Msg::Granted { member, epoch: small(e) },
         other => panic!("the store answered Acquire with {other:?}"),
     });
     (next, reply)
@@ -126,5 +126,5 @@ pub fn apply(store: &Store, request: Msg, variant: StoreVariant) -> (Store, Opti
 
 /// The raft leader proposes `Expire` for the current epoch: in the model, at any moment.
 pub fn expire(store: &Store) -> Store {
-    run(store, &Command::Expire { epoch: epoch(store.epoch) }).0
+    run(store, &Command::Expire { epoch: epoch(store.epoch), refreshes: None }).0
 }

@@ -128,6 +128,13 @@ const DURATION_LIMITS: &[Limit<Duration>] = &[
         values: |c| vec![c.failover.fence_command_timeout],
     },
     Limit {
+        key: "failover.fence_takeover_after",
+        min: Duration::ZERO,
+        max: seconds(10 * 60),
+        why: "past the lease's own expiry a fenced takeover gains nothing",
+        values: |c| c.failover.fence_takeover_after.into_iter().collect(),
+    },
+    Limit {
         key: "webhooks[i].timeout",
         min: Duration::ZERO,
         max: seconds(60),
@@ -294,16 +301,6 @@ const TEXT_LIMITS: &[(Measure, Limit<usize>)] = &[
     (
         Measure::Bytes,
         Limit {
-            key: "producer.priv_validator_laddr",
-            min: 0,
-            max: MAX_LADDR_BYTES,
-            why: "a tcp://host:port or unix:///path address",
-            values: |c| section(c).iter().filter_map(|p| p.priv_validator_laddr.as_ref()).map(String::len).collect(),
-        },
-    ),
-    (
-        Measure::Bytes,
-        Limit {
             key: "coordinator.consul.address",
             min: 0,
             max: MAX_URL_BYTES,
@@ -353,7 +350,8 @@ const TEXT_LIMITS: &[(Measure, Limit<usize>)] = &[
     ),
 ];
 
-/// Longest `priv_validator_laddr`; a longer one is not parsed (nor quoted) at all.
+/// Longest entry of `priv_validator_laddr`; a longer one is not parsed (nor quoted) at all. Checked
+/// with the setting's other rules, which name the entry of a list.
 pub(super) const MAX_LADDR_BYTES: usize = 512;
 const MAX_URL_BYTES: usize = 2048;
 const URL_WHY: &str = "longer URLs are refused by many servers and proxies";

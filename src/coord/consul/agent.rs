@@ -64,6 +64,12 @@ pub enum TxnOp {
     CheckSession { key: String, session: String },
     /// Sets `key` only if its ModifyIndex is `index` (0: only if it does not exist).
     Cas { key: String, value: Vec<u8>, index: u64 },
+    /// Fails the transaction unless `key`'s ModifyIndex is `index`.
+    CheckIndex { key: String, index: u64 },
+    /// Releases `session`'s lock on `key`, setting `value`; fails unless `session` holds it.
+    Unlock { key: String, value: Vec<u8>, session: String },
+    /// Locks `key` for `session`, setting `value`; fails if another session holds it.
+    Lock { key: String, value: Vec<u8>, session: String },
 }
 
 /// An answer read whole (within [`ANSWER_LIMIT`]).
@@ -317,6 +323,15 @@ impl Agent {
                 }
                 TxnOp::Cas { key, value, index } => {
                     json!({"KV": {"Verb": "cas", "Key": key, "Value": base64_encode(value), "Index": index}})
+                }
+                TxnOp::CheckIndex { key, index } => {
+                    json!({"KV": {"Verb": "check-index", "Key": key, "Index": index}})
+                }
+                TxnOp::Unlock { key, value, session } => {
+                    json!({"KV": {"Verb": "unlock", "Key": key, "Value": base64_encode(value), "Session": session}})
+                }
+                TxnOp::Lock { key, value, session } => {
+                    json!({"KV": {"Verb": "lock", "Key": key, "Value": base64_encode(value), "Session": session}})
                 }
             })
             .collect();

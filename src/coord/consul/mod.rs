@@ -65,7 +65,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::agent::{Agent, AgentError, KvEntry, TxnOp};
-use super::{BackendStatus, CoordError, Coordinator, Intents, StatusReport, StoreView, Transfer, plan_import};
+use super::{
+    BackendStatus, CoordError, Coordinator, Holding, Intents, LeaseGrant, StatusReport, StoreView, Transfer,
+    plan_import,
+};
 use crate::config::{Config, MemberConfig};
 use crate::domain::{
     Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, Watermark, WatermarkRefusal,
@@ -362,18 +365,125 @@ impl ConsulCoordinator {
     }
 
     /// Rewrites every watermark with the new holder's epoch (values unchanged), so that a write
-    /// the previous holder still has in flight fails its check-and-set.
-    async fn bump_watermark_epochs(&self, epoch: Epoch, session: &str) -> Result<(), CoordError> {
+    /// the previous holder still has in flight fails its check-and-set. Returns the watermarks as
+    /// rewritten: each was current when its check-and-set succeeded under the new holder's lock,
+    /// after which no earlier holder's write can land, so they are the watermarks as of the grant.
+    async fn bump_watermark_epochs(
+        &self,
+        epoch: Epoch,
+        session: &str,
+    ) -> Result<HashMap<KeyId, Watermark>, CoordError> {
         let entries = self.agent.read(&self.key("watermarks/"), true).await.map_err(unavailable)?.unwrap_or_default();
+        let mut bumped = HashMap::new();
         for entry in entries {
             let Some(name) = entry.key.rsplit('/').next() else { continue };
             let Ok(key) = KeyId::new(name) else { continue };
-            self.update_watermark(&key, Some(session), |w| {
-                Ok((w.epoch < epoch).then_some(Watermark { hrs: w.hrs, epoch }))
-            })
-            .await?;
+            let w = self
+                .update_watermark(&key, Some(session), |w| {
+                    Ok((w.epoch < epoch).then_some(Watermark { hrs: w.hrs, epoch }))
+                })
+                .await?;
+            bumped.insert(key, w);
         }
-        Ok(())
+        Ok(bumped)
+    }
+
+    /// What follows the lock's grant, by an acquire or a takeover: the epoch claimed once, every
+    /// watermark bumped to it, the transfer cleared.
+    async fn complete_grant(
+        &self,
+        session: &str,
+        sent: MonoTime,
+        key: Option<&KeyId>,
+    ) -> Result<LeaseGrant, CoordError> {
+        let (view, entry) = self.read_lease().await?;
+        if entry.as_ref().and_then(|e| e.session.as_deref()) != Some(session) {
+            return Err(match view {
+                LeaseView::Held { holder, epoch } => CoordError::LeaseHeld { holder, epoch },
+                // Taken and at once freed again (this member's session ended in between): the
+                // lease moved past what this acquire saw, as raft's refusal of a stale one.
+                LeaseView::Free { epoch } => CoordError::LeaseMoved { epoch },
+            });
+        }
+        let epoch = view.epoch();
+        // Consul's lock is re-entrant: another acquire by this member, racing this one, took
+        // the same lock with the same session and LockIndex. Only the first to claim the
+        // epoch is granted it; the lease is held for the others.
+        if !self.claim(epoch) {
+            return Err(CoordError::LeaseHeld { holder: self.me.clone(), epoch });
+        }
+        let watermarks = self.bump_watermark_epochs(epoch, session).await?;
+        self.update_intents(|i| i.transfer = None).await?;
+        let lease = Lease { holder: self.me.clone(), epoch, ttl: self.check_ttl, valid_until: self.lease_until(sent) };
+        Ok(LeaseGrant { lease, watermark: key.and_then(|k| watermarks.get(k).copied()) })
+    }
+
+    async fn grant(&self, member: &MemberId, key: Option<&KeyId>, deadline: Instant) -> Result<LeaseGrant, CoordError> {
+        if member != &self.me {
+            return Err(CoordError::Invalid(format!("this member is {}, not {member}", self.me)));
+        }
+        let session = self.session().await?;
+        let (view, _) = self.read_lease().await?;
+        if let LeaseView::Held { holder, epoch } = view {
+            return Err(CoordError::LeaseHeld { holder, epoch });
+        }
+        let sent = loop {
+            let sent = MonoTime::now();
+            self.pass_check().await.map_err(unavailable)?;
+            let value = LeaderValue { holder: self.me.clone() };
+            if self.agent.acquire(&self.leader_key(), &value, &session).await.map_err(unavailable)? {
+                break sent;
+            }
+            // Refused while free: Consul's lock-delay after the last holder's session ended
+            // still runs (it lasts at least check_ttl, see the module doc). Ask again within
+            // this call's deadline rather than fail at once.
+            if let (LeaseView::Held { holder, epoch }, _) = self.read_lease().await? {
+                return Err(CoordError::LeaseHeld { holder, epoch });
+            }
+            if Instant::now() + LOCK_DELAY_POLL >= deadline {
+                return Err(CoordError::Unavailable(format!(
+                    "Consul's lock-delay ({}) after the previous holder's session ended is still running; the lease \
+                     can be taken once it has passed",
+                    crate::config::duration_text::format(self.lock_delay)
+                )));
+            }
+            tokio::time::sleep(LOCK_DELAY_POLL).await;
+        };
+        self.complete_grant(&session, sent, key).await
+    }
+
+    /// A fenced takeover as one transaction on the leader key: unchanged since the caller looked
+    /// (its ModifyIndex is the stamp, and it is still locked at the named LockIndex by the named
+    /// holder), the holder's lock released and this member's taken. An unlock sets no lock-delay
+    /// (only an invalidated session does), and the LockIndex moves on with the new lock.
+    async fn take_over_lock(&self, member: &MemberId, key: &KeyId, fenced: &Holding) -> Result<LeaseGrant, CoordError> {
+        if member != &self.me {
+            return Err(CoordError::Invalid(format!("this member is {}, not {member}", self.me)));
+        }
+        let session = self.session().await?;
+        let (view, entry) = self.read_lease().await?;
+        let moved = || CoordError::LeaseMoved { epoch: view.epoch() };
+        let Some(entry) = entry else { return Err(moved()) };
+        let (Some(holder_session), LeaseView::Held { holder, epoch }) = (entry.session.clone(), &view) else {
+            return Err(moved());
+        };
+        if (holder, *epoch, entry.modify_index) != (&fenced.holder, fenced.epoch, fenced.stamp) || holder == &self.me {
+            return Err(moved());
+        }
+        let sent = MonoTime::now();
+        self.pass_check().await.map_err(unavailable)?;
+        let value = serde_json::to_vec(&LeaderValue { holder: self.me.clone() })
+            .map_err(|e| CoordError::Invalid(e.to_string()))?;
+        let leader = self.leader_key();
+        let ops = [
+            TxnOp::CheckIndex { key: leader.clone(), index: entry.modify_index },
+            TxnOp::Unlock { key: leader.clone(), value: entry.value.clone(), session: holder_session },
+            TxnOp::Lock { key: leader, value, session: session.clone() },
+        ];
+        if !self.agent.txn(&ops).await.map_err(unavailable)? {
+            return Err(CoordError::LeaseMoved { epoch: self.read_lease().await?.0.epoch() });
+        }
+        self.complete_grant(&session, sent, Some(key)).await
     }
 
     async fn update_intents(&self, change: impl Fn(&mut IntentsValue)) -> Result<IntentsValue, CoordError> {
@@ -465,58 +575,37 @@ fn apply_watch(view: &watch::Sender<StoreView>, which: &str, entry: Option<&KvEn
 #[async_trait]
 impl Coordinator for ConsulCoordinator {
     async fn acquire(&self, member: &MemberId, deadline: Instant) -> Result<Lease, CoordError> {
-        bounded("acquire", deadline, async {
-            if member != &self.me {
-                return Err(CoordError::Invalid(format!("this member is {}, not {member}", self.me)));
-            }
-            let session = self.session().await?;
-            let (view, _) = self.read_lease().await?;
-            if let LeaseView::Held { holder, epoch } = view {
-                return Err(CoordError::LeaseHeld { holder, epoch });
-            }
-            let sent = loop {
-                let sent = MonoTime::now();
-                self.pass_check().await.map_err(unavailable)?;
-                let value = LeaderValue { holder: self.me.clone() };
-                if self.agent.acquire(&self.leader_key(), &value, &session).await.map_err(unavailable)? {
-                    break sent;
-                }
-                // Refused while free: Consul's lock-delay after the last holder's session ended
-                // still runs (it lasts at least check_ttl, see the module doc). Ask again within
-                // this call's deadline rather than fail at once.
-                if let (LeaseView::Held { holder, epoch }, _) = self.read_lease().await? {
-                    return Err(CoordError::LeaseHeld { holder, epoch });
-                }
-                if Instant::now() + LOCK_DELAY_POLL >= deadline {
-                    return Err(CoordError::Unavailable(format!(
-                        "Consul's lock-delay ({}) after the previous holder's session ended is still running; the lease \
-                         can be taken once it has passed",
-                        crate::config::duration_text::format(self.lock_delay)
-                    )));
-                }
-                tokio::time::sleep(LOCK_DELAY_POLL).await;
-            };
+        Ok(bounded("acquire", deadline, self.grant(member, None, deadline)).await?.lease)
+    }
+
+    async fn acquire_with_watermark(
+        &self,
+        member: &MemberId,
+        key: &KeyId,
+        deadline: Instant,
+    ) -> Result<LeaseGrant, CoordError> {
+        bounded("acquire", deadline, self.grant(member, Some(key), deadline)).await
+    }
+
+    async fn holding(&self, deadline: Instant) -> Result<Option<Holding>, CoordError> {
+        bounded("holding", deadline, async {
             let (view, entry) = self.read_lease().await?;
-            if entry.as_ref().and_then(|e| e.session.as_deref()) != Some(session.as_str()) {
-                return Err(match view {
-                    LeaseView::Held { holder, epoch } => CoordError::LeaseHeld { holder, epoch },
-                    // Taken and at once freed again (this member's session ended in between): the
-                    // lease moved past what this acquire saw, as raft's refusal of a stale one.
-                    LeaseView::Free { epoch } => CoordError::LeaseMoved { epoch },
-                });
-            }
-            let epoch = view.epoch();
-            // Consul's lock is re-entrant: another acquire by this member, racing this one, took
-            // the same lock with the same session and LockIndex. Only the first to claim the
-            // epoch is granted it; the lease is held for the others.
-            if !self.claim(epoch) {
-                return Err(CoordError::LeaseHeld { holder: self.me.clone(), epoch });
-            }
-            self.bump_watermark_epochs(epoch, &session).await?;
-            self.update_intents(|i| i.transfer = None).await?;
-            Ok(Lease { holder: self.me.clone(), epoch, ttl: self.check_ttl, valid_until: self.lease_until(sent) })
+            Ok(match (view, entry) {
+                (LeaseView::Held { holder, epoch }, Some(e)) => Some(Holding { holder, epoch, stamp: e.modify_index }),
+                _ => None,
+            })
         })
         .await
+    }
+
+    async fn take_over(
+        &self,
+        member: &MemberId,
+        key: &KeyId,
+        fenced: &Holding,
+        deadline: Instant,
+    ) -> Result<LeaseGrant, CoordError> {
+        bounded("take_over", deadline, self.take_over_lock(member, key, fenced)).await
     }
 
     async fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Lease, CoordError> {

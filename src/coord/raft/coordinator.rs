@@ -24,7 +24,8 @@ use super::storage::{Opened, RaftLog, StoreError};
 use super::transport::{LinkFilter, PeerSenders, PeerService, PeerTarget, StatusBoard, TransportError};
 use crate::config::{Config, MemberConfig};
 use crate::coord::{
-    BackendStatus, CoordError, Coordinator, Intents, RaftStatus, StatusReport, StoreView, Transfer, plan_import,
+    BackendStatus, CoordError, Coordinator, Holding, Intents, LeaseGrant, RaftStatus, StatusReport, StoreView,
+    Transfer, plan_import,
 };
 use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, Watermark};
 use crate::proto::v1::peer_server::PeerServer;
@@ -89,7 +90,10 @@ pub struct RaftCoordinator {
     filter: LinkFilter,
     ids: BTreeMap<MemberId, u64>,
     lease_ttl: Duration,
-    safety_margin: Duration,
+    /// How long this member's lease is valid for it after the send of a renew that commits
+    /// ([`Config::holder_horizon`]): below the TTL it declares in key-holding mode; in signer
+    /// mode possibly above it, since no double sign rests on it there.
+    holder_validity: Duration,
     shutdown: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     refusals: PeerRefusals,
@@ -188,7 +192,7 @@ impl RaftCoordinator {
             filter,
             ids,
             lease_ttl: c.lease_ttl,
-            safety_margin: c.safety_margin,
+            holder_validity: config.holder_horizon(),
             shutdown,
             tasks: Mutex::new(vec![server_task, node_task]),
             refusals,
@@ -300,12 +304,44 @@ impl RaftCoordinator {
         }
     }
 
+    /// The TTL this member declares with each grant and renew: the leader expires its lease
+    /// this long after it applied the last one, whatever the leader's own config says.
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn grant(&self, member: &MemberId, key: Option<&KeyId>, deadline: Instant) -> Result<LeaseGrant, CoordError> {
+        let sent = MonoTime::now();
+        // The epoch this member's applied state shows: a stale view only makes the acquire fail
+        // (the loop tries again); a late copy of this proposal can never grant a later lease.
+        let seen_epoch = Some(self.watch().borrow().lease.epoch());
+        let cmd = Command::Acquire { member: member.clone(), seen_epoch, ttl_ms: Some(self.ttl_ms()) };
+        let reply = self.call(cmd, deadline, "acquire").await?;
+        self.granted(member, key, sent, reply)
+    }
+
+    fn granted(
+        &self,
+        member: &MemberId,
+        key: Option<&KeyId>,
+        sent: MonoTime,
+        reply: Reply,
+    ) -> Result<LeaseGrant, CoordError> {
+        match reply {
+            Reply::Granted { epoch, watermarks } => Ok(LeaseGrant {
+                lease: self.lease_from(member, epoch, sent),
+                watermark: key.and_then(|k| watermarks.get(k).copied()),
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
     fn lease_from(&self, member: &MemberId, epoch: Epoch, sent: MonoTime) -> Lease {
         Lease {
             holder: member.clone(),
             epoch,
             ttl: self.lease_ttl,
-            valid_until: sent.saturating_add(self.lease_ttl).saturating_sub(self.safety_margin),
+            valid_until: sent.saturating_add(self.holder_validity),
         }
     }
 }
@@ -371,19 +407,46 @@ fn watermark_of(reply: Reply) -> Result<Watermark, CoordError> {
 #[async_trait]
 impl Coordinator for RaftCoordinator {
     async fn acquire(&self, member: &MemberId, deadline: Instant) -> Result<Lease, CoordError> {
+        Ok(self.grant(member, None, deadline).await?.lease)
+    }
+
+    async fn acquire_with_watermark(
+        &self,
+        member: &MemberId,
+        key: &KeyId,
+        deadline: Instant,
+    ) -> Result<LeaseGrant, CoordError> {
+        self.grant(member, Some(key), deadline).await
+    }
+
+    async fn holding(&self, deadline: Instant) -> Result<Option<Holding>, CoordError> {
+        let state = self.read(deadline, "holding").await?;
+        Ok(state.holder.map(|holder| Holding { holder, epoch: state.epoch, stamp: state.refreshes }))
+    }
+
+    async fn take_over(
+        &self,
+        member: &MemberId,
+        key: &KeyId,
+        fenced: &Holding,
+        deadline: Instant,
+    ) -> Result<LeaseGrant, CoordError> {
         let sent = MonoTime::now();
-        // The epoch this member's applied state shows: a stale view only makes the acquire fail
-        // (the loop tries again); a late copy of this proposal can never grant a later lease.
-        let seen_epoch = Some(self.watch().borrow().lease.epoch());
-        match self.call(Command::Acquire { member: member.clone(), seen_epoch }, deadline, "acquire").await? {
-            Reply::Granted { epoch } => Ok(self.lease_from(member, epoch, sent)),
-            other => Err(unexpected(other)),
-        }
+        let cmd = Command::TakeOver {
+            member: member.clone(),
+            holder: fenced.holder.clone(),
+            epoch: fenced.epoch,
+            refreshes: fenced.stamp,
+            ttl_ms: Some(self.ttl_ms()),
+        };
+        let reply = self.call(cmd, deadline, "take_over").await?;
+        self.granted(member, Some(key), sent, reply)
     }
 
     async fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Lease, CoordError> {
         let sent = MonoTime::now();
-        self.call(Command::Renew { member: lease.holder.clone(), epoch: lease.epoch }, deadline, "renew").await?;
+        let cmd = Command::Renew { member: lease.holder.clone(), epoch: lease.epoch, ttl_ms: Some(self.ttl_ms()) };
+        self.call(cmd, deadline, "renew").await?;
         Ok(self.lease_from(&lease.holder, lease.epoch, sent))
     }
 

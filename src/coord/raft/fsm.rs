@@ -4,7 +4,13 @@
 //!
 //! `apply` is deterministic: no clock, no randomness, no I/O, so every member that applies the
 //! same log reaches the same state. Expiry is a command (`Expire`) that the raft leader proposes
-//! from its own monotonic timer; the state machine never decides that time has passed.
+//! from its own monotonic timer; the state machine never decides that time has passed. It only
+//! records what that timer needs: the TTL the holder declared with its last grant or renew, and a
+//! count of refreshes, so that an `Expire` decided before a renew committed changes nothing.
+//!
+//! A fenced takeover (`TakeOver`) moves the lease past a holding its caller fenced, without
+//! waiting for expiry: it is granted only while that holding is still the current one and has not
+//! been refreshed since the caller looked (docs/design.md §5, `fence_takeover_after`).
 
 use std::collections::BTreeMap;
 
@@ -24,19 +30,42 @@ pub enum Command {
         /// granting a lease nobody asked for now.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         seen_epoch: Option<Epoch>,
+        /// The lease TTL the holder runs with, in ms: the leader expires the lease this long
+        /// after it applied the holder's last refresh. Absent (entries of earlier versions): the
+        /// leader's own `lease_ttl + safety_margin`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
     },
     Renew {
         member: MemberId,
         epoch: Epoch,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
     },
     Release {
         member: MemberId,
         epoch: Epoch,
         final_watermark: Option<(KeyId, Hrs)>,
     },
-    /// Proposed by the raft leader once TTL + margin passed on its clock without a renew.
+    /// Proposed by the raft leader once the TTL passed on its clock without a renew.
     Expire {
         epoch: Epoch,
+        /// The refresh count the leader's timer ran from: a renew committed before this entry
+        /// (after the timer fired) makes it a no-op. Absent (earlier versions): unconditional.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refreshes: Option<u64>,
+    },
+    /// A fenced takeover: `member` ran the `fence_command` against `holder`, which held the
+    /// lease at `epoch` with `refreshes` refreshes when `member` looked, and it succeeded.
+    /// Granted (at the next epoch) only while exactly that holding is current and unrefreshed, so
+    /// a stale request (the lease moved on, or the holder renewed since) changes nothing.
+    TakeOver {
+        member: MemberId,
+        holder: MemberId,
+        epoch: Epoch,
+        refreshes: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
     },
     Reserve {
         epoch: Epoch,
@@ -79,15 +108,24 @@ pub enum Command {
 impl Command {
     /// Whether applying it renews the lease timer of `epoch` on the leader.
     pub fn refreshes(&self, epoch: Epoch) -> bool {
-        matches!(self, Command::Acquire { .. }) || matches!(self, Command::Renew { epoch: e, .. } if *e == epoch)
+        matches!(self, Command::Acquire { .. } | Command::TakeOver { .. })
+            || matches!(self, Command::Renew { epoch: e, .. } if *e == epoch)
     }
 }
+
+/// The longest TTL a holder may declare (the config's own maximum of `lease_ttl`): a larger one
+/// is taken as this, so no command can keep a lease from expiring for longer.
+pub const MAX_DECLARED_TTL_MS: u64 = 5 * 60 * 1000;
 
 /// What an applied command answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
+    /// A grant, with the watermarks as of it: the same entry, so a read of them is linearizable
+    /// with the grant (every reservation committed before it is in them, every later one of an
+    /// earlier epoch is refused). The promotion guard's floor needs nothing else from the store.
     Granted {
         epoch: Epoch,
+        watermarks: BTreeMap<KeyId, Watermark>,
     },
     Done,
     Watermark(Watermark),
@@ -106,6 +144,13 @@ pub struct FsmState {
     pub watermarks: BTreeMap<KeyId, Watermark>,
     pub paused: bool,
     pub transfer: Option<Transfer>,
+    /// The TTL the current holder declared with its last grant or renew (ms), for the leader's
+    /// expiry timer; `None` when it declared none (earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ttl_ms: Option<u64>,
+    /// Grants and renews applied so far: what an `Expire` or a `TakeOver` is conditioned on.
+    #[serde(default)]
+    pub refreshes: u64,
 }
 
 impl FsmState {
@@ -123,20 +168,13 @@ impl FsmState {
     /// Applies one command. Refusals leave the state unchanged.
     pub fn apply(&mut self, cmd: &Command) -> Result<Reply, CoordError> {
         match cmd {
-            Command::Acquire { member, seen_epoch } => {
-                if let Some(holder) = &self.holder {
-                    return Err(CoordError::LeaseHeld { holder: holder.clone(), epoch: self.epoch });
-                }
-                if seen_epoch.is_some_and(|seen| seen != self.epoch) {
-                    return Err(CoordError::LeaseMoved { epoch: self.epoch });
-                }
-                self.epoch = self.epoch.next();
-                self.holder = Some(member.clone());
-                self.transfer = None;
-                Ok(Reply::Granted { epoch: self.epoch })
+            Command::Acquire { member, seen_epoch, ttl_ms } => self.acquire(member, *seen_epoch, *ttl_ms),
+            Command::TakeOver { member, holder, epoch, refreshes, ttl_ms } => {
+                self.take_over(member, holder, *epoch, *refreshes, *ttl_ms)
             }
-            Command::Renew { member, epoch } => {
+            Command::Renew { member, epoch, ttl_ms } => {
                 self.check_holder(member, *epoch)?;
+                self.refreshed(*ttl_ms);
                 Ok(Reply::Done)
             }
             Command::Release { member, epoch, final_watermark } => {
@@ -147,11 +185,14 @@ impl FsmState {
                     self.watermarks.insert(key.clone(), raised);
                 }
                 self.holder = None;
+                self.lease_ttl_ms = None;
                 Ok(Reply::Done)
             }
-            Command::Expire { epoch } => {
-                if self.holder.is_some() && self.epoch == *epoch {
+            Command::Expire { epoch, refreshes } => {
+                let unrefreshed = refreshes.is_none_or(|n| n == self.refreshes);
+                if self.holder.is_some() && self.epoch == *epoch && unrefreshed {
                     self.holder = None;
+                    self.lease_ttl_ms = None;
                 }
                 Ok(Reply::Done)
             }
@@ -204,6 +245,54 @@ impl FsmState {
         }
     }
 
+    fn acquire(
+        &mut self,
+        member: &MemberId,
+        seen_epoch: Option<Epoch>,
+        ttl_ms: Option<u64>,
+    ) -> Result<Reply, CoordError> {
+        if let Some(holder) = &self.holder {
+            return Err(CoordError::LeaseHeld { holder: holder.clone(), epoch: self.epoch });
+        }
+        if seen_epoch.is_some_and(|seen| seen != self.epoch) {
+            return Err(CoordError::LeaseMoved { epoch: self.epoch });
+        }
+        Ok(self.grant(member, ttl_ms))
+    }
+
+    /// A fenced takeover: granted only while `holder` holds `epoch` with exactly `refreshes`
+    /// grants and renews counted; anything else is refused and changes nothing.
+    fn take_over(
+        &mut self,
+        member: &MemberId,
+        holder: &MemberId,
+        epoch: Epoch,
+        refreshes: u64,
+        ttl_ms: Option<u64>,
+    ) -> Result<Reply, CoordError> {
+        if (self.holder.as_ref(), self.epoch, self.refreshes) != (Some(holder), epoch, refreshes) {
+            return Err(CoordError::LeaseMoved { epoch: self.epoch });
+        }
+        if member == holder {
+            return Err(CoordError::Invalid(format!("{member} cannot take the lease over from itself")));
+        }
+        Ok(self.grant(member, ttl_ms))
+    }
+
+    /// Grants the lease to `member` at the next epoch.
+    fn grant(&mut self, member: &MemberId, ttl_ms: Option<u64>) -> Reply {
+        self.epoch = self.epoch.next();
+        self.holder = Some(member.clone());
+        self.transfer = None;
+        self.refreshed(ttl_ms);
+        Reply::Granted { epoch: self.epoch, watermarks: self.watermarks.clone() }
+    }
+
+    fn refreshed(&mut self, ttl_ms: Option<u64>) {
+        self.refreshes = self.refreshes.wrapping_add(1);
+        self.lease_ttl_ms = ttl_ms.map(|t| t.min(MAX_DECLARED_TTL_MS));
+    }
+
     fn watermark_or_zero(&self, key: &KeyId) -> Watermark {
         self.watermarks.get(key).copied().unwrap_or(Watermark::ZERO)
     }
@@ -242,41 +331,129 @@ mod tests {
     fn e(n: u64) -> Epoch {
         Epoch::new(n)
     }
+    fn granted(epoch: Epoch) -> Reply {
+        Reply::Granted { epoch, watermarks: BTreeMap::new() }
+    }
+    fn take_over(member: &str, holder: &str, epoch: u64, refreshes: u64) -> Command {
+        Command::TakeOver { member: m(member), holder: m(holder), epoch: e(epoch), refreshes, ttl_ms: Some(3000) }
+    }
+
+    #[test]
+    fn a_grant_answers_with_the_watermarks_as_of_the_grant() {
+        let mut s = FsmState::default();
+        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: None }).expect("grant");
+        s.apply(&Command::Reserve { epoch: e(1), key: k(), hrs: Hrs::new(7, 0, Step::Precommit) }).expect("reserve");
+        s.apply(&Command::Expire { epoch: e(1), refreshes: None }).expect("expire");
+        let r = s.apply(&Command::Acquire { member: m("b"), seen_epoch: None, ttl_ms: None }).expect("grant");
+        let want = Watermark { hrs: Hrs::new(7, 0, Step::Precommit), epoch: e(1) };
+        assert_eq!(r, Reply::Granted { epoch: e(2), watermarks: BTreeMap::from([(k(), want)]) });
+    }
+
+    /// docs/design.md §4: the leader's timer may fire while a renew is on its way; the `Expire`
+    /// it proposed carries the refresh count the timer ran from, and a renew committed first
+    /// makes it a no-op, so a briefly slow leader does not take the lease from a live holder.
+    #[test]
+    fn an_expire_decided_before_a_renew_committed_changes_nothing() {
+        let mut s = FsmState::default();
+        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: Some(300) }).expect("grant");
+        let timer_fired_at = s.refreshes;
+        s.apply(&Command::Renew { member: m("a"), epoch: e(1), ttl_ms: Some(300) }).expect("renew");
+        s.apply(&Command::Expire { epoch: e(1), refreshes: Some(timer_fired_at) }).expect("a no-op");
+        assert_eq!(s.lease(), LeaseView::Held { holder: m("a"), epoch: e(1) });
+        s.apply(&Command::Expire { epoch: e(1), refreshes: Some(s.refreshes) }).expect("expire");
+        assert_eq!(s.lease(), LeaseView::Free { epoch: e(1) });
+        assert_eq!(s.lease_ttl_ms, None, "a free lease has no declared TTL");
+    }
+
+    #[test]
+    fn the_declared_ttl_follows_the_last_refresh_and_is_capped() {
+        let mut s = FsmState::default();
+        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: Some(400) }).expect("grant");
+        assert_eq!(s.lease_ttl_ms, Some(400));
+        s.apply(&Command::Renew { member: m("a"), epoch: e(1), ttl_ms: Some(u64::MAX) }).expect("renew");
+        assert_eq!(s.lease_ttl_ms, Some(MAX_DECLARED_TTL_MS));
+        s.apply(&Command::Renew { member: m("a"), epoch: e(1), ttl_ms: None }).expect("renew");
+        assert_eq!(s.lease_ttl_ms, None, "a renew of an earlier version declares none");
+        s.apply(&Command::Release { member: m("a"), epoch: e(1), final_watermark: None }).expect("release");
+        assert_eq!(s.lease_ttl_ms, None);
+    }
+
+    /// docs/design.md §5, fenced takeover: one line per request against a holding of `a` at
+    /// epoch 1 with 2 refreshes (a grant and a renew): (request, granted?). A request that names
+    /// another holder, another epoch or an older refresh count — stale, or forged without
+    /// having looked — changes nothing.
+    #[test]
+    fn a_takeover_is_granted_only_for_the_exact_holding_that_was_fenced() {
+        let cases: &[(Command, bool)] = &[
+            (take_over("b", "a", 1, 2), true),
+            (take_over("b", "a", 1, 1), false), // the holder renewed since the caller looked
+            (take_over("b", "a", 0, 2), false), // an earlier epoch
+            (take_over("b", "a", 2, 2), false), // an epoch not granted yet
+            (take_over("b", "c", 1, 2), false), // another holder
+            (take_over("a", "a", 1, 2), false), // from itself
+        ];
+        for (i, (cmd, granted)) in cases.iter().enumerate() {
+            let mut s = FsmState::default();
+            s.apply(&Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: Some(3000) }).expect("grant");
+            s.apply(&Command::Renew { member: m("a"), epoch: e(1), ttl_ms: Some(3000) }).expect("renew");
+            s.apply(&Command::Reserve { epoch: e(1), key: k(), hrs: Hrs::new(5, 0, Step::Prevote) }).expect("reserve");
+            let before = s.clone();
+            let r = s.apply(cmd);
+            if *granted {
+                assert!(
+                    matches!(&r, Ok(Reply::Granted { epoch, watermarks }) if *epoch == e(2) && watermarks.len() == 1),
+                    "case {i}: {r:?}"
+                );
+                assert_eq!(s.lease(), LeaseView::Held { holder: m("b"), epoch: e(2) }, "case {i}");
+                // The fenced holder's writes are refused from now on.
+                let stale = s.apply(&Command::Reserve { epoch: e(1), key: k(), hrs: Hrs::new(6, 0, Step::Prevote) });
+                assert!(matches!(stale, Err(CoordError::NotHolder { .. })), "case {i}");
+            } else {
+                assert!(r.is_err(), "case {i}: {r:?}");
+                assert_eq!(s, before, "case {i}: a refused takeover changed the state");
+            }
+        }
+        // A free lease is never "taken over": it is acquired.
+        let mut s = FsmState::default();
+        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: None }).expect("grant");
+        s.apply(&Command::Expire { epoch: e(1), refreshes: None }).expect("expire");
+        assert!(s.apply(&take_over("b", "a", 1, 1)).is_err());
+    }
 
     #[test]
     fn acquire_only_when_free_and_epochs_increase() {
         let mut s = FsmState::default();
-        assert_eq!(s.apply(&Command::Acquire { member: m("a"), seen_epoch: None }), Ok(Reply::Granted { epoch: e(1) }));
+        assert_eq!(s.apply(&Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: None }), Ok(granted(e(1))));
         assert!(matches!(
-            s.apply(&Command::Acquire { member: m("b"), seen_epoch: None }),
+            s.apply(&Command::Acquire { member: m("b"), seen_epoch: None, ttl_ms: None }),
             Err(CoordError::LeaseHeld { .. })
         ));
         assert!(matches!(
-            s.apply(&Command::Acquire { member: m("a"), seen_epoch: None }),
+            s.apply(&Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: None }),
             Err(CoordError::LeaseHeld { .. })
         ));
-        s.apply(&Command::Expire { epoch: e(1) }).expect("expire");
-        assert_eq!(s.apply(&Command::Acquire { member: m("b"), seen_epoch: None }), Ok(Reply::Granted { epoch: e(2) }));
+        s.apply(&Command::Expire { epoch: e(1), refreshes: None }).expect("expire");
+        assert_eq!(s.apply(&Command::Acquire { member: m("b"), seen_epoch: None, ttl_ms: None }), Ok(granted(e(2))));
     }
 
     #[test]
     fn expire_of_an_older_epoch_does_not_touch_the_new_holder() {
         let mut s = FsmState::default();
-        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None }).expect("grant");
+        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: None }).expect("grant");
         s.apply(&Command::Release { member: m("a"), epoch: e(1), final_watermark: None }).expect("release");
-        s.apply(&Command::Acquire { member: m("b"), seen_epoch: None }).expect("grant");
-        s.apply(&Command::Expire { epoch: e(1) }).expect("expire is a no-op");
+        s.apply(&Command::Acquire { member: m("b"), seen_epoch: None, ttl_ms: None }).expect("grant");
+        s.apply(&Command::Expire { epoch: e(1), refreshes: None }).expect("expire is a no-op");
         assert_eq!(s.lease(), LeaseView::Held { holder: m("b"), epoch: e(2) });
     }
 
     #[test]
     fn stale_holder_cannot_renew_reserve_checkpoint_or_release() {
         let mut s = FsmState::default();
-        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None }).expect("grant");
-        s.apply(&Command::Expire { epoch: e(1) }).expect("expire");
-        s.apply(&Command::Acquire { member: m("b"), seen_epoch: None }).expect("grant");
+        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: None }).expect("grant");
+        s.apply(&Command::Expire { epoch: e(1), refreshes: None }).expect("expire");
+        s.apply(&Command::Acquire { member: m("b"), seen_epoch: None, ttl_ms: None }).expect("grant");
         let stale = [
-            Command::Renew { member: m("a"), epoch: e(1) },
+            Command::Renew { member: m("a"), epoch: e(1), ttl_ms: None },
             Command::Reserve { epoch: e(1), key: k(), hrs: Hrs::new(10, 0, Step::Propose) },
             Command::Checkpoint { epoch: e(1), key: k(), height: 10 },
             Command::Release { member: m("a"), epoch: e(1), final_watermark: Some((k(), Hrs::end_of_height(10))) },
@@ -290,8 +467,8 @@ mod tests {
     #[test]
     fn reserve_after_expiry_is_refused_even_at_the_same_epoch() {
         let mut s = FsmState::default();
-        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None }).expect("grant");
-        s.apply(&Command::Expire { epoch: e(1) }).expect("expire");
+        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: None }).expect("grant");
+        s.apply(&Command::Expire { epoch: e(1), refreshes: None }).expect("expire");
         let r = s.apply(&Command::Reserve { epoch: e(1), key: k(), hrs: Hrs::new(1, 0, Step::Propose) });
         assert!(matches!(r, Err(CoordError::NotHolder { .. })));
     }
@@ -299,7 +476,7 @@ mod tests {
     #[test]
     fn release_raises_the_watermark_then_frees() {
         let mut s = FsmState::default();
-        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None }).expect("grant");
+        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: None }).expect("grant");
         s.apply(&Command::Release {
             member: m("a"),
             epoch: e(1),
@@ -313,17 +490,17 @@ mod tests {
     #[test]
     fn a_late_copy_of_an_old_acquire_is_refused() {
         let mut s = FsmState::default();
-        s.apply(&Command::Acquire { member: m("b"), seen_epoch: Some(e(0)) }).expect("grant at epoch 1");
+        s.apply(&Command::Acquire { member: m("b"), seen_epoch: Some(e(0)), ttl_ms: None }).expect("grant at epoch 1");
         s.apply(&Command::Release { member: m("b"), epoch: e(1), final_watermark: None }).expect("release");
         // a's acquire from when the lease was at epoch 0, committed only now.
         assert!(matches!(
-            s.apply(&Command::Acquire { member: m("a"), seen_epoch: Some(e(0)) }),
+            s.apply(&Command::Acquire { member: m("a"), seen_epoch: Some(e(0)), ttl_ms: None }),
             Err(CoordError::LeaseMoved { epoch }) if epoch == e(1)
         ));
         assert_eq!(s.holder, None);
         assert_eq!(
-            s.apply(&Command::Acquire { member: m("a"), seen_epoch: Some(e(1)) }),
-            Ok(Reply::Granted { epoch: e(2) })
+            s.apply(&Command::Acquire { member: m("a"), seen_epoch: Some(e(1)), ttl_ms: None }),
+            Ok(granted(e(2)))
         );
     }
 
@@ -331,7 +508,7 @@ mod tests {
     fn transfer_needs_a_holder_and_another_target_and_is_cleared_by_acquire() {
         let mut s = FsmState::default();
         assert!(s.apply(&Command::Transfer { to: m("b"), forced: false }).is_err());
-        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None }).expect("grant");
+        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: None }).expect("grant");
         assert!(s.apply(&Command::Transfer { to: m("a"), forced: false }).is_err());
         assert_eq!(
             s.apply(&Command::Transfer { to: m("b"), forced: false }),
@@ -339,7 +516,7 @@ mod tests {
         );
         s.apply(&Command::Release { member: m("a"), epoch: e(1), final_watermark: None }).expect("release");
         assert!(s.transfer.is_some(), "the target still needs to see it");
-        s.apply(&Command::Acquire { member: m("b"), seen_epoch: None }).expect("grant");
+        s.apply(&Command::Acquire { member: m("b"), seen_epoch: None, ttl_ms: None }).expect("grant");
         assert_eq!(s.transfer, None);
     }
 
@@ -426,12 +603,16 @@ mod tests {
         let epoch = (0u64..6).prop_map(e);
         let hrs = (0u64..20, 0u32..3, prop::sample::select(Step::ALL.to_vec())).prop_map(|(h, r, s)| Hrs::new(h, r, s));
         prop_oneof![
-            member.clone().prop_map(|member| Command::Acquire { member, seen_epoch: None }),
-            (member.clone(), epoch.clone()).prop_map(|(member, epoch)| Command::Renew { member, epoch }),
+            member.clone().prop_map(|member| Command::Acquire { member, seen_epoch: None, ttl_ms: None }),
+            (member.clone(), epoch.clone()).prop_map(|(member, epoch)| Command::Renew { member, epoch, ttl_ms: None }),
             (member.clone(), epoch.clone(), prop::option::of(hrs.clone())).prop_map(|(member, epoch, h)| {
                 Command::Release { member, epoch, final_watermark: h.map(|h| (k(), h)) }
             }),
-            epoch.clone().prop_map(|epoch| Command::Expire { epoch }),
+            (epoch.clone(), prop::option::of(0u64..8))
+                .prop_map(|(epoch, refreshes)| Command::Expire { epoch, refreshes }),
+            (member.clone(), member.clone(), epoch.clone(), 0u64..8).prop_map(|(member, holder, epoch, refreshes)| {
+                Command::TakeOver { member, holder, epoch, refreshes, ttl_ms: None }
+            }),
             (epoch.clone(), hrs.clone()).prop_map(|(epoch, hrs)| Command::Reserve { epoch, key: k(), hrs }),
             (epoch, 0u64..20).prop_map(|(epoch, height)| Command::Checkpoint { epoch, key: k(), height }),
             hrs.clone().prop_map(|hrs| Command::Import { key: k(), hrs }),
@@ -456,7 +637,7 @@ mod tests {
                 let wm_after = s.watermarks.get(&k()).map(|w| w.hrs).unwrap_or(Hrs::ZERO);
                 prop_assert!(wm_after >= wm_before, "{:?} lowered the watermark", c);
                 match (&r, c) {
-                    (Ok(Reply::Granted { epoch }), _) => {
+                    (Ok(Reply::Granted { epoch, .. }), _) => {
                         prop_assert!(*epoch > last_grant);
                         last_grant = *epoch;
                     }

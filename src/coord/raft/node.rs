@@ -4,8 +4,11 @@
 //! entries to the state machine, advance.
 //!
 //! It also runs the leader's expiry timer (docs/design.md §4): only the raft leader proposes
-//! `Expire`, and only once its own monotonic clock shows TTL + margin since the later of its
-//! becoming leader and its last applied renew. Raft leadership is never the lease.
+//! `Expire`, and only once its own monotonic clock shows the holder's TTL (the one it declared
+//! with its last refresh) since the latest of its becoming leader, its last applied refresh and
+//! the end of a stall of this task. The timer is exact (a sleep until it is due, not the next
+//! tick), and the `Expire` names the refresh count it ran from, so a renew committed first makes
+//! it a no-op. Raft leadership is never the lease.
 //! Storage is written inline from this task: an fsync that stalls delays the raft loop, which
 //! is the safe direction (a slow store delays grants; it never extends a lease).
 
@@ -34,7 +37,8 @@ pub struct NodeConfig {
     pub tick: Duration,
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
-    /// TTL + safety margin: how long the leader waits without a renew before expiring.
+    /// How long the leader waits without a renew before expiring when the holder declared no
+    /// TTL (a holder of an earlier version): its own TTL + safety margin, as those versions did.
     pub expire_after: Duration,
     /// Applied entries between snapshots (and log compactions).
     pub snapshot_every: u64,
@@ -106,7 +110,12 @@ pub struct NodeTask {
     next_request: u64,
     leader_since: Option<Instant>,
     last_refresh: Instant,
-    expire_sent: Option<(Epoch, Instant)>,
+    /// When this task last started a turn, and when it last came back from a stall (see
+    /// `note_turn`): a leader that could not hear
+    /// renews while it stalled does not count that time against the holder.
+    last_turn: Instant,
+    stall_ended: Option<Instant>,
+    expire_sent: Option<(Epoch, u64, Instant)>,
     rejoining: bool,
     ticks_rejoining: u64,
     last_leadership_transfer: Option<Instant>,
@@ -167,6 +176,8 @@ pub fn build(
         next_request: 0,
         leader_since: None,
         last_refresh: Instant::now(),
+        last_turn: Instant::now(),
+        stall_ended: None,
         expire_sent: None,
         rejoining,
         ticks_rejoining: 0,
@@ -183,18 +194,36 @@ impl NodeTask {
         let mut ticker = tokio::time::interval(self.cfg.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let expiry = self.expiry_due();
+            let expiry_timer = async move {
+                match expiry {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = ticker.tick() => self.on_tick(),
+                _ = ticker.tick() => {
+                    self.note_turn();
+                    self.on_tick();
+                }
+                _ = expiry_timer => {
+                    self.note_turn();
+                    self.check_expiry();
+                }
                 Some(inbound) = self.inbox.recv() => match inbound {
                     Inbound::Raft(messages) => {
+                        self.note_turn();
                         for m in messages {
                             self.on_message(m);
                         }
                     }
                     Inbound::Rejoined(id) => self.on_rejoined(id),
                 },
-                Some(req) = self.requests.recv() => self.on_request(req),
+                Some(req) = self.requests.recv() => {
+                    self.note_turn();
+                    self.on_request(req);
+                }
             }
             if let Err(e) = self.handle_ready() {
                 tracing::error!(error = %e, "raft storage failed; this member stops taking part in the quorum");
@@ -421,6 +450,41 @@ impl NodeTask {
         }
     }
 
+    /// Records the start of a turn. Turns come at least every tick, so one that starts more
+    /// than two ticks (and 50 ms of slack) after the last ends a stall (an fsync, a starved
+    /// runtime), from which the expiry timer starts again.
+    fn note_turn(&mut self) {
+        let now = Instant::now();
+        let stall = self.cfg.tick * 2 + Duration::from_millis(50);
+        if now.saturating_duration_since(self.last_turn) > stall {
+            self.stall_ended = Some(now);
+        }
+        self.last_turn = now;
+    }
+
+    /// How long the holder's lease lasts without a refresh, as the store should count it: the
+    /// TTL it declared, or for a holder that declared none this member's TTL + margin.
+    fn expire_after(&self) -> Duration {
+        self.fsm.lease_ttl_ms.map_or(self.cfg.expire_after, Duration::from_millis)
+    }
+
+    /// When the leader's expiry timer is due, if this member leads and a lease is held.
+    fn expiry_due(&self) -> Option<Instant> {
+        if self.raw.raft.state != StateRole::Leader || self.fsm.holder.is_none() {
+            return None;
+        }
+        let since = self.leader_since?;
+        let base = [Some(since), Some(self.last_refresh), self.stall_ended].into_iter().flatten().max()?;
+        let due = base + self.expire_after();
+        // Once proposed, ask again only after a while (the first may have been dropped).
+        match self.expire_sent {
+            Some((e, n, at)) if e == self.fsm.epoch && n == self.fsm.refreshes => {
+                Some(due.max(at + self.cfg.tick * 10))
+            }
+            _ => Some(due),
+        }
+    }
+
     /// The leader's expiry timer (docs/design.md §4).
     fn check_expiry(&mut self) {
         let now = Instant::now();
@@ -429,23 +493,13 @@ impl NodeTask {
             self.expire_sent = None;
             return;
         }
-        let since = *self.leader_since.get_or_insert(now);
-        if self.fsm.holder.is_none() {
+        self.leader_since.get_or_insert(now);
+        if self.expiry_due().is_none_or(|due| now < due) {
             return;
         }
-        let epoch = self.fsm.epoch;
-        let base = since.max(self.last_refresh);
-        if now.saturating_duration_since(base) < self.cfg.expire_after {
-            return;
-        }
-        let recently_sent = self
-            .expire_sent
-            .is_some_and(|(e, at)| e == epoch && now.saturating_duration_since(at) < self.cfg.tick * 10);
-        if recently_sent {
-            return;
-        }
-        match self.propose(Command::Expire { epoch }) {
-            Ok(_) => self.expire_sent = Some((epoch, now)),
+        let (epoch, refreshes) = (self.fsm.epoch, self.fsm.refreshes);
+        match self.propose(Command::Expire { epoch, refreshes: Some(refreshes) }) {
+            Ok(_) => self.expire_sent = Some((epoch, refreshes, now)),
             Err(e) => tracing::warn!(error = %e, %epoch, "could not propose lease expiry"),
         }
     }

@@ -1,7 +1,9 @@
 //! The signer's side of a node connection: dial the node's `priv_validator_laddr`
 //! (`tcp://<node id>@host:port` or `tcp://host:port` with SecretConnection, or `unix:///path` in
 //! the clear, as CometBFT has it), then answer request after request until the node hangs up, a
-//! frame is bad, or the member closes the connection (on demotion).
+//! frame is bad, the member closes the connection (on demotion), or a request arrives while the
+//! member may not sign (closed unanswered, so that the node asks its next signer). When to dial
+//! is [`super::dialer`]'s.
 //!
 //! A node id in the address is checked against the key the node proves in the handshake, and a
 //! node with another id is refused before any request is read: nothing is signed for it. An
@@ -97,6 +99,17 @@ impl FromStr for NodeAddress {
             Err(format!(
                 "expected tcp://<node id>@host:port, tcp://host:port or unix:///path (the node's priv_validator_laddr), found \"{s}\""
             ))
+        }
+    }
+}
+
+impl NodeAddress {
+    /// Where the node listens, without the node id: two addresses with one endpoint are one
+    /// node, whether or not either pins its id.
+    pub fn endpoint(&self) -> String {
+        match self {
+            NodeAddress::Tcp { host_port, .. } => format!("tcp://{}", host_port.to_ascii_lowercase()),
+            NodeAddress::Unix(path) => format!("unix://{}", path.display()),
         }
     }
 }
@@ -313,6 +326,12 @@ impl NodeConnection {
     }
 
     /// Answers requests until the node hangs up (`Ok`), the connection is closed, or it fails.
+    ///
+    /// A request that arrives while `signer` may not sign is not answered: the connection is
+    /// closed instead (`Ok`). A CometBFT node retries a request that failed on its connection
+    /// with the next signer that connects — the active member — whereas an answer "not active"
+    /// would be final for that vote, and a standby that kept answering would keep the node's one
+    /// signer connection.
     pub fn serve<G: SignGate>(mut self, signer: &PrivvalSigner<G>) -> Result<(), ConnectionError> {
         let address = self.address.to_string();
         loop {
@@ -335,6 +354,9 @@ impl NodeConnection {
                 }
                 Err(source) => return Err(ConnectionError::Frame { address, source }),
             };
+            if !signer.gate().may_sign() {
+                return Ok(());
+            }
             let Some(answer) = signer.answer(request) else {
                 return Err(ConnectionError::Unexpected { address });
             };

@@ -1,19 +1,26 @@
 //! `CoordinatorGate`: the [`SignGate`] of a member — this member may sign at HRS h only while it
 //! holds a permission (epoch E, floor, deadline: set by the producer's activation, moved by each
 //! renew, revoked on demotion or fence), h is above the floor, the deadline has not passed on
-//! this machine's monotonic clock, and `reserve(E, key, h)` has committed through the
-//! coordinator.
+//! this machine's monotonic clock, and h's height lies inside a window of heights reserved under
+//! E that the store confirmed (`reserve(E, key, end_of_height(top))` committed).
 //!
-//! It is called from the signer's connection threads and blocks them on the runtime for the
-//! reservation; it never signs, and it answers "not active" without asking the store when no
-//! epoch is set.
+//! Windows are planned by [`ReserveWindow`]: the first request of an epoch reserves and waits;
+//! from then on the next window is reserved in the background while the current one still
+//! covers the heights a commit takes, so a signature in steady state waits for no store round
+//! trip. A new holder's floor is at or above the top of every window (the watermark), so two
+//! members never sign one height, with no timing assumption.
+//!
+//! It is called from the signer's connection threads and blocks them on the runtime only for a
+//! reservation they must wait for; it never signs, and it answers "not active" without asking
+//! the store when no epoch is set.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::signer::{GateRefusal, SignGate};
+use super::window::{Plan, ReserveWindow};
 use crate::coord::{CoordError, Coordinator};
-use crate::domain::{Epoch, Hrs, KeyId, MonoTime};
+use crate::domain::{Epoch, Hrs, KeyId, MonoTime, Watermark};
 use crate::producer::Grant;
 
 /// What the member may sign now.
@@ -32,42 +39,170 @@ impl From<Grant> for Permission {
     }
 }
 
-pub struct CoordinatorGate {
+/// The permission and the current epoch's windows, under one lock.
+struct GateState {
+    permission: Option<Permission>,
+    window: Option<ReserveWindow>,
+}
+
+struct Shared {
     coord: Arc<dyn Coordinator>,
     key: KeyId,
+    state: Mutex<GateState>,
+    /// Signalled whenever a background reservation is answered.
+    answered: Condvar,
+}
+
+pub struct CoordinatorGate {
+    shared: Arc<Shared>,
     runtime: tokio::runtime::Handle,
     timeout: Duration,
-    permission: Mutex<Option<Permission>>,
 }
 
 impl CoordinatorGate {
     pub fn new(coord: Arc<dyn Coordinator>, key: KeyId, runtime: tokio::runtime::Handle, timeout: Duration) -> Self {
-        CoordinatorGate { coord, key, runtime, timeout, permission: Mutex::new(None) }
+        let state = Mutex::new(GateState { permission: None, window: None });
+        CoordinatorGate { shared: Arc::new(Shared { coord, key, state, answered: Condvar::new() }), runtime, timeout }
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Permission>> {
-        self.permission.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> MutexGuard<'_, GateState> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Sets the permission; a new epoch starts with no window.
     pub fn permit(&self, permission: Permission) {
-        *self.slot() = Some(permission);
+        let mut state = self.state();
+        if state.window.as_ref().is_none_or(|w| w.epoch() != permission.epoch) {
+            state.window = Some(ReserveWindow::new(permission.epoch));
+        }
+        state.permission = Some(permission);
     }
 
     /// Moves the deadline of the current permission later; never grants one.
     pub fn extend(&self, until: MonoTime) {
-        if let Some(p) = self.slot().as_mut() {
+        if let Some(p) = self.state().permission.as_mut() {
             p.until = p.until.max(until);
         }
     }
 
     pub fn revoke(&self) {
-        *self.slot() = None;
+        let mut state = self.state();
+        state.permission = None;
+        state.window = None;
     }
 
     /// The permission, if any and not past its deadline.
     pub fn permission(&self) -> Option<Permission> {
-        self.slot().filter(|p| MonoTime::now() < p.until)
+        self.state().permission.filter(|p| MonoTime::now() < p.until)
     }
+
+    /// The highest height reserved and confirmed under the current permission's epoch.
+    pub fn reserved_through(&self) -> Option<u64> {
+        self.state().window.as_ref().and_then(ReserveWindow::committed)
+    }
+
+    /// A planned handover: reserve nothing more, so that once the window is signed through the
+    /// watermark is exactly the last height signed. Returns the height to sign through, once no
+    /// reservation is in flight (`None`: nothing reserved).
+    pub fn drain(&self) -> Option<u64> {
+        let mut state = self.state();
+        let window = state.window.as_mut()?;
+        window.drain();
+        let deadline = std::time::Instant::now() + self.timeout;
+        while state.window.as_ref().is_some_and(|w| w.in_flight().is_some()) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = self.shared.answered.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        state.window.as_ref().and_then(ReserveWindow::committed)
+    }
+
+    /// Whether a draining window was signed through: the node asked beyond it.
+    pub fn drained(&self) -> bool {
+        self.state().window.as_ref().is_some_and(ReserveWindow::signed_through)
+    }
+
+    /// The plan for `hrs` under `epoch`, or `None` when the permission changed meanwhile.
+    fn plan(&self, epoch: Epoch, height: u64) -> Option<Plan> {
+        let mut state = self.state();
+        let window = state.window.as_mut().filter(|w| w.epoch() == epoch)?;
+        let plan = window.plan(height, std::time::Instant::now());
+        match plan {
+            Plan::Covered { extend: Some(top) } => window.sent(top, true),
+            Plan::Reserve { top } => window.sent(top, false),
+            _ => {}
+        }
+        Some(plan)
+    }
+
+    /// Waits (bounded by the call timeout) until the background reservation is answered.
+    fn await_in_flight(&self, epoch: Epoch) {
+        let deadline = std::time::Instant::now() + self.timeout;
+        let mut state = self.state();
+        loop {
+            let pending = state.window.as_ref().is_some_and(|w| w.epoch() == epoch && w.in_flight().is_some());
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !pending || left.is_zero() {
+                return;
+            }
+            state = self.shared.answered.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// Sends `reserve(epoch, key, end_of_height(top))` without waiting for it.
+    fn reserve_in_background(&self, epoch: Epoch, top: u64) {
+        let shared = Arc::clone(&self.shared);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        self.runtime.spawn(async move {
+            let sent = std::time::Instant::now();
+            let result = shared.coord.reserve(epoch, &shared.key, Hrs::end_of_height(top), deadline).await;
+            if let Err(e) = &result {
+                tracing::info!(%epoch, top, error = %e, "a reservation ahead was not confirmed; the next request reserves again");
+            }
+            record(&shared, epoch, top, &result, sent.elapsed());
+        });
+    }
+
+    /// Reserves up to `top` and waits for the answer.
+    fn reserve_now(&self, epoch: Epoch, top: u64) -> Result<(), GateRefusal> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let sent = std::time::Instant::now();
+        let result = self.runtime.block_on(self.shared.coord.reserve(
+            epoch,
+            &self.shared.key,
+            Hrs::end_of_height(top),
+            deadline,
+        ));
+        record(&self.shared, epoch, top, &result, sent.elapsed());
+        match result {
+            Ok(_) => Ok(()),
+            Err(CoordError::Refused(why)) => Err(GateRefusal::Watermark(why)),
+            Err(e @ CoordError::NotHolder { .. }) => {
+                // The store says another epoch is current: this member signs nothing more in
+                // this epoch, and the connection closes at the node's next request, so the node
+                // takes its next signer's dial instead of hearing refusals from this one.
+                let mut state = self.state();
+                if state.permission.is_some_and(|p| p.epoch == epoch) {
+                    state.permission = None;
+                    state.window = None;
+                }
+                Err(GateRefusal::NotHolder(e))
+            }
+            Err(e) => Err(GateRefusal::Unconfirmed(e)),
+        }
+    }
+}
+
+/// Notes the store's answer to a reservation up to `top` in the window of `epoch`.
+fn record(shared: &Shared, epoch: Epoch, top: u64, result: &Result<Watermark, CoordError>, latency: Duration) {
+    let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(window) = state.window.as_mut().filter(|w| w.epoch() == epoch) {
+        window.answered(top, result.is_ok(), latency);
+    }
+    drop(state);
+    shared.answered.notify_all();
 }
 
 impl SignGate for CoordinatorGate {
@@ -82,16 +217,28 @@ impl SignGate for CoordinatorGate {
         if hrs <= floor {
             return Err(GateRefusal::BelowFloor { hrs, floor });
         }
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let result = self.runtime.block_on(self.coord.reserve(epoch, &self.key, hrs, deadline));
-        match result {
-            Ok(_) if self.permission().is_some_and(|p| p.epoch == epoch) => Ok(()),
-            // Demoted while the reservation was in flight: the reservation stands (the
-            // watermark only rises), but this member no longer signs.
-            Ok(_) => Err(GateRefusal::DemotedWhileReserving),
-            Err(CoordError::Refused(why)) => Err(GateRefusal::Watermark(why)),
-            Err(e @ CoordError::NotHolder { .. }) => Err(GateRefusal::NotHolder(e)),
-            Err(e) => Err(GateRefusal::Unconfirmed(e)),
+        // At most: wait for a reservation in flight, then reserve once more.
+        for _ in 0..3 {
+            match self.plan(epoch, hrs.height) {
+                None => return Err(GateRefusal::DemotedWhileReserving),
+                Some(Plan::Covered { extend }) => {
+                    if let Some(top) = extend {
+                        self.reserve_in_background(epoch, top);
+                    }
+                    return Ok(());
+                }
+                Some(Plan::AwaitInFlight) => self.await_in_flight(epoch),
+                Some(Plan::Drained) => return Err(GateRefusal::HandingOver { hrs }),
+                Some(Plan::Reserve { top }) => {
+                    self.reserve_now(epoch, top)?;
+                    // Demoted while the reservation was in flight: the reservation stands (the
+                    // watermark only rises), but this member no longer signs.
+                    if self.permission().is_none_or(|p| p.epoch != epoch) {
+                        return Err(GateRefusal::DemotedWhileReserving);
+                    }
+                }
+            }
         }
+        Err(GateRefusal::Unconfirmed(CoordError::Timeout { operation: "reserve" }))
     }
 }

@@ -1,7 +1,8 @@
 //! CometBFT remote signing (privval) for the `cometbft-signer` producer (issue 10, docs/design.md §8):
 //! the frame codec, the validator key, the per-signature double-sign rule, the typed refusals
-//! ([`refusal`]) and the request answering behind a [`signer::SignGate`] that reserves every new
-//! HRS through the coordinator.
+//! ([`refusal`]), the signer's fsynced record of its last signature ([`sign_state`]) and the
+//! request answering behind a [`signer::SignGate`] that signs only inside windows of heights
+//! reserved through the coordinator ([`window`]).
 //!
 //! Nothing here decides who is active: the gate says whether this member may sign now. Nothing
 //! here logs or returns the key's secret.
@@ -25,13 +26,18 @@
 //! | this member is not the active signer, or the store did not confirm the reservation | (none) | 100 ([`signer::code::NOT_ACTIVE`]) |
 //! | node side: unexpected response, no connection, connection, read, write timeout | `privval.Errors` 1 to 5, never sent by a signer | never sent |
 //!
-//! The description always says what happened; the code only sorts it.
+//! The description always says what happened; the code only sorts it. A member that may not
+//! sign holds no connection to a node ([`dialer`]), and a request that reaches one anyway is not
+//! answered: the connection closes, so that the node retries with its next signer.
 
 pub mod connection;
 pub mod coordinator_gate;
+pub mod dialer;
 pub mod double_sign;
 pub mod frame;
 pub mod refusal;
 pub mod sign_request;
+pub mod sign_state;
 pub mod signer;
 pub mod validator_key;
+pub mod window;

@@ -29,6 +29,10 @@ pub enum GateRefusal {
     /// The watermark is at or above the request: a double sign across members.
     #[error(transparent)]
     Watermark(WatermarkRefusal),
+    /// A planned handover is draining this member's window: `hrs` is above the last height it
+    /// reserved, and the successor signs it.
+    #[error("{hrs} is above this member's last reserved window: it is handing over to its successor")]
+    HandingOver { hrs: Hrs },
     /// At or below the activation floor (the guard's margin above the watermark).
     #[error("{hrs} is at or below the activation floor {floor}")]
     BelowFloor { hrs: Hrs, floor: Hrs },
@@ -49,6 +53,10 @@ pub enum Refusal {
     /// The gate: not active, not reserved, or below the floor or the watermark.
     #[error(transparent)]
     Gate(#[from] GateRefusal),
+    /// The signature could not be recorded in the signer's state file, so it was not sent: a
+    /// signature this signer would not remember after a restart is one it could contradict.
+    #[error("{0}")]
+    Unrecorded(String),
 }
 
 impl Refusal {
@@ -62,9 +70,11 @@ impl Refusal {
             Refusal::Gate(
                 GateRefusal::NotActive
                 | GateRefusal::DemotedWhileReserving
+                | GateRefusal::HandingOver { .. }
                 | GateRefusal::NotHolder(_)
                 | GateRefusal::Unconfirmed(_),
-            ) => code::NOT_ACTIVE,
+            )
+            | Refusal::Unrecorded(_) => code::NOT_ACTIVE,
         }
     }
 
@@ -73,7 +83,9 @@ impl Refusal {
     pub fn outcome(&self) -> Option<SignOutcome> {
         match self {
             Refusal::WrongChain { .. } | Refusal::Malformed(_) => None,
-            Refusal::DoubleSign(_) | Refusal::Gate(GateRefusal::Watermark(_)) => Some(SignOutcome::Refused),
+            Refusal::DoubleSign(_) | Refusal::Gate(GateRefusal::Watermark(_)) | Refusal::Unrecorded(_) => {
+                Some(SignOutcome::Refused)
+            }
             Refusal::Gate(GateRefusal::BelowFloor { .. }) => Some(SignOutcome::BelowFloor),
             Refusal::Gate(_) => Some(SignOutcome::NotActive),
         }
@@ -148,6 +160,20 @@ mod tests {
                 code::NOT_ACTIVE,
                 Some(SignOutcome::NotActive),
                 "does not hold the lease at epoch 3",
+            ),
+            (
+                GateRefusal::HandingOver { hrs: h }.into(),
+                code::NOT_ACTIVE,
+                Some(SignOutcome::NotActive),
+                "handing over to its successor",
+            ),
+            (
+                Refusal::Unrecorded(
+                    "cannot write the signer's state file /x: disk full; the signature was not sent".into(),
+                ),
+                code::NOT_ACTIVE,
+                Some(SignOutcome::Refused),
+                "the signature was not sent",
             ),
             (
                 GateRefusal::Unconfirmed(CoordError::Timeout { operation: "reserve" }).into(),

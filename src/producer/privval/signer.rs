@@ -3,9 +3,11 @@
 //!
 //! Votes and proposals take one path, [`PrivvalSigner::sign`] over a [`SignRequest`]: before
 //! every new signature, in this order, the request is for our chain and well formed; the
-//! double-sign rule of [`super::double_sign`] allows it; and the [`SignGate`] has reserved its HRS
-//! through the coordinator (the member is active at epoch E and `reserve(E, key, hrs)`
-//! committed). Anything that fails is a typed [`Refusal`], answered with a `RemoteSignerError`
+//! double-sign rule of [`super::double_sign`] allows it; and the [`SignGate`] says its HRS lies in
+//! a window reserved through the coordinator (the member is active at epoch E and `reserve(E,
+//! key, end_of_height(top))` committed for a top at or above its height). When the signer is
+//! persisted, the signature is recorded in its state file ([`super::sign_state`]) before it
+//! leaves. Anything that fails is a typed [`Refusal`], answered with a `RemoteSignerError`
 //! and counted; nothing is signed "to see".
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +19,7 @@ use tendermint_proto::v0_38::privval::{Message, PingResponse, PubKeyResponse, Re
 use super::double_sign::{LastSignature, Verdict, judge};
 pub use super::refusal::{GateRefusal, Refusal};
 use super::sign_request::{SignRequest, Signed};
+use super::sign_state::{SignStateError, SignStateFile};
 use super::validator_key::ValidatorKey;
 use crate::domain::Hrs;
 
@@ -39,8 +42,9 @@ pub mod code {
     pub const NOT_ACTIVE: i32 = 100;
 }
 
-/// Permission for one signature: blocks until `hrs` is reserved in the store for this member's
-/// key under its current epoch, or says why not.
+/// Permission for one signature: returns once `hrs` lies in a window reserved in the store for
+/// this member's key under its current epoch (blocking only when it must wait for one), or says
+/// why not.
 pub trait SignGate: Send + Sync {
     fn reserve(&self, hrs: Hrs) -> Result<(), GateRefusal>;
 
@@ -81,11 +85,17 @@ impl SignOutcome {
 /// Called while the signer decides: it must not block.
 pub type SignObserver = Arc<dyn Fn(SignOutcome, Hrs, &str) + Send + Sync>;
 
+/// What this signer signed last, and the file that remembers it across restarts.
+struct Record {
+    last: Option<LastSignature>,
+    file: Option<SignStateFile>,
+}
+
 pub struct PrivvalSigner<G: SignGate> {
     chain_id: String,
     key: ValidatorKey,
     gate: G,
-    last: Mutex<Option<LastSignature>>,
+    last: Mutex<Record>,
     refusals: AtomicU64,
     signatures: AtomicU64,
     /// The height of `last`, plus one (0: nothing signed), readable without `last`'s lock,
@@ -100,12 +110,24 @@ impl<G: SignGate> PrivvalSigner<G> {
             chain_id: chain_id.into(),
             key,
             gate,
-            last: Mutex::new(None),
+            last: Mutex::new(Record { last: None, file: None }),
             refusals: AtomicU64::new(0),
             signatures: AtomicU64::new(0),
             newest_height: AtomicU64::new(0),
             observer: None,
         }
+    }
+
+    /// Remembers every signature in the state file at `path` before it leaves, and starts from
+    /// the signature recorded there: after a restart the double-sign rule still knows what was
+    /// signed. Refuses a damaged file.
+    pub fn persisted(self, path: &std::path::Path) -> Result<PrivvalSigner<G>, SignStateError> {
+        let (file, last) = SignStateFile::open(path)?;
+        if let Some(l) = &last {
+            self.newest_height.store(l.hrs.height.saturating_add(1), Ordering::Release);
+        }
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Record { last, file: Some(file) };
+        Ok(self)
     }
 
     /// Reports every outcome to `observer` as well.
@@ -171,7 +193,7 @@ impl<G: SignGate> PrivvalSigner<G> {
     /// The highest HRS this signer signed. Waits while a request is being decided (which may
     /// take a store round trip): not for async code.
     pub fn last_signed(&self) -> Option<Hrs> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|l| l.hrs)
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).last.as_ref().map(|l| l.hrs)
     }
 
     /// The answer to `request`, or `None` when it is not a request a signer answers (the
@@ -221,24 +243,35 @@ impl<G: SignGate> PrivvalSigner<G> {
     /// Holds the signer's lock across the reservation: requests are answered one at a time, so
     /// two connections cannot both sign the same HRS.
     fn decide(&self, hrs: Hrs, sign_bytes: &[u8]) -> Result<Signed, Refusal> {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let decided = match judge(last.as_ref(), hrs, sign_bytes) {
+        let mut record = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let decided = match judge(record.last.as_ref(), hrs, sign_bytes) {
             Verdict::Repeat { .. } if !self.gate.may_sign() => Err(GateRefusal::NotActive.into()),
             Verdict::Repeat { signature, timestamp } => {
                 self.tell(SignOutcome::Repeated, hrs, "");
                 Ok(Signed { signature, timestamp })
             }
             Verdict::Refuse(kind) => Err(kind.into()),
-            Verdict::Sign => self.gate.reserve(hrs).map_err(Refusal::from).map(|()| {
-                let signature = self.key.sign(sign_bytes).to_vec();
-                *last = Some(LastSignature { hrs, sign_bytes: sign_bytes.to_vec(), signature: signature.clone() });
-                self.newest_height.store(hrs.height.saturating_add(1), Ordering::Release);
-                self.signatures.fetch_add(1, Ordering::Relaxed);
-                self.tell(SignOutcome::Signed, hrs, "");
-                Signed { signature, timestamp: None }
-            }),
+            Verdict::Sign => match self.gate.reserve(hrs) {
+                Err(refusal) => Err(refusal.into()),
+                Ok(()) => self.sign_new(&mut record, hrs, sign_bytes),
+            },
         };
         decided.map_err(|refusal| self.refused(hrs, refusal))
+    }
+
+    /// Signs `sign_bytes`, records the signature (durably, when persisted) and only then hands
+    /// it out: a signature the state file does not hold is never sent.
+    fn sign_new(&self, record: &mut Record, hrs: Hrs, sign_bytes: &[u8]) -> Result<Signed, Refusal> {
+        let signature = self.key.sign(sign_bytes).to_vec();
+        let last = LastSignature { hrs, sign_bytes: sign_bytes.to_vec(), signature: signature.clone() };
+        if let Some(file) = record.file.as_mut() {
+            file.store(&last).map_err(|e| Refusal::Unrecorded(e.to_string()))?;
+        }
+        record.last = Some(last);
+        self.newest_height.store(hrs.height.saturating_add(1), Ordering::Release);
+        self.signatures.fetch_add(1, Ordering::Relaxed);
+        self.tell(SignOutcome::Signed, hrs, "");
+        Ok(Signed { signature, timestamp: None })
     }
 
     /// Counts and reports a refusal made at the decision, and hands it back.

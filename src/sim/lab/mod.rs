@@ -6,6 +6,8 @@
 //! TLS, simulated chain, producer), building a real-shaped validator's command line
 //! ([`validator`]), starting simulated nodes and talking to them ([`node`]), starting and stopping
 //! member processes ([`processes`]), and asking a member over its control socket ([`control`]).
+//! With a WAN setting ([`wan`]), members reach each other through delay proxies
+//! ([`delay_proxy`]) that add a round-trip time and jitter to every link.
 //!
 //! Each lab keeps its own extras on top: the tests' fault helpers and waits, the chaos suite's
 //! namespaces, network faults, rogue peer and supervisor, the demo's fault schedule and timeline.
@@ -17,11 +19,13 @@
 pub mod certificates;
 pub mod config;
 pub mod control;
+pub mod delay_proxy;
 pub mod node;
 pub mod ports;
 pub mod processes;
 pub mod procs;
 pub mod validator;
+pub mod wan;
 
 pub use config::{Chain, MemberConfig, Metrics, Peer, Producer, SimChain, Store, Timings};
 pub use ports::unused_port;
@@ -51,6 +55,8 @@ pub enum LabError {
     Certificates { dir: std::path::PathBuf, reason: String },
     #[error("the simulated node of {member} did not announce its address: {reason}")]
     NodeAddress { member: String, reason: String },
+    #[error("the delay proxy to {upstream} did not announce its address: {reason}")]
+    ProxyAddress { upstream: std::net::SocketAddr, reason: String },
 }
 
 impl LabError {
