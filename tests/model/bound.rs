@@ -16,8 +16,10 @@ pub struct Bound {
     pub windows: &'static [u8],
 }
 
+/// About 519,000 states, 15 s of checking in a debug build on two cores.
 pub const DEFAULT: Bound = Bound { name: "default", members: 2, epochs: 3, heights: 4, windows: &[1, 2] };
-pub const LARGE: Bound = Bound { name: "large", members: 3, epochs: 4, heights: 5, windows: &[1, 2] };
+/// A third member: about 4.8 million states, 4.5 minutes and 0.7 GB in a debug build.
+pub const LARGE: Bound = Bound { name: "large", members: 3, epochs: 3, heights: 4, windows: &[1, 2] };
 
 /// The variable that selects the bound.
 pub const ENV: &str = "FAILOVERD_MODEL_BOUND";
@@ -28,11 +30,6 @@ impl Bound {
         match std::env::var(ENV).as_deref() {
             Err(_) | Ok("") | Ok("default") => DEFAULT,
             Ok("large") => LARGE,
-            Ok(custom) if custom.starts_with("try:") => {
-                let n: Vec<u8> = custom[4..].split(',').map(|x| x.parse().unwrap()).collect();
-                let windows: &'static [u8] = Box::leak(n[3..].to_vec().into_boxed_slice());
-                Bound { name: "try", members: n[0], epochs: n[1], heights: n[2], windows }
-            }
             Ok(other) => panic!("{ENV}={other} names no bound; use default or large"),
         }
     }

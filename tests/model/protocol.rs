@@ -1,8 +1,8 @@
 //! The lease + reservation protocol of signer mode as a `stateright` model: the members' steps
-//! (acquire, read the floor, reserve windows ahead, sign, release, restart), the store's (apply a
-//! request, expire the lease at any moment) and the network's (deliver any message in flight,
-//! drop it, or leave it for later). The properties S2 and S3 and the reachability checks that
-//! show the model is not vacuous are at the end.
+//! (reserve windows ahead, sign, retry, release, restart), the store's (apply an Acquire, a read,
+//! a delivered request; expire the lease at any moment) and the network's (deliver any message in
+//! flight, in any order, or never: loss). The properties S2 and S3 and the reachability checks
+//! that show the model is not vacuous are at the end. It never models time: no step waits.
 
 use std::fmt;
 
@@ -46,7 +46,8 @@ pub struct Protocol {
 pub enum Action {
     /// The member asks for the next window, of this many heights, above the last it asked for.
     ReserveNext(M, u8),
-    /// The member sends again a request whose reply it still waits for (the first was lost).
+    /// The member sends a ReserveWindow again whose reply it still waits for: the first may be
+    /// lost, or applied too, so one window may be applied twice.
     Retry(Msg),
     /// The member signs this height.
     Sign(M, u8),
@@ -264,9 +265,9 @@ impl Protocol {
                 never_holds(m, epoch) || (member(m).epoch == epoch && member(m).floor.is_some())
             }
             Msg::Reserved { member: m, epoch, top } => {
-                let (holder, floor) = (member(m), member(m).floor);
-                never_holds(m, epoch)
-                    || (holder.epoch == epoch && floor.is_some() && top <= holder.committed.min(holder.requested))
+                // `requested` is never below `committed`, so neither would move.
+                let holder = member(m);
+                never_holds(m, epoch) || (holder.epoch == epoch && holder.floor.is_some() && top <= holder.committed)
             }
         }
     }
