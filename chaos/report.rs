@@ -316,13 +316,25 @@ impl FailoverTarget {
         let rtt = wan.map_or(std::time::Duration::ZERO, |w| w.rtt + w.jitter);
         if !signer {
             let p99 = (lease_ttl + std::time::Duration::from_secs(1)).as_secs_f64();
-            return Self { p50: None, p99: Some(p99), text: format!("key-holding p99 <= lease_ttl + 1 s = {p99:.2} s") };
+            return Self {
+                p50: None,
+                p99: Some(p99),
+                text: format!("key-holding p99 <= lease_ttl + 1 s = {p99:.2} s"),
+            };
         }
         if rtt.is_zero() {
-            return Self { p50: Some(0.5), p99: Some(0.8), text: "signer mode on loopback p50 <= 0.50 s, p99 <= 0.80 s".into() };
+            return Self {
+                p50: Some(0.5),
+                p99: Some(0.8),
+                text: "signer mode on loopback p50 <= 0.50 s, p99 <= 0.80 s".into(),
+            };
         }
         if rtt <= std::time::Duration::from_millis(100) {
-            return Self { p50: Some(1.0), p99: None, text: "signer mode across a WAN of up to 100 ms round trip p50 <= 1.00 s".into() };
+            return Self {
+                p50: Some(1.0),
+                p99: None,
+                text: "signer mode across a WAN of up to 100 ms round trip p50 <= 1.00 s".into(),
+            };
         }
         Self { p50: None, p99: None, text: "signer mode beyond 100 ms round trip".into() }
     }
@@ -421,7 +433,10 @@ mod tests {
         let wan100 = FailoverTarget::for_run(true, Duration::from_millis(300), Some(&wan(100)));
         assert_eq!(wan100.met(Some(0.94), Some(2.37)), Some(true), "at 100 ms only p50 is bounded");
         assert_eq!(wan100.met(Some(1.01), Some(1.1)), Some(false));
-        assert_eq!(FailoverTarget::for_run(true, Duration::from_millis(300), Some(&wan(150))).met(Some(9.0), None), None);
+        assert_eq!(
+            FailoverTarget::for_run(true, Duration::from_millis(300), Some(&wan(150))).met(Some(9.0), None),
+            None
+        );
     }
 
     #[test]
