@@ -20,6 +20,44 @@ pub const SAFETY_MARGIN: Duration = Duration::from_millis(200);
 pub const TICK: Duration = Duration::from_millis(50);
 pub const ELECTION_TICKS: u32 = 10;
 
+/// The lease and raft timings of a test cluster.
+#[derive(Clone, Copy, Debug)]
+pub struct Timings {
+    pub lease_ttl: Duration,
+    pub renew_interval: Duration,
+    pub safety_margin: Duration,
+    pub call_timeout: Duration,
+    pub tick: Duration,
+    pub election_ticks: u32,
+}
+
+impl Timings {
+    /// What most tests run with: a short lease on a fast raft clock.
+    pub const TEST: Timings = Timings {
+        lease_ttl: LEASE_TTL,
+        renew_interval: Duration::from_millis(300),
+        safety_margin: SAFETY_MARGIN,
+        call_timeout: Duration::from_millis(800),
+        tick: TICK,
+        election_ticks: ELECTION_TICKS,
+    };
+
+    /// Signer mode's defaults (`TimingDefaults::SIGNER`, raft's default 100 ms tick and 10
+    /// election ticks): a lease shorter than one election timeout.
+    pub const SIGNER: Timings = Timings {
+        lease_ttl: Duration::from_millis(300),
+        renew_interval: Duration::from_millis(100),
+        safety_margin: Duration::from_millis(100),
+        call_timeout: Duration::from_millis(250),
+        tick: Duration::from_millis(100),
+        election_ticks: 10,
+    };
+
+    pub fn election_timeout(&self) -> Duration {
+        self.tick * self.election_ticks
+    }
+}
+
 pub fn id(s: &str) -> MemberId {
     MemberId::new(s).expect("test ids are valid")
 }
@@ -37,6 +75,25 @@ pub fn cluster_pki() -> (tempfile::TempDir, super::pki::ClusterPki) {
 
 /// The config of member `i` of a cluster whose peers listen on `ports`, with `tls`.
 pub fn member_config(i: usize, ports: &[u16], dir: &Path, tls: &TlsConfig) -> Config {
+    member_config_timed(i, ports, dir, tls, Timings::TEST)
+}
+
+/// [`member_config`] with `timings`. A member running `Timings::SIGNER` is in signer mode, whose
+/// validation needs a real node; the test members have a simulated producer, so the file is
+/// validated with the test timings and then given these.
+pub fn member_config_timed(i: usize, ports: &[u16], dir: &Path, tls: &TlsConfig, timings: Timings) -> Config {
+    let mut config = member_config_text(i, ports, dir, tls);
+    let c = &mut config.coordinator;
+    c.lease_ttl = timings.lease_ttl;
+    c.renew_interval = timings.renew_interval;
+    c.safety_margin = timings.safety_margin;
+    c.call_timeout = timings.call_timeout;
+    c.raft.tick = timings.tick;
+    c.raft.election_ticks = timings.election_ticks;
+    config
+}
+
+fn member_config_text(i: usize, ports: &[u16], dir: &Path, tls: &TlsConfig) -> Config {
     let mut text = format!("member = \"{}\"\ndata_dir = \"{}\"\n", NAMES[i], dir.display());
     for (j, port) in ports.iter().enumerate() {
         let kind = if j == 2 { "witness" } else { "producer" };
@@ -90,6 +147,16 @@ impl Cluster {
         options: RaftOptions,
         tls: impl Fn(usize, &Path) -> Option<TlsConfig>,
     ) -> Cluster {
+        Cluster::start_timed(n, options, Timings::TEST, tls).await
+    }
+
+    /// Starts `n` members with `timings`; `tls` as for [`Cluster::start_with`].
+    pub async fn start_timed(
+        n: usize,
+        options: RaftOptions,
+        timings: Timings,
+        tls: impl Fn(usize, &Path) -> Option<TlsConfig>,
+    ) -> Cluster {
         let mut listeners = Vec::new();
         for _ in 0..n {
             listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind loopback"));
@@ -100,7 +167,7 @@ impl Cluster {
         let configs: Vec<Config> = (0..n)
             .map(|i| {
                 let tls = tls(i, dirs[i].path()).unwrap_or_else(|| pki.member(NAMES[i]));
-                member_config(i, &ports, &dirs[i].path().join("data"), &tls)
+                member_config_timed(i, &ports, &dirs[i].path().join("data"), &tls, timings)
             })
             .collect();
         let mut nodes = Vec::new();

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::fsm::{Command, FsmState, Reply};
+use super::fsm::{Command, FsmState, Reply, STAMPS_NOT_STARTED};
 use super::node::{self, NodeConfig, NodeInfo, Request};
 use super::peer_gate::{PeerGate, PeerRefusals};
 use super::storage::{Opened, RaftLog, StoreError};
@@ -139,7 +139,7 @@ impl RaftCoordinator {
             tick: c.raft.tick,
             election_ticks: c.raft.election_ticks as usize,
             heartbeat_ticks: c.raft.heartbeat_ticks as usize,
-            expire_after: c.lease_ttl + c.safety_margin,
+            undeclared_ttl: super::expiry::undeclared_ttl(c.lease_ttl + c.safety_margin),
             snapshot_every: options.snapshot_every.max(1),
             rejoin: options.rejoin,
             ids: ids.clone(),
@@ -421,7 +421,11 @@ impl Coordinator for RaftCoordinator {
 
     async fn holding(&self, deadline: Instant) -> Result<Option<Holding>, CoordError> {
         let state = self.read(deadline, "holding").await?;
-        Ok(state.holder.map(|holder| Holding { holder, epoch: state.epoch, stamp: state.refreshes }))
+        let Some(holder) = state.holder else { return Ok(None) };
+        // Without a stamp two looks cannot tell a renew happened between them, so no caller may
+        // decide from them that the holder is dead.
+        let stamp = state.refreshes.ok_or_else(|| CoordError::Unavailable(STAMPS_NOT_STARTED.into()))?;
+        Ok(Some(Holding { holder, epoch: state.epoch, stamp }))
     }
 
     async fn take_over(

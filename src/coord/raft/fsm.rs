@@ -6,7 +6,15 @@
 //! same log reaches the same state. Expiry is a command (`Expire`) that the raft leader proposes
 //! from its own monotonic timer; the state machine never decides that time has passed. It only
 //! records what that timer needs: the TTL the holder declared with its last grant or renew, and a
-//! count of refreshes, so that an `Expire` decided before a renew committed changes nothing.
+//! count of refreshes (the refresh stamp), so that an `Expire` decided before a renew committed
+//! changes nothing.
+//!
+//! The stamp must be the same on every member at every log index, or a conditional `Expire`
+//! applies on some members and not on others and the state machines split. Snapshots of earlier
+//! versions carry no stamp, so a state restored from one keeps none (`refreshes: None`), and so
+//! does a new state: stamps start for every member at once with the replicated
+//! `StartRefreshStamps` (the raft leader proposes it when its state has none). Until then an
+//! `Expire` is unconditional, as it was in those versions, and a `TakeOver` is refused.
 //!
 //! A fenced takeover (`TakeOver`) moves the lease past a holding its caller fenced, without
 //! waiting for expiry: it is granted only while that holding is still the current one and has not
@@ -103,6 +111,10 @@ pub enum Command {
     },
     /// Changes nothing; its answer is the state at its place in the log (a linearizable read).
     Read,
+    /// Starts refresh stamps at 0 where the state keeps none; a no-op where it keeps one. A
+    /// feature gate: every member starts counting at this entry. Versions before it cannot
+    /// decode it and skip it; they keep no stamp.
+    StartRefreshStamps,
 }
 
 impl Command {
@@ -112,6 +124,12 @@ impl Command {
             || matches!(self, Command::Renew { epoch: e, .. } if *e == epoch)
     }
 }
+
+/// Why a fenced takeover, or a look at the holding for one, is refused before refresh stamps
+/// started.
+pub const STAMPS_NOT_STARTED: &str = "the cluster keeps no refresh stamp yet (its state comes from a snapshot of an \
+     earlier version), so a renew by the holder could not be told apart; the raft leader starts stamps with its next \
+     commit: try the takeover again then";
 
 /// The longest TTL a holder may declare (the config's own maximum of `lease_ttl`): a larger one
 /// is taken as this, so no command can keep a lease from expiring for longer.
@@ -148,9 +166,11 @@ pub struct FsmState {
     /// expiry timer; `None` when it declared none (earlier versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_ttl_ms: Option<u64>,
-    /// Grants and renews applied so far: what an `Expire` or a `TakeOver` is conditioned on.
-    #[serde(default)]
-    pub refreshes: u64,
+    /// Grants and renews applied since refresh stamps started (`StartRefreshStamps`): what an
+    /// `Expire` or a `TakeOver` is conditioned on. `None` before: in a new state, and in one
+    /// restored from a snapshot of an earlier version (which has no such field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshes: Option<u64>,
 }
 
 impl FsmState {
@@ -163,6 +183,12 @@ impl FsmState {
 
     pub fn intents(&self) -> Intents {
         Intents { paused: self.paused, transfer: self.transfer.clone() }
+    }
+
+    /// The `Expire` the raft leader proposes for the current holding: conditioned on the refresh
+    /// stamp when the state keeps one, unconditional (as in earlier versions) when not.
+    pub fn expire_command(&self) -> Command {
+        Command::Expire { epoch: self.epoch, refreshes: self.refreshes }
     }
 
     /// Applies one command. Refusals leave the state unchanged.
@@ -189,7 +215,9 @@ impl FsmState {
                 Ok(Reply::Done)
             }
             Command::Expire { epoch, refreshes } => {
-                let unrefreshed = refreshes.is_none_or(|n| n == self.refreshes);
+                // A stamp the state does not keep cannot be checked: such an Expire changes
+                // nothing (the leader proposes an unconditional one then).
+                let unrefreshed = refreshes.is_none_or(|n| self.refreshes == Some(n));
                 if self.holder.is_some() && self.epoch == *epoch && unrefreshed {
                     self.holder = None;
                     self.lease_ttl_ms = None;
@@ -242,6 +270,10 @@ impl FsmState {
                 Ok(Reply::TransferSet(t))
             }
             Command::Read => Ok(Reply::State(Box::new(self.clone()))),
+            Command::StartRefreshStamps => {
+                self.refreshes.get_or_insert(0);
+                Ok(Reply::Done)
+            }
         }
     }
 
@@ -270,7 +302,10 @@ impl FsmState {
         refreshes: u64,
         ttl_ms: Option<u64>,
     ) -> Result<Reply, CoordError> {
-        if (self.holder.as_ref(), self.epoch, self.refreshes) != (Some(holder), epoch, refreshes) {
+        let Some(stamp) = self.refreshes else {
+            return Err(CoordError::Unavailable(STAMPS_NOT_STARTED.into()));
+        };
+        if (self.holder.as_ref(), self.epoch, stamp) != (Some(holder), epoch, refreshes) {
             return Err(CoordError::LeaseMoved { epoch: self.epoch });
         }
         if member == holder {
@@ -289,7 +324,7 @@ impl FsmState {
     }
 
     fn refreshed(&mut self, ttl_ms: Option<u64>) {
-        self.refreshes = self.refreshes.wrapping_add(1);
+        self.refreshes = self.refreshes.map(|n| n.wrapping_add(1));
         self.lease_ttl_ms = ttl_ms.map(|t| t.min(MAX_DECLARED_TTL_MS));
     }
 
@@ -334,6 +369,12 @@ mod tests {
     fn granted(epoch: Epoch) -> Reply {
         Reply::Granted { epoch, watermarks: BTreeMap::new() }
     }
+    /// A state whose refresh stamps started, as every state is one commit after a leader.
+    fn stamped() -> FsmState {
+        let mut s = FsmState::default();
+        s.apply(&Command::StartRefreshStamps).expect("start stamps");
+        s
+    }
     fn take_over(member: &str, holder: &str, epoch: u64, refreshes: u64) -> Command {
         Command::TakeOver { member: m(member), holder: m(holder), epoch: e(epoch), refreshes, ttl_ms: Some(3000) }
     }
@@ -354,13 +395,13 @@ mod tests {
     /// makes it a no-op, so a briefly slow leader does not take the lease from a live holder.
     #[test]
     fn an_expire_decided_before_a_renew_committed_changes_nothing() {
-        let mut s = FsmState::default();
+        let mut s = stamped();
         s.apply(&Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: Some(300) }).expect("grant");
-        let timer_fired_at = s.refreshes;
+        let timer_fired = s.expire_command();
         s.apply(&Command::Renew { member: m("a"), epoch: e(1), ttl_ms: Some(300) }).expect("renew");
-        s.apply(&Command::Expire { epoch: e(1), refreshes: Some(timer_fired_at) }).expect("a no-op");
+        s.apply(&timer_fired).expect("a no-op");
         assert_eq!(s.lease(), LeaseView::Held { holder: m("a"), epoch: e(1) });
-        s.apply(&Command::Expire { epoch: e(1), refreshes: Some(s.refreshes) }).expect("expire");
+        s.apply(&s.expire_command()).expect("expire");
         assert_eq!(s.lease(), LeaseView::Free { epoch: e(1) });
         assert_eq!(s.lease_ttl_ms, None, "a free lease has no declared TTL");
     }
@@ -393,7 +434,7 @@ mod tests {
             (take_over("a", "a", 1, 2), false), // from itself
         ];
         for (i, (cmd, granted)) in cases.iter().enumerate() {
-            let mut s = FsmState::default();
+            let mut s = stamped();
             s.apply(&Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: Some(3000) }).expect("grant");
             s.apply(&Command::Renew { member: m("a"), epoch: e(1), ttl_ms: Some(3000) }).expect("renew");
             s.apply(&Command::Reserve { epoch: e(1), key: k(), hrs: Hrs::new(5, 0, Step::Prevote) }).expect("reserve");
@@ -414,10 +455,96 @@ mod tests {
             }
         }
         // A free lease is never "taken over": it is acquired.
-        let mut s = FsmState::default();
+        let mut s = stamped();
         s.apply(&Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: None }).expect("grant");
         s.apply(&Command::Expire { epoch: e(1), refreshes: None }).expect("expire");
         assert!(s.apply(&take_over("b", "a", 1, 1)).is_err());
+    }
+
+    // A snapshot written by a version without refresh stamps, at the point where the log below
+    // had granted `a` the lease and renewed it twice.
+    const OLD_SNAPSHOT: &str =
+        r#"{"holder":"a","epoch":1,"watermarks":{},"paused":false,"transfer":null,"lease_ttl_ms":300}"#;
+
+    fn old_log() -> Vec<Command> {
+        let renew = Command::Renew { member: m("a"), epoch: e(1), ttl_ms: Some(300) };
+        vec![Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: Some(300) }, renew.clone(), renew]
+    }
+
+    /// In-place upgrade: one member replayed the whole log, another restored the earlier
+    /// version's snapshot and applied only what followed. Whatever the leader proposes from its
+    /// own state, both stay identical — before stamps started, at the entry that starts them,
+    /// and after (docs/design.md §4: apply is deterministic).
+    #[test]
+    fn a_member_restored_from_an_old_snapshot_agrees_with_one_that_replayed_the_log() {
+        let renew = Command::Renew { member: m("a"), epoch: e(1), ttl_ms: Some(300) };
+        for leader_replayed in [true, false] {
+            let mut replayed = FsmState::default();
+            for c in old_log() {
+                replayed.apply(&c).expect("old log applies");
+            }
+            let mut restored: FsmState = serde_json::from_str(OLD_SNAPSHOT).expect("an old snapshot decodes");
+            assert_eq!(restored.refreshes, None, "an old snapshot has no stamp, and none is made up");
+            // After the upgrade: one more renew, then the leader's timer fires and it proposes.
+            replayed.apply(&renew).expect("renew");
+            restored.apply(&renew).expect("renew");
+            let leader = if leader_replayed { &replayed } else { &restored };
+            let expire = leader.expire_command();
+            assert_eq!(expire, Command::Expire { epoch: e(1), refreshes: None }, "no stamp: unconditional");
+            assert_eq!(replayed.apply(&expire), restored.apply(&expire));
+            assert_eq!(replayed, restored, "leader replayed: {leader_replayed}");
+            // Stamps start at one index for both; from then on conditional expiry agrees too.
+            for s in [&mut replayed, &mut restored] {
+                s.apply(&Command::StartRefreshStamps).expect("start");
+                s.apply(&Command::Acquire { member: m("b"), seen_epoch: None, ttl_ms: Some(300) }).expect("grant");
+            }
+            let stale = replayed.expire_command();
+            for s in [&mut replayed, &mut restored] {
+                s.apply(&Command::Renew { member: m("b"), epoch: e(2), ttl_ms: Some(300) }).expect("renew");
+                s.apply(&stale).expect("a no-op");
+                s.apply(&Command::StartRefreshStamps).expect("a second start is a no-op");
+            }
+            assert_eq!(replayed, restored);
+            assert_eq!(replayed.refreshes, Some(2));
+            assert_eq!(replayed.lease(), LeaseView::Held { holder: m("b"), epoch: e(2) });
+        }
+    }
+
+    /// Before stamps started, a takeover is refused with the reason (and changes nothing), and
+    /// an Expire conditioned on a stamp the state does not keep changes nothing either.
+    #[test]
+    fn without_refresh_stamps_a_takeover_is_refused_and_a_conditional_expire_does_nothing() {
+        let mut s = FsmState::default();
+        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: Some(300) }).expect("grant");
+        let before = s.clone();
+        let r = s.apply(&take_over("b", "a", 1, 0));
+        assert!(matches!(&r, Err(CoordError::Unavailable(why)) if why.contains("no refresh stamp yet")), "{r:?}");
+        s.apply(&Command::Expire { epoch: e(1), refreshes: Some(0) }).expect("a no-op");
+        assert_eq!(s, before);
+        s.apply(&Command::StartRefreshStamps).expect("start");
+        s.apply(&Command::Renew { member: m("a"), epoch: e(1), ttl_ms: Some(300) }).expect("renew");
+        assert!(matches!(s.apply(&take_over("b", "a", 1, 1)), Ok(Reply::Granted { .. })));
+    }
+
+    // The entries earlier versions wrote still decode, and new states round-trip through a
+    // snapshot with their stamp.
+    #[test]
+    fn old_entries_decode_and_stamps_survive_a_snapshot() {
+        let old: &[(&str, Command)] = &[
+            (r#"{"op":"expire","epoch":3}"#, Command::Expire { epoch: e(3), refreshes: None }),
+            (r#"{"op":"expire","epoch":3,"refreshes":7}"#, Command::Expire { epoch: e(3), refreshes: Some(7) }),
+            (r#"{"op":"renew","member":"a","epoch":3}"#, Command::Renew { member: m("a"), epoch: e(3), ttl_ms: None }),
+        ];
+        for (text, want) in old {
+            assert_eq!(&serde_json::from_str::<Command>(text).expect("decodes"), want, "{text}");
+        }
+        let start = serde_json::to_string(&Command::StartRefreshStamps).expect("encode");
+        assert_eq!(start, r#"{"op":"start_refresh_stamps"}"#);
+        let mut s = stamped();
+        s.apply(&Command::Acquire { member: m("a"), seen_epoch: None, ttl_ms: Some(300) }).expect("grant");
+        let back: FsmState = serde_json::from_slice(&serde_json::to_vec(&s).expect("encode")).expect("decode");
+        assert_eq!(back, s);
+        assert_eq!(back.refreshes, Some(1));
     }
 
     #[test]
@@ -620,6 +747,7 @@ mod tests {
                 .prop_map(|entries| Command::ImportAll { entries }),
             any::<bool>().prop_map(|paused| Command::Pause { paused }),
             member.prop_map(|to| Command::Transfer { to, forced: false }),
+            Just(Command::StartRefreshStamps),
         ]
     }
 

@@ -4,12 +4,14 @@
 //! - [`RaftCoordinator`]: the Coordinator contract over the node.
 //! - [`fsm`]: the deterministic state machine (lease, epochs, watermarks, intents).
 //! - [`node`]: the task that drives raft-rs and runs the leader's expiry timer.
+//! - [`expiry`]: when the leader's expiry timer is due (a new leader's grace, retries).
 //! - [`storage`]: the durable log on raft-engine, snapshots and compaction.
 //! - [`transport`]: the tonic peer service, per-peer batching senders, mutual TLS.
 //! - [`peer_gate`]: who may speak on the peer port, and as whom (identity from certificates).
 //! - [`snapshot_check`]: which snapshots from peers may be installed.
 //! - [`wire_check`]: peer bytes walked against the raft schema before protobuf 2 parses them.
 mod coordinator;
+pub mod expiry;
 pub mod fsm;
 pub mod node;
 pub mod peer_gate;

@@ -3,12 +3,15 @@
 //! snapshot, persist entries and hard state (fsynced), then send messages, apply committed
 //! entries to the state machine, advance.
 //!
-//! It also runs the leader's expiry timer (docs/design.md §4): only the raft leader proposes
-//! `Expire`, and only once its own monotonic clock shows the holder's TTL (the one it declared
-//! with its last refresh) since the latest of its becoming leader, its last applied refresh and
-//! the end of a stall of this task. The timer is exact (a sleep until it is due, not the next
-//! tick), and the `Expire` names the refresh count it ran from, so a renew committed first makes
-//! it a no-op. Raft leadership is never the lease.
+//! It also runs the leader's expiry timer (docs/design.md §4; its rules in [`super::expiry`]):
+//! only the raft leader proposes `Expire`, and only once its own monotonic clock shows the
+//! holder's TTL since its last applied refresh or the end of a stall of this task — and, as a
+//! new leader, the TTL plus an election timeout since it became leader. The timer is exact (a
+//! sleep until it is due, not the next tick), and the `Expire` names the refresh stamp it ran
+//! from, so a renew committed first makes it a no-op. Raft leadership is never the lease.
+//! While the replicated state keeps no refresh stamp (restored from an earlier version's
+//! snapshot), the leader proposes `StartRefreshStamps` and, until it applied, unconditional
+//! `Expire`s.
 //! Storage is written inline from this task: an fsync that stalls delays the raft loop, which
 //! is the safe direction (a slow store delays grants; it never extends a lease).
 
@@ -22,13 +25,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::expiry::{ExpiryTimer, TimedHolding};
 use super::fsm::{Command, FsmState, Reply};
 use super::peer_gate::{PeerRefusals, Refusal, Source};
 use super::snapshot_check::check_snapshot;
 use super::storage::{RaftLog, StoreError};
 use super::transport::{Inbound, PeerSenders};
 use crate::coord::{CoordError, StoreView};
-use crate::domain::Epoch;
 
 /// How the node runs.
 #[derive(Clone, Debug)]
@@ -38,8 +41,8 @@ pub struct NodeConfig {
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
     /// How long the leader waits without a renew before expiring when the holder declared no
-    /// TTL (a holder of an earlier version): its own TTL + safety margin, as those versions did.
-    pub expire_after: Duration,
+    /// TTL (a holder of an earlier version): [`super::expiry::undeclared_ttl`].
+    pub undeclared_ttl: Duration,
     /// Applied entries between snapshots (and log compactions).
     pub snapshot_every: u64,
     /// This member lost its disk and rejoins with the same id: it neither campaigns nor votes
@@ -108,14 +111,13 @@ pub struct NodeTask {
     pending: HashMap<u64, Pending>,
     incarnation: u64,
     next_request: u64,
-    leader_since: Option<Instant>,
-    last_refresh: Instant,
-    /// When this task last started a turn, and when it last came back from a stall (see
-    /// `note_turn`): a leader that could not hear
+    /// The leader's expiry timer: when an `Expire` may be proposed.
+    expiry: ExpiryTimer,
+    /// When this task last started a turn (see `note_turn`): a leader that could not hear
     /// renews while it stalled does not count that time against the holder.
     last_turn: Instant,
-    stall_ended: Option<Instant>,
-    expire_sent: Option<(Epoch, u64, Instant)>,
+    /// When this member, as leader, may propose `StartRefreshStamps` again.
+    stamps_next_try: Option<Instant>,
     rejoining: bool,
     ticks_rejoining: u64,
     last_leadership_transfer: Option<Instant>,
@@ -162,6 +164,8 @@ pub fn build(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
             ^ u64::from(std::process::id()).rotate_left(40);
     let rejoining = cfg.rejoin;
+    let election = cfg.tick * cfg.election_ticks as u32;
+    let expiry = ExpiryTimer::new(cfg.tick, election, cfg.undeclared_ttl);
     let task = NodeTask {
         cfg,
         raw,
@@ -174,11 +178,9 @@ pub fn build(
         pending: HashMap::new(),
         incarnation,
         next_request: 0,
-        leader_since: None,
-        last_refresh: Instant::now(),
+        expiry,
         last_turn: Instant::now(),
-        stall_ended: None,
-        expire_sent: None,
+        stamps_next_try: None,
         rejoining,
         ticks_rejoining: 0,
         last_leadership_transfer: None,
@@ -231,6 +233,11 @@ impl NodeTask {
                 return;
             }
             self.flush_parked();
+            // A member that became leader in this turn starts its expiry wait now, and starts
+            // refresh stamps at once if its state keeps none: right behind its first entry,
+            // before any request it takes as leader.
+            self.observe_role();
+            self.start_refresh_stamps();
             if let Err(e) = self.handle_ready() {
                 tracing::error!(error = %e, "raft storage failed; this member stops taking part in the quorum");
                 self.fail(e.to_string());
@@ -269,6 +276,7 @@ impl NodeTask {
         self.parked.retain(|(_, reply)| !reply.is_closed());
         self.flush_parked();
         self.check_expiry();
+        self.start_refresh_stamps();
         self.shed_leadership();
     }
 
@@ -457,51 +465,75 @@ impl NodeTask {
         let now = Instant::now();
         let stall = self.cfg.tick * 2 + Duration::from_millis(50);
         if now.saturating_duration_since(self.last_turn) > stall {
-            self.stall_ended = Some(now);
+            self.expiry.stall_ended(now);
         }
         self.last_turn = now;
     }
 
-    /// How long the holder's lease lasts without a refresh, as the store should count it: the
-    /// TTL it declared, or for a holder that declared none this member's TTL + margin.
-    fn expire_after(&self) -> Duration {
-        self.fsm.lease_ttl_ms.map_or(self.cfg.expire_after, Duration::from_millis)
+    /// Tells the expiry timer whether this member leads, and in which term: called after every
+    /// turn, so a member that became leader in it starts its wait from then.
+    fn observe_role(&mut self) {
+        let r = &self.raw.raft;
+        let term = (r.state == StateRole::Leader).then_some(r.term);
+        self.expiry.observe_role(term, Instant::now());
+    }
+
+    /// The holding the expiry timer runs for, as this member applied it.
+    fn holding(&self) -> Option<TimedHolding> {
+        self.fsm.holder.as_ref()?;
+        Some(TimedHolding {
+            epoch: self.fsm.epoch,
+            refreshes: self.fsm.refreshes,
+            declared_ttl: self.fsm.lease_ttl_ms.map(Duration::from_millis),
+        })
     }
 
     /// When the leader's expiry timer is due, if this member leads and a lease is held.
     fn expiry_due(&self) -> Option<Instant> {
-        if self.raw.raft.state != StateRole::Leader || self.fsm.holder.is_none() {
-            return None;
-        }
-        let since = self.leader_since?;
-        let base = [Some(since), Some(self.last_refresh), self.stall_ended].into_iter().flatten().max()?;
-        let due = base + self.expire_after();
-        // Once proposed, ask again only after a while (the first may have been dropped).
-        match self.expire_sent {
-            Some((e, n, at)) if e == self.fsm.epoch && n == self.fsm.refreshes => {
-                Some(due.max(at + self.cfg.tick * 10))
-            }
-            _ => Some(due),
-        }
+        self.expiry.due(self.holding())
     }
 
-    /// The leader's expiry timer (docs/design.md §4).
+    /// The leader's expiry timer (docs/design.md §4). A proposal raft drops (a leadership
+    /// transfer under way) is tried again a tick later ([`ExpiryTimer::due`]), never at once.
     fn check_expiry(&mut self) {
         let now = Instant::now();
-        if self.raw.raft.state != StateRole::Leader {
-            self.leader_since = None;
-            self.expire_sent = None;
-            return;
-        }
-        self.leader_since.get_or_insert(now);
+        self.observe_role();
+        let Some(holding) = self.holding() else { return };
         if self.expiry_due().is_none_or(|due| now < due) {
             return;
         }
-        let (epoch, refreshes) = (self.fsm.epoch, self.fsm.refreshes);
-        match self.propose(Command::Expire { epoch, refreshes: Some(refreshes) }) {
-            Ok(_) => self.expire_sent = Some((epoch, refreshes, now)),
-            Err(e) => tracing::warn!(error = %e, %epoch, "could not propose lease expiry"),
+        let cmd = self.fsm.expire_command();
+        let accepted = match self.propose(cmd) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, epoch = %holding.epoch, "raft dropped the lease expiry proposal; trying again next tick");
+                false
+            }
+        };
+        self.expiry.proposed(holding, now, accepted);
+    }
+
+    /// The leader turns refresh stamps on once, when the applied state keeps none (restored from
+    /// a snapshot of an earlier version, or a new cluster): one command, so every member starts
+    /// counting at the same log index. Asked again after an election timeout if it did not apply,
+    /// or at the next tick if raft dropped it.
+    fn start_refresh_stamps(&mut self) {
+        if self.raw.raft.state != StateRole::Leader || self.fsm.refreshes.is_some() {
+            self.stamps_next_try = None;
+            return;
         }
+        let now = Instant::now();
+        if self.stamps_next_try.is_some_and(|at| now < at) {
+            return;
+        }
+        let wait = match self.propose(Command::StartRefreshStamps) {
+            Ok(_) => self.cfg.tick * self.cfg.election_ticks as u32,
+            Err(e) => {
+                tracing::debug!(error = %e, "raft dropped the proposal to start refresh stamps; trying again next tick");
+                self.cfg.tick
+            }
+        };
+        self.stamps_next_try = Some(now + wait);
     }
 
     fn handle_ready(&mut self) -> Result<(), StoreError> {
@@ -567,7 +599,7 @@ impl NodeTask {
             };
             let result = self.fsm.apply(&entry.cmd);
             if result.is_ok() && entry.cmd.refreshes(self.fsm.epoch) {
-                self.last_refresh = Instant::now();
+                self.expiry.refreshed(Instant::now());
             }
             if entry.origin == self.cfg.id
                 && entry.incarnation == self.incarnation
@@ -633,5 +665,100 @@ impl slog::Drain for TracingDrain {
     fn log(&self, record: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
         tracing::debug!(target: "raft", "{}", record.msg());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::coord::raft::transport::LinkFilter;
+    use crate::domain::{Epoch, LeaseView, MemberId};
+
+    const TICK: Duration = Duration::from_millis(20);
+
+    /// A one-member node on a real raft-engine directory, not running: the test takes its turns.
+    fn one_member(dir: &std::path::Path) -> NodeTask {
+        let me = MemberId::new("a").expect("valid");
+        let (log, _) = RaftLog::open(dir, &me, &[1]).expect("open the raft dir");
+        let senders =
+            PeerSenders::start(1, &[], None, LinkFilter::default(), &CancellationToken::new()).expect("senders");
+        let (_, inbox) = mpsc::channel(1);
+        let (_, requests) = mpsc::channel(1);
+        let cfg = NodeConfig {
+            id: 1,
+            tick: TICK,
+            election_ticks: 3,
+            heartbeat_ticks: 1,
+            undeclared_ttl: Duration::from_secs(60),
+            snapshot_every: 1000,
+            rejoin: false,
+            ids: BTreeMap::from([(me, 1)]),
+            witnesses: Vec::new(),
+        };
+        let (task, _, _) = build(cfg, log, Arc::new(senders), inbox, requests, PeerRefusals::default()).expect("build");
+        task
+    }
+
+    /// Proposes `cmd` and takes turns until it is applied.
+    fn commit(task: &mut NodeTask, cmd: Command) {
+        task.propose(cmd).expect("raft takes the proposal");
+        for _ in 0..10 {
+            task.handle_ready().expect("storage");
+        }
+        let log = &task.raw.raft.raft_log;
+        assert_eq!(log.applied, log.last_index(), "the proposal was applied");
+    }
+
+    /// The run loop's expiry branch: sleep until the timer is due, then check it; for `span`.
+    /// Returns how many times the timer fired.
+    fn run_expiry_branch(task: &mut NodeTask, span: Duration) -> u32 {
+        let end = Instant::now() + span;
+        let mut fired = 0;
+        while let Some(due) = task.expiry_due()
+            && due < end
+        {
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            task.note_turn();
+            task.check_expiry();
+            fired += 1;
+            assert!(fired < 10_000, "the expiry timer spins");
+        }
+        fired
+    }
+
+    // A leader whose Expire raft drops (a leadership transfer under way) waits a tick before it
+    // proposes again: its loop sleeps until the timer is due, so a due that stays in the past
+    // would spin the task (and log) without pause until the transfer ends.
+    #[test]
+    fn a_dropped_expire_proposal_is_retried_each_tick_not_in_a_busy_loop() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut task = one_member(dir.path());
+        task.raw.campaign().expect("campaign");
+        task.handle_ready().expect("storage");
+        task.observe_role();
+        assert_eq!(task.raw.raft.state, StateRole::Leader);
+        commit(&mut task, Command::StartRefreshStamps);
+        let holder = MemberId::new("a").expect("valid");
+        commit(&mut task, Command::Acquire { member: holder.clone(), seen_epoch: None, ttl_ms: Some(1) });
+        let held = LeaseView::Held { holder, epoch: Epoch::new(1) };
+        assert_eq!(task.fsm.lease(), held);
+
+        // raft drops every proposal while a leadership transfer is under way.
+        task.raw.raft.lead_transferee = Some(2);
+        let span = Duration::from_millis(400);
+        let fired = run_expiry_branch(&mut task, span);
+        let most = (span.as_millis() / TICK.as_millis()) as u32 + 2;
+        assert!(fired <= most, "the timer fired {fired} times in {span:?}, more than once a tick ({most})");
+        assert!(fired >= 2, "the dropped Expire was never proposed again ({fired})");
+        task.handle_ready().expect("storage");
+        assert_eq!(task.fsm.lease(), held, "nothing was proposed while raft dropped proposals");
+
+        // The transfer ended: the next try goes through and the lease expires.
+        task.raw.raft.lead_transferee = None;
+        run_expiry_branch(&mut task, TICK * 2);
+        task.handle_ready().expect("storage");
+        assert_eq!(task.fsm.lease(), LeaseView::Free { epoch: Epoch::new(1) });
     }
 }
