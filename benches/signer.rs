@@ -26,7 +26,8 @@
 //! conditions; the report is p50/p99 of the per-request differences failoverd − plain, with each
 //! side's own p50/p99, the A/A difference and each side's drift between the two halves of the run
 //! as noise, and how many requests found failoverd's confirmed window short (each waited for a
-//! reservation). The old figure, p99(failoverd) − p99(plain), is printed too, named for what it is.
+//! reservation), and the gate's own time per request measured inside failoverd. The old
+//! figure, p99(failoverd) − p99(plain), is printed too, named for what it is.
 //!
 //! `FAILOVERD_BENCH_HEIGHTS` (default 900, about 1.5 minutes) sets the heights measured,
 //! `FAILOVERD_BENCH_BLOCK_MS` (default 100) the block interval, `FAILOVERD_BENCH_RTT_MS` (default
@@ -71,6 +72,26 @@ impl SignGate for AlwaysAllow {
     }
     fn may_sign(&self) -> bool {
         true
+    }
+}
+
+/// failoverd's gate, timed: how long each `reserve` took inside failoverd (the gate's own time
+/// per request, without the transport and the signature that both sides share).
+struct Timed {
+    gate: CoordinatorGate,
+    spent: std::sync::Mutex<Vec<f64>>,
+}
+
+impl SignGate for Timed {
+    fn reserve(&self, hrs: Hrs) -> Result<(), GateRefusal> {
+        let started = Instant::now();
+        let result = self.gate.reserve(hrs);
+        let took = ms(started.elapsed());
+        self.spent.lock().unwrap_or_else(|e| e.into_inner()).push(took);
+        result
+    }
+    fn may_sign(&self) -> bool {
+        self.gate.may_sign()
     }
 }
 
@@ -198,7 +219,7 @@ struct WindowSeen {
 /// apart as a node asks them, and what the node saw of failoverd's window.
 fn paired_run(
     nodes: &mut [Node; 4],
-    failoverd: &PrivvalSigner<CoordinatorGate>,
+    failoverd: &PrivvalSigner<Timed>,
     first: u64,
     heights: u64,
     block: Duration,
@@ -214,7 +235,7 @@ fn paired_run(
         let measured = height >= first + WARMUP_HEIGHTS;
         for step in [Step::Propose, Step::Prevote, Step::Precommit] {
             let message = request(height, step);
-            let window = failoverd.gate().reserved_through();
+            let window = failoverd.gate().gate.reserved_through();
             if measured {
                 if window.is_none_or(|top| top < height) {
                     seen.above += 1;
@@ -278,7 +299,7 @@ fn holder(
     c: &BenchCluster,
     key_id: &KeyId,
     dir: &tempfile::TempDir,
-) -> Arc<PrivvalSigner<CoordinatorGate>> {
+) -> Arc<PrivvalSigner<Timed>> {
     let timings = c.coordinator().clone();
     let a = MemberId::new("a").expect("id");
     let lease = rt.block_on(async {
@@ -300,6 +321,7 @@ fn holder(
     let coord: Arc<dyn Coordinator> = c.node(0).clone();
     let gate = CoordinatorGate::new(coord, key_id.clone(), rt.handle().clone(), timings.call_timeout);
     gate.permit(Permission { epoch: lease.epoch, floor: Hrs::ZERO, until: lease.valid_until });
+    let gate = Timed { gate, spent: std::sync::Mutex::new(Vec::new()) };
     let failoverd = Arc::new(persisted(PrivvalSigner::new(CHAIN, key(), gate), dir, "failoverd"));
     // The holder renews every renew_interval and moves the gate's deadline, as its daemon does.
     let (member, signer) = (c.node(0).clone(), Arc::clone(&failoverd));
@@ -310,7 +332,7 @@ fn holder(
             tokio::time::sleep(timings.renew_interval).await;
             match member.renew(&lease, within(timings.call_timeout)).await {
                 Ok(l) => {
-                    signer.gate().extend(l.valid_until);
+                    signer.gate().gate.extend(l.valid_until);
                     lease = l;
                 }
                 Err(e) => eprintln!("the holder's renew failed {} ms into the run: {e}", started.elapsed().as_millis()),
@@ -388,6 +410,9 @@ fn main() {
         println!("{}", line(&format!("  added, {step}s only"), &summarize(&of_step)));
     }
     report_window(&seen, fo.len());
+    let spent = failoverd.gate().spent.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let measured = &spent[spent.len().saturating_sub(fo.len())..];
+    println!("{}", line("  failoverd's gate alone, inside failoverd (reserve() per request)", &summarize(measured)));
     println!("{}", line("noise: A/A paired difference (plain - plain)", &summarize(&differences(&plain2, &plain))));
     println!("  plain     {}", halves(&plain));
     println!("  failoverd {}", halves(&fo));

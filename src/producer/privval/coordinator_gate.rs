@@ -7,7 +7,8 @@
 //! Windows are planned by [`ReserveWindow`]: the first request of an epoch reserves and waits;
 //! from then on the next window is reserved in the background while the current one still
 //! covers the heights a commit takes, so a signature in steady state waits for no store round
-//! trip. A new holder's floor is at or above the top of every window (the watermark), so two
+//! trip. That reservation is asked for at a precommit and sent a quiet moment later
+//! ([`ReserveWindow::quiet`]), so its log writes do not run beside the next signatures. A new holder's floor is at or above the top of every window (the watermark), so two
 //! members never sign one height, with no timing assumption.
 //!
 //! It is called from the signer's connection threads and blocks them on the runtime only for a
@@ -125,12 +126,15 @@ impl CoordinatorGate {
         self.state().window.as_ref().is_some_and(ReserveWindow::signed_through)
     }
 
-    /// The plan for `hrs` under `epoch`, or `None` when the permission changed meanwhile.
-    fn plan(&self, epoch: Epoch, hrs: Hrs) -> Option<Plan> {
+    /// The plan for `hrs` under `epoch`, with how long an extension it asks for waits before it
+    /// is sent (the quiet after a precommit), or `None` when the permission changed meanwhile.
+    fn plan(&self, epoch: Epoch, hrs: Hrs) -> Option<(Plan, Duration)> {
         let mut state = self.state();
         let window = state.window.as_mut().filter(|w| w.epoch() == epoch)?;
-        let plan = window.plan(hrs.height, std::time::Instant::now());
-        if matches!(plan, Plan::Covered { .. }) && hrs.step == Step::Precommit {
+        let now = std::time::Instant::now();
+        let round_end = hrs.step == Step::Precommit;
+        let plan = if round_end { window.plan_round_end(hrs.height, now) } else { window.plan(hrs.height, now) };
+        if matches!(plan, Plan::Covered { .. }) && round_end {
             window.precommitting(hrs.height);
         }
         match plan {
@@ -138,7 +142,7 @@ impl CoordinatorGate {
             Plan::Reserve { top } => window.sent(top, false),
             _ => {}
         }
-        Some(plan)
+        Some((plan, if round_end { window.quiet() } else { Duration::ZERO }))
     }
 
     /// Waits (bounded by the call timeout) until the background reservation is answered.
@@ -155,11 +159,16 @@ impl CoordinatorGate {
         }
     }
 
-    /// Sends `reserve(epoch, key, end_of_height(top))` without waiting for it.
-    fn reserve_in_background(&self, epoch: Epoch, top: u64) {
+    /// Sends `reserve(epoch, key, end_of_height(top))` `after` from now, without waiting for it.
+    /// The window counts it in flight from now on, so nothing else is asked meanwhile.
+    fn reserve_in_background(&self, epoch: Epoch, top: u64, after: Duration) {
         let shared = Arc::clone(&self.shared);
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timeout = self.timeout;
         self.runtime.spawn(async move {
+            if !after.is_zero() {
+                tokio::time::sleep(after).await;
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
             let sent = std::time::Instant::now();
             let result = shared.coord.reserve(epoch, &shared.key, Hrs::end_of_height(top), deadline).await;
             if let Err(e) = &result {
@@ -225,15 +234,15 @@ impl SignGate for CoordinatorGate {
         for _ in 0..3 {
             match self.plan(epoch, hrs) {
                 None => return Err(GateRefusal::DemotedWhileReserving),
-                Some(Plan::Covered { extend }) => {
+                Some((Plan::Covered { extend }, quiet)) => {
                     if let Some(top) = extend {
-                        self.reserve_in_background(epoch, top);
+                        self.reserve_in_background(epoch, top, quiet);
                     }
                     return Ok(());
                 }
-                Some(Plan::AwaitInFlight) => self.await_in_flight(epoch),
-                Some(Plan::Drained) => return Err(GateRefusal::HandingOver { hrs }),
-                Some(Plan::Reserve { top }) => {
+                Some((Plan::AwaitInFlight, _)) => self.await_in_flight(epoch),
+                Some((Plan::Drained, _)) => return Err(GateRefusal::HandingOver { hrs }),
+                Some((Plan::Reserve { top }, _)) => {
                     self.reserve_now(epoch, top)?;
                     // Demoted while the reservation was in flight: the reservation stands (the
                     // watermark only rises), but this member no longer signs.

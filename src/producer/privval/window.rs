@@ -114,22 +114,44 @@ impl ReserveWindow {
     pub fn lead(&self) -> u64 {
         match (self.commit.pessimistic(), self.block) {
             (Some(commit), Some(block)) if !block.is_zero() => {
-                let heights = commit.as_nanos().div_ceil(block.as_nanos());
+                let heights = (commit + self.quiet()).as_nanos().div_ceil(block.as_nanos());
                 (heights as u64).clamp(1, MAX_LEAD)
             }
             _ => 1,
         }
     }
 
-    /// The plan for a request at `height`, asked at `now`; notes the block interval on the way.
+    /// How long after a round's last signature an extension asked for there is sent: a quarter
+    /// of the block interval, once the node has its signatures (and writes its block) and asks
+    /// nothing more until the next height. Sent at once, the reservation's log writes and
+    /// network work would run beside the height's remaining signatures and slow them.
+    pub fn quiet(&self) -> Duration {
+        self.block.map_or(Duration::ZERO, |b| b / 4)
+    }
+
+    /// The plan for a proposal or prevote at `height`, asked at `now`; notes the block interval
+    /// on the way. In steady state it never extends: the precommit before asked for enough.
     pub fn plan(&mut self, height: u64, now: Instant) -> Plan {
+        self.plan_for(height, height, now)
+    }
+
+    /// The plan for a precommit at `height`, the last signature of a round: when covered, the
+    /// window is checked against the next height, so that an extension it asks for can be sent
+    /// in the quiet before that height ([`Self::quiet`]) rather than beside a proposal.
+    pub fn plan_round_end(&mut self, height: u64, now: Instant) -> Plan {
+        self.plan_for(height, height.saturating_add(1), now)
+    }
+
+    /// The plan for a request at `height`, with the window measured from `from` (`height` or
+    /// the next one).
+    fn plan_for(&mut self, height: u64, from: u64, now: Instant) -> Plan {
         self.note_height(height, now);
         if self.committed.is_some_and(|top| height <= top) {
             let lead = self.lead();
-            let short = self.committed.is_some_and(|top| top < height.saturating_add(lead));
+            let short = self.committed.is_some_and(|top| top < from.saturating_add(lead));
             // Twice the lead: one window then lasts as long as a reservation takes, so the next
             // one (one in flight at a time) is asked for before this one runs short.
-            let wanted = height.saturating_add(lead.saturating_mul(2));
+            let wanted = from.saturating_add(lead.saturating_mul(2));
             let extend = (short && !self.draining && self.in_flight.is_none()).then(|| self.above_requested(wanted));
             return Plan::Covered { extend };
         }
@@ -269,6 +291,29 @@ mod tests {
     }
 
     #[test]
+    fn the_precommit_asks_for_the_next_heights_and_the_next_proposal_asks_nothing() {
+        let (mut w, now) = warmed(100 * MS, MS);
+        assert_eq!(w.lead(), 1);
+        assert_eq!(w.quiet(), 25 * MS);
+        // Committed through 20: the precommit of 20 looks at height 21, which the window does not hold: up to 21 + 2.
+        assert_eq!(w.plan_round_end(20, now), Plan::Covered { extend: Some(23) });
+        w.sent(23, true);
+        w.answered(23, true, MS);
+        let next = now + 100 * MS;
+        assert_eq!(w.plan(21, next), Plan::Covered { extend: None });
+        assert_eq!(w.plan_round_end(21, next), Plan::Covered { extend: None }, "23 holds 22 with its lead");
+        assert_eq!(w.plan(22, next + 100 * MS), Plan::Covered { extend: None });
+        assert_eq!(w.plan_round_end(22, next + 100 * MS), Plan::Covered { extend: Some(25) });
+    }
+
+    #[test]
+    fn the_quiet_before_sending_counts_in_the_lead() {
+        // Commits of 80 ms fit one 100 ms block alone, not with a 25 ms quiet before them.
+        let (w, _) = warmed(100 * MS, 80 * MS);
+        assert_eq!(w.lead(), 2);
+    }
+
+    #[test]
     fn a_lost_answer_never_makes_the_next_request_land_at_or_below_it() {
         let mut w = ReserveWindow::new(Epoch::new(1));
         w.sent(11, false);
@@ -295,16 +340,17 @@ mod tests {
         /// top the store confirmed, and every request goes strictly above every earlier one.
         #[test]
         fn signs_only_inside_confirmed_windows_and_asks_ever_higher(
-            steps in proptest::collection::vec((1u64..40, any::<bool>(), 0u64..300), 1..80)
+            steps in proptest::collection::vec((1u64..40, any::<bool>(), 0u64..300, any::<bool>()), 1..80)
         ) {
             let mut w = ReserveWindow::new(Epoch::new(2));
             let mut confirmed: Option<u64> = None;
             let mut asked: Option<u64> = None;
             let mut pending: Vec<u64> = Vec::new();
             let start = Instant::now();
-            for (i, (height, ok, latency)) in steps.into_iter().enumerate() {
+            for (i, (height, ok, latency, round_end)) in steps.into_iter().enumerate() {
                 let now = start + 50 * MS * i as u32;
-                match w.plan(height, now) {
+                let plan = if round_end { w.plan_round_end(height, now) } else { w.plan(height, now) };
+                match plan {
                     Plan::Covered { extend } => {
                         prop_assert!(confirmed.is_some_and(|c| height <= c));
                         if let Some(top) = extend {
