@@ -136,18 +136,9 @@ pub async fn run(
     });
     let wiring::Parts { member, policies, effects, outputs, sources, fence_notices, embedded_node } = parts;
     test_hooks::install(&shutdown);
-    // The loop runs as a task on the runtime's workers, not on the thread that waits for
-    // `run`: each turn would otherwise wake a second thread.
-    let turns = main_loop::MainLoop::new(member, policies, Arc::clone(&effects), outputs).run(
-        sources,
-        fence_notices,
-        shutdown.clone(),
-    );
-    let result = match tokio::spawn(turns).await {
-        Ok(result) => result,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(DaemonError::Setup(format!("the decision loop was cancelled: {e}"))),
-    };
+    let result = main_loop::MainLoop::new(member, policies, Arc::clone(&effects), outputs)
+        .run(sources, fence_notices, shutdown.clone())
+        .await;
     // The loop also ends on its own (a failed store): everything else stops with it.
     shutdown.cancel();
     embedded_node.cancel();
