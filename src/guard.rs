@@ -306,10 +306,13 @@ pub async fn run_fence_command(argv: &[String], previous: &MemberId, timeout: Du
 
 /// The self-fence deadline, watched by a dedicated OS thread: when the armed deadline passes,
 /// the thread calls `producer.fence()` itself, so a stalled tokio runtime cannot keep a
-/// producer alive (docs/design.md §6).
+/// producer alive (docs/design.md §6). While armed it sleeps on a `CLOCK_BOOTTIME` timer set to
+/// the deadline, woken early only by a change ([`Alarm`]).
 #[derive(Clone)]
 pub struct SelfFence {
     shared: Arc<(Mutex<FenceState>, Condvar)>,
+    /// Wakes the thread from its timer wait whenever the state changes.
+    bell: Arc<std::os::unix::net::UnixStream>,
 }
 
 #[derive(Default)]
@@ -330,20 +333,28 @@ impl SelfFence {
     ) -> std::io::Result<SelfFence> {
         let shared = Arc::new((Mutex::new(FenceState::default()), Condvar::new()));
         let theirs = Arc::clone(&shared);
+        let (alarm, bell) = Alarm::new()?;
         std::thread::Builder::new()
             .name("self-fence".into())
-            .spawn(move || watch(&theirs, producer.as_ref(), fence_timeout, &notices))?;
-        Ok(SelfFence { shared })
+            .spawn(move || watch(&theirs, &alarm, producer.as_ref(), fence_timeout, &notices))?;
+        Ok(SelfFence { shared, bell: Arc::new(bell) })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, FenceState> {
         self.shared.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Wakes the thread after a change of state: from the condvar, or from its timer wait. A
+    /// full socket already holds a wake-up, so a failed write loses nothing.
+    fn ring(&self) {
+        self.shared.1.notify_all();
+        let _ = std::io::Write::write(&mut &*self.bell, &[1]);
+    }
+
     /// Arms (or moves) the deadline: the producer may be active until `until`.
     pub fn arm(&self, until: MonoTime) {
         self.state().deadline = Some(until);
-        self.shared.1.notify_all();
+        self.ring();
     }
 
     /// Moves an armed deadline after a renew; does nothing when disarmed.
@@ -353,13 +364,13 @@ impl SelfFence {
             *d = (*d).max(until);
         }
         drop(s);
-        self.shared.1.notify_all();
+        self.ring();
     }
 
     /// The producer is confirmed inactive: nothing to watch.
     pub fn disarm(&self) {
         self.state().deadline = None;
-        self.shared.1.notify_all();
+        self.ring();
     }
 
     pub fn armed_until(&self) -> Option<MonoTime> {
@@ -373,7 +384,7 @@ impl SelfFence {
 
     pub fn stop(&self) {
         self.state().stop = true;
-        self.shared.1.notify_all();
+        self.ring();
     }
 
     /// Has the thread fence the producer at once if it may be active, and waits up to `limit`
@@ -388,6 +399,7 @@ impl SelfFence {
         let fired_before = s.fired;
         s.now = true;
         cv.notify_all();
+        let _ = std::io::Write::write(&mut &*self.bell, &[1]);
         let end = std::time::Instant::now() + limit;
         while s.fired == fired_before {
             let left = end.saturating_duration_since(std::time::Instant::now());
@@ -400,12 +412,59 @@ impl SelfFence {
     }
 }
 
-/// The longest the thread sleeps between reads of the clock: a condvar waits on
-/// `CLOCK_MONOTONIC`, which stops during a suspend, while the deadline is on `CLOCK_BOOTTIME`.
+/// How long the thread waits before it looks again when its timer cannot be used (it never
+/// could so far): the pace of a condvar on `CLOCK_MONOTONIC`, which stops during a suspend.
 const CLOCK_RECHECK: Duration = Duration::from_millis(50);
+
+/// The thread's wait for a deadline: a `CLOCK_BOOTTIME` timer, the deadline's own clock, which
+/// also runs while the host is suspended (a condvar's does not), and the reading end of the
+/// bell [`SelfFence::ring`] writes to. Nothing wakes the thread in between.
+struct Alarm {
+    timer: nix::sys::timerfd::TimerFd,
+    bell: std::os::unix::net::UnixStream,
+}
+
+impl Alarm {
+    /// The alarm and the bell's writing end.
+    fn new() -> std::io::Result<(Alarm, std::os::unix::net::UnixStream)> {
+        use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
+        let timer = TimerFd::new(ClockId::CLOCK_BOOTTIME, TimerFlags::TFD_CLOEXEC)?;
+        let (bell, ringer) = std::os::unix::net::UnixStream::pair()?;
+        bell.set_nonblocking(true)?;
+        ringer.set_nonblocking(true)?;
+        Ok((Alarm { timer, bell }, ringer))
+    }
+
+    /// Sleeps until `until` on `CLOCK_BOOTTIME` or until the bell rings, whichever comes first.
+    fn sleep_until(&self, until: MonoTime) {
+        use std::os::fd::AsFd;
+
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use nix::sys::time::TimeSpec;
+        use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
+        let ns = until.as_nanos().max(1);
+        let at = TimeSpec::new((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as i64);
+        let waited = self.timer.set(Expiration::OneShot(at), TimerSetTimeFlags::TFD_TIMER_ABSTIME).and_then(|()| {
+            let mut fds =
+                [PollFd::new(self.timer.as_fd(), PollFlags::POLLIN), PollFd::new(self.bell.as_fd(), PollFlags::POLLIN)];
+            poll(&mut fds, PollTimeout::NONE).map(|_| ())
+        });
+        match waited {
+            Ok(()) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "the self-fence timer failed; watching the deadline every 50 ms instead");
+                std::thread::sleep(until.saturating_since(MonoTime::now()).min(CLOCK_RECHECK));
+            }
+        }
+        // Setting the timer again clears an expiry; the bell is drained here.
+        let mut buf = [0u8; 64];
+        while matches!(std::io::Read::read(&mut &self.bell, &mut buf), Ok(n) if n > 0) {}
+    }
+}
 
 fn watch(
     shared: &(Mutex<FenceState>, Condvar),
+    alarm: &Alarm,
     producer: &dyn Producer,
     fence_timeout: Duration,
     notices: &crate::fence_notice::FenceNotices,
@@ -422,8 +481,9 @@ fn watch(
                 let now = MonoTime::now();
                 let urgent = s.now;
                 if now < d && !urgent {
-                    let wait = d.saturating_since(now).min(CLOCK_RECHECK);
-                    s = cv.wait_timeout(s, wait).unwrap_or_else(|p| p.into_inner()).0;
+                    drop(s);
+                    alarm.sleep_until(d);
+                    s = lock.lock().unwrap_or_else(|p| p.into_inner());
                     continue;
                 }
                 drop(s);
@@ -562,6 +622,23 @@ mod tests {
         assert!(wait_until(|| f.fired() == 1, Duration::from_secs(2)), "the thread fenced at the deadline");
         assert_eq!(p.0.load(Ordering::SeqCst), 1);
         assert_eq!(f.armed_until(), None);
+        f.stop();
+    }
+
+    /// The thread sleeps on its timer until the deadline it read: a deadline moved earlier must
+    /// wake it, or it would fence only at the old one.
+    #[test]
+    fn a_deadline_moved_earlier_fences_at_the_new_one() {
+        let p = Arc::new(FenceCountingFake(AtomicU32::new(0)));
+        let f = SelfFence::start(p.clone(), Duration::from_secs(1), crate::fence_notice::FenceNotices::unread())
+            .expect("thread");
+        f.arm(MonoTime::now().saturating_add(Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(50));
+        let moved = std::time::Instant::now();
+        f.arm(MonoTime::now().saturating_add(Duration::from_millis(100)));
+        assert!(wait_until(|| f.fired() == 1, Duration::from_secs(2)), "fenced at the earlier deadline");
+        assert!(moved.elapsed() >= Duration::from_millis(100), "not before the new deadline");
+        assert_eq!(p.0.load(Ordering::SeqCst), 1);
         f.stop();
     }
 

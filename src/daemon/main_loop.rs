@@ -3,6 +3,10 @@
 //! the actions to the executor. A turn never awaits: the store is read by `observe`'s
 //! refresher and its push channel, actions run as tasks.
 //!
+//! A turn follows every event (a store change, a probe, a finished action, a fence notice), and
+//! otherwise comes when `pace` says time alone may change the decision, or when this member's
+//! status is due to be published (twice per probe interval) or systemd's watchdog to be pinged.
+//!
 //! Never here: an I/O call inside a turn, a decision `role` could make, or an action's effect.
 
 use std::sync::Arc;
@@ -14,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::DaemonError;
 use super::executor::{ActionContext, Executor, GuardContext};
 use super::observe::{self, Clock, LocalSample, Observer};
+use super::pace;
 use super::parts::{Effects, Member, Outputs, Policies, Sources};
 use super::report::{self, Reporter};
 use super::stop;
@@ -24,9 +29,6 @@ use crate::fence_notice::FenceNotice;
 use crate::health::{NodeHealth, ProbeHistory, Verdict, gate_signing};
 use crate::role::{self, Action, Decision, Observation, Outcome, Provenance, RoleState};
 use crate::telemetry::FailoverReason;
-
-/// How often the loop decides.
-const LOOP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The local node's probes and what the loop remembers about them.
 #[derive(Default)]
@@ -48,6 +50,8 @@ pub(super) struct MainLoop {
     role: RoleState,
     probes: LocalProbes,
     last_publish: Instant,
+    /// When the loop turns next without an event (`pace`, the status, the systemd watchdog).
+    next_turn: Instant,
 }
 
 impl MainLoop {
@@ -62,6 +66,7 @@ impl MainLoop {
         MainLoop {
             role: RoleState::new(member.kind, clock.now()),
             last_publish: Instant::now() - policies.probe_interval,
+            next_turn: Instant::now(),
             executor: Executor::new(cx),
             reporter: Reporter::new(Arc::clone(&outputs)),
             probes: LocalProbes::default(),
@@ -87,8 +92,8 @@ impl MainLoop {
             n.ready();
         }
         observer.first_answer(self.policies.call_timeout).await;
-        let mut ticker = tokio::time::interval(LOOP_INTERVAL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let wake = tokio::time::sleep_until(self.next_turn);
+        tokio::pin!(wake);
         let mut store_changes = self.executor.cx.effects.coord.watch();
         // A member whose raft storage failed can never renew or vote again: it stops, so that
         // its supervisor restarts it once the disk is fixed, instead of lingering in name.
@@ -105,14 +110,12 @@ impl MainLoop {
                     failure = Some(why);
                     break;
                 }
-                _ = ticker.tick() => {}
+                () = &mut wake => {}
                 // Decide at once when the lease or the intents change: a handover is a chain of
                 // such wake-ups, not of loop ticks.
                 Ok(()) = store_changes.changed() => {}
-                Some(sample) = probes.recv() => {
-                    self.record_probe(&observer, sample);
-                    continue;
-                }
+                // A probe can change the node's health: decide on it at once.
+                Some(sample) = probes.recv() => self.record_probe(&observer, sample),
                 Some(notice) = fence_notices.recv() => {
                     // A keeper, the deadline thread or the node's own exit stopped production:
                     // `decide` turns it into a step-down, so the lease is released, not renewed.
@@ -127,6 +130,7 @@ impl MainLoop {
                 }
             }
             self.turn(&observer);
+            wake.as_mut().reset(self.next_turn);
         }
         if let Some(n) = &self.outputs.telemetry.notifier {
             n.stopping();
@@ -218,6 +222,19 @@ impl MainLoop {
         self.role = next;
         self.dispatch(actions, &obs.cluster, observer, now);
         self.publish_status(&health);
+        observer.ask_again();
+        self.next_turn = self.next_turn_after(&obs);
+    }
+
+    /// The next turn without an event: when `pace` says time alone may change the decision, at
+    /// the latest when this member's status is due again or systemd's watchdog wants a ping.
+    fn next_turn_after(&self, obs: &Observation) -> Instant {
+        let now = Instant::now();
+        let paced = now + pace::next_turn(&self.role, obs, &self.policies.role);
+        let publish = self.last_publish + self.policies.probe_interval / 2;
+        let ping =
+            self.outputs.telemetry.notifier.as_ref().and_then(|n| n.watchdog_interval()).map(|every| now + every);
+        paced.min(publish).min(ping.unwrap_or(paced))
     }
 
     fn dispatch(&mut self, actions: Vec<Action>, cluster: &[StatusReport], observer: &Observer, now: MonoTime) {

@@ -1,8 +1,11 @@
 //! The member daemon (docs/design.md §6–7): observe, decide, act.
 //!
-//! Every 50 ms the loop gathers an [`Observation`](crate::role::Observation) — monotonic now,
-//! the probe history, the store's lease and intents, the cluster's statuses and the outcomes of
-//! earlier actions — calls the pure [`role::decide`](crate::role::decide), and hands the actions
+//! At every event — a store change, a probe, a finished action, a fence notice — and whenever
+//! time alone may change the decision (`pace`: every 50 ms while something is in motion, at the
+//! next renew or every 250 ms while quiet), the loop gathers an
+//! [`Observation`](crate::role::Observation) — monotonic now, the probe history, the store's
+//! lease and intents, the cluster's statuses and the outcomes of earlier actions — calls the
+//! pure [`role::decide`](crate::role::decide), and hands the actions
 //! it returns to the executor, which runs each as a task. Each kind runs at most once at a time,
 //! every call inside it has a deadline, and its result comes back as an outcome the loop applies
 //! in a later turn, so a slow node or store never blocks the loop.
@@ -15,6 +18,7 @@
 //! - `main_loop`: role state and probe history; each turn drains outcomes, observes, decides,
 //!   reports and dispatches.
 //! - `observe`: probe loops, reference loops, and the cluster-status refresher.
+//! - `pace`: when the loop turns although no event came.
 //! - `executor` and `actions`: the in-flight set, and one async fn per action.
 //! - `embedded_node`: the simulated node served inside the daemon (demo, tests).
 //! - `stop`: stopping the producer, and the graceful stop at shutdown.
@@ -55,6 +59,7 @@ mod executor;
 pub mod listeners;
 mod main_loop;
 mod observe;
+mod pace;
 mod parts;
 mod report;
 mod stop;

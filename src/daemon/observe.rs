@@ -8,8 +8,10 @@
 //!
 //! # When the store's answer is stale
 //!
-//! The refresher asks for the cluster's statuses every [`REFRESH_INTERVAL`], each read bounded
-//! by `call_timeout`. An answer is as old as the moment its read was sent. [`Observer::cluster`]
+//! The refresher asks for the cluster's statuses after each loop turn ([`Observer::ask_again`]),
+//! and on its own once [`REFRESH_INTERVAL`] passed without a turn, each read bounded by
+//! `call_timeout`, one at a time: a busy loop has answers as fresh as its turns, a quiet one
+//! costs no more wake-ups than its turns. An answer is as old as the moment its read was sent. [`Observer::cluster`]
 //! returns `None` — and the loop gives `role` an observation with `store: None`, "unknown is
 //! never free" — once the newest answer is older than [`store_stale_after`]:
 //! `3 × call_timeout + 2 × REFRESH_INTERVAL`, at most `status_stale_after`.
@@ -29,7 +31,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -39,8 +41,10 @@ use crate::domain::{MemberId, MonoTime};
 use crate::role;
 use crate::telemetry::Metrics;
 
-/// How often the cluster's statuses are read: the loop's own pace.
-pub(super) const REFRESH_INTERVAL: Duration = Duration::from_millis(50);
+/// The longest the refresher waits for a turn's request before it reads on its own. Peers
+/// publish their status twice per probe interval (1 s by default), so a quiet member reading
+/// four times a second misses nothing; a busy loop asks after every turn.
+pub(super) const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The age past which the store's answer counts as unknown (see the module doc).
 pub(super) fn store_stale_after(call_timeout: Duration, status_stale_after: Duration) -> Duration {
@@ -96,6 +100,8 @@ pub(super) struct Observer {
     stale_after: Duration,
     status_stale_after: Duration,
     cluster: watch::Receiver<Option<ClusterAnswer>>,
+    /// Asks the refresher for a new answer.
+    ask: Arc<Notify>,
     references: ReferenceHeights,
 }
 
@@ -105,12 +111,18 @@ impl Observer {
         clock: Clock,
         call_timeout: Duration,
         status_stale_after: Duration,
-        cluster: watch::Receiver<Option<ClusterAnswer>>,
+        (cluster, ask): (watch::Receiver<Option<ClusterAnswer>>, Arc<Notify>),
         references: usize,
     ) -> Observer {
         let stale_after = store_stale_after(call_timeout, status_stale_after);
         let references = Arc::new(Mutex::new(vec![None; references]));
-        Observer { me, clock, stale_after, status_stale_after, cluster, references }
+        Observer { me, clock, stale_after, status_stale_after, cluster, ask, references }
+    }
+
+    /// Asks the refresher to read the cluster's statuses now, for the next turn. A request made
+    /// while a read runs is served once it ends; requests never pile up.
+    pub fn ask_again(&self) {
+        self.ask.notify_one();
     }
 
     /// Waits up to `limit` for the refresher's first answer, so the first turn has one.
@@ -220,44 +232,55 @@ impl ReferenceLoop {
     }
 }
 
-/// Starts the refresher over the store's `cluster_status`; the loop reads its latest answer.
+/// Starts the refresher over the store's `cluster_status`; the loop reads its latest answer and
+/// asks for the next through the `Notify`.
 pub(super) fn start_refresher(
     coord: Arc<dyn Coordinator>,
     call_timeout: Duration,
     clock: Clock,
     shutdown: &CancellationToken,
-) -> watch::Receiver<Option<ClusterAnswer>> {
+) -> (watch::Receiver<Option<ClusterAnswer>>, Arc<Notify>) {
     let (tx, rx) = watch::channel(None);
+    let ask = Arc::new(Notify::new());
     let read = move |deadline| {
         let coord = Arc::clone(&coord);
         async move { coord.cluster_status(deadline).await }
     };
-    tokio::spawn(refresh_cluster(read, call_timeout, clock, tx, shutdown.clone()));
-    rx
+    tokio::spawn(refresh_cluster(read, call_timeout, clock, tx, Arc::clone(&ask), shutdown.clone()));
+    (rx, ask)
 }
 
-/// Reads the cluster's statuses with `read` (given the read's deadline) every
-/// [`REFRESH_INTERVAL`] and publishes each answer on `tx`; a failed read leaves the last one.
+/// Reads the cluster's statuses with `read` (given the read's deadline) at once, then each time
+/// `ask` is notified or [`REFRESH_INTERVAL`] passed since the last read ended, and publishes each
+/// answer on `tx`; a failed read leaves the last one.
 pub(super) async fn refresh_cluster<F, Fut>(
     read: F,
     call_timeout: Duration,
     clock: Clock,
     tx: watch::Sender<Option<ClusterAnswer>>,
+    ask: Arc<Notify>,
     shutdown: CancellationToken,
 ) where
     F: Fn(Instant) -> Fut,
     Fut: Future<Output = Result<Vec<StatusReport>, CoordError>>,
 {
-    let mut ticks = Ticks::new(REFRESH_INTERVAL, shutdown);
-    while ticks.next().await {
+    loop {
         let asked_at = clock.now();
         let read = tokio::time::timeout(call_timeout, read(Instant::now() + call_timeout));
-        match read.await {
-            Ok(Ok(reports)) => {
-                tx.send_replace(Some(ClusterAnswer { reports, asked_at, answered_at: clock.now() }));
-            }
-            Ok(Err(e)) => tracing::debug!(error = %e, "cluster statuses not read"),
-            Err(_) => tracing::debug!("cluster statuses not read before the deadline"),
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            answer = read => match answer {
+                Ok(Ok(reports)) => {
+                    tx.send_replace(Some(ClusterAnswer { reports, asked_at, answered_at: clock.now() }));
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "cluster statuses not read"),
+                Err(_) => tracing::debug!("cluster statuses not read before the deadline"),
+            },
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ask.notified() => {}
+            _ = tokio::time::sleep(REFRESH_INTERVAL) => {}
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -63,8 +63,9 @@ async fn observer_over(read: impl Fn(Instant) -> BoxedRead + Send + 'static) -> 
     let clock = Clock::following_tokio();
     let (tx, rx) = watch::channel(None);
     let shutdown = CancellationToken::new();
-    tokio::spawn(refresh_cluster(read, CALL_TIMEOUT, clock.clone(), tx, shutdown.clone()));
-    let mut observer = Observer::new(member("a"), clock.clone(), CALL_TIMEOUT, STATUS_STALE_AFTER, rx, 0);
+    let ask = Arc::new(Notify::new());
+    tokio::spawn(refresh_cluster(read, CALL_TIMEOUT, clock.clone(), tx, Arc::clone(&ask), shutdown.clone()));
+    let mut observer = Observer::new(member("a"), clock.clone(), CALL_TIMEOUT, STATUS_STALE_AFTER, (rx, ask), 0);
     observer.first_answer(CALL_TIMEOUT).await;
     (observer, clock, shutdown)
 }
@@ -120,4 +121,39 @@ async fn statuses_age_while_their_answer_waits_and_exclude_this_member() {
 fn the_bound_never_exceeds_the_age_at_which_role_ignores_a_status() {
     let long_calls = Duration::from_millis(2900);
     assert_eq!(store_stale_after(long_calls, STATUS_STALE_AFTER), STATUS_STALE_AFTER);
+}
+
+/// Counts the reads of a store that answers at once.
+fn counted() -> (Arc<AtomicUsize>, impl Fn(Instant) -> BoxedRead + Send + 'static) {
+    let reads = Arc::new(AtomicUsize::new(0));
+    let theirs = Arc::clone(&reads);
+    let read = move |_| -> BoxedRead {
+        theirs.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(vec![status_of("a"), status_of("b")]) })
+    };
+    (reads, read)
+}
+
+#[tokio::test(start_paused = true)]
+async fn unasked_the_refresher_reads_once_per_refresh_interval() {
+    let (reads, read) = counted();
+    let (_observer, _clock, shutdown) = observer_over(read).await;
+    let first = reads.load(Ordering::SeqCst);
+    tokio::time::sleep(REFRESH_INTERVAL * 10 - Duration::from_millis(1)).await;
+    assert_eq!(reads.load(Ordering::SeqCst) - first, 9, "reads without a request in ten intervals");
+    shutdown.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_turn_that_asks_gets_a_fresh_answer_at_once() {
+    let (reads, read) = counted();
+    let (observer, clock, shutdown) = observer_over(read).await;
+    tokio::time::sleep(REFRESH_INTERVAL / 2).await;
+    let before = reads.load(Ordering::SeqCst);
+    observer.ask_again();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(reads.load(Ordering::SeqCst), before + 1, "a request is read at once");
+    let cluster = observer.cluster(clock.now()).expect("a fresh answer");
+    assert_eq!(cluster[0].age, Duration::from_millis(1), "the answer is as old as the request");
+    shutdown.cancel();
 }
