@@ -85,7 +85,7 @@ impl RolePolicy {
     /// A renew is due once this little validity remains: one renew interval after the last
     /// committed renew was sent. Counted from the holder's validity, not the TTL: in signer mode
     /// the validity outlasts the store's short TTL, and renews must still leave every interval.
-    fn renew_when_remaining(&self) -> Duration {
+    pub(crate) fn renew_when_remaining(&self) -> Duration {
         self.holder_validity.saturating_sub(self.renew_interval)
     }
 }

@@ -220,6 +220,66 @@ async fn a_drained_window_is_signed_through_and_nothing_above_it_is_reserved() {
     assert_eq!(watermark.hrs, Hrs::end_of_height(top), "the watermark is the last height signed");
 }
 
+/// Signs heights 200 ms apart until a precommit has queued the next window's reservation, which
+/// then waits out the quiet (50 ms at these blocks); returns the top committed before it, at once.
+fn sign_until_an_extension_is_queued(signer: &PrivvalSigner<CoordinatorGate>) -> u64 {
+    for h in 2..60 {
+        ask(signer, vote(Step::Prevote, h, 1)).unwrap_or_else(|e| panic!("height {h}: {e:?}"));
+        ask(signer, vote(Step::Precommit, h, 1)).unwrap_or_else(|e| panic!("height {h}: {e:?}"));
+        if h > 5
+            && let (Some(_), Some(top)) = (signer.gate().reservation_in_flight(), signer.gate().reserved_through())
+        {
+            return top;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("no precommit in 58 heights asked for the next window");
+}
+
+/// Waits past the quiet (and a commit) during which a queued reservation would have been sent.
+const PAST_THE_QUIET: Duration = Duration::from_millis(300);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_cancels_an_extension_still_waiting_out_the_quiet() {
+    let cluster = SharedCluster::start_with_holder_a(&key_id()).await;
+    let coord = Arc::clone(&cluster.nodes[0]);
+    let signer = Arc::new(signer_for(&coord, &cluster.lease, None));
+    let (before, drained_top) = {
+        let signer = Arc::clone(&signer);
+        tokio::task::spawn_blocking(move || {
+            let before = sign_until_an_extension_is_queued(&signer);
+            (before, signer.gate().drain())
+        })
+        .await
+        .expect("signing")
+    };
+    assert_eq!(drained_top, Some(before), "the handover signs through the window committed before the drain");
+    tokio::time::sleep(PAST_THE_QUIET).await;
+    assert_eq!(signer.gate().reservation_in_flight(), None, "the queued extension was cancelled");
+    let watermark = coord.watermark(&key_id(), within(Duration::from_secs(2))).await.expect("read").expect("stored");
+    assert_eq!(watermark.hrs, Hrs::end_of_height(before), "nothing above the drained window was reserved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_signer_sends_no_extension_it_queued_before() {
+    let cluster = SharedCluster::start_with_holder_a(&key_id()).await;
+    let coord = Arc::clone(&cluster.nodes[0]);
+    let signer = Arc::new(signer_for(&coord, &cluster.lease, None));
+    let before = {
+        let signer = Arc::clone(&signer);
+        tokio::task::spawn_blocking(move || {
+            let before = sign_until_an_extension_is_queued(&signer);
+            signer.gate().revoke();
+            before
+        })
+        .await
+        .expect("signing")
+    };
+    tokio::time::sleep(PAST_THE_QUIET).await;
+    let watermark = coord.watermark(&key_id(), within(Duration::from_secs(2))).await.expect("read").expect("stored");
+    assert_eq!(watermark.hrs, Hrs::end_of_height(before), "a revoked member reserves nothing more");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_signer_remembers_its_last_signature_and_refuses_a_conflicting_one() {
     let cluster = SharedCluster::start_with_holder_a(&key_id()).await;

@@ -56,11 +56,11 @@ pub(super) fn next_turn(state: &RoleState, obs: &Observation, policy: &RolePolic
     }
 }
 
-/// An active member in good health: until its next renew is due (`role`'s rule: once only
-/// `holder_validity − renew_interval` of the validity is left), or its deadline.
+/// An active member in good health: until its next renew is due (`role`'s own rule,
+/// [`RolePolicy::renew_when_remaining`]), or its deadline.
 fn holding_turn(state: &RoleState, policy: &RolePolicy, now: MonoTime) -> Duration {
     let Some(deadline) = state.deadline else { return BUSY_TURN };
-    let renew_due = deadline.saturating_sub(policy.holder_validity.saturating_sub(policy.renew_interval));
+    let renew_due = deadline.saturating_sub(policy.renew_when_remaining());
     let next = renew_due.min(deadline);
     if next <= now {
         // Due already (a renew in flight, or paced): its answer is an event; look as often as before.

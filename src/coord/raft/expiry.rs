@@ -12,6 +12,7 @@
 //! - The end of a stall of the node's task restarts the wait: renews could not be heard then.
 //! - A proposal raft dropped (a leadership transfer, no leader) is tried again one tick later,
 //!   not at once; one raft took is asked again only after an election timeout.
+//! - No `Expire` before refresh stamps started: without one it would be unconditional.
 //! - A holder that declared no TTL (entries of earlier versions) is given the longest TTL a
 //!   supported configuration runs with, never this member's own (possibly short) one.
 
@@ -99,10 +100,13 @@ impl ExpiryTimer {
         self.stall_ended = Some(now);
     }
 
-    /// When an `Expire` of `holding` is due, if this member leads.
+    /// When an `Expire` of `holding` is due, if this member leads. Never before refresh stamps
+    /// started: an unconditional `Expire` could undo a renew that committed after the timer
+    /// fired, while its holder still counts on it, and the stamps start one commit after a
+    /// leader takes over a state without them.
     pub fn due(&self, holding: Option<TimedHolding>) -> Option<Instant> {
         let (_, since) = self.leading?;
-        let holding = holding?;
+        let holding = holding.filter(|h| h.refreshes.is_some())?;
         let ttl = holding.declared_ttl.unwrap_or(self.undeclared);
         let mut due = since + ttl + self.election;
         for seen in [self.last_refresh, self.stall_ended].into_iter().flatten() {
@@ -230,5 +234,15 @@ mod tests {
         t.observe_role(Some(1), t0);
         t.refreshed(t0 + ms(2000));
         assert_eq!(t.due(Some(holding(None))), Some(t0 + ms(2000 + 3500)));
+    }
+
+    #[test]
+    fn no_expire_is_due_before_refresh_stamps_started() {
+        let now = Instant::now();
+        let mut timer = ExpiryTimer::new(TICK, ELECTION, UNDECLARED);
+        timer.observe_role(Some(2), now);
+        let unstamped = TimedHolding { refreshes: None, ..holding(Some(300)) };
+        assert_eq!(timer.due(Some(unstamped)), None);
+        assert_eq!(timer.due(Some(holding(Some(300)))), Some(now + ms(300) + ELECTION));
     }
 }

@@ -168,8 +168,10 @@ pub struct FsmState {
     pub lease_ttl_ms: Option<u64>,
     /// Grants and renews applied since refresh stamps started (`StartRefreshStamps`): what an
     /// `Expire` or a `TakeOver` is conditioned on. `None` before: in a new state, and in one
-    /// restored from a snapshot of an earlier version (which has no such field).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// restored from a snapshot of an earlier version (which has no such field). Stored as
+    /// `refresh_stamp`: builds before the stamps started with one command kept a count under
+    /// `refreshes` that each member started at its own log index, so it is not read back.
+    #[serde(default, rename = "refresh_stamp", skip_serializing_if = "Option::is_none")]
     pub refreshes: Option<u64>,
 }
 
@@ -545,6 +547,25 @@ mod tests {
         let back: FsmState = serde_json::from_slice(&serde_json::to_vec(&s).expect("encode")).expect("decode");
         assert_eq!(back, s);
         assert_eq!(back.refreshes, Some(1));
+    }
+
+    /// Builds between the conditional `Expire` and `StartRefreshStamps` wrote a per-member count
+    /// as `refreshes`; members disagreed on it, so it is ignored and stamps start afresh.
+    #[test]
+    fn a_count_kept_by_an_interim_build_is_not_taken_for_a_stamp() {
+        let interim = r#"{"holder":"a","epoch":1,"watermarks":{},"paused":false,"transfer":null,"lease_ttl_ms":300,"refreshes":5}"#;
+        let restored: FsmState = serde_json::from_str(interim).expect("an interim snapshot decodes");
+        assert_eq!(restored.refreshes, None);
+        let mut replayed = FsmState::default();
+        for c in old_log() {
+            replayed.apply(&c).expect("old log applies");
+        }
+        let mut restored = restored;
+        for s in [&mut replayed, &mut restored] {
+            s.apply(&Command::StartRefreshStamps).expect("start");
+            s.apply(&Command::Renew { member: m("a"), epoch: e(1), ttl_ms: Some(300) }).expect("renew");
+        }
+        assert_eq!(replayed, restored, "both count from the same entry");
     }
 
     #[test]

@@ -8,8 +8,11 @@
 //! from then on the next window is reserved in the background while the current one still
 //! covers the heights a commit takes, so a signature in steady state waits for no store round
 //! trip. That reservation is asked for at a precommit and sent a quiet moment later
-//! ([`ReserveWindow::quiet`]), so its log writes do not run beside the next signatures. A new holder's floor is at or above the top of every window (the watermark), so two
-//! members never sign one height, with no timing assumption.
+//! ([`ReserveWindow::quiet`]), so its log writes do not run beside the next signatures; until it
+//! is sent it is only queued, and a drain, a revocation or a new epoch cancels it, so a planned
+//! handover's watermark stays the top of the window being signed through. A new holder's floor
+//! is at or above the top of every window (the watermark), so two members never sign one height,
+//! with no timing assumption.
 //!
 //! It is called from the signer's connection threads and blocks them on the runtime only for a
 //! reservation they must wait for; it never signs, and it answers "not active" without asking
@@ -44,6 +47,37 @@ impl From<Grant> for Permission {
 struct GateState {
     permission: Option<Permission>,
     window: Option<ReserveWindow>,
+    /// A reservation asked for at a precommit and waiting out the quiet: (epoch, top). Whoever
+    /// takes it first decides: the task that sends it, or a drain, revocation or new epoch that
+    /// cancels it.
+    queued: Option<(Epoch, u64)>,
+}
+
+impl GateState {
+    /// Cancels a queued reservation that was not sent: its heights count as not committed.
+    fn cancel_queued(&mut self) {
+        if let Some((epoch, top)) = self.queued.take()
+            && let Some(window) = self.window.as_mut().filter(|w| w.epoch() == epoch)
+        {
+            window.answered(top, false, Duration::ZERO);
+        }
+    }
+
+    /// Takes the queued reservation (`epoch`, `top`) for sending: `false` when it was cancelled,
+    /// or the permission, epoch or drain changed during the quiet.
+    fn take_queued(&mut self, epoch: Epoch, top: u64) -> bool {
+        if self.queued != Some((epoch, top)) {
+            return false;
+        }
+        let still_wanted = self.permission.is_some_and(|p| p.epoch == epoch)
+            && self.window.as_ref().is_some_and(|w| w.epoch() == epoch && !w.draining());
+        if still_wanted {
+            self.queued = None;
+        } else {
+            self.cancel_queued();
+        }
+        still_wanted
+    }
 }
 
 struct Shared {
@@ -62,7 +96,7 @@ pub struct CoordinatorGate {
 
 impl CoordinatorGate {
     pub fn new(coord: Arc<dyn Coordinator>, key: KeyId, runtime: tokio::runtime::Handle, timeout: Duration) -> Self {
-        let state = Mutex::new(GateState { permission: None, window: None });
+        let state = Mutex::new(GateState { permission: None, window: None, queued: None });
         CoordinatorGate { shared: Arc::new(Shared { coord, key, state, answered: Condvar::new() }), runtime, timeout }
     }
 
@@ -74,6 +108,7 @@ impl CoordinatorGate {
     pub fn permit(&self, permission: Permission) {
         let mut state = self.state();
         if state.window.as_ref().is_none_or(|w| w.epoch() != permission.epoch) {
+            state.queued = None;
             state.window = Some(ReserveWindow::new(permission.epoch));
         }
         state.permission = Some(permission);
@@ -90,6 +125,9 @@ impl CoordinatorGate {
         let mut state = self.state();
         state.permission = None;
         state.window = None;
+        state.queued = None;
+        drop(state);
+        self.shared.answered.notify_all();
     }
 
     /// The permission, if any and not past its deadline.
@@ -102,13 +140,21 @@ impl CoordinatorGate {
         self.state().window.as_ref().and_then(ReserveWindow::committed)
     }
 
+    /// The top of a reservation asked for in the background and not yet answered (queued for
+    /// the quiet, or sent), if any.
+    pub fn reservation_in_flight(&self) -> Option<u64> {
+        self.state().window.as_ref().and_then(ReserveWindow::in_flight)
+    }
+
     /// A planned handover: reserve nothing more, so that once the window is signed through the
     /// watermark is exactly the last height signed. Returns the height to sign through, once no
     /// reservation is in flight (`None`: nothing reserved).
     pub fn drain(&self) -> Option<u64> {
         let mut state = self.state();
-        let window = state.window.as_mut()?;
-        window.drain();
+        state.window.as_mut()?.drain();
+        // An extension still waiting out the quiet is not sent: the handover signs through the
+        // window already committed, and the successor starts right above it.
+        state.cancel_queued();
         let deadline = std::time::Instant::now() + self.timeout;
         while state.window.as_ref().is_some_and(|w| w.in_flight().is_some()) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -137,12 +183,16 @@ impl CoordinatorGate {
         if matches!(plan, Plan::Covered { .. }) && round_end {
             window.precommitting(hrs.height);
         }
+        let quiet = if round_end { window.quiet() } else { Duration::ZERO };
         match plan {
-            Plan::Covered { extend: Some(top) } => window.sent(top, true),
+            Plan::Covered { extend: Some(top) } => {
+                window.sent(top, true);
+                state.queued = Some((epoch, top));
+            }
             Plan::Reserve { top } => window.sent(top, false),
             _ => {}
         }
-        Some((plan, if round_end { window.quiet() } else { Duration::ZERO }))
+        Some((plan, quiet))
     }
 
     /// Waits (bounded by the call timeout) until the background reservation is answered.
@@ -167,6 +217,13 @@ impl CoordinatorGate {
         self.runtime.spawn(async move {
             if !after.is_zero() {
                 tokio::time::sleep(after).await;
+            }
+            let taken = shared.state.lock().unwrap_or_else(|e| e.into_inner()).take_queued(epoch, top);
+            if !taken {
+                // Cancelled during the quiet (a drain, a revocation, a new epoch): nothing is
+                // sent, and whoever waits for the window hears so now.
+                shared.answered.notify_all();
+                return;
             }
             let deadline = tokio::time::Instant::now() + timeout;
             let sent = std::time::Instant::now();

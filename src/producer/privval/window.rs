@@ -21,6 +21,11 @@ use crate::domain::Epoch;
 /// bounds what a failover skips.
 pub const MAX_LEAD: u64 = 16;
 
+/// The longest an extension asked at a precommit waits before it is sent. Long blocks need no
+/// longer quiet (the node asks nothing until the next height either way), and a request that
+/// finds the window short waits for that extension, so the wait stays short.
+pub const MAX_QUIET: Duration = Duration::from_millis(50);
+
 /// What to do for a request at some height.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Plan {
@@ -126,7 +131,7 @@ impl ReserveWindow {
     /// nothing more until the next height. Sent at once, the reservation's log writes and
     /// network work would run beside the height's remaining signatures and slow them.
     pub fn quiet(&self) -> Duration {
-        self.block.map_or(Duration::ZERO, |b| b / 4)
+        self.block.map_or(Duration::ZERO, |b| (b / 4).min(MAX_QUIET))
     }
 
     /// The plan for a proposal or prevote at `height`, asked at `now`; notes the block interval
@@ -202,7 +207,9 @@ impl ReserveWindow {
                     let interval = now.saturating_duration_since(at);
                     self.block = Some(match self.block {
                         None => interval,
-                        Some(b) => (b * 7 + interval) / 8,
+                        // One long gap (a halt for an upgrade) moves the estimate by at most
+                        // 3/8 of it: the sample counts as at most four intervals.
+                        Some(b) => (b * 7 + interval.min(b * 4)) / 8,
                     });
                 }
                 self.newest = Some((height, now));
@@ -304,6 +311,20 @@ mod tests {
         assert_eq!(w.plan_round_end(21, next), Plan::Covered { extend: None }, "23 holds 22 with its lead");
         assert_eq!(w.plan(22, next + 100 * MS), Plan::Covered { extend: None });
         assert_eq!(w.plan_round_end(22, next + 100 * MS), Plan::Covered { extend: Some(25) });
+    }
+
+    #[test]
+    fn the_quiet_is_a_quarter_block_at_most_fifty_ms_and_one_halt_does_not_stretch_it() {
+        let (mut w, t0) = warmed(Duration::from_millis(100), Duration::from_millis(1));
+        assert_eq!(w.quiet(), Duration::from_millis(25));
+        let (long, _) = warmed(Duration::from_secs(6), Duration::from_millis(1));
+        assert_eq!(long.quiet(), MAX_QUIET);
+        // A one-hour halt, then blocks again at 100 ms.
+        let newest = w.newest.map_or(0, |(h, _)| h);
+        let resumed = t0 + Duration::from_secs(3600);
+        w.plan(newest + 1, resumed);
+        assert!(w.block.is_some_and(|b| b <= Duration::from_millis(138)), "one gap counts as four blocks at most");
+        assert!(w.quiet() <= Duration::from_millis(35), "the next extension still goes out within a block");
     }
 
     #[test]
