@@ -558,10 +558,13 @@ impl TimingDefaults {
         priority_delay: Duration::from_secs(2),
     };
 
-    /// Signer mode (`cometbft-signer`): a dead holder is detected within three raft heartbeats
-    /// (100 ms ticks); a lower-priority standby waits about one commit for a better one.
+    /// Signer mode (`cometbft-signer`): a dead holder is detected within four raft heartbeats
+    /// (100 ms ticks); a lower-priority standby waits about one commit for a better one. The TTL
+    /// outlasts one TCP retransmission timeout (200 ms at least on Linux) plus a renew interval,
+    /// so one lost packet and its lost probe on the raft leader's link do not expire a live
+    /// holder (chaos `packet-loss` at 300 ms did).
     pub const SIGNER: TimingDefaults = TimingDefaults {
-        lease_ttl: Duration::from_millis(300),
+        lease_ttl: Duration::from_millis(400),
         renew_interval: Duration::from_millis(100),
         safety_margin: Duration::from_millis(100),
         call_timeout: Duration::from_millis(250),

@@ -106,8 +106,8 @@ pub fn sign_floor(watermark: Option<Watermark>, best_height: u64, margin: u64) -
 /// Why a promotion's floor is where it is: what [`promotion_floor`] decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FloorBasis {
-    /// Signer mode, planned handover: the watermark is the top of the predecessor's last window,
-    /// which it signed through.
+    /// Signer mode: the watermark is the top of every window an earlier holder reserved,
+    /// and at a planned handover also its last signature (it drained the window).
     ExactReservation,
     /// A planned handover whose released watermark reaches the best chain height.
     ReleasedAtTip,
@@ -121,8 +121,8 @@ pub enum FloorBasis {
 /// show: a key-holding node signs on its own and is only checkpointed now and then. It is
 /// dropped in two cases only.
 ///
-/// - **Signer mode, planned handover** (`reserving`, `planned`): the floor is the watermark
-///   itself, without the chain height or the margin. A signer-mode holder makes no signature
+/// - **Signer mode** (`reserving`), planned or not: the floor is the watermark itself, without
+///   the chain height or the margin. A signer-mode holder makes no signature
 ///   outside a window of heights whose reservation `reserve(E, key, end_of_height(top))` has
 ///   committed under its epoch E, and the store refuses a reservation whose epoch is not the
 ///   current one. The watermark read here under the new epoch (a linearizable read after the
@@ -134,8 +134,10 @@ pub enum FloorBasis {
 ///   the predecessor drains its window (reserves nothing more and signs through it), so the
 ///   watermark is its last signed height. This rests on every producer of this key reserving:
 ///   the members of one validator run one producer kind (a cluster mixing key-holding and
-///   signer mode is not supported, docs/design.md §6). An unplanned takeover keeps the margin as
-///   a hedge.
+///   signer mode is not supported, docs/design.md §6). An unplanned takeover needs no margin
+///   either: a holder that died mid-window signed nothing above the window's top, and the model
+///   check (tests/model_check.rs) finds no double sign with the floor at the watermark over every
+///   interleaving up to its bound, early takeovers and woken old holders included.
 /// - **Planned handover, released watermark at the tip**: the previous holder stopped, then
 ///   released with its last signed height, and that record reaches the best chain height.
 pub fn promotion_floor(
@@ -146,7 +148,7 @@ pub fn promotion_floor(
     reserving: bool,
 ) -> (Hrs, FloorBasis) {
     match watermark {
-        Some(w) if planned && reserving => (w.hrs, FloorBasis::ExactReservation),
+        Some(w) if reserving => (w.hrs, FloorBasis::ExactReservation),
         Some(w) if planned && w.hrs >= Hrs::end_of_height(best_height) => {
             (sign_floor(Some(w), best_height, 0), FloorBasis::ReleasedAtTip)
         }
@@ -158,7 +160,7 @@ impl std::fmt::Display for FloorBasis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FloorBasis::ExactReservation => f.write_str(
-                "no margin: a planned signer-mode handover, the watermark is the top of the last reserved window",
+                "no margin: signer mode, the watermark is the top of every window reserved under an earlier epoch",
             ),
             FloorBasis::ReleasedAtTip => {
                 f.write_str("no margin: a planned handover released at the chain's best height")
@@ -547,7 +549,7 @@ mod tests {
     /// One line per case of `promotion_floor` (docs/design.md §5, guard step 4): (watermark,
     /// best height, margin, planned, reserving) → (floor, basis).
     #[test]
-    fn the_margin_is_dropped_only_for_a_planned_handover_with_an_exact_watermark() {
+    fn the_margin_is_dropped_only_where_the_watermark_is_exact() {
         use FloorBasis::*;
         let w = |h, r, s| Some(Watermark { hrs: Hrs::new(h, r, s), epoch: Epoch::new(2) });
         type Case = (Option<Watermark>, u64, u64, bool, bool, Hrs, FloorBasis);
@@ -555,8 +557,9 @@ mod tests {
             // Signer mode, planned: the exact last reservation, even when the chain moved on.
             (w(100, 0, Step::Precommit), 101, 1, true, true, Hrs::new(100, 0, Step::Precommit), ExactReservation),
             (w(100, 2, Step::Prevote), 100, 1, true, true, Hrs::new(100, 2, Step::Prevote), ExactReservation),
-            // Signer mode, unplanned: the margin stays.
-            (w(100, 0, Step::Precommit), 101, 1, false, true, Hrs::end_of_height(102), Margin(1)),
+            // Signer mode, unplanned: the watermark is still the top of every window reserved.
+            (w(100, 0, Step::Precommit), 101, 1, false, true, Hrs::new(100, 0, Step::Precommit), ExactReservation),
+            (w(100, u32::MAX, Step::Precommit), 103, 1, false, true, Hrs::end_of_height(100), ExactReservation),
             // Signer mode with no watermark: nothing proves what the key signed before.
             (None, 101, 1, true, true, Hrs::end_of_height(102), Margin(1)),
             // Signer mode, planned, a window's top (the end of a height) that the chain passed:

@@ -239,45 +239,39 @@ fn sign_until_an_extension_is_queued(signer: &PrivvalSigner<CoordinatorGate>) ->
 /// Waits past the quiet (and a commit) during which a queued reservation would have been sent.
 const PAST_THE_QUIET: Duration = Duration::from_millis(300);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drain_cancels_an_extension_still_waiting_out_the_quiet() {
+/// Signs until an extension is queued, then does `cancel` to the gate at once; after the quiet,
+/// returns the top committed before, what `cancel` returned, the gate's reservation in flight
+/// and the store's watermark.
+async fn queue_an_extension_then<T: Send + 'static>(cancel: fn(&CoordinatorGate) -> T) -> (u64, T, Option<u64>, Hrs) {
     let cluster = SharedCluster::start_with_holder_a(&key_id()).await;
     let coord = Arc::clone(&cluster.nodes[0]);
     let signer = Arc::new(signer_for(&coord, &cluster.lease, None));
-    let (before, drained_top) = {
+    let (before, cancelled) = {
         let signer = Arc::clone(&signer);
         tokio::task::spawn_blocking(move || {
             let before = sign_until_an_extension_is_queued(&signer);
-            (before, signer.gate().drain())
+            (before, cancel(signer.gate()))
         })
         .await
         .expect("signing")
     };
-    assert_eq!(drained_top, Some(before), "the handover signs through the window committed before the drain");
     tokio::time::sleep(PAST_THE_QUIET).await;
-    assert_eq!(signer.gate().reservation_in_flight(), None, "the queued extension was cancelled");
     let watermark = coord.watermark(&key_id(), within(Duration::from_secs(2))).await.expect("read").expect("stored");
-    assert_eq!(watermark.hrs, Hrs::end_of_height(before), "nothing above the drained window was reserved");
+    (before, cancelled, signer.gate().reservation_in_flight(), watermark.hrs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_cancels_an_extension_still_waiting_out_the_quiet() {
+    let (before, drained_top, in_flight, watermark) = queue_an_extension_then(CoordinatorGate::drain).await;
+    assert_eq!(drained_top, Some(before), "the handover signs through the window committed before the drain");
+    assert_eq!(in_flight, None, "the queued extension was cancelled");
+    assert_eq!(watermark, Hrs::end_of_height(before), "nothing above the drained window was reserved");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_signer_sends_no_extension_it_queued_before() {
-    let cluster = SharedCluster::start_with_holder_a(&key_id()).await;
-    let coord = Arc::clone(&cluster.nodes[0]);
-    let signer = Arc::new(signer_for(&coord, &cluster.lease, None));
-    let before = {
-        let signer = Arc::clone(&signer);
-        tokio::task::spawn_blocking(move || {
-            let before = sign_until_an_extension_is_queued(&signer);
-            signer.gate().revoke();
-            before
-        })
-        .await
-        .expect("signing")
-    };
-    tokio::time::sleep(PAST_THE_QUIET).await;
-    let watermark = coord.watermark(&key_id(), within(Duration::from_secs(2))).await.expect("read").expect("stored");
-    assert_eq!(watermark.hrs, Hrs::end_of_height(before), "a revoked member reserves nothing more");
+    let (before, (), _, watermark) = queue_an_extension_then(CoordinatorGate::revoke).await;
+    assert_eq!(watermark, Hrs::end_of_height(before), "a revoked member reserves nothing more");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
