@@ -249,7 +249,10 @@ fn run(args: &Args, rt: tokio::runtime::Handle) -> Result<ExitCode, Interrupted>
                 let run_no = round * args.runs + r + 1;
                 let run_seed = mix(seed, si as u64, u64::from(run_no));
                 let options = LabOptions {
-                    timings: if args.mode == "signer" { Timings::signer_chaos() } else { Timings::chaos() },
+                    timings: timings::across(
+                        if args.mode == "signer" { Timings::signer_chaos() } else { Timings::chaos() },
+                        wan.as_ref(),
+                    ),
                     faketime: if s.needs_faketime { faketime.clone() } else { None },
                     small_disks: s.name == "full-disk",
                     namespaces,
