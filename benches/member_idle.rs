@@ -20,7 +20,9 @@
 //! window. Targets (issue 21): ≤ 0.5 % CPU and ≤ 30 MB RSS per whole member.
 //!
 //! `FAILOVERD_BENCH_IDLE_SECS` (default 30), `FAILOVERD_BENCH_WARMUP_SECS` (default 10) and
-//! `FAILOVERD_BENCH_BLOCK_MS` (the simulated chain's block interval, default 1000) change the run.
+//! `FAILOVERD_BENCH_BLOCK_MS` (the simulated chain's block interval, default 1000) change the run;
+//! `FAILOVERD_BENCH_IDLE_MODES` (a comma-separated subset of `key-holding,signer,quorum`, default
+//! all three) runs fewer labs.
 //!
 //! Under `cargo test --all-targets` it only prints how to run it.
 
@@ -351,13 +353,24 @@ fn main() {
         println!("NOTE: a window under 30 s ({} s) is too short for the targets' figures", window.as_secs());
     }
     println!("{} at the start", common::machine_load());
-    let key_holding = run(Mode::KeyHolding, block, warmup, window);
-    let signer = run(Mode::Signer, block, warmup, window);
-    run(Mode::QuorumOnly, block, warmup, window);
-    println!(
-        "\nkey-holding: {}; signer: {}",
-        if key_holding { "every member within target" } else { "over target" },
-        if signer { "every member within target" } else { "over target" }
-    );
+    let modes = std::env::var("FAILOVERD_BENCH_IDLE_MODES").unwrap_or_else(|_| "key-holding,signer,quorum".into());
+    let wanted: Vec<&str> = modes.split(',').map(str::trim).collect();
+    if let Some(unknown) = wanted.iter().find(|m| !["key-holding", "signer", "quorum"].contains(m)) {
+        panic!(
+            "FAILOVERD_BENCH_IDLE_MODES names {unknown:?}: use a comma-separated subset of key-holding,signer,quorum"
+        );
+    }
+    let verdict = |met: bool| if met { "every member within target" } else { "over target" };
+    let mut summary = Vec::new();
+    if wanted.contains(&"key-holding") {
+        summary.push(format!("key-holding: {}", verdict(run(Mode::KeyHolding, block, warmup, window))));
+    }
+    if wanted.contains(&"signer") {
+        summary.push(format!("signer: {}", verdict(run(Mode::Signer, block, warmup, window))));
+    }
+    if wanted.contains(&"quorum") {
+        run(Mode::QuorumOnly, block, warmup, window);
+    }
+    println!("\n{}", summary.join("; "));
     println!("{} at the end", common::machine_load());
 }

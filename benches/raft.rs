@@ -4,7 +4,7 @@
 //!   holder's `reserve` until its entry is applied, renewing as its daemon would (a holder hands
 //!   raft leadership to a peer, so its proposals travel to the leader; the line says which).
 //! - **takeover after the holder's death, at the defaults** (lease_ttl 3 s, renew 1 s, tick
-//!   100 ms, election 10 ticks, heartbeat 1 tick): a producer holds the lease and renews it every
+//!   100 ms, election 10 ticks, heartbeat 3 ticks): a producer holds the lease and renews it every
 //!   `renew_interval`, it is killed, and the other producer acquires as its daemon would (when
 //!   its store view shows the lease free, one `call_timeout` per attempt). Measured: kill → the
 //!   survivor's acquire committed, and kill → a new raft leader where the holder led raft. Two

@@ -420,8 +420,11 @@ pub(crate) mod defaults {
     pub fn election_ticks() -> u32 {
         10
     }
+    /// Three ticks: a follower hears the leader three times within the shortest election
+    /// timeout (ten ticks), and a quiet cluster sends a third of the heartbeats one per tick
+    /// would. Commits do not wait for heartbeats (the leader sends each commit at once).
     pub fn heartbeat_ticks() -> u32 {
-        1
+        3
     }
     pub fn consul_address() -> HttpUrl {
         HttpUrl(reqwest::Url::parse("http://127.0.0.1:8500").expect("constant URL parses"))
@@ -558,7 +561,7 @@ impl TimingDefaults {
         priority_delay: Duration::from_secs(2),
     };
 
-    /// Signer mode (`cometbft-signer`): a dead holder is detected within four raft heartbeats
+    /// Signer mode (`cometbft-signer`): a dead holder is detected within four raft ticks
     /// (100 ms ticks); a lower-priority standby waits about one commit for a better one. The TTL
     /// outlasts one TCP retransmission timeout (200 ms at least on Linux) plus a renew interval,
     /// so one lost packet and its lost probe on the raft leader's link do not expire a live

@@ -23,7 +23,7 @@ use super::raft_cluster::{NAMES, cluster_pki, member_config, within};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Timing {
     /// failoverd's defaults (`CoordinatorConfig::default()`: lease_ttl 3 s, renew 1 s, tick
-    /// 100 ms, election 10 ticks, heartbeat 1 tick), as an operator's config without a
+    /// 100 ms, election 10 ticks, heartbeat 3 ticks), as an operator's config without a
     /// `[coordinator]` section has them.
     Defaults,
     /// The integration tests' (tests/common/raft_cluster.rs: lease 1 s, tick 50 ms).

@@ -291,8 +291,8 @@ fn check_watchdog(config: &Config, out: &mut Problems<'_, '_>) {
 }
 
 /// `failover.fence_takeover_after`: a fenced takeover needs the fence command that makes it safe,
-/// and a silence long enough that it is not just a late status (statuses go out twice per probe
-/// interval).
+/// and a silence long enough that it is not just a late status (the holder's status goes out
+/// twice per probe interval).
 fn check_fence_takeover(config: &Config, out: &mut Problems<'_, '_>) {
     let f = &config.failover;
     let Some(after) = f.fence_takeover_after else { return };
@@ -309,7 +309,7 @@ fn check_fence_takeover(config: &Config, out: &mut Problems<'_, '_>) {
         out.at(
             KEY,
             format!(
-                "fence_takeover_after ({}) is shorter than chain.probe_interval ({}): members publish their status twice per probe interval, so a shorter silence is a late status, not a dead holder; set it to at least {}",
+                "fence_takeover_after ({}) is shorter than chain.probe_interval ({}): the lease holder publishes its status twice per probe interval, so a shorter silence is a late status, not a dead holder; set it to at least {}",
                 d(after),
                 d(probe),
                 d(probe)

@@ -5,11 +5,13 @@
 //!
 //! A turn follows every event (a store change, a probe, a finished action, a fence notice), and
 //! otherwise comes when `pace` says time alone may change the decision, or when this member's
-//! status is due to be published (twice per probe interval) or systemd's watchdog to be pinged.
+//! status is due to be published (once per probe interval, twice while it holds the lease) or
+//! systemd's watchdog to be pinged.
 //!
 //! Never here: an I/O call inside a turn, a decision `role` could make, or an action's effect.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -50,6 +52,8 @@ pub(super) struct MainLoop {
     role: RoleState,
     probes: LocalProbes,
     last_publish: Instant,
+    /// What this member published last: a change of standing goes out at once.
+    published: Option<MemberStatus>,
     /// When the loop turns next without an event (`pace`, the status, the systemd watchdog).
     next_turn: Instant,
 }
@@ -66,6 +70,7 @@ impl MainLoop {
         MainLoop {
             role: RoleState::new(member.kind, clock.now()),
             last_publish: Instant::now() - policies.probe_interval,
+            published: None,
             next_turn: Instant::now(),
             executor: Executor::new(cx),
             reporter: Reporter::new(Arc::clone(&outputs)),
@@ -231,7 +236,7 @@ impl MainLoop {
     fn next_turn_after(&self, obs: &Observation) -> Instant {
         let now = Instant::now();
         let paced = now + pace::next_turn(&self.role, obs, &self.policies.role);
-        let publish = self.last_publish + self.policies.probe_interval / 2;
+        let publish = self.last_publish + self.publish_every();
         let ping =
             self.outputs.telemetry.notifier.as_ref().and_then(|n| n.watchdog_interval()).map(|every| now + every);
         paced.min(publish).min(ping.unwrap_or(paced))
@@ -250,12 +255,19 @@ impl MainLoop {
         }
     }
 
-    /// Publishes this member's status twice per probe interval.
-    fn publish_status(&mut self, health: &NodeHealth) {
-        if self.last_publish.elapsed() < self.policies.probe_interval / 2 {
-            return;
+    /// How often this member's status goes out when its standing does not change: twice per
+    /// probe interval while it holds the lease (a fenced takeover watches the holder's silence,
+    /// and `fence_takeover_after` may be as short as one probe interval), once for the others.
+    fn publish_every(&self) -> Duration {
+        match self.role.epoch {
+            Some(_) => self.policies.probe_interval / 2,
+            None => self.policies.probe_interval,
         }
-        self.last_publish = Instant::now();
+    }
+
+    /// Hands this member's status to the control API at every turn, and to the peers when its
+    /// standing changed (role, health, epoch: at once) or [`Self::publish_every`] passed.
+    fn publish_status(&mut self, health: &NodeHealth) {
         let status = MemberStatus {
             member: self.member.id.clone(),
             kind: self.member.kind,
@@ -266,8 +278,20 @@ impl MainLoop {
             epoch: self.role.epoch,
         };
         self.outputs.own_status.send_replace(Some(status.clone()));
+        let changed = self.published.as_ref().is_none_or(|last| !same_standing(last, &status));
+        if !changed && self.last_publish.elapsed() < self.publish_every() {
+            return;
+        }
+        self.last_publish = Instant::now();
+        self.published = Some(status.clone());
         self.executor.publish_status(status);
     }
+}
+
+/// Whether `b` tells the peers nothing `a` did not, but a newer height.
+fn same_standing(a: &MemberStatus, b: &MemberStatus) -> bool {
+    (a.kind, a.role, a.priority, a.healthy, a.epoch, a.height.is_some())
+        == (b.kind, b.role, b.priority, b.healthy, b.epoch, b.height.is_some())
 }
 
 /// How a takeover counts in the failover metrics.
@@ -276,5 +300,40 @@ fn failover_reason(provenance: Provenance) -> FailoverReason {
         Provenance::Planned => FailoverReason::Planned,
         Provenance::Forced => FailoverReason::Forced,
         Provenance::Unplanned => FailoverReason::Unplanned,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Epoch, MemberId, MemberKind, RoleName};
+
+    fn status() -> MemberStatus {
+        MemberStatus {
+            member: MemberId::new("b").expect("id"),
+            kind: MemberKind::Producer,
+            role: RoleName::Standby,
+            priority: 100,
+            height: Some(10),
+            healthy: true,
+            epoch: None,
+        }
+    }
+
+    /// A newer height alone waits for the next regular publish; anything a peer decides on
+    /// goes out at once.
+    #[test]
+    fn a_new_height_alone_is_not_a_change_of_standing_but_role_health_and_epoch_are() {
+        let base = status();
+        assert!(same_standing(&base, &MemberStatus { height: Some(11), ..status() }));
+        for changed in [
+            MemberStatus { role: RoleName::Promoting, ..status() },
+            MemberStatus { healthy: false, ..status() },
+            MemberStatus { epoch: Some(Epoch::new(3)), ..status() },
+            MemberStatus { priority: 50, ..status() },
+            MemberStatus { height: None, ..status() },
+        ] {
+            assert!(!same_standing(&base, &changed), "{changed:?} is a change of standing");
+        }
     }
 }

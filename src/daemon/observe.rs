@@ -42,8 +42,9 @@ use crate::role;
 use crate::telemetry::Metrics;
 
 /// The longest the refresher waits for a turn's request before it reads on its own. Peers
-/// publish their status twice per probe interval (1 s by default), so a quiet member reading
-/// four times a second misses nothing; a busy loop asks after every turn.
+/// publish their status at least once per probe interval (1 s by default; the lease holder
+/// twice, and any member at once when its role or health changes), so a quiet member reading
+/// four times a second misses little; a busy loop asks after every turn.
 pub(super) const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The age past which the store's answer counts as unknown (see the module doc).

@@ -5,7 +5,9 @@
 //! nothing, so a daemon that exhausted memory or froze cannot keep it from acting.
 //!
 //! It is a child subreaper: a forking start script's children, orphaned, become its children, so
-//! it reaps them and a node group is confirmed empty by the kernel, not guessed.
+//! it reaps them and a node group is confirmed empty by the kernel, not guessed. A child's end
+//! wakes it through a signalfd (SIGCHLD, blocked in the keeper; std clears the mask of every
+//! child it starts), so an idle keeper sleeps until something happens instead of polling.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -15,7 +17,8 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -26,12 +29,12 @@ use super::message::{Control, MAX_CONTROL_LINE, Report};
 use super::{KeeperSpec, Target};
 use crate::domain::MonoTime;
 
-/// How often the loop wakes without an event, to reap children (a node that exits by itself).
-const IDLE_WAKE_MS: u16 = 50;
-
 struct KeeperState {
     spec: KeeperSpec,
     timer: TimerFd,
+    /// Readable when a child ended (SIGCHLD); `None` when SIGCHLD could not be blocked, and the
+    /// loop then wakes every [`FALLBACK_WAKE_MS`] to reap.
+    children: Option<SignalFd>,
     until: MonoTime,
     /// The node's process group (and its leader's pid) for a `Group` target.
     pgid: Option<i32>,
@@ -50,6 +53,25 @@ fn report(r: &Report) {
 }
 
 /// Runs the keeper; returns the process exit status.
+/// How often the loop wakes to reap children when no signalfd tells it that one ended.
+const FALLBACK_WAKE_MS: u16 = 50;
+
+/// A signalfd for SIGCHLD, which it blocks first: a child that ends from then on leaves the
+/// signal pending and the fd readable, so one that ends before the first wait is not missed.
+fn child_signals() -> Option<SignalFd> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    let made =
+        mask.thread_block().and_then(|()| SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC));
+    match made {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            say(format_args!("cannot watch SIGCHLD ({e}); reaping every {FALLBACK_WAKE_MS} ms instead"));
+            None
+        }
+    }
+}
+
 pub fn run(spec: KeeperSpec) -> u8 {
     let timer = match TimerFd::new(ClockId::CLOCK_BOOTTIME, TimerFlags::TFD_CLOEXEC) {
         Ok(t) => t,
@@ -59,7 +81,15 @@ pub fn run(spec: KeeperSpec) -> u8 {
         }
     };
     let _ = nix::sys::prctl::set_child_subreaper(true);
-    let mut k = KeeperState { until: MonoTime::from_nanos(spec.until_ns), spec, timer, pgid: None, leader_exit: None };
+    let children = child_signals();
+    let mut k = KeeperState {
+        until: MonoTime::from_nanos(spec.until_ns),
+        spec,
+        timer,
+        children,
+        pgid: None,
+        leader_exit: None,
+    };
     if let Err(e) = k.arm(k.until) {
         say(format_args!("cannot arm the deadline timer: {e}; refusing to hold a node"));
         return 1;
@@ -120,9 +150,18 @@ impl KeeperState {
             }
             let stdin = std::io::stdin();
             let (input, deadline) = {
-                let mut fds =
-                    [PollFd::new(stdin.as_fd(), PollFlags::POLLIN), PollFd::new(self.timer.as_fd(), PollFlags::POLLIN)];
-                match poll(&mut fds, PollTimeout::from(IDLE_WAKE_MS)) {
+                // Without a signalfd the third slot repeats the timer and is left out of the wait.
+                let children = self.children.as_ref().map(|c| c.as_fd());
+                let mut fds = [
+                    PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.timer.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(children.unwrap_or(self.timer.as_fd()), PollFlags::POLLIN),
+                ];
+                let (watched, wake) = match children {
+                    Some(_) => (3, PollTimeout::NONE),
+                    None => (2, PollTimeout::from(FALLBACK_WAKE_MS)),
+                };
+                match poll(&mut fds[..watched], wake) {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => return self.fence(&format!("cannot wait for the daemon: {e}")),
                 }
@@ -193,6 +232,10 @@ impl KeeperState {
 
     /// Reaps every child that ended (the node, or orphans handed to this subreaper).
     fn reap(&mut self) {
+        // Drained first: a child that ends after this leaves the fd readable for the next wait.
+        if let Some(children) = &self.children {
+            while let Ok(Some(_)) = children.read_signal() {}
+        }
         if self.pgid.is_none() {
             return;
         }
@@ -346,6 +389,49 @@ mod tests {
         let _ = keeper.wait();
         drop(control);
         (last, pgid)
+    }
+
+    fn voluntary_switches(pid: u32) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+        let line = status.lines().find(|l| l.starts_with("voluntary_ctxt_switches:")).expect("a switch count");
+        line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a number")
+    }
+
+    /// Nothing happens for a second: the keeper sleeps through it (it used to wake every 50 ms
+    /// to reap), and when its node then exits it still notices at once and fences.
+    #[test]
+    fn an_idle_keeper_sleeps_until_its_node_exits() {
+        let spec = KeeperSpec {
+            target: Target::Group { argv: vec!["sleep".into(), "600".into()] },
+            key_file: None,
+            until_ns: MonoTime::now().saturating_add(Duration::from_secs(60)).as_nanos(),
+            fence_timeout_ms: 2000,
+            record: None,
+        };
+        let mut keeper = Command::new(crate::keeper::test_launcher().program)
+            .args(["keeper", "--spec", &serde_json::to_string(&spec).expect("json")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("keeper starts");
+        let mut reports = BufReader::new(keeper.stdout.take().expect("stdout")).lines();
+        let started = reports.next().expect("a report").expect("text");
+        let pgid = match Report::parse(&started) {
+            Some(Report::Started { pgid }) => pgid,
+            other => panic!("expected started, got {other:?}"),
+        };
+        let before = voluntary_switches(keeper.id());
+        // Measuring idleness: there is no event to await, the quiet itself is the subject.
+        std::thread::sleep(Duration::from_secs(1));
+        let woke = voluntary_switches(keeper.id()) - before;
+        assert!(woke <= 2, "an idle keeper woke {woke} times in a second");
+        // Killed from outside the keeper, as an operator's `kill` or the OOM killer would.
+        let at = std::time::Instant::now();
+        nix::sys::signal::kill(Pid::from_raw(pgid), Signal::SIGTERM).expect("signal the node");
+        let last = reports.next().expect("a final report").expect("text");
+        assert!(last.starts_with("fenced the node exited by itself (killed by SIGTERM)"), "{last}");
+        assert!(at.elapsed() < Duration::from_secs(1), "noticed after {:?}", at.elapsed());
+        let _ = keeper.wait();
     }
 
     #[test]
