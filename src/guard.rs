@@ -384,6 +384,8 @@ impl SelfFence {
         self.state().fired
     }
 
+    /// Ends the thread once nothing is armed: a producer that may still be active keeps its
+    /// deadline watched (and fenced when it passes) until the process itself ends.
     pub fn stop(&self) {
         self.state().stop = true;
         self.ring();
@@ -474,7 +476,7 @@ fn watch(
     let (lock, cv) = shared;
     let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
     loop {
-        if s.stop {
+        if s.stop && s.deadline.is_none() {
             return;
         }
         match s.deadline {
@@ -643,6 +645,19 @@ mod tests {
         assert!(moved.elapsed() >= Duration::from_millis(100), "not before the new deadline");
         assert_eq!(p.0.load(Ordering::SeqCst), 1);
         f.stop();
+    }
+
+    /// A daemon that stops while its producer may be active (its loop ended on a failed store)
+    /// must not take the deadline's watch down with it before the process ends.
+    #[test]
+    fn a_stop_while_armed_still_fences_at_the_deadline() {
+        let p = Arc::new(FenceCountingFake(AtomicU32::new(0)));
+        let f = SelfFence::start(p.clone(), Duration::from_secs(1), crate::fence_notice::FenceNotices::unread())
+            .expect("thread");
+        f.arm(MonoTime::now().saturating_add(Duration::from_millis(100)));
+        f.stop();
+        assert!(wait_until(|| f.fired() == 1, Duration::from_secs(2)), "fenced at the deadline after the stop");
+        assert_eq!(p.0.load(Ordering::SeqCst), 1);
     }
 
     #[test]
