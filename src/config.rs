@@ -868,16 +868,20 @@ impl Config {
     /// that commits (the self-fence deadline, the producer's own deadline). Key-holding mode:
     /// [`CoordinatorConfig::holder_validity`], below the store's expiry, which S1 rests on.
     /// Signer mode: no double sign rests on it (the store refuses every reservation of an
-    /// earlier epoch), so it also covers a raft leader change — two election timeouts and a
+    /// earlier epoch), so it also covers a raft leader change — three election timeouts and a
     /// renew — and a briefly slow store or a new raft leader does not make a healthy active stop
-    /// (L2), while the store still expires a dead holder after its short TTL.
+    /// (L2), while the store still expires a dead holder after its short TTL. Three: a follower
+    /// campaigns up to two election timeouts after the last heartbeat, and the third carries
+    /// the pre-vote and vote round trips, the new leader's first commit, a hand-over of
+    /// leadership if the holder won, and the renew, from a renew sent one commit before the
+    /// cut (with two, chaos `partition-leader` at 100 ms RTT failed two runs in six).
     pub fn holder_horizon(&self) -> Duration {
         let c = &self.coordinator;
         let validity = c.holder_validity();
         if !self.signer_mode() || c.backend != Backend::Raft {
             return validity;
         }
-        let election = c.raft.tick.saturating_mul(c.raft.election_ticks).saturating_mul(2);
+        let election = c.raft.tick.saturating_mul(c.raft.election_ticks).saturating_mul(3);
         validity.max(election.saturating_add(c.renew_interval))
     }
 

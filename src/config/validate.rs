@@ -213,7 +213,7 @@ fn check_raft(config: &Config, out: &mut Problems<'_, '_>) {
         out.at(
             "coordinator.raft.election_ticks",
             format!(
-                "election_ticks ({}) must be greater than heartbeat_ticks ({})",
+                "election_ticks ({}) must be greater than heartbeat_ticks ({}, 3 unless set): lower coordinator.raft.heartbeat_ticks (1 was the default before) or raise election_ticks",
                 r.election_ticks, r.heartbeat_ticks
             ),
         );
@@ -230,7 +230,7 @@ fn check_raft(config: &Config, out: &mut Problems<'_, '_>) {
 /// last renew may be up to renew_interval old, so a leader change can still outlast the validity
 /// of a config that passes (chaos/README, "Known limits"). Safety never rests on it: the
 /// holder's validity is counted on its own clock. In signer mode the holder keeps its permission
-/// for two election timeouts past its last renew whatever the TTL ([`Config::holder_horizon`]),
+/// for three election timeouts past its last renew whatever the TTL ([`Config::holder_horizon`]),
 /// so the rule always holds there. A witness never holds the lease, and each holder declares its
 /// own TTL to the store, so a witness's lease timings do not enter it.
 fn check_election_fits_the_lease(config: &Config, out: &mut Problems<'_, '_>) {
@@ -983,7 +983,7 @@ url = "https://hooks.example.com/x"
 
     /// docs/design.md §9: the five timings a file leaves out default by the producer's kind; what
     /// the file sets stays, and signer mode's short lease passes the election rule (its horizon
-    /// covers two elections) where a key-holding producer's would not.
+    /// covers three election timeouts) where a key-holding producer's would not.
     #[test]
     fn lease_timings_default_by_producer_kind_and_signer_mode_passes_the_election_rule() {
         use crate::config::TimingDefaults;
@@ -996,7 +996,7 @@ url = "https://hooks.example.com/x"
         let got = (c.coordinator.lease_ttl, c.coordinator.renew_interval, c.coordinator.safety_margin);
         assert_eq!(got, (d.lease_ttl, d.renew_interval, d.safety_margin));
         assert_eq!((c.coordinator.call_timeout, c.failover.priority_delay), (d.call_timeout, d.priority_delay));
-        assert!(c.holder_horizon() >= ms(2100), "two 1 s elections and a renew: {:?}", c.holder_horizon());
+        assert_eq!(c.holder_horizon(), ms(3100), "three 1 s election timeouts and a renew");
         let k = base();
         assert_eq!(k.coordinator.lease_ttl, TimingDefaults::KEY_HOLDING.lease_ttl);
         assert_eq!(k.holder_horizon(), k.coordinator.lease_ttl - k.coordinator.safety_margin);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::chain::ChainProbe;
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::coord::Coordinator;
 use crate::domain::{KeyId, MemberId, MemberKind, MemberStatus};
 use crate::events::EventLog;
@@ -39,6 +39,10 @@ pub(super) struct Policies {
     /// How long a fence may take (`producer.fence_timeout`).
     pub fence_timeout: Duration,
     pub probe_interval: Duration,
+    /// How often a member that does not hold the lease publishes its status when nothing
+    /// changes: once per probe interval, and with Consul at least three times per `check_ttl`
+    /// (a standby passes its session's check when it publishes, so two may go missing).
+    pub status_every: Duration,
 }
 
 /// What the member acts on. Shared by the action tasks; none of it is the loop's state.
@@ -84,6 +88,11 @@ pub(super) struct Sources {
 impl Policies {
     pub(super) fn from_config(config: &Config) -> Policies {
         let call_timeout = config.coordinator.call_timeout;
+        let probe_interval = config.chain.as_ref().map_or(Duration::from_secs(1), |c| c.probe_interval);
+        let status_every = match config.coordinator.backend {
+            Backend::Consul => probe_interval.min(config.coordinator.consul.check_ttl / 3),
+            Backend::Raft => probe_interval,
+        };
         Policies {
             role: RolePolicy::from_config(config),
             health: HealthPolicy::from_config(config),
@@ -96,7 +105,8 @@ impl Policies {
             },
             call_timeout,
             fence_timeout: config.producer.as_ref().map_or(Duration::from_secs(5), |p| p.fence_timeout),
-            probe_interval: config.chain.as_ref().map_or(Duration::from_secs(1), |c| c.probe_interval),
+            probe_interval,
+            status_every,
         }
     }
 }

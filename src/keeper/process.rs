@@ -52,7 +52,6 @@ fn report(r: &Report) {
     let _ = writeln!(out, "{r}").and_then(|_| out.flush());
 }
 
-/// Runs the keeper; returns the process exit status.
 /// How often the loop wakes to reap children when no signalfd tells it that one ended.
 const FALLBACK_WAKE_MS: u16 = 50;
 
@@ -72,6 +71,7 @@ fn child_signals() -> Option<SignalFd> {
     }
 }
 
+/// Runs the keeper; returns the process exit status.
 pub fn run(spec: KeeperSpec) -> u8 {
     let timer = match TimerFd::new(ClockId::CLOCK_BOOTTIME, TimerFlags::TFD_CLOEXEC) {
         Ok(t) => t,
