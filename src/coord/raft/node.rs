@@ -33,6 +33,9 @@ use super::storage::{RaftLog, StoreError};
 use super::transport::{Inbound, PeerSenders};
 use crate::coord::{CoordError, StoreView};
 
+/// How far behind the leader's log a peer may be and still be handed raft leadership.
+const TRANSFER_LAG: u64 = 64;
+
 /// How the node runs.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -295,10 +298,17 @@ impl NodeTask {
         if self.last_leadership_transfer.is_some_and(|at| at.elapsed() < election) {
             return;
         }
+        // Nearly caught up is enough: raft-rs sends the transferee what it lacks before it tells
+        // it to campaign, and holds new proposals meanwhile. Requiring it fully caught up starved
+        // the hand-over under a signer's steady renews and reservations across a WAN (an append
+        // is nearly always in flight), and a holder frozen with raft leadership is expired only
+        // after an election and the new leader's grace.
         let last = self.raw.raft.raft_log.last_index();
         let prs = self.raw.raft.prs();
-        let caught_up =
-            |id: &u64| *id != self.cfg.id && prs.get(*id).is_some_and(|p| p.recent_active && p.matched == last);
+        let caught_up = |id: &u64| {
+            *id != self.cfg.id
+                && prs.get(*id).is_some_and(|p| p.recent_active && p.matched.saturating_add(TRANSFER_LAG) >= last)
+        };
         let target = self
             .cfg
             .witnesses
