@@ -1,5 +1,5 @@
-//! A process's CPU time, memory and wake-ups as Linux reports them in `/proc` (perf is not
-//! available on the machines this runs on, and `/proc` needs no privilege).
+//! A process's CPU time, memory and wake-ups as Linux reports them in `/proc`, which needs no
+//! privilege (perf does: use it to attribute the time, as README's idle paragraph did).
 //!
 //! Readings only: it never signals or changes a process.
 
