@@ -361,9 +361,9 @@ mod tests {
 
     use super::*;
 
-    /// A real keeper holding `sleep 600`, fed `line` on its control pipe: a hostile or garbled
-    /// line makes it fence (kill the group) and say why, never panic or carry on.
-    fn keeper_answer_to(line: &[u8]) -> (String, i32) {
+    /// A real keeper holding `sleep 600` with a minute's deadline, once it reported the node
+    /// started: the keeper, its reports, and the node's process group.
+    fn keeper_holding_sleep() -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStdout>>, i32) {
         let spec = KeeperSpec {
             target: Target::Group { argv: vec!["sleep".into(), "600".into()] },
             key_file: None,
@@ -383,6 +383,13 @@ mod tests {
             Some(Report::Started { pgid }) => pgid,
             other => panic!("expected started, got {other:?}"),
         };
+        (keeper, reports, pgid)
+    }
+
+    /// A real keeper holding `sleep 600`, fed `line` on its control pipe: a hostile or garbled
+    /// line makes it fence (kill the group) and say why, never panic or carry on.
+    fn keeper_answer_to(line: &[u8]) -> (String, i32) {
+        let (mut keeper, mut reports, pgid) = keeper_holding_sleep();
         let mut control = keeper.stdin.take().expect("stdin");
         control.write_all(line).expect("write");
         let last = reports.next().expect("a final report").expect("text");
@@ -401,25 +408,7 @@ mod tests {
     /// to reap), and when its node then exits it still notices at once and fences.
     #[test]
     fn an_idle_keeper_sleeps_until_its_node_exits() {
-        let spec = KeeperSpec {
-            target: Target::Group { argv: vec!["sleep".into(), "600".into()] },
-            key_file: None,
-            until_ns: MonoTime::now().saturating_add(Duration::from_secs(60)).as_nanos(),
-            fence_timeout_ms: 2000,
-            record: None,
-        };
-        let mut keeper = Command::new(crate::keeper::test_launcher().program)
-            .args(["keeper", "--spec", &serde_json::to_string(&spec).expect("json")])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("keeper starts");
-        let mut reports = BufReader::new(keeper.stdout.take().expect("stdout")).lines();
-        let started = reports.next().expect("a report").expect("text");
-        let pgid = match Report::parse(&started) {
-            Some(Report::Started { pgid }) => pgid,
-            other => panic!("expected started, got {other:?}"),
-        };
+        let (mut keeper, mut reports, pgid) = keeper_holding_sleep();
         let before = voluntary_switches(keeper.id());
         // Measuring idleness: there is no event to await, the quiet itself is the subject.
         std::thread::sleep(Duration::from_secs(1));
