@@ -54,9 +54,6 @@ pub(super) struct MainLoop {
     last_publish: Instant,
     /// What this member published last: a change of standing goes out at once.
     published: Option<MemberStatus>,
-    /// An acquire or takeover was dispatched this turn: peers are about to see this member
-    /// hold the lease, so its status goes out now rather than look silent to them.
-    publish_now: bool,
     /// When the loop turns next without an event (`pace`, the status, the systemd watchdog).
     next_turn: Instant,
 }
@@ -74,7 +71,6 @@ impl MainLoop {
             role: RoleState::new(member.kind, clock.now()),
             last_publish: Instant::now() - policies.probe_interval,
             published: None,
-            publish_now: false,
             next_turn: Instant::now(),
             executor: Executor::new(cx),
             reporter: Reporter::new(Arc::clone(&outputs)),
@@ -255,14 +251,14 @@ impl MainLoop {
                 planned: role.provenance() == Provenance::Planned,
                 fenced_previous: role.fenced_previous(),
             };
-            self.publish_now |= matches!(action, Action::Acquire | Action::TakeOver { .. });
             self.executor.dispatch(action, guard);
         }
     }
 
     /// How often this member's status goes out when its standing does not change: twice per
     /// probe interval while it holds the lease or is acquiring it (a fenced takeover watches the
-    /// holder's silence, and `fence_takeover_after` may be as short as one probe interval), else
+    /// holder's silence, and `fence_takeover_after` may be as short as one probe interval: peers
+    /// that see the grant then hold a status at most half an interval old), else
     /// [`Policies::status_every`].
     fn publish_every(&self) -> Duration {
         if self.role.epoch.is_some() || self.role.acquire_pending {
@@ -273,9 +269,9 @@ impl MainLoop {
     }
 
     /// Hands this member's status to the control API at every turn, and to the peers when its
-    /// standing changed (role, health, epoch), an acquire went out, [`Self::publish_every`]
-    /// passed, or a new height was probed and half a probe interval passed: the probe's turn
-    /// carries it, so a peer never reads a height much older than one probe.
+    /// standing changed (role, health, epoch), [`Self::publish_every`] passed, or a new height
+    /// was probed and half a probe interval passed: the probe's turn carries it, so a peer never
+    /// reads a height much older than one probe.
     fn publish_status(&mut self, health: &NodeHealth) {
         let status = MemberStatus {
             member: self.member.id.clone(),
@@ -287,12 +283,11 @@ impl MainLoop {
             epoch: self.role.epoch,
         };
         self.outputs.own_status.send_replace(Some(status.clone()));
-        let asked = std::mem::take(&mut self.publish_now);
         let changed = self.published.as_ref().is_none_or(|last| !same_standing(last, &status));
         let since = self.last_publish.elapsed();
-        let higher = self.published.as_ref().is_some_and(|last| last.height != status.height)
+        let moved = self.published.as_ref().is_some_and(|last| last.height != status.height)
             && since >= self.policies.probe_interval / 2;
-        if !asked && !changed && !higher && since < self.publish_every() {
+        if !changed && !moved && since < self.publish_every() {
             return;
         }
         self.last_publish = Instant::now();

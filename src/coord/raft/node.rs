@@ -33,8 +33,11 @@ use super::storage::{RaftLog, StoreError};
 use super::transport::{Inbound, PeerSenders};
 use crate::coord::{CoordError, StoreView};
 
-/// How far behind the leader's log a peer may be and still be handed raft leadership.
-const TRANSFER_LAG: u64 = 64;
+/// How far behind the leader's log a peer may be and still be handed raft leadership, when no
+/// peer is fully caught up: a few entries, which a live peer across a WAN is at most behind
+/// (one or two appends in flight) and a dead one leaves behind within a fraction of a second
+/// under steady proposals.
+const TRANSFER_LAG: u64 = 4;
 
 /// How the node runs.
 #[derive(Clone, Debug)]
@@ -298,24 +301,25 @@ impl NodeTask {
         if self.last_leadership_transfer.is_some_and(|at| at.elapsed() < election) {
             return;
         }
-        // Nearly caught up is enough: raft-rs sends the transferee what it lacks before it tells
-        // it to campaign, and holds new proposals meanwhile. Requiring it fully caught up starved
-        // the hand-over under a signer's steady renews and reservations across a WAN (an append
-        // is nearly always in flight), and a holder frozen with raft leadership is expired only
-        // after an election and the new leader's grace.
+        // A fully caught-up peer first, a witness before a producer; else one a few entries
+        // behind: raft-rs sends the transferee what it lacks before it tells it to campaign (and
+        // drops new proposals meanwhile; this node parks and retries its own). Requiring a
+        // fully caught-up peer starved the hand-over under a signer's steady renews and
+        // reservations across a WAN (an append is nearly always in flight), and a holder frozen
+        // with raft leadership is expired only after an election and the new leader's grace.
         let last = self.raw.raft.raft_log.last_index();
         let prs = self.raw.raft.prs();
-        let caught_up = |id: &u64| {
-            *id != self.cfg.id
-                && prs.get(*id).is_some_and(|p| p.recent_active && p.matched.saturating_add(TRANSFER_LAG) >= last)
+        let within = |id: &u64, lag: u64| {
+            *id != self.cfg.id && prs.get(*id).is_some_and(|p| p.recent_active && p.matched.saturating_add(lag) >= last)
         };
-        let target = self
-            .cfg
-            .witnesses
-            .iter()
-            .copied()
-            .find(|id| caught_up(id))
-            .or_else(|| self.cfg.ids.values().copied().find(|id| caught_up(id)));
+        let witnesses = &self.cfg.witnesses;
+        let target = [0, TRANSFER_LAG].into_iter().find_map(|lag| {
+            witnesses
+                .iter()
+                .copied()
+                .find(|id| within(id, lag))
+                .or_else(|| self.cfg.ids.values().copied().find(|id| within(id, lag)))
+        });
         if let Some(to) = target {
             tracing::info!(to, "this member holds the lease: handing raft leadership to a peer");
             self.last_leadership_transfer = Some(Instant::now());
