@@ -186,7 +186,9 @@ impl Producer for CometbftSignerProducer {
         let Ok(Some(top)) = tokio::task::spawn_blocking(move || signer.gate().drain()).await else {
             return false;
         };
-        while Instant::now() < end && !self.signer.gate().drained() {
+        // Signed through means the top's precommit was decided; it must also have left on its
+        // connection, or closing the connections next would drop it (a missed height).
+        while Instant::now() < end && !(self.signer.gate().drained() && self.signer.no_answer_in_flight()) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tracing::info!(top, "the window is signed through; handing over above it");

@@ -357,10 +357,13 @@ impl NodeConnection {
             if !signer.gate().may_sign() {
                 return Ok(());
             }
-            let Some(answer) = signer.answer(request) else {
+            signer.answering();
+            let written = signer.answer(request).map(|answer| frame::write_message(&mut self.stream, &answer));
+            signer.answered();
+            let Some(written) = written else {
                 return Err(ConnectionError::Unexpected { address });
             };
-            if let Err(source) = frame::write_message(&mut self.stream, &answer) {
+            if let Err(source) = written {
                 return match source {
                     FrameError::Io(_) => Ok(()),
                     source => Err(ConnectionError::Frame { address, source }),

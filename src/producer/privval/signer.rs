@@ -101,6 +101,9 @@ pub struct PrivvalSigner<G: SignGate> {
     /// The height of `last`, plus one (0: nothing signed), readable without `last`'s lock,
     /// which a decision holds across its reservation: an async caller must never wait on it.
     newest_height: AtomicU64,
+    /// Answers decided and not yet written to their connection: a planned handover that closed
+    /// the connection in between would drop a signature its window counted as given.
+    answering: AtomicU64,
     observer: Option<SignObserver>,
 }
 
@@ -114,6 +117,7 @@ impl<G: SignGate> PrivvalSigner<G> {
             refusals: AtomicU64::new(0),
             signatures: AtomicU64::new(0),
             newest_height: AtomicU64::new(0),
+            answering: AtomicU64::new(0),
             observer: None,
         }
     }
@@ -182,6 +186,21 @@ impl<G: SignGate> PrivvalSigner<G> {
     /// New signatures made so far.
     pub fn signatures(&self) -> u64 {
         self.signatures.load(Ordering::Relaxed)
+    }
+
+    /// A connection is about to decide and write an answer; [`Self::answered`] when it is out.
+    pub fn answering(&self) {
+        self.answering.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The answer [`Self::answering`] announced is written (or its connection failed).
+    pub fn answered(&self) {
+        self.answering.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether no answer is between its decision and its connection. Never blocks.
+    pub fn no_answer_in_flight(&self) -> bool {
+        self.answering.load(Ordering::Acquire) == 0
     }
 
     /// The height of the highest HRS this signer signed. Never blocks: safe to call from async
