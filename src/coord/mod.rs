@@ -269,6 +269,13 @@ pub trait Coordinator: Send + Sync {
     /// The latest status each member published, with its age.
     async fn cluster_status(&self, deadline: Instant) -> Result<Vec<StatusReport>, CoordError>;
 
+    /// Whether [`Coordinator::cluster_status`] answers from this process's memory (peers push
+    /// their statuses here), so a read never waits on, or fails with, a remote call: the daemon
+    /// then reads it once per status cadence instead of polling.
+    fn statuses_are_local(&self) -> bool {
+        false
+    }
+
     /// Maintenance mode on or off.
     async fn set_paused(&self, paused: bool, deadline: Instant) -> Result<(), CoordError>;
 

@@ -5,8 +5,8 @@
 //!
 //! A turn follows every event (a store change, a probe, a finished action, a fence notice), and
 //! otherwise comes when `pace` says time alone may change the decision, or when this member's
-//! status is due to be published (once per probe interval, twice while it holds the lease) or
-//! systemd's watchdog to be pinged.
+//! status is due to be published (once per probe interval; twice while it holds the lease, if
+//! fenced takeovers are configured) or systemd's watchdog to be pinged.
 //!
 //! Never here: an I/O call inside a turn, a decision `role` could make, or an action's effect.
 
@@ -56,11 +56,14 @@ pub(super) struct MainLoop {
     published: Option<MemberStatus>,
     /// When the loop turns next without an event (`pace`, the status, the systemd watchdog).
     next_turn: Instant,
+    /// The longest wait without an event ([`observe::refresh_interval`]: the statuses' pace).
+    quiet_turn: Duration,
 }
 
 impl MainLoop {
     pub fn new(member: Arc<Member>, policies: Arc<Policies>, effects: Arc<Effects>, outputs: Arc<Outputs>) -> MainLoop {
         let clock = Clock::system();
+        let quiet_turn = observe::refresh_interval(effects.coord.statuses_are_local());
         let cx = ActionContext {
             member: Arc::clone(&member),
             policies: Arc::clone(&policies),
@@ -68,6 +71,7 @@ impl MainLoop {
             outputs: Arc::clone(&outputs),
         };
         MainLoop {
+            quiet_turn,
             role: RoleState::new(member.kind, clock.now()),
             last_publish: Instant::now() - policies.probe_interval,
             published: None,
@@ -162,11 +166,12 @@ impl MainLoop {
             tokio::spawn(task);
         }
         let coord = Arc::clone(&self.executor.cx.effects.coord);
-        let cluster_rx = observe::start_refresher(coord, policies.call_timeout, self.clock.clone(), shutdown);
+        let timing = (policies.call_timeout, self.quiet_turn);
+        let cluster_rx = observe::start_refresher(coord, timing, self.clock.clone(), shutdown);
         let observer = Observer::new(
             self.member.id.clone(),
             self.clock.clone(),
-            policies.call_timeout,
+            timing,
             policies.role.status_stale_after,
             cluster_rx,
             sources.references.len(),
@@ -235,7 +240,7 @@ impl MainLoop {
     /// the latest when this member's status is due again or systemd's watchdog wants a ping.
     fn next_turn_after(&self, obs: &Observation) -> Instant {
         let now = Instant::now();
-        let paced = now + pace::next_turn(&self.role, obs, &self.policies.role);
+        let paced = now + pace::next_turn(&self.role, obs, &self.policies.role, self.quiet_turn);
         let publish = self.last_publish + self.publish_every();
         let ping =
             self.outputs.telemetry.notifier.as_ref().and_then(|n| n.watchdog_interval()).map(|every| now + every);
@@ -255,13 +260,15 @@ impl MainLoop {
         }
     }
 
-    /// How often this member's status goes out when its standing does not change: twice per
-    /// probe interval while it holds the lease or is acquiring it (a fenced takeover watches the
-    /// holder's silence, and `fence_takeover_after` may be as short as one probe interval: peers
-    /// that see the grant then hold a status at most half an interval old), else
-    /// [`Policies::status_every`].
+    /// How often this member's status goes out when its standing does not change: with fenced
+    /// takeovers configured, twice per probe interval while it holds the lease or is acquiring
+    /// it (a fenced takeover watches the holder's silence, and `fence_takeover_after` may be as
+    /// short as one probe interval: peers that see the grant then hold a status at most half an
+    /// interval old), else [`Policies::status_every`]. Without them nothing watches a holder's
+    /// silence, and its status is no more urgent than any other member's.
     fn publish_every(&self) -> Duration {
-        if self.role.epoch.is_some() || self.role.acquire_pending {
+        let silence_watched = self.policies.role.fence_takeover_after.is_some();
+        if silence_watched && (self.role.epoch.is_some() || self.role.acquire_pending) {
             (self.policies.probe_interval / 2).min(self.policies.status_every)
         } else {
             self.policies.status_every

@@ -2,7 +2,7 @@
 //!
 //! At every event — a store change, a probe, a finished action, a fence notice — and whenever
 //! time alone may change the decision (`pace`: every 50 ms while something is in motion, at the
-//! next renew or every 250 ms while quiet), the loop gathers an
+//! next renew or once per quiet turn — 1 s with the raft store, 250 ms with Consul), the loop gathers an
 //! [`Observation`](crate::role::Observation) — monotonic now, the probe history, the store's
 //! lease and intents, the cluster's statuses and the outcomes of earlier actions — calls the
 //! pure [`role::decide`](crate::role::decide), and hands the actions

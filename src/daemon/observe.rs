@@ -9,23 +9,25 @@
 //! # When the store's answer is stale
 //!
 //! The refresher asks for the cluster's statuses after each loop turn ([`Observer::ask_again`]),
-//! and on its own once [`REFRESH_INTERVAL`] passed without a turn, each read bounded by
+//! and on its own once its interval ([`refresh_interval`]) passed without a turn, each read bounded by
 //! `call_timeout`, one at a time: a busy loop has answers as fresh as its turns, a quiet one
 //! costs no more wake-ups than its turns. An answer is as old as the moment its read was sent. [`Observer::cluster`]
 //! returns `None` — and the loop gives `role` an observation with `store: None`, "unknown is
 //! never free" — once the newest answer is older than [`store_stale_after`]:
-//! `3 × call_timeout + 2 × REFRESH_INTERVAL`, at most `status_stale_after`.
+//! `3 × call_timeout + 2 × interval`, at most `status_stale_after`.
 //! - One slow read never trips it: while a read takes up to `call_timeout`, the answer in hand
-//!   is at most `2 × call_timeout + REFRESH_INTERVAL` old. Nor does one failed read (one more
-//!   `call_timeout + REFRESH_INTERVAL`): "unknown" means at least two reads in a row failed.
+//!   is at most `2 × call_timeout + interval` old. Nor does one failed read (one more
+//!   `call_timeout + interval`): "unknown" means at least two reads in a row failed.
 //! - An active member given `store: None` keeps renewing on its own deadline (renewals do not
 //!   read the view) and never sees its lease lost; it also sees no standby (the cluster is
 //!   empty, as today after a failed read), so it does not step down for an unhealthy node.
 //! - A standby given `store: None` does not acquire. The cap keeps it from acquiring on an
 //!   answer older than the age at which `role` ignores any status anyway.
 //!
-//! With the raft store, statuses are read from the local replica and always answer; a
-//! partitioned member's writes (acquire, renew) fail in the store instead.
+//! With the raft store, statuses are read from this member's memory (peers push theirs) and
+//! always answer at once; a partitioned member's writes (acquire, renew) fail in the store
+//! instead. Nothing is gained by polling memory faster than peers publish, so its interval is
+//! [`LOCAL_REFRESH_INTERVAL`], the default probe interval.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -41,15 +43,25 @@ use crate::domain::{MemberId, MonoTime};
 use crate::role;
 use crate::telemetry::Metrics;
 
-/// The longest the refresher waits for a turn's request before it reads on its own. Peers
-/// publish their status at least once per probe interval (1 s by default; the lease holder
-/// twice, and any member at once when its role or health changes), so a quiet member reading
-/// four times a second misses little; a busy loop asks after every turn.
+/// The longest the refresher waits for a turn's request before it reads a remote store (Consul)
+/// on its own. Peers publish their status at least once per probe interval (1 s by default; the
+/// lease holder twice, and any member at once when its role or health changes), so a quiet member
+/// reading four times a second misses little; a busy loop asks after every turn.
 pub(super) const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 
+/// The same when the statuses are in this member's memory ([`Coordinator::statuses_are_local`]):
+/// a read cannot be slow or fail, so it need not be repeated before the next status can have
+/// arrived, and a quiet loop (whose pace follows this) turns once a second, not four times.
+pub(super) const LOCAL_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the statuses are read without a turn asking.
+pub(super) fn refresh_interval(local: bool) -> Duration {
+    if local { LOCAL_REFRESH_INTERVAL } else { REFRESH_INTERVAL }
+}
+
 /// The age past which the store's answer counts as unknown (see the module doc).
-pub(super) fn store_stale_after(call_timeout: Duration, status_stale_after: Duration) -> Duration {
-    (call_timeout * 3 + REFRESH_INTERVAL * 2).min(status_stale_after)
+pub(super) fn store_stale_after(call_timeout: Duration, status_stale_after: Duration, every: Duration) -> Duration {
+    (call_timeout * 3 + every * 2).min(status_stale_after)
 }
 
 /// Monotonic time for the loop. Production reads `CLOCK_BOOTTIME`; tests follow tokio's clock,
@@ -110,12 +122,12 @@ impl Observer {
     pub fn new(
         me: MemberId,
         clock: Clock,
-        call_timeout: Duration,
+        (call_timeout, refresh_every): (Duration, Duration),
         status_stale_after: Duration,
         (cluster, ask): (watch::Receiver<Option<ClusterAnswer>>, Arc<Notify>),
         references: usize,
     ) -> Observer {
-        let stale_after = store_stale_after(call_timeout, status_stale_after);
+        let stale_after = store_stale_after(call_timeout, status_stale_after, refresh_every);
         let references = Arc::new(Mutex::new(vec![None; references]));
         Observer { me, clock, stale_after, status_stale_after, cluster, ask, references }
     }
@@ -237,7 +249,7 @@ impl ReferenceLoop {
 /// asks for the next through the `Notify`.
 pub(super) fn start_refresher(
     coord: Arc<dyn Coordinator>,
-    call_timeout: Duration,
+    (call_timeout, every): (Duration, Duration),
     clock: Clock,
     shutdown: &CancellationToken,
 ) -> (watch::Receiver<Option<ClusterAnswer>>, Arc<Notify>) {
@@ -247,16 +259,16 @@ pub(super) fn start_refresher(
         let coord = Arc::clone(&coord);
         async move { coord.cluster_status(deadline).await }
     };
-    tokio::spawn(refresh_cluster(read, call_timeout, clock, tx, Arc::clone(&ask), shutdown.clone()));
+    tokio::spawn(refresh_cluster(read, (call_timeout, every), clock, tx, Arc::clone(&ask), shutdown.clone()));
     (rx, ask)
 }
 
 /// Reads the cluster's statuses with `read` (given the read's deadline) at once, then each time
-/// `ask` is notified or [`REFRESH_INTERVAL`] passed since the last read ended, and publishes each
+/// `ask` is notified or `every` passed since the last read ended, and publishes each
 /// answer on `tx`; a failed read leaves the last one.
 pub(super) async fn refresh_cluster<F, Fut>(
     read: F,
-    call_timeout: Duration,
+    (call_timeout, every): (Duration, Duration),
     clock: Clock,
     tx: watch::Sender<Option<ClusterAnswer>>,
     ask: Arc<Notify>,
@@ -281,7 +293,7 @@ pub(super) async fn refresh_cluster<F, Fut>(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ask.notified() => {}
-            _ = tokio::time::sleep(REFRESH_INTERVAL) => {}
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }

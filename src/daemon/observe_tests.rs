@@ -64,8 +64,16 @@ async fn observer_over(read: impl Fn(Instant) -> BoxedRead + Send + 'static) -> 
     let (tx, rx) = watch::channel(None);
     let shutdown = CancellationToken::new();
     let ask = Arc::new(Notify::new());
-    tokio::spawn(refresh_cluster(read, CALL_TIMEOUT, clock.clone(), tx, Arc::clone(&ask), shutdown.clone()));
-    let mut observer = Observer::new(member("a"), clock.clone(), CALL_TIMEOUT, STATUS_STALE_AFTER, (rx, ask), 0);
+    tokio::spawn(refresh_cluster(
+        read,
+        (CALL_TIMEOUT, REFRESH_INTERVAL),
+        clock.clone(),
+        tx,
+        Arc::clone(&ask),
+        shutdown.clone(),
+    ));
+    let mut observer =
+        Observer::new(member("a"), clock.clone(), (CALL_TIMEOUT, REFRESH_INTERVAL), STATUS_STALE_AFTER, (rx, ask), 0);
     observer.first_answer(CALL_TIMEOUT).await;
     (observer, clock, shutdown)
 }
@@ -96,7 +104,7 @@ async fn one_failed_read_never_makes_the_store_unknown() {
 async fn a_store_that_stops_answering_is_unknown_once_its_answer_passes_the_bound() {
     let (observer, clock, shutdown) = observer_over(store(|n| (n == 0).then_some(Duration::ZERO))).await;
     let asked = clock.now();
-    let bound = store_stale_after(CALL_TIMEOUT, STATUS_STALE_AFTER);
+    let bound = store_stale_after(CALL_TIMEOUT, STATUS_STALE_AFTER, REFRESH_INTERVAL);
     assert_eq!(bound, CALL_TIMEOUT * 3 + REFRESH_INTERVAL * 2);
     tokio::time::sleep(bound).await;
     assert!(observer.cluster(clock.now()).is_some(), "unknown before the bound");
@@ -120,7 +128,7 @@ async fn statuses_age_while_their_answer_waits_and_exclude_this_member() {
 #[test]
 fn the_bound_never_exceeds_the_age_at_which_role_ignores_a_status() {
     let long_calls = Duration::from_millis(2900);
-    assert_eq!(store_stale_after(long_calls, STATUS_STALE_AFTER), STATUS_STALE_AFTER);
+    assert_eq!(store_stale_after(long_calls, STATUS_STALE_AFTER, REFRESH_INTERVAL), STATUS_STALE_AFTER);
 }
 
 /// Counts the reads of a store that answers at once.

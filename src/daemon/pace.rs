@@ -8,17 +8,20 @@
 //!   for it to take; a transfer asked for; an acquire pending or paused; the store unknown;
 //!   its active node unhealthy; fenced takeovers configured — the loop turns every
 //!   [`BUSY_TURN`], as it always did, and `role`'s waits end as promptly as before;
-//! - while it holds steadily, it turns when its next renew falls due, and at the latest
-//!   [`QUIET_TURN`] later (also before its deadline: the self-fence thread watches that too);
-//! - while another member holds the lease, or for a witness, it turns every [`QUIET_TURN`]: only
+//! - while it holds steadily, it turns when its next renew falls due, and at the latest a quiet
+//!   turn later (also before its deadline: the self-fence thread watches that too);
+//! - while another member holds the lease, or for a witness, it turns once per quiet turn: only
 //!   a store change can give it something to do, and a store change wakes it at once.
 //!
-//! [`QUIET_TURN`] bounds what an event cannot bring: a status published late, a health verdict
-//! aging into "unknown", a systemd watchdog ping, and the turn after a suspend (the loop's
-//! timers run on `CLOCK_MONOTONIC`, which stops while the host sleeps).
+//! The quiet turn is the pace at which the cluster's statuses are read
+//! (`observe::refresh_interval`: 250 ms with a remote store, a second when the statuses
+//! are in memory, the default probe interval). It bounds what an event cannot bring: a peer's
+//! status, a health verdict aging into "unknown", and the turn after a suspend (the loop's
+//! timers run on `CLOCK_MONOTONIC`, which stops while the host sleeps). This member's own status
+//! and systemd's watchdog ping have their own deadlines in the loop.
 //!
 //! Owns no state and decides nothing: `role::decide` runs at every turn, whenever it comes;
-//! this only chooses when to look again. Never returns a wait longer than [`QUIET_TURN`].
+//! this only chooses when to look again. Never returns a wait longer than the quiet turn.
 
 use std::time::Duration;
 
@@ -29,15 +32,11 @@ use crate::role::{Observation, RolePolicy, RoleState};
 /// The pace while something is in motion: the loop's pace before it waited for events.
 pub(super) const BUSY_TURN: Duration = Duration::from_millis(50);
 
-/// The longest the loop waits without an event. Each turn asks the cluster's statuses again, so
-/// it matches the refresher's own pace (`observe::REFRESH_INTERVAL`), which then rarely wakes
-/// on its own.
-pub(super) const QUIET_TURN: Duration = super::observe::REFRESH_INTERVAL;
-
-/// How long the loop may wait for an event after deciding `state` from `obs`.
-pub(super) fn next_turn(state: &RoleState, obs: &Observation, policy: &RolePolicy) -> Duration {
+/// How long the loop may wait for an event after deciding `state` from `obs`; `quiet`, the
+/// longest wait.
+pub(super) fn next_turn(state: &RoleState, obs: &Observation, policy: &RolePolicy, quiet: Duration) -> Duration {
     if obs.kind == MemberKind::Witness {
-        return QUIET_TURN;
+        return quiet;
     }
     let Some(view) = &obs.store else { return BUSY_TURN };
     let asked = state.acquire_pending || state.acquire_retry_at.is_some_and(|at| obs.now < at);
@@ -45,20 +44,20 @@ pub(super) fn next_turn(state: &RoleState, obs: &Observation, policy: &RolePolic
         return BUSY_TURN;
     }
     match state.role {
-        RoleName::Active if obs.health.verdict != Verdict::Unhealthy => holding_turn(state, policy, obs.now),
+        RoleName::Active if obs.health.verdict != Verdict::Unhealthy => holding_turn(state, policy, obs.now, quiet),
         RoleName::Active | RoleName::Promoting | RoleName::Demoting | RoleName::Fenced => BUSY_TURN,
         RoleName::Witness | RoleName::Ineligible | RoleName::Standby => match &view.lease {
             LeaseView::Free { .. } if !view.intents.paused => BUSY_TURN,
             LeaseView::Held { holder, .. } if holder == &obs.me => BUSY_TURN,
             LeaseView::Held { .. } if policy.fence_takeover_after.is_some() => BUSY_TURN,
-            _ => QUIET_TURN,
+            _ => quiet,
         },
     }
 }
 
 /// An active member in good health: until its next renew is due (`role`'s own rule,
 /// [`RolePolicy::renew_when_remaining`]), or its deadline.
-fn holding_turn(state: &RoleState, policy: &RolePolicy, now: MonoTime) -> Duration {
+fn holding_turn(state: &RoleState, policy: &RolePolicy, now: MonoTime, quiet: Duration) -> Duration {
     let Some(deadline) = state.deadline else { return BUSY_TURN };
     let renew_due = deadline.saturating_sub(policy.renew_when_remaining());
     let next = renew_due.min(deadline);
@@ -66,7 +65,7 @@ fn holding_turn(state: &RoleState, policy: &RolePolicy, now: MonoTime) -> Durati
         // Due already (a renew in flight, or paced): its answer is an event; look as often as before.
         return BUSY_TURN;
     }
-    next.saturating_since(now).min(QUIET_TURN)
+    next.saturating_since(now).min(quiet)
 }
 
 #[cfg(test)]
@@ -76,6 +75,8 @@ mod tests {
     use crate::domain::{Epoch, MemberId};
     use crate::health::NodeHealth;
 
+    /// The quiet turn with a remote store.
+    const QUIET_TURN: Duration = super::super::observe::REFRESH_INTERVAL;
     const VALIDITY: Duration = Duration::from_millis(2500);
     const RENEW: Duration = Duration::from_secs(1);
 
@@ -175,7 +176,7 @@ mod tests {
             ("active, node unknown", active(2_500), producer(held_by("a"), Unknown), QUIET_TURN),
         ];
         for (what, state, obs, want) in cases {
-            assert_eq!(next_turn(&state, &obs, &policy()), want, "{what}");
+            assert_eq!(next_turn(&state, &obs, &policy(), QUIET_TURN), want, "{what}");
         }
     }
 
@@ -183,14 +184,36 @@ mod tests {
     fn fenced_takeovers_keep_a_standby_at_the_old_pace() {
         let policy = RolePolicy { fence_takeover_after: Some(Duration::from_secs(2)), ..policy() };
         let obs = observation(MemberKind::Producer, held_by("b"), Verdict::Healthy);
-        assert_eq!(next_turn(&state(RoleName::Standby), &obs, &policy), BUSY_TURN);
+        assert_eq!(next_turn(&state(RoleName::Standby), &obs, &policy, QUIET_TURN), BUSY_TURN);
     }
 
     #[test]
     fn no_wait_is_longer_than_the_quiet_turn() {
         let obs = observation(MemberKind::Producer, held_by("a"), Verdict::Healthy);
         for left_ms in [1_501, 2_000, 2_500, 60_000] {
-            assert!(next_turn(&active(left_ms), &obs, &policy()) <= QUIET_TURN, "{left_ms} ms left");
+            assert!(next_turn(&active(left_ms), &obs, &policy(), QUIET_TURN) <= QUIET_TURN, "{left_ms} ms left");
+        }
+    }
+
+    // With the statuses in memory the quiet turn is a second: a quiet member turns once a
+    // second, an active one still when its renew falls due, and nothing in motion slows down.
+    #[test]
+    fn a_longer_quiet_turn_slows_only_the_quiet_states() {
+        use RoleName::*;
+        use Verdict::*;
+        let quiet = Duration::from_secs(1);
+        let producer = |store, verdict| observation(MemberKind::Producer, store, verdict);
+        let cases: Vec<(&str, RoleState, Observation, Duration)> = vec![
+            ("standby, another holds", state(Standby), producer(held_by("b"), Healthy), quiet),
+            ("witness", state(Witness), observation(MemberKind::Witness, held_by("b"), Unknown), quiet),
+            ("standby, lease free", state(Standby), producer(free(), Healthy), BUSY_TURN),
+            ("active, renew due in 100 ms", active(1_600), producer(held_by("a"), Healthy), Duration::from_millis(100)),
+            ("active, renew due in 1 s", active(2_500), producer(held_by("a"), Healthy), quiet),
+            ("active, renew due in 2 s", active(3_500), producer(held_by("a"), Healthy), quiet),
+            ("active, node unhealthy", active(2_500), producer(held_by("a"), Unhealthy), BUSY_TURN),
+        ];
+        for (what, state, obs, want) in cases {
+            assert_eq!(next_turn(&state, &obs, &policy(), quiet), want, "{what}");
         }
     }
 }

@@ -170,6 +170,10 @@ impl Coordinator for MeasuredStore {
         self.measure("cluster_status", self.inner.cluster_status(deadline), nothing).await
     }
 
+    fn statuses_are_local(&self) -> bool {
+        self.inner.statuses_are_local()
+    }
+
     async fn set_paused(&self, paused: bool, deadline: Instant) -> Result<(), CoordError> {
         self.measure("set_paused", self.inner.set_paused(paused, deadline), nothing).await
     }

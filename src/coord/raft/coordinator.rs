@@ -529,6 +529,10 @@ impl Coordinator for RaftCoordinator {
         Ok(self.board.snapshot().into_iter().map(|(status, age)| StatusReport { status, age }).collect())
     }
 
+    fn statuses_are_local(&self) -> bool {
+        true
+    }
+
     async fn set_paused(&self, paused: bool, deadline: Instant) -> Result<(), CoordError> {
         self.call(Command::Pause { paused }, deadline, "set_paused").await.map(|_| ())
     }

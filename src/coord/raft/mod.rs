@@ -8,6 +8,7 @@
 //! - [`storage`]: the durable log on raft-engine, snapshots and compaction.
 //! - [`transport`]: the tonic peer service, per-peer batching senders, mutual TLS.
 //! - [`peer_gate`]: who may speak on the peer port, and as whom (identity from certificates).
+//! - [`tick_clock`]: when the node applies raft's ticks (only when one is due, caught up at each turn).
 //! - [`snapshot_check`]: which snapshots from peers may be installed.
 //! - [`wire_check`]: peer bytes walked against the raft schema before protobuf 2 parses them.
 mod coordinator;
@@ -17,6 +18,7 @@ pub mod node;
 pub mod peer_gate;
 pub mod snapshot_check;
 pub mod storage;
+mod tick_clock;
 pub mod transport;
 pub mod wire_check;
 

@@ -1,4 +1,5 @@
-//! The raft node: one tokio task that owns the `RawNode`, ticks it, steps incoming messages,
+//! The raft node: one tokio task that owns the `RawNode`, ticks it (only when a tick is due:
+//! [`super::tick_clock`]), steps incoming messages,
 //! proposes commands, and handles each `Ready` in the documented order — apply a received
 //! snapshot, persist entries and hard state (fsynced), then send messages, apply committed
 //! entries to the state machine, advance.
@@ -30,6 +31,7 @@ use super::fsm::{Command, FsmState, Reply};
 use super::peer_gate::{PeerRefusals, Refusal, Source};
 use super::snapshot_check::check_snapshot;
 use super::storage::{RaftLog, StoreError};
+use super::tick_clock::TickClock;
 use super::transport::{Inbound, PeerSenders};
 use crate::coord::{CoordError, StoreView};
 
@@ -119,9 +121,11 @@ pub struct NodeTask {
     next_request: u64,
     /// The leader's expiry timer: when an `Expire` may be proposed.
     expiry: ExpiryTimer,
-    /// When this task last started a turn (see `note_turn`): a leader that could not hear
-    /// renews while it stalled does not count that time against the holder.
-    last_turn: Instant,
+    /// Raft's ticks: applied at the start of each turn, slept until when nothing is due.
+    ticks: TickClock,
+    /// The earliest wake this task planned for its next turn (its tick or the expiry timer): a
+    /// turn that starts well after it ends a stall (see `note_turn`).
+    wake_at: Instant,
     /// When this member, as leader, may propose `StartRefreshStamps` again.
     stamps_next_try: Option<Instant>,
     rejoining: bool,
@@ -172,6 +176,7 @@ pub fn build(
     let rejoining = cfg.rejoin;
     let election = cfg.tick * cfg.election_ticks as u32;
     let expiry = ExpiryTimer::new(cfg.tick, election, cfg.undeclared_ttl);
+    let tick = cfg.tick;
     let task = NodeTask {
         cfg,
         raw,
@@ -185,7 +190,8 @@ pub fn build(
         incarnation,
         next_request: 0,
         expiry,
-        last_turn: Instant::now(),
+        ticks: TickClock::new(tick, Instant::now()),
+        wake_at: Instant::now(),
         stamps_next_try: None,
         rejoining,
         ticks_rejoining: 0,
@@ -199,10 +205,8 @@ pub fn build(
 impl NodeTask {
     /// Runs until `shutdown` is cancelled or storage fails.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut ticker = tokio::time::interval(self.cfg.tick);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let expiry = self.expiry_due();
+            let (tick_due, expiry) = self.next_wake();
             let expiry_timer = async move {
                 match expiry {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -211,23 +215,22 @@ impl NodeTask {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = ticker.tick() => {
-                    self.note_turn();
-                    self.on_tick();
-                }
+                _ = tokio::time::sleep_until(tick_due.into()) => self.note_turn(),
                 _ = expiry_timer => {
                     self.note_turn();
                     self.check_expiry();
                 }
-                Some(inbound) = self.inbox.recv() => match inbound {
-                    Inbound::Raft(messages) => {
-                        self.note_turn();
-                        for m in messages {
-                            self.on_message(m);
+                Some(inbound) = self.inbox.recv() => {
+                    self.note_turn();
+                    match inbound {
+                        Inbound::Raft(messages) => {
+                            for m in messages {
+                                self.on_message(m);
+                            }
                         }
+                        Inbound::Rejoined(id) => self.on_rejoined(id),
                     }
-                    Inbound::Rejoined(id) => self.on_rejoined(id),
-                },
+                }
                 Some(req) = self.requests.recv() => {
                     self.note_turn();
                     self.on_request(req);
@@ -265,17 +268,22 @@ impl NodeTask {
         self.requests.close();
     }
 
-    fn on_tick(&mut self) {
+    /// Applies `n` ticks (see [`TickClock`]) and what is checked once per tick.
+    fn on_ticks(&mut self, n: u32) {
         if self.rejoining {
-            self.ticks_rejoining += 1;
-            // Announce about once a second until a leader has replicated everything to us.
-            if self.ticks_rejoining % 10 == 1 {
+            let before = self.ticks_rejoining;
+            self.ticks_rejoining += u64::from(n);
+            // Announce about once a second (every ten ticks, the first at once) until a leader
+            // has replicated everything to us.
+            if before / 10 != self.ticks_rejoining / 10 || before == 0 {
                 let senders = Arc::clone(&self.senders);
                 let me = self.cfg.id;
                 tokio::spawn(async move { senders.announce_rejoin(me, Duration::from_millis(500)).await });
             }
         } else {
-            self.raw.tick();
+            for _ in 0..n {
+                self.raw.tick();
+            }
         }
         self.pending.retain(|_, p| !p.reply.is_closed());
         self.repropose_stranded();
@@ -293,8 +301,7 @@ impl NodeTask {
         if self.raw.raft.state != StateRole::Leader || self.raw.raft.lead_transferee.is_some() {
             return;
         }
-        let holder_id = self.fsm.holder.as_ref().and_then(|h| self.cfg.ids.get(h).copied());
-        if holder_id != Some(self.cfg.id) {
+        if !self.holds_lease() {
             return;
         }
         let election = self.cfg.tick * self.cfg.election_ticks as u32;
@@ -472,16 +479,64 @@ impl NodeTask {
         }
     }
 
-    /// Records the start of a turn. Turns come at least every tick, so one that starts more
-    /// than two ticks (and 50 ms of slack) after the last ends a stall (an fsync, a starved
-    /// runtime), from which the expiry timer starts again.
+    /// Starts a turn: applies the ticks that passed, before whatever woke the task. A turn that
+    /// starts well after its planned wake ends a stall (an fsync, a starved runtime, a frozen
+    /// process), from which the expiry timer starts again: a leader that could not hear renews
+    /// while it stalled does not count that time against the holder.
     fn note_turn(&mut self) {
         let now = Instant::now();
-        let stall = self.cfg.tick * 2 + Duration::from_millis(50);
-        if now.saturating_duration_since(self.last_turn) > stall {
+        let caught = self.ticks.catch_up(now, self.wake_at);
+        if caught.stalled {
             self.expiry.stall_ended(now);
         }
-        self.last_turn = now;
+        if caught.ticks > 0 {
+            self.on_ticks(caught.ticks);
+        }
+    }
+
+    /// When the task wakes next without a message or request: at its next due tick, or when the
+    /// leader's expiry timer is due. Recorded, so the next turn can tell a stall; never in the
+    /// past (a timer already due when planned is not late).
+    fn next_wake(&mut self) -> (Instant, Option<Instant>) {
+        self.ticks.plan(self.ticks_until_due());
+        let tick_due = self.ticks.due();
+        let expiry = self.expiry_due();
+        self.wake_at = expiry.map_or(tick_due, |at| at.min(tick_due)).max(Instant::now());
+        (tick_due, expiry)
+    }
+
+    /// Ticks until one changes something: a follower's until its election timeout passes, a
+    /// leader's until its next heartbeat or quorum check. Every tick while the per-tick checks
+    /// have work: proposals in flight or parked, a campaign, a rejoin, a leader that holds the
+    /// lease itself (it hands raft leadership on) or has refresh stamps to start — and while the
+    /// leader's expiry timer runs (a lease is held): a turn every tick is what lets it tell its
+    /// own stall of more than two ticks from a quiet sleep (`note_turn`), so that renews it could
+    /// not hear meanwhile do not count against the holder.
+    fn ticks_until_due(&self) -> u32 {
+        let r = &self.raw.raft;
+        let leads = r.state == StateRole::Leader;
+        let expiring = leads && self.fsm.holder.is_some();
+        let busy = self.rejoining
+            || !self.pending.is_empty()
+            || !self.parked.is_empty()
+            || !(leads || r.state == StateRole::Follower)
+            || expiring
+            || (leads && (r.lead_transferee.is_some() || self.fsm.refreshes.is_none()));
+        if busy {
+            return 1;
+        }
+        let left = |timeout: usize, elapsed: usize| timeout.saturating_sub(elapsed).max(1);
+        let ticks = if leads {
+            left(r.heartbeat_timeout(), r.heartbeat_elapsed()).min(left(r.election_timeout(), r.election_elapsed))
+        } else {
+            left(r.randomized_election_timeout(), r.election_elapsed)
+        };
+        u32::try_from(ticks).unwrap_or(u32::MAX)
+    }
+
+    /// Whether the lease holder, as this member applied it, is this member.
+    fn holds_lease(&self) -> bool {
+        self.fsm.holder.as_ref().and_then(|h| self.cfg.ids.get(h)) == Some(&self.cfg.id)
     }
 
     /// Tells the expiry timer whether this member leads, and in which term: called after every
@@ -694,6 +749,11 @@ mod tests {
 
     /// A one-member node on a real raft-engine directory, not running: the test takes its turns.
     fn one_member(dir: &std::path::Path) -> NodeTask {
+        one_member_ticking(dir, 3, 1)
+    }
+
+    /// [`one_member`] with its election and heartbeat ticks.
+    fn one_member_ticking(dir: &std::path::Path, election_ticks: usize, heartbeat_ticks: usize) -> NodeTask {
         let me = MemberId::new("a").expect("valid");
         let (log, _) = RaftLog::open(dir, &me, &[1]).expect("open the raft dir");
         let senders =
@@ -703,8 +763,8 @@ mod tests {
         let cfg = NodeConfig {
             id: 1,
             tick: TICK,
-            election_ticks: 3,
-            heartbeat_ticks: 1,
+            election_ticks,
+            heartbeat_ticks,
             undeclared_ttl: Duration::from_secs(60),
             snapshot_every: 1000,
             rejoin: false,
@@ -713,6 +773,33 @@ mod tests {
         };
         let (task, _, _) = build(cfg, log, Arc::new(senders), inbox, requests, PeerRefusals::default()).expect("build");
         task
+    }
+
+    // A quiet follower sleeps until its election timeout, a quiet leader until its heartbeat; a
+    // leader whose expiry timer runs, or anyone with a proposal in flight, wakes every tick.
+    #[test]
+    fn the_node_wakes_for_the_tick_that_changes_something() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut task = one_member_ticking(dir.path(), 10, 3);
+        let timeout = task.raw.raft.randomized_election_timeout();
+        assert!(timeout >= 10, "randomized in [10, 20): {timeout}");
+        assert_eq!(task.ticks_until_due(), timeout as u32, "a follower: its election timeout");
+        task.on_ticks(4);
+        assert_eq!(task.ticks_until_due(), timeout as u32 - 4, "the ticks applied count");
+
+        task.raw.campaign().expect("campaign");
+        task.handle_ready().expect("storage");
+        assert_eq!(task.raw.raft.state, StateRole::Leader);
+        commit(&mut task, Command::StartRefreshStamps);
+        assert_eq!(task.ticks_until_due(), 3, "a leader with nothing to expire: its next heartbeat");
+        task.on_ticks(2);
+        assert_eq!(task.ticks_until_due(), 1);
+        task.on_ticks(1);
+        assert_eq!(task.ticks_until_due(), 3);
+
+        let holder = MemberId::new("b").expect("valid");
+        commit(&mut task, Command::Acquire { member: holder, seen_epoch: None, ttl_ms: Some(60_000) });
+        assert_eq!(task.ticks_until_due(), 1, "a leader whose expiry timer runs: every tick");
     }
 
     /// Proposes `cmd` and takes turns until it is applied.
@@ -726,14 +813,18 @@ mod tests {
     }
 
     /// The run loop's expiry branch: sleep until the timer is due, then check it; for `span`.
-    /// Returns how many times the timer fired.
-    fn run_expiry_branch(task: &mut NodeTask, span: Duration) -> u32 {
+    /// With `transferring`, the leadership transfer stays under way: raft aborts one after an
+    /// election timeout of ticks, and each turn applies its ticks. Returns how many times the timer fired.
+    fn run_expiry_branch(task: &mut NodeTask, span: Duration, transferring: bool) -> u32 {
         let end = Instant::now() + span;
         let mut fired = 0;
-        while let Some(due) = task.expiry_due()
+        while let (_, Some(due)) = task.next_wake()
             && due < end
         {
             std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            if transferring {
+                task.raw.raft.election_elapsed = 0;
+            }
             task.note_turn();
             task.check_expiry();
             fired += 1;
@@ -762,7 +853,7 @@ mod tests {
         // raft drops every proposal while a leadership transfer is under way.
         task.raw.raft.lead_transferee = Some(2);
         let span = Duration::from_millis(400);
-        let fired = run_expiry_branch(&mut task, span);
+        let fired = run_expiry_branch(&mut task, span, true);
         let most = (span.as_millis() / TICK.as_millis()) as u32 + 2;
         assert!(fired <= most, "the timer fired {fired} times in {span:?}, more than once a tick ({most})");
         assert!(fired >= 2, "the dropped Expire was never proposed again ({fired})");
@@ -771,7 +862,7 @@ mod tests {
 
         // The transfer ended: the next try goes through and the lease expires.
         task.raw.raft.lead_transferee = None;
-        run_expiry_branch(&mut task, TICK * 2);
+        run_expiry_branch(&mut task, TICK * 2, false);
         task.handle_ready().expect("storage");
         assert_eq!(task.fsm.lease(), LeaseView::Free { epoch: Epoch::new(1) });
     }

@@ -22,10 +22,16 @@ use prometheus_client::metrics::family::Family;
 use tonic::{Request, Status};
 
 use crate::domain::MemberId;
-use crate::tls::{PeerIdentity, caller_identity};
+use crate::tls::{PeerIdentity, identity_of};
 
 /// Sources whose refusal was logged, at most; then the set starts again.
 const LOGGED_CONNECTIONS: usize = 4096;
+
+/// Member certificates remembered after they were read, at most; then the list starts again.
+const KNOWN_CERTIFICATES: usize = 32;
+
+/// A member certificate's bytes and the caller they were read as.
+type KnownCertificate = (Vec<u8>, Caller);
 
 /// Why a peer request was refused: the `reason` label of `failoverd_peer_refusals_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -150,11 +156,16 @@ pub struct PeerGate {
     /// Whether callers must present a member certificate (the port serves TLS).
     require_certificates: bool,
     pub refusals: PeerRefusals,
+    /// Certificates (their exact bytes, which rustls verified) already read as a member of this
+    /// cluster, with who they name. A member's statuses come call after call with the same
+    /// certificate, and reading it again was a few percent of an idle member's CPU. A
+    /// certificate that was refused is read again each time: nothing about it is remembered.
+    known: Arc<Mutex<Vec<KnownCertificate>>>,
 }
 
 impl PeerGate {
     pub fn new(peers: BTreeMap<MemberId, u64>, require_certificates: bool, refusals: PeerRefusals) -> PeerGate {
-        PeerGate { peers, require_certificates, refusals }
+        PeerGate { peers, require_certificates, refusals, known: Arc::default() }
     }
 
     fn member_of(&self, raft_id: u64) -> Option<&MemberId> {
@@ -177,8 +188,38 @@ impl PeerGate {
     /// The caller of `request`: a member of this cluster by its certificate, or
     /// `Unauthenticated` on a plaintext port. Anyone else is refused here.
     pub fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let from = request.remote_addr();
-        match caller_identity(request) {
+        let certs = request.peer_certs();
+        let der = certs.as_ref().map(|c| c.first().map(|d| d.as_ref()));
+        self.admit(der, request.remote_addr())
+    }
+
+    /// [`Self::caller`] for the certificate a connection presented: `None` without TLS,
+    /// `Some(None)` for a TLS connection without a client certificate.
+    fn admit(&self, der: Option<Option<&[u8]>>, from: Option<SocketAddr>) -> Result<Caller, Status> {
+        if let Some(Some(der)) = der
+            && let Some(caller) = self.known_caller(der)
+        {
+            return Ok(caller);
+        }
+        let caller = self.read_caller(der, from)?;
+        if let Some(Some(der)) = der {
+            let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            if known.len() >= KNOWN_CERTIFICATES {
+                known.clear();
+            }
+            known.push((der.to_vec(), caller.clone()));
+        }
+        Ok(caller)
+    }
+
+    fn known_caller(&self, der: &[u8]) -> Option<Caller> {
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known.iter().find(|(bytes, _)| bytes.as_slice() == der).map(|(_, caller)| caller.clone())
+    }
+
+    fn read_caller(&self, der: Option<Option<&[u8]>>, from: Option<SocketAddr>) -> Result<Caller, Status> {
+        let identity = der.map(|d| d.map_or(Err(crate::tls::IdentityError::Missing), identity_of));
+        match identity {
             None if self.require_certificates => Err(self.refuse(
                 Refusal::NotAMember,
                 from,
@@ -241,5 +282,73 @@ impl PeerGate {
             )),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::tls::{CertificateAuthority, OperatorName};
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn id(name: &str) -> MemberId {
+        MemberId::new(name).expect("valid id")
+    }
+
+    fn gate() -> PeerGate {
+        PeerGate::new(BTreeMap::from([(id("b"), 2), (id("c"), 3)]), true, PeerRefusals::default())
+    }
+
+    fn member_cert(ca: &CertificateAuthority, name: &str) -> Vec<u8> {
+        ca.issue_member(&id(name), &[], &[], DAY).expect("issue").cert_der
+    }
+
+    #[test]
+    fn a_member_certificate_read_once_is_known_by_its_exact_bytes() {
+        let ca = CertificateAuthority::create("test", DAY).expect("ca");
+        let (b, c) = (member_cert(&ca, "b"), member_cert(&ca, "c"));
+        let gate = gate();
+        let want_b = Caller::Member { id: id("b"), raft_id: 2 };
+        assert_eq!(gate.admit(Some(Some(&b)), None).expect("b is a member"), want_b);
+        assert_eq!(gate.admit(Some(Some(&b)), None).expect("b again"), want_b);
+        assert_eq!(gate.admit(Some(Some(&c)), None).expect("c"), Caller::Member { id: id("c"), raft_id: 3 });
+        assert_eq!(gate.known.lock().expect("lock").len(), 2, "one entry per certificate");
+        // One byte changed (here in the signature, which rustls checked before this) is another
+        // certificate: it is read on its own, never matched to b's entry.
+        let mut other = b.clone();
+        let last = other.len() - 1;
+        other[last] ^= 1;
+        gate.admit(Some(Some(&other)), None).expect("the name is still b's");
+        assert_eq!(gate.known.lock().expect("lock").len(), 3, "read and remembered as a third certificate");
+    }
+
+    #[test]
+    fn a_refused_certificate_is_refused_every_time_and_never_remembered() {
+        let ca = CertificateAuthority::create("test", DAY).expect("ca");
+        let operator = ca.issue_operator(&OperatorName::new("ops").expect("name"), DAY).expect("issue").cert_der;
+        let stranger = member_cert(&ca, "z");
+        let gate = gate();
+        for _ in 0..2 {
+            for der in [&operator, &stranger] {
+                let refused = gate.admit(Some(Some(der)), None).expect_err("not a member of this cluster");
+                assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+            }
+            assert!(gate.admit(Some(None), None).is_err(), "a TLS caller without a certificate");
+        }
+        assert!(gate.known.lock().expect("lock").is_empty());
+        assert_eq!(gate.refusals.count(Refusal::NotAMember), 6);
+    }
+
+    #[test]
+    fn the_remembered_certificates_are_bounded() {
+        let ca = CertificateAuthority::create("test", DAY).expect("ca");
+        let gate = gate();
+        for _ in 0..KNOWN_CERTIFICATES + 3 {
+            gate.admit(Some(Some(&member_cert(&ca, "b"))), None).expect("a member");
+        }
+        assert!(gate.known.lock().expect("lock").len() <= KNOWN_CERTIFICATES);
     }
 }

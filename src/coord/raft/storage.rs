@@ -68,8 +68,14 @@ struct Progress {
     term: u64,
 }
 
-/// How often, at most, the progress marker is rewritten (an fsync of its own).
-const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+/// How often, at most, the progress marker is rewritten for new commits (two fsyncs, a rename
+/// and a directory fsync: an idle member's most expensive write, 10 % of a witness's CPU when it
+/// went out with each commit). A marker that lags is still a lower bound; it only detects a
+/// smaller loss. What it is there for — raft-engine's files lost or replaced under a kept data
+/// directory — loses far more than a few seconds, and a tail lost with the marker itself (a disk
+/// that lies about fsync) escapes any cadence; the leader's heartbeat check catches at run time
+/// what it knows this member acknowledged (`NodeTask::on_message`). A new term is written at once.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// raft-engine's view of raft entries.
 #[derive(Clone)]
@@ -271,6 +277,9 @@ impl RaftLog {
         if commit <= self.progress.commit && term <= self.progress.term {
             return Ok(());
         }
+        // A new term goes out at once: the marker's term is what keeps a member that lost its
+        // hard state from voting again in a term it already voted in.
+        let now = now || term > self.progress.term;
         if !now && self.progress_written.is_some_and(|at| at.elapsed() < self.progress_every) {
             return Ok(());
         }
@@ -680,6 +689,26 @@ mod tests {
         let err = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).err().expect("a truncated log is refused");
         assert!(matches!(err, StoreError::Corrupt { .. } | StoreError::LostLog { .. }), "{err}");
         assert!(err.to_string().contains(&dir.path().join("raft").display().to_string()), "{err}");
+    }
+
+    fn marker(dir: &Path) -> Progress {
+        let text = std::fs::read_to_string(dir.join(PROGRESS)).expect("the progress marker");
+        serde_json::from_str(&text).expect("the marker decodes")
+    }
+
+    // The marker is rewritten at most every few seconds for commits, but a new term at once: it is
+    // what keeps a member whose hard state was lost from voting twice in one term.
+    #[test]
+    fn the_progress_marker_lags_commits_but_never_a_new_term() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut log, _) = RaftLog::open(dir.path(), &member(), &[1, 2, 3]).expect("open");
+        log.persist(&(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>(), None).expect("persist");
+        log.persist(&[], Some(&HardState { term: 1, commit: 5, ..HardState::default() })).expect("first commit");
+        assert_eq!((marker(dir.path()).commit, marker(dir.path()).term), (5, 1));
+        log.persist(&[entry(6, 1)], Some(&HardState { term: 1, commit: 6, ..HardState::default() })).expect("commit");
+        assert_eq!(marker(dir.path()).commit, 5, "a commit soon after waits for a later write");
+        log.persist(&[], Some(&HardState { term: 2, vote: 2, commit: 6, ..HardState::default() })).expect("vote");
+        assert_eq!((marker(dir.path()).commit, marker(dir.path()).term), (6, 2), "a new term is written at once");
     }
 
     #[test]
