@@ -291,8 +291,8 @@ fn check_watchdog(config: &Config, out: &mut Problems<'_, '_>) {
 }
 
 /// `failover.fence_takeover_after`: a fenced takeover needs the fence command that makes it safe,
-/// and a silence long enough that it is not just a late status (with it set, the holder's status
-/// goes out twice per probe interval).
+/// and a silence long enough that it is not just a late status (the holder's status goes out
+/// twice per probe interval).
 fn check_fence_takeover(config: &Config, out: &mut Problems<'_, '_>) {
     let f = &config.failover;
     let Some(after) = f.fence_takeover_after else { return };

@@ -5,8 +5,8 @@
 //!
 //! A turn follows every event (a store change, a probe, a finished action, a fence notice), and
 //! otherwise comes when `pace` says time alone may change the decision, or when this member's
-//! status is due to be published (once per probe interval; twice while it holds the lease, if
-//! fenced takeovers are configured) or systemd's watchdog to be pinged.
+//! status is due to be published (once per probe interval, twice while it holds the lease) or
+//! systemd's watchdog to be pinged.
 //!
 //! Never here: an I/O call inside a turn, a decision `role` could make, or an action's effect.
 
@@ -63,7 +63,8 @@ pub(super) struct MainLoop {
 impl MainLoop {
     pub fn new(member: Arc<Member>, policies: Arc<Policies>, effects: Arc<Effects>, outputs: Arc<Outputs>) -> MainLoop {
         let clock = Clock::system();
-        let quiet_turn = observe::refresh_interval(effects.coord.statuses_are_local());
+        let local = effects.coord.statuses_are_local();
+        let quiet_turn = observe::refresh_interval(local, policies.role.status_stale_after);
         let cx = ActionContext {
             member: Arc::clone(&member),
             policies: Arc::clone(&policies),
@@ -260,15 +261,14 @@ impl MainLoop {
         }
     }
 
-    /// How often this member's status goes out when its standing does not change: with fenced
-    /// takeovers configured, twice per probe interval while it holds the lease or is acquiring
-    /// it (a fenced takeover watches the holder's silence, and `fence_takeover_after` may be as
-    /// short as one probe interval: peers that see the grant then hold a status at most half an
-    /// interval old), else [`Policies::status_every`]. Without them nothing watches a holder's
-    /// silence, and its status is no more urgent than any other member's.
+    /// How often this member's status goes out when its standing does not change: twice per
+    /// probe interval while it holds the lease or is acquiring it (a fenced takeover watches the
+    /// holder's silence, and `fence_takeover_after` may be as short as one probe interval: peers
+    /// that see the grant then hold a status at most half an interval old — whatever this
+    /// member's own config says, since it is the standbys' setting that watches), else
+    /// [`Policies::status_every`].
     fn publish_every(&self) -> Duration {
-        let silence_watched = self.policies.role.fence_takeover_after.is_some();
-        if silence_watched && (self.role.epoch.is_some() || self.role.acquire_pending) {
+        if self.role.epoch.is_some() || self.role.acquire_pending {
             (self.policies.probe_interval / 2).min(self.policies.status_every)
         } else {
             self.policies.status_every

@@ -27,7 +27,8 @@
 //! With the raft store, statuses are read from this member's memory (peers push theirs) and
 //! always answer at once; a partitioned member's writes (acquire, renew) fail in the store
 //! instead. Nothing is gained by polling memory faster than peers publish, so its interval is
-//! [`LOCAL_REFRESH_INTERVAL`], the default probe interval.
+//! [`LOCAL_REFRESH_INTERVAL`] (the default probe interval), at most a quarter of
+//! `status_stale_after`.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -51,12 +52,14 @@ pub(super) const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The same when the statuses are in this member's memory ([`Coordinator::statuses_are_local`]):
 /// a read cannot be slow or fail, so it need not be repeated before the next status can have
-/// arrived, and a quiet loop (whose pace follows this) turns once a second, not four times.
+/// arrived, and a quiet loop (whose pace follows this) turns once a second, not four times — at
+/// most a quarter of `status_stale_after`, so that statuses read at one quiet turn are still
+/// fresh at the next.
 pub(super) const LOCAL_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the statuses are read without a turn asking.
-pub(super) fn refresh_interval(local: bool) -> Duration {
-    if local { LOCAL_REFRESH_INTERVAL } else { REFRESH_INTERVAL }
+pub(super) fn refresh_interval(local: bool, status_stale_after: Duration) -> Duration {
+    if local { LOCAL_REFRESH_INTERVAL.min(status_stale_after / 4) } else { REFRESH_INTERVAL }
 }
 
 /// The age past which the store's answer counts as unknown (see the module doc).

@@ -10,7 +10,9 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Clock, Observer, REFRESH_INTERVAL, refresh_cluster, store_stale_after};
+use super::{
+    Clock, LOCAL_REFRESH_INTERVAL, Observer, REFRESH_INTERVAL, refresh_cluster, refresh_interval, store_stale_after,
+};
 use crate::coord::{CoordError, StatusReport};
 use crate::domain::{MemberId, MemberKind, MemberStatus, RoleName};
 
@@ -164,4 +166,15 @@ async fn a_turn_that_asks_gets_a_fresh_answer_at_once() {
     let cluster = observer.cluster(clock.now()).expect("a fresh answer");
     assert_eq!(cluster[0].age, Duration::from_millis(1), "the answer is as old as the request");
     shutdown.cancel();
+}
+
+// In memory the statuses are read once a second, but never so rarely that an answer read at one
+// quiet turn is stale at the next (signer mode's chaos lab: statuses stale after 1 s).
+#[test]
+fn statuses_in_memory_are_read_once_a_second_at_most_a_quarter_of_their_staleness() {
+    assert_eq!(refresh_interval(false, STATUS_STALE_AFTER), REFRESH_INTERVAL);
+    assert_eq!(refresh_interval(true, Duration::from_secs(4)), LOCAL_REFRESH_INTERVAL);
+    assert_eq!(refresh_interval(true, Duration::from_secs(1)), Duration::from_millis(250));
+    let every = refresh_interval(true, Duration::from_secs(1));
+    assert!(store_stale_after(CALL_TIMEOUT, Duration::from_secs(1), every) >= every * 2);
 }

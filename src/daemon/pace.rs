@@ -14,8 +14,8 @@
 //!   a store change can give it something to do, and a store change wakes it at once.
 //!
 //! The quiet turn is the pace at which the cluster's statuses are read
-//! (`observe::refresh_interval`: 250 ms with a remote store, a second when the statuses
-//! are in memory, the default probe interval). It bounds what an event cannot bring: a peer's
+//! (`observe::refresh_interval`: 250 ms with a remote store; a second when the statuses are in
+//! memory, at most a quarter of `status_stale_after`). It bounds what an event cannot bring: a peer's
 //! status, a health verdict aging into "unknown", and the turn after a suspend (the loop's
 //! timers run on `CLOCK_MONOTONIC`, which stops while the host sleeps). This member's own status
 //! and systemd's watchdog ping have their own deadlines in the loop.

@@ -126,6 +126,9 @@ pub struct NodeTask {
     /// The earliest wake this task planned for its next turn (its tick or the expiry timer): a
     /// turn that starts well after it ends a stall (see `note_turn`).
     wake_at: Instant,
+    /// When the current (or last) turn started: a wake planned in the past counts from there,
+    /// so a turn that itself stalled (a long fsync) still ends a stall.
+    turn_started: Instant,
     /// When this member, as leader, may propose `StartRefreshStamps` again.
     stamps_next_try: Option<Instant>,
     rejoining: bool,
@@ -192,6 +195,7 @@ pub fn build(
         expiry,
         ticks: TickClock::new(tick, Instant::now()),
         wake_at: Instant::now(),
+        turn_started: Instant::now(),
         stamps_next_try: None,
         rejoining,
         ticks_rejoining: 0,
@@ -485,6 +489,7 @@ impl NodeTask {
     /// while it stalled does not count that time against the holder.
     fn note_turn(&mut self) {
         let now = Instant::now();
+        self.turn_started = now;
         let caught = self.ticks.catch_up(now, self.wake_at);
         if caught.stalled {
             self.expiry.stall_ended(now);
@@ -495,13 +500,14 @@ impl NodeTask {
     }
 
     /// When the task wakes next without a message or request: at its next due tick, or when the
-    /// leader's expiry timer is due. Recorded, so the next turn can tell a stall; never in the
-    /// past (a timer already due when planned is not late).
+    /// leader's expiry timer is due. Recorded, so the next turn can tell a stall; never before
+    /// the turn that planned it started (a timer already due then is not late, but a turn that
+    /// took long — an fsync — is a stall).
     fn next_wake(&mut self) -> (Instant, Option<Instant>) {
         self.ticks.plan(self.ticks_until_due());
         let tick_due = self.ticks.due();
         let expiry = self.expiry_due();
-        self.wake_at = expiry.map_or(tick_due, |at| at.min(tick_due)).max(Instant::now());
+        self.wake_at = expiry.map_or(tick_due, |at| at.min(tick_due)).max(self.turn_started);
         (tick_due, expiry)
     }
 
@@ -797,9 +803,55 @@ mod tests {
         task.on_ticks(1);
         assert_eq!(task.ticks_until_due(), 3);
 
+        type MakeBusy = fn(&mut NodeTask);
+        let cases: [(&str, MakeBusy); 4] = [
+            ("a transfer under way", |t| t.raw.raft.lead_transferee = Some(2)),
+            ("rejoining", |t| t.rejoining = true),
+            ("a request parked", |t| t.parked.push((Command::StartRefreshStamps, oneshot::channel().0))),
+            ("a proposal in flight", |t| {
+                let (reply, _) = oneshot::channel();
+                let pending = Pending { reply, cmd: Command::StartRefreshStamps, leader: 1, at: Instant::now() };
+                t.pending.insert(7, pending);
+            }),
+        ];
+        for (what, busy) in cases {
+            let dir = tempfile::tempdir().expect("dir");
+            let mut other = one_member_ticking(dir.path(), 10, 3);
+            other.raw.campaign().expect("campaign");
+            other.handle_ready().expect("storage");
+            commit(&mut other, Command::StartRefreshStamps);
+            busy(&mut other);
+            assert_eq!(other.ticks_until_due(), 1, "{what}: every tick");
+        }
+
         let holder = MemberId::new("b").expect("valid");
         commit(&mut task, Command::Acquire { member: holder, seen_epoch: None, ttl_ms: Some(60_000) });
         assert_eq!(task.ticks_until_due(), 1, "a leader whose expiry timer runs: every tick");
+    }
+
+    // A turn that blocks (an fsync) while renews wait in the inbox is a stall like a late wake:
+    // the expiry timer starts again from its end, so those renews do not count against the
+    // holder.
+    #[test]
+    fn a_turn_that_blocks_ends_a_stall_and_moves_the_expiry() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut task = one_member(dir.path());
+        task.raw.campaign().expect("campaign");
+        task.handle_ready().expect("storage");
+        task.observe_role();
+        commit(&mut task, Command::StartRefreshStamps);
+        let ttl = Duration::from_secs(1);
+        let holder = MemberId::new("a").expect("valid");
+        commit(&mut task, Command::Acquire { member: holder, seen_epoch: None, ttl_ms: Some(1000) });
+        task.next_wake();
+        task.note_turn();
+        let before = task.expiry_due().expect("the expiry timer runs");
+        std::thread::sleep(TICK * 10);
+        task.next_wake();
+        task.note_turn();
+        let after = task.expiry_due().expect("the expiry timer runs");
+        assert!(after >= task.turn_started + ttl, "the timer starts again from the stall's end");
+        assert!(after > before, "{after:?} is not later than {before:?}");
     }
 
     /// Proposes `cmd` and takes turns until it is applied.
