@@ -13,9 +13,10 @@
 //! missed ticks, which loses only the late ones), and the node's expiry timer is told (see
 //! `NodeTask::note_turn`). Applying a single tick instead would make a follower that slept
 //! towards its election timeout and woke a little late (a loaded host) start its whole timeout
-//! again: the chaos suite saw elections after a cut leader delayed past the holder's horizon. A node that plans one tick ahead therefore
-//! notices any gap of more than two ticks and the slack between turns, as it did when it woke
-//! every tick: the leader keeps that pace while its expiry timer runs.
+//! again: the chaos suite saw elections after a cut leader delayed past the holder's horizon.
+//! A node that plans one tick ahead notices any gap of more than two ticks and the slack between
+//! turns, as it did when it woke every tick: the leader keeps that pace while its expiry timer
+//! runs.
 //!
 //! Owns tick arithmetic only: it never reads or changes raft's state.
 
