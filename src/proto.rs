@@ -58,6 +58,8 @@ impl From<&MemberStatus> for v1::MemberStatusMsg {
             height: s.height,
             healthy: s.healthy,
             epoch: s.epoch.map(Epoch::get),
+            run: 0,
+            seq: 0,
         }
     }
 }

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberStatus, Watermark, WatermarkRefusal};
 
 pub mod consul;
+pub(crate) mod courier;
 pub mod raft;
 mod start;
 

@@ -12,9 +12,11 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::actions;
 use super::parts::{Effects, Member, Outputs, Policies};
+use crate::coord::courier::Courier;
 use crate::domain::{Epoch, Lease, MemberId, MemberStatus, MonoTime, Watermark};
 use crate::guard::GuardInput;
 use crate::role::{Action, Outcome};
@@ -99,12 +101,30 @@ pub(super) struct Executor {
     granted_watermarks: BTreeMap<Epoch, Option<Watermark>>,
     last_signed: Option<u64>,
     outcomes: Vec<Outcome>,
+    /// This member's statuses, published in the order they were decided (a newer one replaces
+    /// one not sent yet).
+    statuses: Courier<MemberStatus>,
+    stop_publishing: CancellationToken,
 }
 
 impl Executor {
     pub fn new(cx: ActionContext) -> Executor {
         let (tx, finished) = mpsc::unbounded_channel();
+        let coord = Arc::clone(&cx.effects.coord);
+        // One stuck call delays the next status by its timeout at most: no longer than the
+        // statuses' own interval, which with Consul also keeps a standby's check passing.
+        let timeout = cx.policies.call_timeout.min(cx.policies.status_every);
+        let publish = move |status: MemberStatus| {
+            let coord = Arc::clone(&coord);
+            async move {
+                let _ = coord.publish_status(&status, Instant::now() + timeout).await;
+            }
+        };
+        let stop_publishing = CancellationToken::new();
+        let statuses = Courier::start(publish, stop_publishing.clone());
         Executor {
+            statuses,
+            stop_publishing,
             cx,
             tx,
             finished,
@@ -225,13 +245,16 @@ impl Executor {
         })
     }
 
-    /// Publishes this member's status; advisory, so nobody waits for it.
+    /// Publishes this member's status; advisory, so nobody waits for it. One publish runs at a
+    /// time, so a store or peer never applies an older status after a newer one.
     pub fn publish_status(&self, status: MemberStatus) {
-        let coord = Arc::clone(&self.cx.effects.coord);
-        let deadline = Instant::now() + self.cx.policies.call_timeout;
-        tokio::spawn(async move {
-            let _ = coord.publish_status(&status, deadline).await;
-        });
+        self.statuses.put(status);
+    }
+
+    /// Ends publishing, also a call in flight: the loop stopped and the store shuts down next
+    /// (with Consul, a late publish would open a new session for a member that is leaving).
+    pub fn stop_publishing(&self) {
+        self.stop_publishing.cancel();
     }
 }
 

@@ -145,6 +145,8 @@ impl MainLoop {
         if let Some(n) = &self.outputs.telemetry.notifier {
             n.stopping();
         }
+        // Nothing more is published once the loop stopped: the store is about to shut down.
+        self.executor.stop_publishing();
         let epoch = self.role.epoch;
         let lease = epoch.and_then(|e| self.executor.known_lease(e));
         stop::graceful(&self.executor.cx, epoch, lease, self.executor.last_signed()).await;

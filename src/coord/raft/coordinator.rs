@@ -521,7 +521,7 @@ impl Coordinator for RaftCoordinator {
         }
         self.board.put(status.clone());
         let timeout = deadline.saturating_duration_since(Instant::now());
-        self.senders.publish_status(status, timeout).await;
+        self.senders.publish_status(status, timeout);
         Ok(())
     }
 

@@ -2,7 +2,8 @@
 //! side) and one sender task per peer (client side) that batches messages onto one long-lived
 //! `RaftStream` (unary `Raft` calls for a peer that does not serve it), dials again with backoff
 //! when the stream ends, and never blocks the raft loop — a message that cannot be queued is
-//! dropped, which raft tolerates.
+//! dropped, which raft tolerates. This member's status goes to each peer by its own
+//! [`Courier`]: in order, newest first, and a peer that does not answer delays no other.
 //!
 //! Mutual TLS (the default): a member accepts only callers whose certificate chains to the
 //! cluster's CA and names another member, and takes the sender's identity from that certificate
@@ -13,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::peer_gate::{Caller, PeerGate, Refusal};
 use crate::config::PeerAddress;
+use crate::coord::courier::Courier;
 use crate::domain::{MemberId, MemberStatus};
 use crate::proto::v1::peer_client::PeerClient;
 use crate::proto::v1::peer_server::Peer;
@@ -84,15 +87,46 @@ impl LinkFilter {
     }
 }
 
-/// The latest status each member published, with when it arrived (local monotonic clock).
+/// Where a status stands among its sender's: `run` differs between the sender's runs, `seq`
+/// counts within one. `run` 0: a sender that does not order its statuses (earlier versions).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatusOrder {
+    pub run: u64,
+    pub seq: u64,
+}
+
+impl StatusOrder {
+    /// Whether a status at `self` arrived after one at `newer` of the same run: it is older and
+    /// must not replace it. Statuses of different runs, or unordered ones, always replace.
+    fn is_overtaken_by(self, newer: StatusOrder) -> bool {
+        self.run != 0 && self.run == newer.run && self.seq <= newer.seq
+    }
+}
+
+/// One member's latest status, when it arrived (local monotonic clock) and its order.
+type BoardEntry = (MemberStatus, Instant, StatusOrder);
+
+/// The latest status each member published.
 #[derive(Clone, Default)]
 pub struct StatusBoard {
-    entries: Arc<Mutex<BTreeMap<MemberId, (MemberStatus, Instant)>>>,
+    entries: Arc<Mutex<BTreeMap<MemberId, BoardEntry>>>,
 }
 
 impl StatusBoard {
+    /// Records this member's own status (its executor publishes them in order).
     pub fn put(&self, status: MemberStatus) {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).insert(status.member.clone(), (status, Instant::now()));
+        self.put_in_order(status, StatusOrder::default());
+    }
+
+    /// Records a peer's status unless a later one of the same run is already here; returns
+    /// whether it was recorded.
+    pub fn put_in_order(&self, status: MemberStatus, order: StatusOrder) -> bool {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.get(&status.member).is_some_and(|(_, _, held)| order.is_overtaken_by(*held)) {
+            return false;
+        }
+        entries.insert(status.member.clone(), (status, Instant::now(), order));
+        true
     }
 
     pub fn snapshot(&self) -> Vec<(MemberStatus, Duration)> {
@@ -101,7 +135,7 @@ impl StatusBoard {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .map(|(s, at)| (s.clone(), now.saturating_duration_since(*at)))
+            .map(|(s, at, _)| (s.clone(), now.saturating_duration_since(*at)))
             .collect()
     }
 }
@@ -221,10 +255,15 @@ impl Peer for PeerService {
     async fn publish_status(&self, request: Request<MemberStatusMsg>) -> Result<Response<StatusAck>, Status> {
         let caller = self.gate.caller(&request)?;
         let from = request.remote_addr();
-        let status =
-            MemberStatus::try_from(request.into_inner()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let msg = request.into_inner();
+        let order = StatusOrder { run: msg.run, seq: msg.seq };
+        let status = MemberStatus::try_from(msg).map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.gate.check_member(&caller, &status.member, from)?;
-        self.board.put(status);
+        let member = status.member.clone();
+        if !self.board.put_in_order(status, order) {
+            // Normal after a call that timed out: the peer already sent a newer one.
+            tracing::debug!(%member, seq = order.seq, "an older status arrived after a newer one; kept the newer");
+        }
         Ok(Response::new(StatusAck {}))
     }
 }
@@ -237,10 +276,14 @@ pub struct PeerTarget {
     pub address: PeerAddress,
 }
 
-/// Sender side: a queue and a task per peer.
+/// Sender side: a queue and a task per peer for raft messages, a courier per peer for statuses.
 pub struct PeerSenders {
     queues: HashMap<u64, mpsc::Sender<Message>>,
     channels: HashMap<u64, PeerClient<tonic::transport::Channel>>,
+    statuses: Vec<Courier<(MemberStatusMsg, Duration)>>,
+    /// This run's statuses are numbered from 1 under this run.
+    run: u64,
+    sent: AtomicU64,
     filter: LinkFilter,
 }
 
@@ -268,6 +311,33 @@ fn channel(target: &PeerTarget, tls: Option<&TlsMaterial>) -> Result<tonic::tran
     })
 }
 
+/// A number that differs between this member's runs (its start time in nanoseconds since the
+/// Unix epoch; never 0, which means "unordered"). A clock stepped back between two runs makes no
+/// difference: only statuses of the same run are compared.
+fn this_run() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_nanos()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The courier that pushes this member's statuses to the peer `id`, one call at a time.
+fn status_courier(
+    id: u64,
+    client: PeerClient<tonic::transport::Channel>,
+    filter: LinkFilter,
+    shutdown: &CancellationToken,
+) -> Courier<(MemberStatusMsg, Duration)> {
+    let send = move |(msg, timeout): (MemberStatusMsg, Duration)| {
+        let mut client = client.clone();
+        let blocked = filter.is_blocked(id);
+        async move {
+            if !blocked {
+                let _ = tokio::time::timeout(timeout, client.publish_status(msg)).await;
+            }
+        }
+    };
+    Courier::start(send, shutdown.clone())
+}
+
 impl PeerSenders {
     /// Starts one sender task per peer; they stop when `shutdown` is cancelled.
     pub fn start(
@@ -279,14 +349,16 @@ impl PeerSenders {
     ) -> Result<PeerSenders, TransportError> {
         let mut queues = HashMap::new();
         let mut channels = HashMap::new();
+        let mut statuses = Vec::new();
         for target in peers {
             let client = PeerClient::new(channel(target, tls)?);
             let (tx, rx) = mpsc::channel(QUEUE);
             queues.insert(target.raft_id, tx);
             channels.insert(target.raft_id, client.clone());
+            statuses.push(status_courier(target.raft_id, client.clone(), filter.clone(), shutdown));
             tokio::spawn(run_sender(me, target.clone(), client, rx, filter.clone(), shutdown.clone()));
         }
-        Ok(PeerSenders { queues, channels, filter })
+        Ok(PeerSenders { queues, channels, statuses, run: this_run(), sent: AtomicU64::new(0), filter })
     }
 
     /// Queues raft messages for their destinations; never waits.
@@ -301,21 +373,15 @@ impl PeerSenders {
         }
     }
 
-    /// Pushes `status` to every reachable peer, each call bounded by `timeout`.
-    pub async fn publish_status(&self, status: &MemberStatus, timeout: Duration) {
-        let msg = MemberStatusMsg::from(status);
-        let mut calls = tokio::task::JoinSet::new();
-        for (id, client) in &self.channels {
-            if self.filter.is_blocked(*id) {
-                continue;
-            }
-            let mut client = client.clone();
-            let msg = msg.clone();
-            calls.spawn(async move {
-                let _ = tokio::time::timeout(timeout, client.publish_status(msg)).await;
-            });
+    /// Hands `status` to every peer's courier, each call bounded by `timeout`; never waits. A
+    /// peer that is slow to answer gets the newest status once its call ends and holds up no
+    /// other peer.
+    pub fn publish_status(&self, status: &MemberStatus, timeout: Duration) {
+        let seq = self.sent.fetch_add(1, Ordering::Relaxed) + 1;
+        let msg = MemberStatusMsg { run: self.run, seq, ..MemberStatusMsg::from(status) };
+        for courier in &self.statuses {
+            courier.put((msg.clone(), timeout));
         }
-        while calls.join_next().await.is_some() {}
     }
 
     /// Tells every reachable peer that this member rejoined with an empty log.
@@ -489,6 +555,8 @@ mod tests {
         stream: bool,
         unary_calls: Arc<AtomicUsize>,
         streams: Arc<AtomicUsize>,
+        /// The height of each status that arrived, in the order its handler ran.
+        heights: Arc<Mutex<Vec<u64>>>,
     }
 
     #[tonic::async_trait]
@@ -508,12 +576,36 @@ mod tests {
             self.inner.rejoin(request).await
         }
         async fn publish_status(&self, request: Request<MemberStatusMsg>) -> Result<Response<StatusAck>, Status> {
+            let height = request.get_ref().height;
+            self.heights.lock().unwrap_or_else(|p| p.into_inner()).extend(height);
             self.inner.publish_status(request).await
+        }
+    }
+
+    /// A member that takes calls and never answers a status (its HTTP/2 pings it answers, so the
+    /// connection stays up): a frozen handler.
+    struct SilentPeer;
+
+    #[tonic::async_trait]
+    impl Peer for SilentPeer {
+        async fn raft(&self, _: Request<RaftBatch>) -> Result<Response<RaftAck>, Status> {
+            Ok(Response::new(RaftAck {}))
+        }
+        async fn raft_stream(&self, _: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
+            Ok(Response::new(RaftAck {}))
+        }
+        async fn rejoin(&self, _: Request<RejoinNotice>) -> Result<Response<RejoinAck>, Status> {
+            Ok(Response::new(RejoinAck {}))
+        }
+        async fn publish_status(&self, _: Request<MemberStatusMsg>) -> Result<Response<StatusAck>, Status> {
+            std::future::pending().await
         }
     }
 
     struct Served {
         inbox: mpsc::Receiver<Inbound>,
+        board: StatusBoard,
+        heights: Arc<Mutex<Vec<u64>>>,
         unary_calls: Arc<AtomicUsize>,
         streams: Arc<AtomicUsize>,
         stop: CancellationToken,
@@ -524,10 +616,12 @@ mod tests {
         let (inbox_tx, inbox) = mpsc::channel(1024);
         let stop = CancellationToken::new();
         let (unary_calls, streams) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let board = StatusBoard::default();
+        let heights = Arc::new(Mutex::new(Vec::new()));
         let peer = CountingPeer {
             inner: PeerService {
                 inbox: inbox_tx,
-                board: StatusBoard::default(),
+                board: board.clone(),
                 filter: LinkFilter::default(),
                 me: PEER,
                 gate: PeerGate::new(
@@ -540,6 +634,7 @@ mod tests {
             stream,
             unary_calls: Arc::clone(&unary_calls),
             streams: Arc::clone(&streams),
+            heights: Arc::clone(&heights),
         };
         let until = stop.clone();
         tokio::spawn(async move {
@@ -548,7 +643,7 @@ mod tests {
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), until.cancelled_owned())
                 .await;
         });
-        Served { inbox, unary_calls, streams, stop }
+        Served { inbox, board, heights, unary_calls, streams, stop }
     }
 
     async fn listen() -> (tokio::net::TcpListener, u16) {
@@ -576,13 +671,38 @@ mod tests {
         (peer, port, senders, shutdown)
     }
 
-    fn senders_to(port: u16, shutdown: &CancellationToken) -> PeerSenders {
-        let target = PeerTarget {
-            raft_id: PEER,
-            member: MemberId::new("b").expect("id"),
+    fn target(raft_id: u64, member: &str, port: u16) -> PeerTarget {
+        PeerTarget {
+            raft_id,
+            member: MemberId::new(member).expect("id"),
             address: format!("127.0.0.1:{port}").parse().expect("address"),
-        };
-        PeerSenders::start(ME, &[target], None, LinkFilter::default(), shutdown).expect("senders")
+        }
+    }
+
+    fn senders_to(port: u16, shutdown: &CancellationToken) -> PeerSenders {
+        PeerSenders::start(ME, &[target(PEER, "b", port)], None, LinkFilter::default(), shutdown).expect("senders")
+    }
+
+    /// This member's (`a`'s) status at `height`.
+    fn status_at(height: u64) -> MemberStatus {
+        MemberStatus {
+            member: MemberId::new("a").expect("id"),
+            kind: crate::domain::MemberKind::Producer,
+            role: crate::domain::RoleName::Standby,
+            priority: 100,
+            height: Some(height),
+            healthy: true,
+            epoch: None,
+        }
+    }
+
+    /// Waits up to 10 s for `board` to hold `a`'s status at `height`.
+    async fn board_shows(board: &StatusBoard, height: u64) {
+        let end = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !board.snapshot().iter().any(|(s, _)| s.height == Some(height)) {
+            assert!(tokio::time::Instant::now() < end, "the peer never saw height {height}: {:?}", board.snapshot());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The commit numbers of the next `n` heartbeats to arrive, failing after 10 s.
@@ -645,6 +765,58 @@ mod tests {
         assert!(peer.unary_calls.load(Ordering::SeqCst) >= 1);
         shutdown.cancel();
         peer.stop.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_that_never_answers_holds_up_no_status_to_the_others() {
+        let (listener, port) = listen().await;
+        let peer = serve(listener, true);
+        let (silent, silent_port) = listen().await;
+        let stop_silent = CancellationToken::new();
+        let until = stop_silent.clone();
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(PeerServer::new(SilentPeer))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(silent), until.cancelled_owned())
+                .await;
+        });
+        let shutdown = CancellationToken::new();
+        let targets = [target(PEER, "b", port), target(3, "c", silent_port)];
+        let senders = PeerSenders::start(ME, &targets, None, LinkFilter::default(), &shutdown).expect("senders");
+        // Each call may wait a minute; the silent peer's first one never ends, and `board_shows`
+        // gives up after 10 s: what reaches `b` cannot have waited for `c`.
+        let patient = Duration::from_secs(60);
+        for height in 1..=3 {
+            senders.publish_status(&status_at(height), patient);
+            board_shows(&peer.board, height).await;
+        }
+        // A burst ends with its newest status, and every status arrived after the one before.
+        for height in 4..=200 {
+            senders.publish_status(&status_at(height), patient);
+        }
+        board_shows(&peer.board, 200).await;
+        let heights = peer.heights.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert!(heights.windows(2).all(|w| w[0] < w[1]), "statuses arrived out of order: {heights:?}");
+        assert_eq!(heights.last(), Some(&200));
+        shutdown.cancel();
+        stop_silent.cancel();
+        peer.stop.cancel();
+    }
+
+    #[test]
+    fn an_older_status_of_the_same_run_never_replaces_a_newer_one() {
+        let board = StatusBoard::default();
+        let order = |run, seq| StatusOrder { run, seq };
+        let height = |board: &StatusBoard| board.snapshot().first().and_then(|(s, _)| s.height);
+        assert!(board.put_in_order(status_at(2), order(7, 2)));
+        assert!(!board.put_in_order(status_at(1), order(7, 1)), "seq 1 arrived after seq 2");
+        assert!(!board.put_in_order(status_at(1), order(7, 2)), "the same seq twice");
+        assert_eq!(height(&board), Some(2));
+        // A restarted sender counts again from 1 under a new run; an earlier version sends no order.
+        assert!(board.put_in_order(status_at(3), order(8, 1)));
+        assert!(board.put_in_order(status_at(4), order(0, 0)));
+        assert!(board.put_in_order(status_at(5), order(0, 0)));
+        assert_eq!(height(&board), Some(5));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
