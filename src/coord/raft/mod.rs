@@ -12,6 +12,7 @@
 //! - [`snapshot_check`]: which snapshots from peers may be installed.
 //! - [`wire_check`]: peer bytes walked against the raft schema before protobuf 2 parses them.
 mod coordinator;
+mod election_order;
 pub mod expiry;
 pub mod fsm;
 pub mod node;

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::election_order;
 use super::expiry::{ExpiryTimer, TimedHolding};
 use super::fsm::{Command, FsmState, Reply};
 use super::peer_gate::{PeerRefusals, Refusal, Source};
@@ -131,6 +132,8 @@ pub struct NodeTask {
     turn_started: Instant,
     /// When this member, as leader, may propose `StartRefreshStamps` again.
     stamps_next_try: Option<Instant>,
+    /// The range raft-rs draws election timeouts from, in ticks: `[min, max)`.
+    election_range: (usize, usize),
     rejoining: bool,
     ticks_rejoining: u64,
     last_leadership_transfer: Option<Instant>,
@@ -167,6 +170,7 @@ pub fn build(
         ..raft::Config::default()
     };
     raft_cfg.validate().map_err(|e| corrupt(format!("raft configuration: {e}")))?;
+    let election_range = (raft_cfg.min_election_tick(), raft_cfg.max_election_tick());
     let logger = slog::Logger::root(TracingDrain, slog::o!());
     let raw =
         RawNode::new(&raft_cfg, log, &logger).map_err(|e| corrupt(format!("raft refused the stored state: {e}")))?;
@@ -197,6 +201,7 @@ pub fn build(
         wake_at: Instant::now(),
         turn_started: Instant::now(),
         stamps_next_try: None,
+        election_range,
         rejoining,
         ticks_rejoining: 0,
         last_leadership_transfer: None,
@@ -210,6 +215,9 @@ impl NodeTask {
     /// Runs until `shutdown` is cancelled or storage fails.
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
+            // Also before the first wake, and after the second `handle_ready` of a turn, which
+            // may apply a move of the lease.
+            self.order_election();
             let (tick_due, expiry) = self.next_wake();
             let expiry_timer = async move {
                 match expiry {
@@ -514,20 +522,23 @@ impl NodeTask {
     /// Ticks until one changes something: a follower's until its election timeout passes, a
     /// leader's until its next heartbeat or quorum check. Every tick while the per-tick checks
     /// have work: proposals in flight or parked, a campaign, a rejoin, a leader that holds the
-    /// lease itself (it hands raft leadership on) or has refresh stamps to start — and while the
-    /// leader's expiry timer runs (a lease is held): a turn every tick is what lets it tell its
-    /// own stall of more than two ticks from a quiet sleep (`note_turn`), so that renews it could
-    /// not hear meanwhile do not count against the holder.
+    /// lease itself (it hands raft leadership on) or has refresh stamps to start.
+    ///
+    /// While the leader's expiry timer runs (a lease is held), every tick also for the last
+    /// [`TickClock::watch_span`] before it is due, and no later than that before: a turn every
+    /// tick is what lets it tell its own stall of more than two ticks from a quiet sleep
+    /// (`note_turn`), so that renews it could not hear meanwhile do not count against the holder.
+    /// A stall that overruns a longer sleep without being noticed ends at least 50 ms before the
+    /// timer is due — the time the transport has to hand over the renews that queued up (as
+    /// with a turn every tick, nothing orders them before the timer).
     fn ticks_until_due(&self) -> u32 {
         let r = &self.raw.raft;
         let leads = r.state == StateRole::Leader;
-        let expiring = leads && self.fsm.holder.is_some();
         let busy = self.rejoining
             || !self.pending.is_empty()
             || !self.parked.is_empty()
             || !(leads || r.state == StateRole::Follower)
-            || expiring
-            || (leads && (r.lead_transferee.is_some() || self.fsm.refreshes.is_none()));
+            || (leads && (self.holds_lease() || r.lead_transferee.is_some() || self.fsm.refreshes.is_none()));
         if busy {
             return 1;
         }
@@ -537,7 +548,28 @@ impl NodeTask {
         } else {
             left(r.randomized_election_timeout(), r.election_elapsed)
         };
-        u32::try_from(ticks).unwrap_or(u32::MAX)
+        let ticks = u32::try_from(ticks).unwrap_or(u32::MAX);
+        if !leads || self.fsm.holder.is_none() {
+            return ticks;
+        }
+        // A holding the timer cannot time (no stamps yet): every tick, as before it existed.
+        let watch_from = self.expiry_due().and_then(|due| due.checked_sub(self.ticks.watch_span()));
+        watch_from.map_or(1, |at| ticks.min(self.ticks.ticks_until(at)))
+    }
+
+    /// Sets this member's election timeout by [`election_order`]: the lease holder campaigns
+    /// first when the leader is lost. Called before every wake is planned, so a timeout raft drew
+    /// anew in a turn (a new term, a new role) is set before the node sleeps on it. With no lease
+    /// held nobody needs a leader first, and raft's draw stands.
+    fn order_election(&mut self) {
+        if self.raw.raft.state == StateRole::Leader || self.fsm.holder.is_none() {
+            return;
+        }
+        let drawn = self.raw.raft.randomized_election_timeout();
+        let timeout = election_order::election_timeout(drawn, self.election_range, self.holds_lease());
+        if timeout != drawn {
+            self.raw.raft.set_randomized_election_timeout(timeout);
+        }
     }
 
     /// Whether the lease holder, as this member applied it, is this member.
@@ -781,8 +813,9 @@ mod tests {
         task
     }
 
-    // A quiet follower sleeps until its election timeout, a quiet leader until its heartbeat; a
-    // leader whose expiry timer runs, or anyone with a proposal in flight, wakes every tick.
+    // A quiet follower sleeps until its election timeout, a quiet leader until its heartbeat
+    // (also while its expiry timer is far from due); anyone with a proposal in flight wakes every
+    // tick.
     #[test]
     fn the_node_wakes_for_the_tick_that_changes_something() {
         let dir = tempfile::tempdir().expect("dir");
@@ -826,7 +859,88 @@ mod tests {
 
         let holder = MemberId::new("b").expect("valid");
         commit(&mut task, Command::Acquire { member: holder, seen_epoch: None, ttl_ms: Some(60_000) });
-        assert_eq!(task.ticks_until_due(), 1, "a leader whose expiry timer runs: every tick");
+        task.observe_role();
+        assert_eq!(task.ticks_until_due(), 3, "a leader whose expiry timer is far from due: its next heartbeat");
+    }
+
+    // Whatever raft draws at each new term, the holder's election timeout is a tick past the
+    // shortest and every other member's at least two ticks longer (election_order).
+    #[test]
+    fn the_holder_campaigns_first_at_every_term() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut task = one_member_ticking(dir.path(), 10, 3);
+        task.raw.campaign().expect("campaign");
+        task.handle_ready().expect("storage");
+        commit(&mut task, Command::StartRefreshStamps);
+        let me = MemberId::new("a").expect("valid");
+        commit(&mut task, Command::Acquire { member: me, seen_epoch: None, ttl_ms: Some(1_000) });
+        assert!(task.holds_lease());
+        let mut drawn = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            let term = task.raw.raft.term + 1;
+            task.raw.raft.become_follower(term, raft::INVALID_ID);
+            drawn.insert(task.raw.raft.randomized_election_timeout());
+            task.order_election();
+            assert_eq!(task.raw.raft.randomized_election_timeout(), 11, "the holder: a tick past the shortest");
+            assert_eq!(task.ticks_until_due(), 11, "and the node sleeps on that");
+        }
+        assert!(drawn.len() > 1, "raft kept drawing: {drawn:?}");
+        task.fsm.holder = Some(MemberId::new("b").expect("valid"));
+        for _ in 0..50 {
+            let term = task.raw.raft.term + 1;
+            task.raw.raft.become_follower(term, raft::INVALID_ID);
+            task.order_election();
+            let timeout = task.raw.raft.randomized_election_timeout();
+            assert!((13..20).contains(&timeout), "not the holder: {timeout} ticks");
+        }
+        // No lease held: raft's own draw stands.
+        task.fsm.holder = None;
+        task.raw.raft.set_randomized_election_timeout(10);
+        task.order_election();
+        assert_eq!(task.raw.raft.randomized_election_timeout(), 10);
+    }
+
+    // The leader sleeps towards its expiry only so far that a stall it does not notice (a turn
+    // up to a tick and 50 ms late) still ends 50 ms before the timer is due; for the last stretch it
+    // turns every tick, as before. Heartbeats far apart here, so only the expiry bounds a sleep.
+    #[test]
+    fn the_leader_turns_every_tick_only_near_its_expiry() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut task = one_member_ticking(dir.path(), 100, 50);
+        task.raw.campaign().expect("campaign");
+        task.handle_ready().expect("storage");
+        commit(&mut task, Command::StartRefreshStamps);
+        let span = task.ticks.watch_span();
+        assert_eq!(span, TICK * 7, "the whole ticks beyond a tick and twice 50 ms");
+        let term = task.raw.raft.term;
+        // The holder's last refresh now, its TTL `ttl`: leadership long ago, so the TTL decides.
+        let mut expire_in = |ttl: Duration| {
+            let holder = MemberId::new("b").expect("valid");
+            commit(
+                &mut task,
+                Command::Acquire { member: holder, seen_epoch: None, ttl_ms: u64::try_from(ttl.as_millis()).ok() },
+            );
+            let now = Instant::now();
+            task.ticks = TickClock::new(TICK, now);
+            task.expiry = ExpiryTimer::new(TICK, TICK * 100, Duration::from_secs(60));
+            task.expiry.observe_role(Some(term), now.checked_sub(Duration::from_secs(5)).unwrap_or(now));
+            task.expiry.refreshed(now);
+            let due = task.expiry_due().expect("the expiry timer runs");
+            let ticks = task.ticks_until_due();
+            task.ticks.plan(ticks);
+            let wake = task.ticks.due();
+            let epoch = task.fsm.epoch;
+            let member = MemberId::new("b").expect("valid");
+            commit(&mut task, Command::Release { member, epoch, final_watermark: None });
+            (ticks, wake, due)
+        };
+        let (ticks, _, _) = expire_in(Duration::from_secs(60));
+        assert_eq!(ticks, 50, "far from due: the next heartbeat");
+        let (ticks, wake, due) = expire_in(TICK * 20);
+        assert_eq!(ticks, 13, "20 ticks from due: sleep up to the watch span");
+        assert!(wake + span <= due && due < wake + span + TICK, "the wake falls at the watch span: {:?}", due - wake);
+        let (ticks, _, _) = expire_in(TICK * 7);
+        assert_eq!(ticks, 1, "within the watch span: every tick");
     }
 
     // A turn that blocks (an fsync) while renews wait in the inbox is a stall like a late wake:

@@ -15,8 +15,9 @@
 //! towards its election timeout and woke a little late (a loaded host) start its whole timeout
 //! again: the chaos suite saw elections after a cut leader delayed past the holder's horizon.
 //! A node that plans one tick ahead notices any gap of more than two ticks and the slack between
-//! turns, as it did when it woke every tick: the leader keeps that pace while its expiry timer
-//! runs.
+//! turns, as it did when it woke every tick: the leader keeps that pace for the last
+//! [`TickClock::watch_span`] before its expiry timer is due, so that a stall overrunning a longer
+//! sleep is either noticed or ends before the timer is due.
 //!
 //! Owns tick arithmetic only: it never reads or changes raft's state.
 
@@ -53,6 +54,23 @@ impl TickClock {
     /// When the planned tick falls due: the node's timer sleeps until then.
     pub fn due(&self) -> Instant {
         self.last + self.tick * self.planned
+    }
+
+    /// How long before a deadline the node must turn every tick again. A turn up to a tick and
+    /// [`STALL_SLACK`] late is not a stall, so a sleep may overrun its wake that much unnoticed;
+    /// one planned to end at least this long before the deadline — the fewest whole ticks longer
+    /// than that lateness and another [`STALL_SLACK`] — ends unnoticed at the latest a slack
+    /// before it, time for what queued up meanwhile to be heard.
+    pub fn watch_span(&self) -> Duration {
+        let late = self.tick + STALL_SLACK * 2;
+        let ticks = late.as_nanos() / self.tick.as_nanos() + 1;
+        self.tick * u32::try_from(ticks).unwrap_or(u32::MAX)
+    }
+
+    /// Whole ticks after the last applied one that end by `at` (at least one).
+    pub fn ticks_until(&self, at: Instant) -> u32 {
+        let ticks = at.saturating_duration_since(self.last).as_nanos() / self.tick.as_nanos();
+        u32::try_from(ticks).unwrap_or(u32::MAX).max(1)
     }
 
     /// The next wake: `ticks` (at least one) after the last applied tick.
@@ -123,7 +141,7 @@ mod tests {
         assert_eq!(clock.due(), thawed + TICK, "the next tick is a whole tick after the stall ended");
     }
 
-    // One tick planned (a leader whose expiry timer runs): a gap of more than two ticks and the
+    // One tick planned (a leader near its expiry): a gap of more than two ticks and the
     // slack between turns is a stall, the rule from when the node woke every tick.
     #[test]
     fn planned_a_tick_ahead_a_gap_of_two_ticks_and_the_slack_is_a_stall() {
@@ -135,6 +153,17 @@ mod tests {
         let mut clock = TickClock::new(TICK, t0);
         clock.plan(1);
         assert!(clock.catch_up(t0 + gap + Duration::from_millis(1), clock.due()).stalled);
+    }
+
+    #[test]
+    fn the_watch_span_is_the_fewest_whole_ticks_longer_than_an_unnoticed_late_turn_and_a_slack() {
+        for (tick, span) in [(100, 300), (50, 200), (20, 140), (250, 500), (1, 102), (1000, 2000)] {
+            let clock = TickClock::new(Duration::from_millis(tick), Instant::now());
+            let got = clock.watch_span();
+            assert_eq!(got, Duration::from_millis(span), "tick {tick} ms");
+            let late = clock.tick + STALL_SLACK * 2;
+            assert!(got > late && got - clock.tick <= late, "tick {tick} ms");
+        }
     }
 
     #[test]
