@@ -118,12 +118,16 @@ mod tests {
         assert_eq!(next(&mut arrived).await, None, "the task ends with its courier");
     }
 
+    /// A courier to a [`recorder`] nobody releases, and the token that stops it.
+    fn stuck() -> (Courier<u32>, mpsc::UnboundedReceiver<u32>, CancellationToken) {
+        let (send, arrived) = recorder(Arc::new(Notify::new()));
+        let shutdown = CancellationToken::new();
+        (Courier::start(send, shutdown.clone()), arrived, shutdown)
+    }
+
     #[tokio::test]
     async fn a_cancelled_courier_sends_nothing_more() {
-        let release = Arc::new(Notify::new());
-        let (send, mut arrived) = recorder(release);
-        let shutdown = CancellationToken::new();
-        let courier = Courier::start(send, shutdown.clone());
+        let (courier, mut arrived, shutdown) = stuck();
         shutdown.cancel();
         courier.put(1);
         assert_eq!(next(&mut arrived).await, None, "a cancelled courier drops its sender and sends nothing");
@@ -131,10 +135,7 @@ mod tests {
 
     #[tokio::test]
     async fn cancelling_ends_a_call_that_never_returns() {
-        let release = Arc::new(Notify::new());
-        let (send, mut arrived) = recorder(release);
-        let shutdown = CancellationToken::new();
-        let courier = Courier::start(send, shutdown.clone());
+        let (courier, mut arrived, shutdown) = stuck();
         courier.put(1);
         tokio::task::yield_now().await;
         // The first call hangs for good (nobody releases it); cancelling must still end the task.

@@ -5,7 +5,8 @@
 //!
 //! Owns the in-flight set and the action memory the effects need: the leases this run was
 //! granted (to renew and release them), the last height the producer reported signing (for a
-//! release's final watermark), and the outcomes not yet shown to `role`.
+//! release's final watermark), the outcomes not yet shown to `role`, and the courier that
+//! publishes this member's status, one call at a time and newest first.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -111,8 +112,9 @@ impl Executor {
     pub fn new(cx: ActionContext) -> Executor {
         let (tx, finished) = mpsc::unbounded_channel();
         let coord = Arc::clone(&cx.effects.coord);
-        // One stuck call delays the next status by its timeout at most: no longer than the
-        // statuses' own interval, which with Consul also keeps a standby's check passing.
+        // One stuck call delays the next status by its timeout at most: never longer than a
+        // standby's interval between statuses, which with Consul keeps its check passing (the
+        // holder's own interval is half that; a stuck call may cost it one status).
         let timeout = cx.policies.call_timeout.min(cx.policies.status_every);
         let publish = move |status: MemberStatus| {
             let coord = Arc::clone(&coord);

@@ -17,8 +17,11 @@
 //!   wall-clock time is at least `(LEAD_TICKS − 1)` ticks (the phases again): 100 ms at the
 //!   default tick, more than the one-way delay of a 100 ms round trip.
 //!
-//! The holder hands raft leadership on once it has it (`NodeTask::shed_leadership`). Owns that
-//! choice as a pure function over the drawn timeout; never campaigns, never draws.
+//! The holder hands raft leadership on once it has it (`NodeTask::shed_leadership`). Mirroring a
+//! low draw to the top keeps the mapping idempotent at the price of the top draws being twice as
+//! likely, which slightly raises the odds of a split between two other members when the holder
+//! is the one lost. Owns that choice as a pure function over the drawn timeout; never
+//! campaigns, never draws.
 
 /// How many ticks longer than the holder's a member that does not hold the lease waits at least.
 pub const LEAD_TICKS: usize = 2;

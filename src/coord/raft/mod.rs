@@ -5,6 +5,7 @@
 //! - [`fsm`]: the deterministic state machine (lease, epochs, watermarks, intents).
 //! - [`node`]: the task that drives raft-rs and runs the leader's expiry timer.
 //! - [`expiry`]: when the leader's expiry timer is due (a new leader's grace, retries).
+//! - [`election_order`]: who campaigns first when the leader is lost (the lease holder).
 //! - [`storage`]: the durable log on raft-engine, snapshots and compaction.
 //! - [`transport`]: the tonic peer service, per-peer batching senders, mutual TLS.
 //! - [`peer_gate`]: who may speak on the peer port, and as whom (identity from certificates).

@@ -12,7 +12,8 @@
 //! from, so a renew committed first makes it a no-op. Raft leadership is never the lease.
 //! While the replicated state keeps no refresh stamp (restored from an earlier version's
 //! snapshot), the leader proposes `StartRefreshStamps` and, until it applied, unconditional
-//! `Expire`s.
+//! `Expire`s. It sets the followers' election timeouts so that the lease holder campaigns first
+//! when the leader is lost ([`super::election_order`]).
 //! Storage is written inline from this task: an fsync that stalls delays the raft loop, which
 //! is the safe direction (a slow store delays grants; it never extends a lease).
 
@@ -525,7 +526,7 @@ impl NodeTask {
     /// lease itself (it hands raft leadership on) or has refresh stamps to start.
     ///
     /// While the leader's expiry timer runs (a lease is held), every tick also for the last
-    /// [`TickClock::watch_span`] before it is due, and no later than that before: a turn every
+    /// [`TickClock::watch_span`] before it is due, waking no later than the start of that span: a turn every
     /// tick is what lets it tell its own stall of more than two ticks from a quiet sleep
     /// (`note_turn`), so that renews it could not hear meanwhile do not count against the holder.
     /// A stall that overruns a longer sleep without being noticed ends at least 50 ms before the
@@ -552,17 +553,22 @@ impl NodeTask {
         if !leads || self.fsm.holder.is_none() {
             return ticks;
         }
-        // A holding the timer cannot time (no stamps yet): every tick, as before it existed.
+        // The timer cannot time this holding (no refresh stamps yet): every tick, as before the
+        // watch span.
         let watch_from = self.expiry_due().and_then(|due| due.checked_sub(self.ticks.watch_span()));
         watch_from.map_or(1, |at| ticks.min(self.ticks.ticks_until(at)))
     }
 
     /// Sets this member's election timeout by [`election_order`]: the lease holder campaigns
     /// first when the leader is lost. Called before every wake is planned, so a timeout raft drew
-    /// anew in a turn (a new term, a new role) is set before the node sleeps on it. With no lease
-    /// held nobody needs a leader first, and raft's draw stands.
+    /// anew in a turn (a new term, a new role) is set before the node sleeps on it. Raft's draw
+    /// stands when no lease is held (nobody needs a leader first) and when the holder leads raft
+    /// (if it is lost, no member has a holder to wait for: delaying the others would only delay
+    /// the election).
     fn order_election(&mut self) {
-        if self.raw.raft.state == StateRole::Leader || self.fsm.holder.is_none() {
+        let holder = self.fsm.holder.as_ref().and_then(|h| self.cfg.ids.get(h)).copied();
+        let r = &self.raw.raft;
+        if r.state == StateRole::Leader || holder.is_none_or(|id| id == r.leader_id) {
             return;
         }
         let drawn = self.raw.raft.randomized_election_timeout();
@@ -826,10 +832,7 @@ mod tests {
         task.on_ticks(4);
         assert_eq!(task.ticks_until_due(), timeout as u32 - 4, "the ticks applied count");
 
-        task.raw.campaign().expect("campaign");
-        task.handle_ready().expect("storage");
-        assert_eq!(task.raw.raft.state, StateRole::Leader);
-        commit(&mut task, Command::StartRefreshStamps);
+        lead(&mut task);
         assert_eq!(task.ticks_until_due(), 3, "a leader with nothing to expire: its next heartbeat");
         task.on_ticks(2);
         assert_eq!(task.ticks_until_due(), 1);
@@ -850,9 +853,7 @@ mod tests {
         for (what, busy) in cases {
             let dir = tempfile::tempdir().expect("dir");
             let mut other = one_member_ticking(dir.path(), 10, 3);
-            other.raw.campaign().expect("campaign");
-            other.handle_ready().expect("storage");
-            commit(&mut other, Command::StartRefreshStamps);
+            lead(&mut other);
             busy(&mut other);
             assert_eq!(other.ticks_until_due(), 1, "{what}: every tick");
         }
@@ -869,9 +870,7 @@ mod tests {
     fn the_holder_campaigns_first_at_every_term() {
         let dir = tempfile::tempdir().expect("dir");
         let mut task = one_member_ticking(dir.path(), 10, 3);
-        task.raw.campaign().expect("campaign");
-        task.handle_ready().expect("storage");
-        commit(&mut task, Command::StartRefreshStamps);
+        lead(&mut task);
         let me = MemberId::new("a").expect("valid");
         commit(&mut task, Command::Acquire { member: me, seen_epoch: None, ttl_ms: Some(1_000) });
         assert!(task.holds_lease());
@@ -885,7 +884,9 @@ mod tests {
             assert_eq!(task.ticks_until_due(), 11, "and the node sleeps on that");
         }
         assert!(drawn.len() > 1, "raft kept drawing: {drawn:?}");
-        task.fsm.holder = Some(MemberId::new("b").expect("valid"));
+        let b = MemberId::new("b").expect("valid");
+        task.cfg.ids.insert(b.clone(), 2);
+        task.fsm.holder = Some(b);
         for _ in 0..50 {
             let term = task.raw.raft.term + 1;
             task.raw.raft.become_follower(term, raft::INVALID_ID);
@@ -893,6 +894,12 @@ mod tests {
             let timeout = task.raw.raft.randomized_election_timeout();
             assert!((13..20).contains(&timeout), "not the holder: {timeout} ticks");
         }
+        // The holder leads raft: if it is lost nobody has a holder to wait for; raft's draw stands.
+        let term = task.raw.raft.term + 1;
+        task.raw.raft.become_follower(term, 2);
+        task.raw.raft.set_randomized_election_timeout(10);
+        task.order_election();
+        assert_eq!(task.raw.raft.randomized_election_timeout(), 10);
         // No lease held: raft's own draw stands.
         task.fsm.holder = None;
         task.raw.raft.set_randomized_election_timeout(10);
@@ -907,9 +914,7 @@ mod tests {
     fn the_leader_turns_every_tick_only_near_its_expiry() {
         let dir = tempfile::tempdir().expect("dir");
         let mut task = one_member_ticking(dir.path(), 100, 50);
-        task.raw.campaign().expect("campaign");
-        task.handle_ready().expect("storage");
-        commit(&mut task, Command::StartRefreshStamps);
+        lead(&mut task);
         let span = task.ticks.watch_span();
         assert_eq!(span, TICK * 7, "the whole ticks beyond a tick and twice 50 ms");
         let term = task.raw.raft.term;
@@ -950,10 +955,7 @@ mod tests {
     fn a_turn_that_blocks_ends_a_stall_and_moves_the_expiry() {
         let dir = tempfile::tempdir().expect("dir");
         let mut task = one_member(dir.path());
-        task.raw.campaign().expect("campaign");
-        task.handle_ready().expect("storage");
-        task.observe_role();
-        commit(&mut task, Command::StartRefreshStamps);
+        lead(&mut task);
         let ttl = Duration::from_secs(1);
         let holder = MemberId::new("a").expect("valid");
         commit(&mut task, Command::Acquire { member: holder, seen_epoch: None, ttl_ms: Some(1000) });
@@ -966,6 +968,15 @@ mod tests {
         let after = task.expiry_due().expect("the expiry timer runs");
         assert!(after >= task.turn_started + ttl, "the timer starts again from the stall's end");
         assert!(after > before, "{after:?} is not later than {before:?}");
+    }
+
+    /// Makes the single member of `task`'s cluster its raft leader, with refresh stamps started.
+    fn lead(task: &mut NodeTask) {
+        task.raw.campaign().expect("campaign");
+        task.handle_ready().expect("storage");
+        task.observe_role();
+        assert_eq!(task.raw.raft.state, StateRole::Leader);
+        commit(task, Command::StartRefreshStamps);
     }
 
     /// Proposes `cmd` and takes turns until it is applied.
@@ -1006,11 +1017,7 @@ mod tests {
     fn a_dropped_expire_proposal_is_retried_each_tick_not_in_a_busy_loop() {
         let dir = tempfile::tempdir().expect("dir");
         let mut task = one_member(dir.path());
-        task.raw.campaign().expect("campaign");
-        task.handle_ready().expect("storage");
-        task.observe_role();
-        assert_eq!(task.raw.raft.state, StateRole::Leader);
-        commit(&mut task, Command::StartRefreshStamps);
+        lead(&mut task);
         let holder = MemberId::new("a").expect("valid");
         commit(&mut task, Command::Acquire { member: holder.clone(), seen_epoch: None, ttl_ms: Some(1) });
         let held = LeaseView::Held { holder, epoch: Epoch::new(1) };

@@ -5,7 +5,7 @@
 //! ticks that passed since the last one ([`TickClock::catch_up`]) — before the message or
 //! request that woke it, so raft sees the same ticks, in the same order against its messages,
 //! as it would with a tick every interval. An idle follower then wakes only for the leader's
-//! heartbeats, an idle leader without a lease to expire once per heartbeat.
+//! heartbeats, an idle leader once per heartbeat while no lease expiry is near.
 //!
 //! A turn that starts more than a tick (and some slack) after the wake it planned ends a stall
 //! of the task (a slow fsync, a starved runtime, a frozen process): the ticks that were due by

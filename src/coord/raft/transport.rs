@@ -636,6 +636,12 @@ mod tests {
             streams: Arc::clone(&streams),
             heights: Arc::clone(&heights),
         };
+        spawn_server(peer, listener, &stop);
+        Served { inbox, board, heights, unary_calls, streams, stop }
+    }
+
+    /// Serves `peer` on `listener` until `stop` is cancelled.
+    fn spawn_server<P: Peer>(peer: P, listener: tokio::net::TcpListener, stop: &CancellationToken) {
         let until = stop.clone();
         tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
@@ -643,7 +649,6 @@ mod tests {
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), until.cancelled_owned())
                 .await;
         });
-        Served { inbox, board, heights, unary_calls, streams, stop }
     }
 
     async fn listen() -> (tokio::net::TcpListener, u16) {
@@ -773,13 +778,7 @@ mod tests {
         let peer = serve(listener, true);
         let (silent, silent_port) = listen().await;
         let stop_silent = CancellationToken::new();
-        let until = stop_silent.clone();
-        tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(PeerServer::new(SilentPeer))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(silent), until.cancelled_owned())
-                .await;
-        });
+        spawn_server(SilentPeer, silent, &stop_silent);
         let shutdown = CancellationToken::new();
         let targets = [target(PEER, "b", port), target(3, "c", silent_port)];
         let senders = PeerSenders::start(ME, &targets, None, LinkFilter::default(), &shutdown).expect("senders");
