@@ -34,7 +34,7 @@ use super::peer_gate::{PeerRefusals, Refusal, Source};
 use super::snapshot_check::check_snapshot;
 use super::storage::{RaftLog, StoreError};
 use super::tick_clock::TickClock;
-use super::transport::{Inbound, PeerSenders};
+use super::transport::{Inbound, PeerSenders, this_run};
 use crate::coord::{CoordError, StoreView};
 
 /// How far behind the leader's log a peer may be and still be handed raft leadership, when no
@@ -178,9 +178,7 @@ pub fn build(
     let view0 = StoreView { lease: fsm.lease(), intents: fsm.intents() };
     let (view, view_rx) = watch::channel(view0);
     let (info, info_rx) = watch::channel(NodeInfo { id: cfg.id, rejoining: cfg.rejoin, ..NodeInfo::default() });
-    let incarnation =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
-            ^ u64::from(std::process::id()).rotate_left(40);
+    let incarnation = this_run();
     let rejoining = cfg.rejoin;
     let election = cfg.tick * cfg.election_ticks as u32;
     let expiry = ExpiryTimer::new(cfg.tick, election, cfg.undeclared_ttl);

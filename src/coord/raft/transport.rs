@@ -311,12 +311,14 @@ fn channel(target: &PeerTarget, tls: Option<&TlsMaterial>) -> Result<tonic::tran
     })
 }
 
-/// A number that differs between this member's runs (its start time in nanoseconds since the
-/// Unix epoch; never 0, which means "unordered"). A clock stepped back between two runs makes no
-/// difference: only statuses of the same run are compared.
-fn this_run() -> u64 {
+/// A number that differs between this member's runs: its start time in nanoseconds since the
+/// Unix epoch, mixed with its process id; never 0, which statuses read as "unordered". It numbers
+/// this run's statuses and tags its log entries (the node's incarnation). A clock stepped back
+/// between two runs makes no difference: only numbers of the same run are compared.
+pub(super) fn this_run() -> u64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(since.as_nanos()).unwrap_or(u64::MAX).max(1)
+    let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
+    (nanos ^ u64::from(std::process::id()).rotate_left(40)).max(1)
 }
 
 /// The courier that pushes this member's statuses to the peer `id`, one call at a time.
