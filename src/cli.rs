@@ -374,19 +374,33 @@ async fn bind_peer(config: &Config, me: &crate::config::MemberConfig) -> Result<
 }
 
 /// Starts a runtime, binds this member's peer address, and runs `body` with the listener.
-fn with_peer_listener(
-    config: Config,
-    me: crate::config::MemberConfig,
-    body: impl AsyncFnOnce(Config, crate::config::MemberConfig, TcpListener) -> ExitCode,
-) -> ExitCode {
+///
+/// `body` runs as a task on the runtime's workers, not on this thread: a member's loop talks to
+/// its tasks (store, node, producer) many times a second, and every wake-up across the
+/// `block_on` thread and a worker costs a thread switch each way (docs/design.md §7, "The daemon loop").
+fn with_peer_listener<F, Fut>(config: Config, me: crate::config::MemberConfig, body: F) -> ExitCode
+where
+    F: FnOnce(Config, crate::config::MemberConfig, TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ExitCode> + Send + 'static,
+{
     let runtime = match runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
     runtime.block_on(async move {
-        match bind_peer(&config, &me).await {
-            Ok(listener) => body(config, me, listener).await,
-            Err(code) => code,
+        let member = tokio::spawn(async move {
+            match bind_peer(&config, &me).await {
+                Ok(listener) => body(config, me, listener).await,
+                Err(code) => code,
+            }
+        });
+        match member.await {
+            Ok(code) => code,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => {
+                eprintln!("error: the member's task ended without an answer: {e}");
+                ExitCode::FAILURE
+            }
         }
     })
 }
@@ -397,7 +411,7 @@ fn run_member(path: &std::path::Path, rejoin: bool) -> ExitCode {
         Ok(x) => x,
         Err(code) => return code,
     };
-    with_peer_listener(config, me, async move |config, me, listener| {
+    with_peer_listener(config, me, move |config, me, listener| async move {
         // Every socket is bound before the member starts: a bind failure is a start-up error.
         let listeners = match crate::daemon::Listeners::bind(&config, listener).await {
             Ok(l) => l,
@@ -441,7 +455,7 @@ fn coordinator(path: &std::path::Path, rejoin: bool) -> ExitCode {
     if config.coordinator.backend != Backend::Raft {
         return usage_error(format!("{}: coordinator.backend is not \"raft\"; nothing to run", path.display()));
     }
-    with_peer_listener(config, me, async move |config, me, listener| {
+    with_peer_listener(config, me, move |config, me, listener| async move {
         crate::panic_hook::abort_after_fencing(None, Duration::ZERO);
         let node = match crate::coord::start(&config, listener, StartOptions { rejoin, test_hooks: false }).await {
             Ok(n) => n,

@@ -598,11 +598,13 @@ fn decide_holding(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, act
     if s.role == RoleName::Active {
         why = decide_active(s, obs, policy, epoch, actions);
     }
-    if deadline.saturating_since(now) <= policy.renew_when_remaining() {
-        if s.renew.may_send(now, policy.renew_interval) {
-            s.renew.sent(now);
-            actions.push(Action::Renew { epoch });
-        }
+    // The checkpoint rides with the renew, once per renew: asked at every turn while a renew is
+    // due, a checkpoint that finishes at once (nothing new signed) woke the loop for the next
+    // one, and the loop spun for as long as the renew was in flight (thousands of turns a second
+    // in signer mode, whose renew is due most of the time).
+    if deadline.saturating_since(now) <= policy.renew_when_remaining() && s.renew.may_send(now, policy.renew_interval) {
+        s.renew.sent(now);
+        actions.push(Action::Renew { epoch });
         if s.role == RoleName::Active {
             actions.push(Action::Checkpoint { epoch });
         }

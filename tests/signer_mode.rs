@@ -71,6 +71,7 @@ async fn remote_signers_sign_through_the_lease_and_hand_over_after_a_kill() {
     let text =
         wait_metrics(lab.metrics_ports[standby], MEMBERS[standby], Duration::from_secs(5), "metrics", |_| true).await;
     assert_eq!(signed(&text), 0.0, "{text}");
+    assert_loop_rests(&lab, active).await;
     let standby_node = lab.sim(standby).await.signer.expect("a signer-mode node reports its signer");
     assert_eq!(standby_node.accepted, 0, "the standby connected to its node: {standby_node:?}");
     let active_node = lab.sim(active).await.signer.expect("a signer-mode node reports its signer");
@@ -91,6 +92,27 @@ async fn remote_signers_sign_through_the_lease_and_hand_over_after_a_kill() {
         "signer mode: {} signed up to {old_top:?}; {} from {new_low:?} to {after}",
         MEMBERS[active], MEMBERS[standby]
     );
+}
+
+/// The active's decision loop turns when something happens (a renew or a checkpoint comes back,
+/// a probe, a store change, a paced turn), not in between: with a checkpoint asked at every turn
+/// while a renew was in flight, it spun thousands of times a second and burnt a core's percents
+/// at rest. The lab renews 4 times and probes 5 times a second, so a few tens of turns a second
+/// are expected; the bound leaves room for a loaded machine and none for a spinning loop.
+async fn assert_loop_rests(lab: &Lab, active: usize) {
+    const WINDOW: Duration = Duration::from_secs(3);
+    const MAX_PER_SECOND: f64 = 100.0;
+    let port = lab.metrics_ports[active];
+    let turns = |text: &str| sample(text, "failoverd_loop_turns_total");
+    let first = wait_metrics(port, MEMBERS[active], Duration::from_secs(5), "loop turns", |t| turns(t).is_some()).await;
+    let start = Instant::now();
+    // A window of time is what is measured here: nothing to await instead.
+    tokio::time::sleep(WINDOW).await;
+    let last = wait_metrics(port, MEMBERS[active], Duration::from_secs(5), "loop turns", |t| turns(t).is_some()).await;
+    let counted = |text: &str| turns(text).expect("the scrape was waited for until it had the counter");
+    let rate = (counted(&last) - counted(&first)) / start.elapsed().as_secs_f64();
+    eprintln!("the signing member's loop turned {rate:.1} times a second");
+    assert!(rate < MAX_PER_SECOND, "the signing member's loop turned {rate:.1} times a second, over {MAX_PER_SECOND}");
 }
 
 /// The first height `member` signed above `above`, once its record reached the ledger.

@@ -112,6 +112,7 @@ pub struct Metrics {
     lease_remaining: Gauge<f64, AtomicU64>,
     renewals: Counter,
     renew_failures: Counter,
+    loop_turns: Counter,
     probes: Family<SourceResult, Counter>,
     probe_height: Family<SourceLabel, Gauge>,
     node_healthy: Gauge,
@@ -177,6 +178,7 @@ impl Metrics {
             lease_remaining: Gauge::default(),
             renewals: Counter::default(),
             renew_failures: Counter::default(),
+            loop_turns: Counter::default(),
             probes: Family::default(),
             probe_height: Family::default(),
             node_healthy: Gauge::default(),
@@ -235,6 +237,11 @@ impl Metrics {
         );
         r.register("failoverd_lease_renewals", "Lease renewals committed", m.renewals.clone());
         r.register("failoverd_lease_renew_failures", "Lease renewals that failed", m.renew_failures.clone());
+        r.register(
+            "failoverd_loop_turns",
+            "Turns of the decision loop: a few a second at rest, more while a role changes",
+            m.loop_turns.clone(),
+        );
         r.register("failoverd_probe", "Node probes by source and result", m.probes.clone());
         r.register("failoverd_probe_height", "The height each source reported last", m.probe_height.clone());
         // A witness has no node: it exports no node health, so no node alert can fire for it.
@@ -316,6 +323,11 @@ impl Metrics {
 
     pub fn renewed(&self, ok: bool) {
         if ok { &self.renewals } else { &self.renew_failures }.inc();
+    }
+
+    /// One turn of the decision loop.
+    pub fn loop_turned(&self) {
+        self.loop_turns.inc();
     }
 
     /// Creates the signature counters of `key` at zero, before its first signature.

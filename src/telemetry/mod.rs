@@ -69,6 +69,7 @@ impl Telemetry {
     /// Every iteration of the decision loop: the liveness heartbeat and the systemd watchdog.
     pub fn loop_turned(&self) {
         self.loop_turned_nanos.store(MonoTime::now().as_nanos().max(1), Ordering::Relaxed);
+        self.metrics.loop_turned();
         if let Some(n) = &self.notifier {
             n.loop_turned();
         }
