@@ -40,6 +40,12 @@ use crate::health::{NodeHealth, Verdict};
 /// How long a member waits after a failed acquire before it asks again.
 pub const ACQUIRE_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
+/// How long an action whose failure comes back at once (a fence the producer cannot confirm, a
+/// release refused or not allowed yet) waits before it is asked again. Asked at every turn, the
+/// failure's own wake-up brought the next try, and the loop spun, logging each, for as long as
+/// the failure lasted.
+pub const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
 /// The timings and thresholds the decisions depend on, from the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RolePolicy {
@@ -58,6 +64,10 @@ pub struct RolePolicy {
     /// Fenced takeover (`failover.fence_takeover_after`): a holder silent this long is fenced
     /// and its lease taken over. `None`: a standby waits for the lease to expire.
     pub fence_takeover_after: Option<Duration>,
+    /// Whether an Active checkpoints with its renews: key-holding mode. In signer mode every
+    /// signature already moved the watermark, and the producer reports no height to checkpoint
+    /// while it signs: a checkpoint there was a task and a loop turn per renew for nothing.
+    pub checkpoints: bool,
 }
 
 impl RolePolicy {
@@ -74,6 +84,7 @@ impl RolePolicy {
             // A status is as fresh as the probe it reports, and never fresher than a lease.
             status_stale_after: config.chain_or_default().stale_after().max(c.lease_ttl),
             fence_takeover_after: config.failover.fence_takeover_after,
+            checkpoints: !config.signer_mode(),
         }
     }
 
@@ -322,6 +333,11 @@ pub struct RoleState {
     /// The renews in flight and when the last one left. Kept across holdings, as renews of an
     /// old epoch still come back.
     pub renew: RenewPacing,
+    /// When a fence was last asked for: an unconfirmed fence is asked again [`RETRY_PAUSE`]
+    /// later, not at the turn its failure brings.
+    pub fence_asked_at: Option<MonoTime>,
+    /// When a release of a lease the store shows this idle member holding was last asked for.
+    pub release_asked_at: Option<MonoTime>,
 }
 
 impl RoleState {
@@ -343,6 +359,8 @@ impl RoleState {
             takeover: None,
             last_dropped: None,
             guard_failures: 0,
+            fence_asked_at: None,
+            release_asked_at: None,
             renew: RenewPacing::default(),
         }
     }
@@ -403,6 +421,7 @@ impl RoleState {
         self.last_reason = Some(Reason::Fence(why.clone()));
         self.enter(RoleName::Fenced, now);
         self.activated_at = None;
+        self.fence_asked_at = Some(now);
         actions.push(Action::Fence { why });
     }
 }
@@ -447,8 +466,9 @@ pub fn decide(state: &RoleState, obs: &Observation, policy: &RolePolicy) -> Deci
                 Some(Reason::Fence(why)) => why.clone(),
                 _ => FenceReason::LeaseDeadline,
             };
-            if !actions.iter().any(|a| matches!(a, Action::Fence { .. })) {
+            if !actions.iter().any(|a| matches!(a, Action::Fence { .. })) && paused_since(s.fence_asked_at, now) {
                 // Not confirmed yet: ask again until the producer confirms.
+                s.fence_asked_at = Some(now);
                 actions.push(Action::Fence { why: why.clone() });
             }
             Why::Fenced { why }
@@ -586,6 +606,11 @@ fn lease_lost(s: &RoleState, obs: &Observation) -> bool {
     seen > held || (seen == held && !view.lease.is_held_by(&obs.me, held))
 }
 
+/// Whether [`RETRY_PAUSE`] has passed since `asked` (or nothing was asked yet).
+fn paused_since(asked: Option<MonoTime>, now: MonoTime) -> bool {
+    asked.is_none_or(|at| now.saturating_since(at) >= RETRY_PAUSE)
+}
+
 fn decide_holding(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, actions: &mut Vec<Action>) -> Why {
     let (Some(epoch), Some(deadline)) = (s.epoch, s.deadline) else {
         return Why::Fenced { why: FenceReason::LeaseDeadline };
@@ -600,12 +625,12 @@ fn decide_holding(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, act
     }
     // The checkpoint rides with the renew, once per renew: asked at every turn while a renew is
     // due, a checkpoint that finishes at once (nothing new signed) woke the loop for the next
-    // one, and the loop spun for as long as the renew was in flight (thousands of turns a second
-    // in signer mode, whose renew is due most of the time).
+    // one, and the loop spun for as long as the renew was in flight (in signer mode, renewing
+    // ten times a second, hundreds to thousands of turns a second).
     if deadline.saturating_since(now) <= policy.renew_when_remaining() && s.renew.may_send(now, policy.renew_interval) {
         s.renew.sent(now);
         actions.push(Action::Renew { epoch });
-        if s.role == RoleName::Active {
+        if s.role == RoleName::Active && policy.checkpoints {
             actions.push(Action::Checkpoint { epoch });
         }
     }
@@ -680,7 +705,10 @@ fn decide_idle(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, action
                     takeover: s.takeover.clone().unwrap_or(Takeover::FreeLease { epoch: *epoch }),
                 };
             }
-            actions.push(Action::Release { epoch: *epoch });
+            if paused_since(s.release_asked_at, now) {
+                s.release_asked_at = Some(now);
+                actions.push(Action::Release { epoch: *epoch });
+            }
             Why::Releasing { epoch: *epoch, just_used: s.last_dropped == Some(*epoch) }
         }
         LeaseView::Held { holder, epoch } => match fit {

@@ -9,7 +9,9 @@
 //!   its active node unhealthy; fenced takeovers configured — the loop turns every
 //!   [`BUSY_TURN`], as it always did, and `role`'s waits end as promptly as before;
 //! - while it holds steadily, it turns when its next renew falls due, and at the latest a quiet
-//!   turn later (also before its deadline: the self-fence thread watches that too);
+//!   turn later (also before its deadline: the self-fence thread watches that too); once a renew
+//!   is due it turns every [`BUSY_TURN`], or sooner when the next renew may leave or the
+//!   deadline comes;
 //! - while another member holds the lease, or for a witness, it turns once per quiet turn: only
 //!   a store change can give it something to do, and a store change wakes it at once.
 //!
@@ -60,12 +62,19 @@ pub(super) fn next_turn(state: &RoleState, obs: &Observation, policy: &RolePolic
 fn holding_turn(state: &RoleState, policy: &RolePolicy, now: MonoTime, quiet: Duration) -> Duration {
     let Some(deadline) = state.deadline else { return BUSY_TURN };
     let renew_due = deadline.saturating_sub(policy.renew_when_remaining());
-    let next = renew_due.min(deadline);
-    if next <= now {
-        // Due already (a renew in flight, or paced): its answer is an event; look as often as before.
-        return BUSY_TURN;
+    if renew_due > now {
+        return renew_due.saturating_since(now).min(quiet);
     }
-    next.saturating_since(now).min(quiet)
+    // Due, and a renew in flight (`decide` sends one at once when it may): its answer is an
+    // event. Time alone brings the moment the next renew may leave (a renew that failed fast, or
+    // one slower than renew_interval, must not wait for a busy turn on top) and the deadline.
+    let next_renew = state.renew.next_send_at(policy.renew_interval);
+    [next_renew, Some(deadline)]
+        .into_iter()
+        .flatten()
+        .filter(|at| *at > now)
+        .map(|at| at.saturating_since(now))
+        .fold(BUSY_TURN, Duration::min)
 }
 
 #[cfg(test)]
@@ -91,6 +100,7 @@ mod tests {
             max_lag_on_failover: 5,
             status_stale_after: Duration::from_secs(3),
             fence_takeover_after: None,
+            checkpoints: true,
         }
     }
 
@@ -135,6 +145,25 @@ mod tests {
         RoleState { epoch: Some(Epoch::new(3)), deadline: Some(ms(10_000 + left_ms)), ..state(RoleName::Active) }
     }
 
+    fn ms_wait(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Active with 1.5 s of validity left (a renew due) and a renew sent `ago_ms` before now.
+    fn sent_ago(left_ms: u64, ago_ms: u64) -> RoleState {
+        let mut s = active(left_ms);
+        s.renew.sent(ms(10_000 - ago_ms));
+        s
+    }
+
+    fn three_in_flight() -> RoleState {
+        let mut s = active(1_500);
+        for ago in [970, 980, 990] {
+            s.renew.sent(ms(10_000 - ago));
+        }
+        s
+    }
+
     /// One line per case: (situation, state, observation) → the wait before the next turn.
     #[test]
     fn the_loop_turns_at_the_old_pace_while_in_motion_and_waits_for_events_while_quiet() {
@@ -172,6 +201,15 @@ mod tests {
             ("active, renew due in 1 s", active(2_500), producer(held_by("a"), Healthy), QUIET_TURN),
             ("active, renew due now", active(1_500), producer(held_by("a"), Healthy), BUSY_TURN),
             ("active, renew overdue", active(200), producer(held_by("a"), Healthy), BUSY_TURN),
+            ("active, renew due, deadline in 20 ms", active(20), producer(held_by("a"), Healthy), ms_wait(20)),
+            (
+                "active, renew in flight, next in 30 ms",
+                sent_ago(1_500, 970),
+                producer(held_by("a"), Healthy),
+                ms_wait(30),
+            ),
+            ("active, renew in flight, next past", sent_ago(1_500, 1_200), producer(held_by("a"), Healthy), BUSY_TURN),
+            ("active, three renews in flight", three_in_flight(), producer(held_by("a"), Healthy), BUSY_TURN),
             ("active, node unhealthy", active(2_500), producer(held_by("a"), Unhealthy), BUSY_TURN),
             ("active, node unknown", active(2_500), producer(held_by("a"), Unknown), QUIET_TURN),
         ];

@@ -39,6 +39,16 @@ impl RenewPacing {
         self.in_flight = self.in_flight.saturating_sub(1);
     }
 
+    /// When the next renew may leave, once a renew is due: `interval` after the last one.
+    /// `None` before the first, and while [`MAX_RENEWS_IN_FLIGHT`] are unanswered: then only an
+    /// answer frees a place, and an answer reaches the loop as an event.
+    pub fn next_send_at(&self, interval: Duration) -> Option<MonoTime> {
+        if self.in_flight >= MAX_RENEWS_IN_FLIGHT {
+            return None;
+        }
+        self.last_sent.map(|at| at.saturating_add(interval))
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight
     }

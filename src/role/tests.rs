@@ -20,6 +20,7 @@ fn policy() -> RolePolicy {
         max_lag_on_failover: 2,
         status_stale_after: Duration::from_secs(4),
         fence_takeover_after: None,
+        checkpoints: true,
     }
 }
 
@@ -515,6 +516,42 @@ fn holder_transitions() {
             obs: obs(5000).lease(free(5)),
             role: Fenced,
             actions: fence(FenceReason::LeaseLost),
+        },
+        Case {
+            name: "fence not confirmed, asked 100 ms ago: not asked again yet",
+            state: RoleState {
+                last_reason: Some(Reason::Fence(FenceReason::LeaseLost)),
+                fence_asked_at: Some(ms(4900)),
+                ..holding(Fenced, 5, 3500)
+            },
+            obs: obs(5000).lease(free(5)),
+            role: Fenced,
+            actions: vec![],
+        },
+        Case {
+            name: "fence not confirmed, asked a retry pause ago: ask again",
+            state: RoleState {
+                last_reason: Some(Reason::Fence(FenceReason::LeaseLost)),
+                fence_asked_at: Some(ms(4750)),
+                ..holding(Fenced, 5, 3500)
+            },
+            obs: obs(5000).lease(free(5)),
+            role: Fenced,
+            actions: fence(FenceReason::LeaseLost),
+        },
+        Case {
+            name: "the store still shows a lease released 100 ms ago: not asked again yet",
+            state: RoleState { release_asked_at: Some(ms(4900)), ..RoleState::new(MemberKind::Producer, ms(0)) },
+            obs: obs(5000).lease(held("a", 5)),
+            role: Standby,
+            actions: vec![],
+        },
+        Case {
+            name: "the store still shows a lease released a retry pause ago: release again",
+            state: RoleState { release_asked_at: Some(ms(4750)), ..RoleState::new(MemberKind::Producer, ms(0)) },
+            obs: obs(5000).lease(held("a", 5)),
+            role: Standby,
+            actions: vec![Action::Release { epoch: e(5) }],
         },
         Case {
             name: "fence confirmed: back to standby, release what the store still gives us",
@@ -1429,6 +1466,20 @@ fn renews_are_paced_from_the_holders_validity_not_the_ttl() {
         let renews = d.actions.iter().any(|a| matches!(a, Action::Renew { .. }));
         assert_eq!(renews, due, "at {now} ms");
     }
+}
+
+/// Signer mode: every signature moved the watermark already, so an Active renews without a
+/// checkpoint; key-holding mode checkpoints with each renew it sends, and with none it holds back.
+#[test]
+fn a_signer_renews_without_checkpoints_and_a_key_holder_checkpoints_once_per_renew() {
+    let signer = RolePolicy { checkpoints: false, ..policy() };
+    let due = decide(&active(5, 3_000), &obs(2_000).lease(held_by_a(5)), &signer);
+    assert_eq!(due.actions, vec![Action::Renew { epoch: e(5) }]);
+    let key_holding = decide(&active(5, 3_000), &obs(2_000).lease(held_by_a(5)), &policy());
+    assert_eq!(key_holding.actions, vec![Action::Renew { epoch: e(5) }, Action::Checkpoint { epoch: e(5) }]);
+    // The next turn, its renew in flight and the loop woken by the checkpoint's answer: nothing.
+    let next = decide(&key_holding.state, &obs(2_001).lease(held_by_a(5)), &policy());
+    assert_eq!(next.actions, vec![]);
 }
 
 fn held_by_a(epoch: u64) -> LeaseView {
