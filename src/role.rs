@@ -333,11 +333,14 @@ pub struct RoleState {
     /// The renews in flight and when the last one left. Kept across holdings, as renews of an
     /// old epoch still come back.
     pub renew: RenewPacing,
-    /// When a fence was last asked for: an unconfirmed fence is asked again [`RETRY_PAUSE`]
-    /// later, not at the turn its failure brings.
+    /// When a fence was last asked for, or last reported failing, whichever came later: an
+    /// unconfirmed fence is asked again [`RETRY_PAUSE`] after it, not at the turn its failure
+    /// brings (an ask while one is still running is dropped by the daemon, so the failure
+    /// restarts the pause).
     pub fence_asked_at: Option<MonoTime>,
-    /// When a release of a lease the store shows this idle member holding was last asked for.
-    pub release_asked_at: Option<MonoTime>,
+    /// The epoch and time of the last release asked for of a lease the store shows this idle
+    /// member holding; a release of another epoch is not held back by it.
+    pub release_asked: Option<(Epoch, MonoTime)>,
 }
 
 impl RoleState {
@@ -360,7 +363,7 @@ impl RoleState {
             last_dropped: None,
             guard_failures: 0,
             fence_asked_at: None,
-            release_asked_at: None,
+            release_asked: None,
             renew: RenewPacing::default(),
         }
     }
@@ -578,7 +581,11 @@ fn apply_outcomes(
                     s.drop_holding(now);
                 }
             }
-            Outcome::FenceFailed { .. } => {}
+            Outcome::FenceFailed { .. } => {
+                if s.role == RoleName::Fenced {
+                    s.fence_asked_at = Some(now);
+                }
+            }
             Outcome::ProducerStopped { by, detail } => {
                 // Confirm with a fence of our own (idempotent), then stand down and release:
                 // never "lease held, producer fenced".
@@ -705,8 +712,9 @@ fn decide_idle(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, action
                     takeover: s.takeover.clone().unwrap_or(Takeover::FreeLease { epoch: *epoch }),
                 };
             }
-            if paused_since(s.release_asked_at, now) {
-                s.release_asked_at = Some(now);
+            let asked = s.release_asked.filter(|(e, _)| e == epoch).map(|(_, at)| at);
+            if paused_since(asked, now) {
+                s.release_asked = Some((*epoch, now));
                 actions.push(Action::Release { epoch: *epoch });
             }
             Why::Releasing { epoch: *epoch, just_used: s.last_dropped == Some(*epoch) }

@@ -94,10 +94,9 @@ async fn remote_signers_sign_through_the_lease_and_hand_over_after_a_kill() {
     );
 }
 
-/// The active's decision loop turns when something happens (a renew or a checkpoint comes back,
-/// a probe, a store change, a paced turn), not in between: with a checkpoint asked at every turn
-/// while a renew was in flight, it spun thousands of times a second and burnt a core's percents
-/// at rest. The lab renews 4 times and probes 5 times a second, so a few tens of turns a second
+/// The active's decision loop turns when something happens (a renew comes back, a probe, a store
+/// change, a paced turn), not in between: with a checkpoint asked at every turn while a renew was
+/// in flight, it spun thousands of times a second and burnt a core's percents at rest. The lab renews 4 times and probes 5 times a second, so a few tens of turns a second
 /// are expected; the bound leaves room for a loaded machine and none for a spinning loop.
 async fn assert_loop_rests(lab: &Lab, active: usize) {
     const WINDOW: Duration = Duration::from_secs(3);

@@ -208,6 +208,7 @@ mod tests {
                 producer(held_by("a"), Healthy),
                 ms_wait(30),
             ),
+            // A backstop: `decide` sends a renew that may leave, so it is never left for later.
             ("active, renew in flight, next past", sent_ago(1_500, 1_200), producer(held_by("a"), Healthy), BUSY_TURN),
             ("active, three renews in flight", three_in_flight(), producer(held_by("a"), Healthy), BUSY_TURN),
             ("active, node unhealthy", active(2_500), producer(held_by("a"), Unhealthy), BUSY_TURN),

@@ -541,17 +541,42 @@ fn holder_transitions() {
         },
         Case {
             name: "the store still shows a lease released 100 ms ago: not asked again yet",
-            state: RoleState { release_asked_at: Some(ms(4900)), ..RoleState::new(MemberKind::Producer, ms(0)) },
+            state: RoleState { release_asked: Some((e(5), ms(4900))), ..RoleState::new(MemberKind::Producer, ms(0)) },
             obs: obs(5000).lease(held("a", 5)),
             role: Standby,
             actions: vec![],
         },
         Case {
             name: "the store still shows a lease released a retry pause ago: release again",
-            state: RoleState { release_asked_at: Some(ms(4750)), ..RoleState::new(MemberKind::Producer, ms(0)) },
+            state: RoleState { release_asked: Some((e(5), ms(4750))), ..RoleState::new(MemberKind::Producer, ms(0)) },
             obs: obs(5000).lease(held("a", 5)),
             role: Standby,
             actions: vec![Action::Release { epoch: e(5) }],
+        },
+        Case {
+            name: "a fence failed 100 ms ago, asked long before: not asked again yet",
+            state: RoleState {
+                last_reason: Some(Reason::Fence(FenceReason::LeaseLost)),
+                fence_asked_at: Some(ms(4500)),
+                ..holding(Fenced, 5, 3500)
+            },
+            obs: obs(5000).lease(free(5)).outcome(Outcome::FenceFailed { error: "kill failed".into() }),
+            role: Fenced,
+            actions: vec![],
+        },
+        Case {
+            name: "a lease of another epoch released 100 ms ago: release this one at once",
+            state: RoleState { release_asked: Some((e(4), ms(4900))), ..RoleState::new(MemberKind::Producer, ms(0)) },
+            obs: obs(5000).lease(held("a", 5)),
+            role: Standby,
+            actions: vec![Action::Release { epoch: e(5) }],
+        },
+        Case {
+            name: "an active that asked a fence 100 ms ago in an earlier holding fences at once",
+            state: RoleState { fence_asked_at: Some(ms(4900)), ..active(5, 6000) },
+            obs: obs(5000).lease(free(5)),
+            role: Fenced,
+            actions: fence(FenceReason::LeaseLost),
         },
         Case {
             name: "fence confirmed: back to standby, release what the store still gives us",
