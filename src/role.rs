@@ -291,6 +291,21 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// What this action reports when it fails with `error`: the outcome `decide` hears for it,
+    /// or `None` for the actions that report nothing (a checkpoint, a release).
+    pub fn failure(&self, error: String) -> Option<Outcome> {
+        Some(match self {
+            Action::Acquire | Action::TakeOver { .. } => Outcome::AcquireFailed { error },
+            Action::Renew { epoch } => Outcome::RenewFailed { epoch: *epoch, error },
+            Action::RunGuard { epoch } => Outcome::GuardFailed { epoch: *epoch, step: "guard".into(), error },
+            Action::Deactivate { epoch, .. } => Outcome::DeactivateFailed { epoch: *epoch, error },
+            Action::Fence { .. } => Outcome::FenceFailed { error },
+            Action::Checkpoint { .. } | Action::Release { .. } => return None,
+        })
+    }
+}
+
 /// The member's role and what it remembers between decisions. Plain data; the daemon keeps it
 /// and passes it back in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -470,7 +485,8 @@ pub fn decide(state: &RoleState, obs: &Observation, policy: &RolePolicy) -> Deci
                 _ => FenceReason::LeaseDeadline,
             };
             if !actions.iter().any(|a| matches!(a, Action::Fence { .. })) && paused_since(s.fence_asked_at, now) {
-                // Not confirmed yet: ask again until the producer confirms.
+                // Not confirmed yet: ask again until the producer confirms, RETRY_PAUSE after the
+                // last ask or the last failure.
                 s.fence_asked_at = Some(now);
                 actions.push(Action::Fence { why: why.clone() });
             }

@@ -264,14 +264,8 @@ impl Executor {
 /// panic after fencing): its kind is free again, and `role` hears that the action failed, so
 /// no state waits for an outcome that never comes.
 fn panicked(action: &Action, kind: ActionKind) -> Finished {
-    let error = || String::from("its task panicked");
-    let outcome = match action {
-        Action::Acquire | Action::TakeOver { .. } => Outcome::AcquireFailed { error: error() },
-        Action::Renew { epoch } => Outcome::RenewFailed { epoch: *epoch, error: error() },
-        Action::RunGuard { epoch } => Outcome::GuardFailed { epoch: *epoch, step: "guard".into(), error: error() },
-        Action::Deactivate { epoch, .. } => Outcome::DeactivateFailed { epoch: *epoch, error: error() },
-        Action::Fence { .. } => Outcome::FenceFailed { error: error() },
-        Action::Checkpoint { .. } | Action::Release { .. } => return Finished::of(kind),
-    };
-    Finished::with(kind, outcome)
+    match action.failure(String::from("its task panicked")) {
+        Some(outcome) => Finished::with(kind, outcome),
+        None => Finished::of(kind),
+    }
 }

@@ -58,15 +58,16 @@ pub(super) fn next_turn(state: &RoleState, obs: &Observation, policy: &RolePolic
 }
 
 /// An active member in good health: until its next renew is due (`role`'s own rule,
-/// [`RolePolicy::renew_when_remaining`]), or its deadline.
+/// [`RolePolicy::renew_when_remaining`]); once it is, a busy turn at most, or until the next
+/// renew may leave or the deadline comes, whichever is first.
 fn holding_turn(state: &RoleState, policy: &RolePolicy, now: MonoTime, quiet: Duration) -> Duration {
     let Some(deadline) = state.deadline else { return BUSY_TURN };
     let renew_due = deadline.saturating_sub(policy.renew_when_remaining());
     if renew_due > now {
         return renew_due.saturating_since(now).min(quiet);
     }
-    // Due, and a renew in flight (`decide` sends one at once when it may): its answer is an
-    // event. Time alone brings the moment the next renew may leave (a renew that failed fast, or
+    // Due, and the last renew left less than renew_interval ago (`decide` sends one at once when
+    // it may): an answer is an event. Time alone brings the moment the next renew may leave (a renew that failed fast, or
     // one slower than renew_interval, must not wait for a busy turn on top) and the deadline.
     let next_renew = state.renew.next_send_at(policy.renew_interval);
     [next_renew, Some(deadline)]
@@ -158,7 +159,7 @@ mod tests {
 
     fn three_in_flight() -> RoleState {
         let mut s = active(1_500);
-        for ago in [970, 980, 990] {
+        for ago in [990, 980, 970] {
             s.renew.sent(ms(10_000 - ago));
         }
         s

@@ -239,7 +239,7 @@ impl Metrics {
         r.register("failoverd_lease_renew_failures", "Lease renewals that failed", m.renew_failures.clone());
         r.register(
             "failoverd_loop_turns",
-            "Turns of the decision loop: a few a second at rest, more while a role changes",
+            "Turns of the decision loop: a few to some tens a second at rest; hundreds for minutes means it spins",
             m.loop_turns.clone(),
         );
         r.register("failoverd_probe", "Node probes by source and result", m.probes.clone());
