@@ -97,8 +97,9 @@ async fn remote_signers_sign_through_the_lease_and_hand_over_after_a_kill() {
 /// The active's decision loop turns when something happens (a renew comes back, a probe, a store
 /// change, a paced turn), not in between: with a checkpoint asked at every turn while a renew was
 /// in flight, it spun here at 508 turns a second (in the idle benchmark's signer mode, about
-/// 4,600), at a cost of several percent of a core. The lab renews 4 times and probes 5 times a second, so a few tens of turns a second
-/// are expected; the bound leaves room for a loaded machine and none for a spinning loop.
+/// 4,600), at a cost of several percent of a core. The lab renews 4 times and probes 5 times a
+/// second, so a few tens of turns a second are expected; the bound leaves room for a loaded
+/// machine and none for a spinning loop.
 async fn assert_loop_rests(lab: &Lab, active: usize) {
     const WINDOW: Duration = Duration::from_secs(3);
     const MAX_PER_SECOND: f64 = 100.0;

@@ -67,8 +67,9 @@ fn holding_turn(state: &RoleState, policy: &RolePolicy, now: MonoTime, quiet: Du
         return renew_due.saturating_since(now).min(quiet);
     }
     // Due, and the last renew left less than renew_interval ago (`decide` sends one at once when
-    // it may): an answer is an event. Time alone brings the moment the next renew may leave (a renew that failed fast, or
-    // one slower than renew_interval, must not wait for a busy turn on top) and the deadline.
+    // it may): an answer is an event. Time alone brings the moment the next renew may leave (a
+    // renew that failed fast, or one slower than renew_interval, must not wait for a busy turn
+    // on top) and the deadline.
     let next_renew = state.renew.next_send_at(policy.renew_interval);
     [next_renew, Some(deadline)]
         .into_iter()
@@ -146,10 +147,6 @@ mod tests {
         RoleState { epoch: Some(Epoch::new(3)), deadline: Some(ms(10_000 + left_ms)), ..state(RoleName::Active) }
     }
 
-    fn ms_wait(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
     /// Active with 1.5 s of validity left (a renew due) and a renew sent `ago_ms` before now.
     fn sent_ago(left_ms: u64, ago_ms: u64) -> RoleState {
         let mut s = active(left_ms);
@@ -202,12 +199,17 @@ mod tests {
             ("active, renew due in 1 s", active(2_500), producer(held_by("a"), Healthy), QUIET_TURN),
             ("active, renew due now", active(1_500), producer(held_by("a"), Healthy), BUSY_TURN),
             ("active, renew overdue", active(200), producer(held_by("a"), Healthy), BUSY_TURN),
-            ("active, renew due, deadline in 20 ms", active(20), producer(held_by("a"), Healthy), ms_wait(20)),
+            (
+                "active, renew due, deadline in 20 ms",
+                active(20),
+                producer(held_by("a"), Healthy),
+                Duration::from_millis(20),
+            ),
             (
                 "active, renew in flight, next in 30 ms",
                 sent_ago(1_500, 970),
                 producer(held_by("a"), Healthy),
-                ms_wait(30),
+                Duration::from_millis(30),
             ),
             // A backstop: `decide` sends a renew that may leave, so it is never left for later.
             ("active, renew in flight, next past", sent_ago(1_500, 1_200), producer(held_by("a"), Healthy), BUSY_TURN),

@@ -551,8 +551,8 @@ impl NodeTask {
         if !leads || self.fsm.holder.is_none() {
             return ticks;
         }
-        // The timer cannot time this holding (no refresh stamps yet): every tick, as before the
-        // watch span.
+        // No due instant to count back from (the timer is not running for this holding, or its
+        // due instant lies closer to the clock's origin than the watch span): every tick.
         let watch_from = self.expiry_due().and_then(|due| due.checked_sub(self.ticks.watch_span()));
         watch_from.map_or(1, |at| ticks.min(self.ticks.ticks_until(at)))
     }
@@ -564,7 +564,7 @@ impl NodeTask {
     /// (if it is lost, no member has a holder to wait for: delaying the others would only delay
     /// the election).
     fn order_election(&mut self) {
-        let holder = self.fsm.holder.as_ref().and_then(|h| self.cfg.ids.get(h)).copied();
+        let holder = self.holder_id();
         let r = &self.raw.raft;
         if r.state == StateRole::Leader || holder.is_none_or(|id| id == r.leader_id) {
             return;
@@ -576,9 +576,14 @@ impl NodeTask {
         }
     }
 
+    /// The raft id of the lease holder, as this member applied it.
+    fn holder_id(&self) -> Option<u64> {
+        self.fsm.holder.as_ref().and_then(|h| self.cfg.ids.get(h)).copied()
+    }
+
     /// Whether the lease holder, as this member applied it, is this member.
     fn holds_lease(&self) -> bool {
-        self.fsm.holder.as_ref().and_then(|h| self.cfg.ids.get(h)) == Some(&self.cfg.id)
+        self.holder_id() == Some(self.cfg.id)
     }
 
     /// Tells the expiry timer whether this member leads, and in which term: called after every
