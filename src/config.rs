@@ -153,7 +153,8 @@ pub struct CoordinatorConfig {
     #[serde(default = "defaults::backend")]
     pub backend: Backend,
     /// How long a lease lasts without a renew: the raft leader expires it this long after it
-    /// applied the holder's last renew (the holder declares its TTL with each renew). Default by
+    /// applied the holder's last renew, or accepted it outside the log in signer mode (the holder
+    /// declares its TTL with its grant and each log renew). Default by
     /// producer kind ([`TimingDefaults`]).
     #[serde(default = "defaults::lease_ttl", with = "duration_text")]
     pub lease_ttl: Duration,

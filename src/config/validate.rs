@@ -292,11 +292,20 @@ fn check_watchdog(config: &Config, out: &mut Problems<'_, '_>) {
 
 /// `failover.fence_takeover_after`: a fenced takeover needs the fence command that makes it safe,
 /// and a silence long enough that it is not just a late status (the holder's status goes out
-/// twice per probe interval).
+/// twice per probe interval). Not in signer mode on the raft backend: there renews refresh the
+/// raft leader's expiry timer outside the log, so the store shows no renew a standby could tell
+/// a live holder by (docs/design.md §4).
 fn check_fence_takeover(config: &Config, out: &mut Problems<'_, '_>) {
     let f = &config.failover;
     let Some(after) = f.fence_takeover_after else { return };
     const KEY: &str = "failover.fence_takeover_after";
+    if config.signer_mode() && config.coordinator.backend == Backend::Raft {
+        out.at(
+            KEY,
+            "signer mode on the raft backend takes no fenced takeover: its renews refresh the raft leader's expiry timer outside the log and leave the stored refresh stamp as it is, so a standby cannot tell a live holder from a dead one by it; the store's expiry moves the lease instead; remove fence_takeover_after",
+        );
+        return;
+    }
     if f.fence_command.is_none() {
         out.at(
             KEY,
@@ -1053,6 +1062,17 @@ url = "https://hooks.example.com/x"
             c.failover.fence_takeover_after = Some(secs(1));
         });
         assert_eq!(fine, Vec::new());
+        let signer_mode = problems_after(|c| {
+            c.failover.fence_command = Some(vec!["stonith".into(), "{member}".into()]);
+            c.failover.fence_takeover_after = Some(secs(1));
+            signer(c);
+        });
+        assert_eq!(signer_mode.len(), 1, "{signer_mode:?}");
+        assert!(
+            signer_mode[0].message.contains("signer mode on the raft backend takes no fenced takeover"),
+            "{}",
+            signer_mode[0]
+        );
     }
 
     #[test]

@@ -57,9 +57,10 @@ pub struct LeaseGrant {
 }
 
 /// A holding as the store shows it, bound to a `stamp` that changes whenever the holding does in
-/// a way that proves the holder alive: raft counts its grants and renews; Consul's is the lock's
-/// ModifyIndex, which a lock, unlock or release changes (a Consul renew writes nothing). What a
-/// fenced takeover names, so that it moves exactly the holding its caller fenced.
+/// a way that proves the holder alive: raft counts its grants and log renews (signer mode renews
+/// outside the log and moves it only by a grant, so it takes no fenced takeover); Consul's is the
+/// lock's ModifyIndex, which a lock, unlock or release changes (a Consul renew writes nothing).
+/// What a fenced takeover names, so that it moves exactly the holding its caller fenced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Holding {
     pub holder: MemberId,
@@ -214,6 +215,9 @@ pub trait Coordinator: Send + Sync {
 
     /// Extends `lease`. MUST be refused unless `lease` is the current holder at the current
     /// epoch. The returned lease's `valid_until` is computed from the send time of this call.
+    /// Raft in signer mode refreshes the raft leader's expiry timer outside the log: a leader
+    /// deposed without knowing it may accept one until check-quorum steps it down, which no
+    /// double sign rests on there (docs/design.md §4).
     async fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Lease, CoordError>;
 
     /// Gives the lease up, first raising the key's watermark to `final_watermark` (the last

@@ -37,7 +37,8 @@ fn granted(grant: LeaseGrant) -> Finished {
 
 /// A fenced takeover (docs/design.md §5) of the lease `holder` holds at `epoch`, in this order:
 /// the store still shows that holding; one renew interval later it shows it unchanged (a live
-/// holder renews within one, and is then left alone); `fence_command` against `holder`
+/// holder renews within one, and is then left alone; validation keeps signer mode on raft, whose
+/// renews leave the stamp as it is, from getting here); `fence_command` against `holder`
 /// succeeded; only then the store is asked to move exactly that holding to this member. Any
 /// failure reports `AcquireFailed`, and nothing is granted.
 pub(super) async fn take_over(cx: &ActionContext, holder: MemberId, epoch: Epoch) -> Finished {

@@ -17,7 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::coord::raft::fsm::FsmState;
 use crate::domain::{Epoch, MemberId, MemberKind, MemberStatus, RoleName};
 use crate::proto::v1::peer_client::PeerClient;
-use crate::proto::v1::{MemberStatusMsg, RaftBatch};
+use crate::proto::v1::{LeaseRefresh, MemberStatusMsg, RaftBatch};
 use crate::tls::TlsMaterial;
 
 /// How long one attack may take before it counts as unanswered.
@@ -183,6 +183,15 @@ impl RoguePeer {
             Err(e) => return Answer::Unreachable(e.clone()),
         };
         RoguePeer::answer(client.publish_status(status).await)
+    }
+
+    /// Asks the target, as raft leader, to refresh the lease `refresh` names.
+    pub async fn refresh_lease(&self, refresh: LeaseRefresh) -> Answer {
+        let mut client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => return Answer::Unreachable(e.clone()),
+        };
+        RoguePeer::answer(client.refresh_lease(refresh).await)
     }
 }
 

@@ -235,7 +235,11 @@ impl Metrics {
             "Seconds until this member's own lease deadline; 0 when it holds none",
             m.lease_remaining.clone(),
         );
-        r.register("failoverd_lease_renewals", "Lease renewals committed", m.renewals.clone());
+        r.register(
+            "failoverd_lease_renewals",
+            "Lease renewals that succeeded (committed, or accepted by the raft leader outside the log in signer mode)",
+            m.renewals.clone(),
+        );
         r.register("failoverd_lease_renew_failures", "Lease renewals that failed", m.renew_failures.clone());
         r.register(
             "failoverd_loop_turns",
@@ -485,7 +489,7 @@ mod tests {
         m.renewed(true);
         let text = m.encode();
         assert!(text.contains("# TYPE failoverd_lease_renewals_total counter\n"), "{text}");
-        assert!(text.contains("# HELP failoverd_lease_renewals_total Lease renewals committed.\n"), "{text}");
+        assert!(text.contains("# HELP failoverd_lease_renewals_total Lease renewals that succeeded (committed, or accepted by the raft leader outside the log in signer mode).\n"), "{text}");
         assert!(text.contains("\nfailoverd_lease_renewals_total 1\n"), "{text}");
         assert!(text.contains("# TYPE failoverd_active gauge\n"), "{text}");
         assert!(!text.contains("# EOF"), "{text}");

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use failover::config::{Config, TlsConfig};
+use failover::config::{Config, ProducerAdapter, SignerSettings, TlsConfig};
 use failover::coord::Coordinator;
 use failover::coord::raft::{RaftCoordinator, RaftOptions, StartError};
 use failover::domain::{Hrs, KeyId, Lease, MemberId, Step};
@@ -29,6 +29,9 @@ pub struct Timings {
     pub call_timeout: Duration,
     pub tick: Duration,
     pub election_ticks: u32,
+    /// The producers run in signer mode (`cometbft-signer`): renews refresh the raft leader's
+    /// expiry timer outside the log.
+    pub signer_mode: bool,
 }
 
 impl Timings {
@@ -40,6 +43,7 @@ impl Timings {
         call_timeout: Duration::from_millis(800),
         tick: TICK,
         election_ticks: ELECTION_TICKS,
+        signer_mode: false,
     };
 
     /// Signer mode's defaults (`TimingDefaults::SIGNER`, raft's default 100 ms tick and 10
@@ -51,11 +55,23 @@ impl Timings {
         call_timeout: Duration::from_millis(250),
         tick: Duration::from_millis(100),
         election_ticks: 10,
+        signer_mode: true,
     };
 
     pub fn election_timeout(&self) -> Duration {
         self.tick * self.election_ticks
     }
+}
+
+/// How many renews `node` made that succeeded by `path` (`leader`: a refresh outside the log;
+/// `log`), from its `failoverd_raft_lease_renews_total` series; 0 when it has none.
+pub fn renews_by_path(node: &RaftCoordinator, path: &str) -> u64 {
+    let mut registry = prometheus_client::registry::Registry::default();
+    node.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode the metrics");
+    let series = format!("failoverd_raft_lease_renews_total{{path=\"{path}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(series.as_str())).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 pub fn id(s: &str) -> MemberId {
@@ -90,6 +106,15 @@ pub fn member_config_timed(i: usize, ports: &[u16], dir: &Path, tls: &TlsConfig,
     c.call_timeout = timings.call_timeout;
     c.raft.tick = timings.tick;
     c.raft.election_ticks = timings.election_ticks;
+    if timings.signer_mode
+        && let Some(producer) = config.producer.as_mut()
+    {
+        producer.adapter = ProducerAdapter::CometbftSigner(SignerSettings {
+            key_file: dir.join("priv_validator_key.json"),
+            priv_validator_laddr: "tcp://127.0.0.1:1".to_string().into(),
+            chain_id: "sim".into(),
+        });
+    }
     config
 }
 

@@ -1,6 +1,8 @@
 //! [`RaftCoordinator`]: the [`Coordinator`] contract on top of the raft node. It turns each
 //! call into a command, proposes it (followers' proposals travel to the leader), and answers
-//! only once the entry is applied here — or with `Timeout` at the caller's deadline.
+//! only once the entry is applied here — or with `Timeout` at the caller's deadline. One
+//! exception: in signer mode a renew refreshes the raft leader's expiry timer outside the log
+//! ([`super::refresh`]), and goes through the log only when the leader refuses.
 //!
 //! Status (`publish_status` / `cluster_status`) travels over the peer service directly, never
 //! through the log. This module never decides anything about roles; it only stores.
@@ -11,6 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -20,8 +25,11 @@ use tokio_util::sync::CancellationToken;
 use super::fsm::{Command, FsmState, Reply, STAMPS_NOT_STARTED};
 use super::node::{self, NodeConfig, NodeInfo, Request};
 use super::peer_gate::{PeerGate, PeerRefusals};
+use super::refresh::{RefreshAsk, RefreshRefusal};
 use super::storage::{Opened, RaftLog, StoreError};
-use super::transport::{LinkFilter, PeerSenders, PeerService, PeerTarget, StatusBoard, TransportError};
+use super::transport::{
+    LinkFilter, PeerSenders, PeerService, PeerTarget, RefreshCallError, StatusBoard, TransportError,
+};
 use crate::config::{Config, MemberConfig};
 use crate::coord::{
     BackendStatus, CoordError, Coordinator, Holding, Intents, LeaseGrant, RaftStatus, StatusReport, StoreView,
@@ -90,10 +98,21 @@ pub struct RaftCoordinator {
     filter: LinkFilter,
     ids: BTreeMap<MemberId, u64>,
     lease_ttl: Duration,
-    /// How long this member's lease is valid for it after the send of a renew that commits
+    /// How long this member's lease is valid for it after the send of a renew that commits (or
+    /// that the leader accepted outside the log)
     /// ([`Config::holder_horizon`]): below the TTL it declares in key-holding mode; in signer
     /// mode possibly above it, since no double sign rests on it there.
     holder_validity: Duration,
+    /// Signer mode: renews refresh the raft leader's expiry timer outside the log
+    /// ([`super::refresh`]), and go through the log only when the leader refuses.
+    refresh_outside_log: bool,
+    /// The raft leader, and its term, that answered it takes no refreshes (an earlier version):
+    /// renews go through the log while it leads in that term.
+    refresh_unsupported: Mutex<Option<(u64, u64)>>,
+    /// The last renew went through the log: a change of path is logged once.
+    renewing_through_log: std::sync::atomic::AtomicBool,
+    /// Renews by the way they went: `leader` (a refresh outside the log) or `log`.
+    renews_by_path: Family<RenewPath, Counter>,
     shutdown: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     refusals: PeerRefusals,
@@ -193,6 +212,10 @@ impl RaftCoordinator {
             ids,
             lease_ttl: c.lease_ttl,
             holder_validity: config.holder_horizon(),
+            refresh_outside_log: config.signer_mode(),
+            refresh_unsupported: Mutex::new(None),
+            renewing_through_log: std::sync::atomic::AtomicBool::new(false),
+            renews_by_path: Family::default(),
             shutdown,
             tasks: Mutex::new(vec![server_task, node_task]),
             refusals,
@@ -449,8 +472,20 @@ impl Coordinator for RaftCoordinator {
 
     async fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Lease, CoordError> {
         let sent = MonoTime::now();
+        if self.refresh_outside_log {
+            // Half the time at most: a late refusal or a silent leader leaves the log renew time.
+            let now = Instant::now();
+            match self.refresh(lease, now + deadline.saturating_duration_since(now) / 2).await {
+                Ok(()) => {
+                    self.note_renew_path("leader", None);
+                    return Ok(self.lease_from(&lease.holder, lease.epoch, sent));
+                }
+                Err(why) => self.note_renew_path("log", Some(&why)),
+            }
+        }
         let cmd = Command::Renew { member: lease.holder.clone(), epoch: lease.epoch, ttl_ms: Some(self.ttl_ms()) };
         self.call(cmd, deadline, "renew").await?;
+        self.renews_by_path.get_or_create(&RenewPath { path: "log" }).inc();
         Ok(self.lease_from(&lease.holder, lease.epoch, sent))
     }
 
@@ -567,6 +602,11 @@ impl Coordinator for RaftCoordinator {
             "Peer requests and snapshots this member refused, by reason: not_a_member, spoofed_sender, malformed, snapshot",
             self.refusals.family(),
         );
+        registry.register(
+            "failoverd_raft_lease_renews",
+            "Lease renews this member made that succeeded, by path: leader (signer mode: a refresh of the raft leader's expiry timer, outside the log) or log (a raft log entry)",
+            self.renews_by_path.clone(),
+        );
     }
 
     async fn shutdown(&self) {
@@ -574,7 +614,84 @@ impl Coordinator for RaftCoordinator {
     }
 }
 
+/// The `path` label of `failoverd_raft_lease_renews_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RenewPath {
+    path: &'static str,
+}
+
 impl RaftCoordinator {
+    /// Counts a refresh the leader accepted (`leader`), or notes that this renew goes through the
+    /// log (`log`, counted once it succeeds) and why. A change of path is logged at info: the
+    /// log path costs every member a commit and an fsync, so an operator can see why.
+    fn note_renew_path(&self, path: &'static str, why: Option<&str>) {
+        use std::sync::atomic::Ordering;
+        let through_log = path == "log";
+        if path == "leader" {
+            self.renews_by_path.get_or_create(&RenewPath { path }).inc();
+        }
+        if self.renewing_through_log.swap(through_log, Ordering::Relaxed) == through_log {
+            return;
+        }
+        match why {
+            Some(why) => tracing::info!(
+                "lease renews go through the raft log, not the raft leader's expiry timer: {why}; they return to the \
+                 timer once the leader takes a refresh again"
+            ),
+            None => tracing::info!("lease renews refresh the raft leader's expiry timer again, outside the log"),
+        }
+    }
+
+    /// The member behind raft id `id`, for messages.
+    fn name_of(&self, id: u64) -> String {
+        self.member_of(id).map_or_else(|| format!("raft id {id}"), |m| format!("member {m}"))
+    }
+
+    /// Refreshes `lease` at the raft leader outside the log ([`super::refresh`]) by `deadline`:
+    /// at this member's own node when it leads raft, else by a call to the leader. `Err` says
+    /// why not, and the caller renews through the log.
+    async fn refresh(&self, lease: &Lease, deadline: Instant) -> Result<(), String> {
+        let info = self.info();
+        if let Some(why) = info.failed {
+            return Err(format!("this member's raft storage failed: {why}"));
+        }
+        let Some(leader) = info.leader else { return Err("no raft leader is known".into()) };
+        let unsupported = *self.refresh_unsupported.lock().unwrap_or_else(|p| p.into_inner());
+        if unsupported == Some((leader, info.term)) {
+            return Err(format!(
+                "the raft leader, {}, runs an earlier version that takes no refreshes",
+                self.name_of(leader)
+            ));
+        }
+        let ask = RefreshAsk { member: lease.holder.clone(), epoch: lease.epoch, ttl_ms: self.ttl_ms() };
+        if leader == info.id {
+            return self.refresh_here(ask, deadline).await;
+        }
+        let called = self.senders.refresh_lease(leader, &ask, deadline).await;
+        if matches!(called, Err(RefreshCallError::Unsupported)) {
+            // Until the term changes: the member may lead again after its upgrade.
+            *self.refresh_unsupported.lock().unwrap_or_else(|p| p.into_inner()) = Some((leader, info.term));
+        }
+        called.map_err(|e| format!("{} (the raft leader, {})", e, self.name_of(leader)))
+    }
+
+    /// [`Self::refresh`] when this member leads raft itself.
+    async fn refresh_here(&self, ask: RefreshAsk, deadline: Instant) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel::<Result<(), RefreshRefusal>>();
+        let late = || "this member's raft node did not answer the refresh in time".to_string();
+        let stopped = || "this member's raft node has stopped".to_string();
+        match tokio::time::timeout_at(deadline, self.requests.send(Request::Refresh { ask, reply })).await {
+            Err(_) => return Err(late()),
+            Ok(Err(_)) => return Err(stopped()),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Err(_) => Err(late()),
+            Ok(Err(_)) => Err(stopped()),
+            Ok(Ok(answer)) => answer.map_err(|refusal| refusal.to_string()),
+        }
+    }
+
     async fn transfer(&self, to: &MemberId, forced: bool, deadline: Instant) -> Result<Transfer, CoordError> {
         match self.members.iter().find(|m| &m.id == to) {
             None => return Err(CoordError::Invalid(format!("{to} is not a member of this cluster"))),

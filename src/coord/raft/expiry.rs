@@ -67,11 +67,23 @@ pub struct ExpiryTimer {
     last_refresh: Option<Instant>,
     stall_ended: Option<Instant>,
     attempt: Option<Attempt>,
+    /// The holding (epoch, stamp) of the last `Expire` raft took in this term: it may still
+    /// apply, whatever happened to later attempts (one raft dropped does not take it back).
+    taken: Option<(Epoch, Option<u64>)>,
 }
 
 impl ExpiryTimer {
     pub fn new(tick: Duration, election: Duration, undeclared: Duration) -> ExpiryTimer {
-        ExpiryTimer { tick, election, undeclared, leading: None, last_refresh: None, stall_ended: None, attempt: None }
+        ExpiryTimer {
+            tick,
+            election,
+            undeclared,
+            leading: None,
+            last_refresh: None,
+            stall_ended: None,
+            attempt: None,
+            taken: None,
+        }
     }
 
     /// Records this member's raft role at `now`: `Some(term)` while it leads in `term`. Leading
@@ -81,16 +93,19 @@ impl ExpiryTimer {
             None => {
                 self.leading = None;
                 self.attempt = None;
+                self.taken = None;
             }
             Some(term) if self.leading.is_some_and(|(t, _)| t == term) => {}
             Some(term) => {
                 self.leading = Some((term, now));
                 self.attempt = None;
+                self.taken = None;
             }
         }
     }
 
-    /// This member applied a refresh (a grant or a renew) at `now`.
+    /// This member applied a refresh (a grant or a log renew) at `now`, or, as leader, accepted
+    /// one outside the log ([`super::refresh`]).
     pub fn refreshed(&mut self, now: Instant) {
         self.last_refresh = Some(now);
     }
@@ -121,9 +136,19 @@ impl ExpiryTimer {
         }
     }
 
+    /// Whether an `Expire` of `holding` was proposed in this term and raft took it: it may still
+    /// apply, and a refresh outside the log ([`super::refresh`]) would not stop it. Only a new
+    /// term or a changed holding (the `Expire` applied, or a log renew moved the stamp) ends it.
+    pub fn expire_in_flight(&self, holding: TimedHolding) -> bool {
+        self.taken == Some((holding.epoch, holding.refreshes))
+    }
+
     /// Records a proposal of an `Expire` of `holding` at `now`, and whether raft took it.
     pub fn proposed(&mut self, holding: TimedHolding, now: Instant, accepted: bool) {
         self.attempt = Some(Attempt { epoch: holding.epoch, refreshes: holding.refreshes, at: now, accepted });
+        if accepted {
+            self.taken = Some((holding.epoch, holding.refreshes));
+        }
     }
 }
 
@@ -210,12 +235,23 @@ mod tests {
         let h = holding(Some(300));
         let first = t.due(Some(h)).expect("due");
         t.proposed(h, first, false);
+        assert!(!t.expire_in_flight(h), "a dropped proposal is not in flight");
         assert_eq!(t.due(Some(h)), Some(first + TICK));
         t.proposed(h, first + TICK, true);
         assert_eq!(t.due(Some(h)), Some(first + TICK + ELECTION), "a proposal raft took is asked again later");
         // Another holding (a renew committed) is not held back by the attempt.
         let renewed = TimedHolding { refreshes: Some(5), ..h };
         assert_eq!(t.due(Some(renewed)), Some(first));
+        assert!(t.expire_in_flight(h), "the Expire raft took is in flight");
+        assert!(!t.expire_in_flight(renewed), "an Expire named the stamp before the renew: a no-op, not in flight");
+        // Asked again and dropped (a leadership transfer): the one raft took may still apply.
+        t.proposed(h, first + TICK + ELECTION, false);
+        assert!(t.expire_in_flight(h), "a dropped second try does not take back the first");
+        t.observe_role(Some(2), first + TICK * 30);
+        assert!(
+            !t.expire_in_flight(h),
+            "a new term: this member's log may have lost it, and a new leader applies its term first"
+        );
         assert_eq!(t.due(None), None, "nothing to expire while the lease is free");
     }
 

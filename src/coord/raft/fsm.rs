@@ -18,7 +18,8 @@
 //!
 //! A fenced takeover (`TakeOver`) moves the lease past a holding its caller fenced, without
 //! waiting for expiry: it is granted only while that holding is still the current one and has not
-//! been refreshed since the caller looked (docs/design.md §5, `fence_takeover_after`).
+//! been refreshed through the log since the caller looked (docs/design.md §5,
+//! `fence_takeover_after`; not in signer mode, whose renews are not log entries).
 
 use std::collections::BTreeMap;
 

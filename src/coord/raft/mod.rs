@@ -5,6 +5,7 @@
 //! - [`fsm`]: the deterministic state machine (lease, epochs, watermarks, intents).
 //! - [`node`]: the task that drives raft-rs and runs the leader's expiry timer.
 //! - [`expiry`]: when the leader's expiry timer is due (a new leader's grace, retries).
+//! - [`refresh`]: when the leader accepts a lease refresh outside the log (signer mode).
 //! - [`election_order`]: who campaigns first when the leader is lost (the lease holder).
 //! - [`storage`]: the durable log on raft-engine, snapshots and compaction.
 //! - [`transport`]: the tonic peer service, per-peer batching senders, mutual TLS.
@@ -18,6 +19,7 @@ pub mod expiry;
 pub mod fsm;
 pub mod node;
 pub mod peer_gate;
+pub mod refresh;
 pub mod snapshot_check;
 pub mod storage;
 mod tick_clock;

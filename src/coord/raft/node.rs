@@ -6,7 +6,8 @@
 //!
 //! It also runs the leader's expiry timer (docs/design.md §4; its rules in [`super::expiry`]):
 //! only the raft leader proposes `Expire`, and only once its own monotonic clock shows the
-//! holder's TTL since its last applied refresh or the end of a stall of this task — and, as a
+//! holder's TTL since its last applied refresh (or, in signer mode, one it accepted outside the
+//! log: [`super::refresh`]) or the end of a stall of this task — and, as a
 //! new leader, the TTL plus an election timeout since it became leader. The timer is exact (a
 //! sleep until it is due, not the next tick), and the `Expire` names the refresh stamp it ran
 //! from, so a renew committed first makes it a no-op. Raft leadership is never the lease.
@@ -31,6 +32,7 @@ use super::election_order;
 use super::expiry::{ExpiryTimer, TimedHolding};
 use super::fsm::{Command, FsmState, Reply};
 use super::peer_gate::{PeerRefusals, Refusal, Source};
+use super::refresh::{self, LeaderView, RefreshAsk, RefreshRefusal};
 use super::snapshot_check::check_snapshot;
 use super::storage::{RaftLog, StoreError};
 use super::tick_clock::TickClock;
@@ -68,6 +70,11 @@ pub enum Request {
     Propose {
         cmd: Command,
         reply: oneshot::Sender<Result<Reply, CoordError>>,
+    },
+    /// This member holds the lease and leads raft: refresh the expiry timer outside the log.
+    Refresh {
+        ask: RefreshAsk,
+        reply: oneshot::Sender<Result<(), RefreshRefusal>>,
     },
     /// Test hook (`FAILOVERD_TEST_HOOKS`): panic inside the raft task, as a bug in raft-rs would.
     Panic,
@@ -240,6 +247,9 @@ impl NodeTask {
                             }
                         }
                         Inbound::Rejoined(id) => self.on_rejoined(id),
+                        Inbound::Refresh { ask, reply } => {
+                            let _ = reply.send(self.on_refresh(&ask));
+                        }
                     }
                 }
                 Some(req) = self.requests.recv() => {
@@ -420,8 +430,30 @@ impl NodeTask {
                 self.parked.push((cmd, reply));
                 self.flush_parked();
             }
+            Request::Refresh { ask, reply } => {
+                let _ = reply.send(self.on_refresh(&ask));
+            }
             Request::Panic => panic!("test hook: a panic inside the raft task"),
         }
+    }
+
+    /// A lease refresh outside the log ([`refresh`]): accepted, it restarts the expiry timer as
+    /// an applied renew would, and nothing is proposed.
+    fn on_refresh(&mut self, ask: &RefreshAsk) -> Result<(), RefreshRefusal> {
+        self.observe_role();
+        let r = &self.raw.raft;
+        let applied = r.raft_log.applied;
+        let view = LeaderView {
+            leads: r.state == StateRole::Leader,
+            term_applied: r.raft_log.term(applied).is_ok_and(|t| t == r.term),
+            holder: self.fsm.holder.as_ref(),
+            epoch: self.fsm.epoch,
+            declared_ttl_ms: self.fsm.lease_ttl_ms,
+            expire_in_flight: self.holding().is_some_and(|h| self.expiry.expire_in_flight(h)),
+        };
+        refresh::check(ask, &view)?;
+        self.expiry.refreshed(Instant::now());
+        Ok(())
     }
 
     /// Proposes the requests that wait for a leader. While no leader is known, or raft drops a
@@ -971,6 +1003,89 @@ mod tests {
         let after = task.expiry_due().expect("the expiry timer runs");
         assert!(after >= task.turn_started + ttl, "the timer starts again from the stall's end");
         assert!(after > before, "{after:?} is not later than {before:?}");
+    }
+
+    fn refresh_ask(member: &str, epoch: u64, ttl_ms: u64) -> RefreshAsk {
+        RefreshAsk { member: MemberId::new(member).expect("valid"), epoch: Epoch::new(epoch), ttl_ms }
+    }
+
+    // An accepted refresh moves the leader's expiry timer as an applied renew would, and
+    // proposes nothing: the log does not grow.
+    #[test]
+    fn a_refresh_moves_the_leaders_expiry_timer_and_writes_nothing_to_the_log() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut task = one_member(dir.path());
+        lead(&mut task);
+        let holder = MemberId::new("b").expect("valid");
+        commit(&mut task, Command::Acquire { member: holder, seen_epoch: None, ttl_ms: Some(1000) });
+        // Long past the new leader's grace, so the TTL since the last refresh decides.
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(5)).unwrap_or_else(Instant::now);
+        task.expiry = ExpiryTimer::new(TICK, TICK * 3, Duration::from_secs(60));
+        task.expiry.observe_role(Some(task.raw.raft.term), long_ago);
+        task.expiry.refreshed(Instant::now());
+        let before = task.expiry_due().expect("the timer runs");
+        let last = task.raw.raft.raft_log.last_index();
+        std::thread::sleep(TICK * 2);
+        assert_eq!(task.on_refresh(&refresh_ask("b", 1, 1000)), Ok(()));
+        let after = task.expiry_due().expect("the timer runs");
+        assert!(after >= before + TICK * 2, "the refresh did not move the timer: {:?}", after - before);
+        task.handle_ready().expect("storage");
+        assert_eq!(task.raw.raft.raft_log.last_index(), last, "a refresh wrote to the log");
+        assert_eq!(
+            task.on_refresh(&refresh_ask("b", 1, 999)),
+            Err(RefreshRefusal::TtlDiffers { asked: 999, declared: "1000 ms".into() })
+        );
+        let unchanged = task.expiry_due().expect("the timer runs");
+        assert_eq!(unchanged, after, "a refused refresh moved the timer");
+    }
+
+    // An Expire raft took names the refresh stamp, which a refresh outside the log leaves as it
+    // is: while it is in flight a refresh is refused (the holder renews through the log, behind
+    // it), and once it applied the holder holds nothing to refresh.
+    #[test]
+    fn a_refresh_is_refused_while_an_expire_is_in_flight_and_after_it_applied() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut task = one_member(dir.path());
+        lead(&mut task);
+        let holder = MemberId::new("b").expect("valid");
+        commit(&mut task, Command::Acquire { member: holder, seen_epoch: None, ttl_ms: Some(1) });
+        task.expiry = ExpiryTimer::new(TICK, TICK, Duration::from_secs(60));
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(5)).unwrap_or_else(Instant::now);
+        task.expiry.observe_role(Some(task.raw.raft.term), long_ago);
+        task.check_expiry();
+        assert_eq!(
+            task.on_refresh(&refresh_ask("b", 1, 1)),
+            Err(RefreshRefusal::ExpireInFlight { epoch: Epoch::new(1) })
+        );
+        for _ in 0..10 {
+            task.handle_ready().expect("storage");
+        }
+        assert_eq!(task.fsm.lease(), LeaseView::Free { epoch: Epoch::new(1) });
+        let refused = task.on_refresh(&refresh_ask("b", 1, 1));
+        assert!(matches!(refused, Err(RefreshRefusal::NotHolder { .. })), "{refused:?}");
+    }
+
+    // A member refuses a refresh as a follower, and as a new leader until it has applied an
+    // entry of its own term: an Expire an earlier leader proposed may sit in its log until then.
+    #[test]
+    fn a_refresh_needs_a_leader_that_applied_its_own_term() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut task = one_member(dir.path());
+        assert_eq!(task.on_refresh(&refresh_ask("b", 1, 1000)), Err(RefreshRefusal::NotLeader));
+        lead(&mut task);
+        let holder = MemberId::new("b").expect("valid");
+        commit(&mut task, Command::Acquire { member: holder, seen_epoch: None, ttl_ms: Some(1000) });
+        assert_eq!(task.on_refresh(&refresh_ask("b", 1, 1000)), Ok(()));
+        let term = task.raw.raft.term;
+        task.raw.raft.become_follower(term + 1, raft::INVALID_ID);
+        assert_eq!(task.on_refresh(&refresh_ask("b", 1, 1000)), Err(RefreshRefusal::NotLeader));
+        task.raw.campaign().expect("campaign");
+        assert_eq!(task.raw.raft.state, StateRole::Leader);
+        assert_eq!(task.on_refresh(&refresh_ask("b", 1, 1000)), Err(RefreshRefusal::TermNotApplied));
+        for _ in 0..10 {
+            task.handle_ready().expect("storage");
+        }
+        assert_eq!(task.on_refresh(&refresh_ask("b", 1, 1000)), Ok(()));
     }
 
     /// Makes the single member of `task`'s cluster its raft leader, with refresh stamps started.

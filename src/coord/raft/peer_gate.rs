@@ -1,8 +1,9 @@
 //! Who may speak on the peer port, and as whom (docs/design.md §5, trust model).
 //!
 //! With TLS, a caller is the member its verified certificate names (`failoverd://member/<id>`),
-//! and nothing else: a raft batch whose `from`, a message whose `from`, a status whose `member`
-//! or a rejoin notice whose id is another member's is refused with PERMISSION_DENIED. Operator
+//! and nothing else: a raft batch whose `from`, a message whose `from`, a status or lease refresh
+//! whose `member` or a rejoin notice whose id is another member's is refused with
+//! PERMISSION_DENIED. Operator
 //! certificates, certificates of members outside this cluster and certificates without an
 //! identity are refused before any field is read. Without TLS (`insecure_plaintext_peers`, on
 //! loopback only) there is no identity to check, and a claim is only checked against the
@@ -168,6 +169,11 @@ impl PeerGate {
         PeerGate { peers, require_certificates, refusals, known: Arc::default() }
     }
 
+    /// The raft id of `member`, when it is another member of this cluster.
+    pub fn raft_id_of(&self, member: &MemberId) -> Option<u64> {
+        self.peers.get(member).copied()
+    }
+
     fn member_of(&self, raft_id: u64) -> Option<&MemberId> {
         self.peers.iter().find(|(_, id)| **id == raft_id).map(|(m, _)| m)
     }
@@ -267,18 +273,24 @@ impl PeerGate {
         }
     }
 
-    /// Checks that `caller` may publish the status of `member`.
-    pub fn check_member(&self, caller: &Caller, member: &MemberId, from: Option<SocketAddr>) -> Result<(), Status> {
+    /// Checks that `caller` may send `what` (a status, a lease refresh) for `member`.
+    pub fn check_member(
+        &self,
+        caller: &Caller,
+        member: &MemberId,
+        what: &str,
+        from: Option<SocketAddr>,
+    ) -> Result<(), Status> {
         match (caller, self.peers.get(member)) {
             (_, None) => Err(self.refuse(
                 Refusal::NotAMember,
                 from,
-                format!("a status for {member}, which is no other member of this cluster"),
+                format!("{what} for {member}, which is no other member of this cluster"),
             )),
             (Caller::Member { id, .. }, Some(_)) if id != member => Err(self.refuse(
                 Refusal::SpoofedSender,
                 from,
-                format!("member {id} (by its certificate) published a status claiming to be member {member}"),
+                format!("member {id} (by its certificate) sent {what} claiming to be member {member}"),
             )),
             _ => Ok(()),
         }

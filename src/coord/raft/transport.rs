@@ -20,18 +20,21 @@ use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
 use raft::eraftpb::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::peer_gate::{Caller, PeerGate, Refusal};
+use super::refresh::{RefreshAsk, RefreshRefusal};
 use crate::config::PeerAddress;
 use crate::coord::courier::Courier;
-use crate::domain::{MemberId, MemberStatus};
+use crate::domain::{Epoch, MemberId, MemberStatus};
 use crate::proto::v1::peer_client::PeerClient;
 use crate::proto::v1::peer_server::Peer;
-use crate::proto::v1::{MemberStatusMsg, RaftAck, RaftBatch, RejoinAck, RejoinNotice, StatusAck};
+use crate::proto::v1::{
+    LeaseRefresh, LeaseRefreshAck, MemberStatusMsg, RaftAck, RaftBatch, RejoinAck, RejoinNotice, StatusAck,
+};
 use crate::tls::TlsMaterial;
 
 /// What the peer service hands to the raft node.
@@ -39,6 +42,29 @@ pub enum Inbound {
     Raft(Vec<Message>),
     /// The member with this raft id rejoined with an empty log.
     Rejoined(u64),
+    /// The lease holder asks to refresh its holding outside the log ([`super::refresh`]).
+    Refresh {
+        ask: RefreshAsk,
+        reply: oneshot::Sender<Result<(), RefreshRefusal>>,
+    },
+}
+
+/// Why a lease refresh sent to the raft leader did not succeed: all but `Timeout` send the
+/// holder to the log renew.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshCallError {
+    #[error("raft id {0} is not a known peer")]
+    UnknownPeer(u64),
+    #[error("the link to raft id {0} is blocked by fault injection")]
+    Blocked(u64),
+    #[error("no answer from the raft leader before the deadline")]
+    Timeout,
+    #[error("the raft leader runs an earlier version that does not take lease refreshes")]
+    Unsupported,
+    #[error("the raft leader refused the refresh: {0}")]
+    Refused(String),
+    #[error("the call to the raft leader failed: {0}")]
+    Failed(String),
 }
 
 /// Messages one peer's queue holds before new ones are dropped.
@@ -258,13 +284,45 @@ impl Peer for PeerService {
         let msg = request.into_inner();
         let order = StatusOrder { run: msg.run, seq: msg.seq };
         let status = MemberStatus::try_from(msg).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.gate.check_member(&caller, &status.member, from)?;
+        self.gate.check_member(&caller, &status.member, "a status", from)?;
         let member = status.member.clone();
         if !self.board.put_in_order(status, order) {
             // Normal after a call that timed out: the peer already sent a newer one.
             tracing::debug!(%member, seq = order.seq, "an older status arrived after a newer one; kept the newer");
         }
         Ok(Response::new(StatusAck {}))
+    }
+
+    async fn refresh_lease(&self, request: Request<LeaseRefresh>) -> Result<Response<LeaseRefreshAck>, Status> {
+        let caller = self.gate.caller(&request)?;
+        let from = request.remote_addr();
+        let msg = request.into_inner();
+        let member = MemberId::new(&msg.member).map_err(|e| {
+            let what = format!("a lease refresh names no valid member: {e}");
+            self.gate.refusals.record(Refusal::Malformed, from, &what);
+            Status::invalid_argument(what)
+        })?;
+        self.gate.check_member(&caller, &member, "a lease refresh", from)?;
+        if self.gate.raft_id_of(&member).is_some_and(|id| self.filter.is_blocked(id)) {
+            return Err(Status::unavailable("link blocked by fault injection"));
+        }
+        let (reply, answer) = oneshot::channel();
+        let ask = RefreshAsk { member, epoch: Epoch::new(msg.epoch), ttl_ms: msg.ttl_ms };
+        match self.inbox.try_send(Inbound::Refresh { ask, reply }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(Status::unavailable("this member's raft node is behind; renew through the log"));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(Status::unavailable("this member's raft node has stopped"));
+            }
+        }
+        match tokio::time::timeout(UNARY_TIMEOUT, answer).await {
+            Err(_) => Err(Status::deadline_exceeded("this member's raft node did not answer in time")),
+            Ok(Err(_)) => Err(Status::unavailable("this member's raft node has stopped")),
+            Ok(Ok(Err(refusal))) => Err(Status::failed_precondition(refusal.to_string())),
+            Ok(Ok(Ok(()))) => Ok(Response::new(LeaseRefreshAck {})),
+        }
     }
 }
 
@@ -383,6 +441,30 @@ impl PeerSenders {
         let msg = MemberStatusMsg { run: self.run, seq, ..MemberStatusMsg::from(status) };
         for courier in &self.statuses {
             courier.put((msg.clone(), timeout));
+        }
+    }
+
+    /// Asks the raft leader `leader` to refresh the holding in `ask` outside the log, answering
+    /// by `deadline`.
+    pub async fn refresh_lease(
+        &self,
+        leader: u64,
+        ask: &RefreshAsk,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), RefreshCallError> {
+        if self.filter.is_blocked(leader) {
+            return Err(RefreshCallError::Blocked(leader));
+        }
+        let mut client = self.channels.get(&leader).ok_or(RefreshCallError::UnknownPeer(leader))?.clone();
+        let msg = LeaseRefresh { member: ask.member.to_string(), epoch: ask.epoch.get(), ttl_ms: ask.ttl_ms };
+        match tokio::time::timeout_at(deadline, client.refresh_lease(msg)).await {
+            Err(_) => Err(RefreshCallError::Timeout),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(match status.code() {
+                tonic::Code::Unimplemented => RefreshCallError::Unsupported,
+                tonic::Code::FailedPrecondition => RefreshCallError::Refused(status.message().to_string()),
+                code => RefreshCallError::Failed(format!("{} ({})", status.message(), code.description())),
+            }),
         }
     }
 
@@ -582,6 +664,12 @@ mod tests {
             self.heights.lock().unwrap_or_else(|p| p.into_inner()).extend(height);
             self.inner.publish_status(request).await
         }
+        async fn refresh_lease(&self, request: Request<LeaseRefresh>) -> Result<Response<LeaseRefreshAck>, Status> {
+            if !self.stream {
+                return Err(Status::unimplemented("failover.v1.Peer/RefreshLease"));
+            }
+            self.inner.refresh_lease(request).await
+        }
     }
 
     /// A member that takes calls and never answers a status (its HTTP/2 pings it answers, so the
@@ -600,6 +688,9 @@ mod tests {
             Ok(Response::new(RejoinAck {}))
         }
         async fn publish_status(&self, _: Request<MemberStatusMsg>) -> Result<Response<StatusAck>, Status> {
+            std::future::pending().await
+        }
+        async fn refresh_lease(&self, _: Request<LeaseRefresh>) -> Result<Response<LeaseRefreshAck>, Status> {
             std::future::pending().await
         }
     }
@@ -718,7 +809,7 @@ mod tests {
         while got.len() < n {
             match tokio::time::timeout(Duration::from_secs(10), inbox.recv()).await {
                 Ok(Some(Inbound::Raft(ms))) => got.extend(ms.iter().map(|m| m.commit)),
-                Ok(Some(Inbound::Rejoined(_))) => {}
+                Ok(Some(Inbound::Rejoined(_) | Inbound::Refresh { .. })) => {}
                 Ok(None) | Err(_) => panic!("only {} of {n} messages arrived: {got:?}", got.len()),
             }
         }
@@ -772,6 +863,47 @@ mod tests {
         assert!(peer.unary_calls.load(Ordering::SeqCst) >= 1);
         shutdown.cancel();
         peer.stop.cancel();
+    }
+
+    // A refresh reaches the leader's node as asked and its answer comes back: accepted, or
+    // refused with the node's reason; a peer of an earlier version answers "unimplemented",
+    // which the holder reads as "renew through the log".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_refresh_carries_the_nodes_answer_and_an_older_peer_says_it_takes_none() {
+        let (mut peer, _, senders, shutdown) = peer_and_sender(true).await;
+        let ask = RefreshAsk { member: MemberId::new("a").expect("id"), epoch: Epoch::new(7), ttl_ms: 400 };
+        let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
+        let node = async {
+            let answers = [Ok(()), Err(RefreshRefusal::ExpireInFlight { epoch: Epoch::new(7) })];
+            for answer in answers {
+                match tokio::time::timeout(Duration::from_secs(10), peer.inbox.recv()).await {
+                    Ok(Some(Inbound::Refresh { ask: got, reply })) => {
+                        assert_eq!(got.member.as_str(), "a");
+                        assert_eq!((got.epoch, got.ttl_ms), (Epoch::new(7), 400));
+                        let _ = reply.send(answer);
+                    }
+                    _ => panic!("no refresh reached the node"),
+                }
+            }
+        };
+        let calls = async {
+            let first = senders.refresh_lease(PEER, &ask, deadline()).await;
+            let second = senders.refresh_lease(PEER, &ask, deadline()).await;
+            (first, second)
+        };
+        let ((first, second), ()) = tokio::join!(calls, node);
+        assert!(first.is_ok(), "{first:?}");
+        let refused = second.expect_err("the node refused");
+        assert!(matches!(&refused, RefreshCallError::Refused(m) if m.contains("already proposed")), "{refused}");
+        assert!(matches!(senders.refresh_lease(99, &ask, deadline()).await, Err(RefreshCallError::UnknownPeer(99))));
+        shutdown.cancel();
+        peer.stop.cancel();
+
+        let (older, _, senders, shutdown) = peer_and_sender(false).await;
+        let answer = senders.refresh_lease(PEER, &ask, deadline()).await;
+        assert!(matches!(answer, Err(RefreshCallError::Unsupported)), "{answer:?}");
+        shutdown.cancel();
+        older.stop.cancel();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
