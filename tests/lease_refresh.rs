@@ -21,10 +21,14 @@ use tokio::time::Instant;
 const T: Timings = Timings::SIGNER;
 
 /// How late past its TTL a lease may end: the leader's check runs every tick near its expiry,
-/// then one commit, and scheduling on a busy 2-core machine.
+/// then one commit fsynced on every member, and scheduling on a busy 2-core machine.
 fn expiry_slack() -> Duration {
-    T.tick * 2 + Duration::from_millis(300)
+    T.tick * 2 + Duration::from_millis(700)
 }
+
+/// The deadline of the test's own renews: long enough that a refresh (given half of it) is not
+/// sent to the log by one slow round trip on a loaded machine. The daemon's is `call_timeout`.
+const RENEW_DEADLINE: Duration = Duration::from_secs(2);
 
 /// A signer-mode cluster whose raft leader has settled, and the producer that holds the lease
 /// without leading raft: (cluster, leader, holder, lease). The holder has renewed past the new
@@ -49,7 +53,7 @@ async fn holding_cluster(t: Timings) -> (Cluster, usize, usize, Lease) {
     assert!(applied.is_ok_and(|r| r.is_ok()), "the leader never applied the grant");
     let grace_over = Instant::now() + t.lease_ttl + t.election_timeout();
     while Instant::now() < grace_over {
-        c.node(holder).renew(&lease, within(t.call_timeout)).await.expect("renew");
+        c.node(holder).renew(&lease, within(RENEW_DEADLINE)).await.expect("renew");
         tokio::time::sleep(t.renew_interval).await;
     }
     (c, leader, holder, lease)
@@ -73,13 +77,14 @@ fn material(c: &Cluster, member: usize) -> TlsMaterial {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signer_holders_renews_keep_its_lease_without_a_log_entry_and_it_ends_when_they_stop() {
     let (c, leader, holder, lease) = holding_cluster(T).await;
-    c.node(holder).renew(&lease, within(T.call_timeout)).await.expect("the first renew");
+    c.node(holder).renew(&lease, within(RENEW_DEADLINE)).await.expect("the first renew");
     let commits: Vec<u64> = (0..3).map(|i| c.node(i).info().commit).collect();
+    let (by_leader, by_log) = (renews_by_path(c.node(holder), "leader"), renews_by_path(c.node(holder), "log"));
     let mut last_renew = Instant::now();
     for n in 0..30 {
         tokio::time::sleep(T.renew_interval).await;
         last_renew = Instant::now();
-        let renewed = c.node(holder).renew(&lease, within(T.call_timeout)).await;
+        let renewed = c.node(holder).renew(&lease, within(RENEW_DEADLINE)).await;
         assert_eq!(renewed.map(|l| l.epoch).ok(), Some(lease.epoch), "renew {n}");
     }
     let held = LeaseView::Held { holder: c.member(holder), epoch: lease.epoch };
@@ -87,12 +92,12 @@ async fn a_signer_holders_renews_keep_its_lease_without_a_log_entry_and_it_ends_
         assert_eq!(c.node(i).watch().borrow().lease, held, "member {i} after three TTLs of renews");
         assert_eq!(c.node(i).info().commit, *commit, "member {i}: the renews wrote to the raft log");
     }
-    assert!(renews_by_path(c.node(holder), "leader") >= 31, "the renews did not refresh the leader");
-    assert_eq!(renews_by_path(c.node(holder), "log"), 0, "a renew went through the log");
+    assert_eq!(renews_by_path(c.node(holder), "leader") - by_leader, 30, "the renews did not all refresh the leader");
+    assert_eq!(renews_by_path(c.node(holder), "log"), by_log, "a renew went through the log");
     let ended = expired_at(&c, leader).await - last_renew;
     assert!(ended >= T.lease_ttl, "expired {ended:?} after the last renew, within its TTL");
     assert!(ended <= T.lease_ttl + expiry_slack(), "expired {ended:?} after the last renew");
-    let late = c.node(holder).renew(&lease, within(T.call_timeout)).await;
+    let late = c.node(holder).renew(&lease, within(RENEW_DEADLINE)).await;
     assert!(matches!(late, Err(CoordError::NotHolder { .. })), "a renew of an expired lease: {late:?}");
 }
 
@@ -162,7 +167,7 @@ async fn a_refresh_that_is_not_the_holders_own_is_refused_and_the_lease_still_ex
     assert_eq!(spoofed, 1, "the spoofed refresh is counted as spoofed_sender");
 
     // The holder renews once more, then falls silent while another member forges its refreshes.
-    c.node(holder).renew(&lease, within(T.call_timeout)).await.expect("renew");
+    c.node(holder).renew(&lease, within(RENEW_DEADLINE)).await.expect("renew");
     let last_renew = Instant::now();
     let forging = async {
         loop {
@@ -185,12 +190,13 @@ async fn a_key_holding_holders_renews_are_raft_log_entries() {
     let t = Timings::TEST;
     let (c, leader, holder, lease) = holding_cluster(t).await;
     let before = c.node(leader).info().commit;
+    let (by_leader, by_log) = (renews_by_path(c.node(holder), "leader"), renews_by_path(c.node(holder), "log"));
     for n in 0..5 {
         let renewed = c.node(holder).renew(&lease, within(t.call_timeout)).await;
         assert_eq!(renewed.map(|l| l.epoch).ok(), Some(lease.epoch), "renew {n}");
     }
     let after = c.node(leader).info().commit;
     assert!(after >= before + 5, "five renews, {} commits", after - before);
-    assert_eq!(renews_by_path(c.node(holder), "leader"), 0, "a key-holding renew went outside the log");
-    assert!(renews_by_path(c.node(holder), "log") >= 5);
+    assert_eq!(renews_by_path(c.node(holder), "leader"), by_leader, "a key-holding renew went outside the log");
+    assert_eq!(renews_by_path(c.node(holder), "log") - by_log, 5);
 }

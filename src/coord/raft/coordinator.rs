@@ -306,18 +306,36 @@ impl RaftCoordinator {
     }
 
     async fn call(&self, cmd: Command, deadline: Instant, operation: &'static str) -> Result<Reply, CoordError> {
-        let (tx, rx) = oneshot::channel();
-        let stopped = || CoordError::Unavailable("the raft node has stopped".into());
-        match tokio::time::timeout_at(deadline, self.requests.send(Request::Propose { cmd, reply: tx })).await {
-            Err(_) => return Err(CoordError::Timeout { operation }),
-            Ok(Err(_)) => return Err(stopped()),
+        let (reply, answer) = oneshot::channel();
+        match self.ask_node(Request::Propose { cmd, reply }, answer, deadline).await {
+            Ok(result) => result,
+            Err(NodeSilence::Late) => Err(CoordError::Timeout { operation }),
+            Err(NodeSilence::Stopped) => Err(self.node_stopped()),
+        }
+    }
+
+    /// Hands `request` to the raft node and waits for its `answer`, both by `deadline`.
+    async fn ask_node<T>(
+        &self,
+        request: Request,
+        answer: oneshot::Receiver<T>,
+        deadline: Instant,
+    ) -> Result<T, NodeSilence> {
+        match tokio::time::timeout_at(deadline, self.requests.send(request)).await {
+            Err(_) => return Err(NodeSilence::Late),
+            Ok(Err(_)) => return Err(NodeSilence::Stopped),
             Ok(Ok(())) => {}
         }
-        match tokio::time::timeout_at(deadline, rx).await {
-            Err(_) => Err(CoordError::Timeout { operation }),
-            Ok(Err(_)) => Err(self.info().failed.map(CoordError::Unavailable).unwrap_or_else(stopped)),
-            Ok(Ok(result)) => result,
+        match tokio::time::timeout_at(deadline, answer).await {
+            Err(_) => Err(NodeSilence::Late),
+            Ok(Err(_)) => Err(NodeSilence::Stopped),
+            Ok(Ok(answer)) => Ok(answer),
         }
+    }
+
+    /// What a call to a raft node that stopped fails with: why it stopped, when storage failed.
+    fn node_stopped(&self) -> CoordError {
+        CoordError::Unavailable(self.info().failed.unwrap_or_else(|| "the raft node has stopped".into()))
     }
 
     async fn read(&self, deadline: Instant, operation: &'static str) -> Result<FsmState, CoordError> {
@@ -376,6 +394,14 @@ impl Drop for RaftCoordinator {
             t.abort();
         }
     }
+}
+
+/// Why the raft node gave no answer to a request.
+enum NodeSilence {
+    /// Not by the deadline.
+    Late,
+    /// Its task has ended (storage failed, or the member is stopping).
+    Stopped,
 }
 
 fn unexpected(reply: Reply) -> CoordError {
@@ -477,15 +503,15 @@ impl Coordinator for RaftCoordinator {
             let now = Instant::now();
             match self.refresh(lease, now + deadline.saturating_duration_since(now) / 2).await {
                 Ok(()) => {
-                    self.note_renew_path("leader", None);
+                    self.renewed(RenewWay::Leader);
                     return Ok(self.lease_from(&lease.holder, lease.epoch, sent));
                 }
-                Err(why) => self.note_renew_path("log", Some(&why)),
+                Err(why) => self.renewing_through_log(&why),
             }
         }
         let cmd = Command::Renew { member: lease.holder.clone(), epoch: lease.epoch, ttl_ms: Some(self.ttl_ms()) };
         self.call(cmd, deadline, "renew").await?;
-        self.renews_by_path.get_or_create(&RenewPath { path: "log" }).inc();
+        self.renewed(RenewWay::Log);
         Ok(self.lease_from(&lease.holder, lease.epoch, sent))
     }
 
@@ -620,25 +646,38 @@ struct RenewPath {
     path: &'static str,
 }
 
+/// Which way a renew went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RenewWay {
+    /// A refresh of the raft leader's expiry timer, outside the log (signer mode).
+    Leader,
+    /// A `Renew` log entry.
+    Log,
+}
+
+impl RenewWay {
+    fn label(self) -> RenewPath {
+        RenewPath { path: if self == RenewWay::Leader { "leader" } else { "log" } }
+    }
+}
+
 impl RaftCoordinator {
-    /// Counts a refresh the leader accepted (`leader`), or notes that this renew goes through the
-    /// log (`log`, counted once it succeeds) and why. A change of path is logged at info: the
-    /// log path costs every member a commit and an fsync, so an operator can see why.
-    fn note_renew_path(&self, path: &'static str, why: Option<&str>) {
-        use std::sync::atomic::Ordering;
-        let through_log = path == "log";
-        if path == "leader" {
-            self.renews_by_path.get_or_create(&RenewPath { path }).inc();
+    /// Counts a renew that succeeded the way it went; logs the return to the leader's timer.
+    fn renewed(&self, way: RenewWay) {
+        self.renews_by_path.get_or_create(&way.label()).inc();
+        if way == RenewWay::Leader && self.renewing_through_log.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!("lease renews refresh the raft leader's expiry timer again, outside the log");
         }
-        if self.renewing_through_log.swap(through_log, Ordering::Relaxed) == through_log {
-            return;
-        }
-        match why {
-            Some(why) => tracing::info!(
+    }
+
+    /// Notes that this renew goes through the log, and why, logged at info when it is the first
+    /// of a run: the log way costs every member a commit and an fsync.
+    fn renewing_through_log(&self, why: &str) {
+        if !self.renewing_through_log.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!(
                 "lease renews go through the raft log, not the raft leader's expiry timer: {why}; they return to the \
                  timer once the leader takes a refresh again"
-            ),
-            None => tracing::info!("lease renews refresh the raft leader's expiry timer again, outside the log"),
+            );
         }
     }
 
@@ -658,10 +697,7 @@ impl RaftCoordinator {
         let Some(leader) = info.leader else { return Err("no raft leader is known".into()) };
         let unsupported = *self.refresh_unsupported.lock().unwrap_or_else(|p| p.into_inner());
         if unsupported == Some((leader, info.term)) {
-            return Err(format!(
-                "the raft leader, {}, runs an earlier version that takes no refreshes",
-                self.name_of(leader)
-            ));
+            return Err(format!("the raft leader, {}: {}", self.name_of(leader), RefreshCallError::Unsupported));
         }
         let ask = RefreshAsk { member: lease.holder.clone(), epoch: lease.epoch, ttl_ms: self.ttl_ms() };
         if leader == info.id {
@@ -672,23 +708,16 @@ impl RaftCoordinator {
             // Until the term changes: the member may lead again after its upgrade.
             *self.refresh_unsupported.lock().unwrap_or_else(|p| p.into_inner()) = Some((leader, info.term));
         }
-        called.map_err(|e| format!("{} (the raft leader, {})", e, self.name_of(leader)))
+        called.map_err(|e| format!("the raft leader, {}: {e}", self.name_of(leader)))
     }
 
     /// [`Self::refresh`] when this member leads raft itself.
     async fn refresh_here(&self, ask: RefreshAsk, deadline: Instant) -> Result<(), String> {
         let (reply, answer) = oneshot::channel::<Result<(), RefreshRefusal>>();
-        let late = || "this member's raft node did not answer the refresh in time".to_string();
-        let stopped = || "this member's raft node has stopped".to_string();
-        match tokio::time::timeout_at(deadline, self.requests.send(Request::Refresh { ask, reply })).await {
-            Err(_) => return Err(late()),
-            Ok(Err(_)) => return Err(stopped()),
-            Ok(Ok(())) => {}
-        }
-        match tokio::time::timeout_at(deadline, answer).await {
-            Err(_) => Err(late()),
-            Ok(Err(_)) => Err(stopped()),
-            Ok(Ok(answer)) => answer.map_err(|refusal| refusal.to_string()),
+        match self.ask_node(Request::Refresh { ask, reply }, answer, deadline).await {
+            Ok(answer) => answer.map_err(|refusal| refusal.to_string()),
+            Err(NodeSilence::Late) => Err("this member's raft node did not answer the refresh in time".into()),
+            Err(NodeSilence::Stopped) => Err(self.node_stopped().to_string()),
         }
     }
 

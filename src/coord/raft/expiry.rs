@@ -69,7 +69,7 @@ pub struct ExpiryTimer {
     attempt: Option<Attempt>,
     /// The holding (epoch, stamp) of the last `Expire` raft took in this term: it may still
     /// apply, whatever happened to later attempts (one raft dropped does not take it back).
-    taken: Option<(Epoch, Option<u64>)>,
+    in_flight_expire: Option<(Epoch, Option<u64>)>,
 }
 
 impl ExpiryTimer {
@@ -82,7 +82,7 @@ impl ExpiryTimer {
             last_refresh: None,
             stall_ended: None,
             attempt: None,
-            taken: None,
+            in_flight_expire: None,
         }
     }
 
@@ -93,13 +93,13 @@ impl ExpiryTimer {
             None => {
                 self.leading = None;
                 self.attempt = None;
-                self.taken = None;
+                self.in_flight_expire = None;
             }
             Some(term) if self.leading.is_some_and(|(t, _)| t == term) => {}
             Some(term) => {
                 self.leading = Some((term, now));
                 self.attempt = None;
-                self.taken = None;
+                self.in_flight_expire = None;
             }
         }
     }
@@ -140,14 +140,14 @@ impl ExpiryTimer {
     /// apply, and a refresh outside the log ([`super::refresh`]) would not stop it. Only a new
     /// term or a changed holding (the `Expire` applied, or a log renew moved the stamp) ends it.
     pub fn expire_in_flight(&self, holding: TimedHolding) -> bool {
-        self.taken == Some((holding.epoch, holding.refreshes))
+        self.in_flight_expire == Some((holding.epoch, holding.refreshes))
     }
 
     /// Records a proposal of an `Expire` of `holding` at `now`, and whether raft took it.
     pub fn proposed(&mut self, holding: TimedHolding, now: Instant, accepted: bool) {
         self.attempt = Some(Attempt { epoch: holding.epoch, refreshes: holding.refreshes, at: now, accepted });
         if accepted {
-            self.taken = Some((holding.epoch, holding.refreshes));
+            self.in_flight_expire = Some((holding.epoch, holding.refreshes));
         }
     }
 }

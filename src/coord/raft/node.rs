@@ -1009,19 +1009,26 @@ mod tests {
         RefreshAsk { member: MemberId::new(member).expect("valid"), epoch: Epoch::new(epoch), ttl_ms }
     }
 
+    /// A one-member leader in `dir` whose state shows "b" holding the lease at epoch 1 with
+    /// `ttl_ms`, and whose expiry timer (election timeout `election`) started long ago, so the TTL
+    /// since the last refresh decides when it is due.
+    fn leader_with_holder_b(dir: &std::path::Path, ttl_ms: u64, election: Duration) -> NodeTask {
+        let mut task = one_member(dir);
+        lead(&mut task);
+        let holder = MemberId::new("b").expect("valid");
+        commit(&mut task, Command::Acquire { member: holder, seen_epoch: None, ttl_ms: Some(ttl_ms) });
+        task.expiry = ExpiryTimer::new(TICK, election, Duration::from_secs(60));
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(5)).unwrap_or_else(Instant::now);
+        task.expiry.observe_role(Some(task.raw.raft.term), long_ago);
+        task
+    }
+
     // An accepted refresh moves the leader's expiry timer as an applied renew would, and
     // proposes nothing: the log does not grow.
     #[test]
     fn a_refresh_moves_the_leaders_expiry_timer_and_writes_nothing_to_the_log() {
         let dir = tempfile::tempdir().expect("dir");
-        let mut task = one_member(dir.path());
-        lead(&mut task);
-        let holder = MemberId::new("b").expect("valid");
-        commit(&mut task, Command::Acquire { member: holder, seen_epoch: None, ttl_ms: Some(1000) });
-        // Long past the new leader's grace, so the TTL since the last refresh decides.
-        let long_ago = Instant::now().checked_sub(Duration::from_secs(5)).unwrap_or_else(Instant::now);
-        task.expiry = ExpiryTimer::new(TICK, TICK * 3, Duration::from_secs(60));
-        task.expiry.observe_role(Some(task.raw.raft.term), long_ago);
+        let mut task = leader_with_holder_b(dir.path(), 1000, TICK * 3);
         task.expiry.refreshed(Instant::now());
         let before = task.expiry_due().expect("the timer runs");
         let last = task.raw.raft.raft_log.last_index();
@@ -1045,13 +1052,7 @@ mod tests {
     #[test]
     fn a_refresh_is_refused_while_an_expire_is_in_flight_and_after_it_applied() {
         let dir = tempfile::tempdir().expect("dir");
-        let mut task = one_member(dir.path());
-        lead(&mut task);
-        let holder = MemberId::new("b").expect("valid");
-        commit(&mut task, Command::Acquire { member: holder, seen_epoch: None, ttl_ms: Some(1) });
-        task.expiry = ExpiryTimer::new(TICK, TICK, Duration::from_secs(60));
-        let long_ago = Instant::now().checked_sub(Duration::from_secs(5)).unwrap_or_else(Instant::now);
-        task.expiry.observe_role(Some(task.raw.raft.term), long_ago);
+        let mut task = leader_with_holder_b(dir.path(), 1, TICK);
         task.check_expiry();
         assert_eq!(
             task.on_refresh(&refresh_ask("b", 1, 1)),

@@ -44,14 +44,14 @@ pub struct LeaderView<'a> {
 /// Why a refresh was not accepted: sent back to the holder, which renews through the log.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RefreshRefusal {
-    #[error("this member is not the raft leader")]
+    #[error("the member asked is not the raft leader")]
     NotLeader,
     #[error(
-        "this member has just become raft leader and has not yet applied an entry of its own term, so an expiry \
-         proposed by the previous leader may still apply"
+        "the member asked has just become raft leader and has not yet applied an entry of its own term, so an \
+         expiry proposed by the previous leader may still apply"
     )]
     TermNotApplied,
-    #[error("{member} does not hold the lease at epoch {epoch}: this leader's applied state shows {shown}")]
+    #[error("{member} does not hold the lease at epoch {epoch}: the leader's applied state shows {shown}")]
     NotHolder { member: MemberId, epoch: Epoch, shown: String },
     #[error("the refresh declares a TTL of {asked} ms but the holding declared {declared}")]
     TtlDiffers { asked: u64, declared: String },
@@ -118,7 +118,7 @@ mod tests {
                 "another holder",
                 view,
                 ask("b", 4, 400),
-                "b does not hold the lease at epoch 4: this leader's applied state shows a holding it at epoch 4",
+                "b does not hold the lease at epoch 4: the leader's applied state shows a holding it at epoch 4",
             ),
             ("an earlier epoch", view, ask("a", 3, 400), "a does not hold the lease at epoch 3"),
             ("a later epoch", view, ask("a", u64::MAX, 400), "at epoch 18446744073709551615"),

@@ -49,21 +49,21 @@ pub enum Inbound {
     },
 }
 
-/// Why a lease refresh sent to the raft leader did not succeed: all but `Timeout` send the
-/// holder to the log renew.
+/// Why a lease refresh sent to the raft leader did not succeed; each sends the holder to the log
+/// renew. The texts name no member: the caller says which leader it asked.
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshCallError {
-    #[error("raft id {0} is not a known peer")]
+    #[error("it is not a known peer")]
     UnknownPeer(u64),
-    #[error("the link to raft id {0} is blocked by fault injection")]
+    #[error("the link to it is blocked by fault injection")]
     Blocked(u64),
-    #[error("no answer from the raft leader before the deadline")]
+    #[error("no answer before the deadline")]
     Timeout,
-    #[error("the raft leader runs an earlier version that does not take lease refreshes")]
+    #[error("it runs an earlier version that takes no lease refreshes")]
     Unsupported,
-    #[error("the raft leader refused the refresh: {0}")]
+    #[error("it refused the refresh: {0}")]
     Refused(String),
-    #[error("the call to the raft leader failed: {0}")]
+    #[error("the call failed: {0}")]
     Failed(String),
 }
 
@@ -311,15 +311,15 @@ impl Peer for PeerService {
         match self.inbox.try_send(Inbound::Refresh { ask, reply }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                return Err(Status::unavailable("this member's raft node is behind; renew through the log"));
+                return Err(Status::unavailable("the raft node of the member asked is behind"));
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(Status::unavailable("this member's raft node has stopped"));
+                return Err(Status::unavailable("the raft node of the member asked has stopped"));
             }
         }
         match tokio::time::timeout(UNARY_TIMEOUT, answer).await {
-            Err(_) => Err(Status::deadline_exceeded("this member's raft node did not answer in time")),
-            Ok(Err(_)) => Err(Status::unavailable("this member's raft node has stopped")),
+            Err(_) => Err(Status::deadline_exceeded("the raft node of the member asked did not answer in time")),
+            Ok(Err(_)) => Err(Status::unavailable("the raft node of the member asked has stopped")),
             Ok(Ok(Err(refusal))) => Err(Status::failed_precondition(refusal.to_string())),
             Ok(Ok(Ok(()))) => Ok(Response::new(LeaseRefreshAck {})),
         }
