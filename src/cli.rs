@@ -325,7 +325,20 @@ pub fn check_ledger(file: &std::path::Path, json: bool) -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
+    runtime_with_workers(2)
+}
+
+/// A member's runtime: one worker. A member waits far more than it computes, and its tasks
+/// (loop, store, raft node, peer streams) hand work to each other many times a second; with a
+/// second worker most of those hand-offs wake the other thread, which costs more than the work
+/// (docs/design.md §7, "The daemon loop"). What must not wait behind it runs on threads of its
+/// own: the signer's connections, the self-fence deadline, the keeper (a process).
+fn member_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    runtime_with_workers(1)
+}
+
+fn runtime_with_workers(workers: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().map_err(|e| {
         eprintln!("error: cannot start the async runtime: {e}");
         ExitCode::FAILURE
     })
@@ -383,7 +396,7 @@ where
     F: FnOnce(Config, crate::config::MemberConfig, TcpListener) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ExitCode> + Send + 'static,
 {
-    let runtime = match runtime() {
+    let runtime = match member_runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };

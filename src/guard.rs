@@ -359,14 +359,14 @@ impl SelfFence {
         self.ring();
     }
 
-    /// Moves an armed deadline after a renew; does nothing when disarmed.
+    /// Moves an armed deadline after a renew; does nothing when disarmed. It never rings: the
+    /// deadline only moves later, and the thread, woken by its timer at the earlier one, reads
+    /// the later one and sleeps again. So the thread wakes about once per lease validity, not at
+    /// every renew (ten a second in signer mode).
     pub fn extend(&self, until: MonoTime) {
-        let mut s = self.state();
-        if let Some(d) = s.deadline.as_mut() {
+        if let Some(d) = self.state().deadline.as_mut() {
             *d = (*d).max(until);
         }
-        drop(s);
-        self.ring();
     }
 
     /// The producer is confirmed inactive: nothing to watch.
