@@ -660,6 +660,24 @@ mod tests {
         assert_eq!(p.0.load(Ordering::SeqCst), 1);
     }
 
+    /// An extension rings no bell: the thread wakes at the earlier deadline, reads the later
+    /// one, and fences exactly there.
+    #[test]
+    fn an_extended_deadline_fences_at_its_new_end_and_not_before() {
+        let p = Arc::new(FenceCountingFake(AtomicU32::new(0)));
+        let f = SelfFence::start(p.clone(), Duration::from_secs(1), crate::fence_notice::FenceNotices::unread())
+            .expect("thread");
+        let armed = std::time::Instant::now();
+        f.arm(MonoTime::now().saturating_add(Duration::from_millis(100)));
+        for _ in 0..10 {
+            f.extend(MonoTime::now().saturating_add(Duration::from_millis(300)));
+        }
+        assert!(wait_until(|| f.fired() == 1, Duration::from_secs(2)), "fenced at the extended deadline");
+        assert!(armed.elapsed() >= Duration::from_millis(300), "fenced before the extended deadline");
+        assert_eq!(p.0.load(Ordering::SeqCst), 1);
+        f.stop();
+    }
+
     #[test]
     fn extending_or_disarming_prevents_the_fence() {
         let p = Arc::new(FenceCountingFake(AtomicU32::new(0)));
