@@ -98,6 +98,10 @@ impl KeeperLauncher {
         };
         let control = child.stdin.take().ok_or_else(|| start_err("no stdin pipe".into()))?;
         let control = File::from(control.into_owned_fd().map_err(|e| start_err(e.to_string()))?);
+        // tokio hands the pipe back in blocking mode. A keeper that stops reading (frozen, or
+        // retrying a fence it cannot confirm) must not block the writer — the runtime's worker at
+        // a renew, the deadline thread at a fence — so the writes are non-blocking again.
+        non_blocking(&control).map_err(|e| start_err(format!("cannot make its control pipe non-blocking: {e}")))?;
         let stdout = child.stdout.take().ok_or_else(|| start_err("no stdout pipe".into()))?;
         let mut lines = BufReader::new(stdout).lines();
         let first = tokio::time::timeout_at(deadline, lines.next_line()).await;
@@ -121,6 +125,17 @@ impl KeeperLauncher {
         tokio::spawn(follow(lines, child, Arc::clone(&shared), tx, self.notices.clone()));
         Ok(Keeper { shared, ended })
     }
+}
+
+// A control line fits in one pipe write (PIPE_BUF is at least 512 bytes by POSIX): on a full
+// non-blocking pipe such a write fails whole, so the keeper never reads half a line.
+const _: () = assert!(MAX_CONTROL_LINE <= 512);
+
+/// Sets `O_NONBLOCK` on `file`, keeping its other status flags.
+fn non_blocking(file: &File) -> nix::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(file, FcntlArg::F_GETFL)?);
+    fcntl(file, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(|_| ())
 }
 
 async fn lost_at_start(child: &mut tokio::process::Child, detail: String) -> KeeperError {
@@ -297,5 +312,49 @@ impl Drop for Keeper {
         // Closing our end is the keeper's signal to fence: a handle dropped without a stop or
         // release never leaves a node running unheld.
         self.shared.control.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keeper::Target;
+
+    /// A keeper that stops reading (frozen here; one retrying a fence it cannot confirm does the
+    /// same) fills its control pipe. The daemon's writes then fail at once instead of blocking
+    /// the runtime's only worker at every renew, or the deadline thread at a fence, and the fence
+    /// still kills the node's group and ends the keeper.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_keeper_that_stops_reading_blocks_no_write_and_its_node_is_still_fenced() {
+        let far = MonoTime::now().saturating_add(Duration::from_secs(600));
+        let spec = KeeperSpec {
+            target: Target::Group { argv: vec!["sleep".into(), "600".into()] },
+            key_file: None,
+            until_ns: far.as_nanos(),
+            fence_timeout_ms: 2_000,
+            record: None,
+        };
+        let launcher = crate::keeper::test_launcher();
+        let keeper = Arc::new(launcher.start(&spec, Instant::now() + Duration::from_secs(10)).await.expect("holds"));
+        let pgid = keeper.pgid().expect("the node runs in a group of its own");
+        kill(Pid::from_raw(keeper.keeper_pid()), Signal::SIGSTOP).expect("freeze the keeper");
+        let writer = Arc::clone(&keeper);
+        let writes = tokio::task::spawn_blocking(move || (0..20_000).filter(|_| writer.extend(far)).count());
+        let written = match tokio::time::timeout(Duration::from_secs(10), writes).await {
+            Ok(written) => written.expect("the writes ran"),
+            Err(_) => {
+                // Ends the blocked write (its pipe closes) and the node, so the test can end.
+                let _ = kill(Pid::from_raw(keeper.keeper_pid()), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(-pgid), Signal::SIGKILL);
+                panic!("a write to a keeper that stopped reading blocked");
+            }
+        };
+        // A pipe holds 64 KiB by default: a few thousand lines, never all twenty thousand.
+        assert!((1..20_000).contains(&written), "{written} of 20000 lines written");
+        let fencer = Arc::clone(&keeper);
+        let fenced = tokio::task::spawn_blocking(move || fencer.fence(Duration::from_secs(2))).await.expect("ran");
+        assert!(fenced.is_ok(), "{fenced:?}");
+        assert_eq!(group::kill_until_empty(pgid, Duration::from_millis(10), || {}), 0, "the node's group is dead");
+        assert!(is_dead(keeper.keeper_pid()), "the frozen keeper was killed");
     }
 }

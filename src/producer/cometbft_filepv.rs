@@ -220,9 +220,10 @@ impl Producer for FilePvProducer {
         match &self.runner {
             NodeRunner::Process(p) => p.extend(until, deadline).await,
             NodeRunner::Systemd { .. } => match self.unit_keeper() {
-                Some(k) if k.is_holding() && !k.extend(until) => {
-                    Err(failed("extend", "the keeper's control pipe is closed"))
-                }
+                Some(k) if k.is_holding() && !k.extend(until) => Err(failed(
+                    "extend",
+                    "the keeper's control pipe is closed, or full because the keeper stopped reading",
+                )),
                 _ => Ok(()),
             },
         }

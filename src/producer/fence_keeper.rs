@@ -72,7 +72,7 @@ impl Producer for FenceCommandKeeper {
         {
             return Err(ProducerError::Failed {
                 operation: "extend",
-                detail: "the keeper's control pipe is closed".into(),
+                detail: "the keeper's control pipe is closed, or full because the keeper stopped reading".into(),
             });
         }
         self.inner.extend(until, deadline).await

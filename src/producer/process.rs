@@ -110,9 +110,10 @@ impl Producer for ProcessProducer {
 
     async fn extend(&self, until: MonoTime, _deadline: Instant) -> Result<(), ProducerError> {
         match self.current() {
-            Some(k) if k.is_holding() && !k.extend(until) => {
-                Err(ProducerError::Failed { operation: "extend", detail: "the keeper's control pipe is closed".into() })
-            }
+            Some(k) if k.is_holding() && !k.extend(until) => Err(ProducerError::Failed {
+                operation: "extend",
+                detail: "the keeper's control pipe is closed, or full because the keeper stopped reading".into(),
+            }),
             _ => Ok(()),
         }
     }
