@@ -170,6 +170,32 @@ async fn a_permission_that_runs_out_closes_the_connection_and_the_member_stops_d
     assert_eq!(quiet.accepted, 1, "a member whose permission ran out dialled again: {quiet:?}");
 }
 
+/// A renew before the deadline wakes no thread, yet the connection closes at the renewed
+/// deadline, not the first; a renew after the permission ran out revives it, and the member
+/// dials its node again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_permission_closes_at_its_new_deadline_and_one_renewed_after_it_ran_out_dials_again() {
+    let (node, address) = node();
+    let member = Member::start(&[address]).await;
+    member.activate(MonoTime::now().saturating_add(Duration::from_millis(500))).await;
+    let active = wait_link(&node, LONG, |l| l.connected).await;
+    assert!(active.connected, "not connected: {active:?}");
+    let renewed = MonoTime::now().saturating_add(Duration::from_millis(1500));
+    member.producer.extend(renewed, within(LONG)).await.expect("extends");
+    let closed = wait_link(&node, LONG, |l| !l.connected).await;
+    assert!(!closed.connected, "the connection outlived the renewed permission: {closed:?}");
+    assert!(MonoTime::now() >= renewed, "closed at the first deadline, before the renewed one");
+
+    member
+        .producer
+        .extend(MonoTime::now().saturating_add(Duration::from_secs(3600)), within(LONG))
+        .await
+        .expect("extends");
+    let again = wait_link(&node, LONG, |l| l.accepted == 2 && l.connected).await;
+    assert!(again.connected && again.accepted == 2, "a revived permission did not dial again: {again:?}");
+    assert!(precommit(&node, 5).await.is_some(), "the revived member signs through its connection");
+}
+
 /// One `failoverd sim-node` of member `a` with its own ledger, asking its signer at every
 /// height; the process, its HTTP address and its privval address.
 fn sentry(dir: &std::path::Path, name: &str) -> (std::process::Child, String, String) {

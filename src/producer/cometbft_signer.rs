@@ -129,10 +129,13 @@ impl Producer for CometbftSignerProducer {
     }
 
     async fn extend(&self, until: MonoTime, _deadline: Instant) -> Result<(), ProducerError> {
-        self.signer.gate().extend(until);
         // A renew that commits after the permission ran out revives it: the node threads and
-        // the watch thread must see that, or the member would hold the lease with no node.
-        self.dialer.permission_changed();
+        // the watch thread must see that, or the member would hold the lease with no node. Any
+        // other renew only moves the deadline later, which wakes no thread (ten a second in
+        // signer mode).
+        if self.signer.gate().extend(until) {
+            self.dialer.permission_changed();
+        }
         Ok(())
     }
 

@@ -114,11 +114,16 @@ impl CoordinatorGate {
         state.permission = Some(permission);
     }
 
-    /// Moves the deadline of the current permission later; never grants one.
-    pub fn extend(&self, until: MonoTime) {
-        if let Some(p) = self.state().permission.as_mut() {
-            p.until = p.until.max(until);
-        }
+    /// Moves the deadline of the current permission later; never grants one. Returns whether
+    /// that revived a permission that had run out: only then need the threads that wait for it
+    /// be woken (a thread sleeping until the earlier deadline reads the later one when it wakes).
+    pub fn extend(&self, until: MonoTime) -> bool {
+        let now = MonoTime::now();
+        let mut state = self.state();
+        let Some(p) = state.permission.as_mut() else { return false };
+        let revived = p.until <= now && now < until;
+        p.until = p.until.max(until);
+        revived
     }
 
     pub fn revoke(&self) {

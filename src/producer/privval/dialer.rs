@@ -121,9 +121,8 @@ impl Dialer {
         self.shared.changed.notify_all();
     }
 
-    /// The permission's deadline moved (a renew): wakes the node threads, which dial again if
-    /// a permission that had run out is alive again, and the watch thread, which re-reads the
-    /// deadline. Keeps the activation instant.
+    /// A renew revived a permission that had run out: wakes the node threads, which dial again,
+    /// and the watch thread, which re-reads the deadline. Keeps the activation instant.
     pub fn permission_changed(&self) {
         let _state = self.shared.lock();
         self.shared.changed.notify_all();
