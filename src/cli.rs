@@ -332,7 +332,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 /// (loop, store, raft node, peer streams) hand work to each other many times a second; with a
 /// second worker most of those hand-offs wake the other thread, which costs more than the work
 /// (docs/design.md §7, "The daemon loop"). What must not wait behind it runs on threads of its
-/// own: the signer's connections, the self-fence deadline, the keeper (a process).
+/// own: the signer's connections (a signature inside a reserved window never touches the
+/// runtime), the self-fence deadline, the keeper (a process).
 fn member_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     runtime_with_workers(1)
 }
@@ -388,7 +389,7 @@ async fn bind_peer(config: &Config, me: &crate::config::MemberConfig) -> Result<
 
 /// Starts a runtime, binds this member's peer address, and runs `body` with the listener.
 ///
-/// `body` runs as a task on the runtime's workers, not on this thread: a member's loop talks to
+/// `body` runs as a task on the runtime's worker, not on this thread: a member's loop talks to
 /// its tasks (store, node, producer) many times a second, and every wake-up across the
 /// `block_on` thread and a worker costs a thread switch each way (docs/design.md §7, "The daemon loop").
 fn with_peer_listener<F, Fut>(config: Config, me: crate::config::MemberConfig, body: F) -> ExitCode

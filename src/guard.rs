@@ -309,11 +309,12 @@ pub async fn run_fence_command(argv: &[String], previous: &MemberId, timeout: Du
 /// The self-fence deadline, watched by a dedicated OS thread: when the armed deadline passes,
 /// the thread calls `producer.fence()` itself, so a stalled tokio runtime cannot keep a
 /// producer alive (docs/design.md §6). While armed it sleeps on a `CLOCK_BOOTTIME` timer set to
-/// the deadline, woken early only by a change ([`Alarm`]).
+/// the deadline, woken early only by arming, disarming, stopping or an urgent fence ([`Alarm`]);
+/// an extension only moves the deadline later and wakes nothing.
 #[derive(Clone)]
 pub struct SelfFence {
     shared: Arc<(Mutex<FenceState>, Condvar)>,
-    /// Wakes the thread from its timer wait whenever the state changes.
+    /// Wakes the thread from its timer wait (arm, disarm, stop, fence now).
     bell: Arc<std::os::unix::net::UnixStream>,
 }
 

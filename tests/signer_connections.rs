@@ -177,10 +177,12 @@ async fn a_permission_that_runs_out_closes_the_connection_and_the_member_stops_d
 async fn a_renewed_permission_closes_at_its_new_deadline_and_one_renewed_after_it_ran_out_dials_again() {
     let (node, address) = node();
     let member = Member::start(&[address]).await;
-    member.activate(MonoTime::now().saturating_add(Duration::from_millis(500))).await;
+    // The store's lease is renewed meanwhile, so the last signature's reservation is accepted.
+    let renewing = member.renew();
+    member.activate(MonoTime::now().saturating_add(Duration::from_secs(2))).await;
     let active = wait_link(&node, LONG, |l| l.connected).await;
     assert!(active.connected, "not connected: {active:?}");
-    let renewed = MonoTime::now().saturating_add(Duration::from_millis(1500));
+    let renewed = MonoTime::now().saturating_add(Duration::from_secs(3));
     member.producer.extend(renewed, within(LONG)).await.expect("extends");
     let closed = wait_link(&node, LONG, |l| !l.connected).await;
     assert!(!closed.connected, "the connection outlived the renewed permission: {closed:?}");
@@ -194,6 +196,7 @@ async fn a_renewed_permission_closes_at_its_new_deadline_and_one_renewed_after_i
     let again = wait_link(&node, LONG, |l| l.accepted == 2 && l.connected).await;
     assert!(again.connected && again.accepted == 2, "a revived permission did not dial again: {again:?}");
     assert!(precommit(&node, 5).await.is_some(), "the revived member signs through its connection");
+    renewing.abort();
 }
 
 /// One `failoverd sim-node` of member `a` with its own ledger, asking its signer at every

@@ -111,8 +111,13 @@ pub(super) async fn renew(cx: &ActionContext, lease: Lease, deadline: Instant) -
     // self-fence deadline (an acquire never does), and it does nothing while disarmed.
     let fx = &cx.effects;
     let armed = fx.self_fence.as_ref().is_some_and(|f| f.armed_until().is_some());
-    if armed && let Some(prod) = &fx.producer {
-        let _ = prod.extend(l.valid_until, deadline).await;
+    if armed
+        && let Some(prod) = &fx.producer
+        && let Err(e) = prod.extend(l.valid_until, deadline).await
+    {
+        // The producer keeps its earlier deadline (the safe direction): its keeper or the
+        // self-fence stops the node then, unless a later renew reaches it.
+        tracing::warn!(%epoch, error = %e, "the lease was renewed but the producer's deadline did not move; it stops at the earlier one unless a later renew reaches it");
     }
     if let Some(f) = &fx.self_fence {
         f.extend(l.valid_until);

@@ -35,6 +35,8 @@ pub enum KeeperError {
     Timeout,
     #[error("the keeper ended the node another way: {0}")]
     Ended(String),
+    #[error("the keeper's control pipe is closed, or full because the keeper stopped reading")]
+    NotReading,
 }
 
 /// Where to find the keeper program and where to report its fences.
@@ -101,7 +103,9 @@ impl KeeperLauncher {
         // tokio hands the pipe back in blocking mode. A keeper that stops reading (frozen, or
         // retrying a fence it cannot confirm) must not block the writer — the runtime's worker at
         // a renew, the deadline thread at a fence — so the writes are non-blocking again.
-        non_blocking(&control).map_err(|e| start_err(format!("cannot make its control pipe non-blocking: {e}")))?;
+        if let Err(e) = non_blocking(&control) {
+            return Err(lost_at_start(&mut child, format!("its control pipe cannot be made non-blocking: {e}")).await);
+        }
         let stdout = child.stdout.take().ok_or_else(|| start_err("no stdout pipe".into()))?;
         let mut lines = BufReader::new(stdout).lines();
         let first = tokio::time::timeout_at(deadline, lines.next_line()).await;
@@ -267,7 +271,9 @@ impl Keeper {
     /// Stops the node gracefully (SIGTERM to its group, SIGKILL after `grace`) and waits for it.
     pub async fn stop(&self, grace: Duration, deadline: Instant) -> Result<(), KeeperError> {
         self.shared.asked.store(true, Ordering::SeqCst);
-        self.send(Control::Stop { grace });
+        if !self.send(Control::Stop { grace }) {
+            return Err(KeeperError::NotReading);
+        }
         match self.wait_end(deadline).await? {
             Ending::Stopped | Ending::Fenced(_) => Ok(()),
             Ending::Released => Err(KeeperError::Ended("released instead of stopped".into())),
@@ -278,7 +284,9 @@ impl Keeper {
     /// The daemon stopped the node itself: the keeper exits without acting.
     pub async fn release(&self, deadline: Instant) -> Result<(), KeeperError> {
         self.shared.asked.store(true, Ordering::SeqCst);
-        self.send(Control::Release);
+        if !self.send(Control::Release) {
+            return Err(KeeperError::NotReading);
+        }
         self.wait_end(deadline).await.map(|_| ())
     }
 
@@ -337,6 +345,7 @@ mod tests {
         let launcher = crate::keeper::test_launcher();
         let keeper = Arc::new(launcher.start(&spec, Instant::now() + Duration::from_secs(10)).await.expect("holds"));
         let pgid = keeper.pgid().expect("the node runs in a group of its own");
+        let _cleanup = KillOnDrop(vec![keeper.keeper_pid(), -pgid]);
         kill(Pid::from_raw(keeper.keeper_pid()), Signal::SIGSTOP).expect("freeze the keeper");
         let writer = Arc::clone(&keeper);
         let writes = tokio::task::spawn_blocking(move || (0..20_000).filter(|_| writer.extend(far)).count());
@@ -344,8 +353,7 @@ mod tests {
             Ok(written) => written.expect("the writes ran"),
             Err(_) => {
                 // Ends the blocked write (its pipe closes) and the node, so the test can end.
-                let _ = kill(Pid::from_raw(keeper.keeper_pid()), Signal::SIGKILL);
-                let _ = kill(Pid::from_raw(-pgid), Signal::SIGKILL);
+                drop(_cleanup);
                 panic!("a write to a keeper that stopped reading blocked");
             }
         };
@@ -355,6 +363,22 @@ mod tests {
         let fenced = tokio::task::spawn_blocking(move || fencer.fence(Duration::from_secs(2))).await.expect("ran");
         assert!(fenced.is_ok(), "{fenced:?}");
         assert_eq!(group::kill_until_empty(pgid, Duration::from_millis(10), || {}), 0, "the node's group is dead");
+        let end = std::time::Instant::now() + Duration::from_secs(2);
+        while !is_dead(keeper.keeper_pid()) && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(is_dead(keeper.keeper_pid()), "the frozen keeper was killed");
+    }
+
+    /// SIGKILLs these pids (a negative one: a process group) when the test ends, however it ends:
+    /// a stopped keeper never reads the pipe it would otherwise exit on.
+    struct KillOnDrop(Vec<i32>);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            for pid in self.0.iter().filter(|p| **p != 0) {
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+            }
+        }
     }
 }

@@ -82,7 +82,12 @@ impl Producer for ProcessProducer {
         let (operation, until) = ("activate", grant.until);
         if let Some(k) = self.current().filter(|k| k.is_holding()) {
             // Already running: the keeper's deadline follows this activation's validity.
-            k.extend(until);
+            if !k.extend(until) {
+                return Err(ProducerError::Failed {
+                    operation,
+                    detail: "the keeper's control pipe is closed, or full because the keeper stopped reading".into(),
+                });
+            }
             return Ok(());
         }
         if self.argv.is_empty() {

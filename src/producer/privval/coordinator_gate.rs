@@ -118,8 +118,10 @@ impl CoordinatorGate {
     /// that revived a permission that had run out: only then need the threads that wait for it
     /// be woken (a thread sleeping until the earlier deadline reads the later one when it wakes).
     pub fn extend(&self, until: MonoTime) -> bool {
-        let now = MonoTime::now();
+        // The clock is read under the lock, as `permission` reads it: a thread that saw the
+        // permission run out saw it before this, so this sees it run out too and wakes it.
         let mut state = self.state();
+        let now = MonoTime::now();
         let Some(p) = state.permission.as_mut() else { return false };
         let revived = p.until <= now && now < until;
         p.until = p.until.max(until);

@@ -43,7 +43,8 @@ pub struct Dialer {
 struct Shared {
     signer: Arc<PrivvalSigner<CoordinatorGate>>,
     state: Mutex<State>,
-    /// Signalled on every activation, closing and stop.
+    /// Signalled on every activation, closing and stop, and by a renew that revives a
+    /// permission that had run out.
     changed: Condvar,
 }
 
