@@ -255,9 +255,10 @@ impl Keeper {
         self.ended.borrow().clone()
     }
 
-    /// Moves the deadline after a committed renew.
-    pub fn extend(&self, until: MonoTime) -> bool {
-        self.send(Control::Extend { until })
+    /// Moves the deadline after a committed renew; `NotReading` when the line could not be
+    /// written (the keeper keeps its earlier deadline).
+    pub fn extend(&self, until: MonoTime) -> Result<(), KeeperError> {
+        if self.send(Control::Extend { until }) { Ok(()) } else { Err(KeeperError::NotReading) }
     }
 
     async fn wait_end(&self, deadline: Instant) -> Result<Ending, KeeperError> {
@@ -348,7 +349,7 @@ mod tests {
         let _cleanup = KillOnDrop(vec![keeper.keeper_pid(), -pgid]);
         kill(Pid::from_raw(keeper.keeper_pid()), Signal::SIGSTOP).expect("freeze the keeper");
         let writer = Arc::clone(&keeper);
-        let writes = tokio::task::spawn_blocking(move || (0..20_000).filter(|_| writer.extend(far)).count());
+        let writes = tokio::task::spawn_blocking(move || (0..20_000).filter(|_| writer.extend(far).is_ok()).count());
         let written = match tokio::time::timeout(Duration::from_secs(10), writes).await {
             Ok(written) => written.expect("the writes ran"),
             Err(_) => {
@@ -363,10 +364,9 @@ mod tests {
         let fenced = tokio::task::spawn_blocking(move || fencer.fence(Duration::from_secs(2))).await.expect("ran");
         assert!(fenced.is_ok(), "{fenced:?}");
         assert_eq!(group::kill_until_empty(pgid, Duration::from_millis(10), || {}), 0, "the node's group is dead");
-        let end = std::time::Instant::now() + Duration::from_secs(2);
-        while !is_dead(keeper.keeper_pid()) && std::time::Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        // Its reports end when it dies: awaited, not polled.
+        let ended = keeper.wait_end(Instant::now() + Duration::from_secs(2)).await;
+        assert!(ended.is_ok(), "the frozen keeper was not killed: {ended:?}");
         assert!(is_dead(keeper.keeper_pid()), "the frozen keeper was killed");
     }
 

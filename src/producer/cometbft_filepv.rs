@@ -220,10 +220,7 @@ impl Producer for FilePvProducer {
         match &self.runner {
             NodeRunner::Process(p) => p.extend(until, deadline).await,
             NodeRunner::Systemd { .. } => match self.unit_keeper() {
-                Some(k) if k.is_holding() && !k.extend(until) => Err(failed(
-                    "extend",
-                    "the keeper's control pipe is closed, or full because the keeper stopped reading",
-                )),
+                Some(k) if k.is_holding() => k.extend(until).map_err(|e| failed("extend", e.to_string())),
                 _ => Ok(()),
             },
         }

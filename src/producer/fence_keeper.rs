@@ -68,12 +68,9 @@ impl Producer for FenceCommandKeeper {
     async fn extend(&self, until: MonoTime, deadline: Instant) -> Result<(), ProducerError> {
         if let Some(k) = self.current()
             && k.is_holding()
-            && !k.extend(until)
+            && let Err(e) = k.extend(until)
         {
-            return Err(ProducerError::Failed {
-                operation: "extend",
-                detail: "the keeper's control pipe is closed, or full because the keeper stopped reading".into(),
-            });
+            return Err(ProducerError::Failed { operation: "extend", detail: e.to_string() });
         }
         self.inner.extend(until, deadline).await
     }

@@ -82,13 +82,7 @@ impl Producer for ProcessProducer {
         let (operation, until) = ("activate", grant.until);
         if let Some(k) = self.current().filter(|k| k.is_holding()) {
             // Already running: the keeper's deadline follows this activation's validity.
-            if !k.extend(until) {
-                return Err(ProducerError::Failed {
-                    operation,
-                    detail: "the keeper's control pipe is closed, or full because the keeper stopped reading".into(),
-                });
-            }
-            return Ok(());
+            return k.extend(until).map_err(|e| ProducerError::Failed { operation, detail: e.to_string() });
         }
         if self.argv.is_empty() {
             return Err(ProducerError::Failed { operation, detail: "producer.command is empty".into() });
@@ -115,10 +109,9 @@ impl Producer for ProcessProducer {
 
     async fn extend(&self, until: MonoTime, _deadline: Instant) -> Result<(), ProducerError> {
         match self.current() {
-            Some(k) if k.is_holding() && !k.extend(until) => Err(ProducerError::Failed {
-                operation: "extend",
-                detail: "the keeper's control pipe is closed, or full because the keeper stopped reading".into(),
-            }),
+            Some(k) if k.is_holding() => {
+                k.extend(until).map_err(|e| ProducerError::Failed { operation: "extend", detail: e.to_string() })
+            }
             _ => Ok(()),
         }
     }
