@@ -22,7 +22,8 @@
 //! `FAILOVERD_BENCH_IDLE_SECS` (default 30), `FAILOVERD_BENCH_WARMUP_SECS` (default 10) and
 //! `FAILOVERD_BENCH_BLOCK_MS` (the simulated chain's block interval, default 1000) change the run;
 //! `FAILOVERD_BENCH_IDLE_MODES` (a comma-separated subset of `key-holding,signer,quorum`, default
-//! all three) runs fewer labs.
+//! all three) runs fewer labs; `FAILOVERD_BENCH_EXE` measures another build's members (see
+//! [`member_exe`]).
 //!
 //! Under `cargo test --all-targets` it only prints how to run it.
 
@@ -41,6 +42,13 @@ use failover::sim::lab::{
 
 const MEMBERS: [&str; 3] = ["a", "b", "c"];
 const EXE: &str = env!("CARGO_BIN_EXE_failoverd");
+
+/// The `failoverd` whose members are measured: this build's, or `FAILOVERD_BENCH_EXE`. Two runs
+/// at once, one of them with an earlier build, measure a change side by side under the same
+/// machine noise (the simulated nodes are always this build's).
+fn member_exe() -> PathBuf {
+    std::env::var_os("FAILOVERD_BENCH_EXE").map_or_else(|| PathBuf::from(EXE), PathBuf::from)
+}
 const CPU_TARGET: f64 = 0.5;
 const RSS_TARGET_MB: f64 = 30.0;
 
@@ -193,7 +201,7 @@ fn start_lab(mode: Mode, block: Duration) -> Lab {
         let path = d.join(format!("{m}.toml"));
         std::fs::write(&path, at_defaults(&text)).expect("config");
         let log = d.join(format!("{m}.log"));
-        let mut program = Command::new(EXE);
+        let mut program = Command::new(member_exe());
         if mode == Mode::QuorumOnly {
             program.arg("coordinator");
         }
@@ -352,6 +360,7 @@ fn main() {
     if window < Duration::from_secs(30) {
         println!("NOTE: a window under 30 s ({} s) is too short for the targets' figures", window.as_secs());
     }
+    println!("members run {}", member_exe().display());
     println!("{} at the start", common::machine_load());
     let modes = std::env::var("FAILOVERD_BENCH_IDLE_MODES").unwrap_or_else(|_| "key-holding,signer,quorum".into());
     let wanted: Vec<&str> = modes.split(',').map(str::trim).collect();

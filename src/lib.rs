@@ -41,6 +41,7 @@ pub mod guard;
 pub mod health;
 pub mod http;
 pub mod keeper;
+pub mod kernel_timer;
 pub mod operator_command;
 pub mod panic_hook;
 pub mod producer;

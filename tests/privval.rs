@@ -524,6 +524,33 @@ fn precommit_over(
     signature
 }
 
+// In the demo the simulated node runs inside the member whose signer it asks, on the same
+// one-worker runtime: a read of its signer link (`GET /sim/state`) that waited for the signer's
+// answer blocked the worker the signer's reservation needed, until the self-fence ended the
+// deadlock. The link is read at once while a request is out, and shows the connection held.
+#[test]
+fn reading_the_nodes_signer_link_never_waits_for_a_signers_answer() {
+    let (node, port) = simulated_node();
+    // A signer that completes its handshake and then never answers.
+    let (_silent, closer) = dial(&format!("tcp://127.0.0.1:{port}")).expect("dial");
+    assert!(node.wait_for_signer(Duration::from_secs(5)), "the node never completed its handshake");
+    let asking = {
+        let node = node.clone();
+        std::thread::spawn(move || node.precommit(CHAIN, 1, [9; 32], VOTE_SECONDS * 1_000_000_000))
+    };
+    // The request waits for an answer up to the node's 2 s read timeout; sample the link meanwhile.
+    let start = std::time::Instant::now();
+    while !asking.is_finished() && start.elapsed() < Duration::from_millis(1500) {
+        let read = std::time::Instant::now();
+        let link = node.link();
+        assert!(read.elapsed() < Duration::from_millis(300), "reading the link waited {:?}", read.elapsed());
+        assert!(link.connected, "the connection in use counts as held: {link:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(asking.join().expect("the request ends"), None, "a signer that never answers gave a signature");
+    closer.close();
+}
+
 #[derive(Clone, Default)]
 struct CapturedLog(Arc<Mutex<Vec<u8>>>);
 

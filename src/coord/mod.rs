@@ -147,8 +147,8 @@ pub fn plan_import(
 /// `failoverctl status` and the metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BackendStatus {
-    /// Set once the store failed on this member for good, with why (raft: its storage failed and
-    /// its node stopped). Every call fails from then on; the daemon deactivates and stops.
+    /// Set once the store failed on this member for good, with why (raft: its node stopped
+    /// because its storage or its timer failed). Every call fails from then on; the daemon deactivates and stops.
     pub failed: Option<String>,
     /// The embedded raft quorum as this member sees it; `None` with an external store (Consul),
     /// whose health shows only in whether it answers.

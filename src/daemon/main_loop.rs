@@ -29,6 +29,7 @@ use crate::domain::{MemberStatus, MonoTime, RoleName};
 use crate::events::EventKind;
 use crate::fence_notice::FenceNotice;
 use crate::health::{NodeHealth, ProbeHistory, Verdict, gate_signing};
+use crate::kernel_timer::KernelTimer;
 use crate::role::{self, Action, Decision, Observation, Outcome, Provenance, RoleState};
 use crate::telemetry::FailoverReason;
 
@@ -95,6 +96,12 @@ impl MainLoop {
         mut fence_notices: mpsc::UnboundedReceiver<FenceNotice>,
         shutdown: CancellationToken,
     ) -> Result<(), DaemonError> {
+        // Before anything starts: a timer that cannot be made is a start-up error.
+        let mut wake = KernelTimer::new().map_err(|e| {
+            DaemonError::Setup(format!(
+                "cannot create the loop's timer (a timerfd): {e}; if it says too many open files, raise the service's LimitNOFILE"
+            ))
+        })?;
         let (mut observer, mut probes) = self.start_observers(sources, &shutdown);
         let signed = stop::at_start(&self.executor.cx).await;
         self.executor.note_last_signed(signed);
@@ -102,25 +109,31 @@ impl MainLoop {
             n.ready();
         }
         observer.first_answer(self.policies.call_timeout).await;
-        let wake = tokio::time::sleep_until(self.next_turn);
-        tokio::pin!(wake);
         let mut store_changes = self.executor.cx.effects.coord.watch();
-        // A member whose raft storage failed can never renew or vote again: it stops, so that
-        // its supervisor restarts it once the disk is fixed, instead of lingering in name.
+        // A member whose raft node stopped (its storage or its timer failed) can never renew or
+        // vote again: it stops, so that its supervisor restarts it once the cause is fixed,
+        // instead of lingering in name.
         let coord = Arc::clone(&self.executor.cx.effects.coord);
         let store_failed = async move { coord.failed().await };
         tokio::pin!(store_failed);
         let mut failure = None;
         loop {
+            if let Err(e) = wake.arm(self.next_turn) {
+                failure = Some(DaemonError::TimerFailed(e.to_string()));
+                break;
+            }
             self.outputs.telemetry.loop_turned();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 why = &mut store_failed => {
-                    tracing::error!(error = %why, "raft storage failed; deactivating and stopping this member");
-                    failure = Some(why);
+                    tracing::error!(error = %why, "deactivating and stopping this member");
+                    failure = Some(DaemonError::StoreFailed(why));
                     break;
                 }
-                () = &mut wake => {}
+                fired = wake.fired() => if let Err(e) = fired {
+                    failure = Some(DaemonError::TimerFailed(e.to_string()));
+                    break;
+                },
                 // Decide at once when the lease or the intents change: a handover is a chain of
                 // such wake-ups, not of loop ticks.
                 Ok(()) = store_changes.changed() => {}
@@ -140,7 +153,9 @@ impl MainLoop {
                 }
             }
             self.turn(&observer);
-            wake.as_mut().reset(self.next_turn);
+        }
+        if let Some(DaemonError::TimerFailed(why)) = &failure {
+            tracing::error!(error = %why, "the loop's timer failed; deactivating and stopping this member");
         }
         if let Some(n) = &self.outputs.telemetry.notifier {
             n.stopping();
@@ -151,7 +166,7 @@ impl MainLoop {
         let lease = epoch.and_then(|e| self.executor.known_lease(e));
         stop::graceful(&self.executor.cx, epoch, lease, self.executor.last_signed()).await;
         match failure {
-            Some(why) => Err(DaemonError::StoreFailed(why)),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -234,16 +249,17 @@ impl MainLoop {
         self.reporter.note_situation(&why);
         self.role = next;
         self.dispatch(actions, &obs.cluster, observer, now);
-        self.publish_status(&health);
+        let paced = Instant::now() + pace::next_turn(&self.role, &obs, &self.policies.role, self.quiet_turn);
+        self.publish_status(&health, paced);
         observer.ask_again();
-        self.next_turn = self.next_turn_after(&obs);
+        self.next_turn = self.next_turn_after(paced);
     }
 
-    /// The next turn without an event: when `pace` says time alone may change the decision, at
-    /// the latest when this member's status is due again or systemd's watchdog wants a ping.
-    fn next_turn_after(&self, obs: &Observation) -> Instant {
+    /// The next turn without an event: when `pace` says time alone may change the decision
+    /// (`paced`), at the latest when this member's status is due again or systemd's watchdog
+    /// wants a ping.
+    fn next_turn_after(&self, paced: Instant) -> Instant {
         let now = Instant::now();
-        let paced = now + pace::next_turn(&self.role, obs, &self.policies.role, self.quiet_turn);
         let publish = self.last_publish + self.publish_every();
         let ping =
             self.outputs.telemetry.notifier.as_ref().and_then(|n| n.watchdog_interval()).map(|every| now + every);
@@ -281,7 +297,13 @@ impl MainLoop {
     /// standing changed (role, health, epoch), [`Self::publish_every`] passed, or a new height
     /// was probed and half a probe interval passed: the probe's turn carries it, so a peer never
     /// reads a height much older than one probe.
-    fn publish_status(&mut self, health: &NodeHealth) {
+    ///
+    /// A status due before the next paced turn (`paced`), when that turn is at most a quarter of
+    /// [`Self::publish_every`] away, goes out with this turn: an active's renew turns, ten a
+    /// second in signer mode, carry its statuses instead of a wake-up of their own. The gap
+    /// between two statuses never grows; a member without a paced turn that near publishes on
+    /// time, not early.
+    fn publish_status(&mut self, health: &NodeHealth, paced: Instant) {
         let status = MemberStatus {
             member: self.member.id.clone(),
             kind: self.member.kind,
@@ -296,7 +318,10 @@ impl MainLoop {
         let since = self.last_publish.elapsed();
         let moved = self.published.as_ref().is_some_and(|last| last.height != status.height)
             && since >= self.policies.probe_interval / 2;
-        if !changed && !moved && since < self.publish_every() {
+        let every = self.publish_every();
+        let until_paced = paced.saturating_duration_since(Instant::now());
+        let early = if until_paced <= every / 4 { until_paced } else { Duration::ZERO };
+        if !changed && !moved && since + early < every {
             return;
         }
         self.last_publish = Instant::now();

@@ -80,9 +80,13 @@ pub enum DaemonError {
     #[error("{0}")]
     Setup(String),
     #[error(
-        "this member's raft store failed ({0}); it deactivated its producer and stopped. Fix the cause (a full or failing disk under data_dir) and start it again"
+        "{0}; this member deactivated its producer and stopped. Fix the cause (a failed storage: a full or failing disk under data_dir; a failed timerfd: the open-file limit, LimitNOFILE) and start it again"
     )]
     StoreFailed(String),
+    #[error(
+        "this member's loop timer (a timerfd) failed ({0}); it deactivated its producer and stopped. Start it again; if it recurs, the kernel refuses timerfd calls to this process (a seccomp profile?)"
+    )]
+    TimerFailed(String),
 }
 
 /// Options that are not part of the config file.

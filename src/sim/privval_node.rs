@@ -81,6 +81,11 @@ impl Drop for Current {
 #[derive(Default)]
 struct Links {
     current: Option<Current>,
+    /// The number of the connection `precommit` took out for an exchange: held open, but not
+    /// under the lock, so that reading the links (`GET /sim/state`, on the node's async runtime)
+    /// never waits for a signer's answer — in the demo the signer shares that runtime, and a
+    /// runtime worker blocked here could not carry the reservation the answer waits for.
+    lent: Option<u64>,
     accepted: u64,
     accepted_at: Option<MonoTime>,
     /// The number of the newest connection the signer hung up.
@@ -89,7 +94,8 @@ struct Links {
 
 impl Links {
     fn view(&self) -> SignerLink {
-        let connected = self.current.as_ref().is_some_and(|c| self.hung_up != Some(c.number));
+        let held = self.current.as_ref().map(|c| c.number).or(self.lent);
+        let connected = held.is_some_and(|number| self.hung_up != Some(number));
         SignerLink { accepted: self.accepted, connected, accepted_at_mono_ns: self.accepted_at.map(MonoTime::as_nanos) }
     }
 }
@@ -195,8 +201,6 @@ impl PrivvalRequester {
     /// Asks the connected signer for a precommit on `block` at `height`, round 0; the signature,
     /// or `None` (no signer, an error answer, a broken connection — which is then dropped).
     pub fn precommit(&self, chain_id: &str, height: u64, block: [u8; 32], now_unix_ns: i64) -> Option<Vec<u8>> {
-        let mut links = self.slot.lock();
-        let client = &mut links.current.as_mut()?.client;
         let vote = Vote {
             r#type: 2,
             height: i64::try_from(height).ok()?,
@@ -216,7 +220,22 @@ impl PrivvalRequester {
         let request = Message {
             sum: Some(Sum::SignVoteRequest(SignVoteRequest { vote: Some(vote), chain_id: chain_id.into() })),
         };
-        match exchange(client, &request) {
+        let mut current = {
+            let mut links = self.slot.lock();
+            let current = links.current.take()?;
+            links.lent = Some(current.number);
+            current
+        };
+        let answer = exchange(&mut current.client, &request);
+        let mut links = self.slot.lock();
+        links.lent = None;
+        // Put back unless it broke, or a newer connection came meanwhile (dropping it closes it).
+        if answer.is_ok() && links.current.is_none() {
+            links.current = Some(current);
+        }
+        self.slot.changed.notify_all();
+        drop(links);
+        match answer {
             Ok(Message { sum: Some(Sum::SignedVoteResponse(r)) }) => match (r.vote, r.error) {
                 (Some(v), None) if v.signature.len() == 64 => Some(v.signature),
                 _ => None,
@@ -224,7 +243,6 @@ impl PrivvalRequester {
             Ok(_) => None,
             Err(e) => {
                 tracing::debug!(error = %e, "privval connection to the signer lost");
-                links.current = None;
                 None
             }
         }

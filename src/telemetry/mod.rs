@@ -100,7 +100,7 @@ impl Telemetry {
         match backend.raft {
             Some(raft) => {
                 if let Some(why) = backend.failed {
-                    problems.push(format!("the raft store failed: {why}"));
+                    problems.push(why);
                 } else if raft.leader.is_none() {
                     problems
                         .push("the raft quorum has no leader this member knows of (a majority is unreachable)".into());

@@ -250,8 +250,8 @@ impl RaftCoordinator {
         self.info.borrow().clone()
     }
 
-    /// Resolves, with the reason, once this member's raft storage has failed and its node has
-    /// stopped; never resolves otherwise.
+    /// Resolves, with the reason, once this member's raft node has stopped for good (its storage
+    /// or its timer failed); never resolves otherwise.
     pub async fn storage_failed(&self) -> String {
         let mut rx = self.info.clone();
         // The borrowed info is let go before waiting on: it must not be held across an await.
@@ -333,7 +333,7 @@ impl RaftCoordinator {
         }
     }
 
-    /// What a call to a raft node that stopped fails with: why it stopped, when storage failed.
+    /// What a call to a raft node that stopped fails with: why it stopped, when it failed.
     fn node_stopped(&self) -> CoordError {
         CoordError::Unavailable(self.info().failed.unwrap_or_else(|| "the raft node has stopped".into()))
     }
@@ -692,7 +692,7 @@ impl RaftCoordinator {
     async fn refresh(&self, lease: &Lease, deadline: Instant) -> Result<(), String> {
         let info = self.info();
         if let Some(why) = info.failed {
-            return Err(format!("this member's raft storage failed: {why}"));
+            return Err(format!("on this member, {why}"));
         }
         let Some(leader) = info.leader else { return Err("no raft leader is known".into()) };
         let unsupported = *self.refresh_unsupported.lock().unwrap_or_else(|p| p.into_inner());

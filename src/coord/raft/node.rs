@@ -38,6 +38,7 @@ use super::storage::{RaftLog, StoreError};
 use super::tick_clock::TickClock;
 use super::transport::{Inbound, PeerSenders, this_run};
 use crate::coord::{CoordError, StoreView};
+use crate::kernel_timer::KernelTimer;
 
 /// How far behind the leader's log a peer may be and still be handed raft leadership, when no
 /// peer is fully caught up: a few entries, which a live peer across a WAN is at most behind
@@ -90,7 +91,8 @@ pub struct NodeInfo {
     pub commit: u64,
     pub applied: u64,
     pub rejoining: bool,
-    /// Set when storage failed; the node stopped and every call fails.
+    /// Set when the node stopped for good (its storage or its timer failed), with a sentence that
+    /// says so; every call fails.
     pub failed: Option<String>,
 }
 
@@ -217,27 +219,55 @@ pub fn build(
     Ok((task, view_rx, info_rx))
 }
 
+/// The node's two wake-ups, kept by the kernel (`kernel_timer`): tokio's wheel woke it twice for
+/// each tick more than 64 ms away.
+struct NodeTimers {
+    tick: KernelTimer,
+    expiry: KernelTimer,
+}
+
+impl NodeTimers {
+    fn new() -> std::io::Result<NodeTimers> {
+        Ok(NodeTimers { tick: KernelTimer::new()?, expiry: KernelTimer::new()? })
+    }
+
+    /// Arms the tick timer, and the expiry timer when the leader's is running (else disarms it).
+    fn arm(&mut self, (tick_due, expiry): (Instant, Option<Instant>)) -> std::io::Result<()> {
+        match expiry {
+            Some(at) => self.expiry.arm(at.into())?,
+            None => self.expiry.disarm()?,
+        }
+        self.tick.arm(tick_due.into())
+    }
+}
+
 impl NodeTask {
-    /// Runs until `shutdown` is cancelled or storage fails.
+    /// Runs until `shutdown` is cancelled or its storage or timers fail.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut timers = match NodeTimers::new() {
+            Ok(t) => t,
+            Err(e) => return self.timer_failed(&e),
+        };
         loop {
             // Also before the first wake, and after the second `handle_ready` of a turn, which
             // may apply a move of the lease.
             self.order_election();
-            let (tick_due, expiry) = self.next_wake();
-            let expiry_timer = async move {
-                match expiry {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            if let Err(e) = timers.arm(self.next_wake()) {
+                return self.timer_failed(&e);
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep_until(tick_due.into()) => self.note_turn(),
-                _ = expiry_timer => {
-                    self.note_turn();
-                    self.check_expiry();
-                }
+                fired = timers.tick.fired() => match fired {
+                    Ok(()) => self.note_turn(),
+                    Err(e) => return self.timer_failed(&e),
+                },
+                fired = timers.expiry.fired() => match fired {
+                    Ok(()) => {
+                        self.note_turn();
+                        self.check_expiry();
+                    }
+                    Err(e) => return self.timer_failed(&e),
+                },
                 Some(inbound) = self.inbox.recv() => {
                     self.note_turn();
                     match inbound {
@@ -258,9 +288,7 @@ impl NodeTask {
                 }
             }
             if let Err(e) = self.handle_ready() {
-                tracing::error!(error = %e, "raft storage failed; this member stops taking part in the quorum");
-                self.fail(e.to_string());
-                return;
+                return self.storage_failed(&e);
             }
             self.flush_parked();
             // A member that became leader in this turn starts its expiry wait now, and starts
@@ -269,20 +297,28 @@ impl NodeTask {
             self.observe_role();
             self.start_refresh_stamps();
             if let Err(e) = self.handle_ready() {
-                tracing::error!(error = %e, "raft storage failed; this member stops taking part in the quorum");
-                self.fail(e.to_string());
-                return;
+                return self.storage_failed(&e);
             }
             self.publish_info();
         }
     }
 
+    fn storage_failed(&mut self, e: &StoreError) {
+        tracing::error!(error = %e, "raft storage failed; this member stops taking part in the quorum");
+        self.fail(format!("the raft node stopped: its storage failed: {e}"));
+    }
+
+    fn timer_failed(&mut self, e: &std::io::Error) {
+        tracing::error!(error = %e, "the raft node's timer (a timerfd) failed; this member stops taking part in the quorum");
+        self.fail(format!("the raft node stopped: its timer (a timerfd) failed: {e}"));
+    }
+
     fn fail(&mut self, why: String) {
         for (_, reply) in self.parked.drain(..) {
-            let _ = reply.send(Err(CoordError::Unavailable(format!("raft storage failed: {why}"))));
+            let _ = reply.send(Err(CoordError::Unavailable(why.clone())));
         }
         for (_, Pending { reply, .. }) in self.pending.drain() {
-            let _ = reply.send(Err(CoordError::Unavailable(format!("raft storage failed: {why}"))));
+            let _ = reply.send(Err(CoordError::Unavailable(why.clone())));
         }
         self.info.send_modify(|i| i.failed = Some(why));
         // Refuse every later request too.
@@ -542,12 +578,21 @@ impl NodeTask {
     /// leader's expiry timer is due. Recorded, so the next turn can tell a stall; never before
     /// the turn that planned it started (a timer already due then is not late, but a turn that
     /// took long — an fsync — is a stall).
+    ///
+    /// Within the leader's watch span a tick after the last turn, off the grid
+    /// ([`TickClock::plan_after_turn`]): the holder's refreshes are turns, so while they come a
+    /// tick apart the tick timer does not fire between them.
     fn next_wake(&mut self) -> (Instant, Option<Instant>) {
-        self.ticks.plan(self.ticks_until_due());
-        let tick_due = self.ticks.due();
+        let ticks = self.ticks_until_due();
+        if ticks == 1 && self.watching() {
+            self.ticks.plan_after_turn(self.turn_started);
+        } else {
+            self.ticks.plan(ticks);
+        }
+        let expected = self.ticks.expected();
         let expiry = self.expiry_due();
-        self.wake_at = expiry.map_or(tick_due, |at| at.min(tick_due)).max(self.turn_started);
-        (tick_due, expiry)
+        self.wake_at = expiry.map_or(expected, |at| at.min(expected)).max(self.turn_started);
+        (self.ticks.due(), expiry)
     }
 
     /// Ticks until one changes something: a follower's until its election timeout passes, a
@@ -563,30 +608,57 @@ impl NodeTask {
     /// timer is due — the time the transport has to hand over the renews that queued up (as
     /// with a turn every tick, nothing orders them before the timer).
     fn ticks_until_due(&self) -> u32 {
-        let r = &self.raw.raft;
-        let leads = r.state == StateRole::Leader;
-        let busy = self.rejoining
-            || !self.pending.is_empty()
-            || !self.parked.is_empty()
-            || !(leads || r.state == StateRole::Follower)
-            || (leads && (self.holds_lease() || r.lead_transferee.is_some() || self.fsm.refreshes.is_none()));
-        if busy {
+        if self.busy() {
             return 1;
         }
-        let left = |timeout: usize, elapsed: usize| timeout.saturating_sub(elapsed).max(1);
-        let ticks = if leads {
-            left(r.heartbeat_timeout(), r.heartbeat_elapsed()).min(left(r.election_timeout(), r.election_elapsed))
-        } else {
-            left(r.randomized_election_timeout(), r.election_elapsed)
-        };
-        let ticks = u32::try_from(ticks).unwrap_or(u32::MAX);
-        if !leads || self.fsm.holder.is_none() {
+        let ticks = self.raft_ticks();
+        if self.raw.raft.state != StateRole::Leader || self.fsm.holder.is_none() {
             return ticks;
         }
         // No due instant to count back from (the timer is not running for this holding, or its
         // due instant lies closer to the clock's origin than the watch span): every tick.
-        let watch_from = self.expiry_due().and_then(|due| due.checked_sub(self.ticks.watch_span()));
-        watch_from.map_or(1, |at| ticks.min(self.ticks.ticks_until(at)))
+        self.watch_from().map_or(1, |at| ticks.min(self.ticks.ticks_until(at)))
+    }
+
+    /// Ticks until raft's own clock changes something: a follower's election timeout, a leader's
+    /// next heartbeat or quorum check.
+    fn raft_ticks(&self) -> u32 {
+        let r = &self.raw.raft;
+        let left = |timeout: usize, elapsed: usize| timeout.saturating_sub(elapsed).max(1);
+        let ticks = if r.state == StateRole::Leader {
+            left(r.heartbeat_timeout(), r.heartbeat_elapsed()).min(left(r.election_timeout(), r.election_elapsed))
+        } else {
+            left(r.randomized_election_timeout(), r.election_elapsed)
+        };
+        u32::try_from(ticks).unwrap_or(u32::MAX)
+    }
+
+    /// Whether the per-tick checks have work: proposals in flight or parked, a campaign, a
+    /// rejoin, a leader that holds the lease itself or has refresh stamps to start.
+    fn busy(&self) -> bool {
+        let r = &self.raw.raft;
+        let leads = r.state == StateRole::Leader;
+        self.rejoining
+            || !self.pending.is_empty()
+            || !self.parked.is_empty()
+            || !(leads || r.state == StateRole::Follower)
+            || (leads && (self.holds_lease() || r.lead_transferee.is_some() || self.fsm.refreshes.is_none()))
+    }
+
+    /// Where the leader's watch span starts: the watch span before its expiry timer is due.
+    fn watch_from(&self) -> Option<Instant> {
+        self.expiry_due().and_then(|due| due.checked_sub(self.ticks.watch_span()))
+    }
+
+    /// Whether only the watch span keeps the leader at a turn a tick: it leads, nothing else
+    /// needs a tick (no per-tick work, no heartbeat or quorum check due at the next one), and
+    /// the watch span has begun (within a tick).
+    fn watching(&self) -> bool {
+        let leads = self.raw.raft.state == StateRole::Leader;
+        leads
+            && !self.busy()
+            && self.raft_ticks() > 1
+            && self.watch_from().is_some_and(|at| self.ticks.ticks_until(at) <= 1)
     }
 
     /// Sets this member's election timeout by [`election_order`]: the lease holder campaigns
@@ -981,6 +1053,55 @@ mod tests {
         assert!(wake + span <= due && due < wake + span + TICK, "the wake falls at the watch span: {:?}", due - wake);
         let (ticks, _, _) = expire_in(TICK * 7);
         assert_eq!(ticks, 1, "within the watch span: every tick");
+    }
+
+    // Within the watch span the leader's timer waits a tick (and a little) after its last turn,
+    // not for the next tick on the grid: the holder's refreshes, a tick apart, are turns that
+    // keep it from firing. A turn is still expected by the next grid tick, as before.
+    #[test]
+    fn within_the_watch_span_the_leader_wakes_a_tick_after_its_last_turn() {
+        let dir = tempfile::tempdir().expect("dir");
+        // Heartbeats 50 ticks apart, so only the expiry bounds the sleep; a TTL of one watch
+        // span (7 ticks of 20 ms): refreshed now, the holding is due a span from now.
+        let mut task = one_member_ticking(dir.path(), 100, 50);
+        lead(&mut task);
+        let holder = MemberId::new("b").expect("valid");
+        commit(&mut task, Command::Acquire { member: holder, seen_epoch: None, ttl_ms: Some(140) });
+        assert_eq!(task.ticks.watch_span(), TICK * 7);
+        // The clocks start now, not when the member was built (opening it takes a while).
+        let now = Instant::now();
+        task.ticks = TickClock::new(TICK, now);
+        task.wake_at = now;
+        task.expiry = ExpiryTimer::new(TICK, TICK * 100, Duration::from_secs(60));
+        task.expiry.observe_role(Some(task.raw.raft.term), now.checked_sub(Duration::from_secs(5)).unwrap_or(now));
+        task.expiry.refreshed(now);
+        task.note_turn();
+        let turn = task.turn_started;
+        let (tick_due, expiry) = task.next_wake();
+        assert!(task.watching(), "a watch span from due");
+        let expected = task.ticks.expected();
+        assert!(expected > turn && expected <= turn + TICK, "expected by the next grid tick: {:?}", expected - turn);
+        assert_eq!(task.wake_at, expected, "a stall counts from that tick");
+        let past = tick_due.saturating_duration_since(turn + TICK);
+        assert!(
+            past > Duration::ZERO && past < Duration::from_millis(50),
+            "the timer waits a little past a tick: {past:?}"
+        );
+        assert!(expiry.is_some_and(|e| e > tick_due), "the expiry timer runs beyond the tick");
+
+        // A heartbeat due at every tick (heartbeat_ticks 1) keeps the leader on the grid.
+        let dir = tempfile::tempdir().expect("dir");
+        let mut beating = leader_with_holder_b(dir.path(), 140, TICK * 3);
+        beating.expiry.refreshed(Instant::now());
+        assert!(!beating.watching(), "a heartbeat due at the next tick");
+        // Far from due (a TTL of 60 s): the grid, as before.
+        let dir = tempfile::tempdir().expect("dir");
+        let mut far = one_member_ticking(dir.path(), 100, 50);
+        lead(&mut far);
+        let holder = MemberId::new("b").expect("valid");
+        commit(&mut far, Command::Acquire { member: holder, seen_epoch: None, ttl_ms: Some(60_000) });
+        far.expiry.refreshed(Instant::now());
+        assert!(!far.watching(), "60 s from due");
     }
 
     // A turn that blocks (an fsync) while renews wait in the inbox is a stall like a late wake:

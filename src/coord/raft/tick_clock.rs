@@ -17,7 +17,12 @@
 //! A node that plans one tick ahead notices any gap of more than two ticks and the slack between
 //! turns, as it did when it woke every tick: the leader keeps that pace for the last
 //! [`TickClock::watch_span`] before its expiry timer is due, so that a stall overrunning a longer
-//! sleep is either noticed or ends before the timer is due.
+//! sleep is either noticed or ends before the timer is due. Within that span its timer waits a
+//! tick and a little more after its last turn rather than for the next tick on the grid
+//! ([`TickClock::plan_after_turn`]), while a turn still counts as late against that next grid
+//! tick: the stall rule is unchanged, but the holder's refreshes — a turn each, a renew interval
+//! apart (a tick at signer mode's defaults) — keep the timer from firing while they come, instead
+//! of a wake-up on the grid between every two of them.
 //!
 //! Owns tick arithmetic only: it never reads or changes raft's state.
 
@@ -28,6 +33,17 @@ use std::time::{Duration, Instant};
 /// (and the slack) between turns counted.
 const STALL_SLACK: Duration = Duration::from_millis(50);
 
+/// How much later than a tick after its last turn a node paced by its turns lets its timer fire
+/// ([`TickClock::plan_after_turn`]): room for the next refresh to arrive first when refreshes
+/// come a tick apart, give or take scheduling. The stall rule still counts from the next grid
+/// tick after that turn, at most a tick after it.
+const TURN_LEEWAY: Duration = Duration::from_millis(25);
+
+// The timer's own wake — at most a tick and the leeway past the grid tick a turn is expected
+// by, since a node behind the grid plans on the grid — must not count as a stall: what is left
+// of the slack is its scheduling margin.
+const _: () = assert!(TURN_LEEWAY.as_nanos() < STALL_SLACK.as_nanos());
+
 /// The ticks to apply at the start of a turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CaughtUp {
@@ -37,23 +53,36 @@ pub struct CaughtUp {
 }
 
 /// The node's tick bookkeeping: the last tick boundary and the next planned wake.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct TickClock {
     tick: Duration,
     /// The instant of the last applied tick: later ticks fall on whole ticks after it.
     last: Instant,
     /// Ticks after `last` at which the node planned to wake.
     planned: u32,
+    /// Set by [`TickClock::plan_after_turn`]: when its timer wakes the node, off the grid.
+    after_turn: Option<Instant>,
 }
 
 impl TickClock {
     pub fn new(tick: Duration, now: Instant) -> TickClock {
-        TickClock { tick: tick.max(Duration::from_millis(1)), last: now, planned: 1 }
+        TickClock { tick: tick.max(Duration::from_millis(1)), last: now, planned: 1, after_turn: None }
     }
 
-    /// When the planned tick falls due: the node's timer sleeps until then.
+    /// When the node's timer wakes it: the planned tick, or what [`TickClock::plan_after_turn`]
+    /// chose.
     pub fn due(&self) -> Instant {
-        self.last + self.tick * self.planned
+        self.after_turn.unwrap_or_else(|| self.expected())
+    }
+
+    /// The instant the node expects its next turn by: the planned tick, or the next tick on the
+    /// grid when paced by its turns. A turn later than a tick and [`STALL_SLACK`] after it ends
+    /// a stall (see [`TickClock::catch_up`]).
+    pub fn expected(&self) -> Instant {
+        match self.after_turn {
+            Some(_) => self.last + self.tick,
+            None => self.last + self.tick * self.planned,
+        }
     }
 
     /// How long before a deadline the node must turn every tick again. A turn up to a tick and
@@ -76,6 +105,25 @@ impl TickClock {
     /// The next wake: `ticks` (at least one) after the last applied tick.
     pub fn plan(&mut self, ticks: u32) {
         self.planned = ticks.max(1);
+        self.after_turn = None;
+    }
+
+    /// The timer's next wake a tick and [`TURN_LEEWAY`] after `turn`, the start of the node's
+    /// last turn, instead of at the next tick on the grid; a turn is still expected by that tick
+    /// ([`TickClock::expected`]), as when the node planned one tick. Any turn before the wake (a
+    /// refresh) plans anew. The ticks planned are the whole ticks that end by the wake, so a node
+    /// paced by its turns applies its ticks as the grid would, without falling behind.
+    ///
+    /// A node whose next grid tick has already passed (a turn late, but not a stall, applies no
+    /// more ticks than planned) plans that tick, as [`TickClock::plan`] would: it wakes at once
+    /// and catches up.
+    pub fn plan_after_turn(&mut self, turn: Instant) {
+        if self.last + self.tick <= turn {
+            return self.plan(1);
+        }
+        let wake = turn + self.tick + TURN_LEEWAY;
+        self.planned = self.ticks_until(wake);
+        self.after_turn = Some(wake);
     }
 
     /// The ticks that passed by `now`, at most the planned ones. `woke_for`, the earliest wake
@@ -153,6 +201,74 @@ mod tests {
         let mut clock = TickClock::new(TICK, t0);
         clock.plan(1);
         assert!(clock.catch_up(t0 + gap + Duration::from_millis(1), clock.due()).stalled);
+    }
+
+    // Refreshes a tick apart, each a turn: paced by its turns the node's timer never fires, it
+    // applies every tick the grid would (not one a turn, falling behind), and the stall rule is
+    // the one of a node planned a tick ahead: late against the next grid tick.
+    #[test]
+    fn paced_by_its_turns_a_node_keeps_the_grids_ticks_and_its_stall_rule() {
+        let t0 = Instant::now();
+        let mut clock = TickClock::new(TICK, t0);
+        let mut applied = 0;
+        let mut turn = t0;
+        for _ in 0..50 {
+            clock.plan_after_turn(turn);
+            assert_eq!(clock.due(), turn + TICK + TURN_LEEWAY, "the timer leaves the next refresh room");
+            let mut on_grid = clock;
+            on_grid.plan(1);
+            assert_eq!(
+                clock.expected(),
+                on_grid.expected(),
+                "expected by the next grid tick, as when planned one tick"
+            );
+            // The next refresh comes 110 ms later: before the timer, after the next grid tick.
+            let next = turn + Duration::from_millis(110);
+            let caught = clock.catch_up(next, clock.expected());
+            assert!(!caught.stalled, "a turn {:?} after the last is no stall", next - turn);
+            applied += caught.ticks;
+            turn = next;
+        }
+        let elapsed = u32::try_from((turn - t0).as_millis() / TICK.as_millis()).expect("small");
+        assert_eq!(applied, elapsed, "paced by its turns, the node fell behind the grid");
+
+        // At every phase against the grid: the timer's own wake is no stall, a turn later than a
+        // tick and the slack past the next grid tick is.
+        for phase_ms in (0..100).step_by(5) {
+            let mut clock = TickClock::new(TICK, t0);
+            let turn = t0 + Duration::from_millis(phase_ms);
+            clock.catch_up(turn, clock.expected());
+            clock.plan_after_turn(turn);
+            let (expected, due) = (clock.expected(), clock.due());
+            assert!(expected > turn && expected <= turn + TICK, "phase {phase_ms} ms");
+            let mut woken = clock;
+            assert!(!woken.catch_up(due, expected).stalled, "phase {phase_ms} ms: the timer's wake");
+            let late = expected + TICK + STALL_SLACK + Duration::from_millis(1);
+            assert!(clock.catch_up(late, expected).stalled, "phase {phase_ms} ms: a late turn");
+        }
+    }
+
+    // A turn a tick late (no stall) applies only the planned tick, so the next grid tick has
+    // passed: the node plans it, as on the grid, instead of waiting another tick.
+    #[test]
+    fn a_node_behind_the_grid_plans_the_overdue_tick() {
+        let t0 = Instant::now();
+        let mut clock = TickClock::new(TICK, t0);
+        clock.plan(1);
+        let late = t0 + TICK * 2 + Duration::from_millis(20);
+        assert_eq!(clock.catch_up(late, clock.expected()), CaughtUp { ticks: 1, stalled: false });
+        clock.plan_after_turn(late);
+        assert_eq!((clock.expected(), clock.due()), (t0 + TICK * 2, t0 + TICK * 2), "the overdue tick, at once");
+        assert!(!clock.catch_up(late + Duration::from_millis(1), clock.expected()).stalled);
+    }
+
+    #[test]
+    fn planning_on_the_grid_again_forgets_the_turn() {
+        let t0 = Instant::now();
+        let mut clock = TickClock::new(TICK, t0);
+        clock.plan_after_turn(t0 + Duration::from_millis(40));
+        clock.plan(3);
+        assert_eq!((clock.expected(), clock.due()), (t0 + TICK * 3, t0 + TICK * 3));
     }
 
     #[test]
