@@ -101,11 +101,12 @@ async fn a_signer_holders_renews_keep_its_lease_without_a_log_entry_and_it_ends_
     assert!(matches!(late, Err(CoordError::NotHolder { .. })), "a renew of an expired lease: {late:?}");
 }
 
-// The peer port refuses every refresh that is not the holder's own, with the reason: another
-// member's certificate claiming the holder (spoofed_sender), an operator's certificate, a
-// member that is none of the cluster, an empty name, the wrong epoch, an absurd TTL, a refresh
-// sent to a follower. A member that keeps forging refreshes for a silent holder does not keep
-// its lease alive: it ends one TTL after the holder's last renew.
+// The peer port refuses every refresh that is not the holder's own, with the reason, by call and
+// on a refresh stream alike: another member's certificate claiming the holder (spoofed_sender),
+// an operator's certificate, a member that is none of the cluster, an empty name, the wrong
+// epoch, an absurd TTL, a refresh sent to a follower. A member that keeps forging refreshes,
+// by call and on streams, for a silent holder does not keep its lease alive: it ends one TTL
+// after the holder's last renew.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_that_is_not_the_holders_own_is_refused_and_the_lease_still_expires() {
     let (c, leader, holder, lease) = holding_cluster(T).await;
@@ -117,7 +118,7 @@ async fn a_refresh_that_is_not_the_holders_own_is_refused_and_the_lease_still_ex
     let operator = RoguePeer::connect(&address(leader), Some(&operator_tls), true).await;
     let to_follower = RoguePeer::connect(&address(other), Some(&material(&c, holder)), true).await;
     let ttl_ms = u64::try_from(T.lease_ttl.as_millis()).expect("ms");
-    let honest = LeaseRefresh { member: NAMES[holder].into(), epoch: lease.epoch.get(), ttl_ms };
+    let honest = LeaseRefresh { member: NAMES[holder].into(), epoch: lease.epoch.get(), ttl_ms, seq: 0 };
     let spoofed_before = c.node(leader).peer_refusals().count(Refusal::SpoofedSender);
 
     use tonic::Code::{FailedPrecondition, InvalidArgument, PermissionDenied};
@@ -155,24 +156,31 @@ async fn a_refresh_that_is_not_the_holders_own_is_refused_and_the_lease_still_ex
         ("a follower", &to_follower, honest.clone(), FailedPrecondition, "not the raft leader"),
     ];
     for (what, peer, refresh, code, reason) in cases {
-        match peer.refresh_lease(refresh).await {
-            Answer::Refused { code: got, message } => {
-                assert_eq!(got, code, "{what}: {message}");
-                assert!(message.contains(reason), "{what}: {message}");
+        let (by_call, on_stream) = (peer.refresh_lease(refresh.clone()).await, peer.refresh_on_stream(refresh).await);
+        for (way, answer) in [("call", by_call), ("stream", on_stream)] {
+            match answer {
+                Answer::Refused { code: got, message } => {
+                    assert_eq!(got, code, "{what}, by {way}: {message}");
+                    assert!(message.contains(reason), "{what}, by {way}: {message}");
+                }
+                other => panic!("{what}, by {way}: {other:?}"),
             }
-            other => panic!("{what}: {other:?}"),
         }
     }
     let spoofed = c.node(leader).peer_refusals().count(Refusal::SpoofedSender) - spoofed_before;
-    assert_eq!(spoofed, 1, "the spoofed refresh is counted as spoofed_sender");
+    assert_eq!(spoofed, 2, "the spoofed refreshes, by call and on the stream, are counted as spoofed_sender");
 
     // The holder renews once more, then falls silent while another member forges its refreshes.
     c.node(holder).renew(&lease, within(RENEW_DEADLINE)).await.expect("renew");
     let last_renew = Instant::now();
     let forging = async {
         loop {
-            let answer = forger.refresh_lease(honest.clone()).await;
-            assert!(!answer.is_accepted(), "a forged refresh was accepted");
+            for answer in [forger.refresh_lease(honest.clone()).await, forger.refresh_on_stream(honest.clone()).await] {
+                assert!(
+                    matches!(&answer, Answer::Refused { code: PermissionDenied, .. }),
+                    "a forged refresh was not refused as spoofed: {answer:?}"
+                );
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };

@@ -104,8 +104,11 @@ async fn a_member_speaking_for_another_member_is_refused_and_the_spoofed_member_
         let answer = b.publish(rogue_peer::spoofed_status(&a_id)).await;
         refused_with(&answer, tonic::Code::PermissionDenied, "claiming to be member a");
     }
+    // 300 more on one status stream: the first ends it.
+    let streamed = (0..300).map(|_| rogue_peer::spoofed_status(&a_id)).collect();
+    refused_with(&b.publish_on_stream(streamed).await, tonic::Code::PermissionDenied, "claiming to be member a");
     let refusals = c.node(2).peer_refusals();
-    assert_eq!(refusals.count(Refusal::SpoofedSender), 301);
+    assert_eq!(refusals.count(Refusal::SpoofedSender), 302);
     let statuses = c.node(2).cluster_status(within(Duration::from_secs(1))).await.expect("statuses");
     assert!(statuses.iter().all(|r| r.status.height != Some(1_000_000_000)), "a spoofed status was believed");
     cluster_unchanged(&c, &before).await;
@@ -127,7 +130,12 @@ async fn an_operator_certificate_is_refused_on_the_peer_port() {
         tonic::Code::PermissionDenied,
         "only members speak on the peer port",
     );
-    assert_eq!(c.node(2).peer_refusals().count(Refusal::NotAMember), 2);
+    refused_with(
+        &ops.publish_on_stream(vec![rogue_peer::spoofed_status(&MemberId::new("b").expect("id"))]).await,
+        tonic::Code::PermissionDenied,
+        "only members speak on the peer port",
+    );
+    assert_eq!(c.node(2).peer_refusals().count(Refusal::NotAMember), 3);
     cluster_unchanged(&c, &before).await;
 }
 

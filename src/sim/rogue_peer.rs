@@ -17,7 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::coord::raft::fsm::FsmState;
 use crate::domain::{Epoch, MemberId, MemberKind, MemberStatus, RoleName};
 use crate::proto::v1::peer_client::PeerClient;
-use crate::proto::v1::{LeaseRefresh, MemberStatusMsg, RaftBatch};
+use crate::proto::v1::{LeaseRefresh, MemberStatusMsg, RaftBatch, RefreshOutcome};
 use crate::tls::TlsMaterial;
 
 /// How long one attack may take before it counts as unanswered.
@@ -185,6 +185,18 @@ impl RoguePeer {
         RoguePeer::answer(client.publish_status(status).await)
     }
 
+    /// Publishes `statuses` on one status stream; the target's answer ends it.
+    pub async fn publish_on_stream(&self, statuses: Vec<MemberStatusMsg>) -> Answer {
+        let mut client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => return Answer::Unreachable(e.clone()),
+        };
+        match tokio::time::timeout(DEADLINE, client.status_stream(tokio_stream::iter(statuses))).await {
+            Err(_) => Answer::Unreachable(format!("no answer on the status stream within {DEADLINE:?}")),
+            Ok(result) => RoguePeer::answer(result),
+        }
+    }
+
     /// Asks the target, as raft leader, to refresh the lease `refresh` names.
     pub async fn refresh_lease(&self, refresh: LeaseRefresh) -> Answer {
         let mut client = match &self.client {
@@ -192,6 +204,35 @@ impl RoguePeer {
             Err(e) => return Answer::Unreachable(e.clone()),
         };
         RoguePeer::answer(client.refresh_lease(refresh).await)
+    }
+
+    /// Sends `refresh` as the first ask on a refresh stream and reads the one answer: a
+    /// refusal by the leader's rules comes as FAILED_PRECONDITION with the reason, as from a
+    /// call; a stream the target ends comes with its status.
+    pub async fn refresh_on_stream(&self, refresh: LeaseRefresh) -> Answer {
+        let mut client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => return Answer::Unreachable(e.clone()),
+        };
+        let ask = LeaseRefresh { seq: 1, ..refresh };
+        let exchange = async {
+            let mut answers = client.refresh_stream(tokio_stream::once(ask)).await?.into_inner();
+            match answers.message().await? {
+                Some(answer) => Ok(answer),
+                None => Err(tonic::Status::unavailable("the target ended the refresh stream without an answer")),
+            }
+        };
+        match tokio::time::timeout(DEADLINE, exchange).await {
+            Err(_) => Answer::Unreachable(format!("no answer on the refresh stream within {DEADLINE:?}")),
+            Ok(Err(status)) => RoguePeer::answer::<()>(Err(status)),
+            Ok(Ok(answer)) => match RefreshOutcome::try_from(answer.outcome) {
+                Ok(RefreshOutcome::Refreshed) => Answer::Accepted,
+                Ok(RefreshOutcome::Refused) => {
+                    Answer::Refused { code: tonic::Code::FailedPrecondition, message: answer.reason }
+                }
+                _ => Answer::Unreachable(format!("the refresh failed at the target: {}", answer.reason)),
+            },
+        }
     }
 }
 

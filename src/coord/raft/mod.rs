@@ -6,9 +6,11 @@
 //! - [`node`]: the task that drives raft-rs and runs the leader's expiry timer.
 //! - [`expiry`]: when the leader's expiry timer is due (a new leader's grace, retries).
 //! - [`refresh`]: when the leader accepts a lease refresh outside the log (signer mode).
+//! - [`refresh_link`]: refreshes between holder and leader, on one stream (or by calls).
 //! - [`election_order`]: who campaigns first when the leader is lost (the lease holder).
 //! - [`storage`]: the durable log on raft-engine, snapshots and compaction.
 //! - [`transport`]: the tonic peer service, per-peer batching senders, mutual TLS.
+//! - [`status_link`]: this member's statuses to one peer, on one stream (or by calls).
 //! - [`peer_gate`]: who may speak on the peer port, and as whom (identity from certificates).
 //! - [`tick_clock`]: when the node applies raft's ticks (only when one is due, caught up at each turn).
 //! - [`snapshot_check`]: which snapshots from peers may be installed.
@@ -20,7 +22,9 @@ pub mod fsm;
 pub mod node;
 pub mod peer_gate;
 pub mod refresh;
+mod refresh_link;
 pub mod snapshot_check;
+mod status_link;
 pub mod storage;
 mod tick_clock;
 pub mod transport;

@@ -1014,6 +1014,16 @@ mod tests {
         assert_eq!(task.raw.raft.randomized_election_timeout(), 10);
     }
 
+    /// Starts a leader's tick clock and expiry timer at `now`: leadership long ago, so the
+    /// holder's TTL decides, and the holder's last refresh now.
+    fn clocks_from_a_refresh(task: &mut NodeTask, now: Instant) {
+        task.ticks = TickClock::new(TICK, now);
+        task.expiry = ExpiryTimer::new(TICK, TICK * 100, Duration::from_secs(60));
+        let term = task.raw.raft.term;
+        task.expiry.observe_role(Some(term), now.checked_sub(Duration::from_secs(5)).unwrap_or(now));
+        task.expiry.refreshed(now);
+    }
+
     // The leader sleeps towards its expiry only so far that a stall it does not notice (a turn
     // up to a tick and 50 ms late) still ends 50 ms before the timer is due; for the last stretch it
     // turns every tick, as before. Heartbeats far apart here, so only the expiry bounds a sleep.
@@ -1024,7 +1034,6 @@ mod tests {
         lead(&mut task);
         let span = task.ticks.watch_span();
         assert_eq!(span, TICK * 7, "the whole ticks beyond a tick and twice 50 ms");
-        let term = task.raw.raft.term;
         // The holder's last refresh now, its TTL `ttl`: leadership long ago, so the TTL decides.
         let mut expire_in = |ttl: Duration| {
             let holder = MemberId::new("b").expect("valid");
@@ -1032,11 +1041,7 @@ mod tests {
                 &mut task,
                 Command::Acquire { member: holder, seen_epoch: None, ttl_ms: u64::try_from(ttl.as_millis()).ok() },
             );
-            let now = Instant::now();
-            task.ticks = TickClock::new(TICK, now);
-            task.expiry = ExpiryTimer::new(TICK, TICK * 100, Duration::from_secs(60));
-            task.expiry.observe_role(Some(term), now.checked_sub(Duration::from_secs(5)).unwrap_or(now));
-            task.expiry.refreshed(now);
+            clocks_from_a_refresh(&mut task, Instant::now());
             let due = task.expiry_due().expect("the expiry timer runs");
             let ticks = task.ticks_until_due();
             task.ticks.plan(ticks);
@@ -1070,11 +1075,8 @@ mod tests {
         assert_eq!(task.ticks.watch_span(), TICK * 7);
         // The clocks start now, not when the member was built (opening it takes a while).
         let now = Instant::now();
-        task.ticks = TickClock::new(TICK, now);
+        clocks_from_a_refresh(&mut task, now);
         task.wake_at = now;
-        task.expiry = ExpiryTimer::new(TICK, TICK * 100, Duration::from_secs(60));
-        task.expiry.observe_role(Some(task.raw.raft.term), now.checked_sub(Duration::from_secs(5)).unwrap_or(now));
-        task.expiry.refreshed(now);
         task.note_turn();
         let turn = task.turn_started;
         let (tick_due, expiry) = task.next_wake();

@@ -21,19 +21,23 @@ use std::time::{Duration, Instant};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::peer_gate::{Caller, PeerGate, Refusal};
 use super::refresh::{RefreshAsk, RefreshRefusal};
+use super::refresh_link::{RefreshDesk, RefreshLinks, Streamed, Verdict, describe};
+use super::status_link::StatusLink;
 use crate::config::PeerAddress;
 use crate::coord::courier::Courier;
-use crate::domain::{Epoch, MemberId, MemberStatus};
+use crate::domain::{MemberId, MemberStatus};
 use crate::proto::v1::peer_client::PeerClient;
 use crate::proto::v1::peer_server::Peer;
 use crate::proto::v1::{
-    LeaseRefresh, LeaseRefreshAck, MemberStatusMsg, RaftAck, RaftBatch, RejoinAck, RejoinNotice, StatusAck,
+    LeaseRefresh, LeaseRefreshAck, LeaseRefreshAnswer, MemberStatusMsg, RaftAck, RaftBatch, RejoinAck, RejoinNotice,
+    StatusAck,
 };
 use crate::tls::TlsMaterial;
 
@@ -219,6 +223,33 @@ impl PeerService {
         Ok(messages)
     }
 
+    /// The next message on a peer's stream, `None` at its end; this member stopping ends the
+    /// stream (a server that shuts down gracefully would otherwise wait for streams that never
+    /// end).
+    async fn next_message<T>(&self, stream: &mut Streaming<T>) -> Result<Option<T>, Status> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Err(Status::unavailable("this member is stopping")),
+            next = stream.message() => next,
+        }
+    }
+
+    /// Checks a status from `caller` and puts it on the board, unless a newer one is there.
+    fn take_status(&self, caller: &Caller, msg: MemberStatusMsg, from: Option<SocketAddr>) -> Result<(), Status> {
+        let order = StatusOrder { run: msg.run, seq: msg.seq };
+        let status = MemberStatus::try_from(msg).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.gate.check_member(caller, &status.member, "a status", from)?;
+        let member = status.member.clone();
+        if !self.board.put_in_order(status, order) {
+            // Normal after a call that timed out: the peer already sent a newer one.
+            tracing::debug!(%member, seq = order.seq, "an older status arrived after a newer one; kept the newer");
+        }
+        Ok(())
+    }
+
+    fn refresh_desk(&self) -> RefreshDesk {
+        RefreshDesk { inbox: self.inbox.clone(), gate: self.gate.clone(), filter: self.filter.clone() }
+    }
+
     fn deliver(&self, messages: Vec<Message>) {
         // A full inbox means the node is behind; dropping is what the network would do.
         let _ = self.inbox.try_send(Inbound::Raft(messages));
@@ -251,12 +282,7 @@ impl Peer for PeerService {
         let caller = self.gate.caller(&request)?;
         let from = request.remote_addr();
         let mut batches = request.into_inner();
-        loop {
-            let next = tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(Status::unavailable("this member is stopping")),
-                next = batches.message() => next?,
-            };
-            let Some(batch) = next else { break };
+        while let Some(batch) = self.next_message(&mut batches).await? {
             // A blocked link loses what it carries, as a cut cable would; the stream stays.
             if self.filter.is_blocked(PeerService::link_of(&caller, batch.from)) {
                 continue;
@@ -281,14 +307,16 @@ impl Peer for PeerService {
     async fn publish_status(&self, request: Request<MemberStatusMsg>) -> Result<Response<StatusAck>, Status> {
         let caller = self.gate.caller(&request)?;
         let from = request.remote_addr();
-        let msg = request.into_inner();
-        let order = StatusOrder { run: msg.run, seq: msg.seq };
-        let status = MemberStatus::try_from(msg).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.gate.check_member(&caller, &status.member, "a status", from)?;
-        let member = status.member.clone();
-        if !self.board.put_in_order(status, order) {
-            // Normal after a call that timed out: the peer already sent a newer one.
-            tracing::debug!(%member, seq = order.seq, "an older status arrived after a newer one; kept the newer");
+        self.take_status(&caller, request.into_inner(), from)?;
+        Ok(Response::new(StatusAck {}))
+    }
+
+    async fn status_stream(&self, request: Request<Streaming<MemberStatusMsg>>) -> Result<Response<StatusAck>, Status> {
+        let caller = self.gate.caller(&request)?;
+        let from = request.remote_addr();
+        let mut statuses = request.into_inner();
+        while let Some(msg) = self.next_message(&mut statuses).await? {
+            self.take_status(&caller, msg, from)?;
         }
         Ok(Response::new(StatusAck {}))
     }
@@ -296,33 +324,23 @@ impl Peer for PeerService {
     async fn refresh_lease(&self, request: Request<LeaseRefresh>) -> Result<Response<LeaseRefreshAck>, Status> {
         let caller = self.gate.caller(&request)?;
         let from = request.remote_addr();
-        let msg = request.into_inner();
-        let member = MemberId::new(&msg.member).map_err(|e| {
-            let what = format!("a lease refresh names no valid member: {e}");
-            self.gate.refusals.record(Refusal::Malformed, from, &what);
-            Status::invalid_argument(what)
-        })?;
-        self.gate.check_member(&caller, &member, "a lease refresh", from)?;
-        if self.gate.raft_id_of(&member).is_some_and(|id| self.filter.is_blocked(id)) {
-            return Err(Status::unavailable("link blocked by fault injection"));
+        match self.refresh_desk().verdict(&caller, request.into_inner(), from).await {
+            Verdict::Refreshed => Ok(Response::new(LeaseRefreshAck {})),
+            Verdict::Refused(why) => Err(Status::failed_precondition(why)),
+            Verdict::Failed(status) | Verdict::Hostile(status) => Err(status),
+            Verdict::Blocked => Err(Status::unavailable("link blocked by fault injection")),
         }
-        let (reply, answer) = oneshot::channel();
-        let ask = RefreshAsk { member, epoch: Epoch::new(msg.epoch), ttl_ms: msg.ttl_ms };
-        match self.inbox.try_send(Inbound::Refresh { ask, reply }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                return Err(Status::unavailable("the raft node of the member asked is behind"));
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(Status::unavailable("the raft node of the member asked has stopped"));
-            }
-        }
-        match tokio::time::timeout(UNARY_TIMEOUT, answer).await {
-            Err(_) => Err(Status::deadline_exceeded("the raft node of the member asked did not answer in time")),
-            Ok(Err(_)) => Err(Status::unavailable("the raft node of the member asked has stopped")),
-            Ok(Ok(Err(refusal))) => Err(Status::failed_precondition(refusal.to_string())),
-            Ok(Ok(Ok(()))) => Ok(Response::new(LeaseRefreshAck {})),
-        }
+    }
+
+    type RefreshStreamStream = ReceiverStream<Result<LeaseRefreshAnswer, Status>>;
+
+    async fn refresh_stream(
+        &self,
+        request: Request<Streaming<LeaseRefresh>>,
+    ) -> Result<Response<Self::RefreshStreamStream>, Status> {
+        let caller = self.gate.caller(&request)?;
+        let from = request.remote_addr();
+        Ok(Response::new(self.refresh_desk().serve(caller, from, request.into_inner(), self.shutdown.clone())))
     }
 }
 
@@ -343,6 +361,8 @@ pub struct PeerSenders {
     run: u64,
     sent: AtomicU64,
     filter: LinkFilter,
+    /// This member's refresh stream to the raft leader, while it holds the lease.
+    refresh_links: RefreshLinks,
 }
 
 /// A lazily connected channel to `target`: over TLS that accepts only `target`'s own member
@@ -386,12 +406,13 @@ fn status_courier(
     filter: LinkFilter,
     shutdown: &CancellationToken,
 ) -> Courier<(MemberStatusMsg, Duration)> {
+    let link = Arc::new(StatusLink::new(client));
     let send = move |(msg, timeout): (MemberStatusMsg, Duration)| {
-        let mut client = client.clone();
+        let link = Arc::clone(&link);
         let blocked = filter.is_blocked(id);
         async move {
             if !blocked {
-                let _ = tokio::time::timeout(timeout, client.publish_status(msg)).await;
+                link.send(msg, timeout).await;
             }
         }
     };
@@ -418,7 +439,15 @@ impl PeerSenders {
             statuses.push(status_courier(target.raft_id, client.clone(), filter.clone(), shutdown));
             tokio::spawn(run_sender(me, target.clone(), client, rx, filter.clone(), shutdown.clone()));
         }
-        Ok(PeerSenders { queues, channels, statuses, run: this_run(), sent: AtomicU64::new(0), filter })
+        Ok(PeerSenders {
+            queues,
+            channels,
+            statuses,
+            run: this_run(),
+            sent: AtomicU64::new(0),
+            filter,
+            refresh_links: RefreshLinks::default(),
+        })
     }
 
     /// Queues raft messages for their destinations; never waits.
@@ -445,7 +474,7 @@ impl PeerSenders {
     }
 
     /// Asks the raft leader `leader` to refresh the holding in `ask` outside the log, answering
-    /// by `deadline`.
+    /// by `deadline`: on the refresh stream, or by a call to a leader that serves none.
     pub async fn refresh_lease(
         &self,
         leader: u64,
@@ -455,15 +484,21 @@ impl PeerSenders {
         if self.filter.is_blocked(leader) {
             return Err(RefreshCallError::Blocked(leader));
         }
-        let mut client = self.channels.get(&leader).ok_or(RefreshCallError::UnknownPeer(leader))?.clone();
-        let msg = LeaseRefresh { member: ask.member.to_string(), epoch: ask.epoch.get(), ttl_ms: ask.ttl_ms };
-        match tokio::time::timeout_at(deadline, client.refresh_lease(msg)).await {
+        let client = self.channels.get(&leader).ok_or(RefreshCallError::UnknownPeer(leader))?;
+        let msg = LeaseRefresh { member: ask.member.to_string(), epoch: ask.epoch.get(), ttl_ms: ask.ttl_ms, seq: 0 };
+        if self.refresh_links.serves(leader) {
+            match self.refresh_links.refresh(client, leader, msg.clone(), deadline).await {
+                Streamed::Answered(result) => return result,
+                Streamed::NotServed => {}
+            }
+        }
+        match tokio::time::timeout_at(deadline, client.clone().refresh_lease(msg)).await {
             Err(_) => Err(RefreshCallError::Timeout),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(status)) => Err(match status.code() {
                 tonic::Code::Unimplemented => RefreshCallError::Unsupported,
                 tonic::Code::FailedPrecondition => RefreshCallError::Refused(status.message().to_string()),
-                code => RefreshCallError::Failed(format!("{} ({})", status.message(), code.description())),
+                _ => RefreshCallError::Failed(describe(&status)),
             }),
         }
     }
@@ -628,17 +663,36 @@ mod tests {
     use tokio_stream::wrappers::TcpListenerStream;
 
     use super::*;
+    use crate::domain::Epoch;
     use crate::proto::v1::peer_server::PeerServer;
 
     const ME: u64 = 1;
     const PEER: u64 = 2;
 
-    /// The real service, counting how batches arrive; as an older failoverd when `stream` is off.
+    /// What a peer serves: this version, or an earlier one.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Serves {
+        Everything,
+        /// The version before refresh and status streams: raft streams, refreshes and statuses
+        /// by call.
+        RaftStreamOnly,
+        /// Before raft streams and refreshes.
+        NoStreams,
+    }
+
+    /// The real service, counting how batches and refreshes arrive; as an earlier failoverd
+    /// when `serves` says.
     struct CountingPeer {
         inner: PeerService,
-        stream: bool,
+        serves: Serves,
         unary_calls: Arc<AtomicUsize>,
         streams: Arc<AtomicUsize>,
+        refresh_calls: Arc<AtomicUsize>,
+        refresh_streams: Arc<AtomicUsize>,
+        status_calls: Arc<AtomicUsize>,
+        status_streams: Arc<AtomicUsize>,
+        /// Status streams whose sender ended them.
+        status_streams_ended: Arc<AtomicUsize>,
         /// The height of each status that arrived, in the order its handler ran.
         heights: Arc<Mutex<Vec<u64>>>,
     }
@@ -650,7 +704,7 @@ mod tests {
             self.inner.raft(request).await
         }
         async fn raft_stream(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
-            if !self.stream {
+            if self.serves == Serves::NoStreams {
                 return Err(Status::unimplemented("failover.v1.Peer/RaftStream"));
             }
             self.streams.fetch_add(1, Ordering::SeqCst);
@@ -660,15 +714,46 @@ mod tests {
             self.inner.rejoin(request).await
         }
         async fn publish_status(&self, request: Request<MemberStatusMsg>) -> Result<Response<StatusAck>, Status> {
+            self.status_calls.fetch_add(1, Ordering::SeqCst);
             let height = request.get_ref().height;
             self.heights.lock().unwrap_or_else(|p| p.into_inner()).extend(height);
             self.inner.publish_status(request).await
         }
+        async fn status_stream(
+            &self,
+            request: Request<Streaming<MemberStatusMsg>>,
+        ) -> Result<Response<StatusAck>, Status> {
+            if self.serves != Serves::Everything {
+                return Err(Status::unimplemented("failover.v1.Peer/StatusStream"));
+            }
+            self.status_streams.fetch_add(1, Ordering::SeqCst);
+            // The service's own loop, recording each height as it is taken.
+            let caller = self.inner.gate.caller(&request)?;
+            let mut statuses = request.into_inner();
+            while let Some(msg) = self.inner.next_message(&mut statuses).await? {
+                self.heights.lock().unwrap_or_else(|p| p.into_inner()).extend(msg.height);
+                self.inner.take_status(&caller, msg, None)?;
+            }
+            self.status_streams_ended.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(StatusAck {}))
+        }
         async fn refresh_lease(&self, request: Request<LeaseRefresh>) -> Result<Response<LeaseRefreshAck>, Status> {
-            if !self.stream {
+            if self.serves == Serves::NoStreams {
                 return Err(Status::unimplemented("failover.v1.Peer/RefreshLease"));
             }
+            self.refresh_calls.fetch_add(1, Ordering::SeqCst);
             self.inner.refresh_lease(request).await
+        }
+        type RefreshStreamStream = ReceiverStream<Result<LeaseRefreshAnswer, Status>>;
+        async fn refresh_stream(
+            &self,
+            request: Request<Streaming<LeaseRefresh>>,
+        ) -> Result<Response<Self::RefreshStreamStream>, Status> {
+            if self.serves != Serves::Everything {
+                return Err(Status::unimplemented("failover.v1.Peer/RefreshStream"));
+            }
+            self.refresh_streams.fetch_add(1, Ordering::SeqCst);
+            self.inner.refresh_stream(request).await
         }
     }
 
@@ -690,7 +775,17 @@ mod tests {
         async fn publish_status(&self, _: Request<MemberStatusMsg>) -> Result<Response<StatusAck>, Status> {
             std::future::pending().await
         }
+        async fn status_stream(&self, _: Request<Streaming<MemberStatusMsg>>) -> Result<Response<StatusAck>, Status> {
+            std::future::pending().await
+        }
         async fn refresh_lease(&self, _: Request<LeaseRefresh>) -> Result<Response<LeaseRefreshAck>, Status> {
+            std::future::pending().await
+        }
+        type RefreshStreamStream = ReceiverStream<Result<LeaseRefreshAnswer, Status>>;
+        async fn refresh_stream(
+            &self,
+            _: Request<Streaming<LeaseRefresh>>,
+        ) -> Result<Response<Self::RefreshStreamStream>, Status> {
             std::future::pending().await
         }
     }
@@ -701,14 +796,22 @@ mod tests {
         heights: Arc<Mutex<Vec<u64>>>,
         unary_calls: Arc<AtomicUsize>,
         streams: Arc<AtomicUsize>,
+        refresh_calls: Arc<AtomicUsize>,
+        refresh_streams: Arc<AtomicUsize>,
+        status_calls: Arc<AtomicUsize>,
+        status_streams: Arc<AtomicUsize>,
+        status_streams_ended: Arc<AtomicUsize>,
         stop: CancellationToken,
     }
 
     /// Serves the peer service on `listener` until `stop`.
-    fn serve(listener: tokio::net::TcpListener, stream: bool) -> Served {
+    fn serve(listener: tokio::net::TcpListener, serves: Serves) -> Served {
         let (inbox_tx, inbox) = mpsc::channel(1024);
         let stop = CancellationToken::new();
         let (unary_calls, streams) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (refresh_calls, refresh_streams) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (status_calls, status_streams) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let status_streams_ended = Arc::new(AtomicUsize::new(0));
         let board = StatusBoard::default();
         let heights = Arc::new(Mutex::new(Vec::new()));
         let peer = CountingPeer {
@@ -724,13 +827,30 @@ mod tests {
                 ),
                 shutdown: stop.clone(),
             },
-            stream,
+            serves,
             unary_calls: Arc::clone(&unary_calls),
             streams: Arc::clone(&streams),
+            refresh_calls: Arc::clone(&refresh_calls),
+            refresh_streams: Arc::clone(&refresh_streams),
+            status_calls: Arc::clone(&status_calls),
+            status_streams: Arc::clone(&status_streams),
+            status_streams_ended: Arc::clone(&status_streams_ended),
             heights: Arc::clone(&heights),
         };
         spawn_server(peer, listener, &stop);
-        Served { inbox, board, heights, unary_calls, streams, stop }
+        Served {
+            inbox,
+            board,
+            heights,
+            unary_calls,
+            streams,
+            refresh_calls,
+            refresh_streams,
+            status_calls,
+            status_streams,
+            status_streams_ended,
+            stop,
+        }
     }
 
     /// Serves `peer` on `listener` until `stop` is cancelled.
@@ -742,6 +862,16 @@ mod tests {
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), until.cancelled_owned())
                 .await;
         });
+    }
+
+    /// The same port again, once the server that had it let it go (a restarted member).
+    async fn listen_again(port: u16) -> tokio::net::TcpListener {
+        loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => return l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
     }
 
     async fn listen() -> (tokio::net::TcpListener, u16) {
@@ -761,9 +891,9 @@ mod tests {
 
     /// A peer on 127.0.0.1 that serves the stream or only unary calls, its port, and this
     /// member's senders to it with the token that stops them.
-    async fn peer_and_sender(stream: bool) -> (Served, u16, PeerSenders, CancellationToken) {
+    async fn peer_and_sender(serves: Serves) -> (Served, u16, PeerSenders, CancellationToken) {
         let (listener, port) = listen().await;
-        let peer = serve(listener, stream);
+        let peer = serve(listener, serves);
         let shutdown = CancellationToken::new();
         let senders = senders_to(port, &shutdown);
         (peer, port, senders, shutdown)
@@ -838,7 +968,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn raft_messages_reach_the_peer_in_order_on_one_stream() {
-        let (mut peer, _, senders, shutdown) = peer_and_sender(true).await;
+        let (mut peer, _, senders, shutdown) = peer_and_sender(Serves::Everything).await;
         // The first message opens the stream; the rest follow it.
         senders.send(vec![heartbeat(0)]);
         assert_eq!(receive(&mut peer.inbox, 1).await, vec![0]);
@@ -852,7 +982,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_peer_that_does_not_serve_the_stream_gets_batches_call_by_call() {
-        let (mut peer, _, senders, shutdown) = peer_and_sender(false).await;
+        let (mut peer, _, senders, shutdown) = peer_and_sender(Serves::NoStreams).await;
         // What went out before the peer said "unimplemented" is lost, as on a lossy link; raft
         // resends. So keep sending until messages arrive, then check the rest come in order.
         let first = send_until_heard(&senders, &mut peer.inbox, 0).await;
@@ -865,51 +995,152 @@ mod tests {
         peer.stop.cancel();
     }
 
-    // A refresh reaches the leader's node as asked and its answer comes back: accepted, or
-    // refused with the node's reason; a peer of an earlier version answers "unimplemented",
-    // which the holder reads as "renew through the log".
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_lease_refresh_carries_the_nodes_answer_and_an_older_peer_says_it_takes_none() {
-        let (mut peer, _, senders, shutdown) = peer_and_sender(true).await;
-        let ask = RefreshAsk { member: MemberId::new("a").expect("id"), epoch: Epoch::new(7), ttl_ms: 400 };
-        let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
-        let node = async {
-            let answers = [Ok(()), Err(RefreshRefusal::ExpireInFlight { epoch: Epoch::new(7) })];
-            for answer in answers {
-                match tokio::time::timeout(Duration::from_secs(10), peer.inbox.recv()).await {
-                    Ok(Some(Inbound::Refresh { ask: got, reply })) => {
-                        assert_eq!(got.member.as_str(), "a");
-                        assert_eq!((got.epoch, got.ttl_ms), (Epoch::new(7), 400));
-                        let _ = reply.send(answer);
-                    }
-                    _ => panic!("no refresh reached the node"),
-                }
-            }
-        };
-        let calls = async {
-            let first = senders.refresh_lease(PEER, &ask, deadline()).await;
-            let second = senders.refresh_lease(PEER, &ask, deadline()).await;
-            (first, second)
-        };
-        let ((first, second), ()) = tokio::join!(calls, node);
-        assert!(first.is_ok(), "{first:?}");
-        let refused = second.expect_err("the node refused");
-        assert!(matches!(&refused, RefreshCallError::Refused(m) if m.contains("already proposed")), "{refused}");
-        assert!(matches!(senders.refresh_lease(99, &ask, deadline()).await, Err(RefreshCallError::UnknownPeer(99))));
-        shutdown.cancel();
-        peer.stop.cancel();
+    fn refresh_ask() -> RefreshAsk {
+        RefreshAsk { member: MemberId::new("a").expect("id"), epoch: Epoch::new(7), ttl_ms: 400 }
+    }
 
-        let (older, _, senders, shutdown) = peer_and_sender(false).await;
-        let answer = senders.refresh_lease(PEER, &ask, deadline()).await;
+    fn within_5s() -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(5)
+    }
+
+    /// Plays the raft node: answers the next refreshes with `answers`, in order.
+    async fn node_answers(inbox: &mut mpsc::Receiver<Inbound>, answers: Vec<Result<(), RefreshRefusal>>) {
+        for answer in answers {
+            match tokio::time::timeout(Duration::from_secs(10), inbox.recv()).await {
+                Ok(Some(Inbound::Refresh { ask: got, reply })) => {
+                    assert_eq!(got, refresh_ask());
+                    let _ = reply.send(answer);
+                }
+                _ => panic!("no refresh reached the node"),
+            }
+        }
+    }
+
+    /// One refresh from `senders`, which the leader's node (`inbox`) answers with `answer`.
+    async fn refreshed(
+        senders: &PeerSenders,
+        inbox: &mut mpsc::Receiver<Inbound>,
+        answer: Result<(), RefreshRefusal>,
+    ) -> Result<(), RefreshCallError> {
+        let ask = refresh_ask();
+        let (result, ()) =
+            tokio::join!(senders.refresh_lease(PEER, &ask, within_5s()), node_answers(inbox, vec![answer]));
+        result
+    }
+
+    // Refreshes reach the leader's node as asked, one stream carries them all, and each answer
+    // comes back: accepted, or refused with the node's reason. A leader of the version before
+    // streams of refreshes gets them as calls, with the same answers; one of an earlier version
+    // answers "unimplemented", which the holder reads as "renew through the log".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refreshes_ride_one_stream_and_a_leader_without_it_gets_calls() {
+        for serves in [Serves::Everything, Serves::RaftStreamOnly] {
+            let (mut peer, _, senders, shutdown) = peer_and_sender(serves).await;
+            let refused = || Err(RefreshRefusal::ExpireInFlight { epoch: Epoch::new(7) });
+            let calls = async {
+                let mut answers = Vec::new();
+                for _ in 0..3 {
+                    answers.push(senders.refresh_lease(PEER, &refresh_ask(), within_5s()).await);
+                }
+                answers
+            };
+            let (answers, ()) = tokio::join!(calls, node_answers(&mut peer.inbox, vec![Ok(()), refused(), Ok(())]));
+            assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+            assert!(
+                matches!(&answers[1], Err(RefreshCallError::Refused(m)) if m.contains("already proposed")),
+                "{answers:?}"
+            );
+            let (streams, calls) =
+                (peer.refresh_streams.load(Ordering::SeqCst), peer.refresh_calls.load(Ordering::SeqCst));
+            match serves {
+                Serves::Everything => assert_eq!((streams, calls), (1, 0), "three refreshes on one stream"),
+                _ => assert_eq!((streams, calls), (0, 3), "three refreshes by call"),
+            }
+            let unknown = senders.refresh_lease(99, &refresh_ask(), within_5s()).await;
+            assert!(matches!(unknown, Err(RefreshCallError::UnknownPeer(99))), "{unknown:?}");
+            shutdown.cancel();
+            peer.stop.cancel();
+        }
+
+        let (older, _, senders, shutdown) = peer_and_sender(Serves::NoStreams).await;
+        let answer = senders.refresh_lease(PEER, &refresh_ask(), within_5s()).await;
         assert!(matches!(answer, Err(RefreshCallError::Unsupported)), "{answer:?}");
         shutdown.cancel();
         older.stop.cancel();
     }
 
+    // An answer that comes after its ask's deadline is never taken for a later ask's: a late
+    // "refreshed" must not confirm a refresh the leader refused. The stream of the late ask is
+    // dropped (the leader drops what it had not yet taken) and the next ask opens another.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_answer_on_the_refresh_stream_never_answers_a_later_ask() {
+        let (mut peer, _, senders, shutdown) = peer_and_sender(Serves::Everything).await;
+        let ask = refresh_ask();
+        let opened = refreshed(&senders, &mut peer.inbox, Ok(())).await;
+        assert!(opened.is_ok(), "{opened:?}");
+        let late = senders.refresh_lease(PEER, &ask, tokio::time::Instant::now() + Duration::from_millis(200));
+        let held = async {
+            match tokio::time::timeout(Duration::from_secs(10), peer.inbox.recv()).await {
+                Ok(Some(Inbound::Refresh { reply, .. })) => reply,
+                _ => panic!("no refresh reached the node"),
+            }
+        };
+        let (late, late_reply) = tokio::join!(late, held);
+        assert!(matches!(late, Err(RefreshCallError::Timeout)), "{late:?}");
+        let _ = late_reply.send(Ok(()));
+        let refused = Err(RefreshRefusal::ExpireInFlight { epoch: Epoch::new(7) });
+        let next = refreshed(&senders, &mut peer.inbox, refused).await;
+        assert!(matches!(&next, Err(RefreshCallError::Refused(m)) if m.contains("already proposed")), "{next:?}");
+        assert_eq!(peer.refresh_streams.load(Ordering::SeqCst), 2, "the late ask's stream was kept");
+        shutdown.cancel();
+        peer.stop.cancel();
+    }
+
+    // A leader that restarted ended the holder's stream; the holder's next refresh finds the
+    // kept stream gone and asks on a new one within the same deadline, rather than failing
+    // once and renewing through the log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refresh_after_the_leader_restarted_is_answered_on_a_new_stream() {
+        let (mut old, port, senders, shutdown) = peer_and_sender(Serves::Everything).await;
+        let ask = refresh_ask();
+        let first = refreshed(&senders, &mut old.inbox, Ok(())).await;
+        assert!(first.is_ok(), "{first:?}");
+        old.stop.cancel();
+        let listener = listen_again(port).await;
+        let mut new = serve(listener, Serves::Everything);
+        let second = senders.refresh_lease(PEER, &ask, within_5s());
+        let node = async {
+            let _ = tokio::time::timeout(Duration::from_secs(6), node_answers(&mut new.inbox, vec![Ok(())])).await;
+        };
+        let (second, ()) = tokio::join!(second, node);
+        assert!(second.is_ok(), "{second:?}");
+        assert_eq!(new.refresh_streams.load(Ordering::SeqCst), 1);
+        shutdown.cancel();
+        new.stop.cancel();
+    }
+
+    // A member of the cluster that sends a refresh naming no member, on its stream, gets the
+    // stream ended with the reason, and nothing reaches the node.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refresh_stream_carrying_a_nameless_ask_is_ended_with_the_reason() {
+        let (mut peer, _, senders, shutdown) = peer_and_sender(Serves::Everything).await;
+        let nameless = LeaseRefresh { member: String::new(), epoch: 7, ttl_ms: 400, seq: 1 };
+        let mut client = senders.channels.get(&PEER).expect("a channel").clone();
+        let ended = match client.refresh_stream(tokio_stream::once(nameless)).await {
+            Ok(answers) => answers.into_inner().message().await.expect_err("the stream is ended"),
+            Err(status) => status,
+        };
+        assert_eq!(ended.code(), tonic::Code::InvalidArgument, "{ended}");
+        assert!(ended.message().contains("names no valid member"), "{ended}");
+        assert!(peer.inbox.try_recv().is_err(), "the nameless ask reached the node");
+        shutdown.cancel();
+        peer.stop.cancel();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_peer_that_never_answers_holds_up_no_status_to_the_others() {
         let (listener, port) = listen().await;
-        let peer = serve(listener, true);
+        let peer = serve(listener, Serves::Everything);
         let (silent, silent_port) = listen().await;
         let stop_silent = CancellationToken::new();
         spawn_server(SilentPeer, silent, &stop_silent);
@@ -931,9 +1162,56 @@ mod tests {
         let heights = peer.heights.lock().unwrap_or_else(|p| p.into_inner()).clone();
         assert!(heights.windows(2).all(|w| w[0] < w[1]), "statuses arrived out of order: {heights:?}");
         assert_eq!(heights.last(), Some(&200));
+        let (streams, calls) = (peer.status_streams.load(Ordering::SeqCst), peer.status_calls.load(Ordering::SeqCst));
+        assert_eq!((streams, calls), (1, 0), "statuses on one stream");
         shutdown.cancel();
         stop_silent.cancel();
         peer.stop.cancel();
+    }
+
+    // A peer of the version before status streams gets every status by call, in order; a peer
+    // that ends the stream (it stopped, or refused a status) gets the next status on a new one;
+    // a member that stops ends its stream.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn statuses_go_by_call_to_a_peer_without_the_stream_and_on_a_new_stream_after_one_ends() {
+        let (peer, _, senders, shutdown) = peer_and_sender(Serves::RaftStreamOnly).await;
+        let patient = Duration::from_secs(10);
+        for height in 1..=3 {
+            senders.publish_status(&status_at(height), patient);
+            board_shows(&peer.board, height).await;
+        }
+        assert_eq!(peer.status_calls.load(Ordering::SeqCst), 3, "the first status and the rest by call");
+        shutdown.cancel();
+        peer.stop.cancel();
+
+        let (listener, port) = listen().await;
+        let first = serve(listener, Serves::Everything);
+        let shutdown = CancellationToken::new();
+        let senders = senders_to(port, &shutdown);
+        senders.publish_status(&status_at(1), patient);
+        board_shows(&first.board, 1).await;
+        first.stop.cancel();
+        // The same port, served again: the old stream ended with the first server.
+        let listener = listen_again(port).await;
+        let second = serve(listener, Serves::Everything);
+        for height in 2.. {
+            senders.publish_status(&status_at(height), patient);
+            if tokio::time::timeout(Duration::from_millis(200), board_shows(&second.board, height)).await.is_ok() {
+                break;
+            }
+            assert!(height < 50, "no status reached the restarted peer");
+        }
+        assert_eq!(second.status_streams.load(Ordering::SeqCst), 1, "a new stream to the restarted peer");
+        // A member that stops ends its status streams: no call outlives it at the peer.
+        shutdown.cancel();
+        drop(senders);
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            while second.status_streams_ended.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        assert!(ended.await.is_ok(), "the stopped member's status stream is still open at the peer");
+        second.stop.cancel();
     }
 
     #[test]
@@ -954,18 +1232,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_member_that_stops_ends_its_streams_and_the_sender_reaches_its_successor() {
-        let (mut old, port, senders, shutdown) = peer_and_sender(true).await;
+        let (mut old, port, senders, shutdown) = peer_and_sender(Serves::Everything).await;
         senders.send(vec![heartbeat(1)]);
         assert_eq!(receive(&mut old.inbox, 1).await, vec![1]);
         old.stop.cancel();
         // The same address, served anew (a restarted member).
-        let listener = loop {
-            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-                Ok(l) => break l,
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
-        let mut new = serve(listener, true);
+        let listener = listen_again(port).await;
+        let mut new = serve(listener, Serves::Everything);
         let arrived = send_until_heard(&senders, &mut new.inbox, 2).await;
         assert!(arrived.is_some(), "the restarted member never heard from the sender");
         assert_eq!(new.streams.load(Ordering::SeqCst), 1);
@@ -976,7 +1249,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stream_from_outside_the_cluster_is_refused_naming_the_raft_id() {
         let (listener, port) = listen().await;
-        let mut peer = serve(listener, true);
+        let mut peer = serve(listener, Serves::Everything);
         let mut client = PeerClient::connect(format!("http://127.0.0.1:{port}")).await.expect("connect");
         let mut stranger = heartbeat(7);
         stranger.from = 9;
@@ -998,7 +1271,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_carrying_a_nested_group_bomb_is_refused_before_parsing_and_nothing_is_delivered() {
         let (listener, port) = listen().await;
-        let mut peer = serve(listener, true);
+        let mut peer = serve(listener, Serves::Everything);
         let mut client = PeerClient::connect(format!("http://127.0.0.1:{port}")).await.expect("connect");
         let mut bomb = heartbeat(1).write_to_bytes().expect("encode");
         let valid = bomb.len();
