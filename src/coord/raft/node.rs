@@ -1014,6 +1014,16 @@ mod tests {
         assert_eq!(task.raw.raft.randomized_election_timeout(), 10);
     }
 
+    /// A leader whose ticks wake it only when due (elections at 100 ticks, heartbeats 50 apart,
+    /// so only the expiry bounds a sleep), with `b` holding at a TTL of `ttl_ms`.
+    fn ticking_leader_with_holder_b(dir: &std::path::Path, ttl_ms: u64) -> NodeTask {
+        let mut task = one_member_ticking(dir, 100, 50);
+        lead(&mut task);
+        let holder = MemberId::new("b").expect("valid");
+        commit(&mut task, Command::Acquire { member: holder, seen_epoch: None, ttl_ms: Some(ttl_ms) });
+        task
+    }
+
     /// Starts a leader's tick clock and expiry timer at `now`: leadership long ago, so the
     /// holder's TTL decides, and the holder's last refresh now.
     fn clocks_from_a_refresh(task: &mut NodeTask, now: Instant) {
@@ -1068,10 +1078,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         // Heartbeats 50 ticks apart, so only the expiry bounds the sleep; a TTL of one watch
         // span (7 ticks of 20 ms): refreshed now, the holding is due a span from now.
-        let mut task = one_member_ticking(dir.path(), 100, 50);
-        lead(&mut task);
-        let holder = MemberId::new("b").expect("valid");
-        commit(&mut task, Command::Acquire { member: holder, seen_epoch: None, ttl_ms: Some(140) });
+        let mut task = ticking_leader_with_holder_b(dir.path(), 140);
         assert_eq!(task.ticks.watch_span(), TICK * 7);
         // The clocks start now, not when the member was built (opening it takes a while).
         let now = Instant::now();
@@ -1098,10 +1105,7 @@ mod tests {
         assert!(!beating.watching(), "a heartbeat due at the next tick");
         // Far from due (a TTL of 60 s): the grid, as before.
         let dir = tempfile::tempdir().expect("dir");
-        let mut far = one_member_ticking(dir.path(), 100, 50);
-        lead(&mut far);
-        let holder = MemberId::new("b").expect("valid");
-        commit(&mut far, Command::Acquire { member: holder, seen_epoch: None, ttl_ms: Some(60_000) });
+        let mut far = ticking_leader_with_holder_b(dir.path(), 60_000);
         far.expiry.refreshed(Instant::now());
         assert!(!far.watching(), "60 s from due");
     }

@@ -242,7 +242,7 @@ impl RefreshLinks {
         if let Some(queued) = opening {
             let mut client = client.clone();
             match tokio::time::timeout_at(deadline, client.refresh_stream(ReceiverStream::new(queued))).await {
-                Err(_) => return Attempt::Answered(Err(RefreshCallError::Timeout)),
+                Err(_) => return Attempt::Late,
                 Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
                     *self.unserved.lock().unwrap_or_else(|p| p.into_inner()) = Some((link.leader, Instant::now()));
                     return Attempt::NotServed;
@@ -263,8 +263,8 @@ impl RefreshLinks {
 enum Attempt {
     /// The leader answered; the stream serves the next ask.
     Answered(Result<(), RefreshCallError>),
-    /// No answer by the deadline: the stream is dropped, which cancels the ask if the leader
-    /// has not taken it yet (it may still apply one it took, as with a call).
+    /// No answer (or no opening) by the deadline: the stream is dropped, which cancels the ask
+    /// if the leader has not taken it yet (it may still apply one it took, as with a call).
     Late,
     /// The stream ended or misbehaved before answering.
     Broken(RefreshCallError),

@@ -691,8 +691,8 @@ mod tests {
         refresh_streams: Arc<AtomicUsize>,
         status_calls: Arc<AtomicUsize>,
         status_streams: Arc<AtomicUsize>,
-        /// Status streams whose sender ended them.
-        status_streams_ended: Arc<AtomicUsize>,
+        /// Notified when a sender ends its status stream.
+        status_stream_ended: Arc<tokio::sync::Notify>,
         /// The height of each status that arrived, in the order its handler ran.
         heights: Arc<Mutex<Vec<u64>>>,
     }
@@ -734,7 +734,7 @@ mod tests {
                 self.heights.lock().unwrap_or_else(|p| p.into_inner()).extend(msg.height);
                 self.inner.take_status(&caller, msg, None)?;
             }
-            self.status_streams_ended.fetch_add(1, Ordering::SeqCst);
+            self.status_stream_ended.notify_one();
             Ok(Response::new(StatusAck {}))
         }
         async fn refresh_lease(&self, request: Request<LeaseRefresh>) -> Result<Response<LeaseRefreshAck>, Status> {
@@ -800,7 +800,7 @@ mod tests {
         refresh_streams: Arc<AtomicUsize>,
         status_calls: Arc<AtomicUsize>,
         status_streams: Arc<AtomicUsize>,
-        status_streams_ended: Arc<AtomicUsize>,
+        status_stream_ended: Arc<tokio::sync::Notify>,
         stop: CancellationToken,
     }
 
@@ -811,7 +811,7 @@ mod tests {
         let (unary_calls, streams) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (refresh_calls, refresh_streams) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (status_calls, status_streams) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let status_streams_ended = Arc::new(AtomicUsize::new(0));
+        let status_stream_ended = Arc::new(tokio::sync::Notify::new());
         let board = StatusBoard::default();
         let heights = Arc::new(Mutex::new(Vec::new()));
         let peer = CountingPeer {
@@ -834,7 +834,7 @@ mod tests {
             refresh_streams: Arc::clone(&refresh_streams),
             status_calls: Arc::clone(&status_calls),
             status_streams: Arc::clone(&status_streams),
-            status_streams_ended: Arc::clone(&status_streams_ended),
+            status_stream_ended: Arc::clone(&status_stream_ended),
             heights: Arc::clone(&heights),
         };
         spawn_server(peer, listener, &stop);
@@ -848,7 +848,7 @@ mod tests {
             refresh_streams,
             status_calls,
             status_streams,
-            status_streams_ended,
+            status_stream_ended,
             stop,
         }
     }
@@ -1205,12 +1205,8 @@ mod tests {
         // A member that stops ends its status streams: no call outlives it at the peer.
         shutdown.cancel();
         drop(senders);
-        let ended = tokio::time::timeout(Duration::from_secs(5), async {
-            while second.status_streams_ended.load(Ordering::SeqCst) == 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
-        assert!(ended.await.is_ok(), "the stopped member's status stream is still open at the peer");
+        let ended = tokio::time::timeout(Duration::from_secs(5), second.status_stream_ended.notified()).await;
+        assert!(ended.is_ok(), "the stopped member's status stream is still open at the peer");
         second.stop.cancel();
     }
 
