@@ -19,7 +19,8 @@ pub fn wan_allowance(wan: Option<&Wan>) -> Duration {
 
 /// The scenarios' timings across a WAN: raft at its default tick (100 ms) rather than the lab's
 /// fast 50 ms, as an operator's cluster across regions runs. A signer-mode holder keeps its
-/// permission for three election timeouts and a renew (3.1 s at 100 ms ticks, 1.6 s at 50 ms):
+/// permission for three election timeouts and a renew (3.15 s at 100 ms ticks and the default
+/// renew interval):
 /// an election that takes its longest timeout (20 ticks) plus a pre-vote, a vote and a commit
 /// round at 100 ms RTT must fit inside it.
 pub fn across(timings: Timings, wan: Option<&Wan>) -> Timings {
@@ -36,7 +37,7 @@ pub trait ChaosTimings {
     /// docs/design.md §9's defaults, for the failover benchmark (500 ms blocks, as in the demo).
     fn design() -> Timings;
     /// Signer mode's benchmark: signer mode's defaults (docs/design.md §7: lease_ttl 400 ms,
-    /// renew 100 ms, safety_margin 100 ms, call_timeout 250 ms, priority_delay 300 ms, raft ticks
+    /// renew 150 ms, safety_margin 100 ms, call_timeout 250 ms, priority_delay 300 ms, raft ticks
     /// of 100 ms) and 100 ms blocks, so that the first signed height after a takeover measures
     /// the takeover, not the block interval.
     fn signer_bench() -> Timings;

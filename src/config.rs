@@ -565,11 +565,13 @@ impl TimingDefaults {
     /// Signer mode (`cometbft-signer`): a dead holder is detected within four raft ticks
     /// (100 ms ticks); a lower-priority standby waits about one commit for a better one. The TTL
     /// outlasts one TCP retransmission timeout (200 ms at least on Linux) plus a renew interval,
-    /// so one lost packet and its lost probe on the raft leader's link do not expire a live
-    /// holder (chaos `packet-loss` at 300 ms did).
+    /// with 50 ms left for the link's one-way delay and scheduling, so one lost packet and its
+    /// lost probe on a LAN link to the raft leader do not expire a live holder (chaos
+    /// `packet-loss` at a 300 ms TTL did). Renews every 150 ms rather than 100 ms: each is two
+    /// wake-ups of the holder, most of a signer active's idle CPU.
     pub const SIGNER: TimingDefaults = TimingDefaults {
         lease_ttl: Duration::from_millis(400),
-        renew_interval: Duration::from_millis(100),
+        renew_interval: Duration::from_millis(150),
         safety_margin: Duration::from_millis(100),
         call_timeout: Duration::from_millis(250),
         priority_delay: Duration::from_millis(300),

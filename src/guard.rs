@@ -365,7 +365,7 @@ impl SelfFence {
     /// Moves an armed deadline after a renew; does nothing when disarmed. It never rings: the
     /// deadline only moves later, and the thread, woken by its timer at the earlier one, reads
     /// the later one and sleeps again. So the thread wakes about once per lease validity, not at
-    /// every renew (ten a second in signer mode).
+    /// every renew (several a second in signer mode).
     pub fn extend(&self, until: MonoTime) {
         if let Some(d) = self.state().deadline.as_mut() {
             *d = (*d).max(until);

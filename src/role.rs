@@ -649,7 +649,7 @@ fn decide_holding(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, act
     // The checkpoint rides with the renew, once per renew: asked at every turn while a renew is
     // due, a checkpoint that finishes at once (nothing new signed) woke the loop for the next
     // one, and the loop spun for as long as the renew was in flight (in signer mode, renewing
-    // ten times a second, hundreds to thousands of turns a second).
+    // several times a second, hundreds to thousands of turns a second).
     if deadline.saturating_since(now) <= policy.renew_when_remaining() && s.renew.may_send(now, policy.renew_interval) {
         s.renew.sent(now);
         actions.push(Action::Renew { epoch });

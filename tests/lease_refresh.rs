@@ -1,6 +1,6 @@
 //! Signer mode's lease refresh outside the raft log (docs/design.md §4): real members on
-//! loopback sockets with mutual TLS, raft-engine in temp dirs, signer mode's timings (lease_ttl
-//! 300 ms, renew every 100 ms, raft tick 100 ms). The holder's renews restart the raft leader's
+//! loopback sockets with mutual TLS, raft-engine in temp dirs, signer mode's default timings
+//! (lease_ttl 400 ms, renew every 150 ms, raft tick 100 ms). The holder's renews restart the raft leader's
 //! expiry timer and write nothing to the log; only the holder can do that, and a holder that
 //! stops renewing loses its lease on time whatever else arrives.
 

@@ -1,6 +1,6 @@
 //! L2 across raft leader changes at signer mode's short lease (docs/design.md §3, §4): real
-//! members on loopback sockets, raft-engine in temp dirs, the signer-mode timings (lease_ttl
-//! 300 ms, renew every 100 ms, raft tick 100 ms, 10 election ticks), with the producers in signer
+//! members on loopback sockets, raft-engine in temp dirs, signer mode's default timings (lease_ttl
+//! 400 ms, renew every 150 ms, raft tick 100 ms, 10 election ticks), with the producers in signer
 //! mode, so renews refresh the raft leader's expiry timer outside the log and fall back to the log
 //! when it refuses. Leader changes come from cutting links with the transport's fault injection.
 

@@ -1005,7 +1005,7 @@ url = "https://hooks.example.com/x"
         let got = (c.coordinator.lease_ttl, c.coordinator.renew_interval, c.coordinator.safety_margin);
         assert_eq!(got, (d.lease_ttl, d.renew_interval, d.safety_margin));
         assert_eq!((c.coordinator.call_timeout, c.failover.priority_delay), (d.call_timeout, d.priority_delay));
-        assert_eq!(c.holder_horizon(), ms(3100), "three 1 s election timeouts and a renew");
+        assert_eq!(c.holder_horizon(), ms(3150), "three 1 s election timeouts and a renew");
         let k = base();
         assert_eq!(k.coordinator.lease_ttl, TimingDefaults::KEY_HOLDING.lease_ttl);
         assert_eq!(k.holder_horizon(), k.coordinator.lease_ttl - k.coordinator.safety_margin);

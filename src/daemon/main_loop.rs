@@ -3,7 +3,9 @@
 //! the actions to the executor. A turn never awaits: the store is read by `observe`'s
 //! refresher and its push channel, actions run as tasks.
 //!
-//! A turn follows every event (a store change, a probe, a finished action, a fence notice), and
+//! A turn follows every event (a store change, a probe, a finished action, a fence notice) but a
+//! steady holder's renew that went through, which waits for the turn already planned
+//! (`pace::outcome_waits`), and
 //! otherwise comes when `pace` says time alone may change the decision, or when this member's
 //! status is due to be published (once per probe interval, twice while it holds the lease) or
 //! systemd's watchdog to be pinged.
@@ -59,6 +61,8 @@ pub(super) struct MainLoop {
     next_turn: Instant,
     /// The longest wait without an event ([`observe::refresh_interval`]: the statuses' pace).
     quiet_turn: Duration,
+    /// Whether the last turn left this member holding steadily ([`pace::holds_steadily`]).
+    steady: bool,
 }
 
 impl MainLoop {
@@ -74,6 +78,7 @@ impl MainLoop {
         };
         MainLoop {
             quiet_turn,
+            steady: false,
             role: RoleState::new(member.kind, clock.now()),
             last_publish: Instant::now() - policies.probe_interval,
             published: None,
@@ -122,7 +127,6 @@ impl MainLoop {
                 failure = Some(DaemonError::TimerFailed(e.to_string()));
                 break;
             }
-            self.outputs.telemetry.loop_turned();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 why = &mut store_failed => {
@@ -146,12 +150,19 @@ impl MainLoop {
                     self.executor.push_outcome(Outcome::ProducerStopped { by: notice.by.to_string(), detail: notice.detail });
                 }
                 Some(done) = self.executor.finished.recv() => {
+                    let mut waits = self.waits_for_planned_turn(&done);
                     self.executor.apply(done);
                     while let Ok(done) = self.executor.finished.try_recv() {
+                        waits &= self.waits_for_planned_turn(&done);
                         self.executor.apply(done);
+                    }
+                    if waits {
+                        // The outcomes stay queued for the turn already planned.
+                        continue;
                     }
                 }
             }
+            self.outputs.telemetry.loop_turned();
             self.turn(&observer);
         }
         if let Some(DaemonError::TimerFailed(why)) = &failure {
@@ -197,6 +208,13 @@ impl MainLoop {
         let metrics = &self.outputs.telemetry.metrics;
         observer.start_references(&sources.references, policies.probe_interval, metrics, shutdown);
         (observer, probes)
+    }
+
+    /// Whether `done` may wait for the turn already planned ([`pace::outcome_waits`]).
+    fn waits_for_planned_turn(&self, done: &super::executor::Finished) -> bool {
+        let turn_in = self.next_turn.saturating_duration_since(Instant::now());
+        let now = self.clock.now();
+        done.outcome.as_ref().is_some_and(|o| pace::outcome_waits(o, &self.role, self.steady, now, turn_in))
     }
 
     /// Records one probe of the local node in the history; no decision follows it.
@@ -251,6 +269,7 @@ impl MainLoop {
         self.dispatch(actions, &obs.cluster, observer, now);
         let paced = Instant::now() + pace::next_turn(&self.role, &obs, &self.policies.role, self.quiet_turn);
         self.publish_status(&health, paced);
+        self.steady = pace::holds_steadily(&self.role, &obs);
         observer.ask_again();
         self.next_turn = self.next_turn_after(paced);
     }
@@ -298,11 +317,11 @@ impl MainLoop {
     /// was probed and half a probe interval passed: the probe's turn carries it, so a peer never
     /// reads a height much older than one probe.
     ///
-    /// A status due before the next paced turn (`paced`), when that turn is at most a quarter of
-    /// [`Self::publish_every`] away, goes out with this turn: an active's renew turns, ten a
-    /// second in signer mode, carry its statuses instead of a wake-up of their own. The gap
-    /// between two statuses never grows; a member without a paced turn that near publishes on
-    /// time, not early.
+    /// A status due before the next paced turn (`paced`), when that turn is at most a third of
+    /// [`Self::publish_every`] away, goes out with this turn: an active's renew turns, every
+    /// 150 ms in signer mode (a third of its 500 ms status pace is 167 ms), carry its statuses
+    /// instead of a wake-up of their own. The gap between two statuses never grows; a member
+    /// without a paced turn that near publishes on time, not early.
     fn publish_status(&mut self, health: &NodeHealth, paced: Instant) {
         let status = MemberStatus {
             member: self.member.id.clone(),
@@ -320,7 +339,7 @@ impl MainLoop {
             && since >= self.policies.probe_interval / 2;
         let every = self.publish_every();
         let until_paced = paced.saturating_duration_since(Instant::now());
-        let early = if until_paced <= every / 4 { until_paced } else { Duration::ZERO };
+        let early = if until_paced <= every / 3 { until_paced } else { Duration::ZERO };
         if !changed && !moved && since + early < every {
             return;
         }

@@ -11,7 +11,8 @@
 //! - while it holds steadily, it turns when its next renew falls due, and at the latest a quiet
 //!   turn later (also before its deadline: the self-fence thread watches that too); once a renew
 //!   is due it turns every [`BUSY_TURN`], or sooner when the next renew may leave or the
-//!   deadline comes;
+//!   deadline comes — with a renew in flight not before the next may leave, since a failed
+//!   one is an event and one that went through waits for that turn ([`outcome_waits`]);
 //! - while another member holds the lease, or for a witness, it turns once per quiet turn: only
 //!   a store change can give it something to do, and a store change wakes it at once.
 //!
@@ -29,7 +30,7 @@ use std::time::Duration;
 
 use crate::domain::{LeaseView, MemberKind, MonoTime, RoleName};
 use crate::health::Verdict;
-use crate::role::{Observation, RolePolicy, RoleState};
+use crate::role::{MAX_RENEWS_IN_FLIGHT, Observation, Outcome, RolePolicy, RoleState};
 
 /// The pace while something is in motion: the loop's pace before it waited for events.
 pub(super) const BUSY_TURN: Duration = Duration::from_millis(50);
@@ -57,6 +58,38 @@ pub(super) fn next_turn(state: &RoleState, obs: &Observation, policy: &RolePolic
     }
 }
 
+/// Whether this member holds steadily: active, its node not unhealthy, no transfer asked and
+/// nothing pending. Such a member turns at every renew, several times a second in signer mode,
+/// and a renew it got through need not turn the loop at once ([`outcome_waits`]). Once its node
+/// turns unhealthy or a transfer is asked, it is in motion again.
+pub(super) fn holds_steadily(state: &RoleState, obs: &Observation) -> bool {
+    state.role == RoleName::Active
+        && !state.acquire_pending
+        && obs.health.verdict != Verdict::Unhealthy
+        && obs.store.as_ref().is_some_and(|view| view.intents.transfer.is_none())
+}
+
+/// Whether a finished action's outcome may wait for the turn the loop already planned, `turn_in`
+/// from `now`, instead of turning it now: only a renew of the current holding that went
+/// through, while it holds steadily, with a renew place free, and only while that turn comes a
+/// busy turn or more before the deadline in hand. That outcome moves the deadline later and
+/// frees the renew's place, and nothing else: the next renew leaves at the turn `holding_turn`
+/// planned for it either way. A turn planned at (or near) the deadline would fence the holder
+/// before applying it (`decide` checks the deadline first), so then it turns at once, as
+/// does anything else — a failed renew above all, which sends the next one at its interval.
+pub(super) fn outcome_waits(
+    outcome: &Outcome,
+    state: &RoleState,
+    steady: bool,
+    now: MonoTime,
+    turn_in: Duration,
+) -> bool {
+    let renewed = matches!(outcome, Outcome::Renewed { epoch, .. } if state.epoch == Some(*epoch));
+    let place_free = state.renew.in_flight() < MAX_RENEWS_IN_FLIGHT;
+    let before_deadline = state.deadline.is_some_and(|d| d.saturating_since(now) >= turn_in + BUSY_TURN);
+    renewed && steady && place_free && before_deadline
+}
+
 /// An active member in good health: until its next renew is due (`role`'s own rule,
 /// [`RolePolicy::renew_when_remaining`]); once it is, a busy turn at most, or until the next
 /// renew may leave or the deadline comes, whichever is first.
@@ -67,16 +100,22 @@ fn holding_turn(state: &RoleState, policy: &RolePolicy, now: MonoTime, quiet: Du
         return renew_due.saturating_since(now).min(quiet);
     }
     // Due, and the last renew left less than renew_interval ago (`decide` sends one at once when
-    // it may): an answer is an event. Time alone brings the moment the next renew may leave (a
-    // renew that failed fast, or one slower than renew_interval, must not wait for a busy turn
-    // on top) and the deadline.
+    // it may). Time alone brings the moment the next renew may leave (a renew that failed fast,
+    // or one slower than renew_interval, must not wait for a busy turn on top) and the deadline.
+    // While a renew is in flight, nothing else: a failed one is an event, and one that went
+    // through waits for the next renew's turn (`outcome_waits`), so the loop sleeps until then;
+    // otherwise a busy turn at most.
     let next_renew = state.renew.next_send_at(policy.renew_interval);
+    let longest = match next_renew {
+        Some(at) if state.renew.in_flight() > 0 && at > now => quiet,
+        _ => BUSY_TURN,
+    };
     [next_renew, Some(deadline)]
         .into_iter()
         .flatten()
         .filter(|at| *at > now)
         .map(|at| at.saturating_since(now))
-        .fold(BUSY_TURN, Duration::min)
+        .fold(longest, Duration::min)
 }
 
 #[cfg(test)]
@@ -220,6 +259,59 @@ mod tests {
         for (what, state, obs, want) in cases {
             assert_eq!(next_turn(&state, &obs, &policy(), QUIET_TURN), want, "{what}");
         }
+    }
+
+    #[test]
+    fn only_a_healthy_active_with_no_transfer_asked_holds_steadily() {
+        use RoleName::*;
+        use Verdict::*;
+        let holding = observation(MemberKind::Producer, held_by("a"), Healthy);
+        assert!(holds_steadily(&active(1_000), &holding), "a healthy holder only renews");
+        let unhealthy = observation(MemberKind::Producer, held_by("a"), Unhealthy);
+        assert!(!holds_steadily(&active(1_000), &unhealthy), "an unhealthy holder looks for a successor");
+        let mut asked = observation(MemberKind::Producer, held_by("a"), Healthy);
+        if let Some(view) = asked.store.as_mut() {
+            view.intents.transfer = Some(Transfer { to: id("b"), epoch: Epoch::new(3), forced: false });
+        }
+        assert!(!holds_steadily(&active(1_000), &asked), "a holder asked to hand over watches its successor");
+        let unknown = observation(MemberKind::Producer, None, Healthy);
+        assert!(!holds_steadily(&active(1_000), &unknown), "an unknown store is news");
+        for role in [Standby, Promoting, Demoting, Fenced, Witness, Ineligible] {
+            assert!(!holds_steadily(&state(role), &holding), "{role:?} is in motion or does not hold");
+        }
+    }
+
+    #[test]
+    fn only_a_steady_holders_renew_that_went_through_waits_for_the_planned_turn() {
+        let renewed = |epoch| Outcome::Renewed { epoch: Epoch::new(epoch), valid_until: ms(12_000) };
+        let now = ms(10_000);
+        let turn_in = Duration::from_millis(150);
+        let holder = sent_ago(1_500, 850);
+        assert!(outcome_waits(&renewed(3), &holder, true, now, turn_in));
+        assert!(!outcome_waits(&renewed(3), &holder, false, now, turn_in), "a holder in motion decides on it at once");
+        assert!(!outcome_waits(&renewed(2), &holder, true, now, turn_in), "a renew of an earlier holding is news");
+        let failed = Outcome::RenewFailed { epoch: Epoch::new(3), error: "timed out".into() };
+        assert!(!outcome_waits(&failed, &holder, true, now, turn_in), "a failed renew sends the next at its interval");
+        // The turn planned at the deadline would fence before applying the renew: not then,
+        // nor within a busy turn of it.
+        let near = sent_ago(200, 850);
+        assert!(!outcome_waits(&renewed(3), &near, true, now, Duration::from_millis(200)));
+        assert!(!outcome_waits(&renewed(3), &near, true, now, Duration::from_millis(151)));
+        assert!(outcome_waits(&renewed(3), &near, true, now, Duration::from_millis(150)));
+        // Three in flight: the answer frees the place the next renew needs, so it turns now.
+        assert!(!outcome_waits(&renewed(3), &three_in_flight(), true, now, turn_in));
+    }
+
+    /// The renew's answer is an event when it fails and waits for this turn when it goes
+    /// through: a holder with a renew in flight sleeps until the next renew may leave.
+    #[test]
+    fn a_holder_with_a_renew_in_flight_sleeps_until_the_next_may_leave() {
+        let obs = observation(MemberKind::Producer, held_by("a"), Verdict::Healthy);
+        // Sent 850 ms ago with a 1 s interval: the next leaves in 150 ms, longer than a busy turn.
+        assert_eq!(next_turn(&sent_ago(1_500, 850), &obs, &policy(), QUIET_TURN), Duration::from_millis(150));
+        // Never past the deadline, nor longer than the quiet turn.
+        assert_eq!(next_turn(&sent_ago(100, 850), &obs, &policy(), QUIET_TURN), Duration::from_millis(100));
+        assert_eq!(next_turn(&sent_ago(1_500, 100), &obs, &policy(), QUIET_TURN), QUIET_TURN);
     }
 
     #[test]

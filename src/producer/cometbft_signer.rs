@@ -131,7 +131,7 @@ impl Producer for CometbftSignerProducer {
     async fn extend(&self, until: MonoTime, _deadline: Instant) -> Result<(), ProducerError> {
         // A renew that commits after the permission ran out revives it: the node threads and
         // the watch thread must see that, or the member would hold the lease with no node. Any
-        // other renew only moves the deadline later, which wakes no thread (ten a second in
+        // other renew only moves the deadline later, which wakes no thread (several a second in
         // signer mode).
         if self.signer.gate().extend(until) {
             self.dialer.permission_changed();

@@ -1505,7 +1505,7 @@ fn a_fenced_takeover_promotes_on_its_grant_and_a_failed_one_is_not_retried_at_on
 }
 
 /// Renews leave one renew interval after the last committed one was sent, counted from the
-/// holder's validity: in signer mode that validity (its horizon; 2.1 s here, 3.1 s at the
+/// holder's validity: in signer mode that validity (its horizon; 2.1 s here, 3.15 s at the
 /// defaults) outlasts the store's TTL (300 ms), and a pace counted from the TTL would let the
 /// store expire a live holder.
 #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use failover::config::{Config, ProducerAdapter, SignerSettings, TlsConfig};
+use failover::config::{Config, ProducerAdapter, SignerSettings, TimingDefaults, TlsConfig};
 use failover::coord::Coordinator;
 use failover::coord::raft::{RaftCoordinator, RaftOptions, StartError};
 use failover::domain::{Hrs, KeyId, Lease, MemberId, Step};
@@ -49,10 +49,10 @@ impl Timings {
     /// Signer mode's defaults (`TimingDefaults::SIGNER`, raft's default 100 ms tick and 10
     /// election ticks): a lease shorter than one election timeout.
     pub const SIGNER: Timings = Timings {
-        lease_ttl: Duration::from_millis(300),
-        renew_interval: Duration::from_millis(100),
-        safety_margin: Duration::from_millis(100),
-        call_timeout: Duration::from_millis(250),
+        lease_ttl: TimingDefaults::SIGNER.lease_ttl,
+        renew_interval: TimingDefaults::SIGNER.renew_interval,
+        safety_margin: TimingDefaults::SIGNER.safety_margin,
+        call_timeout: TimingDefaults::SIGNER.call_timeout,
         tick: Duration::from_millis(100),
         election_ticks: 10,
         signer_mode: true,

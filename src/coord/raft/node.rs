@@ -488,8 +488,25 @@ impl NodeTask {
             expire_in_flight: self.holding().is_some_and(|h| self.expiry.expire_in_flight(h)),
         };
         refresh::check(ask, &view)?;
-        self.expiry.refreshed(Instant::now());
+        let now = Instant::now();
+        self.expiry.refreshed(now);
+        self.beat_with_refresh(now);
         Ok(())
+    }
+
+    /// A heartbeat due at the next tick leaves with this refresh's answer instead
+    /// ([`TickClock::take_next_early`]): the holder hears both at once, and this leader's timer
+    /// does not wake it for the heartbeat alone. Only a leader with no per-tick work and no
+    /// quorum check due at that tick: the tick is applied as it would be then, a little ahead
+    /// of the grid, and the grid tick applies nothing when it comes.
+    fn beat_with_refresh(&mut self, now: Instant) {
+        let r = &self.raw.raft;
+        let leads = r.state == StateRole::Leader;
+        let beat_next = r.heartbeat_elapsed() + 1 >= r.heartbeat_timeout();
+        let check_next = r.election_elapsed + 1 >= r.election_timeout();
+        if leads && beat_next && !check_next && !self.busy() && self.ticks.take_next_early(now) {
+            self.on_ticks(1);
+        }
     }
 
     /// Proposes the requests that wait for a leader. While no leader is known, or raft drops a
@@ -604,7 +621,7 @@ impl NodeTask {
     /// [`TickClock::watch_span`] before it is due, waking no later than the start of that span: a turn every
     /// tick is what lets it tell its own stall of more than two ticks from a quiet sleep
     /// (`note_turn`), so that renews it could not hear meanwhile do not count against the holder.
-    /// A stall that overruns a longer sleep without being noticed ends at least 50 ms before the
+    /// A stall that overruns a longer sleep without being noticed ends at least 90 ms before the
     /// timer is due — the time the transport has to hand over the renews that queued up (as
     /// with a turn every tick, nothing orders them before the timer).
     fn ticks_until_due(&self) -> u32 {
@@ -620,8 +637,9 @@ impl NodeTask {
         self.watch_from().map_or(1, |at| ticks.min(self.ticks.ticks_until(at)))
     }
 
-    /// Ticks until raft's own clock changes something: a follower's election timeout, a leader's
-    /// next heartbeat or quorum check.
+    /// Grid ticks until raft's own clock changes something: a follower's election timeout, a
+    /// leader's next heartbeat or quorum check (one more while a tick is owed, see
+    /// [`TickClock::owed`]).
     fn raft_ticks(&self) -> u32 {
         let r = &self.raw.raft;
         let left = |timeout: usize, elapsed: usize| timeout.saturating_sub(elapsed).max(1);
@@ -630,7 +648,8 @@ impl NodeTask {
         } else {
             left(r.randomized_election_timeout(), r.election_elapsed)
         };
-        u32::try_from(ticks).unwrap_or(u32::MAX)
+        // On the grid: a tick raft got early is one the next grid tick does not apply.
+        u32::try_from(ticks).unwrap_or(u32::MAX).saturating_add(self.ticks.owed())
     }
 
     /// Whether the per-tick checks have work: proposals in flight or parked, a campaign, a
@@ -1035,7 +1054,7 @@ mod tests {
     }
 
     // The leader sleeps towards its expiry only so far that a stall it does not notice (a turn
-    // up to a tick and 50 ms late) still ends 50 ms before the timer is due; for the last stretch it
+    // up to a tick and 90 ms late) still ends 90 ms before the timer is due; for the last stretch it
     // turns every tick, as before. Heartbeats far apart here, so only the expiry bounds a sleep.
     #[test]
     fn the_leader_turns_every_tick_only_near_its_expiry() {
@@ -1043,7 +1062,7 @@ mod tests {
         let mut task = one_member_ticking(dir.path(), 100, 50);
         lead(&mut task);
         let span = task.ticks.watch_span();
-        assert_eq!(span, TICK * 7, "the whole ticks beyond a tick and twice 50 ms");
+        assert_eq!(span, TICK * 11, "the whole ticks beyond a tick and twice 90 ms");
         // The holder's last refresh now, its TTL `ttl`: leadership long ago, so the TTL decides.
         let mut expire_in = |ttl: Duration| {
             let holder = MemberId::new("b").expect("valid");
@@ -1064,22 +1083,22 @@ mod tests {
         let (ticks, _, _) = expire_in(Duration::from_secs(60));
         assert_eq!(ticks, 50, "far from due: the next heartbeat");
         let (ticks, wake, due) = expire_in(TICK * 20);
-        assert_eq!(ticks, 13, "20 ticks from due: sleep up to the watch span");
+        assert_eq!(ticks, 9, "20 ticks from due: sleep up to the watch span");
         assert!(wake + span <= due && due < wake + span + TICK, "the wake falls at the watch span: {:?}", due - wake);
         let (ticks, _, _) = expire_in(TICK * 7);
         assert_eq!(ticks, 1, "within the watch span: every tick");
     }
 
     // Within the watch span the leader's timer waits a tick (and a little) after its last turn,
-    // not for the next tick on the grid: the holder's refreshes, a tick apart, are turns that
+    // not for the next tick on the grid: the holder's refreshes, up to a tick and a half apart, are turns that
     // keep it from firing. A turn is still expected by the next grid tick, as before.
     #[test]
     fn within_the_watch_span_the_leader_wakes_a_tick_after_its_last_turn() {
         let dir = tempfile::tempdir().expect("dir");
         // Heartbeats 50 ticks apart, so only the expiry bounds the sleep; a TTL of one watch
-        // span (7 ticks of 20 ms): refreshed now, the holding is due a span from now.
-        let mut task = ticking_leader_with_holder_b(dir.path(), 140);
-        assert_eq!(task.ticks.watch_span(), TICK * 7);
+        // span (11 ticks of 20 ms): refreshed now, the holding is due a span from now.
+        let mut task = ticking_leader_with_holder_b(dir.path(), 220);
+        assert_eq!(task.ticks.watch_span(), TICK * 11);
         // The clocks start now, not when the member was built (opening it takes a while).
         let now = Instant::now();
         clocks_from_a_refresh(&mut task, now);
@@ -1093,7 +1112,7 @@ mod tests {
         assert_eq!(task.wake_at, expected, "a stall counts from that tick");
         let past = tick_due.saturating_duration_since(turn + TICK);
         assert!(
-            past > Duration::ZERO && past < Duration::from_millis(50),
+            past > Duration::ZERO && past < Duration::from_millis(90),
             "the timer waits a little past a tick: {past:?}"
         );
         assert!(expiry.is_some_and(|e| e > tick_due), "the expiry timer runs beyond the tick");
@@ -1148,6 +1167,36 @@ mod tests {
         let long_ago = Instant::now().checked_sub(Duration::from_secs(5)).unwrap_or_else(Instant::now);
         task.expiry.observe_role(Some(task.raw.raft.term), long_ago);
         task
+    }
+
+    // A heartbeat due at the next tick leaves with a refresh's answer, the tick taken early; one
+    // further off waits for its tick, and a refused refresh moves nothing.
+    #[test]
+    fn a_refresh_carries_the_heartbeat_due_at_the_next_tick() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut task = ticking_leader_with_holder_b(dir.path(), 1000);
+        let heartbeat = task.raw.raft.heartbeat_timeout();
+        // The node's own tick clock at a second: the next grid tick is always within reach.
+        let tick = Duration::from_secs(1);
+        let ticked_to = |task: &mut NodeTask, elapsed: usize| {
+            while task.raw.raft.heartbeat_elapsed() != elapsed {
+                task.raw.tick();
+            }
+            task.ticks = TickClock::new(tick, Instant::now());
+        };
+        ticked_to(&mut task, heartbeat - 2);
+        assert_eq!(task.on_refresh(&refresh_ask("b", 1, 1000)), Ok(()));
+        assert_eq!(task.raw.raft.heartbeat_elapsed(), heartbeat - 2, "a heartbeat two ticks off waits");
+        assert_eq!(task.on_refresh(&refresh_ask("c", 1, 1000)).map_err(|_| "refused"), Err("refused"));
+        ticked_to(&mut task, heartbeat - 1);
+        assert_eq!(task.on_refresh(&refresh_ask("c", 1, 1000)).map_err(|_| "refused"), Err("refused"));
+        assert_eq!(task.raw.raft.heartbeat_elapsed(), heartbeat - 1, "a refused refresh beats nothing");
+        assert_eq!(task.on_refresh(&refresh_ask("b", 1, 1000)), Ok(()));
+        assert_eq!(task.raw.raft.heartbeat_elapsed(), 0, "the heartbeat left with the refresh");
+        assert_eq!(task.raft_ticks(), u32::try_from(heartbeat).expect("small") + 1, "planned on the grid");
+        let grid_tick = task.ticks.expected();
+        let turn = task.ticks.catch_up(grid_tick + Duration::from_millis(1), grid_tick);
+        assert_eq!(turn.ticks, 0, "the grid tick taken early applies nothing when it comes");
     }
 
     // An accepted refresh moves the leader's expiry timer as an applied renew would, and

@@ -4,7 +4,7 @@
 //!
 //! In signer mode the holder's renews only keep its lease from expiring: no double sign rests on
 //! their timing, since every signature is reserved under the holder's epoch. So a renew need not
-//! be a log entry, replicated and fsynced on every member ten times a second: the holder asks the
+//! be a log entry, replicated and fsynced on every member several times a second: the holder asks the
 //! raft leader to restart its expiry timer. The leader accepts only what a committed renew would
 //! also have done, and only when nothing the log holds can undo it:
 //! - it leads raft, and has applied an entry of its own term (an `Expire` proposed by an earlier

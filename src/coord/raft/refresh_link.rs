@@ -3,7 +3,7 @@
 //! or on one long-lived stream; the holder's side keeps that stream open to the current leader
 //! and matches answers to asks by number. A call costs a new HTTP/2 stream with headers and
 //! trailers, three writes and a task; an ask on the stream is one message each way, and renews
-//! come ten times a second. This module decides nothing about a refresh (the node does, by
+//! come several times a second. This module decides nothing about a refresh (the node does, by
 //! [`super::refresh`]), must never hand the holder the answer to another ask, and never lets a
 //! caller refresh a holding its certificate does not name.
 

@@ -21,8 +21,15 @@
 //! tick and a little more after its last turn rather than for the next tick on the grid
 //! ([`TickClock::plan_after_turn`]), while a turn still counts as late against that next grid
 //! tick: the stall rule is unchanged, but the holder's refreshes — a turn each, a renew interval
-//! apart (a tick at signer mode's defaults) — keep the timer from firing while they come, instead
-//! of a wake-up on the grid between every two of them.
+//! apart (a tick and a half at signer mode's defaults) — keep the timer from firing while they
+//! come, instead of a wake-up on the grid between every two of them.
+//!
+//! A leader whose heartbeat falls due at the next tick may apply that tick early, with a
+//! holder's refresh ([`TickClock::take_next_early`]): the heartbeat then leaves with the
+//! refresh's answer, and neither the leader's timer nor the holder's socket wakes a process
+//! for it alone. Raft's clock runs at most one tick ahead of the grid, and the grid tick taken
+//! early applies nothing when it comes ([`TickClock::owed`]); the grid itself does not move, so
+//! the stall rule and the watch span count exactly as before.
 //!
 //! Owns tick arithmetic only: it never reads or changes raft's state.
 
@@ -31,13 +38,15 @@ use std::time::{Duration, Instant};
 /// How late past its planned wake a turn may start before it counts as the end of a stall: one
 /// tick and some scheduling slack, as when the node woke every tick and a gap of two ticks
 /// (and the slack) between turns counted.
-const STALL_SLACK: Duration = Duration::from_millis(50);
+const STALL_SLACK: Duration = Duration::from_millis(90);
 
 /// How much later than a tick after its last turn a node paced by its turns lets its timer fire
 /// ([`TickClock::plan_after_turn`]): room for the next refresh to arrive first when refreshes
-/// come a tick apart, give or take scheduling. The stall rule still counts from the next grid
-/// tick after that turn, at most a tick after it.
-const TURN_LEEWAY: Duration = Duration::from_millis(25);
+/// come up to a tick and a half apart (signer mode's 150 ms renew interval at its 100 ms tick),
+/// give or take scheduling. The stall rule still counts from the next grid tick after that
+/// turn, at most a tick after it, and [`STALL_SLACK`] leaves the timer's own wake 25 ms of
+/// lateness before it would count as a stall.
+const TURN_LEEWAY: Duration = Duration::from_millis(65);
 
 // The timer's own wake — at most a tick and the leeway past the grid tick a turn is expected
 // by, since a node behind the grid plans on the grid — must not count as a stall: what is left
@@ -62,11 +71,13 @@ pub struct TickClock {
     planned: u32,
     /// Set by [`TickClock::plan_after_turn`]: when its timer wakes the node, off the grid.
     after_turn: Option<Instant>,
+    /// The next grid tick was applied early ([`TickClock::take_next_early`]).
+    owed: bool,
 }
 
 impl TickClock {
     pub fn new(tick: Duration, now: Instant) -> TickClock {
-        TickClock { tick: tick.max(Duration::from_millis(1)), last: now, planned: 1, after_turn: None }
+        TickClock { tick: tick.max(Duration::from_millis(1)), last: now, planned: 1, after_turn: None, owed: false }
     }
 
     /// When the node's timer wakes it: the planned tick, or what [`TickClock::plan_after_turn`]
@@ -126,6 +137,26 @@ impl TickClock {
         self.after_turn = Some(wake);
     }
 
+    /// Whether the caller may apply the next grid tick now, ahead of its time: it is still to
+    /// come, at most a tick away, and no tick is owed already. The grid does not move: the turn
+    /// that passes that grid tick applies one tick fewer ([`TickClock::catch_up`]), so raft's
+    /// clock is never more than a tick ahead, and lateness still counts against the grid.
+    pub fn take_next_early(&mut self, now: Instant) -> bool {
+        let next = self.last + self.tick;
+        if self.owed || next <= now || next > now + self.tick {
+            return false;
+        }
+        self.owed = true;
+        true
+    }
+
+    /// The grid ticks the caller's raft clock is ahead: 1 after [`TickClock::take_next_early`]
+    /// until the turn that passes that tick, else 0. A wait planned in raft's ticks is this
+    /// many grid ticks longer.
+    pub fn owed(&self) -> u32 {
+        u32::from(self.owed)
+    }
+
     /// The ticks that passed by `now`, at most the planned ones. `woke_for`, the earliest wake
     /// the task planned (its tick or another timer), tells a stall from a quiet sleep.
     pub fn catch_up(&mut self, now: Instant, woke_for: Instant) -> CaughtUp {
@@ -139,7 +170,12 @@ impl TickClock {
             self.last += self.tick * ticks;
         }
         self.planned = self.planned.saturating_sub(ticks).max(1);
-        CaughtUp { ticks, stalled }
+        // The first grid tick passed was applied early.
+        let early = u32::from(self.owed && ticks > 0);
+        if early > 0 {
+            self.owed = false;
+        }
+        CaughtUp { ticks: ticks - early, stalled }
     }
 }
 
@@ -263,6 +299,40 @@ mod tests {
     }
 
     #[test]
+    fn a_tick_taken_early_applies_nothing_at_its_grid_time_and_keeps_the_grid() {
+        let t0 = Instant::now();
+        let mut clock = TickClock::new(TICK, t0);
+        clock.plan(3);
+        let refresh = t0 + Duration::from_millis(30);
+        let (expected, due) = (clock.expected(), clock.due());
+        assert!(clock.take_next_early(refresh), "the tick at 100 ms, taken at 30 ms");
+        assert_eq!(clock.owed(), 1);
+        assert!(!clock.take_next_early(refresh), "never a second tick ahead of the grid");
+        assert_eq!((clock.expected(), clock.due()), (expected, due), "the grid and the plan stay");
+        assert_eq!(clock.catch_up(t0 + Duration::from_millis(60), due).ticks, 0, "before the grid tick");
+        assert_eq!(clock.owed(), 1, "still owed until a turn passes the grid tick");
+        let at_grid = t0 + TICK + Duration::from_millis(5);
+        assert_eq!(
+            clock.catch_up(at_grid, due),
+            CaughtUp { ticks: 0, stalled: false },
+            "the grid tick applies nothing"
+        );
+        assert_eq!(clock.owed(), 0);
+        let next = t0 + TICK * 3 + Duration::from_millis(5);
+        assert_eq!(clock.catch_up(next, due).ticks, 2, "the ticks after it fall where they did");
+        // A turn that passes the owed tick and more applies one fewer; lateness counts as ever.
+        let mut late = TickClock::new(TICK, t0);
+        late.plan(3);
+        assert!(late.take_next_early(t0 + Duration::from_millis(90)));
+        let woke = late.due() + TICK + STALL_SLACK + Duration::from_millis(1);
+        assert_eq!(late.catch_up(woke, late.due()), CaughtUp { ticks: 2, stalled: true });
+        // Nor is one taken when its time has come (a turn applies it) or is more than a tick away.
+        let mut due = TickClock::new(TICK, t0);
+        assert!(!due.take_next_early(t0 + TICK));
+        assert!(!due.take_next_early(t0 - Duration::from_millis(1)));
+    }
+
+    #[test]
     fn planning_on_the_grid_again_forgets_the_turn() {
         let t0 = Instant::now();
         let mut clock = TickClock::new(TICK, t0);
@@ -273,7 +343,7 @@ mod tests {
 
     #[test]
     fn the_watch_span_is_the_fewest_whole_ticks_longer_than_an_unnoticed_late_turn_and_a_slack() {
-        for (tick, span) in [(100, 300), (50, 200), (20, 140), (250, 500), (1, 102), (1000, 2000)] {
+        for (tick, span) in [(100, 300), (50, 250), (20, 220), (250, 500), (1, 182), (1000, 2000)] {
             let clock = TickClock::new(Duration::from_millis(tick), Instant::now());
             let got = clock.watch_span();
             assert_eq!(got, Duration::from_millis(span), "tick {tick} ms");
