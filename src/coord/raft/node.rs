@@ -1090,8 +1090,9 @@ mod tests {
     }
 
     // Within the watch span the leader's timer waits a tick (and a little) after its last turn,
-    // not for the next tick on the grid: the holder's refreshes, up to a tick and a half apart, are turns that
-    // keep it from firing. A turn is still expected by the next grid tick, as before.
+    // not for the next tick on the grid: the holder's refreshes, up to a tick and a half apart,
+    // are turns that keep it from firing. A turn is still expected by the next grid tick, as
+    // before.
     #[test]
     fn within_the_watch_span_the_leader_wakes_a_tick_after_its_last_turn() {
         let dir = tempfile::tempdir().expect("dir");
