@@ -1,6 +1,6 @@
 //! A one-shot deadline kept by the kernel (a `timerfd` the runtime polls), for the wake-ups a
-//! member repeats several times a second: the daemon loop's next turn and the raft node's tick
-//! and expiry wakes.
+//! member repeats every second or more often: the daemon loop's next turn, the raft node's tick
+//! and expiry wakes, and the probe loops' ticks.
 //!
 //! Why not `tokio::time::sleep_until`: tokio's timer wheel keeps a deadline more than 64 ms away
 //! in a coarser level and wakes the worker at the start of that level's 64 ms slot to move it

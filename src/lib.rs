@@ -20,6 +20,7 @@
 //! - [`signal`]: the one place that waits for SIGTERM/SIGINT.
 //! - [`panic_hook`]: a panic fences the producer and ends the process.
 //! - [`telemetry`]: metrics, health endpoints, systemd notifications and event webhooks.
+//! - [`link_watch`]: the kernel's watch that closes a silently cut member link.
 //! - [`tls`]: the identity (member or operator) a peer's certificate names.
 //! - [`cli`]: the `failoverd` subcommands behind the thin binaries.
 //! - [`watchdog_device`]: the optional Linux watchdog device, armed while holding the lease.
@@ -42,6 +43,7 @@ pub mod health;
 pub mod http;
 pub mod keeper;
 pub mod kernel_timer;
+pub mod link_watch;
 pub mod operator_command;
 pub mod panic_hook;
 pub mod producer;

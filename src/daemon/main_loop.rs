@@ -107,7 +107,12 @@ impl MainLoop {
                 "cannot create the loop's timer (a timerfd): {e}; if it says too many open files, raise the service's LimitNOFILE"
             ))
         })?;
-        let (mut observer, mut probes) = self.start_observers(sources, &shutdown);
+        let mut probing = sources.local.is_some();
+        let (mut observer, mut probes) = self.start_observers(sources, &shutdown).map_err(|e| {
+            DaemonError::Setup(format!(
+                "cannot create a probe loop's timer (a timerfd): {e}; if it says too many open files, raise the service's LimitNOFILE"
+            ))
+        })?;
         let signed = stop::at_start(&self.executor.cx).await;
         self.executor.note_last_signed(signed);
         if let Some(n) = &self.outputs.telemetry.notifier {
@@ -124,7 +129,7 @@ impl MainLoop {
         let mut failure = None;
         loop {
             if let Err(e) = wake.arm(self.next_turn) {
-                failure = Some(DaemonError::TimerFailed(e.to_string()));
+                failure = Some(DaemonError::TimerFailed(format!("the loop's: {e}")));
                 break;
             }
             tokio::select! {
@@ -135,14 +140,23 @@ impl MainLoop {
                     break;
                 }
                 fired = wake.fired() => if let Err(e) = fired {
-                    failure = Some(DaemonError::TimerFailed(e.to_string()));
+                    failure = Some(DaemonError::TimerFailed(format!("the loop's: {e}")));
                     break;
                 },
                 // Decide at once when the lease or the intents change: a handover is a chain of
                 // such wake-ups, not of loop ticks.
                 Ok(()) = store_changes.changed() => {}
                 // A probe can change the node's health: decide on it at once.
-                Some(sample) = probes.recv() => self.record_probe(&observer, sample),
+                sample = probes.recv(), if probing => match sample {
+                    Some(sample) => self.record_probe(&observer, sample),
+                    // The probe loop ends only at shutdown or when its timer failed (it logged
+                    // how): a member that no longer sees its node stops, as for the loop's timer.
+                    None if !shutdown.is_cancelled() => {
+                        failure = Some(DaemonError::TimerFailed("the local node's probe loop's (logged above)".into()));
+                        break;
+                    }
+                    None => probing = false,
+                },
                 Some(notice) = fence_notices.recv() => {
                     // A keeper, the deadline thread or the node's own exit stopped production:
                     // `decide` turns it into a step-down, so the lease is released, not renewed.
@@ -166,7 +180,7 @@ impl MainLoop {
             self.turn(&observer);
         }
         if let Some(DaemonError::TimerFailed(why)) = &failure {
-            tracing::error!(error = %why, "the loop's timer failed; deactivating and stopping this member");
+            tracing::error!(timer = %why, "a timer failed; deactivating and stopping this member");
         }
         if let Some(n) = &self.outputs.telemetry.notifier {
             n.stopping();
@@ -182,17 +196,18 @@ impl MainLoop {
         }
     }
 
+    /// Starts the probe loops and the refresher; fails when the kernel gives no timer for a
+    /// probe loop (a start-up error: the member stops, and what started stops with it).
     fn start_observers(
         &self,
         sources: Sources,
         shutdown: &CancellationToken,
-    ) -> (Observer, mpsc::Receiver<LocalSample>) {
+    ) -> std::io::Result<(Observer, mpsc::Receiver<LocalSample>)> {
         let (probe_tx, probes) = mpsc::channel(16);
         let policies = &self.policies;
         if let Some(local) = sources.local {
-            let task =
-                observe::probe_loop(local, policies.probe_interval, self.clock.clone(), probe_tx, shutdown.clone());
-            tokio::spawn(task);
+            let ticks = observe::Ticks::new("local", policies.probe_interval, shutdown.clone())?;
+            tokio::spawn(observe::probe_loop(local, ticks, self.clock.clone(), probe_tx));
         }
         let coord = Arc::clone(&self.executor.cx.effects.coord);
         let timing = (policies.call_timeout, self.quiet_turn);
@@ -206,8 +221,8 @@ impl MainLoop {
             sources.references.len(),
         );
         let metrics = &self.outputs.telemetry.metrics;
-        observer.start_references(&sources.references, policies.probe_interval, metrics, shutdown);
-        (observer, probes)
+        observer.start_references(&sources.references, policies.probe_interval, metrics, shutdown)?;
+        Ok((observer, probes))
     }
 
     /// Whether `done` may wait for the turn already planned ([`pace::outcome_waits`]).

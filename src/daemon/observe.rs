@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chain::{ChainProbe, ChainSample};
 use crate::coord::{CoordError, Coordinator, StatusReport};
 use crate::domain::{MemberId, MonoTime};
+use crate::kernel_timer::KernelTimer;
 use crate::role;
 use crate::telemetry::Metrics;
 
@@ -165,15 +166,19 @@ impl Observer {
         role::best_height(peers, stale, refs.chain(std::iter::once(local)).collect::<Vec<_>>())
     }
 
-    /// Starts a reference loop per probe; each keeps its latest height here.
+    /// Starts a reference loop per probe; each keeps its latest height here. Fails, starting
+    /// none, when the kernel gives no timer for one.
     pub fn start_references(
         &self,
         probes: &[Arc<dyn ChainProbe>],
         interval: Duration,
         metrics: &Arc<Metrics>,
         shutdown: &CancellationToken,
-    ) {
-        for (i, probe) in probes.iter().enumerate() {
+    ) -> std::io::Result<()> {
+        let ticks = (0..probes.len())
+            .map(|i| Ticks::new(&format!("reference{i}"), interval, shutdown.clone()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        for ((i, probe), ticks) in probes.iter().enumerate().zip(ticks) {
             let task = ReferenceLoop {
                 i,
                 probe: Arc::clone(probe),
@@ -181,43 +186,75 @@ impl Observer {
                 metrics: Arc::clone(metrics),
                 clock: self.clock.clone(),
             };
-            tokio::spawn(task.run(interval, shutdown.clone()));
+            tokio::spawn(task.run(ticks));
         }
+        Ok(())
     }
 }
 
-/// The pace of a background loop: a tick every `interval` until shutdown. A tick missed while a
-/// slow call ran is delayed, not made up in a burst.
-struct Ticks {
-    ticker: tokio::time::Interval,
+/// The pace of a background loop: a tick at once, then one every `interval` until shutdown. A
+/// tick missed while a slow call ran is delayed, not made up in a burst. On a kernel timer: a
+/// tokio interval of a second woke the member twice a tick (`kernel_timer`'s doc).
+pub(super) struct Ticks {
+    timer: KernelTimer,
+    due: Instant,
+    interval: Duration,
     shutdown: CancellationToken,
+    /// Which loop these are (`local`, `reference0`, ...), for the log.
+    probe: String,
 }
 
 impl Ticks {
-    fn new(interval: Duration, shutdown: CancellationToken) -> Ticks {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Ticks { ticker, shutdown }
+    /// Fails only when the kernel gives no timer (no file descriptor left): a start-up error.
+    pub(super) fn new(probe: &str, interval: Duration, shutdown: CancellationToken) -> std::io::Result<Ticks> {
+        let timer = KernelTimer::new()?;
+        Ok(Ticks { timer, due: Instant::now(), interval, shutdown, probe: probe.to_string() })
     }
 
-    /// Waits for the next tick; `false` once shutdown was asked.
+    pub(super) fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Waits for the next tick; `false` once shutdown was asked. A timer the kernel stops
+    /// serving ends the loop as shutdown would, with the reason logged.
     async fn next(&mut self) -> bool {
+        if let Err(e) = self.timer.arm(self.due) {
+            tracing::error!(probe = %self.probe, error = %e, "a probe loop's timer cannot be armed; the loop stops");
+            return false;
+        }
         tokio::select! {
             _ = self.shutdown.cancelled() => false,
-            _ = self.ticker.tick() => true,
+            fired = self.timer.fired() => match fired {
+                Ok(()) => {
+                    self.due = next_tick(self.due, self.interval, Instant::now());
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(probe = %self.probe, error = %e, "a probe loop's timer failed; the loop stops");
+                    false
+                }
+            },
         }
     }
 }
 
-/// Probes the local node every `interval` and sends each result with its time.
+/// A tick taken later than this after its time moves the grid (tokio's `Interval` rule).
+const LATE_TICK: Duration = Duration::from_millis(5);
+
+/// The tick after one `due` that was taken at `now`: an interval after it, or an interval after
+/// `now` when it was taken late (a slow probe held the loop), so ticks never come in a burst.
+fn next_tick(due: Instant, interval: Duration, now: Instant) -> Instant {
+    if now > due + LATE_TICK { now + interval } else { due + interval }
+}
+
+/// Probes the local node at each of `ticks` and sends each result with its time.
 pub(super) async fn probe_loop(
     probe: Arc<dyn ChainProbe>,
-    interval: Duration,
+    mut ticks: Ticks,
     clock: Clock,
     tx: mpsc::Sender<LocalSample>,
-    shutdown: CancellationToken,
 ) {
-    let mut ticks = Ticks::new(interval, shutdown);
+    let interval = ticks.interval();
     while ticks.next().await {
         let result = probe.probe(Instant::now() + interval).await.map_err(|e| e.to_string());
         if tx.send((clock.now(), result)).await.is_err() {
@@ -235,8 +272,8 @@ struct ReferenceLoop {
 }
 
 impl ReferenceLoop {
-    async fn run(self, interval: Duration, shutdown: CancellationToken) {
-        let mut ticks = Ticks::new(interval, shutdown);
+    async fn run(self, mut ticks: Ticks) {
+        let interval = ticks.interval();
         while ticks.next().await {
             let sample = self.probe.probe(Instant::now() + interval).await;
             self.metrics.probed(&format!("reference{}", self.i), sample.as_ref().ok().map(|s| s.height));

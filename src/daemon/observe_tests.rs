@@ -1,6 +1,7 @@
 //! The cluster-status refresher and the staleness bound, on paused tokio time through the
 //! [`Clock`] seam: time moves only when every task waits, so each bound is checked to the
-//! millisecond without sleeping for real.
+//! millisecond without sleeping for real. The probe loops' ticks run on a kernel timer, which
+//! paused time does not move: their one test waits for real.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +12,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Clock, LOCAL_REFRESH_INTERVAL, Observer, REFRESH_INTERVAL, refresh_cluster, refresh_interval, store_stale_after,
+    Clock, LOCAL_REFRESH_INTERVAL, Observer, REFRESH_INTERVAL, Ticks, next_tick, refresh_cluster, refresh_interval,
+    store_stale_after,
 };
 use crate::coord::{CoordError, StatusReport};
 use crate::domain::{MemberId, MemberKind, MemberStatus, RoleName};
@@ -177,4 +179,32 @@ fn statuses_in_memory_are_read_once_a_second_at_most_a_quarter_of_their_stalenes
     assert_eq!(refresh_interval(true, Duration::from_secs(1)), Duration::from_millis(250));
     let every = refresh_interval(true, Duration::from_secs(1));
     assert!(store_stale_after(CALL_TIMEOUT, Duration::from_secs(1), every) >= every * 2);
+}
+
+#[test]
+fn a_tick_missed_entirely_is_delayed_not_made_up() {
+    let due = Instant::now();
+    let every = Duration::from_secs(1);
+    assert_eq!(next_tick(due, every, due + Duration::from_millis(3)), due + every, "on time: the grid holds");
+    let now = due + Duration::from_millis(950);
+    assert_eq!(next_tick(due, every, now), now + every, "a late tick moves the grid: no tick 50 ms later");
+    let now = due + Duration::from_millis(2500);
+    assert_eq!(next_tick(due, every, now), now + every, "missed ticks are not made up in a burst");
+}
+
+/// On the kernel's clock (the ticks' timer is a timerfd), so this waits for real: 60 ms.
+#[tokio::test]
+async fn ticks_come_at_once_then_an_interval_apart_until_shutdown() {
+    let stop = CancellationToken::new();
+    let every = Duration::from_millis(60);
+    let start = Instant::now();
+    let mut ticks = Ticks::new("local", every, stop.clone()).expect("a timerfd");
+    assert!(ticks.next().await, "the first tick comes");
+    let first = start.elapsed();
+    assert!(ticks.next().await, "the second tick comes");
+    let second = start.elapsed();
+    assert!(first < Duration::from_millis(50), "the first tick came after {first:?}, not at once");
+    assert!(second >= every, "the second tick came {second:?} after the start, before an interval");
+    stop.cancel();
+    assert!(!ticks.next().await, "no tick after shutdown");
 }

@@ -101,7 +101,9 @@ pub fn client_config(
     Ok(config)
 }
 
-/// A tonic connector: TCP (no Nagle), then the TLS handshake with `config`.
+/// A tonic connector: TCP readied as a member link (no Nagle, the kernel's dead-link watch),
+/// then the TLS handshake with `config`. Members dial each other with it, and so do failoverctl
+/// and the lab's rogue peer: a short call neither gains nor loses by the watch.
 #[derive(Clone)]
 pub struct TlsConnector {
     config: Arc<rustls::ClientConfig>,
@@ -127,10 +129,8 @@ impl tower::Service<http::Uri> for TlsConnector {
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let config = Arc::clone(&self.config);
         Box::pin(async move {
-            let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
-            let port = uri.port_u16().unwrap_or(443);
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
+            let (host, port) = crate::link_watch::host_and_port(&uri, 443);
+            let tcp = crate::link_watch::dial_member_link(&host, port).await?;
             let name = ServerName::try_from(SNI).map_err(std::io::Error::other)?;
             let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
             Ok(hyper_util::rt::TokioIo::new(tls))

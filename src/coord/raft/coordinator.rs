@@ -184,11 +184,10 @@ impl RaftCoordinator {
             server = server.tls_config(tls.tonic_server()).map_err(|e| StartError::Serve(e.to_string()))?;
         }
         // Raft traffic is small messages: without TCP_NODELAY on the accepted side, replies
-        // wait behind an unacknowledged segment, which on a lossy link means a retransmit.
+        // wait behind an unacknowledged segment, which on a lossy link means a retransmit. The
+        // kernel's dead-link watch closes the accepted side of a silently cut link too.
         let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
-            s.inspect(|s| {
-                let _ = s.set_nodelay(true);
-            })
+            s.inspect(|s| crate::link_watch::ready_member_link_or_warn(s, "accepted"))
         });
         let stop = shutdown.clone();
         let server_task = tokio::spawn(async move {

@@ -80,13 +80,15 @@ const MAX_BACKOFF: Duration = Duration::from_millis(250);
 const STREAM_QUEUE: usize = 64;
 /// Deadline of a unary raft call (the fallback for peers that do not serve the stream).
 const UNARY_TIMEOUT: Duration = Duration::from_secs(1);
-/// HTTP/2 pings on every peer connection, both ways: a link that is cut silently (a black hole,
-/// a frozen host) is noticed within interval + timeout, and the stream is dialled again; a peer
-/// that died is noticed at once by its closed connection. A ping goes out only on a connection
-/// that received nothing for the interval, and members' statuses cross every link at least once
-/// per probe interval, so a member cluster rarely pings at all; at 500 ms, pings and their
-/// answers were most of an idle quorum's wake-ups.
-pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// HTTP/2 pings on every peer connection, both ways: the backstop for what the kernel's watch
+/// over the socket (`link_watch::DEAD_LINK`) cannot see, a peer process frozen while its kernel
+/// still acknowledges and a link through a proxy that ends TCP; such a link is dropped within
+/// interval + timeout and the stream dialled again. A peer that died is noticed at once by its
+/// closed connection. A ping goes out only on a connection that received nothing for the
+/// interval, but its timer wakes the member on every interval while frames flow (twice, since
+/// tokio's wheel wakes at a coarse slot first): at 2 s these timers were one in eight of a signer
+/// active's context switches, so the kernel now does the fast watch.
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
@@ -373,14 +375,14 @@ fn channel(target: &PeerTarget, tls: Option<&TlsMaterial>) -> Result<tonic::tran
         .map_err(|e| TransportError::BadAddress(uri.clone(), e.to_string()))?
         .connect_timeout(Duration::from_millis(500))
         // No per-request timeout on the channel: the raft stream lives as long as the
-        // connection. Unary calls carry their own. A connection that stops answering pings is
-        // dropped, which ends the stream and makes the sender dial again.
+        // connection. Unary calls carry their own. A connection the kernel gives up on, or that
+        // stops answering pings, is dropped, which ends the stream and makes the sender dial
+        // again. Both connectors ready the socket as a member link (no Nagle, the dead-link watch).
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .tcp_nodelay(true);
+        .keep_alive_while_idle(true);
     Ok(match tls {
-        None => ep.connect_lazy(),
+        None => ep.connect_with_connector_lazy(crate::link_watch::PlainMemberConnector),
         Some(tls) => {
             let config = crate::tls::client_config(tls, Some(target.member.clone()))
                 .map_err(|e| TransportError::Tls(e.to_string()))?;

@@ -71,7 +71,10 @@ async fn carry(inbound: TcpStream, from: SocketAddr, upstream: SocketAddr, delay
     };
     // Nagle would hold a released chunk back for an acknowledgement, adding delay of its own.
     let _ = inbound.set_nodelay(true);
-    let _ = outbound.set_nodelay(true);
+    // The upstream connection is the member's link on the WAN, and the one a cut drops: it gets
+    // the member's dead-link watch, so that a cut closes the member's connection as it would
+    // without a proxy between (the member's own socket reaches only this proxy).
+    crate::link_watch::ready_member_link_or_warn(&outbound, "delay proxy upstream");
     let (in_read, in_write) = inbound.into_split();
     let (out_read, out_write) = outbound.into_split();
     let mut seeds = SplitMix(seed);
