@@ -107,7 +107,7 @@ impl MainLoop {
                 "cannot create the loop's timer (a timerfd): {e}; if it says too many open files, raise the service's LimitNOFILE"
             ))
         })?;
-        let mut probing = sources.local.is_some();
+        let probing = sources.local.is_some();
         let (mut observer, mut probes) = self.start_observers(sources, &shutdown).map_err(|e| {
             DaemonError::Setup(format!(
                 "cannot create a probe loop's timer (a timerfd): {e}; if it says too many open files, raise the service's LimitNOFILE"
@@ -129,7 +129,7 @@ impl MainLoop {
         let mut failure = None;
         loop {
             if let Err(e) = wake.arm(self.next_turn) {
-                failure = Some(DaemonError::TimerFailed(format!("the loop's: {e}")));
+                failure = Some(DaemonError::TimerFailed(format!("the loop's timer (a timerfd) failed: {e}")));
                 break;
             }
             tokio::select! {
@@ -140,7 +140,7 @@ impl MainLoop {
                     break;
                 }
                 fired = wake.fired() => if let Err(e) = fired {
-                    failure = Some(DaemonError::TimerFailed(format!("the loop's: {e}")));
+                    failure = Some(DaemonError::TimerFailed(format!("the loop's timer (a timerfd) failed: {e}")));
                     break;
                 },
                 // Decide at once when the lease or the intents change: a handover is a chain of
@@ -152,10 +152,13 @@ impl MainLoop {
                     // The probe loop ends only at shutdown or when its timer failed (it logged
                     // how): a member that no longer sees its node stops, as for the loop's timer.
                     None if !shutdown.is_cancelled() => {
-                        failure = Some(DaemonError::TimerFailed("the local node's probe loop's (logged above)".into()));
+                        failure = Some(DaemonError::TimerFailed(
+                            "the local node's probe loop's timer (a timerfd) failed (its error is logged above)".into(),
+                        ));
                         break;
                     }
-                    None => probing = false,
+                    // Shutdown was asked: stop here, with no turn in between.
+                    None => break,
                 },
                 Some(notice) = fence_notices.recv() => {
                     // A keeper, the deadline thread or the node's own exit stopped production:
@@ -180,7 +183,7 @@ impl MainLoop {
             self.turn(&observer);
         }
         if let Some(DaemonError::TimerFailed(why)) = &failure {
-            tracing::error!(timer = %why, "a timer failed; deactivating and stopping this member");
+            tracing::error!(error = %why, "deactivating and stopping this member");
         }
         if let Some(n) = &self.outputs.telemetry.notifier {
             n.stopping();

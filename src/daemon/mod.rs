@@ -84,7 +84,7 @@ pub enum DaemonError {
     )]
     StoreFailed(String),
     #[error(
-        "a timer of this member (a timerfd) failed: {0}; it deactivated its producer and stopped. Start it again; if it recurs, the kernel refuses timerfd calls to this process (a seccomp profile?)"
+        "{0}; this member deactivated its producer and stopped. Start it again; if it recurs, the kernel refuses timerfd calls to this process (a seccomp profile?)"
     )]
     TimerFailed(String),
 }

@@ -192,18 +192,18 @@ fn a_tick_missed_entirely_is_delayed_not_made_up() {
     assert_eq!(next_tick(due, every, now), now + every, "missed ticks are not made up in a burst");
 }
 
-/// On the kernel's clock (the ticks' timer is a timerfd), so this waits for real: 60 ms.
+/// On the kernel's clock (the ticks' timer is a timerfd), so this waits for real: 300 ms.
 #[tokio::test]
 async fn ticks_come_at_once_then_an_interval_apart_until_shutdown() {
     let stop = CancellationToken::new();
-    let every = Duration::from_millis(60);
+    let every = Duration::from_millis(300);
     let start = Instant::now();
     let mut ticks = Ticks::new("local", every, stop.clone()).expect("a timerfd");
     assert!(ticks.next().await, "the first tick comes");
     let first = start.elapsed();
     assert!(ticks.next().await, "the second tick comes");
     let second = start.elapsed();
-    assert!(first < Duration::from_millis(50), "the first tick came after {first:?}, not at once");
+    assert!(first < Duration::from_millis(200), "the first tick came after {first:?}, not at once");
     assert!(second >= every, "the second tick came {second:?} after the start, before an interval");
     stop.cancel();
     assert!(!ticks.next().await, "no tick after shutdown");
