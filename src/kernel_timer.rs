@@ -1,6 +1,7 @@
 //! A one-shot deadline kept by the kernel (a `timerfd` the runtime polls), for the wake-ups a
 //! member repeats every second or more often: the daemon loop's next turn, the raft node's tick
-//! and expiry wakes, and the probe loops' ticks.
+//! and expiry wakes, the probe loops' ticks, and the signer's quiet before each reservation
+//! ahead ([`sleep`]).
 //!
 //! Why not `tokio::time::sleep_until`: tokio's timer wheel keeps a deadline more than 64 ms away
 //! in a coarser level and wakes the worker at the start of that level's 64 ms slot to move it
@@ -102,6 +103,27 @@ impl KernelTimer {
     }
 }
 
+/// Waits `wait` on a kernel timer of its own: one wake-up, at the end (see the module doc).
+/// When the kernel gives no timer (no descriptor left) or it fails, the rest of the wait runs
+/// on tokio's timer: never shorter, only costlier.
+pub async fn sleep(wait: Duration) {
+    let until = Instant::now() + wait;
+    wait_until(KernelTimer::new(), until).await;
+}
+
+/// Waits until `until` on `timer`, or on tokio's timer when there is none or it fails.
+async fn wait_until(timer: io::Result<KernelTimer>, until: Instant) {
+    let on_kernel = async {
+        let mut timer = timer?;
+        timer.arm(until)?;
+        timer.fired().await
+    };
+    if let Err(e) = on_kernel.await {
+        tracing::debug!(error = %e, "no kernel timer for a short wait; it runs on tokio's timer");
+        tokio::time::sleep_until(until).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +140,25 @@ mod tests {
         assert!(waited >= Duration::from_millis(80), "fired after {waited:?}, before its deadline");
         assert!(waited < Duration::from_secs(2), "fired only after {waited:?}");
         assert_eq!(timer.due(), None, "a fired timer is disarmed");
+    }
+
+    // Paused tokio time jumps over any tokio timer at once; only the kernel's makes the test
+    // wait, measured on the real clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_sleep_waits_its_whole_time_on_the_kernels_timer() {
+        let start = std::time::Instant::now();
+        sleep(Duration::from_millis(80)).await;
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(80), "woke after {waited:?}, before its time");
+        assert!(waited < Duration::from_secs(2), "woke only after {waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_kernel_timer_a_sleep_waits_its_whole_time_on_tokios() {
+        let start = Instant::now();
+        let none = Err(io::Error::other("no descriptor left"));
+        wait_until(none, start + Duration::from_millis(80)).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(80), "woke on tokio's clock, at its time");
     }
 
     #[tokio::test]

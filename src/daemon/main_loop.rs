@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +63,8 @@ pub(super) struct MainLoop {
     quiet_turn: Duration,
     /// Whether the last turn left this member holding steadily ([`pace::holds_steadily`]).
     steady: bool,
+    /// Marked at every turn: the probe loops take a tick due soon with it ([`observe::TurnRide`]).
+    turns: watch::Sender<()>,
 }
 
 impl MainLoop {
@@ -79,6 +81,7 @@ impl MainLoop {
         MainLoop {
             quiet_turn,
             steady: false,
+            turns: watch::Sender::new(()),
             role: RoleState::new(member.kind, clock.now()),
             last_publish: Instant::now() - policies.probe_interval,
             published: None,
@@ -208,8 +211,13 @@ impl MainLoop {
     ) -> std::io::Result<(Observer, mpsc::Receiver<LocalSample>)> {
         let (probe_tx, probes) = mpsc::channel(16);
         let policies = &self.policies;
+        let ride = observe::TurnRide {
+            turns: self.turns.subscribe(),
+            early: observe::ride_early(policies.role.renew_interval, policies.probe_interval),
+        };
         if let Some(local) = sources.local {
-            let ticks = observe::Ticks::new("local", policies.probe_interval, shutdown.clone())?;
+            let ticks =
+                observe::Ticks::new("local", policies.probe_interval, shutdown.clone())?.riding(Some(ride.clone()));
             tokio::spawn(observe::probe_loop(local, ticks, self.clock.clone(), probe_tx));
         }
         let coord = Arc::clone(&self.executor.cx.effects.coord);
@@ -224,7 +232,7 @@ impl MainLoop {
             sources.references.len(),
         );
         let metrics = &self.outputs.telemetry.metrics;
-        observer.start_references(&sources.references, policies.probe_interval, metrics, shutdown)?;
+        observer.start_references(&sources.references, policies.probe_interval, Some(&ride), metrics, shutdown)?;
         Ok((observer, probes))
     }
 
@@ -289,6 +297,7 @@ impl MainLoop {
         self.publish_status(&health, paced);
         self.steady = pace::holds_steadily(&self.role, &obs);
         observer.ask_again();
+        self.turns.send_replace(());
         self.next_turn = self.next_turn_after(paced);
     }
 

@@ -166,17 +166,19 @@ impl Observer {
         role::best_height(peers, stale, refs.chain(std::iter::once(local)).collect::<Vec<_>>())
     }
 
-    /// Starts a reference loop per probe; each keeps its latest height here. Fails, starting
-    /// none, when the kernel gives no timer for one.
+    /// Starts a reference loop per probe, ticking with the member loop's turns when `ride` is
+    /// given; each keeps its latest height here. Fails, starting none, when the kernel gives no
+    /// timer for one.
     pub fn start_references(
         &self,
         probes: &[Arc<dyn ChainProbe>],
         interval: Duration,
+        ride: Option<&TurnRide>,
         metrics: &Arc<Metrics>,
         shutdown: &CancellationToken,
     ) -> std::io::Result<()> {
         let ticks = (0..probes.len())
-            .map(|i| Ticks::new(&format!("reference{i}"), interval, shutdown.clone()))
+            .map(|i| Ticks::new(&format!("reference{i}"), interval, shutdown.clone()).map(|t| t.riding(ride.cloned())))
             .collect::<std::io::Result<Vec<_>>>()?;
         for ((i, probe), ticks) in probes.iter().enumerate().zip(ticks) {
             let task = ReferenceLoop {
@@ -192,9 +194,30 @@ impl Observer {
     }
 }
 
+/// The member loop's turns, as a probe loop sees them: every turn marks the channel, and a
+/// tick due within `early` of a turn is taken with it. The turn's process is awake anyway, so
+/// the probe costs no wake-up of its own: an active in signer mode turns every renew interval
+/// (150 ms), and its probe timer otherwise woke it once a second for nothing else. Each turn
+/// also polls every probe loop once (a check of the time, no system call).
+#[derive(Clone, Debug)]
+pub(super) struct TurnRide {
+    pub turns: watch::Receiver<()>,
+    /// How early a tick may be taken with a turn ([`ride_early`]).
+    pub early: Duration,
+}
+
+/// How early a probe may ride a turn: a renew interval and a quarter, so an active's renew
+/// turns, a renew interval apart give or take scheduling, always give one; but never more than
+/// a quarter of the probe interval, so probes stay at least three quarters of an interval apart.
+pub(super) fn ride_early(renew_interval: Duration, probe_interval: Duration) -> Duration {
+    (renew_interval * 5 / 4).min(probe_interval / 4)
+}
+
 /// The pace of a background loop: a tick at once, then one every `interval` until shutdown. A
 /// tick missed while a slow call ran is delayed, not made up in a burst. On a kernel timer: a
-/// tokio interval of a second woke the member twice a tick (`kernel_timer`'s doc).
+/// tokio interval of a second woke the member twice a tick (`kernel_timer`'s doc). With a
+/// [`TurnRide`], a tick due soon is taken at a turn of the member's loop instead, and the next
+/// is an interval after it: never later than the timer would have given it.
 pub(super) struct Ticks {
     timer: KernelTimer,
     due: Instant,
@@ -202,13 +225,20 @@ pub(super) struct Ticks {
     shutdown: CancellationToken,
     /// Which loop these are (`local`, `reference0`, ...), for the log.
     probe: String,
+    ride: Option<TurnRide>,
 }
 
 impl Ticks {
     /// Fails only when the kernel gives no timer (no file descriptor left): a start-up error.
     pub(super) fn new(probe: &str, interval: Duration, shutdown: CancellationToken) -> std::io::Result<Ticks> {
         let timer = KernelTimer::new()?;
-        Ok(Ticks { timer, due: Instant::now(), interval, shutdown, probe: probe.to_string() })
+        Ok(Ticks { timer, due: Instant::now(), interval, shutdown, probe: probe.to_string(), ride: None })
+    }
+
+    /// The same ticks, taken with the member loop's turns when one comes near enough.
+    pub(super) fn riding(mut self, ride: Option<TurnRide>) -> Ticks {
+        self.ride = ride;
+        self
     }
 
     pub(super) fn interval(&self) -> Duration {
@@ -222,20 +252,48 @@ impl Ticks {
             tracing::error!(probe = %self.probe, error = %e, "a probe loop's timer cannot be armed; the loop stops");
             return false;
         }
-        tokio::select! {
-            _ = self.shutdown.cancelled() => false,
-            fired = self.timer.fired() => match fired {
-                Ok(()) => {
-                    self.due = next_tick(self.due, self.interval, Instant::now());
-                    true
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                fired = self.timer.fired() => return match fired {
+                    Ok(()) => {
+                        self.due = next_tick(self.due, self.interval, Instant::now());
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!(probe = %self.probe, error = %e, "a probe loop's timer failed; the loop stops");
+                        false
+                    }
+                },
+                turned = turn_of(&mut self.ride) => {
+                    let Some(early) = turned else {
+                        // The member's loop has ended: only the timer paces what is left.
+                        self.ride = None;
+                        continue;
+                    };
+                    let now = Instant::now();
+                    if rides_turn(self.due, early, now) {
+                        self.due = now + self.interval;
+                        return true;
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(probe = %self.probe, error = %e, "a probe loop's timer failed; the loop stops");
-                    false
-                }
-            },
+            }
         }
     }
+}
+
+/// The next turn of the member's loop, with how early a tick may ride it; `None` once the loop
+/// ended, and pending for ever without a ride.
+async fn turn_of(ride: &mut Option<TurnRide>) -> Option<Duration> {
+    match ride {
+        Some(r) => r.turns.changed().await.ok().map(|()| r.early),
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a turn at `now` takes the tick due at `due`: it is due within `early`.
+fn rides_turn(due: Instant, early: Duration, now: Instant) -> bool {
+    now + early >= due
 }
 
 /// A tick taken later than this after its time moves the grid (tokio's `Interval` rule).

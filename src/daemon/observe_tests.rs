@@ -1,7 +1,7 @@
 //! The cluster-status refresher and the staleness bound, on paused tokio time through the
 //! [`Clock`] seam: time moves only when every task waits, so each bound is checked to the
 //! millisecond without sleeping for real. The probe loops' ticks run on a kernel timer, which
-//! paused time does not move: their one test waits for real.
+//! paused time does not move: their tests wait for real.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,8 +12,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Clock, LOCAL_REFRESH_INTERVAL, Observer, REFRESH_INTERVAL, Ticks, next_tick, refresh_cluster, refresh_interval,
-    store_stale_after,
+    Clock, LOCAL_REFRESH_INTERVAL, Observer, REFRESH_INTERVAL, Ticks, TurnRide, next_tick, refresh_cluster,
+    refresh_interval, ride_early, rides_turn, store_stale_after,
 };
 use crate::coord::{CoordError, StatusReport};
 use crate::domain::{MemberId, MemberKind, MemberStatus, RoleName};
@@ -205,6 +205,53 @@ async fn ticks_come_at_once_then_an_interval_apart_until_shutdown() {
     let second = start.elapsed();
     assert!(first < Duration::from_millis(200), "the first tick came after {first:?}, not at once");
     assert!(second >= every, "the second tick came {second:?} after the start, before an interval");
+    stop.cancel();
+    assert!(!ticks.next().await, "no tick after shutdown");
+}
+
+#[test]
+fn a_probe_rides_a_turn_at_most_a_renew_interval_and_a_quarter_and_a_quarter_of_its_interval_early() {
+    let ms = Duration::from_millis;
+    let early = ride_early(ms(150), ms(1000));
+    assert_eq!(early, ms(187) + Duration::from_micros(500), "signer mode: a renew interval and a quarter");
+    assert_eq!(ride_early(ms(1000), ms(1000)), ms(250), "never more than a quarter of the probe interval");
+    let due = Instant::now() + ms(1000);
+    assert!(rides_turn(due, early, due - early), "due within the ride: taken with the turn");
+    assert!(!rides_turn(due, early, due - early - ms(1)), "due later: the turn passes it by");
+}
+
+/// On the kernel's clock, so this waits for real: about 1.1 s. The member's turns are sent
+/// by hand at set times, as its loop would send them.
+#[tokio::test]
+async fn a_tick_due_soon_is_taken_with_a_turn_and_the_next_comes_an_interval_after_it() {
+    let stop = CancellationToken::new();
+    let (every, early) = (Duration::from_millis(600), Duration::from_millis(200));
+    let (turns_tx, turns) = watch::channel(());
+    let mut ticks =
+        Ticks::new("local", every, stop.clone()).expect("a timerfd").riding(Some(TurnRide { turns, early }));
+    assert!(ticks.next().await, "the first tick comes at once");
+    let start = Instant::now();
+    let turning = tokio::spawn(async move {
+        tokio::time::sleep_until(start + Duration::from_millis(100)).await;
+        turns_tx.send_replace(());
+        tokio::time::sleep_until(start + Duration::from_millis(400)).await;
+        turns_tx.send_replace(());
+        turns_tx
+    });
+    assert!(ticks.next().await, "the second tick comes");
+    let ridden = Instant::now();
+    let at = ridden - start;
+    assert!(at >= Duration::from_millis(400), "the turn 500 ms before the tick took it ({at:?} after the first)");
+    assert!(
+        at < Duration::from_millis(580),
+        "the turn 200 ms before the tick did not take it: it came {at:?} after the first"
+    );
+    let turns_tx = turning.await.expect("the turns");
+    drop(turns_tx);
+    assert!(ticks.next().await, "with the member's loop ended, the timer still ticks");
+    let gap = ridden.elapsed();
+    assert!(gap >= every - Duration::from_millis(5), "the next tick came {gap:?} after the ridden one");
+    assert!(gap < every + Duration::from_millis(200), "the next tick came {gap:?} after the ridden one");
     stop.cancel();
     assert!(!ticks.next().await, "no tick after shutdown");
 }

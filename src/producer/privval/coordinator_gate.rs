@@ -223,7 +223,9 @@ impl CoordinatorGate {
         let timeout = self.timeout;
         self.runtime.spawn(async move {
             if !after.is_zero() {
-                tokio::time::sleep(after).await;
+                // On the kernel's timer: tokio's wheel wakes the member twice for a quiet that
+                // crosses one of its 64 ms slots, as most do.
+                crate::kernel_timer::sleep(after).await;
             }
             let taken = shared.state.lock().unwrap_or_else(|e| e.into_inner()).take_queued(epoch, top);
             if !taken {
