@@ -10,14 +10,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use failover::config::{Config, CoordinatorConfig};
+use failover::config::{Config, CoordinatorConfig, TimingDefaults};
 use failover::coord::raft::{RaftCoordinator, RaftOptions};
 use failover::sim::lab::delay_proxy::{self, Delay};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::raft_cluster::{NAMES, cluster_pki, member_config, within};
+use super::raft_cluster::{NAMES, Timings, cluster_pki, member_config, member_config_timed, within};
 
 /// The timings the members run with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +26,11 @@ pub enum Timing {
     /// 100 ms, election 10 ticks, heartbeat 3 ticks), as an operator's config without a
     /// `[coordinator]` section has them.
     Defaults,
+    /// Signer mode's defaults, as an operator's config with a `cometbft-signer` producer and no
+    /// `[coordinator]` section has them: `TimingDefaults::SIGNER` (lease_ttl 400 ms, renew
+    /// 150 ms) on raft's default clock, renews refreshing the raft leader's expiry timer outside
+    /// the log.
+    SignerDefaults,
     /// The integration tests' (tests/common/raft_cluster.rs: lease 1 s, tick 50 ms).
     Tests,
 }
@@ -146,11 +151,25 @@ impl BenchCluster {
         let configs: Vec<Config> = (0..3)
             .map(|i| {
                 let ports = links.addresses(i, &listening, &proxies);
-                let mut config = member_config(i, &ports, &dirs[i].path().join("data"), &pki.member(NAMES[i]));
-                if timing == Timing::Defaults {
-                    config.coordinator = CoordinatorConfig::default();
+                let (dir, tls) = (dirs[i].path().join("data"), pki.member(NAMES[i]));
+                match timing {
+                    Timing::Defaults => {
+                        Config { coordinator: CoordinatorConfig::default(), ..member_config(i, &ports, &dir, &tls) }
+                    }
+                    Timing::SignerDefaults => {
+                        let signer = TimingDefaults::SIGNER;
+                        let config = member_config_timed(i, &ports, &dir, &tls, Timings::SIGNER);
+                        let coordinator = CoordinatorConfig {
+                            lease_ttl: signer.lease_ttl,
+                            renew_interval: signer.renew_interval,
+                            safety_margin: signer.safety_margin,
+                            call_timeout: signer.call_timeout,
+                            ..CoordinatorConfig::default()
+                        };
+                        Config { coordinator, ..config }
+                    }
+                    Timing::Tests => member_config(i, &ports, &dir, &tls),
                 }
-                config
             })
             .collect();
         let mut nodes = Vec::new();
