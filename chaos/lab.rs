@@ -11,6 +11,11 @@
 //! records each validator's death in the activation log. In signer mode the lab's node asks its
 //! member's remote signer for every signature instead.
 //!
+//! With `--validators N` the cluster serves N validators (see `validators`): `v1`, whose nodes
+//! are the ones described above and whom the scenarios fault, and bystanders `v2`… with a node
+//! of their own beside each producer (a sentry and a validator the daemon starts, or a privval
+//! node), their own key, ledger and activation log, watched by the same death watch.
+//!
 //! Members talk over mutual TLS, as in production: at start the lab writes a CA, one member
 //! certificate per member and one operator certificate (for tools that attack or drive the
 //! cluster) into its directory, and every member's config names its own in `[tls]`.
@@ -43,12 +48,17 @@ use failover::sim::node::StateReport;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::control;
 use crate::net::{Namespaces, Net, PROXY_PORT, sh};
+use crate::validators::{self, LabValidator};
 
 pub use failover::sim::lab::Timings;
 
 pub const MEMBERS: [&str; 3] = ["a", "b", "c"];
 pub const PRODUCERS: usize = 2;
+/// How long [`Lab::place_bystanders`] waits for a bystander to sign, and to sign where it was
+/// promoted.
+const PLACE_LIMIT: Duration = Duration::from_secs(10);
 /// How long the lab waits before restarting a process that exited on its own.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
 /// The operator whose certificate the lab writes beside the members'.
@@ -80,6 +90,9 @@ pub struct LabOptions {
     /// A round trip (and jitter) between every pair of members, through a delay proxy per
     /// directed link; `None`: members reach each other directly.
     pub wan: Option<Wan>,
+    /// How many validators the cluster serves: 1 is the lab of before issue 22 (single-validator
+    /// configs); more add bystanders `v2`… beside `v1`.
+    pub validators: usize,
 }
 
 struct Member {
@@ -88,8 +101,6 @@ struct Member {
     config: PathBuf,
     socket: PathBuf,
     data_dir: PathBuf,
-    /// The validator's CometBFT-style home (`config/`, `data/`), key-holding mode.
-    home: PathBuf,
     clock_file: PathBuf,
     /// When to restart a process that exited on its own.
     daemon_restart: Option<Instant>,
@@ -100,7 +111,8 @@ struct Member {
 #[derive(Clone, Debug)]
 pub struct Exit {
     pub member: &'static str,
-    pub what: &'static str,
+    /// `daemon`, `node`, `node of v2` (a bystander's), `delay proxy`.
+    pub what: String,
     pub status: String,
     /// A panic or a fatal signal: a bug, not a clean refusal.
     pub crash: bool,
@@ -117,8 +129,13 @@ pub struct Lab {
     exe: PathBuf,
     options: LabOptions,
     members: Vec<Member>,
+    /// The first validator's (`v1`'s) ledger and activation log.
     pub ledger: PathBuf,
     pub activations: PathBuf,
+    /// Every validator the cluster serves, `v1` first.
+    pub validators: Vec<LabValidator>,
+    /// The bystanders' nodes, `v2` first.
+    bystanders: Vec<Bystander>,
     mounts: Vec<PathBuf>,
     /// Each member's daemon.
     daemons: Processes,
@@ -133,6 +150,14 @@ pub struct Lab {
     /// Records each validator's death in the activation log (key-holding mode).
     death_watch: Option<DeathWatch>,
     /// What the ledger says each member signed last (key-holding mode's view of who signs).
+    signed: std::sync::Mutex<LedgerTail>,
+}
+
+/// One bystander validator's processes the lab runs (the node beside each producer), when to
+/// restart one that exited, and what its ledger says each member signed last.
+struct Bystander {
+    nodes: Processes,
+    node_restart: Vec<Option<Instant>>,
     signed: std::sync::Mutex<LedgerTail>,
 }
 
@@ -190,19 +215,32 @@ impl Lab {
             let ports = |n| -> Result<Vec<u16>, String> {
                 (0..n).map(|_| lab::unused_port().map_err(|e| LabError::NoPort(e).to_string())).collect()
             };
-            Net::Loopback {
-                peer_ports: ports(MEMBERS.len())?,
-                node_ports: ports(MEMBERS.len())?,
-                privval_ports: ports(MEMBERS.len())?,
-                metrics_ports: ports(MEMBERS.len())?,
+            let peer_ports = ports(MEMBERS.len())?;
+            let mut node_ports = vec![ports(MEMBERS.len())?];
+            let mut privval_ports = vec![ports(MEMBERS.len())?];
+            let metrics_ports = ports(MEMBERS.len())?;
+            for _ in 1..options.validators {
+                node_ports.push(ports(MEMBERS.len())?);
+                privval_ports.push(ports(MEMBERS.len())?);
             }
+            Net::Loopback { peer_ports, node_ports, privval_ports, metrics_ports }
         };
+        let planned = validators::plan(&dir, options.validators);
         let (member_tls, operator_tls) = write_certificates(&dir.join("tls"))?;
         let mut lab = Lab {
             member_tls,
             operator_tls,
-            ledger: dir.join("ledger.jsonl"),
-            activations: dir.join("activations.jsonl"),
+            ledger: planned[0].ledger.clone(),
+            activations: planned[0].activations.clone(),
+            bystanders: planned[1..]
+                .iter()
+                .map(|v| Bystander {
+                    nodes: Processes::new(MEMBERS.len()),
+                    node_restart: vec![None; MEMBERS.len()],
+                    signed: std::sync::Mutex::new(LedgerTail::new(v.ledger.clone())),
+                })
+                .collect(),
+            validators: planned,
             keep: options.keep,
             net,
             exe: exe.to_path_buf(),
@@ -219,15 +257,14 @@ impl Lab {
             dir,
         };
         // Both producers hold the same validator key: the remote signer's in signer mode, the
-        // cometbft-filepv producer's key_file in key-holding mode.
-        let key = lab.dir.join("priv_validator_key.json");
-        failover::producer::privval::validator_key::ValidatorKey::write_for_seed(&key, [0x5a; 32])
-            .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
+        // cometbft-filepv producer's key_file in key-holding mode. Each validator has its own.
+        for v in &lab.validators {
+            failover::producer::privval::validator_key::ValidatorKey::write_for_seed(&v.key_file, v.seed)
+                .map_err(|e| format!("cannot write {}: {e}", v.key_file.display()))?;
+        }
         if !lab.options.signer {
-            lab.death_watch = Some(
-                DeathWatch::start(std::slice::from_ref(&lab.activations))
-                    .map_err(|e| format!("cannot start the death watch: {e}"))?,
-            );
+            let logs: Vec<PathBuf> = lab.validators.iter().map(|v| v.activations.clone()).collect();
+            lab.death_watch = Some(DeathWatch::start(&logs).map_err(|e| format!("cannot start the death watch: {e}"))?);
         }
         for (i, name) in MEMBERS.iter().enumerate() {
             let member = lab.prepare_member(name, i < PRODUCERS)?;
@@ -246,6 +283,9 @@ impl Lab {
         }
         for i in 0..PRODUCERS {
             lab.start_node(i)?;
+            for k in 1..lab.validators.len() {
+                lab.start_bystander_node(i, k)?;
+            }
         }
         for i in 0..MEMBERS.len() {
             lab.start_daemon(i)?;
@@ -259,7 +299,7 @@ impl Lab {
     }
 
     /// Member `name`'s directories and files: its data_dir (a small tmpfs for full-disk), its
-    /// wall-clock offset file, and a producer's validator home.
+    /// wall-clock offset file, and a producer's validator home for each validator.
     fn prepare_member(&mut self, name: &'static str, producer: bool) -> Result<Member, String> {
         let data_dir = self.dir.join(format!("data-{name}"));
         std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
@@ -271,8 +311,8 @@ impl Lab {
         }
         let clock_file = self.dir.join(format!("clock-{name}"));
         std::fs::write(&clock_file, "+0\n").map_err(|e| format!("cannot write {}: {e}", clock_file.display()))?;
-        let home = self.dir.join(format!("home-{name}"));
-        if producer {
+        for k in (0..self.validators.len()).filter(|_| producer) {
+            let home = validators::home(&self.dir, name, k);
             std::fs::create_dir_all(&home).map_err(|e| format!("cannot create {}: {e}", home.display()))?;
         }
         Ok(Member {
@@ -281,7 +321,6 @@ impl Lab {
             config: self.dir.join(format!("{name}.toml")),
             socket: self.dir.join(format!("{name}.sock")),
             data_dir,
-            home,
             clock_file,
             daemon_restart: None,
             node_restart: None,
@@ -323,7 +362,18 @@ impl Lab {
         proxies.start(link, MEMBERS[link.from], command, &wan, seed).map_err(|e| e.to_string())
     }
 
+    /// Member `i`'s config: the single-validator config of before issue 22 with one validator,
+    /// else every validator's as a `[[validators]]` entry.
     fn config_text(&self, i: usize) -> String {
+        let mut texts: Vec<String> = (0..self.validators.len()).map(|k| self.validator_config_text(i, k)).collect();
+        match texts.len() {
+            1 => texts.remove(0),
+            _ => validators::member_config(&self.validators, &texts),
+        }
+    }
+
+    /// Member `i`'s single-validator config for validator `k`.
+    fn validator_config_text(&self, i: usize, k: usize) -> String {
         let m = &self.members[i];
         let addresses: Vec<String> = (0..MEMBERS.len()).map(|j| self.net.peer_addr(j).to_string()).collect();
         let peers = Peer::cluster(&MEMBERS, &addresses);
@@ -342,18 +392,19 @@ impl Lab {
             metrics: Metrics::Listen(self.net.metrics_addr(i).to_string()),
             tls: self.member_tls.get(i),
             chain: m.producer.then(|| Chain {
-                rpc: format!("http://{}", self.net.node_addr(i)),
+                rpc: format!("http://{}", self.net.validator_node_addr(i, k)),
                 reference_rpcs: Vec::new(),
                 sim: None,
             }),
-            producer: m.producer.then(|| self.producer(i)),
+            producer: m.producer.then(|| self.producer(i, k)),
         }
         .render()
     }
 
-    /// Producer `i`'s `[producer]`.
-    fn producer(&self, i: usize) -> Producer {
-        let key_file = self.dir.join("priv_validator_key.json");
+    /// Producer `i`'s `[producer]` for validator `k`.
+    fn producer(&self, i: usize, k: usize) -> Producer {
+        let v = &self.validators[k];
+        let key_file = v.key_file.clone();
         if self.options.signer {
             // The simulated node's SecretConnection key is fixed, so the signer can check that it
             // reached that node and no other (a stock CometBFT node's listener key changes at every
@@ -361,7 +412,7 @@ impl Lab {
             return Producer::Signer {
                 key_file,
                 node_id: failover::sim::privval_node::node_id().to_string(),
-                node_address: self.net.privval_addr(i).to_string(),
+                node_address: self.net.validator_privval_addr(i, k).to_string(),
             };
         }
         // A validator that follows the member's sentry and signs above its home's state file
@@ -370,11 +421,11 @@ impl Lab {
             exe: self.exe.clone(),
             kind: ValidatorKind::FilePv { key_file },
             forking: self.options.forking,
-            sentry: format!("http://{}", self.net.node_addr(i)),
-            home: self.members[i].home.clone(),
+            sentry: format!("http://{}", self.net.validator_node_addr(i, k)),
+            home: validators::home(&self.dir, MEMBERS[i], k),
             member: MEMBERS[i].to_string(),
-            ledger: self.ledger.clone(),
-            activations: self.activations.clone(),
+            ledger: v.ledger.clone(),
+            activations: v.activations.clone(),
             block: self.options.timings.block,
         })
     }
@@ -407,32 +458,58 @@ impl Lab {
         }
     }
 
+    /// Starts member `i`'s node of the first validator (`v1`) and waits until it answers.
     pub fn start_node(&mut self, i: usize) -> Result<(), String> {
+        let mut command = self.node_command(i, 0)?;
+        self.nodes.start(i, MEMBERS[i], "the node", &mut command).map_err(|e| e.to_string())?;
+        self.members[i].node_restart = None;
+        self.wait_node(i, 0)
+    }
+
+    /// Starts member `i`'s node of bystander `k` (`k` ≥ 1) and waits until it answers.
+    fn start_bystander_node(&mut self, i: usize, k: usize) -> Result<(), String> {
+        let mut command = self.node_command(i, k)?;
+        let bystander = &mut self.bystanders[k - 1];
+        bystander.nodes.start(i, MEMBERS[i], "a bystander's node", &mut command).map_err(|e| e.to_string())?;
+        bystander.node_restart[i] = None;
+        self.wait_node(i, k)
+    }
+
+    /// The command of member `i`'s node of validator `k`, logging into `node-<member>.log`
+    /// (`v1`) or `node-<member>-<id>.log`.
+    fn node_command(&self, i: usize, k: usize) -> Result<Command, String> {
+        let v = &self.validators[k];
         // A sentry never produces, so it has nothing to record; the privval node records its
         // permission changes as before.
         let node = SimNode {
             member: MEMBERS[i].to_string(),
-            listen: self.net.node_addr(i).to_string(),
-            ledger: self.ledger.clone(),
-            activations: self.options.signer.then(|| self.activations.clone()),
-            privval_listen: self.options.signer.then(|| self.net.privval_addr(i).to_string()),
+            listen: self.net.validator_node_addr(i, k).to_string(),
+            ledger: v.ledger.clone(),
+            activations: self.options.signer.then(|| v.activations.clone()),
+            privval_listen: self.options.signer.then(|| self.net.validator_privval_addr(i, k).to_string()),
             block: self.options.timings.block,
         };
         let mut command = self.net.command(i, &self.exe);
-        let log = self.log_file(&format!("node-{}.log", MEMBERS[i]))?;
+        let name =
+            if k == 0 { format!("node-{}.log", MEMBERS[i]) } else { format!("node-{}-{}.log", MEMBERS[i], v.id) };
+        let log = self.log_file(&name)?;
         let err = log.try_clone().map_err(|e| format!("cannot open the node log of member {}: {e}", MEMBERS[i]))?;
         command.args(node.args()).stdin(Stdio::null()).stdout(log).stderr(err);
         self.prepare(i, &mut command);
-        self.nodes.start(i, MEMBERS[i], "the node", &mut command).map_err(|e| e.to_string())?;
-        self.members[i].node_restart = None;
+        Ok(command)
+    }
+
+    /// Waits up to 10 s for member `i`'s node of validator `k` to answer.
+    fn wait_node(&self, i: usize, k: usize) -> Result<(), String> {
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end {
-            if self.sim_state(i).is_some() {
+            if self.node_state(i, k).is_some() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(format!("the node of member {} did not answer within 10 s", MEMBERS[i]))
+        let of = if k == 0 { String::new() } else { format!(" for {}", self.validators[k].id) };
+        Err(format!("the node of member {}{of} did not answer within 10 s", MEMBERS[i]))
     }
 
     pub fn start_daemon(&mut self, i: usize) -> Result<(), String> {
@@ -460,9 +537,22 @@ impl Lab {
         self.nodes.pid(i)
     }
 
-    /// The keeper member `i`'s daemon runs now, found in `/proc`.
+    /// The keeper of the first validator's node member `i`'s daemon runs now, found in `/proc`
+    /// (with several validators, each has a keeper: `v1`'s is the one whose spec names its
+    /// ledger).
     pub fn keeper(&self, i: usize) -> Option<Proc> {
-        procs::keeper_of(self.daemon_pid(i)?)
+        let daemon = self.daemon_pid(i)?;
+        if self.validators.len() == 1 {
+            return procs::keeper_of(daemon);
+        }
+        let ledger = self.ledger.display().to_string();
+        procs::all().into_iter().find(|p| {
+            p.ppid == daemon
+                && p.session == p.pid
+                && p.live()
+                && p.cmdline.get(1).is_some_and(|a| a == "keeper")
+                && p.mentions(&ledger)
+        })
     }
 
     /// Member `i`'s running validators (key-holding mode), found in `/proc` by their command
@@ -487,10 +577,16 @@ impl Lab {
     /// A planned switchover, as an operator makes it: `failoverctl promote <target>` through
     /// member `via`'s control socket. Returns what failoverctl printed.
     pub fn promote(&self, via: usize, target: usize) -> Result<String, String> {
+        self.promote_validator(via, self.header(), target)
+    }
+
+    /// [`Lab::promote`] of `validator` (`failoverctl --validator ID`; `None`: the only one).
+    fn promote_validator(&self, via: usize, validator: Option<&str>, target: usize) -> Result<String, String> {
         let ctl = self.exe.with_file_name("failoverctl");
         let out = std::process::Command::new(&ctl)
             .arg("--socket")
             .arg(&self.members[via].socket)
+            .args(validator.map(|v| ["--validator", v]).iter().flatten())
             .args(["--timeout", "10s", "promote", MEMBERS[target]])
             .stdin(Stdio::null())
             .output()
@@ -508,6 +604,37 @@ impl Lab {
         }
     }
 
+    /// Moves every bystander signed on `first_active` (the producer of `v1`) to the other
+    /// producer by a planned switchover through the witness, so that the validators' actives
+    /// differ whatever the race for the free leases at start gave: a fault aimed at `v1`'s active
+    /// then finds the bystanders' standbys on that member, not their actives. Returns what did
+    /// not go so, as notes; nothing depends on it.
+    pub fn place_bystanders(&self, first_active: usize, interrupted: &dyn Fn() -> bool) -> Vec<String> {
+        let other = (first_active + 1) % PRODUCERS;
+        let mut notes = Vec::new();
+        self.wait_bystanders(PLACE_LIMIT, interrupted);
+        for (k, v) in self.validators.iter().enumerate().skip(1) {
+            if self.bystander_signing(k) != [first_active] {
+                continue;
+            }
+            if let Err(e) = self.promote_validator(MEMBERS.len() - 1, Some(&v.id), other) {
+                notes.push(format!("{} stayed on {}: {e}", v.id, MEMBERS[first_active]));
+                continue;
+            }
+            let end = Instant::now() + PLACE_LIMIT;
+            while self.bystander_signing(k) != [other] && Instant::now() < end && !interrupted() {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            if self.bystander_signing(k) != [other] {
+                notes.push(format!(
+                    "{} was promoted to {} but did not sign there within {PLACE_LIMIT:?}",
+                    v.id, MEMBERS[other]
+                ));
+            }
+        }
+        notes
+    }
+
     /// SIGTERM and wait for the daemon to release and exit (SIGKILL after `grace`).
     pub fn stop_daemon(&mut self, i: usize, grace: Duration) {
         self.daemons.stop(i, grace);
@@ -522,7 +649,7 @@ impl Lab {
         for (link, status) in exited {
             self.exits.push(Exit {
                 member: MEMBERS[link.from],
-                what: "delay proxy",
+                what: "delay proxy".into(),
                 status: status.to_string(),
                 crash: true,
             });
@@ -541,10 +668,8 @@ impl Lab {
                 if processes.started(i) {
                     let Some(status) = processes.exited(i) else { continue };
                     *restart_at = Some(now + RESTART_DELAY);
-                    use std::os::unix::process::ExitStatusExt;
-                    let crash = status.code() == Some(101)
-                        || status.signal().is_some_and(|s| s != Signal::SIGKILL as i32 && s != Signal::SIGTERM as i32);
-                    self.exits.push(Exit { member: name, what, status: status.to_string(), crash });
+                    let crash = crash(status);
+                    self.exits.push(Exit { member: name, what: what.into(), status: status.to_string(), crash });
                     continue;
                 }
                 if restart_at.is_none_or(|at| now < at) {
@@ -557,16 +682,51 @@ impl Lab {
                 }
             }
         }
+        self.supervise_bystanders(now);
     }
 
-    /// Member `i`'s node state, asked from inside its namespace.
+    /// [`Lab::supervise`] for the bystanders' nodes: each that exited is recorded as `node of
+    /// <id>` and restarted a second later.
+    fn supervise_bystanders(&mut self, now: Instant) {
+        for k in 1..self.validators.len() {
+            for (i, member) in MEMBERS.iter().enumerate().take(PRODUCERS) {
+                let id = &self.validators[k].id;
+                let b = &mut self.bystanders[k - 1];
+                if b.nodes.started(i) {
+                    let Some(status) = b.nodes.exited(i) else { continue };
+                    b.node_restart[i] = Some(now + RESTART_DELAY);
+                    self.exits.push(Exit {
+                        member,
+                        what: format!("node of {id}"),
+                        status: status.to_string(),
+                        crash: crash(status),
+                    });
+                    continue;
+                }
+                if b.node_restart[i].is_none_or(|at| now < at) {
+                    continue;
+                }
+                b.node_restart[i] = None;
+                if let Err(e) = self.start_bystander_node(i, k) {
+                    eprintln!("chaos: {e}");
+                }
+            }
+        }
+    }
+
+    /// Member `i`'s node state (of the first validator), asked from inside its namespace.
     pub fn sim_state(&self, i: usize) -> Option<StateReport> {
-        let body = self.http(i, "GET", "/sim/state", "")?;
+        self.node_state(i, 0)
+    }
+
+    /// Member `i`'s node state of validator `k`, asked from inside its namespace.
+    fn node_state(&self, i: usize, k: usize) -> Option<StateReport> {
+        let body = self.http(i, self.net.validator_node_addr(i, k), ("GET", "/sim/state", ""))?;
         serde_json::from_str(&body).ok()
     }
 
-    pub fn http(&self, i: usize, method: &str, path: &str, body: &str) -> Option<String> {
-        let addr = self.net.node_addr(i);
+    /// `method path` with `body` to `addr` inside member `i`'s namespace; the answer's body.
+    fn http(&self, i: usize, addr: std::net::SocketAddr, (method, path, body): (&str, &str, &str)) -> Option<String> {
         let s = self.net.connect(i, addr).ok()?;
         failover::http::blocking_exchange(
             s,
@@ -600,6 +760,30 @@ impl Lab {
             .collect()
     }
 
+    /// The producers that signed one of the last three heights of bystander `k` (`k` ≥ 1), read
+    /// from its ledger in either mode.
+    pub fn bystander_signing(&self, k: usize) -> Vec<usize> {
+        let height = SimChain::new(self.options.timings.block).height_at(MonoTime::now());
+        let mut tail = self.bystanders[k - 1].signed.lock().unwrap_or_else(|p| p.into_inner());
+        tail.refresh();
+        (0..PRODUCERS)
+            .filter(|&i| tail.last_height(MEMBERS[i]).is_some_and(|h| height.saturating_sub(h) <= 2))
+            .collect()
+    }
+
+    /// Waits up to `limit` until every bystander is signed by some producer; whether each was
+    /// (`v2` first) when the wait ended.
+    pub fn wait_bystanders(&self, limit: Duration, interrupted: &dyn Fn() -> bool) -> Vec<bool> {
+        let end = Instant::now() + limit;
+        loop {
+            let signed: Vec<bool> = (1..self.validators.len()).map(|k| !self.bystander_signing(k).is_empty()).collect();
+            if signed.iter().all(|s| *s) || Instant::now() >= end || interrupted() {
+                return signed;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     /// Waits for exactly one signing producer.
     pub fn wait_active(&self, limit: Duration, interrupted: &dyn Fn() -> bool) -> Option<usize> {
         let end = Instant::now() + limit;
@@ -612,17 +796,30 @@ impl Lab {
         None
     }
 
-    /// Member `i`'s control API `Status`, or `None` when it does not answer in time.
-    pub async fn status_of(socket: PathBuf, timeout: Duration) -> Option<StatusReply> {
-        lab::control::status(&socket, timeout).await
-    }
-
     pub fn sockets(&self) -> Vec<PathBuf> {
         self.members.iter().map(|m| m.socket.clone()).collect()
     }
 
+    /// What control calls about the first validator name: nothing with one validator (as every
+    /// lab before issue 22), `v1` with several (a member serving several refuses a call that
+    /// names none).
+    pub fn header(&self) -> Option<&str> {
+        (self.validators.len() > 1).then(|| self.validators[0].id.as_str())
+    }
+
+    /// What the observer names in its calls about each validator, `v1` first: `[None]` with one
+    /// validator.
+    pub fn headers(&self) -> Vec<Option<String>> {
+        match self.validators.len() {
+            1 => vec![None],
+            _ => self.validators.iter().map(|v| Some(v.id.clone())).collect(),
+        }
+    }
+
+    /// Member `i`'s control API `Status` of the first validator, or `None` when it does not
+    /// answer within a second.
     pub fn status(&self, i: usize) -> Option<StatusReply> {
-        self.runtime.block_on(Self::status_of(self.members[i].socket.clone(), Duration::from_secs(1)))
+        self.runtime.block_on(control::status(&self.members[i].socket, self.header(), Duration::from_secs(1)))
     }
 
     fn wait_answers(&self, i: usize, limit: Duration) -> bool {
@@ -644,7 +841,7 @@ impl Lab {
     /// Member `i`'s view of every member (its control API `Members`), or `None` when it does not
     /// answer within a second.
     pub fn members_view(&self, i: usize) -> Option<MembersReply> {
-        self.runtime.block_on(lab::control::members(&self.members[i].socket, Duration::from_secs(1)))
+        self.runtime.block_on(control::members(&self.members[i].socket, self.header(), Duration::from_secs(1)))
     }
 
     /// Member `i`'s `failoverd_peer_refusals_total` counters by reason, read from its metrics
@@ -663,7 +860,7 @@ impl Lab {
     }
 
     /// The lab's processes that are not running now: each member's daemon and each producer's
-    /// node, named as `daemon of a`.
+    /// nodes, named as `daemon of a` or `node of a for v2` (a bystander's).
     pub fn not_running(&mut self) -> Vec<String> {
         let mut out = Vec::new();
         for (i, m) in self.members.iter().enumerate() {
@@ -672,6 +869,11 @@ impl Lab {
             }
             if m.producer && !self.nodes.running(i) {
                 out.push(format!("node of {}", m.name));
+            }
+            for (b, v) in self.bystanders.iter_mut().zip(&self.validators[1..]) {
+                if m.producer && !b.nodes.running(i) {
+                    out.push(format!("node of {} for {}", m.name, v.id));
+                }
             }
         }
         out
@@ -718,6 +920,14 @@ impl Lab {
         std::fs::write(&self.members[i].clock_file, format!("{offset}\n"))
             .map_err(|e| format!("cannot move the clock of member {}: {e}", MEMBERS[i]))
     }
+}
+
+/// Whether a lab process that exited with `status` crashed (a panic or a fatal signal: a bug),
+/// rather than refused to go on (an error exit) or was killed by the lab.
+fn crash(status: std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.code() == Some(101)
+        || status.signal().is_some_and(|s| s != Signal::SIGKILL as i32 && s != Signal::SIGTERM as i32)
 }
 
 /// The `failoverd_peer_refusals_total{reason="…"}` samples of a Prometheus text exposition,
@@ -787,6 +997,9 @@ impl Drop for Lab {
         lab::kill_strays(&self.dir);
         self.daemons.kill_all();
         self.nodes.kill_all();
+        for b in &mut self.bystanders {
+            b.nodes.kill_all();
+        }
         if let Some(proxies) = self.proxies.as_mut() {
             proxies.kill_all();
         }

@@ -1,11 +1,13 @@
 //! The chaos runner behind `chaos/run`: builds labs of real members, injects the faults of
 //! `scenario`, and judges every run against docs/design.md §3 (S1, S2, S3, L1, L2) with `verdict`.
-//! `chaos/run bench` measures unplanned failover instead. See chaos/README.md.
+//! `chaos/run bench` measures unplanned failover instead. With `--validators N` the cluster
+//! serves N validators and each is judged on its own evidence. See chaos/README.md.
 //!
 //! It must never leave anything behind: processes die with it (PDEATHSIG), and namespaces,
 //! mounts and directories are removed on every way out, including SIGINT and SIGTERM; what a
 //! runner killed outright leaves is removed by the next one.
 
+mod control;
 mod lab;
 mod net;
 mod observe;
@@ -13,6 +15,7 @@ mod report;
 mod rogue;
 mod scenario;
 mod timings;
+mod validators;
 mod verdict;
 
 use std::path::PathBuf;
@@ -30,7 +33,8 @@ use observe::Observer;
 use report::{RunResult, ScenarioReport};
 use scenario::{Context, Injected, Interrupted, Rng, Scenario};
 use timings::ChaosTimings;
-use verdict::Evidence;
+use validators::MAX_VALIDATORS;
+use verdict::{Evidence, ValidatorEvidence, ValidatorReport};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -87,6 +91,11 @@ struct Args {
     /// The most a round trip is lengthened by, at random (at most --rtt).
     #[arg(long, global = true, default_value = "0")]
     rtt_jitter: String,
+    /// Validators the cluster serves (`[[validators]]`): v1 is faulted and judged as one
+    /// validator is; v2… are bystanders with their own chain, key, ledger and nodes, each judged
+    /// on S1, S2 and S3.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=MAX_VALIDATORS as i64))]
+    validators: u8,
 }
 
 #[derive(Subcommand)]
@@ -196,9 +205,24 @@ fn run(args: &Args, rt: tokio::runtime::Handle) -> Result<ExitCode, Interrupted>
     let seed = args.seed.unwrap_or_else(|| MonoTime::now().as_nanos() ^ u64::from(std::process::id()).rotate_left(32));
     eprintln!("chaos: seed {seed} (replay with --seed {seed})");
     if let Some(Cmd::Bench) = args.command {
+        if args.validators > 1 {
+            eprintln!("chaos: --validators: the benchmark runs one validator");
+            return Ok(ExitCode::from(2));
+        }
         // Fewer than 20 runs say little about a p99.
         let runs = args.runs.max(20);
         return bench(args, &exe, (namespaces, wan), seed, runs, rt);
+    }
+    if args.validators > 1 {
+        eprintln!(
+            "chaos: {} validators on one cluster: v1 is faulted, {}; each is judged on S1, S2, S3",
+            args.validators,
+            if args.validators == 2 {
+                "v2 is a bystander".to_string()
+            } else {
+                format!("v2..v{} are bystanders", args.validators)
+            }
+        );
     }
     let mut chosen: Vec<&'static Scenario> = Vec::new();
     if args.scenarios.is_empty() {
@@ -260,6 +284,7 @@ fn run(args: &Args, rt: tokio::runtime::Handle) -> Result<ExitCode, Interrupted>
                     signer: args.mode == "signer",
                     forking: s.name == "forking-node",
                     wan,
+                    validators: usize::from(args.validators),
                 };
                 let result = run_once(s, run_no, run_seed, &exe, options, rt.clone())?;
                 eprintln!("{}", result.line());
@@ -303,7 +328,7 @@ fn run_once(
     };
     let observer = Observer::start(&lab, rt);
     let mut rng = Rng::new(run_seed);
-    let Some(_) = lab.wait_active(Duration::from_secs(20), &interrupted) else {
+    let Some(first_active) = lab.wait_active(Duration::from_secs(20), &interrupted) else {
         if interrupted() {
             return Err(Interrupted);
         }
@@ -311,6 +336,7 @@ fn run_once(
         result.kept = keep_evidence(&mut lab);
         return Ok(result);
     };
+    result.notes.extend(lab.place_bystanders(first_active, &interrupted));
     let mut cx =
         Context { lab: &mut lab, observer: &observer, rng: &mut rng, timings: &timings, interrupted: &interrupted };
     let warmup = cx.rng.between(Duration::from_secs(1), Duration::from_secs(3));
@@ -335,9 +361,13 @@ fn run_once(
     let settled = cx.lab.wait_active(settle_limit, &interrupted).is_some();
     cx.pause(Duration::from_millis(1500))?;
     let active_at_end = settled && cx.lab.signing().len() == 1;
+    // Each bystander must be signed by some producer once the fault has healed: a liveness note
+    // when it is not, never a violation.
+    let bystanders_signing = cx.lab.wait_bystanders(settle_limit, &interrupted);
     scenario::after_settle(cx.lab, &mut injected);
     let end = MonoTime::now();
     let reads = observer.finish();
+    let first_reads = reads.first().map_or(&[][..], Vec::as_slice);
     let records = ledger::read(&lab.ledger).unwrap_or_else(|e| {
         result.error = Some(e.to_string());
         Vec::new()
@@ -361,11 +391,11 @@ fn run_once(
     }
     result.notes.extend(injected.notes.iter().cloned());
     result.expect = Some(injected.expect);
-    result.reads = reads.len();
+    result.reads = first_reads.len();
     result.judgement = verdict::judge(&Evidence {
         records: &records,
         activations: &activations,
-        reads: &reads,
+        reads: first_reads,
         fault_at_ns: injected.fault_at.as_nanos(),
         end_ns: end.as_nanos(),
         active_before: MEMBERS[active].to_string(),
@@ -381,10 +411,77 @@ fn run_once(
     if let Some(rogue) = &injected.rogue {
         result.judgement.violations.extend(verdict::judge_rogue(rogue));
     }
+    if lab.validators.len() > 1 {
+        let first = FirstValidator {
+            records: &records,
+            activations: &activations,
+            fault_at_ns: injected.fault_at.as_nanos(),
+            paused: injected.host_freeze.then(|| (MEMBERS[active], injected.fault_at.as_nanos())),
+            signing_at_end: active_at_end,
+        };
+        match judge_validators(&lab, first, &reads, &bystanders_signing, end) {
+            Ok(each) => result.validators = each,
+            Err(e) => result.error = Some(e),
+        }
+        // v1's invariants are judged above with L1 and L2; each bystander's count here.
+        for v in result.validators.iter().skip(1) {
+            result.judgement.violations.extend(v.violations.iter().map(|x| format!("{}: {x}", v.validator)));
+        }
+    }
     if !result.judgement.violations.is_empty() {
         result.kept = keep_evidence(&mut lab);
     }
     Ok(result)
+}
+
+/// The first validator's evidence, already read for [`verdict::judge`].
+struct FirstValidator<'a> {
+    records: &'a [ledger::SignatureRecord],
+    activations: &'a [activation::ActivationRecord],
+    fault_at_ns: u64,
+    /// Freeze-host: the paused member and the fault's instant.
+    paused: Option<(&'static str, u64)>,
+    signing_at_end: bool,
+}
+
+/// Every validator's verdict (several validators), `v1` first: each from its own ledger,
+/// activation log and the observer's watermark reads of it (`reads`, by validator);
+/// `bystanders_signing` says whether some producer signed each bystander at the end.
+fn judge_validators(
+    lab: &Lab,
+    first: FirstValidator,
+    reads: &[Vec<verdict::WatermarkRead>],
+    bystanders_signing: &[bool],
+    end: MonoTime,
+) -> Result<Vec<ValidatorReport>, String> {
+    let reads_of = |k: usize| reads.get(k).map_or(&[][..], Vec::as_slice);
+    let mut each = vec![verdict::judge_validator(&ValidatorEvidence {
+        id: &lab.validators[0].id,
+        records: first.records,
+        activations: first.activations,
+        reads: reads_of(0),
+        fault_at_ns: first.fault_at_ns,
+        end_ns: end.as_nanos(),
+        signer_mode: lab.signer_mode(),
+        paused: first.paused,
+        signing_at_end: first.signing_at_end,
+    })];
+    for (k, v) in lab.validators.iter().enumerate().skip(1) {
+        let records = ledger::read(&v.ledger).map_err(|e| format!("{}: {e}", v.id))?;
+        let activations = activation::read(&v.activations).map_err(|e| format!("{}: {e}", v.id))?;
+        each.push(verdict::judge_validator(&ValidatorEvidence {
+            id: &v.id,
+            records: &records,
+            activations: &activations,
+            reads: reads_of(k),
+            fault_at_ns: first.fault_at_ns,
+            end_ns: end.as_nanos(),
+            signer_mode: lab.signer_mode(),
+            paused: None,
+            signing_at_end: bystanders_signing.get(k - 1).copied().unwrap_or(false),
+        }));
+    }
+    Ok(each)
 }
 
 /// Keeps a failing lab's directory and says where it is.
@@ -413,6 +510,7 @@ fn bench(
         signer: args.mode == "signer",
         forking: false,
         wan,
+        validators: 1,
     };
     let mut lab = match Lab::start("bench", exe, options, rt) {
         Ok(l) => l,

@@ -21,6 +21,8 @@ pub const PEER_PORT: u16 = 7100;
 /// With a WAN: inside member `i`'s namespace, 127.0.0.1:`PROXY_PORT + j` is the delay proxy that
 /// carries `i`'s connections to member `j`.
 pub const PROXY_PORT: u16 = 7200;
+/// Inside a member's namespace, validator `k`'s node listens at `NODE_PORT + 2k` and, in signer
+/// mode, for its remote signer at `NODE_PORT + 2k + 1` (`k` = 0: the lab's first validator).
 pub const NODE_PORT: u16 = 26657;
 /// Where each member's daemon serves `/metrics`, inside its namespace.
 pub const METRICS_PORT: u16 = 9464;
@@ -42,7 +44,13 @@ pub enum LinkFault {
 }
 
 pub enum Net {
-    Loopback { peer_ports: Vec<u16>, node_ports: Vec<u16>, privval_ports: Vec<u16>, metrics_ports: Vec<u16> },
+    /// Every port by member; the node and privval ports by validator, then by member.
+    Loopback {
+        peer_ports: Vec<u16>,
+        node_ports: Vec<Vec<u16>>,
+        privval_ports: Vec<Vec<u16>>,
+        metrics_ports: Vec<u16>,
+    },
     Namespaces(Namespaces),
 }
 
@@ -256,20 +264,21 @@ impl Net {
         }
     }
 
-    /// Where member `i`'s node listens, as seen from inside the member's namespace.
-    pub fn node_addr(&self, i: usize) -> SocketAddr {
+    /// Where member `i`'s node of validator `k` (0: the lab's first) listens, as seen from
+    /// inside the member's namespace.
+    pub fn validator_node_addr(&self, i: usize, k: usize) -> SocketAddr {
         match self {
-            Net::Loopback { node_ports, .. } => SocketAddr::from(([127, 0, 0, 1], node_ports[i])),
-            Net::Namespaces(_) => SocketAddr::from(([127, 0, 0, 1], NODE_PORT)),
+            Net::Loopback { node_ports, .. } => SocketAddr::from(([127, 0, 0, 1], node_ports[k][i])),
+            Net::Namespaces(_) => SocketAddr::from(([127, 0, 0, 1], NODE_PORT + 2 * k as u16)),
         }
     }
 
-    /// Signer mode: where member `i`'s node listens for its remote signer (the member's daemon,
-    /// in the same namespace).
-    pub fn privval_addr(&self, i: usize) -> SocketAddr {
+    /// Signer mode: where member `i`'s node of validator `k` listens for its remote signer (the
+    /// member's daemon, in the same namespace).
+    pub fn validator_privval_addr(&self, i: usize, k: usize) -> SocketAddr {
         match self {
-            Net::Loopback { privval_ports, .. } => SocketAddr::from(([127, 0, 0, 1], privval_ports[i])),
-            Net::Namespaces(_) => SocketAddr::from(([127, 0, 0, 1], NODE_PORT + 1)),
+            Net::Loopback { privval_ports, .. } => SocketAddr::from(([127, 0, 0, 1], privval_ports[k][i])),
+            Net::Namespaces(_) => SocketAddr::from(([127, 0, 0, 1], NODE_PORT + 2 * k as u16 + 1)),
         }
     }
 

@@ -1,6 +1,7 @@
 //! What the runner prints: a line per run as it finishes, one table per scenario at the end
-//! (runs, failover time p50/p90/max, missed heights p50/max, violations), the same as JSON with
-//! `--json`, and the benchmark's figures beside docs/design.md §9's target.
+//! (runs, failover time p50/p90/max, missed heights p50/max, violations), with several
+//! validators a line per validator under each run and a table per validator, the same as JSON
+//! with `--json`, and the benchmark's figures beside docs/design.md §9's target.
 
 use std::process::ExitCode;
 
@@ -10,7 +11,7 @@ use failover::sim::lab::wan::Wan;
 use failover::sim::ledger::SignatureRecord;
 
 use crate::lab::Timings;
-use crate::verdict::{Expect, Judgement};
+use crate::verdict::{Expect, Judgement, ValidatorReport};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct RunResult {
@@ -29,6 +30,9 @@ pub struct RunResult {
     pub error: Option<String>,
     /// Where the evidence of a failing run was kept.
     pub kept: Option<String>,
+    /// With several validators (`--validators N`): each validator's verdict, `v1` first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub validators: Vec<ValidatorReport>,
 }
 
 impl RunResult {
@@ -44,6 +48,7 @@ impl RunResult {
             notes: Vec::new(),
             error: None,
             kept: None,
+            validators: Vec::new(),
         }
     }
 
@@ -77,6 +82,9 @@ impl RunResult {
         }
         if let Some(e) = &self.error {
             s.push_str(&format!("\n    error: {e}"));
+        }
+        for v in &self.validators {
+            s.push_str(&format!("\n    {}", v.line()));
         }
         for v in &j.violations {
             s.push_str(&format!("\n    VIOLATION {v}"));
@@ -196,6 +204,7 @@ fn wan_json(wan: Option<&Wan>) -> serde_json::Value {
 }
 
 pub fn print(reports: &[ScenarioReport], seed: u64, namespaces: bool, wan: Option<&Wan>, json: bool) {
+    let validators = validator_summaries(reports);
     if json {
         #[derive(Serialize)]
         struct Scenario<'a> {
@@ -203,17 +212,25 @@ pub fn print(reports: &[ScenarioReport], seed: u64, namespaces: bool, wan: Optio
             report: &'a ScenarioReport,
             summary: Summary,
         }
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "seed": seed,
             "lab": if namespaces { "namespaces" } else { "loopback" },
             "wan": wan_json(wan),
             "scenarios": reports.iter().map(|r| Scenario { report: r, summary: r.summary() }).collect::<Vec<_>>(),
         });
+        if !validators.is_empty() {
+            out["validators"] = serde_json::to_value(&validators).unwrap_or_default();
+        }
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return;
     }
     println!();
-    println!("seed {seed}, {} lab, {}", if namespaces { "network-namespace" } else { "loopback" }, network(wan));
+    let served = if validators.is_empty() { String::new() } else { format!(", {} validators", validators.len()) };
+    println!(
+        "seed {seed}, {} lab, {}{served}",
+        if namespaces { "network-namespace" } else { "loopback" },
+        network(wan)
+    );
     println!(
         "{:<17} {:>4} {:>6}  {:>21}  {:>13}  {:>10}",
         "scenario", "runs", "failed", "failover s p50/p90/max", "missed p50/max", "violations"
@@ -235,8 +252,79 @@ pub fn print(reports: &[ScenarioReport], seed: u64, namespaces: bool, wan: Optio
         );
     }
     print_handovers(reports);
+    print_validators(&validators);
     let total: usize = reports.iter().map(ScenarioReport::violations).sum();
     println!("{}", if total == 0 { "no violations".to_string() } else { format!("{total} VIOLATIONS") });
+}
+
+/// One validator over every run of a multi-validator series: its broken invariants and its
+/// liveness.
+#[derive(Debug, Default, Serialize)]
+pub struct ValidatorSummary {
+    pub validator: String,
+    pub runs: usize,
+    pub s1_violations: usize,
+    pub s2_violations: usize,
+    pub s3_violations: usize,
+    pub signatures: usize,
+    pub missed_p50: Option<u64>,
+    pub missed_max: Option<u64>,
+    /// Runs at whose end no producer was signing it (a liveness note, not a violation).
+    pub runs_not_signed_at_end: usize,
+}
+
+/// Every validator's [`ValidatorSummary`] over `reports`, in the order the runs list them;
+/// empty with one validator.
+pub fn validator_summaries(reports: &[ScenarioReport]) -> Vec<ValidatorSummary> {
+    let mut out: Vec<ValidatorSummary> = Vec::new();
+    let mut missed: Vec<Vec<u64>> = Vec::new();
+    for v in reports.iter().flat_map(|r| &r.runs).flat_map(|run| &run.validators) {
+        let at = match out.iter().position(|s| s.validator == v.validator) {
+            Some(at) => at,
+            None => {
+                out.push(ValidatorSummary { validator: v.validator.clone(), ..ValidatorSummary::default() });
+                missed.push(Vec::new());
+                out.len() - 1
+            }
+        };
+        let s = &mut out[at];
+        s.runs += 1;
+        s.s1_violations += v.broken("S1");
+        s.s2_violations += v.broken("S2");
+        s.s3_violations += v.broken("S3");
+        s.signatures += v.signatures;
+        s.runs_not_signed_at_end += usize::from(!v.signing_at_end);
+        missed[at].push(v.missed_heights);
+    }
+    for (s, mut m) in out.iter_mut().zip(missed) {
+        m.sort_unstable();
+        s.missed_p50 = percentile(&m, 50);
+        s.missed_max = m.last().copied();
+    }
+    out
+}
+
+/// The table per validator (several validators only).
+fn print_validators(summaries: &[ValidatorSummary]) {
+    if summaries.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<10} {:>4}  {:>11}  {:>10}  {:>14}  {:>21}",
+        "validator", "runs", "S1/S2/S3", "signatures", "missed p50/max", "runs not signed at end"
+    );
+    for s in summaries {
+        println!(
+            "{:<10} {:>4}  {:>11}  {:>10}  {:>14}  {:>22}",
+            s.validator,
+            s.runs,
+            format!("{}/{}/{}", s.s1_violations, s.s2_violations, s.s3_violations),
+            s.signatures,
+            format!("{}/{}", count(s.missed_p50), count(s.missed_max)),
+            s.runs_not_signed_at_end
+        );
+    }
 }
 
 fn ms(v: Option<f64>) -> String {
@@ -417,6 +505,40 @@ pub fn print_bench(f: &BenchFigures, double_signs: usize, overlaps: usize, json:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_validator_is_summed_over_every_run_and_one_validator_has_no_summary() {
+        let validator = |id: &str, missed: u64, at_end: bool, violations: &[&str]| ValidatorReport {
+            validator: id.into(),
+            signatures: 10,
+            missed_heights: missed,
+            signing_at_end: at_end,
+            violations: violations.iter().map(|v| v.to_string()).collect(),
+            ..ValidatorReport::default()
+        };
+        let mut one = RunResult::new("kill-daemon", 1, 7);
+        one.validators = vec![validator("v1", 3, true, &[]), validator("v2", 0, false, &["S2: key v2 double-signed"])];
+        let mut two = RunResult::new("kill-node", 1, 8);
+        two.validators = vec![validator("v1", 5, true, &[]), validator("v2", 1, true, &["S3: b read", "S1: a and b"])];
+        let reports = [
+            ScenarioReport { scenario: "kill-daemon", skipped: None, runs: vec![one] },
+            ScenarioReport { scenario: "kill-node", skipped: None, runs: vec![two] },
+        ];
+        let s = validator_summaries(&reports);
+        assert_eq!(s.iter().map(|x| x.validator.as_str()).collect::<Vec<_>>(), ["v1", "v2"]);
+        assert_eq!((s[0].runs, s[0].signatures, s[0].missed_p50, s[0].missed_max), (2, 20, Some(3), Some(5)));
+        assert_eq!(
+            (s[1].s1_violations, s[1].s2_violations, s[1].s3_violations, s[1].runs_not_signed_at_end),
+            (1, 1, 1, 1)
+        );
+        let single = [ScenarioReport {
+            scenario: "kill-daemon",
+            skipped: None,
+            runs: vec![RunResult::new("kill-daemon", 1, 7)],
+        }];
+        assert!(validator_summaries(&single).is_empty());
+        assert!(!serde_json::to_string(&single[0].runs[0]).unwrap_or_default().contains("validators"));
+    }
 
     #[test]
     fn the_failover_target_follows_the_mode_and_the_round_trip() {

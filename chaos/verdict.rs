@@ -2,6 +2,10 @@
 //! S1 from the nodes' activation log, S2 from the signature ledger, S3 from every watermark
 //! read the observer made, L1 and L2 from who signed which height when.
 //!
+//! With several validators on one cluster (`--validators N`), every validator's safety is judged
+//! on its own evidence ([`judge_validator`]): S2 from its ledger, S1 from its activation log, S3
+//! from the watermark reads of it; its liveness is measured, not judged.
+//!
 //! The rogue-peer scenario is judged here too ([`judge_rogue`]): every answer the hostile client
 //! got against [`ROGUE_RULES`], the members' own refusal counters, lease, raft term and views.
 //!
@@ -95,12 +99,7 @@ pub fn judge(e: &Evidence) -> Judgement {
 
     // S2: no two signatures by one key at one HRS over different payloads.
     let report = checker::check(e.records);
-    for d in &report.double_signs {
-        j.violations.push(format!(
-            "S2: key {} double-signed at {} by {} and {}",
-            d.key, d.hrs, d.first.member, d.second.member
-        ));
-    }
+    j.violations.extend(double_signs(&report));
     j.missed_heights = report.missed_heights();
 
     let windows = activation::windows(e.activations, e.end_ns);
@@ -168,17 +167,178 @@ fn old_node(e: &Evidence, w: &activation::Window) -> bool {
 /// process was seen dead (the death watch), never at the end of a lease. On a paused host
 /// (freeze-host) the old node's overlap is the residual risk the run measures.
 fn judge_s1(e: &Evidence, windows: &[activation::Window], j: &mut Judgement) {
+    let s1 = overlaps(windows, |w| e.host_freeze && old_node(e, w));
+    j.violations.extend(s1.violations);
+    j.residual_overlap_ms = s1.residual.iter().map(|(_, ms)| *ms).reduce(f64::max);
+    j.residual.extend(s1.residual.into_iter().map(|(text, _)| text));
+    j.closest_handover_ms = activation::closest_handover_ns(windows).map(|ns| ns as f64 / 1e6);
+}
+
+/// The S2 violations of one ledger's check: each double sign, with its key, HRS and signers.
+fn double_signs(report: &checker::LedgerReport) -> Vec<String> {
+    report
+        .double_signs
+        .iter()
+        .map(|d| format!("S2: key {} double-signed at {} by {} and {}", d.key, d.hrs, d.first.member, d.second.member))
+        .collect()
+}
+
+/// S1's findings over one validator's windows.
+struct S1Findings {
+    violations: Vec<String>,
+    /// Overlaps measured as residual risk, with their length in ms.
+    residual: Vec<(String, f64)>,
+}
+
+/// Every overlap of two windows: a violation, or residual risk when `paused` says one of its
+/// windows is the node of a paused host.
+fn overlaps(windows: &[activation::Window], paused: impl Fn(&activation::Window) -> bool) -> S1Findings {
+    let mut found = S1Findings { violations: Vec::new(), residual: Vec::new() };
     for o in activation::overlaps(windows, 0) {
         let ms = o.overlap_ns as f64 / 1e6;
         let text = format!("S1: {} and {} could both sign for {ms:.1} ms", o.first.member, o.second.member);
-        if e.host_freeze && (old_node(e, &o.first) || old_node(e, &o.second)) {
-            j.residual_overlap_ms = Some(j.residual_overlap_ms.map_or(ms, |m: f64| m.max(ms)));
-            j.residual.push(format!("{text} (a paused host's node outlives its lease until it resumes)"));
+        if paused(&o.first) || paused(&o.second) {
+            found.residual.push((format!("{text} (a paused host's node outlives its lease until it resumes)"), ms));
         } else {
-            j.violations.push(text);
+            found.violations.push(text);
         }
     }
-    j.closest_handover_ms = activation::closest_handover_ns(windows).map(|ns| ns as f64 / 1e6);
+    found
+}
+
+/// What one validator of a lab serving several (`--validators N`) left behind: its own ledger,
+/// activation log and watermark reads.
+pub struct ValidatorEvidence<'a> {
+    pub id: &'a str,
+    pub records: &'a [SignatureRecord],
+    pub activations: &'a [ActivationRecord],
+    pub reads: &'a [WatermarkRead],
+    /// When the fault began: liveness is measured from the last signature before it.
+    pub fault_at_ns: u64,
+    pub end_ns: u64,
+    /// Signer mode: its activation log holds no signing windows, so S1 has nothing to check.
+    pub signer_mode: bool,
+    /// Freeze-host, for the validator whose node was paused with its host: that member and the
+    /// fault's instant; an overlap of its node that could sign then is residual risk.
+    pub paused: Option<(&'a str, u64)>,
+    /// Whether some producer was signing it when the run ended.
+    pub signing_at_end: bool,
+}
+
+/// One validator's verdict and liveness in one run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ValidatorReport {
+    pub validator: String,
+    /// Signatures over the whole run (what S2 read).
+    pub signatures: usize,
+    /// From its last signature before the fault on: the distinct heights signed, and the first
+    /// and last of them.
+    pub heights: usize,
+    pub first_height: Option<u64>,
+    pub last_height: Option<u64>,
+    /// Likewise: heights between two signatures nobody signed, and the longest such run.
+    pub missed_heights: u64,
+    pub longest_gap: u64,
+    /// Likewise: the members that signed it, and how often the signer changed.
+    pub signers: Vec<String>,
+    pub signer_changes: usize,
+    pub signing_at_end: bool,
+    pub watermark_reads: usize,
+    /// Whether S1 had windows to check (key-holding mode).
+    pub s1_checked: bool,
+    /// Its S1, S2 and S3 violations, each starting with the invariant's name.
+    pub violations: Vec<String>,
+    /// Overlaps measured as residual risk (freeze-host, the faulted validator).
+    pub residual: Vec<String>,
+    /// Liveness worth a look, never a violation: no producer signing it at the end.
+    pub notes: Vec<String>,
+}
+
+impl ValidatorReport {
+    /// Its violations of `invariant` (`S1`, `S2`, `S3`).
+    pub fn broken(&self, invariant: &str) -> usize {
+        self.violations.iter().filter(|v| v.split(':').next() == Some(invariant)).count()
+    }
+
+    /// `v2: S1 ok, S2 ok (412 signatures), S3 ok (150 reads); since the fault: heights 3-410 by
+    /// b, …`.
+    pub fn line(&self) -> String {
+        let verdict = |invariant: &str| match self.broken(invariant) {
+            0 => "ok".to_string(),
+            n => format!("BROKEN ×{n}"),
+        };
+        let s1 = if self.s1_checked { verdict("S1") } else { "- (signer mode)".into() };
+        let heights = match (self.first_height, self.last_height) {
+            (Some(first), Some(last)) => format!("heights {first}-{last} by {}", self.signers.join("+")),
+            _ => "no height signed".into(),
+        };
+        let mut line = format!(
+            "{}: S1 {s1}, S2 {} ({} signatures), S3 {} ({} reads); since the fault: {heights}, missed {} (longest gap {}), signer changes {}; {}",
+            self.validator,
+            verdict("S2"),
+            self.signatures,
+            verdict("S3"),
+            self.watermark_reads,
+            self.missed_heights,
+            self.longest_gap,
+            self.signer_changes,
+            if self.signing_at_end { "signing at the end" } else { "NOT signed at the end" },
+        );
+        for note in &self.notes {
+            line.push_str(&format!("; liveness: {note}"));
+        }
+        line
+    }
+}
+
+/// Judges one validator of a lab serving several on its own evidence: S2 (no HRS signed twice in
+/// its ledger), S1 (no two of its nodes able to sign at once, key-holding mode) and S3 (no
+/// watermark read of it lower than one completed before), and measures its liveness.
+pub fn judge_validator(e: &ValidatorEvidence) -> ValidatorReport {
+    let report = checker::check(e.records);
+    let mut r = ValidatorReport {
+        validator: e.id.to_string(),
+        signatures: e.records.len(),
+        signing_at_end: e.signing_at_end,
+        watermark_reads: e.reads.len(),
+        s1_checked: !e.signer_mode,
+        violations: double_signs(&report),
+        ..ValidatorReport::default()
+    };
+    let windows = activation::windows(e.activations, e.end_ns);
+    let paused = |w: &activation::Window| {
+        e.paused.is_some_and(|(member, at)| w.member.as_str() == member && w.from_ns <= at && w.to_ns > at)
+    };
+    let s1 = overlaps(&windows, paused);
+    r.violations.extend(s1.violations);
+    r.residual = s1.residual.into_iter().map(|(text, _)| text).collect();
+    r.violations.extend(watermark_regressions(e.reads));
+    measure_liveness(e, &mut r);
+    if !e.signing_at_end {
+        r.notes.push("no producer was signing it when the run ended, after the fault had healed".into());
+    }
+    r
+}
+
+/// A validator's liveness from its last signature before the fault on (from its first when it
+/// signed nothing before): heights signed, heights missed between them, signers and their changes.
+fn measure_liveness(e: &ValidatorEvidence, r: &mut ValidatorReport) {
+    let mut records: Vec<&SignatureRecord> = e.records.iter().collect();
+    records.sort_by_key(|x| x.mono_ns);
+    let from = records.iter().rposition(|x| x.mono_ns <= e.fault_at_ns).unwrap_or(0);
+    let records = &records[from..];
+    r.signer_changes = records.windows(2).filter(|w| w[0].member != w[1].member).count();
+    let heights: std::collections::BTreeSet<u64> = records.iter().map(|x| x.height).collect();
+    r.heights = heights.len();
+    r.first_height = heights.first().copied();
+    r.last_height = heights.last().copied();
+    let gaps: Vec<u64> = heights.iter().zip(heights.iter().skip(1)).map(|(a, b)| b - a - 1).collect();
+    r.missed_heights = gaps.iter().sum();
+    r.longest_gap = gaps.iter().copied().max().unwrap_or(0);
+    let mut signers: Vec<String> = records.iter().map(|x| x.member.to_string()).collect();
+    signers.sort();
+    signers.dedup();
+    r.signers = signers;
 }
 
 /// The handover after the fault: when another member first signed, how long before that the old
@@ -780,6 +940,84 @@ mod tests {
         ] {
             assert!(v.iter().any(|x| x.contains(fragment)), "{fragment}: {v:?}");
         }
+    }
+
+    fn bystander<'a>(
+        records: &'a [SignatureRecord],
+        activations: &'a [ActivationRecord],
+        reads: &'a [WatermarkRead],
+    ) -> ValidatorEvidence<'a> {
+        ValidatorEvidence {
+            id: "v2",
+            records,
+            activations,
+            reads,
+            fault_at_ns: 2 * S,
+            end_ns: 10 * S,
+            signer_mode: false,
+            paused: None,
+            signing_at_end: true,
+        }
+    }
+
+    #[test]
+    fn a_bystander_that_kept_signing_is_clean_and_its_liveness_is_measured_from_the_fault() {
+        // b signed before the fault (a planned placement moved it from a); after the fault it
+        // skipped heights 5 and 6.
+        let records = [sig("a", 1, S / 2), sig("b", 3, S), sig("b", 4, 2 * S - 1), sig("b", 7, 3 * S)];
+        let acts = [
+            node("a", ActivationEvent::Activate, 0, 7),
+            node("a", ActivationEvent::Exited, S - S / 10, 7),
+            node("b", ActivationEvent::Activate, S - S / 20, 8),
+        ];
+        let reads = [read("a", 0, 10, 3), read("c", 20, 30, 4)];
+        let r = judge_validator(&bystander(&records, &acts, &reads));
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert_eq!((r.signatures, r.heights, r.first_height, r.last_height), (4, 2, Some(4), Some(7)));
+        assert_eq!((r.missed_heights, r.longest_gap, r.signer_changes), (2, 2, 0));
+        assert_eq!(r.signers, ["b"]);
+        assert_eq!(r.watermark_reads, 2);
+        assert_eq!(
+            r.line(),
+            "v2: S1 ok, S2 ok (4 signatures), S3 ok (2 reads); since the fault: heights 4-7 by b, missed 2 (longest gap 2), signer changes 0; signing at the end"
+        );
+    }
+
+    #[test]
+    fn each_invariant_of_a_bystander_is_judged_on_its_own_evidence() {
+        let records = [sig("b", 1, S / 2), sig("b", 2, S), sig("a", 2, S + 1)];
+        let acts = [node("b", ActivationEvent::Activate, 0, 8), node("a", ActivationEvent::Activate, S / 2, 7)];
+        let reads = [read("a", 0, 10, 5), read("b", 20, 30, 4)];
+        let r = judge_validator(&bystander(&records, &acts, &reads));
+        let kinds: Vec<&str> = r.violations.iter().map(|v| v.split(':').next().unwrap_or("")).collect();
+        assert_eq!(kinds, ["S2", "S1", "S3"], "{:?}", r.violations);
+        assert_eq!((r.broken("S1"), r.broken("S2"), r.broken("S3")), (1, 1, 1));
+        assert!(r.line().starts_with("v2: S1 BROKEN ×1, S2 BROKEN ×1 (3 signatures), S3 BROKEN ×1"), "{}", r.line());
+    }
+
+    #[test]
+    fn a_paused_hosts_overlap_is_residual_only_for_the_node_that_was_paused() {
+        let acts = [
+            node("a", ActivationEvent::Activate, 0, 7),
+            node("b", ActivationEvent::Activate, 3 * S, 8),
+            node("a", ActivationEvent::Exited, 4 * S, 7),
+        ];
+        let paused = ValidatorEvidence { paused: Some(("a", 2 * S)), ..bystander(&[], &acts, &[]) };
+        let r = judge_validator(&paused);
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert_eq!(r.residual.len(), 1, "{:?}", r.residual);
+        let r = judge_validator(&ValidatorEvidence { paused: Some(("b", 2 * S)), ..paused });
+        assert_eq!(r.broken("S1"), 1, "{:?}", r.violations);
+    }
+
+    #[test]
+    fn a_bystander_nobody_signs_at_the_end_is_a_liveness_note_not_a_violation() {
+        let records = [sig("b", 1, S / 2)];
+        let e = ValidatorEvidence { signing_at_end: false, signer_mode: true, ..bystander(&records, &[], &[]) };
+        let r = judge_validator(&e);
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert_eq!(r.notes.len(), 1);
+        assert!(r.line().contains("S1 - (signer mode)") && r.line().contains("NOT signed at the end; liveness: "));
     }
 
     #[test]

@@ -470,7 +470,7 @@ fn coordinator(path: &std::path::Path, rejoin: bool) -> ExitCode {
         return usage_error(format!("{}: coordinator.backend is not \"raft\"; nothing to run", path.display()));
     }
     with_peer_listener(config, me, move |config, me, listener| async move {
-        crate::panic_hook::abort_after_fencing(None, Duration::ZERO);
+        crate::panic_hook::abort_after_fencing(Vec::new(), Duration::ZERO);
         let node = match crate::coord::start(&config, listener, StartOptions { rejoin, test_hooks: false }).await {
             Ok(n) => n,
             Err(e) => {

@@ -19,6 +19,7 @@ pub mod paths;
 mod producer_config;
 mod source_map;
 pub mod validate;
+pub mod validators;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -33,8 +34,9 @@ pub use producer_config::{
     ProducerAdapter, ProducerConfig, ProducerKind, ProducerSection, SignerSettings, SimSettings,
 };
 pub use source_map::{Position, SourceMap};
+pub use validators::{MAX_VALIDATORS, ValidatorConfig};
 
-use crate::domain::{KeyId, MemberId, MemberKind};
+use crate::domain::{KeyId, MemberId, MemberKind, ValidatorId};
 
 /// One member's configuration file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,6 +77,10 @@ pub struct Config {
     /// Event webhooks: failovers, fences and refusals POSTed as they happen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<WebhookConfig>,
+    /// Several validators served by this cluster, each with its own chain, producer, lease and
+    /// watermarks ([`validators`]). Empty: the one validator of `[chain]`/`[producer]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validators: Vec<ValidatorConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -792,7 +798,15 @@ impl Config {
         let base = paths::base_dir(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let written_data_dir = config.data_dir.clone();
         paths::resolve(&mut config, &base);
-        let mut problems = validate::validate(&config, &map);
+        for v in &mut config.validators {
+            if let Some(effective) = v.effective.as_deref_mut() {
+                paths::resolve(effective, &base);
+                // What `to_toml` prints: the same absolute paths as the effective config.
+                v.chain.clone_from(&effective.chain);
+                v.producer.clone_from(&effective.producer);
+            }
+        }
+        let mut problems = Config::validate_each(&config, &map, |c| validate::validate(c, &map));
         if depth == Depth::Contents
             && let Some(message) = paths::data_left_behind(&written_data_dir, &config.data_dir)
         {
@@ -802,7 +816,7 @@ impl Config {
                 message,
             });
         }
-        problems.extend(files::check(&config, &map, depth));
+        problems.extend(Config::validate_each(&config, &map, |c| files::check(c, &map, depth)));
         if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid { file: path.to_path_buf(), problems }) }
     }
 
@@ -810,7 +824,7 @@ impl Config {
     /// as written: only [`Config::load`] knows the directory they are relative to.
     pub fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
         let (config, map) = Config::parse_unchecked(text).map_err(|p| vec![p])?;
-        let problems = validate::validate(&config, &map);
+        let problems = Config::validate_each(&config, &map, |c| validate::validate(c, &map));
         if problems.is_empty() { Ok(config) } else { Err(problems) }
     }
 
@@ -835,7 +849,57 @@ impl Config {
         // serde filled in the key-holding defaults; a signer-mode member gets its own instead.
         let kind = config.producer.as_ref().map(ProducerConfig::kind);
         TimingDefaults::for_producer(kind).fill(&mut config, |key| map.contains(key));
+        let effective: Vec<Config> = config
+            .validators
+            .iter()
+            .enumerate()
+            .map(|(i, v)| validators::derive(&config, v, i, |key| map.contains(key)))
+            .collect();
+        for (v, e) in config.validators.iter_mut().zip(effective) {
+            v.effective = Some(Box::new(e));
+        }
         Ok((config, map))
+    }
+
+    /// `rules` applied to the config, or, with `[[validators]]`, to each validator's effective
+    /// config (each problem located under its validator, a shared one reported once) and the
+    /// rules that span validators.
+    fn validate_each(
+        config: &Config,
+        map: &SourceMap<'_>,
+        rules: impl Fn(&Config) -> Vec<ConfigProblem>,
+    ) -> Vec<ConfigProblem> {
+        if config.validators.is_empty() {
+            return rules(config);
+        }
+        let mut problems = validators::check(config, map);
+        for (i, v) in config.validators.iter().enumerate() {
+            let effective =
+                v.effective.as_deref().cloned().unwrap_or_else(|| validators::derive(config, v, i, |_| true));
+            for p in rules(&effective) {
+                let p = validators::locate(p, i, v, map);
+                if !problems.contains(&p) {
+                    problems.push(p);
+                }
+            }
+        }
+        problems
+    }
+
+    /// Every validator this member serves, with the config a member of it alone would have:
+    /// the one validator of `[chain]`/`[producer]` (`default`), or each `[[validators]]` entry.
+    pub fn validator_configs(&self) -> Vec<(ValidatorId, Config)> {
+        if self.validators.is_empty() {
+            return vec![(ValidatorId::default_validator(), self.clone())];
+        }
+        self.validators
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let effective = v.effective.as_deref().cloned();
+                (v.id.clone(), effective.unwrap_or_else(|| validators::derive(self, v, i, |_| true)))
+            })
+            .collect()
     }
 
     /// The effective config as TOML, defaults filled in, without the settings the chosen

@@ -49,6 +49,8 @@ pub struct EventRecord {
     /// Wall-clock time, for people reading the stream; nothing decides by it.
     pub unix_ms: i64,
     pub member: MemberId,
+    /// The validator it is about, on a member serving several (`[[validators]]`).
+    pub validator: Option<crate::domain::ValidatorId>,
     pub kind: EventKind,
     pub epoch: Option<Epoch>,
     /// A short stable word for the cause (`holder_silent`, `unhealthy`, `planned`, …) on role
@@ -59,6 +61,7 @@ pub struct EventRecord {
 
 pub struct EventLog {
     member: MemberId,
+    validator: Option<crate::domain::ValidatorId>,
     seq: AtomicU64,
     history: Mutex<VecDeque<EventRecord>>,
     live: broadcast::Sender<EventRecord>,
@@ -66,8 +69,14 @@ pub struct EventLog {
 
 impl EventLog {
     pub fn new(member: MemberId) -> EventLog {
+        EventLog::of_validator(member, None)
+    }
+
+    /// The events of one validator of a member serving several: each carries its id.
+    pub fn of_validator(member: MemberId, validator: Option<crate::domain::ValidatorId>) -> EventLog {
         EventLog {
             member,
+            validator,
             seq: AtomicU64::new(1),
             history: Mutex::new(VecDeque::with_capacity(HISTORY)),
             live: broadcast::channel(HISTORY).0,
@@ -91,6 +100,7 @@ impl EventLog {
             seq: self.seq.fetch_add(1, Ordering::SeqCst),
             unix_ms: i64::try_from(crate::domain::rfc3339::now_unix_nanos() / 1_000_000).unwrap_or(i64::MAX),
             member: self.member.clone(),
+            validator: self.validator.clone(),
             kind,
             epoch,
             cause,

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use crate::guard::SelfFence;
 
-/// Makes every later panic, on any thread, fence `fence` (if a producer may be active) within
-/// `limit`, then abort the process.
-pub fn abort_after_fencing(fence: Option<SelfFence>, limit: Duration) {
+/// Makes every later panic, on any thread, fence every producer in `fences` (each validator's
+/// that may be active) within `limit`, then abort the process.
+pub fn abort_after_fencing(fences: Vec<SelfFence>, limit: Duration) {
     std::panic::set_hook(Box::new(move |info| {
         let message = info
             .payload()
@@ -31,11 +31,15 @@ pub fn abort_after_fencing(fence: Option<SelfFence>, limit: Duration) {
             %thread,
             "panic{location}: {message}. Fencing the producer and ending the process; systemd or Kubernetes restarts it"
         );
-        if let Some(fence) = &fence
-            && !fence.fence_now(limit)
-        {
+        // Every validator's producer at once: one after another, a slow fence would leave the
+        // later ones unfenced when a supervisor kills the process meanwhile.
+        let confirmed = std::thread::scope(|s| {
+            let each: Vec<_> = fences.iter().map(|f| s.spawn(move || f.fence_now(limit))).collect();
+            each.into_iter().map(|h| h.join().unwrap_or(false)).filter(|ok| !ok).count()
+        });
+        if confirmed > 0 {
             tracing::error!(
-                "the producer's fence did not confirm within {} ms; the process ends anyway",
+                "{confirmed} producer fence(s) did not confirm within {} ms; the process ends anyway",
                 limit.as_millis()
             );
         }

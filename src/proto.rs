@@ -60,8 +60,23 @@ impl From<&MemberStatus> for v1::MemberStatusMsg {
             epoch: s.epoch.map(Epoch::get),
             run: 0,
             seq: 0,
+            validator: String::new(),
         }
     }
+}
+
+/// A validator as peer messages name it: the empty string is the default validator, as every
+/// version before `[[validators]]` meant by sending none.
+pub fn validator_on_wire(text: &str) -> Result<crate::domain::ValidatorId, crate::domain::MemberIdError> {
+    match text {
+        "" => Ok(crate::domain::ValidatorId::default_validator()),
+        named => crate::domain::ValidatorId::new(named),
+    }
+}
+
+/// [`validator_on_wire`]'s inverse.
+pub fn validator_to_wire(validator: &crate::domain::ValidatorId) -> String {
+    if validator.is_default() { String::new() } else { validator.to_string() }
 }
 
 /// Parses a lowercase enum name the way the domain types serialise it.

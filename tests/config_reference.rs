@@ -128,6 +128,9 @@ fn every_field_set() -> Config {
             timeout: Duration::from_secs(5),
             attempts: 5,
         }],
+        // A config with [[validators]] has no top-level [chain]/[producer]: its keys are checked
+        // against README's second reference block (`readme_validators_reference_...`).
+        validators: Vec::new(),
     }
 }
 
@@ -312,4 +315,40 @@ fn local_3node_examples_describe_one_cluster() {
     }
     let ledger = configs[0].chain.as_ref().and_then(|c| c.sim.as_ref()).map(|s| s.ledger.clone());
     assert_eq!(ledger, Some(target.join("ledger.jsonl")));
+}
+
+/// README's two-chain example (`[[validators]]`) parses, validates, and names every key a
+/// validator entry has.
+#[test]
+fn readme_validators_example_parses_validates_and_names_every_validator_key() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).expect("README.md is readable");
+    let start = readme.find("<!-- validators-example:start -->").expect("README has the validators example");
+    let end = readme.find("<!-- validators-example:end -->").expect("README closes the validators example");
+    let block = &readme[start..end];
+    let open = block.find("```toml\n").expect("a toml code block") + "```toml\n".len();
+    let text = &block[open..block.rfind("```").expect("closed")];
+    let config = Config::parse(text).unwrap_or_else(|p| {
+        let list: Vec<String> = p.iter().map(ToString::to_string).collect();
+        panic!("README's validators example does not validate:\n{}", list.join("\n"))
+    });
+    assert_eq!(config.validator_configs().len(), 2);
+    let parsed: toml::Value = toml::from_str(text).expect("TOML");
+    let mut keys = BTreeSet::new();
+    for entry in parsed.get("validators").and_then(toml::Value::as_array).expect("[[validators]]") {
+        keys.extend(entry.as_table().expect("a table").keys().cloned());
+    }
+    // Every field of the schema, from a struct literal: an added field fails to compile here.
+    let any = every_field_set();
+    let schema = ValidatorConfig {
+        id: failover::domain::ValidatorId::new("x").expect("id"),
+        priorities: [(MemberId::new("a").expect("id"), 1)].into(),
+        chain: any.chain.clone(),
+        producer: any.producer.clone(),
+        failover: Some(any.failover.clone()),
+        effective: None,
+    };
+    let schema = toml::Value::try_from(schema).expect("serialises");
+    for field in schema.as_table().expect("a table").keys() {
+        assert!(keys.contains(field), "README's validators example lacks {field}");
+    }
 }

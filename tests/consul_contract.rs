@@ -306,3 +306,54 @@ async fn the_agent_is_reached_over_tls_with_the_configured_ca_and_a_stranger_ca_
     untrusting.shutdown().await;
     drop(agent);
 }
+
+/// Two validators served by one Consul prefix (`[[validators]]`, each under
+/// `<prefix>/validators/<id>`): each has its own lock, epoch and watermark, and a holder that
+/// gives one up keeps the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_keeps_each_validators_lease_and_watermark_apart() {
+    use failover::domain::{Epoch, Hrs, KeyId, LeaseView};
+    let agent = common::consul::dev().await;
+    let text = |member: &str| {
+        let single = consul_config_text(member, &agent.address(), "many", "2s");
+        let shared = single.split("[chain]").next().unwrap_or_default().to_string();
+        let entry = |id: &str| match member {
+            "c" => format!("[[validators]]\nid = \"{id}\"\n"),
+            _ => format!(
+                "[[validators]]\nid = \"{id}\"\n[validators.chain]\nkind = \"sim\"\nrpc = \"http://127.0.0.1:4\"\n\
+                 [validators.producer]\nkind = \"sim\"\nkey_id = \"{id}\"\n"
+            ),
+        };
+        format!("{shared}{}{}", entry("hub"), entry("osmo"))
+    };
+    let start = |member: &str| {
+        let config = Config::parse(&text(member)).unwrap_or_else(|p| panic!("test config: {p:?}"));
+        async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            failover::coord::start_validators(&config, listener, Default::default()).await.expect("stores")
+        }
+    };
+    let (a, b) = (start("a").await, start("b").await);
+    let deadline = || tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (ma, mb) =
+        (failover::domain::MemberId::new("a").expect("id"), failover::domain::MemberId::new("b").expect("id"));
+    let hub_a = a[0].store.acquire(&ma, deadline()).await.expect("hub to a");
+    let osmo_b = b[1].store.acquire(&mb, deadline()).await.expect("osmo to b");
+    assert!(b[0].store.acquire(&mb, deadline()).await.is_err(), "hub is a's");
+    let key = KeyId::new("hub").expect("id");
+    a[0].store.checkpoint(hub_a.epoch, &key, 77, deadline()).await.expect("hub checkpoint");
+    assert_eq!(b[1].store.watermark(&key, deadline()).await.expect("read"), None, "osmo has no hub watermark");
+    let hub_seen_by_b = b[0].store.watermark(&key, deadline()).await.expect("read");
+    assert_eq!(hub_seen_by_b.map(|w| w.hrs), Some(Hrs::end_of_height(77)), "b reads hub's watermark as a wrote it");
+    a[0].store.release(&hub_a, None, deadline()).await.expect("a gives hub back");
+    assert!(
+        matches!(a[1].store.lease(deadline()).await.expect("read"), LeaseView::Held { ref holder, .. } if *holder == mb)
+    );
+    assert!(matches!(b[0].store.lease(deadline()).await.expect("read"), LeaseView::Free { .. }));
+    let renewed = b[1].store.renew(&osmo_b, deadline()).await.expect("osmo renews");
+    assert_eq!(renewed.epoch, osmo_b.epoch);
+    assert!(osmo_b.epoch > Epoch::ZERO);
+    for s in a.iter().chain(&b) {
+        s.store.shutdown().await;
+    }
+}

@@ -118,7 +118,13 @@ async fn a_refresh_that_is_not_the_holders_own_is_refused_and_the_lease_still_ex
     let operator = RoguePeer::connect(&address(leader), Some(&operator_tls), true).await;
     let to_follower = RoguePeer::connect(&address(other), Some(&material(&c, holder)), true).await;
     let ttl_ms = u64::try_from(T.lease_ttl.as_millis()).expect("ms");
-    let honest = LeaseRefresh { member: NAMES[holder].into(), epoch: lease.epoch.get(), ttl_ms, seq: 0 };
+    let honest = LeaseRefresh {
+        member: NAMES[holder].into(),
+        epoch: lease.epoch.get(),
+        ttl_ms,
+        seq: 0,
+        validator: String::new(),
+    };
     let spoofed_before = c.node(leader).peer_refusals().count(Refusal::SpoofedSender);
 
     use tonic::Code::{FailedPrecondition, InvalidArgument, PermissionDenied};

@@ -11,9 +11,11 @@
 
 pub mod client;
 mod intents;
+mod router;
 mod view;
 mod watermark;
 
+pub use router::{ControlRouter, VALIDATOR_HEADER};
 pub use watermark::MAX_IMPORT_ENTRIES;
 
 use std::path::Path;
@@ -38,6 +40,8 @@ use crate::proto::v1::{
 
 #[derive(Clone)]
 pub struct ControlService {
+    /// The validator this service is about.
+    pub validator: crate::domain::ValidatorId,
     pub me: MemberId,
     pub kind: MemberKind,
     pub key: KeyId,
@@ -136,6 +140,7 @@ fn wire_event(e: EventRecord) -> Event {
         seq: e.seq,
         unix_ms: e.unix_ms,
         member: e.member.to_string(),
+        validator: e.validator.map(|v| v.to_string()).unwrap_or_default(),
         kind: e.kind.as_str().to_string(),
         epoch: e.epoch.map(|e| e.get()),
         cause: e.cause.to_string(),
@@ -219,6 +224,13 @@ impl Control for ControlService {
         self.export_watermark().await.map(Response::new)
     }
 
+    async fn validators(
+        &self,
+        _request: Request<crate::proto::v1::ValidatorsRequest>,
+    ) -> Result<Response<crate::proto::v1::ValidatorsReply>, Status> {
+        Ok(Response::new(crate::proto::v1::ValidatorsReply { validators: vec![self.validator.to_string()] }))
+    }
+
     async fn watermark_import(
         &self,
         request: Request<WatermarkImportRequest>,
@@ -277,7 +289,7 @@ fn async_stream_of(
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     tls: &crate::config::TlsConfig,
-    service: ControlService,
+    service: impl Control,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let tls = crate::tls::TlsMaterial::load(tls).map_err(|e| e.to_string())?;
@@ -317,7 +329,7 @@ pub fn bind_socket(socket: &Path) -> std::io::Result<UnixListener> {
 /// Serves the control API on a socket [`bind_socket`] created, until `shutdown`.
 pub async fn serve_on(
     listener: UnixListener,
-    service: ControlService,
+    service: impl Control,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);

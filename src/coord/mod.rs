@@ -22,7 +22,7 @@ pub(crate) mod courier;
 pub mod raft;
 mod start;
 
-pub use start::{StartError, StartOptions, start};
+pub use start::{StartError, StartOptions, ValidatorStore, start, start_validators};
 
 /// Operator intents, replicated through the store so that every member sees the same ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

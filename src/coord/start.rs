@@ -12,6 +12,7 @@ use super::consul::ConsulCoordinator;
 use super::raft::{RaftCoordinator, RaftOptions};
 use super::{CoordError, Coordinator};
 use crate::config::{Backend, Config};
+use crate::domain::ValidatorId;
 
 /// Start-up choices that are not part of the config file.
 #[derive(Clone, Debug, Default)]
@@ -31,6 +32,8 @@ pub enum StartError {
     Raft(#[from] super::raft::StartError),
     #[error(transparent)]
     Consul(CoordError),
+    #[error("validator {0} has no store: the raft node was started without it")]
+    NoValidatorStore(ValidatorId),
 }
 
 /// Starts the backend `config.coordinator.backend` names. The raft backend serves its peer
@@ -53,6 +56,56 @@ pub async fn start(
         Backend::Consul => {
             drop(listener);
             Ok(Arc::new(ConsulCoordinator::start(config).map_err(StartError::Consul)?))
+        }
+    }
+}
+
+/// One validator's store, with the config a member of it alone would have.
+pub struct ValidatorStore {
+    pub validator: ValidatorId,
+    pub config: Config,
+    pub store: Arc<dyn Coordinator>,
+}
+
+/// Starts the backend for every validator `config` serves ([`Config::validator_configs`]), in
+/// the config's order. Raft: one node, one raft group, a handle per validator sharing it (the
+/// node stops with the first handle's [`Coordinator::shutdown`]). Consul: a session per validator,
+/// each under its own prefix, `<prefix>/validators/<id>` (the default validator keeps `<prefix>`).
+pub async fn start_validators(
+    config: &Config,
+    listener: TcpListener,
+    options: StartOptions,
+) -> Result<Vec<ValidatorStore>, StartError> {
+    let each = config.validator_configs();
+    match config.coordinator.backend {
+        Backend::Raft => {
+            let validators = each.iter().map(|(v, _)| v.clone()).filter(|v| !v.is_default()).collect();
+            let raft_options = RaftOptions { rejoin: options.rejoin, validators, ..RaftOptions::default() };
+            let raft = RaftCoordinator::start(config, listener, raft_options).await?;
+            if options.test_hooks {
+                raft.panic_on_sigusr1();
+            }
+            let mut stores = Vec::with_capacity(each.len());
+            for (validator, effective) in each {
+                let handle = raft
+                    .for_validator(&validator, &effective)
+                    .ok_or_else(|| StartError::NoValidatorStore(validator.clone()))?;
+                stores.push(ValidatorStore { validator, config: effective, store: Arc::new(handle) });
+            }
+            Ok(stores)
+        }
+        Backend::Consul => {
+            drop(listener);
+            let mut stores = Vec::with_capacity(each.len());
+            for (validator, mut effective) in each {
+                if !validator.is_default() {
+                    let prefix = effective.coordinator.consul.prefix.trim_end_matches('/').to_string();
+                    effective.coordinator.consul.prefix = format!("{prefix}/validators/{validator}");
+                }
+                let store = ConsulCoordinator::start(&effective).map_err(StartError::Consul)?;
+                stores.push(ValidatorStore { validator, config: effective, store: Arc::new(store) });
+            }
+            Ok(stores)
         }
     }
 }

@@ -20,6 +20,10 @@ pub struct Args {
     /// Give up on each call to the daemon after this long, such as 5s.
     #[arg(long, global = true, default_value = "5s", value_name = "DURATION")]
     pub(super) timeout: String,
+    /// The validator a command is about, on a member serving several ([[validators]]). Without
+    /// it, `status` shows every validator and other commands need the member to serve only one.
+    #[arg(long, global = true, value_name = "ID")]
+    pub(super) validator: Option<String>,
     #[command(flatten)]
     pub(super) connection: Connection,
     #[command(subcommand)]

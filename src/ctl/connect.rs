@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::args::Connection;
 use super::failure::{EXIT_UNREACHABLE, Failure, causes_once, from_status};
-use crate::domain::MemberId;
+use crate::domain::{MemberId, ValidatorId};
 use crate::proto::v1::control_client::ControlClient;
 
 pub(super) type Client = ControlClient<tonic::transport::Channel>;
@@ -17,6 +17,39 @@ pub(super) struct Daemon {
     pub(super) client: Client,
     /// The socket path or `HOST:PORT (TLS)`.
     pub(super) at: String,
+    /// The validator calls are about (`--validator`); `None`: the member's only one.
+    pub(super) validator: Option<ValidatorId>,
+}
+
+/// `message` as a call about `validator` (`--validator`): the request header the member routes
+/// by ([`crate::api::VALIDATOR_HEADER`]).
+pub(super) fn ask<T>(validator: &Option<ValidatorId>, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(v) = validator
+        && let Ok(value) = v.as_str().parse()
+    {
+        request.metadata_mut().insert(crate::api::VALIDATOR_HEADER, value);
+    }
+    request
+}
+
+impl Daemon {
+    /// The validators the member serves: one, `default`, for a member of an earlier version.
+    pub(super) async fn validators(&mut self) -> Result<Vec<ValidatorId>, Failure> {
+        match self.client.validators(crate::proto::v1::ValidatorsRequest {}).await {
+            Ok(reply) => reply
+                .into_inner()
+                .validators
+                .into_iter()
+                .map(|v| {
+                    ValidatorId::new(v.clone())
+                        .map_err(|e| Failure::refused(format!("the member named a validator {v:?} that is no id: {e}")))
+                })
+                .collect(),
+            Err(s) if s.code() == tonic::Code::Unimplemented => Ok(vec![ValidatorId::default_validator()]),
+            Err(s) => Err(self.failure(s)),
+        }
+    }
 }
 
 impl Daemon {
@@ -60,7 +93,7 @@ impl Target {
                     .map_err(|e| unreachable(causes_once(&e)))?
             }
         };
-        Ok(Daemon { client, at: self.describe() })
+        Ok(Daemon { client, at: self.describe(), validator: None })
     }
 }
 

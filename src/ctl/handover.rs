@@ -85,8 +85,8 @@ async fn wait_for_handover(d: &mut Daemon, r: &PromoteReply, limit: Duration) ->
         // A poll that fails (a store blip, the old active's member restarting) is asked again
         // until the wait ends: the handover goes on whether or not this client sees it.
         let polled = async {
-            let status = d.client.status(StatusRequest {}).await?.into_inner();
-            let members = d.client.members(MembersRequest {}).await?.into_inner();
+            let status = d.client.status(super::connect::ask(&d.validator, StatusRequest {})).await?.into_inner();
+            let members = d.client.members(super::connect::ask(&d.validator, MembersRequest {})).await?.into_inner();
             Ok::<_, tonic::Status>((status, members))
         };
         let (status, members) = match polled.await {

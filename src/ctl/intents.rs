@@ -19,21 +19,30 @@ pub(super) async fn promote(
     json: bool,
 ) -> Result<(), Failure> {
     let request = PromoteRequest { target: member.to_string(), force };
-    let r = d.client.promote(request).await.map_err(|s| d.failure(s))?.into_inner();
+    let r = d.client.promote(super::connect::ask(&d.validator, request)).await.map_err(|s| d.failure(s))?.into_inner();
     hand_over(d, r, wait, json).await
 }
 
 /// `demote`: the active hands over to the best standby that can take over.
 pub(super) async fn demote(d: &mut Daemon, wait: Option<Duration>, json: bool) -> Result<(), Failure> {
-    let r = d.client.demote(DemoteRequest {}).await.map_err(|s| d.failure(s))?.into_inner();
+    let r = d
+        .client
+        .demote(super::connect::ask(&d.validator, DemoteRequest {}))
+        .await
+        .map_err(|s| d.failure(s))?
+        .into_inner();
     hand_over(d, r, wait, json).await
 }
 
 /// `pause` (`paused`) or `resume`: maintenance mode on or off.
 pub(super) async fn pause(d: &mut Daemon, paused: bool, json: bool) -> Result<(), Failure> {
-    let r = if paused { d.client.pause(PauseRequest {}).await } else { d.client.resume(PauseRequest {}).await }
-        .map_err(|s| d.failure(s))?
-        .into_inner();
+    let r = if paused {
+        d.client.pause(super::connect::ask(&d.validator, PauseRequest {})).await
+    } else {
+        d.client.resume(super::connect::ask(&d.validator, PauseRequest {})).await
+    }
+    .map_err(|s| d.failure(s))?
+    .into_inner();
     if json {
         print_json(&serde_json::json!({"paused": r.paused}));
     } else if r.paused {

@@ -68,6 +68,12 @@ fn run_inner(args: &Args) -> Result<(), Failure> {
         _ => None,
     };
     let target = target_of(&args.connection)?;
+    let validator = match &args.validator {
+        None => None,
+        Some(v) => {
+            Some(crate::domain::ValidatorId::new(v.clone()).map_err(|e| Failure::usage(format!("--validator: {e}")))?)
+        }
+    };
     // Read an import file before connecting: bad input is reported as such, whatever the daemon.
     let import = match &args.command {
         Command::Watermark(WatermarkCommand::Import { file, .. }) => watermark::read_import(file)?,
@@ -79,6 +85,20 @@ fn run_inner(args: &Args) -> Result<(), Failure> {
         .map_err(|e| Failure::refused(format!("cannot start a runtime: {e}")))?;
     runtime.block_on(async {
         let mut daemon = target.connect(timeout).await?;
+        if let Some(v) = validator {
+            // A member of an earlier version ignores the header and would act on its only
+            // validator, whatever was named: it must be served, or nothing is sent.
+            let served = daemon.validators().await?;
+            if !served.contains(&v) {
+                let names: Vec<String> = served.iter().map(ToString::to_string).collect();
+                return Err(Failure::refused(format!(
+                    "refused: {} serves no validator {v}; it serves: {}",
+                    daemon.at,
+                    names.join(", ")
+                )));
+            }
+            daemon.validator = Some(v);
+        }
         dispatch(args, &mut daemon, wait, import).await
     })
 }

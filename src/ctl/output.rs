@@ -91,12 +91,14 @@ pub(super) fn print_event(e: &Event, json: bool) {
         let line = serde_json::json!({
             "seq": e.seq, "unix_ms": e.unix_ms, "member": e.member, "kind": e.kind, "epoch": e.epoch,
             "cause": (!e.cause.is_empty()).then_some(&e.cause), "message": e.message,
+            "validator": (!e.validator.is_empty()).then_some(&e.validator),
         });
         println!("{line}");
     } else {
         let at = crate::domain::rfc3339::format_unix_nanos(i128::from(e.unix_ms) * 1_000_000);
         let epoch = e.epoch.map_or(String::new(), |n| format!(" epoch {n}"));
-        println!("{} {} {:<8} {}{epoch}", &at[..23], e.member, e.kind, e.message);
+        let validator = if e.validator.is_empty() { String::new() } else { format!(" [{}]", e.validator) };
+        println!("{} {}{validator} {:<8} {}{epoch}", &at[..23], e.member, e.kind, e.message);
     }
     // A follower is often piped: each event must leave at once.
     let _ = std::io::stdout().flush();

@@ -14,7 +14,12 @@ use crate::proto::v1::{WatermarkEntry, WatermarkExportRequest, WatermarkImportRe
 
 /// `watermark export`: the key's watermark as a version-2 document (no entry when none is stored).
 pub(super) async fn export(d: &mut Daemon) -> Result<(), Failure> {
-    let r = d.client.watermark_export(WatermarkExportRequest {}).await.map_err(|s| d.failure(s))?.into_inner();
+    let r = d
+        .client
+        .watermark_export(super::connect::ask(&d.validator, WatermarkExportRequest {}))
+        .await
+        .map_err(|s| d.failure(s))?
+        .into_inner();
     let entries = match r.watermark.and_then(|w| Some((w.hrs?, w.epoch))) {
         None => Vec::new(),
         Some((hrs, epoch)) => {
@@ -50,7 +55,12 @@ pub(super) async fn import(
         dry_run,
         force,
     };
-    let r = d.client.watermark_import(request).await.map_err(|s| d.failure(s))?.into_inner();
+    let r = d
+        .client
+        .watermark_import(super::connect::ask(&d.validator, request))
+        .await
+        .map_err(|s| d.failure(s))?
+        .into_inner();
     print_import(&r, json);
     Ok(())
 }

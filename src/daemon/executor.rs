@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use tracing::Instrument;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -149,16 +150,16 @@ impl Executor {
         let cx = self.cx.clone();
         let deadline = Instant::now() + cx.policies.call_timeout;
         let task = match action {
-            Action::Acquire => tokio::spawn(async move { actions::acquire(&cx, deadline).await }),
+            Action::Acquire => tokio::spawn(async move { actions::acquire(&cx, deadline).await }.in_current_span()),
             Action::TakeOver { holder, epoch } => {
-                tokio::spawn(async move { actions::take_over(&cx, holder, epoch).await })
+                tokio::spawn(async move { actions::take_over(&cx, holder, epoch).await }.in_current_span())
             }
             Action::Renew { epoch } => {
                 let lease = self.lease(epoch);
-                tokio::spawn(async move { actions::renew(&cx, lease, deadline).await })
+                tokio::spawn(async move { actions::renew(&cx, lease, deadline).await }.in_current_span())
             }
             Action::Checkpoint { epoch } => {
-                tokio::spawn(async move { actions::checkpoint(&cx, epoch, deadline).await })
+                tokio::spawn(async move { actions::checkpoint(&cx, epoch, deadline).await }.in_current_span())
             }
             Action::RunGuard { epoch } => {
                 let GuardContext { cluster_best, previous_holder, planned, fenced_previous } = guard();
@@ -170,16 +171,16 @@ impl Executor {
                     fenced_previous,
                     watermark_at_grant: self.granted_watermarks.get(&epoch).copied(),
                 };
-                tokio::spawn(async move { actions::run_guard(&cx, epoch, input).await })
+                tokio::spawn(async move { actions::run_guard(&cx, epoch, input).await }.in_current_span())
             }
             Action::Deactivate { epoch, why } => {
-                tokio::spawn(async move { actions::deactivate(&cx, epoch, why).await })
+                tokio::spawn(async move { actions::deactivate(&cx, epoch, why).await }.in_current_span())
             }
             Action::Release { epoch } => {
                 let (lease, known) = (self.lease(epoch), self.last_signed);
-                tokio::spawn(async move { actions::release(&cx, lease, known).await })
+                tokio::spawn(async move { actions::release(&cx, lease, known).await }.in_current_span())
             }
-            Action::Fence { why } => tokio::spawn(async move { actions::fence(&cx, why).await }),
+            Action::Fence { why } => tokio::spawn(async move { actions::fence(&cx, why).await }.in_current_span()),
         };
         let tx = self.tx.clone();
         tokio::spawn(async move {

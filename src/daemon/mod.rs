@@ -69,6 +69,7 @@ mod wiring;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::telemetry;
@@ -99,7 +100,8 @@ pub struct RunOptions {
 }
 
 /// Runs one member on `listeners` until `shutdown`, then deactivates and releases within a
-/// grace period.
+/// grace period: a decision loop for each validator it serves, over one store, one control API
+/// and one metrics endpoint.
 pub async fn run(
     config: Config,
     options: RunOptions,
@@ -107,21 +109,27 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let Listeners { peer, metrics, control_socket, control_tcp } = listeners;
-    let parts = wiring::build(&config, &options, peer).await?;
+    let all = build_validators(&config, &options, peer).await?;
+    let labelled = !config.validators.is_empty();
     if options.abort_on_panic {
-        crate::panic_hook::abort_after_fencing(parts.effects.self_fence.clone(), parts.policies.fence_timeout);
+        let fences = all.iter().filter_map(|p| p.effects.self_fence.clone()).collect();
+        let limit = all.iter().map(|p| p.policies.fence_timeout).max().unwrap_or_default();
+        crate::panic_hook::abort_after_fencing(fences, limit);
     }
     if let Some(listener) = metrics {
-        let telemetry = Arc::clone(&parts.outputs.telemetry);
+        let telemetries =
+            all.iter().map(|p| (labelled.then(|| p.validator.to_string()), Arc::clone(&p.outputs.telemetry))).collect();
         let endpoints_shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = telemetry::endpoints::serve(listener, telemetry, endpoints_shutdown).await {
+            if let Err(e) = telemetry::endpoints::serve(listener, telemetries, endpoints_shutdown).await {
                 tracing::error!(error = %e, "the metrics and health endpoints stopped");
             }
         });
     }
-    telemetry::webhook::start(&config.webhooks, &parts.outputs.events, &parts.outputs.telemetry.metrics, &shutdown);
-    let control = parts.control_service(&config);
+    for p in &all {
+        telemetry::webhook::start(&config.webhooks, &p.outputs.events, &p.outputs.telemetry.metrics, &shutdown);
+    }
+    let control = crate::api::ControlRouter::new(all.iter().map(|p| (p.validator.clone(), p.control_service())));
     if let (Some(listener), Some(tls)) = (control_tcp, config.tls.clone()) {
         let tcp = control.clone();
         let tcp_shutdown = shutdown.clone();
@@ -138,18 +146,116 @@ pub async fn run(
             tracing::error!(socket = %socket.display(), error = %e, "the control API is not available");
         }
     });
-    let wiring::Parts { member, policies, effects, outputs, sources, fence_notices, embedded_node } = parts;
     test_hooks::install(&shutdown);
-    let result = main_loop::MainLoop::new(member, policies, Arc::clone(&effects), outputs)
-        .run(sources, fence_notices, shutdown.clone())
-        .await;
-    // The loop also ends on its own (a failed store): everything else stops with it.
+    let (loops, ends) = main_loops(all, labelled, &shutdown);
+    let results = run_loops(loops).await;
     shutdown.cancel();
-    embedded_node.cancel();
     let _ = api.await;
-    if let Some(f) = &effects.self_fence {
-        f.stop();
+    ends.stop().await;
+    results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+}
+
+/// Starts the store and builds every validator's parts; on a failure, stops what was built.
+async fn build_validators(
+    config: &Config,
+    options: &RunOptions,
+    peer: tokio::net::TcpListener,
+) -> Result<Vec<wiring::Parts>, DaemonError> {
+    let test_hooks = std::env::var("FAILOVERD_TEST_HOOKS").as_deref() == Ok("1");
+    let start = crate::coord::StartOptions { rejoin: options.rejoin, test_hooks };
+    let stores =
+        crate::coord::start_validators(config, peer, start).await.map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let every_store: Vec<_> = stores.iter().map(|s| Arc::clone(&s.store)).collect();
+    let labelled = !config.validators.is_empty();
+    let notifiers = telemetry::LoopNotifier::for_loops(stores.len());
+    let mut all = Vec::with_capacity(stores.len());
+    for (i, (store, notifier)) in stores.into_iter().zip(notifiers).enumerate() {
+        let how = wiring::Build { labelled, store_metrics: i == 0, notifier };
+        match wiring::build(store, how).await {
+            Ok(parts) => all.push(parts),
+            Err(e) => {
+                let built = Ends(all.iter().map(|p| (Arc::clone(&p.effects), p.embedded_node.clone())).collect());
+                built.stop_parts();
+                for s in every_store {
+                    s.shutdown().await;
+                }
+                return Err(e);
+            }
+        }
     }
-    effects.coord.shutdown().await;
-    result
+    Ok(all)
+}
+
+/// Every validator's loop, ready to run, and what is stopped once they all ended.
+fn main_loops(
+    all: Vec<wiring::Parts>,
+    labelled: bool,
+    shutdown: &CancellationToken,
+) -> (Vec<impl std::future::Future<Output = Result<(), DaemonError>> + Send + 'static>, Ends) {
+    let mut ends = Vec::with_capacity(all.len());
+    let mut loops = Vec::with_capacity(all.len());
+    for parts in all {
+        let wiring::Parts {
+            validator, member, policies, effects, outputs, sources, fence_notices, embedded_node, ..
+        } = parts;
+        ends.push((Arc::clone(&effects), embedded_node));
+        let main_loop = main_loop::MainLoop::new(member, policies, effects, outputs);
+        let stop = shutdown.clone();
+        // Every line a validator's loop and its actions log names the validator, when there are
+        // several.
+        let span = match labelled {
+            true => tracing::info_span!("validator", id = %validator),
+            false => tracing::Span::none(),
+        };
+        loops.push(async move {
+            // A loop that ends on its own (a failed store), or panics, stops every other
+            // validator's loop with it: they share the member's store.
+            let _stop_the_others = stop.clone().drop_guard();
+            main_loop.run(sources, fence_notices, stop).instrument(span).await
+        });
+    }
+    (loops, Ends(ends))
+}
+
+/// What outlives the loops: each validator's effects (its self-fence thread and store handle)
+/// and its embedded node.
+struct Ends(Vec<(Arc<parts::Effects>, CancellationToken)>);
+
+impl Ends {
+    /// Stops each embedded node and self-fence thread.
+    fn stop_parts(&self) {
+        for (effects, embedded_node) in &self.0 {
+            embedded_node.cancel();
+            if let Some(f) = &effects.self_fence {
+                f.stop();
+            }
+        }
+    }
+
+    /// [`Ends::stop_parts`], then the store, once every loop did its graceful stop.
+    async fn stop(self) {
+        self.stop_parts();
+        for (effects, _) in &self.0 {
+            effects.coord.shutdown().await;
+        }
+    }
+}
+
+/// Runs every validator's loop to its end: the only one inline, several each as its own task, so
+/// that one loop's turn never waits behind another's.
+async fn run_loops<F>(mut loops: Vec<F>) -> Vec<Result<(), DaemonError>>
+where
+    F: std::future::Future<Output = Result<(), DaemonError>> + Send + 'static,
+{
+    if loops.len() == 1
+        && let Some(only) = loops.pop()
+    {
+        return vec![only.await];
+    }
+    let tasks: Vec<_> = loops.into_iter().map(tokio::spawn).collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await.unwrap_or_else(|e| Err(DaemonError::Setup(format!("a decision loop ended: {e}")))));
+    }
+    results
 }

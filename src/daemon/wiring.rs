@@ -1,21 +1,21 @@
-//! Builds a member's parts (`parts`) from its config: the store backend, the telemetry around
-//! it, the producer and its probes, the self-fence thread.
+//! Builds the parts (`parts`) of each validator a member serves from its effective config: the
+//! telemetry around its store, the producer and its probes, the self-fence thread.
 //!
-//! Owns construction only: it never runs the loop, never decides, never acts. The store is
-//! started with `coord::start` and used only through the [`Coordinator`] trait: no backend is
-//! named here.
+//! Owns construction only: it never runs the loop, never decides, never acts. The stores are
+//! started with `coord::start_validators` (in `daemon::run`) and used only through the
+//! [`Coordinator`] trait: no backend is named here.
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::DaemonError;
 use super::parts::{Effects, Member, Outputs, Policies, Sources};
-use super::{DaemonError, RunOptions};
 use crate::chain::ChainProbe;
 use crate::config::{Config, ProducerKind};
-use crate::coord::{Coordinator, StartOptions};
-use crate::domain::MemberKind;
+use crate::coord::{Coordinator, ValidatorStore};
+use crate::domain::{MemberKind, ValidatorId};
 use crate::events::EventLog;
 use crate::fence_notice::{FenceNotice, FenceNotices};
 use crate::guard::SelfFence;
@@ -23,8 +23,11 @@ use crate::producer::Producer;
 use crate::role::RolePolicy;
 use crate::telemetry::{self, MeasuredStore, Metrics, Telemetry};
 
-/// Everything [`build`] made, handed out to its owners by `daemon::run`.
+/// Everything [`build`] made for one validator, handed out to its owners by `daemon::run`.
 pub(super) struct Parts {
+    pub validator: ValidatorId,
+    /// The validator's effective config.
+    pub config: Config,
     pub member: Arc<Member>,
     pub policies: Arc<Policies>,
     pub effects: Arc<Effects>,
@@ -41,12 +44,20 @@ fn setup<E: std::fmt::Display>(e: E) -> DaemonError {
     DaemonError::Setup(e.to_string())
 }
 
-/// Builds the member's parts; `peer` is the bound peer listener.
-pub(super) async fn build(
-    config: &Config,
-    options: &RunOptions,
-    peer: tokio::net::TcpListener,
-) -> Result<Parts, DaemonError> {
+/// How one validator's parts are built besides its store and config.
+pub(super) struct Build {
+    /// The member serves several validators: its metrics carry a `validator` label.
+    pub labelled: bool,
+    /// The backend's own metrics go into this validator's registry (only one validator's, so a
+    /// member's counters are not repeated per validator).
+    pub store_metrics: bool,
+    pub notifier: Option<crate::telemetry::LoopNotifier>,
+}
+
+/// Builds one validator's parts over its `store`.
+pub(super) async fn build(store: ValidatorStore, how: Build) -> Result<Parts, DaemonError> {
+    let ValidatorStore { validator, config, store: coord } = store;
+    let config = &config;
     // An embedded simulated node outlives the loop: a graceful stop deactivates it first.
     let embedded_node = CancellationToken::new();
     let me = config
@@ -58,17 +69,15 @@ pub(super) async fn build(
     {
         super::embedded_node::start(config, sim, rpc, &embedded_node).await?;
     }
-    let test_hooks = std::env::var("FAILOVERD_TEST_HOOKS").as_deref() == Ok("1");
-    let coord =
-        crate::coord::start(config, peer, StartOptions { rejoin: options.rejoin, test_hooks }).await.map_err(setup)?;
     let policies = Arc::new(Policies::from_config(config));
-    let telemetry = telemetry(config, &me, &policies.role, &coord);
+    let labelled = how.labelled.then_some(&validator);
+    let telemetry = telemetry(config, &me, &policies.role, &coord, labelled, how.store_metrics, how.notifier);
     let coord: Arc<dyn Coordinator> = telemetry.store.clone();
-    let events = Arc::new(EventLog::new(me.id.clone()));
+    let events = Arc::new(EventLog::of_validator(me.id.clone(), labelled.cloned()));
     let (notices, fence_notices) = FenceNotices::channel();
     let producing = me.kind == MemberKind::Producer;
     let (producer, local) = match producing {
-        true => producer_and_probe(config, &policies, &coord, &telemetry, &events, &notices)?.unzip(),
+        true => producer_and_probe(config, labelled, &policies, &coord, &telemetry, &events, &notices)?.unzip(),
         false => (None, None),
     };
     let mut references = Vec::new();
@@ -102,6 +111,8 @@ pub(super) async fn build(
         renew_failures: std::sync::atomic::AtomicU32::new(0),
     };
     Ok(Parts {
+        validator,
+        config: config.clone(),
         member: Arc::new(Member { id: me.id, kind: me.kind, priority: me.priority, key: config.key_id() }),
         policies,
         effects: Arc::new(effects),
@@ -118,6 +129,7 @@ type ProducerAndProbe = (Arc<dyn Producer>, Arc<dyn ChainProbe>);
 /// A producer member's producer and local-node probe, when its config names both.
 fn producer_and_probe(
     config: &Config,
+    validator: Option<&ValidatorId>,
     policies: &Policies,
     coord: &Arc<dyn Coordinator>,
     telemetry: &Arc<Telemetry>,
@@ -136,6 +148,9 @@ fn producer_and_probe(
     let keeping = crate::producer::NodeKeeping {
         launcher: crate::keeper::KeeperLauncher::this_executable(notices.clone()),
         data_dir: config.data_dir.clone(),
+        // The default validator keeps the record earlier versions wrote, so a restart after a
+        // move to [[validators]] still finds its orphan.
+        validator: validator.filter(|v| !v.is_default()).cloned(),
     };
     let producer =
         crate::producer::from_config(p, chain, policies.call_timeout, Some(context), &keeping).map_err(setup)?;
@@ -144,8 +159,10 @@ fn producer_and_probe(
 
 impl Parts {
     /// The control API's service over this member's parts.
-    pub fn control_service(&self, config: &Config) -> crate::api::ControlService {
+    pub fn control_service(&self) -> crate::api::ControlService {
+        let config = &self.config;
         crate::api::ControlService {
+            validator: self.validator.clone(),
             me: self.member.id.clone(),
             kind: self.member.kind,
             key: self.member.key.clone(),
@@ -169,13 +186,21 @@ fn telemetry(
     me: &crate::config::MemberConfig,
     role: &RolePolicy,
     coord: &Arc<dyn Coordinator>,
+    labelled: Option<&ValidatorId>,
+    store_metrics: bool,
+    notifier: Option<crate::telemetry::LoopNotifier>,
 ) -> Arc<Telemetry> {
-    let mut metrics = Metrics::new(&me.id, me.kind);
-    metrics.register_store(coord.as_ref());
+    let mut metrics = match labelled {
+        Some(v) => Metrics::for_validator(&me.id, me.kind, v),
+        None => Metrics::new(&me.id, me.kind),
+    };
+    if store_metrics {
+        metrics.register_store(coord.as_ref());
+    }
     let metrics = Arc::new(metrics);
     let measured = Arc::new(MeasuredStore::new(Arc::clone(coord), Arc::clone(&metrics)));
     let producing = me.kind == MemberKind::Producer;
-    let telemetry = Arc::new(Telemetry::new(metrics, measured, producing, role.status_stale_after));
+    let telemetry = Arc::new(Telemetry::new(metrics, measured, producing, role.status_stale_after, notifier));
     telemetry.metrics.declare_key(config.key_id().as_str());
     if producing {
         telemetry.metrics.declare_probe_source("local");

@@ -94,6 +94,29 @@ checked_id!(
     KeyId
 );
 
+checked_id!(
+    /// A validator the cluster serves (one `[[validators]]` entry): the scope of a lease, its
+    /// epoch, its watermarks and its intents in the store. Same character rules as
+    /// [`MemberId`]: it becomes part of store keys and metric labels.
+    ValidatorId
+);
+
+impl ValidatorId {
+    /// The validator of a config with a single top-level `[chain]`/`[producer]`: the store's
+    /// unscoped state, as every version before `[[validators]]` kept it.
+    pub fn default_validator() -> ValidatorId {
+        ValidatorId(DEFAULT_VALIDATOR.to_string())
+    }
+
+    /// Whether this is the validator whose state the store keeps unscoped.
+    pub fn is_default(&self) -> bool {
+        self.0 == DEFAULT_VALIDATOR
+    }
+}
+
+/// The id of the one validator of a config without `[[validators]]`.
+pub const DEFAULT_VALIDATOR: &str = "default";
+
 /// What a member can do: `producer` members have a node they can activate; `witness` members
 /// only vote in the raft quorum and never hold the lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ mod watermark;
 
 pub use hrs::{Hrs, Step, StepParseError};
 pub use lease::{Epoch, Lease, LeaseView};
-pub use member::{KeyId, MemberId, MemberIdError, MemberKind};
+pub use member::{DEFAULT_VALIDATOR, KeyId, MemberId, MemberIdError, MemberKind, ValidatorId};
 pub use status::{MemberStatus, RoleName};
 pub use time::MonoTime;
 pub use watermark::{IMPORT_HEIGHT_CEILING, Watermark, WatermarkRefusal, check_import_height};

@@ -147,11 +147,17 @@ pub trait Producer: Send + Sync {
 pub struct NodeKeeping {
     pub launcher: crate::keeper::KeeperLauncher,
     pub data_dir: std::path::PathBuf,
+    /// The validator whose node it is, on a member serving several: each records its node's
+    /// group in a file of its own, so that a restart finds every validator's orphan.
+    pub validator: Option<crate::domain::ValidatorId>,
 }
 
 impl NodeKeeping {
     fn record(&self) -> std::path::PathBuf {
-        self.data_dir.join("node-group")
+        match &self.validator {
+            None => self.data_dir.join("node-group"),
+            Some(v) => self.data_dir.join(format!("node-group-{v}")),
+        }
     }
 }
 
@@ -242,4 +248,26 @@ pub fn from_config(
         )),
         None => producer,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each validator of a member records its node's process group in a file of its own: a
+    /// shared one would keep only the last validator's group, and a restart would leave the
+    /// other validators' nodes running as orphans, able to sign.
+    #[test]
+    fn each_validator_records_its_node_group_in_its_own_file() {
+        let (notices, _) = crate::fence_notice::FenceNotices::channel();
+        let keeping = |validator: Option<&str>| NodeKeeping {
+            launcher: crate::keeper::KeeperLauncher::this_executable(notices.clone()),
+            data_dir: "/var/lib/failoverd".into(),
+            validator: validator.map(|v| crate::domain::ValidatorId::new(v).expect("id")),
+        };
+        assert_eq!(keeping(None).record(), std::path::Path::new("/var/lib/failoverd/node-group"), "as before");
+        let (hub, osmo) = (keeping(Some("hub")).record(), keeping(Some("osmo")).record());
+        assert_ne!(hub, osmo);
+        assert_eq!(hub, std::path::Path::new("/var/lib/failoverd/node-group-hub"));
+    }
 }

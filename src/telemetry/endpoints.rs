@@ -17,11 +17,13 @@ use super::{Check, Telemetry};
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Serves until `shutdown`.
+/// `telemetries`: each validator's the member serves, in its order, named when it serves several.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    telemetry: Arc<Telemetry>,
+    telemetries: Vec<(Option<String>, Arc<Telemetry>)>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let telemetry = Arc::new(telemetries);
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -30,16 +32,37 @@ pub async fn serve(
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
-async fn metrics(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, TEXT_FORMAT)], t.metrics.encode())
+type Each = Arc<Vec<(Option<String>, Arc<Telemetry>)>>;
+
+async fn metrics(State(t): State<Each>) -> impl IntoResponse {
+    let texts: Vec<String> = t.iter().map(|(_, t)| t.metrics.encode()).collect();
+    ([(header::CONTENT_TYPE, TEXT_FORMAT)], super::exposition::merge(&texts))
 }
 
-async fn healthz(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
-    answer(t.liveness())
+async fn healthz(State(t): State<Each>) -> impl IntoResponse {
+    answer(all_of(t.iter().map(|(v, t)| (v, t.liveness()))))
 }
 
-async fn readyz(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
-    answer(t.readiness())
+async fn readyz(State(t): State<Each>) -> impl IntoResponse {
+    answer(all_of(t.iter().map(|(v, t)| (v, t.readiness()))))
+}
+
+/// Every validator's check, all of which must pass; each named, one a line, when there are
+/// several.
+fn all_of<'a>(checks: impl Iterator<Item = (&'a Option<String>, Check)>) -> Check {
+    let mut ok = true;
+    let mut lines = Vec::new();
+    for (validator, check) in checks {
+        ok &= check.ok;
+        lines.push(match validator {
+            Some(v) => format!("validator {v}: {}", check.detail),
+            None => check.detail,
+        });
+    }
+    if lines.is_empty() {
+        return Check { ok: false, detail: "this member serves no validator".into() };
+    }
+    Check { ok, detail: lines.join("\n") }
 }
 
 fn answer(check: Check) -> impl IntoResponse {

@@ -156,7 +156,18 @@ impl FailoverReason {
 
 impl Metrics {
     pub fn new(member: &MemberId, kind: MemberKind) -> Metrics {
-        let mut registry = Registry::default();
+        Metrics::with_registry(member, kind, Registry::default())
+    }
+
+    /// A validator's metrics on a member serving several: every series carries
+    /// `validator="<id>"`, so alerts and dashboards tell the validators apart. A member with one
+    /// validator uses [`Metrics::new`]: its series keep the labels they always had.
+    pub fn for_validator(member: &MemberId, kind: MemberKind, validator: &crate::domain::ValidatorId) -> Metrics {
+        let label = (std::borrow::Cow::Borrowed("validator"), std::borrow::Cow::Owned(validator.to_string()));
+        Metrics::with_registry(member, kind, Registry::with_labels(std::iter::once(label)))
+    }
+
+    fn with_registry(member: &MemberId, kind: MemberKind, mut registry: Registry) -> Metrics {
         let build = Family::<BuildLabels, Gauge>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
         registry.register("failoverd_build_info", "The failoverd version running", build);

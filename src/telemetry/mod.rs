@@ -7,6 +7,7 @@
 //! count) what a slow receiver cannot take.
 
 pub mod endpoints;
+pub mod exposition;
 pub mod measured_store;
 pub mod metrics;
 pub mod notify;
@@ -22,7 +23,7 @@ use crate::domain::MonoTime;
 
 pub use self::measured_store::MeasuredStore;
 pub use self::metrics::{FailoverReason, Metrics};
-pub use self::notify::SystemdNotifier;
+pub use self::notify::{LoopNotifier, SystemdNotifier};
 
 /// The loop has not turned for this long: `/healthz` fails.
 pub const LOOP_STUCK_AFTER: Duration = Duration::from_secs(5);
@@ -32,7 +33,7 @@ pub struct Telemetry {
     /// Readiness asks the backend's own status when it has one (the embedded raft store: its
     /// gossiped statuses answer even without a quorum), and when the store last answered if not.
     pub store: Arc<MeasuredStore>,
-    pub notifier: Option<SystemdNotifier>,
+    pub notifier: Option<LoopNotifier>,
     loop_turned_nanos: AtomicU64,
     probe_ok_nanos: AtomicU64,
     /// Producers need a fresh node probe to be ready; witnesses have no node.
@@ -54,11 +55,12 @@ impl Telemetry {
         store: Arc<MeasuredStore>,
         needs_probe: bool,
         fresh_within: Duration,
+        notifier: Option<LoopNotifier>,
     ) -> Telemetry {
         Telemetry {
             metrics,
             store,
-            notifier: SystemdNotifier::from_env(),
+            notifier,
             loop_turned_nanos: AtomicU64::new(0),
             probe_ok_nanos: AtomicU64::new(0),
             needs_probe,

@@ -38,23 +38,41 @@ pub fn topic_of(record: &EventRecord) -> Option<WebhookTopic> {
 /// The body POSTed for `record`.
 pub fn payload(format: WebhookFormat, topic: WebhookTopic, record: &EventRecord) -> serde_json::Value {
     match format {
-        WebhookFormat::Json => json!({
-            "member": record.member.as_str(),
-            "topic": topic.as_str(),
-            "kind": record.kind.as_str(),
-            "epoch": record.epoch.map(|e| e.get()),
-            "cause": (!record.cause.is_empty()).then_some(record.cause),
-            "seq": record.seq,
-            "unix_ms": record.unix_ms,
-            "message": record.message,
-        }),
+        WebhookFormat::Json => with_validator(
+            json!({
+                "member": record.member.as_str(),
+                "topic": topic.as_str(),
+                "kind": record.kind.as_str(),
+                "epoch": record.epoch.map(|e| e.get()),
+                "cause": (!record.cause.is_empty()).then_some(record.cause),
+                "seq": record.seq,
+                "unix_ms": record.unix_ms,
+                "message": record.message,
+            }),
+            record,
+        ),
         WebhookFormat::Slack => {
             let epoch = record.epoch.map_or(String::new(), |e| format!(" (epoch {e})"));
+            let validator = record.validator.as_ref().map_or(String::new(), |v| format!(" [{v}]"));
             json!({
-                "text": format!("failoverd {}: {}{epoch}: {}", record.member, topic.as_str(), record.message),
+                "text": format!(
+                    "failoverd {}{validator}: {}{epoch}: {}",
+                    record.member,
+                    topic.as_str(),
+                    record.message
+                ),
             })
         }
     }
+}
+
+/// `body` with the record's validator, on a member serving several; a member with one sends
+/// the body it always sent.
+fn with_validator(mut body: serde_json::Value, record: &EventRecord) -> serde_json::Value {
+    if let (Some(v), Some(map)) = (&record.validator, body.as_object_mut()) {
+        map.insert("validator".into(), json!(v.as_str()));
+    }
+    body
 }
 
 /// Starts one delivery task per webhook; they end with `shutdown`.
@@ -138,6 +156,7 @@ mod tests {
             seq: 7,
             unix_ms: 1_700_000_000_000,
             member: MemberId::new("a").expect("id"),
+            validator: None,
             kind,
             epoch: Some(Epoch::new(4)),
             cause: "",

@@ -40,4 +40,5 @@ pub mod lab;
 pub mod pki;
 pub mod raft_cluster;
 pub mod scrape;
+pub mod two_chains;
 pub mod webhook_receiver;

@@ -35,7 +35,9 @@ use crate::coord::{
     BackendStatus, CoordError, Coordinator, Holding, Intents, LeaseGrant, RaftStatus, StatusReport, StoreView,
     Transfer, plan_import,
 };
-use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, Watermark};
+use crate::domain::{
+    Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, ValidatorId, Watermark,
+};
 use crate::proto::v1::peer_server::PeerServer;
 
 /// Start-up choices that are not part of the config file.
@@ -46,11 +48,14 @@ pub struct RaftOptions {
     pub rejoin: bool,
     /// Applied entries between snapshots and log compactions.
     pub snapshot_every: u64,
+    /// The validators besides the default one whose lease this member watches: each gets a
+    /// handle ([`RaftCoordinator::for_validator`]).
+    pub validators: Vec<ValidatorId>,
 }
 
 impl Default for RaftOptions {
     fn default() -> Self {
-        RaftOptions { rejoin: false, snapshot_every: 1000 }
+        RaftOptions { rejoin: false, snapshot_every: 1000, validators: Vec::new() }
     }
 }
 
@@ -86,26 +91,62 @@ pub fn raft_ids(members: &[MemberConfig]) -> BTreeMap<MemberId, u64> {
     ids.into_iter().enumerate().map(|(i, id)| (id.clone(), i as u64 + 1)).collect()
 }
 
-/// A member of the embedded raft quorum, serving the Coordinator contract.
+/// A member of the embedded raft quorum, serving the Coordinator contract for one validator
+/// (the default one, or one [`RaftCoordinator::for_validator`] named). Every handle of a member
+/// shares its raft node, its peer service and its status board.
 pub struct RaftCoordinator {
+    shared: Arc<RaftShared>,
+    /// The validator whose lease, watermarks and intents this handle reads and writes.
+    validator: ValidatorId,
+    view: watch::Receiver<StoreView>,
+    /// The validator's lease timings (they differ by producer kind: [`Config::holder_horizon`]).
+    timing: LeaseTiming,
+}
+
+/// How one validator's lease is held, from its effective config.
+#[derive(Clone, Debug)]
+struct LeaseTiming {
+    lease_ttl: Duration,
+    /// How long this member's lease is valid for it after the send of a renew that commits (or
+    /// that the leader accepted outside the log) ([`Config::holder_horizon`]): below the TTL it
+    /// declares in key-holding mode; in signer mode possibly above it, since no double sign rests
+    /// on it there.
+    holder_validity: Duration,
+    /// Signer mode: renews refresh the raft leader's expiry timer outside the log
+    /// ([`super::refresh`]), and go through the log only when the leader refuses.
+    refresh_outside_log: bool,
+}
+
+impl LeaseTiming {
+    fn of(config: &Config) -> LeaseTiming {
+        LeaseTiming {
+            lease_ttl: config.coordinator.lease_ttl,
+            holder_validity: config.holder_horizon(),
+            refresh_outside_log: config.signer_mode(),
+        }
+    }
+}
+
+impl std::ops::Deref for RaftCoordinator {
+    type Target = RaftShared;
+
+    fn deref(&self) -> &RaftShared {
+        &self.shared
+    }
+}
+
+/// What every validator's handle of one member shares: the raft node and its peer service.
+pub struct RaftShared {
     me: MemberId,
     members: Vec<MemberConfig>,
     requests: mpsc::Sender<Request>,
-    view: watch::Receiver<StoreView>,
+    /// Each watched validator's lease and intents, as the node applied them.
+    views: BTreeMap<ValidatorId, watch::Receiver<StoreView>>,
     info: watch::Receiver<NodeInfo>,
     board: StatusBoard,
     senders: Arc<PeerSenders>,
     filter: LinkFilter,
     ids: BTreeMap<MemberId, u64>,
-    lease_ttl: Duration,
-    /// How long this member's lease is valid for it after the send of a renew that commits (or
-    /// that the leader accepted outside the log)
-    /// ([`Config::holder_horizon`]): below the TTL it declares in key-holding mode; in signer
-    /// mode possibly above it, since no double sign rests on it there.
-    holder_validity: Duration,
-    /// Signer mode: renews refresh the raft leader's expiry timer outside the log
-    /// ([`super::refresh`]), and go through the log only when the leader refuses.
-    refresh_outside_log: bool,
     /// The raft leader, and its term, that answered it takes no refreshes (an earlier version):
     /// renews go through the log while it leads in that term.
     refresh_unsupported: Mutex<Option<(u64, u64)>>,
@@ -163,10 +204,13 @@ impl RaftCoordinator {
             rejoin: options.rejoin,
             ids: ids.clone(),
             witnesses: config.members.iter().filter(|m| m.kind == MemberKind::Witness).map(|m| ids[&m.id]).collect(),
+            validators: options.validators.clone(),
         };
         let refusals = PeerRefusals::default();
-        let (task, view, info) = node::build(node_cfg, log, Arc::clone(&senders), inbox_rx, req_rx, refusals.clone())?;
-        let board = StatusBoard::default();
+        let (task, views, info) = node::build(node_cfg, log, Arc::clone(&senders), inbox_rx, req_rx, refusals.clone())?;
+        let board = StatusBoard::serving(
+            std::iter::once(ValidatorId::default_validator()).chain(options.validators.iter().cloned()),
+        );
         let peers: BTreeMap<MemberId, u64> =
             ids.iter().filter(|(_, id)| **id != my_id).map(|(m, id)| (m.clone(), *id)).collect();
         let service = PeerService {
@@ -199,26 +243,47 @@ impl RaftCoordinator {
             }
         });
         let node_task = tokio::spawn(task.run(shutdown.clone()));
-        Ok(RaftCoordinator {
+        let default = ValidatorId::default_validator();
+        let view = views.get(&default).cloned().ok_or_else(|| StartError::Config("the node gave no view".into()))?;
+        let shared = Arc::new(RaftShared {
             me,
             members: config.members.clone(),
             requests: req_tx,
-            view,
+            views,
             info,
             board,
             senders,
             filter,
             ids,
-            lease_ttl: c.lease_ttl,
-            holder_validity: config.holder_horizon(),
-            refresh_outside_log: config.signer_mode(),
             refresh_unsupported: Mutex::new(None),
             renewing_through_log: std::sync::atomic::AtomicBool::new(false),
             renews_by_path: Family::default(),
             shutdown,
             tasks: Mutex::new(vec![server_task, node_task]),
             refusals,
+        });
+        Ok(RaftCoordinator { shared, validator: default, view, timing: LeaseTiming::of(config) })
+    }
+
+    /// A handle on `validator`'s lease, watermarks and intents over this member's raft node,
+    /// when the node watches it ([`RaftOptions::validators`]). Stopping any handle
+    /// ([`Coordinator::shutdown`]) stops the node under all of them: the daemon stops it once,
+    /// after every validator's graceful stop.
+    /// `effective` is the validator's own config ([`Config::validator_configs`]): its lease
+    /// timings are the handle's.
+    pub fn for_validator(&self, validator: &ValidatorId, effective: &Config) -> Option<RaftCoordinator> {
+        let view = self.shared.views.get(validator)?.clone();
+        Some(RaftCoordinator {
+            shared: Arc::clone(&self.shared),
+            validator: validator.clone(),
+            view,
+            timing: LeaseTiming::of(effective),
         })
+    }
+
+    /// The validator this handle serves.
+    pub fn validator(&self) -> &ValidatorId {
+        &self.validator
     }
 
     /// Refused peer requests and snapshots, by reason (for metrics and tests).
@@ -305,6 +370,7 @@ impl RaftCoordinator {
     }
 
     async fn call(&self, cmd: Command, deadline: Instant, operation: &'static str) -> Result<Reply, CoordError> {
+        let cmd = node::scoped(&self.validator, cmd);
         let (reply, answer) = oneshot::channel();
         match self.ask_node(Request::Propose { cmd, reply }, answer, deadline).await {
             Ok(result) => result,
@@ -347,7 +413,7 @@ impl RaftCoordinator {
     /// The TTL this member declares with each grant and renew: the leader expires its lease
     /// this long after it applied the last one, whatever the leader's own config says.
     fn ttl_ms(&self) -> u64 {
-        u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.timing.lease_ttl.as_millis()).unwrap_or(u64::MAX)
     }
 
     async fn grant(&self, member: &MemberId, key: Option<&KeyId>, deadline: Instant) -> Result<LeaseGrant, CoordError> {
@@ -380,13 +446,13 @@ impl RaftCoordinator {
         Lease {
             holder: member.clone(),
             epoch,
-            ttl: self.lease_ttl,
-            valid_until: sent.saturating_add(self.holder_validity),
+            ttl: self.timing.lease_ttl,
+            valid_until: sent.saturating_add(self.timing.holder_validity),
         }
     }
 }
 
-impl Drop for RaftCoordinator {
+impl Drop for RaftShared {
     fn drop(&mut self) {
         self.shutdown.cancel();
         for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
@@ -497,7 +563,7 @@ impl Coordinator for RaftCoordinator {
 
     async fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Lease, CoordError> {
         let sent = MonoTime::now();
-        if self.refresh_outside_log {
+        if self.timing.refresh_outside_log {
             // Half the time at most: a late refusal or a silent leader leaves the log renew time.
             let now = Instant::now();
             match self.refresh(lease, now + deadline.saturating_duration_since(now) / 2).await {
@@ -579,14 +645,14 @@ impl Coordinator for RaftCoordinator {
                 self.me, status.member
             )));
         }
-        self.board.put(status.clone());
+        self.board.put(&self.validator, status.clone());
         let timeout = deadline.saturating_duration_since(Instant::now());
-        self.senders.publish_status(status, timeout);
+        self.senders.publish_status(&self.validator, status, timeout);
         Ok(())
     }
 
     async fn cluster_status(&self, _deadline: Instant) -> Result<Vec<StatusReport>, CoordError> {
-        Ok(self.board.snapshot().into_iter().map(|(status, age)| StatusReport { status, age }).collect())
+        Ok(self.board.snapshot(&self.validator).into_iter().map(|(status, age)| StatusReport { status, age }).collect())
     }
 
     fn statuses_are_local(&self) -> bool {
@@ -698,7 +764,12 @@ impl RaftCoordinator {
         if unsupported == Some((leader, info.term)) {
             return Err(format!("the raft leader, {}: {}", self.name_of(leader), RefreshCallError::Unsupported));
         }
-        let ask = RefreshAsk { member: lease.holder.clone(), epoch: lease.epoch, ttl_ms: self.ttl_ms() };
+        let ask = RefreshAsk {
+            validator: self.validator.clone(),
+            member: lease.holder.clone(),
+            epoch: lease.epoch,
+            ttl_ms: self.ttl_ms(),
+        };
         if leader == info.id {
             return self.refresh_here(ask, deadline).await;
         }

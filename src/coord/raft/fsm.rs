@@ -116,6 +116,19 @@ pub enum Command {
     /// feature gate: every member starts counting at this entry. Versions before it cannot
     /// decode it and skip it; they keep no stamp.
     StartRefreshStamps,
+    /// A command to one validator's state (docs/design.md §4, [`super::cluster_state`]); an
+    /// unscoped command is the default validator's. Versions before `[[validators]]` cannot
+    /// decode it and skip it, so a cluster serves several validators only once every member
+    /// runs a version that knows them.
+    Scoped {
+        validator: crate::domain::ValidatorId,
+        command: Box<Command>,
+    },
+    /// Several commands in one log entry, each applied on its own as if it were its own entry:
+    /// the renews of many leases in one proposal. Never nested.
+    Batch {
+        commands: Vec<Command>,
+    },
 }
 
 impl Command {
@@ -152,6 +165,8 @@ pub enum Reply {
     Watermarks(Vec<Watermark>),
     TransferSet(Transfer),
     State(Box<FsmState>),
+    /// A [`Command::Batch`]'s answers, in the order of its commands.
+    Batch(Vec<Result<Reply, CoordError>>),
 }
 
 /// The whole replicated state. Small: it is also the snapshot.
@@ -277,6 +292,9 @@ impl FsmState {
                 self.refreshes.get_or_insert(0);
                 Ok(Reply::Done)
             }
+            Command::Scoped { .. } | Command::Batch { .. } => Err(CoordError::Invalid(
+                "a scoped command or a batch is applied to the cluster's state, not to one validator's".into(),
+            )),
         }
     }
 

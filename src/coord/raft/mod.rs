@@ -3,6 +3,7 @@
 //!
 //! - [`RaftCoordinator`]: the Coordinator contract over the node.
 //! - [`fsm`]: the deterministic state machine (lease, epochs, watermarks, intents).
+//! - [`cluster_state`]: one such state per validator, in one raft group, and batched commands.
 //! - [`node`]: the task that drives raft-rs and runs the leader's expiry timer.
 //! - [`expiry`]: when the leader's expiry timer is due (a new leader's grace, retries).
 //! - [`refresh`]: when the leader accepts a lease refresh outside the log (signer mode).
@@ -15,6 +16,7 @@
 //! - [`tick_clock`]: when the node applies raft's ticks (only when one is due, caught up at each turn).
 //! - [`snapshot_check`]: which snapshots from peers may be installed.
 //! - [`wire_check`]: peer bytes walked against the raft schema before protobuf 2 parses them.
+pub mod cluster_state;
 mod coordinator;
 mod election_order;
 pub mod expiry;

@@ -18,7 +18,7 @@
 //! Storage is written inline from this task: an fsync that stalls delays the raft loop, which
 //! is the safe direction (a slow store delays grants; it never extends a lease).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::cluster_state::{ClusterState, MAX_BATCH};
 use super::election_order;
 use super::expiry::{ExpiryTimer, TimedHolding};
 use super::fsm::{Command, FsmState, Reply};
@@ -38,6 +39,7 @@ use super::storage::{RaftLog, StoreError};
 use super::tick_clock::TickClock;
 use super::transport::{Inbound, PeerSenders, this_run};
 use crate::coord::{CoordError, StoreView};
+use crate::domain::ValidatorId;
 use crate::kernel_timer::KernelTimer;
 
 /// How far behind the leader's log a peer may be and still be handed raft leadership, when no
@@ -64,6 +66,9 @@ pub struct NodeConfig {
     /// Raft ids of every member, and of the witnesses (preferred raft leaders).
     pub ids: std::collections::BTreeMap<crate::domain::MemberId, u64>,
     pub witnesses: Vec<u64>,
+    /// The validators whose lease and intents this member watches (each gets a view); the
+    /// default one always.
+    pub validators: Vec<ValidatorId>,
 }
 
 /// A request from the coordinator handle.
@@ -96,9 +101,48 @@ pub struct NodeInfo {
     pub failed: Option<String>,
 }
 
+/// Where a proposal's answer goes: one caller, or, for a batch of renews, one caller per command
+/// in the batch's order.
+enum Answer {
+    One(oneshot::Sender<Result<Reply, CoordError>>),
+    Each(Vec<oneshot::Sender<Result<Reply, CoordError>>>),
+}
+
+impl Answer {
+    /// Whether every caller gave up waiting.
+    fn is_closed(&self) -> bool {
+        match self {
+            Answer::One(tx) => tx.is_closed(),
+            Answer::Each(txs) => txs.iter().all(|tx| tx.is_closed()),
+        }
+    }
+
+    fn send(self, result: Result<Reply, CoordError>) {
+        match (self, result) {
+            (Answer::One(tx), result) => {
+                let _ = tx.send(result);
+            }
+            (Answer::Each(txs), Ok(Reply::Batch(results))) if results.len() == txs.len() => {
+                for (tx, result) in txs.into_iter().zip(results) {
+                    let _ = tx.send(result);
+                }
+            }
+            (Answer::Each(txs), other) => {
+                let why = match other {
+                    Err(e) => e,
+                    Ok(reply) => CoordError::Invalid(format!("a batch was answered with {reply:?}")),
+                };
+                for tx in txs {
+                    let _ = tx.send(Err(why.clone()));
+                }
+            }
+        }
+    }
+}
+
 /// A proposal waiting for its entry to be applied.
 struct Pending {
-    reply: oneshot::Sender<Result<Reply, CoordError>>,
+    reply: Answer,
     cmd: Command,
     /// The leader it went to and when: a proposal forwarded to a leader that then lost
     /// leadership is silently dropped by raft, so it is proposed again (same request id).
@@ -120,18 +164,20 @@ struct LogEntry {
 pub struct NodeTask {
     cfg: NodeConfig,
     raw: RawNode<RaftLog>,
-    fsm: FsmState,
+    fsm: ClusterState,
     senders: Arc<PeerSenders>,
     inbox: mpsc::Receiver<Inbound>,
     requests: mpsc::Receiver<Request>,
-    view: watch::Sender<StoreView>,
+    /// Each watched validator's lease and intents.
+    views: BTreeMap<ValidatorId, watch::Sender<StoreView>>,
     info: watch::Sender<NodeInfo>,
     /// Proposed and not yet applied, by request id.
     pending: HashMap<u64, Pending>,
     incarnation: u64,
     next_request: u64,
-    /// The leader's expiry timer: when an `Expire` may be proposed.
-    expiry: ExpiryTimer,
+    /// The leader's expiry timer of each validator's lease: when an `Expire` may be proposed.
+    /// One for every validator with state, made when it first appears.
+    expiry: BTreeMap<ValidatorId, ExpiryTimer>,
     /// Raft's ticks: applied at the start of each turn, slept until when nothing is due.
     ticks: TickClock,
     /// The earliest wake this task planned for its next turn (its tick or the expiry timer): a
@@ -153,6 +199,9 @@ pub struct NodeTask {
     refusals: PeerRefusals,
 }
 
+/// Each watched validator's lease and intents, as the node applies them.
+pub type Views = BTreeMap<ValidatorId, watch::Receiver<StoreView>>;
+
 /// Builds the raft core over `log`, restoring the state machine from its snapshot.
 pub fn build(
     cfg: NodeConfig,
@@ -161,12 +210,12 @@ pub fn build(
     inbox: mpsc::Receiver<Inbound>,
     requests: mpsc::Receiver<Request>,
     refusals: PeerRefusals,
-) -> Result<(NodeTask, watch::Receiver<StoreView>, watch::Receiver<NodeInfo>), StoreError> {
+) -> Result<(NodeTask, Views, watch::Receiver<NodeInfo>), StoreError> {
     let path = log.path().to_path_buf();
     let corrupt = |detail: String| StoreError::Corrupt { path: path.clone(), detail };
-    let fsm: FsmState = match log.snapshot_data() {
+    let fsm: ClusterState = match log.snapshot_data() {
         Some(bytes) => serde_json::from_slice(bytes).map_err(|e| corrupt(format!("snapshot does not decode: {e}")))?,
-        None => FsmState::default(),
+        None => ClusterState::default(),
     };
     let raft_cfg = raft::Config {
         id: cfg.id,
@@ -184,13 +233,17 @@ pub fn build(
     let logger = slog::Logger::root(TracingDrain, slog::o!());
     let raw =
         RawNode::new(&raft_cfg, log, &logger).map_err(|e| corrupt(format!("raft refused the stored state: {e}")))?;
-    let view0 = StoreView { lease: fsm.lease(), intents: fsm.intents() };
-    let (view, view_rx) = watch::channel(view0);
+    let mut views = BTreeMap::new();
+    let mut view_rxs = BTreeMap::new();
+    for v in std::iter::once(ValidatorId::default_validator()).chain(cfg.validators.iter().cloned()) {
+        let scope = fsm.scope(&v);
+        let (tx, rx) = watch::channel(StoreView { lease: scope.lease(), intents: scope.intents() });
+        views.insert(v.clone(), tx);
+        view_rxs.insert(v, rx);
+    }
     let (info, info_rx) = watch::channel(NodeInfo { id: cfg.id, rejoining: cfg.rejoin, ..NodeInfo::default() });
     let incarnation = this_run();
     let rejoining = cfg.rejoin;
-    let election = cfg.tick * cfg.election_ticks as u32;
-    let expiry = ExpiryTimer::new(cfg.tick, election, cfg.undeclared_ttl);
     let tick = cfg.tick;
     let task = NodeTask {
         cfg,
@@ -199,12 +252,12 @@ pub fn build(
         senders,
         inbox,
         requests,
-        view,
+        views,
         info,
         pending: HashMap::new(),
         incarnation,
         next_request: 0,
-        expiry,
+        expiry: BTreeMap::new(),
         ticks: TickClock::new(tick, Instant::now()),
         wake_at: Instant::now(),
         turn_started: Instant::now(),
@@ -216,7 +269,9 @@ pub fn build(
         parked: Vec::new(),
         refusals,
     };
-    Ok((task, view_rx, info_rx))
+    let mut task = task;
+    task.ensure_timers();
+    Ok((task, view_rxs, info_rx))
 }
 
 /// The node's two wake-ups, kept by the kernel (`kernel_timer`): tokio's wheel woke it twice for
@@ -285,6 +340,12 @@ impl NodeTask {
                 Some(req) = self.requests.recv() => {
                     self.note_turn();
                     self.on_request(req);
+                    // Whatever else is queued joins this turn, so that renews of several
+                    // validators' leases that came together leave in one entry (`flush_parked`).
+                    while let Ok(more) = self.requests.try_recv() {
+                        self.on_request(more);
+                    }
+                    self.flush_parked();
                 }
             }
             if let Err(e) = self.handle_ready() {
@@ -318,7 +379,7 @@ impl NodeTask {
             let _ = reply.send(Err(CoordError::Unavailable(why.clone())));
         }
         for (_, Pending { reply, .. }) in self.pending.drain() {
-            let _ = reply.send(Err(CoordError::Unavailable(why.clone())));
+            reply.send(Err(CoordError::Unavailable(why.clone())));
         }
         self.info.send_modify(|i| i.failed = Some(why));
         // Refuse every later request too.
@@ -373,8 +434,17 @@ impl NodeTask {
         // with raft leadership is expired only after an election and the new leader's grace.
         let last = self.raw.raft.raft_log.last_index();
         let prs = self.raw.raft.prs();
+        // With several validators, producers may hold leases of their own: raft leadership goes
+        // only to a member that holds none, or it would pass back and forth between holders.
+        let holders: std::collections::BTreeSet<u64> = self
+            .fsm
+            .scopes()
+            .filter_map(|(_, s)| s.holder.as_ref().and_then(|h| self.cfg.ids.get(h)).copied())
+            .collect();
         let within = |id: &u64, lag: u64| {
-            *id != self.cfg.id && prs.get(*id).is_some_and(|p| p.recent_active && p.matched.saturating_add(lag) >= last)
+            *id != self.cfg.id
+                && !holders.contains(id)
+                && prs.get(*id).is_some_and(|p| p.recent_active && p.matched.saturating_add(lag) >= last)
         };
         let witnesses = &self.cfg.witnesses;
         let target = [0, TRANSFER_LAG].into_iter().find_map(|lag| {
@@ -462,10 +532,8 @@ impl NodeTask {
 
     fn on_request(&mut self, req: Request) {
         match req {
-            Request::Propose { cmd, reply } => {
-                self.parked.push((cmd, reply));
-                self.flush_parked();
-            }
+            // Proposed when the turn's requests are all in (`run`).
+            Request::Propose { cmd, reply } => self.parked.push((cmd, reply)),
             Request::Refresh { ask, reply } => {
                 let _ = reply.send(self.on_refresh(&ask));
             }
@@ -479,17 +547,23 @@ impl NodeTask {
         self.observe_role();
         let r = &self.raw.raft;
         let applied = r.raft_log.applied;
+        let scope = self.fsm.scope(&ask.validator);
+        let holding = holding_of(&scope);
+        let timer = self.expiry.get(&ask.validator);
         let view = LeaderView {
             leads: r.state == StateRole::Leader,
             term_applied: r.raft_log.term(applied).is_ok_and(|t| t == r.term),
-            holder: self.fsm.holder.as_ref(),
-            epoch: self.fsm.epoch,
-            declared_ttl_ms: self.fsm.lease_ttl_ms,
-            expire_in_flight: self.holding().is_some_and(|h| self.expiry.expire_in_flight(h)),
+            holder: scope.holder.as_ref(),
+            epoch: scope.epoch,
+            declared_ttl_ms: scope.lease_ttl_ms,
+            expire_in_flight: holding.zip(timer).is_some_and(|(h, t)| t.expire_in_flight(h)),
         };
         refresh::check(ask, &view)?;
         let now = Instant::now();
-        self.expiry.refreshed(now);
+        // A holding the check accepted has state, and every validator with state has a timer.
+        if let Some(timer) = self.expiry.get_mut(&ask.validator) {
+            timer.refreshed(now);
+        }
         self.beat_with_refresh(now);
         Ok(())
     }
@@ -517,10 +591,21 @@ impl NodeTask {
             return;
         }
         let parked = std::mem::take(&mut self.parked);
-        for (cmd, reply) in parked {
-            if reply.is_closed() {
-                continue;
+        let (renews, others): (Vec<_>, Vec<_>) =
+            parked.into_iter().filter(|(_, reply)| !reply.is_closed()).partition(|(cmd, _)| is_scoped_renew(cmd));
+        let mut proposals: Vec<(Command, Answer)> =
+            others.into_iter().map(|(cmd, reply)| (cmd, Answer::One(reply))).collect();
+        if renews.len() == 1 {
+            proposals.extend(renews.into_iter().map(|(cmd, reply)| (cmd, Answer::One(reply))));
+        } else {
+            // Renews of several validators' leases: one entry, one commit, one fsync for all.
+            let mut renews = renews.into_iter().peekable();
+            while renews.peek().is_some() {
+                let (commands, replies): (Vec<_>, Vec<_>) = renews.by_ref().take(MAX_BATCH).unzip();
+                proposals.push((Command::Batch { commands }, Answer::Each(replies)));
             }
+        }
+        for (cmd, reply) in proposals {
             let id = self.next_request;
             self.next_request += 1;
             match self.propose_as(id, cmd.clone()) {
@@ -528,8 +613,20 @@ impl NodeTask {
                     let leader = self.raw.raft.leader_id;
                     self.pending.insert(id, Pending { reply, cmd, leader, at: Instant::now() });
                 }
-                Err(_) => self.parked.push((cmd, reply)),
+                Err(_) => self.park_again(cmd, reply),
             }
+        }
+    }
+
+    /// Parks a proposal raft dropped, its batch taken apart again.
+    fn park_again(&mut self, cmd: Command, reply: Answer) {
+        match (cmd, reply) {
+            (Command::Batch { commands }, Answer::Each(replies)) => {
+                self.parked.extend(commands.into_iter().zip(replies))
+            }
+            (cmd, Answer::One(reply)) => self.parked.push((cmd, reply)),
+            // Never made: a batch always has one answer per command, anything else one answer.
+            (_, answer) => answer.send(Err(CoordError::Unavailable("raft dropped the proposal; retry".into()))),
         }
     }
 
@@ -584,7 +681,7 @@ impl NodeTask {
         self.turn_started = now;
         let caught = self.ticks.catch_up(now, self.wake_at);
         if caught.stalled {
-            self.expiry.stall_ended(now);
+            self.expiry.values_mut().for_each(|t| t.stall_ended(now));
         }
         if caught.ticks > 0 {
             self.on_ticks(caught.ticks);
@@ -629,7 +726,7 @@ impl NodeTask {
             return 1;
         }
         let ticks = self.raft_ticks();
-        if self.raw.raft.state != StateRole::Leader || self.fsm.holder.is_none() {
+        if self.raw.raft.state != StateRole::Leader || !self.fsm.scopes().any(|(_, s)| s.holder.is_some()) {
             return ticks;
         }
         // No due instant to count back from (the timer is not running for this holding, or its
@@ -661,7 +758,7 @@ impl NodeTask {
             || !self.pending.is_empty()
             || !self.parked.is_empty()
             || !(leads || r.state == StateRole::Follower)
-            || (leads && (self.holds_lease() || r.lead_transferee.is_some() || self.fsm.refreshes.is_none()))
+            || (leads && (self.holds_lease() || r.lead_transferee.is_some() || self.fsm.default.refreshes.is_none()))
     }
 
     /// Where the leader's watch span starts: the watch span before its expiry timer is due.
@@ -693,63 +790,85 @@ impl NodeTask {
             return;
         }
         let drawn = self.raw.raft.randomized_election_timeout();
-        let timeout = election_order::election_timeout(drawn, self.election_range, self.holds_lease());
+        let timeout = election_order::election_timeout(drawn, self.election_range, holder == Some(self.cfg.id));
         if timeout != drawn {
             self.raw.raft.set_randomized_election_timeout(timeout);
         }
     }
 
-    /// The raft id of the lease holder, as this member applied it.
+    /// The raft id of the member that should campaign first: the default validator's lease
+    /// holder, or, when nobody holds that lease, the holder of the first validator's lease that
+    /// is held (with many validators the holders differ; one of them is enough to keep the
+    /// lease holder and the raft leader apart, and the order is the same on every member).
     fn holder_id(&self) -> Option<u64> {
-        self.fsm.holder.as_ref().and_then(|h| self.cfg.ids.get(h)).copied()
+        let holder = self.fsm.scopes().find_map(|(_, s)| s.holder.clone())?;
+        self.cfg.ids.get(&holder).copied()
     }
 
-    /// Whether the lease holder, as this member applied it, is this member.
+    /// Whether this member holds any validator's lease, as it applied them.
     fn holds_lease(&self) -> bool {
-        self.holder_id() == Some(self.cfg.id)
+        let me = self.cfg.ids.iter().find(|(_, id)| **id == self.cfg.id).map(|(m, _)| m);
+        me.is_some_and(|me| self.fsm.scopes().any(|(_, s)| s.holder.as_ref() == Some(me)))
     }
 
-    /// Tells the expiry timer whether this member leads, and in which term: called after every
+    /// Tells the expiry timers whether this member leads, and in which term: called after every
     /// turn, so a member that became leader in it starts its wait from then.
     fn observe_role(&mut self) {
         let r = &self.raw.raft;
         let term = (r.state == StateRole::Leader).then_some(r.term);
-        self.expiry.observe_role(term, Instant::now());
+        let now = Instant::now();
+        self.expiry.values_mut().for_each(|t| t.observe_role(term, now));
     }
 
-    /// The holding the expiry timer runs for, as this member applied it.
-    fn holding(&self) -> Option<TimedHolding> {
-        self.fsm.holder.as_ref()?;
-        Some(TimedHolding {
-            epoch: self.fsm.epoch,
-            refreshes: self.fsm.refreshes,
-            declared_ttl: self.fsm.lease_ttl_ms.map(Duration::from_millis),
-        })
+    /// Gives every validator with state an expiry timer: called after its state changed. A timer
+    /// made while this member leads starts the new leader's wait from now, which only delays
+    /// an expiry.
+    fn ensure_timers(&mut self) {
+        let r = &self.raw.raft;
+        let term = (r.state == StateRole::Leader).then_some(r.term);
+        let election = self.cfg.tick * self.cfg.election_ticks as u32;
+        let now = Instant::now();
+        for (v, _) in self.fsm.scopes() {
+            self.expiry.entry(v).or_insert_with(|| {
+                let mut timer = ExpiryTimer::new(self.cfg.tick, election, self.cfg.undeclared_ttl);
+                timer.observe_role(term, now);
+                timer
+            });
+        }
     }
 
-    /// When the leader's expiry timer is due, if this member leads and a lease is held.
+    /// When the leader's first expiry timer is due, if this member leads and a lease is held.
     fn expiry_due(&self) -> Option<Instant> {
-        self.expiry.due(self.holding())
+        self.fsm.scopes().filter_map(|(v, s)| self.expiry.get(&v).and_then(|t| t.due(holding_of(s)))).min()
     }
 
-    /// The leader's expiry timer (docs/design.md §4). A proposal raft drops (a leadership
-    /// transfer under way) is tried again a tick later ([`ExpiryTimer::due`]), never at once.
+    /// The leader's expiry timers (docs/design.md §4), one per validator's lease. A proposal
+    /// raft drops (a leadership transfer under way) is tried again a tick later
+    /// ([`ExpiryTimer::due`]), never at once.
     fn check_expiry(&mut self) {
         let now = Instant::now();
         self.observe_role();
-        let Some(holding) = self.holding() else { return };
-        if self.expiry_due().is_none_or(|due| now < due) {
-            return;
-        }
-        let cmd = self.fsm.expire_command();
-        let accepted = match self.propose(cmd) {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::debug!(error = %e, epoch = %holding.epoch, "raft dropped the lease expiry proposal; trying again next tick");
-                false
+        let due: Vec<(ValidatorId, TimedHolding, Command)> = self
+            .fsm
+            .scopes()
+            .filter_map(|(v, s)| {
+                let holding = holding_of(s)?;
+                let at = self.expiry.get(&v)?.due(Some(holding))?;
+                (at <= now).then(|| (v.clone(), holding, scoped(&v, s.expire_command())))
+            })
+            .collect();
+        for (v, holding, cmd) in due {
+            let accepted = match self.propose(cmd) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::debug!(error = %e, validator = %v, epoch = %holding.epoch, "raft dropped the lease expiry proposal; trying again next tick");
+                    false
+                }
+            };
+            if let Some(timer) = self.expiry.get_mut(&v) {
+                timer.proposed(holding, now, accepted);
             }
-        };
-        self.expiry.proposed(holding, now, accepted);
+        }
     }
 
     /// The leader turns refresh stamps on once, when the applied state keeps none (restored from
@@ -757,7 +876,7 @@ impl NodeTask {
     /// counting at the same log index. Asked again after an election timeout if it did not apply,
     /// or at the next tick if raft dropped it.
     fn start_refresh_stamps(&mut self) {
-        if self.raw.raft.state != StateRole::Leader || self.fsm.refreshes.is_some() {
+        if self.raw.raft.state != StateRole::Leader || self.fsm.default.refreshes.is_some() {
             self.stamps_next_try = None;
             return;
         }
@@ -785,12 +904,13 @@ impl NodeTask {
             let snap = rd.snapshot().clone();
             // Decoded before it is persisted: a state that does not decode must never reach the
             // disk, or this member could not start again (`snapshot_acceptable` refuses it first).
-            let fsm: FsmState = serde_json::from_slice(&snap.data).map_err(|e| StoreError::Corrupt {
+            let fsm: ClusterState = serde_json::from_slice(&snap.data).map_err(|e| StoreError::Corrupt {
                 path: self.raw.store().path().to_path_buf(),
                 detail: format!("snapshot from the leader does not decode: {e}"),
             })?;
             self.raw.mut_store().apply_snapshot(&snap)?;
             self.fsm = fsm;
+            self.ensure_timers();
             self.publish_view();
         }
         // A leader's messages may leave before its own entries are on disk (raft-rs: `messages`
@@ -823,7 +943,7 @@ impl NodeTask {
         if entries.is_empty() {
             return;
         }
-        let before = (self.fsm.lease(), self.fsm.intents());
+        let before = self.fsm.clone();
         for e in entries {
             if e.data.is_empty() || e.get_entry_type() != EntryType::EntryNormal {
                 continue;
@@ -836,18 +956,22 @@ impl NodeTask {
                     continue;
                 }
             };
-            let result = self.fsm.apply(&entry.cmd);
-            if result.is_ok() && entry.cmd.refreshes(self.fsm.epoch) {
-                self.expiry.refreshed(Instant::now());
+            let applied = self.fsm.apply(&entry.cmd);
+            self.ensure_timers();
+            for v in &applied.refreshed {
+                if let Some(timer) = self.expiry.get_mut(v) {
+                    timer.refreshed(Instant::now());
+                }
             }
+            let result = applied.result;
             if entry.origin == self.cfg.id
                 && entry.incarnation == self.incarnation
                 && let Some(p) = self.pending.remove(&entry.request)
             {
-                let _ = p.reply.send(result);
+                p.reply.send(result);
             }
         }
-        if before != (self.fsm.lease(), self.fsm.intents()) {
+        if before != self.fsm {
             self.publish_view();
         }
     }
@@ -866,13 +990,17 @@ impl NodeTask {
         self.raw.mut_store().compact(index, data)
     }
 
+    /// Each watched validator's lease and intents, to those that changed.
     fn publish_view(&self) {
-        let view = StoreView { lease: self.fsm.lease(), intents: self.fsm.intents() };
-        self.view.send_if_modified(|v| {
-            let changed = *v != view;
-            *v = view;
-            changed
-        });
+        for (validator, tx) in &self.views {
+            let scope = self.fsm.scope(validator);
+            let view = StoreView { lease: scope.lease(), intents: scope.intents() };
+            tx.send_if_modified(|v| {
+                let changed = *v != view;
+                *v = view;
+                changed
+            });
+        }
     }
 
     fn publish_info(&self) {
@@ -893,6 +1021,31 @@ impl NodeTask {
             changed
         });
     }
+}
+
+/// Whether `cmd` renews the lease of a validator other than the default one: what
+/// `flush_parked` batches. The default validator's renews always leave alone, as plain `Renew`
+/// entries: a member of an earlier version cannot decode a `Batch` and would skip it, and a
+/// single-validator cluster may be in a rolling upgrade. Scoped commands exist only once every
+/// member knows `[[validators]]`.
+fn is_scoped_renew(cmd: &Command) -> bool {
+    matches!(cmd, Command::Scoped { command, .. } if matches!(command.as_ref(), Command::Renew { .. }))
+}
+
+/// The holding a validator's expiry timer runs for, as this member applied it.
+fn holding_of(state: &FsmState) -> Option<TimedHolding> {
+    state.holder.as_ref()?;
+    Some(TimedHolding {
+        epoch: state.epoch,
+        refreshes: state.refreshes,
+        declared_ttl: state.lease_ttl_ms.map(Duration::from_millis),
+    })
+}
+
+/// `cmd` addressed to `validator`'s state: unscoped for the default validator, as every
+/// version before `[[validators]]` wrote it.
+pub fn scoped(validator: &ValidatorId, cmd: Command) -> Command {
+    if validator.is_default() { cmd } else { Command::Scoped { validator: validator.clone(), command: Box::new(cmd) } }
 }
 
 /// Forwards raft-rs's slog records to tracing at debug level.
@@ -917,6 +1070,13 @@ mod tests {
 
     const TICK: Duration = Duration::from_millis(20);
 
+    impl NodeTask {
+        /// The default validator's expiry timer, which every node has.
+        fn default_timer(&mut self) -> &mut ExpiryTimer {
+            self.expiry.get_mut(&ValidatorId::default_validator()).expect("the default validator's timer")
+        }
+    }
+
     /// A one-member node on a real raft-engine directory, not running: the test takes its turns.
     fn one_member(dir: &std::path::Path) -> NodeTask {
         one_member_ticking(dir, 3, 1)
@@ -940,6 +1100,7 @@ mod tests {
             rejoin: false,
             ids: BTreeMap::from([(me, 1)]),
             witnesses: Vec::new(),
+            validators: Vec::new(),
         };
         let (task, _, _) = build(cfg, log, Arc::new(senders), inbox, requests, PeerRefusals::default()).expect("build");
         task
@@ -972,7 +1133,12 @@ mod tests {
             ("a request parked", |t| t.parked.push((Command::StartRefreshStamps, oneshot::channel().0))),
             ("a proposal in flight", |t| {
                 let (reply, _) = oneshot::channel();
-                let pending = Pending { reply, cmd: Command::StartRefreshStamps, leader: 1, at: Instant::now() };
+                let pending = Pending {
+                    reply: Answer::One(reply),
+                    cmd: Command::StartRefreshStamps,
+                    leader: 1,
+                    at: Instant::now(),
+                };
                 t.pending.insert(7, pending);
             }),
         ];
@@ -1012,7 +1178,7 @@ mod tests {
         assert!(drawn.len() > 1, "raft kept drawing: {drawn:?}");
         let b = MemberId::new("b").expect("valid");
         task.cfg.ids.insert(b.clone(), 2);
-        task.fsm.holder = Some(b);
+        task.fsm.default.holder = Some(b);
         for _ in 0..50 {
             let term = task.raw.raft.term + 1;
             task.raw.raft.become_follower(term, raft::INVALID_ID);
@@ -1027,7 +1193,7 @@ mod tests {
         task.order_election();
         assert_eq!(task.raw.raft.randomized_election_timeout(), 10);
         // No lease held: raft's own draw stands.
-        task.fsm.holder = None;
+        task.fsm.default.holder = None;
         task.raw.raft.set_randomized_election_timeout(10);
         task.order_election();
         assert_eq!(task.raw.raft.randomized_election_timeout(), 10);
@@ -1047,10 +1213,11 @@ mod tests {
     /// holder's TTL decides, and the holder's last refresh now.
     fn clocks_from_a_refresh(task: &mut NodeTask, now: Instant) {
         task.ticks = TickClock::new(TICK, now);
-        task.expiry = ExpiryTimer::new(TICK, TICK * 100, Duration::from_secs(60));
+        let mut timer = ExpiryTimer::new(TICK, TICK * 100, Duration::from_secs(60));
         let term = task.raw.raft.term;
-        task.expiry.observe_role(Some(term), now.checked_sub(Duration::from_secs(5)).unwrap_or(now));
-        task.expiry.refreshed(now);
+        timer.observe_role(Some(term), now.checked_sub(Duration::from_secs(5)).unwrap_or(now));
+        timer.refreshed(now);
+        task.expiry.insert(ValidatorId::default_validator(), timer);
     }
 
     // The leader sleeps towards its expiry only so far that a stall it does not notice (a turn
@@ -1075,7 +1242,7 @@ mod tests {
             let ticks = task.ticks_until_due();
             task.ticks.plan(ticks);
             let wake = task.ticks.due();
-            let epoch = task.fsm.epoch;
+            let epoch = task.fsm.default.epoch;
             let member = MemberId::new("b").expect("valid");
             commit(&mut task, Command::Release { member, epoch, final_watermark: None });
             (ticks, wake, due)
@@ -1121,12 +1288,12 @@ mod tests {
         // A heartbeat due at every tick (heartbeat_ticks 1) keeps the leader on the grid.
         let dir = tempfile::tempdir().expect("dir");
         let mut beating = leader_with_holder_b(dir.path(), 140, TICK * 3);
-        beating.expiry.refreshed(Instant::now());
+        beating.default_timer().refreshed(Instant::now());
         assert!(!beating.watching(), "a heartbeat due at the next tick");
         // Far from due (a TTL of 60 s): the grid, as before.
         let dir = tempfile::tempdir().expect("dir");
         let mut far = ticking_leader_with_holder_b(dir.path(), 60_000);
-        far.expiry.refreshed(Instant::now());
+        far.default_timer().refreshed(Instant::now());
         assert!(!far.watching(), "60 s from due");
     }
 
@@ -1153,7 +1320,12 @@ mod tests {
     }
 
     fn refresh_ask(member: &str, epoch: u64, ttl_ms: u64) -> RefreshAsk {
-        RefreshAsk { member: MemberId::new(member).expect("valid"), epoch: Epoch::new(epoch), ttl_ms }
+        RefreshAsk {
+            validator: ValidatorId::default_validator(),
+            member: MemberId::new(member).expect("valid"),
+            epoch: Epoch::new(epoch),
+            ttl_ms,
+        }
     }
 
     /// A one-member leader in `dir` whose state shows "b" holding the lease at epoch 1 with
@@ -1164,9 +1336,10 @@ mod tests {
         lead(&mut task);
         let holder = MemberId::new("b").expect("valid");
         commit(&mut task, Command::Acquire { member: holder, seen_epoch: None, ttl_ms: Some(ttl_ms) });
-        task.expiry = ExpiryTimer::new(TICK, election, Duration::from_secs(60));
+        task.expiry.insert(ValidatorId::default_validator(), ExpiryTimer::new(TICK, election, Duration::from_secs(60)));
         let long_ago = Instant::now().checked_sub(Duration::from_secs(5)).unwrap_or_else(Instant::now);
-        task.expiry.observe_role(Some(task.raw.raft.term), long_ago);
+        let term = task.raw.raft.term;
+        task.default_timer().observe_role(Some(term), long_ago);
         task
     }
 
@@ -1206,7 +1379,7 @@ mod tests {
     fn a_refresh_moves_the_leaders_expiry_timer_and_writes_nothing_to_the_log() {
         let dir = tempfile::tempdir().expect("dir");
         let mut task = leader_with_holder_b(dir.path(), 1000, TICK * 3);
-        task.expiry.refreshed(Instant::now());
+        task.default_timer().refreshed(Instant::now());
         let before = task.expiry_due().expect("the timer runs");
         let last = task.raw.raft.raft_log.last_index();
         std::thread::sleep(TICK * 2);
@@ -1238,7 +1411,7 @@ mod tests {
         for _ in 0..10 {
             task.handle_ready().expect("storage");
         }
-        assert_eq!(task.fsm.lease(), LeaseView::Free { epoch: Epoch::new(1) });
+        assert_eq!(task.fsm.default.lease(), LeaseView::Free { epoch: Epoch::new(1) });
         let refused = task.on_refresh(&refresh_ask("b", 1, 1));
         assert!(matches!(refused, Err(RefreshRefusal::NotHolder { .. })), "{refused:?}");
     }
@@ -1317,7 +1490,7 @@ mod tests {
         let holder = MemberId::new("a").expect("valid");
         commit(&mut task, Command::Acquire { member: holder.clone(), seen_epoch: None, ttl_ms: Some(1) });
         let held = LeaseView::Held { holder, epoch: Epoch::new(1) };
-        assert_eq!(task.fsm.lease(), held);
+        assert_eq!(task.fsm.default.lease(), held);
 
         // raft drops every proposal while a leadership transfer is under way.
         task.raw.raft.lead_transferee = Some(2);
@@ -1327,12 +1500,12 @@ mod tests {
         assert!(fired <= most, "the timer fired {fired} times in {span:?}, more than once a tick ({most})");
         assert!(fired >= 2, "the dropped Expire was never proposed again ({fired})");
         task.handle_ready().expect("storage");
-        assert_eq!(task.fsm.lease(), held, "nothing was proposed while raft dropped proposals");
+        assert_eq!(task.fsm.default.lease(), held, "nothing was proposed while raft dropped proposals");
 
         // The transfer ended: the next try goes through and the lease expires.
         task.raw.raft.lead_transferee = None;
         run_expiry_branch(&mut task, TICK * 2, false);
         task.handle_ready().expect("storage");
-        assert_eq!(task.fsm.lease(), LeaseView::Free { epoch: Epoch::new(1) });
+        assert_eq!(task.fsm.default.lease(), LeaseView::Free { epoch: Epoch::new(1) });
     }
 }

@@ -17,11 +17,13 @@
 //! Anything else is refused with the reason; the holder then renews through the log, which
 //! gives the authoritative answer.
 
-use crate::domain::{Epoch, MemberId};
+use crate::domain::{Epoch, MemberId, ValidatorId};
 
 /// A holder's request to refresh its holding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefreshAsk {
+    /// The validator whose lease it refreshes (the default one on the wire's empty string).
+    pub validator: ValidatorId,
     pub member: MemberId,
     pub epoch: Epoch,
     pub ttl_ms: u64,
@@ -93,7 +95,7 @@ mod tests {
     }
 
     fn ask(member: &str, epoch: u64, ttl_ms: u64) -> RefreshAsk {
-        RefreshAsk { member: m(member), epoch: Epoch::new(epoch), ttl_ms }
+        RefreshAsk { validator: ValidatorId::default_validator(), member: m(member), epoch: Epoch::new(epoch), ttl_ms }
     }
 
     // Each rule refuses on its own, with a reason that names what differs; a refresh that

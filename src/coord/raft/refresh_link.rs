@@ -77,8 +77,16 @@ impl RefreshDesk {
         if self.gate.raft_id_of(&member).is_some_and(|id| self.filter.is_blocked(id)) {
             return Verdict::Blocked;
         }
+        let validator = match crate::proto::validator_on_wire(&msg.validator) {
+            Ok(v) => v,
+            Err(e) => {
+                let what = format!("a lease refresh from {member} names no valid validator: {e}");
+                self.gate.refusals.record(Refusal::Malformed, from, &what);
+                return Verdict::Hostile(Status::invalid_argument(what));
+            }
+        };
         let (reply, answer) = oneshot::channel();
-        let ask = RefreshAsk { member, epoch: Epoch::new(msg.epoch), ttl_ms: msg.ttl_ms };
+        let ask = RefreshAsk { validator, member, epoch: Epoch::new(msg.epoch), ttl_ms: msg.ttl_ms };
         match self.inbox.try_send(Inbound::Refresh { ask, reply }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {

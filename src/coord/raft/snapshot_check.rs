@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 use raft::eraftpb::Snapshot;
 
-use super::fsm::FsmState;
+use super::cluster_state::ClusterState;
 use crate::domain::MemberId;
 
 /// Why a snapshot is refused.
@@ -44,7 +44,7 @@ pub fn check_snapshot(
     snapshot: &Snapshot,
     voters: &BTreeSet<u64>,
     members: &BTreeSet<MemberId>,
-) -> Result<FsmState, SnapshotRefusal> {
+) -> Result<ClusterState, SnapshotRefusal> {
     let conf = snapshot.get_metadata().get_conf_state();
     let found: Vec<u64> = conf.voters.clone();
     let found_set: BTreeSet<u64> = found.iter().copied().collect();
@@ -67,10 +67,13 @@ pub fn check_snapshot(
     if !extra.is_empty() {
         return Err(SnapshotRefusal::JointOrLearners(extra.join(", ")));
     }
-    let state: FsmState = serde_json::from_slice(&snapshot.data).map_err(|e| SnapshotRefusal::State(e.to_string()))?;
-    let named = state.holder.iter().chain(state.transfer.as_ref().map(|t| &t.to));
-    if let Some(stranger) = named.into_iter().find(|m| !members.contains(*m)) {
-        return Err(SnapshotRefusal::UnknownMember(stranger.clone()));
+    let state: ClusterState =
+        serde_json::from_slice(&snapshot.data).map_err(|e| SnapshotRefusal::State(e.to_string()))?;
+    for (_, scope) in state.scopes() {
+        let named = scope.holder.iter().chain(scope.transfer.as_ref().map(|t| &t.to));
+        if let Some(stranger) = named.into_iter().find(|m| !members.contains(*m)) {
+            return Err(SnapshotRefusal::UnknownMember(stranger.clone()));
+        }
     }
     Ok(state)
 }
@@ -81,6 +84,7 @@ mod tests {
 
     use super::*;
     use crate::coord::Transfer;
+    use crate::coord::raft::fsm::FsmState;
     use crate::domain::Epoch;
 
     fn m(s: &str) -> MemberId {
@@ -116,6 +120,12 @@ mod tests {
             ..FsmState::default()
         })
         .expect("encode");
+        let mut scoped_stranger = super::super::cluster_state::ClusterState::default();
+        scoped_stranger.validators.insert(
+            crate::domain::ValidatorId::new("osmosis").expect("id"),
+            FsmState { holder: Some(m("x")), epoch: Epoch::new(2), ..FsmState::default() },
+        );
+        let scoped_stranger = serde_json::to_vec(&scoped_stranger).expect("encode");
         let cases: Vec<(&str, ConfState, Vec<u8>, Option<&str>)> = vec![
             ("the configured voters", voters(&[1, 2, 3]), good.clone(), None),
             ("voters in another order", voters(&[3, 1, 2]), good.clone(), None),
@@ -128,11 +138,12 @@ mod tests {
             ("state that is not JSON", voters(&[1, 2, 3]), b"\x00\x01".to_vec(), Some("does not decode")),
             ("a holder who is no member", voters(&[1, 2, 3]), state_with_holder("x"), Some("names x")),
             ("a transfer to no member", voters(&[1, 2, 3]), transfer_to_stranger, Some("names x")),
+            ("another validator's holder who is no member", voters(&[1, 2, 3]), scoped_stranger, Some("names x")),
         ];
         for (what, conf, data, refusal) in cases {
             let got = check_snapshot(&snapshot(conf, &data), &configured, &members);
             match (refusal, got) {
-                (None, Ok(state)) => assert_eq!(state.holder, Some(m("a")), "{what}"),
+                (None, Ok(state)) => assert_eq!(state.default.holder, Some(m("a")), "{what}"),
                 (Some(fragment), Err(e)) => assert!(e.to_string().contains(fragment), "{what}: {e}"),
                 (want, got) => panic!("{what}: expected {want:?}, got {got:?}"),
             }

@@ -32,7 +32,7 @@ use super::refresh_link::{RefreshDesk, RefreshLinks, Streamed, Verdict, describe
 use super::status_link::StatusLink;
 use crate::config::PeerAddress;
 use crate::coord::courier::Courier;
-use crate::domain::{MemberId, MemberStatus};
+use crate::domain::{MemberId, MemberStatus, ValidatorId};
 use crate::proto::v1::peer_client::PeerClient;
 use crate::proto::v1::peer_server::Peer;
 use crate::proto::v1::{
@@ -138,36 +138,59 @@ impl StatusOrder {
 /// One member's latest status, when it arrived (local monotonic clock) and its order.
 type BoardEntry = (MemberStatus, Instant, StatusOrder);
 
-/// The latest status each member published.
-#[derive(Clone, Default)]
+/// The latest status each member published, per validator (a member runs one role per
+/// validator). It keeps statuses only of the validators this member serves, so a peer cannot
+/// grow it by naming others.
+#[derive(Clone)]
 pub struct StatusBoard {
-    entries: Arc<Mutex<BTreeMap<MemberId, BoardEntry>>>,
+    entries: Arc<Mutex<BTreeMap<(ValidatorId, MemberId), BoardEntry>>>,
+    serves: Arc<std::collections::BTreeSet<ValidatorId>>,
+}
+
+impl Default for StatusBoard {
+    /// The board of a member serving the default validator alone.
+    fn default() -> Self {
+        StatusBoard::serving([ValidatorId::default_validator()])
+    }
 }
 
 impl StatusBoard {
-    /// Records this member's own status (its executor publishes them in order).
-    pub fn put(&self, status: MemberStatus) {
-        self.put_in_order(status, StatusOrder::default());
+    /// The board of a member serving `validators`.
+    pub fn serving(validators: impl IntoIterator<Item = ValidatorId>) -> StatusBoard {
+        StatusBoard { entries: Arc::default(), serves: Arc::new(validators.into_iter().collect()) }
     }
 
-    /// Records a peer's status unless a later one of the same run is already here; returns
-    /// whether it was recorded.
-    pub fn put_in_order(&self, status: MemberStatus, order: StatusOrder) -> bool {
+    /// Whether this member serves `validator`.
+    pub fn serves(&self, validator: &ValidatorId) -> bool {
+        self.serves.contains(validator)
+    }
+
+    /// Records this member's own status for `validator` (its executor publishes them in order).
+    pub fn put(&self, validator: &ValidatorId, status: MemberStatus) {
+        self.put_in_order(validator, status, StatusOrder::default());
+    }
+
+    /// Records a peer's status for `validator` unless a later one of the same run is already
+    /// here; returns whether it was recorded.
+    pub fn put_in_order(&self, validator: &ValidatorId, status: MemberStatus, order: StatusOrder) -> bool {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.get(&status.member).is_some_and(|(_, _, held)| order.is_overtaken_by(*held)) {
+        let key = (validator.clone(), status.member.clone());
+        if entries.get(&key).is_some_and(|(_, _, held)| order.is_overtaken_by(*held)) {
             return false;
         }
-        entries.insert(status.member.clone(), (status, Instant::now(), order));
+        entries.insert(key, (status, Instant::now(), order));
         true
     }
 
-    pub fn snapshot(&self) -> Vec<(MemberStatus, Duration)> {
+    /// Every member's latest status for `validator`, with its age.
+    pub fn snapshot(&self, validator: &ValidatorId) -> Vec<(MemberStatus, Duration)> {
         let now = Instant::now();
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|(s, at, _)| (s.clone(), now.saturating_duration_since(*at)))
+            .iter()
+            .filter(|((v, _), _)| v == validator)
+            .map(|(_, (s, at, _))| (s.clone(), now.saturating_duration_since(*at)))
             .collect()
     }
 }
@@ -238,10 +261,25 @@ impl PeerService {
     /// Checks a status from `caller` and puts it on the board, unless a newer one is there.
     fn take_status(&self, caller: &Caller, msg: MemberStatusMsg, from: Option<SocketAddr>) -> Result<(), Status> {
         let order = StatusOrder { run: msg.run, seq: msg.seq };
+        let validator = crate::proto::validator_on_wire(&msg.validator)
+            .map_err(|e| format!("names no valid validator: {e}"))
+            .and_then(|v| match self.board.serves(&v) {
+                true => Ok(v),
+                false => Err(format!(
+                    "is about validator {v}, which this member does not serve; every member's config must list the \
+                     same [[validators]]"
+                )),
+            })
+            .map_err(|why| {
+                let member: String = msg.member.chars().take(64).collect();
+                let what = format!("a status from {member:?} {why}");
+                self.gate.refusals.record(Refusal::Malformed, from, &what);
+                Status::invalid_argument(what)
+            })?;
         let status = MemberStatus::try_from(msg).map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.gate.check_member(caller, &status.member, "a status", from)?;
         let member = status.member.clone();
-        if !self.board.put_in_order(status, order) {
+        if !self.board.put_in_order(&validator, status, order) {
             // Normal after a call that timed out: the peer already sent a newer one.
             tracing::debug!(%member, seq = order.seq, "an older status arrived after a newer one; kept the newer");
         }
@@ -358,7 +396,12 @@ pub struct PeerTarget {
 pub struct PeerSenders {
     queues: HashMap<u64, mpsc::Sender<Message>>,
     channels: HashMap<u64, PeerClient<tonic::transport::Channel>>,
-    statuses: Vec<Courier<(MemberStatusMsg, Duration)>>,
+    /// Each validator's couriers of statuses, one per peer, made at the validator's first
+    /// status: a courier keeps only the newest status, so validators never share one.
+    statuses: Mutex<BTreeMap<ValidatorId, Vec<StatusCourier>>>,
+    /// What a new validator's couriers are made from: each peer's raft id and client.
+    status_peers: Vec<(u64, Arc<StatusLink>)>,
+    shutdown: CancellationToken,
     /// This run's statuses are numbered from 1 under this run.
     run: u64,
     sent: AtomicU64,
@@ -402,13 +445,10 @@ pub(super) fn this_run() -> u64 {
 }
 
 /// The courier that pushes this member's statuses to the peer `id`, one call at a time.
-fn status_courier(
-    id: u64,
-    client: PeerClient<tonic::transport::Channel>,
-    filter: LinkFilter,
-    shutdown: &CancellationToken,
-) -> Courier<(MemberStatusMsg, Duration)> {
-    let link = Arc::new(StatusLink::new(client));
+/// A courier of one validator's statuses to one peer.
+type StatusCourier = Courier<(MemberStatusMsg, Duration)>;
+
+fn status_courier(id: u64, link: Arc<StatusLink>, filter: LinkFilter, shutdown: &CancellationToken) -> StatusCourier {
     let send = move |(msg, timeout): (MemberStatusMsg, Duration)| {
         let link = Arc::clone(&link);
         let blocked = filter.is_blocked(id);
@@ -432,19 +472,22 @@ impl PeerSenders {
     ) -> Result<PeerSenders, TransportError> {
         let mut queues = HashMap::new();
         let mut channels = HashMap::new();
-        let mut statuses = Vec::new();
+        let mut status_peers = Vec::new();
         for target in peers {
             let client = PeerClient::new(channel(target, tls)?);
             let (tx, rx) = mpsc::channel(QUEUE);
             queues.insert(target.raft_id, tx);
             channels.insert(target.raft_id, client.clone());
-            statuses.push(status_courier(target.raft_id, client.clone(), filter.clone(), shutdown));
+            // One stream per peer carries every validator's statuses.
+            status_peers.push((target.raft_id, Arc::new(StatusLink::new(client.clone()))));
             tokio::spawn(run_sender(me, target.clone(), client, rx, filter.clone(), shutdown.clone()));
         }
         Ok(PeerSenders {
             queues,
             channels,
-            statuses,
+            statuses: Mutex::new(BTreeMap::new()),
+            status_peers,
+            shutdown: shutdown.clone(),
             run: this_run(),
             sent: AtomicU64::new(0),
             filter,
@@ -467,10 +510,22 @@ impl PeerSenders {
     /// Hands `status` to every peer's courier, each call bounded by `timeout`; never waits. A
     /// peer that is slow to answer gets the newest status once its call ends and holds up no
     /// other peer.
-    pub fn publish_status(&self, status: &MemberStatus, timeout: Duration) {
+    pub fn publish_status(&self, validator: &ValidatorId, status: &MemberStatus, timeout: Duration) {
         let seq = self.sent.fetch_add(1, Ordering::Relaxed) + 1;
-        let msg = MemberStatusMsg { run: self.run, seq, ..MemberStatusMsg::from(status) };
-        for courier in &self.statuses {
+        let msg = MemberStatusMsg {
+            run: self.run,
+            seq,
+            validator: crate::proto::validator_to_wire(validator),
+            ..MemberStatusMsg::from(status)
+        };
+        let mut statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+        let couriers = statuses.entry(validator.clone()).or_insert_with(|| {
+            self.status_peers
+                .iter()
+                .map(|(id, link)| status_courier(*id, Arc::clone(link), self.filter.clone(), &self.shutdown))
+                .collect()
+        });
+        for courier in couriers.iter() {
             courier.put((msg.clone(), timeout));
         }
     }
@@ -487,7 +542,14 @@ impl PeerSenders {
             return Err(RefreshCallError::Blocked(leader));
         }
         let client = self.channels.get(&leader).ok_or(RefreshCallError::UnknownPeer(leader))?;
-        let msg = LeaseRefresh { member: ask.member.to_string(), epoch: ask.epoch.get(), ttl_ms: ask.ttl_ms, seq: 0 };
+        let validator = crate::proto::validator_to_wire(&ask.validator);
+        let msg = LeaseRefresh {
+            member: ask.member.to_string(),
+            epoch: ask.epoch.get(),
+            ttl_ms: ask.ttl_ms,
+            seq: 0,
+            validator,
+        };
         if self.refresh_links.serves(leader) {
             match self.refresh_links.refresh(client, leader, msg.clone(), deadline).await {
                 Streamed::Answered(result) => return result,
@@ -929,8 +991,12 @@ mod tests {
     /// Waits up to 10 s for `board` to hold `a`'s status at `height`.
     async fn board_shows(board: &StatusBoard, height: u64) {
         let end = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !board.snapshot().iter().any(|(s, _)| s.height == Some(height)) {
-            assert!(tokio::time::Instant::now() < end, "the peer never saw height {height}: {:?}", board.snapshot());
+        while !board.snapshot(&ValidatorId::default_validator()).iter().any(|(s, _)| s.height == Some(height)) {
+            assert!(
+                tokio::time::Instant::now() < end,
+                "the peer never saw height {height}: {:?}",
+                board.snapshot(&ValidatorId::default_validator())
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -998,7 +1064,12 @@ mod tests {
     }
 
     fn refresh_ask() -> RefreshAsk {
-        RefreshAsk { member: MemberId::new("a").expect("id"), epoch: Epoch::new(7), ttl_ms: 400 }
+        RefreshAsk {
+            validator: crate::domain::ValidatorId::default_validator(),
+            member: MemberId::new("a").expect("id"),
+            epoch: Epoch::new(7),
+            ttl_ms: 400,
+        }
     }
 
     fn within_5s() -> tokio::time::Instant {
@@ -1126,7 +1197,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refresh_stream_carrying_a_nameless_ask_is_ended_with_the_reason() {
         let (mut peer, _, senders, shutdown) = peer_and_sender(Serves::Everything).await;
-        let nameless = LeaseRefresh { member: String::new(), epoch: 7, ttl_ms: 400, seq: 1 };
+        let nameless = LeaseRefresh { member: String::new(), epoch: 7, ttl_ms: 400, seq: 1, validator: String::new() };
         let mut client = senders.channels.get(&PEER).expect("a channel").clone();
         let ended = match client.refresh_stream(tokio_stream::once(nameless)).await {
             Ok(answers) => answers.into_inner().message().await.expect_err("the stream is ended"),
@@ -1153,12 +1224,12 @@ mod tests {
         // gives up after 10 s: what reaches `b` cannot have waited for `c`.
         let patient = Duration::from_secs(60);
         for height in 1..=3 {
-            senders.publish_status(&status_at(height), patient);
+            senders.publish_status(&ValidatorId::default_validator(), &status_at(height), patient);
             board_shows(&peer.board, height).await;
         }
         // A burst ends with its newest status, and every status arrived after the one before.
         for height in 4..=200 {
-            senders.publish_status(&status_at(height), patient);
+            senders.publish_status(&ValidatorId::default_validator(), &status_at(height), patient);
         }
         board_shows(&peer.board, 200).await;
         let heights = peer.heights.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -1179,7 +1250,7 @@ mod tests {
         let (peer, _, senders, shutdown) = peer_and_sender(Serves::RaftStreamOnly).await;
         let patient = Duration::from_secs(10);
         for height in 1..=3 {
-            senders.publish_status(&status_at(height), patient);
+            senders.publish_status(&ValidatorId::default_validator(), &status_at(height), patient);
             board_shows(&peer.board, height).await;
         }
         assert_eq!(peer.status_calls.load(Ordering::SeqCst), 3, "the first status and the rest by call");
@@ -1190,14 +1261,14 @@ mod tests {
         let first = serve(listener, Serves::Everything);
         let shutdown = CancellationToken::new();
         let senders = senders_to(port, &shutdown);
-        senders.publish_status(&status_at(1), patient);
+        senders.publish_status(&ValidatorId::default_validator(), &status_at(1), patient);
         board_shows(&first.board, 1).await;
         first.stop.cancel();
         // The same port, served again: the old stream ended with the first server.
         let listener = listen_again(port).await;
         let second = serve(listener, Serves::Everything);
         for height in 2.. {
-            senders.publish_status(&status_at(height), patient);
+            senders.publish_status(&ValidatorId::default_validator(), &status_at(height), patient);
             if tokio::time::timeout(Duration::from_millis(200), board_shows(&second.board, height)).await.is_ok() {
                 break;
             }
@@ -1215,17 +1286,30 @@ mod tests {
     #[test]
     fn an_older_status_of_the_same_run_never_replaces_a_newer_one() {
         let board = StatusBoard::default();
+        let d = ValidatorId::default_validator();
         let order = |run, seq| StatusOrder { run, seq };
-        let height = |board: &StatusBoard| board.snapshot().first().and_then(|(s, _)| s.height);
-        assert!(board.put_in_order(status_at(2), order(7, 2)));
-        assert!(!board.put_in_order(status_at(1), order(7, 1)), "seq 1 arrived after seq 2");
-        assert!(!board.put_in_order(status_at(1), order(7, 2)), "the same seq twice");
+        let height = |board: &StatusBoard| board.snapshot(&d).first().and_then(|(s, _)| s.height);
+        assert!(board.put_in_order(&d, status_at(2), order(7, 2)));
+        assert!(!board.put_in_order(&d, status_at(1), order(7, 1)), "seq 1 arrived after seq 2");
+        assert!(!board.put_in_order(&d, status_at(1), order(7, 2)), "the same seq twice");
         assert_eq!(height(&board), Some(2));
         // A restarted sender counts again from 1 under a new run; an earlier version sends no order.
-        assert!(board.put_in_order(status_at(3), order(8, 1)));
-        assert!(board.put_in_order(status_at(4), order(0, 0)));
-        assert!(board.put_in_order(status_at(5), order(0, 0)));
+        assert!(board.put_in_order(&d, status_at(3), order(8, 1)));
+        assert!(board.put_in_order(&d, status_at(4), order(0, 0)));
+        assert!(board.put_in_order(&d, status_at(5), order(0, 0)));
         assert_eq!(height(&board), Some(5));
+    }
+
+    #[test]
+    fn each_validator_keeps_its_own_statuses_and_the_order_of_one_does_not_hide_another() {
+        let board = StatusBoard::default();
+        let (a, b) = (ValidatorId::new("cosmoshub").expect("id"), ValidatorId::new("osmosis").expect("id"));
+        let order = |seq| StatusOrder { run: 7, seq };
+        assert!(board.put_in_order(&a, status_at(10), order(2)));
+        assert!(board.put_in_order(&b, status_at(20), order(1)), "b's first status, sent before a's newest");
+        let height = |v: &ValidatorId| board.snapshot(v).first().and_then(|(s, _)| s.height);
+        assert_eq!((height(&a), height(&b)), (Some(10), Some(20)));
+        assert!(board.snapshot(&ValidatorId::default_validator()).is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -329,6 +329,27 @@ impl MemberConfig<'_> {
     }
 }
 
+/// A single-validator member config `text`, as [`MemberConfig::render`] writes it, split into
+/// what every validator of a `[[validators]]` config shares and this validator's own `[chain]`,
+/// `[chain.*]` and `[producer]` tables, renamed as a `[[validators]]` entry's
+/// (`[validators.chain]`, …): the labs that serve several validators are configured from the one
+/// renderer.
+pub fn split_validator_tables(text: &str) -> (String, String) {
+    let (mut shared, mut own) = (String::new(), String::new());
+    let mut in_own = false;
+    for line in text.lines() {
+        if line.starts_with('[') {
+            in_own = ["[chain]", "[chain.", "[producer]"].iter().any(|h| line.starts_with(h));
+        }
+        let out = if in_own { &mut own } else { &mut shared };
+        match line.strip_prefix('[') {
+            Some(rest) if in_own => out.push_str(&format!("[validators.{rest}\n")),
+            _ => out.push_str(&format!("{line}\n")),
+        }
+    }
+    (shared, own)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,5 +415,21 @@ mod tests {
         };
         let config = render(&store, Some(Producer::Validator(validator)));
         assert_eq!(config.coordinator.consul.address.to_string(), "http://127.0.0.1:8501", "member a talks to agent 0");
+    }
+
+    #[test]
+    fn a_rendered_config_splits_into_shared_tables_and_a_validators_entry() {
+        let producer = Producer::Signer {
+            key_file: "/tmp/lab/key.json".into(),
+            node_id: crate::sim::privval_node::node_id().to_string(),
+            node_address: "127.0.0.1:5".into(),
+        };
+        let single = render(&Store::Raft, Some(producer)).to_toml();
+        let (shared, own) = split_validator_tables(&single);
+        let text = format!("{shared}[[validators]]\nid = \"x\"\n{own}");
+        let config = crate::config::Config::parse(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+        let (_, effective) = config.validator_configs().pop().expect("one validator");
+        let alone = crate::config::Config::parse(&single).expect("parses");
+        assert_eq!((effective.chain, effective.producer), (alone.chain, alone.producer));
     }
 }

@@ -27,7 +27,7 @@ pub mod procs;
 pub mod validator;
 pub mod wan;
 
-pub use config::{Chain, MemberConfig, Metrics, Peer, Producer, SimChain, Store, Timings};
+pub use config::{Chain, MemberConfig, Metrics, Peer, Producer, SimChain, Store, Timings, split_validator_tables};
 pub use ports::unused_port;
 pub use processes::{LogFile, Processes, daemon_command, kill_strays, process_alive};
 pub use validator::{ValidatorCommand, ValidatorKind};
