@@ -294,12 +294,7 @@ impl Lab {
 
     /// `failoverctl ARGS` against member `i`'s control socket.
     pub fn failoverctl(&self, i: usize, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_failoverctl"))
-            .arg("--socket")
-            .arg(self.socket(i))
-            .args(args)
-            .output()
-            .expect("failoverctl runs")
+        super::failoverctl_at(&self.socket(i), args)
     }
 
     /// Member `i`'s control socket.

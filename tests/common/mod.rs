@@ -14,6 +14,16 @@ pub fn run_failoverd(args: &[&str]) -> Output {
     failoverd().args(args).output().expect("the failoverd binary runs")
 }
 
+/// Runs `failoverctl ARGS` against the member whose control socket is `socket`.
+pub fn failoverctl_at(socket: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_failoverctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("failoverctl runs")
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

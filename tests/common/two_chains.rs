@@ -208,12 +208,7 @@ impl TwoChains {
 
     /// `failoverctl ARGS` against member `i`'s control socket.
     pub fn failoverctl(&self, i: usize, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_failoverctl"))
-            .arg("--socket")
-            .arg(self.socket(i))
-            .args(args)
-            .output()
-            .expect("failoverctl runs")
+        super::failoverctl_at(&self.socket(i), args)
     }
 
     /// Chain `c`'s signatures so far.
