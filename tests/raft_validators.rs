@@ -92,8 +92,9 @@ async fn a_holder_that_stops_renewing_loses_only_its_own_leases() {
     assert!(x_a.renew(&gx, within(Duration::from_secs(2))).await.is_err(), "a's old x lease is refused");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn renews_of_many_validators_that_come_together_commit_as_few_entries() {
+/// A cluster serving twenty validators, member a holding every lease: the cluster, a's handle
+/// of each validator and its lease.
+async fn twenty_held_by_a() -> (Cluster, Vec<RaftCoordinator>, Vec<failover::domain::Lease>) {
     let validators: Vec<ValidatorId> = (0..20).map(|i| v(&format!("v{i}"))).collect();
     let cluster = cluster_of(&validators).await;
     let a = cluster.member(0);
@@ -102,6 +103,12 @@ async fn renews_of_many_validators_that_come_together_commit_as_few_entries() {
     for h in &handles {
         leases.push(h.acquire(&a, within(Duration::from_secs(3))).await.expect("grant"));
     }
+    (cluster, handles, leases)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renews_of_many_validators_that_come_together_commit_as_few_entries() {
+    let (cluster, handles, leases) = twenty_held_by_a().await;
     let node = cluster.node(0);
     let before = node.info().applied;
     let renews = handles.iter().zip(&leases).map(|(h, l)| h.renew(l, within(Duration::from_secs(3))));
@@ -125,4 +132,36 @@ async fn renews_of_many_validators_that_come_together_commit_as_few_entries() {
         }
     }
     eprintln!("20 renews sent together committed as {entries} log entries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renews_and_checkpoints_of_many_validators_sent_apart_leave_together_at_the_next_tick() {
+    let (cluster, handles, leases) = twenty_held_by_a().await;
+    let node = cluster.node(0);
+    let before = node.info().applied;
+    // Each validator's loop renews and checkpoints at its own moment: here a validator every
+    // 4 ms, 40 commands over 76 ms (at most two of the cluster's 50 ms ticks pass meanwhile).
+    let calls = handles.iter().zip(&leases).enumerate().map(|(i, (h, l))| async move {
+        tokio::time::sleep(Duration::from_millis(4 * i as u64)).await;
+        let key = key();
+        let (renewed, checkpointed) = tokio::join!(
+            h.renew(l, within(Duration::from_secs(3))),
+            h.checkpoint(l.epoch, &key, 100 + i as u64, within(Duration::from_secs(3)))
+        );
+        (renewed.map(|_| ()), checkpointed.map(|w| w.hrs.height))
+    });
+    let answers = futures::future::join_all(calls).await;
+    for (i, (renewed, checkpointed)) in answers.iter().enumerate() {
+        assert!(renewed.is_ok(), "renew {i}: {renewed:?}");
+        assert_eq!(checkpointed.as_ref().ok(), Some(&(100 + i as u64)), "checkpoint {i}: each answered its own");
+    }
+    let entries = node.info().applied - before;
+    // One entry per tick the commands spanned (three, or four or five when the test's own sleeps
+    // overrun on a loaded machine); each would be an entry of its own if they left as they came.
+    assert!(entries <= 6, "40 renews and checkpoints sent over 76 ms took {entries} log entries");
+    for (i, h) in handles.iter().enumerate() {
+        let mark = h.watermark(&key(), within(Duration::from_secs(3))).await.expect("read").expect("a watermark");
+        assert_eq!(mark.hrs.height, 100 + i as u64, "validator {i}'s own checkpoint, in its own scope");
+    }
+    eprintln!("40 renews and checkpoints sent over 76 ms committed as {entries} log entries");
 }

@@ -26,6 +26,8 @@ use super::fsm::{Command, FsmState, Reply, STAMPS_NOT_STARTED};
 use super::node::{self, NodeConfig, NodeInfo, Request};
 use super::peer_gate::{PeerGate, PeerRefusals};
 use super::refresh::{RefreshAsk, RefreshRefusal};
+use super::refresh_beat::{BEAT, RefreshBeat};
+use super::status_link::STATUS_HOLD;
 use super::storage::{Opened, RaftLog, StoreError};
 use super::transport::{
     LinkFilter, PeerSenders, PeerService, PeerTarget, RefreshCallError, StatusBoard, TransportError,
@@ -154,6 +156,8 @@ pub struct RaftShared {
     renewing_through_log: std::sync::atomic::AtomicBool,
     /// Renews by the way they went: `leader` (a refresh outside the log) or `log`.
     renews_by_path: Family<RenewPath, Counter>,
+    /// When refreshes leave, with several validators besides the default one (`refresh_beat`).
+    refresh_beat: Option<RefreshBeat>,
     shutdown: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     refusals: PeerRefusals,
@@ -190,7 +194,12 @@ impl RaftCoordinator {
             .filter(|m| m.id != me)
             .map(|m| PeerTarget { raft_id: ids[&m.id], member: m.id.clone(), address: m.peer_address.clone() })
             .collect();
-        let senders = Arc::new(PeerSenders::start(my_id, &targets, tls.as_ref(), filter.clone(), &shutdown)?);
+        // Statuses wait for others to share their write, and refreshes leave on a beat, only on a
+        // member of several validators: one validator's have nothing to meet.
+        let several = options.validators.len() > 1;
+        let status_hold = if several { STATUS_HOLD } else { Duration::ZERO };
+        let senders =
+            Arc::new(PeerSenders::start(my_id, &targets, tls.as_ref(), filter.clone(), status_hold, &shutdown)?);
         let (inbox_tx, inbox_rx) = mpsc::channel(1024);
         let (req_tx, req_rx) = mpsc::channel(1024);
         let c = &config.coordinator;
@@ -245,6 +254,7 @@ impl RaftCoordinator {
         let node_task = tokio::spawn(task.run(shutdown.clone()));
         let default = ValidatorId::default_validator();
         let view = views.get(&default).cloned().ok_or_else(|| StartError::Config("the node gave no view".into()))?;
+        let refresh_beat = several.then(|| RefreshBeat::new(Instant::now(), BEAT));
         let shared = Arc::new(RaftShared {
             me,
             members: config.members.clone(),
@@ -257,6 +267,7 @@ impl RaftCoordinator {
             ids,
             refresh_unsupported: Mutex::new(None),
             renewing_through_log: std::sync::atomic::AtomicBool::new(false),
+            refresh_beat,
             renews_by_path: Family::default(),
             shutdown,
             tasks: Mutex::new(vec![server_task, node_task]),
@@ -562,6 +573,17 @@ impl Coordinator for RaftCoordinator {
     }
 
     async fn renew(&self, lease: &Lease, deadline: Instant) -> Result<Lease, CoordError> {
+        if self.timing.refresh_outside_log
+            && let Some(beat) = self.refresh_beat
+        {
+            // Only while the wait takes at most half the time the renew has: a renew late for
+            // its deadline leaves at once.
+            let now = Instant::now();
+            let leave = beat.next_after(now);
+            if leave.saturating_duration_since(now) * 2 <= deadline.saturating_duration_since(now) {
+                tokio::time::sleep_until(leave).await;
+            }
+        }
         let sent = MonoTime::now();
         if self.timing.refresh_outside_log {
             // Half the time at most: a late refusal or a silent leader leaves the log renew time.

@@ -47,6 +47,8 @@ use crate::kernel_timer::KernelTimer;
 /// (one or two appends in flight) and a dead one leaves behind within a fraction of a second
 /// under steady proposals.
 const TRANSFER_LAG: u64 = 4;
+/// The most refreshes the node judges in one turn: one for each validator a member may serve.
+const MAX_REFRESH_RUN: usize = MAX_BATCH;
 
 /// How the node runs.
 #[derive(Clone, Debug)]
@@ -193,8 +195,12 @@ pub struct NodeTask {
     rejoining: bool,
     ticks_rejoining: u64,
     last_leadership_transfer: Option<Instant>,
-    /// Requests waiting for a leader to propose to.
+    /// Requests waiting for a leader to propose to, or (renews and checkpoints of scoped
+    /// validators) for the next tick.
     parked: Vec<(Command, oneshot::Sender<Result<Reply, CoordError>>)>,
+    /// Whether a raft tick passed in this turn: the scoped renews and checkpoints parked before
+    /// it leave now, in one entry ([`flush_parked`](NodeTask::flush_parked)).
+    batch_due: bool,
     /// Where refused snapshots are counted and logged.
     refusals: PeerRefusals,
 }
@@ -267,6 +273,7 @@ pub fn build(
         ticks_rejoining: 0,
         last_leadership_transfer: None,
         parked: Vec::new(),
+        batch_due: false,
         refusals,
     };
     let mut task = task;
@@ -325,23 +332,24 @@ impl NodeTask {
                 },
                 Some(inbound) = self.inbox.recv() => {
                     self.note_turn();
-                    match inbound {
-                        Inbound::Raft(messages) => {
-                            for m in messages {
-                                self.on_message(m);
-                            }
+                    // Refreshes that arrived together (the holders' beat) are judged in one
+                    // turn, each against the same state; whatever else comes ends the run, so
+                    // no refresh is judged after a raft message but before its entries apply.
+                    // At most `MAX_REFRESH_RUN`, so a flood of refreshes cannot hold off ticks.
+                    let mut next = Some(inbound);
+                    let mut run = 0;
+                    while let Some(inbound) = next.take() {
+                        run += 1;
+                        if !self.on_inbound(inbound) || run >= MAX_REFRESH_RUN {
+                            break;
                         }
-                        Inbound::Rejoined(id) => self.on_rejoined(id),
-                        Inbound::Refresh { ask, reply } => {
-                            let _ = reply.send(self.on_refresh(&ask));
-                        }
+                        next = self.inbox.try_recv().ok();
                     }
                 }
                 Some(req) = self.requests.recv() => {
                     self.note_turn();
                     self.on_request(req);
-                    // Whatever else is queued joins this turn, so that renews of several
-                    // validators' leases that came together leave in one entry (`flush_parked`).
+                    // Whatever else is queued joins this turn: one proposal pass for all.
                     while let Ok(more) = self.requests.try_recv() {
                         self.on_request(more);
                     }
@@ -361,6 +369,7 @@ impl NodeTask {
                 return self.storage_failed(&e);
             }
             self.publish_info();
+            self.batch_due = false;
         }
     }
 
@@ -406,6 +415,7 @@ impl NodeTask {
         self.pending.retain(|_, p| !p.reply.is_closed());
         self.repropose_stranded();
         self.parked.retain(|(_, reply)| !reply.is_closed());
+        self.batch_due = true;
         self.flush_parked();
         self.check_expiry();
         self.start_refresh_stamps();
@@ -530,6 +540,26 @@ impl NodeTask {
         }
     }
 
+    /// Handles one message from the peer service; true when it was a refresh.
+    fn on_inbound(&mut self, inbound: Inbound) -> bool {
+        match inbound {
+            Inbound::Raft(messages) => {
+                for m in messages {
+                    self.on_message(m);
+                }
+                false
+            }
+            Inbound::Rejoined(id) => {
+                self.on_rejoined(id);
+                false
+            }
+            Inbound::Refresh { ask, reply } => {
+                let _ = reply.send(self.on_refresh(&ask));
+                true
+            }
+        }
+    }
+
     fn on_request(&mut self, req: Request) {
         match req {
             // Proposed when the turn's requests are all in (`run`).
@@ -586,22 +616,33 @@ impl NodeTask {
     /// Proposes the requests that wait for a leader. While no leader is known, or raft drops a
     /// proposal because leadership is moving, they stay parked; their callers' deadlines bound
     /// the wait (a caller that gave up closes its channel and the request is dropped).
+    ///
+    /// With two validators or more besides the default one, scoped renews and checkpoints wait
+    /// for the next raft tick (at most one tick, 100 ms by default) and then leave together in
+    /// one `Batch` entry: every validator's loop renews and
+    /// checkpoints once a renew interval, each at its own moment, and without the wait each
+    /// would be an entry of its own — a commit, an fsync on every member and a message to each
+    /// follower, fifty times a second at fifty validators. The wait is safe: a renew's validity
+    /// counts from when its caller sent it, before the wait, so the holder's deadline only comes
+    /// sooner than the leader's; a checkpoint records a height already signed, a tick later.
     fn flush_parked(&mut self) {
         if self.parked.is_empty() || self.raw.raft.leader_id == raft::INVALID_ID {
             return;
         }
         let parked = std::mem::take(&mut self.parked);
-        let (renews, others): (Vec<_>, Vec<_>) =
-            parked.into_iter().filter(|(_, reply)| !reply.is_closed()).partition(|(cmd, _)| is_scoped_renew(cmd));
+        let (batched, others): (Vec<_>, Vec<_>) =
+            parked.into_iter().filter(|(_, reply)| !reply.is_closed()).partition(|(cmd, _)| batches(cmd));
         let mut proposals: Vec<(Command, Answer)> =
             others.into_iter().map(|(cmd, reply)| (cmd, Answer::One(reply))).collect();
-        if renews.len() == 1 {
-            proposals.extend(renews.into_iter().map(|(cmd, reply)| (cmd, Answer::One(reply))));
+        let gathers = self.cfg.validators.len() > 1;
+        if gathers && !self.batch_due && batched.len() < MAX_BATCH {
+            self.parked = batched;
+        } else if batched.len() == 1 {
+            proposals.extend(batched.into_iter().map(|(cmd, reply)| (cmd, Answer::One(reply))));
         } else {
-            // Renews of several validators' leases: one entry, one commit, one fsync for all.
-            let mut renews = renews.into_iter().peekable();
-            while renews.peek().is_some() {
-                let (commands, replies): (Vec<_>, Vec<_>) = renews.by_ref().take(MAX_BATCH).unzip();
+            let mut batched = batched.into_iter().peekable();
+            while batched.peek().is_some() {
+                let (commands, replies): (Vec<_>, Vec<_>) = batched.by_ref().take(MAX_BATCH).unzip();
                 proposals.push((Command::Batch { commands }, Answer::Each(replies)));
             }
         }
@@ -697,14 +738,15 @@ impl NodeTask {
     /// ([`TickClock::plan_after_turn`]): the holder's refreshes are turns, so while they come a
     /// tick apart the tick timer does not fire between them.
     fn next_wake(&mut self) -> (Instant, Option<Instant>) {
-        let ticks = self.ticks_until_due();
-        if ticks == 1 && self.watching() {
+        // Once a turn: it walks every validator's timer.
+        let expiry = self.expiry_due();
+        let ticks = self.ticks_until(expiry);
+        if ticks == 1 && self.watching(expiry) {
             self.ticks.plan_after_turn(self.turn_started);
         } else {
             self.ticks.plan(ticks);
         }
         let expected = self.ticks.expected();
-        let expiry = self.expiry_due();
         self.wake_at = expiry.map_or(expected, |at| at.min(expected)).max(self.turn_started);
         (self.ticks.due(), expiry)
     }
@@ -721,7 +763,13 @@ impl NodeTask {
     /// A stall that overruns a longer sleep without being noticed ends at least 90 ms before the
     /// timer is due — the time the transport has to hand over the renews that queued up (as
     /// with a turn every tick, nothing orders them before the timer).
+    #[cfg(test)]
     fn ticks_until_due(&self) -> u32 {
+        self.ticks_until(self.expiry_due())
+    }
+
+    /// [`Self::ticks_until_due`] with the expiry timers' first due instant, `expiry`.
+    fn ticks_until(&self, expiry: Option<Instant>) -> u32 {
         if self.busy() {
             return 1;
         }
@@ -731,7 +779,7 @@ impl NodeTask {
         }
         // No due instant to count back from (the timer is not running for this holding, or its
         // due instant lies closer to the clock's origin than the watch span): every tick.
-        self.watch_from().map_or(1, |at| ticks.min(self.ticks.ticks_until(at)))
+        self.watch_from(expiry).map_or(1, |at| ticks.min(self.ticks.ticks_until(at)))
     }
 
     /// Grid ticks until raft's own clock changes something: a follower's election timeout, a
@@ -761,20 +809,21 @@ impl NodeTask {
             || (leads && (self.holds_lease() || r.lead_transferee.is_some() || self.fsm.default.refreshes.is_none()))
     }
 
-    /// Where the leader's watch span starts: the watch span before its expiry timer is due.
-    fn watch_from(&self) -> Option<Instant> {
-        self.expiry_due().and_then(|due| due.checked_sub(self.ticks.watch_span()))
+    /// Where the leader's watch span starts: the watch span before its first expiry timer is
+    /// due (`expiry`).
+    fn watch_from(&self, expiry: Option<Instant>) -> Option<Instant> {
+        expiry.and_then(|due| due.checked_sub(self.ticks.watch_span()))
     }
 
     /// Whether only the watch span keeps the leader at a turn a tick: it leads, nothing else
     /// needs a tick (no per-tick work, no heartbeat or quorum check due at the next one), and
     /// the watch span has begun (within a tick).
-    fn watching(&self) -> bool {
+    fn watching(&self, expiry: Option<Instant>) -> bool {
         let leads = self.raw.raft.state == StateRole::Leader;
         leads
             && !self.busy()
             && self.raft_ticks() > 1
-            && self.watch_from().is_some_and(|at| self.ticks.ticks_until(at) <= 1)
+            && self.watch_from(expiry).is_some_and(|at| self.ticks.ticks_until(at) <= 1)
     }
 
     /// Sets this member's election timeout by [`election_order`]: the lease holder campaigns
@@ -829,17 +878,17 @@ impl NodeTask {
         let election = self.cfg.tick * self.cfg.election_ticks as u32;
         let now = Instant::now();
         for (v, _) in self.fsm.scopes() {
-            self.expiry.entry(v).or_insert_with(|| {
+            if !self.expiry.contains_key(v) {
                 let mut timer = ExpiryTimer::new(self.cfg.tick, election, self.cfg.undeclared_ttl);
                 timer.observe_role(term, now);
-                timer
-            });
+                self.expiry.insert(v.clone(), timer);
+            }
         }
     }
 
     /// When the leader's first expiry timer is due, if this member leads and a lease is held.
     fn expiry_due(&self) -> Option<Instant> {
-        self.fsm.scopes().filter_map(|(v, s)| self.expiry.get(&v).and_then(|t| t.due(holding_of(s)))).min()
+        self.fsm.scopes().filter_map(|(v, s)| self.expiry.get(v).and_then(|t| t.due(holding_of(s)))).min()
     }
 
     /// The leader's expiry timers (docs/design.md §4), one per validator's lease. A proposal
@@ -853,8 +902,8 @@ impl NodeTask {
             .scopes()
             .filter_map(|(v, s)| {
                 let holding = holding_of(s)?;
-                let at = self.expiry.get(&v)?.due(Some(holding))?;
-                (at <= now).then(|| (v.clone(), holding, scoped(&v, s.expire_command())))
+                let at = self.expiry.get(v)?.due(Some(holding))?;
+                (at <= now).then(|| (v.clone(), holding, scoped(v, s.expire_command())))
             })
             .collect();
         for (v, holding, cmd) in due {
@@ -1023,13 +1072,14 @@ impl NodeTask {
     }
 }
 
-/// Whether `cmd` renews the lease of a validator other than the default one: what
-/// `flush_parked` batches. The default validator's renews always leave alone, as plain `Renew`
-/// entries: a member of an earlier version cannot decode a `Batch` and would skip it, and a
-/// single-validator cluster may be in a rolling upgrade. Scoped commands exist only once every
-/// member knows `[[validators]]`.
-fn is_scoped_renew(cmd: &Command) -> bool {
-    matches!(cmd, Command::Scoped { command, .. } if matches!(command.as_ref(), Command::Renew { .. }))
+/// Whether `cmd` renews the lease of, or checkpoints, a validator other than the default one:
+/// what `flush_parked` holds for the next tick and batches. The default validator's commands
+/// always leave at once and alone, as before: a member of an earlier version cannot decode a
+/// `Batch` and would skip it, and a single-validator cluster may be in a rolling upgrade.
+/// Scoped commands exist only once every member knows `[[validators]]`.
+fn batches(cmd: &Command) -> bool {
+    matches!(cmd, Command::Scoped { command, .. }
+        if matches!(command.as_ref(), Command::Renew { .. } | Command::Checkpoint { .. }))
 }
 
 /// The holding a validator's expiry timer runs for, as this member applied it.
@@ -1077,6 +1127,27 @@ mod tests {
         }
     }
 
+    // Only another validator's renews and checkpoints wait for the tick and batch: the default
+    // validator's leave at once as plain entries (a member of an earlier version cannot decode
+    // a batch), and a reservation, which a signature waits on, never waits.
+    #[test]
+    fn only_renews_and_checkpoints_of_scoped_validators_wait_for_the_tick() {
+        let osmo = ValidatorId::new("osmo").expect("id");
+        let key = crate::domain::KeyId::new("k").expect("id");
+        let renew =
+            Command::Renew { member: MemberId::new("a").expect("id"), epoch: Epoch::new(3), ttl_ms: Some(3000) };
+        let checkpoint = Command::Checkpoint { epoch: Epoch::new(3), key: key.clone(), height: 9 };
+        let reserve = Command::Reserve { epoch: Epoch::new(3), key, hrs: crate::domain::Hrs::end_of_height(9) };
+        let release =
+            Command::Release { member: MemberId::new("a").expect("id"), epoch: Epoch::new(3), final_watermark: None };
+        assert!(batches(&scoped(&osmo, renew.clone())));
+        assert!(batches(&scoped(&osmo, checkpoint.clone())));
+        assert!(!batches(&renew), "the default validator's renew");
+        assert!(!batches(&checkpoint), "the default validator's checkpoint");
+        assert!(!batches(&scoped(&osmo, reserve)), "a reservation");
+        assert!(!batches(&scoped(&osmo, release)), "a release");
+    }
+
     /// A one-member node on a real raft-engine directory, not running: the test takes its turns.
     fn one_member(dir: &std::path::Path) -> NodeTask {
         one_member_ticking(dir, 3, 1)
@@ -1087,7 +1158,8 @@ mod tests {
         let me = MemberId::new("a").expect("valid");
         let (log, _) = RaftLog::open(dir, &me, &[1]).expect("open the raft dir");
         let senders =
-            PeerSenders::start(1, &[], None, LinkFilter::default(), &CancellationToken::new()).expect("senders");
+            PeerSenders::start(1, &[], None, LinkFilter::default(), Duration::ZERO, &CancellationToken::new())
+                .expect("senders");
         let (_, inbox) = mpsc::channel(1);
         let (_, requests) = mpsc::channel(1);
         let cfg = NodeConfig {
@@ -1274,7 +1346,7 @@ mod tests {
         task.note_turn();
         let turn = task.turn_started;
         let (tick_due, expiry) = task.next_wake();
-        assert!(task.watching(), "a watch span from due");
+        assert!(task.watching(task.expiry_due()), "a watch span from due");
         let expected = task.ticks.expected();
         assert!(expected > turn && expected <= turn + TICK, "expected by the next grid tick: {:?}", expected - turn);
         assert_eq!(task.wake_at, expected, "a stall counts from that tick");
@@ -1289,12 +1361,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let mut beating = leader_with_holder_b(dir.path(), 140, TICK * 3);
         beating.default_timer().refreshed(Instant::now());
-        assert!(!beating.watching(), "a heartbeat due at the next tick");
+        assert!(!beating.watching(beating.expiry_due()), "a heartbeat due at the next tick");
         // Far from due (a TTL of 60 s): the grid, as before.
         let dir = tempfile::tempdir().expect("dir");
         let mut far = ticking_leader_with_holder_b(dir.path(), 60_000);
         far.default_timer().refreshed(Instant::now());
-        assert!(!far.watching(), "60 s from due");
+        assert!(!far.watching(far.expiry_due()), "60 s from due");
     }
 
     // A turn that blocks (an fsync) while renews wait in the inbox is a stall like a late wake:

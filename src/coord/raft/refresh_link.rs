@@ -1,7 +1,8 @@
 //! Lease refreshes between the holder and the raft leader (signer mode, docs/design.md §4): the
 //! leader's side hands each ask to its raft node and answers with the node's verdict, as a call
-//! or on one long-lived stream; the holder's side keeps that stream open to the current leader
-//! and matches answers to asks by number. A call costs a new HTTP/2 stream with headers and
+//! or on long-lived streams; the holder's side keeps those streams open to the current leader
+//! (one per refresh in flight at once: several validators' refreshes overlap) and matches
+//! answers to asks by number. A call costs a new HTTP/2 stream with headers and
 //! trailers, three writes and a task; an ask on the stream is one message each way, and renews
 //! come several times a second. This module decides nothing about a refresh (the node does, by
 //! [`super::refresh`]), must never hand the holder the answer to another ask, and never lets a
@@ -35,6 +36,10 @@ const ANSWER_TAKEN: Duration = Duration::from_secs(1);
 const NEW_STREAM_TRIES: u32 = 3;
 /// Asks waiting to go out on the holder's stream; it asks one at a time.
 const ASKS_QUEUE: usize = 4;
+/// Streams kept open to the leader for the next refreshes, at most: as many as leave together
+/// on one beat (`refresh_beat`) at the defaults with 256 validators (a refresh each 150 ms, 7.5
+/// beats to a renew interval: about 34 a beat), with room to spare.
+const IDLE_LINKS: usize = 48;
 /// After a leader answered that it serves no refresh stream (an earlier version), the holder
 /// uses calls to it for this long, then tries the stream again (the leader may have upgraded).
 const RETRY_STREAM_AFTER: Duration = Duration::from_secs(30);
@@ -170,11 +175,14 @@ pub(super) enum Streamed {
     NotServed,
 }
 
-/// The holder's side: its stream to the raft leader, opened at the first refresh and kept
-/// while that member leads.
+/// The holder's side: its streams to the raft leader, opened at the first refresh and kept
+/// while that member leads. A stream carries one exchange at a time; the refreshes of several
+/// validators' leases overlap, so the streams that answered wait here for the next ask, up to
+/// [`IDLE_LINKS`] of them: without them each overlapping refresh would open, and a kept one
+/// end, a stream (headers, trailers and a task on the leader) several hundred times a second.
 #[derive(Default)]
 pub(super) struct RefreshLinks {
-    open: Mutex<Option<RefreshLink>>,
+    idle: Mutex<Vec<RefreshLink>>,
     /// The leader that answered it serves no stream, and when.
     unserved: Mutex<Option<(u64, Instant)>>,
 }
@@ -209,8 +217,13 @@ impl RefreshLinks {
         msg: LeaseRefresh,
         deadline: Instant,
     ) -> Streamed {
-        // Taken out for the exchange: a refresh that overlaps opens its own stream.
-        let held = self.open.lock().unwrap_or_else(|p| p.into_inner()).take().filter(|l| l.leader == leader);
+        // Taken out for the exchange: a refresh that finds none idle opens its own stream.
+        let held = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            // Streams to a member that no longer leads are dropped, which ends them.
+            idle.retain(|l| l.leader == leader);
+            idle.pop()
+        };
         if let Some(link) = held {
             match self.ask_on(link, None, client, msg.clone(), deadline).await {
                 Attempt::Broken(_) => {}
@@ -261,7 +274,10 @@ impl RefreshLinks {
         }
         let answered = link.answer_to(seq, deadline).await;
         if let Attempt::Answered(_) = answered {
-            *self.open.lock().unwrap_or_else(|p| p.into_inner()) = Some(link);
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < IDLE_LINKS {
+                idle.push(link);
+            }
         }
         answered
     }

@@ -1,24 +1,32 @@
 //! Carrying this member's statuses to one peer: on one long-lived stream, unanswered, or by a
 //! call to a peer that serves no stream (an earlier version). A status on the stream is one
 //! message; a call is headers, a body, a response and a task on both sides, two or three times
-//! a second per peer. It sends what it is given and nothing else: it never orders, merges or
-//! retries statuses (the [`Courier`](crate::coord::courier::Courier) in front of it keeps only
-//! the newest), except the one status a peer of an earlier version refused with its stream,
-//! which goes again by call.
+//! a second per peer. On the stream, the statuses of all validators sent within
+//! [`STATUS_HOLD`] of each other leave in one write ([`gathered`]). It sends what it is given
+//! and nothing else: it never orders, merges or retries statuses (the
+//! [`Courier`](crate::coord::courier::Courier) in front of it keeps only the newest), except the
+//! one status a peer of an earlier version refused with its stream, which goes again by call.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+use super::gather::{Gathered, gathered};
 use crate::proto::v1::MemberStatusMsg;
 use crate::proto::v1::peer_client::PeerClient;
 
-/// Statuses waiting to go out on the stream; the courier hands over one at a time.
+/// Statuses waiting to go out on the stream with no hold: the courier hands over one at a time,
+/// and keeps only the newest while a slow peer leaves these unsent.
 const STREAM_QUEUE: usize = 4;
+/// With a hold: one from each validator (at most 256) and the next from some.
+const GATHERING_QUEUE: usize = 512;
+/// How long a status may wait on the stream for others to share its write, on a member serving
+/// several validators. Small beside the pace of statuses (twice a probe interval from a holder)
+/// and the age at which a peer counts one stale (at least the lease TTL).
+pub(super) const STATUS_HOLD: Duration = Duration::from_millis(50);
 /// After a peer answered that it serves no status stream, statuses go to it by call for this
 /// long; then the stream is tried again (the peer may have upgraded).
 const RETRY_STREAM_AFTER: Duration = Duration::from_secs(30);
@@ -35,6 +43,9 @@ pub(super) struct StatusLink {
     open: Arc<Mutex<Option<OpenStream>>>,
     /// When the peer last answered that it serves no status stream.
     unserved: Arc<Mutex<Option<Instant>>>,
+    /// How long a status waits on the stream for others ([`STATUS_HOLD`], or none: a member of
+    /// one validator has nothing to gather).
+    hold: Duration,
 }
 
 struct OpenStream {
@@ -45,8 +56,8 @@ struct OpenStream {
 }
 
 impl StatusLink {
-    pub fn new(client: PeerClient<Channel>) -> StatusLink {
-        StatusLink { client, open: Arc::default(), unserved: Arc::default() }
+    pub fn new(client: PeerClient<Channel>, hold: Duration) -> StatusLink {
+        StatusLink { client, open: Arc::default(), unserved: Arc::default(), hold }
     }
 
     /// Sends `msg` within `timeout`: on the stream, or by a call when the peer serves none. A
@@ -76,10 +87,11 @@ impl StatusLink {
         if let Some(stream) = open.as_ref() {
             return (stream.queue.clone(), Arc::clone(&stream.last));
         }
-        let (queue, queued) = mpsc::channel(STREAM_QUEUE);
+        let (queue, queued) = mpsc::channel(if self.hold.is_zero() { STREAM_QUEUE } else { GATHERING_QUEUE });
         let last = Arc::new(Mutex::new(None));
         let (slot, mine) = (Arc::downgrade(&self.open), queue.downgrade());
-        tokio::spawn(carry(self.client.clone(), queued, slot, mine, Arc::clone(&last), Arc::clone(&self.unserved)));
+        let stream = gathered(queued, self.hold);
+        tokio::spawn(carry(self.client.clone(), stream, slot, mine, Arc::clone(&last), Arc::clone(&self.unserved)));
         *open = Some(OpenStream { queue: queue.clone(), last: Arc::clone(&last) });
         (queue, last)
     }
@@ -89,13 +101,13 @@ impl StatusLink {
 /// unknown, notes that and sends the stream's last status by call.
 async fn carry(
     mut client: PeerClient<Channel>,
-    queued: mpsc::Receiver<MemberStatusMsg>,
+    queued: Gathered<MemberStatusMsg>,
     slot: Weak<Mutex<Option<OpenStream>>>,
     mine: mpsc::WeakSender<MemberStatusMsg>,
     last: Arc<Mutex<Option<MemberStatusMsg>>>,
     unserved: Arc<Mutex<Option<Instant>>>,
 ) {
-    let ended = client.status_stream(ReceiverStream::new(queued)).await;
+    let ended = client.status_stream(queued).await;
     if let Some(slot) = slot.upgrade() {
         let mut open = slot.lock().unwrap_or_else(|p| p.into_inner());
         if open.as_ref().zip(mine.upgrade()).is_some_and(|(kept, mine)| kept.queue.same_channel(&mine)) {

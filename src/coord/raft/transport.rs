@@ -143,7 +143,8 @@ type BoardEntry = (MemberStatus, Instant, StatusOrder);
 /// grow it by naming others.
 #[derive(Clone)]
 pub struct StatusBoard {
-    entries: Arc<Mutex<BTreeMap<(ValidatorId, MemberId), BoardEntry>>>,
+    /// By validator, then member: each validator's loop reads its own at every turn.
+    entries: Arc<Mutex<BTreeMap<ValidatorId, BTreeMap<MemberId, BoardEntry>>>>,
     serves: Arc<std::collections::BTreeSet<ValidatorId>>,
 }
 
@@ -174,24 +175,23 @@ impl StatusBoard {
     /// here; returns whether it was recorded.
     pub fn put_in_order(&self, validator: &ValidatorId, status: MemberStatus, order: StatusOrder) -> bool {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (validator.clone(), status.member.clone());
-        if entries.get(&key).is_some_and(|(_, _, held)| order.is_overtaken_by(*held)) {
+        if !entries.contains_key(validator) {
+            entries.insert(validator.clone(), BTreeMap::new());
+        }
+        let Some(board) = entries.get_mut(validator) else { return false };
+        if board.get(&status.member).is_some_and(|(_, _, held)| order.is_overtaken_by(*held)) {
             return false;
         }
-        entries.insert(key, (status, Instant::now(), order));
+        board.insert(status.member.clone(), (status, Instant::now(), order));
         true
     }
 
     /// Every member's latest status for `validator`, with its age.
     pub fn snapshot(&self, validator: &ValidatorId) -> Vec<(MemberStatus, Duration)> {
         let now = Instant::now();
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|((v, _), _)| v == validator)
-            .map(|(_, (s, at, _))| (s.clone(), now.saturating_duration_since(*at)))
-            .collect()
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(board) = entries.get(validator) else { return Vec::new() };
+        board.values().map(|(s, at, _)| (s.clone(), now.saturating_duration_since(*at))).collect()
     }
 }
 
@@ -463,11 +463,14 @@ fn status_courier(id: u64, link: Arc<StatusLink>, filter: LinkFilter, shutdown: 
 
 impl PeerSenders {
     /// Starts one sender task per peer; they stop when `shutdown` is cancelled.
+    /// `status_hold`: how long a status waits for others to share its write (see
+    /// [`StatusLink`]).
     pub fn start(
         me: u64,
         peers: &[PeerTarget],
         tls: Option<&TlsMaterial>,
         filter: LinkFilter,
+        status_hold: Duration,
         shutdown: &CancellationToken,
     ) -> Result<PeerSenders, TransportError> {
         let mut queues = HashMap::new();
@@ -479,7 +482,7 @@ impl PeerSenders {
             queues.insert(target.raft_id, tx);
             channels.insert(target.raft_id, client.clone());
             // One stream per peer carries every validator's statuses.
-            status_peers.push((target.raft_id, Arc::new(StatusLink::new(client.clone()))));
+            status_peers.push((target.raft_id, Arc::new(StatusLink::new(client.clone(), status_hold))));
             tokio::spawn(run_sender(me, target.clone(), client, rx, filter.clone(), shutdown.clone()));
         }
         Ok(PeerSenders {
@@ -972,7 +975,8 @@ mod tests {
     }
 
     fn senders_to(port: u16, shutdown: &CancellationToken) -> PeerSenders {
-        PeerSenders::start(ME, &[target(PEER, "b", port)], None, LinkFilter::default(), shutdown).expect("senders")
+        PeerSenders::start(ME, &[target(PEER, "b", port)], None, LinkFilter::default(), Duration::ZERO, shutdown)
+            .expect("senders")
     }
 
     /// This member's (`a`'s) status at `height`.
@@ -1169,6 +1173,35 @@ mod tests {
         peer.stop.cancel();
     }
 
+    // The refreshes of several validators' leases overlap: each takes a stream of its own, and
+    // the streams that answered carry the next round's refreshes instead of new ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overlapping_refreshes_reuse_the_streams_that_answered() {
+        const AT_ONCE: usize = 4;
+        let (mut peer, _, senders, shutdown) = peer_and_sender(Serves::Everything).await;
+        let ask = refresh_ask();
+        for round in 0..5 {
+            let asks = (0..AT_ONCE).map(|_| senders.refresh_lease(PEER, &ask, within_5s()));
+            // The node answers only once every ask of the round arrived: they all overlap.
+            let node = async {
+                let mut replies = Vec::new();
+                while replies.len() < AT_ONCE {
+                    match tokio::time::timeout(Duration::from_secs(10), peer.inbox.recv()).await {
+                        Ok(Some(Inbound::Refresh { reply, .. })) => replies.push(reply),
+                        _ => panic!("round {round}: only {} refreshes reached the node", replies.len()),
+                    }
+                }
+                replies.into_iter().for_each(|reply| drop(reply.send(Ok(()))));
+            };
+            let (answers, ()) = tokio::join!(futures::future::join_all(asks), node);
+            assert!(answers.iter().all(Result::is_ok), "round {round}: {answers:?}");
+        }
+        let (streams, calls) = (peer.refresh_streams.load(Ordering::SeqCst), peer.refresh_calls.load(Ordering::SeqCst));
+        assert_eq!((streams, calls), (AT_ONCE, 0), "five rounds of {AT_ONCE} overlapping refreshes");
+        shutdown.cancel();
+        peer.stop.cancel();
+    }
+
     // A leader that restarted ended the holder's stream; the holder's next refresh finds the
     // kept stream gone and asks on a new one within the same deadline, rather than failing
     // once and renewing through the log.
@@ -1219,7 +1252,8 @@ mod tests {
         spawn_server(SilentPeer, silent, &stop_silent);
         let shutdown = CancellationToken::new();
         let targets = [target(PEER, "b", port), target(3, "c", silent_port)];
-        let senders = PeerSenders::start(ME, &targets, None, LinkFilter::default(), &shutdown).expect("senders");
+        let senders =
+            PeerSenders::start(ME, &targets, None, LinkFilter::default(), Duration::ZERO, &shutdown).expect("senders");
         // Each call may wait a minute; the silent peer's first one never ends, and `board_shows`
         // gives up after 10 s: what reaches `b` cannot have waited for `c`.
         let patient = Duration::from_secs(60);
