@@ -571,11 +571,58 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
     }
 }
 
+thread_local! {
+    /// Where the lines this thread logs go, while a test captures them.
+    static CAPTURE: std::cell::RefCell<Option<CapturedLog>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The writer of this test binary's one global subscriber: each line to the capture of the
+/// thread that logged it, or nowhere. A subscriber per test (`with_default`) is not enough: the
+/// tests run in parallel, and tracing's global level and per-callsite caches, rebuilt as other
+/// threads' subscribers come and go, once left a line of a capturing thread unlogged.
+struct ThreadCapture;
+
+struct CaptureWriter(Option<CapturedLog>);
+
+impl Write for CaptureWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        match &mut self.0 {
+            Some(log) => log.write(bytes),
+            None => Ok(bytes.len()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ThreadCapture {
+    type Writer = CaptureWriter;
+    fn make_writer(&'a self) -> CaptureWriter {
+        CaptureWriter(CAPTURE.with(|c| c.borrow().clone()))
+    }
+}
+
+/// Ends a capture when `around` returns or its closure panics.
+struct CaptureEnds;
+
+impl Drop for CaptureEnds {
+    fn drop(&mut self) {
+        CAPTURE.with(|c| *c.borrow_mut() = None);
+    }
+}
+
 impl CapturedLog {
     /// Runs `f` on this thread with what it logs captured here.
     fn around<T>(&self, f: impl FnOnce() -> T) -> T {
-        let subscriber = tracing_subscriber::fmt().with_writer(self.clone()).with_ansi(false).finish();
-        tracing::subscriber::with_default(subscriber, f)
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt().with_writer(ThreadCapture).with_ansi(false).finish();
+            tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in this binary");
+        });
+        CAPTURE.with(|c| *c.borrow_mut() = Some(self.clone()));
+        let _ends = CaptureEnds;
+        f()
     }
 
     fn text(&self) -> String {
