@@ -101,11 +101,11 @@ async fn a_signer_holders_renews_keep_its_lease_without_a_log_entry_and_it_ends_
     assert!(matches!(late, Err(CoordError::NotHolder { .. })), "a renew of an expired lease: {late:?}");
 }
 
-// The peer port refuses every refresh that is not the holder's own, with the reason, by call and
-// on a refresh stream alike: another member's certificate claiming the holder (spoofed_sender),
+// The peer port refuses every refresh that is not the holder's own, with the reason, by call,
+// alone on a refresh stream and in a round alike: another member's certificate claiming the holder (spoofed_sender),
 // an operator's certificate, a member that is none of the cluster, an empty name, the wrong
 // epoch, an absurd TTL, a refresh sent to a follower. A member that keeps forging refreshes,
-// by call and on streams, for a silent holder does not keep its lease alive: it ends one TTL
+// by call, on streams and in rounds, for a silent holder does not keep its lease alive: it ends one TTL
 // after the holder's last renew.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_that_is_not_the_holders_own_is_refused_and_the_lease_still_expires() {
@@ -162,8 +162,10 @@ async fn a_refresh_that_is_not_the_holders_own_is_refused_and_the_lease_still_ex
         ("a follower", &to_follower, honest.clone(), FailedPrecondition, "not the raft leader"),
     ];
     for (what, peer, refresh, code, reason) in cases {
-        let (by_call, on_stream) = (peer.refresh_lease(refresh.clone()).await, peer.refresh_on_stream(refresh).await);
-        for (way, answer) in [("call", by_call), ("stream", on_stream)] {
+        let (by_call, on_stream) =
+            (peer.refresh_lease(refresh.clone()).await, peer.refresh_on_stream(refresh.clone()).await);
+        let in_round = peer.refresh_in_round(vec![refresh]).await;
+        for (way, answer) in [("call", by_call), ("stream", on_stream), ("round", in_round)] {
             match answer {
                 Answer::Refused { code: got, message } => {
                     assert_eq!(got, code, "{what}, by {way}: {message}");
@@ -174,14 +176,19 @@ async fn a_refresh_that_is_not_the_holders_own_is_refused_and_the_lease_still_ex
         }
     }
     let spoofed = c.node(leader).peer_refusals().count(Refusal::SpoofedSender) - spoofed_before;
-    assert_eq!(spoofed, 2, "the spoofed refreshes, by call and on the stream, are counted as spoofed_sender");
+    assert_eq!(spoofed, 3, "the spoofed refreshes, by call, alone and in a round, are counted as spoofed_sender");
 
     // The holder renews once more, then falls silent while another member forges its refreshes.
     c.node(holder).renew(&lease, within(RENEW_DEADLINE)).await.expect("renew");
     let last_renew = Instant::now();
     let forging = async {
         loop {
-            for answer in [forger.refresh_lease(honest.clone()).await, forger.refresh_on_stream(honest.clone()).await] {
+            let forged = [
+                forger.refresh_lease(honest.clone()).await,
+                forger.refresh_on_stream(honest.clone()).await,
+                forger.refresh_in_round(vec![honest.clone()]).await,
+            ];
+            for answer in forged {
                 assert!(
                     matches!(&answer, Answer::Refused { code: PermissionDenied, .. }),
                     "a forged refresh was not refused as spoofed: {answer:?}"

@@ -52,7 +52,8 @@ pub struct ControlService {
     /// Why this member last stepped down or was fenced, in words.
     pub last_reason: watch::Receiver<String>,
     /// Why the member's last decision did what it did, or nothing.
-    pub why: watch::Receiver<String>,
+    /// The last decision's reason (`None` before the first); read by borrow, never awaited.
+    pub why: watch::Receiver<Option<crate::role::Why>>,
     pub members: Vec<MemberConfig>,
     pub max_lag_on_failover: u64,
     /// `failover.import_max_ahead`: how far above the best height the cluster knows an import

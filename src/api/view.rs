@@ -65,7 +65,11 @@ impl ControlService {
             store_error: store_errors.join("; "),
             raft,
             last_reason: self.last_reason.borrow().clone(),
-            why: self.why.borrow().clone(),
+            why: self
+                .why
+                .borrow()
+                .as_ref()
+                .map_or_else(|| "starting: no decision yet".to_string(), ToString::to_string),
         }
     }
 

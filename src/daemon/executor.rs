@@ -9,7 +9,10 @@
 //! publishes this member's status, one call at a time and newest first.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use tracing::Instrument;
 
 use tokio::sync::mpsc;
@@ -103,6 +106,8 @@ pub(super) struct Executor {
     granted_watermarks: BTreeMap<Epoch, Option<Watermark>>,
     last_signed: Option<u64>,
     outcomes: Vec<Outcome>,
+    /// Renews that went through and wait for the next turn without waking the loop.
+    parking: Arc<RenewParking>,
     /// This member's statuses, published in the order they were decided (a newer one replaces
     /// one not sent yet).
     statuses: Courier<MemberStatus>,
@@ -136,6 +141,7 @@ impl Executor {
             granted_watermarks: BTreeMap::new(),
             last_signed: None,
             outcomes: Vec::new(),
+            parking: Arc::default(),
         }
     }
 
@@ -149,18 +155,14 @@ impl Executor {
         let fallback = panicked(&action, kind);
         let cx = self.cx.clone();
         let deadline = Instant::now() + cx.policies.call_timeout;
-        let task = match action {
-            Action::Acquire => tokio::spawn(async move { actions::acquire(&cx, deadline).await }.in_current_span()),
-            Action::TakeOver { holder, epoch } => {
-                tokio::spawn(async move { actions::take_over(&cx, holder, epoch).await }.in_current_span())
-            }
+        let task: ActionTask = match action {
+            Action::Acquire => Box::pin(async move { actions::acquire(&cx, deadline).await }),
+            Action::TakeOver { holder, epoch } => Box::pin(async move { actions::take_over(&cx, holder, epoch).await }),
             Action::Renew { epoch } => {
                 let lease = self.lease(epoch);
-                tokio::spawn(async move { actions::renew(&cx, lease, deadline).await }.in_current_span())
+                Box::pin(async move { actions::renew(&cx, lease, deadline).await })
             }
-            Action::Checkpoint { epoch } => {
-                tokio::spawn(async move { actions::checkpoint(&cx, epoch, deadline).await }.in_current_span())
-            }
+            Action::Checkpoint { epoch } => Box::pin(async move { actions::checkpoint(&cx, epoch, deadline).await }),
             Action::RunGuard { epoch } => {
                 let GuardContext { cluster_best, previous_holder, planned, fenced_previous } = guard();
                 let input = GuardInput {
@@ -171,23 +173,41 @@ impl Executor {
                     fenced_previous,
                     watermark_at_grant: self.granted_watermarks.get(&epoch).copied(),
                 };
-                tokio::spawn(async move { actions::run_guard(&cx, epoch, input).await }.in_current_span())
+                Box::pin(async move { actions::run_guard(&cx, epoch, input).await })
             }
-            Action::Deactivate { epoch, why } => {
-                tokio::spawn(async move { actions::deactivate(&cx, epoch, why).await }.in_current_span())
-            }
+            Action::Deactivate { epoch, why } => Box::pin(async move { actions::deactivate(&cx, epoch, why).await }),
             Action::Release { epoch } => {
                 let (lease, known) = (self.lease(epoch), self.last_signed);
-                tokio::spawn(async move { actions::release(&cx, lease, known).await }.in_current_span())
+                Box::pin(async move { actions::release(&cx, lease, known).await })
             }
-            Action::Fence { why } => tokio::spawn(async move { actions::fence(&cx, why).await }.in_current_span()),
+            Action::Fence { why } => Box::pin(async move { actions::fence(&cx, why).await }),
         };
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            // A task that panicked reports nothing but still frees its kind.
-            let done = task.await.unwrap_or(fallback);
-            let _ = tx.send(done);
-        });
+        let (tx, parking) = (self.tx.clone(), Arc::clone(&self.parking));
+        tokio::spawn(
+            async move {
+                // A task that panicked reports nothing but still frees its kind.
+                let done = unless_panicked(task).await.unwrap_or(fallback);
+                if let Some(done) = parking.park(done) {
+                    let _ = tx.send(done);
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Lets a renew of `epoch` that goes through wait for the loop's next turn without waking
+    /// it (`None`: every outcome wakes it). The loop says so after each turn
+    /// ([`super::pace::renews_may_wait`], a rule that holds until its next turn).
+    pub fn park_renews_of(&self, epoch: Option<Epoch>) {
+        self.parking.open_for(epoch);
+    }
+
+    /// Applies the renews parked for this turn; until [`Self::park_renews_of`] says again,
+    /// every outcome wakes the loop.
+    pub fn unpark(&mut self) {
+        for done in self.parking.close() {
+            self.apply(done);
+        }
     }
 
     /// Applies what a finished task handed back.
@@ -264,9 +284,109 @@ impl Executor {
 /// What a task that panicked hands back (only in-process runs get here: the binary aborts on a
 /// panic after fencing): its kind is free again, and `role` hears that the action failed, so
 /// no state waits for an outcome that never comes.
+/// An action's work, run by its task.
+type ActionTask = std::pin::Pin<Box<dyn Future<Output = Finished> + Send>>;
+
+/// Runs `task` to its end; `None` when it panicked (the panic hook has logged it).
+async fn unless_panicked<T>(task: impl Future<Output = T>) -> Option<T> {
+    let mut task = std::pin::pin!(task);
+    std::future::poll_fn(move |cx| match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
+        Ok(Poll::Ready(done)) => Poll::Ready(Some(done)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(_) => Poll::Ready(None),
+    })
+    .await
+}
+
+/// Renews that went through and may wait for the loop's next turn: kept here instead of
+/// waking the loop, which takes them at its next wake-up. With many validators, each holder's
+/// renews several times a second woke its loop once more each, for nothing.
+#[derive(Default)]
+pub(super) struct RenewParking {
+    lot: Mutex<Lot>,
+}
+
+#[derive(Default)]
+struct Lot {
+    /// The epoch whose renews may wait; `None` while the loop turns and whenever its rule says
+    /// no.
+    epoch: Option<Epoch>,
+    parked: Vec<Finished>,
+}
+
+impl RenewParking {
+    fn lot(&self) -> std::sync::MutexGuard<'_, Lot> {
+        self.lot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn open_for(&self, epoch: Option<Epoch>) {
+        self.lot().epoch = epoch;
+    }
+
+    /// Keeps `done` if it is a renew of the epoch that may wait; otherwise hands it back.
+    fn park(&self, done: Finished) -> Option<Finished> {
+        let mut lot = self.lot();
+        match &done.outcome {
+            Some(Outcome::Renewed { epoch, .. }) if lot.epoch == Some(*epoch) => {
+                lot.parked.push(done);
+                None
+            }
+            _ => Some(done),
+        }
+    }
+
+    /// What is parked, closing the lot at the same moment: a renew that ends while the loop
+    /// turns wakes it, so none is left behind for a turn that may come only at its deadline.
+    fn close(&self) -> Vec<Finished> {
+        let mut lot = self.lot();
+        lot.epoch = None;
+        std::mem::take(&mut lot.parked)
+    }
+}
+
 fn panicked(action: &Action, kind: ActionKind) -> Finished {
     match action.failure(String::from("its task panicked")) {
         Some(outcome) => Finished::with(kind, outcome),
         None => Finished::of(kind),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn renewed(epoch: u64) -> Finished {
+        let outcome = Outcome::Renewed { epoch: Epoch::new(epoch), valid_until: MonoTime::from_nanos(1) };
+        Finished::with(ActionKind::Renew, outcome)
+    }
+
+    // Only a renew of the epoch the loop opened the lot for waits there; a failed renew or a
+    // renew of another epoch wakes the loop. Closing hands over what waited and, until the
+    // loop opens it again, nothing more waits: no renew is left for a turn that comes late.
+    #[test]
+    fn only_renews_the_loop_said_may_wait_are_parked_and_none_after_it_closed() {
+        let parking = RenewParking::default();
+        assert!(parking.park(renewed(5)).is_some(), "parked before the loop opened the lot");
+        parking.open_for(Some(Epoch::new(5)));
+        assert!(parking.park(renewed(5)).is_none());
+        assert!(parking.park(renewed(4)).is_some(), "a renew of another epoch was parked");
+        let failed = Outcome::RenewFailed { epoch: Epoch::new(5), error: "refused".into() };
+        assert!(parking.park(Finished::with(ActionKind::Renew, failed)).is_some(), "a failed renew was parked");
+        let handed = parking.close();
+        assert_eq!(handed.len(), 1);
+        assert!(parking.park(renewed(5)).is_some(), "parked while the loop turns");
+        assert!(parking.close().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panics_is_reported_as_panicked_and_others_run_to_their_end() {
+        assert_eq!(unless_panicked(async { 7 }).await, Some(7));
+        let panicking = async {
+            if std::hint::black_box(true) {
+                panic!("test: an action panics");
+            }
+            7
+        };
+        assert_eq!(unless_panicked(panicking).await, None);
     }
 }

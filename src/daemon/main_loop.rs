@@ -63,8 +63,8 @@ pub(super) struct MainLoop {
     quiet_turn: Duration,
     /// Whether the last turn left this member holding steadily ([`pace::holds_steadily`]).
     steady: bool,
-    /// Marked at every turn: the probe loops take a tick due soon with it ([`observe::TurnRide`]).
-    turns: watch::Sender<()>,
+    /// Rung at a turn near a probe loop's tick, which is taken with it ([`observe::TurnBell`]).
+    bell: observe::TurnBell,
 }
 
 impl MainLoop {
@@ -81,7 +81,7 @@ impl MainLoop {
         MainLoop {
             quiet_turn,
             steady: false,
-            turns: watch::Sender::new(()),
+            bell: observe::TurnBell::new(observe::ride_early(policies.role.renew_interval, policies.probe_interval)),
             role: RoleState::new(member.kind, clock.now()),
             last_publish: Instant::now() - policies.probe_interval,
             published: None,
@@ -211,18 +211,19 @@ impl MainLoop {
     ) -> std::io::Result<(Observer, mpsc::Receiver<LocalSample>)> {
         let (probe_tx, probes) = mpsc::channel(16);
         let policies = &self.policies;
-        let ride = observe::TurnRide {
-            turns: self.turns.subscribe(),
-            early: observe::ride_early(policies.role.renew_interval, policies.probe_interval),
-        };
         if let Some(local) = sources.local {
-            let ticks =
-                observe::Ticks::new("local", policies.probe_interval, shutdown.clone())?.riding(Some(ride.clone()));
+            let ticks = observe::Ticks::new("local", policies.probe_interval, shutdown.clone())?
+                .riding(Some(self.bell.rider()));
             tokio::spawn(observe::probe_loop(local, ticks, self.clock.clone(), probe_tx));
         }
         let coord = Arc::clone(&self.executor.cx.effects.coord);
         let timing = (policies.call_timeout, self.quiet_turn);
-        let cluster_rx = observe::start_refresher(coord, timing, self.clock.clone(), shutdown);
+        let at_once = coord.statuses_now().is_some();
+        let cluster_rx = match at_once {
+            // Statuses in memory are read by each turn itself: no refresher to wake.
+            true => (watch::channel(None).1, Arc::new(tokio::sync::Notify::new())),
+            false => observe::start_refresher(Arc::clone(&coord), timing, self.clock.clone(), shutdown),
+        };
         let observer = Observer::new(
             self.member.id.clone(),
             self.clock.clone(),
@@ -231,8 +232,9 @@ impl MainLoop {
             cluster_rx,
             sources.references.len(),
         );
+        let observer = if at_once { observer.reading_at_once(coord) } else { observer };
         let metrics = &self.outputs.telemetry.metrics;
-        observer.start_references(&sources.references, policies.probe_interval, Some(&ride), metrics, shutdown)?;
+        observer.start_references(&sources.references, policies.probe_interval, Some(&self.bell), metrics, shutdown)?;
         Ok((observer, probes))
     }
 
@@ -268,6 +270,7 @@ impl MainLoop {
 
     /// One turn: observe, decide, report, dispatch.
     fn turn(&mut self, observer: &Observer) {
+        self.executor.unpark();
         let now = self.clock.now();
         let view = self.executor.cx.effects.coord.watch().borrow().clone();
         self.reporter.store_changes(&view);
@@ -297,8 +300,10 @@ impl MainLoop {
         self.publish_status(&health, paced);
         self.steady = pace::holds_steadily(&self.role, &obs);
         observer.ask_again();
-        self.turns.send_replace(());
+        self.bell.turned(Instant::now());
         self.next_turn = self.next_turn_after(paced);
+        let turn_in = self.next_turn.saturating_duration_since(Instant::now());
+        self.executor.park_renews_of(pace::renews_may_wait(&self.role, self.steady, self.clock.now(), turn_in));
     }
 
     /// The next turn without an event: when `pace` says time alone may change the decision
@@ -359,7 +364,13 @@ impl MainLoop {
             healthy: health.verdict == Verdict::Healthy && health.latest_good,
             epoch: self.role.epoch,
         };
-        self.outputs.own_status.send_replace(Some(status.clone()));
+        self.outputs.own_status.send_if_modified(|own| {
+            let changed = own.as_ref() != Some(&status);
+            if changed {
+                *own = Some(status.clone());
+            }
+            changed
+        });
         let changed = self.published.as_ref().is_none_or(|last| !same_standing(last, &status));
         let since = self.last_publish.elapsed();
         let moved = self.published.as_ref().is_some_and(|last| last.height != status.height)

@@ -24,13 +24,16 @@
 //! - A standby given `store: None` does not acquire. The cap keeps it from acquiring on an
 //!   answer older than the age at which `role` ignores any status anyway.
 //!
-//! With the raft store, statuses are read from this member's memory (peers push theirs) and
-//! always answer at once; a partitioned member's writes (acquire, renew) fail in the store
-//! instead. Nothing is gained by polling memory faster than peers publish, so its interval is
-//! [`LOCAL_REFRESH_INTERVAL`] (the default probe interval), at most a quarter of
-//! `status_stale_after`.
+//! With the raft store, statuses are in this member's memory (peers push theirs) and always
+//! answer at once; a partitioned member's writes (acquire, renew) fail in the store instead. So
+//! there is no refresher: each turn reads them itself ([`Observer::reading_at_once`]), which
+//! costs a copy of a few statuses, where a refresher woke once more per turn — with many
+//! validators, each turning several times a second, a good share of a member's work. The quiet
+//! turn's pace is then [`LOCAL_REFRESH_INTERVAL`] (the default probe interval), at most a quarter
+//! of `status_stale_after`: nothing is gained by reading memory faster than peers publish.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -119,6 +122,8 @@ pub(super) struct Observer {
     cluster: watch::Receiver<Option<ClusterAnswer>>,
     /// Asks the refresher for a new answer.
     ask: Arc<Notify>,
+    /// The store whose statuses are in memory: read at each turn, no refresher.
+    at_once: Option<Arc<dyn Coordinator>>,
     references: ReferenceHeights,
 }
 
@@ -133,22 +138,36 @@ impl Observer {
     ) -> Observer {
         let stale_after = store_stale_after(call_timeout, status_stale_after, refresh_every);
         let references = Arc::new(Mutex::new(vec![None; references]));
-        Observer { me, clock, stale_after, status_stale_after, cluster, ask, references }
+        Observer { me, clock, stale_after, status_stale_after, cluster, ask, at_once: None, references }
+    }
+
+    /// The same observer reading the statuses of `store` at each turn, which answers from
+    /// memory ([`Coordinator::statuses_now`]): no refresher runs.
+    pub fn reading_at_once(mut self, store: Arc<dyn Coordinator>) -> Observer {
+        self.at_once = Some(store);
+        self
     }
 
     /// Asks the refresher to read the cluster's statuses now, for the next turn. A request made
     /// while a read runs is served once it ends; requests never pile up.
     pub fn ask_again(&self) {
-        self.ask.notify_one();
+        if self.at_once.is_none() {
+            self.ask.notify_one();
+        }
     }
 
     /// Waits up to `limit` for the refresher's first answer, so the first turn has one.
     pub async fn first_answer(&mut self, limit: Duration) {
-        let _ = tokio::time::timeout(limit, self.cluster.wait_for(Option::is_some)).await;
+        if self.at_once.is_none() {
+            let _ = tokio::time::timeout(limit, self.cluster.wait_for(Option::is_some)).await;
+        }
     }
 
     /// The other members' statuses, aged to `now`; `None` when the store's answer is stale.
     pub fn cluster(&self, now: MonoTime) -> Option<Vec<StatusReport>> {
+        if let Some(reports) = self.at_once.as_ref().and_then(|store| store.statuses_now()) {
+            return Some(reports.into_iter().filter(|r| r.status.member != self.me).collect());
+        }
         let answer = self.cluster.borrow();
         let answer = answer.as_ref().filter(|a| now.saturating_since(a.asked_at) <= self.stale_after)?;
         let waited = now.saturating_since(answer.answered_at);
@@ -166,19 +185,22 @@ impl Observer {
         role::best_height(peers, stale, refs.chain(std::iter::once(local)).collect::<Vec<_>>())
     }
 
-    /// Starts a reference loop per probe, ticking with the member loop's turns when `ride` is
+    /// Starts a reference loop per probe, ticking with the member loop's turns when `bell` is
     /// given; each keeps its latest height here. Fails, starting none, when the kernel gives no
     /// timer for one.
     pub fn start_references(
         &self,
         probes: &[Arc<dyn ChainProbe>],
         interval: Duration,
-        ride: Option<&TurnRide>,
+        bell: Option<&TurnBell>,
         metrics: &Arc<Metrics>,
         shutdown: &CancellationToken,
     ) -> std::io::Result<()> {
         let ticks = (0..probes.len())
-            .map(|i| Ticks::new(&format!("reference{i}"), interval, shutdown.clone()).map(|t| t.riding(ride.cloned())))
+            .map(|i| {
+                Ticks::new(&format!("reference{i}"), interval, shutdown.clone())
+                    .map(|t| t.riding(bell.map(TurnBell::rider)))
+            })
             .collect::<std::io::Result<Vec<_>>>()?;
         for ((i, probe), ticks) in probes.iter().enumerate().zip(ticks) {
             let task = ReferenceLoop {
@@ -194,16 +216,62 @@ impl Observer {
     }
 }
 
-/// The member loop's turns, as a probe loop sees them: every turn marks the channel, and a
-/// tick due within `early` of a turn is taken with it. The turn's process is awake anyway, so
-/// the probe costs no wake-up of its own: an active in signer mode turns every renew interval
-/// (150 ms), and its probe timer otherwise woke it once a second for nothing else. Each turn
-/// also polls every probe loop once (a check of the time, no system call).
-#[derive(Clone, Debug)]
+/// The member loop's turns, as a probe loop sees them: a turn marks the channel when a tick is
+/// due within `early` of it ([`TurnBell`]), and the tick is taken with it. The turn's process is
+/// awake anyway, so the probe costs no wake-up of its own: an active in signer mode turns every
+/// renew interval (150 ms), and its probe timer otherwise woke it once a second for nothing else.
+#[derive(Debug)]
 pub(super) struct TurnRide {
     pub turns: watch::Receiver<()>,
     /// How early a tick may be taken with a turn ([`ride_early`]).
     pub early: Duration,
+    /// This rider's next tick, for the bell: nanoseconds after `origin`.
+    due: Arc<AtomicU64>,
+    origin: Instant,
+}
+
+impl TurnRide {
+    /// Tells the bell when this rider's next tick is due.
+    fn set_due(&self, due: Instant) {
+        let nanos = u64::try_from(due.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX);
+        self.due.store(nanos, Ordering::Relaxed);
+    }
+}
+
+/// The member loop's side of the rides: at a turn it marks the channel only when some rider's
+/// tick is due within `early`, so a turn wakes no probe loop that has nothing to take — with many
+/// validators each turning several times a second, those wake-ups were a good part of a
+/// member's work. A rider that reads its due a moment late takes the next turn or its own timer,
+/// never a tick later than the timer gives it.
+pub(super) struct TurnBell {
+    turns: watch::Sender<()>,
+    early: Duration,
+    origin: Instant,
+    /// Each rider's next tick (nanoseconds after `origin`).
+    dues: Mutex<Vec<Arc<AtomicU64>>>,
+}
+
+impl TurnBell {
+    pub fn new(early: Duration) -> TurnBell {
+        TurnBell { turns: watch::Sender::new(()), early, origin: Instant::now(), dues: Mutex::new(Vec::new()) }
+    }
+
+    /// A rider of this bell's turns, its tick due at once until it says otherwise.
+    pub fn rider(&self) -> TurnRide {
+        let due = Arc::new(AtomicU64::new(0));
+        self.dues.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::clone(&due));
+        TurnRide { turns: self.turns.subscribe(), early: self.early, due, origin: self.origin }
+    }
+
+    /// A turn at `now`: marks the channel if a rider's tick is due within `early`.
+    pub fn turned(&self, now: Instant) {
+        let horizon = now.saturating_duration_since(self.origin) + self.early;
+        let horizon = u64::try_from(horizon.as_nanos()).unwrap_or(u64::MAX);
+        let dues = self.dues.lock().unwrap_or_else(|p| p.into_inner());
+        if dues.iter().any(|due| due.load(Ordering::Relaxed) <= horizon) {
+            self.turns.send_replace(());
+        }
+    }
 }
 
 /// How early a probe may ride a turn: a renew interval and a quarter, so an active's renew
@@ -238,7 +306,14 @@ impl Ticks {
     /// The same ticks, taken with the member loop's turns when one comes near enough.
     pub(super) fn riding(mut self, ride: Option<TurnRide>) -> Ticks {
         self.ride = ride;
+        self.tell_due();
         self
+    }
+
+    fn tell_due(&self) {
+        if let Some(ride) = &self.ride {
+            ride.set_due(self.due);
+        }
     }
 
     pub(super) fn interval(&self) -> Duration {
@@ -258,6 +333,7 @@ impl Ticks {
                 fired = self.timer.fired() => return match fired {
                     Ok(()) => {
                         self.due = next_tick(self.due, self.interval, Instant::now());
+                        self.tell_due();
                         true
                     }
                     Err(e) => {
@@ -274,6 +350,7 @@ impl Ticks {
                     let now = Instant::now();
                     if rides_turn(self.due, early, now) {
                         self.due = now + self.interval;
+                        self.tell_due();
                         return true;
                     }
                 }

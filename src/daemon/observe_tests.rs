@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Clock, LOCAL_REFRESH_INTERVAL, Observer, REFRESH_INTERVAL, Ticks, TurnRide, next_tick, refresh_cluster,
+    Clock, LOCAL_REFRESH_INTERVAL, Observer, REFRESH_INTERVAL, Ticks, TurnBell, next_tick, refresh_cluster,
     refresh_interval, ride_early, rides_turn, store_stale_after,
 };
 use crate::coord::{CoordError, StatusReport};
@@ -220,23 +220,45 @@ fn a_probe_rides_a_turn_at_most_a_renew_interval_and_a_quarter_and_a_quarter_of_
     assert!(!rides_turn(due, early, due - early - ms(1)), "due later: the turn passes it by");
 }
 
+// A turn rings the bell only when a rider's tick is due within `early`: the turns far from
+// every tick wake no probe loop.
+#[test]
+fn a_turn_far_from_every_tick_wakes_no_probe_loop() {
+    let ms = Duration::from_millis;
+    let early = ms(200);
+    let bell = TurnBell::new(early);
+    let (mut near, mut far) = (bell.rider(), bell.rider());
+    let now = Instant::now();
+    far.set_due(now + ms(900));
+    near.set_due(now + ms(600));
+    bell.turned(now);
+    assert!(!near.turns.has_changed().expect("the bell") && !far.turns.has_changed().expect("the bell"));
+    near.set_due(now + ms(150));
+    bell.turned(now);
+    assert!(near.turns.has_changed().expect("the bell"), "a tick due within the ride: rung");
+    near.turns.mark_unchanged();
+    far.turns.mark_unchanged();
+    near.set_due(now + ms(1600));
+    bell.turned(now + ms(700));
+    assert!(far.turns.has_changed().expect("the bell"), "the other rider's tick came within the ride");
+}
+
 /// On the kernel's clock, so this waits for real: about 1.1 s. The member's turns are sent
 /// by hand at set times, as its loop would send them.
 #[tokio::test]
 async fn a_tick_due_soon_is_taken_with_a_turn_and_the_next_comes_an_interval_after_it() {
     let stop = CancellationToken::new();
     let (every, early) = (Duration::from_millis(600), Duration::from_millis(200));
-    let (turns_tx, turns) = watch::channel(());
-    let mut ticks =
-        Ticks::new("local", every, stop.clone()).expect("a timerfd").riding(Some(TurnRide { turns, early }));
+    let bell = TurnBell::new(early);
+    let mut ticks = Ticks::new("local", every, stop.clone()).expect("a timerfd").riding(Some(bell.rider()));
     assert!(ticks.next().await, "the first tick comes at once");
     let start = Instant::now();
     let turning = tokio::spawn(async move {
         tokio::time::sleep_until(start + Duration::from_millis(100)).await;
-        turns_tx.send_replace(());
+        bell.turned(Instant::now());
         tokio::time::sleep_until(start + Duration::from_millis(400)).await;
-        turns_tx.send_replace(());
-        turns_tx
+        bell.turned(Instant::now());
+        bell
     });
     assert!(ticks.next().await, "the second tick comes");
     let ridden = Instant::now();
@@ -246,8 +268,8 @@ async fn a_tick_due_soon_is_taken_with_a_turn_and_the_next_comes_an_interval_aft
         at < Duration::from_millis(580),
         "the turn 200 ms before the tick did not take it: it came {at:?} after the first"
     );
-    let turns_tx = turning.await.expect("the turns");
-    drop(turns_tx);
+    let bell = turning.await.expect("the turns");
+    drop(bell);
     assert!(ticks.next().await, "with the member's loop ended, the timer still ticks");
     let gap = ridden.elapsed();
     assert!(gap >= every - Duration::from_millis(5), "the next tick came {gap:?} after the ridden one");

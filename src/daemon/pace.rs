@@ -28,7 +28,7 @@
 
 use std::time::Duration;
 
-use crate::domain::{LeaseView, MemberKind, MonoTime, RoleName};
+use crate::domain::{Epoch, LeaseView, MemberKind, MonoTime, RoleName};
 use crate::health::Verdict;
 use crate::role::{MAX_RENEWS_IN_FLIGHT, Observation, Outcome, RolePolicy, RoleState};
 
@@ -84,10 +84,16 @@ pub(super) fn outcome_waits(
     now: MonoTime,
     turn_in: Duration,
 ) -> bool {
-    let renewed = matches!(outcome, Outcome::Renewed { epoch, .. } if state.epoch == Some(*epoch));
+    matches!(outcome, Outcome::Renewed { epoch, .. } if renews_may_wait(state, steady, now, turn_in) == Some(*epoch))
+}
+
+/// The epoch whose renews that go through may wait for the turn planned `turn_in` from `now`
+/// ([`outcome_waits`]); `None`: none may. Decided after a turn, it holds until the next: the
+/// deadline and the planned turn are both fixed instants until then.
+pub(super) fn renews_may_wait(state: &RoleState, steady: bool, now: MonoTime, turn_in: Duration) -> Option<Epoch> {
     let place_free = state.renew.in_flight() < MAX_RENEWS_IN_FLIGHT;
     let before_deadline = state.deadline.is_some_and(|d| d.saturating_since(now) >= turn_in + BUSY_TURN);
-    renewed && steady && place_free && before_deadline
+    state.epoch.filter(|_| steady && place_free && before_deadline)
 }
 
 /// An active member in good health: until its next renew is due (`role`'s own rule,

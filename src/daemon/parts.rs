@@ -18,6 +18,7 @@ use crate::guard::{GuardPolicy, SelfFence};
 use crate::health::HealthPolicy;
 use crate::producer::Producer;
 use crate::role::RolePolicy;
+use crate::role::Why;
 use crate::telemetry::Telemetry;
 
 /// Who this member is.
@@ -72,8 +73,10 @@ pub(super) struct Outputs {
     pub own_status: watch::Sender<Option<MemberStatus>>,
     /// Why this member last stepped down or was fenced, for `failoverctl status`.
     pub last_reason: watch::Sender<String>,
-    /// Why the last decision did what it did, or nothing, in words.
-    pub why: watch::Sender<String>,
+    /// Why the last decision did what it did, or nothing (`None` before the first). Read by
+    /// borrow only, by the control API, which words it: set at every turn without waking
+    /// anyone ([`super::report::Reporter::decision`]); never wait for a change of it.
+    pub why: watch::Sender<Option<Why>>,
     /// Renews that failed in a row: the second is worth a warning, the first is not.
     pub renew_failures: std::sync::atomic::AtomicU32,
 }

@@ -74,7 +74,14 @@ impl Reporter {
         if next.last_reason != before.last_reason {
             outputs.last_reason.send_replace(next.last_reason.as_ref().map_or(String::new(), ToString::to_string));
         }
-        outputs.why.send_replace(why.to_string());
+        // Words only when the control API asks: an active's turns come several times a second
+        // per validator. Nobody waits on it, so nobody is woken (see `Outputs::why`).
+        outputs.why.send_if_modified(|last| {
+            if last.as_ref() != Some(why) {
+                *last = Some(why.clone());
+            }
+            false
+        });
     }
 
     fn role_change(&self, before: &RoleState, next: &RoleState, why: &Why, height: Option<u64>, took: FailoverReason) {

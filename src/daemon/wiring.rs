@@ -107,7 +107,7 @@ pub(super) async fn build(store: ValidatorStore, how: Build) -> Result<Parts, Da
         telemetry,
         own_status: watch::Sender::new(None),
         last_reason: watch::Sender::new(String::new()),
-        why: watch::Sender::new(String::from("starting: no decision yet")),
+        why: watch::Sender::new(None),
         renew_failures: std::sync::atomic::AtomicU32::new(0),
     };
     Ok(Parts {

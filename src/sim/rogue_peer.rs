@@ -17,7 +17,9 @@ use tonic::transport::{Channel, Endpoint};
 use crate::coord::raft::fsm::FsmState;
 use crate::domain::{Epoch, MemberId, MemberKind, MemberStatus, RoleName};
 use crate::proto::v1::peer_client::PeerClient;
-use crate::proto::v1::{LeaseRefresh, MemberStatusMsg, RaftBatch, RefreshOutcome};
+use crate::proto::v1::{
+    LeaseRefresh, LeaseRefreshAnswer, LeaseRefreshRound, MemberStatusMsg, RaftBatch, RefreshOutcome,
+};
 use crate::tls::TlsMaterial;
 
 /// How long one attack may take before it counts as unanswered.
@@ -225,14 +227,45 @@ impl RoguePeer {
         match tokio::time::timeout(DEADLINE, exchange).await {
             Err(_) => Answer::Unreachable(format!("no answer on the refresh stream within {DEADLINE:?}")),
             Ok(Err(status)) => RoguePeer::answer::<()>(Err(status)),
-            Ok(Ok(answer)) => match RefreshOutcome::try_from(answer.outcome) {
-                Ok(RefreshOutcome::Refreshed) => Answer::Accepted,
-                Ok(RefreshOutcome::Refused) => {
-                    Answer::Refused { code: tonic::Code::FailedPrecondition, message: answer.reason }
-                }
-                _ => Answer::Unreachable(format!("the refresh failed at the target: {}", answer.reason)),
+            Ok(Ok(answer)) => refresh_answer(answer),
+        }
+    }
+
+    /// Sends `asks` as the first round on a round stream and reads the answer to the first
+    /// ask, as [`Self::refresh_on_stream`] does.
+    pub async fn refresh_in_round(&self, asks: Vec<LeaseRefresh>) -> Answer {
+        let mut client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => return Answer::Unreachable(e.clone()),
+        };
+        let round = LeaseRefreshRound { seq: 1, asks };
+        let exchange = async {
+            let mut answers = client.refresh_round_stream(tokio_stream::once(round)).await?.into_inner();
+            match answers.message().await? {
+                Some(answer) => Ok(answer),
+                None => Err(tonic::Status::unavailable("the target ended the round stream without an answer")),
+            }
+        };
+        match tokio::time::timeout(DEADLINE, exchange).await {
+            Err(_) => Answer::Unreachable(format!("no answer on the round stream within {DEADLINE:?}")),
+            Ok(Err(status)) => RoguePeer::answer::<()>(Err(status)),
+            Ok(Ok(round)) => match round.answers.into_iter().next() {
+                Some(answer) => refresh_answer(answer),
+                None => Answer::Unreachable("the target answered the round with no answer".into()),
             },
         }
+    }
+}
+
+/// An answer on a refresh stream as a call's would be: a refusal by the leader's rules as
+/// FAILED_PRECONDITION with the reason.
+fn refresh_answer(answer: LeaseRefreshAnswer) -> Answer {
+    match RefreshOutcome::try_from(answer.outcome) {
+        Ok(RefreshOutcome::Refreshed) => Answer::Accepted,
+        Ok(RefreshOutcome::Refused) => {
+            Answer::Refused { code: tonic::Code::FailedPrecondition, message: answer.reason }
+        }
+        _ => Answer::Unreachable(format!("the refresh failed at the target: {}", answer.reason)),
     }
 }
 

@@ -108,6 +108,8 @@ pub struct Metrics {
     lease_holder: Family<HolderLabel, Gauge>,
     /// The holder series currently set, so a change of holder removes the old one.
     shown_holder: Mutex<Option<String>>,
+    /// The role the role gauges show, set at the first turn.
+    shown_role: Mutex<Option<RoleName>>,
     lease_epoch: Gauge,
     lease_remaining: Gauge<f64, AtomicU64>,
     renewals: Counter,
@@ -185,6 +187,7 @@ impl Metrics {
             lease_held: Gauge::default(),
             lease_holder: Family::default(),
             shown_holder: Mutex::new(None),
+            shown_role: Mutex::new(None),
             lease_epoch: Gauge::default(),
             lease_remaining: Gauge::default(),
             renewals: Counter::default(),
@@ -307,6 +310,12 @@ impl Metrics {
     }
 
     pub fn set_role(&self, role: RoleName) {
+        // Once per change: a holder turns several times a second per validator.
+        let mut shown = self.shown_role.lock().unwrap_or_else(|e| e.into_inner());
+        if *shown == Some(role) {
+            return;
+        }
+        *shown = Some(role);
         for r in ROLES {
             self.role.get_or_create(&RoleLabel { role: r.to_string() }).set(i64::from(r == role));
         }
@@ -316,12 +325,13 @@ impl Metrics {
     pub fn set_lease(&self, view: &LeaseView) {
         self.lease_epoch.set(gauge_value(view.epoch().get()));
         let holder = match view {
-            LeaseView::Held { holder, .. } => Some(holder.to_string()),
+            LeaseView::Held { holder, .. } => Some(holder.as_str()),
             LeaseView::Free { .. } => None,
         };
         self.lease_held.set(i64::from(holder.is_some()));
         let mut shown = self.shown_holder.lock().unwrap_or_else(|e| e.into_inner());
-        if *shown != holder {
+        if shown.as_deref() != holder {
+            let holder = holder.map(str::to_string);
             if let Some(old) = shown.take() {
                 self.lease_holder.remove(&HolderLabel { holder: old });
             }

@@ -27,10 +27,9 @@ use super::node::{self, NodeConfig, NodeInfo, Request};
 use super::peer_gate::{PeerGate, PeerRefusals};
 use super::refresh::{RefreshAsk, RefreshRefusal};
 use super::refresh_beat::{BEAT, RefreshBeat};
-use super::status_link::STATUS_HOLD;
 use super::storage::{Opened, RaftLog, StoreError};
 use super::transport::{
-    LinkFilter, PeerSenders, PeerService, PeerTarget, RefreshCallError, StatusBoard, TransportError,
+    Gathering, LinkFilter, PeerSenders, PeerService, PeerTarget, RefreshCallError, StatusBoard, TransportError,
 };
 use crate::config::{Config, MemberConfig};
 use crate::coord::{
@@ -145,6 +144,9 @@ pub struct RaftShared {
     /// Each watched validator's lease and intents, as the node applied them.
     views: BTreeMap<ValidatorId, watch::Receiver<StoreView>>,
     info: watch::Receiver<NodeInfo>,
+    /// Why the raft node stopped, once it did: what every validator's loop waits on. The node's
+    /// info changes with every commit, and fifty loops waiting on it woke at each.
+    failure: watch::Receiver<Option<String>>,
     board: StatusBoard,
     senders: Arc<PeerSenders>,
     filter: LinkFilter,
@@ -197,9 +199,9 @@ impl RaftCoordinator {
         // Statuses wait for others to share their write, and refreshes leave on a beat, only on a
         // member of several validators: one validator's have nothing to meet.
         let several = options.validators.len() > 1;
-        let status_hold = if several { STATUS_HOLD } else { Duration::ZERO };
+        let gathering = if several { Gathering::SEVERAL } else { Gathering::NONE };
         let senders =
-            Arc::new(PeerSenders::start(my_id, &targets, tls.as_ref(), filter.clone(), status_hold, &shutdown)?);
+            Arc::new(PeerSenders::start(my_id, &targets, tls.as_ref(), filter.clone(), gathering, &shutdown)?);
         let (inbox_tx, inbox_rx) = mpsc::channel(1024);
         let (req_tx, req_rx) = mpsc::channel(1024);
         let c = &config.coordinator;
@@ -260,6 +262,7 @@ impl RaftCoordinator {
             members: config.members.clone(),
             requests: req_tx,
             views,
+            failure: failure_of(info.clone()),
             info,
             board,
             senders,
@@ -328,9 +331,9 @@ impl RaftCoordinator {
     /// Resolves, with the reason, once this member's raft node has stopped for good (its storage
     /// or its timer failed); never resolves otherwise.
     pub async fn storage_failed(&self) -> String {
-        let mut rx = self.info.clone();
-        // The borrowed info is let go before waiting on: it must not be held across an await.
-        let failed = rx.wait_for(|i| i.failed.is_some()).await.map(|i| i.failed.clone().unwrap_or_default());
+        let mut rx = self.failure.clone();
+        // The borrowed value is let go before waiting on: it must not be held across an await.
+        let failed = rx.wait_for(Option::is_some).await.map(|f| f.clone().unwrap_or_default());
         match failed {
             Ok(why) => why,
             Err(_) => std::future::pending().await,
@@ -681,6 +684,16 @@ impl Coordinator for RaftCoordinator {
         true
     }
 
+    fn statuses_now(&self) -> Option<Vec<StatusReport>> {
+        Some(
+            self.board
+                .snapshot(&self.validator)
+                .into_iter()
+                .map(|(status, age)| StatusReport { status, age })
+                .collect(),
+        )
+    }
+
     async fn set_paused(&self, paused: bool, deadline: Instant) -> Result<(), CoordError> {
         self.call(Command::Pause { paused }, deadline, "set_paused").await.map(|_| ())
     }
@@ -826,6 +839,21 @@ impl RaftCoordinator {
             other => Err(unexpected(other)),
         }
     }
+}
+
+/// Why the raft node behind `info` stopped, once it did, on a channel that changes only then.
+fn failure_of(mut info: watch::Receiver<NodeInfo>) -> watch::Receiver<Option<String>> {
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        // Ends with the node's info channel too (the node stopped without failing): the
+        // failure then never comes, and waiting on it waits for ever, as on the info did.
+        let failed = info.wait_for(|i| i.failed.is_some()).await.map(|i| i.failed.clone());
+        if let Ok(why) = failed {
+            tx.send_replace(why);
+            tx.closed().await;
+        }
+    });
+    rx
 }
 
 #[cfg(test)]

@@ -557,6 +557,10 @@ impl NodeTask {
                 let _ = reply.send(self.on_refresh(&ask));
                 true
             }
+            Inbound::Refreshes { asks, reply } => {
+                let _ = reply.send(asks.iter().map(|ask| self.on_refresh(ask)).collect());
+                true
+            }
         }
     }
 
@@ -1115,6 +1119,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::coord::raft::transport::Gathering;
     use crate::coord::raft::transport::LinkFilter;
     use crate::domain::{Epoch, LeaseView, MemberId};
 
@@ -1158,7 +1163,7 @@ mod tests {
         let me = MemberId::new("a").expect("valid");
         let (log, _) = RaftLog::open(dir, &me, &[1]).expect("open the raft dir");
         let senders =
-            PeerSenders::start(1, &[], None, LinkFilter::default(), Duration::ZERO, &CancellationToken::new())
+            PeerSenders::start(1, &[], None, LinkFilter::default(), Gathering::NONE, &CancellationToken::new())
                 .expect("senders");
         let (_, inbox) = mpsc::channel(1);
         let (_, requests) = mpsc::channel(1);

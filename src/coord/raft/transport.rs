@@ -28,16 +28,18 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::peer_gate::{Caller, PeerGate, Refusal};
 use super::refresh::{RefreshAsk, RefreshRefusal};
-use super::refresh_link::{RefreshDesk, RefreshLinks, Streamed, Verdict, describe};
-use super::status_link::StatusLink;
+use super::refresh_desk::{RefreshDesk, Verdict};
+use super::refresh_link::{RefreshLinks, SingleAsks, Streamed, describe, outcome};
+use super::refresh_round::{Joined, RefreshRounds};
+use super::status_link::{STATUS_HOLD, StatusLink};
 use crate::config::PeerAddress;
 use crate::coord::courier::Courier;
 use crate::domain::{MemberId, MemberStatus, ValidatorId};
 use crate::proto::v1::peer_client::PeerClient;
 use crate::proto::v1::peer_server::Peer;
 use crate::proto::v1::{
-    LeaseRefresh, LeaseRefreshAck, LeaseRefreshAnswer, MemberStatusMsg, RaftAck, RaftBatch, RejoinAck, RejoinNotice,
-    StatusAck,
+    LeaseRefresh, LeaseRefreshAck, LeaseRefreshAnswer, LeaseRefreshRound, LeaseRefreshRoundAnswer, MemberStatusMsg,
+    RaftAck, RaftBatch, RejoinAck, RejoinNotice, StatusAck,
 };
 use crate::tls::TlsMaterial;
 
@@ -51,11 +53,17 @@ pub enum Inbound {
         ask: RefreshAsk,
         reply: oneshot::Sender<Result<(), RefreshRefusal>>,
     },
+    /// The asks of one round of refreshes ([`super::refresh_round`]), judged in one turn; the
+    /// verdicts in the order of the asks.
+    Refreshes {
+        asks: Vec<RefreshAsk>,
+        reply: oneshot::Sender<Vec<Result<(), RefreshRefusal>>>,
+    },
 }
 
 /// Why a lease refresh sent to the raft leader did not succeed; each sends the holder to the log
 /// renew. The texts name no member: the caller says which leader it asked.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum RefreshCallError {
     #[error("it is not a known peer")]
     UnknownPeer(u64),
@@ -365,8 +373,8 @@ impl Peer for PeerService {
         let caller = self.gate.caller(&request)?;
         let from = request.remote_addr();
         match self.refresh_desk().verdict(&caller, request.into_inner(), from).await {
-            Verdict::Refreshed => Ok(Response::new(LeaseRefreshAck {})),
-            Verdict::Refused(why) => Err(Status::failed_precondition(why)),
+            Verdict::Judged(Ok(())) => Ok(Response::new(LeaseRefreshAck {})),
+            Verdict::Judged(Err(refusal)) => Err(Status::failed_precondition(refusal.to_string())),
             Verdict::Failed(status) | Verdict::Hostile(status) => Err(status),
             Verdict::Blocked => Err(Status::unavailable("link blocked by fault injection")),
         }
@@ -381,6 +389,17 @@ impl Peer for PeerService {
         let caller = self.gate.caller(&request)?;
         let from = request.remote_addr();
         Ok(Response::new(self.refresh_desk().serve(caller, from, request.into_inner(), self.shutdown.clone())))
+    }
+
+    type RefreshRoundStreamStream = ReceiverStream<Result<LeaseRefreshRoundAnswer, Status>>;
+
+    async fn refresh_round_stream(
+        &self,
+        request: Request<Streaming<LeaseRefreshRound>>,
+    ) -> Result<Response<Self::RefreshRoundStreamStream>, Status> {
+        let caller = self.gate.caller(&request)?;
+        let from = request.remote_addr();
+        Ok(Response::new(self.refresh_desk().serve_rounds(caller, from, request.into_inner(), self.shutdown.clone())))
     }
 }
 
@@ -406,8 +425,10 @@ pub struct PeerSenders {
     run: u64,
     sent: AtomicU64,
     filter: LinkFilter,
-    /// This member's refresh stream to the raft leader, while it holds the lease.
-    refresh_links: RefreshLinks,
+    /// This member's refresh streams to the raft leader, while it holds a lease.
+    refresh_links: RefreshLinks<SingleAsks>,
+    /// With several validators: their refreshes leave together, in rounds.
+    refresh_rounds: Option<RefreshRounds>,
 }
 
 /// A lazily connected channel to `target`: over TLS that accepts only `target`'s own member
@@ -461,16 +482,31 @@ fn status_courier(id: u64, link: Arc<StatusLink>, filter: LinkFilter, shutdown: 
     Courier::start(send, shutdown.clone())
 }
 
+/// What a member's messages wait for to leave together with others: only on a member of
+/// several validators, whose statuses and refreshes have others to meet.
+#[derive(Clone, Copy, Debug)]
+pub struct Gathering {
+    /// How long a status waits for others to share its write (see [`StatusLink`]).
+    pub status_hold: Duration,
+    /// Whether refreshes leave in rounds (see [`RefreshRounds`]).
+    pub rounds: bool,
+}
+
+impl Gathering {
+    /// One validator's messages: each leaves at once.
+    pub const NONE: Gathering = Gathering { status_hold: Duration::ZERO, rounds: false };
+    /// Several validators' messages.
+    pub const SEVERAL: Gathering = Gathering { status_hold: STATUS_HOLD, rounds: true };
+}
+
 impl PeerSenders {
     /// Starts one sender task per peer; they stop when `shutdown` is cancelled.
-    /// `status_hold`: how long a status waits for others to share its write (see
-    /// [`StatusLink`]).
     pub fn start(
         me: u64,
         peers: &[PeerTarget],
         tls: Option<&TlsMaterial>,
         filter: LinkFilter,
-        status_hold: Duration,
+        gathering: Gathering,
         shutdown: &CancellationToken,
     ) -> Result<PeerSenders, TransportError> {
         let mut queues = HashMap::new();
@@ -482,7 +518,7 @@ impl PeerSenders {
             queues.insert(target.raft_id, tx);
             channels.insert(target.raft_id, client.clone());
             // One stream per peer carries every validator's statuses.
-            status_peers.push((target.raft_id, Arc::new(StatusLink::new(client.clone(), status_hold))));
+            status_peers.push((target.raft_id, Arc::new(StatusLink::new(client.clone(), gathering.status_hold))));
             tokio::spawn(run_sender(me, target.clone(), client, rx, filter.clone(), shutdown.clone()));
         }
         Ok(PeerSenders {
@@ -495,6 +531,7 @@ impl PeerSenders {
             sent: AtomicU64::new(0),
             filter,
             refresh_links: RefreshLinks::default(),
+            refresh_rounds: gathering.rounds.then(RefreshRounds::default),
         })
     }
 
@@ -553,9 +590,17 @@ impl PeerSenders {
             seq: 0,
             validator,
         };
+        if let Some(rounds) = &self.refresh_rounds
+            && rounds.serves(leader)
+        {
+            match rounds.refresh(client, leader, msg.clone(), deadline).await {
+                Joined::Answered(result) => return result,
+                Joined::NotServed => {}
+            }
+        }
         if self.refresh_links.serves(leader) {
             match self.refresh_links.refresh(client, leader, msg.clone(), deadline).await {
-                Streamed::Answered(result) => return result,
+                Streamed::Answered(answer) => return answer.and_then(outcome),
                 Streamed::NotServed => {}
             }
         }
@@ -729,6 +774,7 @@ mod tests {
     use raft::eraftpb::MessageType;
     use tokio_stream::wrappers::TcpListenerStream;
 
+    use super::super::cluster_state::MAX_BATCH;
     use super::*;
     use crate::domain::Epoch;
     use crate::proto::v1::peer_server::PeerServer;
@@ -745,6 +791,8 @@ mod tests {
         RaftStreamOnly,
         /// Before raft streams and refreshes.
         NoStreams,
+        /// The version before rounds of refreshes: everything else.
+        NoRounds,
     }
 
     /// The real service, counting how batches and refreshes arrive; as an earlier failoverd
@@ -756,6 +804,7 @@ mod tests {
         streams: Arc<AtomicUsize>,
         refresh_calls: Arc<AtomicUsize>,
         refresh_streams: Arc<AtomicUsize>,
+        round_streams: Arc<AtomicUsize>,
         status_calls: Arc<AtomicUsize>,
         status_streams: Arc<AtomicUsize>,
         /// Notified when a sender ends its status stream.
@@ -790,7 +839,7 @@ mod tests {
             &self,
             request: Request<Streaming<MemberStatusMsg>>,
         ) -> Result<Response<StatusAck>, Status> {
-            if self.serves != Serves::Everything {
+            if matches!(self.serves, Serves::RaftStreamOnly | Serves::NoStreams) {
                 return Err(Status::unimplemented("failover.v1.Peer/StatusStream"));
             }
             self.status_streams.fetch_add(1, Ordering::SeqCst);
@@ -816,11 +865,22 @@ mod tests {
             &self,
             request: Request<Streaming<LeaseRefresh>>,
         ) -> Result<Response<Self::RefreshStreamStream>, Status> {
-            if self.serves != Serves::Everything {
+            if matches!(self.serves, Serves::RaftStreamOnly | Serves::NoStreams) {
                 return Err(Status::unimplemented("failover.v1.Peer/RefreshStream"));
             }
             self.refresh_streams.fetch_add(1, Ordering::SeqCst);
             self.inner.refresh_stream(request).await
+        }
+        type RefreshRoundStreamStream = ReceiverStream<Result<LeaseRefreshRoundAnswer, Status>>;
+        async fn refresh_round_stream(
+            &self,
+            request: Request<Streaming<LeaseRefreshRound>>,
+        ) -> Result<Response<Self::RefreshRoundStreamStream>, Status> {
+            if self.serves != Serves::Everything {
+                return Err(Status::unimplemented("failover.v1.Peer/RefreshRoundStream"));
+            }
+            self.round_streams.fetch_add(1, Ordering::SeqCst);
+            self.inner.refresh_round_stream(request).await
         }
     }
 
@@ -855,6 +915,13 @@ mod tests {
         ) -> Result<Response<Self::RefreshStreamStream>, Status> {
             std::future::pending().await
         }
+        type RefreshRoundStreamStream = ReceiverStream<Result<LeaseRefreshRoundAnswer, Status>>;
+        async fn refresh_round_stream(
+            &self,
+            _: Request<Streaming<LeaseRefreshRound>>,
+        ) -> Result<Response<Self::RefreshRoundStreamStream>, Status> {
+            std::future::pending().await
+        }
     }
 
     struct Served {
@@ -865,6 +932,7 @@ mod tests {
         streams: Arc<AtomicUsize>,
         refresh_calls: Arc<AtomicUsize>,
         refresh_streams: Arc<AtomicUsize>,
+        round_streams: Arc<AtomicUsize>,
         status_calls: Arc<AtomicUsize>,
         status_streams: Arc<AtomicUsize>,
         status_stream_ended: Arc<tokio::sync::Notify>,
@@ -877,6 +945,7 @@ mod tests {
         let stop = CancellationToken::new();
         let (unary_calls, streams) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (refresh_calls, refresh_streams) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let round_streams = Arc::new(AtomicUsize::new(0));
         let (status_calls, status_streams) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let status_stream_ended = Arc::new(tokio::sync::Notify::new());
         let board = StatusBoard::default();
@@ -888,7 +957,7 @@ mod tests {
                 filter: LinkFilter::default(),
                 me: PEER,
                 gate: PeerGate::new(
-                    BTreeMap::from([(MemberId::new("a").expect("id"), ME)]),
+                    BTreeMap::from([(MemberId::new("a").expect("id"), ME), (MemberId::new("c").expect("id"), 3)]),
                     false,
                     super::super::peer_gate::PeerRefusals::default(),
                 ),
@@ -899,6 +968,7 @@ mod tests {
             streams: Arc::clone(&streams),
             refresh_calls: Arc::clone(&refresh_calls),
             refresh_streams: Arc::clone(&refresh_streams),
+            round_streams: Arc::clone(&round_streams),
             status_calls: Arc::clone(&status_calls),
             status_streams: Arc::clone(&status_streams),
             status_stream_ended: Arc::clone(&status_stream_ended),
@@ -913,6 +983,7 @@ mod tests {
             streams,
             refresh_calls,
             refresh_streams,
+            round_streams,
             status_calls,
             status_streams,
             status_stream_ended,
@@ -975,7 +1046,7 @@ mod tests {
     }
 
     fn senders_to(port: u16, shutdown: &CancellationToken) -> PeerSenders {
-        PeerSenders::start(ME, &[target(PEER, "b", port)], None, LinkFilter::default(), Duration::ZERO, shutdown)
+        PeerSenders::start(ME, &[target(PEER, "b", port)], None, LinkFilter::default(), Gathering::NONE, shutdown)
             .expect("senders")
     }
 
@@ -1011,7 +1082,7 @@ mod tests {
         while got.len() < n {
             match tokio::time::timeout(Duration::from_secs(10), inbox.recv()).await {
                 Ok(Some(Inbound::Raft(ms))) => got.extend(ms.iter().map(|m| m.commit)),
-                Ok(Some(Inbound::Rejoined(_) | Inbound::Refresh { .. })) => {}
+                Ok(Some(Inbound::Rejoined(_) | Inbound::Refresh { .. } | Inbound::Refreshes { .. })) => {}
                 Ok(None) | Err(_) => panic!("only {} of {n} messages arrived: {got:?}", got.len()),
             }
         }
@@ -1243,6 +1314,160 @@ mod tests {
         peer.stop.cancel();
     }
 
+    /// The ask of validator `v{k}`'s holding.
+    fn ask_of(k: usize) -> RefreshAsk {
+        RefreshAsk { validator: ValidatorId::new(format!("v{k}")).expect("id"), ..refresh_ask() }
+    }
+
+    /// Plays the raft node for one round: takes the next inbound, which must be a round, and
+    /// refuses the asks of `refused` validators; the validators the round named.
+    async fn node_judges_round(inbox: &mut mpsc::Receiver<Inbound>, refused: &[usize]) -> Vec<ValidatorId> {
+        match tokio::time::timeout(Duration::from_secs(10), inbox.recv()).await {
+            Ok(Some(Inbound::Refreshes { asks, reply })) => {
+                let refused: Vec<ValidatorId> = refused.iter().map(|k| ask_of(*k).validator).collect();
+                let verdicts = asks
+                    .iter()
+                    .map(|a| match refused.contains(&a.validator) {
+                        true => Err(RefreshRefusal::ExpireInFlight { epoch: a.epoch }),
+                        false => Ok(()),
+                    })
+                    .collect();
+                let _ = reply.send(verdicts);
+                asks.into_iter().map(|a| a.validator).collect()
+            }
+            Ok(Some(Inbound::Refresh { ask, .. })) => panic!("{} was refreshed alone, not in a round", ask.validator),
+            _ => panic!("no round of refreshes reached the node"),
+        }
+    }
+
+    // A holder of several validators' leases sends the refreshes asked together as one round,
+    // which the leader's node judges in one go; each refresh gets the verdict on its own ask
+    // (here validator v2's is refused), and the next round rides the same stream.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refreshes_asked_together_leave_as_one_round_and_each_gets_its_own_verdict() {
+        const AT_ONCE: usize = 5;
+        let (listener, port) = listen().await;
+        let mut peer = serve(listener, Serves::Everything);
+        let shutdown = CancellationToken::new();
+        let targets = [target(PEER, "b", port)];
+        let senders = PeerSenders::start(ME, &targets, None, LinkFilter::default(), Gathering::SEVERAL, &shutdown)
+            .expect("senders");
+        for round in 0..3 {
+            let asks: Vec<RefreshAsk> = (0..AT_ONCE).map(ask_of).collect();
+            let calls = futures::future::join_all(asks.iter().map(|a| senders.refresh_lease(PEER, a, within_5s())));
+            let (answers, named) = tokio::join!(calls, node_judges_round(&mut peer.inbox, &[2]));
+            let mut named: Vec<String> = named.iter().map(ToString::to_string).collect();
+            named.sort();
+            assert_eq!(named, ["v0", "v1", "v2", "v3", "v4"], "round {round}");
+            for (k, answer) in answers.iter().enumerate() {
+                match k {
+                    2 => assert!(
+                        matches!(answer, Err(RefreshCallError::Refused(m)) if m.contains("already proposed")),
+                        "round {round}: v2: {answer:?}"
+                    ),
+                    _ => assert!(answer.is_ok(), "round {round}: v{k}: {answer:?}"),
+                }
+            }
+        }
+        let streams = (peer.round_streams.load(Ordering::SeqCst), peer.refresh_streams.load(Ordering::SeqCst));
+        assert_eq!(streams, (1, 0), "three rounds on one round stream, no refresh alone");
+        shutdown.cancel();
+        peer.stop.cancel();
+    }
+
+    // A leader of the version before rounds answers "unimplemented" to the round stream: the
+    // refreshes of that round, and the next ones, go alone on its refresh stream, with the same
+    // verdicts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_without_rounds_gets_each_refresh_alone() {
+        const AT_ONCE: usize = 3;
+        let (listener, port) = listen().await;
+        let mut peer = serve(listener, Serves::NoRounds);
+        let shutdown = CancellationToken::new();
+        let targets = [target(PEER, "b", port)];
+        let senders = PeerSenders::start(ME, &targets, None, LinkFilter::default(), Gathering::SEVERAL, &shutdown)
+            .expect("senders");
+        for round in 0..2 {
+            let asks: Vec<RefreshAsk> = (0..AT_ONCE).map(ask_of).collect();
+            let calls = futures::future::join_all(asks.iter().map(|a| senders.refresh_lease(PEER, a, within_5s())));
+            let node = async {
+                for _ in 0..AT_ONCE {
+                    match tokio::time::timeout(Duration::from_secs(10), peer.inbox.recv()).await {
+                        Ok(Some(Inbound::Refresh { reply, .. })) => drop(reply.send(Ok(()))),
+                        _ => panic!("round {round}: a refresh did not reach the node alone"),
+                    }
+                }
+            };
+            let (answers, ()) = tokio::join!(calls, node);
+            assert!(answers.iter().all(Result::is_ok), "round {round}: {answers:?}");
+        }
+        assert_eq!(peer.round_streams.load(Ordering::SeqCst), 0);
+        assert!(peer.refresh_streams.load(Ordering::SeqCst) >= 1, "the refreshes went on refresh streams");
+        shutdown.cancel();
+        peer.stop.cancel();
+    }
+
+    // A round the leader must not judge ends the round stream with a status naming what was
+    // wrong, and no ask of it reaches the node: none, too many, two holders, one validator
+    // twice, a member that is not in the cluster, a validator name that is no name.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hostile_refresh_round_is_refused_whole_with_the_reason() {
+        let (mut peer, _, senders, shutdown) = peer_and_sender(Serves::Everything).await;
+        let wire = |k: usize, member: &str| LeaseRefresh {
+            member: member.into(),
+            epoch: 7,
+            ttl_ms: 400,
+            seq: 0,
+            validator: format!("v{k}"),
+        };
+        let round = |asks: Vec<LeaseRefresh>| LeaseRefreshRound { seq: 1, asks };
+        let cases = [
+            ("no ask", round(vec![]), tonic::Code::InvalidArgument, "carries no refresh".to_string()),
+            (
+                "too many",
+                round((0..=MAX_BATCH).map(|k| wire(k, "a")).collect()),
+                tonic::Code::InvalidArgument,
+                format!("carries {} refreshes, more than {MAX_BATCH}", MAX_BATCH + 1),
+            ),
+            (
+                "a stranger",
+                round(vec![wire(0, "a"), wire(1, "z")]),
+                tonic::Code::PermissionDenied,
+                "no other member of this cluster".into(),
+            ),
+            (
+                "two holders",
+                round(vec![wire(0, "a"), wire(1, "c")]),
+                tonic::Code::InvalidArgument,
+                "names members a and c: a round carries one holder's refreshes".into(),
+            ),
+            (
+                "twice",
+                round(vec![wire(0, "a"), wire(0, "a")]),
+                tonic::Code::InvalidArgument,
+                "names validator v0 twice".into(),
+            ),
+            (
+                "no validator name",
+                round(vec![LeaseRefresh { validator: "no such/name".into(), ..wire(0, "a") }]),
+                tonic::Code::InvalidArgument,
+                "names no valid validator".into(),
+            ),
+        ];
+        let client = senders.channels.get(&PEER).expect("a channel").clone();
+        for (what, hostile, code, reason) in cases {
+            let ended = match client.clone().refresh_round_stream(tokio_stream::once(hostile)).await {
+                Ok(answers) => answers.into_inner().message().await.expect_err("the stream is ended"),
+                Err(status) => status,
+            };
+            assert_eq!(ended.code(), code, "{what}: {ended}");
+            assert!(ended.message().contains(&reason), "{what}: {ended}");
+            assert!(peer.inbox.try_recv().is_err(), "{what}: an ask of the round reached the node");
+        }
+        shutdown.cancel();
+        peer.stop.cancel();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_peer_that_never_answers_holds_up_no_status_to_the_others() {
         let (listener, port) = listen().await;
@@ -1253,7 +1478,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let targets = [target(PEER, "b", port), target(3, "c", silent_port)];
         let senders =
-            PeerSenders::start(ME, &targets, None, LinkFilter::default(), Duration::ZERO, &shutdown).expect("senders");
+            PeerSenders::start(ME, &targets, None, LinkFilter::default(), Gathering::NONE, &shutdown).expect("senders");
         // Each call may wait a minute; the silent peer's first one never ends, and `board_shows`
         // gives up after 10 s: what reaches `b` cannot have waited for `c`.
         let patient = Duration::from_secs(60);
