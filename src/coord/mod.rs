@@ -281,12 +281,6 @@ pub trait Coordinator: Send + Sync {
         false
     }
 
-    /// The statuses [`Coordinator::cluster_status`] would answer, read at once, when they are
-    /// in this process's memory ([`Coordinator::statuses_are_local`]); `None` otherwise.
-    fn statuses_now(&self) -> Option<Vec<StatusReport>> {
-        None
-    }
-
     /// Maintenance mode on or off.
     async fn set_paused(&self, paused: bool, deadline: Instant) -> Result<(), CoordError>;
 

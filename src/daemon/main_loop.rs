@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -218,12 +218,7 @@ impl MainLoop {
         }
         let coord = Arc::clone(&self.executor.cx.effects.coord);
         let timing = (policies.call_timeout, self.quiet_turn);
-        let at_once = coord.statuses_now().is_some();
-        let cluster_rx = match at_once {
-            // Statuses in memory are read by each turn itself: no refresher to wake.
-            true => (watch::channel(None).1, Arc::new(tokio::sync::Notify::new())),
-            false => observe::start_refresher(Arc::clone(&coord), timing, self.clock.clone(), shutdown),
-        };
+        let cluster_rx = observe::start_refresher(coord, timing, self.clock.clone(), shutdown);
         let observer = Observer::new(
             self.member.id.clone(),
             self.clock.clone(),
@@ -232,7 +227,6 @@ impl MainLoop {
             cluster_rx,
             sources.references.len(),
         );
-        let observer = if at_once { observer.reading_at_once(coord) } else { observer };
         let metrics = &self.outputs.telemetry.metrics;
         observer.start_references(&sources.references, policies.probe_interval, Some(&self.bell), metrics, shutdown)?;
         Ok((observer, probes))

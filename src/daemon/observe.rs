@@ -24,13 +24,11 @@
 //! - A standby given `store: None` does not acquire. The cap keeps it from acquiring on an
 //!   answer older than the age at which `role` ignores any status anyway.
 //!
-//! With the raft store, statuses are in this member's memory (peers push theirs) and always
-//! answer at once; a partitioned member's writes (acquire, renew) fail in the store instead. So
-//! there is no refresher: each turn reads them itself ([`Observer::reading_at_once`]), which
-//! costs a copy of a few statuses, where a refresher woke once more per turn — with many
-//! validators, each turning several times a second, a good share of a member's work. The quiet
-//! turn's pace is then [`LOCAL_REFRESH_INTERVAL`] (the default probe interval), at most a quarter
-//! of `status_stale_after`: nothing is gained by reading memory faster than peers publish.
+//! With the raft store, statuses are read from this member's memory (peers push theirs) and
+//! always answer at once; a partitioned member's writes (acquire, renew) fail in the store
+//! instead. Nothing is gained by polling memory faster than peers publish, so its interval is
+//! [`LOCAL_REFRESH_INTERVAL`] (the default probe interval), at most a quarter of
+//! `status_stale_after`.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,8 +120,6 @@ pub(super) struct Observer {
     cluster: watch::Receiver<Option<ClusterAnswer>>,
     /// Asks the refresher for a new answer.
     ask: Arc<Notify>,
-    /// The store whose statuses are in memory: read at each turn, no refresher.
-    at_once: Option<Arc<dyn Coordinator>>,
     references: ReferenceHeights,
 }
 
@@ -138,36 +134,22 @@ impl Observer {
     ) -> Observer {
         let stale_after = store_stale_after(call_timeout, status_stale_after, refresh_every);
         let references = Arc::new(Mutex::new(vec![None; references]));
-        Observer { me, clock, stale_after, status_stale_after, cluster, ask, at_once: None, references }
-    }
-
-    /// The same observer reading the statuses of `store` at each turn, which answers from
-    /// memory ([`Coordinator::statuses_now`]): no refresher runs.
-    pub fn reading_at_once(mut self, store: Arc<dyn Coordinator>) -> Observer {
-        self.at_once = Some(store);
-        self
+        Observer { me, clock, stale_after, status_stale_after, cluster, ask, references }
     }
 
     /// Asks the refresher to read the cluster's statuses now, for the next turn. A request made
     /// while a read runs is served once it ends; requests never pile up.
     pub fn ask_again(&self) {
-        if self.at_once.is_none() {
-            self.ask.notify_one();
-        }
+        self.ask.notify_one();
     }
 
     /// Waits up to `limit` for the refresher's first answer, so the first turn has one.
     pub async fn first_answer(&mut self, limit: Duration) {
-        if self.at_once.is_none() {
-            let _ = tokio::time::timeout(limit, self.cluster.wait_for(Option::is_some)).await;
-        }
+        let _ = tokio::time::timeout(limit, self.cluster.wait_for(Option::is_some)).await;
     }
 
     /// The other members' statuses, aged to `now`; `None` when the store's answer is stale.
     pub fn cluster(&self, now: MonoTime) -> Option<Vec<StatusReport>> {
-        if let Some(reports) = self.at_once.as_ref().and_then(|store| store.statuses_now()) {
-            return Some(reports.into_iter().filter(|r| r.status.member != self.me).collect());
-        }
         let answer = self.cluster.borrow();
         let answer = answer.as_ref().filter(|a| now.saturating_since(a.asked_at) <= self.stale_after)?;
         let waited = now.saturating_since(answer.answered_at);

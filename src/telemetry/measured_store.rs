@@ -174,10 +174,6 @@ impl Coordinator for MeasuredStore {
         self.inner.statuses_are_local()
     }
 
-    fn statuses_now(&self) -> Option<Vec<StatusReport>> {
-        self.inner.statuses_now()
-    }
-
     async fn set_paused(&self, paused: bool, deadline: Instant) -> Result<(), CoordError> {
         self.measure("set_paused", self.inner.set_paused(paused, deadline), nothing).await
     }

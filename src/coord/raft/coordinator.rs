@@ -684,16 +684,6 @@ impl Coordinator for RaftCoordinator {
         true
     }
 
-    fn statuses_now(&self) -> Option<Vec<StatusReport>> {
-        Some(
-            self.board
-                .snapshot(&self.validator)
-                .into_iter()
-                .map(|(status, age)| StatusReport { status, age })
-                .collect(),
-        )
-    }
-
     async fn set_paused(&self, paused: bool, deadline: Instant) -> Result<(), CoordError> {
         self.call(Command::Pause { paused }, deadline, "set_paused").await.map(|_| ())
     }

@@ -1030,10 +1030,20 @@ mod tests {
     /// A peer on 127.0.0.1 that serves the stream or only unary calls, its port, and this
     /// member's senders to it with the token that stops them.
     async fn peer_and_sender(serves: Serves) -> (Served, u16, PeerSenders, CancellationToken) {
+        peer_and_sender_with(serves, Gathering::NONE).await
+    }
+
+    /// The same, with this member's senders gathering as `gathering` says.
+    async fn peer_and_sender_with(
+        serves: Serves,
+        gathering: Gathering,
+    ) -> (Served, u16, PeerSenders, CancellationToken) {
         let (listener, port) = listen().await;
         let peer = serve(listener, serves);
         let shutdown = CancellationToken::new();
-        let senders = senders_to(port, &shutdown);
+        let targets = [target(PEER, "b", port)];
+        let senders =
+            PeerSenders::start(ME, &targets, None, LinkFilter::default(), gathering, &shutdown).expect("senders");
         (peer, port, senders, shutdown)
     }
 
@@ -1346,12 +1356,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn refreshes_asked_together_leave_as_one_round_and_each_gets_its_own_verdict() {
         const AT_ONCE: usize = 5;
-        let (listener, port) = listen().await;
-        let mut peer = serve(listener, Serves::Everything);
-        let shutdown = CancellationToken::new();
-        let targets = [target(PEER, "b", port)];
-        let senders = PeerSenders::start(ME, &targets, None, LinkFilter::default(), Gathering::SEVERAL, &shutdown)
-            .expect("senders");
+        let (mut peer, _, senders, shutdown) = peer_and_sender_with(Serves::Everything, Gathering::SEVERAL).await;
         for round in 0..3 {
             let asks: Vec<RefreshAsk> = (0..AT_ONCE).map(ask_of).collect();
             let calls = futures::future::join_all(asks.iter().map(|a| senders.refresh_lease(PEER, a, within_5s())));
@@ -1381,12 +1386,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_leader_without_rounds_gets_each_refresh_alone() {
         const AT_ONCE: usize = 3;
-        let (listener, port) = listen().await;
-        let mut peer = serve(listener, Serves::NoRounds);
-        let shutdown = CancellationToken::new();
-        let targets = [target(PEER, "b", port)];
-        let senders = PeerSenders::start(ME, &targets, None, LinkFilter::default(), Gathering::SEVERAL, &shutdown)
-            .expect("senders");
+        let (mut peer, _, senders, shutdown) = peer_and_sender_with(Serves::NoRounds, Gathering::SEVERAL).await;
         for round in 0..2 {
             let asks: Vec<RefreshAsk> = (0..AT_ONCE).map(ask_of).collect();
             let calls = futures::future::join_all(asks.iter().map(|a| senders.refresh_lease(PEER, a, within_5s())));
