@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# failoverd and failoverctl in a small runtime image.
+# failoverd, failoverd-keeper and failoverctl in a small runtime image.
 #
 #   docker build -t failoverd:0.1.0 .
 #
@@ -17,7 +17,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bins \
- && install -D -m 0755 -t /out target/release/failoverd target/release/failoverctl
+ && install -D -m 0755 -t /out target/release/failoverd target/release/failoverd-keeper target/release/failoverctl
 
 FROM debian:bookworm-slim AS runtime
 # ca-certificates: HTTPS to reference RPCs and Consul (TLS is rustls; failoverd links no OpenSSL).
@@ -27,7 +27,8 @@ RUN apt-get update \
  && groupadd --system --gid 10001 failoverd \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/failoverd --no-create-home \
         --shell /usr/sbin/nologin failoverd
-COPY --from=build /out/failoverd /out/failoverctl /usr/local/bin/
+# failoverd-keeper beside failoverd: the daemon starts its keepers from it (README, "The keeper").
+COPY --from=build /out/failoverd /out/failoverd-keeper /out/failoverctl /usr/local/bin/
 USER 10001
 # `failoverd --config FILE` (or `failoverd run --config FILE`) runs one member; the Kubernetes
 # DaemonSet passes `run --config /etc/failoverd/<node name>.toml` as arguments.

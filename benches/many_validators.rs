@@ -32,7 +32,9 @@
 //! `FAILOVERD_BENCH_VALIDATORS` (default `1,10,50`), `FAILOVERD_BENCH_MANY_MODE` (`key-holding`,
 //! the default, or `signer`, or both comma-separated), `FAILOVERD_BENCH_IDLE_SECS` (default 30),
 //! `FAILOVERD_BENCH_WARMUP_SECS` (default 10), `FAILOVERD_BENCH_BLOCK_MS` (default 1000) and
-//! `FAILOVERD_BENCH_FAILOVERS` (default 5) change the run.
+//! `FAILOVERD_BENCH_FAILOVERS` (default 5) change the run; `FAILOVERD_BENCH_ACTIVES=one` has every
+//! validator prefer a (default `spread`: even ones a, odd ones b), to measure a member active for
+//! all of them.
 //!
 //! Under `cargo test --all-targets` it only prints how to run it.
 

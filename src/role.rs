@@ -68,6 +68,9 @@ pub struct RolePolicy {
     /// signature already moved the watermark, and the producer reports no height to checkpoint
     /// while it signs: a checkpoint there was a task and a loop turn per renew for nothing.
     pub checkpoints: bool,
+    /// The grid renews are moved back onto (`role::renew::on_grid`), so that a member's holders
+    /// renew together: `renew_interval` from the config; `None` renews at exact intervals.
+    pub renew_grid: Option<Duration>,
 }
 
 impl RolePolicy {
@@ -85,6 +88,7 @@ impl RolePolicy {
             status_stale_after: config.chain_or_default().stale_after().max(c.lease_ttl),
             fence_takeover_after: config.failover.fence_takeover_after,
             checkpoints: !config.signer_mode(),
+            renew_grid: Some(c.renew_interval),
         }
     }
 
@@ -98,6 +102,12 @@ impl RolePolicy {
     /// the validity outlasts the store's short TTL, and renews must still leave every interval.
     pub(crate) fn renew_when_remaining(&self) -> Duration {
         self.holder_validity.saturating_sub(self.renew_interval)
+    }
+
+    /// When the next renew is due for a lease valid until `deadline`: once
+    /// [`Self::renew_when_remaining`] is left, moved back onto [`Self::renew_grid`].
+    pub(crate) fn renew_due(&self, deadline: MonoTime) -> MonoTime {
+        renew::on_grid(deadline.saturating_sub(self.renew_when_remaining()), self.renew_grid)
     }
 }
 
@@ -650,7 +660,7 @@ fn decide_holding(s: &mut RoleState, obs: &Observation, policy: &RolePolicy, act
     // due, a checkpoint that finishes at once (nothing new signed) woke the loop for the next
     // one, and the loop spun for as long as the renew was in flight (in signer mode, renewing
     // several times a second, hundreds to thousands of turns a second).
-    if deadline.saturating_since(now) <= policy.renew_when_remaining() && s.renew.may_send(now, policy.renew_interval) {
+    if now >= policy.renew_due(deadline) && s.renew.may_send(now, policy.renew_interval, policy.renew_grid) {
         s.renew.sent(now);
         actions.push(Action::Renew { epoch });
         if s.role == RoleName::Active && policy.checkpoints {

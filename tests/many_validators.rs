@@ -16,9 +16,11 @@ const OSMO: usize = 1;
 const A: usize = 0;
 const B: usize = 1;
 
-/// Starts the lab and has each chain sign on the producer it prefers: whoever acquired a free
-/// lease first keeps it (a healthy active is never demoted for priority), so a chain that started
-/// elsewhere is moved by the operator's planned switchover, `failoverctl --validator ID promote`.
+/// Starts the lab and has each chain sign on the producer it prefers. A cold start places each
+/// validator there by priority (`at_a_cold_start_each_validator_starts_on_the_member_that_prefers_it`);
+/// should one still start elsewhere (its preferred member seen late), the operator's planned
+/// switchover, `failoverctl --validator ID promote`, moves it, since a healthy active is never
+/// demoted for priority.
 async fn started() -> TwoChains {
     let lab = TwoChains::start().await;
     let end = Instant::now() + Duration::from_secs(20);
@@ -101,6 +103,29 @@ async fn two_validators_on_one_cluster_each_sign_on_their_preferred_member_and_s
     assert_eq!(common::scrape::sample(&metrics, "failoverd_active{validator=\"hub\"}"), Some(1.0), "{metrics}");
     assert_eq!(common::scrape::sample(&metrics, "failoverd_active{validator=\"osmo\"}"), Some(0.0));
     assert_eq!(metrics.matches("# TYPE failoverd_active ").count(), 1, "each family once");
+    assert_no_double_sign(&lab);
+}
+
+/// With every member started together, each validator's first signature is its preferred
+/// member's: no member acquires a free lease before the raft group has a leader (its view is not
+/// yet the store's), so the lower-priority member's priority wait starts only when a grant is
+/// possible and the preferred member takes the lease within it. Before, both acquired into a
+/// leaderless group and whichever proposal the first leader saw first won.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_cold_start_each_validator_starts_on_the_member_that_prefers_it() {
+    let lab = TwoChains::start().await;
+    let end = Instant::now() + Duration::from_secs(20);
+    for (c, (chain, preferred)) in CHAINS.iter().enumerate() {
+        // The ledger is a file the signing nodes append to: read until it has a line.
+        let first = loop {
+            if let Some((_, who)) = signed_above(&lab, c, 0).first() {
+                break who.clone();
+            }
+            assert!(Instant::now() < end, "chain {chain} signed nothing within 20 s\n{}", tail(&lab.log(0)));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(first, MEMBERS[*preferred], "{chain}'s first signer\n--- a ---\n{}", tail(&lab.log(0)));
+    }
     assert_no_double_sign(&lab);
 }
 

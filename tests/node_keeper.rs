@@ -170,3 +170,22 @@ async fn a_killed_keeper_makes_the_daemon_fence_its_node_and_step_down() {
     assert!(overlaps.is_empty(), "two validators could sign at once: {overlaps:?}");
     assert!(lab.report().is_safe());
 }
+
+/// A daemon with its build's `failoverd-keeper` beside it (as `cargo build` leaves them) starts
+/// its keepers from that binary, which carries a fraction of the daemon binary's private memory;
+/// `ps` names them `failoverd-keepe` (the kernel keeps 15 bytes) and the log says which it chose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_starts_its_keepers_from_the_keeper_alone_binary_of_its_build() {
+    let _serial = SERIAL.lock().await;
+    let lab = Lab::start_runner(Runner::Forking, "", &[]).await;
+    let active = lab.wait_active(Duration::from_secs(15)).await;
+    lab.wait_signed_above(active, 0, Duration::from_secs(5)).await;
+    let keeper = lab.keeper_pid(active).expect("the active daemon's keeper");
+    let exe = std::fs::read_link(format!("/proc/{keeper}/exe")).expect("the keeper's executable");
+    assert_eq!(exe.file_name().and_then(|n| n.to_str()), Some("failoverd-keeper"), "{}", exe.display());
+    let comm = std::fs::read_to_string(format!("/proc/{keeper}/comm")).expect("the keeper's name");
+    assert_eq!(comm.trim_end(), "failoverd-keepe");
+    let log = lab.log(active);
+    assert!(log.contains("keepers run the keeper-alone binary of this build"), "{log}");
+    assert!(lab.report().is_safe());
+}

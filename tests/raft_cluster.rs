@@ -75,6 +75,36 @@ async fn leader_crash_elects_a_new_leader_and_keeps_lease_and_watermark() {
     }
 }
 
+/// Waits until member `i`'s watched view is `current` (or not) within `limit`.
+async fn view_becomes(c: &Cluster, i: usize, current: bool, limit: Duration) {
+    let mut view = c.node(i).watch();
+    let waited = tokio::time::timeout(limit, view.wait_for(|v| v.current == current)).await;
+    assert!(matches!(waited, Ok(Ok(_))), "member {i}'s view did not become current={current} within {limit:?}");
+}
+
+/// A member's view of the lease stands for the store only while it follows a leader: with its
+/// quorum gone it is no longer current (the loop then counts the lease unknown, so no standby
+/// spends its priority wait or acquires against a store that can grant nothing), and it is
+/// current again once a leader is back. At a cold start this is what lets a free lease go to the
+/// member with the higher priority instead of to whichever acquire the first leader saw first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_view_is_current_only_while_it_follows_a_leader() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader(Duration::from_secs(10)).await;
+    for i in 0..3 {
+        view_becomes(&c, i, true, Duration::from_secs(5)).await;
+    }
+    let survivor = (0..3).find(|i| *i != leader).expect("a follower");
+    let other = (0..3).find(|i| *i != leader && *i != survivor).expect("another follower");
+    c.crash(leader).await;
+    c.crash(other).await;
+    view_becomes(&c, survivor, false, election_timeout() * 4).await;
+    assert_eq!(c.node(survivor).watch().borrow().lease, LeaseView::Free { epoch: failover::domain::Epoch::ZERO });
+    c.restart(other, c.options.clone()).await.expect("restart");
+    view_becomes(&c, survivor, true, Duration::from_secs(10)).await;
+    view_becomes(&c, other, true, Duration::from_secs(10)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holder_that_stops_renewing_loses_the_lease_within_bounds() {
     let c = Cluster::start(3).await;

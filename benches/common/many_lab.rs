@@ -93,9 +93,15 @@ pub fn validator_id(k: usize) -> String {
     format!("v{k:02}")
 }
 
-/// The producer validator `k` prefers: a when `k` is even, b when odd.
+/// The producer validator `k` prefers: a when `k` is even and b when odd, so the actives are
+/// spread (`FAILOVERD_BENCH_ACTIVES=spread`, the default); or a for every validator (`one`), so
+/// one member is active for all of them.
 pub fn preferred(k: usize) -> usize {
-    k % 2
+    match std::env::var("FAILOVERD_BENCH_ACTIVES").as_deref() {
+        Err(_) | Ok("spread") => k % 2,
+        Ok("one") => 0,
+        Ok(other) => panic!("FAILOVERD_BENCH_ACTIVES={other:?}: expected spread or one"),
+    }
 }
 
 /// One simulated node of the lab, kept with its arguments so that it can be started again on the

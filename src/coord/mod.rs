@@ -73,6 +73,13 @@ pub struct Holding {
 pub struct StoreView {
     pub lease: LeaseView,
     pub intents: Intents,
+    /// Whether the lease and intents are the store's as it answers now: with raft, this member
+    /// follows a known leader and has applied everything it knows to be committed; with Consul,
+    /// the leader key was read. Before that (a start, a raft election, a member catching up), a
+    /// free lease may only be the empty state of a member that has not heard the log yet, and a
+    /// lease that no member could be granted: the loop treats the view as unknown, so no standby
+    /// spends its priority wait against a store that cannot grant anything.
+    pub current: bool,
 }
 
 /// One member's published status as seen by the reader, with its age measured on the reader's

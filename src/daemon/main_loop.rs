@@ -275,7 +275,8 @@ impl MainLoop {
             me: self.member.id.clone(),
             kind: self.member.kind,
             priority: self.member.priority,
-            store: cluster.is_some().then(|| view.clone()),
+            // A view the store does not stand behind yet (`StoreView::current`) is unknown too.
+            store: (cluster.is_some() && view.current).then(|| view.clone()),
             health: health.clone(),
             cluster: cluster.unwrap_or_default(),
             outcomes: self.executor.take_outcomes(),

@@ -101,7 +101,7 @@ pub(super) fn renews_may_wait(state: &RoleState, steady: bool, now: MonoTime, tu
 /// renew may leave or the deadline comes, whichever is first.
 fn holding_turn(state: &RoleState, policy: &RolePolicy, now: MonoTime, quiet: Duration) -> Duration {
     let Some(deadline) = state.deadline else { return BUSY_TURN };
-    let renew_due = deadline.saturating_sub(policy.renew_when_remaining());
+    let renew_due = policy.renew_due(deadline);
     if renew_due > now {
         return renew_due.saturating_since(now).min(quiet);
     }
@@ -111,7 +111,7 @@ fn holding_turn(state: &RoleState, policy: &RolePolicy, now: MonoTime, quiet: Du
     // While a renew is in flight, nothing else: a failed one is an event, and one that went
     // through waits for the next renew's turn (`outcome_waits`), so the loop sleeps until then;
     // otherwise a busy turn at most.
-    let next_renew = state.renew.next_send_at(policy.renew_interval);
+    let next_renew = state.renew.next_send_at(policy.renew_interval, policy.renew_grid);
     let longest = match next_renew {
         Some(at) if state.renew.in_flight() > 0 && at > now => quiet,
         _ => BUSY_TURN,
@@ -148,6 +148,7 @@ mod tests {
             status_stale_after: Duration::from_secs(3),
             fence_takeover_after: None,
             checkpoints: true,
+            renew_grid: None,
         }
     }
 
@@ -163,11 +164,12 @@ mod tests {
         Some(StoreView {
             lease: LeaseView::Held { holder: id(name), epoch: Epoch::new(3) },
             intents: Intents::default(),
+            current: true,
         })
     }
 
     fn free() -> Option<StoreView> {
-        Some(StoreView { lease: LeaseView::Free { epoch: Epoch::new(3) }, intents: Intents::default() })
+        Some(StoreView { lease: LeaseView::Free { epoch: Epoch::new(3) }, intents: Intents::default(), current: true })
     }
 
     fn observation(kind: MemberKind, store: Option<StoreView>, verdict: Verdict) -> Observation {
@@ -318,6 +320,21 @@ mod tests {
         // Never past the deadline, nor longer than the quiet turn.
         assert_eq!(next_turn(&sent_ago(100, 850), &obs, &policy(), QUIET_TURN), Duration::from_millis(100));
         assert_eq!(next_turn(&sent_ago(1_500, 100), &obs, &policy(), QUIET_TURN), QUIET_TURN);
+    }
+
+    /// With a renew grid the loop turns at the grid point the renew was moved back to, where
+    /// `decide` finds it due; a turn at the unmoved moment would renew off the grid.
+    #[test]
+    fn with_a_renew_grid_the_holder_turns_at_the_grid_point() {
+        let obs = observation(MemberKind::Producer, held_by("a"), Verdict::Healthy);
+        let grid = RolePolicy { renew_grid: Some(Duration::from_millis(160)), ..policy() };
+        // Due 200 ms from now (at 10.2 s); the grid's last point before it is 10.08 s.
+        assert_eq!(next_turn(&active(1_700), &obs, &policy(), QUIET_TURN), Duration::from_millis(200));
+        assert_eq!(next_turn(&active(1_700), &obs, &grid, QUIET_TURN), Duration::from_millis(80));
+        // A renew in flight since 9.15 s: the next may leave one interval after it (10.15 s), on
+        // the grid at 10.08 s.
+        assert_eq!(next_turn(&sent_ago(1_500, 850), &obs, &policy(), QUIET_TURN), Duration::from_millis(150));
+        assert_eq!(next_turn(&sent_ago(1_500, 850), &obs, &grid, QUIET_TURN), Duration::from_millis(80));
     }
 
     #[test]

@@ -35,7 +35,18 @@ impl Reporter {
     pub fn store_changes(&mut self, now: &StoreView) {
         let events = &self.outputs.events;
         let before = self.last_view.as_ref();
-        if before.map(|b| &b.lease) != Some(&now.lease) {
+        if !now.current {
+            if before.is_none_or(|b| b.current) {
+                tracing::info!(
+                    "store: not caught up with it yet (no raft leader known, or its entries not applied yet): \
+                     the lease counts as unknown and no standby takes it"
+                );
+            }
+            self.last_view = Some(now.clone());
+            return;
+        }
+        // The first current view is news even when the lease did not change while catching up.
+        if before.map(|b| (&b.lease, b.current)) != Some((&now.lease, true)) {
             let text = format!("lease {}", now.lease);
             tracing::info!("store: {text}");
             events.emit(EventKind::Lease, Some(now.lease.epoch()), text);

@@ -77,7 +77,14 @@ pub(super) async fn build(store: ValidatorStore, how: Build) -> Result<Parts, Da
     let (notices, fence_notices) = FenceNotices::channel();
     let producing = me.kind == MemberKind::Producer;
     let (producer, local) = match producing {
-        true => producer_and_probe(config, labelled, &policies, &coord, &telemetry, &events, &notices)?.unzip(),
+        true => {
+            // Only a producer that starts keepers has the keeper binary checked (and logged).
+            let launcher = match config.producer.as_ref().is_some_and(crate::producer::starts_keepers) {
+                true => crate::keeper::KeeperLauncher::for_this_daemon(notices.clone()).await,
+                false => crate::keeper::KeeperLauncher::this_executable(notices.clone()),
+            };
+            producer_and_probe(config, labelled, &policies, &coord, &telemetry, &events, launcher)?.unzip()
+        }
         false => (None, None),
     };
     let mut references = Vec::new();
@@ -134,7 +141,7 @@ fn producer_and_probe(
     coord: &Arc<dyn Coordinator>,
     telemetry: &Arc<Telemetry>,
     events: &Arc<EventLog>,
-    notices: &FenceNotices,
+    launcher: crate::keeper::KeeperLauncher,
 ) -> Result<Option<ProducerAndProbe>, DaemonError> {
     let (Some(p), Some(chain)) = (&config.producer, &config.chain) else { return Ok(None) };
     let probe = crate::chain::local_probe(chain, Some(p.kind())).map_err(setup)?;
@@ -146,7 +153,7 @@ fn producer_and_probe(
         observer,
     };
     let keeping = crate::producer::NodeKeeping {
-        launcher: crate::keeper::KeeperLauncher::this_executable(notices.clone()),
+        launcher,
         data_dir: config.data_dir.clone(),
         // The default validator keeps the record earlier versions wrote, so a restart after a
         // move to [[validators]] still finds its orphan.

@@ -8,7 +8,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,9 +18,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::KeeperSpec;
 use super::group;
 use super::message::{Control, MAX_CONTROL_LINE, Report};
+use super::{KeeperProgram, KeeperSpec};
 use crate::domain::MonoTime;
 use crate::fence_notice::{FenceNotices, FencedBy};
 
@@ -42,9 +41,10 @@ pub enum KeeperError {
 /// Where to find the keeper program and where to report its fences.
 #[derive(Clone)]
 pub struct KeeperLauncher {
-    /// A `failoverd` binary: `/proc/self/exe` in the daemon (so an upgraded binary on disk never
-    /// mixes versions), the built binary in tests.
-    pub program: PathBuf,
+    /// The keeper-alone binary of this build or the daemon's own ([`KeeperProgram`]), started
+    /// from a file this process holds open, so an upgraded binary on disk never mixes versions;
+    /// the built binary in tests.
+    pub program: KeeperProgram,
     pub notices: FenceNotices,
 }
 
@@ -75,15 +75,21 @@ pub struct Keeper {
 impl KeeperLauncher {
     /// A launcher whose program is this process's own executable.
     pub fn this_executable(notices: FenceNotices) -> KeeperLauncher {
-        KeeperLauncher { program: PathBuf::from("/proc/self/exe"), notices }
+        KeeperLauncher { program: KeeperProgram::this_executable(), notices }
+    }
+
+    /// A launcher whose program is the one this daemon chose at start
+    /// ([`KeeperProgram::for_this_daemon`]).
+    pub async fn for_this_daemon(notices: FenceNotices) -> KeeperLauncher {
+        KeeperLauncher { program: KeeperProgram::for_this_daemon().await, notices }
     }
 
     /// Starts a keeper for `spec` and waits (until `deadline`) for it to confirm it holds the node.
     pub async fn start(&self, spec: &KeeperSpec, deadline: Instant) -> Result<Keeper, KeeperError> {
-        let program = self.program.display().to_string();
+        let program = self.program.to_string();
         let start_err = |detail: String| KeeperError::Start { program: program.clone(), detail };
         let json = serde_json::to_string(spec).map_err(|e| start_err(e.to_string()))?;
-        let mut cmd = tokio::process::Command::new(&self.program);
+        let mut cmd = tokio::process::Command::new(self.program.exec());
         // `ps` shows "failoverd keeper --spec …", whatever path the program was started by.
         cmd.arg0("failoverd").arg("keeper").arg("--spec").arg(json);
         cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).kill_on_drop(false);

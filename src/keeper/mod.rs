@@ -22,8 +22,10 @@ pub mod group;
 pub mod handle;
 pub mod message;
 pub mod process;
+pub mod program;
 
 pub use handle::{Keeper, KeeperError, KeeperLauncher};
+pub use program::KeeperProgram;
 
 /// What the keeper holds and must stop.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,5 +67,5 @@ pub(crate) fn test_launcher() -> KeeperLauncher {
         "{} is missing: run `cargo test` (which builds it) or `cargo build --bin failoverd` first",
         program.display()
     );
-    KeeperLauncher { program, notices: crate::fence_notice::FenceNotices::unread() }
+    KeeperLauncher { program: KeeperProgram::at(program), notices: crate::fence_notice::FenceNotices::unread() }
 }

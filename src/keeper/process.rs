@@ -81,6 +81,9 @@ pub fn run(spec: KeeperSpec) -> u8 {
         }
     };
     let _ = nix::sys::prctl::set_child_subreaper(true);
+    // Started from /proc/self/exe or /proc/self/fd/N, the kernel would name it "exe" or a digit in
+    // `ps` and `top`; this is the name (cut to 15 bytes, as the kernel keeps it) they show instead.
+    let _ = nix::sys::prctl::set_name(c"failoverd-keepe");
     let children = child_signals();
     let mut k = KeeperState {
         until: MonoTime::from_nanos(spec.until_ns),
@@ -371,7 +374,7 @@ mod tests {
             fence_timeout_ms: 2000,
             record: None,
         };
-        let mut keeper = Command::new(crate::keeper::test_launcher().program)
+        let mut keeper = Command::new(crate::keeper::test_launcher().program.exec())
             .args(["keeper", "--spec", &serde_json::to_string(&spec).expect("json")])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

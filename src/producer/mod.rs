@@ -161,6 +161,13 @@ impl NodeKeeping {
     }
 }
 
+/// Whether the producer `p` describes starts keepers: it runs a node (`process`,
+/// `cometbft-filepv`) or has a `fence_command`.
+pub fn starts_keepers(p: &crate::config::ProducerConfig) -> bool {
+    use crate::config::ProducerAdapter as A;
+    matches!(p.adapter, A::Process(_) | A::CometbftFilepv(_)) || p.fence_command().is_some()
+}
+
 /// The producer `[producer]` describes, driving the node `[chain]` probes. `signer` is what the
 /// `cometbft-signer` producer needs of the member (its store and runtime). Every setting an
 /// adapter requires is already in its settings struct; only what spans sections is checked here.

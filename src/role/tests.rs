@@ -21,6 +21,7 @@ fn policy() -> RolePolicy {
         status_stale_after: Duration::from_secs(4),
         fence_takeover_after: None,
         checkpoints: true,
+        renew_grid: None,
     }
 }
 
@@ -93,7 +94,7 @@ fn obs(now_ms: u64) -> Observation {
         me: id("a"),
         kind: MemberKind::Producer,
         priority: 100,
-        store: Some(StoreView { lease: free(0), intents: Intents::default() }),
+        store: Some(StoreView { lease: free(0), intents: Intents::default(), current: true }),
         health: healthy(100, 0),
         cluster: vec![],
         outcomes: vec![],
@@ -889,6 +890,7 @@ fn build(step: &Step, now: MonoTime, before: &RoleState, previous: &[Action]) ->
                 forced: false,
             }),
         },
+        current: true,
     });
     let cluster = step
         .peer
@@ -1143,7 +1145,7 @@ fn a_cooldown_never_keeps_a_free_lease_from_a_caught_up_standby() {
 fn every_idle_situation_has_a_reason() {
     use RoleName::*;
     let cases: Vec<(RoleState, Observation, &str)> = vec![
-        (standby(), obs(1000).no_store(), "the store could not be read"),
+        (standby(), obs(1000).no_store(), "the store could not be read, or this member has not caught up"),
         (standby(), obs(1000).paused(), "paused by operator"),
         (standby(), obs(1000).health(unhealthy()), "not eligible to take over: the local node is unhealthy"),
         (standby(), obs(1000).health(healthy(90, 10)), "10 blocks behind the best height (max_lag_on_failover 2)"),
@@ -1538,6 +1540,31 @@ fn a_signer_renews_without_checkpoints_and_a_key_holder_checkpoints_once_per_ren
     // The next turn, its renew in flight and the loop woken by the checkpoint's answer: nothing.
     let next = decide(&key_holding.state, &obs(2_001).lease(held_by_a(5)), &policy());
     assert_eq!(next.actions, vec![]);
+}
+
+/// With a renew grid (1 s here), a holder whose renew falls due off the grid renews at the grid's
+/// last point before, and the renew after that is due on the grid again, however late the first
+/// left: a member's holders renew together. Without one, at the exact moment.
+#[test]
+fn with_a_renew_grid_a_holder_renews_on_the_grid_points() {
+    let grid = RolePolicy { renew_grid: Some(Duration::from_secs(1)), ..policy() };
+    let renews = |state: &RoleState, now: u64, policy: &RolePolicy| {
+        let d = decide(state, &obs(now).lease(held_by_a(5)), policy);
+        (d.actions.iter().any(|a| matches!(a, Action::Renew { .. })), d.state)
+    };
+    // Valid until 3.7 s: due at 2.2 s (1.5 s of validity left), on the grid at 2.0 s.
+    let held = active(5, 3_700);
+    assert!(!renews(&held, 1_999, &grid).0);
+    assert!(renews(&held, 2_000, &grid).0, "at the grid point before it was due");
+    assert!(!renews(&held, 2_000, &policy()).0, "without a grid, not yet");
+    assert!(renews(&held, 2_200, &policy()).0, "without a grid, when due");
+    // Sent 30 ms after its point and committed: valid until 2.03 + 2.5 s, next due 3.03 s, on the
+    // grid at 3.0 s; the pacing agrees (one interval after 2.03 s, moved back onto the grid).
+    let (_, mut sent) = renews(&held, 2_030, &grid);
+    sent.deadline = Some(ms(4_530));
+    sent.renew.finished();
+    assert!(!renews(&sent, 2_999, &grid).0);
+    assert!(renews(&sent, 3_000, &grid).0, "on the grid again");
 }
 
 fn held_by_a(epoch: u64) -> LeaseView {

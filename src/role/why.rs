@@ -46,7 +46,8 @@ fn span(ms: u64) -> Span {
 pub enum Why {
     /// A witness votes in the quorum and never produces.
     Witness,
-    /// The store could not be read this turn: the lease is unknown, and unknown is never free.
+    /// The store could not be read this turn, or this member has not caught up with it (no raft
+    /// leader known yet): the lease is unknown, and unknown is never free.
     StoreUnknown,
     /// This member's own node is not fit to take over.
     NotEligible { cause: NotFit },
@@ -274,9 +275,10 @@ impl fmt::Display for Why {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Why::Witness => f.write_str("witness: votes in the quorum, never produces"),
-            Why::StoreUnknown => {
-                f.write_str("the store could not be read: the lease is unknown, and unknown is never free")
-            }
+            Why::StoreUnknown => f.write_str(
+                "the store could not be read, or this member has not caught up with it (no leader known yet): \
+                     the lease is unknown, and unknown is never free",
+            ),
             Why::NotEligible { cause } => write!(f, "not eligible to take over: {cause}"),
             Why::Paused => f.write_str("paused by operator: nobody takes the lease on its own (failoverctl resume)"),
             Why::LeaseHeld { holder, epoch, holder_heard, next } => {

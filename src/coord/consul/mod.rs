@@ -165,8 +165,11 @@ impl ConsulCoordinator {
         let agent = std::sync::Arc::new(Agent::new(consul, token).map_err(unavailable)?);
         let prefix = consul.prefix.trim_matches('/').to_string();
         let id_safe: String = prefix.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-        let (view, _) =
-            watch::channel(StoreView { lease: LeaseView::Free { epoch: Epoch::ZERO }, intents: Intents::default() });
+        let (view, _) = watch::channel(StoreView {
+            lease: LeaseView::Free { epoch: Epoch::ZERO },
+            intents: Intents::default(),
+            current: false,
+        });
         let coord = ConsulCoordinator {
             me: config.member.clone(),
             members: config.members.clone(),
@@ -560,6 +563,7 @@ fn apply_watch(view: &watch::Sender<StoreView>, which: &str, entry: Option<&KvEn
             "leader" => {
                 if let Ok(lease) = leader_view(entry) {
                     v.lease = lease;
+                    v.current = true;
                 }
             }
             _ => {

@@ -172,6 +172,8 @@ pub struct NodeTask {
     requests: mpsc::Receiver<Request>,
     /// Each watched validator's lease and intents.
     views: BTreeMap<ValidatorId, watch::Sender<StoreView>>,
+    /// The [`StoreView::current`] the views were last sent with.
+    view_current: bool,
     info: watch::Sender<NodeInfo>,
     /// Proposed and not yet applied, by request id.
     pending: HashMap<u64, Pending>,
@@ -243,7 +245,7 @@ pub fn build(
     let mut view_rxs = BTreeMap::new();
     for v in std::iter::once(ValidatorId::default_validator()).chain(cfg.validators.iter().cloned()) {
         let scope = fsm.scope(&v);
-        let (tx, rx) = watch::channel(StoreView { lease: scope.lease(), intents: scope.intents() });
+        let (tx, rx) = watch::channel(StoreView { lease: scope.lease(), intents: scope.intents(), current: false });
         views.insert(v.clone(), tx);
         view_rxs.insert(v, rx);
     }
@@ -259,6 +261,7 @@ pub fn build(
         inbox,
         requests,
         views,
+        view_current: false,
         info,
         pending: HashMap::new(),
         incarnation,
@@ -368,6 +371,7 @@ impl NodeTask {
             if let Err(e) = self.handle_ready() {
                 return self.storage_failed(&e);
             }
+            self.publish_currentness();
             self.publish_info();
             self.batch_due = false;
         }
@@ -1043,11 +1047,29 @@ impl NodeTask {
         self.raw.mut_store().compact(index, data)
     }
 
+    /// Whether this node's state machine is the log's as the cluster has it: it follows a known
+    /// leader (or leads) and has applied everything it knows to be committed, and is not
+    /// rejoining ([`StoreView::current`]).
+    fn is_current(&self) -> bool {
+        let r = &self.raw.raft;
+        r.leader_id != raft::INVALID_ID && r.raft_log.applied >= r.raft_log.committed && !self.rejoining
+    }
+
+    /// Publishes the views again when [`Self::is_current`] changed since they were last sent
+    /// (a leader found or lost): cheap to call at every turn of the node.
+    fn publish_currentness(&mut self) {
+        if self.is_current() != self.view_current {
+            self.publish_view();
+        }
+    }
+
     /// Each watched validator's lease and intents, to those that changed.
-    fn publish_view(&self) {
+    fn publish_view(&mut self) {
+        let current = self.is_current();
+        self.view_current = current;
         for (validator, tx) in &self.views {
             let scope = self.fsm.scope(validator);
-            let view = StoreView { lease: scope.lease(), intents: scope.intents() };
+            let view = StoreView { lease: scope.lease(), intents: scope.intents(), current };
             tx.send_if_modified(|v| {
                 let changed = *v != view;
                 *v = view;
