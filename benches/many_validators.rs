@@ -6,8 +6,8 @@
 //! every member runs at failoverd's defaults. Every validator has its own key, its own signature
 //! ledger and its own `failoverd sim-node` processes, one per producer, never measured: what is
 //! measured is the members (each daemon, and in key-holding mode the keeper it starts per
-//! validator it is active for). Validator k prefers a when k is even and b when it is odd; whoever
-//! takes a free lease first keeps it, so the actives per member are read and printed, not assumed.
+//! validator it is active for). Validator k prefers a when k is even and b when it is odd, and a
+//! cold start places it there; the actives per member are still read and printed, not assumed.
 //!
 //! For each N (1, 10 and 50 by default), after every validator signs and a warm-up:
 //!
