@@ -5,8 +5,11 @@
 //! it calls), so that `failoverd-keeper --version` names the sources it was built from and a
 //! daemon never starts keepers from another build's keeper-alone binary.
 
-/// The files whose contents the keeper's behaviour and its spec and control lines depend on.
-const KEEPER_SOURCES: &[&str] = &["src/keeper", "src/domain/time.rs", "src/operator_command.rs"];
+/// The files whose contents the keeper's behaviour and its spec and control lines depend on
+/// (folders are read whole, with their subfolders), and the locked versions of the crates it
+/// links.
+const KEEPER_SOURCES: &[&str] =
+    &["src/keeper", "src/bin/failoverd-keeper.rs", "src/domain/time.rs", "src/operator_command.rs", "Cargo.lock"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
@@ -26,15 +29,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// tell two builds apart.
 fn keeper_fingerprint() -> std::io::Result<u64> {
     let mut files = Vec::new();
+    let mut pending: Vec<std::path::PathBuf> = KEEPER_SOURCES.iter().map(std::path::PathBuf::from).collect();
     for source in KEEPER_SOURCES {
         println!("cargo:rerun-if-changed={source}");
-        let path = std::path::Path::new(source);
+    }
+    while let Some(path) = pending.pop() {
         if path.is_dir() {
-            for entry in std::fs::read_dir(path)? {
-                files.push(entry?.path());
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
             }
         } else {
-            files.push(path.to_path_buf());
+            files.push(path);
         }
     }
     files.sort();

@@ -86,10 +86,11 @@ impl KeeperLauncher {
 
     /// Starts a keeper for `spec` and waits (until `deadline`) for it to confirm it holds the node.
     pub async fn start(&self, spec: &KeeperSpec, deadline: Instant) -> Result<Keeper, KeeperError> {
-        let program = self.program.to_string();
+        let checked = self.program.still_checked();
+        let program = checked.to_string();
         let start_err = |detail: String| KeeperError::Start { program: program.clone(), detail };
         let json = serde_json::to_string(spec).map_err(|e| start_err(e.to_string()))?;
-        let mut cmd = tokio::process::Command::new(self.program.exec());
+        let mut cmd = tokio::process::Command::new(checked.exec());
         // `ps` shows "failoverd keeper --spec …", whatever path the program was started by.
         cmd.arg0("failoverd").arg("keeper").arg("--spec").arg(json);
         cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).kill_on_drop(false);

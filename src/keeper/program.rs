@@ -39,8 +39,28 @@ pub struct KeeperProgram {
     exec: PathBuf,
     /// What logs and errors call it.
     shown: String,
-    /// The open file behind a `/proc/self/fd/N` path, kept open for the process's life.
-    _held: Option<Arc<File>>,
+    /// The open file behind a `/proc/self/fd/N` path, kept open for the process's life, and
+    /// what `fstat` said of it when its version was checked.
+    held: Option<Arc<(File, FileStamp)>>,
+}
+
+/// What identifies a file's contents without reading them: an in-place overwrite (`cp` onto it
+/// while no keeper runs it) changes its size or modification time. Not its change time: an
+/// upgrade that renames a new file over the path unlinks this one, which changes only that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(file: &File) -> std::io::Result<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata()?;
+        Ok(FileStamp { dev: m.dev(), ino: m.ino(), size: m.size(), mtime_ns: (m.mtime(), m.mtime_nsec()) })
+    }
 }
 
 impl fmt::Display for KeeperProgram {
@@ -53,12 +73,12 @@ impl KeeperProgram {
     /// The executable at `path`, as it is (tests, and the daemon's own binary).
     pub fn at(path: impl Into<PathBuf>) -> KeeperProgram {
         let exec = path.into();
-        KeeperProgram { shown: exec.display().to_string(), exec, _held: None }
+        KeeperProgram { shown: exec.display().to_string(), exec, held: None }
     }
 
     /// This process's own executable.
     pub fn this_executable() -> KeeperProgram {
-        KeeperProgram { exec: PathBuf::from("/proc/self/exe"), shown: "this daemon's own binary".into(), _held: None }
+        KeeperProgram { exec: PathBuf::from("/proc/self/exe"), shown: "this daemon's own binary".into(), held: None }
     }
 
     /// The path to exec.
@@ -68,7 +88,21 @@ impl KeeperProgram {
 
     /// Whether keepers run the keeper-alone binary.
     pub fn is_keeper_alone(&self) -> bool {
-        self._held.is_some()
+        self.held.is_some()
+    }
+
+    /// This program, if the file it was checked as is still unchanged; otherwise the daemon's own
+    /// binary, with the reason logged: the keeper-alone binary was overwritten in place since
+    /// the daemon checked it, and what it holds now is unchecked.
+    pub fn still_checked(&self) -> KeeperProgram {
+        let Some(held) = &self.held else { return self.clone() };
+        let reason = match FileStamp::of(&held.0) {
+            Ok(now) if now == held.1 => return self.clone(),
+            Ok(_) => format!("{} was overwritten in place since it was checked", self.shown),
+            Err(e) => format!("{} cannot be examined again ({e})", self.shown),
+        };
+        tracing::warn!(%reason, "this keeper runs the daemon's own binary; restart the daemon to check the new one");
+        KeeperProgram::this_executable()
     }
 
     /// The program this daemon's keepers run, chosen at the first call and logged once.
@@ -132,6 +166,7 @@ pub async fn choose_beside(own: &Path) -> Result<KeeperProgram, Unused> {
         std::io::ErrorKind::NotFound => Unused::Absent(format!("there is no {shown}")),
         _ => Unused::Refused(format!("{shown} cannot be opened ({e})")),
     })?;
+    let stamp = FileStamp::of(&file).map_err(|e| Unused::Refused(format!("{shown} cannot be examined ({e})")))?;
     let exec = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
     let said =
         say_version(&exec).await.map_err(|e| Unused::Refused(format!("{shown} did not say its version: {e}")))?;
@@ -140,7 +175,11 @@ pub async fn choose_beside(own: &Path) -> Result<KeeperProgram, Unused> {
             "{shown} is another build: it says {said:?}, this daemon needs {KEEPER_VERSION_LINE:?}"
         )));
     }
-    Ok(KeeperProgram { exec, shown, _held: Some(Arc::new(file)) })
+    // Examined again after the run: a file changed while it answered is not the one that did.
+    if FileStamp::of(&file).ok() != Some(stamp) {
+        return Err(Unused::Refused(format!("{shown} changed while its version was asked")));
+    }
+    Ok(KeeperProgram { exec, shown, held: Some(Arc::new((file, stamp))) })
 }
 
 /// What `exec --version` prints on its first line, within [`VERSION_DEADLINE`].
@@ -189,17 +228,52 @@ mod tests {
         }
     }
 
+    /// [`choose_beside`] over a binary this test process has just written: another test's
+    /// child, forked while the copy was open for writing, holds that write end until its own
+    /// exec, and running the copy meanwhile fails with "Text file busy". Only tests write a
+    /// binary and run it at once; the daemon runs one it did not write.
+    async fn choose_copied(own: &Path) -> Result<KeeperProgram, Unused> {
+        for _ in 0..50 {
+            match choose_beside(own).await {
+                Err(Unused::Refused(reason)) if reason.contains("Text file busy") => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                other => return other,
+            }
+        }
+        choose_beside(own).await
+    }
+
     #[tokio::test]
     async fn the_keeper_alone_of_this_build_is_chosen_and_held_open() {
+        let (dir, own) = install(|at| {
+            std::fs::copy(built().1, at).expect("copy the keeper");
+        });
+        let chosen = choose_copied(&own).await.expect("chosen");
+        assert!(chosen.is_keeper_alone());
+        assert!(chosen.exec().starts_with("/proc/self/fd/"), "started from the open file, not the path");
+        assert!(chosen.still_checked().is_keeper_alone());
+        // An upgrade renames a new file into place: this daemon's keepers keep the checked one.
+        let next = dir.path().join("next");
+        std::fs::copy(built().0, &next).expect("copy");
+        std::fs::rename(&next, own.with_file_name(KEEPER_BINARY)).expect("rename over it");
+        assert!(chosen.still_checked().is_keeper_alone());
+        assert_eq!(say_version(chosen.exec()).await.as_deref(), Ok(KEEPER_VERSION_LINE));
+    }
+
+    /// `cp` onto the checked file while no keeper runs it writes into the very file the daemon
+    /// holds: what it holds is then unchecked, and keepers run the daemon's own binary.
+    #[tokio::test]
+    async fn a_keeper_binary_overwritten_in_place_after_the_check_is_not_run() {
         let (_dir, own) = install(|at| {
             std::fs::copy(built().1, at).expect("copy the keeper");
         });
-        let chosen = choose_beside(&own).await.expect("chosen");
-        assert!(chosen.is_keeper_alone());
-        assert!(chosen.exec().starts_with("/proc/self/fd/"), "started from the open file, not the path");
-        // Replacing the file on disk (an upgrade) changes nothing for this daemon's keepers.
-        std::fs::remove_file(own.with_file_name(KEEPER_BINARY)).expect("remove");
-        assert_eq!(say_version(chosen.exec()).await.as_deref(), Ok(KEEPER_VERSION_LINE));
+        let chosen = choose_copied(&own).await.expect("chosen");
+        let bytes = std::fs::read(built().0).expect("read");
+        std::fs::write(own.with_file_name(KEEPER_BINARY), bytes).expect("overwrite in place");
+        let now = chosen.still_checked();
+        assert!(!now.is_keeper_alone());
+        assert_eq!(now.exec(), Path::new("/proc/self/exe"));
     }
 
     #[tokio::test]
@@ -209,11 +283,10 @@ mod tests {
         assert!(refused.starts_with("there is no ") && refused.ends_with("/failoverd-keeper"), "{refused}");
 
         // Another build: the daemon's own binary under the keeper's name says another version.
-        let (_d, own) = install(|at| {
-            std::fs::copy(built().0, at).expect("copy");
-        });
+        let (_d, own) = install(|at| std::os::unix::fs::symlink(built().0, at).expect("link"));
         let refused = refused_reason(choose_beside(&own).await.err());
-        assert!(refused.contains("is another build: it says \"failoverd 0.1.0\""), "{refused}");
+        let says = format!("is another build: it says \"failoverd {}\"", env!("CARGO_PKG_VERSION"));
+        assert!(refused.contains(&says), "{refused}");
 
         // Truncated on disk: whether the kernel refuses it or it crashes, it says no version.
         let (_d, own) = install(|at| {
@@ -221,7 +294,7 @@ mod tests {
             std::fs::write(at, &bytes[..4096]).expect("write");
             std::fs::set_permissions(at, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
         });
-        let refused = refused_reason(choose_beside(&own).await.err());
+        let refused = refused_reason(choose_copied(&own).await.err());
         assert!(refused.contains("failoverd-keeper did not say its version: it "), "{refused}");
 
         // Not executable, and a directory in its place.

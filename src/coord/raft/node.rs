@@ -174,6 +174,8 @@ pub struct NodeTask {
     views: BTreeMap<ValidatorId, watch::Sender<StoreView>>,
     /// The [`StoreView::current`] the views were last sent with.
     view_current: bool,
+    /// The state machine changed since the views were last sent.
+    views_dirty: bool,
     info: watch::Sender<NodeInfo>,
     /// Proposed and not yet applied, by request id.
     pending: HashMap<u64, Pending>,
@@ -262,6 +264,7 @@ pub fn build(
         requests,
         views,
         view_current: false,
+        views_dirty: false,
         info,
         pending: HashMap::new(),
         incarnation,
@@ -371,7 +374,7 @@ impl NodeTask {
             if let Err(e) = self.handle_ready() {
                 return self.storage_failed(&e);
             }
-            self.publish_currentness();
+            self.publish_views_if_due();
             self.publish_info();
             self.batch_due = false;
         }
@@ -968,7 +971,7 @@ impl NodeTask {
             self.raw.mut_store().apply_snapshot(&snap)?;
             self.fsm = fsm;
             self.ensure_timers();
-            self.publish_view();
+            self.views_dirty = true;
         }
         // A leader's messages may leave before its own entries are on disk (raft-rs: `messages`
         // as opposed to `persisted_messages`): its own copy counts towards the quorum only once
@@ -1029,7 +1032,7 @@ impl NodeTask {
             }
         }
         if before != self.fsm {
-            self.publish_view();
+            self.views_dirty = true;
         }
     }
 
@@ -1047,18 +1050,26 @@ impl NodeTask {
         self.raw.mut_store().compact(index, data)
     }
 
-    /// Whether this node's state machine is the log's as the cluster has it: it follows a known
-    /// leader (or leads) and has applied everything it knows to be committed, and is not
-    /// rejoining ([`StoreView::current`]).
+    /// Whether this node's state machine is the log's as the cluster has it
+    /// ([`StoreView::current`]): it follows a known leader (or leads), an entry of the current
+    /// term has committed (so the commit index it knows is the leader's, not a predecessor's it
+    /// has not caught up with), it has applied everything it knows to be committed, and it is not
+    /// rejoining.
     fn is_current(&self) -> bool {
         let r = &self.raw.raft;
-        r.leader_id != raft::INVALID_ID && r.raft_log.applied >= r.raft_log.committed && !self.rejoining
+        let log = &r.raft_log;
+        r.leader_id != raft::INVALID_ID
+            && log.term(log.committed).is_ok_and(|t| t == r.term)
+            && log.applied >= log.committed
+            && !self.rejoining
     }
 
-    /// Publishes the views again when [`Self::is_current`] changed since they were last sent
-    /// (a leader found or lost): cheap to call at every turn of the node.
-    fn publish_currentness(&mut self) {
-        if self.is_current() != self.view_current {
+    /// Publishes the views once per turn of the node, after its last `handle_ready`: when the
+    /// state machine changed in it, or [`Self::is_current`] changed (a leader found or lost).
+    /// Never from inside `apply`: there raft has raised the commit index before the applied one,
+    /// and a view sent then would read "not current" and wake every validator's loop twice.
+    fn publish_views_if_due(&mut self) {
+        if self.views_dirty || self.is_current() != self.view_current {
             self.publish_view();
         }
     }
@@ -1067,6 +1078,7 @@ impl NodeTask {
     fn publish_view(&mut self) {
         let current = self.is_current();
         self.view_current = current;
+        self.views_dirty = false;
         for (validator, tx) in &self.views {
             let scope = self.fsm.scope(validator);
             let view = StoreView { lease: scope.lease(), intents: scope.intents(), current };
