@@ -18,15 +18,17 @@ use super::parts::Outputs;
 
 pub(super) struct Reporter {
     outputs: Arc<Outputs>,
-    /// The store as the last turn saw it.
+    /// The store as the last turn that saw a current view saw it ([`StoreView::current`]).
     last_view: Option<StoreView>,
+    /// Whether the last view was current: its loss and its return are logged once each.
+    caught_up: bool,
     /// The situation of the last decision, without countdowns: a change is logged.
     last_situation: Option<Why>,
 }
 
 impl Reporter {
     pub fn new(outputs: Arc<Outputs>) -> Reporter {
-        Reporter { outputs, last_view: None, last_situation: None }
+        Reporter { outputs, last_view: None, caught_up: true, last_situation: None }
     }
 
     /// Emits an event and logs a line for each change between the last view of the store and
@@ -36,21 +38,25 @@ impl Reporter {
         let events = &self.outputs.events;
         let before = self.last_view.as_ref();
         if !now.current {
-            if before.is_none_or(|b| b.current) {
+            if self.caught_up {
                 tracing::info!(
                     "store: not caught up with it yet (no raft leader known, or its entries not applied yet): \
                      the lease counts as unknown and no standby takes it"
                 );
             }
-            self.last_view = Some(now.clone());
+            self.caught_up = false;
             return;
         }
-        // The first current view is news even when the lease did not change while catching up.
-        if before.map(|b| (&b.lease, b.current)) != Some((&now.lease, true)) {
-            let text = format!("lease {}", now.lease);
-            tracing::info!("store: {text}");
-            events.emit(EventKind::Lease, Some(now.lease.epoch()), text);
+        match lease_news(before.map(|b| &b.lease), self.caught_up, &now.lease) {
+            LeaseNews::Changed => {
+                let text = format!("lease {}", now.lease);
+                tracing::info!("store: {text}");
+                events.emit(EventKind::Lease, Some(now.lease.epoch()), text);
+            }
+            LeaseNews::CaughtUp => tracing::info!("store: caught up with it again; lease {}", now.lease),
+            LeaseNews::Same => {}
         }
+        self.caught_up = true;
         if before.is_some_and(|b| b.intents.paused != now.intents.paused) {
             let what =
                 if now.intents.paused { "maintenance mode on (paused)" } else { "maintenance mode off (resumed)" };
@@ -140,4 +146,46 @@ pub(super) fn metrics(m: &Metrics, next: &RoleState, view: &StoreView, health: &
     let remaining = next.deadline.filter(|_| holding).map_or(0.0, |d| d.saturating_since(now).as_secs_f64());
     m.set_lease_remaining(remaining);
     m.set_health(health.verdict == Verdict::Healthy && health.latest_good, health.lag);
+}
+
+/// What a current view says of the lease, against the last current view's.
+#[derive(Debug, PartialEq, Eq)]
+enum LeaseNews {
+    /// Another lease: a log line and an event.
+    Changed,
+    /// The same lease, seen again after a spell of not being caught up (a raft election): a log
+    /// line only, so that an election that moved nothing sends no lease event to webhooks.
+    CaughtUp,
+    Same,
+}
+
+fn lease_news(
+    last_current: Option<&crate::domain::LeaseView>,
+    caught_up: bool,
+    now: &crate::domain::LeaseView,
+) -> LeaseNews {
+    match (last_current == Some(now), caught_up) {
+        (false, _) => LeaseNews::Changed,
+        (true, false) => LeaseNews::CaughtUp,
+        (true, true) => LeaseNews::Same,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Epoch, LeaseView, MemberId};
+
+    #[test]
+    fn an_election_that_leaves_the_lease_where_it_was_is_a_line_and_no_lease_event() {
+        let held = |m: &str, e: u64| LeaseView::Held { holder: MemberId::new(m).expect("id"), epoch: Epoch::new(e) };
+        assert_eq!(lease_news(None, true, &held("a", 1)), LeaseNews::Changed, "the first current view");
+        assert_eq!(lease_news(Some(&held("a", 1)), true, &held("a", 1)), LeaseNews::Same);
+        assert_eq!(lease_news(Some(&held("a", 1)), false, &held("a", 1)), LeaseNews::CaughtUp);
+        assert_eq!(lease_news(Some(&held("a", 1)), false, &held("b", 2)), LeaseNews::Changed);
+        assert_eq!(
+            lease_news(Some(&held("a", 1)), true, &LeaseView::Free { epoch: Epoch::new(1) }),
+            LeaseNews::Changed
+        );
+    }
 }
