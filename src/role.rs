@@ -902,8 +902,13 @@ fn better_candidate_wait(s: &RoleState, obs: &Observation, policy: &RolePolicy) 
     if let Some(t) = transfer {
         return Some(Why::WaitingForTransfer { to: t.to.clone() });
     }
+    // Not for the member that held the lease last: it left it (stood down, was fenced, or lost
+    // it) and defers to another standby for a while (`step_down_deferral`), so waiting for it
+    // would only lengthen the failover — by `priority_delay`, once the stood-down member's
+    // status reaches this member before the lease change does.
+    let last_holder = s.last_holder.as_ref().map(|(m, _)| m);
     let better = eligible_standby(obs, policy)
-        .filter(|r| r.status.priority > obs.priority)
+        .filter(|r| r.status.priority > obs.priority && Some(&r.status.member) != last_holder)
         .max_by_key(|r| (r.status.priority, r.status.height))?;
     Some(Why::WaitingForPriority {
         ahead: better.status.member.clone(),

@@ -1,7 +1,8 @@
 //! Many validators in one raft group (issue 22): a real 3-member cluster on loopback with mutual
 //! TLS, one handle per validator on each member. Each validator's lease, epoch and watermarks are
 //! its own; a holder that dies loses only its own leases, each expired by the leader's own timer;
-//! and renews of several leases that reach the node together commit as one log entry.
+//! and renews (and signer reservations ahead) of several leases that reach the node together commit
+//! as one log entry.
 
 mod common;
 
@@ -164,4 +165,35 @@ async fn renews_and_checkpoints_of_many_validators_sent_apart_leave_together_at_
         assert_eq!(mark.hrs.height, 100 + i as u64, "validator {i}'s own checkpoint, in its own scope");
     }
     eprintln!("40 renews and checkpoints sent over 76 ms committed as {entries} log entries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_ahead_of_many_validators_sent_apart_leave_together_at_the_next_tick() {
+    let (cluster, handles, leases) = twenty_held_by_a().await;
+    assert!(
+        handles.iter().all(|h| h.gathers_reservations_ahead()),
+        "every scoped validator's reservation ahead gathers"
+    );
+    assert!(!cluster.node(0).gathers_reservations_ahead(), "the default validator's leaves at once, alone");
+    let node = cluster.node(0);
+    let before = node.info().applied;
+    // Each validator's signer asks for its next window at its own moment: here one every 4 ms.
+    let calls = handles.iter().zip(&leases).enumerate().map(|(i, (h, l))| async move {
+        tokio::time::sleep(Duration::from_millis(4 * i as u64)).await;
+        let top = Hrs::end_of_height(200 + i as u64);
+        h.reserve_ahead(l.epoch, &key(), top, within(Duration::from_secs(3))).await.map(|w| w.hrs.height)
+    });
+    let answers = futures::future::join_all(calls).await;
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(answer.as_ref().ok(), Some(&(200 + i as u64)), "reservation {i}: each answered its own");
+    }
+    let entries = node.info().applied - before;
+    // As for renews: one entry per tick the reservations spanned, not one each.
+    assert!(entries <= 6, "20 reservations ahead sent over 76 ms took {entries} log entries");
+    // Each is judged as alone: one at or below its watermark is refused, to it alone.
+    let k = key();
+    let again = handles[3].reserve_ahead(leases[3].epoch, &k, Hrs::end_of_height(203), within(Duration::from_secs(3)));
+    let refused = again.await;
+    assert!(matches!(refused, Err(failover::coord::CoordError::Refused(_))), "not above the watermark: {refused:?}");
+    eprintln!("20 reservations ahead sent over 76 ms committed as {entries} log entries");
 }

@@ -241,6 +241,26 @@ pub trait Coordinator: Send + Sync {
     /// reservation is durable on a quorum.
     async fn reserve(&self, epoch: Epoch, key: &KeyId, hrs: Hrs, deadline: Instant) -> Result<Watermark, CoordError>;
 
+    /// `reserve` for a window ahead that no signature waits on yet: same rule and same answer,
+    /// but the store may hold it a moment to commit it together with other validators' work
+    /// (raft gathers it into the next tick's batch). By default, `reserve`.
+    async fn reserve_ahead(
+        &self,
+        epoch: Epoch,
+        key: &KeyId,
+        hrs: Hrs,
+        deadline: Instant,
+    ) -> Result<Watermark, CoordError> {
+        self.reserve(epoch, key, hrs, deadline).await
+    }
+
+    /// Whether [`Coordinator::reserve_ahead`] waits for a moment of the store's own (raft's next
+    /// tick) to leave with others: the signer then sends it at once, since a quiet of its own
+    /// before would only add to that wait.
+    fn gathers_reservations_ahead(&self) -> bool {
+        false
+    }
+
     /// Key-holding mode: raise `key`'s watermark to the end of `height`. Same epoch rule; a
     /// height at or below the watermark leaves it unchanged.
     async fn checkpoint(
@@ -286,6 +306,13 @@ pub trait Coordinator: Send + Sync {
     /// then reads it once per status cadence instead of polling.
     fn statuses_are_local(&self) -> bool {
         false
+    }
+
+    /// [`Coordinator::cluster_status`] read from this process's memory, when the statuses are
+    /// there ([`Coordinator::statuses_are_local`]): a loop turn reads it itself, with no task
+    /// between. `None` for a store read over the network.
+    fn local_cluster_status(&self) -> Option<Vec<StatusReport>> {
+        None
     }
 
     /// Maintenance mode on or off.

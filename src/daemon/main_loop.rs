@@ -218,13 +218,13 @@ impl MainLoop {
         }
         let coord = Arc::clone(&self.executor.cx.effects.coord);
         let timing = (policies.call_timeout, self.quiet_turn);
-        let cluster_rx = observe::start_refresher(coord, timing, self.clock.clone(), shutdown);
+        let cluster = observe::start_refresher(coord, timing, self.clock.clone(), shutdown);
         let observer = Observer::new(
             self.member.id.clone(),
             self.clock.clone(),
             timing,
             policies.role.status_stale_after,
-            cluster_rx,
+            cluster,
             sources.references.len(),
         );
         let metrics = &self.outputs.telemetry.metrics;

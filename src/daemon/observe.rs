@@ -24,9 +24,11 @@
 //! - A standby given `store: None` does not acquire. The cap keeps it from acquiring on an
 //!   answer older than the age at which `role` ignores any status anyway.
 //!
-//! With the raft store, statuses are read from this member's memory (peers push theirs) and
-//! always answer at once; a partitioned member's writes (acquire, renew) fail in the store
-//! instead. Nothing is gained by polling memory faster than peers publish, so its interval is
+//! With the raft store, statuses are in this member's memory (peers push theirs) and always
+//! answer at once; a partitioned member's writes (acquire, renew) fail in the store instead.
+//! There is no refresher then: each turn reads them itself ([`ClusterSource::Local`]), as fresh
+//! as the turn, and a turn costs no second task's wake-up — a signer active for many
+//! validators turns each of their loops several times a second. A quiet loop turns every
 //! [`LOCAL_REFRESH_INTERVAL`] (the default probe interval), at most a quarter of
 //! `status_stale_after`.
 
@@ -111,15 +113,22 @@ pub(super) struct ClusterAnswer {
 /// The latest heights of the reference RPCs and when they were read.
 type ReferenceHeights = Arc<Mutex<Vec<Option<(MonoTime, u64)>>>>;
 
+/// Where the loop reads the cluster's statuses.
+pub(super) enum ClusterSource {
+    /// A refresher reads the store (over the network) and hands each answer over; the `Notify`
+    /// asks it for a new one.
+    Refreshed(watch::Receiver<Option<ClusterAnswer>>, Arc<Notify>),
+    /// The statuses are in this process's memory ([`Coordinator::local_cluster_status`]).
+    Local(Arc<dyn Coordinator>),
+}
+
 /// The loop's view of what the background tasks saw last.
 pub(super) struct Observer {
     me: MemberId,
     clock: Clock,
     stale_after: Duration,
     status_stale_after: Duration,
-    cluster: watch::Receiver<Option<ClusterAnswer>>,
-    /// Asks the refresher for a new answer.
-    ask: Arc<Notify>,
+    cluster: ClusterSource,
     references: ReferenceHeights,
 }
 
@@ -129,28 +138,40 @@ impl Observer {
         clock: Clock,
         (call_timeout, refresh_every): (Duration, Duration),
         status_stale_after: Duration,
-        (cluster, ask): (watch::Receiver<Option<ClusterAnswer>>, Arc<Notify>),
+        cluster: ClusterSource,
         references: usize,
     ) -> Observer {
         let stale_after = store_stale_after(call_timeout, status_stale_after, refresh_every);
         let references = Arc::new(Mutex::new(vec![None; references]));
-        Observer { me, clock, stale_after, status_stale_after, cluster, ask, references }
+        Observer { me, clock, stale_after, status_stale_after, cluster, references }
     }
 
     /// Asks the refresher to read the cluster's statuses now, for the next turn. A request made
-    /// while a read runs is served once it ends; requests never pile up.
+    /// while a read runs is served once it ends; requests never pile up. Local statuses need no
+    /// asking: the next turn reads them.
     pub fn ask_again(&self) {
-        self.ask.notify_one();
+        if let ClusterSource::Refreshed(_, ask) = &self.cluster {
+            ask.notify_one();
+        }
     }
 
     /// Waits up to `limit` for the refresher's first answer, so the first turn has one.
     pub async fn first_answer(&mut self, limit: Duration) {
-        let _ = tokio::time::timeout(limit, self.cluster.wait_for(Option::is_some)).await;
+        if let ClusterSource::Refreshed(answers, _) = &mut self.cluster {
+            let _ = tokio::time::timeout(limit, answers.wait_for(Option::is_some)).await;
+        }
     }
 
     /// The other members' statuses, aged to `now`; `None` when the store's answer is stale.
     pub fn cluster(&self, now: MonoTime) -> Option<Vec<StatusReport>> {
-        let answer = self.cluster.borrow();
+        let answers = match &self.cluster {
+            ClusterSource::Local(coord) => {
+                let reports = coord.local_cluster_status()?;
+                return Some(reports.into_iter().filter(|r| r.status.member != self.me).collect());
+            }
+            ClusterSource::Refreshed(answers, _) => answers,
+        };
+        let answer = answers.borrow();
         let answer = answer.as_ref().filter(|a| now.saturating_since(a.asked_at) <= self.stale_after)?;
         let waited = now.saturating_since(answer.answered_at);
         let others = answer.reports.iter().filter(|r| r.status.member != self.me);
@@ -402,14 +423,18 @@ impl ReferenceLoop {
     }
 }
 
-/// Starts the refresher over the store's `cluster_status`; the loop reads its latest answer and
-/// asks for the next through the `Notify`.
+/// Where the loop reads the cluster's statuses: straight from memory when the store keeps them
+/// there; else a refresher over the store's `cluster_status`, whose latest answer the loop reads
+/// and whose next it asks for through the `Notify`.
 pub(super) fn start_refresher(
     coord: Arc<dyn Coordinator>,
     (call_timeout, every): (Duration, Duration),
     clock: Clock,
     shutdown: &CancellationToken,
-) -> (watch::Receiver<Option<ClusterAnswer>>, Arc<Notify>) {
+) -> ClusterSource {
+    if coord.statuses_are_local() {
+        return ClusterSource::Local(coord);
+    }
     let (tx, rx) = watch::channel(None);
     let ask = Arc::new(Notify::new());
     let read = move |deadline| {
@@ -417,7 +442,7 @@ pub(super) fn start_refresher(
         async move { coord.cluster_status(deadline).await }
     };
     tokio::spawn(refresh_cluster(read, (call_timeout, every), clock, tx, Arc::clone(&ask), shutdown.clone()));
-    (rx, ask)
+    ClusterSource::Refreshed(rx, ask)
 }
 
 /// Reads the cluster's statuses with `read` (given the read's deadline) at once, then each time

@@ -12,8 +12,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Clock, LOCAL_REFRESH_INTERVAL, Observer, REFRESH_INTERVAL, Ticks, TurnBell, next_tick, refresh_cluster,
-    refresh_interval, ride_early, rides_turn, store_stale_after,
+    Clock, ClusterSource, LOCAL_REFRESH_INTERVAL, Observer, REFRESH_INTERVAL, Ticks, TurnBell, next_tick,
+    refresh_cluster, refresh_interval, ride_early, rides_turn, store_stale_after,
 };
 use crate::coord::{CoordError, StatusReport};
 use crate::domain::{MemberId, MemberKind, MemberStatus, RoleName};
@@ -76,8 +76,14 @@ async fn observer_over(read: impl Fn(Instant) -> BoxedRead + Send + 'static) -> 
         Arc::clone(&ask),
         shutdown.clone(),
     ));
-    let mut observer =
-        Observer::new(member("a"), clock.clone(), (CALL_TIMEOUT, REFRESH_INTERVAL), STATUS_STALE_AFTER, (rx, ask), 0);
+    let mut observer = Observer::new(
+        member("a"),
+        clock.clone(),
+        (CALL_TIMEOUT, REFRESH_INTERVAL),
+        STATUS_STALE_AFTER,
+        ClusterSource::Refreshed(rx, ask),
+        0,
+    );
     observer.first_answer(CALL_TIMEOUT).await;
     (observer, clock, shutdown)
 }

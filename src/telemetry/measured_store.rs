@@ -70,6 +70,18 @@ fn follow(m: &Metrics, key: &KeyId, answered: Option<&Watermark>) {
     }
 }
 
+/// A reservation's answer for `key`: counted, and the gauge follows a confirmed one.
+fn reserved(m: &Metrics, key: &KeyId, result: &Result<Watermark, CoordError>) {
+    match result {
+        Ok(w) => {
+            m.reserved(key.as_str(), true);
+            follow(m, key, Some(w));
+        }
+        Err(CoordError::Refused(_) | CoordError::NotHolder { .. }) => m.reserved(key.as_str(), false),
+        Err(_) => {}
+    }
+}
+
 #[async_trait]
 impl Coordinator for MeasuredStore {
     async fn acquire(&self, member: &MemberId, deadline: Instant) -> Result<Lease, CoordError> {
@@ -110,15 +122,18 @@ impl Coordinator for MeasuredStore {
     }
 
     async fn reserve(&self, epoch: Epoch, key: &KeyId, hrs: Hrs, deadline: Instant) -> Result<Watermark, CoordError> {
-        self.measure("reserve", self.inner.reserve(epoch, key, hrs, deadline), |m, r| match r {
-            Ok(w) => {
-                m.reserved(key.as_str(), true);
-                follow(m, key, Some(w));
-            }
-            Err(CoordError::Refused(_) | CoordError::NotHolder { .. }) => m.reserved(key.as_str(), false),
-            Err(_) => {}
-        })
-        .await
+        self.measure("reserve", self.inner.reserve(epoch, key, hrs, deadline), |m, r| reserved(m, key, r)).await
+    }
+
+    async fn reserve_ahead(
+        &self,
+        epoch: Epoch,
+        key: &KeyId,
+        hrs: Hrs,
+        deadline: Instant,
+    ) -> Result<Watermark, CoordError> {
+        let call = self.inner.reserve_ahead(epoch, key, hrs, deadline);
+        self.measure("reserve", call, |m, r| reserved(m, key, r)).await
     }
 
     async fn checkpoint(
@@ -172,6 +187,15 @@ impl Coordinator for MeasuredStore {
 
     fn statuses_are_local(&self) -> bool {
         self.inner.statuses_are_local()
+    }
+
+    fn gathers_reservations_ahead(&self) -> bool {
+        self.inner.gathers_reservations_ahead()
+    }
+
+    /// Not measured: a read of memory, as many times a second as the loop turns.
+    fn local_cluster_status(&self) -> Option<Vec<StatusReport>> {
+        self.inner.local_cluster_status()
     }
 
     async fn set_paused(&self, paused: bool, deadline: Instant) -> Result<(), CoordError> {

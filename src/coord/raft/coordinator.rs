@@ -383,10 +383,28 @@ impl RaftCoordinator {
         }
     }
 
+    /// This validator's statuses as the peers pushed them here, aged to now.
+    fn board_statuses(&self) -> Vec<StatusReport> {
+        self.board.snapshot(&self.validator).into_iter().map(|(status, age)| StatusReport { status, age }).collect()
+    }
+
     async fn call(&self, cmd: Command, deadline: Instant, operation: &'static str) -> Result<Reply, CoordError> {
+        self.propose(cmd, false, deadline, operation).await
+    }
+
+    /// Proposes `cmd` for this validator and waits for its answer by `deadline`; `ahead`: a
+    /// reservation nobody waits on to sign, which may wait for the next tick to leave with
+    /// others (`node::gathers`).
+    async fn propose(
+        &self,
+        cmd: Command,
+        ahead: bool,
+        deadline: Instant,
+        operation: &'static str,
+    ) -> Result<Reply, CoordError> {
         let cmd = node::scoped(&self.validator, cmd);
         let (reply, answer) = oneshot::channel();
-        match self.ask_node(Request::Propose { cmd, reply }, answer, deadline).await {
+        match self.ask_node(Request::Propose { cmd, reply, ahead }, answer, deadline).await {
             Ok(result) => result,
             Err(NodeSilence::Late) => Err(CoordError::Timeout { operation }),
             Err(NodeSilence::Stopped) => Err(self.node_stopped()),
@@ -619,6 +637,17 @@ impl Coordinator for RaftCoordinator {
         watermark_of(self.call(Command::Reserve { epoch, key: key.clone(), hrs }, deadline, "reserve").await?)
     }
 
+    async fn reserve_ahead(
+        &self,
+        epoch: Epoch,
+        key: &KeyId,
+        hrs: Hrs,
+        deadline: Instant,
+    ) -> Result<Watermark, CoordError> {
+        let cmd = Command::Reserve { epoch, key: key.clone(), hrs };
+        watermark_of(self.propose(cmd, true, deadline, "reserve").await?)
+    }
+
     async fn checkpoint(
         &self,
         epoch: Epoch,
@@ -677,11 +706,21 @@ impl Coordinator for RaftCoordinator {
     }
 
     async fn cluster_status(&self, _deadline: Instant) -> Result<Vec<StatusReport>, CoordError> {
-        Ok(self.board.snapshot(&self.validator).into_iter().map(|(status, age)| StatusReport { status, age }).collect())
+        Ok(self.board_statuses())
     }
 
     fn statuses_are_local(&self) -> bool {
         true
+    }
+
+    fn local_cluster_status(&self) -> Option<Vec<StatusReport>> {
+        Some(self.board_statuses())
+    }
+
+    /// `node::gathers`' rule for a reservation ahead: a validator other than the default one, on
+    /// a node that serves two or more besides the default one (a view each, and the default's).
+    fn gathers_reservations_ahead(&self) -> bool {
+        !self.validator.is_default() && self.shared.views.len() > 2
     }
 
     async fn set_paused(&self, paused: bool, deadline: Instant) -> Result<(), CoordError> {

@@ -78,12 +78,12 @@ pub enum Request {
     Propose {
         cmd: Command,
         reply: oneshot::Sender<Result<Reply, CoordError>>,
+        /// Nobody waits on the answer to sign: a scoped reservation ahead may wait for the next
+        /// tick and leave in one entry with the others ([`gathers`]).
+        ahead: bool,
     },
     /// This member holds the lease and leads raft: refresh the expiry timer outside the log.
-    Refresh {
-        ask: RefreshAsk,
-        reply: oneshot::Sender<Result<(), RefreshRefusal>>,
-    },
+    Refresh { ask: RefreshAsk, reply: oneshot::Sender<Result<(), RefreshRefusal>> },
     /// Test hook (`FAILOVERD_TEST_HOOKS`): panic inside the raft task, as a bug in raft-rs would.
     Panic,
 }
@@ -201,7 +201,7 @@ pub struct NodeTask {
     last_leadership_transfer: Option<Instant>,
     /// Requests waiting for a leader to propose to, or (renews and checkpoints of scoped
     /// validators) for the next tick.
-    parked: Vec<(Command, oneshot::Sender<Result<Reply, CoordError>>)>,
+    parked: Vec<Parked>,
     /// Whether a raft tick passed in this turn: the scoped renews and checkpoints parked before
     /// it leave now, in one entry ([`flush_parked`](NodeTask::flush_parked)).
     batch_due: bool,
@@ -391,7 +391,7 @@ impl NodeTask {
     }
 
     fn fail(&mut self, why: String) {
-        for (_, reply) in self.parked.drain(..) {
+        for Parked { reply, .. } in self.parked.drain(..) {
             let _ = reply.send(Err(CoordError::Unavailable(why.clone())));
         }
         for (_, Pending { reply, .. }) in self.pending.drain() {
@@ -421,7 +421,7 @@ impl NodeTask {
         }
         self.pending.retain(|_, p| !p.reply.is_closed());
         self.repropose_stranded();
-        self.parked.retain(|(_, reply)| !reply.is_closed());
+        self.parked.retain(|p| !p.reply.is_closed());
         self.batch_due = true;
         self.flush_parked();
         self.check_expiry();
@@ -574,7 +574,10 @@ impl NodeTask {
     fn on_request(&mut self, req: Request) {
         match req {
             // Proposed when the turn's requests are all in (`run`).
-            Request::Propose { cmd, reply } => self.parked.push((cmd, reply)),
+            Request::Propose { cmd, reply, ahead } => {
+                let gathered = gathers(&cmd, ahead);
+                self.parked.push(Parked { cmd, reply, gathered });
+            }
             Request::Refresh { ask, reply } => {
                 let _ = reply.send(self.on_refresh(&ask));
             }
@@ -628,32 +631,35 @@ impl NodeTask {
     /// proposal because leadership is moving, they stay parked; their callers' deadlines bound
     /// the wait (a caller that gave up closes its channel and the request is dropped).
     ///
-    /// With two validators or more besides the default one, scoped renews and checkpoints wait
-    /// for the next raft tick (at most one tick, 100 ms by default) and then leave together in
-    /// one `Batch` entry: every validator's loop renews and
-    /// checkpoints once a renew interval, each at its own moment, and without the wait each
-    /// would be an entry of its own — a commit, an fsync on every member and a message to each
-    /// follower, fifty times a second at fifty validators. The wait is safe: a renew's validity
-    /// counts from when its caller sent it, before the wait, so the holder's deadline only comes
-    /// sooner than the leader's; a checkpoint records a height already signed, a tick later.
+    /// With two validators or more besides the default one, scoped renews, checkpoints and
+    /// reservations ahead wait for the next raft tick (at most one tick, 100 ms by default) and
+    /// then leave together in one `Batch` entry: every validator's loop renews and checkpoints
+    /// once a renew interval, and a signer reserves its next window every other height, each
+    /// at its own moment; without the wait each would be an entry of its own — a commit, an
+    /// fsync on every member and a message to each follower, fifty times a second at fifty
+    /// validators. The wait is safe: a renew's validity counts from when its caller sent it,
+    /// before the wait, so the holder's deadline only comes sooner than the leader's; a
+    /// checkpoint records a height already signed, a tick later; a reservation ahead is asked
+    /// while the window still covers the next heights, its heights are signed only once it
+    /// committed, and the window's lead counts the wait in its measured latency.
     fn flush_parked(&mut self) {
         if self.parked.is_empty() || self.raw.raft.leader_id == raft::INVALID_ID {
             return;
         }
         let parked = std::mem::take(&mut self.parked);
         let (batched, others): (Vec<_>, Vec<_>) =
-            parked.into_iter().filter(|(_, reply)| !reply.is_closed()).partition(|(cmd, _)| batches(cmd));
-        let mut proposals: Vec<(Command, Answer)> =
-            others.into_iter().map(|(cmd, reply)| (cmd, Answer::One(reply))).collect();
+            parked.into_iter().filter(|p| !p.reply.is_closed()).partition(|p| p.gathered);
+        let mut proposals: Vec<(Command, Answer)> = others.into_iter().map(|p| (p.cmd, Answer::One(p.reply))).collect();
         let gathers = self.cfg.validators.len() > 1;
         if gathers && !self.batch_due && batched.len() < MAX_BATCH {
             self.parked = batched;
         } else if batched.len() == 1 {
-            proposals.extend(batched.into_iter().map(|(cmd, reply)| (cmd, Answer::One(reply))));
+            proposals.extend(batched.into_iter().map(|p| (p.cmd, Answer::One(p.reply))));
         } else {
             let mut batched = batched.into_iter().peekable();
             while batched.peek().is_some() {
-                let (commands, replies): (Vec<_>, Vec<_>) = batched.by_ref().take(MAX_BATCH).unzip();
+                let (commands, replies): (Vec<_>, Vec<_>) =
+                    batched.by_ref().take(MAX_BATCH).map(|p| (p.cmd, p.reply)).unzip();
                 proposals.push((Command::Batch { commands }, Answer::Each(replies)));
             }
         }
@@ -673,10 +679,13 @@ impl NodeTask {
     /// Parks a proposal raft dropped, its batch taken apart again.
     fn park_again(&mut self, cmd: Command, reply: Answer) {
         match (cmd, reply) {
-            (Command::Batch { commands }, Answer::Each(replies)) => {
-                self.parked.extend(commands.into_iter().zip(replies))
+            (Command::Batch { commands }, Answer::Each(replies)) => self
+                .parked
+                .extend(commands.into_iter().zip(replies).map(|(cmd, reply)| Parked { cmd, reply, gathered: true })),
+            (cmd, Answer::One(reply)) => {
+                // Proposed alone before: it has had its wait, and leaves at once again.
+                self.parked.push(Parked { cmd, reply, gathered: false })
             }
-            (cmd, Answer::One(reply)) => self.parked.push((cmd, reply)),
             // Never made: a batch always has one answer per command, anything else one answer.
             (_, answer) => answer.send(Err(CoordError::Unavailable("raft dropped the proposal; retry".into()))),
         }
@@ -1110,14 +1119,24 @@ impl NodeTask {
     }
 }
 
-/// Whether `cmd` renews the lease of, or checkpoints, a validator other than the default one:
-/// what `flush_parked` holds for the next tick and batches. The default validator's commands
-/// always leave at once and alone, as before: a member of an earlier version cannot decode a
-/// `Batch` and would skip it, and a single-validator cluster may be in a rolling upgrade.
-/// Scoped commands exist only once every member knows `[[validators]]`.
-fn batches(cmd: &Command) -> bool {
+/// A request waiting for a leader, or for the next tick.
+struct Parked {
+    cmd: Command,
+    reply: oneshot::Sender<Result<Reply, CoordError>>,
+    /// It waits for the next tick and leaves in a `Batch` ([`gathers`]).
+    gathered: bool,
+}
+
+/// Whether `cmd` (`ahead`: a reservation nobody waits on yet) is what `flush_parked` holds for
+/// the next tick and batches: a renew, a checkpoint or a reservation ahead of a validator other
+/// than the default one. A reservation a signature waits for leaves at once. The default
+/// validator's commands always leave at once and alone, as before: a member of an earlier
+/// version cannot decode a `Batch` and would skip it, and a single-validator cluster may be in
+/// a rolling upgrade. Scoped commands exist only once every member knows `[[validators]]`.
+fn gathers(cmd: &Command, ahead: bool) -> bool {
     matches!(cmd, Command::Scoped { command, .. }
-        if matches!(command.as_ref(), Command::Renew { .. } | Command::Checkpoint { .. }))
+        if matches!(command.as_ref(), Command::Renew { .. } | Command::Checkpoint { .. })
+            || ahead && matches!(command.as_ref(), Command::Reserve { .. }))
 }
 
 /// The holding a validator's expiry timer runs for, as this member applied it.
@@ -1166,11 +1185,11 @@ mod tests {
         }
     }
 
-    // Only another validator's renews and checkpoints wait for the tick and batch: the default
-    // validator's leave at once as plain entries (a member of an earlier version cannot decode
-    // a batch), and a reservation, which a signature waits on, never waits.
+    // Only another validator's renews, checkpoints and reservations ahead wait for the tick and
+    // batch: the default validator's leave at once as plain entries (a member of an earlier
+    // version cannot decode a batch), and a reservation a signature waits on never waits.
     #[test]
-    fn only_renews_and_checkpoints_of_scoped_validators_wait_for_the_tick() {
+    fn only_renews_checkpoints_and_reservations_ahead_of_scoped_validators_wait_for_the_tick() {
         let osmo = ValidatorId::new("osmo").expect("id");
         let key = crate::domain::KeyId::new("k").expect("id");
         let renew =
@@ -1179,12 +1198,15 @@ mod tests {
         let reserve = Command::Reserve { epoch: Epoch::new(3), key, hrs: crate::domain::Hrs::end_of_height(9) };
         let release =
             Command::Release { member: MemberId::new("a").expect("id"), epoch: Epoch::new(3), final_watermark: None };
-        assert!(batches(&scoped(&osmo, renew.clone())));
-        assert!(batches(&scoped(&osmo, checkpoint.clone())));
-        assert!(!batches(&renew), "the default validator's renew");
-        assert!(!batches(&checkpoint), "the default validator's checkpoint");
-        assert!(!batches(&scoped(&osmo, reserve)), "a reservation");
-        assert!(!batches(&scoped(&osmo, release)), "a release");
+        assert!(gathers(&scoped(&osmo, renew.clone()), false));
+        assert!(gathers(&scoped(&osmo, checkpoint.clone()), false));
+        assert!(gathers(&scoped(&osmo, reserve.clone()), true), "a reservation ahead");
+        assert!(!gathers(&renew, false), "the default validator's renew");
+        assert!(!gathers(&checkpoint, false), "the default validator's checkpoint");
+        assert!(!gathers(&reserve, true), "the default validator's reservation ahead");
+        assert!(!gathers(&scoped(&osmo, reserve), false), "a reservation a signature waits on");
+        assert!(!gathers(&scoped(&osmo, release.clone()), true), "a release, even marked ahead");
+        assert!(!gathers(&scoped(&osmo, release), false), "a release");
     }
 
     /// A one-member node on a real raft-engine directory, not running: the test takes its turns.
@@ -1194,6 +1216,12 @@ mod tests {
 
     /// [`one_member`] with its election and heartbeat ticks.
     fn one_member_ticking(dir: &std::path::Path, election_ticks: usize, heartbeat_ticks: usize) -> NodeTask {
+        one_member_serving(dir, (election_ticks, heartbeat_ticks), Vec::new())
+    }
+
+    /// [`one_member`] with its (election, heartbeat) ticks, watching `validators`.
+    fn one_member_serving(dir: &std::path::Path, ticks: (usize, usize), validators: Vec<ValidatorId>) -> NodeTask {
+        let (election_ticks, heartbeat_ticks) = ticks;
         let me = MemberId::new("a").expect("valid");
         let (log, _) = RaftLog::open(dir, &me, &[1]).expect("open the raft dir");
         let senders =
@@ -1211,10 +1239,47 @@ mod tests {
             rejoin: false,
             ids: BTreeMap::from([(me, 1)]),
             witnesses: Vec::new(),
-            validators: Vec::new(),
+            validators,
         };
         let (task, _, _) = build(cfg, log, Arc::new(senders), inbox, requests, PeerRefusals::default()).expect("build");
         task
+    }
+
+    // With several validators, reservations ahead of two validators wait for the tick and leave
+    // in one entry; a reservation a signature waits on leaves at once, alone.
+    #[test]
+    fn reservations_ahead_of_two_validators_leave_at_the_tick_in_one_entry() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ids = ["osmo", "juno"].map(|v| ValidatorId::new(v).expect("id"));
+        let mut task = one_member_serving(dir.path(), (3, 1), ids.to_vec());
+        lead(&mut task);
+        let key = crate::domain::KeyId::new("k").expect("id");
+        let reserve = |top| Command::Reserve {
+            epoch: Epoch::new(1),
+            key: key.clone(),
+            hrs: crate::domain::Hrs::end_of_height(top),
+        };
+        let mut answers = Vec::new();
+        for (validator, top, ahead) in [(&ids[0], 12, true), (&ids[1], 30, true), (&ids[0], 11, false)] {
+            let (reply, answer) = oneshot::channel();
+            answers.push(answer);
+            task.on_request(Request::Propose { cmd: scoped(validator, reserve(top)), reply, ahead });
+        }
+        let before = task.pending.len();
+        task.flush_parked();
+        assert_eq!(task.pending.len(), before + 1, "only the reservation a signature waits on left at once");
+        assert_eq!(task.parked.len(), 2, "both reservations ahead wait for the tick");
+        task.on_ticks(1);
+        assert!(task.parked.is_empty(), "the tick sent what waited for it");
+        let batches: Vec<usize> = task
+            .pending
+            .values()
+            .filter_map(|p| match &p.cmd {
+                Command::Batch { commands } => Some(commands.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(batches, vec![2], "both reservations ahead left in one entry");
     }
 
     // A quiet follower sleeps until its election timeout, a quiet leader until its heartbeat
@@ -1241,7 +1306,10 @@ mod tests {
         let cases: [(&str, MakeBusy); 4] = [
             ("a transfer under way", |t| t.raw.raft.lead_transferee = Some(2)),
             ("rejoining", |t| t.rejoining = true),
-            ("a request parked", |t| t.parked.push((Command::StartRefreshStamps, oneshot::channel().0))),
+            ("a request parked", |t| {
+                let (reply, _) = oneshot::channel();
+                t.parked.push(Parked { cmd: Command::StartRefreshStamps, reply, gathered: false })
+            }),
             ("a proposal in flight", |t| {
                 let (reply, _) = oneshot::channel();
                 let pending = Pending {

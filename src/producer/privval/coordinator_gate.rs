@@ -82,6 +82,9 @@ impl GateState {
 
 struct Shared {
     coord: Arc<dyn Coordinator>,
+    /// The store holds a reservation ahead for a moment of its own
+    /// ([`Coordinator::gathers_reservations_ahead`]): it is sent with no quiet before.
+    gathered: bool,
     key: KeyId,
     state: Mutex<GateState>,
     /// Signalled whenever a background reservation is answered.
@@ -97,7 +100,9 @@ pub struct CoordinatorGate {
 impl CoordinatorGate {
     pub fn new(coord: Arc<dyn Coordinator>, key: KeyId, runtime: tokio::runtime::Handle, timeout: Duration) -> Self {
         let state = Mutex::new(GateState { permission: None, window: None, queued: None });
-        CoordinatorGate { shared: Arc::new(Shared { coord, key, state, answered: Condvar::new() }), runtime, timeout }
+        let gathered = coord.gathers_reservations_ahead();
+        let shared = Shared { coord, gathered, key, state, answered: Condvar::new() };
+        CoordinatorGate { shared: Arc::new(shared), runtime, timeout }
     }
 
     fn state(&self) -> MutexGuard<'_, GateState> {
@@ -236,7 +241,7 @@ impl CoordinatorGate {
             }
             let deadline = tokio::time::Instant::now() + timeout;
             let sent = std::time::Instant::now();
-            let result = shared.coord.reserve(epoch, &shared.key, Hrs::end_of_height(top), deadline).await;
+            let result = shared.coord.reserve_ahead(epoch, &shared.key, Hrs::end_of_height(top), deadline).await;
             if let Err(e) = &result {
                 tracing::info!(%epoch, top, error = %e, "a reservation ahead was not confirmed; the next request reserves again");
             }
@@ -302,7 +307,8 @@ impl SignGate for CoordinatorGate {
                 None => return Err(GateRefusal::DemotedWhileReserving),
                 Some((Plan::Covered { extend }, quiet)) => {
                     if let Some(top) = extend {
-                        self.reserve_in_background(epoch, top, quiet);
+                        let after = if self.shared.gathered { Duration::ZERO } else { quiet };
+                        self.reserve_in_background(epoch, top, after);
                     }
                     return Ok(());
                 }
