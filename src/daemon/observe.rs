@@ -1,7 +1,8 @@
 //! What the loop observes besides its own memory: the local node (a probe loop feeding a
-//! channel), the reference RPCs (their latest heights), and the cluster's statuses, read by a
-//! background refresher and handed over a `watch` channel, so a slow store never holds up a
-//! loop turn. Also the loop's clock seam.
+//! channel), the reference RPCs (their latest heights), and the cluster's statuses — read by a
+//! background refresher and handed over a `watch` channel when the store is remote (Consul), so a
+//! slow store never holds up a loop turn, and read by the turn itself when they are in this
+//! member's memory (raft). Also the loop's clock seam.
 //!
 //! Owns those tasks and their latest answers; never decides, never acts, and never lets the loop
 //! await the store.

@@ -160,6 +160,9 @@ pub struct RaftShared {
     renews_by_path: Family<RenewPath, Counter>,
     /// When refreshes leave, with several validators besides the default one (`refresh_beat`).
     refresh_beat: Option<RefreshBeat>,
+    /// The member serves several validators besides the default one ([`node::serves_several`],
+    /// from the same list the node was given).
+    several: bool,
     shutdown: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     refusals: PeerRefusals,
@@ -198,7 +201,7 @@ impl RaftCoordinator {
             .collect();
         // Statuses wait for others to share their write, and refreshes leave on a beat, only on a
         // member of several validators: one validator's have nothing to meet.
-        let several = options.validators.len() > 1;
+        let several = node::serves_several(options.validators.len());
         let gathering = if several { Gathering::SEVERAL } else { Gathering::NONE };
         let senders =
             Arc::new(PeerSenders::start(my_id, &targets, tls.as_ref(), filter.clone(), gathering, &shutdown)?);
@@ -271,6 +274,7 @@ impl RaftCoordinator {
             refresh_unsupported: Mutex::new(None),
             renewing_through_log: std::sync::atomic::AtomicBool::new(false),
             refresh_beat,
+            several,
             renews_by_path: Family::default(),
             shutdown,
             tasks: Mutex::new(vec![server_task, node_task]),
@@ -718,9 +722,9 @@ impl Coordinator for RaftCoordinator {
     }
 
     /// `node::gathers`' rule for a reservation ahead: a validator other than the default one, on
-    /// a node that serves two or more besides the default one (a view each, and the default's).
+    /// a member that serves several.
     fn gathers_reservations_ahead(&self) -> bool {
-        !self.validator.is_default() && self.shared.views.len() > 2
+        !self.validator.is_default() && self.shared.several
     }
 
     async fn set_paused(&self, paused: bool, deadline: Instant) -> Result<(), CoordError> {

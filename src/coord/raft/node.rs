@@ -650,7 +650,7 @@ impl NodeTask {
         let (batched, others): (Vec<_>, Vec<_>) =
             parked.into_iter().filter(|p| !p.reply.is_closed()).partition(|p| p.gathered);
         let mut proposals: Vec<(Command, Answer)> = others.into_iter().map(|p| (p.cmd, Answer::One(p.reply))).collect();
-        let gathers = self.cfg.validators.len() > 1;
+        let gathers = serves_several(self.cfg.validators.len());
         if gathers && !self.batch_due && batched.len() < MAX_BATCH {
             self.parked = batched;
         } else if batched.len() == 1 {
@@ -1117,6 +1117,13 @@ impl NodeTask {
             changed
         });
     }
+}
+
+/// Whether a member serving `others` validators besides the default one shares its work among
+/// them: scoped renews, checkpoints and reservations ahead wait for the tick and batch, statuses
+/// wait to share a write, refreshes leave on a beat. With one other there is nothing to share.
+pub fn serves_several(others: usize) -> bool {
+    others > 1
 }
 
 /// A request waiting for a leader, or for the next tick.
