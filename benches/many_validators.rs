@@ -34,7 +34,11 @@
 //! `FAILOVERD_BENCH_WARMUP_SECS` (default 10), `FAILOVERD_BENCH_BLOCK_MS` (default 1000) and
 //! `FAILOVERD_BENCH_FAILOVERS` (default 5) change the run; `FAILOVERD_BENCH_ACTIVES=one` has every
 //! validator prefer a (default `spread`: even ones a, odd ones b), to measure a member active for
-//! all of them.
+//! all of them. `FAILOVERD_BENCH_LABS` (default 1) runs each case in that many fresh labs and
+//! ends with each member's CPU over them (median, least, most): on this 2-core machine one lab's
+//! figure for the same build lands anywhere within about ±0.4 points of the median (the phases of
+//! 50 chains' blocks against the members' timers differ from lab to lab), while the halves of
+//! one window agree, so a single lab is one draw, not the figure.
 //!
 //! Under `cargo test --all-targets` it only prints how to run it.
 
@@ -71,6 +75,8 @@ struct Settings {
     warmup: Duration,
     block: Duration,
     failovers: usize,
+    /// Fresh labs per case.
+    labs: usize,
 }
 
 /// The comma-separated items of `name`, or of `default` when it is unset.
@@ -106,6 +112,7 @@ impl Settings {
             warmup: Duration::from_secs(common::env_number("FAILOVERD_BENCH_WARMUP_SECS", 10)),
             block: Duration::from_millis(common::env_number("FAILOVERD_BENCH_BLOCK_MS", 1000).max(100)),
             failovers: common::env_number("FAILOVERD_BENCH_FAILOVERS", 5) as usize,
+            labs: (common::env_number("FAILOVERD_BENCH_LABS", 1) as usize).clamp(1, 50),
         }
     }
 }
@@ -633,6 +640,29 @@ fn print_summary(outcomes: &[Outcome]) {
     }
 }
 
+/// Each member's CPU over the labs of one case (`labs` consecutive outcomes): the median and the
+/// range, and how many labs were within the target.
+fn print_over_labs(outcomes: &[Outcome], labs: usize) {
+    println!("\nover {labs} labs per case (CPU % of one core: median, least–most; within the {CPU_TARGET} % target)");
+    for case in outcomes.chunks(labs) {
+        let mode = case[0].mode.name();
+        for (i, name) in MEMBERS.iter().enumerate() {
+            let cpus: Vec<f64> = case.iter().filter_map(|o| o.members.get(i)).map(|f| f.cpu).collect();
+            let s = stats::summarize(&cpus);
+            let within = cpus.iter().filter(|c| **c <= CPU_TARGET).count();
+            println!(
+                "{mode:<24} {:>3} {name:>3}  n={} median {:.2}  {:.2}–{:.2}  {within}/{} within",
+                case[0].n,
+                s.n,
+                s.p50,
+                s.min,
+                s.max,
+                cpus.len()
+            );
+        }
+    }
+}
+
 fn main() {
     if !common::benchmarking("many_validators") {
         return;
@@ -653,9 +683,14 @@ fn main() {
     let mut outcomes = Vec::new();
     for mode in &settings.modes {
         for n in &settings.counts {
-            outcomes.push(run(*mode, *n, &settings));
+            for _ in 0..settings.labs {
+                outcomes.push(run(*mode, *n, &settings));
+            }
         }
     }
     print_summary(&outcomes);
+    if settings.labs > 1 {
+        print_over_labs(&outcomes, settings.labs);
+    }
     println!("{} at the end; {:.0} s in all", common::machine_load(), began.elapsed().as_secs_f64());
 }

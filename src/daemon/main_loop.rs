@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +26,7 @@ use super::pace;
 use super::parts::{Effects, Member, Outputs, Policies, Sources};
 use super::report::{self, Reporter};
 use super::stop;
-use crate::coord::StatusReport;
+use crate::coord::{StatusReport, StoreView};
 use crate::domain::{MemberStatus, MonoTime, RoleName};
 use crate::events::EventKind;
 use crate::fence_notice::FenceNotice;
@@ -183,7 +183,7 @@ impl MainLoop {
                 }
             }
             self.outputs.telemetry.loop_turned();
-            self.turn(&observer);
+            self.turn(&observer, &store_changes);
         }
         if let Some(DaemonError::TimerFailed(why)) = &failure {
             tracing::error!(error = %why, "deactivating and stopping this member");
@@ -262,11 +262,12 @@ impl MainLoop {
         p.history.record(at, result.as_ref().map_err(String::as_str), best, &self.policies.health);
     }
 
-    /// One turn: observe, decide, report, dispatch.
-    fn turn(&mut self, observer: &Observer) {
+    /// One turn: observe, decide, report, dispatch. `store` is the loop's own receiver of the
+    /// store's view (the one its select waits on).
+    fn turn(&mut self, observer: &Observer, store: &watch::Receiver<StoreView>) {
         self.executor.unpark();
         let now = self.clock.now();
-        let view = self.executor.cx.effects.coord.watch().borrow().clone();
+        let view = store.borrow().clone();
         self.reporter.store_changes(&view);
         let cluster = observer.cluster(now);
         let health = self.probes.history.assess(now, &self.policies.health);
