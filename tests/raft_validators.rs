@@ -197,3 +197,47 @@ async fn reservations_ahead_of_many_validators_sent_apart_leave_together_at_the_
     assert!(matches!(refused, Err(failover::coord::CoordError::Refused(_))), "not above the watermark: {refused:?}");
     eprintln!("20 reservations ahead sent over 76 ms committed as {entries} log entries");
 }
+
+/// A signer's connection thread queues its reservation ahead (`queue_reserve_ahead`) from
+/// outside the runtime, as the remote signer does: each is answered with its own watermark,
+/// those queued apart leave together at the raft node's ticks, and one not above its
+/// watermark is refused, to it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_ahead_queued_from_signer_threads_are_each_answered_and_leave_at_the_ticks() {
+    let (cluster, _handles, leases) = twenty_held_by_a().await;
+    let node = cluster.node(0);
+    let before = node.info().applied;
+    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let queue_from_thread = |i: usize, height: u64| {
+        let (h, epoch, tx) = (handle(&cluster, 0, &v(&format!("v{i}"))), leases[i].epoch, tx.clone());
+        let deadline = within(Duration::from_secs(3));
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(4 * i as u64));
+            let answer = Box::new(move |r: Result<failover::domain::Watermark, failover::coord::CoordError>| {
+                let _ = tx.send((i, r));
+            });
+            let hrs = Hrs::end_of_height(height);
+            h.queue_reserve_ahead(failover::coord::QueuedReservation::new(epoch, key(), hrs, deadline, answer));
+        })
+    };
+    let threads: Vec<_> = (0..20).map(|i| queue_from_thread(i, 300 + i as u64)).collect();
+    for t in threads {
+        t.join().expect("a signer thread");
+    }
+    let mut answered = std::collections::BTreeMap::new();
+    while answered.len() < 20 {
+        let (i, r) = tokio::time::timeout(Duration::from_secs(5), heard.recv()).await.expect("in time").expect("open");
+        answered.insert(i, r.map(|w| w.hrs.height));
+    }
+    for (i, answer) in &answered {
+        assert_eq!(answer.as_ref().ok(), Some(&(300 + *i as u64)), "reservation {i}: each answered its own");
+    }
+    let entries = node.info().applied - before;
+    assert!(entries <= 6, "20 reservations queued over 76 ms took {entries} log entries");
+    queue_from_thread(5, 305).join().expect("a signer thread");
+    let (i, refused) =
+        tokio::time::timeout(Duration::from_secs(5), heard.recv()).await.expect("in time").expect("open");
+    assert_eq!(i, 5);
+    assert!(matches!(refused, Err(failover::coord::CoordError::Refused(_))), "not above the watermark: {refused:?}");
+    eprintln!("20 reservations queued from threads over 76 ms committed as {entries} log entries");
+}

@@ -19,9 +19,11 @@ use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberStatus,
 
 pub mod consul;
 pub(crate) mod courier;
+mod queued_reservation;
 pub mod raft;
 mod start;
 
+pub use queued_reservation::{QueuedReservation, ReservationAnswer};
 pub use start::{StartError, StartOptions, ValidatorStore, start, start_validators};
 
 /// Operator intents, replicated through the store so that every member sees the same ones.
@@ -259,6 +261,14 @@ pub trait Coordinator: Send + Sync {
     /// before would only add to that wait.
     fn gathers_reservations_ahead(&self) -> bool {
         false
+    }
+
+    /// [`Coordinator::reserve_ahead`] from a thread outside the runtime, without waking it: a
+    /// store that [gathers reservations ahead](Coordinator::gathers_reservations_ahead) takes
+    /// the reservation with the work it sends at its own moment, and answers it then. Only asked
+    /// of such a store; any other drops it, which answers that it was not sent.
+    fn queue_reserve_ahead(&self, reservation: QueuedReservation) {
+        drop(reservation);
     }
 
     /// Key-holding mode: raise `key`'s watermark to the end of `height`. Same epoch rule; a

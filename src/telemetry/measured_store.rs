@@ -15,20 +15,22 @@ use tokio::time::Instant;
 
 use super::metrics::Metrics;
 use crate::coord::{
-    BackendStatus, CoordError, Coordinator, Holding, Intents, LeaseGrant, StatusReport, StoreView, Transfer,
+    BackendStatus, CoordError, Coordinator, Holding, Intents, LeaseGrant, QueuedReservation, StatusReport, StoreView,
+    Transfer,
 };
 use crate::domain::{Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberStatus, MonoTime, Watermark};
 
 pub struct MeasuredStore {
     inner: Arc<dyn Coordinator>,
     metrics: Arc<Metrics>,
-    /// MonoTime nanoseconds of the last call the store answered; 0 before the first.
-    last_answer_nanos: AtomicU64,
+    /// MonoTime nanoseconds of the last call the store answered; 0 before the first. Shared with
+    /// the answers of queued reservations, which come after the call returned.
+    last_answer_nanos: Arc<AtomicU64>,
 }
 
 impl MeasuredStore {
     pub fn new(inner: Arc<dyn Coordinator>, metrics: Arc<Metrics>) -> MeasuredStore {
-        MeasuredStore { inner, metrics, last_answer_nanos: AtomicU64::new(0) }
+        MeasuredStore { inner, metrics, last_answer_nanos: Arc::new(AtomicU64::new(0)) }
     }
 
     /// When the store last answered a call (with a result, an error of its own such as "the lease
@@ -50,13 +52,24 @@ impl MeasuredStore {
     ) -> Result<T, CoordError> {
         let started = Instant::now();
         let result = call.await;
-        let answered = !matches!(result, Err(CoordError::Timeout { .. } | CoordError::Unavailable(_)));
-        self.metrics.store_call(operation, started.elapsed().as_secs_f64(), result.is_ok());
-        if answered {
-            self.last_answer_nanos.store(MonoTime::now().as_nanos().max(1), Ordering::Relaxed);
-        }
+        counted(&self.metrics, &self.last_answer_nanos, (operation, started), &result);
         after(&self.metrics, &result);
         result
+    }
+}
+
+/// Counts a store call that `started` as `operation` and ended with `result`, and notes an
+/// answer (a timeout or an unreachable store is none).
+fn counted<T>(
+    metrics: &Metrics,
+    last_answer_nanos: &AtomicU64,
+    (operation, started): (&'static str, Instant),
+    result: &Result<T, CoordError>,
+) {
+    let answered = !matches!(result, Err(CoordError::Timeout { .. } | CoordError::Unavailable(_)));
+    metrics.store_call(operation, started.elapsed().as_secs_f64(), result.is_ok());
+    if answered {
+        last_answer_nanos.store(MonoTime::now().as_nanos().max(1), Ordering::Relaxed);
     }
 }
 
@@ -191,6 +204,17 @@ impl Coordinator for MeasuredStore {
 
     fn gathers_reservations_ahead(&self) -> bool {
         self.inner.gathers_reservations_ahead()
+    }
+
+    /// Measured as `reserve_ahead` is, from the hand-over to the answer.
+    fn queue_reserve_ahead(&self, reservation: QueuedReservation) {
+        let (metrics, last_answer) = (Arc::clone(&self.metrics), Arc::clone(&self.last_answer_nanos));
+        let (key, started) = (reservation.key.clone(), Instant::now());
+        self.inner.queue_reserve_ahead(reservation.then(move |result| {
+            counted(&metrics, &last_answer, ("reserve", started), &result);
+            reserved(&metrics, &key, &result);
+            result
+        }));
     }
 
     /// Not measured: a read of memory, as many times a second as the loop turns.

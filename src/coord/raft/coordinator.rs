@@ -33,8 +33,8 @@ use super::transport::{
 };
 use crate::config::{Config, MemberConfig};
 use crate::coord::{
-    BackendStatus, CoordError, Coordinator, Holding, Intents, LeaseGrant, RaftStatus, StatusReport, StoreView,
-    Transfer, plan_import,
+    BackendStatus, CoordError, Coordinator, Holding, Intents, LeaseGrant, QueuedReservation, RaftStatus, StatusReport,
+    StoreView, Transfer, plan_import,
 };
 use crate::domain::{
     Epoch, Hrs, KeyId, Lease, LeaseView, MemberId, MemberKind, MemberStatus, MonoTime, ValidatorId, Watermark,
@@ -163,6 +163,8 @@ pub struct RaftShared {
     /// The member serves several validators besides the default one ([`node::serves_several`],
     /// from the same list the node was given).
     several: bool,
+    /// Reservations ahead queued for the node's next tick ([`Coordinator::queue_reserve_ahead`]).
+    ahead: Arc<node::AheadQueue>,
     shutdown: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     refusals: PeerRefusals,
@@ -256,6 +258,7 @@ impl RaftCoordinator {
                 tracing::error!(error = %e, "peer service stopped");
             }
         });
+        let ahead = task.ahead_queue();
         let node_task = tokio::spawn(task.run(shutdown.clone()));
         let default = ValidatorId::default_validator();
         let view = views.get(&default).cloned().ok_or_else(|| StartError::Config("the node gave no view".into()))?;
@@ -275,6 +278,7 @@ impl RaftCoordinator {
             renewing_through_log: std::sync::atomic::AtomicBool::new(false),
             refresh_beat,
             several,
+            ahead,
             renews_by_path: Family::default(),
             shutdown,
             tasks: Mutex::new(vec![server_task, node_task]),
@@ -725,6 +729,27 @@ impl Coordinator for RaftCoordinator {
     /// a member that serves several.
     fn gathers_reservations_ahead(&self) -> bool {
         !self.validator.is_default() && self.shared.several
+    }
+
+    /// Queued for the node's next tick; refused at once, by the answer, when the node stopped
+    /// or this handle does not gather (never asked then).
+    fn queue_reserve_ahead(&self, reservation: QueuedReservation) {
+        if let Some(why) = self.info().failed {
+            reservation.answer(Err(CoordError::Unavailable(why)));
+            return;
+        }
+        if !self.gathers_reservations_ahead() {
+            let why = "this validator's reservations are not gathered: send them with reserve_ahead";
+            reservation.answer(Err(CoordError::Invalid(why.into())));
+            return;
+        }
+        let cmd = node::scoped(
+            &self.validator,
+            Command::Reserve { epoch: reservation.epoch, key: reservation.key.clone(), hrs: reservation.hrs },
+        );
+        let deadline = reservation.deadline;
+        let answer = Box::new(move |reply: Result<Reply, CoordError>| reservation.answer(reply.and_then(watermark_of)));
+        self.shared.ahead.push(node::QueuedAhead { cmd, deadline, answer });
     }
 
     async fn set_paused(&self, paused: bool, deadline: Instant) -> Result<(), CoordError> {

@@ -88,6 +88,45 @@ pub enum Request {
     Panic,
 }
 
+/// A reservation ahead a signer's thread queued (`Coordinator::queue_reserve_ahead`): the node
+/// takes it at its next tick, into that tick's batch, without a wake-up of its own.
+pub struct QueuedAhead {
+    /// The scoped `Reserve`.
+    pub cmd: Command,
+    pub deadline: tokio::time::Instant,
+    /// Called once with the node's answer, or with the timeout at `deadline`. Dropped uncalled
+    /// only with the node; its caller hears that then (`QueuedReservation`).
+    pub answer: Box<dyn FnOnce(Result<Reply, CoordError>) + Send>,
+}
+
+/// Reservations ahead queued since the node's last tick, shared by the node and its handles.
+#[derive(Default)]
+pub struct AheadQueue {
+    queued: std::sync::Mutex<Vec<QueuedAhead>>,
+    /// A reservation was ever queued here: this member runs remote signers that queue them, and
+    /// its node takes every tick while it holds a lease, since a push wakes nothing.
+    used: std::sync::atomic::AtomicBool,
+}
+
+impl AheadQueue {
+    pub fn push(&self, ahead: QueuedAhead) {
+        self.used.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.lock().push(ahead);
+    }
+
+    fn take(&self) -> Vec<QueuedAhead> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn used(&self) -> bool {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<QueuedAhead>> {
+        self.queued.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// What the node reports about itself (for status, metrics and tests).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeInfo {
@@ -207,6 +246,8 @@ pub struct NodeTask {
     batch_due: bool,
     /// Where refused snapshots are counted and logged.
     refusals: PeerRefusals,
+    /// Reservations ahead queued by signers' threads, taken at each tick.
+    ahead: Arc<AheadQueue>,
 }
 
 /// Each watched validator's lease and intents, as the node applies them.
@@ -281,6 +322,7 @@ pub fn build(
         parked: Vec::new(),
         batch_due: false,
         refusals,
+        ahead: Arc::default(),
     };
     let mut task = task;
     task.ensure_timers();
@@ -378,6 +420,9 @@ impl NodeTask {
             self.publish_info();
             self.batch_due = false;
         }
+        // Shut down: what is still queued is never sent, and its signer hears so now rather
+        // than waiting out its deadline.
+        drop(self.ahead.take());
     }
 
     fn storage_failed(&mut self, e: &StoreError) {
@@ -398,8 +443,9 @@ impl NodeTask {
             reply.send(Err(CoordError::Unavailable(why.clone())));
         }
         self.info.send_modify(|i| i.failed = Some(why));
-        // Refuse every later request too.
+        // Refuse every later request too; queued reservations hear that they were not sent.
         self.requests.close();
+        drop(self.ahead.take());
     }
 
     /// Applies `n` ticks (see [`TickClock`]) and what is checked once per tick.
@@ -422,6 +468,7 @@ impl NodeTask {
         self.pending.retain(|_, p| !p.reply.is_closed());
         self.repropose_stranded();
         self.parked.retain(|p| !p.reply.is_closed());
+        self.take_queued_ahead();
         self.batch_due = true;
         self.flush_parked();
         self.check_expiry();
@@ -568,6 +615,29 @@ impl NodeTask {
                 let _ = reply.send(asks.iter().map(|ask| self.on_refresh(ask)).collect());
                 true
             }
+        }
+    }
+
+    /// The queue of reservations ahead this node takes at each tick (shared with its handles).
+    pub fn ahead_queue(&self) -> Arc<AheadQueue> {
+        Arc::clone(&self.ahead)
+    }
+
+    /// The reservations ahead queued since the last tick join the parked requests, to leave in
+    /// this tick's batch; a small task hands each its answer, or its timeout at its deadline.
+    /// The tasks start inside the runtime, so they wake nothing.
+    fn take_queued_ahead(&mut self) {
+        for QueuedAhead { cmd, deadline, answer } in self.ahead.take() {
+            let (reply, answered) = oneshot::channel();
+            self.parked.push(Parked { cmd, reply, gathered: true });
+            tokio::spawn(async move {
+                let result = match tokio::time::timeout_at(deadline, answered).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => Err(CoordError::Unavailable("the raft node stopped".into())),
+                    Err(_) => Err(CoordError::Timeout { operation: "reserve" }),
+                };
+                answer(result);
+            });
         }
     }
 
@@ -827,6 +897,9 @@ impl NodeTask {
             || !self.parked.is_empty()
             || !(leads || r.state == StateRole::Follower)
             || (leads && (self.holds_lease() || r.lead_transferee.is_some() || self.fsm.default.refreshes.is_none()))
+            // A signer's reservation ahead may be queued at any moment, and queuing wakes
+            // nothing: a member holding leases takes every tick, where the queue is emptied.
+            || (self.ahead.used() && self.holds_lease())
     }
 
     /// Where the leader's watch span starts: the watch span before its first expiry timer is
@@ -1278,15 +1351,100 @@ mod tests {
         assert_eq!(task.parked.len(), 2, "both reservations ahead wait for the tick");
         task.on_ticks(1);
         assert!(task.parked.is_empty(), "the tick sent what waited for it");
-        let batches: Vec<usize> = task
-            .pending
-            .values()
-            .filter_map(|p| match &p.cmd {
-                Command::Batch { commands } => Some(commands.len()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(batches, vec![2], "both reservations ahead left in one entry");
+        assert_eq!(batch_sizes(&task), vec![2], "both reservations ahead left in one entry");
+    }
+
+    /// The number of commands in each `Batch` entry in flight.
+    fn batch_sizes(task: &NodeTask) -> Vec<usize> {
+        let batches = task.pending.values().filter_map(|p| match &p.cmd {
+            Command::Batch { commands } => Some(commands.len()),
+            _ => None,
+        });
+        batches.collect()
+    }
+
+    /// A scoped reservation ahead `top` for `validator`, queued as a signer's thread queues it;
+    /// its answer goes to `heard`.
+    fn queue_ahead(
+        queue: &AheadQueue,
+        validator: &ValidatorId,
+        top: u64,
+        deadline: tokio::time::Instant,
+        heard: &mpsc::UnboundedSender<(u64, Result<Reply, CoordError>)>,
+    ) {
+        let key = crate::domain::KeyId::new("k").expect("id");
+        let hrs = crate::domain::Hrs::end_of_height(top);
+        let cmd = scoped(validator, Command::Reserve { epoch: Epoch::new(1), key, hrs });
+        let heard = heard.clone();
+        let answer = Box::new(move |r| {
+            let _ = heard.send((top, r));
+        });
+        queue.push(QueuedAhead { cmd, deadline, answer });
+    }
+
+    /// Reservations ahead queued by signers' threads wait in the queue, not in the node's
+    /// channel (queuing wakes nothing): the next tick takes them into its batch, and each caller
+    /// hears its own answer by its deadline — here its timeout, since nothing applies the entry.
+    #[tokio::test(start_paused = true)]
+    async fn queued_reservations_ahead_leave_at_the_next_tick_in_one_entry_and_each_hears_by_its_deadline() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ids = ["osmo", "juno"].map(|v| ValidatorId::new(v).expect("id"));
+        let mut task = one_member_serving(dir.path(), (3, 1), ids.to_vec());
+        lead(&mut task);
+        let queue = task.ahead_queue();
+        let (tx, mut heard) = mpsc::unbounded_channel();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
+        queue_ahead(&queue, &ids[0], 12, deadline, &tx);
+        queue_ahead(&queue, &ids[1], 30, deadline, &tx);
+        let before = task.pending.len();
+        task.flush_parked();
+        assert_eq!((task.pending.len(), task.parked.len()), (before, 0), "nothing left before the tick");
+        task.on_ticks(1);
+        assert!(queue.take().is_empty(), "the tick took the queue");
+        assert_eq!(batch_sizes(&task), vec![2], "both queued reservations left in one entry");
+        let mut tops = Vec::new();
+        for _ in 0..2 {
+            let (top, answer) = heard.recv().await.expect("every caller hears");
+            assert!(matches!(answer, Err(CoordError::Timeout { .. })), "{top}: {answer:?}");
+            tops.push(top);
+        }
+        tops.sort_unstable();
+        assert_eq!(tops, vec![12, 30]);
+        let heard_at = tokio::time::Instant::now();
+        assert!(heard_at >= deadline && heard_at < deadline + Duration::from_millis(5), "heard at the deadline");
+    }
+
+    /// A node that stops drops what is queued, and whoever queued it hears that it was not sent.
+    #[tokio::test]
+    async fn a_node_that_stops_answers_every_queued_reservation_that_it_was_not_sent() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ids = ["osmo", "juno"].map(|v| ValidatorId::new(v).expect("id"));
+        let mut task = one_member_serving(dir.path(), (3, 1), ids.to_vec());
+        let (tx, mut heard) = mpsc::unbounded_channel();
+        let reservation = crate::coord::QueuedReservation::new(
+            Epoch::new(1),
+            crate::domain::KeyId::new("k").expect("id"),
+            crate::domain::Hrs::end_of_height(7),
+            tokio::time::Instant::now() + Duration::from_secs(1),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        let cmd = scoped(
+            &ids[0],
+            Command::Reserve { epoch: Epoch::new(1), key: reservation.key.clone(), hrs: reservation.hrs },
+        );
+        let deadline = reservation.deadline;
+        let answer = Box::new(move |r: Result<Reply, CoordError>| {
+            reservation.answer(r.and_then(|_| Err(CoordError::Invalid("never applied here".into()))))
+        });
+        task.ahead_queue().push(QueuedAhead { cmd, deadline, answer });
+        task.fail("the raft node stopped: its storage failed: test".into());
+        let answer = heard.recv().await.expect("the caller hears");
+        assert!(
+            matches!(&answer, Err(CoordError::Unavailable(why)) if why.contains("dropped before the store answered")),
+            "{answer:?}"
+        );
     }
 
     // A quiet follower sleeps until its election timeout, a quiet leader until its heartbeat

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use super::signer::{GateRefusal, SignGate};
 use super::window::{Plan, ReserveWindow};
-use crate::coord::{CoordError, Coordinator};
+use crate::coord::{CoordError, Coordinator, QueuedReservation, ReservationAnswer};
 use crate::domain::{Epoch, Hrs, KeyId, MonoTime, Step, Watermark};
 use crate::producer::Grant;
 
@@ -83,7 +83,8 @@ impl GateState {
 struct Shared {
     coord: Arc<dyn Coordinator>,
     /// The store holds a reservation ahead for a moment of its own
-    /// ([`Coordinator::gathers_reservations_ahead`]): it is sent with no quiet before.
+    /// ([`Coordinator::gathers_reservations_ahead`]): it is queued for that moment
+    /// ([`Coordinator::queue_reserve_ahead`]), with no quiet before.
     gathered: bool,
     key: KeyId,
     state: Mutex<GateState>,
@@ -221,6 +222,26 @@ impl CoordinatorGate {
         }
     }
 
+    /// Hands `reserve(epoch, key, end_of_height(top))` to a store that gathers reservations
+    /// ahead, without waiting for it and without waking the runtime from this thread
+    /// ([`Coordinator::queue_reserve_ahead`]): the store sends it at its next tick, as it would
+    /// have held a task's. The window counts it in flight from now on, as
+    /// [`Self::reserve_in_background`] does, and hears its answer the same way.
+    fn queue_reservation(&self, epoch: Epoch, top: u64) {
+        let shared = Arc::clone(&self.shared);
+        if !shared.state.lock().unwrap_or_else(|e| e.into_inner()).take_queued(epoch, top) {
+            shared.answered.notify_all();
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let sent = std::time::Instant::now();
+        let answered = Arc::clone(&shared);
+        let answer: ReservationAnswer =
+            Box::new(move |result| record_ahead(&answered, epoch, top, &result, sent.elapsed()));
+        let reservation = QueuedReservation::new(epoch, shared.key.clone(), Hrs::end_of_height(top), deadline, answer);
+        shared.coord.queue_reserve_ahead(reservation);
+    }
+
     /// Sends `reserve(epoch, key, end_of_height(top))` `after` from now, without waiting for it.
     /// The window counts it in flight from now on, so nothing else is asked meanwhile.
     fn reserve_in_background(&self, epoch: Epoch, top: u64, after: Duration) {
@@ -242,10 +263,7 @@ impl CoordinatorGate {
             let deadline = tokio::time::Instant::now() + timeout;
             let sent = std::time::Instant::now();
             let result = shared.coord.reserve_ahead(epoch, &shared.key, Hrs::end_of_height(top), deadline).await;
-            if let Err(e) = &result {
-                tracing::info!(%epoch, top, error = %e, "a reservation ahead was not confirmed; the next request reserves again");
-            }
-            record(&shared, epoch, top, &result, sent.elapsed());
+            record_ahead(&shared, epoch, top, &result, sent.elapsed());
         });
     }
 
@@ -279,6 +297,14 @@ impl CoordinatorGate {
     }
 }
 
+/// [`record`] for a reservation ahead, whose failure only the log tells: nobody waits on it.
+fn record_ahead(shared: &Shared, epoch: Epoch, top: u64, result: &Result<Watermark, CoordError>, latency: Duration) {
+    if let Err(e) = result {
+        tracing::info!(%epoch, top, error = %e, "a reservation ahead was not confirmed; the next request reserves again");
+    }
+    record(shared, epoch, top, result, latency);
+}
+
 /// Notes the store's answer to a reservation up to `top` in the window of `epoch`.
 fn record(shared: &Shared, epoch: Epoch, top: u64, result: &Result<Watermark, CoordError>, latency: Duration) {
     let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -307,8 +333,10 @@ impl SignGate for CoordinatorGate {
                 None => return Err(GateRefusal::DemotedWhileReserving),
                 Some((Plan::Covered { extend }, quiet)) => {
                     if let Some(top) = extend {
-                        let after = if self.shared.gathered { Duration::ZERO } else { quiet };
-                        self.reserve_in_background(epoch, top, after);
+                        match self.shared.gathered {
+                            true => self.queue_reservation(epoch, top),
+                            false => self.reserve_in_background(epoch, top, quiet),
+                        }
                     }
                     return Ok(());
                 }
