@@ -2,9 +2,9 @@
 //! the runtime: the remote signer's connection threads ask for the next window of heights while
 //! the current one still covers the next ones, and with raft such a reservation waits for the
 //! node's next tick anyway (`Coordinator::gathers_reservations_ahead`). Spawning a task for it
-//! woke the runtime's worker from the signer's thread, a fifth of that worker's wake-ups on a
-//! member active for fifty signer validators; queued, the raft node takes it at the tick it
-//! leaves at.
+//! woke the runtime's worker from the signer's thread: over a quarter of that worker's wake-ups
+//! on a member active for fifty signer validators. Queued, it is taken by the raft node at the
+//! tick it leaves at.
 //!
 //! Owns the promise that whoever asked hears exactly one answer: the store's, or — when the
 //! reservation is dropped before it was answered (the node stopped, the process shuts down) —
