@@ -59,7 +59,8 @@ impl Drop for QueuedReservation {
     fn drop(&mut self) {
         if let Some(answer) = self.answer.take() {
             answer(Err(CoordError::Unavailable(
-                "the reservation ahead was dropped before the store answered it (the raft node stopped)".into(),
+                "the reservation ahead was dropped before the store answered it (its raft node stopped, or the store queues none)"
+                    .into(),
             )));
         }
     }
