@@ -15,8 +15,8 @@ mod router;
 mod view;
 mod watermark;
 
-pub use router::{ControlRouter, VALIDATOR_HEADER};
-pub use watermark::MAX_IMPORT_ENTRIES;
+pub use router::{ControlRouter, VALIDATOR_HEADER, service_named};
+pub use watermark::{MAX_IMPORT_ENTRIES, check_import_bound, import_entries};
 
 use std::path::Path;
 use std::sync::Arc;

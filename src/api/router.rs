@@ -36,13 +36,14 @@ impl ControlRouter {
 
     /// The service of the validator `request` names, or of the only one.
     fn pick<T>(&self, request: &Request<T>) -> Result<&ControlService, Status> {
-        pick_from(&self.services, request.metadata().get(VALIDATOR_HEADER))
+        service_named(&self.services, request.metadata().get(VALIDATOR_HEADER))
     }
 }
 
 /// The entry of `services` the header `named` names, or the only one without a header; a
-/// refusal that names what is served otherwise.
-fn pick_from<'s, S>(
+/// refusal that names what is served otherwise. Every control call meets it first (public
+/// for the fuzz target `control_request`).
+pub fn service_named<'s, S>(
     services: &'s BTreeMap<ValidatorId, S>,
     named: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 ) -> Result<&'s S, Status> {
@@ -135,10 +136,10 @@ mod tests {
     #[test]
     fn a_call_goes_to_the_validator_it_names_or_to_the_only_one() {
         let two = services(&["hub", "osmo"]);
-        assert_eq!(pick_from(&two, Some(&header("osmo"))).map(String::as_str).ok(), Some("osmo"));
+        assert_eq!(service_named(&two, Some(&header("osmo"))).map(String::as_str).ok(), Some("osmo"));
         let one = services(&["default"]);
-        assert_eq!(pick_from(&one, None).map(String::as_str).ok(), Some("default"));
-        assert_eq!(pick_from(&one, Some(&header("default"))).map(String::as_str).ok(), Some("default"));
+        assert_eq!(service_named(&one, None).map(String::as_str).ok(), Some("default"));
+        assert_eq!(service_named(&one, Some(&header("default"))).map(String::as_str).ok(), Some("default"));
     }
 
     #[test]
@@ -151,14 +152,14 @@ mod tests {
             (None, tonic::Code::InvalidArgument, "several validators (hub, osmo); name one with --validator"),
         ];
         for (named, code, says) in cases {
-            let refused = pick_from(&two, named.as_ref()).expect_err("refused");
+            let refused = service_named(&two, named.as_ref()).expect_err("refused");
             assert_eq!(refused.code(), code, "{refused}");
             assert!(refused.message().contains(says), "{refused}");
         }
         // HTTP/2 carries bytes above ASCII in a header; they are no validator's name.
         let binary =
             tonic::metadata::MetadataValue::<tonic::metadata::Ascii>::try_from(&b"\xffhub"[..]).expect("bytes");
-        let refused = pick_from(&two, Some(&binary)).expect_err("refused");
+        let refused = service_named(&two, Some(&binary)).expect_err("refused");
         assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
         assert!(refused.message().contains("is not text; name one of: hub, osmo"), "{refused}");
     }

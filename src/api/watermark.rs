@@ -32,7 +32,7 @@ impl ControlService {
     }
 
     pub(super) async fn import_watermarks(&self, req: WatermarkImportRequest) -> Result<WatermarkImportReply, Status> {
-        let wanted = self.highest_per_key(&req.entries)?;
+        let wanted = import_entries(&self.key, &req.entries)?;
         let deadline = Instant::now() + self.call_timeout;
         let mut before = Vec::with_capacity(wanted.len());
         for (key, _) in &wanted {
@@ -71,42 +71,42 @@ impl ControlService {
         }
         Ok(WatermarkImportReply { changes, dry_run: req.dry_run })
     }
+}
 
-    /// The request's entries as one (key, highest HRS) per key, sorted by key; refuses a
-    /// malformed request, naming the entry.
-    fn highest_per_key(&self, entries: &[WatermarkEntry]) -> Result<Vec<(KeyId, Hrs)>, Status> {
-        if entries.is_empty() {
-            return Err(Status::invalid_argument(
-                "entries: none; an import names at least one key (a failoverctl older than this daemon sends a form \
-                 it no longer reads: use the failoverctl of the daemon's release)",
-            ));
-        }
-        if entries.len() > MAX_IMPORT_ENTRIES {
+/// An import request's entries as one (key, highest HRS) per key, sorted by key, for a
+/// cluster that signs with `served`; refuses a malformed request, naming the entry. The first
+/// check a `WatermarkImport` call meets (public for the fuzz target `control_request`).
+pub fn import_entries(served: &KeyId, entries: &[WatermarkEntry]) -> Result<Vec<(KeyId, Hrs)>, Status> {
+    if entries.is_empty() {
+        return Err(Status::invalid_argument(
+            "entries: none; an import names at least one key (a failoverctl older than this daemon sends a form \
+             it no longer reads: use the failoverctl of the daemon's release)",
+        ));
+    }
+    if entries.len() > MAX_IMPORT_ENTRIES {
+        return Err(Status::invalid_argument(format!(
+            "entries: {} in one request, at most {MAX_IMPORT_ENTRIES}; send only the highest entry of each key \
+             (failoverctl does)",
+            entries.len()
+        )));
+    }
+    let mut highest: BTreeMap<KeyId, Hrs> = BTreeMap::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let key =
+            KeyId::new(entry.key.clone()).map_err(|e| Status::invalid_argument(format!("entries[{i}].key: {e}")))?;
+        if key != *served {
             return Err(Status::invalid_argument(format!(
-                "entries: {} in one request, at most {MAX_IMPORT_ENTRIES}; send only the highest entry of each key \
-                 (failoverctl does)",
-                entries.len()
+                "entries[{i}].key: this cluster signs with key {served}, not {key}; import {key}'s watermark \
+                 into the cluster that signs with it"
             )));
         }
-        let mut highest: BTreeMap<KeyId, Hrs> = BTreeMap::new();
-        for (i, entry) in entries.iter().enumerate() {
-            let key = KeyId::new(entry.key.clone())
-                .map_err(|e| Status::invalid_argument(format!("entries[{i}].key: {e}")))?;
-            if key != self.key {
-                return Err(Status::invalid_argument(format!(
-                    "entries[{i}].key: this cluster signs with key {}, not {key}; import {key}'s watermark into the \
-                     cluster that signs with it",
-                    self.key
-                )));
-            }
-            let wire = entry.hrs.ok_or_else(|| Status::invalid_argument(format!("entries[{i}].hrs: missing")))?;
-            let hrs = Hrs::try_from(wire)
-                .map_err(|e| Status::invalid_argument(format!("entries[{i}].{}: {}", e.field, e.problem)))?;
-            let top = highest.entry(key).or_insert(hrs);
-            *top = (*top).max(hrs);
-        }
-        Ok(highest.into_iter().collect())
+        let wire = entry.hrs.ok_or_else(|| Status::invalid_argument(format!("entries[{i}].hrs: missing")))?;
+        let hrs = Hrs::try_from(wire)
+            .map_err(|e| Status::invalid_argument(format!("entries[{i}].{}: {}", e.field, e.problem)))?;
+        let top = highest.entry(key).or_insert(hrs);
+        *top = (*top).max(hrs);
     }
+    Ok(highest.into_iter().collect())
 }
 
 /// Whether an import may set `key`'s watermark to `height`, given `best`, the highest height
@@ -114,7 +114,7 @@ impl ControlService {
 /// ceiling holds even with `force`; the `import_max_ahead` bound and the need for a known
 /// height hold unless `force`. The error is the operator's message: the bound, the numbers, and
 /// the way forward.
-pub(super) fn check_import_bound(
+pub fn check_import_bound(
     key: &KeyId,
     height: u64,
     best: Option<u64>,

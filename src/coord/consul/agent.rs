@@ -387,7 +387,8 @@ fn parse_index(request: &str, header: Option<&[u8]>) -> Result<u64, AgentError> 
 }
 
 /// A `GET /v1/kv/…` answer: an array of entries, each Value standard base64 (or null: empty).
-fn parse_kv_entries(request: &str, body: &[u8]) -> Result<Vec<KvEntry>, AgentError> {
+/// Public for the fuzz target `consul_kv`.
+pub fn parse_kv_entries(request: &str, body: &[u8]) -> Result<Vec<KvEntry>, AgentError> {
     let json = parse_json(request, body)?;
     let Value::Array(items) = json else { return Err(wrong_type(request, "the body", &json, "an array of entries")) };
     let mut entries = Vec::with_capacity(items.len());

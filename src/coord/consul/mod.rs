@@ -88,15 +88,15 @@ const TXN_MAX_OPS: usize = 64;
 
 /// The value of `<prefix>/leader`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct LeaderValue {
-    holder: MemberId,
+pub struct LeaderValue {
+    pub holder: MemberId,
 }
 
 /// The value of `<prefix>/intents`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct IntentsValue {
-    paused: bool,
-    transfer: Option<Transfer>,
+pub struct IntentsValue {
+    pub paused: bool,
+    pub transfer: Option<Transfer>,
 }
 
 pub struct ConsulCoordinator {
@@ -122,12 +122,17 @@ fn unavailable(e: AgentError) -> CoordError {
     CoordError::Unavailable(e.to_string())
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(entry: &KvEntry) -> Result<T, CoordError> {
+/// The value of `entry` as the JSON of a `T` (a [`LeaderValue`], [`IntentsValue`],
+/// [`Watermark`] or [`MemberStatus`]), or why failoverd cannot read it. Public, with
+/// [`leader_view`], for the fuzz target `consul_kv`.
+pub fn decode<T: for<'de> Deserialize<'de>>(entry: &KvEntry) -> Result<T, CoordError> {
     serde_json::from_slice(&entry.value)
         .map_err(|e| CoordError::Unavailable(format!("{} holds a value failoverd cannot read: {e}", entry.key)))
 }
 
-fn leader_view(entry: Option<&KvEntry>) -> Result<LeaseView, CoordError> {
+/// The lease `<prefix>/leader`'s entry says: free without a session, else held by the holder
+/// its value names, at its lock index.
+pub fn leader_view(entry: Option<&KvEntry>) -> Result<LeaseView, CoordError> {
     Ok(match entry {
         None => LeaseView::Free { epoch: Epoch::ZERO },
         Some(e) if e.session.is_none() => LeaseView::Free { epoch: Epoch::new(e.lock_index) },

@@ -25,6 +25,7 @@ pub mod expiry;
 pub mod fsm;
 mod gather;
 pub mod node;
+pub mod peer_batch;
 pub mod peer_gate;
 pub mod refresh;
 mod refresh_beat;

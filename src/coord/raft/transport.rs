@@ -227,33 +227,7 @@ impl PeerService {
             self.gate.refusals.record(Refusal::Malformed, from, &what);
             Status::invalid_argument(what)
         };
-        let mut messages = Vec::with_capacity(batch.messages.len());
-        for (i, bytes) in batch.messages.iter().enumerate() {
-            // protobuf 2 must never see a group (RUSTSEC-2024-0437) or bytes it would read
-            // differently from the raft schema: walked first, refused with the byte and field.
-            super::wire_check::check_raft_message(bytes).map_err(|e| {
-                malformed(format!(
-                    "messages[{i}] from raft id {} is not parsed: {e}; nothing in this batch was delivered",
-                    batch.from
-                ))
-            })?;
-            let m = Message::parse_from_bytes(bytes)
-                .map_err(|e| malformed(format!("messages[{i}] is not a raft message: {e}")))?;
-            if m.from != batch.from {
-                return Err(malformed(format!(
-                    "messages[{i}] claims to come from raft id {} inside a batch from {}",
-                    m.from, batch.from
-                )));
-            }
-            if m.to != self.me {
-                return Err(malformed(format!(
-                    "messages[{i}] is addressed to raft id {}, not to this member (raft id {})",
-                    m.to, self.me
-                )));
-            }
-            messages.push(m);
-        }
-        Ok(messages)
+        super::peer_batch::read_batch(batch.from, self.me, &batch.messages).map_err(malformed)
     }
 
     /// The next message on a peer's stream, `None` at its end; this member stopping ends the
