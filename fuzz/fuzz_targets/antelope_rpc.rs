@@ -4,7 +4,7 @@
 #![no_main]
 
 use failover::chain::antelope::{parse_get_info, parse_paused};
-use failover_fuzz::{assert_readable, assert_time_round_trips, json};
+use failover_fuzz::{assert_readable, assert_time_round_trips, json, rfc3339_of_millis};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
@@ -19,8 +19,7 @@ fuzz_target!(|data: &[u8]| {
                 "head_block_num": info.head_block_num,
                 "last_irreversible_block_num": info.last_irreversible_block_num,
                 "head_block_producer": info.head_block_producer,
-                "head_block_time":
-                    failover::domain::rfc3339::format_unix_nanos(i128::from(info.head_block_time_ms) * 1_000_000),
+                "head_block_time": rfc3339_of_millis(info.head_block_time_ms),
             });
             assert_eq!(parse_get_info(&written).as_ref(), Ok(&info), "get_info does not read back");
         }

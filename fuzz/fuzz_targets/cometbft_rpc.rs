@@ -5,7 +5,7 @@
 #![no_main]
 
 use failover::chain::cometbft::{parse_net_info, parse_status, signed_in_commit};
-use failover_fuzz::{assert_readable, assert_time_round_trips, json};
+use failover_fuzz::{assert_readable, assert_time_round_trips, json, rfc3339_of_millis};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 
@@ -22,8 +22,7 @@ fuzz_target!(|data: &[u8]| {
             });
             if let Some(ms) = sample.latest_block_time_ms {
                 assert_time_round_trips(ms, "/status latest_block_time");
-                sync["latest_block_time"] =
-                    Value::String(failover::domain::rfc3339::format_unix_nanos(i128::from(ms) * 1_000_000));
+                sync["latest_block_time"] = Value::String(rfc3339_of_millis(ms));
             }
             let again = parse_status(&json!({ "result": { "sync_info": sync } })).expect("its own rendering");
             assert_eq!(again, sample, "/status does not read back");

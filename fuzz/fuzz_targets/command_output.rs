@@ -4,7 +4,7 @@
 #![no_main]
 
 use failover::chain::command::parse_output;
-use failover_fuzz::{assert_readable, assert_time_round_trips};
+use failover_fuzz::{assert_readable, assert_time_round_trips, rfc3339_of_millis};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
@@ -24,8 +24,7 @@ fuzz_target!(|data: &[u8]| {
             }
             if let Some(ms) = sample.latest_block_time_ms {
                 assert_time_round_trips(ms, "latest_block_time");
-                written["latest_block_time"] =
-                    json!(failover::domain::rfc3339::format_unix_nanos(i128::from(ms) * 1_000_000));
+                written["latest_block_time"] = json!(rfc3339_of_millis(ms));
             }
             let again = parse_output(written.to_string().as_bytes()).expect("its own rendering");
             assert_eq!(again, sample, "command output does not read back");

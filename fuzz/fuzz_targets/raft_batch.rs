@@ -9,9 +9,8 @@ use std::collections::BTreeSet;
 
 use failover::coord::raft::peer_batch::read_batch;
 use failover::coord::raft::snapshot_check::check_snapshot;
-use failover::domain::MemberId;
 use failover::proto::v1::RaftBatch;
-use failover_fuzz::assert_readable;
+use failover_fuzz::{assert_readable, configured_cluster};
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
 use raft::eraftpb::MessageType;
@@ -24,9 +23,7 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => assert_readable(&e, "a raft batch refusal"),
         Ok(messages) => {
             assert_eq!(messages.len(), batch.messages.len(), "a batch is read whole or not at all");
-            let voters: BTreeSet<u64> = [1, 2, 3].into();
-            let members: BTreeSet<MemberId> =
-                ["a", "b", "c"].iter().map(|m| MemberId::new(*m).expect("a member id")).collect();
+            let (voters, members) = configured_cluster();
             for m in &messages {
                 assert_eq!((m.from, m.to), (batch.from, ME), "a message from someone else got through");
                 if m.get_msg_type() == MessageType::MsgSnapshot

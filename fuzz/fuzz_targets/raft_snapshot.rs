@@ -8,15 +8,13 @@
 use std::collections::BTreeSet;
 
 use failover::coord::raft::snapshot_check::check_snapshot;
-use failover::domain::MemberId;
-use failover_fuzz::assert_readable;
+use failover_fuzz::{assert_readable, configured_cluster};
 use libfuzzer_sys::fuzz_target;
 use raft::eraftpb::Snapshot;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&shape, state)) = data.split_first() else { return };
-    let voters: BTreeSet<u64> = [1, 2, 3].into();
-    let members: BTreeSet<MemberId> = ["a", "b", "c"].iter().map(|m| MemberId::new(*m).expect("id")).collect();
+    let (voters, members) = configured_cluster();
     let mut snapshot = Snapshot { data: state.to_vec().into(), ..Snapshot::default() };
     let conf = snapshot.mut_metadata().mut_conf_state();
     // Bits 0..4 say which of raft ids 1 to 4 are voters; bit 5 repeats one; 6 and 7 add a
