@@ -771,12 +771,17 @@ impl Lab {
             .collect()
     }
 
+    /// Whether each bystander (`v2` first) is signed by some producer now.
+    pub fn bystanders_signed(&self) -> Vec<bool> {
+        (1..self.validators.len()).map(|k| !self.bystander_signing(k).is_empty()).collect()
+    }
+
     /// Waits up to `limit` until every bystander is signed by some producer; whether each was
     /// (`v2` first) when the wait ended.
     pub fn wait_bystanders(&self, limit: Duration, interrupted: &dyn Fn() -> bool) -> Vec<bool> {
         let end = Instant::now() + limit;
         loop {
-            let signed: Vec<bool> = (1..self.validators.len()).map(|k| !self.bystander_signing(k).is_empty()).collect();
+            let signed = self.bystanders_signed();
             if signed.iter().all(|s| *s) || Instant::now() >= end || interrupted() {
                 return signed;
             }

@@ -38,6 +38,11 @@ use verdict::{Evidence, ValidatorEvidence, ValidatorReport};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// How long one producer alone must have been signing, once the fault has healed, for the run to
+/// count as settled: over seven of the lab's 200 ms blocks, where a node that has just died still
+/// counts as signing for two.
+const SETTLED_FOR: Duration = Duration::from_millis(1500);
+
 fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::Relaxed)
 }
@@ -356,14 +361,13 @@ fn run_once(
             return Ok(result);
         }
     };
-    // Let the cluster settle after the fault healed: one producer, signing, for a while.
+    // Let the cluster settle after the fault healed: one producer, signing, for a while, with
+    // every process that failed on the way out restarted as systemd would restart it.
     let settle_limit = timings.l1_node_limit() + wan_allowance + Duration::from_secs(3);
-    let settled = cx.lab.wait_active(settle_limit, &interrupted).is_some();
-    cx.pause(Duration::from_millis(1500))?;
-    let active_at_end = settled && cx.lab.signing().len() == 1;
+    let active_at_end = cx.wait_settled(settle_limit, SETTLED_FOR)?.is_some();
     // Each bystander must be signed by some producer once the fault has healed: a liveness note
     // when it is not, never a violation.
-    let bystanders_signing = cx.lab.wait_bystanders(settle_limit, &interrupted);
+    let bystanders_signing = cx.wait_bystanders(settle_limit)?;
     scenario::after_settle(cx.lab, &mut injected);
     let end = MonoTime::now();
     let reads = observer.finish();

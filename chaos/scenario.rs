@@ -233,6 +233,45 @@ impl Context<'_> {
         }
     }
 
+    /// Waits until one producer alone has been signing throughout `hold`, a stretch that must
+    /// begin within `limit`; that producer, or `None` when no stretch did. Crashed processes are
+    /// restarted meanwhile, as in [`Context::pause`]. One sample is not enough: a producer whose
+    /// daemon has just failed on the healing fault still shows the signatures its node made
+    /// before the daemon stopped it, for two blocks.
+    pub fn wait_settled(&mut self, limit: Duration, hold: Duration) -> Result<Option<usize>, Interrupted> {
+        let end = Instant::now() + limit;
+        let mut stretch = None;
+        loop {
+            if (self.interrupted)() {
+                return Err(Interrupted);
+            }
+            self.lab.supervise();
+            match settle_step(stretch, &self.lab.signing(), Instant::now(), end, hold) {
+                Settling::Settled(who) => return Ok(Some(who)),
+                Settling::Unsettled => return Ok(None),
+                Settling::Waiting(s) => stretch = s,
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits up to `limit` until every bystander is signed by some producer, restarting crashed
+    /// processes meanwhile; whether each was (`v2` first) when the wait ended.
+    pub fn wait_bystanders(&mut self, limit: Duration) -> Result<Vec<bool>, Interrupted> {
+        let end = Instant::now() + limit;
+        loop {
+            if (self.interrupted)() {
+                return Err(Interrupted);
+            }
+            self.lab.supervise();
+            let signed = self.lab.bystanders_signed();
+            if signed.iter().all(|s| *s) || Instant::now() >= end {
+                return Ok(signed);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     /// Waits until a producer other than `old` signs, up to `limit`.
     fn wait_other(&mut self, old: usize, limit: Duration) -> Result<bool, Interrupted> {
         let end = Instant::now() + limit;
@@ -818,6 +857,48 @@ pub fn after_settle(lab: &mut Lab, injected: &mut Injected) {
     evidence.not_running = lab.not_running();
 }
 
+/// One producer seen signing alone at every sample since `since`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stretch {
+    pub who: usize,
+    pub since: Instant,
+}
+
+/// Where the settle wait stands after a sample.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settling {
+    /// This producer alone signed throughout the hold.
+    Settled(usize),
+    /// The limit passed with no stretch under way that began before it.
+    Unsettled,
+    /// Keep sampling, with this stretch under way (if any).
+    Waiting(Option<Stretch>),
+}
+
+/// The settle rule, one sample at a time: `signing` are the producers signing at `now`. A stretch
+/// holds while the same single producer signs at every sample and breaks on any other sample
+/// (nobody, two, or another one, which starts a stretch of its own); it settles the run once it
+/// has lasted `hold`, and it must have begun before `end`.
+pub fn settle_step(
+    stretch: Option<Stretch>,
+    signing: &[usize],
+    now: Instant,
+    end: Instant,
+    hold: Duration,
+) -> Settling {
+    let stretch = match (signing, stretch) {
+        ([one], Some(s)) if *one == s.who => Some(s),
+        ([one], _) => Some(Stretch { who: *one, since: now }),
+        _ => None,
+    };
+    match stretch {
+        Some(s) if now.duration_since(s.since) >= hold => Settling::Settled(s.who),
+        Some(s) if s.since < end => Settling::Waiting(stretch),
+        _ if now >= end => Settling::Unsettled,
+        _ => Settling::Waiting(stretch),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::process::CommandExt;
@@ -863,5 +944,58 @@ mod tests {
         );
         assert!(left[0].contains("(sleep 600)"), "{left:?}");
         assert!(eventually(|| left_of_groups("a", &[pgid], "now").is_empty()), "the group is empty once killed");
+    }
+
+    /// Feeds `samples` (milliseconds after `t0`, producers signing) to the settle rule with the
+    /// limit at `limit_ms` and a 1.5 s hold; where it stands after the last.
+    fn settle(samples: &[(u64, &[usize])], limit_ms: u64) -> Settling {
+        let t0 = Instant::now();
+        let end = t0 + Duration::from_millis(limit_ms);
+        let mut stretch = None;
+        let mut last = Settling::Waiting(None);
+        for &(at, signing) in samples {
+            last = settle_step(stretch, signing, t0 + Duration::from_millis(at), end, Duration::from_millis(1500));
+            match last {
+                Settling::Waiting(s) => stretch = s,
+                _ => return last,
+            }
+        }
+        last
+    }
+
+    #[test]
+    fn a_producer_seen_signing_once_and_then_never_again_does_not_settle_the_run() {
+        // full-disk in CI: the old active's last signature was still fresh at the first sample,
+        // its daemon had failed, and nobody signed for the next 1.5 s.
+        let samples: Vec<(u64, &[usize])> =
+            (0..40).map(|i| (i * 100, if i == 0 { &[0][..] } else { &[][..] })).collect();
+        assert_eq!(settle(&samples, 3000), Settling::Unsettled);
+    }
+
+    #[test]
+    fn one_producer_signing_alone_throughout_the_hold_settles_the_run() {
+        let samples: Vec<(u64, &[usize])> = (0..=15).map(|i| (i * 100, &[1][..])).collect();
+        assert_eq!(settle(&samples, 3000), Settling::Settled(1));
+        assert!(matches!(settle(&samples[..15], 3000), Settling::Waiting(Some(Stretch { who: 1, .. }))));
+    }
+
+    #[test]
+    fn a_gap_two_signers_or_a_handover_within_the_hold_starts_the_stretch_again() {
+        let gap: &[(u64, &[usize])] = &[(0, &[0]), (1000, &[]), (1100, &[0]), (2500, &[0])];
+        assert!(matches!(settle(gap, 5000), Settling::Waiting(Some(Stretch { who: 0, .. }))));
+        let two: &[(u64, &[usize])] = &[(0, &[0]), (1000, &[0, 1]), (1100, &[0]), (2500, &[0])];
+        assert!(matches!(settle(two, 5000), Settling::Waiting(Some(_))));
+        let handover: &[(u64, &[usize])] = &[(0, &[0]), (1000, &[1]), (2400, &[1]), (2500, &[1])];
+        assert_eq!(settle(handover, 5000), Settling::Settled(1));
+    }
+
+    #[test]
+    fn a_stretch_must_begin_before_the_limit_but_may_end_after_it() {
+        let begun_before: &[(u64, &[usize])] = &[(2900, &[0]), (3500, &[0]), (4400, &[0])];
+        assert_eq!(settle(begun_before, 3000), Settling::Settled(0));
+        let begun_after: &[(u64, &[usize])] = &[(2900, &[]), (3100, &[0])];
+        assert_eq!(settle(begun_after, 3000), Settling::Unsettled);
+        let broken_after: &[(u64, &[usize])] = &[(2900, &[0]), (3500, &[])];
+        assert_eq!(settle(broken_after, 3000), Settling::Unsettled);
     }
 }
