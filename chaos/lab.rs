@@ -609,7 +609,7 @@ impl Lab {
     /// differ whatever the race for the free leases at start gave: a fault aimed at `v1`'s active
     /// then finds the bystanders' standbys on that member, not their actives. Returns what did
     /// not go so, as notes; nothing depends on it.
-    pub fn place_bystanders(&self, first_active: usize, interrupted: &dyn Fn() -> bool) -> Vec<String> {
+    pub fn place_bystanders(&mut self, first_active: usize, interrupted: &dyn Fn() -> bool) -> Vec<String> {
         let other = (first_active + 1) % PRODUCERS;
         let mut notes = Vec::new();
         self.wait_bystanders(PLACE_LIMIT, interrupted);
@@ -771,17 +771,14 @@ impl Lab {
             .collect()
     }
 
-    /// Whether each bystander (`v2` first) is signed by some producer now.
-    pub fn bystanders_signed(&self) -> Vec<bool> {
-        (1..self.validators.len()).map(|k| !self.bystander_signing(k).is_empty()).collect()
-    }
-
-    /// Waits up to `limit` until every bystander is signed by some producer; whether each was
+    /// Waits up to `limit` until every bystander is signed by some producer, restarting crashed
+    /// processes meanwhile ([`Lab::supervise`], as a scenario's pauses do); whether each was
     /// (`v2` first) when the wait ended.
-    pub fn wait_bystanders(&self, limit: Duration, interrupted: &dyn Fn() -> bool) -> Vec<bool> {
+    pub fn wait_bystanders(&mut self, limit: Duration, interrupted: &dyn Fn() -> bool) -> Vec<bool> {
         let end = Instant::now() + limit;
         loop {
-            let signed = self.bystanders_signed();
+            self.supervise();
+            let signed: Vec<bool> = (1..self.validators.len()).map(|k| !self.bystander_signing(k).is_empty()).collect();
             if signed.iter().all(|s| *s) || Instant::now() >= end || interrupted() {
                 return signed;
             }

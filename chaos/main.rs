@@ -367,7 +367,10 @@ fn run_once(
     let active_at_end = cx.wait_settled(settle_limit, SETTLED_FOR)?.is_some();
     // Each bystander must be signed by some producer once the fault has healed: a liveness note
     // when it is not, never a violation.
-    let bystanders_signing = cx.wait_bystanders(settle_limit)?;
+    let bystanders_signing = cx.lab.wait_bystanders(settle_limit, &interrupted);
+    if interrupted() {
+        return Err(Interrupted);
+    }
     scenario::after_settle(cx.lab, &mut injected);
     let end = MonoTime::now();
     let reads = observer.finish();

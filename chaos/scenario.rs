@@ -255,23 +255,6 @@ impl Context<'_> {
         }
     }
 
-    /// Waits up to `limit` until every bystander is signed by some producer, restarting crashed
-    /// processes meanwhile; whether each was (`v2` first) when the wait ended.
-    pub fn wait_bystanders(&mut self, limit: Duration) -> Result<Vec<bool>, Interrupted> {
-        let end = Instant::now() + limit;
-        loop {
-            if (self.interrupted)() {
-                return Err(Interrupted);
-            }
-            self.lab.supervise();
-            let signed = self.lab.bystanders_signed();
-            if signed.iter().all(|s| *s) || Instant::now() >= end {
-                return Ok(signed);
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
     /// Waits until a producer other than `old` signs, up to `limit`.
     fn wait_other(&mut self, old: usize, limit: Duration) -> Result<bool, Interrupted> {
         let end = Instant::now() + limit;
